@@ -1,0 +1,125 @@
+// Vision Transformer encoder (ViT, DINOv2, RAD-DINO). Dimension letters: B batch, T tokens
+// (prefix + patches), N patches, C channels, H heads, M MLP hidden, P patch size, R registers.
+import Foundation
+import XRTensor
+
+/// Architecture of a ViT encoder. Codable, so it is written into every run output.
+///
+/// References: Dosovitskiy et al. 2021 (ViT); Oquab et al. 2024 (DINOv2); Darcet et al. 2024
+/// (registers); Pérez-García et al. 2025 (RAD-DINO).
+public struct ViTConfig: Codable, Sendable, Equatable {
+    /// How learned position embeddings are resized to a new patch grid, following each
+    /// reference implementation exactly.
+    public enum PosEmbedResize: String, Codable, Sendable {
+        /// timm `resample_abs_pos_embed`: bicubic to the new grid size, antialias=True.
+        case timm
+        /// transformers `Dinov2Embeddings.interpolate_pos_encoding`: bicubic to size, antialias=False.
+        case huggingFace
+        /// transformers `Dinov2WithRegistersEmbeddings.interpolate_pos_encoding`: bicubic to size, antialias=True.
+        case huggingFaceAntialias
+        /// facebookresearch/dinov2: bicubic with scale factor (new + 0.1) / old, antialias=False.
+        case dinov2
+    }
+
+    /// Native image size (the position-embedding grid is imageSize / patchSize).
+    public var imageSize: Int
+    public var patchSize: Int
+    public var dim: Int
+    public var depth: Int
+    public var heads: Int
+    public var mlpHidden: Int
+    public var qkvBias: Bool = true
+    public var layerScale: Bool
+    public var numRegisters: Int = 0
+    /// Prefix tokens (CLS, registers) that carry a position embedding: 0, 1 (CLS) or 1 + R.
+    public var posEmbedPrefix: Int = 1
+    public var layerNormEps: Float = 1e-6
+    public var posEmbedResize: PosEmbedResize
+
+    public init(imageSize: Int, patchSize: Int, dim: Int, depth: Int, heads: Int, mlpHidden: Int? = nil,
+                qkvBias: Bool = true, layerScale: Bool = false, numRegisters: Int = 0, posEmbedPrefix: Int = 1,
+                layerNormEps: Float = 1e-6, posEmbedResize: PosEmbedResize = .timm) {
+        self.imageSize = imageSize
+        self.patchSize = patchSize
+        self.dim = dim
+        self.depth = depth
+        self.heads = heads
+        self.mlpHidden = mlpHidden ?? 4 * dim
+        self.qkvBias = qkvBias
+        self.layerScale = layerScale
+        self.numRegisters = numRegisters
+        self.posEmbedPrefix = posEmbedPrefix
+        self.layerNormEps = layerNormEps
+        self.posEmbedResize = posEmbedResize
+    }
+
+    /// The native patch grid side.
+    public var grid: Int { imageSize / patchSize }
+    /// Prefix tokens in the sequence: CLS + registers.
+    public var prefixTokens: Int { 1 + numRegisters }
+
+    // MARK: presets
+
+    public static let vitTiny16 = ViTConfig(imageSize: 224, patchSize: 16, dim: 192, depth: 12, heads: 3)
+    public static let vitSmall16 = ViTConfig(imageSize: 224, patchSize: 16, dim: 384, depth: 12, heads: 6)
+    public static let vitBase16 = ViTConfig(imageSize: 224, patchSize: 16, dim: 768, depth: 12, heads: 12)
+    public static let vitBase14at518 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12)
+    public static let dinov2Small14 = ViTConfig(imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
+                                                layerScale: true, posEmbedResize: .dinov2)
+    public static let dinov2Base14 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+                                               layerScale: true, posEmbedResize: .dinov2)
+    public static let dinov2Small14Reg4 = ViTConfig(imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
+                                                    layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
+    public static let dinov2Base14Reg4 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+                                                   layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
+    /// RAD-DINO (microsoft/rad-dino): DINOv2 ViT-B/14 at 518 px in the Hugging Face layout.
+    public static let radDino = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+                                          layerScale: true, posEmbedResize: .huggingFace)
+
+    public static let presets: [String: ViTConfig] = [
+        "vitTiny16": .vitTiny16, "vitSmall16": .vitSmall16, "vitBase16": .vitBase16,
+        "vitBase14at518": .vitBase14at518,
+        "dinov2Small14": .dinov2Small14, "dinov2Base14": .dinov2Base14,
+        "dinov2Small14Reg4": .dinov2Small14Reg4, "dinov2Base14Reg4": .dinov2Base14Reg4,
+        "radDino": .radDino,
+    ]
+    public static var presetNames: [String] { presets.keys.sorted() }
+    public static func preset(named name: String) -> ViTConfig? { presets[name] }
+}
+
+/// Parameters of one pre-norm transformer block. Linear weights are (out, in), as in PyTorch.
+struct ViTBlockWeights: Sendable {
+    var norm1Weight, norm1Bias: [Float]        // (C)
+    var qkvWeight: [Float]                      // (3C, C), rows [q; k; v]
+    var qkvBias: [Float]?                       // (3C)
+    var projWeight, projBias: [Float]           // (C, C), (C)
+    var ls1: [Float]?                           // (C)
+    var norm2Weight, norm2Bias: [Float]         // (C)
+    var fc1Weight, fc1Bias: [Float]             // (M, C), (M)
+    var fc2Weight, fc2Bias: [Float]             // (C, M), (C)
+    var ls2: [Float]?                           // (C)
+}
+
+/// All parameters of a ViT encoder.
+struct ViTWeights: Sendable {
+    var clsToken: [Float]                       // (C)
+    var registers: [Float]                      // (R, C)
+    var posEmbed: [Float]                       // (posEmbedPrefix + grid², C)
+    var patchWeight, patchBias: [Float]         // (C, 3·P·P), (C)
+    var blocks: [ViTBlockWeights]
+    var normWeight, normBias: [Float]           // (C)
+}
+
+/// Encoder outputs, all after the final LayerNorm; register tokens are excluded from the
+/// patch tokens and their mean.
+public struct ViTOutput: Sendable {
+    /// (B, C)
+    public var cls: Tensor
+    /// (B, C) mean over patch tokens.
+    public var patchMean: Tensor
+    /// (B, N, C)
+    public var patchTokens: Tensor
+    /// CLS of each of the last n blocks, oldest first, each (B, C), normalised by the final
+    /// LayerNorm (DINOv2's `get_intermediate_layers(n, norm=True)` / linear-probe protocol).
+    public var lastBlocksCLS: [Tensor]
+}

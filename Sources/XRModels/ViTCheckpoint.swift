@@ -1,0 +1,332 @@
+// Checkpoint layouts for the ViT encoder: one key table per layout, strict loading.
+import Foundation
+import XRTensor
+
+/// Checkpoint naming schemes xrlab reads.
+public enum ViTLayout: String, Codable, Sendable {
+    /// timm `vit_*` and timm DINOv2 (`blocks.i.attn.qkv`, `ls1.gamma`, `reg_token`).
+    case timm
+    /// facebookresearch/dinov2 (`register_tokens`, `mask_token`, `blocks.i.ls1.gamma`).
+    case dinov2
+    /// Hugging Face `Dinov2Model` / `Dinov2WithRegistersModel` (e.g. RAD-DINO).
+    case huggingFace
+}
+
+/// One parameter: the checkpoint keys it is read from (concatenated along the first
+/// dimension, for q/k/v stored separately) and the shape each key must have.
+struct ParamSource {
+    var keys: [(name: String, shape: [Int])]
+}
+
+/// The key table of a layout for a config: canonical parameter name → checkpoint keys.
+/// Canonical names follow timm (`blocks.{i}.attn.qkv.weight`, …).
+func keyTable(_ layout: ViTLayout, _ c: ViTConfig, registerKey: String) -> [(String, ParamSource)] {
+    let C = c.dim, M = c.mlpHidden, P = c.patchSize, R = c.numRegisters
+    let posCount = c.posEmbedPrefix + c.grid * c.grid
+    func one(_ k: String, _ s: [Int]) -> ParamSource { ParamSource(keys: [(k, s)]) }
+    var t: [(String, ParamSource)] = []
+    switch layout {
+    case .timm, .dinov2:
+        t.append(("cls_token", one("cls_token", [1, 1, C])))
+        if R > 0 { t.append(("registers", one(registerKey, [1, R, C]))) }
+        t.append(("pos_embed", one("pos_embed", [1, posCount, C])))
+        t.append(("patch.weight", one("patch_embed.proj.weight", [C, 3, P, P])))
+        t.append(("patch.bias", one("patch_embed.proj.bias", [C])))
+        for i in 0..<c.depth {
+            let b = "blocks.\(i)."
+            t.append((b + "norm1.weight", one(b + "norm1.weight", [C])))
+            t.append((b + "norm1.bias", one(b + "norm1.bias", [C])))
+            t.append((b + "qkv.weight", one(b + "attn.qkv.weight", [3 * C, C])))
+            if c.qkvBias { t.append((b + "qkv.bias", one(b + "attn.qkv.bias", [3 * C]))) }
+            t.append((b + "proj.weight", one(b + "attn.proj.weight", [C, C])))
+            t.append((b + "proj.bias", one(b + "attn.proj.bias", [C])))
+            if c.layerScale {
+                t.append((b + "ls1", one(b + "ls1.gamma", [C])))
+                t.append((b + "ls2", one(b + "ls2.gamma", [C])))
+            }
+            t.append((b + "norm2.weight", one(b + "norm2.weight", [C])))
+            t.append((b + "norm2.bias", one(b + "norm2.bias", [C])))
+            t.append((b + "fc1.weight", one(b + "mlp.fc1.weight", [M, C])))
+            t.append((b + "fc1.bias", one(b + "mlp.fc1.bias", [M])))
+            t.append((b + "fc2.weight", one(b + "mlp.fc2.weight", [C, M])))
+            t.append((b + "fc2.bias", one(b + "mlp.fc2.bias", [C])))
+        }
+        t.append(("norm.weight", one("norm.weight", [C])))
+        t.append(("norm.bias", one("norm.bias", [C])))
+    case .huggingFace:
+        let e = "embeddings."
+        t.append(("cls_token", one(e + "cls_token", [1, 1, C])))
+        if R > 0 { t.append(("registers", one(e + "register_tokens", [1, R, C]))) }
+        t.append(("pos_embed", one(e + "position_embeddings", [1, posCount, C])))
+        t.append(("patch.weight", one(e + "patch_embeddings.projection.weight", [C, 3, P, P])))
+        t.append(("patch.bias", one(e + "patch_embeddings.projection.bias", [C])))
+        for i in 0..<c.depth {
+            let b = "blocks.\(i).", h = "encoder.layer.\(i)."
+            t.append((b + "norm1.weight", one(h + "norm1.weight", [C])))
+            t.append((b + "norm1.bias", one(h + "norm1.bias", [C])))
+            t.append((b + "qkv.weight", ParamSource(keys: ["query", "key", "value"].map { (h + "attention.attention.\($0).weight", [C, C]) })))
+            if c.qkvBias {
+                t.append((b + "qkv.bias", ParamSource(keys: ["query", "key", "value"].map { (h + "attention.attention.\($0).bias", [C]) })))
+            }
+            t.append((b + "proj.weight", one(h + "attention.output.dense.weight", [C, C])))
+            t.append((b + "proj.bias", one(h + "attention.output.dense.bias", [C])))
+            if c.layerScale {
+                t.append((b + "ls1", one(h + "layer_scale1.lambda1", [C])))
+                t.append((b + "ls2", one(h + "layer_scale2.lambda1", [C])))
+            }
+            t.append((b + "norm2.weight", one(h + "norm2.weight", [C])))
+            t.append((b + "norm2.bias", one(h + "norm2.bias", [C])))
+            t.append((b + "fc1.weight", one(h + "mlp.fc1.weight", [M, C])))
+            t.append((b + "fc1.bias", one(h + "mlp.fc1.bias", [M])))
+            t.append((b + "fc2.weight", one(h + "mlp.fc2.weight", [C, M])))
+            t.append((b + "fc2.bias", one(h + "mlp.fc2.bias", [C])))
+        }
+        t.append(("norm.weight", one("layernorm.weight", [C])))
+        t.append(("norm.bias", one("layernorm.bias", [C])))
+    }
+    return t
+}
+
+/// Keys that real checkpoints carry but feature extraction does not use, by design. Anything
+/// else that the table does not consume is an error.
+func ignoredByDesign(_ layout: ViTLayout) -> Set<String> {
+    switch layout {
+    case .timm: return ["head.weight", "head.bias"]
+    case .dinov2: return ["mask_token", "head.weight", "head.bias"]
+    case .huggingFace: return ["embeddings.mask_token"]
+    }
+}
+
+/// A loaded encoder and where it came from.
+public struct LoadedViT: @unchecked Sendable {
+    public var model: ViT
+    public var config: ViTConfig
+    public var layout: String
+    /// The files the weights were read from (for fingerprinting), sorted.
+    public var weightFiles: [URL]
+    /// `preprocessor_config.json` beside the weights, when present.
+    public var preprocessorConfig: URL?
+    /// Facts inferred rather than read (e.g. head count), shown to the user.
+    public var notes: [String]
+}
+
+/// A set of safetensors files read as one name space.
+struct WeightSource {
+    var files: [SafeTensorsFile]
+    var owner: [String: SafeTensorsFile] = [:]
+
+    init(_ urls: [URL]) throws {
+        files = try urls.map { try SafeTensorsFile(contentsOf: $0) }
+        for f in files {
+            for n in f.names {
+                if let other = owner[n] {
+                    throw XRError("tensor appears in two shards (also in \(other.url.lastPathComponent))", file: f.url.path, field: n)
+                }
+                owner[n] = f
+            }
+        }
+    }
+
+    var names: [String] { owner.keys.sorted() }
+    func shape(_ n: String) -> [Int]? { owner[n]?.info(n)?.shape }
+    var description: String { files.map(\.url.path).joined(separator: ", ") }
+}
+
+/// Reads ViT checkpoints in any supported layout.
+public enum ViTLoader {
+    /// Load from a Hugging Face folder (`config.json` + `model.safetensors` or a sharded index)
+    /// or a bare `.safetensors` file (timm or DINOv2 names; the architecture is read off the
+    /// tensor shapes, the head count from `preset`, `heads`, or dim / 64).
+    public static func load(_ url: URL, preset: ViTConfig? = nil, heads: Int? = nil) throws -> LoadedViT {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+            throw XRError("model not found", file: url.path, hint: "pass a Hugging Face model folder or a .safetensors file")
+        }
+        if isDir.boolValue { return try loadFolder(url, heads: heads) }
+        let src = try WeightSource([url])
+        var notes: [String] = []
+        let layout: ViTLayout
+        if src.owner["embeddings.patch_embeddings.projection.weight"] != nil {
+            layout = .huggingFace
+        } else if src.owner["patch_embed.proj.weight"] != nil {
+            layout = (src.owner["register_tokens"] != nil || src.owner["mask_token"] != nil) ? .dinov2 : .timm
+        } else {
+            throw XRError("not a ViT checkpoint: neither 'patch_embed.proj.weight' (timm / DINOv2) nor 'embeddings.patch_embeddings.projection.weight' (Hugging Face) is present",
+                          file: url.path, field: "patch embedding")
+        }
+        var config = try inferConfig(src, layout: layout, heads: heads ?? preset?.heads, notes: &notes, file: url.path)
+        if let preset { try checkAgainstPreset(config, preset, file: url.path); config.layerNormEps = preset.layerNormEps }
+        let model = try build(src, layout: layout, config: config, file: url.path)
+        return LoadedViT(model: model, config: config, layout: layout.rawValue, weightFiles: [url],
+                         preprocessorConfig: nil, notes: notes)
+    }
+
+    static func loadFolder(_ dir: URL, heads: Int?) throws -> LoadedViT {
+        let cfgURL = dir.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: cfgURL.path) else {
+            throw XRError("model folder has no config.json", file: dir.path, hint: "a Hugging Face model folder holds config.json and model.safetensors")
+        }
+        var files: [URL] = []
+        let single = dir.appendingPathComponent("model.safetensors")
+        let index = dir.appendingPathComponent("model.safetensors.index.json")
+        if FileManager.default.fileExists(atPath: single.path) {
+            files = [single]
+        } else if FileManager.default.fileExists(atPath: index.path) {
+            struct Index: Decodable { var weight_map: [String: String] }
+            guard let idx = try? JSONDecoder().decode(Index.self, from: Data(contentsOf: index)) else {
+                throw XRError("malformed shard index", file: index.path, field: "weight_map")
+            }
+            files = Set(idx.weight_map.values).sorted().map { dir.appendingPathComponent($0) }
+        } else {
+            throw XRError("model folder has no model.safetensors", file: dir.path,
+                          hint: "PyTorch .bin checkpoints are not read; convert with `safetensors` (save_file) first")
+        }
+        let src = try WeightSource(files)
+        let config = try parseHFConfig(cfgURL, heads: heads)
+        let model = try build(src, layout: .huggingFace, config: config, file: src.description)
+        let pre = dir.appendingPathComponent("preprocessor_config.json")
+        return LoadedViT(model: model, config: config, layout: ViTLayout.huggingFace.rawValue, weightFiles: files + [cfgURL],
+                         preprocessorConfig: FileManager.default.fileExists(atPath: pre.path) ? pre : nil, notes: [])
+    }
+
+    /// Hugging Face `Dinov2Config` → ViTConfig.
+    static func parseHFConfig(_ url: URL, heads: Int?) throws -> ViTConfig {
+        guard let data = try? Data(contentsOf: url),
+              let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw XRError("config.json is not a JSON object", file: url.path)
+        }
+        func int(_ k: String, _ d: Int? = nil) throws -> Int {
+            if let v = obj[k] as? NSNumber { return v.intValue }
+            if let d { return d }
+            throw XRError("missing or non-numeric field", file: url.path, field: k)
+        }
+        let type = obj["model_type"] as? String ?? ""
+        guard type == "dinov2" || type == "dinov2_with_registers" else {
+            throw XRError("model_type '\(type)' is not a DINOv2 encoder", file: url.path, field: "model_type",
+                          hint: "Hugging Face folders are read for Dinov2Model / Dinov2WithRegistersModel (e.g. RAD-DINO)")
+        }
+        if (obj["use_swiglu_ffn"] as? Bool) == true {
+            throw XRError("SwiGLU MLPs (DINOv2 giant) are not supported", file: url.path, field: "use_swiglu_ffn")
+        }
+        if let act = obj["hidden_act"] as? String, act != "gelu" {
+            throw XRError("activation '\(act)' is not supported (only exact GELU)", file: url.path, field: "hidden_act")
+        }
+        let C = try int("hidden_size")
+        let ratio = (obj["mlp_ratio"] as? NSNumber)?.doubleValue ?? 4
+        return ViTConfig(imageSize: try int("image_size"), patchSize: try int("patch_size"), dim: C,
+                         depth: try int("num_hidden_layers"), heads: try heads ?? int("num_attention_heads"),
+                         mlpHidden: Int(Double(C) * ratio), qkvBias: (obj["qkv_bias"] as? Bool) ?? true,
+                         layerScale: true,
+                         numRegisters: try int("num_register_tokens", 0), posEmbedPrefix: 1,
+                         layerNormEps: Float((obj["layer_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
+                         posEmbedResize: type == "dinov2_with_registers" ? .huggingFaceAntialias : .huggingFace)
+    }
+
+    /// Architecture from tensor shapes (bare safetensors files).
+    static func inferConfig(_ src: WeightSource, layout: ViTLayout, heads: Int?, notes: inout [String], file: String) throws -> ViTConfig {
+        let hf = layout == .huggingFace
+        func shape(_ k: String) throws -> [Int] {
+            guard let s = src.shape(k) else { throw XRError("missing key", file: file, field: k) }
+            return s
+        }
+        let pw = try shape(hf ? "embeddings.patch_embeddings.projection.weight" : "patch_embed.proj.weight")
+        guard pw.count == 4, pw[1] == 3, pw[2] == pw[3] else {
+            throw XRError("patch embedding weight has shape \(describeShape(pw)), expected (C, 3, P, P)", file: file, field: "patch_embed.proj.weight")
+        }
+        let C = pw[0], P = pw[2]
+        let blockPrefix = hf ? "encoder.layer." : "blocks."
+        var depth = 0
+        for n in src.names where n.hasPrefix(blockPrefix) {
+            let rest = n.dropFirst(blockPrefix.count)
+            if let i = Int(rest.prefix { $0.isNumber }) { depth = max(depth, i + 1) }
+        }
+        guard depth > 0 else { throw XRError("no transformer blocks found", file: file, field: blockPrefix + "0") }
+        let fc1 = try shape(blockPrefix + "0.mlp.fc1.weight")
+        let regKey = hf ? "embeddings.register_tokens" : (layout == .dinov2 ? "register_tokens" : "reg_token")
+        let R = src.shape(regKey).map { $0.count == 3 ? $0[1] : 0 } ?? 0
+        let pos = try shape(hf ? "embeddings.position_embeddings" : "pos_embed")
+        guard pos.count == 3 else { throw XRError("position embedding is not (1, T, C)", file: file, field: "pos_embed") }
+        var prefix = -1, grid = 0
+        for p in (layout == .timm ? [1 + R, 1, 0] : [1]) where pos[1] - p > 0 {
+            let g = Int(Double(pos[1] - p).squareRoot().rounded())
+            if g * g == pos[1] - p { prefix = p; grid = g; break }
+        }
+        guard prefix >= 0 else {
+            throw XRError("position embedding length \(pos[1]) is not prefix + a square grid", file: file, field: "pos_embed")
+        }
+        let qkvBias = hf ? src.owner[blockPrefix + "0.attention.attention.query.bias"] != nil
+                         : src.owner["blocks.0.attn.qkv.bias"] != nil
+        let ls = hf ? src.owner[blockPrefix + "0.layer_scale1.lambda1"] != nil : src.owner["blocks.0.ls1.gamma"] != nil
+        let H: Int
+        if let heads { H = heads } else {
+            H = max(1, C / 64)
+            notes.append("attention heads not stored in the checkpoint: using dim/64 = \(H) (pass --heads or --preset to set it)")
+        }
+        guard C % H == 0 else {
+            throw XRError("dim \(C) is not divisible by \(H) heads", file: file, field: "heads")
+        }
+        return ViTConfig(imageSize: grid * P, patchSize: P, dim: C, depth: depth, heads: H, mlpHidden: fc1[0],
+                         qkvBias: qkvBias, layerScale: ls, numRegisters: R, posEmbedPrefix: prefix,
+                         posEmbedResize: layout == .timm ? .timm : (hf ? (R > 0 ? .huggingFaceAntialias : .huggingFace) : .dinov2))
+    }
+
+    static func checkAgainstPreset(_ c: ViTConfig, _ p: ViTConfig, file: String) throws {
+        let pairs: [(String, Int, Int)] = [
+            ("dim", p.dim, c.dim), ("depth", p.depth, c.depth), ("patchSize", p.patchSize, c.patchSize),
+            ("mlpHidden", p.mlpHidden, c.mlpHidden), ("numRegisters", p.numRegisters, c.numRegisters),
+            ("grid", p.grid, c.grid), ("layerScale", p.layerScale ? 1 : 0, c.layerScale ? 1 : 0),
+        ]
+        for (name, want, got) in pairs where want != got {
+            throw XRError("checkpoint does not match the preset: \(name) is \(got) in the checkpoint but \(want) in the preset",
+                          file: file, field: name)
+        }
+    }
+
+    /// Strict load: every table key present with its exact shape, every checkpoint key used.
+    static func build(_ src: WeightSource, layout: ViTLayout, config c: ViTConfig, file: String) throws -> ViT {
+        let regKey = layout == .timm ? "reg_token" : "register_tokens"
+        let table = keyTable(layout, c, registerKey: regKey)
+        var used = Set<String>()
+        var params: [String: [Float]] = [:]
+        for (canonical, source) in table {
+            var values: [Float] = []
+            for (key, shape) in source.keys {
+                guard let f = src.owner[key], let info = f.info(key) else {
+                    throw XRError("missing key (expected shape \(describeShape(shape)))", file: file, field: key,
+                                  hint: "the checkpoint does not match a \(layout.rawValue)-layout ViT with this config")
+                }
+                guard info.shape == shape else {
+                    throw XRError("shape mismatch: expected \(describeShape(shape)), checkpoint has \(describeShape(info.shape))",
+                                  file: f.url.path, field: key, hint: "the checkpoint does not match its config")
+                }
+                values += try f.tensor(key).scalars
+                used.insert(key)
+            }
+            params[canonical] = values
+        }
+        let ignored = ignoredByDesign(layout)
+        let unused = src.names.filter { !used.contains($0) && !ignored.contains($0) }
+        if let first = unused.first {
+            let shape = src.shape(first).map(describeShape) ?? "?"
+            throw XRError("unused key with shape \(shape) (\(unused.count) unused in all: \(unused.prefix(5).joined(separator: ", "))\(unused.count > 5 ? ", …" : ""))",
+                          file: file, field: first,
+                          hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
+        }
+        func p(_ k: String) -> [Float] { params[k] ?? [] }
+        func opt(_ k: String) -> [Float]? { params[k] }
+        let blocks = (0..<c.depth).map { i -> ViTBlockWeights in
+            let b = "blocks.\(i)."
+            return ViTBlockWeights(
+                norm1Weight: p(b + "norm1.weight"), norm1Bias: p(b + "norm1.bias"),
+                qkvWeight: p(b + "qkv.weight"), qkvBias: opt(b + "qkv.bias"),
+                projWeight: p(b + "proj.weight"), projBias: p(b + "proj.bias"), ls1: opt(b + "ls1"),
+                norm2Weight: p(b + "norm2.weight"), norm2Bias: p(b + "norm2.bias"),
+                fc1Weight: p(b + "fc1.weight"), fc1Bias: p(b + "fc1.bias"),
+                fc2Weight: p(b + "fc2.weight"), fc2Bias: p(b + "fc2.bias"), ls2: opt(b + "ls2"))
+        }
+        let w = ViTWeights(clsToken: p("cls_token"), registers: p("registers"), posEmbed: p("pos_embed"),
+                           patchWeight: p("patch.weight"), patchBias: p("patch.bias"), blocks: blocks,
+                           normWeight: p("norm.weight"), normBias: p("norm.bias"))
+        return ViT(config: c, weights: w)
+    }
+}

@@ -1,0 +1,203 @@
+// ViT forward pass: the model owns a workspace reused across layers and batches.
+import Foundation
+import XRTensor
+import XRKernels
+
+/// A ViT encoder with loaded weights. Not safe to call `forward` from several threads at once
+/// (the workspace is shared); create one model per thread if needed.
+public final class ViT: @unchecked Sendable {
+    public let config: ViTConfig
+    let w: ViTWeights
+    private let lock = NSLock()
+    private var workspace: [Float] = []
+    private var resizedPos: [String: [Float]] = [:]
+
+    init(config: ViTConfig, weights: ViTWeights) {
+        self.config = config
+        self.w = weights
+    }
+
+    /// Encode a batch. pixels: (B, 3, H, W), already preprocessed; H and W must be multiples of
+    /// the patch size. Position embeddings are resized to the (H/P, W/P) grid with the
+    /// checkpoint family's own rule when it differs from the native grid.
+    public func forward(pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0) throws -> ViTOutput {
+        let c = config, P = c.patchSize, C = c.dim, M = c.mlpHidden
+        guard height > 0, width > 0, height % P == 0, width % P == 0 else {
+            throw XRError("image size \(height)×\(width) is not a positive multiple of the patch size \(P)",
+                          field: "pixels", hint: "resize or crop to a multiple of \(P) (e.g. \(max(P, height / P * P)))")
+        }
+        guard pixels.count == B * 3 * height * width else {
+            throw XRError("pixel buffer has \(pixels.count) values, expected \(B)×3×\(height)×\(width)", field: "pixels")
+        }
+        guard lastBlocks >= 0, lastBlocks <= c.depth else {
+            throw XRError("last \(lastBlocks) blocks requested but the encoder has \(c.depth)", field: "lastBlocks")
+        }
+        let gh = height / P, gw = width / P, N = gh * gw, R = c.numRegisters, T = 1 + R + N, BT = B * T, K = 3 * P * P
+        let pos = try positionEmbedding(gh: gh, gw: gw, height: height, width: width)
+
+        lock.lock(); defer { lock.unlock() }
+        // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores (T, T) | cols (B·N, K)
+        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, T * T, B * N * K]
+        let total = sizes.reduce(0, +)
+        if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
+        var cls = [Float](repeating: 0, count: B * C)
+        var mean = [Float](repeating: 0, count: B * C)
+        var tokens = [Float](repeating: 0, count: B * N * C)
+        var lastCLS = [[Float]](repeating: [Float](repeating: 0, count: B * C), count: lastBlocks)
+
+        workspace.withUnsafeMutableBufferPointer { ws in
+            guard let base = ws.baseAddress else { return }
+            var offs: [UnsafeMutablePointer<Float>] = []
+            var o = 0
+            for s in sizes { offs.append(base + o); o += s }
+            let x = offs[0], h = offs[1], qkv = offs[2], attn = offs[3], mlp = offs[4], scores = offs[5], cols = offs[6]
+
+            // Patch embedding (one GEMM per image, written straight into the token rows) and token assembly.
+            pixels.withUnsafeBufferPointer { px in
+                patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
+            }
+            w.patchWeight.withUnsafeBufferPointer { pw in
+                for b in 0..<B {
+                    BLAS.sgemm(x + (b * T + 1 + R) * C, cols + b * N * K, pw.baseAddress!, transB: true,
+                               m: N, n: C, k: K, ldc: C)
+                }
+            }
+            assembleTokens(x, pos: pos, batch: B, patches: N)
+
+            for (i, blk) in w.blocks.enumerated() {
+                runBlock(blk, x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T)
+                let k = i - (c.depth - lastBlocks)
+                if k >= 0 {
+                    lastCLS[k].withUnsafeMutableBufferPointer { out in
+                        for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
+                        layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
+                    }
+                }
+            }
+            layerNorm(x, x, w.normWeight, w.normBias, rows: BT)
+
+            for b in 0..<B {
+                let row = x + b * T * C
+                cls.withUnsafeMutableBufferPointer { (($0.baseAddress! + b * C)).update(from: row, count: C) }
+                tokens.withUnsafeMutableBufferPointer { ($0.baseAddress! + b * N * C).update(from: row + (1 + R) * C, count: N * C) }
+                mean.withUnsafeMutableBufferPointer { m in
+                    let dst = m.baseAddress! + b * C
+                    for n in 0..<N { let r = row + (1 + R + n) * C; for j in 0..<C { dst[j] += r[j] } }
+                    for j in 0..<C { dst[j] /= Float(N) }
+                }
+            }
+        }
+        return ViTOutput(cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, C], scalars: mean),
+                         patchTokens: Tensor(shape: [B, N, C], scalars: tokens),
+                         lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })
+    }
+
+    private func layerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float], _ bias: [Float], rows: Int) {
+        weight.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
+            layerNormForward(out, inp, wp.baseAddress!, bp.baseAddress!, rows: rows, cols: config.dim, eps: config.layerNormEps)
+        } }
+    }
+
+    /// x (B, T, C): patch rows already hold patch projections; add the patch bias and position
+    /// embeddings, and write CLS and register rows.
+    private func assembleTokens(_ x: UnsafeMutablePointer<Float>, pos: [Float], batch B: Int, patches N: Int) {
+        let C = config.dim, R = config.numRegisters, T = 1 + R + N, pre = config.posEmbedPrefix
+        for b in 0..<B {
+            let row = x + b * T * C
+            for j in 0..<C { row[j] = w.clsToken[j] + (pre >= 1 ? pos[j] : 0) }
+            for r in 0..<R {
+                for j in 0..<C {
+                    row[(1 + r) * C + j] = w.registers[r * C + j] + (pre == 1 + R ? pos[(1 + r) * C + j] : 0)
+                }
+            }
+            for n in 0..<N {
+                let t = row + (1 + R + n) * C, p = (pre + n) * C
+                for j in 0..<C { t[j] += w.patchBias[j] + pos[p + j] }
+            }
+        }
+    }
+
+    private func runBlock(_ blk: ViTBlockWeights, x: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
+                          qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
+                          scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int) {
+        let C = config.dim, M = config.mlpHidden, BT = B * T
+        // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
+        layerNorm(h, x, blk.norm1Weight, blk.norm1Bias, rows: BT)
+        blk.qkvWeight.withUnsafeBufferPointer { wq in
+            BLAS.sgemm(qkv, h, wq.baseAddress!, transB: true, m: BT, n: 3 * C, k: C)
+        }
+        if let bq = blk.qkvBias { bq.withUnsafeBufferPointer { addBias(qkv, $0.baseAddress!, rows: BT, cols: 3 * C) } }
+        attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
+        blk.projWeight.withUnsafeBufferPointer { wp in
+            BLAS.sgemm(h, attn, wp.baseAddress!, transB: true, m: BT, n: C, k: C)
+        }
+        withOptional(blk.ls1) { ls in
+            blk.projBias.withUnsafeBufferPointer { bp in
+                biasScaleResidual(x, h, bias: bp.baseAddress!, scale: ls, rows: BT, cols: C)
+            }
+        }
+        // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
+        layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: BT)
+        blk.fc1Weight.withUnsafeBufferPointer { w1 in
+            BLAS.sgemm(mlp, h, w1.baseAddress!, transB: true, m: BT, n: M, k: C)
+        }
+        blk.fc1Bias.withUnsafeBufferPointer { biasGELUForward(mlp, bias: $0.baseAddress!, rows: BT, cols: M) }
+        blk.fc2Weight.withUnsafeBufferPointer { w2 in
+            BLAS.sgemm(h, mlp, w2.baseAddress!, transB: true, m: BT, n: C, k: M)
+        }
+        withOptional(blk.ls2) { ls in
+            blk.fc2Bias.withUnsafeBufferPointer { bp in
+                biasScaleResidual(x, h, bias: bp.baseAddress!, scale: ls, rows: BT, cols: C)
+            }
+        }
+    }
+
+    /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.
+    func positionEmbedding(gh: Int, gw: Int, height: Int, width: Int) throws -> [Float] {
+        let c = config, G = c.grid, C = c.dim, pre = c.posEmbedPrefix
+        let native: Bool
+        switch c.posEmbedResize {
+        case .timm: native = gh == G && gw == G
+        case .huggingFace, .huggingFaceAntialias, .dinov2: native = gh * gw == G * G && height == width
+        }
+        if native { return w.posEmbed }
+        let key = "\(gh)x\(gw)"
+        lock.lock()
+        if let cached = resizedPos[key] { lock.unlock(); return cached }
+        lock.unlock()
+        // (G·G, C) → planar (C, G, G)
+        var planar = [Float](repeating: 0, count: C * G * G)
+        for n in 0..<(G * G) { for j in 0..<C { planar[j * G * G + n] = w.posEmbed[(pre + n) * C + j] } }
+        var outH = gh, outW = gw
+        var scale: (Double, Double)? = nil
+        var antialias = false
+        switch c.posEmbedResize {
+        case .timm, .huggingFaceAntialias: antialias = true
+        case .huggingFace: break
+        case .dinov2:
+            // facebookresearch/dinov2 passes scale_factor=(sx, sy) with sx from the width for the
+            // first spatial (row) axis; reproduced as is (identical for square inputs).
+            let sx = (Double(gw) + 0.1) / Double(G), sy = (Double(gh) + 0.1) / Double(G)
+            scale = (sx, sy)
+            outH = Int((Double(G) * sx).rounded(.down)); outW = Int((Double(G) * sy).rounded(.down))
+        }
+        guard outH * outW == gh * gw else {
+            throw XRError("position embeddings resize to \(outH)×\(outW), which does not match the \(gh)×\(gw) patch grid", field: "pos_embed")
+        }
+        var resized = [Float](repeating: 0, count: C * outH * outW)
+        resized.withUnsafeMutableBufferPointer { o in planar.withUnsafeBufferPointer { i in
+            resample(o.baseAddress!, i.baseAddress!, channels: C, inH: G, inW: G, outH: outH, outW: outW,
+                     filter: .bicubic, antialias: antialias, scaleFactor: scale)
+        } }
+        var out = Array(w.posEmbed[0..<(pre * C)])
+        out.reserveCapacity((pre + outH * outW) * C)
+        for n in 0..<(outH * outW) { for j in 0..<C { out.append(resized[j * outH * outW + n]) } }
+        lock.lock(); resizedPos[key] = out; lock.unlock()
+        return out
+    }
+}
+
+@inline(__always)
+private func withOptional(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> Void) {
+    if let a { a.withUnsafeBufferPointer { body($0.baseAddress) } } else { body(nil) }
+}

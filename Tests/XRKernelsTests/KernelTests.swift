@@ -1,0 +1,115 @@
+import Foundation
+import XCTest
+import XRKernels
+import XRTensor
+import TestSupport
+
+/// Fast kernels against the plain references, on ragged shapes (not multiples of 8).
+final class KernelTests: XCTestCase {
+    var rng = XRRandom(seed: 11)
+    func randn(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in rng.nextGaussian() * scale } }
+
+    func testLayerNorm() {
+        for (r, c) in [(1, 1), (3, 7), (5, 8), (4, 37), (2, 129)] {
+            let x = randn(r * c, scale: 3).map { $0 + 5 }, w = randn(c), b = randn(c)
+            var out = [Float](repeating: 0, count: r * c)
+            layerNormForward(&out, x, w, b, rows: r, cols: c, eps: 1e-6)
+            assertClose(out, Reference.layerNorm(x, weight: w, bias: b, rows: r, cols: c, eps: 1e-6), rel: 1e-6, "layernorm \(r)x\(c)")
+        }
+    }
+
+    func testGELUWithBias() {
+        for (r, c) in [(1, 3), (3, 13), (2, 64), (5, 67)] {
+            let x = randn(r * c, scale: 3), bias = randn(c)
+            var y = x
+            biasGELUForward(&y, bias: bias, rows: r, cols: c)
+            var shifted = x
+            for i in 0..<r { for j in 0..<c { shifted[i * c + j] += bias[j] } }
+            let ref = Reference.gelu(shifted)
+            for i in 0..<y.count { XCTAssertEqual(y[i], ref[i], accuracy: 5e-7 * max(1, abs(ref[i])), "gelu \(shifted[i])") }
+        }
+    }
+
+    func testExpAcrossRange() {
+        let xs: [Float] = [-87, -50, -10.5, -1, -0.3, 0, 1e-4, 0.7, 3.3, 20, 80]
+        for x in xs {
+            let v = simdExp(SIMD8(repeating: x))[0]
+            XCTAssertEqual(Double(v), exp(Double(x)), accuracy: exp(Double(x)) * 3e-7, "exp(\(x))")
+        }
+    }
+
+    func testSoftmax() {
+        for (r, c) in [(1, 1), (2, 5), (3, 8), (4, 197), (1, 1370)] {
+            var x = randn(r * c, scale: 4)
+            let ref = Reference.softmax(x, rows: r, cols: c)
+            softmaxRows(&x, rows: r, cols: c)
+            assertClose(x, ref, rel: 1e-6, "softmax \(r)x\(c)")
+        }
+    }
+
+    func testAttention() {
+        for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4)] {
+            let qkv = randn(b * t * 3 * c)
+            var out = [Float](repeating: 0, count: b * t * c)
+            var scores = [Float](repeating: 0, count: t * t)
+            attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+            assertClose(out, Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h), rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h)")
+        }
+    }
+
+    func testBiasScaleResidual() {
+        let r = 3, c = 19
+        let y = randn(r * c), bias = randn(c), scale = randn(c)
+        var x = randn(r * c)
+        var ref = x
+        for i in 0..<r { for j in 0..<c { ref[i * c + j] += scale[j] * (y[i * c + j] + bias[j]) } }
+        biasScaleResidual(&x, y, bias: bias, scale: scale, rows: r, cols: c)
+        assertClose(x, ref, rel: 1e-6, "bias+scale+residual")
+    }
+
+    func testPatchifyMatchesConvolution() {
+        // A conv with stride = kernel = P equals im2col followed by one GEMM.
+        let b = 2, ch = 3, h = 8, w = 12, p = 4, cOut = 5
+        let px = randn(b * ch * h * w), wt = randn(cOut * ch * p * p)
+        let n = (h / p) * (w / p), k = ch * p * p
+        var cols = [Float](repeating: 0, count: b * n * k)
+        patchify(&cols, px, batch: b, channels: ch, height: h, width: w, patch: p)
+        var out = [Float](repeating: 0, count: b * n * cOut)
+        BLAS.sgemm(&out, cols, wt, transB: true, m: b * n, n: cOut, k: k)
+        for bi in 0..<b { for gy in 0..<(h / p) { for gx in 0..<(w / p) { for o in 0..<cOut {
+            var s: Float = 0
+            for c in 0..<ch { for dy in 0..<p { for dx in 0..<p {
+                s += px[((bi * ch + c) * h + gy * p + dy) * w + gx * p + dx] * wt[((o * ch + c) * p + dy) * p + dx]
+            } } }
+            XCTAssertEqual(out[((bi * (h / p) + gy) * (w / p) + gx) * cOut + o], s, accuracy: 1e-4)
+        } } } }
+    }
+}
+
+/// The resampling kernel against torch.nn.functional.interpolate (fixtures/make_vit_fixtures.py).
+final class ResampleTests: XCTestCase {
+    func testMatchesTorchInterpolate() throws {
+        let f = try SafeTensorsFile(contentsOf: Fixtures.url("vit/resample.safetensors"))
+        let x = try f.tensor("input")
+        let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        var checked = 0
+        for name in f.names where name != "input" {
+            let want = try f.tensor(name)
+            let (oh, ow) = (want.shape[1], want.shape[2])
+            var out = [Float](repeating: 0, count: c * oh * ow)
+            if name.hasPrefix("aa_") {
+                resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
+                         filter: name.hasPrefix("aa_bicubic") ? .bicubic : .bilinear, antialias: true)
+            } else if name.hasPrefix("bicubic_scale_") {
+                let parts = name.dropFirst("bicubic_scale_".count).split(separator: "_").compactMap { Double($0) }
+                resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
+                         filter: .bicubic, antialias: false, scaleFactor: (parts[0], parts[1]))
+            } else {
+                resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow, filter: .bicubic, antialias: false)
+            }
+            assertClose(out, want.scalars, rel: 1e-6, name)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 14)
+    }
+}

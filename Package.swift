@@ -22,6 +22,9 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
+        // libpng behind a setjmp guard (libpng reports errors by longjmp, which must not cross Swift frames).
+        .target(name: "CXRPNG", dependencies: ["CPNG"]),
+
         // Storage, shapes, dtypes, safetensors / npy I/O, hashing, errors. No math.
         .target(name: "XRTensor", swiftSettings: simd),
         // Pure functions over buffers (forward + backward per op family). Only BLAS/ imports CBLAS.
@@ -29,7 +32,7 @@ let package = Package(
         // One file per model family: config, blocks, checkpoint key map, forward.
         .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: simd),
         // PNG / DICOM decoding, preprocessing, manifests.
-        .target(name: "XRData", dependencies: ["XRTensor", "CPNG"], swiftSettings: simd),
+        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG"], swiftSettings: simd),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
         .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: simd),
         // Feature extraction pipeline (embed) and feature cache.

@@ -17,6 +17,7 @@ public final class ProgressReporter: @unchecked Sendable {
     private let quiet: Bool
     private let logInterval: TimeInterval
     private var finished = false
+    private var printedDone = -1
 
     /// - Parameters:
     ///   - quiet: print nothing at all (tests, `--quiet`).
@@ -41,7 +42,9 @@ public final class ProgressReporter: @unchecked Sendable {
         let interval = isTTY ? 0.1 : logInterval
         if now.timeIntervalSince(lastPrint) >= interval || done >= total {
             lastPrint = now
-            emit(line(now: now), final: false)
+            printedDone = done
+            emit(line(now: now), final: done >= total && !isTTY)
+            if done >= total && !isTTY { finished = true }
         }
     }
 
@@ -50,6 +53,7 @@ public final class ProgressReporter: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if finished { return }
         finished = true
+        if printedDone == done && !isTTY { return }
         emit(line(now: Date()), final: true)
     }
 

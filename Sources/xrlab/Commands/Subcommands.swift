@@ -3,5 +3,7 @@ import ArgumentParser
 extension XRLab {
     /// Every subcommand, one per line (one file per command in this folder).
     static let allSubcommands: [ParsableCommand.Type] = [
+        Demo.self,
+        Embed.self,
     ]
 }

@@ -1,0 +1,220 @@
+import Foundation
+import XRTensor
+import XRData
+import XRModels
+
+/// What `xrlab embed` computes and how.
+public struct EmbedOptions: Sendable {
+    public var batchSize = 8
+    /// Also keep all patch tokens (N, T, C) — large.
+    public var patchTokens = false
+    /// Also keep the CLS token of the last n blocks (N, n, C), DINOv2's linear-probe features.
+    public var lastBlocks = 0
+    /// Continue past unreadable images (they are listed, and left out of the outputs).
+    public var skipBad = false
+    /// Feature cache; nil disables caching.
+    public var cache: FeatureCache? = FeatureCache(root: FeatureCache.defaultRoot())
+    /// Largest image accepted (width × height), a guard against decompression bombs.
+    public var maxPixels = 100_000_000
+    public var quiet = false
+
+    public init() {}
+}
+
+/// An image that could not be read or preprocessed, and why.
+public struct FailedInput: Sendable, Codable, Equatable {
+    public var id: String
+    public var reason: String
+}
+
+/// Features for a list of images, row for row with `inputs`.
+public struct EmbedResult: Sendable {
+    public var inputs: [ImageInput]
+    public var imageHashes: [String]
+    /// Output name → tensor with the image index as the first dimension:
+    /// `cls` (N, C), `patch_mean` (N, C), optionally `last_blocks_cls` (N, n, C), `patch_tokens` (N, T, C).
+    public var tensors: [String: Tensor]
+    public var failed: [FailedInput]
+    public var cacheHits: Int
+    public var encoded: Int
+}
+
+/// A ViT encoder plus its preprocessing: the unit that turns X-ray files into features.
+public final class Encoder: @unchecked Sendable {
+    public let loaded: LoadedViT
+    public let preprocessing: Preprocessing
+    /// SHA-256 over the weight files (and config), identifying the encoder exactly.
+    public let weightsHash: String
+    /// Where the preprocessing came from (`preprocessor_config.json` or command-line flags).
+    public let preprocessingSource: String
+
+    public init(loaded: LoadedViT, preprocessing: Preprocessing, preprocessingSource: String) throws {
+        self.loaded = loaded
+        self.preprocessing = preprocessing
+        self.preprocessingSource = preprocessingSource
+        var h = SHA256()
+        for u in loaded.weightFiles {
+            h.update(Data(try SHA256.hexOfFile(u).utf8))
+        }
+        h.update(Data((try JSONEncoder.sorted.encode(loaded.config))))
+        self.weightsHash = h.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Load a checkpoint and decide its preprocessing: the model's own
+    /// `preprocessor_config.json` when present, else `explicit` (required then).
+    public static func load(model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
+                            explicit: Preprocessing? = nil) throws -> Encoder {
+        let loaded = try ViTLoader.load(url, preset: preset, heads: heads)
+        if let explicit {
+            return try Encoder(loaded: loaded, preprocessing: explicit, preprocessingSource: "command line")
+        }
+        if let pc = loaded.preprocessorConfig {
+            return try Encoder(loaded: loaded, preprocessing: try Preprocessing.fromHuggingFace(pc),
+                               preprocessingSource: pc.path)
+        }
+        throw XRError("the model has no preprocessor_config.json, so its preprocessing is unknown",
+                      file: url.path, field: "preprocessing",
+                      hint: "pass --size, --mean and --std (and --crop, --interpolation) to say how images are prepared for this model")
+    }
+
+    /// Everything that changes the numbers an image maps to.
+    public func fingerprint(_ options: EmbedOptions) -> String {
+        let pre = (try? JSONEncoder.sorted.encode(preprocessing)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)"
+    }
+
+    /// Encode `inputs` in batches, reusing cached rows, with progress on stderr.
+    public func embed(_ inputs: [ImageInput], options: EmbedOptions) throws -> EmbedResult {
+        let fp = fingerprint(options)
+        let progress = ProgressReporter("embed", total: inputs.count, unit: "images", quiet: options.quiet)
+        var rows = [[String: Tensor]?](repeating: nil, count: inputs.count)
+        var hashes = [String](repeating: "", count: inputs.count)
+        var failed: [FailedInput] = []
+        // Images waiting for one batched forward pass; all share one (H, W).
+        var pending: [(index: Int, key: String, pixels: [Float])] = []
+        var pendingSize = (0, 0)
+        var hits = 0, encoded = 0
+
+        func flush() throws {
+            if pending.isEmpty { return }
+            let b = pending.count
+            let (H, W) = pendingSize
+            let per = 3 * H * W
+            var batch = [Float](repeating: 0, count: b * per)
+            for (j, p) in pending.enumerated() {
+                batch.replaceSubrange(j * per ..< (j + 1) * per, with: p.pixels)
+            }
+            let out = try loaded.model.forward(pixels: batch, batch: b, height: H, width: W,
+                                               lastBlocks: options.lastBlocks)
+            let split = EmbedResult.rows(of: out, batch: b, keepTokens: options.patchTokens)
+            for (j, p) in pending.enumerated() {
+                rows[p.index] = split[j]
+                if let cache = options.cache { try cache.store(p.key, split[j]) }
+            }
+            encoded += b
+            progress.advance(by: b)
+            pending.removeAll(keepingCapacity: true)
+        }
+
+        for (i, input) in inputs.enumerated() {
+            let data: Data
+            do {
+                data = try Data(contentsOf: input.url)
+            } catch {
+                failed.append(FailedInput(id: input.id, reason: "cannot read file: \(error.localizedDescription)"))
+                progress.advance()
+                continue
+            }
+            hashes[i] = SHA256.hex(data)
+            let key = FeatureCache.key(configFingerprint: fp, imageHash: hashes[i])
+            if let cached = options.cache?.load(key) {
+                rows[i] = cached
+                hits += 1
+                progress.advance()
+                continue
+            }
+            do {
+                let image = try PNGCodec.decode(data, source: input.url.path, maxPixels: options.maxPixels)
+                let size = preprocessing.outputSize(height: image.height, width: image.width)
+                let pixels = try preprocessing.apply(image)
+                if !pending.isEmpty && size != pendingSize { try flush() }
+                pendingSize = size
+                pending.append((i, key, pixels))
+            } catch let e as XRError where e.file == nil {
+                failed.append(FailedInput(id: input.id, reason: "\(XRError(e.message, file: input.url.path, field: e.field, hint: e.hint))"))
+                progress.advance()
+                continue
+            } catch {
+                failed.append(FailedInput(id: input.id, reason: "\(error)"))
+                progress.advance()
+                continue
+            }
+            if pending.count == options.batchSize { try flush() }
+        }
+        try flush()
+        progress.finish()
+
+        if !failed.isEmpty && !options.skipBad {
+            let list = failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n")
+            throw XRError("\(failed.count) of \(inputs.count) images could not be used:\n\(list)",
+                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+        }
+        var keptInputs: [ImageInput] = [], keptHashes: [String] = [], keptRows: [[String: Tensor]] = []
+        for i in 0..<inputs.count {
+            if let r = rows[i] { keptInputs.append(inputs[i]); keptHashes.append(hashes[i]); keptRows.append(r) }
+        }
+        return EmbedResult(inputs: keptInputs, imageHashes: keptHashes,
+                           tensors: EmbedResult.stack(keptRows), failed: failed,
+                           cacheHits: hits, encoded: encoded)
+    }
+}
+
+extension EmbedResult {
+    /// Split a batch forward output into one dictionary of tensors per image.
+    static func rows(of out: ViTOutput, batch b: Int, keepTokens: Bool) -> [[String: Tensor]] {
+        let c = out.cls.count / b
+        var result: [[String: Tensor]] = []
+        for j in 0..<b {
+            var r: [String: Tensor] = [
+                "cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c])),
+                "patch_mean": Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c ..< (j + 1) * c])),
+            ]
+            if !out.lastBlocksCLS.isEmpty {
+                var s: [Float] = []
+                for t in out.lastBlocksCLS { s += t.scalars[j * c ..< (j + 1) * c] }
+                r["last_blocks_cls"] = Tensor(shape: [out.lastBlocksCLS.count, c], scalars: s)
+            }
+            if keepTokens {
+                let per = out.patchTokens.count / b
+                r["patch_tokens"] = Tensor(shape: [per / c, c],
+                                           scalars: Array(out.patchTokens.scalars[j * per ..< (j + 1) * per]))
+            }
+            result.append(r)
+        }
+        return result
+    }
+
+    /// Stack per-image tensors along a new first dimension.
+    static func stack(_ rows: [[String: Tensor]]) -> [String: Tensor] {
+        guard let first = rows.first else { return [:] }
+        var out: [String: Tensor] = [:]
+        for (name, t0) in first {
+            var s: [Float] = []
+            s.reserveCapacity(t0.count * rows.count)
+            for r in rows { if let t = r[name] { s += t.scalars } }
+            if s.count == t0.count * rows.count {
+                out[name] = Tensor(shape: [rows.count] + t0.shape, scalars: s)
+            }
+        }
+        return out
+    }
+}
+
+extension JSONEncoder {
+    /// Sorted keys, so encoded values are stable fingerprints.
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}

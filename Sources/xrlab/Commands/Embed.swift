@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRData
+import XRModels
+import XRPipeline
+
+/// `xrlab embed`: X-ray images → encoder features (safetensors or npy) + a sidecar JSON.
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Encode X-ray images with a ViT checkpoint and write their features.",
+        discussion: """
+        MODEL is a Hugging Face folder (config.json + model.safetensors, e.g. RAD-DINO) or a timm /
+        DINOv2 .safetensors file. INPUT is a folder of PNG files (walked recursively) or a manifest
+        CSV with a path column. Writes tensors cls (N, C) and patch_mean (N, C) — plus
+        last_blocks_cls (N, n, C) with --last-blocks n and patch_tokens (N, T, C) with
+        --patch-tokens — and FILE.json listing the inputs row for row, the encoder fingerprint and
+        the preprocessing. Features are cached by (weights, preprocessing, image content), so a
+        rerun over the same images does no encoder work.
+        """)
+
+    @Option(name: .long, help: "Checkpoint: Hugging Face folder or .safetensors file.")
+    var model: String
+
+    @Option(name: .long, help: "Folder of PNG images, a manifest CSV, or one PNG.")
+    var input: String
+
+    @Option(name: .long, help: "Output file (.safetensors; with --format npy, the stem of the .npy files).")
+    var output: String
+
+    @Option(name: .long, help: "safetensors or npy.")
+    var format: String = "safetensors"
+
+    @Option(name: .long, help: "Manifest column holding image paths.")
+    var imageColumn: String = "path"
+
+    @Flag(name: .long, help: "Also write all patch tokens (N, T, C).")
+    var patchTokens = false
+
+    @Option(name: .long, help: "Also write the CLS token of the last n blocks (N, n, C).")
+    var lastBlocks: Int = 0
+
+    @Option(name: .long, help: "Images per forward pass.")
+    var batchSize: Int = 8
+
+    @Flag(name: .long, help: "Leave unreadable images out (listed in the sidecar) instead of failing.")
+    var skipBad = false
+
+    @Option(name: .long, help: "Feature cache folder (default $XRLAB_CACHE or ~/.cache/xrlab/features).")
+    var cache: String?
+
+    @Flag(name: .long, help: "Do not read or write the feature cache.")
+    var noCache = false
+
+    @Option(name: .long, help: "Named encoder preset for bare .safetensors files (e.g. vitBase16, dinov2Base14).")
+    var preset: String?
+
+    @Option(name: .long, help: "Attention heads, for bare .safetensors files without a preset (default dim/64).")
+    var heads: Int?
+
+    @OptionGroup var pre: PreprocessingFlags
+
+    @Option(name: .long, help: "Largest image accepted, in pixels (decompression-bomb guard).")
+    var maxPixels: Int = 100_000_000
+
+    @Option(name: .long, help: "Threads for matrix products.")
+    var threads: Int = 2
+
+    @Flag(name: .long, help: "No progress output.")
+    var quiet = false
+
+    func validate() throws {
+        guard EmbedOutput.Format(rawValue: format) != nil else {
+            throw ValidationError("--format must be safetensors or npy, not '\(format)'")
+        }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard lastBlocks >= 0 else { throw ValidationError("--last-blocks must be ≥ 0") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            let encoder = try Encoder.load(model: URL(fileURLWithPath: model),
+                                           preset: try resolvePreset(preset), heads: heads,
+                                           explicit: try pre.preprocessing())
+            let inputs = try InputList.resolve(URL(fileURLWithPath: input), column: imageColumn)
+            var options = EmbedOptions()
+            options.batchSize = batchSize
+            options.patchTokens = patchTokens
+            options.lastBlocks = lastBlocks
+            options.skipBad = skipBad
+            options.maxPixels = maxPixels
+            options.quiet = quiet
+            options.cache = noCache ? nil : FeatureCache(root: cache.map { URL(fileURLWithPath: $0) } ?? FeatureCache.defaultRoot())
+            let result = try encoder.embed(inputs, options: options)
+            let files = try EmbedOutput.write(result, encoder: encoder, modelPath: model,
+                                              format: EmbedOutput.Format(rawValue: format) ?? .safetensors,
+                                              to: URL(fileURLWithPath: output))
+            let c = result.tensors["cls"]?.shape.last ?? 0
+            print("embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features")
+            for f in result.failed { print("skipped \(f.id): \(f.reason)") }
+            for f in files { print("wrote \(f.path)") }
+        }
+    }
+}
+
+/// Preprocessing given on the command line, for models without `preprocessor_config.json`
+/// (or to override it).
+struct PreprocessingFlags: ParsableArguments {
+    @Option(name: .long, help: "Resize so the shorter side is this many pixels.")
+    var size: Int?
+
+    @Option(name: .long, help: "Center-crop to this square size (default: --size).")
+    var crop: Int?
+
+    @Option(name: .long, help: "Per-channel mean, e.g. 0.485,0.456,0.406 (one value is replicated).")
+    var mean: String?
+
+    @Option(name: .long, help: "Per-channel std, e.g. 0.229,0.224,0.225 (one value is replicated).")
+    var std: String?
+
+    @Option(name: .long, help: "bicubic or bilinear.")
+    var interpolation: String = "bicubic"
+
+    /// nil when no flag is given; an error when only some of size/mean/std are.
+    func preprocessing() throws -> Preprocessing? {
+        if size == nil && mean == nil && std == nil && crop == nil { return nil }
+        guard let size, let mean, let std else {
+            throw XRError("explicit preprocessing needs --size, --mean and --std together", field: "preprocessing")
+        }
+        guard let interp = Preprocessing.Interpolation(rawValue: interpolation) else {
+            throw XRError("unknown interpolation '\(interpolation)'", field: "--interpolation", hint: "use bicubic or bilinear")
+        }
+        return Preprocessing(shortestEdge: size, crop: crop ?? size, interpolation: interp,
+                             mean: try triple(mean, "--mean"), std: try triple(std, "--std"))
+    }
+
+    private func triple(_ s: String, _ flag: String) throws -> [Float] {
+        let v = s.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
+        guard !v.isEmpty, v.allSatisfy({ $0 != nil }), v.count == 1 || v.count == 3 else {
+            throw XRError("expected one or three comma-separated numbers, got '\(s)'", field: flag)
+        }
+        let f = v.compactMap { $0 }
+        return f.count == 1 ? [f[0], f[0], f[0]] : f
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import XCTest
+import XRTensor
+import TestSupport
+
+/// The `xrlab` binary, run as a user would.
+final class CLITests: XCTestCase {
+    var binary: URL {
+        // Tests run from .build/<config>/xrlabPackageTests.xctest; the tool sits beside it.
+        var dir = Bundle(for: CLITests.self).bundleURL.deletingLastPathComponent()
+        if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("xrlab").path) {
+            dir = Fixtures.repoRoot.appendingPathComponent(".build/debug")
+        }
+        return dir.appendingPathComponent("xrlab")
+    }
+
+    @discardableResult
+    func xrlab(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["XRLAB_CACHE"] = Fixtures.tempDir("cli-cache").path
+        p.environment = env
+        if let cwd { p.currentDirectoryURL = cwd }
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o
+        p.standardError = e
+        try p.run()
+        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+    }
+
+    func images() throws -> URL {
+        let dir = Fixtures.tempDir("cli-images")
+        for f in ["gray16.png", "gray8.png", "rgb8.png"] {
+            try FileManager.default.copyItem(at: Fixtures.url("preprocess/\(f)"), to: dir.appendingPathComponent(f))
+        }
+        return dir
+    }
+
+    func testEmbedWritesFeaturesAndSidecar() throws {
+        let out = Fixtures.tempDir().appendingPathComponent("feats.safetensors")
+        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
+                           "--output", out.path, "--last-blocks", "2", "--patch-tokens", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let f = try SafeTensorsFile(contentsOf: out)
+        XCTAssertEqual(f.info("cls")?.shape, [3, 48])
+        XCTAssertEqual(f.info("patch_mean")?.shape, [3, 48])
+        XCTAssertEqual(f.info("last_blocks_cls")?.shape, [3, 2, 48])
+        XCTAssertEqual(f.info("patch_tokens")?.shape, [3, 16, 48])
+        let side = try JSONSerialization.jsonObject(with: Data(contentsOf: out.deletingPathExtension().appendingPathExtension("json"))) as? [String: Any]
+        let inputs = side?["inputs"] as? [[String: Any]]
+        XCTAssertEqual(inputs?.map { $0["path"] as? String }, ["gray16.png", "gray8.png", "rgb8.png"])
+        XCTAssertNotNil((side?["model"] as? [String: Any])?["weights_sha256"])
+        XCTAssertNotNil(side?["preprocessing"])
+    }
+
+    func testNpyFormat() throws {
+        let dir = Fixtures.tempDir()
+        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
+                           "--output", dir.appendingPathComponent("f.npy").path, "--format", "npy", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try NPY.read(dir.appendingPathComponent("f.cls.npy")).shape, [3, 48])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("f.json").path))
+    }
+
+    func testBadImageFailsWithoutPartialOutput() throws {
+        let imgs = try images()
+        let data = try Data(contentsOf: imgs.appendingPathComponent("gray16.png"))
+        try data.prefix(data.count / 2).write(to: imgs.appendingPathComponent("truncated.png"))
+        let outDir = Fixtures.tempDir()
+        let out = outDir.appendingPathComponent("feats.safetensors")
+        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
+                           "--output", out.path, "--quiet"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("truncated.png"), r.err)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outDir.path), [], "no partial output")
+        let ok = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
+                            "--output", out.path, "--quiet", "--skip-bad"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(ok.out.contains("skipped truncated.png"), ok.out)
+    }
+
+    func testMissingPreprocessingIsAClearError() throws {
+        let r = try xrlab(["embed", "--model", Fixtures.url("vit/timm_vit/model.safetensors").path, "--input", try images().path,
+                           "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("preprocessing") && r.err.contains("HINT"), r.err)
+    }
+
+    func testCorruptCheckpointIsAClearError() throws {
+        let bad = Fixtures.tempDir().appendingPathComponent("model.safetensors")
+        try Data([200, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).write(to: bad)
+        let r = try xrlab(["embed", "--model", bad.path, "--input", try images().path, "--size", "56", "--mean", "0.5", "--std", "0.25",
+                           "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains(bad.path) && r.err.contains("header length"), r.err)
+    }
+
+    func testDemoRunsOnGeneratedData() throws {
+        let dir = Fixtures.tempDir("demo")
+        let r = try xrlab(["demo", "--dir", dir.path, "--patients", "12", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("features.safetensors").path))
+    }
+
+    func testHelpListsCommands() throws {
+        let r = try xrlab(["--help"])
+        XCTAssertTrue(r.out.contains("embed") && r.out.contains("demo"), r.out)
+    }
+}

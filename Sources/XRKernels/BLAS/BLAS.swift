@@ -68,3 +68,40 @@ public enum BLAS {
         set { openblas_set_num_threads(Int32(max(1, newValue))) }
     }
 }
+
+/// Dense linear algebra in double precision (LAPACK, as bundled with OpenBLAS).
+public enum LAPACK {
+    /// Eigen-decomposition of a symmetric (n, n) matrix: eigenvalues ascending, and eigenvectors
+    /// as rows of the returned (n, n) matrix (row j is the eigenvector of value j). nil on failure.
+    public static func symmetricEigen(_ a: [Double], n: Int) -> (values: [Double], vectors: [Double])? {
+        if n == 0 { return ([], []) }
+        var m = a  // symmetric, so row- and column-major agree
+        var w = [Double](repeating: 0, count: n)
+        var nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        var lwork: Int32 = -1, liwork: Int32 = -1
+        var wq = [Double](repeating: 0, count: 1), iq = [Int32](repeating: 0, count: 1)
+        "V".withCString { jobz in "U".withCString { uplo in
+            dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &wq, &lwork, &iq, &liwork, &info)
+        } }
+        guard info == 0 else { return nil }
+        lwork = Int32(wq[0]); liwork = iq[0]
+        var work = [Double](repeating: 0, count: Int(lwork)), iwork = [Int32](repeating: 0, count: Int(liwork))
+        "V".withCString { jobz in "U".withCString { uplo in
+            dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
+        } }
+        guard info == 0 else { return nil }
+        // Column j of the column-major result is eigenvector j = row j of `m` read row-major.
+        return (w, m)
+    }
+
+    /// Solve A x = b for symmetric positive-definite A (n, n) by Cholesky. nil if A is not
+    /// positive definite.
+    public static func choleskySolve(_ a: [Double], _ b: [Double], n: Int) -> [Double]? {
+        var m = a, x = b
+        var nn = Int32(n), lda = Int32(n), nrhs: Int32 = 1, info: Int32 = 0
+        "L".withCString { uplo in dpotrf_(uplo, &nn, &m, &lda, &info) }
+        guard info == 0 else { return nil }
+        "L".withCString { uplo in dpotrs_(uplo, &nn, &nrhs, &m, &lda, &x, &lda, &info) }
+        return info == 0 ? x : nil
+    }
+}

@@ -1,0 +1,168 @@
+// Probes on frozen features: standardisation, logistic regression with C chosen by CV,
+// k-NN (DINOv2 protocol) and nearest prototype. n train, t test, d features, K classes.
+import Foundation
+import XRKernels
+
+/// Feature standardisation fitted on the training shots only: (x − mean) / std with the
+/// population std; zero-variance columns keep std 1 (as sklearn's StandardScaler).
+public struct Standardizer: Sendable, Equatable {
+    public var mean: [Double]
+    public var std: [Double]
+
+    public init(fit x: [Double], n: Int, d: Int) {
+        var mu = [Double](repeating: 0, count: d), sd = [Double](repeating: 0, count: d)
+        for i in 0..<n { for j in 0..<d { mu[j] += x[i * d + j] } }
+        for j in 0..<d { mu[j] /= Double(max(n, 1)) }
+        for i in 0..<n { for j in 0..<d { let v = x[i * d + j] - mu[j]; sd[j] += v * v } }
+        for j in 0..<d {
+            let s = (sd[j] / Double(max(n, 1))).squareRoot()
+            sd[j] = s < 10 * Double.ulpOfOne * max(abs(mu[j]), 1) ? 1 : s
+        }
+        mean = mu
+        std = sd
+    }
+
+    public func apply(_ x: [Double], n: Int) -> [Double] {
+        let d = mean.count
+        var out = x
+        for i in 0..<n { for j in 0..<d { out[i * d + j] = (x[i * d + j] - mean[j]) / std[j] } }
+        return out
+    }
+}
+
+/// Hyperparameters of one probe method, as a recipe names them.
+public enum ProbeSpec: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// Logistic regression. `grid` of C values searched by CV when shots per class ≥ `cvMinShots`,
+    /// else `defaultC`.
+    case logistic(grid: [Double], cvMinShots: Int, defaultC: Double, folds: Int)
+    /// k-NN with cosine similarity and exp(sim / T) weighted votes.
+    case knn(k: Int, temperature: Double)
+    /// Nearest class mean (cosine), probabilities softmax(sim / T).
+    case prototype(temperature: Double)
+
+    public var description: String {
+        switch self {
+        case let .logistic(grid, minShots, c, folds): return "logistic(C∈\(grid), cv≥\(minShots) shots, \(folds) folds, default C=\(c))"
+        case let .knn(k, t): return "knn(k=\(k), T=\(t))"
+        case let .prototype(t): return "prototype(T=\(t))"
+        }
+    }
+}
+
+/// What a probe returns for the test set.
+public struct ProbeResult: Sendable {
+    /// (t, K) class probabilities.
+    public var probabilities: [[Double]]
+    /// The C chosen (logistic only).
+    public var chosenC: Double?
+}
+
+public enum Probe {
+    /// Fit on (train, labels) and predict the test rows. Features are row-major float32.
+    /// `folds` gives each training row's CV fold (only used by logistic regression with a grid).
+    public static func run(_ spec: ProbeSpec, train: [Float], labels: [Int], test: [Float], d: Int,
+                           classes: Int, folds: [Int]? = nil) -> ProbeResult {
+        let n = labels.count, t = test.count / max(d, 1)
+        switch spec {
+        case let .logistic(grid, cvMinShots, defaultC, nFolds):
+            let xtr = train.map(Double.init), xte = test.map(Double.init)
+            let perClass = (0..<classes).map { c in labels.filter { $0 == c }.count }.min() ?? 0
+            var c = defaultC
+            if grid.count > 1, perClass >= cvMinShots {
+                let f = folds ?? stratifiedFolds(labels, folds: nFolds)
+                c = selectC(xtr, labels: labels, d: d, classes: classes, folds: f, grid: grid)
+            } else if grid.count == 1 {
+                c = grid[0]
+            }
+            let s = Standardizer(fit: xtr, n: n, d: d)
+            let model = LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c)
+            return ProbeResult(probabilities: model.probabilities(s.apply(xte, n: t), n: t), chosenC: c)
+        case let .knn(k, temperature):
+            return ProbeResult(probabilities: knn(train: train, labels: labels, test: test, d: d, classes: classes,
+                                                  k: k, temperature: temperature), chosenC: nil)
+        case let .prototype(temperature):
+            return ProbeResult(probabilities: prototype(train: train, labels: labels, test: test, d: d, classes: classes,
+                                                        temperature: temperature), chosenC: nil)
+        }
+    }
+
+    /// Deterministic stratified folds: within each class, rows in their given order are dealt
+    /// to folds 0, 1, …, folds−1, 0, …
+    public static func stratifiedFolds(_ labels: [Int], folds: Int) -> [Int] {
+        var seen: [Int: Int] = [:]
+        return labels.map { c in
+            let r = seen[c, default: 0]
+            seen[c] = r + 1
+            return r % max(folds, 1)
+        }
+    }
+
+    /// The C with the lowest mean validation log-loss over folds (standardiser refitted on each
+    /// training part); ties go to the smaller C.
+    public static func selectC(_ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double]) -> Double {
+        let nFolds = (folds.max() ?? 0) + 1
+        var best = grid.sorted()[0], bestLoss = Double.infinity
+        for c in grid.sorted() {
+            var total = 0.0, count = 0
+            for f in 0..<nFolds {
+                let tr = labels.indices.filter { folds[$0] != f }, va = labels.indices.filter { folds[$0] == f }
+                if va.isEmpty || Set(tr.map { labels[$0] }).count < classes { continue }
+                let xtr = tr.flatMap { x[($0 * d)..<(($0 + 1) * d)] }, xva = va.flatMap { x[($0 * d)..<(($0 + 1) * d)] }
+                let s = Standardizer(fit: xtr, n: tr.count, d: d)
+                let m = LogisticRegression.fit(s.apply(xtr, n: tr.count), n: tr.count, d: d,
+                                               labels: tr.map { labels[$0] }, classes: classes, C: c)
+                let p = m.probabilities(s.apply(xva, n: va.count), n: va.count)
+                total += Metrics.logLoss(p, va.map { labels[$0] }) * Double(va.count)
+                count += va.count
+            }
+            let loss = count > 0 ? total / Double(count) : .infinity
+            if loss < bestLoss - 1e-12 { bestLoss = loss; best = c }
+        }
+        return best
+    }
+
+    /// Rows scaled to unit L2 norm (zero rows stay zero).
+    static func normalized(_ x: [Float], d: Int) -> [Float] {
+        var out = x
+        for i in 0..<(x.count / max(d, 1)) {
+            var s: Float = 0
+            for j in 0..<d { s += x[i * d + j] * x[i * d + j] }
+            let inv = s > 0 ? 1 / s.squareRoot() : 0
+            for j in 0..<d { out[i * d + j] *= inv }
+        }
+        return out
+    }
+
+    /// k-NN as in DINOv2's protocol: cosine similarity of L2-normalised features, the top k
+    /// neighbours (ties to the lower training index), votes weighted by exp(sim / T); class
+    /// probabilities are the normalised vote totals. k is capped at the number of training rows.
+    public static func knn(train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
+                           k: Int, temperature: Double) -> [[Double]] {
+        let n = labels.count, t = test.count / d, kk = min(k, n)
+        let a = normalized(train, d: d), b = normalized(test, d: d)
+        var sim = [Float](repeating: 0, count: t * n)
+        BLAS.sgemm(&sim, b, a, transB: true, m: t, n: n, k: d)
+        return (0..<t).map { i in
+            let row = Array(sim[(i * n)..<((i + 1) * n)])
+            let top = (0..<n).sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }.prefix(kk)
+            var votes = [Double](repeating: 0, count: classes)
+            for j in top { votes[labels[j]] += exp(Double(row[j]) / temperature) }
+            let s = votes.reduce(0, +)
+            return votes.map { $0 / s }
+        }
+    }
+
+    /// Nearest prototype: the L2-normalised mean of each class's L2-normalised training rows;
+    /// probabilities softmax(cos / T).
+    public static func prototype(train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
+                                 temperature: Double) -> [[Double]] {
+        let a = normalized(train, d: d), b = normalized(test, d: d)
+        var protos = [Float](repeating: 0, count: classes * d)
+        for (i, c) in labels.enumerated() { for j in 0..<d { protos[c * d + j] += a[i * d + j] } }
+        protos = normalized(protos, d: d)
+        let t = test.count / d
+        var sim = [Float](repeating: 0, count: t * classes)
+        BLAS.sgemm(&sim, b, protos, transB: true, m: t, n: classes, k: d)
+        return (0..<t).map { i in softmax((0..<classes).map { Double(sim[i * classes + $0]) / temperature }) }
+    }
+}

@@ -138,13 +138,13 @@ public enum DemoData {
         let cy = Double(h) / 2 + Double(rng.nextInt(below: 9) - 4)
         let lungW = Double(w) * (0.20 + 0.03 * rng.nextDouble())
         let lungH = Double(h) * (0.30 + 0.04 * rng.nextDouble())
-        let heartW = Double(w) * (cardiomegaly ? 0.22 : 0.14) * (0.9 + 0.2 * rng.nextDouble())
+        let heartW = Double(w) * (cardiomegaly ? 0.18 : 0.145) * (0.85 + 0.3 * rng.nextDouble())
         var nodules: [(Double, Double, Double)] = []
         if nodule {
             for _ in 0..<(1 + rng.nextInt(below: 2)) {
                 let side: Double = rng.nextInt(below: 2) == 0 ? -1 : 1
                 nodules.append((cx + side * lungW * (0.6 + 0.6 * rng.nextDouble()),
-                                cy - lungH * 0.5 + lungH * rng.nextDouble(), 3 + 3 * rng.nextDouble()))
+                                cy - lungH * 0.5 + lungH * rng.nextDouble(), 3.5 + 3 * rng.nextDouble()))
             }
         }
         let fluidLevel = cy + lungH * (0.35 - 0.4 * rng.nextDouble())
@@ -159,7 +159,7 @@ public enum DemoData {
                     let lx = (fx - (cx + side * lungW * 1.05)) / lungW, ly = (fy - cy) / lungH
                     if lx * lx + ly * ly < 1 {
                         v = 0.22
-                        if effusion && side == effSide && fy > fluidLevel { v = 0.6 }
+                        if effusion && side == effSide && fy > fluidLevel { v = 0.45 }
                         if (Int(fy) + Int(12 * abs(lx))) % 11 < 2 { v += 0.08 }  // ribs
                     }
                 }
@@ -167,9 +167,9 @@ public enum DemoData {
                 if hx * hx + hy * hy < 1 { v = max(v, 0.62) }               // heart
                 if abs(fx - cx) < Double(w) * 0.05 && abs(fy - cy) < lungH { v = max(v, 0.7) }  // spine
                 for (nx, ny, r) in nodules where (fx - nx) * (fx - nx) + (fy - ny) * (fy - ny) < r * r {
-                    v = max(v, 0.75)
+                    v = max(v, 0.55)
                 }
-                img[y * w + x] = v + 0.03 * Double(rng.nextGaussian())
+                img[y * w + x] = v + 0.04 * Double(rng.nextGaussian())
             }
         }
         return img.map { UInt16(max(0, min(65535, ($0 * 65535).rounded()))) }

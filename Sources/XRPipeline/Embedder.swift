@@ -218,3 +218,17 @@ extension JSONEncoder {
         return e
     }
 }
+
+extension Encoder {
+    /// How many of `inputs` already have cached features for these options (reads and hashes
+    /// the files, encodes nothing).
+    public func cachedCount(_ inputs: [ImageInput], options: EmbedOptions) -> Int {
+        guard let cache = options.cache else { return 0 }
+        let fp = fingerprint(options)
+        return inputs.filter { input in
+            guard let data = try? Data(contentsOf: input.url) else { return false }
+            let key = FeatureCache.key(configFingerprint: fp, imageHash: SHA256.hex(data))
+            return FileManager.default.fileExists(atPath: cache.url(for: key).path)
+        }.count
+    }
+}

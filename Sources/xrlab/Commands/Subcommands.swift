@@ -5,5 +5,8 @@ extension XRLab {
     static let allSubcommands: [ParsableCommand.Type] = [
         Demo.self,
         Embed.self,
+        Validate.self,
+        PlanCommand.self,
+        RunCommand.self,
     ]
 }

@@ -1,0 +1,119 @@
+// Run outputs: results.jsonl, summary.csv, learning curves (PNG) and report.md.
+import Foundation
+import XRTensor
+import XRData
+import XRProbe
+
+enum Outputs {
+    struct Written { var plots: [URL]; var report: URL }
+
+    static func write(_ results: [CellResult], recipe r: LoadedRecipe, data: StudyData, directory dir: URL,
+                      complete: Bool) throws -> Written {
+        let recipe = r.recipe
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        var lines = ""
+        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
+        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+
+        // summary.csv: one row per method × task × shots × metric, aggregated over seeds.
+        var rows: [[String]] = []
+        let methods = methodVariants(recipe).map(\.label)
+        var curves: [String: [Series]] = [:]
+        for task in data.tasks.map(\.name) {
+            for m in methods {
+                var points: [(Double, Double, Double, Double)] = []
+                for k in recipe.shots {
+                    let cellResults = results.filter { $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
+                    let ok = cellResults.filter { $0.status == "ok" }
+                    for metric in recipe.metrics {
+                        let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
+                        var bootLow = "", bootHigh = ""
+                        if metric == recipe.primary_metric {
+                            let cis = ok.compactMap(\.primary_ci)
+                            if !cis.isEmpty {
+                                bootLow = f(cis.map(\.low).reduce(0, +) / Double(cis.count))
+                                bootHigh = f(cis.map(\.high).reduce(0, +) / Double(cis.count))
+                            }
+                        }
+                        rows.append([m, task, String(k), metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
+                                     bootLow, bootHigh, String(cellResults.count - ok.count)])
+                        if metric == recipe.primary_metric && s.n > 0 { points.append((Double(k), s.mean, s.low, s.high)) }
+                    }
+                }
+                if !points.isEmpty {
+                    curves[task, default: []].append(Series(name: m, points: points.map { (x: $0.0, y: $0.1, low: $0.2, high: $0.3) }))
+                }
+            }
+        }
+        try CSVTable(header: ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+                              "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
+            .write(to: dir.appendingPathComponent("summary.csv"))
+
+        var plots: [URL] = []
+        for task in data.tasks.map(\.name) {
+            let u = dir.appendingPathComponent("curve_\(safe(task)).png")
+            let png = try LearningCurvePlot.render(
+                title: "\(task): \(recipe.primary_metric) vs shots".uppercased(), yLabel: recipe.primary_metric.uppercased(),
+                series: curves[task] ?? [],
+                note: "MEAN OVER \(recipe.seeds) SEEDS, BAND = 95% T-INTERVAL OVER SEEDS. RECIPE \(recipe.name.uppercased())")
+            try PNGCodec.write(png, to: u)
+            plots.append(u)
+        }
+        let report = dir.appendingPathComponent("report.md")
+        try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
+        return Written(plots: plots, report: report)
+    }
+
+    static func f(_ x: Double) -> String { x.isFinite ? String(format: "%.4f", x) : "" }
+
+    static func markdown(_ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool) -> String {
+        let recipe = r.recipe
+        var s = "# \(recipe.name)\n\n"
+        if !complete { s += "> **Incomplete run**: \(results.count) cells finished. Run the recipe again to finish the rest.\n\n" }
+        let nTest = data.isTest.filter { $0 == true }.count, nPool = data.isTest.filter { $0 == false }.count
+        s += "- Recipe: `\(r.file.path)`; xrlab \(XRLabVersion.string); fingerprint `\(r.fingerprint.prefix(12))`\n"
+        s += "- Features: \(data.featureSource); \(data.dim) dimensions; representation \(recipe.representation.joined(separator: " + "))\n"
+        s += "- Rows: \(data.ids.count) (training pool \(nPool), test \(nTest))\(data.patients != nil ? ", grouped by patient" : "")\n"
+        s += "- Methods: \(methodVariants(recipe).map { "\($0.label) — \($0.spec)" }.joined(separator: "; "))\n"
+        s += "- Shots per class: \(recipe.shots.map(String.init).joined(separator: ", ")); seeds: \(recipe.seeds); "
+        s += "bootstrap resamples: \(recipe.bootstrap)\n\n"
+        s += "## Learning curves (\(recipe.primary_metric))\n\n"
+        for p in plots { s += "![\(p.lastPathComponent)](\(p.lastPathComponent))\n\n" }
+        s += "## Best method per task and shot count (\(recipe.primary_metric), mean ± std over seeds [95% interval])\n\n"
+        s += "| task | shots | best method | \(recipe.primary_metric) |\n|---|---|---|---|\n"
+        let primary = rows.filter { $0[3] == recipe.primary_metric && !$0[5].isEmpty }
+        let lowerIsBetter = ["ece", "log_loss"].contains(recipe.primary_metric)
+        for task in data.tasks.map(\.name) {
+            for k in recipe.shots {
+                let cands = primary.filter { $0[1] == task && $0[2] == String(k) }
+                guard let best = cands.max(by: { (Double($0[5]) ?? 0) * (lowerIsBetter ? -1 : 1) < (Double($1[5]) ?? 0) * (lowerIsBetter ? -1 : 1) }) else { continue }
+                s += "| \(task) | \(k) | \(best[0]) | \(best[5]) ± \(best[6]) [\(best[7]), \(best[8])] |\n"
+            }
+        }
+        let skipped = results.filter { $0.status != "ok" }
+        if !skipped.isEmpty {
+            s += "\n## Skipped cells (\(skipped.count))\n\n"
+            var reasons: [String: Int] = [:]
+            for c in skipped { reasons["\(c.cell.task), \(c.cell.shots) shots: \(c.reason ?? "")", default: 0] += 1 }
+            for (reason, n) in reasons.sorted(by: { $0.key < $1.key }) { s += "- \(reason) (\(n) cells)\n" }
+        }
+        let flagged = results.flatMap { res in res.subgroups.filter(\.flagged).map { (res, $0) } }
+        if !data.groups.isEmpty {
+            s += "\n## Subgroups\n\nGaps in \(recipe.primary_metric) between the best and worst group, per cell; "
+            s += "flagged when the bootstrap 95% interval of the gap excludes 0. \(flagged.count) of "
+            s += "\(results.reduce(0) { $0 + $1.subgroups.count }) subgroup comparisons flagged.\n\n"
+            if !flagged.isEmpty {
+                s += "| cell | attribute | higher | lower | gap [95% CI] |\n|---|---|---|---|---|\n"
+                for (res, g) in flagged.prefix(30) {
+                    s += "| \(res.cell.id) | \(g.attribute) | \(g.highest ?? "") | \(g.lowest ?? "") | "
+                    s += "\(f(g.gap ?? .nan)) [\(f(g.gapInterval?.low ?? .nan)), \(f(g.gapInterval?.high ?? .nan))] |\n"
+                }
+                if flagged.count > 30 { s += "\n(\(flagged.count - 30) more in results.jsonl)\n" }
+            }
+        }
+        s += "\n## Files\n\n- `results.jsonl`: one line per cell (metrics, bootstrap interval, sampled training ids, subgroups)\n"
+        s += "- `summary.csv`: every metric aggregated over seeds\n- `resolved.yaml`, `run.json`: the recipe as run, xrlab version, command line\n"
+        return s
+    }
+}

@@ -1,0 +1,138 @@
+// Learning-curve plots drawn into an RGB buffer and written as PNG (no Python needed).
+import Foundation
+import XRData
+import XRTensor
+
+/// An RGB8 raster with simple drawing primitives.
+struct Canvas {
+    let width: Int, height: Int
+    var pixels: [UInt8]
+
+    init(width: Int, height: Int) {
+        self.width = width
+        self.height = height
+        pixels = [UInt8](repeating: 255, count: width * height * 3)
+    }
+
+    mutating func blend(_ x: Int, _ y: Int, _ c: (UInt8, UInt8, UInt8), alpha: Double = 1) {
+        guard x >= 0, y >= 0, x < width, y < height else { return }
+        let i = (y * width + x) * 3
+        for (k, v) in [c.0, c.1, c.2].enumerated() {
+            pixels[i + k] = UInt8((Double(pixels[i + k]) * (1 - alpha) + Double(v) * alpha).rounded())
+        }
+    }
+
+    mutating func rect(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: (UInt8, UInt8, UInt8), alpha: Double = 1) {
+        for y in min(y0, y1)...max(y0, y1) { for x in min(x0, x1)...max(x0, x1) { blend(x, y, c, alpha: alpha) } }
+    }
+
+    /// A line `thickness` pixels wide (Bresenham with a square brush).
+    mutating func line(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: (UInt8, UInt8, UInt8), thickness: Int = 1) {
+        var x = x0, y = y0
+        let dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1
+        var err = dx + dy
+        let h = thickness / 2
+        while true {
+            rect(x - h, y - h, x - h + thickness - 1, y - h + thickness - 1, c)
+            if x == x1 && y == y1 { break }
+            let e2 = 2 * err
+            if e2 >= dy { err += dy; x += sx }
+            if e2 <= dx { err += dx; y += sy }
+        }
+    }
+
+    /// Text with the 5×7 font at `scale`; returns the width drawn.
+    @discardableResult
+    mutating func text(_ s: String, x: Int, y: Int, scale: Int = 2, _ c: (UInt8, UInt8, UInt8) = (30, 30, 30), vertical: Bool = false) -> Int {
+        var cx = 0
+        for ch in s {
+            for (r, col) in glyph(ch) {
+                for dy in 0..<scale { for dx in 0..<scale {
+                    let px = col * scale + dx + cx, py = r * scale + dy
+                    if vertical { blend(x + py, y - px, c) } else { blend(x + px, y + py, c) }
+                } }
+            }
+            cx += 6 * scale
+        }
+        return cx
+    }
+
+    static func textWidth(_ s: String, scale: Int = 2) -> Int { s.count * 6 * scale }
+}
+
+/// One curve: points (shots, mean, low, high).
+struct Series {
+    var name: String
+    var points: [(x: Double, y: Double, low: Double, high: Double)]
+}
+
+enum LearningCurvePlot {
+    static let palette: [(UInt8, UInt8, UInt8)] = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14),
+                                                   (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+    /// Metric vs shots (log2 x axis), one line per series with its interval band.
+    static func render(title: String, yLabel: String, series: [Series], note: String) throws -> Data {
+        let W = 1020, H = 620, left = 120, right = 250, top = 70, bottom = 90
+        var c = Canvas(width: W, height: H)
+        let pw = W - left - right, ph = H - top - bottom
+        let xs = Array(Set(series.flatMap { $0.points.map(\.x) })).sorted()
+        let ys = series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } }.filter(\.isFinite)
+        guard let xmin = xs.first, let xmax = xs.last, let ylo = ys.min(), let yhi = ys.max() else {
+            c.text("NO FINISHED CELLS TO PLOT", x: left, y: top + ph / 2)
+            return try PNGCodec.encodeRGB8(width: W, height: H, pixels: c.pixels)
+        }
+        let step = (yhi - ylo) > 0.3 ? 0.1 : ((yhi - ylo) > 0.12 ? 0.05 : 0.02)
+        let y0 = (ylo / step).rounded(.down) * step
+        var y1 = max((yhi / step).rounded(.up) * step, y0 + step)
+        if yhi <= 1 && y1 > 1 { y1 = max(1, y0 + step) }
+        let lx0 = log2(xmin), lx1 = max(log2(xmax), lx0 + 1)
+        func px(_ x: Double) -> Int { left + Int(((log2(x) - lx0) / (lx1 - lx0) * Double(pw - 40)).rounded()) + 20 }
+        func py(_ y: Double) -> Int { top + ph - Int(((y - y0) / (y1 - y0) * Double(ph)).rounded()) }
+        // Grid, ticks and labels.
+        var t = y0
+        while t <= y1 + 1e-9 {
+            let yy = py(t)
+            c.line(left, yy, left + pw, yy, (225, 225, 225))
+            let label = String(format: step < 0.05 ? "%.2f" : (step < 0.1 ? "%.2f" : "%.1f"), t)
+            c.text(label, x: left - 12 - Canvas.textWidth(label), y: yy - 7)
+            t += step
+        }
+        for x in xs {
+            let xx = px(x)
+            c.line(xx, top, xx, top + ph, (235, 235, 235))
+            let label = x == x.rounded() ? String(Int(x)) : String(x)
+            c.text(label, x: xx - Canvas.textWidth(label) / 2, y: top + ph + 12)
+        }
+        c.line(left, top, left, top + ph, (60, 60, 60), thickness: 2)
+        c.line(left, top + ph, left + pw, top + ph, (60, 60, 60), thickness: 2)
+        c.text(title, x: left, y: 22)
+        let xl = "SHOTS PER CLASS (LOG SCALE)"
+        c.text(xl, x: left + pw / 2 - Canvas.textWidth(xl) / 2, y: H - 48)
+        c.text(yLabel, x: 18, y: top + ph / 2 + Canvas.textWidth(yLabel) / 2, vertical: true)
+        c.text(note, x: left, y: H - 22, scale: 1, (90, 90, 90))
+        // Bands, then lines and markers.
+        for (i, s) in series.enumerated() {
+            let col = palette[i % palette.count]
+            let pts = s.points.sorted { $0.x < $1.x }
+            for (a, b) in zip(pts, pts.dropFirst()) {
+                let xa = px(a.x), xb = px(b.x)
+                for x in xa...xb {
+                    let f = xb == xa ? 0 : Double(x - xa) / Double(xb - xa)
+                    let lo = a.low + (b.low - a.low) * f, hi = a.high + (b.high - a.high) * f
+                    if lo.isFinite && hi.isFinite { for y in py(hi)...py(lo) { c.blend(x, y, col, alpha: 0.12) } }
+                }
+            }
+        }
+        for (i, s) in series.enumerated() {
+            let col = palette[i % palette.count]
+            let pts = s.points.sorted { $0.x < $1.x }
+            for (a, b) in zip(pts, pts.dropFirst()) { c.line(px(a.x), py(a.y), px(b.x), py(b.y), col, thickness: 3) }
+            for p in pts { c.rect(px(p.x) - 4, py(p.y) - 4, px(p.x) + 4, py(p.y) + 4, col) }
+            // Legend.
+            let ly = top + 10 + i * 30
+            c.rect(left + pw + 25, ly + 3, left + pw + 50, ly + 9, col)
+            c.text(s.name, x: left + pw + 60, y: ly)
+        }
+        return try PNGCodec.encodeRGB8(width: W, height: H, pixels: c.pixels)
+    }
+}

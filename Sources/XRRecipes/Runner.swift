@@ -1,0 +1,225 @@
+// Planning and running a recipe: cells (method × task × shots × seed), each written
+// atomically, so an interrupted run resumes without losing finished work.
+import Foundation
+import XRTensor
+import XRProbe
+
+/// One unit of work.
+public struct Cell: Sendable, Codable, Equatable {
+    public var method: String       // label, e.g. logistic, knn-k20, prototype
+    public var task: String
+    public var shots: Int
+    public var seed: Int
+    public var id: String { "\(method)__\(safe(task))__k\(shots)__s\(seed)" }
+}
+
+func safe(_ s: String) -> String { String(s.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }) }
+
+/// The result of one cell, as written to `cells/<id>.json` and `results.jsonl`.
+public struct CellResult: Codable, Sendable, Equatable {
+    public var cell: Cell
+    /// ok, or skipped (with `reason`).
+    public var status: String
+    public var reason: String?
+    public var metrics: [String: Double]
+    /// Bootstrap 95% interval of the primary metric over test images.
+    public var primary_ci: Interval?
+    public var chosen_C: Double?
+    public var n_train: Int
+    public var n_test: Int
+    /// Sampled training ids, in draw order.
+    public var train_ids: [String]
+    public var subgroups: [SubgroupResult]
+}
+
+/// Method variants: each k of a k-NN grid is its own curve; logistic regression searches its C
+/// grid inside the shots.
+public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec)] {
+    var out: [(String, ProbeSpec)] = []
+    for m in recipe.methods {
+        switch m.name {
+        case "logistic":
+            out.append(("logistic", .logistic(grid: m.C ?? [0.01, 0.1, 1, 10], cvMinShots: m.cv_min_shots ?? 4,
+                                              defaultC: m.default_C ?? 1.0, folds: m.folds ?? 3)))
+        case "knn":
+            for k in m.k ?? [20] { out.append(("knn-k\(k)", .knn(k: k, temperature: m.temperature ?? 0.07))) }
+        default:
+            out.append(("prototype", .prototype(temperature: m.temperature ?? 0.07)))
+        }
+    }
+    return out
+}
+
+public struct RunOptions: Sendable {
+    public var force = false
+    public var quiet = false
+    /// Stop after computing this many new cells (used to test resuming).
+    public var maxNewCells: Int? = nil
+    public var commandLine: [String] = CommandLine.arguments
+    public init() {}
+}
+
+public struct RunSummary: Sendable {
+    public var directory: URL
+    public var computed: Int
+    public var reused: Int
+    public var skipped: [CellResult]
+    public var complete: Bool
+    public var plots: [URL]
+    public var report: URL
+}
+
+public enum Runner {
+    /// Cells in a fixed order.
+    public static func cells(_ recipe: Recipe, tasks: [String]) -> [Cell] {
+        var out: [Cell] = []
+        for t in tasks { for (m, _) in methodVariants(recipe) { for k in recipe.shots { for s in 0..<recipe.seeds {
+            out.append(Cell(method: m, task: t, shots: k, seed: s))
+        } } } }
+        return out
+    }
+
+    public static func outputDirectory(_ r: LoadedRecipe) -> URL { r.resolve(r.recipe.output) }
+
+    /// Refuse a run directory made by a different recipe; say what differs.
+    static func checkRunDirectory(_ dir: URL, _ r: LoadedRecipe, force: Bool) throws {
+        let runFile = dir.appendingPathComponent("run.json")
+        guard let data = try? Data(contentsOf: runFile),
+              let old = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return }
+        let fp = old["recipe_fingerprint"] as? String
+        if fp == r.fingerprint || force { return }
+        var diffs: [String] = []
+        if let oldRecipe = old["recipe"] as? [String: Any],
+           let newData = try? JSONEncoder().encode(r.recipe),
+           let newRecipe = try? JSONSerialization.jsonObject(with: newData) as? [String: Any] {
+            for k in Set(oldRecipe.keys).union(newRecipe.keys).sorted() where k != "output" {
+                let a = oldRecipe[k].map { "\($0)" } ?? "—", b = newRecipe[k].map { "\($0)" } ?? "—"
+                if a != b { diffs.append(k) }
+            }
+        }
+        throw XRError("the run directory holds results of a different recipe (differs in: \(diffs.isEmpty ? "unknown fields" : diffs.joined(separator: ", ")))",
+                      file: dir.path, field: "output",
+                      hint: "choose another output directory, or pass --force to discard the old results")
+    }
+
+    /// Run (or resume) a recipe.
+    public static func run(_ r: LoadedRecipe, options: RunOptions = RunOptions()) throws -> RunSummary {
+        let dir = outputDirectory(r)
+        try checkRunDirectory(dir, r, force: options.force)
+        let cellsDir = dir.appendingPathComponent("cells")
+        if options.force { try? FileManager.default.removeItem(at: cellsDir) }
+        try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
+        try writeRunInfo(dir, r, options: options)
+
+        let data = try StudyLoader.load(r, quiet: options.quiet)
+        let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
+        let all = cells(r.recipe, tasks: data.tasks.map(\.name))
+        let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
+        let progress = ProgressReporter("run", total: todo.count, unit: "cells", quiet: options.quiet)
+        var computed = 0
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for cell in todo {
+            if let limit = options.maxNewCells, computed >= limit { break }
+            guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method] else { continue }
+            let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe)
+            try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
+            computed += 1
+            progress.advance()
+        }
+        progress.finish()
+        // Gather every finished cell (this run's and earlier runs').
+        var results: [CellResult] = []
+        for cell in all {
+            let u = cellsDir.appendingPathComponent(cell.id + ".json")
+            guard let d = try? Data(contentsOf: u) else { continue }
+            do { results.append(try JSONDecoder().decode(CellResult.self, from: d)) } catch {
+                throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
+            }
+        }
+        let complete = results.count == all.count
+        let outputs = try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
+                          skipped: results.filter { $0.status != "ok" }, complete: complete,
+                          plots: outputs.plots, report: outputs.report)
+    }
+
+    static func writeRunInfo(_ dir: URL, _ r: LoadedRecipe, options: RunOptions) throws {
+        try AtomicFile.write(try r.resolvedYAML(), to: dir.appendingPathComponent("resolved.yaml"))
+        let recipeJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r.recipe))
+        let info: [String: Any] = [
+            "format": "xrlab-run", "format_version": 1, "xrlab_version": XRLabVersion.string,
+            "recipe_file": r.file.path, "recipe_fingerprint": r.fingerprint, "recipe": recipeJSON,
+            "overrides": r.overrides, "command_line": options.commandLine,
+        ]
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]),
+                             to: dir.appendingPathComponent("run.json"))
+    }
+
+    /// One cell: sample shots, fit, predict, score.
+    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe) -> CellResult {
+        let d = data.dim, K = task.classes.count
+        let pool = (0..<data.ids.count).filter { data.isTest[$0] == false && task.labels[$0] >= 0 }
+        let test = (0..<data.ids.count).filter { data.isTest[$0] == true && task.labels[$0] >= 0 }
+        let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+                                n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
+        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients,
+                                            k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
+        let shots: [Int]
+        switch sampled {
+        case let .failure(e):
+            result.status = "skipped"
+            result.reason = "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+            return result
+        case let .success(s): shots = s
+        }
+        guard Set(test.map { task.labels[$0] }).count == K else {
+            result.status = "skipped"
+            result.reason = "the test set does not contain every class of task '\(task.name)'"
+            return result
+        }
+        let train = shots.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+        let testX = test.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+        let ytr = shots.map { task.labels[$0] }, yte = test.map { task.labels[$0] }
+        let probe = Probe.run(spec, train: train, labels: ytr, test: testX, d: d, classes: K)
+        let probs = probe.probabilities
+        result.chosen_C = probe.chosenC
+        result.n_train = shots.count
+        result.train_ids = shots.map { data.ids[$0] }
+        func metric(_ name: String, _ idx: [Int]) -> Double? {
+            let p = idx.map { probs[$0] }, y = idx.map { yte[$0] }
+            let pred = p.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+            switch name {
+            case "auroc":
+                if K == 2 { return Metrics.auroc(p.map { $0[1] }, y.map { $0 == 1 }) }
+                let v = (0..<K).compactMap { c in Metrics.auroc(p.map { $0[c] }, y.map { $0 == c }) }
+                return v.count == K ? v.reduce(0, +) / Double(K) : nil
+            case "auprc":
+                if K == 2 { return Metrics.averagePrecision(p.map { $0[1] }, y.map { $0 == 1 }) }
+                let v = (0..<K).compactMap { c in Metrics.averagePrecision(p.map { $0[c] }, y.map { $0 == c }) }
+                return v.count == K ? v.reduce(0, +) / Double(K) : nil
+            case "accuracy": return idx.isEmpty ? nil : Metrics.accuracy(pred, y)
+            case "balanced_accuracy": return idx.isEmpty ? nil : Metrics.balancedAccuracy(pred, y)
+            case "f1_macro": return idx.isEmpty ? nil : Metrics.macroF1(pred, y)
+            case "ece": return idx.isEmpty ? nil : Metrics.expectedCalibrationError(p, y)
+            case "log_loss": return idx.isEmpty ? nil : Metrics.logLoss(p, y)
+            default: return nil
+            }
+        }
+        let everything = Array(0..<test.count)
+        for m in recipe.metrics { if let v = metric(m, everything) { result.metrics[m] = v } }
+        let testPatients = data.patients.map { p in test.map { p[$0] } }
+        if recipe.bootstrap > 0 {
+            result.primary_ci = Bootstrap.interval(rows: test.count, groups: testPatients, resamples: recipe.bootstrap,
+                                                   seed: UInt64(cell.seed)) { metric(recipe.primary_metric, $0) }
+        }
+        for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
+            result.subgroups.append(SubgroupResult.analyse(attribute: attr, group: test.map { g[$0] }, patients: testPatients,
+                                                           resamples: recipe.bootstrap, seed: UInt64(cell.seed)) {
+                metric(recipe.primary_metric, $0)
+            })
+        }
+        return result
+    }
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRRecipes
+
+/// `xrlab validate RECIPE…`: check recipes without running them.
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check recipes (schema, values, referenced files) without running them.")
+
+    @Argument(help: "Recipe YAML files.")
+    var recipes: [String]
+
+    @Option(name: .customLong("set"), help: "Override a value: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    @Flag(name: .long, help: "Check the schema only, not that referenced files exist.")
+    var schemaOnly = false
+
+    func run() throws {
+        var failed = 0
+        for path in recipes {
+            let problems = Planner.validate(URL(fileURLWithPath: path), overrides: overrides, checkFiles: !schemaOnly)
+            if problems.isEmpty {
+                print("ok  \(path)")
+            } else {
+                failed += 1
+                for p in problems { FileManager.default.fileHandleStandardError("error: \(p.description)") }
+            }
+        }
+        if failed > 0 { throw ExitCode(1) }
+    }
+}
+
+/// `xrlab plan RECIPE`: the cells, what is done, the feature cache, a time estimate.
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show the cells a recipe runs, what is finished or cached, and a time estimate.")
+
+    @Argument(help: "Recipe YAML file.")
+    var recipe: String
+
+    @Option(name: .customLong("set"), help: "Override a value: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    func run() throws {
+        try runReportingErrors {
+            let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
+            print(try Planner.plan(r).text, terminator: "")
+            print("output: \(Runner.outputDirectory(r).path)")
+        }
+    }
+}
+
+/// `xrlab run RECIPE`: run or resume a recipe.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a recipe (resuming finished cells), writing results, curves and a report.")
+
+    @Argument(help: "Recipe YAML file.")
+    var recipe: String
+
+    @Option(name: .customLong("set"), help: "Override a value: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    @Flag(name: .long, help: "Recompute every cell, and reuse a run directory written by another recipe.")
+    var force = false
+
+    @Option(name: .long, help: "Threads for matrix products.")
+    var threads: Int = 2
+
+    @Flag(name: .long, help: "No progress output.")
+    var quiet = false
+
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
+            var o = RunOptions()
+            o.force = force
+            o.quiet = quiet
+            let s = try Runner.run(r, options: o)
+            print("\(s.computed) cells computed, \(s.reused) reused\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped (see report)")")
+            for p in s.plots { print("plot:   \(p.path)") }
+            print("report: \(s.report.path)")
+        }
+    }
+}
+
+extension FileManager {
+    func fileHandleStandardError(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}

@@ -4,6 +4,9 @@ import PackageDescription
 // Every Swift target is compiled for x86-64-v3 (AVX2 + FMA): the SIMD kernels are
 // 30-50x slower without it. xrlab therefore needs an AVX2-capable x86-64 CPU.
 let simd: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=x86-64-v3"])]
+// Numeric modules are optimised in debug builds too: unoptimised SIMD loops run 30-100x slower,
+// which would make the test suite (built in debug) needlessly slow.
+let numeric: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=x86-64-v3", "-O"])]
 
 let package = Package(
     name: "xrlab",
@@ -28,13 +31,13 @@ let package = Package(
         // Storage, shapes, dtypes, safetensors / npy I/O, hashing, errors. No math.
         .target(name: "XRTensor", swiftSettings: simd),
         // Pure functions over buffers (forward + backward per op family). Only BLAS/ imports CBLAS.
-        .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS"], swiftSettings: simd),
+        .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS"], swiftSettings: numeric),
         // One file per model family: config, blocks, checkpoint key map, forward.
-        .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: simd),
+        .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // PNG / DICOM decoding, preprocessing, manifests.
-        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG"], swiftSettings: simd),
+        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG"], swiftSettings: numeric),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
-        .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: simd),
+        .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Feature extraction pipeline (embed) and feature cache.
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
@@ -46,6 +49,11 @@ let package = Package(
             "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
+
+        // `swift package lint-recipes`: validate every recipe in recipes/.
+        .plugin(name: "LintRecipes",
+                capability: .command(intent: .custom(verb: "lint-recipes", description: "Validate every recipe in recipes/ with xrlab validate")),
+                dependencies: ["xrlab"]),
 
         .target(name: "TestSupport", dependencies: ["XRTensor"], path: "Tests/TestSupport", swiftSettings: simd),
         .testTarget(name: "XRTensorTests", dependencies: ["XRTensor", "TestSupport"], swiftSettings: simd),

@@ -293,3 +293,43 @@ public enum RecipeLoader {
         return recipe
     }
 }
+
+/// A string key for encoding dictionaries in sorted order.
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ s: String) { stringValue = s }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension KeyedEncodingContainer {
+    /// Encode a dictionary with its keys in sorted order, so resolved recipes and fingerprints
+    /// do not depend on hash seeds.
+    mutating func encodeSorted<V: Encodable>(_ dict: [String: V], forKey key: Key) throws {
+        var nested = nestedContainer(keyedBy: AnyKey.self, forKey: key)
+        for k in dict.keys.sorted() { if let v = dict[k] { try nested.encode(v, forKey: AnyKey(k)) } }
+    }
+}
+
+extension Recipe.DataSpec {
+    enum CodingKeys: String, CodingKey {
+        case manifest, image_column, label_column, label_columns, labels, task, patient_column, split_column,
+             test_fraction, subgroups, `where`
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(manifest, forKey: .manifest)
+        try c.encode(image_column, forKey: .image_column)
+        try c.encodeIfPresent(label_column, forKey: .label_column)
+        if let lc = label_columns { try c.encodeSorted(lc, forKey: .label_columns) }
+        try c.encode(labels, forKey: .labels)
+        try c.encode(task, forKey: .task)
+        try c.encodeIfPresent(patient_column, forKey: .patient_column)
+        try c.encodeIfPresent(split_column, forKey: .split_column)
+        try c.encode(test_fraction, forKey: .test_fraction)
+        try c.encodeSorted(subgroups, forKey: .subgroups)
+        try c.encodeSorted(self.where, forKey: .where)
+    }
+}

@@ -101,9 +101,10 @@ final class CLITests: XCTestCase {
 
     func testDemoRunsOnGeneratedData() throws {
         let dir = Fixtures.tempDir("demo")
-        let r = try xrlab(["demo", "--dir", dir.path, "--patients", "12", "--quiet"])
+        let r = try xrlab(["demo", "--dir", dir.path, "--patients", "40", "--seeds", "1", "--quiet"], cwd: Fixtures.repoRoot)
         XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("features.safetensors").path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/report.md").path))
+        XCTAssertTrue(r.out.contains("plot:") && r.out.contains("report:"), r.out)
     }
 
     func testHelpListsCommands() throws {

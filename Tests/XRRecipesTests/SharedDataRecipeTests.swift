@@ -1,0 +1,33 @@
+import Foundation
+import XCTest
+import XRRecipes
+import XRPipeline
+import XRTensor
+import XRData
+import TestSupport
+
+/// The repository's real-data recipe on the shared NIH chest X-rays (skipped without them).
+final class SharedDataRecipeTests: XCTestCase {
+    func testNIHRecipeRunsOnRealXRays() throws {
+        let shared = try Fixtures.requireSharedData()
+        let dir = Fixtures.tempDir("nih")
+        let model = try DemoData.generate(in: dir, patients: 2).modelDir
+        let recipe = Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml")
+        let r = try RecipeLoader.load(recipe, overrides: [
+            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+            "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[1, 4]", "bootstrap=0",
+        ])
+        var o = RunOptions()
+        o.quiet = true
+        let s = try Runner.run(r, options: o)
+        XCTAssertTrue(s.complete)
+        XCTAssertEqual(s.computed, 4 * 3 * 2)
+        let report = try String(contentsOf: s.report, encoding: .utf8)
+        let manifest = try CSVTable(contentsOf: shared.appendingPathComponent("manifest.csv"))
+        let anatomy = try manifest.column("anatomy")
+        let chest = manifest.rows.filter { $0[anatomy] == "chest" }.count
+        XCTAssertLessThan(chest, manifest.rows.count)
+        XCTAssertTrue(report.contains("Rows: \(chest) "), "only the chest rows (data.where anatomy: chest): \(report)")
+        XCTAssertEqual(s.plots.count, 4)
+    }
+}

@@ -41,7 +41,7 @@ let package = Package(
         // Feature extraction pipeline (embed) and feature cache.
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
-        .target(name: "XRRecipes", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
+        .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
         // Versioned model archives.
         .target(name: "XRArchive", dependencies: ["XRTensor", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.

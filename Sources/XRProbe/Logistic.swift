@@ -47,21 +47,25 @@ func softmax(_ z: [Double]) -> [Double] {
 /// problem is solved exactly in that n-dimensional span (from the eigen-decomposition of the
 /// Gram matrix X Xᵀ) and mapped back; each Newton step then costs O(n³) instead of O(d³).
 public enum LogisticRegression {
-    public static func fit(_ x: [Double], n: Int, d: Int, labels: [Int], classes: Int, C: Double,
-                           maxIterations: Int = 100) -> LogisticModel {
-        precondition(x.count == n * d && labels.count == n && classes >= 2 && C > 0)
-        // Working coordinates.
-        var xt = x, m = d
-        var back: [Double]? = nil  // (n, m): α = back · w̃ maps span coordinates to sample weights
+    /// Training rows in working coordinates: the span of the rows when n < d, else the rows.
+    /// Independent of C, so one preparation serves a whole C grid.
+    public struct Prepared: Sendable {
+        let x: [Double]          // (n, d) original rows
+        let xt: [Double]         // (n, m) working coordinates
+        let back: [Double]?      // (n, m): sample weights α = back · w̃
+        let n: Int, d: Int, m: Int
+    }
+
+    public static func prepare(_ x: [Double], n: Int, d: Int) -> Prepared {
+        precondition(x.count == n * d)
         if n < d {
             var gram = [Double](repeating: 0, count: n * n)
             BLAS.dgemm(&gram, x, x, transB: true, m: n, n: n, k: d)
             if let (vals, vecs) = LAPACK.symmetricEigen(gram, n: n) {
                 let top = vals.last ?? 0
                 let keep = (0..<n).filter { vals[$0] > max(top, 1e-300) * 1e-12 }
-                m = keep.count
-                xt = [Double](repeating: 0, count: n * m)
-                var b = [Double](repeating: 0, count: n * m)
+                let m = keep.count
+                var xt = [Double](repeating: 0, count: n * m), b = [Double](repeating: 0, count: n * m)
                 for (j, e) in keep.enumerated() {
                     let s = vals[e].squareRoot()
                     for i in 0..<n {
@@ -70,20 +74,33 @@ public enum LogisticRegression {
                         b[i * m + j] = u / s
                     }
                 }
-                back = b
+                return Prepared(x: x, xt: xt, back: b, n: n, d: d, m: m)
             }
         }
+        return Prepared(x: x, xt: x, back: nil, n: n, d: d, m: d)
+    }
+
+    public static func fit(_ x: [Double], n: Int, d: Int, labels: [Int], classes: Int, C: Double,
+                           maxIterations: Int = 100) -> LogisticModel {
+        fit(prepare(x, n: n, d: d), labels: labels, classes: classes, C: C, maxIterations: maxIterations).model
+    }
+
+    /// Fit on prepared rows; `start` (working-coordinate weights and bias from a previous fit,
+    /// e.g. the neighbouring C) warm-starts Newton.
+    public static func fit(_ p: Prepared, labels: [Int], classes: Int, C: Double, maxIterations: Int = 100,
+                           start: ([Double], [Double])? = nil) -> (model: LogisticModel, state: ([Double], [Double])) {
+        precondition(labels.count == p.n && classes >= 2 && C > 0)
         let rows = classes == 2 ? 1 : classes
-        let (w, b) = newton(xt, n: n, m: m, labels: labels, rows: rows, C: C, maxIterations: maxIterations)
+        let (w, b) = newton(p.xt, n: p.n, m: p.m, labels: labels, rows: rows, C: C, maxIterations: maxIterations, start: start)
         // Map back to d-dimensional weights: W = (back · w̃ᵀ)ᵀ X.
         var weights = w
-        if let back {
-            var alpha = [Double](repeating: 0, count: rows * n)          // (K', n)
-            BLAS.dgemm(&alpha, w, back, transB: true, m: rows, n: n, k: m)
-            weights = [Double](repeating: 0, count: rows * d)
-            BLAS.dgemm(&weights, alpha, x, m: rows, n: d, k: n)
+        if let back = p.back {
+            var alpha = [Double](repeating: 0, count: rows * p.n)          // (K', n)
+            BLAS.dgemm(&alpha, w, back, transB: true, m: rows, n: p.n, k: p.m)
+            weights = [Double](repeating: 0, count: rows * p.d)
+            BLAS.dgemm(&weights, alpha, p.x, m: rows, n: p.d, k: p.n)
         }
-        return LogisticModel(classes: classes, weights: weights, bias: b, dim: d)
+        return (LogisticModel(classes: classes, weights: weights, bias: b, dim: p.d), (w, b))
     }
 
     /// Objective value for weights w (K', m) and bias b.
@@ -110,8 +127,9 @@ public enum LogisticRegression {
     }
 
     static func newton(_ x: [Double], n: Int, m: Int, labels: [Int], rows: Int, C: Double,
-                       maxIterations: Int) -> ([Double], [Double]) {
+                       maxIterations: Int, start: ([Double], [Double])? = nil) -> ([Double], [Double]) {
         var w = [Double](repeating: 0, count: rows * m), b = [Double](repeating: 0, count: rows)
+        if let start, start.0.count == w.count, start.1.count == b.count { w = start.0; b = start.1 }
         let P = rows * (m + 1)                     // parameters: per row, m weights then the bias
         var z = scores(x, w: w, b: b, n: n, m: m, rows: rows)
         var f = objective(z, labels: labels, w: w, rows: rows, n: n, C: C)

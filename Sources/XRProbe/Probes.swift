@@ -22,6 +22,23 @@ public struct Standardizer: Sendable, Equatable {
         std = sd
     }
 
+    /// A model fitted on standardised features, rewritten to take raw features:
+    /// w' = w / std, b' = b − Σ w · mean / std.
+    public func fold(_ m: LogisticModel) -> LogisticModel {
+        var out = m
+        let d = mean.count
+        for r in 0..<m.bias.count {
+            var shift = 0.0
+            for j in 0..<d {
+                let w = m.weights[r * d + j] / std[j]
+                out.weights[r * d + j] = w
+                shift += w * mean[j]
+            }
+            out.bias[r] -= shift
+        }
+        return out
+    }
+
     public func apply(_ x: [Double], n: Int) -> [Double] {
         let d = mean.count
         var out = x
@@ -75,8 +92,8 @@ public enum Probe {
                 c = grid[0]
             }
             let s = Standardizer(fit: xtr, n: n, d: d)
-            let model = LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c)
-            return ProbeResult(probabilities: model.probabilities(s.apply(xte, n: t), n: t), chosenC: c)
+            let model = s.fold(LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c))
+            return ProbeResult(probabilities: model.probabilities(xte, n: t), chosenC: c)
         case let .knn(k, temperature):
             return ProbeResult(probabilities: knn(train: train, labels: labels, test: test, d: d, classes: classes,
                                                   k: k, temperature: temperature), chosenC: nil)
@@ -101,21 +118,29 @@ public enum Probe {
     /// training part); ties go to the smaller C.
     public static func selectC(_ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double]) -> Double {
         let nFolds = (folds.max() ?? 0) + 1
-        var best = grid.sorted()[0], bestLoss = Double.infinity
-        for c in grid.sorted() {
-            var total = 0.0, count = 0
-            for f in 0..<nFolds {
-                let tr = labels.indices.filter { folds[$0] != f }, va = labels.indices.filter { folds[$0] == f }
-                if va.isEmpty || Set(tr.map { labels[$0] }).count < classes { continue }
-                let xtr = tr.flatMap { x[($0 * d)..<(($0 + 1) * d)] }, xva = va.flatMap { x[($0 * d)..<(($0 + 1) * d)] }
-                let s = Standardizer(fit: xtr, n: tr.count, d: d)
-                let m = LogisticRegression.fit(s.apply(xtr, n: tr.count), n: tr.count, d: d,
-                                               labels: tr.map { labels[$0] }, classes: classes, C: c)
-                let p = m.probabilities(s.apply(xva, n: va.count), n: va.count)
-                total += Metrics.logLoss(p, va.map { labels[$0] }) * Double(va.count)
-                count += va.count
+        let sortedGrid = grid.sorted()
+        var totals = [Double](repeating: 0, count: sortedGrid.count), count = 0
+        for f in 0..<nFolds {
+            let tr = labels.indices.filter { folds[$0] != f }, va = labels.indices.filter { folds[$0] == f }
+            if va.isEmpty || Set(tr.map { labels[$0] }).count < classes { continue }
+            let xtr = tr.flatMap { x[($0 * d)..<(($0 + 1) * d)] }, xva = va.flatMap { x[($0 * d)..<(($0 + 1) * d)] }
+            // Standardisation and the row-span basis depend on the fold only: once per fold, then
+            // the C grid in increasing order, each fit warm-started from the previous one.
+            let s = Standardizer(fit: xtr, n: tr.count, d: d)
+            let prepared = LogisticRegression.prepare(s.apply(xtr, n: tr.count), n: tr.count, d: d)
+            let xvs = s.apply(xva, n: va.count)
+            let yva = va.map { labels[$0] }, ytr = tr.map { labels[$0] }
+            var state: ([Double], [Double])? = nil
+            for (ci, c) in sortedGrid.enumerated() {
+                let fit = LogisticRegression.fit(prepared, labels: ytr, classes: classes, C: c, start: state)
+                state = fit.state
+                totals[ci] += Metrics.logLoss(fit.model.probabilities(xvs, n: va.count), yva) * Double(va.count)
             }
-            let loss = count > 0 ? total / Double(count) : .infinity
+            count += va.count
+        }
+        var best = sortedGrid[0], bestLoss = Double.infinity
+        for (ci, c) in sortedGrid.enumerated() {
+            let loss = count > 0 ? totals[ci] / Double(count) : .infinity
             if loss < bestLoss - 1e-12 { bestLoss = loss; best = c }
         }
         return best

@@ -3,6 +3,7 @@
 import Foundation
 import XRTensor
 import XRProbe
+import XRKernels
 
 /// One unit of work.
 public struct Cell: Sendable, Codable, Equatable {
@@ -52,6 +53,8 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
 
 public struct RunOptions: Sendable {
     public var force = false
+    /// Cells computed in parallel (each with single-threaded BLAS).
+    public var threads = 2
     public var quiet = false
     /// Stop after computing this many new cells (used to test resuming).
     public var maxNewCells: Int? = nil
@@ -115,18 +118,35 @@ public enum Runner {
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
-        let progress = ProgressReporter("run", total: todo.count, unit: "cells", quiet: options.quiet)
-        var computed = 0
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        for cell in todo {
-            if let limit = options.maxNewCells, computed >= limit { break }
-            guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method] else { continue }
-            let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe)
-            try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
-            computed += 1
-            progress.advance()
+        let work = Array(todo.prefix(options.maxNewCells ?? todo.count))
+        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet)
+        let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
+        // Cells are independent: run them on all cores, each with single-threaded BLAS (the
+        // products per cell are small, and BLAS's own threads would only contend).
+        let workers = max(1, min(options.threads, work.count))
+        let savedThreads = BLAS.threads
+        if workers > 1 { BLAS.threads = 1 }
+        defer { BLAS.threads = savedThreads }
+        let failure = ErrorBox()
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            var i = w
+            while i < work.count, !failure.isSet {
+                let cell = work[i]
+                if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
+                   let test = tests[cell.task] {
+                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test)
+                    do {
+                        try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
+                    } catch { failure.set(error) }
+                }
+                progress.advance()
+                i += workers
+            }
         }
+        if let e = failure.error { throw e }
+        let computed = work.count
         progress.finish()
         // Gather every finished cell (this run's and earlier runs').
         var results: [CellResult] = []
@@ -157,10 +177,9 @@ public enum Runner {
     }
 
     /// One cell: sample shots, fit, predict, score.
-    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe) -> CellResult {
+    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet) -> CellResult {
         let d = data.dim, K = task.classes.count
-        let pool = (0..<data.ids.count).filter { data.isTest[$0] == false && task.labels[$0] >= 0 }
-        let test = (0..<data.ids.count).filter { data.isTest[$0] == true && task.labels[$0] >= 0 }
+        let pool = testSet.pool, test = testSet.rows
         let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                 n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
@@ -180,7 +199,7 @@ public enum Runner {
             return result
         }
         let train = shots.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
-        let testX = test.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+        let testX = testSet.features
         let ytr = shots.map { task.labels[$0] }, yte = test.map { task.labels[$0] }
         let probe = Probe.run(spec, train: train, labels: ytr, test: testX, d: d, classes: K)
         let probs = probe.probabilities
@@ -222,4 +241,26 @@ public enum Runner {
         }
         return result
     }
+}
+
+/// A task's test rows and features, built once per run.
+struct TestSet: Sendable {
+    var rows: [Int]
+    var pool: [Int]
+    var features: [Float]
+
+    init(task: StudyTask, data: StudyData) {
+        let d = data.dim
+        rows = (0..<data.ids.count).filter { data.isTest[$0] == true && task.labels[$0] >= 0 }
+        pool = (0..<data.ids.count).filter { data.isTest[$0] == false && task.labels[$0] >= 0 }
+        features = rows.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+    }
+}
+
+/// The first error raised by any worker.
+final class ErrorBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var error: Error?
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
+    func set(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
 }

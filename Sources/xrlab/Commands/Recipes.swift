@@ -76,6 +76,7 @@ struct RunCommand: ParsableCommand {
             var o = RunOptions()
             o.force = force
             o.quiet = quiet
+            o.threads = threads
             let s = try Runner.run(r, options: o)
             print("\(s.computed) cells computed, \(s.reused) reused\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped (see report)")")
             for p in s.plots { print("plot:   \(p.path)") }

@@ -37,7 +37,7 @@ public final class ViT: @unchecked Sendable {
 
         lock.lock(); defer { lock.unlock() }
         // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores (T, T) | cols (B·N, K)
-        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, T * T, B * N * K]
+        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, max(1, Parallel.workers) * T * T, B * N * K]
         let total = sizes.reduce(0, +)
         if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
         var cls = [Float](repeating: 0, count: B * C)
@@ -45,6 +45,11 @@ public final class ViT: @unchecked Sendable {
         var tokens = [Float](repeating: 0, count: B * N * C)
         var lastCLS = [[Float]](repeating: [Float](repeating: 0, count: B * C), count: lastBlocks)
 
+        // BLAS runs single-threaded inside the encoder; the ops themselves are split across
+        // workers, so the cores are neither idle nor oversubscribed.
+        let savedThreads = BLAS.threads
+        if Parallel.workers > 1 { BLAS.threads = 1 }
+        defer { if Parallel.workers > 1 { BLAS.threads = savedThreads } }
         workspace.withUnsafeMutableBufferPointer { ws in
             guard let base = ws.baseAddress else { return }
             var offs: [UnsafeMutablePointer<Float>] = []
@@ -57,9 +62,20 @@ public final class ViT: @unchecked Sendable {
                 patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
             }
             w.patchWeight.withUnsafeBufferPointer { pw in
-                for b in 0..<B {
-                    BLAS.sgemm(x + (b * T + 1 + R) * C, cols + b * N * K, pw.baseAddress!, transB: true,
-                               m: N, n: C, k: K, ldc: C)
+                let xp = SendablePointer(x), cp = SendablePointer(cols), wp = SendablePointer(UnsafeMutablePointer(mutating: pw.baseAddress!))
+                if B >= Parallel.workers {
+                    Parallel.ranges(B) { r in
+                        for b in r {
+                            BLAS.sgemm(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, wp.p, transB: true, m: N, n: C, k: K, ldc: C)
+                        }
+                    }
+                } else {
+                    for b in 0..<B {
+                        Parallel.ranges(N, minChunk: 8) { r in
+                            BLAS.sgemm(xp.p + (b * T + 1 + R + r.lowerBound) * C, cp.p + (b * N + r.lowerBound) * K, wp.p,
+                                       transB: true, m: r.count, n: C, k: K, ldc: C)
+                        }
+                    }
                 }
             }
             assembleTokens(x, pos: pos, batch: B, patches: N)
@@ -93,8 +109,13 @@ public final class ViT: @unchecked Sendable {
     }
 
     private func layerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float], _ bias: [Float], rows: Int) {
+        let C = config.dim, eps = config.layerNormEps
+        let o = SendablePointer(out), i = SendablePointer(UnsafeMutablePointer(mutating: inp))
         weight.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
-            layerNormForward(out, inp, wp.baseAddress!, bp.baseAddress!, rows: rows, cols: config.dim, eps: config.layerNormEps)
+            let w = SendablePointer(UnsafeMutablePointer(mutating: wp.baseAddress!)), b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
+            Parallel.ranges(rows, minChunk: 32) { r in
+                layerNormForward(o.p + r.lowerBound * C, i.p + r.lowerBound * C, w.p, b.p, rows: r.count, cols: C, eps: eps)
+            }
         } }
     }
 
@@ -121,35 +142,37 @@ public final class ViT: @unchecked Sendable {
                           qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
                           scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int) {
         let C = config.dim, M = config.mlpHidden, BT = B * T
+        let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), A = SendablePointer(attn), F = SendablePointer(mlp)
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
         layerNorm(h, x, blk.norm1Weight, blk.norm1Bias, rows: BT)
-        blk.qkvWeight.withUnsafeBufferPointer { wq in
-            BLAS.sgemm(qkv, h, wq.baseAddress!, transB: true, m: BT, n: 3 * C, k: C)
-        }
-        if let bq = blk.qkvBias { bq.withUnsafeBufferPointer { addBias(qkv, $0.baseAddress!, rows: BT, cols: 3 * C) } }
-        attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
-        blk.projWeight.withUnsafeBufferPointer { wp in
-            BLAS.sgemm(h, attn, wp.baseAddress!, transB: true, m: BT, n: C, k: C)
-        }
-        withOptional(blk.ls1) { ls in
-            blk.projBias.withUnsafeBufferPointer { bp in
-                biasScaleResidual(x, h, bias: bp.baseAddress!, scale: ls, rows: BT, cols: C)
+        withPointer(blk.qkvWeight) { wq in withOptional(blk.qkvBias) { bq in
+            let bias = bq.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
+            linearForward(qkv, h, wq, rows: BT, inFeatures: C, outFeatures: 3 * C) { r in
+                if let bias { addBias(Q.p + r.lowerBound * 3 * C, bias.p, rows: r.count, cols: 3 * C) }
             }
-        }
+        } }
+        attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
+        withPointer(blk.projWeight) { wp in withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
+            let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
+            linearForward(h, attn, wp, rows: BT, inFeatures: C, outFeatures: C) { r in
+                biasScaleResidual(X.p + r.lowerBound * C, Hh.p + r.lowerBound * C, bias: bias.p, scale: scale?.p, rows: r.count, cols: C)
+            }
+        } } }
+        _ = A
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
         layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: BT)
-        blk.fc1Weight.withUnsafeBufferPointer { w1 in
-            BLAS.sgemm(mlp, h, w1.baseAddress!, transB: true, m: BT, n: M, k: C)
-        }
-        blk.fc1Bias.withUnsafeBufferPointer { biasGELUForward(mlp, bias: $0.baseAddress!, rows: BT, cols: M) }
-        blk.fc2Weight.withUnsafeBufferPointer { w2 in
-            BLAS.sgemm(h, mlp, w2.baseAddress!, transB: true, m: BT, n: C, k: M)
-        }
-        withOptional(blk.ls2) { ls in
-            blk.fc2Bias.withUnsafeBufferPointer { bp in
-                biasScaleResidual(x, h, bias: bp.baseAddress!, scale: ls, rows: BT, cols: C)
+        withPointer(blk.fc1Weight) { w1 in withPointer(blk.fc1Bias) { b1 in
+            let bias = SendablePointer(UnsafeMutablePointer(mutating: b1))
+            linearForward(mlp, h, w1, rows: BT, inFeatures: C, outFeatures: M) { r in
+                biasGELUForward(F.p + r.lowerBound * M, bias: bias.p, rows: r.count, cols: M)
             }
-        }
+        } }
+        withPointer(blk.fc2Weight) { w2 in withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
+            let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
+            linearForward(h, mlp, w2, rows: BT, inFeatures: M, outFeatures: C) { r in
+                biasScaleResidual(X.p + r.lowerBound * C, Hh.p + r.lowerBound * C, bias: bias.p, scale: scale?.p, rows: r.count, cols: C)
+            }
+        } } }
     }
 
     /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.
@@ -198,6 +221,45 @@ public final class ViT: @unchecked Sendable {
 }
 
 @inline(__always)
+private func withPointer(_ a: [Float], _ body: (UnsafePointer<Float>) -> Void) {
+    a.withUnsafeBufferPointer { if let p = $0.baseAddress { body(p) } }
+}
+
+@inline(__always)
 private func withOptional(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> Void) {
     if let a { a.withUnsafeBufferPointer { body($0.baseAddress) } } else { body(nil) }
+}
+
+extension ViT {
+    /// A randomly initialised encoder (weights N(0, 0.02), norms at 1, LayerScale 1) — for
+    /// benchmarks and tests that need a model of a given shape but not trained weights.
+    public static func random(_ c: ViTConfig, seed: UInt64 = 0) -> ViT {
+        var rng = XRRandom(seed: seed)
+        func normal(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextGaussian() * 0.02 } }
+        func ones(_ n: Int) -> [Float] { [Float](repeating: 1, count: n) }
+        func zeros(_ n: Int) -> [Float] { [Float](repeating: 0, count: n) }
+        let C = c.dim, M = c.mlpHidden, P = c.patchSize
+        let blocks = (0..<c.depth).map { _ in
+            ViTBlockWeights(norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C),
+                            qkvBias: c.qkvBias ? zeros(3 * C) : nil, projWeight: normal(C * C), projBias: zeros(C),
+                            ls1: c.layerScale ? ones(C) : nil, norm2Weight: ones(C), norm2Bias: zeros(C),
+                            fc1Weight: normal(M * C), fc1Bias: zeros(M), fc2Weight: normal(C * M), fc2Bias: zeros(C),
+                            ls2: c.layerScale ? ones(C) : nil)
+        }
+        let w = ViTWeights(clsToken: normal(C), registers: normal(c.numRegisters * C),
+                           posEmbed: normal((c.posEmbedPrefix + c.grid * c.grid) * C),
+                           patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: blocks,
+                           normWeight: ones(C), normBias: zeros(C))
+        return ViT(config: c, weights: w)
+    }
+
+    /// Floating-point operations of one forward pass per image at (height, width): matrix
+    /// products (2·m·n·k each) including attention, excluding elementwise work.
+    public func flopsPerImage(height: Int, width: Int) -> Double {
+        let c = config, P = c.patchSize
+        let N = Double((height / P) * (width / P)), T = N + Double(1 + c.numRegisters)
+        let C = Double(c.dim), M = Double(c.mlpHidden)
+        let perBlock = 2 * T * (4 * C * C + 2 * C * M) + 4 * T * T * C
+        return Double(c.depth) * perBlock + 2 * N * C * Double(3 * P * P)
+    }
 }

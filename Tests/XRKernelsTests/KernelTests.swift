@@ -51,10 +51,34 @@ final class KernelTests: XCTestCase {
         for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4)] {
             let qkv = randn(b * t * 3 * c)
             var out = [Float](repeating: 0, count: b * t * c)
-            var scores = [Float](repeating: 0, count: t * t)
+            var scores = [Float](repeating: 0, count: max(1, Parallel.workers) * t * t)
+            let saved = BLAS.threads
+            BLAS.threads = 1   // the kernel splits heads across workers itself
             attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+            BLAS.threads = saved
             assertClose(out, Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h), rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h)")
         }
+    }
+
+    func testParallelLinearWithEpilogueMatchesSerial() {
+        let r = 37, k = 19, n = 23
+        let x = randn(r * k), w = randn(n * k), bias = randn(n)
+        var out = [Float](repeating: 0, count: r * n), ref = out
+        BLAS.sgemm(&ref, x, w, transB: true, m: r, n: n, k: k)
+        for i in 0..<r { for j in 0..<n { ref[i * n + j] += bias[j] } }
+        let saved = BLAS.threads
+        BLAS.threads = 1
+        out.withUnsafeMutableBufferPointer { o in
+            let op = SendablePointer(o.baseAddress!)
+            bias.withUnsafeBufferPointer { bp in
+                let b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
+                linearForward(o.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { rows in
+                    addBias(op.p + rows.lowerBound * n, b.p, rows: rows.count, cols: n)
+                }
+            }
+        }
+        BLAS.threads = saved
+        assertClose(out, ref, rel: 1e-6, "parallel linear + bias")
     }
 
     func testBiasScaleResidual() {

@@ -8,7 +8,11 @@
 public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     let x = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
     let log2e: Float = 1.442_695_04
-    let n = (x * log2e).rounded(.toNearestOrEven)
+    // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the integer lands in the low
+    // mantissa bits, so it is read back without a (slow, unvectorised) float→int conversion.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let t = x * log2e + magic
+    let n = t - magic
     // ln2 split in two parts so n*ln2 is exact in the first subtraction.
     var r = x - n * 0.693_145_75
     r = r - n * 1.428_606_8e-6
@@ -20,7 +24,8 @@ public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
+    let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000
+    let bits = (ni &+ 127) &<< 23
     return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
 }
 

@@ -18,6 +18,7 @@ func runReportingErrors(_ body: () throws -> Void) throws {
 /// Set OpenBLAS's thread count once for the process.
 func setThreads(_ n: Int) {
     BLAS.threads = max(1, n)
+    Parallel.workers = max(1, n)
 }
 
 /// Look up a named encoder preset.

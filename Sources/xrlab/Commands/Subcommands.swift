@@ -8,5 +8,6 @@ extension XRLab {
         Validate.self,
         PlanCommand.self,
         RunCommand.self,
+        Bench.self,
     ]
 }

@@ -1,0 +1,46 @@
+// Splitting work across cores. xrlab runs BLAS single-threaded inside the encoder and
+// parallelises every op itself (row ranges, heads), so OpenBLAS's threads never spin while
+// elementwise work runs and the two never oversubscribe the cores.
+import Dispatch
+
+/// A pointer that may cross into worker closures: the caller guarantees workers touch disjoint
+/// ranges.
+public struct SendablePointer<T>: @unchecked Sendable {
+    public let p: UnsafeMutablePointer<T>
+    public init(_ p: UnsafeMutablePointer<T>) { self.p = p }
+}
+
+public enum Parallel {
+    /// Worker count for encoder ops (set from `--threads`).
+    nonisolated(unsafe) public static var workers = 2
+
+    /// Run `body` over `n` items split into contiguous ranges, one per worker (at most n / minChunk workers).
+    public static func ranges(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        let w = max(1, min(workers, n / max(minChunk, 1)))
+        if w == 1 { body(0..<n); return }
+        withoutActuallyEscaping(body) { b in
+            let box = UncheckedBox(b)
+            DispatchQueue.concurrentPerform(iterations: w) { i in
+                box.value((n * i / w)..<(n * (i + 1) / w))
+            }
+        }
+    }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}
+
+/// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)), rows split across workers; `epilogue`
+/// runs on each worker's finished row range while it is still in cache (bias, activation,
+/// residual). BLAS must be single-threaded here.
+public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                          rows: Int, inFeatures k: Int, outFeatures n: Int,
+                          epilogue: (Range<Int>) -> Void = { _ in }) {
+    Parallel.ranges(rows, minChunk: 16) { r in
+        if r.isEmpty { return }
+        BLAS.sgemm(out + r.lowerBound * n, inp + r.lowerBound * k, weight, transB: true, m: r.count, n: n, k: k)
+        epilogue(r)
+    }
+}

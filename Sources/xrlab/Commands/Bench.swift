@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRKernels
+import XRModels
+
+/// `xrlab bench`: timings for the speed benchmarks (bench/vit_peers.py compares them with
+/// PyTorch and ONNX Runtime in the same run).
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time the ViT encoder (random weights of a preset) and an sgemm ceiling at its shapes.",
+        discussion: "Prints one JSON object: images/s, GFLOP/s, sgemm GFLOP/s at the model's matrix shapes, peak RSS.")
+
+    @Option(name: .long, help: "Encoder preset (vitTiny16, vitSmall16, vitBase16, vitBase14at518, …).")
+    var preset: String = "vitBase16"
+
+    @Option(name: .long, help: "Images per forward pass.")
+    var batch: Int = 8
+
+    @Option(name: .long, help: "Image size (square).")
+    var size: Int?
+
+    @Option(name: .long, help: "Minimum seconds of timed forward passes.")
+    var seconds: Double = 10
+
+    @Option(name: .long, help: "Threads.")
+    var threads: Int = 2
+
+    @Flag(name: .long, help: "Skip the sgemm ceiling measurement.")
+    var noCeiling = false
+
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            guard let config = try resolvePreset(preset) else { return }
+            let s = size ?? config.imageSize
+            let model = ViT.random(config)
+            var rng = XRRandom(seed: 1)
+            let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
+            _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s)   // warm-up
+            var n = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < seconds || n < 3 {
+                _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s)
+                n += 1
+            }
+            let elapsed = Date().timeIntervalSince(start)
+            let ips = Double(n * batch) / elapsed
+            let gflops = ips * model.flopsPerImage(height: s, width: s) / 1e9
+            var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
+                                         "images_per_s": ips, "gflops": gflops, "iterations": n,
+                                         "peak_rss_mb": peakRSSMegabytes()]
+            if !noCeiling {
+                let t = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
+                result["sgemm_gflops"] = sgemmCeiling(m: t, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden])
+            }
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    /// Best sgemm rate over the model's linear-layer shapes (M tokens × K → N).
+    func sgemmCeiling(m: Int, k: Int, ns: [Int]) -> Double {
+        var best = 0.0
+        for n in ns {
+            let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: n * k)
+            var c = [Float](repeating: 0, count: m * n)
+            BLAS.sgemm(&c, a, b, transB: true, m: m, n: n, k: k)
+            var reps = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < 1.5 {
+                BLAS.sgemm(&c, a, b, transB: true, m: m, n: n, k: k)
+                reps += 1
+            }
+            best = max(best, 2 * Double(m) * Double(n) * Double(k) * Double(reps) / Date().timeIntervalSince(start) / 1e9)
+        }
+        return best
+    }
+}
+
+/// Peak resident set size of this process, in MB (getrusage ru_maxrss is in KiB on Linux).
+func peakRSSMegabytes() -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    return Double(u.ru_maxrss) / 1024
+}

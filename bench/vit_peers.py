@@ -65,8 +65,15 @@ def child(tool, preset, batch, size, seconds):
             run()
             n += 1
         dt = time.perf_counter() - t0
-    print(json.dumps({"tool": tool, "images_per_s": n * batch / dt,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"tool": tool, "images_per_s": n * batch / dt, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb():
+    """VmHWM: peak RSS of this process image (ru_maxrss would include the parent's peak across exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def export(preset, size):

@@ -1,3 +1,4 @@
+import Foundation
 // Multi-head self-attention over packed qkv. B batch, T tokens, C channels, H heads, D = C/H.
 //
 // qkv rows are [q (H, D) | k (H, D) | v (H, D)] per token (timm's fused layout; separate
@@ -5,9 +6,25 @@
 // (T, T), row softmax, out = S v — both products on BLAS, reading q/k/v in place through
 // leading dimensions (no copies).
 
-/// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` is a workspace of at least
-/// `Parallel.workers`·T·T floats (one T×T block per worker). (batch, head) pairs are split
-/// across workers; BLAS must be single-threaded here.
+/// Sequences longer than this use the tiled online-softmax path.
+public let attentionTileThreshold = 512
+let queryTile = 64, keyTile = 256
+
+/// Workspace floats `attentionForward` needs: per worker either a T×T score block (short
+/// sequences) or a query-tile × key-tile block plus the running output, max and sum (long ones).
+public func attentionWorkspaceSize(tokens T: Int, headDim D: Int, workers: Int) -> Int {
+    let per = T > attentionTileThreshold ? queryTile * keyTile + queryTile * D + 2 * queryTile : T * T
+    return max(1, workers) * per
+}
+
+/// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
+/// (batch, head) pairs are split across workers; BLAS must be single-threaded here.
+///
+/// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v. Long sequences (T > 512,
+/// e.g. 1,370 tokens at 518 px): queries in tiles of 64, keys in tiles of 256, with the online
+/// softmax (running row max m and sum l; accumulators rescaled by exp(m_old − m_new)), so the
+/// T×T matrix is never materialised and each tile stays in cache (Milakov & Gimelshein 2018;
+/// Dao et al. 2022).
 public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePointer<Float>,
                              scores: UnsafeMutablePointer<Float>,
                              batch: Int, tokens: Int, channels: Int, heads: Int) {
@@ -16,18 +33,67 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), s = SendablePointer(scores), q0 = SendablePointer(UnsafeMutablePointer(mutating: qkv))
     let workers = max(1, min(Parallel.workers, batch * heads))
+    let per = attentionWorkspaceSize(tokens: T, headDim: D, workers: 1)
     Parallel.ranges(batch * heads, minChunk: (batch * heads + workers - 1) / workers) { r in
         guard let first = r.first else { return }
-        // Each worker owns one T×T block of the workspace.
+        // Each worker owns one block of the workspace.
         let w = first * workers / (batch * heads)
-        let sc = s.p + w * T * T
+        let ws = s.p + w * per
         for bh in r {
             let b = bh / heads, h = bh % heads
             let base = q0.p + b * T * 3 * C
             let q = base + h * D, k = base + C + h * D, v = base + 2 * C + h * D
-            BLAS.sgemm(sc, q, k, transB: true, m: T, n: T, k: D, alpha: scale, lda: 3 * C, ldb: 3 * C, ldc: T)
-            softmaxRows(sc, rows: T, cols: T)
-            BLAS.sgemm(o.p + b * T * C + h * D, sc, v, m: T, n: D, k: T, lda: T, ldb: 3 * C, ldc: C)
+            let dst = o.p + b * T * C + h * D
+            if T <= attentionTileThreshold {
+                BLAS.sgemm(ws, q, k, transB: true, m: T, n: T, k: D, alpha: scale, lda: 3 * C, ldb: 3 * C, ldc: T)
+                softmaxRows(ws, rows: T, cols: T)
+                BLAS.sgemm(dst, ws, v, m: T, n: D, k: T, lda: T, ldb: 3 * C, ldc: C)
+            } else {
+                tiledHead(dst, q: q, k: k, v: v, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C, scale: scale)
+            }
         }
+    }
+}
+
+/// One head with the online softmax. q/k/v rows have stride `stride`; out rows `outStride`.
+func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+               workspace: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int, stride: Int, outStride: Int, scale: Float) {
+    let sc = workspace, acc = workspace + queryTile * keyTile
+    let rowMax = acc + queryTile * D, rowSum = rowMax + queryTile
+    var i0 = 0
+    while i0 < T {
+        let bq = min(queryTile, T - i0)
+        for r in 0..<bq { rowMax[r] = -.infinity; rowSum[r] = 0 }
+        acc.update(repeating: 0, count: bq * D)
+        var j0 = 0
+        while j0 < T {
+            let bk = min(keyTile, T - j0)
+            BLAS.sgemm(sc, q + i0 * stride, k + j0 * stride, transB: true, m: bq, n: bk, k: D, alpha: scale,
+                       lda: stride, ldb: stride, ldc: bk)
+            for r in 0..<bq {
+                let row = sc + r * bk
+                let m = max(rowMax[r], vectorMax(row, bk))
+                let correction = rowMax[r] == -.infinity ? 0 : expf(rowMax[r] - m)
+                var sum: Float = 0
+                var j = 0
+                while j + 8 <= bk {
+                    let e = simdExp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - m)
+                    UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: SIMD8<Float>.self)
+                    sum += e.sum()
+                    j += 8
+                }
+                while j < bk { row[j] = expf(row[j] - m); sum += row[j]; j += 1 }
+                rowSum[r] = rowSum[r] * correction + sum
+                rowMax[r] = m
+                if correction != 1 { for d in 0..<D { acc[r * D + d] *= correction } }
+            }
+            BLAS.sgemm(acc, sc, v + j0 * stride, m: bq, n: D, k: bk, beta: 1, lda: bk, ldb: stride, ldc: D)
+            j0 += bk
+        }
+        for r in 0..<bq {
+            let inv = 1 / rowSum[r]
+            for d in 0..<D { out[(i0 + r) * outStride + d] = acc[r * D + d] * inv }
+        }
+        i0 += bq
     }
 }

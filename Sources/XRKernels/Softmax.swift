@@ -5,11 +5,8 @@ public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) 
     let n8 = cols & ~7
     for r in 0..<rows {
         let p = x + r * cols
-        var m8 = SIMD8<Float>(repeating: -.infinity)
+        let m = vectorMax(p, cols)
         var i = 0
-        while i < n8 { m8 = pointwiseMax(m8, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
-        var m = m8.max()
-        while i < cols { m = max(m, p[i]); i += 1 }
         var s8 = SIMD8<Float>()
         i = 0
         while i < n8 {

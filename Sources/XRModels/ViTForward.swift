@@ -37,7 +37,7 @@ public final class ViT: @unchecked Sendable {
 
         lock.lock(); defer { lock.unlock() }
         // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores (T, T) | cols (B·N, K)
-        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, max(1, Parallel.workers) * T * T, B * N * K]
+        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, attentionWorkspaceSize(tokens: T, headDim: C / c.heads, workers: Parallel.workers), B * N * K]
         let total = sizes.reduce(0, +)
         if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
         var cls = [Float](repeating: 0, count: B * C)

@@ -6,7 +6,10 @@
 
 @inline(__always)
 public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let x = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
+    // Clamp with masked selects: the generic clamped(...) is not specialised and runs scalar.
+    let lo = SIMD8<Float>(repeating: -87.3), hi = SIMD8<Float>(repeating: 88.3)
+    var x = x.replacing(with: lo, where: x .< lo)
+    x = x.replacing(with: hi, where: x .> hi)
     let log2e: Float = 1.442_695_04
     // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the integer lands in the low
     // mantissa bits, so it is read back without a (slow, unvectorised) float→int conversion.
@@ -41,6 +44,21 @@ public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> {
     y = y * t
     let r = 1 - y * simdExp(-(a * a))
     return r.replacing(with: -r, where: x .< 0)
+}
+
+/// Lane-wise maximum (a masked select; vectorises, unlike the generic pointwiseMax).
+@inline(__always)
+public func simdMax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .> a) }
+
+/// Maximum of n floats.
+@inline(__always)
+public func vectorMax(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+    var m8 = SIMD8<Float>(repeating: -.infinity)
+    var i = 0
+    while i + 8 <= n { m8 = simdMax(m8, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
+    var m = m8.max()
+    while i < n { m = max(m, p[i]); i += 1 }
+    return m
 }
 
 /// Horizontal sum of a SIMD8.

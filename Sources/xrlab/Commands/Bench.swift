@@ -78,8 +78,14 @@ struct Bench: ParsableCommand {
     }
 }
 
-/// Peak resident set size of this process, in MB (getrusage ru_maxrss is in KiB on Linux).
+/// Peak resident set size of this process image, in MB: VmHWM from /proc/self/status, which
+/// starts afresh at exec (getrusage's ru_maxrss does not: it keeps the parent's peak).
 func peakRSSMegabytes() -> Double {
+    if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+        return kb / 1024
+    }
     var u = rusage()
     getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
     return Double(u.ru_maxrss) / 1024

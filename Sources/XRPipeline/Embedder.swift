@@ -134,7 +134,7 @@ public final class Encoder: @unchecked Sendable {
                 continue
             }
             do {
-                let image = try PNGCodec.decode(data, source: input.url.path, maxPixels: options.maxPixels)
+                let image = try ImageDecoder.decode(data, source: input.url.path, maxPixels: options.maxPixels)
                 let size = preprocessing.outputSize(height: image.height, width: image.width)
                 let pixels = try preprocessing.apply(image)
                 if !pending.isEmpty && size != pendingSize { try flush() }

@@ -18,7 +18,7 @@ public struct ImageInput: Sendable, Equatable, Codable {
 /// Builds the ordered list of images for `xrlab embed` from a folder or a manifest CSV.
 public enum InputList {
     /// File extensions read as images.
-    public static let imageExtensions: Set<String> = ["png"]
+    public static let imageExtensions: Set<String> = ImageDecoder.extensions
 
     /// A folder (walked recursively, sorted by relative path) or a manifest CSV
     /// (`column` holds paths relative to the manifest's folder, or absolute).
@@ -32,7 +32,7 @@ public enum InputList {
         if imageExtensions.contains(url.pathExtension.lowercased()) {
             return [ImageInput(url: url, id: url.lastPathComponent)]
         }
-        throw XRError("not a folder, a manifest CSV or a PNG image", file: url.path)
+        throw XRError("not a folder, a manifest CSV or an image (PNG, DICOM)", file: url.path)
     }
 
     static func folder(_ dir: URL) throws -> [ImageInput] {
@@ -48,7 +48,7 @@ public enum InputList {
             out.append(ImageInput(url: u, id: rel))
         }
         out.sort { $0.id < $1.id }
-        if out.isEmpty { throw XRError("no PNG images found", file: dir.path) }
+        if out.isEmpty { throw XRError("no PNG or DICOM images found", file: dir.path) }
         return out
     }
 

@@ -93,4 +93,19 @@ final class EmbedParityTests: XCTestCase {
         XCTAssertEqual(r.inputs.count, 4)
         XCTAssertEqual(Set(r.failed.map(\.id)), ["broken.png", "empty.png"])
     }
+
+    /// Real DICOM radiographs embed like PNGs; compressed ones are listed with their transfer syntax.
+    func testEmbedsSharedDICOMFiles() throws {
+        let root = try Fixtures.requireSharedData()
+        let enc = try Encoder.load(model: Fixtures.url("vit/hf_dinov2"))
+        var o = EmbedOptions()
+        o.quiet = true
+        o.cache = nil
+        o.skipBad = true
+        let r = try enc.embed(try InputList.resolve(root.appendingPathComponent("dicom")), options: o)
+        XCTAssertEqual(r.inputs.map(\.id), ["CR-MONO1-10-chest.dcm", "WG04_RG3_UNC.dcm"])
+        XCTAssertEqual(r.tensors["cls"]?.shape, [2, 48])
+        XCTAssertEqual(r.failed.count, 3)
+        XCTAssertTrue(r.failed.allSatisfy { $0.reason.contains("transfer syntax") }, "\(r.failed)")
+    }
 }

@@ -1,0 +1,280 @@
+// DICOM Part-10 radiographs (PS3.5 data encoding, PS3.10 file format).
+import Foundation
+import XRTensor
+
+/// Transfer syntaxes by UID, with names for messages.
+public enum TransferSyntax {
+    public static let implicitLittle = "1.2.840.10008.1.2"
+    public static let explicitLittle = "1.2.840.10008.1.2.1"
+    public static let deflatedExplicitLittle = "1.2.840.10008.1.2.1.99"
+    public static let explicitBig = "1.2.840.10008.1.2.2"
+    public static let rle = "1.2.840.10008.1.2.5"
+
+    public static let names: [String: String] = [
+        implicitLittle: "Implicit VR Little Endian", explicitLittle: "Explicit VR Little Endian",
+        deflatedExplicitLittle: "Deflated Explicit VR Little Endian", explicitBig: "Explicit VR Big Endian",
+        rle: "RLE Lossless", "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
+        "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 & 4)", "1.2.840.10008.1.2.4.57": "JPEG Lossless (Process 14)",
+        "1.2.840.10008.1.2.4.70": "JPEG Lossless (Process 14, SV1)", "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+        "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless", "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+        "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    ]
+
+    public static func describe(_ uid: String) -> String { names[uid].map { "\($0) (\(uid))" } ?? uid }
+}
+
+/// A parsed DICOM file: the top-level data elements xrlab reads, and the pixel data.
+///
+/// Supported now: uncompressed pixel data in Implicit VR Little Endian, Explicit VR Little Endian
+/// and Explicit VR Big Endian; 8–16 bits allocated/stored, signed or unsigned, one sample per
+/// pixel, MONOCHROME1 and MONOCHROME2; multi-frame files give their first frame (with a
+/// warning). Other transfer syntaxes are refused with their name and UID — never decoded wrongly.
+public struct DICOMFile: Sendable {
+    public var source: String
+    public var transferSyntax: String
+    /// Top-level elements: tag (group << 16 | element) → raw value bytes (in file byte order).
+    var values: [UInt32: [UInt8]]
+    var bigEndian: Bool
+    /// Byte range of native pixel data in the file, when present.
+    var pixelRange: Range<Int>?
+    var data: Data
+    public var warnings: [String] = []
+
+    // Tags.
+    static let rows: UInt32 = 0x0028_0010, columns: UInt32 = 0x0028_0011, bitsAllocated: UInt32 = 0x0028_0100
+    static let bitsStored: UInt32 = 0x0028_0101, highBit: UInt32 = 0x0028_0102, pixelRepresentation: UInt32 = 0x0028_0103
+    static let samplesPerPixel: UInt32 = 0x0028_0002, photometric: UInt32 = 0x0028_0004, frames: UInt32 = 0x0028_0008
+    static let pixelData: UInt32 = 0x7FE0_0010
+
+    /// Read and parse a file. Errors name the file and the element at fault.
+    public static func read(_ url: URL) throws -> DICOMFile {
+        let d: Data
+        do { d = try Data(contentsOf: url) } catch {
+            throw XRError("cannot read file: \(error.localizedDescription)", file: url.path)
+        }
+        return try parse(d, source: url.path)
+    }
+
+    /// True when the bytes look like a DICOM Part-10 file ("DICM" after the 128-byte preamble).
+    public static func isDICOM(_ d: Data) -> Bool {
+        d.count >= 132 && d[d.startIndex + 128] == 0x44 && d[d.startIndex + 129] == 0x49 && d[d.startIndex + 130] == 0x43 && d[d.startIndex + 131] == 0x4D
+    }
+
+    public static func parse(_ data: Data, source: String) throws -> DICOMFile {
+        let d = Data(data)  // zero-based indices
+        guard isDICOM(d) else {
+            throw XRError("not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)", file: source, field: "preamble")
+        }
+        let bytes = [UInt8](d)
+        var r = Reader(bytes: bytes, pos: 132, bigEndian: false, explicit: true, source: source)
+        // File meta information: group 0002, always explicit VR little endian.
+        var meta: [UInt32: [UInt8]] = [:]
+        while r.pos + 4 <= bytes.count, r.peekGroup() == 0x0002 {
+            let e = try r.element()
+            meta[e.tag] = e.value
+        }
+        guard let tsBytes = meta[0x0002_0010] else {
+            throw XRError("file meta information has no Transfer Syntax UID", file: source, field: "(0002,0010)")
+        }
+        let ts = string(tsBytes)
+        switch ts {
+        case TransferSyntax.explicitLittle: break
+        case TransferSyntax.implicitLittle: r.explicit = false
+        case TransferSyntax.explicitBig: r.bigEndian = true
+        default:
+            // Compressed or deflated data: the elements may still be readable, the pixels are not (yet).
+            throw XRError("transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
+                          file: source, field: "(0002,0010) Transfer Syntax UID",
+                          hint: "convert to an uncompressed transfer syntax (e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`)")
+        }
+        var values: [UInt32: [UInt8]] = [:]
+        var pixelRange: Range<Int>? = nil
+        while r.pos < bytes.count {
+            let e = try r.element(keepPixelRange: true)
+            if e.tag == pixelData {
+                pixelRange = e.range
+            } else {
+                values[e.tag] = e.value
+            }
+        }
+        return DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
+                         pixelRange: pixelRange, data: d)
+    }
+
+    // MARK: element values
+
+    static func string(_ b: [UInt8]) -> String {
+        String(decoding: b, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: " \0"))
+    }
+
+    /// A string attribute (trimmed), nil when absent.
+    public func string(_ tag: UInt32) -> String? { values[tag].map(Self.string) }
+
+    /// An unsigned short (US) attribute.
+    public func us(_ tag: UInt32) -> Int? {
+        guard let b = values[tag], b.count >= 2 else { return nil }
+        return bigEndian ? Int(b[0]) << 8 | Int(b[1]) : Int(b[1]) << 8 | Int(b[0])
+    }
+
+    /// A numeric string (IS / DS); the first of several values.
+    public func number(_ tag: UInt32) -> Double? {
+        string(tag).flatMap { Double($0.split(separator: "\\").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") }
+    }
+
+    public var modality: String? { string(0x0008_0060) }
+    public var bodyPart: String? { string(0x0018_0015) }
+    public var viewPosition: String? { string(0x0018_5101) }
+    public var patientSex: String? { string(0x0010_0040) }
+    public var patientAge: String? { string(0x0010_1010) }
+    public var laterality: String? { string(0x0020_0062) ?? string(0x0020_0060) }
+    public var studyUID: String? { string(0x0020_000D) }
+    public var seriesUID: String? { string(0x0020_000E) }
+    public var photometricInterpretation: String? { string(Self.photometric) }
+
+    /// Stored pixel values of the first frame, mapped to [0, 1] by the full range of Bits Stored
+    /// (unsigned: v / (2^bits − 1); signed: (v + 2^(bits−1)) / (2^bits − 1)), with MONOCHROME1
+    /// inverted (v' = max − v) so bone is bright, as the shared 16-bit PNGs store them.
+    public func storedImage() throws -> XRImage {
+        guard let rows = us(Self.rows), let cols = us(Self.columns), rows > 0, cols > 0 else {
+            throw XRError("missing or zero Rows / Columns", file: source, field: "(0028,0010)/(0028,0011)")
+        }
+        guard let range = pixelRange else {
+            throw XRError("the file has no pixel data", file: source, field: "(7FE0,0010) Pixel Data")
+        }
+        let allocated = us(Self.bitsAllocated) ?? 0
+        let stored = us(Self.bitsStored) ?? allocated
+        let high = us(Self.highBit) ?? (stored - 1)
+        let signed = (us(Self.pixelRepresentation) ?? 0) == 1
+        let samples = us(Self.samplesPerPixel) ?? 1
+        guard allocated == 8 || allocated == 16 else {
+            throw XRError("Bits Allocated \(allocated) is not supported (8 or 16)", file: source, field: "(0028,0100) Bits Allocated")
+        }
+        guard stored >= 1, stored <= allocated, high == stored - 1 || high < allocated else {
+            throw XRError("Bits Stored \(stored) / High Bit \(high) inconsistent with Bits Allocated \(allocated)", file: source, field: "(0028,0101) Bits Stored")
+        }
+        guard samples == 1 else {
+            throw XRError("\(samples) samples per pixel: only grayscale radiographs are read", file: source, field: "(0028,0002) Samples per Pixel")
+        }
+        let photometric = photometricInterpretation ?? "MONOCHROME2"
+        guard photometric == "MONOCHROME1" || photometric == "MONOCHROME2" else {
+            throw XRError("photometric interpretation \(photometric) is not a grayscale radiograph", file: source, field: "(0028,0004) Photometric Interpretation")
+        }
+        let bytesPer = allocated / 8, n = rows * cols
+        guard range.count >= n * bytesPer else {
+            throw XRError("pixel data has \(range.count) bytes; \(rows) × \(cols) × \(allocated) bits needs \(n * bytesPer)",
+                          file: source, field: "(7FE0,0010) Pixel Data", hint: "the file is truncated, or Rows / Columns / Bits Allocated are wrong")
+        }
+        let maxValue = Double((1 << stored) - 1)
+        let shift = high + 1 - stored
+        var out = [Float](repeating: 0, count: n)
+        data.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+            let p = base + range.lowerBound
+            for i in 0..<n {
+                var v: Int
+                if bytesPer == 2 {
+                    let b0 = Int(p[2 * i]), b1 = Int(p[2 * i + 1])
+                    v = bigEndian ? (b0 << 8 | b1) : (b1 << 8 | b0)
+                } else {
+                    v = Int(p[i])
+                }
+                v = (v >> shift) & ((1 << stored) - 1)
+                if signed && v >= 1 << (stored - 1) { v -= 1 << stored }
+                var x = signed ? Double(v + (1 << (stored - 1))) : Double(v)
+                if photometric == "MONOCHROME1" { x = maxValue - x }
+                out[i] = Float(x / maxValue)
+            }
+        }
+        return XRImage(width: cols, height: rows, channels: 1, bitDepth: 16, pixels: out)
+    }
+}
+
+/// A cursor over data elements.
+struct Reader {
+    let bytes: [UInt8]
+    var pos: Int
+    var bigEndian: Bool
+    var explicit: Bool
+    let source: String
+
+    struct Element { var tag: UInt32; var value: [UInt8]; var range: Range<Int> }
+
+    func u16(_ at: Int, big: Bool) -> Int { big ? Int(bytes[at]) << 8 | Int(bytes[at + 1]) : Int(bytes[at + 1]) << 8 | Int(bytes[at]) }
+    func u32(_ at: Int, big: Bool) -> Int {
+        big ? Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
+            : Int(bytes[at + 3]) << 24 | Int(bytes[at + 2]) << 16 | Int(bytes[at + 1]) << 8 | Int(bytes[at])
+    }
+
+    func peekGroup() -> Int { u16(pos, big: false) }
+
+    func tagName(_ t: UInt32) -> String { String(format: "(%04X,%04X)", t >> 16, t & 0xFFFF) }
+
+    /// Read one element; sequences and undefined-length items are skipped (value empty).
+    mutating func element(keepPixelRange: Bool = false) throws -> Element {
+        let start = pos
+        guard pos + 8 <= bytes.count else {
+            throw XRError("truncated data element at byte \(pos)", file: source, field: "byte \(pos)")
+        }
+        // Meta group is always little endian even in big-endian files.
+        let big = bigEndian && u16(pos, big: false) != 0x0002
+        let group = u16(pos, big: big), elem = u16(pos + 2, big: big)
+        let tag = UInt32(group) << 16 | UInt32(elem)
+        var length: Int
+        var vr = ""
+        if explicit || group == 0x0002 {
+            vr = String(decoding: bytes[(pos + 4)..<(pos + 6)], as: UTF8.self)
+            if ["OB", "OD", "OF", "OL", "OW", "SQ", "UC", "UR", "UT", "UN", "OV"].contains(vr) {
+                guard pos + 12 <= bytes.count else { throw XRError("truncated header of element \(tagName(tag))", file: source, field: tagName(tag)) }
+                length = u32(pos + 8, big: big)
+                pos += 12
+            } else {
+                length = u16(pos + 6, big: big)
+                pos += 8
+            }
+        } else {
+            length = u32(pos + 4, big: big)
+            pos += 8
+        }
+        if length == 0xFFFF_FFFF {
+            if tag == DICOMFile.pixelData {
+                throw XRError("pixel data is encapsulated (compressed) but the transfer syntax says uncompressed",
+                              file: source, field: tagName(tag))
+            }
+            try skipUndefined(tag: tag)
+            return Element(tag: tag, value: [], range: start..<pos)
+        }
+        guard pos + length <= bytes.count else {
+            throw XRError("element \(tagName(tag)) declares \(length) bytes but only \(bytes.count - pos) remain",
+                          file: source, field: tag == DICOMFile.pixelData ? "(7FE0,0010) Pixel Data" : tagName(tag),
+                          hint: "the file is truncated")
+        }
+        let range = pos..<(pos + length)
+        let keep = tag == DICOMFile.pixelData || vr == "SQ" ? [] : Array(bytes[range])
+        pos += length
+        return Element(tag: tag, value: keep, range: range)
+    }
+
+    /// Skip an undefined-length sequence: items until the Sequence Delimitation Item.
+    mutating func skipUndefined(tag: UInt32) throws {
+        while pos + 8 <= bytes.count {
+            let g = u16(pos, big: bigEndian), e = u16(pos + 2, big: bigEndian)
+            let len = u32(pos + 4, big: bigEndian)
+            pos += 8
+            if g == 0xFFFE && e == 0xE0DD { return }                 // sequence delimitation
+            if g == 0xFFFE && e == 0xE000 {                          // item
+                if len == 0xFFFF_FFFF {
+                    // Elements until the Item Delimitation Item.
+                    while pos + 8 <= bytes.count {
+                        if u16(pos, big: bigEndian) == 0xFFFE && u16(pos + 2, big: bigEndian) == 0xE00D { pos += 8; break }
+                        _ = try element()
+                    }
+                } else {
+                    pos += len
+                }
+                continue
+            }
+            throw XRError("malformed sequence", file: source, field: tagName(tag))
+        }
+        throw XRError("sequence \(tagName(tag)) runs past the end of the file", file: source, field: tagName(tag))
+    }
+}

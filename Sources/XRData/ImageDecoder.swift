@@ -1,0 +1,22 @@
+import Foundation
+import XRTensor
+
+/// Decodes an X-ray file by its content: PNG (signature) or DICOM Part-10 ("DICM").
+public enum ImageDecoder {
+    public static let extensions: Set<String> = ["png", "dcm", "dicom"]
+
+    public static func decode(_ data: Data, source: String, maxPixels: Int = 100_000_000) throws -> XRImage {
+        if DICOMFile.isDICOM(data) {
+            let f = try DICOMFile.parse(data, source: source)
+            if let r = f.us(DICOMFile.rows), let c = f.us(DICOMFile.columns), r * c > maxPixels {
+                throw XRError("declared size \(c)x\(r) exceeds the limit of \(maxPixels) pixels", file: source, field: "(0028,0010) Rows")
+            }
+            return try f.storedImage()
+        }
+        if data.isEmpty { throw XRError("cannot decode image: empty file", file: source, field: "signature") }
+        if data.count >= 8 && data.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            return try PNGCodec.decode(data, source: source, maxPixels: maxPixels)
+        }
+        throw XRError("not a PNG or DICOM file", file: source, field: "signature")
+    }
+}

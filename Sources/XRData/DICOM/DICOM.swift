@@ -38,6 +38,8 @@ public struct DICOMFile: Sendable {
     /// Byte range of native pixel data in the file, when present.
     var pixelRange: Range<Int>?
     var data: Data
+    /// Encapsulated pixel data fragments (byte ranges), for compressed transfer syntaxes.
+    var fragments: [Range<Int>] = []
     public var warnings: [String] = []
 
     // Tags.
@@ -81,6 +83,7 @@ public struct DICOMFile: Sendable {
         case TransferSyntax.explicitLittle: break
         case TransferSyntax.implicitLittle: r.explicit = false
         case TransferSyntax.explicitBig: r.bigEndian = true
+        case TransferSyntax.rle: r.encapsulated = true
         default:
             // Compressed or deflated data: the elements may still be readable, the pixels are not (yet).
             throw XRError("transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
@@ -97,8 +100,10 @@ public struct DICOMFile: Sendable {
                 values[e.tag] = e.value
             }
         }
-        return DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
-                         pixelRange: pixelRange, data: d)
+        var file = DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
+                             pixelRange: pixelRange, data: d)
+        file.fragments = r.fragments
+        return file
     }
 
     // MARK: element values
@@ -138,8 +143,16 @@ public struct DICOMFile: Sendable {
         guard let rows = us(Self.rows), let cols = us(Self.columns), rows > 0, cols > 0 else {
             throw XRError("missing or zero Rows / Columns", file: source, field: "(0028,0010)/(0028,0011)")
         }
-        guard let range = pixelRange else {
+        guard var range = pixelRange else {
             throw XRError("the file has no pixel data", file: source, field: "(7FE0,0010) Pixel Data")
+        }
+        var pixelBytes = data
+        var big = bigEndian
+        if transferSyntax == TransferSyntax.rle {
+            pixelBytes = Data(try RLE.decodeFrame(data: data, fragments: fragments, rows: us(Self.rows) ?? 0, columns: us(Self.columns) ?? 0,
+                                                  bytesPerSample: (us(Self.bitsAllocated) ?? 8) / 8, source: source))
+            range = 0..<pixelBytes.count
+            big = false
         }
         let allocated = us(Self.bitsAllocated) ?? 0
         let stored = us(Self.bitsStored) ?? allocated
@@ -167,14 +180,14 @@ public struct DICOMFile: Sendable {
         let maxValue = Double((1 << stored) - 1)
         let shift = high + 1 - stored
         var out = [Float](repeating: 0, count: n)
-        data.withUnsafeBytes { raw in
+        pixelBytes.withUnsafeBytes { raw in
             guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
             let p = base + range.lowerBound
             for i in 0..<n {
                 var v: Int
                 if bytesPer == 2 {
                     let b0 = Int(p[2 * i]), b1 = Int(p[2 * i + 1])
-                    v = bigEndian ? (b0 << 8 | b1) : (b1 << 8 | b0)
+                    v = big ? (b0 << 8 | b1) : (b1 << 8 | b0)
                 } else {
                     v = Int(p[i])
                 }
@@ -196,6 +209,8 @@ struct Reader {
     var bigEndian: Bool
     var explicit: Bool
     let source: String
+    var encapsulated = false
+    var fragments: [Range<Int>] = []
 
     struct Element { var tag: UInt32; var value: [UInt8]; var range: Range<Int> }
 
@@ -237,8 +252,12 @@ struct Reader {
         }
         if length == 0xFFFF_FFFF {
             if tag == DICOMFile.pixelData {
-                throw XRError("pixel data is encapsulated (compressed) but the transfer syntax says uncompressed",
-                              file: source, field: tagName(tag))
+                guard encapsulated else {
+                    throw XRError("pixel data is encapsulated (compressed) but the transfer syntax says uncompressed",
+                                  file: source, field: tagName(tag))
+                }
+                try readFragments()
+                return Element(tag: tag, value: [], range: start..<pos)
             }
             try skipUndefined(tag: tag)
             return Element(tag: tag, value: [], range: start..<pos)
@@ -252,6 +271,25 @@ struct Reader {
         let keep = tag == DICOMFile.pixelData || vr == "SQ" ? [] : Array(bytes[range])
         pos += length
         return Element(tag: tag, value: keep, range: range)
+    }
+
+    /// Encapsulated pixel data: a basic offset table item, then one item per fragment, then the
+    /// sequence delimitation item (PS3.5 A.4).
+    mutating func readFragments() throws {
+        var first = true
+        while pos + 8 <= bytes.count {
+            let g = u16(pos, big: false), e = u16(pos + 2, big: false), len = u32(pos + 4, big: false)
+            pos += 8
+            if g == 0xFFFE && e == 0xE0DD { return }
+            guard g == 0xFFFE && e == 0xE000, len != 0xFFFF_FFFF, pos + len <= bytes.count else {
+                throw XRError("malformed or truncated encapsulated pixel data", file: source, field: "(7FE0,0010) Pixel Data")
+            }
+            if !first { fragments.append(pos..<(pos + len)) }
+            first = false
+            pos += len
+        }
+        throw XRError("encapsulated pixel data runs past the end of the file", file: source, field: "(7FE0,0010) Pixel Data",
+                      hint: "the file is truncated")
     }
 
     /// Skip an undefined-length sequence: items until the Sequence Delimitation Item.

@@ -23,6 +23,7 @@ let package = Package(
         // System libraries: thin module maps only.
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
         // libpng behind a setjmp guard (libpng reports errors by longjmp, which must not cross Swift frames).
@@ -35,7 +36,7 @@ let package = Package(
         // One file per model family: config, blocks, checkpoint key map, forward.
         .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // PNG / DICOM decoding, preprocessing, manifests.
-        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG"], swiftSettings: numeric),
+        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG", "CZlib"], swiftSettings: numeric),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
         .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Feature extraction pipeline (embed) and feature cache.
@@ -59,7 +60,7 @@ let package = Package(
         .testTarget(name: "XRTensorTests", dependencies: ["XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRKernelsTests", dependencies: ["XRKernels", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRDataTests", dependencies: ["XRData", "CZlib", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),

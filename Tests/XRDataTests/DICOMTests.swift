@@ -3,6 +3,37 @@ import XCTest
 import XRData
 import XRTensor
 import TestSupport
+import CZlib
+
+/// Raw DEFLATE of bytes (for writing deflated-syntax fixtures).
+func deflateRaw(_ input: [UInt8]) -> [UInt8] {
+    var s = z_stream()
+    _ = deflateInit2_(&s, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+    var inp = input
+    var out = [UInt8](repeating: 0, count: input.count + 1024)
+    inp.withUnsafeMutableBufferPointer { i in out.withUnsafeMutableBufferPointer { o in
+        s.next_in = i.baseAddress; s.avail_in = UInt32(i.count)
+        s.next_out = o.baseAddress; s.avail_out = UInt32(o.count)
+        _ = deflate(&s, Z_FINISH)
+    } }
+    let n = out.count - Int(s.avail_out)
+    deflateEnd(&s)
+    return Array(out.prefix(n))
+}
+
+/// PackBits with literal runs only (valid RLE, not optimal).
+func packBits(_ b: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = 0
+    while i < b.count {
+        let n = min(128, b.count - i)
+        out.append(UInt8(n - 1))
+        out += b[i..<(i + n)]
+        i += n
+    }
+    if out.count % 2 == 1 { out.append(0x80) }  // no-op byte pads to even length
+    return out
+}
 
 /// Writes small Part-10 files for tests (uncompressed transfer syntaxes).
 struct DICOMWriter {
@@ -25,6 +56,7 @@ struct DICOMWriter {
         out.append(contentsOf: le16(0x0002) + le16(0x0000) + Array("UL".utf8) + le16(4) + le32(meta.count))
         out.append(meta)
         let big = syntax == TransferSyntax.explicitBig, explicit = syntax != TransferSyntax.implicitLittle
+        // (RLE and deflated files use explicit little endian for their data elements.)
         func u16(_ v: Int) -> [UInt8] { big ? [UInt8(v >> 8 & 255), UInt8(v & 255)] : le16(v) }
         func u32(_ v: Int) -> [UInt8] { big ? [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] : le32(v) }
         func element(_ g: Int, _ e: Int, _ vr: String, _ value: [UInt8]) {
@@ -48,13 +80,33 @@ struct DICOMWriter {
         element(0x0028, 0x0101, "US", u16(bitsStored))
         element(0x0028, 0x0102, "US", u16(bitsStored - 1))
         element(0x0028, 0x0103, "US", u16(signed ? 1 : 0))
-        if !omitPixels {
+        if !omitPixels && syntax == TransferSyntax.rle {
+            // Encapsulated: empty offset table item, one fragment (64-byte header + segments), delimiter.
+            let bps = bitsAllocated / 8
+            var segments: [[UInt8]] = []
+            for s in 0..<bps {
+                let shift = 8 * (bps - 1 - s)
+                segments.append(packBits(pixels.map { UInt8(truncatingIfNeeded: ($0 & ((1 << bitsAllocated) - 1)) >> shift) }))
+            }
+            var frag = le32(bps)
+            var off = 64
+            for s in 0..<15 { frag += le32(s < bps ? off : 0); if s < bps { off += segments[s].count } }
+            for seg in segments { frag += seg }
+            out.append(contentsOf: le16(0x7FE0) + le16(0x0010) + Array("OB".utf8) + [0, 0] + le32(0xFFFF_FFFF))
+            out.append(contentsOf: le16(0xFFFE) + le16(0xE000) + le32(0))
+            out.append(contentsOf: le16(0xFFFE) + le16(0xE000) + le32(frag.count) + frag)
+            out.append(contentsOf: le16(0xFFFE) + le16(0xE0DD) + le32(0))
+        } else if !omitPixels {
             var px: [UInt8] = []
             for v in pixels {
                 let u = v & ((1 << bitsAllocated) - 1)
                 px += bitsAllocated == 16 ? u16(u) : [UInt8(u)]
             }
             element(0x7FE0, 0x0010, bitsAllocated == 16 ? "OW" : "OB", px)
+        }
+        if syntax == TransferSyntax.deflatedExplicitLittle {
+            let metaEnd = 132 + 12 + meta.count
+            return out.prefix(metaEnd) + Data(deflateRaw(Array(out.dropFirst(metaEnd))))
         }
         return out
     }
@@ -74,9 +126,10 @@ final class DICOMTests: XCTestCase {
     }
 
     func testUncompressedTransferSyntaxesDecodeExactly() throws {
-        for ts in [TransferSyntax.explicitLittle, TransferSyntax.implicitLittle, TransferSyntax.explicitBig] {
+        for ts in [TransferSyntax.explicitLittle, TransferSyntax.implicitLittle, TransferSyntax.explicitBig,
+                   TransferSyntax.rle, TransferSyntax.deflatedExplicitLittle] {
             let w = sample(ts)
-            let f = try DICOMFile.parse(w.data(), source: "t.dcm")
+            let f = try DICOMFile.parse(w.data(), source: "t-\(ts).dcm")
             XCTAssertEqual(f.modality, "CR", ts)
             XCTAssertEqual(f.bodyPart, "CHEST", ts)
             XCTAssertEqual(f.viewPosition, "PA", ts)
@@ -115,6 +168,19 @@ final class DICOMTests: XCTestCase {
             XCTAssertEqual((e as? XRError)?.field, "preamble")
         }
         expect(Data(repeating: 7, count: 300), field: "signature", contains: "not a PNG or DICOM")
+    }
+
+    func testCorruptDeflateAndRLE() {
+        let d = sample(TransferSyntax.deflatedExplicitLittle).data()
+        expect(d.prefix(d.count - 10), field: "deflated", contains: "deflated data set")
+        // RLE fragment header: 2 segments at offset 64 → claim 3 segments.
+        var rle = [UInt8](sample(TransferSyntax.rle).data())
+        let header: [UInt8] = [2, 0, 0, 0, 64, 0, 0, 0]
+        guard let at = (0..<(rle.count - 8)).first(where: { Array(rle[$0..<($0 + 8)]) == header }) else { return XCTFail("no RLE header") }
+        rle[at] = 3
+        expect(Data(rle), field: "RLE", contains: "3 segments")
+        let cut = sample(TransferSyntax.rle).data()
+        expect(cut.prefix(cut.count - 12), field: "Pixel Data", contains: "truncated")
     }
 
     func testNoPixelData() {

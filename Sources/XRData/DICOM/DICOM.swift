@@ -84,6 +84,10 @@ public struct DICOMFile: Sendable {
         case TransferSyntax.implicitLittle: r.explicit = false
         case TransferSyntax.explicitBig: r.bigEndian = true
         case TransferSyntax.rle: r.encapsulated = true
+        case TransferSyntax.deflatedExplicitLittle:
+            // Everything after the meta group is raw deflate (RFC 1951).
+            let inflated = try Inflate.raw(Array(bytes[r.pos...]), source: source)
+            r = Reader(bytes: Array(bytes[..<r.pos]) + inflated, pos: r.pos, bigEndian: false, explicit: true, source: source)
         default:
             // Compressed or deflated data: the elements may still be readable, the pixels are not (yet).
             throw XRError("transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
@@ -92,7 +96,7 @@ public struct DICOMFile: Sendable {
         }
         var values: [UInt32: [UInt8]] = [:]
         var pixelRange: Range<Int>? = nil
-        while r.pos < bytes.count {
+        while r.pos < r.bytes.count {
             let e = try r.element(keepPixelRange: true)
             if e.tag == pixelData {
                 pixelRange = e.range
@@ -101,7 +105,7 @@ public struct DICOMFile: Sendable {
             }
         }
         var file = DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
-                             pixelRange: pixelRange, data: d)
+                             pixelRange: pixelRange, data: ts == TransferSyntax.deflatedExplicitLittle ? Data(r.bytes) : d)
         file.fragments = r.fragments
         return file
     }

@@ -41,7 +41,9 @@ struct DICOMWriter {
     var rows = 3, columns = 4, bitsAllocated = 16, bitsStored = 12, signed = false
     var photometric = "MONOCHROME2"
     var pixels: [Int] = []
-    var extra: [(UInt16, UInt16, String, String)] = []   // group, element, VR, string value
+    var extra: [(UInt16, UInt16, String, String)] = []   // group, element, VR, string value (groups < 0028)
+    var strings: [(UInt16, UInt16, String, String)] = [] // group 0028 string elements (window, rescale, …)
+    var padding: Int? = nil
     var omitPixels = false
 
     func data() -> Data {
@@ -72,14 +74,14 @@ struct DICOMWriter {
             out.append(contentsOf: v)
         }
         for (g, e, vr, s) in extra.sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) where g < 0x0028 { element(Int(g), Int(e), vr, Array(s.utf8)) }
-        element(0x0028, 0x0002, "US", u16(1))
-        element(0x0028, 0x0004, "CS", Array(photometric.utf8))
-        element(0x0028, 0x0010, "US", u16(rows))
-        element(0x0028, 0x0011, "US", u16(columns))
-        element(0x0028, 0x0100, "US", u16(bitsAllocated))
-        element(0x0028, 0x0101, "US", u16(bitsStored))
-        element(0x0028, 0x0102, "US", u16(bitsStored - 1))
-        element(0x0028, 0x0103, "US", u16(signed ? 1 : 0))
+        var group28: [(Int, String, [UInt8])] = [
+            (0x0002, "US", u16(1)), (0x0004, "CS", Array(photometric.utf8)), (0x0010, "US", u16(rows)),
+            (0x0011, "US", u16(columns)), (0x0100, "US", u16(bitsAllocated)), (0x0101, "US", u16(bitsStored)),
+            (0x0102, "US", u16(bitsStored - 1)), (0x0103, "US", u16(signed ? 1 : 0)),
+        ]
+        if let padding { group28.append((0x0120, "US", u16(padding))) }
+        for (_, e, vr, v) in strings { group28.append((Int(e), vr, Array(v.utf8))) }
+        for (e, vr, v) in group28.sorted(by: { $0.0 < $1.0 }) { element(0x0028, e, vr, v) }
         if !omitPixels && syntax == TransferSyntax.rle {
             // Encapsulated: empty offset table item, one fragment (64-byte header + segments), delimiter.
             let bps = bitsAllocated / 8
@@ -229,5 +231,51 @@ final class DICOMTests: XCTestCase {
                 XCTAssertTrue((e as? XRError)?.field?.contains("Transfer Syntax") ?? false, "\(e)")
             }
         }
+    }
+}
+
+final class DICOMValueTests: XCTestCase {
+    /// PS3.3 C.11.2.1.2 window functions, computed by hand for centre 2048, width 1000.
+    func testWindowFunctions() throws {
+        let c = 2048.0, w = 1000.0
+        func linear(_ x: Double) -> Double { x <= c - 0.5 - (w - 1) / 2 ? 0 : (x > c - 0.5 + (w - 1) / 2 ? 1 : (x - (c - 0.5)) / (w - 1) + 0.5) }
+        func exact(_ x: Double) -> Double { x <= c - w / 2 ? 0 : (x > c + w / 2 ? 1 : (x - c) / w + 0.5) }
+        func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-4 * (x - c) / w)) }
+        let cases: [(String, (Double) -> Double)] = [("LINEAR", linear), ("LINEAR_EXACT", exact), ("SIGMOID", sigmoid)]
+        for (fn, ref) in cases {
+            let f = try DICOMFile.parse(voiFile(center: c, width: w, function: fn), source: "v.dcm")
+            let img = try f.image(.voi)
+            let xs: [Double] = [0, 1000, 1500, 2000, 2047, 2048, 2500, 3000, 4095, 100, 200, 300]
+            for (got, x) in zip(img.pixels, xs) { XCTAssertEqual(Double(got), ref(x), accuracy: 1e-6, "\(fn) at \(x)") }
+        }
+    }
+
+    func testModalityRescaleAndMonochrome1() throws {
+        let f = try DICOMFile.parse(voiFile(center: nil, width: nil, function: nil, slope: 2, intercept: -1024), source: "m.dcm")
+        let img = try f.image(.modality)
+        // Range of modality values: 0·2 − 1024 … 4095·2 − 1024.
+        let expected: Double = 2000.0 / 8190.0   // (1000·2 − 1024 − (−1024)) / (4095·2)
+        XCTAssertEqual(Double(img.pixels[1]), expected, accuracy: 1e-6)
+        let m1 = try DICOMFile.parse(voiFile(center: 2048, width: 1000, function: "LINEAR_EXACT", photometric: "MONOCHROME1"), source: "m1.dcm")
+        XCTAssertEqual(try m1.image(.voi).pixels[0], 1, "MONOCHROME1: the darkest window value becomes white")
+    }
+
+    func testPaddingValueIsMasked() throws {
+        let f = try DICOMFile.parse(voiFile(center: 2048, width: 1000, function: "LINEAR", padding: 3000), source: "p.dcm")
+        XCTAssertEqual(try f.image(.voi).pixels[7], 0)
+    }
+
+    /// A 12-bit MONOCHROME2 file with optional window, rescale and padding elements.
+    func voiFile(center: Double?, width: Double?, function: String?, slope: Double = 1, intercept: Double = 0,
+                 padding: Int? = nil, photometric: String = "MONOCHROME2") -> Data {
+        var w = DICOMWriter()
+        w.bitsStored = 12
+        w.photometric = photometric
+        w.pixels = [0, 1000, 1500, 2000, 2047, 2048, 2500, 3000, 4095, 100, 200, 300]
+        w.strings = [(0x0028, 0x1052, "DS", String(intercept)), (0x0028, 0x1053, "DS", String(slope))]
+        if let center, let width { w.strings += [(0x0028, 0x1050, "DS", String(center)), (0x0028, 0x1051, "DS", String(width))] }
+        if let function { w.strings.append((0x0028, 0x1056, "CS", function)) }
+        w.padding = padding
+        return w.data()
     }
 }

@@ -139,11 +139,68 @@ public struct DICOMFile: Sendable {
     public var studyUID: String? { string(0x0020_000D) }
     public var seriesUID: String? { string(0x0020_000E) }
     public var photometricInterpretation: String? { string(Self.photometric) }
+    /// Number of Frames (1 when absent). Multi-frame files are read as their first frame.
+    public var frameCount: Int { number(Self.frames).map { max(1, Int($0)) } ?? 1 }
+
+    /// Which pixel values an image is built from.
+    public enum Values: String, Sendable, Codable, CaseIterable {
+        /// Stored values mapped by the full range of Bits Stored (MONOCHROME1 inverted).
+        case stored
+        /// Modality values (Rescale Slope / Intercept), mapped by their possible range.
+        case modality
+        /// Modality values through the file's VOI transform (window centre / width with the
+        /// LINEAR, LINEAR_EXACT or SIGMOID function of PS3.3 C.11.2.1.2), output in [0, 1]
+        /// (MONOCHROME1 inverted afterwards). Files without a window fall back to `modality`.
+        case voi
+    }
+
+    /// The first frame as an image in the chosen value space. Pixels equal to Pixel Padding Value
+    /// are set to the darkest value and counted in `warnings` of the returned file copy.
+    public func image(_ values: Values) throws -> XRImage {
+        if values == .stored { return try storedImage() }
+        let stored = try storedImage(raw: true)
+        let bits = us(Self.bitsStored) ?? us(Self.bitsAllocated) ?? 16
+        let signed = (us(Self.pixelRepresentation) ?? 0) == 1
+        let slope = number(0x0028_1053) ?? 1, intercept = number(0x0028_1052) ?? 0
+        let lo0 = signed ? -Double(1 << (bits - 1)) : 0, hi0 = signed ? Double((1 << (bits - 1)) - 1) : Double((1 << bits) - 1)
+        let a = lo0 * slope + intercept, b = hi0 * slope + intercept
+        let (lo, hi) = (min(a, b), max(a, b))
+        let mono1 = photometricInterpretation == "MONOCHROME1"
+        var center = number(0x0028_1050), width = number(0x0028_1051)
+        if values == .modality || width == nil || (width ?? 0) <= 0 { center = nil; width = nil }
+        let function = (string(0x0028_1056) ?? "LINEAR").uppercased()
+        guard ["LINEAR", "LINEAR_EXACT", "SIGMOID"].contains(function) else {
+            throw XRError("VOI LUT function \(function) is not supported", file: source, field: "(0028,1056) VOI LUT Function")
+        }
+        let padding = us(0x0028_0120).map { v -> Int in signed && v >= 1 << 15 ? v - 65536 : v }
+        var out = [Float](repeating: 0, count: stored.pixels.count)
+        for i in 0..<out.count {
+            let v = Double(stored.pixels[i])           // raw stored value (signed applied)
+            if let padding, Int(v) == padding { out[i] = 0; continue }
+            let m = v * slope + intercept
+            var y: Double
+            if let c = center, let w = width {
+                switch function {
+                case "LINEAR_EXACT": y = m <= c - w / 2 ? 0 : (m > c + w / 2 ? 1 : (m - c) / w + 0.5)
+                case "SIGMOID": y = 1 / (1 + exp(-4 * (m - c) / w))
+                default:
+                    y = m <= c - 0.5 - (w - 1) / 2 ? 0 : (m > c - 0.5 + (w - 1) / 2 ? 1 : ((m - (c - 0.5)) / max(w - 1, 1e-9) + 0.5))
+                }
+            } else {
+                y = hi > lo ? (m - lo) / (hi - lo) : 0
+            }
+            out[i] = Float(mono1 ? 1 - y : y)
+        }
+        return XRImage(width: stored.width, height: stored.height, channels: 1, bitDepth: 16, pixels: out)
+    }
 
     /// Stored pixel values of the first frame, mapped to [0, 1] by the full range of Bits Stored
     /// (unsigned: v / (2^bits − 1); signed: (v + 2^(bits−1)) / (2^bits − 1)), with MONOCHROME1
     /// inverted (v' = max − v) so bone is bright, as the shared 16-bit PNGs store them.
-    public func storedImage() throws -> XRImage {
+    public func storedImage() throws -> XRImage { try storedImage(raw: false) }
+
+    /// `raw`: pixels hold the signed stored values themselves (no mapping, no inversion).
+    func storedImage(raw rawValues: Bool) throws -> XRImage {
         guard let rows = us(Self.rows), let cols = us(Self.columns), rows > 0, cols > 0 else {
             throw XRError("missing or zero Rows / Columns", file: source, field: "(0028,0010)/(0028,0011)")
         }
@@ -197,6 +254,7 @@ public struct DICOMFile: Sendable {
                 }
                 v = (v >> shift) & ((1 << stored) - 1)
                 if signed && v >= 1 << (stored - 1) { v -= 1 << stored }
+                if rawValues { out[i] = Float(v); continue }
                 var x = signed ? Double(v + (1 << (stored - 1))) : Double(v)
                 if photometric == "MONOCHROME1" { x = maxValue - x }
                 out[i] = Float(x / maxValue)

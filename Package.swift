@@ -56,11 +56,11 @@ let package = Package(
                 capability: .command(intent: .custom(verb: "lint-recipes", description: "Validate every recipe in recipes/ with xrlab validate")),
                 dependencies: ["xrlab"]),
 
-        .target(name: "TestSupport", dependencies: ["XRTensor"], path: "Tests/TestSupport", swiftSettings: simd),
+        .target(name: "TestSupport", dependencies: ["XRTensor", "XRData", "CZlib"], path: "Tests/TestSupport", swiftSettings: simd),
         .testTarget(name: "XRTensorTests", dependencies: ["XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRKernelsTests", dependencies: ["XRKernels", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRDataTests", dependencies: ["XRData", "CZlib", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),

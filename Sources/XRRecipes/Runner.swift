@@ -4,6 +4,7 @@ import Foundation
 import XRTensor
 import XRProbe
 import XRKernels
+import XRData
 
 /// One unit of work.
 public struct Cell: Sendable, Codable, Equatable {
@@ -56,6 +57,8 @@ public struct RunOptions: Sendable {
     /// Cells computed in parallel (each with single-threaded BLAS).
     public var threads = 2
     public var quiet = false
+    /// Skip the manifest leakage / hygiene check that runs before image manifests are encoded.
+    public var skipCheck = false
     /// Stop after computing this many new cells (used to test resuming).
     public var maxNewCells: Int? = nil
     public var commandLine: [String] = CommandLine.arguments
@@ -114,6 +117,7 @@ public enum Runner {
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try writeRunInfo(dir, r, options: options)
 
+        if r.recipe.model != nil && !options.skipCheck { try checkManifest(r, dir: dir, quiet: options.quiet) }
         let data = try StudyLoader.load(r, quiet: options.quiet)
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
@@ -162,6 +166,31 @@ public enum Runner {
         return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
                           skipped: results.filter { $0.status != "ok" }, complete: complete,
                           plots: outputs.plots, report: outputs.report)
+    }
+
+    /// Leakage and hygiene checks on the image manifest: errors stop the run, warnings are
+    /// printed; all findings go to `checks.json`.
+    static func checkManifest(_ r: LoadedRecipe, dir: URL, quiet: Bool) throws {
+        let spec = r.recipe.data
+        let (table, url) = try StudyLoader.table(r)
+        var o = ManifestCheck.Options()
+        o.pathColumn = spec.image_column
+        o.patientColumn = spec.patient_column.flatMap { table.header.contains($0) ? $0 : nil }
+        if spec.patient_column == nil { o.patientColumn = "__none__" }
+        o.splitColumn = spec.split_column ?? "__none__"
+        o.labelColumn = spec.label_column ?? "__none__"
+        o.nearDuplicates = false
+        if o.patientColumn == "__none__" { o.patientColumn = nil }
+        let findings = spec.where.isEmpty ? try ManifestCheck.run(url, options: o) : []
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try AtomicFile.write(try e.encode(findings), to: dir.appendingPathComponent("checks.json"))
+        if !quiet { for f in findings where f.severity == .warning { FileHandle.standardError.write(Data("\(f)\n".utf8)) } }
+        let errors = findings.filter { $0.severity == .error }
+        if !errors.isEmpty {
+            throw XRError("the manifest failed the leakage check:\n" + errors.map { "  \($0)" }.joined(separator: "\n"),
+                          file: url.path, hint: "fix the manifest (see `xrlab check`), or pass --skip-check to run anyway")
+        }
     }
 
     static func writeRunInfo(_ dir: URL, _ r: LoadedRecipe, options: RunOptions) throws {

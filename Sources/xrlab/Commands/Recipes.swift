@@ -69,11 +69,15 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "No progress output.")
     var quiet = false
 
+    @Flag(name: .long, help: "Do not stop on manifest leakage findings (patients or identical images across splits).")
+    var skipCheck = false
+
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
             let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
             var o = RunOptions()
+            o.skipCheck = skipCheck
             o.force = force
             o.quiet = quiet
             o.threads = threads

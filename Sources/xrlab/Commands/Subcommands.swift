@@ -8,6 +8,8 @@ extension XRLab {
         Validate.self,
         PlanCommand.self,
         RunCommand.self,
+        IngestCommand.self,
+        CheckCommand.self,
         Bench.self,
     ]
 }

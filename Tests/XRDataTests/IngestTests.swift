@@ -1,0 +1,147 @@
+import Foundation
+import XCTest
+import XRData
+import XRTensor
+import TestSupport
+
+final class IngestTests: XCTestCase {
+    let planted = ["PLANTED^NAME^XR7", "PLANTEDID-4471", "PLANTEDID-9902", "PLANTEDACC-99", "19700101", "1.2.826.0.1.3680043.8.498.12345"]
+
+    /// Three DICOMs (two of one patient), one PNG, and a labels CSV keyed by file name.
+    func makeFolder() throws -> (dir: URL, labels: URL) {
+        let dir = Fixtures.tempDir("ingest")
+        let imgs = dir.appendingPathComponent("incoming")
+        try FileManager.default.createDirectory(at: imgs, withIntermediateDirectories: true)
+        for (name, patient, view, seed) in [("a.dcm", "PLANTEDID-4471", "PA", 1), ("b.dcm", "PLANTEDID-4471", "LL", 2), ("c.dcm", "PLANTEDID-9902", "AP", 3)] {
+            var w = DICOMWriter()
+            w.pixels = (0..<12).map { ($0 * 300 + seed * 77) % 4096 }
+            w.extra = [(0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0008, 0x0060, "CS", "DX"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
+                       (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101"), (0x0010, 0x0040, "CS", "M"),
+                       (0x0010, 0x1010, "AS", "045Y"), (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", view),
+                       (0x0020, 0x000D, "UI", "1.2.826.0.1.3680043.8.498.12345")]
+            try w.data().write(to: imgs.appendingPathComponent(name))
+        }
+        try PNGCodec.encodeGray8(width: 4, height: 3, pixels: [UInt8](repeating: 90, count: 12)).write(to: imgs.appendingPathComponent("d.png"))
+        let labels = dir.appendingPathComponent("labels.csv")
+        try "filename,labels,split\na.dcm,effusion,train\nb.dcm,effusion|nodule,train\nc.dcm,,test\nd.png,nodule,test\n"
+            .write(to: labels, atomically: true, encoding: .utf8)
+        return (dir, labels)
+    }
+
+    func testIngestWritesKeyedDeidentifiedManifest() throws {
+        let (dir, labels) = try makeFolder()
+        let out = dir.appendingPathComponent("out/manifest.csv")
+        let key = SiteKey(secret: Array("a site secret of enough length".utf8))
+        let r = try Ingest.run(dir.appendingPathComponent("incoming"), labels: labels, joinOn: .filename, out: out, key: key)
+        XCTAssertEqual(r.rows, 4)
+        let t = try CSVTable(contentsOf: out)
+        let p = try t.column("patient_key"), path = try t.column("path"), age = try t.column("age"), lab = try t.column("labels")
+        XCTAssertEqual(t.rows.map { $0[path] }, ["../incoming/a.dcm", "../incoming/b.dcm", "../incoming/c.dcm", "../incoming/d.png"])
+        XCTAssertEqual(t.rows[0][p], t.rows[1][p], "same patient, same key")
+        XCTAssertNotEqual(t.rows[0][p], t.rows[2][p])
+        XCTAssertEqual(t.rows[0][p].count, 16)
+        XCTAssertEqual(t.rows[0][age], "45")
+        XCTAssertEqual(t.rows[1][lab], "effusion|nodule")
+        XCTAssertTrue(r.summary.contains("images per patient"), r.summary)
+        // A different site secret gives different keys.
+        let other = try Ingest.run(dir.appendingPathComponent("incoming"), labels: labels, joinOn: .filename,
+                                   out: dir.appendingPathComponent("out/other.csv"), key: SiteKey(secret: Array("another site's secret value".utf8)))
+        XCTAssertNotEqual(try CSVTable(contentsOf: other.manifest).rows[0][p], t.rows[0][p])
+        // Check: the manifest is patient-disjoint, so only warnings (imbalance) may appear.
+        let findings = try ManifestCheck.run(out)
+        XCTAssertTrue(findings.allSatisfy { $0.severity == .warning }, "\(findings)")
+        // No identifier anywhere in what was written.
+        scanForIdentifiers(dir.appendingPathComponent("out"))
+    }
+
+    /// Every file under `dir` is free of the planted identifiers.
+    func scanForIdentifiers(_ dir: URL, file: StaticString = #filePath, line: UInt = #line) {
+        let e = FileManager.default.enumerator(at: dir, includingPropertiesForKeys: nil)
+        var scanned = 0
+        while let u = e?.nextObject() as? URL {
+            guard let d = try? Data(contentsOf: u) else { continue }
+            let text = String(decoding: d, as: UTF8.self)
+            for id in planted { XCTAssertFalse(text.contains(id), "\(u.lastPathComponent) contains \(id)", file: file, line: line) }
+            scanned += 1
+        }
+        XCTAssertGreaterThan(scanned, 0, file: file, line: line)
+    }
+
+    func testLabelsMatchingNoFileAndDuplicateKeys() throws {
+        let (dir, _) = try makeFolder()
+        let bad = dir.appendingPathComponent("bad.csv")
+        try "filename,labels\nzzz.dcm,effusion\n".write(to: bad, atomically: true, encoding: .utf8)
+        let key = SiteKey(secret: Array("a site secret of enough length".utf8))
+        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
+                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+            XCTAssertTrue("\(e)".contains("matches any file"), "\(e)")
+        }
+        try "filename,labels\na.dcm,effusion\na.dcm,nodule\n".write(to: bad, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
+                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+            XCTAssertEqual((e as? XRError)?.field, "line 3")
+            XCTAssertTrue("\(e)".contains("duplicate key 'a.dcm'"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o.csv").path), "no partial output")
+    }
+
+    func testJoinOnAccession() throws {
+        let (dir, _) = try makeFolder()
+        let acc = dir.appendingPathComponent("acc.csv")
+        try "accession,labels\nPLANTEDACC-99,pneumonia\n".write(to: acc, atomically: true, encoding: .utf8)
+        let key = SiteKey(secret: Array("a site secret of enough length".utf8))
+        // PNG files have no accession: a clear error.
+        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: acc, joinOn: .accession,
+                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+            XCTAssertEqual((e as? XRError)?.field, "--join-on")
+        }
+    }
+
+    func testSiteKeyCreatedPrivateAndRefusedInsideOutput() throws {
+        let dir = Fixtures.tempDir("key")
+        let keyFile = dir.appendingPathComponent("private/site.key")
+        let k1 = try SiteKey.load(keyFile)
+        let k2 = try SiteKey.load(keyFile)
+        XCTAssertEqual(k1.key("patient", "x"), k2.key("patient", "x"), "the key persists")
+        let attrs = try FileManager.default.attributesOfItem(atPath: keyFile.path)
+        XCTAssertEqual((attrs[.posixPermissions] as? NSNumber)?.intValue, 0o600)
+        XCTAssertThrowsError(try SiteKey.load(dir.appendingPathComponent("private/site.key"), outputDirectory: dir.appendingPathComponent("private")))
+    }
+
+    func testCheckFindsLeakageDuplicatesLabelsAndNearDuplicates() throws {
+        let dir = Fixtures.tempDir("check")
+        var rng = XRRandom(seed: 3)
+        var base: [UInt16] = []
+        for i in 0..<(64 * 64) {
+            let v: Int = ((i % 64) * 900 + (i / 64) * 300) % 60000
+            base.append(UInt16(v))
+        }
+        func write(_ name: String, _ px: [UInt16]) throws {
+            try PNGCodec.encodeGray16(width: 64, height: 64, pixels: px).write(to: dir.appendingPathComponent(name))
+        }
+        try write("a.png", base)
+        try write("b.png", base)                                                  // identical to a
+        var near: [UInt16] = []
+        for v in base { near.append(UInt16(clamping: Int(v) + rng.nextInt(below: 200))) }
+        try write("c.png", near)                                                    // near a
+        var noise: [UInt16] = []
+        for _ in 0..<(64 * 64) { noise.append(UInt16(rng.nextInt(below: 65536))) }
+        try write("d.png", noise)
+        let manifest = dir.appendingPathComponent("m.csv")
+        try """
+        path,patient_id,split,labels
+        a.png,P1,train,effusion
+        b.png,P2,test,effusion
+        c.png,P3,test,effusionn
+        d.png,P1,test,nodule
+
+        """.write(to: manifest, atomically: true, encoding: .utf8)
+        var o = ManifestCheck.Options()
+        o.allowedLabels = ["effusion", "nodule"]
+        let f = try ManifestCheck.run(manifest, options: o)
+        let kinds = Set(f.map(\.kind))
+        XCTAssertTrue(kinds.isSuperset(of: ["patient-across-splits", "duplicate-across-splits", "impossible-label", "near-duplicates-across-splits"]), "\(f)")
+        XCTAssertEqual(f.first { $0.kind == "patient-across-splits" }?.lines, [2, 5])
+        XCTAssertEqual(f.first { $0.kind == "impossible-label" }?.lines, [4])
+    }
+}

@@ -20,7 +20,7 @@ public enum EmbedOutput {
     /// each atomically. Returns the files written.
     @discardableResult
     public static func write(_ result: EmbedResult, encoder: Encoder, modelPath: String,
-                             format: Format, to output: URL) throws -> [URL] {
+                             format: Format, to output: URL, dicomValues: DICOMFile.Values = .stored) throws -> [URL] {
         var written: [URL] = []
         let names = result.tensors.keys.sorted()
         switch format {
@@ -39,12 +39,12 @@ public enum EmbedOutput {
             }
         }
         let side = sidecarURL(for: output)
-        try AtomicFile.write(try sidecar(result, encoder: encoder, modelPath: modelPath, format: format), to: side)
+        try AtomicFile.write(try sidecar(result, encoder: encoder, modelPath: modelPath, format: format, dicomValues: dicomValues), to: side)
         written.append(side)
         return written
     }
 
-    static func sidecar(_ r: EmbedResult, encoder: Encoder, modelPath: String, format: Format) throws -> Data {
+    static func sidecar(_ r: EmbedResult, encoder: Encoder, modelPath: String, format: Format, dicomValues: DICOMFile.Values) throws -> Data {
         var tensors: [String: [Int]] = [:]
         for (k, v) in r.tensors { tensors[k] = v.shape }
         let doc = Sidecar(
@@ -56,7 +56,8 @@ public enum EmbedOutput {
             tensors: tensors,
             inputs: zip(r.inputs, r.imageHashes).map { .init(path: $0.id, sha256: $1) },
             skipped: r.failed,
-            cache: .init(hits: r.cacheHits, encoded: r.encoded))
+            cache: .init(hits: r.cacheHits, encoded: r.encoded),
+            warnings: r.warnings, dicom_values: dicomValues.rawValue)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         return try e.encode(doc)
@@ -90,6 +91,9 @@ public enum EmbedOutput {
         public var inputs: [Input]
         public var skipped: [FailedInput]
         public var cache: Cache
+        public var warnings: [String]
+        /// Which DICOM pixel values were used (stored, modality, voi).
+        public var dicom_values: String
     }
 
     /// Read a sidecar, refusing unknown formats and newer versions with a hint.

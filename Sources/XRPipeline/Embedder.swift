@@ -16,6 +16,8 @@ public struct EmbedOptions: Sendable {
     public var cache: FeatureCache? = FeatureCache(root: FeatureCache.defaultRoot())
     /// Largest image accepted (width × height), a guard against decompression bombs.
     public var maxPixels = 100_000_000
+    /// Which DICOM pixel values become the image (stored, modality or VOI-transformed).
+    public var dicomValues: DICOMFile.Values = .stored
     public var quiet = false
 
     public init() {}
@@ -37,6 +39,8 @@ public struct EmbedResult: Sendable {
     public var failed: [FailedInput]
     public var cacheHits: Int
     public var encoded: Int
+    /// Non-fatal notes, e.g. multi-frame DICOM files read as their first frame.
+    public var warnings: [String] = []
 }
 
 /// A ViT encoder plus its preprocessing: the unit that turns X-ray files into features.
@@ -80,7 +84,7 @@ public final class Encoder: @unchecked Sendable {
     /// Everything that changes the numbers an image maps to.
     public func fingerprint(_ options: EmbedOptions) -> String {
         let pre = (try? JSONEncoder.sorted.encode(preprocessing)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)"
+        return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)|dicom=\(options.dicomValues.rawValue)"
     }
 
     /// Encode `inputs` in batches, reusing cached rows, with progress on stderr.
@@ -94,6 +98,7 @@ public final class Encoder: @unchecked Sendable {
         var pending: [(index: Int, key: String, pixels: [Float])] = []
         var pendingSize = (0, 0)
         var hits = 0, encoded = 0
+        var warnings: [String] = []
 
         func flush() throws {
             if pending.isEmpty { return }
@@ -134,7 +139,9 @@ public final class Encoder: @unchecked Sendable {
                 continue
             }
             do {
-                let image = try ImageDecoder.decode(data, source: input.url.path, maxPixels: options.maxPixels)
+                let (image, notes) = try ImageDecoder.decodeWithWarnings(data, source: input.url.path, maxPixels: options.maxPixels,
+                                                                         dicomValues: options.dicomValues)
+                for n in notes { warnings.append("\(input.id): \(n)") }
                 let size = preprocessing.outputSize(height: image.height, width: image.width)
                 let pixels = try preprocessing.apply(image)
                 if !pending.isEmpty && size != pendingSize { try flush() }
@@ -165,7 +172,7 @@ public final class Encoder: @unchecked Sendable {
         }
         return EmbedResult(inputs: keptInputs, imageHashes: keptHashes,
                            tensors: EmbedResult.stack(keptRows), failed: failed,
-                           cacheHits: hits, encoded: encoded)
+                           cacheHits: hits, encoded: encoded, warnings: warnings)
     }
 }
 

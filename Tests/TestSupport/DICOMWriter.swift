@@ -43,6 +43,8 @@ public struct DICOMWriter {
     public var extra: [(UInt16, UInt16, String, String)] = []   // group, element, VR, string value (groups < 0028)
     public var strings: [(UInt16, UInt16, String, String)] = [] // group 0028 string elements (window, rescale, …)
     public var padding: Int? = nil
+    /// VOI LUT Sequence with one item: first mapped value, output bits, LUT entries.
+    public var voiLUT: (first: Int, bits: Int, data: [Int])? = nil
     public var omitPixels = false
 
     public func data() -> Data {
@@ -79,6 +81,15 @@ public struct DICOMWriter {
             (0x0102, "US", u16(bitsStored - 1)), (0x0103, "US", u16(signed ? 1 : 0)),
         ]
         if let padding { group28.append((0x0120, "US", u16(padding))) }
+        if let lut = voiLUT {
+            func el(_ e: Int, _ vr: String, _ v: [UInt8]) -> [UInt8] {
+                var out = u16(0x0028) + u16(e)
+                if explicit { out += Array(vr.utf8) + (vr == "OW" ? [0, 0] + u32(v.count) : u16(v.count)) } else { out += u32(v.count) }
+                return out + v
+            }
+            let item = el(0x3002, "US", u16(lut.data.count) + u16(lut.first) + u16(lut.bits)) + el(0x3006, "OW", lut.data.flatMap { u16($0) })
+            group28.append((0x3010, "SQ", u16(0xFFFE) + u16(0xE000) + u32(item.count) + item))
+        }
         for (_, e, vr, v) in strings { group28.append((Int(e), vr, Array(v.utf8))) }
         for (e, vr, v) in group28.sorted(by: { $0.0 < $1.0 }) { element(0x0028, e, vr, v) }
         if !omitPixels && syntax == TransferSyntax.rle {

@@ -150,6 +150,32 @@ final class DICOMValueTests: XCTestCase {
         XCTAssertEqual(try m1.image(.voi).pixels[0], 1, "MONOCHROME1: the darkest window value becomes white")
     }
 
+    func testVOILUTSequenceIsApplied() throws {
+        for ts in [TransferSyntax.explicitLittle, TransferSyntax.implicitLittle] {
+            var w = DICOMWriter()
+            w.syntax = ts
+            w.bitsStored = 12
+            w.pixels = [0, 1000, 1500, 2000, 2047, 2048, 2500, 3000, 4095, 100, 200, 300]
+            // 8 entries starting at 1000, 8-bit output: entry k = 30·k.
+            w.voiLUT = (1000, 8, (0..<8).map { 30 * $0 })
+            w.strings = [(0x0028, 0x1050, "DS", "2048"), (0x0028, 0x1051, "DS", "100")]   // the LUT takes precedence
+            let img = try DICOMFile.parse(w.data(), source: "lut.dcm").image(.voi)
+            let expected = w.pixels.map { v in Float(30 * min(max(v - 1000, 0), 7)) / 255 }
+            XCTAssertEqual(img.pixels, expected, ts)
+        }
+    }
+
+    func testMultiFrameReadsFirstFrameWithWarning() throws {
+        var w = DICOMWriter()
+        w.pixels = (0..<24).map { $0 }                         // two frames of 3 × 4
+        w.extra = [(0x0008, 0x0060, "CS", "DX")]
+        w.strings = [(0x0028, 0x0008, "IS", "2")]
+        let f = try DICOMFile.parse(w.data(), source: "mf.dcm")
+        XCTAssertEqual(f.frameCount, 2)
+        XCTAssertTrue(f.warnings.first?.contains("first frame") ?? false)
+        XCTAssertEqual(try f.storedImage().pixels.map { Int(($0 * 4095).rounded()) }, Array(0..<12))
+    }
+
     func testPaddingValueIsMasked() throws {
         let f = try DICOMFile.parse(voiFile(center: 2048, width: 1000, function: "LINEAR", padding: 3000), source: "p.dcm")
         XCTAssertEqual(try f.image(.voi).pixels[7], 0)

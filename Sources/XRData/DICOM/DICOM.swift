@@ -104,9 +104,13 @@ public struct DICOMFile: Sendable {
                 values[e.tag] = e.value
             }
         }
+        if let item = r.voiLUTItem, !item.isEmpty { for (k, v) in item { values[k | 0x8000_0000] = v } }
         var file = DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
                              pixelRange: pixelRange, data: ts == TransferSyntax.deflatedExplicitLittle ? Data(r.bytes) : d)
         file.fragments = r.fragments
+        if file.frameCount > 1 {
+            file.warnings.append("\(file.frameCount) frames: only the first frame is read")
+        }
         return file
     }
 
@@ -173,13 +177,28 @@ public struct DICOMFile: Sendable {
             throw XRError("VOI LUT function \(function) is not supported", file: source, field: "(0028,1056) VOI LUT Function")
         }
         let padding = us(0x0028_0120).map { v -> Int in signed && v >= 1 << 15 ? v - 65536 : v }
+        // VOI LUT Sequence (first item): LUT Descriptor (entries, first mapped value, bits) and LUT Data.
+        var lut: (first: Int, bits: Int, data: [Int])? = nil
+        if values == .voi, let desc = self.values[0x0028_3002 | 0x8000_0000], let raw = self.values[0x0028_3006 | 0x8000_0000], desc.count >= 6 {
+            func at(_ b: [UInt8], _ i: Int) -> Int { bigEndian ? Int(b[2 * i]) << 8 | Int(b[2 * i + 1]) : Int(b[2 * i + 1]) << 8 | Int(b[2 * i]) }
+            var entries = at(desc, 0); if entries == 0 { entries = 65536 }
+            var first = at(desc, 1); if signed && first >= 1 << 15 { first -= 65536 }
+            let lutBits = at(desc, 2)
+            guard raw.count >= 2 * entries, lutBits >= 1, lutBits <= 16 else {
+                throw XRError("VOI LUT Data has \(raw.count / 2) entries, the descriptor says \(entries)", file: source, field: "(0028,3006) LUT Data")
+            }
+            lut = (first, lutBits, (0..<entries).map { at(raw, $0) })
+        }
         var out = [Float](repeating: 0, count: stored.pixels.count)
         for i in 0..<out.count {
             let v = Double(stored.pixels[i])           // raw stored value (signed applied)
             if let padding, Int(v) == padding { out[i] = 0; continue }
             let m = v * slope + intercept
             var y: Double
-            if let c = center, let w = width {
+            if let lut {
+                let idx = min(max(Int(m.rounded(.down)) - lut.first, 0), lut.data.count - 1)
+                y = Double(lut.data[idx]) / Double((1 << lut.bits) - 1)
+            } else if let c = center, let w = width {
                 switch function {
                 case "LINEAR_EXACT": y = m <= c - w / 2 ? 0 : (m > c + w / 2 ? 1 : (m - c) / w + 0.5)
                 case "SIGMOID": y = 1 / (1 + exp(-4 * (m - c) / w))
@@ -273,6 +292,8 @@ struct Reader {
     let source: String
     var encapsulated = false
     var fragments: [Range<Int>] = []
+    /// Elements of the first item of the VOI LUT Sequence (0028,3010), when present.
+    var voiLUTItem: [UInt32: [UInt8]]? = nil
 
     struct Element { var tag: UInt32; var value: [UInt8]; var range: Range<Int> }
 
@@ -321,7 +342,9 @@ struct Reader {
                 try readFragments()
                 return Element(tag: tag, value: [], range: start..<pos)
             }
+            let seqStart = pos
             try skipUndefined(tag: tag)
+            if tag == 0x0028_3010 { voiLUTItem = try firstItem(seqStart..<pos) }
             return Element(tag: tag, value: [], range: start..<pos)
         }
         guard pos + length <= bytes.count else {
@@ -330,6 +353,7 @@ struct Reader {
                           hint: "the file is truncated")
         }
         let range = pos..<(pos + length)
+        if tag == 0x0028_3010 { voiLUTItem = try firstItem(range) }
         let keep = tag == DICOMFile.pixelData || vr == "SQ" ? [] : Array(bytes[range])
         pos += length
         return Element(tag: tag, value: keep, range: range)
@@ -352,6 +376,23 @@ struct Reader {
         }
         throw XRError("encapsulated pixel data runs past the end of the file", file: source, field: "(7FE0,0010) Pixel Data",
                       hint: "the file is truncated")
+    }
+
+    /// The elements of the first item in a sequence's value bytes.
+    func firstItem(_ range: Range<Int>) throws -> [UInt32: [UInt8]] {
+        var r = self
+        r.pos = range.lowerBound
+        guard r.pos + 8 <= range.upperBound, u16(r.pos, big: bigEndian) == 0xFFFE, u16(r.pos + 2, big: bigEndian) == 0xE000 else { return [:] }
+        let len = u32(r.pos + 4, big: bigEndian)
+        r.pos += 8
+        let end = len == 0xFFFF_FFFF ? range.upperBound : min(range.upperBound, r.pos + len)
+        var out: [UInt32: [UInt8]] = [:]
+        while r.pos + 8 <= end {
+            if u16(r.pos, big: bigEndian) == 0xFFFE { break }   // item / sequence delimiter
+            let e = try r.element()
+            out[e.tag] = e.value
+        }
+        return out
     }
 
     /// Skip an undefined-length sequence: items until the Sequence Delimitation Item.

@@ -63,6 +63,9 @@ struct Embed: ParsableCommand {
     @Option(name: .long, help: "Largest image accepted, in pixels (decompression-bomb guard).")
     var maxPixels: Int = 100_000_000
 
+    @Option(name: .long, help: "DICOM pixel values: stored (by Bits Stored), modality (rescaled) or voi (the file's window / LUT).")
+    var dicomValues: String = "stored"
+
     @Option(name: .long, help: "Threads for matrix products.")
     var threads: Int = 2
 
@@ -74,6 +77,9 @@ struct Embed: ParsableCommand {
             throw ValidationError("--format must be safetensors or npy, not '\(format)'")
         }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard DICOMFile.Values(rawValue: dicomValues) != nil else {
+            throw ValidationError("--dicom-values must be stored, modality or voi, not '\(dicomValues)'")
+        }
         guard lastBlocks >= 0 else { throw ValidationError("--last-blocks must be ≥ 0") }
     }
 
@@ -91,14 +97,16 @@ struct Embed: ParsableCommand {
             options.skipBad = skipBad
             options.maxPixels = maxPixels
             options.quiet = quiet
+            options.dicomValues = DICOMFile.Values(rawValue: dicomValues) ?? .stored
             options.cache = noCache ? nil : FeatureCache(root: cache.map { URL(fileURLWithPath: $0) } ?? FeatureCache.defaultRoot())
             let result = try encoder.embed(inputs, options: options)
             let files = try EmbedOutput.write(result, encoder: encoder, modelPath: model,
                                               format: EmbedOutput.Format(rawValue: format) ?? .safetensors,
-                                              to: URL(fileURLWithPath: output))
+                                              to: URL(fileURLWithPath: output), dicomValues: options.dicomValues)
             let c = result.tensors["cls"]?.shape.last ?? 0
             print("embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features")
             for f in result.failed { print("skipped \(f.id): \(f.reason)") }
+            for w in result.warnings { print("warning: \(w)") }
             for f in files { print("wrote \(f.path)") }
         }
     }

@@ -181,7 +181,12 @@ public enum Runner {
         o.labelColumn = spec.label_column ?? "__none__"
         o.nearDuplicates = false
         if o.patientColumn == "__none__" { o.patientColumn = nil }
-        let findings = spec.where.isEmpty ? try ManifestCheck.run(url, options: o) : []
+        var rows = table.rows
+        for (column, values) in spec.where {
+            if let c = table.header.firstIndex(of: column) { rows = rows.filter { values.contains($0[c]) } }
+        }
+        let findings = try ManifestCheck.run(table: CSVTable(header: table.header, rows: rows, source: url.path),
+                                             base: url.deletingLastPathComponent(), options: o)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
         try AtomicFile.write(try e.encode(findings), to: dir.appendingPathComponent("checks.json"))

@@ -33,8 +33,12 @@ public enum ManifestCheck {
     }
 
     public static func run(_ url: URL, options o: Options = Options()) throws -> [Finding] {
-        let t = try CSVTable(contentsOf: url)
-        let base = url.deletingLastPathComponent()
+        try run(table: try CSVTable(contentsOf: url), base: url.deletingLastPathComponent(), options: o)
+    }
+
+    /// Check a table already in memory (e.g. a manifest after a recipe's row filter); image paths
+    /// are relative to `base`. Line numbers count the table's own rows.
+    public static func run(table t: CSVTable, base: URL, options o: Options = Options()) throws -> [Finding] {
         var findings: [Finding] = []
         let split = t.header.firstIndex(of: o.splitColumn)
         let patientName = o.patientColumn ?? ["patient_key", "patient_id", "patient"].first { t.header.contains($0) }

@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRArchive"]),
+        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // libarchive: for versioned model archives (not linked by any target yet).
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
         // libpng behind a setjmp guard (libpng reports errors by longjmp, which must not cross Swift frames).
@@ -43,11 +44,9 @@ let package = Package(
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
         .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
-        // Versioned model archives.
-        .target(name: "XRArchive", dependencies: ["XRTensor", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRArchive",
+            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
 

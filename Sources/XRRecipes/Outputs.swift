@@ -54,15 +54,21 @@ enum Outputs {
         for task in data.tasks.map(\.name) {
             let u = dir.appendingPathComponent("curve_\(safe(task)).png")
             let png = try LearningCurvePlot.render(
-                title: "\(task): \(recipe.primary_metric) vs shots".uppercased(), yLabel: recipe.primary_metric.uppercased(),
+                title: "\(task): \(metricTitle(recipe.primary_metric)) vs shots per class", yLabel: metricTitle(recipe.primary_metric),
                 series: curves[task] ?? [],
-                note: "MEAN OVER \(recipe.seeds) SEEDS, BAND = 95% T-INTERVAL OVER SEEDS. RECIPE \(recipe.name.uppercased())")
+                note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds. Recipe \(recipe.name), xrlab \(XRLabVersion.string)")
             try PNGCodec.write(png, to: u)
             plots.append(u)
         }
         let report = dir.appendingPathComponent("report.md")
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
         return Written(plots: plots, report: report)
+    }
+
+    /// Display name of a metric for plots.
+    static func metricTitle(_ m: String) -> String {
+        ["auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+         "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss"][m] ?? m
     }
 
     static func f(_ x: Double) -> String { x.isFinite ? String(format: "%.4f", x) : "" }

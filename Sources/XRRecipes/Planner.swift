@@ -1,91 +1,142 @@
-// `xrlab plan`: what a run will do, what is already done, and roughly how long it takes.
+// `xrlab plan` and `xrlab validate`: what a run will do, what is already done, roughly how long
+// it takes — and every problem a recipe has before anything runs.
 import Foundation
 import XRTensor
-import XRModels
-import XRPipeline
 import XRData
 
+/// The cells of a recipe and their state.
 public struct Plan: Sendable {
+    public var recipe: Recipe
     public var cells: [Cell]
+    /// Ids of cells already finished in the run directory.
     public var finished: Set<String>
     public var tasks: [String]
     public var featureStatus: String
     public var estimatedSeconds: Double
+    public var outputDirectory: URL
 
     public var text: String {
-        var s = "\(cells.count) cells (methods × tasks × shots × seeds), \(finished.count) already finished, \(cells.count - finished.count) to run\n"
-        var byMethod: [String: Int] = [:]
-        for c in cells where !finished.contains(c.id) { byMethod[c.method, default: 0] += 1 }
-        for (m, n) in byMethod.sorted(by: { $0.key < $1.key }) { s += "  \(m): \(n) cells to run\n" }
-        s += "tasks: \(tasks.joined(separator: ", "))\n"
-        s += "features: \(featureStatus)\n"
+        let variants = methodVariants(recipe)
+        var s = "\(recipe.name): \(cells.count) cells = \(variants.count) method settings × \(tasks.count) tasks × "
+        s += "\(recipe.shots.count) shot counts × \(recipe.seeds) seeds\n"
+        s += "\(finished.count) already finished, \(cells.count - finished.count) to run\n\n"
+        s += "method settings:\n"
+        for v in variants { s += "  \(v.label.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v.spec)\n" }
+        s += "\ncells finished / total (\(recipe.seeds) seeds each):\n"
+        let shotsHeader = recipe.shots.map { "k=\($0)".padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
+        let width = max(14, (tasks.map(\.count).max() ?? 0) + 2)
+        s += "  " + "method".padding(toLength: 14, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0) + shotsHeader + "\n"
+        for t in tasks {
+            for v in variants {
+                var line = "  " + v.label.padding(toLength: 14, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
+                for k in recipe.shots {
+                    let ids = cells.filter { $0.task == t && $0.method == v.label && $0.shots == k }.map(\.id)
+                    line += "\(ids.filter(finished.contains).count)/\(ids.count)".padding(toLength: 8, withPad: " ", startingAt: 0)
+                }
+                s += line.trimmingCharacters(in: .whitespaces) + "\n"
+            }
+        }
+        s += "\nfeatures: \(featureStatus)\n"
         s += "estimated time: about \(ProgressReporter.clock(estimatedSeconds)) (rough)\n"
+        s += "output: \(outputDirectory.path)\n"
         return s
     }
 }
 
 public enum Planner {
-    public static func plan(_ r: LoadedRecipe) throws -> Plan {
-        let (table, manifest) = try StudyLoader.table(r)
-        let spec = r.recipe.data
-        let tasks = spec.task == "multiclass" ? [spec.labels.joined(separator: "-vs-")] : spec.labels
+    /// The cells, what is finished, feature availability and a rough time estimate.
+    public static func plan(_ r: LoadedRecipe, source: FeatureSource? = nil) throws -> Plan {
+        let rows = try StudyLoader.rows(r)
+        let tasks = StudyLoader.taskNames(r.recipe)
         let cells = Runner.cells(r.recipe, tasks: tasks)
-        let cellsDir = Runner.outputDirectory(r).appendingPathComponent("cells")
-        let finished = Set(cells.map(\.id).filter { FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0 + ".json").path) })
-        var status = "", encodeSeconds = 0.0
-        if let f = r.recipe.features {
-            status = "precomputed (\(f.matrix))"
-        } else if let model = r.recipe.model {
-            let col = try table.column(spec.image_column)
-            let base = manifest.deletingLastPathComponent()
-            let inputs = table.rows.map { row in
-                ImageInput(url: row[col].hasPrefix("/") ? URL(fileURLWithPath: row[col]) : base.appendingPathComponent(row[col]), id: row[col])
-            }
-            let encoder = try Encoder.load(model: r.resolve(model.path), heads: model.heads)
-            var o = EmbedOptions()
-            o.lastBlocks = r.recipe.representation.compactMap { s in s.hasPrefix("last") ? Int(s.dropFirst(4).dropLast(4)) : nil }.max() ?? 0
-            let cached = encoder.cachedCount(inputs, options: o)
-            status = "\(cached) of \(inputs.count) images cached for this encoder and preprocessing"
-            let c = encoder.loaded.config
-            let params = Double(c.depth) * 12 * Double(c.dim * c.dim)
-            let tokens = Double((c.imageSize / c.patchSize) * (c.imageSize / c.patchSize) + 1)
-            encodeSeconds = Double(inputs.count - cached) * 2 * params * tokens / 100e9
+        let dir = Runner.outputDirectory(r)
+        let cellsDir = dir.appendingPathComponent("cells")
+        var finished = Set<String>()
+        // Finished cells count only in a run directory of this recipe.
+        if (try? Runner.checkRunDirectory(dir, r, force: false)) != nil {
+            finished = Set(cells.map(\.id).filter { FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0 + ".json").path) })
         }
+        let (status, encodeSeconds) = try (source ?? FeatureSources.default(for: r)).status(for: r, rows: rows)
         var seconds = encodeSeconds
         for cell in cells where !finished.contains(cell.id) {
+            // Measured orders of magnitude on one core: logistic with CV ~2-30 ms, k-NN / prototype ~1 ms,
+            // plus the bootstrap over test rows.
             seconds += cell.method == "logistic" ? 0.002 * (cell.shots >= 4 ? 13 : 1) * (1 + Double(cell.shots) / 16) : 0.001
-            seconds += Double(r.recipe.bootstrap) * 2e-5
+            seconds += Double(r.recipe.bootstrap) * 2e-5 * Double(1 + r.recipe.data.subgroups.count)
         }
-        return Plan(cells: cells, finished: finished, tasks: tasks, featureStatus: status, estimatedSeconds: seconds)
+        return Plan(recipe: r.recipe, cells: cells, finished: finished, tasks: tasks, featureStatus: status,
+                    estimatedSeconds: seconds, outputDirectory: dir)
     }
 
-    /// Schema check plus referenced files; every problem found, not just the first.
+    /// Every problem of a recipe: schema and values, then (with `checkFiles`) the files it
+    /// references — the manifest and its columns, the model or feature matrix, and each image.
     public static func validate(_ url: URL, overrides: [String] = [], checkFiles: Bool = true) -> [XRError] {
-        let r: LoadedRecipe
-        do { r = try RecipeLoader.load(url, overrides: overrides) } catch let e as XRError { return [e] } catch {
-            return [XRError("\(error)", file: url.path)]
-        }
+        let (loaded, schema) = RecipeLoader.check(url, overrides: overrides)
+        guard let r = loaded, schema.isEmpty else { return schema }
         guard checkFiles else { return [] }
         var problems: [XRError] = []
-        let manifest = r.resolve(r.recipe.data.manifest)
+        let spec = r.recipe.data
+        let manifest = r.resolve(spec.manifest)
+        var rows: ManifestRows?
         if !FileManager.default.fileExists(atPath: manifest.path) {
-            problems.append(XRError("manifest not found", file: manifest.path, field: "data.manifest"))
-        } else if let table = try? XRData.CSVTable(contentsOf: manifest) {
-            var cols = [r.recipe.data.image_column]
-            if let c = r.recipe.data.label_column { cols.append(c) }
-            cols += (r.recipe.data.label_columns ?? [:]).values.sorted()
-            cols += [r.recipe.data.patient_column, r.recipe.data.split_column].compactMap { $0 }
-            cols += r.recipe.data.subgroups.values.map(\.column)
-            for c in cols where !table.header.contains(c) {
-                problems.append(XRError("column '\(c)' not in the manifest (columns: \(table.header.joined(separator: ", ")))", file: manifest.path, field: c))
+            problems.append(XRError("manifest not found", file: manifest.path, field: "data.manifest", hint: "paths are relative to the recipe file's folder"))
+        } else {
+            do {
+                let table = try CSVTable(contentsOf: manifest)
+                var cols: [(String, String)] = [(spec.image_column, "data.image_column")]
+                if let c = spec.label_column { cols.append((c, "data.label_column")) }
+                for (l, c) in (spec.label_columns ?? [:]).sorted(by: { $0.key < $1.key }) { cols.append((c, "data.label_columns.\(l)")) }
+                if let c = spec.patient_column { cols.append((c, "data.patient_column")) }
+                if let c = spec.split_column { cols.append((c, "data.split_column")) }
+                for (name, g) in spec.subgroups.sorted(by: { $0.key < $1.key }) { cols.append((g.column, "data.subgroups.\(name).column")) }
+                for c in spec.where.keys.sorted() { cols.append((c, "data.where.\(c)")) }
+                let missing = cols.filter { !table.header.contains($0.0) }
+                for (c, key) in missing {
+                    problems.append(XRError("no column '\(c)' (columns: \(table.header.joined(separator: ", ")))", file: manifest.path, field: key,
+                                            hint: "set \(key) in the recipe to the manifest's column name"))
+                }
+                if missing.isEmpty { rows = try StudyLoader.rows(r) }
+            } catch let e as XRError { problems.append(e) } catch { problems.append(XRError("\(error)", file: manifest.path)) }
+        }
+        if let m = r.recipe.model {
+            let u = r.resolve(m.path)
+            if !FileManager.default.fileExists(atPath: u.path) {
+                problems.append(XRError("model not found", file: u.path, field: "model.path", hint: "paths are relative to the recipe file's folder"))
+            }
+            if let rows { problems += missingImages(r, rows: rows) }
+        }
+        if r.recipe.features != nil {
+            if let rows {
+                // Shapes, tensor names, sidecar and row counts — without loading the study.
+                do { _ = try PrecomputedFeatureSource().status(for: r, rows: rows) } catch let e as XRError { problems.append(e) } catch {
+                    problems.append(XRError("\(error)", file: r.resolve(r.recipe.features?.matrix ?? "").path, field: "features.matrix"))
+                }
+            } else if let f = r.recipe.features, !FileManager.default.fileExists(atPath: r.resolve(f.matrix).path),
+                      f.matrix.lowercased().hasSuffix(".safetensors") {
+                problems.append(XRError("feature matrix not found", file: r.resolve(f.matrix).path, field: "features.matrix"))
             }
         }
-        if let m = r.recipe.model, !FileManager.default.fileExists(atPath: r.resolve(m.path).path) {
-            problems.append(XRError("model not found", file: r.resolve(m.path).path, field: "model.path"))
-        }
-        if let f = r.recipe.features, !FileManager.default.fileExists(atPath: r.resolve(f.matrix).path) {
-            problems.append(XRError("feature matrix not found", file: r.resolve(f.matrix).path, field: "features.matrix"))
-        }
         return problems
+    }
+
+    /// Each manifest row whose image file is missing (the first 20, then a count).
+    static func missingImages(_ r: LoadedRecipe, rows: ManifestRows) -> [XRError] {
+        guard let c = rows.header.firstIndex(of: r.recipe.data.image_column) else { return [] }
+        let base = rows.url.deletingLastPathComponent()
+        var out: [XRError] = []
+        var count = 0
+        for (row, number) in zip(rows.rows, rows.rowNumbers) {
+            let p = row[c]
+            let u = p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p)
+            if p.isEmpty || !FileManager.default.fileExists(atPath: u.path) {
+                count += 1
+                if count <= 20 {
+                    out.append(XRError("image not found: \(p.isEmpty ? "(empty path)" : u.path)", file: rows.url.path,
+                                       field: "row \(number), column \(r.recipe.data.image_column)"))
+                }
+            }
+        }
+        if count > 20 { out.append(XRError("\(count - 20) more rows point to missing images", file: rows.url.path, field: "data.image_column")) }
+        return out
     }
 }

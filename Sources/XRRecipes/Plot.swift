@@ -26,7 +26,7 @@ struct Canvas {
         for y in min(y0, y1)...max(y0, y1) { for x in min(x0, x1)...max(x0, x1) { blend(x, y, c, alpha: alpha) } }
     }
 
-    /// A line `thickness` pixels wide (Bresenham with a square brush).
+    /// A one-pixel hairline (grid lines, axes): Bresenham, no smoothing, so it stays crisp.
     mutating func line(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: (UInt8, UInt8, UInt8), thickness: Int = 1) {
         var x = x0, y = y0
         let dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1
@@ -39,6 +39,30 @@ struct Canvas {
             if e2 >= dy { err += dy; x += sx }
             if e2 <= dx { err += dx; y += sy }
         }
+    }
+
+    /// An anti-aliased line `width` pixels wide with round caps: each pixel near the segment is
+    /// blended by its coverage, approximated as clamp(lineWidth/2 + 0.5 − distance, 0, 1) where
+    /// distance is from the pixel centre to the segment.
+    mutating func smoothLine(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: (UInt8, UInt8, UInt8), lineWidth: Double) {
+        let r = lineWidth / 2
+        let vx = x1 - x0, vy = y1 - y0, len2 = vx * vx + vy * vy
+        let xa = Int((min(x0, x1) - r - 1).rounded(.down)), xb = Int((max(x0, x1) + r + 1).rounded(.up))
+        let ya = Int((min(y0, y1) - r - 1).rounded(.down)), yb = Int((max(y0, y1) + r + 1).rounded(.up))
+        for y in max(ya, 0)...max(min(yb, height - 1), 0) {
+            for x in max(xa, 0)...max(min(xb, width - 1), 0) {
+                let px = Double(x) - x0, py = Double(y) - y0
+                let t = len2 > 0 ? min(max((px * vx + py * vy) / len2, 0), 1) : 0
+                let ex = px - t * vx, ey = py - t * vy
+                let coverage = min(max(r + 0.5 - (ex * ex + ey * ey).squareRoot(), 0), 1)
+                if coverage > 0 { blend(x, y, c, alpha: coverage) }
+            }
+        }
+    }
+
+    /// An anti-aliased filled disc (markers).
+    mutating func disc(_ cx: Double, _ cy: Double, radius: Double, _ c: (UInt8, UInt8, UInt8)) {
+        smoothLine(cx, cy, cx, cy, c, lineWidth: 2 * radius)
     }
 
     /// Text with the 5×7 font at `scale`; returns the width drawn.
@@ -78,7 +102,7 @@ enum LearningCurvePlot {
         let xs = Array(Set(series.flatMap { $0.points.map(\.x) })).sorted()
         let ys = series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } }.filter(\.isFinite)
         guard let xmin = xs.first, let xmax = xs.last, let ylo = ys.min(), let yhi = ys.max() else {
-            c.text("NO FINISHED CELLS TO PLOT", x: left, y: top + ph / 2)
+            c.text("No finished cells to plot", x: left, y: top + ph / 2)
             return try PNGCodec.encodeRGB8(width: W, height: H, pixels: c.pixels)
         }
         let step = (yhi - ylo) > 0.3 ? 0.1 : ((yhi - ylo) > 0.12 ? 0.05 : 0.02)
@@ -106,7 +130,7 @@ enum LearningCurvePlot {
         c.line(left, top, left, top + ph, (60, 60, 60), thickness: 2)
         c.line(left, top + ph, left + pw, top + ph, (60, 60, 60), thickness: 2)
         c.text(title, x: left, y: 22)
-        let xl = "SHOTS PER CLASS (LOG SCALE)"
+        let xl = "Shots per class (log2 scale)"
         c.text(xl, x: left + pw / 2 - Canvas.textWidth(xl) / 2, y: H - 48)
         c.text(yLabel, x: 18, y: top + ph / 2 + Canvas.textWidth(yLabel) / 2, vertical: true)
         c.text(note, x: left, y: H - 22, scale: 1, (90, 90, 90))
@@ -126,11 +150,14 @@ enum LearningCurvePlot {
         for (i, s) in series.enumerated() {
             let col = palette[i % palette.count]
             let pts = s.points.sorted { $0.x < $1.x }
-            for (a, b) in zip(pts, pts.dropFirst()) { c.line(px(a.x), py(a.y), px(b.x), py(b.y), col, thickness: 3) }
-            for p in pts { c.rect(px(p.x) - 4, py(p.y) - 4, px(p.x) + 4, py(p.y) + 4, col) }
+            for (a, b) in zip(pts, pts.dropFirst()) {
+                c.smoothLine(Double(px(a.x)), Double(py(a.y)), Double(px(b.x)), Double(py(b.y)), col, lineWidth: 3)
+            }
+            for p in pts { c.disc(Double(px(p.x)), Double(py(p.y)), radius: 5, col) }
             // Legend.
             let ly = top + 10 + i * 30
-            c.rect(left + pw + 25, ly + 3, left + pw + 50, ly + 9, col)
+            c.rect(left + pw + 25, ly + 6, left + pw + 50, ly + 8, col)
+            c.disc(Double(left + pw + 37), Double(ly + 7), radius: 5, col)
             c.text(s.name, x: left + pw + 60, y: ly)
         }
         return try PNGCodec.encodeRGB8(width: W, height: H, pixels: c.pixels)

@@ -1,17 +1,37 @@
 // The recipe: one YAML file describing a few-shot study. Schema documented in docs/recipes.md.
+//
+// Resolution is layered: built-in defaults (the property initialisers and
+// `Recipe.Method.withDefaults`) → the file → `--set key.path=value` overrides. The resolved value
+// has every default filled in, so `resolved.yaml` says exactly what ran.
 import Foundation
 import Yams
 import XRTensor
-import XRProbe
+import XRModels
 
 /// A fully resolved recipe (built-in defaults → file → `--set` overrides). Paths are stored
-/// as written; `baseDirectory` resolves relative ones.
+/// as written; `LoadedRecipe.resolve` makes relative ones absolute (against the recipe's folder).
+/// Property names are the YAML keys.
 public struct Recipe: Codable, Equatable, Sendable {
+    /// The encoder for image manifests.
     public struct Model: Codable, Equatable, Sendable {
+        /// Hugging Face folder (`config.json` + weights) or a `.safetensors` file.
         public var path: String
+        /// Named architecture for bare checkpoints (`ViTConfig.presetNames`).
         public var preset: String?
+        /// Attention heads, for bare checkpoints without a preset.
         public var heads: Int?
         public var batch_size: Int = 8
+        /// Explicit image preparation, for checkpoints without `preprocessor_config.json` (or to override it).
+        public var preprocessing: Preprocess?
+    }
+    /// Resize the shorter side to `size`, centre-crop `crop`, normalise with `mean` / `std`.
+    public struct Preprocess: Codable, Equatable, Sendable {
+        public var size: Int
+        public var crop: Int?
+        public var mean: [Double]
+        public var std: [Double]
+        /// bicubic or bilinear.
+        public var interpolation: String = "bicubic"
     }
     public struct Subgroup: Codable, Equatable, Sendable {
         public var column: String
@@ -19,15 +39,18 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var bins: [Double]?
     }
     public struct DataSpec: Codable, Equatable, Sendable {
+        /// CSV, one row per image (or per feature row): ids, labels, patient, split, subgroup columns.
         public var manifest: String
+        /// Image path column (relative to the manifest's folder); also the row id.
         public var image_column: String = "path"
         /// Pipe-separated labels in one column …
         public var label_column: String?
         /// … or one 0/1 column per label (label name → column).
         public var label_columns: [String: String]?
-        /// Label names: the binary tasks (multilabel) or the classes (multiclass).
+        /// Label names: the binary tasks (multilabel), the classes (multiclass), or the one positive label (binary).
         public var labels: [String]
-        /// multilabel (one binary task per label) or multiclass (one task over `labels`).
+        /// `multilabel` (one binary task per label), `multiclass` (one task over `labels`) or
+        /// `binary` (one label, present or absent).
         public var task: String = "multilabel"
         public var patient_column: String?
         public var split_column: String?
@@ -36,12 +59,16 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// Keep only rows whose column holds one of the listed values (column → values).
         public var `where`: [String: [String]] = [:]
     }
+    /// Precomputed features instead of a model.
     public struct Features: Codable, Equatable, Sendable {
-        /// A .safetensors or .npy matrix (N, D), row for row with the manifest.
+        /// A `.safetensors` file (tensors named by `representation`, or `tensor`), a `.npy` (N, D)
+        /// matrix, or the `feats.npy` name given to `xrlab embed` (which writes `feats.<tensor>.npy`).
+        /// Rows follow the embed sidecar (`feats.json`) when present, else the manifest row for row.
         public var matrix: String
-        /// Tensor name inside a safetensors file.
-        public var tensor: String = "cls"
+        /// One tensor name to use as is, instead of the tensors `representation` names.
+        public var tensor: String?
     }
+    /// A probe and its hyperparameter grid. Resolved recipes carry every default.
     public struct Method: Codable, Equatable, Sendable {
         public var name: String
         public var C: [Double]?
@@ -50,6 +77,31 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var folds: Int?
         public var k: [Int]?
         public var temperature: Double?
+
+        /// Keys that apply to each method.
+        public static let keys: [String: [String]] = [
+            "logistic": ["C", "cv_min_shots", "default_C", "folds"],
+            "knn": ["k", "temperature"],
+            "prototype": ["temperature"],
+        ]
+
+        /// The built-in defaults filled in where the recipe left a key out.
+        public func withDefaults() -> Method {
+            var m = self
+            switch name {
+            case "logistic":
+                m.C = C ?? [0.01, 0.1, 1, 10]
+                m.cv_min_shots = cv_min_shots ?? 4
+                m.default_C = default_C ?? 1.0
+                m.folds = folds ?? 3
+            case "knn":
+                m.k = k ?? [20]
+                m.temperature = temperature ?? 0.07
+            default:
+                m.temperature = temperature ?? 0.07
+            }
+            return m
+        }
     }
 
     public var version: Int = 1
@@ -57,17 +109,31 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var model: Model?
     public var data: DataSpec
     public var features: Features?
+    /// Concatenated image features: `cls`, `patch_mean`, `lastN_cls`.
     public var representation: [String] = ["cls"]
     public var methods: [Method]
+    /// Labelled examples per class (sorted, unique).
     public var shots: [Int]
     public var seeds: Int = 5
     public var metrics: [String] = ["auroc", "auprc", "balanced_accuracy"]
     public var primary_metric: String = "auroc"
+    /// Bootstrap resamples over test images (0 disables).
     public var bootstrap: Int = 1000
+    /// Run directory.
     public var output: String
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
     public static let knownMethods = ["logistic", "knn", "prototype"]
+    public static let knownTasks = ["multilabel", "multiclass", "binary"]
+    /// Fields that only say where results go; they do not enter the fingerprint.
+    public static let outputOnlyFields: Set<String> = ["output"]
+
+    /// `lastN_cls` → N (nil for other names).
+    public static func lastBlocks(_ representation: String) -> Int? {
+        guard representation.hasPrefix("last"), representation.hasSuffix("_cls"),
+              let n = Int(representation.dropFirst(4).dropLast(4)), n >= 1 else { return nil }
+        return n
+    }
 }
 
 /// A recipe file read and resolved, with where it came from.
@@ -82,216 +148,481 @@ public struct LoadedRecipe: Sendable {
         path.hasPrefix("/") ? URL(fileURLWithPath: path) : baseDirectory.appendingPathComponent(path)
     }
 
-    /// The resolved recipe as YAML (what runs, defaults included).
-    public func resolvedYAML() throws -> String { try YAMLEncoder().encode(recipe) }
+    /// The recipe with its paths (model, manifest, features, output) made absolute, so it means
+    /// the same thing wherever it is read from — what `resolved.yaml` holds and the fingerprint hashes.
+    public var absolute: Recipe {
+        var a = recipe
+        a.model?.path = resolve(recipe.model?.path ?? "").standardizedFileURL.path
+        a.data.manifest = resolve(recipe.data.manifest).standardizedFileURL.path
+        a.features?.matrix = resolve(recipe.features?.matrix ?? "").standardizedFileURL.path
+        a.output = resolve(recipe.output).standardizedFileURL.path
+        return a
+    }
+
+    /// The resolved recipe as YAML (what runs, defaults included): keys in schema order,
+    /// numbers written plainly (`0.3`, not `3e-1`), lists of scalars on one line. With
+    /// `absolutePaths` (as written to run directories) it can be run again from anywhere.
+    public func resolvedYAML(absolutePaths: Bool = false) throws -> String {
+        try Self.readableYAML(YAMLEncoder().encode(absolutePaths ? absolute : recipe))
+    }
+
+    static func readableYAML(_ yaml: String) throws -> String {
+        guard let node = try Yams.compose(yaml: yaml) else { return yaml }
+        func tidy(_ n: Node) -> Node {
+            switch n {
+            case var .scalar(s):
+                if s.style == .plain, s.string.contains("e"), let d = Double(s.string), d.isFinite {
+                    s.string = d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
+                }
+                return .scalar(s)
+            case var .sequence(q):
+                q = Node.Sequence(q.map(tidy), q.tag, q.allSatisfy { if case .scalar = $0 { return true } else { return false } } ? .flow : .block)
+                return .sequence(q)
+            case let .mapping(m):
+                var out = Node.Mapping([], m.tag, .block)
+                for (k, v) in m {
+                    // Empty maps (no subgroups, no row filter) add nothing to read.
+                    if case let .mapping(inner) = v, inner.count == 0 { continue }
+                    out[k] = tidy(v)
+                }
+                return .mapping(out)
+            }
+        }
+        return try Yams.serialize(node: tidy(node))
+    }
 
     /// SHA-256 of the resolved recipe without output-only fields: two runs may share a run
     /// directory only if this matches.
     public var fingerprint: String {
-        var r = recipe
-        r.output = ""
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return SHA256.hex((try? e.encode(r)) ?? Data())
+        SHA256.hex(Data(Self.canonicalJSON(fingerprinted).utf8))
+    }
+
+    /// The fields that enter the fingerprint, as a JSON object (keys sorted).
+    var fingerprinted: [String: Any] {
+        var obj = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(absolute))) as? [String: Any] ?? [:]
+        for k in Recipe.outputOnlyFields { obj.removeValue(forKey: k) }
+        return obj
+    }
+
+    static func canonicalJSON(_ value: Any) -> String {
+        (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 }
 
 public enum RecipeLoader {
-    /// Read, apply `--set key.path=value` overrides, and validate. Errors name the file and
-    /// `line:column`, or the override.
+    /// Read, apply `--set key.path=value` overrides, and validate. Throws the first problem
+    /// (errors name the file and `line:column`, or the override); `check` returns all of them.
     public static func load(_ url: URL, overrides: [String] = []) throws -> LoadedRecipe {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-            throw XRError("cannot read recipe: \(error.localizedDescription)", file: url.path)
-        }
-        return try load(text: text, file: url, overrides: overrides)
+        let (recipe, problems) = check(url, overrides: overrides)
+        if let first = problems.first { throw first }
+        guard let recipe else { throw XRError("recipe could not be read", file: url.path) }
+        return recipe
     }
 
     public static func load(text: String, file: URL, overrides: [String] = []) throws -> LoadedRecipe {
+        let (recipe, problems) = check(text: text, file: file, overrides: overrides)
+        if let first = problems.first { throw first }
+        guard let recipe else { throw XRError("recipe could not be read", file: file.path) }
+        return recipe
+    }
+
+    /// Every schema problem of a recipe file (empty when it is valid, and then the recipe).
+    public static func check(_ url: URL, overrides: [String] = []) -> (LoadedRecipe?, [XRError]) {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            let exists = FileManager.default.fileExists(atPath: url.path)
+            return (nil, [XRError(exists ? "cannot read recipe (not UTF-8 text?)" : "recipe not found", file: url.path)])
+        }
+        return check(text: text, file: url, overrides: overrides)
+    }
+
+    public static func check(text: String, file: URL, overrides: [String] = []) -> (LoadedRecipe?, [XRError]) {
+        let ctx = ParseContext(file: file.path)
         var root: Node
         do {
-            guard let n = try Yams.compose(yaml: text) else { throw XRError("recipe is empty", file: file.path) }
+            guard let n = try Yams.compose(yaml: text) else { return (nil, [XRError("recipe is empty", file: file.path)]) }
             root = n
-        } catch let e as XRError { throw e } catch let e as YamlError {
-            throw XRError("not valid YAML: \(e)", file: file.path)
+        } catch let e as YamlError {
+            return (nil, [XRError("not valid YAML: \(e)", file: file.path, field: yamlErrorPosition(e))])
         } catch {
-            throw XRError("not valid YAML: \(error)", file: file.path)
+            return (nil, [XRError("not valid YAML: \(error)", file: file.path)])
         }
-        for o in overrides { root = try applyOverride(o, to: root, file: file.path) }
-        let recipe = try parse(YNode(node: root, path: "", file: file.path))
-        return LoadedRecipe(recipe: recipe, file: file, baseDirectory: file.deletingLastPathComponent(), overrides: overrides)
+        for o in overrides {
+            guard let r = ctx.attempt({ try applyOverride(o, to: root, ctx: ctx) }) else { continue }
+            root = r
+        }
+        let recipe = parse(YNode(node: root, path: "", ctx: ctx))
+        guard ctx.issues.isEmpty, let recipe else { return (nil, ctx.issues) }
+        return (LoadedRecipe(recipe: recipe, file: file, baseDirectory: file.deletingLastPathComponent(), overrides: overrides), [])
     }
 
-    /// `a.b.c=value`: set (or add) a key; the value is read as YAML (`shots=[1,2,4]` works).
-    static func applyOverride(_ o: String, to root: Node, file: String) throws -> Node {
+    static func yamlErrorPosition(_ e: YamlError) -> String? {
+        switch e {
+        case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _):
+            return "line \(mark.line):\(mark.column)"
+        default: return nil
+        }
+    }
+
+    /// `a.b.c=value`, `methods.0.k=[5, 10]`: set (or add) a key; the value is read as YAML
+    /// (`shots=[1,2,4]` works). Errors name the override.
+    static func applyOverride(_ o: String, to root: Node, ctx: ParseContext) throws -> Node {
         guard let eq = o.firstIndex(of: "=") else {
-            throw XRError("override must look like key.path=value", file: file, field: "--set \(o)")
+            throw XRError("override must look like key.path=value", file: ctx.file, field: "--set \(o)")
         }
-        let path = o[..<eq].split(separator: ".").map(String.init)
+        let keys = o[..<eq].split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         let valueText = String(o[o.index(after: eq)...])
-        guard !path.isEmpty else { throw XRError("empty key in override", file: file, field: "--set \(o)") }
-        let value: Node
-        do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
-            throw XRError("override value is not valid YAML", file: file, field: "--set \(o)")
+        guard !keys.isEmpty, keys.allSatisfy({ !$0.isEmpty }) else {
+            throw XRError("empty key in override", file: ctx.file, field: "--set \(o)")
         }
-        func set(_ node: Node, _ keys: ArraySlice<String>) throws -> Node {
-            guard let k = keys.first else { return value }
-            guard case var .mapping(m) = node else {
-                throw XRError("'\(k)' is set inside a value that is not a mapping", file: file, field: "--set \(o)")
+        var value: Node
+        do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
+            throw XRError("override value is not valid YAML", file: ctx.file, field: "--set \(o)")
+        }
+        value = stripMarks(value)
+        var path = ""
+        func set(_ node: Node?, _ rest: ArraySlice<String>) throws -> Node {
+            guard let k = rest.first else { return value }
+            if let node, case var .sequence(seq) = node {
+                guard let i = Int(k), i >= 0, i < seq.count else {
+                    throw XRError("'\(k)' is not an index of the list at '\(path)' (it has \(seq.count) items)", file: ctx.file, field: "--set \(o)")
+                }
+                path += "[\(i)]"
+                seq[i] = try set(seq[i], rest.dropFirst())
+                return .sequence(seq)
             }
-            let child = m[Node(k)] ?? Node.mapping(Node.Mapping([]))
-            m[Node(k)] = try set(child, keys.dropFirst())
+            var m: Node.Mapping
+            if let node {
+                guard case let .mapping(existing) = node else {
+                    throw XRError("'\(k)' is set inside '\(path)', which is not a mapping", file: ctx.file, field: "--set \(o)")
+                }
+                m = existing
+            } else {
+                m = Node.Mapping([])
+            }
+            path += path.isEmpty ? k : ".\(k)"
+            m[Node(k)] = try set(m[Node(k)], rest.dropFirst())
             return .mapping(m)
         }
-        return try set(root, path[...])
+        let out = try set(root, keys[...])
+        ctx.overrides.append((path, o))
+        return out
     }
 
-    static func parse(_ root: YNode) throws -> Recipe {
-        let top = try root.mapping(allowed: ["version", "name", "model", "data", "features", "representation", "methods",
-                                             "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output"])
-        func req(_ m: [String: YNode], _ k: String, in node: YNode) throws -> YNode {
-            guard let v = m[k], !v.isNull else { throw node.error("missing required key '\(k)'") }
+    /// Override values carry no position in the recipe file.
+    static func stripMarks(_ n: Node) -> Node {
+        switch n {
+        case let .scalar(s): return .scalar(Node.Scalar(s.string, s.tag, s.style))
+        case let .sequence(q): return .sequence(Node.Sequence(q.map(stripMarks), q.tag, q.style))
+        case let .mapping(m):
+            var out = Node.Mapping([], m.tag, m.style)
+            for (k, v) in m { out[stripMarks(k)] = stripMarks(v) }
+            return .mapping(out)
+        }
+    }
+
+    // MARK: schema
+
+    static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output"]
+
+    /// Parse the whole document, recording every problem in the context; nil when a required
+    /// part is missing or wrong.
+    static func parse(_ root: YNode) -> Recipe? {
+        let ctx = root.ctx
+        guard let top = ctx.attempt({ try root.mapping(allowed: topKeys) }) else { return nil }
+        func required(_ m: [String: YNode], _ k: String, in node: YNode) -> YNode? {
+            guard let v = m[k], !v.isNull else { ctx.record(node.error("missing required key '\(k)'")); return nil }
             return v
         }
         if let v = top["version"] {
-            let n = try v.int()
-            guard n == 1 else {
-                throw v.error("recipe version \(n) is not supported (this xrlab reads version 1)", hint: "upgrade xrlab (it is \(XRLabVersion.string))")
-            }
-        }
-        var model: Recipe.Model?
-        if let m = top["model"], !m.isNull {
-            let mm = try m.mapping(allowed: ["path", "preset", "heads", "batch_size"])
-            model = Recipe.Model(path: try req(mm, "path", in: m).string(), preset: try mm["preset"].map { try $0.string() },
-                                 heads: try mm["heads"].map { try $0.int() }, batch_size: try mm["batch_size"]?.int() ?? 8)
-            if model?.batch_size ?? 1 < 1 { throw (mm["batch_size"] ?? m).error("batch_size must be at least 1") }
-        }
-        let dn = try req(top, "data", in: root)
-        let d = try dn.mapping(allowed: ["manifest", "image_column", "label_column", "label_columns", "labels", "task",
-                                         "patient_column", "split_column", "test_fraction", "subgroups", "where"])
-        var data = Recipe.DataSpec(manifest: try req(d, "manifest", in: dn).string(), labels: [])
-        if let v = d["image_column"] { data.image_column = try v.string() }
-        if let v = d["label_column"] { data.label_column = try v.string() }
-        if let v = d["label_columns"] {
-            var map: [String: String] = [:]
-            guard case let .mapping(m) = v.node else { throw v.error("expected a mapping label → column") }
-            for (k, c) in m { map[k.string ?? ""] = try YNode(node: c, path: "\(v.path).\(k.string ?? "")", file: v.file).string() }
-            data.label_columns = map
-        }
-        let labelsNode = try req(d, "labels", in: dn)
-        data.labels = try labelsNode.listOrScalar().map { try $0.string() }
-        if data.labels.isEmpty { throw labelsNode.error("labels must list at least one label") }
-        if Set(data.labels).count != data.labels.count { throw labelsNode.error("labels are listed twice") }
-        if let v = d["task"] {
-            data.task = try v.string()
-            guard ["multilabel", "multiclass"].contains(data.task) else { throw v.error("task must be multilabel or multiclass") }
-        }
-        if data.task == "multiclass" && data.labels.count < 2 { throw labelsNode.error("a multiclass task needs at least two classes") }
-        if data.label_column == nil && data.label_columns == nil { throw dn.error("give label_column (pipe-separated) or label_columns") }
-        if let lc = data.label_columns {
-            for l in data.labels where lc[l] == nil { throw labelsNode.error("label '\(l)' has no entry in label_columns") }
-        }
-        if let v = d["patient_column"] { data.patient_column = try v.string() }
-        if let v = d["split_column"] { data.split_column = try v.string() }
-        if let v = d["test_fraction"] {
-            data.test_fraction = try v.double()
-            guard data.test_fraction > 0 && data.test_fraction < 1 else { throw v.error("test_fraction must be between 0 and 1") }
-        }
-        if let sg = d["subgroups"], !sg.isNull {
-            guard case let .mapping(m) = sg.node else { throw sg.error("expected a mapping name → {column, bins}") }
-            for (k, v) in m {
-                let name = k.string ?? ""
-                let node = YNode(node: v, path: "\(sg.path).\(name)", file: sg.file)
-                let s = try node.mapping(allowed: ["column", "bins"])
-                var bins: [Double]? = nil
-                if let b = s["bins"] {
-                    bins = try b.list().map { try $0.double() }
-                    if (bins?.count ?? 0) < 2 || bins != bins?.sorted() { throw b.error("bins must be at least two increasing numbers") }
+            _ = ctx.attempt {
+                let n = try v.int()
+                guard n == 1 else {
+                    throw v.error("recipe version \(n) is not supported (this xrlab reads version 1)",
+                                  hint: "upgrade xrlab (this is \(XRLabVersion.string))")
                 }
-                data.subgroups[name] = Recipe.Subgroup(column: try req(s, "column", in: node).string(), bins: bins)
             }
         }
-        if let w = d["where"], !w.isNull {
-            guard case let .mapping(m) = w.node else { throw w.error("expected a mapping column → value or list of values") }
-            for (k, v) in m {
-                let node = YNode(node: v, path: "\(w.path).\(k.string ?? "")", file: w.file)
-                data.where[k.string ?? ""] = try node.listOrScalar().map { try $0.string() }
-            }
+        let name = required(top, "name", in: root).flatMap { n in ctx.attempt { try n.string() } }
+        let output = required(top, "output", in: root).flatMap { n in ctx.attempt { try n.string() } }
+        let model = top["model"].flatMap { $0.isNull ? nil : parseModel($0) }
+        let data = required(top, "data", in: root).flatMap { parseData($0) }
+        let features: Recipe.Features? = top["features"].flatMap { f in
+            if f.isNull { return nil }
+            return ctx.attempt {
+                let fm = try f.mapping(allowed: ["matrix", "tensor"])
+                guard let matrix = required(fm, "matrix", in: f) else { return nil }
+                return Recipe.Features(matrix: try matrix.string(), tensor: try fm["tensor"].map { try $0.string() })
+            } ?? nil
         }
-        var features: Recipe.Features?
-        if let f = top["features"], !f.isNull {
-            let fm = try f.mapping(allowed: ["matrix", "tensor"])
-            features = Recipe.Features(matrix: try req(fm, "matrix", in: f).string(), tensor: try fm["tensor"]?.string() ?? "cls")
-        }
-        if model == nil && features == nil {
-            throw root.error("the recipe needs either model (to encode the manifest's images) or features (a precomputed matrix)")
+        if top["model"].map({ !$0.isNull }) != true && top["features"].map({ !$0.isNull }) != true {
+            ctx.record(root.error("the recipe needs either model (to encode the manifest's images) or features (a precomputed matrix)"))
+        } else if model != nil && features != nil, let f = top["features"] {
+            ctx.record(f.error("give either model or features, not both",
+                               hint: "features are precomputed from the images; remove model (or features) from the recipe"))
         }
         var representation = ["cls"]
         if let r = top["representation"] {
-            representation = try r.listOrScalar().map { n in
-                let s = try n.string()
-                guard s == "cls" || s == "patch_mean" || (s.hasPrefix("last") && s.hasSuffix("_cls") && Int(s.dropFirst(4).dropLast(4)) != nil) else {
-                    throw n.error("unknown representation '\(s)'", hint: "use cls, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
+            representation = ctx.attempt {
+                try r.listOrScalar().map { n in
+                    let s = try n.string()
+                    guard s == "cls" || s == "patch_mean" || Recipe.lastBlocks(s) != nil else {
+                        throw n.error("unknown representation '\(s)'", hint: "use cls, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
+                    }
+                    return s
                 }
-                return s
-            }
+            } ?? representation
+            if representation.isEmpty { ctx.record(r.error("list at least one representation")) }
+            if Set(representation).count != representation.count { ctx.record(r.error("a representation is listed twice")) }
         }
-        let methodsNode = try req(top, "methods", in: root)
         var methods: [Recipe.Method] = []
-        for mn in try methodsNode.list() {
-            let m = try mn.mapping(allowed: ["name", "C", "cv_min_shots", "default_C", "folds", "k", "temperature"])
-            let nameNode = try req(m, "name", in: mn)
-            let name = try nameNode.string()
-            guard Recipe.knownMethods.contains(name) else {
-                throw nameNode.error("unknown method '\(name)'" + (closest(name, in: Recipe.knownMethods).map { " — did you mean '\($0)'?" } ?? ""),
-                                     hint: "methods: " + Recipe.knownMethods.joined(separator: ", "))
+        if let mn = required(top, "methods", in: root), let list = ctx.attempt({ try mn.list() }) {
+            methods = list.compactMap(parseMethod)
+            if list.isEmpty { ctx.record(mn.error("list at least one method")) }
+            var seen = Set<String>()
+            for (m, node) in zip(methods, list) where !seen.insert(m.name).inserted {
+                ctx.record(node.error("method '\(m.name)' is listed twice", hint: "put all its hyperparameters in one entry (grids are lists)"))
             }
-            var method = Recipe.Method(name: name)
-            if let v = m["C"] {
-                method.C = try v.listOrScalar().map { n in let c = try n.double(); if c <= 0 { throw n.error("C must be positive") }; return c }
-            }
-            if let v = m["cv_min_shots"] { method.cv_min_shots = try v.int() }
-            if let v = m["default_C"] { method.default_C = try v.double() }
-            if let v = m["folds"] { method.folds = try v.int(); if (method.folds ?? 0) < 2 { throw v.error("folds must be at least 2") } }
-            if let v = m["k"] {
-                method.k = try v.listOrScalar().map { n in let k = try n.int(); if k < 1 { throw n.error("k must be at least 1") }; return k }
-            }
-            if let v = m["temperature"] { method.temperature = try v.double(); if (method.temperature ?? 0) <= 0 { throw v.error("temperature must be positive") } }
-            let extra: [String]
-            switch name {
-            case "logistic": extra = ["k", "temperature"].filter { m[$0] != nil }
-            case "knn": extra = ["C", "cv_min_shots", "default_C", "folds"].filter { m[$0] != nil }
-            default: extra = ["C", "cv_min_shots", "default_C", "folds", "k"].filter { m[$0] != nil }
-            }
-            if let e = extra.first, let n = m[e] { throw n.error("'\(e)' does not apply to method \(name)") }
-            methods.append(method)
         }
-        if methods.isEmpty { throw methodsNode.error("list at least one method") }
-        let shotsNode = try req(top, "shots", in: root)
-        let shots = try shotsNode.listOrScalar().map { n in let k = try n.int(); if k < 1 { throw n.error("shots must be at least 1, got \(k)") }; return k }
-        if shots.isEmpty { throw shotsNode.error("list at least one shot count") }
-        var recipe = Recipe(name: try req(top, "name", in: root).string(), model: model, data: data, features: features,
-                            representation: representation, methods: methods, shots: Array(Set(shots)).sorted(),
-                            output: try req(top, "output", in: root).string())
-        if let v = top["seeds"] { recipe.seeds = try v.int(); if recipe.seeds < 1 { throw v.error("seeds must be at least 1") } }
-        if let v = top["metrics"] {
-            recipe.metrics = try v.listOrScalar().map { n in
-                let s = try n.string()
-                guard Recipe.knownMetrics.contains(s) else {
-                    throw n.error("unknown metric '\(s)'" + (closest(s, in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                                  hint: "metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+        var shots: [Int] = []
+        if let sn = required(top, "shots", in: root) {
+            shots = ctx.attempt {
+                try sn.listOrScalar().compactMap { n in
+                    let k = try n.int()
+                    if k < 1 { ctx.record(n.error("shots must be at least 1, got \(k)")); return nil }
+                    return k
                 }
-                return s
+            } ?? []
+            if case let .sequence(q) = sn.node, q.isEmpty { ctx.record(sn.error("list at least one shot count")) }
+        }
+        let seeds = top["seeds"].flatMap { v in ctx.attempt { () -> Int in
+            let n = try v.int()
+            if n < 1 { throw v.error("seeds must be at least 1, got \(n)") }
+            return n
+        } }
+        let metrics = top["metrics"].flatMap { v in ctx.attempt { try v.listOrScalar().compactMap { n -> String? in
+            let s = try n.string()
+            guard Recipe.knownMetrics.contains(s) else {
+                ctx.record(n.error("unknown metric '\(s)'" + (closest(s, in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
+                                   hint: "metrics: " + Recipe.knownMetrics.joined(separator: ", ")))
+                return nil
             }
-        }
-        if let v = top["primary_metric"] {
-            recipe.primary_metric = try v.string()
-            guard Recipe.knownMetrics.contains(recipe.primary_metric) else { throw v.error("unknown metric '\(recipe.primary_metric)'") }
-        }
+            return s
+        } } }
+        let primary = top["primary_metric"].flatMap { v in ctx.attempt { () -> String in
+            let s = try v.string()
+            guard Recipe.knownMetrics.contains(s) else {
+                throw v.error("unknown metric '\(s)'" + (closest(s, in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
+                              hint: "metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+            }
+            return s
+        } }
+        // bootstrap: 1000, or {resamples: 1000}.
+        let bootstrap = top["bootstrap"].flatMap { v in ctx.attempt { () -> Int in
+            var n = v
+            if case .mapping = v.node {
+                guard let r = try v.mapping(allowed: ["resamples"])["resamples"] else { throw v.error("missing required key 'resamples'") }
+                n = r
+            }
+            let b = try n.int()
+            if b < 0 { throw n.error("bootstrap resamples must be ≥ 0 (0 disables it), got \(b)") }
+            return b
+        } }
+
+        guard let name, let output, let data else { return nil }
+        var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
+                            methods: methods.map { $0.withDefaults() }, shots: Array(Set(shots)).sorted(), output: output)
+        if let seeds { recipe.seeds = seeds }
+        if let metrics { recipe.metrics = metrics }
+        if let primary { recipe.primary_metric = primary }
         if !recipe.metrics.contains(recipe.primary_metric) { recipe.metrics.insert(recipe.primary_metric, at: 0) }
-        if let v = top["bootstrap"] { recipe.bootstrap = try v.int(); if recipe.bootstrap < 0 { throw v.error("bootstrap must be ≥ 0 (0 disables it)") } }
+        if let bootstrap { recipe.bootstrap = bootstrap }
         return recipe
     }
+
+    static func parseModel(_ m: YNode) -> Recipe.Model? {
+        let ctx = m.ctx
+        guard let mm = ctx.attempt({ try m.mapping(allowed: ["path", "preset", "heads", "batch_size", "preprocessing"]) }) else { return nil }
+        guard let pathNode = mm["path"], !pathNode.isNull else { ctx.record(m.error("missing required key 'path'")); return nil }
+        guard let path = ctx.attempt({ try pathNode.string() }) else { return nil }
+        var model = Recipe.Model(path: path)
+        if let v = mm["preset"], !v.isNull {
+            model.preset = ctx.attempt {
+                let s = try v.string()
+                guard ViTPresets.names.contains(s) else {
+                    throw v.error("unknown preset '\(s)'" + (closest(s, in: ViTPresets.names).map { " — did you mean '\($0)'?" } ?? ""),
+                                  hint: "presets: " + ViTPresets.names.joined(separator: ", "))
+                }
+                return s
+            }
+        }
+        if let v = mm["heads"], !v.isNull {
+            model.heads = ctx.attempt { let h = try v.int(); if h < 1 { throw v.error("heads must be at least 1") }; return h }
+        }
+        if let v = mm["batch_size"] {
+            model.batch_size = ctx.attempt { let b = try v.int(); if b < 1 { throw v.error("batch_size must be at least 1, got \(b)") }; return b } ?? 8
+        }
+        if let p = mm["preprocessing"], !p.isNull {
+            model.preprocessing = ctx.attempt { () -> Recipe.Preprocess? in
+                let pm = try p.mapping(allowed: ["size", "crop", "mean", "std", "interpolation"])
+                func triple(_ key: String) throws -> [Double] {
+                    guard let n = pm[key] else { throw p.error("missing required key '\(key)'") }
+                    let v = try n.listOrScalar().map { try $0.double() }
+                    guard v.count == 1 || v.count == 3 else { throw n.error("\(key) takes one or three numbers (one per channel)") }
+                    if key == "std", v.contains(where: { $0 <= 0 }) { throw n.error("std must be positive") }
+                    return v.count == 1 ? [v[0], v[0], v[0]] : v
+                }
+                guard let sizeNode = pm["size"] else { throw p.error("missing required key 'size'") }
+                let size = try sizeNode.int()
+                if size < 1 { throw sizeNode.error("size must be at least 1") }
+                var out = Recipe.Preprocess(size: size, crop: try pm["crop"].map { try $0.int() }, mean: try triple("mean"), std: try triple("std"))
+                if let c = out.crop, c < 1 { throw (pm["crop"] ?? p).error("crop must be at least 1") }
+                if let i = pm["interpolation"] {
+                    out.interpolation = try i.string()
+                    guard ["bicubic", "bilinear"].contains(out.interpolation) else { throw i.error("interpolation must be bicubic or bilinear") }
+                }
+                return out
+            } ?? nil
+        }
+        return model
+    }
+
+    static func parseData(_ dn: YNode) -> Recipe.DataSpec? {
+        let ctx = dn.ctx
+        guard let d = ctx.attempt({
+            try dn.mapping(allowed: ["manifest", "image_column", "label_column", "label_columns", "labels", "task",
+                                     "patient_column", "split_column", "test_fraction", "subgroups", "where"])
+        }) else { return nil }
+        func string(_ key: String) -> String? { d[key].flatMap { n in n.isNull ? nil : ctx.attempt { try n.string() } } }
+        let manifest = string("manifest")
+        if d["manifest"]?.isNull ?? true { ctx.record(dn.error("missing required key 'manifest'")) }
+        var data = Recipe.DataSpec(manifest: manifest ?? "", labels: [])
+        if let v = string("image_column") { data.image_column = v }
+        data.label_column = string("label_column")
+        data.patient_column = string("patient_column")
+        data.split_column = string("split_column")
+        if let v = d["label_columns"], !v.isNull {
+            data.label_columns = ctx.attempt {
+                var map: [String: String] = [:]
+                for (k, c) in try v.entries() { map[k] = try c.string() }
+                return map
+            }
+        }
+        if let v = d["task"] {
+            _ = ctx.attempt {
+                let t = try v.string()
+                guard Recipe.knownTasks.contains(t) else {
+                    throw v.error("task must be one of \(Recipe.knownTasks.joined(separator: ", ")), not '\(t)'"
+                                  + (closest(t, in: Recipe.knownTasks).map { " — did you mean '\($0)'?" } ?? ""))
+                }
+                data.task = t
+            }
+        }
+        if let labelsNode = d["labels"], !labelsNode.isNull {
+            data.labels = ctx.attempt { try labelsNode.listOrScalar().map { try $0.string() } } ?? []
+            if data.labels.isEmpty, case .sequence = labelsNode.node { ctx.record(labelsNode.error("labels must list at least one label")) }
+            if Set(data.labels).count != data.labels.count { ctx.record(labelsNode.error("a label is listed twice")) }
+            if data.task == "multiclass" && data.labels.count == 1 { ctx.record(labelsNode.error("a multiclass task needs at least two classes")) }
+            if data.task == "binary" && data.labels.count > 1 {
+                ctx.record(labelsNode.error("a binary task has one label (the positive finding); got \(data.labels.count)",
+                                            hint: "use task: multilabel for one binary task per label"))
+            }
+            if let lc = data.label_columns {
+                for l in data.labels where lc[l] == nil {
+                    ctx.record(labelsNode.error("label '\(l)' has no entry in label_columns"))
+                }
+            }
+        } else {
+            ctx.record(dn.error("missing required key 'labels'"))
+        }
+        if data.label_column == nil && data.label_columns == nil && d["label_column"] == nil && d["label_columns"] == nil {
+            ctx.record(dn.error("give label_column (pipe-separated labels) or label_columns (label → 0/1 column)"))
+        }
+        if data.label_column != nil && data.label_columns != nil, let n = d["label_columns"] {
+            ctx.record(n.error("give label_column or label_columns, not both"))
+        }
+        if data.task == "multiclass", data.label_columns != nil, let n = d["label_columns"] {
+            ctx.record(n.error("a multiclass task reads its class from label_column (one class name per row)"))
+        }
+        if let v = d["test_fraction"] {
+            _ = ctx.attempt {
+                let f = try v.double()
+                guard f > 0 && f < 1 else { throw v.error("test_fraction must be between 0 and 1, got \(f)") }
+                data.test_fraction = f
+            }
+        }
+        if let sg = d["subgroups"], !sg.isNull {
+            _ = ctx.attempt {
+                for (name, node) in try sg.entries() {
+                    _ = ctx.attempt {
+                        let s = try node.mapping(allowed: ["column", "bins"])
+                        guard let column = s["column"] else { throw node.error("missing required key 'column'") }
+                        var bins: [Double]? = nil
+                        if let b = s["bins"], !b.isNull {
+                            let edges = try b.list().map { try $0.double() }
+                            if edges.count < 2 || zip(edges, edges.dropFirst()).contains(where: { $0 >= $1 }) {
+                                throw b.error("bins must be at least two strictly increasing numbers")
+                            }
+                            bins = edges
+                        }
+                        data.subgroups[name] = Recipe.Subgroup(column: try column.string(), bins: bins)
+                    }
+                }
+            }
+        }
+        if let w = d["where"], !w.isNull {
+            _ = ctx.attempt {
+                for (column, node) in try w.entries() { data.where[column] = try node.listOrScalar().map { try $0.string() } }
+            }
+        }
+        return manifest == nil ? nil : data
+    }
+
+    static func parseMethod(_ mn: YNode) -> Recipe.Method? {
+        let ctx = mn.ctx
+        let all = Array(Set(Recipe.Method.keys.values.flatMap { $0 })).sorted()
+        guard let m = ctx.attempt({ try mn.mapping(allowed: ["name"] + all) }) else { return nil }
+        guard let nameNode = m["name"] else { ctx.record(mn.error("missing required key 'name'")); return nil }
+        guard let name = ctx.attempt({ () -> String in
+            let s = try nameNode.string()
+            guard Recipe.knownMethods.contains(s) else {
+                throw nameNode.error("unknown method '\(s)'" + (closest(s, in: Recipe.knownMethods).map { " — did you mean '\($0)'?" } ?? ""),
+                                     hint: "methods: " + Recipe.knownMethods.joined(separator: ", "))
+            }
+            return s
+        }) else { return nil }
+        let applies = Recipe.Method.keys[name] ?? []
+        for (key, node) in m where key != "name" && !applies.contains(key) {
+            ctx.record(node.error("'\(key)' does not apply to method \(name)", hint: "\(name) takes: " + applies.joined(separator: ", ")))
+        }
+        var method = Recipe.Method(name: name)
+        func positive(_ n: YNode, _ what: String) throws -> Double {
+            let v = try n.double()
+            if v <= 0 { throw n.error("\(what) must be positive, got \(v)") }
+            return v
+        }
+        func atLeast(_ n: YNode, _ lo: Int, _ what: String) throws -> Int {
+            let v = try n.int()
+            if v < lo { throw n.error("\(what) must be at least \(lo), got \(v)") }
+            return v
+        }
+        if let v = m["C"] { method.C = ctx.attempt { try v.listOrScalar().map { try positive($0, "C") } } }
+        if let v = m["default_C"] { method.default_C = ctx.attempt { try positive(v, "default_C") } }
+        if let v = m["cv_min_shots"] { method.cv_min_shots = ctx.attempt { try atLeast(v, 2, "cv_min_shots") } }
+        if let v = m["folds"] { method.folds = ctx.attempt { try atLeast(v, 2, "folds") } }
+        if let v = m["k"] { method.k = ctx.attempt { try v.listOrScalar().map { try atLeast($0, 1, "k") } } }
+        if let v = m["temperature"] { method.temperature = ctx.attempt { try positive(v, "temperature") } }
+        if let c = method.C, c.isEmpty, let v = m["C"] { ctx.record(v.error("list at least one C")) }
+        if let k = method.k, k.isEmpty, let v = m["k"] { ctx.record(v.error("list at least one k")) }
+        return method
+    }
+}
+
+/// Preset names of the encoder architectures.
+enum ViTPresets {
+    static var names: [String] { ViTConfig.presetNames }
 }
 
 /// A string key for encoding dictionaries in sorted order.

@@ -62,6 +62,8 @@ public struct RunOptions: Sendable {
     /// Stop after computing this many new cells (used to test resuming).
     public var maxNewCells: Int? = nil
     public var commandLine: [String] = CommandLine.arguments
+    /// Where features come from; nil = the recipe's own (`FeatureSources.default`).
+    public var featureSource: FeatureSource? = nil
     public init() {}
 }
 
@@ -87,25 +89,50 @@ public enum Runner {
 
     public static func outputDirectory(_ r: LoadedRecipe) -> URL { r.resolve(r.recipe.output) }
 
-    /// Refuse a run directory made by a different recipe; say what differs.
+    /// Run-directory format written to `run.json`.
+    public static let runFormatVersion = 1
+
+    /// Refuse a run directory made by a different recipe (fingerprint differs); say what differs.
     static func checkRunDirectory(_ dir: URL, _ r: LoadedRecipe, force: Bool) throws {
         let runFile = dir.appendingPathComponent("run.json")
-        guard let data = try? Data(contentsOf: runFile),
-              let old = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return }
-        let fp = old["recipe_fingerprint"] as? String
-        if fp == r.fingerprint || force { return }
-        var diffs: [String] = []
-        if let oldRecipe = old["recipe"] as? [String: Any],
-           let newData = try? JSONEncoder().encode(r.recipe),
-           let newRecipe = try? JSONSerialization.jsonObject(with: newData) as? [String: Any] {
-            for k in Set(oldRecipe.keys).union(newRecipe.keys).sorted() where k != "output" {
-                let a = oldRecipe[k].map { "\($0)" } ?? "—", b = newRecipe[k].map { "\($0)" } ?? "—"
-                if a != b { diffs.append(k) }
+        guard FileManager.default.fileExists(atPath: runFile.path) else {
+            let cells = dir.appendingPathComponent("cells")
+            if !force, let found = try? FileManager.default.contentsOfDirectory(atPath: cells.path), !found.isEmpty {
+                throw XRError("the run directory holds cell results but no run.json, so which recipe made them is unknown",
+                              file: dir.path, field: "output", hint: "choose another output directory, or pass --force to discard them")
             }
+            return
         }
-        throw XRError("the run directory holds results of a different recipe (differs in: \(diffs.isEmpty ? "unknown fields" : diffs.joined(separator: ", ")))",
+        guard let data = try? Data(contentsOf: runFile),
+              let old = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            if force { return }
+            throw XRError("run.json is unreadable", file: runFile.path, hint: "pass --force to discard this run directory's results")
+        }
+        if let v = old["format_version"] as? Int, v > runFormatVersion, !force {
+            throw XRError("run directory format \(v) is newer than this xrlab writes (\(runFormatVersion))", file: runFile.path, field: "format_version",
+                          hint: "upgrade xrlab, or pass --force to recompute the run with this version")
+        }
+        if old["recipe_fingerprint"] as? String == r.fingerprint || force { return }
+        var oldRecipe = old["recipe"] as? [String: Any] ?? [:]
+        for k in Recipe.outputOnlyFields { oldRecipe.removeValue(forKey: k) }
+        let diffs = differences(oldRecipe, r.fingerprinted, path: "")
+        let shown = diffs.prefix(8).joined(separator: "; ") + (diffs.count > 8 ? "; … (\(diffs.count - 8) more)" : "")
+        throw XRError("the run directory holds results of a different recipe (\(diffs.isEmpty ? "the fingerprint differs" : shown))",
                       file: dir.path, field: "output",
                       hint: "choose another output directory, or pass --force to discard the old results")
+    }
+
+    /// Field-by-field differences between two JSON values: `seeds: 2 → 3`.
+    static func differences(_ a: Any?, _ b: Any?, path: String) -> [String] {
+        if let x = a as? [String: Any], let y = b as? [String: Any] {
+            return Set(x.keys).union(y.keys).sorted().flatMap { k in differences(x[k], y[k], path: path.isEmpty ? k : "\(path).\(k)") }
+        }
+        func show(_ v: Any?) -> String {
+            guard let v, !(v is NSNull) else { return "(none)" }
+            return LoadedRecipe.canonicalJSON(v).replacingOccurrences(of: "\"", with: "")
+        }
+        let sa = show(a), sb = show(b)
+        return sa == sb ? [] : ["\(path): \(sa) → \(sb)"]
     }
 
     /// Run (or resume) a recipe.
@@ -113,12 +140,14 @@ public enum Runner {
         let dir = outputDirectory(r)
         try checkRunDirectory(dir, r, force: options.force)
         let cellsDir = dir.appendingPathComponent("cells")
+        // Inputs are read and checked before anything of the run is written: a recipe whose data
+        // is broken leaves no run.json behind.
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        if r.recipe.model != nil && !options.skipCheck { try checkManifest(r, dir: dir, quiet: options.quiet) }
+        let data = try StudyLoader.load(r, source: options.featureSource, quiet: options.quiet)
         if options.force { try? FileManager.default.removeItem(at: cellsDir) }
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try writeRunInfo(dir, r, options: options)
-
-        if r.recipe.model != nil && !options.skipCheck { try checkManifest(r, dir: dir, quiet: options.quiet) }
-        let data = try StudyLoader.load(r, quiet: options.quiet)
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
@@ -199,10 +228,12 @@ public enum Runner {
     }
 
     static func writeRunInfo(_ dir: URL, _ r: LoadedRecipe, options: RunOptions) throws {
-        try AtomicFile.write(try r.resolvedYAML(), to: dir.appendingPathComponent("resolved.yaml"))
-        let recipeJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r.recipe))
+        let header = "# The recipe as run by xrlab \(XRLabVersion.string) (defaults filled in, paths absolute).\n"
+            + "# Run it again with: xrlab run \(dir.appendingPathComponent("resolved.yaml").path)\n"
+        try AtomicFile.write(header + (try r.resolvedYAML(absolutePaths: true)), to: dir.appendingPathComponent("resolved.yaml"))
+        let recipeJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r.absolute))
         let info: [String: Any] = [
-            "format": "xrlab-run", "format_version": 1, "xrlab_version": XRLabVersion.string,
+            "format": "xrlab-run", "format_version": runFormatVersion, "xrlab_version": XRLabVersion.string,
             "recipe_file": r.file.path, "recipe_fingerprint": r.fingerprint, "recipe": recipeJSON,
             "overrides": r.overrides, "command_line": options.commandLine,
         ]

@@ -30,7 +30,7 @@ public struct StudyData: Sendable {
 }
 
 public enum StudyLoader {
-    /// Read the manifest, labels, split and groups (no features yet).
+    /// Read the manifest (no filtering).
     public static func table(_ r: LoadedRecipe) throws -> (CSVTable, URL) {
         let url = r.resolve(r.recipe.data.manifest)
         guard FileManager.default.fileExists(atPath: url.path) else {
@@ -39,30 +39,48 @@ public enum StudyLoader {
         return (try CSVTable(contentsOf: url), url)
     }
 
-    /// Full load; `encode` supplies features for image manifests (the runner passes the ViT pipeline).
-    public static func load(_ r: LoadedRecipe, quiet: Bool = true) throws -> StudyData {
+    /// The manifest rows the recipe uses (after `data.where`), with CSV row numbers and ids.
+    public static func rows(_ r: LoadedRecipe) throws -> ManifestRows {
         let spec = r.recipe.data
-        var (table, url) = try table(r)
-        // Row filter (applied to features too, which stay row for row with the manifest).
+        let (table, url) = try table(r)
         var keep = Array(0..<table.rows.count)
         for (column, values) in spec.where.sorted(by: { $0.key < $1.key }) {
-            let c: Int
-            do { c = try table.column(column) } catch let e as XRError {
-                throw XRError(e.message, file: url.path, field: "data.where.\(column)")
+            guard let c = table.header.firstIndex(of: column) else {
+                throw XRError("no column '\(column)' (columns: \(table.header.joined(separator: ", ")))", file: url.path, field: "data.where.\(column)")
             }
             keep = keep.filter { values.contains(table.rows[$0][c]) }
         }
-        let allRows = table.rows.count
-        table.rows = keep.map { table.rows[$0] }
-        let n = table.rows.count
-        guard n > 0 else { throw XRError(allRows == 0 ? "manifest has no rows" : "no manifest row matches data.where", file: url.path) }
-        func col(_ name: String, _ key: String) throws -> Int {
-            do { return try table.column(name) } catch let e as XRError {
-                throw XRError(e.message, file: url.path, field: key, hint: "set \(key) in the recipe to the manifest's column name")
-            }
+        guard !keep.isEmpty else {
+            throw XRError(table.rows.isEmpty ? "manifest has no rows" : "no manifest row matches data.where", file: url.path, field: "data.where")
         }
-        let idCol = try col(spec.image_column, "data.image_column")
-        let ids = table.rows.map { $0[idCol] }
+        guard let idCol = table.header.firstIndex(of: spec.image_column) else {
+            throw XRError("no column '\(spec.image_column)' (columns: \(table.header.joined(separator: ", ")))", file: url.path,
+                          field: "data.image_column", hint: "set data.image_column in the recipe to the manifest's column name")
+        }
+        let rows = keep.map { table.rows[$0] }
+        return ManifestRows(url: url, header: table.header, rows: rows, rowNumbers: keep.map { $0 + 2 }, indices: keep,
+                            totalRows: table.rows.count, ids: rows.map { $0[idCol] })
+    }
+
+    /// Task names of a recipe, in order (one per label; one for a multiclass task).
+    public static func taskNames(_ recipe: Recipe) -> [String] {
+        recipe.data.task == "multiclass" ? [recipe.data.labels.joined(separator: "-vs-")] : recipe.data.labels
+    }
+
+    /// Full load: rows, labels, split, groups, and features from `source` (default: the recipe's own).
+    public static func load(_ r: LoadedRecipe, source: FeatureSource? = nil, quiet: Bool = true) throws -> StudyData {
+        let spec = r.recipe.data
+        let m = try rows(r)
+        let url = m.url
+        let n = m.rows.count
+        func col(_ name: String, _ key: String) throws -> Int {
+            guard let c = m.header.firstIndex(of: name) else {
+                throw XRError("no column '\(name)' (columns: \(m.header.joined(separator: ", ")))", file: url.path, field: key,
+                              hint: "set \(key) in the recipe to the manifest's column name")
+            }
+            return c
+        }
+        let ids = m.ids
 
         // Tasks.
         var tasks: [StudyTask] = []
@@ -70,10 +88,10 @@ public enum StudyLoader {
             guard let lc = spec.label_column else { throw XRError("multiclass tasks need label_column", file: r.file.path, field: "data.label_column") }
             let c = try col(lc, "data.label_column")
             tasks = [StudyTask(name: spec.labels.joined(separator: "-vs-"), classes: spec.labels,
-                               labels: table.rows.map { spec.labels.firstIndex(of: $0[c].trimmingCharacters(in: .whitespaces)) ?? -1 })]
+                               labels: m.rows.map { spec.labels.firstIndex(of: $0[c].trimmingCharacters(in: .whitespaces)) ?? -1 })]
         } else if let lc = spec.label_column {
             let c = try col(lc, "data.label_column")
-            let sets = table.rows.map { Set($0[c].split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }) }
+            let sets = m.rows.map { Set($0[c].split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }) }
             for l in spec.labels {
                 tasks.append(StudyTask(name: l, classes: ["not_\(l)", l], labels: sets.map { $0.contains(l) ? 1 : 0 }))
             }
@@ -82,12 +100,12 @@ public enum StudyLoader {
                 let name = map[l] ?? l
                 let c = try col(name, "data.label_columns.\(l)")
                 var labels: [Int] = []
-                for (i, row) in table.rows.enumerated() {
+                for (row, number) in zip(m.rows, m.rowNumbers) {
                     switch row[c].trimmingCharacters(in: .whitespaces).lowercased() {
                     case "1", "1.0", "true", "yes": labels.append(1)
                     case "0", "0.0", "false", "no": labels.append(0)
                     case "", "na", "nan", "-1", "unknown": labels.append(-1)
-                    case let v: throw XRError("label value '\(v)' is not 0/1 (or empty for unknown)", file: url.path, field: "row \(i + 2), column \(name)")
+                    case let v: throw XRError("label value '\(v)' is not 0/1 (or empty for unknown)", file: url.path, field: "row \(number), column \(name)")
                     }
                 }
                 tasks.append(StudyTask(name: l, classes: ["not_\(l)", l], labels: labels))
@@ -96,12 +114,23 @@ public enum StudyLoader {
 
         // Patients and split.
         var patients: [String]? = nil
-        if let pc = spec.patient_column { let c = try col(pc, "data.patient_column"); patients = table.rows.map { $0[c] } }
+        if let pc = spec.patient_column {
+            let c = try col(pc, "data.patient_column")
+            patients = m.rows.map { $0[c] }
+            if let i = patients?.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {
+                throw XRError("empty patient id", file: url.path, field: "row \(m.rowNumbers[i]), column \(pc)",
+                              hint: "every row needs a patient id when data.patient_column is set")
+            }
+        }
         var isTest: [Bool?]
         if let sc = spec.split_column {
             let c = try col(sc, "data.split_column")
-            isTest = table.rows.map { row -> Bool? in
-                switch row[c].lowercased() { case "test": return true; case "train": return false; default: return nil }
+            isTest = m.rows.map { row -> Bool? in
+                switch row[c].trimmingCharacters(in: .whitespaces).lowercased() { case "test": return true; case "train": return false; default: return nil }
+            }
+            if !isTest.contains(where: { $0 == true }) || !isTest.contains(where: { $0 == false }) {
+                throw XRError("the split column needs both 'train' and 'test' rows", file: url.path, field: "data.split_column (\(sc))",
+                              hint: "or leave split_column out for a seeded split by patient (data.test_fraction)")
             }
         } else {
             // Seeded split by patient (or by row): the same patients are test for every cell.
@@ -117,7 +146,7 @@ public enum StudyLoader {
         var groups: [String: [String?]] = [:]
         for (name, sg) in spec.subgroups {
             let c = try col(sg.column, "data.subgroups.\(name).column")
-            groups[name] = table.rows.map { row -> String? in
+            groups[name] = m.rows.map { row -> String? in
                 let v = row[c].trimmingCharacters(in: .whitespaces)
                 if v.isEmpty { return nil }
                 guard let bins = sg.bins else { return v }
@@ -129,74 +158,34 @@ public enum StudyLoader {
             }
         }
 
-        // Features.
-        var features: [Float], dim: Int, source: String
-        if let f = r.recipe.features {
-            let m = r.resolve(f.matrix)
-            guard FileManager.default.fileExists(atPath: m.path) else { throw XRError("feature matrix not found", file: m.path, field: "features.matrix") }
-            let t: Tensor = m.pathExtension == "npy" ? try NPY.read(m) : try SafeTensorsFile(contentsOf: m).tensor(f.tensor)
-            guard t.rank == 2 else { throw XRError("feature matrix has shape \(describeShape(t.shape)), expected (N, D)", file: m.path, field: f.tensor) }
-            guard t.shape[0] == allRows else {
-                throw XRError("feature matrix has \(t.shape[0]) rows but the manifest has \(allRows)", file: m.path, field: f.tensor,
-                              hint: "features and manifest must be row for row")
-            }
-            dim = t.shape[1]
-            features = keep.flatMap { t.scalars[($0 * dim)..<(($0 + 1) * dim)] }
-            source = "precomputed: \(m.path) [\(f.tensor)]"
-        } else if let model = r.recipe.model {
-            (features, dim, source) = try encode(r, model: model, table: table, manifest: url, imageColumn: idCol, quiet: quiet)
+        // Features, aligned to the rows by id.
+        let set = try (source ?? FeatureSources.default(for: r)).loadFeatures(for: r, rows: m, quiet: quiet)
+        let dim = set.matrix.shape[1]
+        var features: [Float]
+        if set.ids == ids {
+            features = set.matrix.scalars
         } else {
-            throw XRError("the recipe has neither model nor features", file: r.file.path)
+            var index: [String: Int] = [:]
+            for (i, id) in set.ids.enumerated() where index[id] == nil { index[id] = i }
+            features = []
+            features.reserveCapacity(n * dim)
+            for (i, id) in ids.enumerated() {
+                guard let j = index[id] else {
+                    throw XRError("no features for '\(id)'", file: url.path, field: "row \(m.rowNumbers[i]), column \(spec.image_column)",
+                                  hint: "the features (\(set.description)) do not cover this manifest row; embed it, or filter it out with data.where")
+                }
+                features += set.matrix.scalars[(j * dim)..<((j + 1) * dim)]
+            }
         }
         for i in 0..<n {
             for j in 0..<dim where !features[i * dim + j].isFinite {
-                throw XRError("feature \(j) of row \(i + 2) ('\(ids[i])') is \(features[i * dim + j])", file: url.path,
-                              field: "row \(i + 2)", hint: "remove or fix this row; features must be finite")
+                throw XRError("feature \(j) of row \(m.rowNumbers[i]) ('\(ids[i])') is \(features[i * dim + j])", file: url.path,
+                              field: "row \(m.rowNumbers[i])", hint: "remove or fix this row; features must be finite")
             }
         }
         return StudyData(ids: ids, features: features, dim: dim, patients: patients, isTest: isTest, tasks: tasks,
-                         groups: groups, featureSource: source)
+                         groups: groups, featureSource: set.description)
     }
 
     static func fmt(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }
-
-    /// Encode the manifest's images with the recipe's model (features cached across runs).
-    static func encode(_ r: LoadedRecipe, model: Recipe.Model, table: CSVTable, manifest: URL, imageColumn: Int,
-                       quiet: Bool) throws -> ([Float], Int, String) {
-        let base = manifest.deletingLastPathComponent()
-        var inputs: [ImageInput] = []
-        for (i, row) in table.rows.enumerated() {
-            let p = row[imageColumn]
-            let u = p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p)
-            guard FileManager.default.fileExists(atPath: u.path) else {
-                throw XRError("image not found: \(u.path)", file: manifest.path, field: "row \(i + 2), column \(r.recipe.data.image_column)")
-            }
-            inputs.append(ImageInput(url: u, id: p))
-        }
-        let preset = try model.preset.map { name -> ViTConfig in
-            guard let p = ViTConfig.preset(named: name) else { throw XRError("unknown preset '\(name)'", file: r.file.path, field: "model.preset") }
-            return p
-        }
-        let encoder = try Encoder.load(model: r.resolve(model.path), preset: preset, heads: model.heads)
-        var options = EmbedOptions()
-        options.batchSize = model.batch_size
-        options.quiet = quiet
-        options.lastBlocks = r.recipe.representation.compactMap { s in s.hasPrefix("last") ? Int(s.dropFirst(4).dropLast(4)) : nil }.max() ?? 0
-        let res = try encoder.embed(inputs, options: options)
-        let n = res.inputs.count
-        var parts: [(Tensor, Int)] = []   // tensor and per-row width
-        for rep in r.recipe.representation {
-            if rep == "cls" || rep == "patch_mean", let t = res.tensors[rep] { parts.append((t, t.shape[1])) }
-            else if let k = Int(rep.dropFirst(4).dropLast(4)), let t = res.tensors["last_blocks_cls"] {
-                let nb = t.shape[1], c = t.shape[2]
-                var s: [Float] = []
-                for i in 0..<n { s += t.scalars[(i * nb + nb - k) * c ..< (i + 1) * nb * c] }
-                parts.append((Tensor(shape: [n, k * c], scalars: s), k * c))
-            }
-        }
-        let dim = parts.reduce(0) { $0 + $1.1 }
-        var out = [Float](); out.reserveCapacity(n * dim)
-        for i in 0..<n { for (t, w) in parts { out += t.scalars[i * w ..< (i + 1) * w] } }
-        return (out, dim, "encoded with \(model.path) (\(res.encoded) encoded, \(res.cacheHits) from cache)")
-    }
 }

@@ -1,15 +1,45 @@
-// Reading YAML nodes with positions, so every recipe error names file, line and column.
+// Reading YAML nodes with positions, so every recipe error names file and line:column (or the
+// `--set` override a value came from). Problems are collected, not thrown one at a time, so
+// `xrlab validate` can report all of them.
 import Foundation
 import Yams
 import XRTensor
+
+/// Shared state of one recipe parse: the file, which paths came from `--set`, and the problems found.
+final class ParseContext: @unchecked Sendable {
+    let file: String
+    /// Recipe path (`data.labels`, `methods[0].k`) → the override text that set it.
+    var overrides: [(path: String, text: String)] = []
+    private(set) var issues: [XRError] = []
+
+    init(file: String) { self.file = file }
+
+    func record(_ e: XRError) { if !issues.contains(e) { issues.append(e) } }
+
+    /// Run `body`; an `XRError` it throws is recorded and nil returned, so parsing goes on.
+    func attempt<T>(_ body: () throws -> T) -> T? {
+        do { return try body() } catch let e as XRError { record(e); return nil } catch {
+            record(XRError("\(error)", file: file)); return nil
+        }
+    }
+
+    /// The override that set `path` (or one of its parents), if any.
+    func override(for path: String) -> String? {
+        overrides.last { o in path == o.path || path.hasPrefix(o.path + ".") || path.hasPrefix(o.path + "[") }?.text
+    }
+}
 
 /// A YAML node with its dotted path in the recipe, for precise errors.
 struct YNode {
     let node: Node
     let path: String
-    let file: String
+    let ctx: ParseContext
 
+    var file: String { ctx.file }
+
+    /// `line 12:3`, or `--set key=value` when the value came from an override.
     var position: String {
+        if let o = ctx.override(for: path) { return "--set \(o)" }
         if let m = node.mark { return "line \(m.line):\(m.column)" }
         return "line ?"
     }
@@ -18,31 +48,45 @@ struct YNode {
         XRError(message, file: file, field: "\(position) (\(path.isEmpty ? "top level" : path))", hint: hint)
     }
 
+    func child(_ node: Node, _ key: String) -> YNode {
+        YNode(node: node, path: path.isEmpty ? key : "\(path).\(key)", ctx: ctx)
+    }
+
     var isNull: Bool {
         if case let .scalar(s) = node { return s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string) }
         return false
     }
 
+    /// The entries of a mapping. Unknown keys (with a "did you mean") and duplicates are recorded
+    /// as problems and left out; a non-mapping throws.
     func mapping(allowed: [String]) throws -> [String: YNode] {
         guard case let .mapping(m) = node else { throw error("expected a mapping (key: value pairs), found \(kind)") }
         var out: [String: YNode] = [:]
         for (k, v) in m {
-            guard case let .scalar(ks) = k else { throw error("mapping keys must be plain strings") }
+            guard case let .scalar(ks) = k else { ctx.record(error("mapping keys must be plain strings")); continue }
             let key = ks.string
-            let child = YNode(node: v, path: path.isEmpty ? key : "\(path).\(key)", file: file)
+            let c = child(v, key)
+            let keyNode = YNode(node: k, path: c.path, ctx: ctx)
             guard allowed.contains(key) else {
-                let keyNode = YNode(node: k, path: child.path, file: file)
                 let suggestion = closest(key, in: allowed)
-                throw keyNode.error("unknown key '\(key)'" + (suggestion.map { " — did you mean '\($0)'?" } ?? ""),
-                                    hint: "allowed keys here: " + allowed.joined(separator: ", "))
+                ctx.record(keyNode.error("unknown key '\(key)'" + (suggestion.map { " — did you mean '\($0)'?" } ?? ""),
+                                         hint: "allowed keys here: " + allowed.joined(separator: ", ")))
+                continue
             }
-            if out[key] != nil { throw keyNode(k).error("duplicate key '\(key)'") }
-            out[key] = child
+            if out[key] != nil { ctx.record(keyNode.error("duplicate key '\(key)'")); continue }
+            out[key] = c
         }
         return out
     }
 
-    private func keyNode(_ k: Node) -> YNode { YNode(node: k, path: path, file: file) }
+    /// Entries of a mapping with free-form keys (label → column, subgroup name → spec).
+    func entries() throws -> [(String, YNode)] {
+        guard case let .mapping(m) = node else { throw error("expected a mapping (key: value pairs), found \(kind)") }
+        return try m.map { k, v in
+            guard case let .scalar(ks) = k, !ks.string.isEmpty else { throw YNode(node: k, path: path, ctx: ctx).error("keys must be non-empty strings") }
+            return (ks.string, child(v, ks.string))
+        }
+    }
 
     var kind: String {
         switch node {
@@ -53,7 +97,7 @@ struct YNode {
     }
 
     func string() throws -> String {
-        guard case let .scalar(s) = node, !isNull else { throw error("expected a string, found \(kind)") }
+        guard case let .scalar(s) = node, !isNull else { throw error("expected a string, found \(isNull ? "nothing" : kind)") }
         return s.string
     }
 
@@ -67,18 +111,9 @@ struct YNode {
         return v
     }
 
-    func bool() throws -> Bool {
-        guard case let .scalar(s) = node else { throw error("expected true or false, found \(kind)") }
-        switch s.string.lowercased() {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        default: throw error("expected true or false, found \(kind)")
-        }
-    }
-
     func list() throws -> [YNode] {
         if case let .sequence(seq) = node {
-            return seq.enumerated().map { YNode(node: $1, path: "\(path)[\($0)]", file: file) }
+            return seq.enumerated().map { YNode(node: $1, path: "\(path)[\($0)]", ctx: ctx) }
         }
         throw error("expected a list, found \(kind)")
     }
@@ -90,20 +125,25 @@ struct YNode {
     }
 }
 
-/// The allowed key nearest to a typo (Levenshtein distance ≤ 3), for "did you mean".
+/// The allowed key nearest to a typo (Levenshtein distance ≤ 3, and less than the key's length),
+/// for "did you mean".
 func closest(_ key: String, in allowed: [String]) -> String? {
-    func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
         var prev = Array(0...b.count)
-        for i in 1...max(a.count, 1) where !a.isEmpty {
+        for i in 1...a.count {
             var cur = [i] + [Int](repeating: 0, count: b.count)
-            for j in 1...max(b.count, 1) where !b.isEmpty {
+            for j in 1...b.count {
                 cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
             }
             prev = cur
         }
-        return a.isEmpty ? b.count : prev[b.count]
+        return prev[b.count]
     }
-    let scored = allowed.map { ($0, distance(key, $0)) }.filter { $0.1 <= 3 }.sorted { $0.1 < $1.1 }
+    let k = Array(key.lowercased())
+    let scored = allowed.map { ($0, distance(k, Array($0.lowercased()))) }
+        .filter { $0.1 <= 3 && $0.1 < max(k.count, 2) }
+        .sorted { $0.1 < $1.1 }
     return scored.first?.0
 }

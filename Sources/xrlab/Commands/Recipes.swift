@@ -21,13 +21,17 @@ struct Validate: ParsableCommand {
         for path in recipes {
             let problems = Planner.validate(URL(fileURLWithPath: path), overrides: overrides, checkFiles: !schemaOnly)
             if problems.isEmpty {
-                print("ok  \(path)")
+                print("ok  \(path)\(schemaOnly ? " (schema only)" : "")")
             } else {
                 failed += 1
+                print("FAIL \(path): \(problems.count) problem\(problems.count == 1 ? "" : "s")")
                 for p in problems { FileManager.default.fileHandleStandardError("error: \(p.description)") }
             }
         }
-        if failed > 0 { throw ExitCode(1) }
+        if failed > 0 {
+            FileManager.default.fileHandleStandardError("\(failed) of \(recipes.count) recipes have problems")
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -45,7 +49,6 @@ struct PlanCommand: ParsableCommand {
         try runReportingErrors {
             let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
             print(try Planner.plan(r).text, terminator: "")
-            print("output: \(Runner.outputDirectory(r).path)")
         }
     }
 }

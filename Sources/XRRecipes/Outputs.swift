@@ -50,6 +50,13 @@ enum Outputs {
                               "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
             .write(to: dir.appendingPathComponent("summary.csv"))
 
+        let gaps = subgroupGaps(results, recipe: recipe)
+        if !gaps.isEmpty {
+            try CSVTable(header: ["method", "task", "shots", "attribute", "group", "mean_\(recipe.primary_metric)", "gap", "seeds", "seeds_flagged", "flagged"],
+                         rows: gaps.flatMap { g in g.groupMeans.map { [g.method, g.task, String(g.shots), g.attribute, $0.key, f($0.value), f(g.gap),
+                                                                        String(g.seeds), String(g.flaggedSeeds), g.consistent ? "yes" : "no"] } })
+                .write(to: dir.appendingPathComponent("subgroups.csv"))
+        }
         var plots: [URL] = []
         for task in data.tasks.map(\.name) {
             let u = dir.appendingPathComponent("curve_\(safe(task)).png")
@@ -63,6 +70,40 @@ enum Outputs {
         let report = dir.appendingPathComponent("report.md")
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
         return Written(plots: plots, report: report)
+    }
+
+    /// Subgroup results of one method × task × shots × attribute, over its seeds.
+    struct SubgroupGap {
+        var method: String, task: String, shots: Int, attribute: String
+        /// Group → mean of the primary metric over the seeds where it was computed (sorted by group).
+        var groupMeans: [(key: String, value: Double)]
+        var gap: Double
+        var seeds: Int
+        var flaggedSeeds: Int
+        /// Flagged in at least half of the seeds.
+        var consistent: Bool { seeds > 0 && 2 * flaggedSeeds >= seeds && flaggedSeeds > 0 }
+    }
+
+    static func subgroupGaps(_ results: [CellResult], recipe: Recipe) -> [SubgroupGap] {
+        var out: [SubgroupGap] = []
+        for task in StudyLoader.taskNames(recipe) {
+            for m in methodVariants(recipe).map(\.label) {
+                for k in recipe.shots {
+                    let cells = results.filter { $0.status == "ok" && $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
+                    let attributes = Set(cells.flatMap { $0.subgroups.map(\.attribute) }).sorted()
+                    for a in attributes {
+                        let rs = cells.compactMap { $0.subgroups.first { $0.attribute == a } }
+                        var sums: [String: (Double, Int)] = [:]
+                        for r in rs { for (g, v) in r.values where v.isFinite { sums[g, default: (0, 0)].0 += v; sums[g, default: (0, 0)].1 += 1 } }
+                        let means = sums.map { (key: $0.key, value: $0.value.0 / Double($0.value.1)) }.sorted { $0.key < $1.key }
+                        let gap = (means.map(\.value).max() ?? .nan) - (means.map(\.value).min() ?? .nan)
+                        out.append(SubgroupGap(method: m, task: task, shots: k, attribute: a, groupMeans: means, gap: gap,
+                                               seeds: rs.count, flaggedSeeds: rs.filter(\.flagged).count))
+                    }
+                }
+            }
+        }
+        return out
     }
 
     /// Display name of a metric for plots.
@@ -104,22 +145,26 @@ enum Outputs {
             for c in skipped { reasons["\(c.cell.task), \(c.cell.shots) shots: \(c.reason ?? "")", default: 0] += 1 }
             for (reason, n) in reasons.sorted(by: { $0.key < $1.key }) { s += "- \(reason) (\(n) cells)\n" }
         }
-        let flagged = results.flatMap { res in res.subgroups.filter(\.flagged).map { (res, $0) } }
         if !data.groups.isEmpty {
-            s += "\n## Subgroups\n\nGaps in \(recipe.primary_metric) between the best and worst group, per cell; "
-            s += "flagged when the bootstrap 95% interval of the gap excludes 0. \(flagged.count) of "
-            s += "\(results.reduce(0) { $0 + $1.subgroups.count }) subgroup comparisons flagged.\n\n"
-            if !flagged.isEmpty {
-                s += "| cell | attribute | higher | lower | gap [95% CI] |\n|---|---|---|---|---|\n"
-                for (res, g) in flagged.prefix(30) {
-                    s += "| \(res.cell.id) | \(g.attribute) | \(g.highest ?? "") | \(g.lowest ?? "") | "
-                    s += "\(f(g.gap ?? .nan)) [\(f(g.gapInterval?.low ?? .nan)), \(f(g.gapInterval?.high ?? .nan))] |\n"
-                }
-                if flagged.count > 30 { s += "\n(\(flagged.count - 30) more in results.jsonl)\n" }
+            let gaps = subgroupGaps(results, recipe: recipe)
+            let consistent = gaps.filter(\.consistent)
+            s += "\n## Subgroups\n\n\(recipe.primary_metric) per group of the test set, averaged over seeds; gap = best − worst group. "
+            s += "A cell's gap is flagged when its bootstrap 95% interval excludes 0; a setting is **flagged** below when "
+            s += "that happens in at least half of its seeds (single-seed flags at the 5% level are expected by chance). "
+            s += "\(consistent.count) of \(gaps.count) method × task × shots × attribute settings flagged; all in `subgroups.csv`.\n\n"
+            s += "| method | task | shots | attribute | groups (mean \(recipe.primary_metric)) | gap | seeds flagged |\n|---|---|---|---|---|---|---|\n"
+            // Flagged settings first, then the largest gaps, at most 40 rows.
+            let shown = (consistent + gaps.filter { !$0.consistent }.sorted { $0.gap > $1.gap }).prefix(40)
+            for g in shown {
+                let groups = g.groupMeans.map { "\($0.key) \(f($0.value))" }.joined(separator: ", ")
+                s += "| \(g.method) | \(g.task) | \(g.shots) | \(g.attribute) | \(groups) | \(f(g.gap))\(g.consistent ? " **flagged**" : "") | \(g.flaggedSeeds)/\(g.seeds) |\n"
             }
         }
         s += "\n## Files\n\n- `results.jsonl`: one line per cell (metrics, bootstrap interval, sampled training ids, subgroups)\n"
-        s += "- `summary.csv`: every metric aggregated over seeds\n- `resolved.yaml`, `run.json`: the recipe as run, xrlab version, command line\n"
+        s += "- `summary.csv`: every metric aggregated over seeds\n"
+        if !data.groups.isEmpty { s += "- `subgroups.csv`: subgroup means and gaps per method, task, shots and attribute\n" }
+        s += "- `cells/`: one JSON file per cell (a rerun computes only missing cells)\n"
+        s += "- `resolved.yaml`, `run.json`: the recipe as run (defaults filled in), xrlab version, command line, fingerprint\n"
         return s
     }
 }

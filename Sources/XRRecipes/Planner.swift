@@ -33,7 +33,8 @@ public struct Plan: Sendable {
                     let ids = cells.filter { $0.task == t && $0.method == v.label && $0.shots == k }.map(\.id)
                     line += "\(ids.filter(finished.contains).count)/\(ids.count)".padding(toLength: 8, withPad: " ", startingAt: 0)
                 }
-                s += line.trimmingCharacters(in: .whitespaces) + "\n"
+                while line.hasSuffix(" ") { line.removeLast() }
+                s += line + "\n"
             }
         }
         s += "\nfeatures: \(featureStatus)\n"

@@ -86,6 +86,10 @@ struct RunCommand: ParsableCommand {
             o.threads = threads
             let s = try Runner.run(r, options: o)
             print("\(s.computed) cells computed, \(s.reused) reused\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped (see report)")")
+            // Skips are never silent: each distinct reason, with how many cells it hit.
+            var reasons: [String: Int] = [:]
+            for c in s.skipped { reasons["\(c.cell.task), \(c.cell.shots) shots: \(c.reason ?? "skipped")", default: 0] += 1 }
+            for (reason, n) in reasons.sorted(by: { $0.key < $1.key }) { print("skipped \(n) cell\(n == 1 ? "" : "s") — \(reason)") }
             for p in s.plots { print("plot:   \(p.path)") }
             print("report: \(s.report.path)")
         }

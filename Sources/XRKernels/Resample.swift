@@ -10,6 +10,15 @@
 //
 // scale = in/out, or 1/scaleFactor when an explicit scale factor is given (torch uses the
 // given factor, not the ratio of sizes, when `scale_factor` is passed).
+//
+// Order of work, as in torch's separable kernel: the horizontal pass (along W) first into
+// (C, inH, outW), then the vertical pass (along H). Each output element is accumulated tap by
+// tap in increasing input index, starting from zero, so sums round like torch's.
+//
+// Both passes run through one SIMD kernel, `filterRows`, which mixes whole rows:
+// out[o, :] = Σ_k w[o, k] · in[idx[o, k], :]. The horizontal pass becomes a row mix on the
+// transposed plane (W, H), which keeps every load contiguous instead of gathering taps.
+// `resampleReference` (Reference/ResampleReference.swift) is the slow, obviously-correct twin.
 
 public enum ResampleFilter: Sendable {
     case bicubic, bilinear
@@ -97,39 +106,91 @@ public func resample(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Fl
         th = bicubicTaps(inSize: inH, outSize: outH, scaleFactor: scaleFactor?.0)
         tw = bicubicTaps(inSize: inW, outSize: outW, scaleFactor: scaleFactor?.1)
     }
-    // Horizontal pass into (C, inH, outW), then vertical pass into (C, outH, outW).
-    var tmp = [Float](repeating: 0, count: channels * inH * outW)
-    tmp.withUnsafeMutableBufferPointer { t in
-        guard let tp = t.baseAddress else { return }
-        for c in 0..<channels {
-            for y in 0..<inH {
-                let row = inp + (c * inH + y) * inW
-                let dst = tp + (c * inH + y) * outW
-                for x in 0..<outW {
-                    var s: Float = 0
-                    for k in 0..<tw.count { s += tw.weight[x * tw.count + k] * row[tw.index[x * tw.count + k]] }
-                    dst[x] = s
-                }
-            }
-        }
-        for c in 0..<channels {
-            for y in 0..<outH {
-                let dst = out + (c * outH + y) * outW
-                for x in 0..<outW { dst[x] = 0 }
-                for k in 0..<th.count {
-                    let w = th.weight[y * th.count + k]
-                    if w == 0 { continue }
-                    let src = tp + (c * inH + th.index[y * th.count + k]) * outW
-                    var x = 0
-                    while x + 8 <= outW {
-                        let v = UnsafeRawPointer(dst + x).loadUnaligned(as: SIMD8<Float>.self)
-                            + w * UnsafeRawPointer(src + x).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dst + x).storeBytes(of: v, as: SIMD8<Float>.self)
-                        x += 8
-                    }
-                    while x < outW { dst[x] += w * src[x]; x += 1 }
-                }
-            }
-        }
+    // Per channel: (inH, inW) →T (inW, inH) → mix rows → (outW, inH) →T (inH, outW) → mix rows → (outH, outW).
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(inW * inH, outW * inH))
+    let mid = UnsafeMutablePointer<Float>.allocate(capacity: outW * inH)
+    defer { scratch.deallocate(); mid.deallocate() }
+    for c in 0..<channels {
+        let src = inp + c * inH * inW
+        transpose(scratch, src, rows: inH, cols: inW)                          // (inW, inH)
+        filterRows(mid, scratch, taps: tw, outRows: outW, length: inH)          // (outW, inH)
+        transpose(scratch, mid, rows: outW, cols: inH)                          // (inH, outW)
+        filterRows(out + c * outH * outW, scratch, taps: th, outRows: outH, length: outW)
     }
+}
+
+/// out (cols, rows) = inp (rows, cols)ᵀ, in 32×32 tiles so both sides stay in cache.
+func transpose(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, cols: Int) {
+    let tile = 32
+    var r0 = 0
+    while r0 < rows {
+        let r1 = min(r0 + tile, rows)
+        var c0 = 0
+        while c0 < cols {
+            let c1 = min(c0 + tile, cols)
+            for r in r0..<r1 {
+                let row = inp + r * cols
+                for c in c0..<c1 { out[c * rows + r] = row[c] }
+            }
+            c0 = c1
+        }
+        r0 = r1
+    }
+}
+
+/// out (outRows, L) with out[o, :] = Σ_k w[o, k] · inp[idx[o, k], :], k ascending, from zero.
+/// Rows are split across workers; within a row, 32 columns are accumulated in registers over
+/// all taps before one store (the tap loop is the inner one, so each output is written once).
+func filterRows(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+                outRows: Int, length L: Int) {
+    let n = taps.count
+    let optr = SendablePointer(out)
+    let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
+    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in
+        guard let wp = wb.baseAddress, let ip = ib.baseAddress else { return }
+        let wptr = SendablePointer(UnsafeMutablePointer(mutating: wp))
+        let xptr = SendablePointer(UnsafeMutablePointer(mutating: ip))
+        Parallel.ranges(outRows, minChunk: max(1, 65536 / max(L * n, 1))) { range in
+            for o in range {
+                let w = wptr.p + o * n, idx = xptr.p + o * n
+                // Taps with zero weight (padding of short windows) contribute nothing.
+                var k0 = 0, k1 = n
+                while k0 < k1 && w[k0] == 0 { k0 += 1 }
+                while k1 > k0 && w[k1 - 1] == 0 { k1 -= 1 }
+                let dst = optr.p + o * L
+                var x = 0
+                while x + 32 <= L {
+                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                    for k in k0..<k1 {
+                        let s = UnsafeRawPointer(iptr.p + idx[k] * L + x)
+                        let wk = SIMD8<Float>(repeating: w[k])
+                        a0 += wk * s.loadUnaligned(as: SIMD8<Float>.self)
+                        a1 += wk * s.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                        a2 += wk * s.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                        a3 += wk * s.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+                    }
+                    let d = UnsafeMutableRawPointer(dst + x)
+                    d.storeBytes(of: a0, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
+                    x += 32
+                }
+                while x + 8 <= L {
+                    var a = SIMD8<Float>()
+                    for k in k0..<k1 {
+                        a += SIMD8<Float>(repeating: w[k]) * UnsafeRawPointer(iptr.p + idx[k] * L + x).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    UnsafeMutableRawPointer(dst + x).storeBytes(of: a, as: SIMD8<Float>.self)
+                    x += 8
+                }
+                while x < L {
+                    var a: Float = 0
+                    for k in k0..<k1 { a += w[k] * iptr.p[idx[k] * L + x] }
+                    dst[x] = a
+                    x += 1
+                }
+            }
+        }
+    } }
 }

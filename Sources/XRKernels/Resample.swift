@@ -12,13 +12,14 @@
 // given factor, not the ratio of sizes, when `scale_factor` is passed).
 //
 // Order of work, as in torch's separable kernel: the horizontal pass (along W) first into
-// (C, inH, outW), then the vertical pass (along H). Each output element is accumulated tap by
-// tap in increasing input index, starting from zero, so sums round like torch's.
+// (C, inH, outW), then the vertical pass (along H).
 //
-// Both passes run through one SIMD kernel, `filterRows`, which mixes whole rows:
-// out[o, :] = Σ_k w[o, k] · in[idx[o, k], :]. The horizontal pass becomes a row mix on the
-// transposed plane (W, H), which keeps every load contiguous instead of gathering taps.
-// `resampleReference` (Reference/ResampleReference.swift) is the slow, obviously-correct twin.
+// * vertical: `filterRows` mixes whole rows, out[o, :] = Σ_k w[o, k] · in[idx[o, k], :], SIMD
+//   along the row, taps in increasing input index from zero (sums round as torch's do);
+// * horizontal: `filterColumns`, a SIMD dot product over each contiguous window when it is long
+//   (downsampling), a scalar loop in tap order otherwise.
+// Both split rows across workers. `resampleReference` (Reference/ResampleReference.swift) is the
+// slow, obviously-correct twin.
 
 public enum ResampleFilter: Sendable {
     case bicubic, bilinear
@@ -106,36 +107,67 @@ public func resample(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Fl
         th = bicubicTaps(inSize: inH, outSize: outH, scaleFactor: scaleFactor?.0)
         tw = bicubicTaps(inSize: inW, outSize: outW, scaleFactor: scaleFactor?.1)
     }
-    // Per channel: (inH, inW) →T (inW, inH) → mix rows → (outW, inH) →T (inH, outW) → mix rows → (outH, outW).
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(inW * inH, outW * inH))
-    let mid = UnsafeMutablePointer<Float>.allocate(capacity: outW * inH)
-    defer { scratch.deallocate(); mid.deallocate() }
+    // Horizontal pass (C·inH rows) into (C, inH, outW), then the vertical row mix per channel.
+    let mid = UnsafeMutablePointer<Float>.allocate(capacity: channels * inH * outW)
+    defer { mid.deallocate() }
+    filterColumns(mid, inp, taps: tw, rows: channels * inH, inLength: inW, outLength: outW)
     for c in 0..<channels {
-        let src = inp + c * inH * inW
-        transpose(scratch, src, rows: inH, cols: inW)                          // (inW, inH)
-        filterRows(mid, scratch, taps: tw, outRows: outW, length: inH)          // (outW, inH)
-        transpose(scratch, mid, rows: outW, cols: inH)                          // (inH, outW)
-        filterRows(out + c * outH * outW, scratch, taps: th, outRows: outH, length: outW)
+        filterRows(out + c * outH * outW, mid + c * inH * outW, taps: th, outRows: outH, length: outW)
     }
 }
 
-/// out (cols, rows) = inp (rows, cols)ᵀ, in 32×32 tiles so both sides stay in cache.
-func transpose(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, cols: Int) {
-    let tile = 32
-    var r0 = 0
-    while r0 < rows {
-        let r1 = min(r0 + tile, rows)
-        var c0 = 0
-        while c0 < cols {
-            let c1 = min(c0 + tile, cols)
-            for r in r0..<r1 {
-                let row = inp + r * cols
-                for c in c0..<c1 { out[c * rows + r] = row[c] }
-            }
-            c0 = c1
-        }
-        r0 = r1
+/// out (R, outLength) with out[r, o] = Σ_k w[o, k] · inp[r, idx[o, k]]: the horizontal pass.
+/// Antialiased windows are contiguous runs of input pixels, so a long window (downsampling)
+/// is a SIMD dot product over 8 taps at a time (partial sums per lane, then reduced: rounding
+/// differs from torch's sequential sum at the 1e-7 level); short windows and clamped
+/// (non-antialiased) taps use a scalar loop in tap order.
+func filterColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+                   rows: Int, inLength: Int, outLength: Int) {
+    let n = taps.count
+    // Per output: the tap range without zero weights at its ends, and whether it is a run of
+    // consecutive input indices long enough for SIMD.
+    var plan = [(k0: Int, k1: Int, run: Bool)]()
+    plan.reserveCapacity(outLength)
+    for o in 0..<outLength {
+        var k0 = 0, k1 = n
+        while k0 < k1 && taps.weight[o * n + k0] == 0 { k0 += 1 }
+        while k1 > k0 && taps.weight[o * n + k1 - 1] == 0 { k1 -= 1 }
+        let run = k1 - k0 >= 8 && (k0..<k1).allSatisfy { taps.index[o * n + $0] == taps.index[o * n + k0] + ($0 - k0) }
+        plan.append((k0, k1, run))
     }
+    let optr = SendablePointer(out)
+    let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
+    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in plan.withUnsafeBufferPointer { pb in
+        guard let wp = wb.baseAddress, let ip = ib.baseAddress, let pp = pb.baseAddress else { return }
+        let ws = SendablePointer(UnsafeMutablePointer(mutating: wp)), xs = SendablePointer(UnsafeMutablePointer(mutating: ip))
+        let ps = SendablePointer(UnsafeMutablePointer(mutating: pp))
+        Parallel.ranges(rows, minChunk: max(1, 65536 / max(outLength * n, 1))) { range in
+            for r in range {
+                let src = iptr.p + r * inLength, dst = optr.p + r * outLength
+                for o in 0..<outLength {
+                    let w = ws.p + o * n, idx = xs.p + o * n
+                    let (k0, k1, run) = ps.p[o]
+                    if run {
+                        let s = src + idx[k0] - k0   // s[k] is the input under tap k
+                        var acc = SIMD8<Float>()
+                        var k = k0
+                        while k + 8 <= k1 {
+                            acc += UnsafeRawPointer(w + k).loadUnaligned(as: SIMD8<Float>.self)
+                                * UnsafeRawPointer(s + k).loadUnaligned(as: SIMD8<Float>.self)
+                            k += 8
+                        }
+                        var t = acc.sum()
+                        while k < k1 { t += w[k] * s[k]; k += 1 }
+                        dst[o] = t
+                    } else {
+                        var t: Float = 0
+                        for k in k0..<k1 { t += w[k] * src[idx[k]] }
+                        dst[o] = t
+                    }
+                }
+            }
+        }
+    } } }
 }
 
 /// out (outRows, L) with out[o, :] = Σ_k w[o, k] · inp[idx[o, k], :], k ascending, from zero.

@@ -8,6 +8,8 @@ extension Preprocessing {
         var resample: Int
         var size: [String: Int]
         var doCenterCrop: Bool
+        /// How a bare-number `size` reads: a square (ViT) or a shortest edge (Bit, CLIP).
+        var defaultToSquare: Bool
         var cropSize: [String: Int]?
         var mean: [Float]
         var std: [Float]
@@ -15,11 +17,11 @@ extension Preprocessing {
         static let openAIMean: [Float] = [0.48145466, 0.4578275, 0.40821073]
         static let openAIStd: [Float] = [0.26862954, 0.26130258, 0.27577711]
         static let known: [String: HFDefaults] = [
-            "BitImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true,
+            "BitImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
                                             cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
-            "CLIPImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true,
+            "CLIPImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
                                              cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
-            "ViTImageProcessor": HFDefaults(resample: 2, size: ["height": 224, "width": 224], doCenterCrop: false,
+            "ViTImageProcessor": HFDefaults(resample: 2, size: ["height": 224, "width": 224], doCenterCrop: false, defaultToSquare: true,
                                             cropSize: nil, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]),
         ]
     }
@@ -45,7 +47,9 @@ extension Preprocessing {
 
     /// Parse an already-decoded `preprocessor_config.json` object (see `fromHuggingFace(_ url:)`).
     public static func fromHuggingFace(_ o: [String: Any], source: String) throws -> Preprocessing {
-        var type = (o["image_processor_type"] as? String) ?? ""
+        // Older configs name a feature extractor (ViTFeatureExtractor) instead of a processor.
+        var type = (o["image_processor_type"] as? String)
+            ?? ((o["feature_extractor_type"] as? String)?.replacingOccurrences(of: "FeatureExtractor", with: "ImageProcessor")) ?? ""
         if type.hasSuffix("Fast") { type.removeLast(4) }
         let defaults = HFDefaults.known[type]
         let typeNote = type.isEmpty ? "no image_processor_type" : "image_processor_type \(type) has no known defaults"
@@ -86,11 +90,13 @@ extension Preprocessing {
         func size(_ k: String, _ d: [String: Int]?) throws -> (Int?, Int?, Int?) {
             guard let v = o[k] ?? d else { throw missing(k) }
             if number(v) != nil {
-                // A bare int means a square for ViT-style processors and a shortest edge for
-                // Bit/CLIP ones (Hugging Face's default_to_square); only the crop is unambiguous.
+                // A bare number is a square crop; as `size` it is a square for ViT-style processors
+                // and a shortest edge for Bit/CLIP ones (Hugging Face's default_to_square).
                 let n = try int(v, k)
                 if k == "crop_size" { return (nil, n, n) }
-                throw XRError("a bare number is ambiguous here (square or shortest edge)", file: source, field: k,
+                if let d = defaults { return d.defaultToSquare ? (nil, n, n) : (n, nil, nil) }
+                throw XRError("a bare number is ambiguous for \(type.isEmpty ? "an unnamed processor" : type) (square or shortest edge)",
+                              file: source, field: k,
                               hint: "write {\"shortest_edge\": \(n)} or {\"height\": \(n), \"width\": \(n)}")
             }
             guard let dict = v as? [String: Any] else { throw XRError("expected an object, got \(v)", file: source, field: k) }

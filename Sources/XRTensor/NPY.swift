@@ -91,6 +91,11 @@ public enum NPY {
                           file: source, field: "data", hint: "the file is truncated")
         }
         var out = [Float](repeating: 0, count: count)
+        var inexact: Int64? = nil
+        func exact(_ v: Int64) -> Float {
+            if v > 1 << 24 || v < -(1 << 24) { if inexact == nil { inexact = v } }
+            return Float(v)
+        }
         data.withUnsafeBytes { raw in
             guard let b = raw.baseAddress else { return }
             let p = b + start
@@ -99,12 +104,16 @@ public enum NPY {
                 case "<f4": out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
                 case "<f8": out[i] = Float(Double(bitPattern: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))))
                 case "<f2": out[i] = Float(Float16(bitPattern: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
-                case "<i4": out[i] = Float(Int32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: Int32.self)))
-                case "<i8": out[i] = Float(Int64(littleEndian: p.loadUnaligned(fromByteOffset: i * 8, as: Int64.self)))
+                case "<i4": out[i] = exact(Int64(Int32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))))
+                case "<i8": out[i] = exact(Int64(littleEndian: p.loadUnaligned(fromByteOffset: i * 8, as: Int64.self)))
                 case "|i1": out[i] = Float(p.load(fromByteOffset: i, as: Int8.self))
                 default: out[i] = Float(p.load(fromByteOffset: i, as: UInt8.self))
                 }
             }
+        }
+        if let v = inexact {
+            throw XRError("\(descr) value \(v) cannot be represented exactly as f32", file: source, field: "data",
+                          hint: "integer arrays are read as f32; values must lie within ±2^24")
         }
         return Tensor(shape: shape, scalars: out)
     }

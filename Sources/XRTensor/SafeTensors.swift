@@ -178,6 +178,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var out = [Float](repeating: 0, count: count)
         guard let base else { return Tensor(shape: info.shape, scalars: out) }
         let src = UnsafeRawPointer(base) + dataStart + info.byteRange.lowerBound
+        // Integers are converted only where f32 holds them exactly (|v| ≤ 2^24).
+        var inexact: Int64? = nil
+        func exact(_ v: Int64) -> Float {
+            if v > 1 << 24 || v < -(1 << 24) { if inexact == nil { inexact = v } }
+            return Float(v)
+        }
         out.withUnsafeMutableBufferPointer { dst in
             switch info.dtype {
             case .F32:
@@ -189,9 +195,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case .BF16:
                 for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian) << 16) }
             case .I64:
-                for i in 0..<count { dst[i] = Float(Int64(littleEndian: src.loadUnaligned(fromByteOffset: i * 8, as: Int64.self))) }
+                for i in 0..<count { dst[i] = exact(Int64(littleEndian: src.loadUnaligned(fromByteOffset: i * 8, as: Int64.self))) }
             case .I32:
-                for i in 0..<count { dst[i] = Float(Int32(littleEndian: src.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))) }
+                for i in 0..<count { dst[i] = exact(Int64(Int32(littleEndian: src.loadUnaligned(fromByteOffset: i * 4, as: Int32.self)))) }
             case .I16:
                 for i in 0..<count { dst[i] = Float(Int16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: Int16.self))) }
             case .I8:
@@ -199,6 +205,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case .U8, .BOOL:
                 for i in 0..<count { dst[i] = Float(src.load(fromByteOffset: i, as: UInt8.self)) }
             }
+        }
+        if let v = inexact {
+            throw XRError("\(info.dtype.rawValue) value \(v) cannot be represented exactly as f32", file: url.path, field: name,
+                          hint: "integer tensors are read as f32; values must lie within ±2^24")
         }
         return Tensor(shape: info.shape, scalars: out)
     }

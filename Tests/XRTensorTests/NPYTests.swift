@@ -26,6 +26,19 @@ final class NPYTests: XCTestCase {
         XCTAssertEqual((d.count - d.count % 64) % 64, 0)
     }
 
+    func testLargeIntegersRefused() throws {
+        var header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"
+        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+        var d = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+        withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { d.append(contentsOf: $0) }
+        d.append(contentsOf: Array(header.utf8))
+        for v: Int64 in [5, 1 << 40] { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        XCTAssertThrowsError(try NPY.decode(d, source: "ids.npy")) { e in
+            XCTAssertEqual((e as? XRError)?.field, "data")
+            XCTAssertEqual((e as? XRError)?.file, "ids.npy")
+        }
+    }
+
     func testFortranOrderRefused() {
         XCTAssertThrowsError(try NPY.read(Fixtures.url("tensor/fortran.npy"))) { e in
             XCTAssertEqual((e as? XRError)?.field, "fortran_order")

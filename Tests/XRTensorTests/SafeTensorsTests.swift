@@ -138,6 +138,28 @@ final class SafeTensorsTests: XCTestCase {
         }
     }
 
+    /// Integer tensors read as f32 only where f32 is exact; larger values are refused, not rounded.
+    func testLargeIntegersRefused() throws {
+        func file(_ dtype: String, _ bytes: [UInt8]) -> Data {
+            let h = "{\"x\":{\"dtype\":\"\(dtype)\",\"shape\":[1],\"data_offsets\":[0,\(bytes.count)]}}"
+            var hb = Array(h.utf8); while hb.count % 8 != 0 { hb.append(0x20) }
+            var d = Data()
+            withUnsafeBytes(of: UInt64(hb.count).littleEndian) { d.append(contentsOf: $0) }
+            d.append(contentsOf: hb); d.append(contentsOf: bytes)
+            return d
+        }
+        let dir = Fixtures.tempDir()
+        let ok = dir.appendingPathComponent("ok.safetensors")
+        try file("I32", withUnsafeBytes(of: Int32(1 << 24).littleEndian) { Array($0) }).write(to: ok)
+        XCTAssertEqual(try SafeTensorsFile(contentsOf: ok).tensor("x").scalars, [16_777_216])
+        let big = dir.appendingPathComponent("big.safetensors")
+        try file("I64", withUnsafeBytes(of: Int64(16_777_217).littleEndian) { Array($0) }).write(to: big)
+        XCTAssertThrowsError(try SafeTensorsFile(contentsOf: big).tensor("x")) { e in
+            XCTAssertEqual((e as? XRError)?.field, "x")
+            XCTAssertTrue("\(e)".contains("16777217"), "\(e)")
+        }
+    }
+
     func testMissingFile() {
         XCTAssertThrowsError(try SafeTensorsFile(contentsOf: URL(fileURLWithPath: "/nonexistent/x.safetensors"))) { e in
             XCTAssertEqual((e as? XRError)?.file, "/nonexistent/x.safetensors")

@@ -266,3 +266,18 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         }
     }
 }
+
+extension Preprocessing {
+    /// Decode an X-ray file (PNG or DICOM, by content) within `maxPixels` and preprocess it:
+    /// (3, oh, ow). Errors name the file.
+    public func apply(contentsOf url: URL) throws -> [Float] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw XRError("cannot read file: \(error.localizedDescription)", file: url.path)
+        }
+        let image = try ImageDecoder.decode(data, source: url.path, maxPixels: maxPixels)
+        do { return try apply(image) } catch let e as XRError where e.file == nil {
+            throw XRError(e.message, file: url.path, field: e.field, hint: e.hint)
+        }
+    }
+}

@@ -87,6 +87,25 @@ final class PreprocessingTests: XCTestCase {
         XCTAssertThrowsError(try p.apply(XRImage(width: 26, height: 1, channels: 1, bitDepth: 8, pixels: [Float](repeating: 0, count: 26))))
     }
 
+    /// Straight from a file: decoded within maxPixels, errors name the file.
+    func testApplyContentsOfFile() throws {
+        let u = Fixtures.url("preprocess/gray16.png")
+        let p = Preprocessing(shortestEdge: 64, crop: 56, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
+        XCTAssertEqual(try p.apply(contentsOf: u), try p.apply(PNGCodec.read(u)))
+        var small = p
+        small.maxPixels = 1000
+        XCTAssertThrowsError(try small.apply(contentsOf: u)) { e in
+            XCTAssertEqual((e as? XRError)?.file, u.path)
+            XCTAssertEqual((e as? XRError)?.field, "IHDR")
+        }
+        var thin = Preprocessing.radDino
+        thin.maxPixels = 200_000
+        XCTAssertThrowsError(try thin.apply(contentsOf: u)) { e in  // 97×131 → 518×699 > 200,000
+            XCTAssertEqual((e as? XRError)?.file, u.path)
+            XCTAssertEqual((e as? XRError)?.field, "size")
+        }
+    }
+
     func testInvalidSettingsNameTheField() {
         var p = Preprocessing.imagenet(size: 8)
         p.std = [1, 0, 1]

@@ -106,7 +106,9 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
         for (i, g) in group.enumerated() { if let g { members[g, default: []].append(i) } }
         var values: [String: Double] = [:]
         for (g, idx) in members { if let v = metric(idx) { values[g] = v } }
-        let sorted = values.sorted { $0.value > $1.value }
+        // Ties broken by group name: dictionary order changes from process to process, and a
+        // resumed run must reproduce the same highest / lowest group.
+        let sorted = values.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         guard let hi = sorted.first, let lo = sorted.last, sorted.count >= 2 else {
             return SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
                                   gap: nil, highest: nil, lowest: nil, gapInterval: nil, flagged: false)

@@ -87,4 +87,39 @@ final class RecipeCommandTests: XCTestCase {
         let forced = try xrlab(["run", recipe, "--quiet", "--force"] + sets)
         XCTAssertTrue(forced.out.contains("16 cells computed, 0 reused"), forced.out)
     }
+
+    /// A run killed part-way (SIGKILL: no cleanup at all) finishes only the remaining cells when run
+    /// again, and its outputs are byte-identical to an uninterrupted run's.
+    func testKilledRunResumesToIdenticalOutputs() throws {
+        let root = Fixtures.tempDir("cli-kill")
+        let recipe = Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml").path
+        func sets(_ out: URL) -> [String] { ["--set", "output=\(out.path)", "--set", "seeds=2", "--set", "bootstrap=100"] }
+        let full = root.appendingPathComponent("full"), killed = root.appendingPathComponent("killed")
+        XCTAssertEqual(try xrlab(["run", recipe, "--quiet"] + sets(full)).status, 0)
+
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = ["run", recipe, "--quiet"] + sets(killed)
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let cells = killed.appendingPathComponent("cells")
+        var finished = 0
+        while p.isRunning {
+            finished = (try? FileManager.default.contentsOfDirectory(atPath: cells.path).filter { $0.hasSuffix(".json") }.count) ?? 0
+            if finished >= 5 { kill(p.processIdentifier, SIGKILL); break }
+            usleep(20_000)
+        }
+        p.waitUntilExit()
+        let done = try FileManager.default.contentsOfDirectory(atPath: cells.path).filter { $0.hasSuffix(".json") }.count
+        guard p.terminationReason == .uncaughtSignal, done < 80 else {
+            throw XCTSkip("the run finished before it could be killed (\(done) cells)")
+        }
+        let again = try xrlab(["run", recipe, "--quiet"] + sets(killed))
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(again.out.contains("\(80 - done) cells computed, \(done) reused"), again.out)
+        for f in ["results.jsonl", "summary.csv", "subgroups.csv", "curve_effusion.png", "curve_nodule.png"] {
+            XCTAssertEqual(try Data(contentsOf: killed.appendingPathComponent(f)), try Data(contentsOf: full.appendingPathComponent(f)), f)
+        }
+    }
 }

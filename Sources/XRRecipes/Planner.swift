@@ -14,6 +14,8 @@ public struct Plan: Sendable {
     public var featureStatus: String
     public var estimatedSeconds: Double
     public var outputDirectory: URL
+    /// Set when the output directory holds another recipe's results.
+    public var directoryProblem: String?
 
     public var text: String {
         let variants = methodVariants(recipe)
@@ -40,6 +42,7 @@ public struct Plan: Sendable {
         s += "\nfeatures: \(featureStatus)\n"
         s += "estimated time: about \(ProgressReporter.clock(estimatedSeconds)) (rough)\n"
         s += "output: \(outputDirectory.path)\n"
+        if let directoryProblem { s += "warning: \(directoryProblem)\n" }
         return s
     }
 }
@@ -53,9 +56,13 @@ public enum Planner {
         let dir = Runner.outputDirectory(r)
         let cellsDir = dir.appendingPathComponent("cells")
         var finished = Set<String>()
+        var directoryProblem: String?
         // Finished cells count only in a run directory of this recipe.
-        if (try? Runner.checkRunDirectory(dir, r, force: false)) != nil {
+        do {
+            try Runner.checkRunDirectory(dir, r, force: false)
             finished = Set(cells.map(\.id).filter { FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0 + ".json").path) })
+        } catch let e as XRError {
+            directoryProblem = e.message + " — `run` would refuse it without --force"
         }
         let (status, encodeSeconds) = try (source ?? FeatureSources.default(for: r)).status(for: r, rows: rows)
         var seconds = encodeSeconds
@@ -66,7 +73,7 @@ public enum Planner {
             seconds += Double(r.recipe.bootstrap) * 2e-5 * Double(1 + r.recipe.data.subgroups.count)
         }
         return Plan(recipe: r.recipe, cells: cells, finished: finished, tasks: tasks, featureStatus: status,
-                    estimatedSeconds: seconds, outputDirectory: dir)
+                    estimatedSeconds: seconds, outputDirectory: dir, directoryProblem: directoryProblem)
     }
 
     /// Every problem of a recipe: schema and values, then (with `checkFiles`) the files it

@@ -523,7 +523,12 @@ public enum RecipeLoader {
         if let labelsNode = d["labels"], !labelsNode.isNull {
             data.labels = ctx.attempt { try labelsNode.listOrScalar().map { try $0.string() } } ?? []
             if data.labels.isEmpty, case .sequence = labelsNode.node { ctx.record(labelsNode.error("labels must list at least one label")) }
-            if Set(data.labels).count != data.labels.count { ctx.record(labelsNode.error("a label is listed twice")) }
+            if Set(data.labels).count != data.labels.count {
+                ctx.record(labelsNode.error("a label is listed twice"))
+            } else if Set(data.labels.map(safe)).count != data.labels.count {
+                ctx.record(labelsNode.error("labels differing only in punctuation or spaces would share result files",
+                                            hint: "rename them so that letters, digits, '-' and '_' tell them apart"))
+            }
             if data.task == "multiclass" && data.labels.count == 1 { ctx.record(labelsNode.error("a multiclass task needs at least two classes")) }
             if data.task == "binary" && data.labels.count > 1 {
                 ctx.record(labelsNode.error("a binary task has one label (the positive finding); got \(data.labels.count)",

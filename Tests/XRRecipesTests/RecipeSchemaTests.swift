@@ -159,6 +159,15 @@ final class RecipeSchemaTests: XCTestCase {
         XCTAssertTrue(r.absolute.data.manifest.hasPrefix("/"))
     }
 
+    func testLabelsThatWouldShareResultFilesAreRefused() throws {
+        let dir = Fixtures.tempDir()
+        let u = try write(studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: [pleural effusion, pleural_effusion]"), in: dir)
+        XCTAssertThrowsError(try RecipeLoader.load(u)) { e in
+            XCTAssertTrue("\(e)".contains("would share result files"), "\(e)")
+            XCTAssertEqual((e as? XRError)?.field, "line 8:11 (data.labels)")
+        }
+    }
+
     func testBinaryTaskAndBootstrapMapping() throws {
         let dir = Fixtures.tempDir()
         try makeStudy(in: dir)

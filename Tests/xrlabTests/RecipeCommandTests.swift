@@ -80,7 +80,9 @@ final class RecipeCommandTests: XCTestCase {
         let resolved = try xrlab(["run", out.appendingPathComponent("resolved.yaml").path, "--quiet"])
         XCTAssertTrue(resolved.out.contains("0 cells computed, 16 reused"), resolved.out + resolved.err)
         // Another recipe into the same directory is refused, with what differs; --force recomputes.
-        let other = try xrlab(["run", recipe, "--quiet", "--set", "output=\(out.path)", "--set", "seeds=2", "--set", "shots=[1, 4]", "--set", "bootstrap=0"])
+        let otherSets = ["--set", "output=\(out.path)", "--set", "seeds=2", "--set", "shots=[1, 4]", "--set", "bootstrap=0"]
+        XCTAssertTrue(try xrlab(["plan", recipe] + otherSets).out.contains("warning: the run directory holds results of a different recipe"))
+        let other = try xrlab(["run", recipe, "--quiet"] + otherSets)
         XCTAssertEqual(other.status, 1)
         XCTAssertTrue(other.err.contains("different recipe (seeds: 1 → 2)"), other.err)
         XCTAssertTrue(other.err.contains("HINT: choose another output directory, or pass --force"), other.err)

@@ -63,6 +63,34 @@ final class RecipeSchemaTests: XCTestCase {
         XCTAssertTrue(report.contains("48 dimensions"), "cls + patch_mean concatenated: \(report.prefix(600))")
     }
 
+    /// The same labels given as a pipe-separated column or as a 0/1 column give identical cells;
+    /// `data.where` keeps precomputed features aligned with the kept rows.
+    func testLabelColumnsWhereAndMulticlass() throws {
+        let recipe = Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml")
+        let common = ["seeds=2", "shots=[2, 4]", "bootstrap=10", "data.labels=[effusion]", "data.subgroups={}"]
+        let a = Fixtures.tempDir("labels-pipe"), b = Fixtures.tempDir("labels-01")
+        let sa = try Runner.run(try RecipeLoader.load(recipe, overrides: common + ["output=\(a.path)"]), options: quiet())
+        let sb = try Runner.run(try RecipeLoader.load(recipe, overrides: common + ["output=\(b.path)", "data.label_column=null",
+                                                                                   "data.label_columns={effusion: effusion}"]), options: quiet())
+        XCTAssertEqual(sa.computed, 4 * 2 * 2)
+        XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("results.jsonl")), try Data(contentsOf: b.appendingPathComponent("results.jsonl")))
+
+        let manifest = try CSVTable(contentsOf: Fixtures.url("recipes/manifest.csv"))
+        let sex = try manifest.column("sex")
+        let women = manifest.rows.filter { $0[sex] == "F" }.count
+        let c = Fixtures.tempDir("where")
+        let sc = try Runner.run(try RecipeLoader.load(recipe, overrides: common + ["output=\(c.path)", "data.where.sex=F"]), options: quiet())
+        XCTAssertTrue(try String(contentsOf: sc.report, encoding: .utf8).contains("- Rows: \(women) "))
+
+        // Multiclass: one task over the listed classes (sex, as a stand-in for a class column).
+        let d = Fixtures.tempDir("multiclass")
+        let sd = try Runner.run(try RecipeLoader.load(recipe, overrides: ["output=\(d.path)", "seeds=1", "shots=[2]", "bootstrap=0",
+                                                                           "data.task=multiclass", "data.label_column=sex", "data.labels=[F, M]",
+                                                                           "data.subgroups={}"]), options: quiet())
+        XCTAssertEqual(sd.plots.map(\.lastPathComponent), ["curve_F-vs-M.png"])
+        XCTAssertEqual(sd.computed, 4)
+    }
+
     // MARK: every problem at once
 
     func testValidateReportsEveryProblemWithPositions() throws {

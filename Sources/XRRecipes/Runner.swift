@@ -6,12 +6,16 @@ import XRProbe
 import XRKernels
 import XRData
 
-/// One unit of work.
+/// One unit of work: one method setting on one task with `shots` examples per class, drawn with `seed`.
 public struct Cell: Sendable, Codable, Equatable {
-    public var method: String       // label, e.g. logistic, knn-k20, prototype
+    /// Method setting label: `logistic`, `knn-k20`, `prototype`.
+    public var method: String
+    /// Task name: the label (multilabel / binary) or `classA-vs-classB-…` (multiclass).
     public var task: String
     public var shots: Int
     public var seed: Int
+    /// Stable file name stem from the parameters: `knn-k20__effusion__k4__s3`. The rest of the
+    /// recipe is pinned by the run directory's fingerprint.
     public var id: String { "\(method)__\(safe(task))__k\(shots)__s\(seed)" }
 }
 
@@ -23,14 +27,18 @@ public struct CellResult: Codable, Sendable, Equatable {
     /// ok, or skipped (with `reason`).
     public var status: String
     public var reason: String?
+    /// Metric name → value on the whole test set (metrics undefined on it are left out).
     public var metrics: [String: Double]
     /// Bootstrap 95% interval of the primary metric over test images.
     public var primary_ci: Interval?
+    /// The C picked by cross-validation (logistic only).
     public var chosen_C: Double?
+    /// Training rows (shots × classes when not skipped) and test rows.
     public var n_train: Int
     public var n_test: Int
     /// Sampled training ids, in draw order.
     public var train_ids: [String]
+    /// Primary metric per subgroup attribute (sorted by attribute name).
     public var subgroups: [SubgroupResult]
 }
 
@@ -52,33 +60,43 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
     return out
 }
 
+/// How `Runner.run` runs (nothing here changes results, so none of it enters the fingerprint).
 public struct RunOptions: Sendable {
+    /// Recompute every cell, and take over a run directory written by another recipe.
     public var force = false
     /// Cells computed in parallel (each with single-threaded BLAS).
     public var threads = 2
+    /// No progress output.
     public var quiet = false
     /// Skip the manifest leakage / hygiene check that runs before image manifests are encoded.
     public var skipCheck = false
     /// Stop after computing this many new cells (used to test resuming).
     public var maxNewCells: Int? = nil
+    /// Recorded in `run.json`.
     public var commandLine: [String] = CommandLine.arguments
     /// Where features come from; nil = the recipe's own (`FeatureSources.default`).
     public var featureSource: FeatureSource? = nil
     public init() {}
 }
 
+/// What a run did.
 public struct RunSummary: Sendable {
     public var directory: URL
+    /// Cells computed by this call, and finished cells found from earlier runs.
     public var computed: Int
     public var reused: Int
+    /// Cells skipped (too few examples for the shots, a class missing from the test set), with reasons.
     public var skipped: [CellResult]
+    /// False when `maxNewCells` stopped the run early.
     public var complete: Bool
     public var plots: [URL]
     public var report: URL
 }
 
+/// Runs recipes: features → per cell (sample shots, fit, predict, metrics, bootstrap, subgroups),
+/// each cell written atomically to `cells/<id>.json`, then results, summary, curves and report.
 public enum Runner {
-    /// Cells in a fixed order.
+    /// Cells in a fixed order: task, method setting, shots, seed.
     public static func cells(_ recipe: Recipe, tasks: [String]) -> [Cell] {
         var out: [Cell] = []
         for t in tasks { for (m, _) in methodVariants(recipe) { for k in recipe.shots { for s in 0..<recipe.seeds {
@@ -87,6 +105,7 @@ public enum Runner {
         return out
     }
 
+    /// The run directory (`output`, relative to the recipe's folder).
     public static func outputDirectory(_ r: LoadedRecipe) -> URL { r.resolve(r.recipe.output) }
 
     /// Run-directory format written to `run.json`.

@@ -38,7 +38,12 @@ enum Outputs {
                         }
                         rows.append([m, task, String(k), metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
                                      bootLow, bootHigh, String(cellResults.count - ok.count)])
-                        if metric == recipe.primary_metric && s.n > 0 { points.append((Double(k), s.mean, s.low, s.high)) }
+                        if metric == recipe.primary_metric && s.n > 0 {
+                            // Bands of metrics bounded to [0, 1] are drawn clipped to it (the t-interval
+                            // over few seeds can pass 1); summary.csv keeps the interval as computed.
+                            let bounded = metric != "log_loss"
+                            points.append((Double(k), s.mean, bounded ? max(s.low, 0) : s.low, bounded ? min(s.high, 1) : s.high))
+                        }
                     }
                 }
                 if !points.isEmpty {
@@ -63,7 +68,9 @@ enum Outputs {
             let png = try LearningCurvePlot.render(
                 title: "\(task): \(metricTitle(recipe.primary_metric)) vs shots per class", yLabel: metricTitle(recipe.primary_metric),
                 series: curves[task] ?? [],
-                note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds. Recipe \(recipe.name), xrlab \(XRLabVersion.string)")
+                note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds. Recipe \(recipe.name), xrlab \(XRLabVersion.string)"
+                    + skippedNote(results, task: task, recipe: recipe),
+                ticks: recipe.shots.map(Double.init))
             try PNGCodec.write(png, to: u)
             plots.append(u)
         }
@@ -104,6 +111,12 @@ enum Outputs {
             }
         }
         return out
+    }
+
+    /// "; no points at k=16 (cells skipped, see report)" when whole shot counts have no finished cell.
+    static func skippedNote(_ results: [CellResult], task: String, recipe: Recipe) -> String {
+        let empty = recipe.shots.filter { k in !results.contains { $0.cell.task == task && $0.cell.shots == k && $0.status == "ok" } }
+        return empty.isEmpty ? "" : "; no points at k=\(empty.map(String.init).joined(separator: ", ")) (skipped or not run, see report)"
     }
 
     /// Display name of a metric for plots.

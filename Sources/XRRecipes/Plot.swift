@@ -95,11 +95,12 @@ enum LearningCurvePlot {
                                                    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
     /// Metric vs shots (log2 x axis), one line per series with its interval band.
-    static func render(title: String, yLabel: String, series: [Series], note: String) throws -> Data {
+    /// `ticks`: x values to label even without points (e.g. shot counts whose cells were all skipped).
+    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = []) throws -> Data {
         let W = 1020, H = 620, left = 120, right = 250, top = 70, bottom = 90
         var c = Canvas(width: W, height: H)
         let pw = W - left - right, ph = H - top - bottom
-        let xs = Array(Set(series.flatMap { $0.points.map(\.x) })).sorted()
+        let xs = Array(Set(series.flatMap { $0.points.map(\.x) } + ticks.filter { $0 > 0 })).sorted()
         let ys = series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } }.filter(\.isFinite)
         guard let xmin = xs.first, let xmax = xs.last, let ylo = ys.min(), let yhi = ys.max() else {
             c.text("No finished cells to plot", x: left, y: top + ph / 2)

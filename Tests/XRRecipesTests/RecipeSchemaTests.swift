@@ -253,6 +253,24 @@ final class RecipeSchemaTests: XCTestCase {
         XCTAssertEqual(moved.fingerprint, try RecipeLoader.load(dir.appendingPathComponent("r.yaml")).fingerprint)
     }
 
+    func testNewerFormatsAreRefusedWithAHint() throws {
+        let dir = Fixtures.tempDir()
+        try makeStudy(in: dir)
+        XCTAssertThrowsError(try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "version: 1", with: "version: 2"), in: dir, name: "v2.yaml"))) { e in
+            XCTAssertEqual((e as? XRError)?.field, "line 1:10 (version)")
+            XCTAssertNotNil((e as? XRError)?.hint)
+        }
+        let r = try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]"), in: dir))
+        _ = try Runner.run(r, options: quiet())
+        let runJSON = dir.appendingPathComponent("run/run.json")
+        let text = try String(contentsOf: runJSON, encoding: .utf8).replacingOccurrences(of: "\"format_version\" : 1", with: "\"format_version\" : 9")
+        try text.write(to: runJSON, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Runner.run(r, options: quiet())) { e in
+            XCTAssertEqual((e as? XRError)?.field, "format_version")
+            XCTAssertTrue((e as? XRError)?.hint?.contains("upgrade xrlab") == true, "\(e)")
+        }
+    }
+
     func testBrokenDataLeavesNoRunBehind() throws {
         let dir = Fixtures.tempDir()
         try makeStudy(in: dir, nanRow: 3)

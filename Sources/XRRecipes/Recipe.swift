@@ -144,8 +144,10 @@ public struct LoadedRecipe: Sendable {
     public var baseDirectory: URL
     public var overrides: [String]
 
+    /// A recipe path as a file URL: absolute paths and `~/…` as they are, others relative to the recipe's folder.
     public func resolve(_ path: String) -> URL {
-        path.hasPrefix("/") ? URL(fileURLWithPath: path) : baseDirectory.appendingPathComponent(path)
+        if path == "~" || path.hasPrefix("~/") { return URL(fileURLWithPath: NSString(string: path).expandingTildeInPath) }
+        return path.hasPrefix("/") ? URL(fileURLWithPath: path) : baseDirectory.appendingPathComponent(path)
     }
 
     /// The recipe with its paths (model, manifest, features, output) made absolute, so it means

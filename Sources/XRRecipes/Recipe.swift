@@ -544,7 +544,8 @@ public enum RecipeLoader {
         } else {
             ctx.record(dn.error("missing required key 'labels'"))
         }
-        if data.label_column == nil && data.label_columns == nil && d["label_column"] == nil && d["label_columns"] == nil {
+        // (A key present with a wrong type has its own error already.)
+        if data.label_column == nil && data.label_columns == nil && (d["label_column"]?.isNull ?? true) && (d["label_columns"]?.isNull ?? true) {
             ctx.record(dn.error("give label_column (pipe-separated labels) or label_columns (label → 0/1 column)"))
         }
         if data.label_column != nil && data.label_columns != nil, let n = d["label_columns"] {

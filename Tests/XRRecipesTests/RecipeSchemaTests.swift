@@ -152,6 +152,9 @@ final class RecipeSchemaTests: XCTestCase {
             XCTAssertEqual((e as? XRError)?.field, "--set methods.7.k=3")
             XCTAssertTrue("\(e)".contains("has 3 items"), "\(e)")
         }
+        XCTAssertThrowsError(try RecipeLoader.load(u, overrides: ["data.label_column=null"])) { e in
+            XCTAssertTrue("\(e)".contains("give label_column (pipe-separated labels) or label_columns"), "\(e)")
+        }
         // Values from the file keep their line:column even when other keys are overridden.
         let bad = try write(studyRecipe.replacingOccurrences(of: "seeds: 2", with: "seeds: 0"), in: dir, name: "bad.yaml")
         XCTAssertThrowsError(try RecipeLoader.load(bad, overrides: ["bootstrap=10"])) { e in

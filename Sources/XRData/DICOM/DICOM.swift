@@ -157,6 +157,16 @@ public struct DICOMFile: Sendable {
     public var patientAge: String? { string(0x0010_1010) }
     public var laterality: String? { string(0x0020_0062) ?? string(0x0020_0060) }
     public var studyUID: String? { string(0x0020_000D) }
+    public var sopInstanceUID: String? { string(0x0008_0018) }
+    /// Identifiers: read only to derive keyed hashes or to join labels — never written out.
+    public var patientID: String? { string(0x0010_0020) }
+    public var patientName: String? { string(0x0010_0010) }
+    public var accessionNumber: String? { string(0x0008_0050) }
+    public var patientBirthDate: String? { string(0x0010_0030) }
+    /// The date the image was taken: Study Date, else Acquisition, Content or Series Date (YYYYMMDD).
+    public var studyDate: String? {
+        [0x0008_0020, 0x0008_0022, 0x0008_0023, 0x0008_0021].lazy.compactMap { self.string($0) }.first { !$0.isEmpty }
+    }
     public var seriesUID: String? { string(0x0020_000E) }
     public var photometricInterpretation: String? { string(Self.photometric) }
     /// Number of Frames (1 when absent). Multi-frame files are read as their first frame.
@@ -227,6 +237,23 @@ public struct DICOMFile: Sendable {
             out[i] = Float(mono1 ? 1 - y : y)
         }
         return XRImage(width: stored.width, height: stored.height, channels: 1, bitDepth: 16, pixels: out)
+    }
+
+    /// SHA-256 (hex) of the first frame's stored values — the text "COLUMNSxROWSxBITS\n" then
+    /// each value as a little-endian Int32 — so the same image re-encoded in another transfer
+    /// syntax, or with different header elements, has the same content hash.
+    public func pixelHash() throws -> String {
+        let img = try storedImage(raw: true)
+        var h = SHA256()
+        h.update(Array("\(img.width)x\(img.height)x\(us(Self.bitsStored) ?? us(Self.bitsAllocated) ?? 0)\n".utf8))
+        var bytes = [UInt8](repeating: 0, count: 4 * img.pixels.count)
+        for (i, p) in img.pixels.enumerated() {
+            let v = UInt32(bitPattern: Int32(p))
+            bytes[4 * i] = UInt8(v & 0xFF); bytes[4 * i + 1] = UInt8(v >> 8 & 0xFF)
+            bytes[4 * i + 2] = UInt8(v >> 16 & 0xFF); bytes[4 * i + 3] = UInt8(v >> 24)
+        }
+        h.update(bytes)
+        return hexString(h.finalize())
     }
 
     /// Stored pixel values of the first frame, mapped to [0, 1] by the full range of Bits Stored

@@ -54,7 +54,7 @@ final class DICOMCompressedTests: XCTestCase {
             XCTAssertTrue(got == want, "\(name): \(zip(got, want).filter { $0 != $1 }.count) samples differ; first at \((0..<min(got.count, want.count)).first { got[$0] != want[$0] } ?? -1)")
             n += 1
         }
-        XCTAssertEqual(n, 10)
+        XCTAssertEqual(n, 13, "10 libjpeg-turbo streams, 3 with restart intervals / point transform")
     }
 
     func testJPEG2000MatchesReference() throws {
@@ -124,6 +124,15 @@ final class DICOMCompressedTests: XCTestCase {
         expectError(jw, contains: "JPEG 2000")
         jw.fragments = [[0x12, 0x34] + Array(js.dropFirst(2))]
         expectError(jw, contains: "JPEG 2000")
+        // A restart marker out of sequence.
+        if let r = all["jpll_rst_p4_12"] {
+            var rw = try wrap(r, syntax: TransferSyntax.jpegLossless)
+            var rs = try codestream(r)
+            guard let at = (0..<(rs.count - 1)).first(where: { rs[$0] == 0xFF && rs[$0 + 1] == 0xD0 }) else { return XCTFail("no RST0") }
+            rs[at + 1] = 0xD5
+            rw.fragments = [rs]
+            expectError(rw, contains: "restart marker RST0 missing before row 3")
+        } else { XCTFail("fixture case jpll_rst_p4_12 missing") }
         // Rows / Columns disagreeing with the codestream's own size.
         var sized = try wrap(c, syntax: TransferSyntax.jpegLosslessSV1)
         sized.rows += 1

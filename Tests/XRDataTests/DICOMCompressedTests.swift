@@ -68,6 +68,24 @@ final class DICOMCompressedTests: XCTestCase {
         XCTAssertEqual(n, 3)
     }
 
+    /// 8-bit JPEG Baseline through libjpeg: the pixels libjpeg-turbo itself decoded when the
+    /// fixture was made (same accurate integer IDCT; ±1 allowed for a different libjpeg build).
+    func testJPEGBaselineMatchesLibjpegDecode() throws {
+        let all = Dictionary(uniqueKeysWithValues: try cases())
+        guard let c = all["jpeg_baseline_8"] else { return XCTFail("fixture case missing") }
+        for ts in [TransferSyntax.jpegBaseline, TransferSyntax.jpegExtended] {
+            let f = try DICOMFile.parse(try wrap(c, syntax: ts, pieces: 2).data(), source: "base.dcm")
+            let got = storedValues(try f.storedImage(), bits: 8, signed: false), want = try expected("jpeg_baseline_8")
+            XCTAssertEqual(got.count, want.count)
+            let worst = zip(got, want).map { abs($0 - $1) }.max() ?? 99
+            XCTAssertLessThanOrEqual(worst, 1, ts)
+        }
+        var w = try wrap(c, syntax: TransferSyntax.jpegBaseline)
+        let s = try codestream(c)
+        w.fragments = [Array(s.prefix(s.count * 2 / 3))]
+        expectError(w, contains: "cannot decode the JPEG data")
+    }
+
     /// A codestream split over several fragments, MONOCHROME1, and the modality/VOI paths.
     func testFragmentsAndValueModes() throws {
         let all = Dictionary(uniqueKeysWithValues: try cases())

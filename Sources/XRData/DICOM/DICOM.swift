@@ -13,9 +13,12 @@ public enum TransferSyntax {
     public static let jpegLosslessSV1 = "1.2.840.10008.1.2.4.70"
     public static let jpeg2000Lossless = "1.2.840.10008.1.2.4.90"
     public static let jpeg2000 = "1.2.840.10008.1.2.4.91"
+    public static let jpegBaseline = "1.2.840.10008.1.2.4.50"
+    public static let jpegExtended = "1.2.840.10008.1.2.4.51"
 
     /// Encapsulated (compressed) syntaxes whose pixel data xrlab decodes.
-    public static let decodedEncapsulated: Set<String> = [rle, jpegLossless, jpegLosslessSV1, jpeg2000Lossless, jpeg2000]
+    public static let decodedEncapsulated: Set<String> = [rle, jpegLossless, jpegLosslessSV1, jpeg2000Lossless, jpeg2000,
+                                                                  jpegBaseline, jpegExtended]
 
     public static let names: [String: String] = [
         implicitLittle: "Implicit VR Little Endian", explicitLittle: "Explicit VR Little Endian",
@@ -34,8 +37,8 @@ public enum TransferSyntax {
 ///
 /// Transfer syntaxes read: Implicit VR Little Endian, Explicit VR Little Endian, Explicit VR Big
 /// Endian, Deflated Explicit VR Little Endian (zlib), and encapsulated pixel data in RLE Lossless
-/// (native), JPEG Lossless Process 14 with any predictor incl. SV1 (native) and JPEG 2000
-/// (OpenJPEG). 8–16 bits allocated/stored, signed or unsigned, one sample per pixel, MONOCHROME1
+/// (native), JPEG Lossless Process 14 with any predictor incl. SV1 (native), JPEG 2000
+/// (OpenJPEG) and 8-bit JPEG Baseline / Extended (libjpeg, lossy). 8–16 bits allocated/stored, signed or unsigned, one sample per pixel, MONOCHROME1
 /// and MONOCHROME2; multi-frame files give their first frame (with a warning). Other transfer
 /// syntaxes are refused with their name and UID — never decoded wrongly.
 public struct DICOMFile: Sendable {
@@ -359,6 +362,10 @@ extension DICOMFile {
         let size: (rows: Int, columns: Int), precision: Int
         if transferSyntax == TransferSyntax.jpeg2000Lossless || transferSyntax == TransferSyntax.jpeg2000 {
             let f = try JPEG2000.decode(stream, source: source)
+            samples = f.samples.map { Int($0) }
+            size = (f.rows, f.columns); precision = f.precision
+        } else if transferSyntax == TransferSyntax.jpegBaseline || transferSyntax == TransferSyntax.jpegExtended {
+            let f = try JPEGBaseline.decode(stream, source: source)
             samples = f.samples.map { Int($0) }
             size = (f.rows, f.columns); precision = f.precision
         } else {

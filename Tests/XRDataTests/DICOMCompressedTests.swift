@@ -155,6 +155,9 @@ final class DICOMCompressedTests: XCTestCase {
         var sized = try wrap(c, syntax: TransferSyntax.jpegLosslessSV1)
         sized.rows += 1
         expectError(sized, contains: "Rows / Columns")
+        var sizedJ2K = try wrap(j, syntax: TransferSyntax.jpeg2000Lossless)
+        sizedJ2K.columns = 4000
+        expectError(sizedJ2K, contains: "Rows / Columns say 4000x")
         // A baseline (lossy) codestream inside a lossless syntax is refused, not misread.
         if let base = all["jpeg_baseline_8"] {
             var bw = try wrap(base, syntax: TransferSyntax.jpegLossless)

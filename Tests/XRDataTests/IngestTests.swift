@@ -185,4 +185,35 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(Ingest.age(birthDate: "1970", on: "20150610"), "")
         XCTAssertEqual(Ingest.age(birthDate: "20200101", on: "20150610"), "", "born after the study")
     }
+
+    /// Real files: the four WG04 RG3 encodings (uncompressed, RLE, JPEG Lossless, JPEG 2000) get
+    /// one content hash and one patient key; in different splits, `check` reports both leaks.
+    func testSharedRealDICOMIngestFindsTheSameImageAcrossEncodings() throws {
+        let root = try Fixtures.requireSharedData()
+        let dir = Fixtures.tempDir("real-ingest")
+        let labels = dir.appendingPathComponent("labels.csv")
+        try """
+        filename,labels,split
+        WG04_RG3_UNC.dcm,fibroma,train
+        WG04_RG3_RLE.dcm,fibroma,train
+        WG04_RG3_JPLL.dcm,fibroma,test
+        WG04_RG3_J2KR.dcm,fibroma,test
+        CR-MONO1-10-chest.dcm,normal,test
+
+        """.write(to: labels, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out/manifest.csv")
+        let r = try Ingest.run(root.appendingPathComponent("dicom"), labels: labels, joinOn: .filename, out: out,
+                               key: SiteKey(secret: Array("a site secret of enough length".utf8)))
+        XCTAssertEqual(r.rows, 5)
+        let t = try CSVTable(contentsOf: out)
+        let sha = try t.column("sha256"), p = try t.column("patient_key"), path = try t.column("path")
+        let rg3 = t.rows.filter { $0[path].contains("WG04_RG3") }
+        XCTAssertEqual(rg3.count, 4)
+        XCTAssertEqual(Set(rg3.map { $0[sha] }).count, 1, "one image, four encodings")
+        XCTAssertEqual(Set(rg3.map { $0[p] }).count, 1)
+        var o = ManifestCheck.Options()
+        o.nearDuplicates = false   // decoding the 1760 × 1760 images again adds nothing here
+        let kinds = Set(try ManifestCheck.run(out, options: o).filter { $0.severity == .error }.map(\.kind))
+        XCTAssertEqual(kinds, ["patient-across-splits", "duplicate-across-splits"])
+    }
 }

@@ -361,15 +361,15 @@ extension DICOMFile {
         let samples: [Int]
         let size: (rows: Int, columns: Int), precision: Int
         if transferSyntax == TransferSyntax.jpeg2000Lossless || transferSyntax == TransferSyntax.jpeg2000 {
-            let f = try JPEG2000.decode(stream, source: source)
+            let f = try JPEG2000.decode(stream, source: source, size: (rows, columns))
             samples = f.samples.map { Int($0) }
             size = (f.rows, f.columns); precision = f.precision
         } else if transferSyntax == TransferSyntax.jpegBaseline || transferSyntax == TransferSyntax.jpegExtended {
-            let f = try JPEGBaseline.decode(stream, source: source)
+            let f = try JPEGBaseline.decode(stream, source: source, maxPixels: max(rows * columns, 1))
             samples = f.samples.map { Int($0) }
             size = (f.rows, f.columns); precision = f.precision
         } else {
-            let f = try JPEGLossless.decode(stream, source: source)
+            let f = try JPEGLossless.decode(stream, source: source, size: (rows, columns))
             samples = f.samples.map { Int($0) }
             size = (f.rows, f.columns); precision = f.precision
         }

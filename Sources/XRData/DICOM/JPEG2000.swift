@@ -24,7 +24,9 @@ enum JPEG2000 {
         init(_ bytes: [UInt8]) { self.bytes = bytes }
     }
 
-    static func decode(_ bytes: [UInt8], source: String) throws -> Frame {
+    /// Decode a codestream. `size` (rows, columns), when given, must match the image header —
+    /// checked before OpenJPEG decodes (and allocates) anything.
+    static func decode(_ bytes: [UInt8], source: String, size: (rows: Int, columns: Int)? = nil) throws -> Frame {
         let field = "(7FE0,0010) Pixel Data (JPEG 2000)"
         func fail(_ m: String) -> XRError { XRError(m, file: source, field: field) }
         // Raw codestream starts with SOC SIZ (FF4F FF51); a JP2 file with its signature box.
@@ -89,6 +91,10 @@ enum JPEG2000 {
             throw fail("cannot read the JPEG 2000 header\(reason())")
         }
         defer { opj_image_destroy(image) }
+        let header = (rows: Int(image.pointee.y1) - Int(image.pointee.y0), columns: Int(image.pointee.x1) - Int(image.pointee.x0))
+        if let size, size != header {
+            throw fail("compressed frame is \(header.columns)x\(header.rows), Rows / Columns say \(size.columns)x\(size.rows)")
+        }
         guard opj_decode(codec, stream, image) != 0, opj_end_decompress(codec, stream) != 0 else {
             throw fail("cannot decode the JPEG 2000 data (corrupt or truncated)\(reason())")
         }

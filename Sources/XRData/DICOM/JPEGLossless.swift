@@ -103,8 +103,9 @@ enum JPEGLossless {
         }
     }
 
-    /// Decode a JPEG Lossless codestream (SOI … EOI) with one component.
-    static func decode(_ b: [UInt8], source: String) throws -> Frame {
+    /// Decode a JPEG Lossless codestream (SOI … EOI) with one component. `size` (rows, columns),
+    /// when given, must match the frame header — checked before any sample memory is allocated.
+    static func decode(_ b: [UInt8], source: String, size: (rows: Int, columns: Int)? = nil) throws -> Frame {
         let field = "(7FE0,0010) Pixel Data (JPEG Lossless)"
         func fail(_ m: String) -> XRError { XRError(m, file: source, field: field) }
         guard b.count >= 4, b[0] == 0xFF, b[1] == 0xD8 else { throw fail("JPEG data does not start with an SOI marker") }
@@ -131,6 +132,9 @@ enum JPEGLossless {
                 componentID = Int(b[seg + 6])
                 guard (2...16).contains(precision), rows > 0, columns > 0 else {
                     throw fail("JPEG Lossless frame header is invalid (precision \(precision), \(columns)x\(rows))")
+                }
+                if let size, size != (rows, columns) {
+                    throw fail("compressed frame is \(columns)x\(rows), Rows / Columns say \(size.columns)x\(size.rows)")
                 }
             case 0xC0...0xCF where marker != 0xC4 && marker != 0xC8 && marker != 0xCC:
                 throw fail(String(format: "JPEG frame type SOF%d is not lossless Huffman (SOF3)", marker - 0xC0))

@@ -53,7 +53,6 @@ public enum Ingest {
             do { data = try Data(contentsOf: u) } catch { throw XRError("cannot read file", file: u.path) }
             var row = [String](repeating: "", count: columns.count)
             row[0] = relativePath(u, from: base)
-            row[1] = SHA256.hex(data)   // PNG: the file; DICOM: the decoded pixels (below)
             var joinValue = u.lastPathComponent
             if DICOMFile.isDICOM(data) {
                 let f = try DICOMFile.parse(data, source: u.path)
@@ -71,6 +70,8 @@ public enum Ingest {
                 if joinOn == .study { joinValue = f.studyUID ?? "" }
             } else if joinOn != .filename {
                 throw XRError("PNG files carry no \(joinOn.rawValue); join PNG labels by filename", file: u.path, field: "--join-on")
+            } else {
+                row[1] = SHA256.hex(data)   // PNG: the file; DICOM: its decoded pixel values (above)
             }
             if let l = labelRows[joinValue] {
                 row[10] = l.labels; row[11] = l.split

@@ -8,9 +8,19 @@
 typedef struct { const uint8_t *data; size_t size; size_t pos; } reader_t;
 typedef struct { char *msg; char *field; jmp_buf jmp; } errctx_t;
 
+/* libpng prefixes chunk errors with the chunk name ("IDAT: incorrect data check",
+   "IHDR: CRC error"); that name is the most precise field to report. */
 static void on_error(png_structp png, png_const_charp msg) {
     errctx_t *e = (errctx_t *)png_get_error_ptr(png);
     snprintf(e->msg, 256, "%s", msg);
+    if (e->field && strlen(msg) > 5 && msg[4] == ':') {
+        int chunk = 1;
+        for (int i = 0; i < 4; i++) {
+            char c = msg[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) chunk = 0;
+        }
+        if (chunk) snprintf(e->field, 32, "%.4s", msg);
+    }
     longjmp(e->jmp, 1);
 }
 static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
@@ -33,6 +43,12 @@ void xrpng_decode(const uint8_t *data, size_t size, uint64_t max_pixels, xrpng_i
     if (size >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
         uint64_t w = ((uint64_t)data[16] << 24) | ((uint64_t)data[17] << 16) | ((uint64_t)data[18] << 8) | data[19];
         uint64_t h = ((uint64_t)data[20] << 24) | ((uint64_t)data[21] << 16) | ((uint64_t)data[22] << 8) | data[23];
+        if (w == 0 || h == 0) {
+            snprintf(out->error, sizeof(out->error), "image has zero width or height (%llux%llu)",
+                     (unsigned long long)w, (unsigned long long)h);
+            snprintf(out->field, sizeof(out->field), "IHDR");
+            return;
+        }
         if (w * h > max_pixels) {
             snprintf(out->error, sizeof(out->error), "declared size %llux%llu exceeds the limit of %llu pixels",
                      (unsigned long long)w, (unsigned long long)h, (unsigned long long)max_pixels);
@@ -46,6 +62,7 @@ void xrpng_decode(const uint8_t *data, size_t size, uint64_t max_pixels, xrpng_i
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     if (!png) { snprintf(out->error, 256, "out of memory"); return; }
     png_infop info = png_create_info_struct(png);
+    if (!info) { png_destroy_read_struct(&png, NULL, NULL); snprintf(out->error, 256, "out of memory"); return; }
     reader_t rd = { data, size, 0 };
     png_bytep *volatile rows = NULL;
     uint8_t *volatile pixels = NULL;
@@ -122,18 +139,27 @@ int xrpng_encode(const void *pixels, uint32_t width, uint32_t height, int channe
                  uint8_t **out, size_t *out_size, char *error, size_t error_size) {
     char msg[256] = {0};
     errctx_t ectx; ectx.msg = msg; ectx.field = NULL;
-    writer_t wr = { NULL, 0, 0, 0 };
+    /* The writer lives on the heap: it changes between setjmp and a possible longjmp, and
+       locals modified there are indeterminate after the jump unless volatile. */
+    writer_t *wr = (writer_t *)calloc(1, sizeof(writer_t));
+    if (!wr) { snprintf(error, error_size, "out of memory"); return 1; }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
-    if (!png) { snprintf(error, error_size, "out of memory"); return 1; }
+    if (!png) { free(wr); snprintf(error, error_size, "out of memory"); return 1; }
     png_infop info = png_create_info_struct(png);
+    const char *bad = !info ? "out of memory"
+                    : (channels < 1 || channels > 4) ? "unsupported channel count"
+                    : (bit_depth != 8 && bit_depth != 16) ? "unsupported bit depth" : NULL;
+    if (bad) { png_destroy_write_struct(&png, info ? &info : NULL); free(wr); snprintf(error, error_size, "%s", bad); return 1; }
     if (setjmp(ectx.jmp)) {
         png_destroy_write_struct(&png, &info);
-        free(wr.buf);
+        free(wr->buf);
+        free(wr);
         snprintf(error, error_size, "%s", msg);
         return 1;
     }
-    int color = channels == 1 ? PNG_COLOR_TYPE_GRAY : channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_RGBA;
-    png_set_write_fn(png, &wr, write_fn, flush_fn);
+    int color = channels == 1 ? PNG_COLOR_TYPE_GRAY : channels == 2 ? PNG_COLOR_TYPE_GRAY_ALPHA
+              : channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_RGBA;
+    png_set_write_fn(png, wr, write_fn, flush_fn);
     png_set_IHDR(png, info, width, height, bit_depth, color, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -142,7 +168,8 @@ int xrpng_encode(const void *pixels, uint32_t width, uint32_t height, int channe
     for (uint32_t y = 0; y < height; y++) png_write_row(png, (png_const_bytep)pixels + y * rowbytes);
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
-    *out = wr.buf;
-    *out_size = wr.size;
+    *out = wr->buf;
+    *out_size = wr->size;
+    free(wr);
     return 0;
 }

@@ -2,22 +2,35 @@ import Foundation
 import XRTensor
 import XRKernels
 
+// Dimension letters: C channels of the decoded image (1 or 3), H × W its size,
+// rh × rw the size after resizing, oh × ow the model input size (after the crop).
+
 /// How an X-ray becomes model input, following the model's own preprocessing config.
 ///
 /// Pipeline (float throughout, so 16-bit values keep full precision):
 /// 1. decode to [0, 1] by the full range of the bit depth (this is what a Hugging Face
 ///    `rescale_factor` of 1/255 means for 8-bit input);
 /// 2. resize — shortest edge to `shortestEdge` (long edge `int(s · long / short)`, Hugging Face's
-///    rule) or to an exact `height × width` — with `torch.nn.functional.interpolate(mode, align_corners=False,
-///    antialias=true)` semantics;
-/// 3. center crop as Hugging Face does it (`top = (h - ch) // 2`), zero-padding when the
-///    image is smaller than the crop;
-/// 4. gray replicated to 3 channels; 5. `(x - mean) / std` per channel.
+///    `get_resize_output_image_size`) or to an exact `resizeHeight × resizeWidth` — with
+///    `torch.nn.functional.interpolate(mode, align_corners=False, antialias=antialias)` semantics
+///    (bicubic may overshoot [0, 1]; nothing is clamped, as in torch);
+/// 3. center crop as Hugging Face's default (torchvision) image processors do it:
+///    `top = (h - ch) // 2`, `left = (w - cw) // 2`; when the crop is larger than the image,
+///    zeros are padded, `(ch - h) // 2` rows on top and the rest at the bottom (likewise for
+///    columns), so a 1×1 image or a small exact resize still gives the model its input size;
+/// 4. gray replicated to 3 channels (after resizing: cheaper, same result);
+/// 5. `(x - mean) / std` per channel.
 ///
-/// Hugging Face's own processors resize 8-bit images in PIL with integer rounding; xrlab
-/// resizes in float, so 8-bit results can differ from theirs by up to about 1/255 per pixel.
+/// Hugging Face's own processors resize 8-bit images as 8-bit (with rounding); xrlab resizes in
+/// float, so 8-bit results can differ from theirs by up to about 1/255 per pixel before normalising.
+///
+/// `maxPixels` bounds every image the pipeline allocates (the resized image, before the crop):
+/// a 1 × 10000 strip resized to a 518 shortest edge would otherwise need 518 × 5,180,000 pixels.
 public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertible {
     public enum Interpolation: String, Codable, Sendable { case bicubic, bilinear }
+
+    /// The default bound on image sizes (pixels per channel).
+    public static let defaultMaxPixels = 64_000_000
 
     /// Resize so the shorter side has this length (nil: see `resizeHeight`/`resizeWidth`).
     public var shortestEdge: Int?
@@ -25,14 +38,18 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     public var resizeHeight: Int?
     public var resizeWidth: Int?
     public var interpolation: Interpolation = .bicubic
+    /// torch's `antialias` flag; true is what Hugging Face's processors use.
     public var antialias: Bool = true
     public var cropHeight: Int?
     public var cropWidth: Int?
+    /// Per-channel (R, G, B) statistics; gray input is replicated to 3 channels first.
     public var mean: [Float]
     public var std: [Float]
+    /// Largest resized image (height × width) the pipeline will allocate.
+    public var maxPixels: Int = Preprocessing.defaultMaxPixels
 
     public init(shortestEdge: Int?, crop: Int?, interpolation: Interpolation = .bicubic,
-                mean: [Float], std: [Float], antialias: Bool = true) {
+                mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels) {
         self.shortestEdge = shortestEdge
         self.cropHeight = crop
         self.cropWidth = crop
@@ -40,6 +57,18 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         self.mean = mean
         self.std = std
         self.antialias = antialias
+        self.maxPixels = maxPixels
+    }
+
+    /// Exact resize to `height × width`, optional crop.
+    public init(height: Int, width: Int, cropHeight: Int? = nil, cropWidth: Int? = nil, interpolation: Interpolation = .bicubic,
+                mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels) {
+        self.init(shortestEdge: nil, crop: nil, interpolation: interpolation, mean: mean, std: std,
+                  antialias: antialias, maxPixels: maxPixels)
+        self.resizeHeight = height
+        self.resizeWidth = width
+        self.cropHeight = cropHeight
+        self.cropWidth = cropWidth
     }
 
     /// ImageNet statistics, shortest edge `size` then a `size` crop (timm / DINOv2 default).
@@ -51,15 +80,54 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     public static let radDino = Preprocessing(shortestEdge: 518, crop: 518, mean: [0.5307, 0.5307, 0.5307],
                                               std: [0.2583, 0.2583, 0.2583])
 
+    // MARK: Codable — fields added after the first release decode with their defaults, and
+    // `maxPixels` is written only when it differs from the default (it never changes values, so
+    // the JSON, which feature-cache keys hash, stays what it was).
+
+    enum CodingKeys: String, CodingKey {
+        case shortestEdge, resizeHeight, resizeWidth, interpolation, antialias, cropHeight, cropWidth, mean, std, maxPixels
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        shortestEdge = try c.decodeIfPresent(Int.self, forKey: .shortestEdge)
+        resizeHeight = try c.decodeIfPresent(Int.self, forKey: .resizeHeight)
+        resizeWidth = try c.decodeIfPresent(Int.self, forKey: .resizeWidth)
+        interpolation = try c.decodeIfPresent(Interpolation.self, forKey: .interpolation) ?? .bicubic
+        antialias = try c.decodeIfPresent(Bool.self, forKey: .antialias) ?? true
+        cropHeight = try c.decodeIfPresent(Int.self, forKey: .cropHeight)
+        cropWidth = try c.decodeIfPresent(Int.self, forKey: .cropWidth)
+        mean = try c.decode([Float].self, forKey: .mean)
+        std = try c.decode([Float].self, forKey: .std)
+        maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) ?? Preprocessing.defaultMaxPixels
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(shortestEdge, forKey: .shortestEdge)
+        try c.encodeIfPresent(resizeHeight, forKey: .resizeHeight)
+        try c.encodeIfPresent(resizeWidth, forKey: .resizeWidth)
+        try c.encode(interpolation, forKey: .interpolation)
+        try c.encode(antialias, forKey: .antialias)
+        try c.encodeIfPresent(cropHeight, forKey: .cropHeight)
+        try c.encodeIfPresent(cropWidth, forKey: .cropWidth)
+        try c.encode(mean, forKey: .mean)
+        try c.encode(std, forKey: .std)
+        if maxPixels != Preprocessing.defaultMaxPixels { try c.encode(maxPixels, forKey: .maxPixels) }
+    }
+
     public var description: String {
         var parts: [String] = []
-        if let s = shortestEdge { parts.append("resize shortest edge to \(s) (\(interpolation.rawValue)\(antialias ? ", antialiased" : ""))") }
-        else if let h = resizeHeight, let w = resizeWidth { parts.append("resize to \(h)×\(w) (\(interpolation.rawValue))") }
+        let how = "\(interpolation.rawValue)\(antialias ? ", antialiased" : "")"
+        if let s = shortestEdge { parts.append("resize shortest edge to \(s) (\(how))") }
+        else if let h = resizeHeight, let w = resizeWidth { parts.append("resize to \(h)×\(w) (\(how))") }
         if let h = cropHeight, let w = cropWidth { parts.append("center crop \(h)×\(w)") }
         parts.append("scale to [0, 1] by bit depth")
         parts.append("normalise mean \(mean) std \(std)")
         return parts.joined(separator: ", ")
     }
+
+    // MARK: Sizes
 
     /// Output (height, width) for an input image of the given size.
     public func outputSize(height h: Int, width w: Int) -> (Int, Int) {
@@ -67,11 +135,12 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         return (cropHeight ?? rh, cropWidth ?? rw)
     }
 
-    /// The size after the resize step.
+    /// The size after the resize step: Hugging Face's rule, `int(s · long / short)` for the long
+    /// edge (Python's `int` truncates; the quotient is the correctly rounded double, as in Python).
     public func resizedSize(height h: Int, width w: Int) -> (Int, Int) {
         if let s = shortestEdge {
-            if w <= h { return (Int(Double(s * h) / Double(w)), s) }
-            return (s, Int(Double(s * w) / Double(h)))
+            if w <= h { return (Int(Double(s) * Double(h) / Double(w)), s) }
+            return (s, Int(Double(s) * Double(w) / Double(h)))
         }
         if let rh = resizeHeight, let rw = resizeWidth { return (rh, rw) }
         return (h, w)
@@ -82,101 +151,133 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         guard mean.count == 3, std.count == 3 else {
             throw XRError("mean and std need 3 values each (got \(mean.count) and \(std.count))", file: source, field: "image_mean/image_std")
         }
-        guard std.allSatisfy({ $0 > 0 && $0.isFinite }), mean.allSatisfy(\.isFinite) else {
-            throw XRError("std must be positive and mean finite", file: source, field: "image_std")
+        guard std.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw XRError("std must be positive and finite (got \(std))", file: source, field: "image_std")
+        }
+        guard mean.allSatisfy(\.isFinite) else {
+            throw XRError("mean must be finite (got \(mean))", file: source, field: "image_mean")
         }
         for (name, v) in [("shortest_edge", shortestEdge), ("resize height", resizeHeight), ("resize width", resizeWidth),
                           ("crop height", cropHeight), ("crop width", cropWidth)] {
             if let v, v <= 0 || v > 16384 { throw XRError("size \(v) out of range 1…16384", file: source, field: name) }
         }
+        if (resizeHeight == nil) != (resizeWidth == nil) {
+            throw XRError("an exact resize needs both height and width", file: source, field: "size")
+        }
+        if (cropHeight == nil) != (cropWidth == nil) {
+            throw XRError("a center crop needs both height and width", file: source, field: "crop_size")
+        }
+        guard maxPixels > 0 else { throw XRError("maxPixels must be positive (got \(maxPixels))", file: source, field: "maxPixels") }
     }
 
-    /// (3, H, W) model input for one image.
+    // MARK: Apply
+
+    /// (3, oh, ow) model input for one image.
+    /// - Throws: `XRError` for an invalid configuration, an empty image or a resize beyond
+    ///   `maxPixels` (the caller adds the file name).
     public func apply(_ image: XRImage) throws -> [Float] {
-        try validate()
-        let (rh, rw) = resizedSize(height: image.height, width: image.width)
-        guard rh > 0, rw > 0 else {
-            throw XRError("image \(image.width)×\(image.height) resizes to an empty \(rw)×\(rh) image", field: "size")
-        }
-        let c = image.channels
-        var resized = [Float](repeating: 0, count: c * rh * rw)
-        if rh == image.height && rw == image.width && shortestEdge == nil {
-            resized = image.pixels
-        } else {
-            resized.withUnsafeMutableBufferPointer { o in image.pixels.withUnsafeBufferPointer { i in
-                resample(o.baseAddress!, i.baseAddress!, channels: c, inH: image.height, inW: image.width,
-                         outH: rh, outW: rw, filter: interpolation == .bicubic ? .bicubic : .bilinear, antialias: antialias)
-            } }
-        }
-        let oh = cropHeight ?? rh, ow = cropWidth ?? rw
-        // Hugging Face center_crop: offsets (h - ch) // 2 (floor), zero padding split ceil on top/left.
-        let padTop = oh > rh ? Int((Double(oh - rh) / 2).rounded(.up)) : 0
-        let padLeft = ow > rw ? Int((Double(ow - rw) / 2).rounded(.up)) : 0
-        let top = Int((Double(rh - oh) / 2).rounded(.down)) + padTop
-        let left = Int((Double(rw - ow) / 2).rounded(.down)) + padLeft
-        var out = [Float](repeating: 0, count: 3 * oh * ow)
-        for k in 0..<3 {
-            let src = c == 1 ? 0 : k
-            let m = mean[k], inv = 1 / std[k]
-            for y in 0..<oh {
-                let sy = y + top - padTop
-                for x in 0..<ow {
-                    let sx = x + left - padLeft
-                    let v: Float = (sy >= 0 && sy < rh && sx >= 0 && sx < rw) ? resized[(src * rh + sy) * rw + sx] : 0
-                    out[(k * oh + y) * ow + x] = (v - m) * inv
-                }
-            }
-        }
+        let (oh, ow) = outputSize(height: image.height, width: image.width)
+        var out = [Float](repeating: 0, count: 3 * max(oh, 0) * max(ow, 0))
+        try out.withUnsafeMutableBufferPointer { try apply(image, into: $0) }
         return out
     }
 
-    /// Read a Hugging Face `preprocessor_config.json`.
-    public static func fromHuggingFace(_ url: URL) throws -> Preprocessing {
-        guard let data = try? Data(contentsOf: url) else { throw XRError("cannot read preprocessing config", file: url.path) }
-        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw XRError("preprocessing config is not a JSON object", file: url.path)
+    /// Writes the (3, oh, ow) model input into `out`, which must hold exactly 3 · oh · ow
+    /// floats (`outputSize`); use it to fill one slot of a batch buffer without a copy.
+    public func apply(_ image: XRImage, into out: UnsafeMutableBufferPointer<Float>) throws {
+        try validate()
+        let c = image.channels, h = image.height, w = image.width
+        guard c == 1 || c == 3, h > 0, w > 0, image.pixels.count == c * h * w else {
+            throw XRError("image is \(c)×\(h)×\(w) with \(image.pixels.count) values; need 1 or 3 channels and a non-empty size",
+                          field: "pixels")
         }
-        func bool(_ k: String, _ d: Bool) -> Bool { (o[k] as? Bool) ?? d }
-        func floats(_ k: String) throws -> [Float] {
-            if let a = o[k] as? [NSNumber] { return a.map { $0.floatValue } }
-            if let n = o[k] as? NSNumber { return [n.floatValue, n.floatValue, n.floatValue] }
-            throw XRError("missing or malformed field", file: url.path, field: k)
+        let (rh, rw) = resizedSize(height: h, width: w)
+        guard rh > 0, rw > 0 else {
+            throw XRError("image \(w)×\(h) resizes to an empty \(rw)×\(rh) image", field: "size")
         }
-        func size(_ k: String) throws -> (short: Int?, h: Int?, w: Int?) {
-            if let n = o[k] as? NSNumber { return (nil, n.intValue, n.intValue) }
-            guard let d = o[k] as? [String: Any] else { throw XRError("missing or malformed field", file: url.path, field: k) }
-            if let s = d["shortest_edge"] as? NSNumber { return (s.intValue, nil, nil) }
-            if let h = d["height"] as? NSNumber, let w = d["width"] as? NSNumber { return (nil, h.intValue, w.intValue) }
-            throw XRError("expected shortest_edge or height and width", file: url.path, field: k)
+        guard rh.multipliedReportingOverflow(by: rw).partialValue <= maxPixels, rh <= maxPixels, rw <= maxPixels else {
+            throw XRError("image \(w)×\(h) would resize to \(rw)×\(rh), more than the limit of \(maxPixels) pixels", field: "size",
+                          hint: "the aspect ratio is extreme; crop the image or raise maxPixels")
         }
-        var p = Preprocessing(shortestEdge: nil, crop: nil, mean: [0, 0, 0], std: [1, 1, 1])
-        if bool("do_resize", true) {
-            let s = try size("size")
-            p.shortestEdge = s.short; p.resizeHeight = s.h; p.resizeWidth = s.w
-            switch (o["resample"] as? NSNumber)?.intValue ?? 3 {
-            case 2: p.interpolation = .bilinear
-            case 3: p.interpolation = .bicubic
-            case let r: throw XRError("resampling filter \(r) is not supported (2 = bilinear, 3 = bicubic)", file: url.path, field: "resample")
+        let oh = cropHeight ?? rh, ow = cropWidth ?? rw
+        precondition(out.count == 3 * oh * ow, "apply(into:) needs \(3 * oh * ow) floats, got \(out.count)")
+        guard let dst = out.baseAddress else { return }
+
+        // Resize (C, h, w) → (C, rh, rw); an identity resize is skipped, as torch skips it.
+        var resizedStorage: [Float] = []
+        let needsResize = rh != h || rw != w
+        if needsResize {
+            resizedStorage = [Float](repeating: 0, count: c * rh * rw)
+            resizedStorage.withUnsafeMutableBufferPointer { o in image.pixels.withUnsafeBufferPointer { i in
+                guard let op = o.baseAddress, let ip = i.baseAddress else { return }
+                resample(op, ip, channels: c, inH: h, inW: w, outH: rh, outW: rw,
+                         filter: interpolation == .bicubic ? .bicubic : .bilinear, antialias: antialias)
+            } }
+        }
+        // Crop offsets: torchvision-backend center_crop (pads (ch - h) // 2 on top when needed).
+        let top = rh >= oh ? (rh - oh) / 2 : -((oh - rh) / 2)
+        let left = rw >= ow ? (rw - ow) / 2 : -((ow - rw) / 2)
+        let x0 = max(0, -left), x1 = min(ow, rw - left)   // output columns that see the image
+
+        func fill(_ resized: UnsafeBufferPointer<Float>) {
+            guard let src = resized.baseAddress else { return }
+            for k in 0..<3 {
+                let plane = src + (c == 1 ? 0 : k) * rh * rw
+                let m = mean[k], s = std[k]
+                let padValue = (0 - m) / s
+                for y in 0..<oh {
+                    let row = dst + (k * oh + y) * ow
+                    let sy = y + top
+                    guard sy >= 0, sy < rh, x0 < x1 else {
+                        for x in 0..<ow { row[x] = padValue }
+                        continue
+                    }
+                    for x in 0..<x0 { row[x] = padValue }
+                    for x in x1..<max(x1, ow) { row[x] = padValue }
+                    let srow = plane + sy * rw + left
+                    var x = x0
+                    let mv = SIMD8<Float>(repeating: m), sv = SIMD8<Float>(repeating: s)
+                    while x + 8 <= x1 {
+                        let v = UnsafeRawPointer(srow + x).loadUnaligned(as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(row + x).storeBytes(of: (v - mv) / sv, as: SIMD8<Float>.self)
+                        x += 8
+                    }
+                    while x < x1 { row[x] = (srow[x] - m) / s; x += 1 }
+                }
             }
         }
-        if bool("do_center_crop", false) {
-            let c = try size("crop_size")
-            guard let h = c.h, let w = c.w else { throw XRError("crop_size needs height and width", file: url.path, field: "crop_size") }
-            p.cropHeight = h; p.cropWidth = w
-        }
-        if bool("do_rescale", true) {
-            let f = (o["rescale_factor"] as? NSNumber)?.doubleValue ?? 1.0 / 255
-            guard abs(f - 1.0 / 255) < 1e-9 else {
-                throw XRError("rescale_factor \(f) is not 1/255; xrlab maps pixels to [0, 1] by their bit depth", file: url.path, field: "rescale_factor",
-                              hint: "give the preprocessing explicitly (--size, --mean, --std) if this model expects another range")
+        if needsResize { resizedStorage.withUnsafeBufferPointer(fill) } else { image.pixels.withUnsafeBufferPointer(fill) }
+    }
+
+    /// Preprocess images that share one output size into a (B, 3, oh, ow) buffer.
+    /// - Throws: the first image's error, naming its index as the field; or when sizes differ.
+    public func applyBatch(_ images: [XRImage], into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard let first = images.first else { return }
+        let (oh, ow) = outputSize(height: first.height, width: first.width)
+        let per = 3 * oh * ow
+        precondition(out.count == images.count * per, "applyBatch needs \(images.count * per) floats, got \(out.count)")
+        guard let base = out.baseAddress else { return }
+        for (b, img) in images.enumerated() {
+            let size = outputSize(height: img.height, width: img.width)
+            guard size == (oh, ow) else {
+                throw XRError("image \(b) preprocesses to \(size.0)×\(size.1), the batch to \(oh)×\(ow)", field: "image \(b)")
             }
-        } else {
-            throw XRError("do_rescale is false: the model expects raw 0-255 values, which xrlab does not produce", file: url.path, field: "do_rescale")
+            try apply(img, into: UnsafeMutableBufferPointer(start: base + b * per, count: per))
         }
-        if bool("do_normalize", true) {
-            p.mean = try floats("image_mean"); p.std = try floats("image_std")
+    }
+}
+
+extension Preprocessing {
+    /// Decode an X-ray file (PNG or DICOM, by content) within `maxPixels` and preprocess it:
+    /// (3, oh, ow). Errors name the file.
+    public func apply(contentsOf url: URL) throws -> [Float] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw XRError("cannot read file: \(error.localizedDescription)", file: url.path)
         }
-        try p.validate(source: url.path)
-        return p
+        let image = try ImageDecoder.decode(data, source: url.path, maxPixels: maxPixels)
+        do { return try apply(image) } catch let e as XRError where e.file == nil {
+            throw XRError(e.message, file: url.path, field: e.field, hint: e.hint)
+        }
     }
 }

@@ -10,6 +10,16 @@
 //
 // scale = in/out, or 1/scaleFactor when an explicit scale factor is given (torch uses the
 // given factor, not the ratio of sizes, when `scale_factor` is passed).
+//
+// Order of work, as in torch's separable kernel: the horizontal pass (along W) first into
+// (C, inH, outW), then the vertical pass (along H).
+//
+// * vertical: `filterRows` mixes whole rows, out[o, :] = Σ_k w[o, k] · in[idx[o, k], :], SIMD
+//   along the row, taps in increasing input index from zero (sums round as torch's do);
+// * horizontal: `filterColumns`, a SIMD dot product over each contiguous window when it is long
+//   (downsampling), a scalar loop in tap order otherwise.
+// Both split rows across workers. `resampleReference` (Reference/ResampleReference.swift) is the
+// slow, obviously-correct twin.
 
 public enum ResampleFilter: Sendable {
     case bicubic, bilinear
@@ -97,39 +107,122 @@ public func resample(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Fl
         th = bicubicTaps(inSize: inH, outSize: outH, scaleFactor: scaleFactor?.0)
         tw = bicubicTaps(inSize: inW, outSize: outW, scaleFactor: scaleFactor?.1)
     }
-    // Horizontal pass into (C, inH, outW), then vertical pass into (C, outH, outW).
-    var tmp = [Float](repeating: 0, count: channels * inH * outW)
-    tmp.withUnsafeMutableBufferPointer { t in
-        guard let tp = t.baseAddress else { return }
-        for c in 0..<channels {
-            for y in 0..<inH {
-                let row = inp + (c * inH + y) * inW
-                let dst = tp + (c * inH + y) * outW
-                for x in 0..<outW {
-                    var s: Float = 0
-                    for k in 0..<tw.count { s += tw.weight[x * tw.count + k] * row[tw.index[x * tw.count + k]] }
-                    dst[x] = s
-                }
-            }
-        }
-        for c in 0..<channels {
-            for y in 0..<outH {
-                let dst = out + (c * outH + y) * outW
-                for x in 0..<outW { dst[x] = 0 }
-                for k in 0..<th.count {
-                    let w = th.weight[y * th.count + k]
-                    if w == 0 { continue }
-                    let src = tp + (c * inH + th.index[y * th.count + k]) * outW
-                    var x = 0
-                    while x + 8 <= outW {
-                        let v = UnsafeRawPointer(dst + x).loadUnaligned(as: SIMD8<Float>.self)
-                            + w * UnsafeRawPointer(src + x).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dst + x).storeBytes(of: v, as: SIMD8<Float>.self)
-                        x += 8
-                    }
-                    while x < outW { dst[x] += w * src[x]; x += 1 }
-                }
-            }
-        }
+    // Horizontal pass (C·inH rows) into (C, inH, outW), then the vertical row mix per channel.
+    let mid = UnsafeMutablePointer<Float>.allocate(capacity: channels * inH * outW)
+    defer { mid.deallocate() }
+    filterColumns(mid, inp, taps: tw, rows: channels * inH, inLength: inW, outLength: outW)
+    for c in 0..<channels {
+        filterRows(out + c * outH * outW, mid + c * inH * outW, taps: th, outRows: outH, length: outW)
     }
+}
+
+/// out (R, outLength) with out[r, o] = Σ_k w[o, k] · inp[r, idx[o, k]]: the horizontal pass.
+/// Antialiased windows are contiguous runs of input pixels, so a long window (downsampling)
+/// is a SIMD dot product over 8 taps at a time (partial sums per lane, then reduced: rounding
+/// differs from torch's sequential sum at the 1e-7 level); short windows and clamped
+/// (non-antialiased) taps use a scalar loop in tap order.
+func filterColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+                   rows: Int, inLength: Int, outLength: Int) {
+    let n = taps.count
+    // Per output: the tap range without zero weights at its ends, and whether it is a run of
+    // consecutive input indices long enough for SIMD.
+    var plan = [(k0: Int, k1: Int, run: Bool)]()
+    plan.reserveCapacity(outLength)
+    for o in 0..<outLength {
+        var k0 = 0, k1 = n
+        while k0 < k1 && taps.weight[o * n + k0] == 0 { k0 += 1 }
+        while k1 > k0 && taps.weight[o * n + k1 - 1] == 0 { k1 -= 1 }
+        let run = k1 - k0 >= 8 && (k0..<k1).allSatisfy { taps.index[o * n + $0] == taps.index[o * n + k0] + ($0 - k0) }
+        plan.append((k0, k1, run))
+    }
+    let optr = SendablePointer(out)
+    let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
+    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in plan.withUnsafeBufferPointer { pb in
+        guard let wp = wb.baseAddress, let ip = ib.baseAddress, let pp = pb.baseAddress else { return }
+        let ws = SendablePointer(UnsafeMutablePointer(mutating: wp)), xs = SendablePointer(UnsafeMutablePointer(mutating: ip))
+        let ps = SendablePointer(UnsafeMutablePointer(mutating: pp))
+        Parallel.ranges(rows, minChunk: max(1, 65536 / max(outLength * n, 1))) { range in
+            for r in range {
+                let src = iptr.p + r * inLength, dst = optr.p + r * outLength
+                for o in 0..<outLength {
+                    let w = ws.p + o * n, idx = xs.p + o * n
+                    let (k0, k1, run) = ps.p[o]
+                    if run {
+                        let s = src + idx[k0] - k0   // s[k] is the input under tap k
+                        var acc = SIMD8<Float>()
+                        var k = k0
+                        while k + 8 <= k1 {
+                            acc += UnsafeRawPointer(w + k).loadUnaligned(as: SIMD8<Float>.self)
+                                * UnsafeRawPointer(s + k).loadUnaligned(as: SIMD8<Float>.self)
+                            k += 8
+                        }
+                        var t = acc.sum()
+                        while k < k1 { t += w[k] * s[k]; k += 1 }
+                        dst[o] = t
+                    } else {
+                        var t: Float = 0
+                        for k in k0..<k1 { t += w[k] * src[idx[k]] }
+                        dst[o] = t
+                    }
+                }
+            }
+        }
+    } } }
+}
+
+/// out (outRows, L) with out[o, :] = Σ_k w[o, k] · inp[idx[o, k], :], k ascending, from zero.
+/// Rows are split across workers; within a row, 32 columns are accumulated in registers over
+/// all taps before one store (the tap loop is the inner one, so each output is written once).
+func filterRows(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+                outRows: Int, length L: Int) {
+    let n = taps.count
+    let optr = SendablePointer(out)
+    let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
+    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in
+        guard let wp = wb.baseAddress, let ip = ib.baseAddress else { return }
+        let wptr = SendablePointer(UnsafeMutablePointer(mutating: wp))
+        let xptr = SendablePointer(UnsafeMutablePointer(mutating: ip))
+        Parallel.ranges(outRows, minChunk: max(1, 65536 / max(L * n, 1))) { range in
+            for o in range {
+                let w = wptr.p + o * n, idx = xptr.p + o * n
+                // Taps with zero weight (padding of short windows) contribute nothing.
+                var k0 = 0, k1 = n
+                while k0 < k1 && w[k0] == 0 { k0 += 1 }
+                while k1 > k0 && w[k1 - 1] == 0 { k1 -= 1 }
+                let dst = optr.p + o * L
+                var x = 0
+                while x + 32 <= L {
+                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                    for k in k0..<k1 {
+                        let s = UnsafeRawPointer(iptr.p + idx[k] * L + x)
+                        let wk = SIMD8<Float>(repeating: w[k])
+                        a0 += wk * s.loadUnaligned(as: SIMD8<Float>.self)
+                        a1 += wk * s.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                        a2 += wk * s.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                        a3 += wk * s.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+                    }
+                    let d = UnsafeMutableRawPointer(dst + x)
+                    d.storeBytes(of: a0, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self)
+                    d.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
+                    x += 32
+                }
+                while x + 8 <= L {
+                    var a = SIMD8<Float>()
+                    for k in k0..<k1 {
+                        a += SIMD8<Float>(repeating: w[k]) * UnsafeRawPointer(iptr.p + idx[k] * L + x).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    UnsafeMutableRawPointer(dst + x).storeBytes(of: a, as: SIMD8<Float>.self)
+                    x += 8
+                }
+                while x < L {
+                    var a: Float = 0
+                    for k in k0..<k1 { a += w[k] * iptr.p[idx[k] * L + x] }
+                    dst[x] = a
+                    x += 1
+                }
+            }
+        }
+    } }
 }

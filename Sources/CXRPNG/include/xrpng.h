@@ -23,8 +23,9 @@ typedef struct {
 void xrpng_decode(const uint8_t *data, size_t size, uint64_t max_pixels, xrpng_image *out);
 void xrpng_free(xrpng_image *img);
 
-/// Encode 8- or 16-bit gray / RGB / RGBA (channels 1, 3, 4) into a newly allocated buffer.
-/// Returns 0 on success; *out must be freed with free(). 16-bit samples in native byte order.
+/// Encode 8- or 16-bit gray / gray+alpha / RGB / RGBA (channels 1-4) into a newly allocated buffer.
+/// Returns 0 on success (*out must be freed with free()), else 1 with a message in `error`.
+/// Samples interleaved, rows top to bottom; 16-bit samples in native byte order.
 int xrpng_encode(const void *pixels, uint32_t width, uint32_t height, int channels, int bit_depth,
                  uint8_t **out, size_t *out_size, char *error, size_t error_size);
 #endif

@@ -24,11 +24,15 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenJPEG", pkgConfig: "libopenjp2", providers: [.apt(["libopenjp2-7-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
         // libarchive: for versioned model archives (not linked by any target yet).
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
         // libpng behind a setjmp guard (libpng reports errors by longjmp, which must not cross Swift frames).
         .target(name: "CXRPNG", dependencies: ["CPNG"]),
+        // libjpeg (JPEG Baseline in DICOM) behind the same kind of setjmp guard.
+        .target(name: "CXRJPEG", dependencies: ["CJPEG"]),
 
         // Storage, shapes, dtypes, safetensors / npy I/O, hashing, errors. No math.
         .target(name: "XRTensor", swiftSettings: simd),
@@ -37,7 +41,7 @@ let package = Package(
         // One file per model family: config, blocks, checkpoint key map, forward.
         .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // PNG / DICOM decoding, preprocessing, manifests.
-        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG", "CZlib"], swiftSettings: numeric),
+        .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG", "CZlib", "COpenJPEG", "CXRJPEG"], swiftSettings: numeric),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
         .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Feature extraction pipeline (embed) and feature cache.

@@ -32,7 +32,6 @@ public func packBits(_ b: [UInt8]) -> [UInt8] {
     return out
 }
 
-/// Writes small Part-10 files for tests (uncompressed transfer syntaxes).
 /// Writes small DICOM Part-10 files for tests: every supported transfer syntax, planted identifiers.
 public struct DICOMWriter {
     public init() {}
@@ -46,6 +45,10 @@ public struct DICOMWriter {
     /// VOI LUT Sequence with one item: first mapped value, output bits, LUT entries.
     public var voiLUT: (first: Int, bits: Int, data: [Int])? = nil
     public var omitPixels = false
+    /// Encapsulated pixel data written as given (compressed syntaxes other than RLE): fragments,
+    /// and the Basic Offset Table entries (empty: an empty table).
+    public var fragments: [[UInt8]]? = nil
+    public var offsetTable: [Int] = []
 
     public func data() -> Data {
         var out = Data(count: 128)
@@ -92,7 +95,15 @@ public struct DICOMWriter {
         }
         for (_, e, vr, v) in strings { group28.append((Int(e), vr, Array(v.utf8))) }
         for (e, vr, v) in group28.sorted(by: { $0.0 < $1.0 }) { element(0x0028, e, vr, v) }
-        if !omitPixels && syntax == TransferSyntax.rle {
+        if !omitPixels, let fragments {
+            out.append(contentsOf: le16(0x7FE0) + le16(0x0010) + Array("OB".utf8) + [0, 0] + le32(0xFFFF_FFFF))
+            out.append(contentsOf: le16(0xFFFE) + le16(0xE000) + le32(4 * offsetTable.count) + offsetTable.flatMap { le32($0) })
+            for f in fragments {
+                let even = f.count % 2 == 1 ? f + [0] : f
+                out.append(contentsOf: le16(0xFFFE) + le16(0xE000) + le32(even.count) + even)
+            }
+            out.append(contentsOf: le16(0xFFFE) + le16(0xE0DD) + le32(0))
+        } else if !omitPixels && syntax == TransferSyntax.rle {
             // Encapsulated: empty offset table item, one fragment (64-byte header + segments), delimiter.
             let bps = bitsAllocated / 8
             var segments: [[UInt8]] = []

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import XRData
+@testable import XRData
 import XRTensor
 import TestSupport
 
@@ -143,5 +143,77 @@ final class IngestTests: XCTestCase {
         XCTAssertTrue(kinds.isSuperset(of: ["patient-across-splits", "duplicate-across-splits", "impossible-label", "near-duplicates-across-splits"]), "\(f)")
         XCTAssertEqual(f.first { $0.kind == "patient-across-splits" }?.lines, [2, 5])
         XCTAssertEqual(f.first { $0.kind == "impossible-label" }?.lines, [4])
+    }
+
+    /// The same image stored uncompressed and as RLE / deflated, with different headers, has one
+    /// content hash, so `check` sees it across splits; the age comes from the birth date when
+    /// Patient's Age is absent (and the birth date is written nowhere).
+    func testPixelContentHashAndAgeFromBirthDate() throws {
+        let dir = Fixtures.tempDir("pixelhash")
+        let imgs = dir.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: imgs, withIntermediateDirectories: true)
+        let pixels = (0..<12).map { ($0 * 311) % 4096 }
+        for (name, ts, patient) in [("x.dcm", TransferSyntax.explicitLittle, "PLANTEDID-4471"), ("y.dcm", TransferSyntax.rle, "PLANTEDID-9902"),
+                                    ("z.dcm", TransferSyntax.deflatedExplicitLittle, "PLANTEDID-9902")] {
+            var w = DICOMWriter()
+            w.syntax = ts
+            w.pixels = name == "z.dcm" ? pixels.map { 4095 - $0 } : pixels
+            w.extra = [(0x0008, 0x0020, "DA", "20150610"), (0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
+                       (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101")]
+            try w.data().write(to: imgs.appendingPathComponent(name))
+        }
+        let labels = dir.appendingPathComponent("labels.csv")
+        try "filename,labels,split\nx.dcm,a,train\ny.dcm,a,test\nz.dcm,b,test\n".write(to: labels, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out/m.csv")
+        _ = try Ingest.run(imgs, labels: labels, joinOn: .filename, out: out, key: SiteKey(secret: Array("a site secret of enough length".utf8)))
+        let t = try CSVTable(contentsOf: out)
+        let sha = try t.column("sha256"), age = try t.column("age")
+        XCTAssertEqual(t.rows[0][sha], t.rows[1][sha], "same pixels, different transfer syntax and header")
+        XCTAssertNotEqual(t.rows[0][sha], t.rows[2][sha])
+        XCTAssertEqual(t.rows.map { $0[age] }, ["45", "45", "45"], "20150610 − 19700101")
+        let f = try ManifestCheck.run(out)
+        XCTAssertEqual(f.first { $0.kind == "duplicate-across-splits" }?.lines, [2, 3], "\(f)")
+        scanForIdentifiers(dir.appendingPathComponent("out"))
+    }
+
+    func testAgeStrings() {
+        XCTAssertEqual(Ingest.age("045Y"), "45")
+        XCTAssertEqual(Ingest.age("018M"), "1")
+        XCTAssertEqual(Ingest.age("45Y"), "")
+        XCTAssertEqual(Ingest.age(birthDate: "19700611", on: "20150610"), "44")
+        XCTAssertEqual(Ingest.age(birthDate: "19700610", on: "20150610"), "45")
+        XCTAssertEqual(Ingest.age(birthDate: "1970", on: "20150610"), "")
+        XCTAssertEqual(Ingest.age(birthDate: "20200101", on: "20150610"), "", "born after the study")
+    }
+
+    /// Real files: the four WG04 RG3 encodings (uncompressed, RLE, JPEG Lossless, JPEG 2000) get
+    /// one content hash and one patient key; in different splits, `check` reports both leaks.
+    func testSharedRealDICOMIngestFindsTheSameImageAcrossEncodings() throws {
+        let root = try Fixtures.requireSharedData()
+        let dir = Fixtures.tempDir("real-ingest")
+        let labels = dir.appendingPathComponent("labels.csv")
+        try """
+        filename,labels,split
+        WG04_RG3_UNC.dcm,fibroma,train
+        WG04_RG3_RLE.dcm,fibroma,train
+        WG04_RG3_JPLL.dcm,fibroma,test
+        WG04_RG3_J2KR.dcm,fibroma,test
+        CR-MONO1-10-chest.dcm,normal,test
+
+        """.write(to: labels, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out/manifest.csv")
+        let r = try Ingest.run(root.appendingPathComponent("dicom"), labels: labels, joinOn: .filename, out: out,
+                               key: SiteKey(secret: Array("a site secret of enough length".utf8)))
+        XCTAssertEqual(r.rows, 5)
+        let t = try CSVTable(contentsOf: out)
+        let sha = try t.column("sha256"), p = try t.column("patient_key"), path = try t.column("path")
+        let rg3 = t.rows.filter { $0[path].contains("WG04_RG3") }
+        XCTAssertEqual(rg3.count, 4)
+        XCTAssertEqual(Set(rg3.map { $0[sha] }).count, 1, "one image, four encodings")
+        XCTAssertEqual(Set(rg3.map { $0[p] }).count, 1)
+        var o = ManifestCheck.Options()
+        o.nearDuplicates = false   // decoding the 1760 × 1760 images again adds nothing here
+        let kinds = Set(try ManifestCheck.run(out, options: o).filter { $0.severity == .error }.map(\.kind))
+        XCTAssertEqual(kinds, ["patient-across-splits", "duplicate-across-splits"])
     }
 }

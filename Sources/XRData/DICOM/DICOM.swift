@@ -9,6 +9,16 @@ public enum TransferSyntax {
     public static let deflatedExplicitLittle = "1.2.840.10008.1.2.1.99"
     public static let explicitBig = "1.2.840.10008.1.2.2"
     public static let rle = "1.2.840.10008.1.2.5"
+    public static let jpegLossless = "1.2.840.10008.1.2.4.57"
+    public static let jpegLosslessSV1 = "1.2.840.10008.1.2.4.70"
+    public static let jpeg2000Lossless = "1.2.840.10008.1.2.4.90"
+    public static let jpeg2000 = "1.2.840.10008.1.2.4.91"
+    public static let jpegBaseline = "1.2.840.10008.1.2.4.50"
+    public static let jpegExtended = "1.2.840.10008.1.2.4.51"
+
+    /// Encapsulated (compressed) syntaxes whose pixel data xrlab decodes.
+    public static let decodedEncapsulated: Set<String> = [rle, jpegLossless, jpegLosslessSV1, jpeg2000Lossless, jpeg2000,
+                                                                  jpegBaseline, jpegExtended]
 
     public static let names: [String: String] = [
         implicitLittle: "Implicit VR Little Endian", explicitLittle: "Explicit VR Little Endian",
@@ -25,10 +35,12 @@ public enum TransferSyntax {
 
 /// A parsed DICOM file: the top-level data elements xrlab reads, and the pixel data.
 ///
-/// Supported now: uncompressed pixel data in Implicit VR Little Endian, Explicit VR Little Endian
-/// and Explicit VR Big Endian; 8–16 bits allocated/stored, signed or unsigned, one sample per
-/// pixel, MONOCHROME1 and MONOCHROME2; multi-frame files give their first frame (with a
-/// warning). Other transfer syntaxes are refused with their name and UID — never decoded wrongly.
+/// Transfer syntaxes read: Implicit VR Little Endian, Explicit VR Little Endian, Explicit VR Big
+/// Endian, Deflated Explicit VR Little Endian (zlib), and encapsulated pixel data in RLE Lossless
+/// (native), JPEG Lossless Process 14 with any predictor incl. SV1 (native), JPEG 2000
+/// (OpenJPEG) and 8-bit JPEG Baseline / Extended (libjpeg, lossy). 8–16 bits allocated/stored, signed or unsigned, one sample per pixel, MONOCHROME1
+/// and MONOCHROME2; multi-frame files give their first frame (with a warning). Other transfer
+/// syntaxes are refused with their name and UID — never decoded wrongly.
 public struct DICOMFile: Sendable {
     public var source: String
     public var transferSyntax: String
@@ -40,6 +52,11 @@ public struct DICOMFile: Sendable {
     var data: Data
     /// Encapsulated pixel data fragments (byte ranges), for compressed transfer syntaxes.
     var fragments: [Range<Int>] = []
+    /// Basic Offset Table: where each frame's first fragment item starts, relative to the first
+    /// fragment item (empty when the table is empty).
+    var frameOffsets: [Int] = []
+    /// Offset of each fragment's item tag relative to the first fragment item.
+    var fragmentOffsets: [Int] = []
     public var warnings: [String] = []
 
     // Tags.
@@ -83,13 +100,13 @@ public struct DICOMFile: Sendable {
         case TransferSyntax.explicitLittle: break
         case TransferSyntax.implicitLittle: r.explicit = false
         case TransferSyntax.explicitBig: r.bigEndian = true
-        case TransferSyntax.rle: r.encapsulated = true
+        case _ where TransferSyntax.decodedEncapsulated.contains(ts): r.encapsulated = true
         case TransferSyntax.deflatedExplicitLittle:
             // Everything after the meta group is raw deflate (RFC 1951).
             let inflated = try Inflate.raw(Array(bytes[r.pos...]), source: source)
             r = Reader(bytes: Array(bytes[..<r.pos]) + inflated, pos: r.pos, bigEndian: false, explicit: true, source: source)
         default:
-            // Compressed or deflated data: the elements may still be readable, the pixels are not (yet).
+            // Compressed data this version cannot decode: refuse rather than guess.
             throw XRError("transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
                           file: source, field: "(0002,0010) Transfer Syntax UID",
                           hint: "convert to an uncompressed transfer syntax (e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`)")
@@ -108,6 +125,8 @@ public struct DICOMFile: Sendable {
         var file = DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
                              pixelRange: pixelRange, data: ts == TransferSyntax.deflatedExplicitLittle ? Data(r.bytes) : d)
         file.fragments = r.fragments
+        file.frameOffsets = r.frameOffsets
+        file.fragmentOffsets = r.fragmentOffsets
         if file.frameCount > 1 {
             file.warnings.append("\(file.frameCount) frames: only the first frame is read")
         }
@@ -141,6 +160,16 @@ public struct DICOMFile: Sendable {
     public var patientAge: String? { string(0x0010_1010) }
     public var laterality: String? { string(0x0020_0062) ?? string(0x0020_0060) }
     public var studyUID: String? { string(0x0020_000D) }
+    public var sopInstanceUID: String? { string(0x0008_0018) }
+    /// Identifiers: read only to derive keyed hashes or to join labels — never written out.
+    public var patientID: String? { string(0x0010_0020) }
+    public var patientName: String? { string(0x0010_0010) }
+    public var accessionNumber: String? { string(0x0008_0050) }
+    public var patientBirthDate: String? { string(0x0010_0030) }
+    /// The date the image was taken: Study Date, else Acquisition, Content or Series Date (YYYYMMDD).
+    public var studyDate: String? {
+        [0x0008_0020, 0x0008_0022, 0x0008_0023, 0x0008_0021].lazy.compactMap { self.string($0) }.first { !$0.isEmpty }
+    }
     public var seriesUID: String? { string(0x0020_000E) }
     public var photometricInterpretation: String? { string(Self.photometric) }
     /// Number of Frames (1 when absent). Multi-frame files are read as their first frame.
@@ -213,6 +242,23 @@ public struct DICOMFile: Sendable {
         return XRImage(width: stored.width, height: stored.height, channels: 1, bitDepth: 16, pixels: out)
     }
 
+    /// SHA-256 (hex) of the first frame's stored values — the text "COLUMNSxROWSxBITS\n" then
+    /// each value as a little-endian Int32 — so the same image re-encoded in another transfer
+    /// syntax, or with different header elements, has the same content hash.
+    public func pixelHash() throws -> String {
+        let img = try storedImage(raw: true)
+        var h = SHA256()
+        h.update(Array("\(img.width)x\(img.height)x\(us(Self.bitsStored) ?? us(Self.bitsAllocated) ?? 0)\n".utf8))
+        var bytes = [UInt8](repeating: 0, count: 4 * img.pixels.count)
+        for (i, p) in img.pixels.enumerated() {
+            let v = UInt32(bitPattern: Int32(p))
+            bytes[4 * i] = UInt8(v & 0xFF); bytes[4 * i + 1] = UInt8(v >> 8 & 0xFF)
+            bytes[4 * i + 2] = UInt8(v >> 16 & 0xFF); bytes[4 * i + 3] = UInt8(v >> 24)
+        }
+        h.update(bytes)
+        return hexString(h.finalize())
+    }
+
     /// Stored pixel values of the first frame, mapped to [0, 1] by the full range of Bits Stored
     /// (unsigned: v / (2^bits − 1); signed: (v + 2^(bits−1)) / (2^bits − 1)), with MONOCHROME1
     /// inverted (v' = max − v) so bone is bright, as the shared 16-bit PNGs store them.
@@ -228,9 +274,8 @@ public struct DICOMFile: Sendable {
         }
         var pixelBytes = data
         var big = bigEndian
-        if transferSyntax == TransferSyntax.rle {
-            pixelBytes = Data(try RLE.decodeFrame(data: data, fragments: fragments, rows: us(Self.rows) ?? 0, columns: us(Self.columns) ?? 0,
-                                                  bytesPerSample: (us(Self.bitsAllocated) ?? 8) / 8, source: source))
+        if TransferSyntax.decodedEncapsulated.contains(transferSyntax) {
+            pixelBytes = Data(try decodeFirstFrame(rows: rows, columns: cols))
             range = 0..<pixelBytes.count
             big = false
         }
@@ -283,6 +328,71 @@ public struct DICOMFile: Sendable {
     }
 }
 
+extension DICOMFile {
+    /// The fragments holding the first frame: up to the second frame's Basic Offset Table entry;
+    /// without a table, the first fragment when there is one fragment per frame, else all of them.
+    func firstFrameFragments() -> [Range<Int>] {
+        if frameOffsets.count >= 2 {
+            let k = fragmentOffsets.firstIndex { $0 >= frameOffsets[1] } ?? fragments.count
+            return Array(fragments.prefix(max(k, 1)))
+        }
+        if frameCount > 1 && fragments.count == frameCount { return Array(fragments.prefix(1)) }
+        return fragments
+    }
+
+    /// Decode the first frame of encapsulated pixel data into native little-endian samples of
+    /// Bits Allocated bits (rows × columns of them), ready for the uncompressed path.
+    func decodeFirstFrame(rows: Int, columns: Int) throws -> [UInt8] {
+        let field = "(7FE0,0010) Pixel Data"
+        let allocated = us(Self.bitsAllocated) ?? 0
+        guard allocated == 8 || allocated == 16 else {
+            throw XRError("Bits Allocated \(allocated) is not supported (8 or 16)", file: source, field: "(0028,0100) Bits Allocated")
+        }
+        guard !fragments.isEmpty else { throw XRError("encapsulated pixel data has no fragments", file: source, field: field) }
+        if transferSyntax == TransferSyntax.rle {
+            return try RLE.decodeFrame(data: data, fragments: fragments, rows: rows, columns: columns,
+                                       bytesPerSample: allocated / 8, source: source)
+        }
+        var stream: [UInt8] = []
+        data.withUnsafeBytes { raw in
+            let b = raw.bindMemory(to: UInt8.self)
+            for f in firstFrameFragments() { stream.append(contentsOf: b[f]) }
+        }
+        let samples: [Int]
+        let size: (rows: Int, columns: Int), precision: Int
+        if transferSyntax == TransferSyntax.jpeg2000Lossless || transferSyntax == TransferSyntax.jpeg2000 {
+            let f = try JPEG2000.decode(stream, source: source, size: (rows, columns))
+            samples = f.samples.map { Int($0) }
+            size = (f.rows, f.columns); precision = f.precision
+        } else if transferSyntax == TransferSyntax.jpegBaseline || transferSyntax == TransferSyntax.jpegExtended {
+            let f = try JPEGBaseline.decode(stream, source: source, maxPixels: max(rows * columns, 1))
+            samples = f.samples.map { Int($0) }
+            size = (f.rows, f.columns); precision = f.precision
+        } else {
+            let f = try JPEGLossless.decode(stream, source: source, size: (rows, columns))
+            samples = f.samples.map { Int($0) }
+            size = (f.rows, f.columns); precision = f.precision
+        }
+        guard size == (rows, columns) else {
+            throw XRError("compressed frame is \(size.columns)x\(size.rows), Rows / Columns say \(columns)x\(rows)",
+                          file: source, field: field)
+        }
+        guard precision <= allocated else {
+            throw XRError("compressed frame has \(precision)-bit samples, Bits Allocated is \(allocated)",
+                          file: source, field: "(0028,0100) Bits Allocated")
+        }
+        // Two's complement bit patterns in Bits Allocated bits: signed samples come back signed.
+        let mask = (1 << allocated) - 1
+        if allocated == 8 { return samples.map { UInt8($0 & mask) } }
+        var out = [UInt8](repeating: 0, count: 2 * samples.count)
+        for (i, v) in samples.enumerated() {
+            out[2 * i] = UInt8(v & 0xFF)
+            out[2 * i + 1] = UInt8((v & mask) >> 8)
+        }
+        return out
+    }
+}
+
 /// A cursor over data elements.
 struct Reader {
     let bytes: [UInt8]
@@ -292,6 +402,8 @@ struct Reader {
     let source: String
     var encapsulated = false
     var fragments: [Range<Int>] = []
+    var frameOffsets: [Int] = []
+    var fragmentOffsets: [Int] = []
     /// Elements of the first item of the VOI LUT Sequence (0028,3010), when present.
     var voiLUTItem: [UInt32: [UInt8]]? = nil
 
@@ -363,14 +475,24 @@ struct Reader {
     /// sequence delimitation item (PS3.5 A.4).
     mutating func readFragments() throws {
         var first = true
+        var firstFragmentItem = -1
         while pos + 8 <= bytes.count {
+            let item = pos
             let g = u16(pos, big: false), e = u16(pos + 2, big: false), len = u32(pos + 4, big: false)
             pos += 8
             if g == 0xFFFE && e == 0xE0DD { return }
             guard g == 0xFFFE && e == 0xE000, len != 0xFFFF_FFFF, pos + len <= bytes.count else {
-                throw XRError("malformed or truncated encapsulated pixel data", file: source, field: "(7FE0,0010) Pixel Data")
+                throw XRError("malformed or truncated encapsulated pixel data", file: source, field: "(7FE0,0010) Pixel Data",
+                              hint: "the file is truncated or the fragment items are damaged")
             }
-            if !first { fragments.append(pos..<(pos + len)) }
+            if first {
+                // Basic Offset Table: one 32-bit offset per frame (or empty).
+                frameOffsets = stride(from: pos, to: pos + len - 3, by: 4).map { u32($0, big: false) }
+            } else {
+                if firstFragmentItem < 0 { firstFragmentItem = item }
+                fragments.append(pos..<(pos + len))
+                fragmentOffsets.append(item - firstFragmentItem)
+            }
             first = false
             pos += len
         }

@@ -53,22 +53,25 @@ public enum Ingest {
             do { data = try Data(contentsOf: u) } catch { throw XRError("cannot read file", file: u.path) }
             var row = [String](repeating: "", count: columns.count)
             row[0] = relativePath(u, from: base)
-            row[1] = SHA256.hex(data)
             var joinValue = u.lastPathComponent
             if DICOMFile.isDICOM(data) {
                 let f = try DICOMFile.parse(data, source: u.path)
-                row[2] = key.key("patient", f.string(0x0010_0020) ?? "")
+                row[1] = try f.pixelHash()
+                row[2] = key.key("patient", f.patientID ?? "")
                 row[3] = key.key("study", f.studyUID ?? "")
                 row[4] = f.viewPosition ?? ""
                 row[5] = f.bodyPart ?? ""
                 row[6] = f.laterality ?? ""
                 row[7] = f.patientSex ?? ""
                 row[8] = age(f.patientAge)
+                if row[8].isEmpty { row[8] = age(birthDate: f.patientBirthDate, on: f.studyDate) }
                 row[9] = f.modality ?? ""
-                if joinOn == .accession { joinValue = f.string(0x0008_0050) ?? "" }
+                if joinOn == .accession { joinValue = f.accessionNumber ?? "" }
                 if joinOn == .study { joinValue = f.studyUID ?? "" }
             } else if joinOn != .filename {
                 throw XRError("PNG files carry no \(joinOn.rawValue); join PNG labels by filename", file: u.path, field: "--join-on")
+            } else {
+                row[1] = SHA256.hex(data)   // PNG: the file; DICOM: its decoded pixel values (above)
             }
             if let l = labelRows[joinValue] {
                 row[10] = l.labels; row[11] = l.split
@@ -105,6 +108,19 @@ public enum Ingest {
         case "D": return String(Int(n / 365))
         default: return ""
         }
+    }
+
+    /// Whole years from a birth date to the study date (both DICOM DA, YYYYMMDD); "" when either
+    /// is missing or malformed. The birth date itself is never written anywhere.
+    static func age(birthDate: String?, on date: String?) -> String {
+        func ymd(_ s: String?) -> (Int, Int, Int)? {
+            guard let s, s.count == 8, s.allSatisfy(\.isNumber), let v = Int(s) else { return nil }
+            let (y, m, d) = (v / 10000, v / 100 % 100, v % 100)
+            return (1...12).contains(m) && (1...31).contains(d) ? (y, m, d) : nil
+        }
+        guard let b = ymd(birthDate), let t = ymd(date) else { return "" }
+        let years = t.0 - b.0 - ((t.1, t.2) < (b.1, b.2) ? 1 : 0)
+        return (0...150).contains(years) ? String(years) : ""
     }
 
     /// Counts per label / body part / view / sex / age bin, and images per patient.

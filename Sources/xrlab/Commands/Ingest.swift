@@ -9,8 +9,9 @@ struct IngestCommand: ParsableCommand {
         commandName: "ingest",
         abstract: "Build a de-identified manifest from a folder of DICOM and PNG radiographs.",
         discussion: """
-        Columns: path, sha256, patient_key, study_key (keyed hashes of Patient ID / Study Instance UID
-        under the site secret), view, body_part, laterality, sex, age, modality, labels, split. Labels
+        Columns: path, sha256 (of the PNG file, or of a DICOM's decoded pixel values), patient_key,
+        study_key (keyed hashes of Patient ID / Study Instance UID under the site secret), view,
+        body_part, laterality, sex, age, modality, labels, split. Labels
         (and split) are joined from a CSV with a `filename`, `accession` or `study` column and a
         `labels` column. No name, id, birth date or accession number is written.
         """)

@@ -13,6 +13,13 @@ public struct LogisticModel: Sendable, Codable, Equatable {
     public var bias: [Double]
     public var dim: Int
 
+    public init(classes: Int, weights: [Double], bias: [Double], dim: Int) {
+        self.classes = classes
+        self.weights = weights
+        self.bias = bias
+        self.dim = dim
+    }
+
     /// Class probabilities (n, K) for features x (n, d) row-major.
     public func probabilities(_ x: [Double], n: Int) -> [[Double]] {
         let rows = bias.count

@@ -101,4 +101,30 @@ public enum Metrics {
         for (p, t) in zip(probs, truth) { s -= log(min(max(p[t], 1e-15), 1)) }
         return s / Double(truth.count)
     }
+    /// Metric names a recipe may ask for.
+    public static let names = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
+
+    /// A metric by its recipe name over class probabilities (N, K) and true classes: for K = 2
+    /// AUROC / AUPRC score the positive class (index 1); for K > 2 they are one-vs-rest macro
+    /// averages. Predictions for accuracy-type metrics are the most probable class. nil when the
+    /// metric is undefined on these rows (e.g. one class only) or the name is unknown.
+    public static func named(_ name: String, probabilities p: [[Double]], truth y: [Int], classes K: Int) -> Double? {
+        let pred = p.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+        switch name {
+        case "auroc":
+            if K == 2 { return auroc(p.map { $0[1] }, y.map { $0 == 1 }) }
+            let v = (0..<K).compactMap { c in auroc(p.map { $0[c] }, y.map { $0 == c }) }
+            return v.count == K ? v.reduce(0, +) / Double(K) : nil
+        case "auprc":
+            if K == 2 { return averagePrecision(p.map { $0[1] }, y.map { $0 == 1 }) }
+            let v = (0..<K).compactMap { c in averagePrecision(p.map { $0[c] }, y.map { $0 == c }) }
+            return v.count == K ? v.reduce(0, +) / Double(K) : nil
+        case "accuracy": return y.isEmpty ? nil : accuracy(pred, y)
+        case "balanced_accuracy": return y.isEmpty ? nil : balancedAccuracy(pred, y)
+        case "f1_macro": return y.isEmpty ? nil : macroF1(pred, y)
+        case "ece": return y.isEmpty ? nil : expectedCalibrationError(p, y)
+        case "log_loss": return y.isEmpty ? nil : logLoss(p, y)
+        default: return nil
+        }
+    }
 }

@@ -79,21 +79,11 @@ public enum Probe {
     /// `folds` gives each training row's CV fold (only used by logistic regression with a grid).
     public static func run(_ spec: ProbeSpec, train: [Float], labels: [Int], test: [Float], d: Int,
                            classes: Int, folds: [Int]? = nil) -> ProbeResult {
-        let n = labels.count, t = test.count / max(d, 1)
+        let t = test.count / max(d, 1)
         switch spec {
-        case let .logistic(grid, cvMinShots, defaultC, nFolds):
-            let xtr = train.map(Double.init), xte = test.map(Double.init)
-            let perClass = (0..<classes).map { c in labels.filter { $0 == c }.count }.min() ?? 0
-            var c = defaultC
-            if grid.count > 1, perClass >= cvMinShots {
-                let f = folds ?? stratifiedFolds(labels, folds: nFolds)
-                c = selectC(xtr, labels: labels, d: d, classes: classes, folds: f, grid: grid)
-            } else if grid.count == 1 {
-                c = grid[0]
-            }
-            let s = Standardizer(fit: xtr, n: n, d: d)
-            let model = s.fold(LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c))
-            return ProbeResult(probabilities: model.probabilities(xte, n: t), chosenC: c)
+        case .logistic:
+            let (model, c) = fitLogistic(spec, train: train, labels: labels, d: d, classes: classes, folds: folds)
+            return ProbeResult(probabilities: model.probabilities(test.map(Double.init), n: t), chosenC: c)
         case let .knn(k, temperature):
             return ProbeResult(probabilities: knn(train: train, labels: labels, test: test, d: d, classes: classes,
                                                   k: k, temperature: temperature), chosenC: nil)
@@ -101,6 +91,28 @@ public enum Probe {
             return ProbeResult(probabilities: prototype(train: train, labels: labels, test: test, d: d, classes: classes,
                                                         temperature: temperature), chosenC: nil)
         }
+    }
+
+    /// The logistic-regression probe of `run`, returned as a model on raw features (the
+    /// standardisation folded into the weights), with the C it chose. Non-logistic specs fit
+    /// with C = 1.
+    public static func fitLogistic(_ spec: ProbeSpec, train: [Float], labels: [Int], d: Int, classes: Int,
+                                   folds: [Int]? = nil) -> (model: LogisticModel, C: Double) {
+        let n = labels.count
+        let xtr = train.map(Double.init)
+        var c = 1.0
+        if case let .logistic(grid, cvMinShots, defaultC, nFolds) = spec {
+            let perClass = (0..<classes).map { k in labels.filter { $0 == k }.count }.min() ?? 0
+            c = defaultC
+            if grid.count > 1, perClass >= cvMinShots {
+                let f = folds ?? stratifiedFolds(labels, folds: nFolds)
+                c = selectC(xtr, labels: labels, d: d, classes: classes, folds: f, grid: grid)
+            } else if grid.count == 1 {
+                c = grid[0]
+            }
+        }
+        let s = Standardizer(fit: xtr, n: n, d: d)
+        return (s.fold(LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c)), c)
     }
 
     /// Deterministic stratified folds: within each class, rows in their given order are dealt

@@ -181,7 +181,7 @@ public struct PrecomputedFeatureSource: FeatureSource {
     }
 
     /// (N, B, C) → the last `blocks` blocks flattened to (N, blocks·C); rank-2 tensors pass through.
-    func slice(_ t: Tensor, blocks: Int?, _ url: URL, _ name: String) throws -> Tensor {
+    public func slice(_ t: Tensor, blocks: Int?, _ url: URL, _ name: String) throws -> Tensor {
         guard let k = blocks else { return try matrix2D(t, url, name) }
         guard t.rank == 3 else { throw XRError("tensor has shape \(describeShape(t.shape)), expected (N, blocks, C)", file: url.path, field: name) }
         let n = t.shape[0], nb = t.shape[1], c = t.shape[2]
@@ -196,7 +196,7 @@ public struct PrecomputedFeatureSource: FeatureSource {
 }
 
 /// Row-wise concatenation of (N, D_i) matrices → (N, ΣD_i).
-func concatenate(_ parts: [Tensor]) -> Tensor {
+public func concatenate(_ parts: [Tensor]) -> Tensor {
     if parts.count == 1 { return parts[0] }
     let n = parts[0].shape[0], dim = parts.reduce(0) { $0 + $1.shape[1] }
     var out = [Float](); out.reserveCapacity(n * dim)
@@ -230,7 +230,8 @@ public struct EncoderFeatureSource: FeatureSource {
         }
     }
 
-    func encoder(_ r: LoadedRecipe) throws -> Encoder {
+    /// The recipe's encoder with its preprocessing (the checkpoint's own, or `model.preprocessing`).
+    public func encoder(_ r: LoadedRecipe) throws -> Encoder {
         guard let model = r.recipe.model else { throw XRError("the recipe has no model section", file: r.file.path, field: "model") }
         let preset = try model.preset.map { name -> ViTConfig in
             guard let p = ViTConfig.preset(named: name) else { throw XRError("unknown preset '\(name)'", file: r.file.path, field: "model.preset") }
@@ -250,7 +251,8 @@ public struct EncoderFeatureSource: FeatureSource {
         return try Encoder.load(model: url, preset: preset, heads: model.heads, explicit: explicit)
     }
 
-    func options(_ r: LoadedRecipe, quiet: Bool) -> EmbedOptions {
+    /// Embed options for a recipe: its batch size, and as many last blocks as `representation` needs.
+    public func options(_ r: LoadedRecipe, quiet: Bool) -> EmbedOptions {
         var o = EmbedOptions()
         o.batchSize = r.recipe.model?.batch_size ?? 8
         o.quiet = quiet
@@ -262,18 +264,25 @@ public struct EncoderFeatureSource: FeatureSource {
         let inputs = try Self.images(r, rows: rows)
         let encoder = try encoder(r)
         let res = try encoder.embed(inputs, options: options(r, quiet: quiet))
+        let matrix = try Self.assemble(res, representation: r.recipe.representation, model: r.resolve(r.recipe.model?.path ?? ""))
+        let src = "encoded with \(r.recipe.model?.path ?? "?") (\(res.encoded) encoded, \(res.cacheHits) from cache)"
+        return FeatureSet(ids: res.inputs.map(\.id), matrix: matrix, description: src)
+    }
+
+    /// The (N, D) feature matrix of a `representation` (`cls`, `patch_mean`, `lastN_cls`, in
+    /// order, concatenated) from an embed result.
+    public static func assemble(_ res: EmbedResult, representation: [String], model: URL) throws -> Tensor {
         var parts: [Tensor] = []
-        for rep in r.recipe.representation {
+        for rep in representation {
             if let k = Recipe.lastBlocks(rep) {
                 guard let t = res.tensors["last_blocks_cls"] else { throw XRError("the encoder returned no last-block features", field: rep) }
-                parts.append(try PrecomputedFeatureSource().slice(t, blocks: k, r.resolve(r.recipe.model?.path ?? ""), rep))
+                parts.append(try PrecomputedFeatureSource().slice(t, blocks: k, model, rep))
             } else {
                 guard let t = res.tensors[rep] else { throw XRError("the encoder returned no '\(rep)' features", field: rep) }
                 parts.append(t)
             }
         }
-        let src = "encoded with \(r.recipe.model?.path ?? "?") (\(res.encoded) encoded, \(res.cacheHits) from cache)"
-        return FeatureSet(ids: res.inputs.map(\.id), matrix: concatenate(parts), description: src)
+        return concatenate(parts)
     }
 
     public func status(for r: LoadedRecipe, rows: ManifestRows) throws -> (description: String, seconds: Double) {

@@ -142,7 +142,7 @@ public enum Runner {
     }
 
     /// Field-by-field differences between two JSON values: `seeds: 2 → 3`.
-    static func differences(_ a: Any?, _ b: Any?, path: String) -> [String] {
+    public static func differences(_ a: Any?, _ b: Any?, path: String) -> [String] {
         if let x = a as? [String: Any], let y = b as? [String: Any] {
             return Set(x.keys).union(y.keys).sorted().flatMap { k in differences(x[k], y[k], path: path.isEmpty ? k : "\(path).\(k)") }
         }
@@ -291,24 +291,7 @@ public enum Runner {
         result.n_train = shots.count
         result.train_ids = shots.map { data.ids[$0] }
         func metric(_ name: String, _ idx: [Int]) -> Double? {
-            let p = idx.map { probs[$0] }, y = idx.map { yte[$0] }
-            let pred = p.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
-            switch name {
-            case "auroc":
-                if K == 2 { return Metrics.auroc(p.map { $0[1] }, y.map { $0 == 1 }) }
-                let v = (0..<K).compactMap { c in Metrics.auroc(p.map { $0[c] }, y.map { $0 == c }) }
-                return v.count == K ? v.reduce(0, +) / Double(K) : nil
-            case "auprc":
-                if K == 2 { return Metrics.averagePrecision(p.map { $0[1] }, y.map { $0 == 1 }) }
-                let v = (0..<K).compactMap { c in Metrics.averagePrecision(p.map { $0[c] }, y.map { $0 == c }) }
-                return v.count == K ? v.reduce(0, +) / Double(K) : nil
-            case "accuracy": return idx.isEmpty ? nil : Metrics.accuracy(pred, y)
-            case "balanced_accuracy": return idx.isEmpty ? nil : Metrics.balancedAccuracy(pred, y)
-            case "f1_macro": return idx.isEmpty ? nil : Metrics.macroF1(pred, y)
-            case "ece": return idx.isEmpty ? nil : Metrics.expectedCalibrationError(p, y)
-            case "log_loss": return idx.isEmpty ? nil : Metrics.logLoss(p, y)
-            default: return nil
-            }
+            Metrics.named(name, probabilities: idx.map { probs[$0] }, truth: idx.map { yte[$0] }, classes: K)
         }
         let everything = Array(0..<test.count)
         for m in recipe.metrics { if let v = metric(m, everything) { result.metrics[m] = v } }

@@ -10,6 +10,12 @@ extension XRLab {
         RunCommand.self,
         IngestCommand.self,
         CheckCommand.self,
+        PackCommand.self,
+        VerifyCommand.self,
+        InspectCommand.self,
+        DiffCommand.self,
+        UnpackCommand.self,
+        PredictCommand.self,
         Bench.self,
     ]
 }

@@ -1,0 +1,59 @@
+// A packaged classifier head over base features, and how it is stored in head.safetensors.
+// The probabilities are computed by the same code the study ran (XRProbe), from the stored
+// float32 tensors, so what `pack` measured is what `predict` computes.
+import Foundation
+import XRTensor
+import XRProbe
+
+public struct Head: Sendable {
+    public var info: HeadInfo
+    /// Tensors without the prefix: `weight`, `bias` or `support`, `support_labels`.
+    public var tensors: [String: Tensor]
+
+    /// Class probabilities (n, K) of features x (n, d), row-major.
+    public func probabilities(_ x: [Float], n: Int, d: Int) -> [[Double]] {
+        let K = info.classes.count
+        switch info.kind {
+        case "logistic":
+            let w = tensors["weight"]!, b = tensors["bias"]!
+            let model = LogisticModel(classes: K, weights: w.scalars.map(Double.init), bias: b.scalars.map(Double.init), dim: d)
+            return model.probabilities(x.map(Double.init), n: n)
+        case "knn":
+            let s = tensors["support"]!, l = tensors["support_labels"]!.scalars.map { Int($0) }
+            return Probe.knn(train: s.scalars, labels: l, test: x, d: d, classes: K, k: info.k ?? 20, temperature: info.temperature ?? 0.07)
+        default:
+            let s = tensors["support"]!, l = tensors["support_labels"]!.scalars.map { Int($0) }
+            return Probe.prototype(train: s.scalars, labels: l, test: x, d: d, classes: K, temperature: info.temperature ?? 0.07)
+        }
+    }
+
+    /// Decision per row: the positive class (1) when P(positive) ≥ threshold for binary heads,
+    /// else the most probable class.
+    public func decisions(_ p: [[Double]]) -> [Int] {
+        if let t = info.threshold, info.classes.count == 2 { return p.map { $0[1] >= t ? 1 : 0 } }
+        return p.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+    }
+
+    /// Check stored tensors against the head's kind, classes and the feature dimension.
+    func validate(dim d: Int, file: String) throws {
+        let K = info.classes.count
+        func need(_ name: String, _ shape: (Tensor) -> Bool, _ expected: String) throws {
+            guard let t = tensors[name] else { throw XRError("missing tensor", file: file, field: info.tensors + name) }
+            guard shape(t) else { throw XRError("shape \(t.shape) does not match \(expected)", file: file, field: info.tensors + name) }
+            guard t.scalars.allSatisfy(\.isFinite) else { throw XRError("non-finite values", file: file, field: info.tensors + name) }
+        }
+        switch info.kind {
+        case "logistic":
+            let rows = K == 2 ? 1 : K
+            try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
+            try need("bias", { $0.shape == [rows] }, "(\(rows))")
+        default:
+            try need("support", { $0.rank == 2 && $0.shape[1] == d && $0.shape[0] > 0 }, "(n, \(d))")
+            let n = tensors["support"]!.shape[0]
+            try need("support_labels", { $0.shape == [n] }, "(\(n))")
+            if let bad = tensors["support_labels"]!.scalars.first(where: { $0 < 0 || Int($0) >= K || $0 != $0.rounded() }) {
+                throw XRError("label \(bad) is not a class index below \(K)", file: file, field: info.tensors + "support_labels")
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+// What `manifest.json` inside an `.xrpkg` holds. Every field a user needs to apply the model
+// correctly (base encoder, preprocessing, representation, heads, thresholds) and to judge it
+// (training-data fingerprint, metrics with intervals, subgroups, calibration, the recipe).
+import Foundation
+import XRTensor
+import XRData
+import XRModels
+import XRProbe
+import XRRecipes
+
+public struct PackageManifest: Codable, Equatable, Sendable {
+    /// Archive format written by this xrlab; readers accept this and every earlier version.
+    public static let formatVersion = 1
+    public static let formatName = "xrlab-package"
+    /// The xrlab release that introduced each format version (index = version − 1).
+    public static let formatIntroducedIn = ["0.1.0"]
+
+    public var format: String
+    public var format_version: Int
+    /// Oldest xrlab that reads this archive.
+    public var requires_xrlab: String
+    public var name: String
+    public var version: String
+    /// ISO 8601, UTC.
+    public var created: String
+    public var xrlab_version: String
+    public var base_encoder: BaseEncoder
+    public var method: MethodInfo
+    /// `multilabel`, `multiclass` or `binary`.
+    public var task: String
+    public var labels: [String]
+    public var heads: [HeadInfo]
+    public var training_data: DataFingerprint
+    public var evaluation: [TaskEvaluation]
+    /// The recipe as run (defaults filled in; file locations reduced to file names).
+    public var recipe: Recipe
+    /// Archive entries besides manifest.json and SHA256SUMS.
+    public var files: [String]
+}
+
+/// The encoder the heads sit on. A package built from precomputed features records the feature
+/// file instead, and `predict` then takes features.
+public struct BaseEncoder: Codable, Equatable, Sendable {
+    /// `encoder` or `features`.
+    public var kind: String
+    /// SHA-256 over the weight files and config (the value `xrlab embed` fingerprints with);
+    /// for `features`, the SHA-256 of the feature file.
+    public var sha256: String
+    /// Checkpoint layout (`timm`, `hf-dinov2`, …) and architecture.
+    public var layout: String?
+    public var config: ViTConfig?
+    /// The exact image preparation.
+    public var preprocessing: Preprocessing?
+    /// Feature layout: `cls`, `patch_mean`, `lastN_cls`, concatenated in order.
+    public var representation: [String]
+    /// Feature dimension the heads expect.
+    public var dim: Int
+    /// Where it was read from when packed (informational).
+    public var source: String
+}
+
+public struct MethodInfo: Codable, Equatable, Sendable {
+    /// Method setting: `logistic`, `knn-k20`, `prototype`.
+    public var name: String
+    public var spec: String
+    /// Training examples per class, or nil for all training rows.
+    public var shots: Int?
+    public var seed: Int
+    /// Share of training patients held out to choose thresholds (all-rows training only).
+    public var validation_fraction: Double?
+    public var threshold_rule: String
+}
+
+/// One head: a task's classifier over the base features.
+public struct HeadInfo: Codable, Equatable, Sendable {
+    public var task: String
+    public var classes: [String]
+    /// `logistic` (tensors `weight` (K', D), `bias` (K')), `knn` / `prototype` (tensors
+    /// `support` (n, D), `support_labels` (n)).
+    public var kind: String
+    /// Tensor name prefix in `weights/head.safetensors` (`heads.0.`).
+    public var tensors: String
+    public var k: Int?
+    public var temperature: Double?
+    public var chosen_C: Double?
+    /// Binary tasks: positive when P(positive) ≥ threshold. Multiclass: nil (most probable class).
+    public var threshold: Double?
+    /// How the threshold was chosen, and on how many validation rows.
+    public var threshold_note: String
+    public var n_train: Int
+    public var n_validation: Int
+}
+
+/// Counts and content hashes of the data a model was trained, tuned and tested on: no ids,
+/// no paths, no patient identifiers.
+public struct DataFingerprint: Codable, Equatable, Sendable {
+    public struct Split: Codable, Equatable, Sendable {
+        public var rows: Int
+        public var patients: Int?
+        /// Task → class → rows.
+        public var classes: [String: [String: Int]]
+        /// SHA-256 over the sorted per-row content hashes (image bytes, or feature rows).
+        public var content_sha256: String
+    }
+    /// What the content hashes are of: `image files` or `feature rows`.
+    public var content: String
+    public var train: Split
+    public var validation: Split
+    public var test: Split
+}
+
+/// A value with its bootstrap 95% interval.
+public struct Estimate: Codable, Equatable, Sendable {
+    public var value: Double
+    public var low: Double?
+    public var high: Double?
+}
+
+public struct TaskEvaluation: Codable, Equatable, Sendable {
+    public struct OperatingPoint: Codable, Equatable, Sendable {
+        public var threshold: Double
+        public var sensitivity: Estimate?
+        public var specificity: Estimate?
+        public var ppv: Estimate?
+        public var npv: Estimate?
+    }
+    public struct CalibrationBin: Codable, Equatable, Sendable {
+        public var low: Double
+        public var high: Double
+        public var count: Int
+        public var mean_confidence: Double?
+        public var accuracy: Double?
+    }
+    public var task: String
+    public var n_test: Int
+    public var bootstrap_resamples: Int
+    public var metrics: [String: Estimate]
+    public var operating_point: OperatingPoint?
+    /// Reliability of the top-label confidence in 10 equal-width bins.
+    public var calibration: [CalibrationBin]
+    public var subgroups: [SubgroupResult]
+}
+
+extension PackageManifest {
+    /// Check a decoded manifest's schema beyond its types: names, version, sizes, references.
+    func validate(file: String) throws {
+        func bad(_ field: String, _ m: String) -> XRError { XRError(m, file: file, field: field) }
+        guard format == Self.formatName else { throw bad("format", "not an xrlab package manifest (format '\(format)')") }
+        guard PackageName.isValid(name) else { throw bad("name", "invalid package name '\(name)'") }
+        guard SemanticVersion(version) != nil else { throw bad("version", "'\(version)' is not a semantic version X.Y.Z") }
+        guard !labels.isEmpty else { throw bad("labels", "no labels") }
+        guard !heads.isEmpty else { throw bad("heads", "no heads") }
+        guard base_encoder.dim > 0 else { throw bad("base_encoder.dim", "feature dimension must be positive") }
+        guard ["encoder", "features"].contains(base_encoder.kind) else { throw bad("base_encoder.kind", "unknown kind '\(base_encoder.kind)'") }
+        if base_encoder.kind == "encoder", base_encoder.preprocessing == nil || base_encoder.config == nil {
+            throw bad("base_encoder", "an encoder package needs config and preprocessing")
+        }
+        for (i, h) in heads.enumerated() {
+            guard ["logistic", "knn", "prototype"].contains(h.kind) else { throw bad("heads[\(i)].kind", "unknown head kind '\(h.kind)'") }
+            guard h.classes.count >= 2 else { throw bad("heads[\(i)].classes", "a head needs at least two classes") }
+            if let t = h.threshold, !(t.isFinite && t >= 0 && t <= 1) { throw bad("heads[\(i)].threshold", "threshold \(t) outside [0, 1]") }
+        }
+    }
+}
+
+/// Package names: letters, digits, `-`, `_`, `.`; starting with a letter or digit.
+public enum PackageName {
+    public static func isValid(_ s: String) -> Bool {
+        guard let f = s.unicodeScalars.first, s.count <= 100, CharacterSet.alphanumerics.contains(f), f.isASCII else { return false }
+        return s.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+}
+
+/// X.Y.Z (no pre-release or build suffixes).
+public struct SemanticVersion: Comparable, CustomStringConvertible, Sendable, Hashable {
+    public var major: Int, minor: Int, patch: Int
+    public init(major: Int, minor: Int, patch: Int) { self.major = major; self.minor = minor; self.patch = patch }
+    public init?(_ s: String) {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.count <= 9 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+              parts.allSatisfy({ $0 == "0" || !$0.hasPrefix("0") }) else { return nil }
+        major = Int(parts[0])!; minor = Int(parts[1])!; patch = Int(parts[2])!
+    }
+    public var description: String { "\(major).\(minor).\(patch)" }
+    public static func < (a: Self, b: Self) -> Bool { (a.major, a.minor, a.patch) < (b.major, b.minor, b.patch) }
+    public func bumped(_ part: String) -> SemanticVersion? {
+        switch part {
+        case "major": return SemanticVersion(major: major + 1, minor: 0, patch: 0)
+        case "minor": return SemanticVersion(major: major, minor: minor + 1, patch: 0)
+        case "patch": return SemanticVersion(major: major, minor: minor, patch: patch + 1)
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,107 @@
+// `xrlab predict`: images (or features) → the packaged preprocessing, base encoder and heads →
+// per-label probabilities and decisions at the packaged thresholds, as CSV.
+import Foundation
+import XRTensor
+import XRData
+import XRPipeline
+import XRRecipes
+
+public struct Prediction: Sendable {
+    public var ids: [String]
+    /// Column names and one row of values per id.
+    public var header: [String]
+    public var rows: [[String]]
+    public var failed: [FailedInput]
+    public var warnings: [String]
+
+    /// RFC 4180 CSV.
+    public var csv: String {
+        func q(_ s: String) -> String { s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
+        return ([header] + rows).map { $0.map(q).joined(separator: ",") }.joined(separator: "\n") + "\n"
+    }
+}
+
+public enum Predictor {
+    /// Predict from image files with the package's base encoder.
+    public static func predict(_ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions) throws -> Prediction {
+        let enc = try PackageReader.encoder(for: p, base: base)
+        var o = options
+        o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
+        o.patchTokens = false
+        let res = try enc.embed(inputs, options: o)
+        if !res.failed.isEmpty && !o.skipBad {
+            throw XRError("\(res.failed.count) image(s) could not be read:\n" + res.failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
+                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+        }
+        let ok = res.inputs
+        guard !ok.isEmpty else { throw XRError("no readable images", field: "inputs") }
+        let x = try EncoderFeatureSource.assemble(res, representation: p.manifest.base_encoder.representation, model: base)
+        var out = try predict(p, features: x, ids: ok.map(\.id))
+        out.failed = res.failed
+        out.warnings = res.warnings
+        return out
+    }
+
+    /// Predict from a feature matrix (n, D) in the package's representation.
+    public static func predict(_ p: OpenedPackage, features x: Tensor, ids: [String]) throws -> Prediction {
+        let d = p.manifest.base_encoder.dim
+        guard x.rank == 2, x.shape[1] == d, x.shape[0] == ids.count else {
+            throw XRError("features have shape \(x.shape), the package expects (\(ids.count), \(d)) (\(p.manifest.base_encoder.representation.joined(separator: "+")))",
+                          field: "features")
+        }
+        if let i = x.scalars.firstIndex(where: { !$0.isFinite }) {
+            throw XRError("feature \(i % d) of '\(ids[i / d])' is \(x.scalars[i])", field: "features")
+        }
+        let n = ids.count
+        var header = ["path"]
+        var cols: [[String]] = []
+        for h in p.heads {
+            let probs = h.probabilities(x.scalars, n: n, d: d)
+            let dec = h.decisions(probs)
+            if h.info.classes.count == 2, h.info.threshold != nil {
+                header += ["\(h.info.task)_probability", "\(h.info.task)_decision"]
+                cols.append(probs.map { String(format: "%.6f", $0[1]) })
+                cols.append(dec.map(String.init))
+            } else {
+                for (c, name) in h.info.classes.enumerated() {
+                    header.append("p_\(name)")
+                    cols.append(probs.map { String(format: "%.6f", $0[c]) })
+                }
+                header.append("predicted")
+                cols.append(dec.map { h.info.classes[$0] })
+            }
+        }
+        let rows = (0..<n).map { i in [ids[i]] + cols.map { $0[i] } }
+        return Prediction(ids: ids, header: header, rows: rows, failed: [], warnings: [])
+    }
+
+    /// Features for a features package: a `.npy` (n, D) matrix, or a `.safetensors` file with one
+    /// tensor per representation entry (what `xrlab embed` writes); ids from the embed sidecar
+    /// (`FILE.json`) when present, else `row1`, `row2`, …
+    public static func loadFeatures(_ url: URL, representation: [String]) throws -> (Tensor, [String]) {
+        let x: Tensor
+        if url.pathExtension == "npy" {
+            x = try NPY.read(url)
+        } else {
+            let f = try SafeTensorsFile(contentsOf: url)
+            var parts: [Tensor] = []
+            for rep in representation {
+                if let k = Recipe.lastBlocks(rep) {
+                    guard f.contains("last_blocks_cls") else { throw XRError("no last_blocks_cls tensor", file: url.path, field: rep) }
+                    parts.append(try PrecomputedFeatureSource().slice(try f.tensor("last_blocks_cls"), blocks: k, url, rep))
+                } else {
+                    guard f.contains(rep) else { throw XRError("no '\(rep)' tensor (has \(f.names.joined(separator: ", ")))", file: url.path, field: rep) }
+                    parts.append(try f.tensor(rep))
+                }
+            }
+            x = concatenate(parts)
+        }
+        guard x.rank == 2 else { throw XRError("features must be (N, D), got \(x.shape)", file: url.path) }
+        let sidecar = url.deletingPathExtension().appendingPathExtension("json")
+        if let d = try? Data(contentsOf: sidecar), let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+           let inputs = obj["inputs"] as? [[String: Any]], inputs.count == x.shape[0] {
+            return (x, inputs.map { ($0["path"] as? String) ?? "?" })
+        }
+        return (x, (1...max(1, x.shape[0])).prefix(x.shape[0]).map { "row\($0)" })
+    }
+}

@@ -1,0 +1,209 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRData
+import XRPipeline
+import XRPackage
+
+/// Default registry folder: $XRLAB_REGISTRY, else ./models.
+func defaultRegistry() -> String { ProcessInfo.processInfo.environment["XRLAB_REGISTRY"] ?? "models" }
+
+/// `xrlab pack`: a run directory → NAME-X.Y.Z.xrpkg in the registry.
+struct PackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pack",
+        abstract: "Package a run's model (fitted head, thresholds, evaluation, card) as a versioned archive.",
+        discussion: """
+        Fits the run's method on the training rows (all of them, or --shots per class as in a study
+        cell), chooses per-label thresholds on held-out validation rows (Youden's J), evaluates on
+        the test rows with bootstrap intervals and subgroups, and writes REGISTRY/NAME-X.Y.Z.xrpkg:
+        manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. The same run packs
+        to the same bytes. Existing versions are never overwritten.
+        """)
+
+    @Argument(help: "Run directory (the output folder of `xrlab run`).")
+    var runDirectory: String
+    @Option(name: .long, help: "Package name.")
+    var name: String
+    @Option(name: .long, help: "Version X.Y.Z.")
+    var version: String?
+    @Option(name: .long, help: "patch, minor or major: the next version after the registry's latest.")
+    var bump: String?
+    @Option(name: .long, help: "Method setting (logistic, knn-k20, prototype); default: the run's best at its largest shot count.")
+    var method: String?
+    @Option(name: .long, help: "Train on this many examples per class (the study cell's draw); default: all training rows.")
+    var shots: Int?
+    @Option(name: .long, help: "Seed of the shot draw and the validation split.")
+    var seed: Int = 0
+    @Option(name: .long, help: "Share of training patients held out to choose thresholds (all-rows training).")
+    var validationFraction: Double = 0.2
+    @Option(name: .long, help: "Registry folder (default $XRLAB_REGISTRY or ./models).")
+    var registry: String = defaultRegistry()
+    @Option(name: .long, help: "gzip or zstd.")
+    var compression: String = "gzip"
+    @Flag(name: .long, help: "Include merged encoder weights (adapter methods).")
+    var merged = false
+    @Flag(name: .long, help: "No progress output.")
+    var quiet = false
+
+    func run() throws {
+        try runReportingErrors {
+            guard let c = TarArchive.Compression(rawValue: compression), c != .none else {
+                throw XRError("--compression takes gzip or zstd, not '\(compression)'", field: "--compression")
+            }
+            guard validationFraction > 0, validationFraction < 1 else {
+                throw XRError("--validation-fraction must be between 0 and 1, got \(validationFraction)", field: "--validation-fraction")
+            }
+            var o = PackOptions(name: name, registry: URL(fileURLWithPath: registry))
+            o.version = version
+            o.bump = bump
+            o.fit.method = method
+            o.fit.shots = shots
+            o.fit.seed = seed
+            o.fit.validationFraction = validationFraction
+            o.compression = c
+            o.merged = merged
+            o.quiet = quiet
+            let r = try Packer.pack(runDirectory: URL(fileURLWithPath: runDirectory), options: o)
+            print("packed \(r.manifest.name) \(r.manifest.version) (\(r.manifest.method.name), \(r.manifest.heads.count) head\(r.manifest.heads.count == 1 ? "" : "s"))")
+            for e in r.manifest.evaluation {
+                let m = r.manifest.recipe.primary_metric
+                print("  \(e.task): \(m) \(e.metrics[m].map { ModelCard.est($0) } ?? "—")\(r.manifest.heads.first { $0.task == e.task }?.threshold.map { String(format: ", threshold %.4f", $0) } ?? "")")
+            }
+            print("archive: \(r.archive.path)")
+            print("sha256:  \(r.sha256)")
+        }
+    }
+}
+
+/// `xrlab verify`.
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check a package: safe archive, checksums, manifest schema, head tensors, and the base encoder on disk (--base).")
+    @Argument(help: "Package (.xrpkg).")
+    var package: String
+    @Option(name: .long, help: "Base encoder (checkpoint folder or .safetensors) or, for feature packages, the feature file.")
+    var base: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let (_, lines) = try PackageReader.verify(URL(fileURLWithPath: package), base: base.map { URL(fileURLWithPath: $0) })
+            for l in lines { print("ok  \(l)") }
+        }
+    }
+}
+
+/// `xrlab inspect`.
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print a package's manifest and model card.")
+    @Argument(help: "Package (.xrpkg).")
+    var package: String
+    @Flag(name: .long, help: "Print only the manifest JSON.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors {
+            let p = try PackageReader.open(URL(fileURLWithPath: package))
+            print(String(decoding: p.entries["manifest.json"]!, as: UTF8.self), terminator: "")
+            if !json { print("\n" + p.card, terminator: "") }
+        }
+    }
+}
+
+/// `xrlab diff`.
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what changed between two packages.")
+    @Argument(help: "Older package.")
+    var a: String
+    @Argument(help: "Newer package.")
+    var b: String
+
+    func run() throws {
+        try runReportingErrors {
+            let pa = try PackageReader.open(URL(fileURLWithPath: a)), pb = try PackageReader.open(URL(fileURLWithPath: b))
+            let lines = PackageReader.diff(pa, pb)
+            if lines.isEmpty { print("no differences") }
+            for l in lines { print(l) }
+        }
+    }
+}
+
+/// `xrlab unpack`.
+struct UnpackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unpack", abstract: "Check a package and extract it into a new folder.")
+    @Argument(help: "Package (.xrpkg).")
+    var package: String
+    @Option(name: .long, help: "Destination folder (must not exist).")
+    var to: String
+
+    func run() throws {
+        try runReportingErrors {
+            let p = try PackageReader.unpack(URL(fileURLWithPath: package), to: URL(fileURLWithPath: to))
+            print("unpacked \(p.manifest.name) \(p.manifest.version) (\(p.entries.count) files) into \(to)")
+        }
+    }
+}
+
+/// `xrlab predict`.
+struct PredictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities and decisions (CSV).",
+        discussion: """
+        INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
+        The base encoder must be the one the package records (its SHA-256 is checked). Columns: path,
+        then per binary label LABEL_probability and LABEL_decision (1 at or above the packaged
+        threshold), per multiclass task p_CLASS and predicted.
+        """)
+    @Option(name: .long, help: "Package (.xrpkg).")
+    var package: String
+    @Option(name: .long, help: "Base encoder: checkpoint folder or .safetensors file.")
+    var base: String?
+    @Option(name: .long, help: "For packages built on precomputed features: a feature file (.safetensors / .npy).")
+    var features: String?
+    @Argument(help: "Images, folders or manifest CSVs.")
+    var inputs: [String] = []
+    @Option(name: .long, help: "Manifest column holding image paths.")
+    var imageColumn: String = "path"
+    @Option(name: .long, help: "Output CSV (default: standard output).")
+    var out: String?
+    @Flag(name: .long, help: "Leave unreadable images out (listed on stderr) instead of failing.")
+    var skipBad = false
+    @Option(name: .long, help: "Images per forward pass.")
+    var batchSize: Int = 8
+    @Option(name: .long, help: "Threads.")
+    var threads: Int = 2
+    @Flag(name: .long, help: "No progress output.")
+    var quiet = false
+
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            let p = try PackageReader.open(URL(fileURLWithPath: package))
+            let result: Prediction
+            if let features {
+                let (x, ids) = try Predictor.loadFeatures(URL(fileURLWithPath: features), representation: p.manifest.base_encoder.representation)
+                result = try Predictor.predict(p, features: x, ids: ids)
+            } else {
+                guard let base else { throw XRError("pass --base MODEL (the package's base encoder)", field: "--base") }
+                guard !inputs.isEmpty else { throw XRError("no inputs: pass images, folders or a manifest CSV", field: "inputs") }
+                var list: [ImageInput] = []
+                for i in inputs { list += try InputList.resolve(URL(fileURLWithPath: i), column: imageColumn) }
+                var o = EmbedOptions()
+                o.batchSize = batchSize
+                o.skipBad = skipBad
+                o.quiet = quiet
+                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o)
+            }
+            for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
+            for f in result.failed { FileHandle.standardError.write(Data("skipped: \(f.id): \(f.reason)\n".utf8)) }
+            if let out {
+                try AtomicFile.write(result.csv, to: URL(fileURLWithPath: out))
+                if !quiet { FileHandle.standardError.write(Data("wrote \(result.rows.count) rows to \(out)\n".utf8)) }
+            } else {
+                print(result.csv, terminator: "")
+            }
+        }
+    }
+}

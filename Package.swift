@@ -70,6 +70,6 @@ let package = Package(
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
         .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "xrlabTests", dependencies: ["TestSupport"], swiftSettings: simd),
+        .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
     ]
 )

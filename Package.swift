@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage"]),
+        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -48,6 +48,8 @@ let package = Package(
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
         .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
+        // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
+        .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
@@ -70,6 +72,7 @@ let package = Package(
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
         .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
     ]
 )

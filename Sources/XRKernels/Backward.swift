@@ -1,0 +1,144 @@
+// Backward passes of the ViT ops, beside the forwards in this folder, and the forward variants
+// that save what the backward needs. R rows, C channels, T tokens, D head dimension.
+// Gradients are accumulated (`+=`) into parameter gradients; input gradients are written unless
+// `accumulate` says to add.
+
+/// LayerNorm forward that also saves each row's mean and 1/std for the backward.
+public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                             _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+                             rows: Int, cols: Int, eps: Float,
+                             mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+    layerNormForward(out, inp, weight, bias, rows: rows, cols: cols, eps: eps)
+    for r in 0..<rows {
+        let x = inp + r * cols
+        var s = 0.0 as Float
+        for i in 0..<cols { s += x[i] }
+        let m = s / Float(cols)
+        var q = 0.0 as Float
+        for i in 0..<cols { let d = x[i] - m; q += d * d }
+        mean[r] = m
+        rstd[r] = 1 / (q / Float(cols) + eps).squareRoot()
+    }
+}
+
+/// LayerNorm backward. x̂ = (x − mean)·rstd, g = dy ⊙ weight:
+/// dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)); dweight += Σ_rows dy ⊙ x̂; dbias += Σ_rows dy.
+public func layerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>,
+                              x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                              mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                              dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+                              rows: Int, cols: Int) {
+    let n = Float(cols)
+    for r in 0..<rows {
+        let xr = x + r * cols, g = dy + r * cols, m = mean[r], s = rstd[r]
+        var sumG: Float = 0, sumGX: Float = 0
+        for i in 0..<cols {
+            let xh = (xr[i] - m) * s
+            let gw = g[i] * weight[i]
+            sumG += gw
+            sumGX += gw * xh
+            if let dweight { dweight[i] += g[i] * xh }
+            if let dbias { dbias[i] += g[i] }
+        }
+        guard let dx else { continue }
+        let a = sumG / n, b = sumGX / n
+        let o = dx + r * cols
+        for i in 0..<cols {
+            let xh = (xr[i] - m) * s
+            let v = s * (g[i] * weight[i] - a - xh * b)
+            if accumulate { o[i] += v } else { o[i] = v }
+        }
+    }
+}
+
+/// d GELU(u) / du = Φ(u) + u·φ(u) for the exact (erf) GELU; du = dy ⊙ GELU'(u), in place on dy.
+public func geluBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: UnsafePointer<Float>, count: Int) {
+    let invSqrt2: Float = 0.707_106_781_186_547_5, invSqrt2Pi: Float = 0.398_942_280_401_432_7
+    let n8 = count & ~7
+    var i = 0
+    while i < n8 {
+        let v = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
+        let d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self)
+        let cdf = 0.5 * (1 + simdErf(v * invSqrt2))
+        let pdf = simdExp(-0.5 * v * v) * invSqrt2Pi
+        UnsafeMutableRawPointer(dy + i).storeBytes(of: d * (cdf + v * pdf), as: SIMD8<Float>.self)
+        i += 8
+    }
+    if i < count {
+        var v = SIMD8<Float>(), d = SIMD8<Float>()
+        for j in i..<count { v[j - i] = u[j]; d[j - i] = dy[j] }
+        let g = d * (0.5 * (1 + simdErf(v * invSqrt2)) + v * simdExp(-0.5 * v * v) * invSqrt2Pi)
+        for j in i..<count { dy[j] = g[j - i] }
+    }
+}
+
+/// Softmax backward over rows: dx = p ⊙ (dy − Σ_j dy_j p_j), written into dy.
+public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let d = dy + r * cols, q = p + r * cols
+        var s: Float = 0
+        for j in 0..<cols { s += d[j] * q[j] }
+        for j in 0..<cols { d[j] = q[j] * (d[j] - s) }
+    }
+}
+
+/// Column sums: out (C) += Σ_rows x (R, C) — the gradient of a bias.
+public func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let p = x + r * cols
+        for i in 0..<cols { out[i] += p[i] }
+    }
+}
+
+/// Multi-head self-attention over a fused qkv buffer (B·T, 3C) laid out as [q | k | v], each
+/// head-major (timm / torch layout). out (B·T, C). Saves the probabilities (B, H, T, T) for the
+/// backward. Heads run across workers (BLAS must be single-threaded then).
+public func attentionTrainingForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+                                     probabilities: UnsafeMutablePointer<Float>,
+                                     batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
+    let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
+    Parallel.ranges(B * H) { range in
+        for bh in range {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D
+            let p = pp.p + bh * T * T
+            BLAS.sgemm(p, base, base + C, transB: true, m: T, n: T, k: D, alpha: scale, lda: ld, ldb: ld, ldc: T)
+            softmaxRows(p, rows: T, cols: T)
+            BLAS.sgemm(o.p + b * T * C + h * D, p, base + 2 * C, m: T, n: D, k: T, lda: T, ldb: ld, ldc: C)
+        }
+    }
+}
+
+/// Backward of `attentionTrainingForward`: dqkv (B·T, 3C) from dout (B·T, C), with P saved.
+/// dV = Pᵀ dO; dP = dO Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ = scale · dS K; dK = scale · dSᵀ Q.
+/// `scratch` holds T·T floats per worker.
+public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                      qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                      scratch: UnsafeMutablePointer<Float>,
+                                      batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
+    let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
+    let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
+    let sc = SendablePointer(scratch)
+    let chunks = max(1, min(Parallel.workers, B * H))
+    let per = (B * H + chunks - 1) / chunks
+    Parallel.ranges(chunks) { workers in
+        for w in workers {
+            let dp = sc.p + w * T * T
+            for bh in (w * per)..<min(B * H, (w + 1) * per) {
+                let b = bh / H, h = bh % H
+                let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+                let p = pp.p + bh * T * T, go = dO.p + b * T * C + h * D
+                // dV (T, D) = Pᵀ (T, T) · dO (T, D)
+                BLAS.sgemm(dbase + 2 * C, p, transA: true, go, m: T, n: D, k: T, lda: T, ldb: C, ldc: ld)
+                // dP (T, T) = dO (T, D) · Vᵀ
+                BLAS.sgemm(dp, go, base + 2 * C, transB: true, m: T, n: T, k: D, lda: C, ldb: ld, ldc: T)
+                softmaxBackward(dp, probabilities: p, rows: T, cols: T)
+                // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
+                BLAS.sgemm(dbase, dp, base + C, m: T, n: D, k: T, alpha: scale, lda: T, ldb: ld, ldc: ld)
+                BLAS.sgemm(dbase + C, dp, transA: true, base, m: T, n: D, k: T, alpha: scale, lda: T, ldb: ld, ldc: ld)
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+// Parameters for training: values, gradients only for trainable ones, and the naming that
+// checkpoints, PEFT adapters and optimiser groups share.
+import Foundation
+import XRTensor
+
+/// A float buffer with a stable address (activations, parameters, gradients).
+public final class Buffer: @unchecked Sendable {
+    public let p: UnsafeMutablePointer<Float>
+    public let count: Int
+    public init(_ count: Int) {
+        self.count = count
+        p = .allocate(capacity: max(count, 1))
+        p.initialize(repeating: 0, count: max(count, 1))
+    }
+    public convenience init(_ values: [Float]) {
+        self.init(values.count)
+        values.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: values.count) }
+    }
+    deinit { p.deallocate() }
+    public var array: [Float] { Array(UnsafeBufferPointer(start: p, count: count)) }
+    public func zero() { p.update(repeating: 0, count: count) }
+}
+
+/// One named tensor of the model. `grad` exists only while the parameter is trainable.
+public final class Parameter: @unchecked Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let value: Buffer
+    public private(set) var grad: Buffer?
+    public var count: Int { value.count }
+
+    init(_ name: String, _ shape: [Int], _ values: [Float]? = nil) {
+        self.name = name
+        self.shape = shape
+        value = values.map { Buffer($0) } ?? Buffer(shape.reduce(1, *))
+    }
+
+    public var trainable: Bool {
+        get { grad != nil }
+        set { grad = newValue ? (grad ?? Buffer(count)) : nil }
+    }
+
+    public var tensor: Tensor { Tensor(shape: shape, scalars: value.array) }
+
+    /// Weight decay applies to matrices (and conv kernels), not to biases, norms, LayerScale,
+    /// the class token or position embeddings — timm's and PEFT's convention.
+    public var decays: Bool { shape.count >= 2 && !name.hasSuffix("pos_embed") && !name.hasSuffix("cls_token") && !name.hasSuffix("reg_token") }
+}

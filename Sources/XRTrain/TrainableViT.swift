@@ -1,0 +1,384 @@
+// A ViT (timm layout: pre-norm blocks, fused qkv, optional LayerScale, erf GELU, final norm,
+// linear head on the class token or the patch mean) with a forward that keeps what the
+// backward needs and a backward that fills gradients of the trainable parameters only.
+// B batch, T tokens, C width, M MLP width, H heads, P patch, N patches, K classes.
+import Foundation
+import XRTensor
+import XRKernels
+
+public struct TrainConfig: Codable, Sendable, Equatable {
+    public var dim: Int
+    public var depth: Int
+    public var heads: Int
+    public var patch: Int
+    public var imageSize: Int
+    public var mlpHidden: Int
+    public var classes: Int
+    public var layerScale: Bool
+    public var eps: Float = 1e-6
+    /// `token` (class token after the final norm) or `mean` (patch tokens after the final norm).
+    public var pooling: String = "token"
+    public var grid: Int { imageSize / patch }
+    public var tokens: Int { 1 + grid * grid }
+}
+
+/// What can be trained (everything else is frozen and gets no gradient buffer).
+public enum TrainableSet: Sendable, Equatable {
+    case full
+    /// The last k blocks, the final norm and the head.
+    case lastBlocks(Int)
+    /// Biases (and norm / LayerScale parameters are left frozen), plus the head.
+    case bitFit
+    /// LoRA on linear layers whose name matches one of `targets` (e.g. `qkv`, `proj`, `fc1`,
+    /// `fc2`, `attn.*`), plus the head.
+    case lora(rank: Int, alpha: Double, targets: [String])
+    /// Only the head (a linear probe trained by gradient descent).
+    case head
+}
+
+final class BlockParams {
+    let norm1w, norm1b, norm2w, norm2b: Parameter
+    let qkv, proj, fc1, fc2: Linear
+    let ls1, ls2: Parameter?
+    init(_ i: Int, _ get: (String, [Int]) throws -> Parameter, c: TrainConfig) rethrows {
+        let p = "blocks.\(i)."
+        let C = c.dim, M = c.mlpHidden
+        norm1w = try get(p + "norm1.weight", [C]); norm1b = try get(p + "norm1.bias", [C])
+        norm2w = try get(p + "norm2.weight", [C]); norm2b = try get(p + "norm2.bias", [C])
+        qkv = Linear(p + "attn.qkv", weight: try get(p + "attn.qkv.weight", [3 * C, C]), bias: try get(p + "attn.qkv.bias", [3 * C]))
+        proj = Linear(p + "attn.proj", weight: try get(p + "attn.proj.weight", [C, C]), bias: try get(p + "attn.proj.bias", [C]))
+        fc1 = Linear(p + "mlp.fc1", weight: try get(p + "mlp.fc1.weight", [M, C]), bias: try get(p + "mlp.fc1.bias", [M]))
+        fc2 = Linear(p + "mlp.fc2", weight: try get(p + "mlp.fc2.weight", [C, M]), bias: try get(p + "mlp.fc2.bias", [C]))
+        ls1 = c.layerScale ? try get(p + "ls1.gamma", [C]) : nil
+        ls2 = c.layerScale ? try get(p + "ls2.gamma", [C]) : nil
+    }
+    var linears: [Linear] { [qkv, proj, fc1, fc2] }
+    var parameters: [Parameter] {
+        [norm1w, norm1b, qkv.weight, qkv.bias!, proj.weight, proj.bias!] + (ls1.map { [$0] } ?? [])
+            + [norm2w, norm2b, fc1.weight, fc1.bias!, fc2.weight, fc2.bias!] + (ls2.map { [$0] } ?? [])
+    }
+}
+
+/// Per-block activations for one batch size.
+final class BlockCache {
+    let xIn, h1, qkv, attn, y1, xMid, h2, y2: Buffer
+    let mean1, rstd1, mean2, rstd2: Buffer
+    let probs, u, a: Buffer
+    var lora: [String: Buffer] = [:]
+    init(rows R: Int, c: TrainConfig, batch B: Int) {
+        let C = c.dim, M = c.mlpHidden, T = c.tokens
+        xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); attn = Buffer(R * C); y1 = Buffer(R * C)
+        xMid = Buffer(R * C); h2 = Buffer(R * C); y2 = Buffer(R * C)
+        mean1 = Buffer(R); rstd1 = Buffer(R); mean2 = Buffer(R); rstd2 = Buffer(R)
+        probs = Buffer(B * c.heads * T * T); u = Buffer(R * M); a = Buffer(R * M)
+    }
+}
+
+public final class TrainableViT: @unchecked Sendable {
+    public let config: TrainConfig
+    public let cls, pos, patchW, patchB, normW, normB, headW, headB: Parameter
+    let blocks: [BlockParams]
+    /// Every parameter (base and LoRA), in a fixed order.
+    public private(set) var parameters: [Parameter] = []
+
+    // Activations for the current batch size.
+    private var batch = 0
+    private var caches: [BlockCache] = []
+    private var cols = Buffer(0), x = Buffer(0), pooledIn = Buffer(0), pooled = Buffer(0), logits = Buffer(0)
+    private var fMean = Buffer(0), fRstd = Buffer(0)
+    private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), tM = Buffer(0), scratch = Buffer(0), attnScratch = Buffer(0)
+
+    /// Build from named tensors (timm names). `head.*` may be absent (a new zero head for
+    /// `classes`); every other tensor must be present with the shape the config implies.
+    public init(config c: TrainConfig, tensors: [String: Tensor], source: String) throws {
+        config = c
+        var used = Set<String>()
+        func get(_ name: String, _ shape: [Int]) throws -> Parameter {
+            guard let t = tensors[name] else { throw XRError("missing tensor", file: source, field: name) }
+            guard t.shape.reduce(1, *) == shape.reduce(1, *), t.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
+                throw XRError("shape \(t.shape) does not match the expected \(shape)", file: source, field: name)
+            }
+            used.insert(name)
+            return Parameter(name, t.shape, t.scalars)
+        }
+        let C = c.dim, P = c.patch
+        cls = try get("cls_token", [1, 1, C])
+        pos = try get("pos_embed", [1, c.tokens, C])
+        patchW = try get("patch_embed.proj.weight", [C, 3, P, P])
+        patchB = try get("patch_embed.proj.bias", [C])
+        blocks = try (0..<c.depth).map { try BlockParams($0, get, c: c) }
+        normW = try get("norm.weight", [C])
+        normB = try get("norm.bias", [C])
+        if tensors["head.weight"] != nil {
+            headW = try get("head.weight", [c.classes, C])
+            headB = try get("head.bias", [c.classes])
+        } else {
+            headW = Parameter("head.weight", [c.classes, C])
+            headB = Parameter("head.bias", [c.classes])
+        }
+        let unused = Set(tensors.keys).subtracting(used).subtracting(["head.weight", "head.bias"]).sorted()
+        if let u = unused.first { throw XRError("unused tensor (\(unused.count) in all): the checkpoint does not match the config", file: source, field: u) }
+        parameters = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB, headW, headB]
+    }
+
+    /// Infer the architecture of a timm ViT checkpoint from its tensor shapes.
+    public static func config(of tensors: [String: Tensor], heads: Int, classes: Int?, source: String) throws -> TrainConfig {
+        guard let pe = tensors["patch_embed.proj.weight"], pe.rank == 4, let posT = tensors["pos_embed"], let fc1 = tensors["blocks.0.mlp.fc1.weight"] else {
+            throw XRError("not a timm ViT checkpoint (needs patch_embed.proj.weight, pos_embed, blocks.0.mlp.fc1.weight)", file: source)
+        }
+        var depth = 0
+        while tensors["blocks.\(depth).attn.qkv.weight"] != nil { depth += 1 }
+        let C = pe.shape[0], P = pe.shape[2], n = posT.shape[posT.rank - 2] - 1
+        let g = Int(Double(n).squareRoot().rounded())
+        guard g * g == n, C % heads == 0 else { throw XRError("position grid \(n) is not square or width \(C) not divisible by \(heads) heads", file: source, field: "pos_embed") }
+        let K = classes ?? tensors["head.weight"]?.shape[0] ?? 0
+        guard K >= 2 || (K == 1) else { throw XRError("the number of classes is unknown (no head in the checkpoint)", file: source, field: "head.weight") }
+        return TrainConfig(dim: C, depth: depth, heads: heads, patch: P, imageSize: g * P, mlpHidden: fc1.shape[0], classes: K,
+                           layerScale: tensors["blocks.0.ls1.gamma"] != nil)
+    }
+
+    /// Choose what trains. LoRA A matrices come from `loraInit` when given (e.g. a PEFT
+    /// adapter), else PEFT's default: Kaiming-uniform(a = √5) from `seed`; B starts at zero.
+    public func setTrainable(_ set: TrainableSet, loraInit: [String: Tensor] = [:], seed: UInt64 = 0) throws {
+        for b in blocks { for l in b.linears { l.lora = nil } }
+        for p in parameters { p.trainable = false }
+        var base = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB, headW, headB]
+        switch set {
+        case .full:
+            for p in base { p.trainable = true }
+        case let .lastBlocks(k):
+            guard k >= 0, k <= config.depth else { throw XRError("last \(k) blocks requested; the model has \(config.depth)", field: "last_k") }
+            for b in blocks.suffix(k) { for p in b.parameters { p.trainable = true } }
+            for p in [normW, normB, headW, headB] { p.trainable = true }
+        case .bitFit:
+            for p in base where p.name.hasSuffix(".bias") { p.trainable = true }
+            headW.trainable = true
+        case .head:
+            headW.trainable = true; headB.trainable = true
+        case let .lora(rank, alpha, targets):
+            guard rank >= 1 else { throw XRError("LoRA rank must be at least 1, got \(rank)", field: "rank") }
+            var rng = XRRandom(seed: seed, stream: [0x10BA])
+            var matched = 0
+            for b in blocks {
+                for l in b.linears where targets.contains(where: { Self.matches(l.name, $0) }) {
+                    matched += 1
+                    let key = l.name + ".lora_A.weight"
+                    var a: [Float]
+                    if let t = loraInit[key] {
+                        guard t.shape == [rank, l.inFeatures] else { throw XRError("shape \(t.shape), expected \([rank, l.inFeatures])", field: key) }
+                        a = t.scalars
+                    } else {
+                        // kaiming_uniform_(a=√5) on (r, in): bound = 1/√in.
+                        let bound = 1 / Float(l.inFeatures).squareRoot()
+                        a = (0..<(rank * l.inFeatures)).map { _ in (Float(rng.nextDouble()) * 2 - 1) * bound }
+                    }
+                    l.lora = LoRA(prefix: l.name, rank: rank, alpha: alpha, inFeatures: l.inFeatures, outFeatures: l.outFeatures, a: a)
+                }
+            }
+            guard matched > 0 else {
+                throw XRError("LoRA target pattern(s) \(targets) match no linear layer", field: "targets",
+                              hint: "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2; patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)")
+            }
+            headW.trainable = true; headB.trainable = true
+        }
+        base += blocks.flatMap { $0.linears.compactMap(\.lora).flatMap { [$0.a, $0.b] } }
+        parameters = base
+        batch = 0   // LoRA caches are rebuilt
+    }
+
+    /// A pattern matches a layer name exactly, or its trailing dotted components (`qkv`,
+    /// `attn.proj`), with `*` as a wildcard component (`mlp.*`, `blocks.11.*`).
+    static func matches(_ name: String, _ pattern: String) -> Bool {
+        let n = name.split(separator: "."), p = pattern.split(separator: ".")
+        guard !p.isEmpty else { return false }
+        if p.first == "blocks" || p.count == n.count {
+            guard p.count == n.count else { return false }
+            return zip(n, p).allSatisfy { $1 == "*" || $0 == $1 }
+        }
+        guard p.count <= n.count else { return false }
+        return zip(n.suffix(p.count), p).allSatisfy { $1 == "*" || $0 == $1 }
+    }
+
+    public var trainableParameters: [Parameter] { parameters.filter(\.trainable) }
+
+    /// Trainable parameter count.
+    public var trainableCount: Int { trainableParameters.reduce(0) { $0 + $1.count } }
+
+    private func prepare(batch B: Int) {
+        if B == batch { return }
+        let c = config, R = B * c.tokens, C = c.dim, M = c.mlpHidden, N = c.grid * c.grid, K = 3 * c.patch * c.patch
+        caches = blocks.map { b in
+            let cache = BlockCache(rows: R, c: c, batch: B)
+            for l in b.linears { if let lora = l.lora { cache.lora[l.name] = Buffer(R * lora.rank) } }
+            return cache
+        }
+        cols = Buffer(B * N * K); x = Buffer(R * C)
+        let pooledRows = c.pooling == "token" ? B : R
+        pooledIn = Buffer(pooledRows * C); fMean = Buffer(pooledRows); fRstd = Buffer(pooledRows)
+        pooled = Buffer(B * C); logits = Buffer(B * c.classes)
+        tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
+        let maxRank = blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0
+        scratch = Buffer(max(R * maxRank, B * C))
+        attnScratch = Buffer(max(1, Parallel.workers) * c.tokens * c.tokens)
+        batch = B
+    }
+
+    /// Logits (B, classes) for pixels (B, 3, S, S), keeping activations for `backward`.
+    public func forward(pixels: [Float], batch B: Int) throws -> [Float] {
+        let c = config, S = c.imageSize, P = c.patch, C = c.dim, T = c.tokens, N = c.grid * c.grid, R = B * T, K = 3 * P * P
+        guard pixels.count == B * 3 * S * S else { throw XRError("pixel buffer has \(pixels.count) values, expected \(B)×3×\(S)×\(S)", field: "pixels") }
+        prepare(batch: B)
+        pixels.withUnsafeBufferPointer { patchify(cols.p, $0.baseAddress!, batch: B, channels: 3, height: S, width: S, patch: P) }
+        // Tokens: [cls | patches] + pos.
+        BLAS.sgemm(tC.p, cols.p, patchW.value.p, transB: true, m: B * N, n: C, k: K)
+        addBias(tC.p, patchB.value.p, rows: B * N, cols: C)
+        for b in 0..<B {
+            let xb = x.p + b * T * C
+            for i in 0..<C { xb[i] = cls.value.p[i] + pos.value.p[i] }
+            for n in 0..<N { for i in 0..<C { xb[(1 + n) * C + i] = tC.p[(b * N + n) * C + i] + pos.value.p[(1 + n) * C + i] } }
+        }
+        for (bp, cache) in zip(blocks, caches) {
+            cache.xIn.p.update(from: x.p, count: R * C)
+            layerNormForward(cache.h1.p, cache.xIn.p, bp.norm1w.value.p, bp.norm1b.value.p, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
+            bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, loraCache: cache.lora[bp.qkv.name]?.p)
+            withSingleThreadedBLAS {
+                attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            }
+            bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p)
+            cache.xMid.p.update(from: cache.xIn.p, count: R * C)
+            biasScaleResidual(cache.xMid.p, cache.y1.p, bias: nil, scale: bp.ls1?.value.p, rows: R, cols: C)
+            layerNormForward(cache.h2.p, cache.xMid.p, bp.norm2w.value.p, bp.norm2b.value.p, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
+            bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p)
+            cache.a.p.update(from: cache.u.p, count: R * c.mlpHidden)
+            biasGELUForward(cache.a.p, bias: nil, rows: R, cols: c.mlpHidden)
+            bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p)
+            x.p.update(from: cache.xMid.p, count: R * C)
+            biasScaleResidual(x.p, cache.y2.p, bias: nil, scale: bp.ls2?.value.p, rows: R, cols: C)
+        }
+        // Final norm and pooling.
+        if c.pooling == "token" {
+            for b in 0..<B { (pooledIn.p + b * C).update(from: x.p + b * T * C, count: C) }
+            layerNormForward(pooled.p, pooledIn.p, normW.value.p, normB.value.p, rows: B, cols: C, eps: c.eps, mean: fMean.p, rstd: fRstd.p)
+        } else {
+            pooledIn.p.update(from: x.p, count: R * C)
+            layerNormForward(tC2.p, pooledIn.p, normW.value.p, normB.value.p, rows: R, cols: C, eps: c.eps, mean: fMean.p, rstd: fRstd.p)
+            pooled.zero()
+            for b in 0..<B { for n in 1..<T { for i in 0..<C { pooled.p[b * C + i] += tC2.p[(b * T + n) * C + i] / Float(N) } } }
+        }
+        BLAS.sgemm(logits.p, pooled.p, headW.value.p, transB: true, m: B, n: c.classes, k: C)
+        addBias(logits.p, headB.value.p, rows: B, cols: c.classes)
+        return logits.array
+    }
+
+    /// The lowest block whose input gradient is needed (parameters at or above it train).
+    private var lowestTrainableBlock: Int? {
+        if [cls, pos, patchW, patchB].contains(where: \.trainable) { return -1 }
+        for (i, b) in blocks.enumerated() where b.parameters.contains(where: \.trainable) || b.linears.contains(where: { $0.lora != nil }) { return i }
+        return nil
+    }
+
+    /// Accumulate gradients of the trainable parameters from dlogits (B, classes) of the last forward.
+    public func backward(dlogits: [Float]) {
+        let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
+        precondition(dlogits.count == B * c.classes, "backward: dlogits must be (B, classes) of the last forward")
+        let dl = Buffer(dlogits)
+        if let g = headW.grad { BLAS.sgemm(g.p, dl.p, transA: true, pooled.p, m: c.classes, n: C, k: B, beta: 1) }
+        if let g = headB.grad { addColumnSums(g.p, dl.p, rows: B, cols: c.classes) }
+        guard let lowest = lowestTrainableBlock ?? (normW.trainable || normB.trainable ? c.depth : nil) else { return }
+        let needNorm = normW.trainable || normB.trainable || lowest < c.depth
+        guard needNorm else { return }
+        // dpooled (B, C) → through the final norm → dx (R, C).
+        let dpooled = scratch
+        BLAS.sgemm(dpooled.p, dl.p, headW.value.p, m: B, n: C, k: c.classes)
+        let dx = x   // reused: the residual-stream gradient
+        dx.zero()
+        if c.pooling == "token" {
+            layerNormBackward(dx: tC.p, accumulate: false, dy: dpooled.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
+                              dweight: normW.grad?.p, dbias: normB.grad?.p, rows: B, cols: C)
+            for b in 0..<B { (dx.p + b * T * C).update(from: tC.p + b * C, count: C) }
+        } else {
+            tC2.zero()
+            for b in 0..<B { for n in 1..<T { for i in 0..<C { tC2.p[(b * T + n) * C + i] = dpooled.p[b * C + i] / Float(N) } } }
+            layerNormBackward(dx: dx.p, accumulate: false, dy: tC2.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
+                              dweight: normW.grad?.p, dbias: normB.grad?.p, rows: R, cols: C)
+        }
+        guard lowest < c.depth else { return }
+        for i in stride(from: c.depth - 1, through: max(lowest, 0), by: -1) {
+            let bp = blocks[i], cache = caches[i]
+            let needInput = i > lowest
+            // x = xMid + ls2 ⊙ y2
+            let dy2 = tC.p
+            scaleGrad(dy2, dx.p, bp.ls2, cache.y2.p, rows: R, cols: C)
+            bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p, scratch: scratch.p)
+            geluBackward(tM.p, preActivation: cache.u.p, count: R * M)
+            bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p, scratch: scratch.p)
+            layerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, weight: bp.norm2w.value.p, mean: cache.mean2.p, rstd: cache.rstd2.p,
+                              dweight: bp.norm2w.grad?.p, dbias: bp.norm2b.grad?.p, rows: R, cols: C)
+            // xMid = xIn + ls1 ⊙ y1
+            let dy1 = tC.p
+            scaleGrad(dy1, dx.p, bp.ls1, cache.y1.p, rows: R, cols: C)
+            bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p, scratch: scratch.p)
+            withSingleThreadedBLAS {
+                attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                                          batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            }
+            let needH1 = needInput || bp.norm1w.trainable || bp.norm1b.trainable
+            bp.qkv.backward(dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
+                            loraCache: cache.lora[bp.qkv.name]?.p, scratch: scratch.p)
+            if needH1 {
+                layerNormBackward(dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, weight: bp.norm1w.value.p,
+                                  mean: cache.mean1.p, rstd: cache.rstd1.p, dweight: bp.norm1w.grad?.p, dbias: bp.norm1b.grad?.p, rows: R, cols: C)
+            }
+        }
+        guard lowest < 0 else { return }
+        // Embedding: x[b, 0] = cls + pos[0]; x[b, 1+n] = cols W_pᵀ + b_p + pos[1+n].
+        if let g = cls.grad { for b in 0..<B { for i in 0..<C { g.p[i] += dx.p[b * T * C + i] } } }
+        if let g = pos.grad { for b in 0..<B { for j in 0..<(T * C) { g.p[j] += dx.p[b * T * C + j] } } }
+        if patchW.grad != nil || patchB.grad != nil {
+            for b in 0..<B { (tC.p + b * N * C).update(from: dx.p + (b * T + 1) * C, count: N * C) }
+            if let g = patchW.grad { BLAS.sgemm(g.p, tC.p, transA: true, cols.p, m: C, n: 3 * c.patch * c.patch, k: B * N, beta: 1) }
+            if let g = patchB.grad { addColumnSums(g.p, tC.p, rows: B * N, cols: C) }
+        }
+    }
+
+    /// out = dx ⊙ scale (or dx without LayerScale), and dscale += Σ dx ⊙ y.
+    private func scaleGrad(_ out: UnsafeMutablePointer<Float>, _ dx: UnsafePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>, rows: Int, cols: Int) {
+        guard let ls else { out.update(from: dx, count: rows * cols); return }
+        for r in 0..<rows {
+            for i in 0..<cols {
+                let g = dx[r * cols + i]
+                out[r * cols + i] = g * ls.value.p[i]
+                if let d = ls.grad { d.p[i] += g * y[r * cols + i] }
+            }
+        }
+    }
+
+    public func zeroGrad() { for p in parameters { p.grad?.zero() } }
+
+    /// LoRA folded into the base weights: W + s · B A, per adapted layer.
+    public func mergedWeights() -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for b in blocks {
+            for l in b.linears {
+                guard let lora = l.lora else { continue }
+                var w = l.weight.value.array
+                w.withUnsafeMutableBufferPointer { wp in
+                    BLAS.sgemm(wp.baseAddress!, lora.b.value.p, lora.a.value.p, m: l.outFeatures, n: l.inFeatures, k: lora.rank, alpha: lora.scaling, beta: 1)
+                }
+                out[l.weight.name] = Tensor(shape: l.weight.shape, scalars: w)
+            }
+        }
+        return out
+    }
+
+    /// Parameter by name.
+    public func parameter(_ name: String) -> Parameter? { parameters.first { $0.name == name } }
+}
+
+/// Run `body` with OpenBLAS single-threaded (the caller splits the work across workers).
+func withSingleThreadedBLAS(_ body: () -> Void) {
+    let saved = BLAS.threads
+    if Parallel.workers > 1 && saved != 1 { BLAS.threads = 1 }
+    body()
+    if Parallel.workers > 1 && saved != 1 { BLAS.threads = saved }
+}

@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage",
+            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
 

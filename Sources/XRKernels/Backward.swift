@@ -142,3 +142,16 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
         }
     }
 }
+
+/// LayerNorm parameter gradients over a range of columns (so workers can split columns):
+/// dweight[i] += Σ_r dy[r, i] · x̂[r, i]; dbias[i] += Σ_r dy[r, i].
+public func layerNormParameterGradients(dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+                                        dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                                        rows: Int, cols: Int, columns: Range<Int>) {
+    for r in 0..<rows {
+        let g = dy + r * cols, xr = x + r * cols, m = mean[r], s = rstd[r]
+        if let dweight { for i in columns { dweight[i] += g[i] * (xr[i] - m) * s } }
+        if let dbias { for i in columns { dbias[i] += g[i] } }
+    }
+}

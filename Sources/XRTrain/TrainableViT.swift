@@ -19,6 +19,12 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     /// `token` (class token after the final norm) or `mean` (patch tokens after the final norm).
     public var pooling: String = "token"
     public var grid: Int { imageSize / patch }
+
+    public init(dim: Int, depth: Int, heads: Int, patch: Int, imageSize: Int, mlpHidden: Int, classes: Int,
+                layerScale: Bool, eps: Float = 1e-6, pooling: String = "token") {
+        self.dim = dim; self.depth = depth; self.heads = heads; self.patch = patch; self.imageSize = imageSize
+        self.mlpHidden = mlpHidden; self.classes = classes; self.layerScale = layerScale; self.eps = eps; self.pooling = pooling
+    }
     public var tokens: Int { 1 + grid * grid }
 }
 
@@ -225,13 +231,21 @@ public final class TrainableViT: @unchecked Sendable {
 
     /// Logits (B, classes) for pixels (B, 3, S, S), keeping activations for `backward`.
     public func forward(pixels: [Float], batch B: Int) throws -> [Float] {
+        var out: [Float] = []
+        var failure: Error? = nil
+        withSingleThreadedBLAS { do { out = try forwardBody(pixels: pixels, batch: B) } catch { failure = error } }
+        if let failure { throw failure }
+        return out
+    }
+
+    private func forwardBody(pixels: [Float], batch B: Int) throws -> [Float] {
         let c = config, S = c.imageSize, P = c.patch, C = c.dim, T = c.tokens, N = c.grid * c.grid, R = B * T, K = 3 * P * P
         guard pixels.count == B * 3 * S * S else { throw XRError("pixel buffer has \(pixels.count) values, expected \(B)×3×\(S)×\(S)", field: "pixels") }
         prepare(batch: B)
         pixels.withUnsafeBufferPointer { patchify(cols.p, $0.baseAddress!, batch: B, channels: 3, height: S, width: S, patch: P) }
         // Tokens: [cls | patches] + pos.
-        BLAS.sgemm(tC.p, cols.p, patchW.value.p, transB: true, m: B * N, n: C, k: K)
-        addBias(tC.p, patchB.value.p, rows: B * N, cols: C)
+        let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: K)
+        embed.forward(tC.p, cols.p, rows: B * N, loraCache: nil)
         for b in 0..<B {
             let xb = x.p + b * T * C
             for i in 0..<C { xb[i] = cls.value.p[i] + pos.value.p[i] }
@@ -239,21 +253,29 @@ public final class TrainableViT: @unchecked Sendable {
         }
         for (bp, cache) in zip(blocks, caches) {
             cache.xIn.p.update(from: x.p, count: R * C)
-            layerNormForward(cache.h1.p, cache.xIn.p, bp.norm1w.value.p, bp.norm1b.value.p, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
+            parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
             bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, loraCache: cache.lora[bp.qkv.name]?.p)
-            withSingleThreadedBLAS {
-                attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
-            }
+            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
             bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p)
-            cache.xMid.p.update(from: cache.xIn.p, count: R * C)
-            biasScaleResidual(cache.xMid.p, cache.y1.p, bias: nil, scale: bp.ls1?.value.p, rows: R, cols: C)
-            layerNormForward(cache.h2.p, cache.xMid.p, bp.norm2w.value.p, bp.norm2b.value.p, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
+            let M = c.mlpHidden
+            parallelRows(R) { r in
+                let lo = r.lowerBound
+                (cache.xMid.p + lo * C).update(from: cache.xIn.p + lo * C, count: r.count * C)
+                biasScaleResidual(cache.xMid.p + lo * C, cache.y1.p + lo * C, bias: nil, scale: bp.ls1?.value.p, rows: r.count, cols: C)
+            }
+            parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
             bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p)
-            cache.a.p.update(from: cache.u.p, count: R * c.mlpHidden)
-            biasGELUForward(cache.a.p, bias: nil, rows: R, cols: c.mlpHidden)
+            parallelRows(R) { r in
+                let lo = r.lowerBound
+                (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
+                biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
+            }
             bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p)
-            x.p.update(from: cache.xMid.p, count: R * C)
-            biasScaleResidual(x.p, cache.y2.p, bias: nil, scale: bp.ls2?.value.p, rows: R, cols: C)
+            parallelRows(R) { r in
+                let lo = r.lowerBound
+                (x.p + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
+                biasScaleResidual(x.p + lo * C, cache.y2.p + lo * C, bias: nil, scale: bp.ls2?.value.p, rows: r.count, cols: C)
+            }
         }
         // Final norm and pooling.
         if c.pooling == "token" {
@@ -279,6 +301,10 @@ public final class TrainableViT: @unchecked Sendable {
 
     /// Accumulate gradients of the trainable parameters from dlogits (B, classes) of the last forward.
     public func backward(dlogits: [Float]) {
+        withSingleThreadedBLAS { backwardBody(dlogits: dlogits) }
+    }
+
+    private func backwardBody(dlogits: [Float]) {
         let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
         precondition(dlogits.count == B * c.classes, "backward: dlogits must be (B, classes) of the last forward")
         let dl = Buffer(dlogits)
@@ -310,24 +336,21 @@ public final class TrainableViT: @unchecked Sendable {
             let dy2 = tC.p
             scaleGrad(dy2, dx.p, bp.ls2, cache.y2.p, rows: R, cols: C)
             bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p, scratch: scratch.p)
-            geluBackward(tM.p, preActivation: cache.u.p, count: R * M)
+            parallelRows(R) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
             bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p, scratch: scratch.p)
-            layerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, weight: bp.norm2w.value.p, mean: cache.mean2.p, rstd: cache.rstd2.p,
-                              dweight: bp.norm2w.grad?.p, dbias: bp.norm2b.grad?.p, rows: R, cols: C)
+            parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: R, cols: C)
             // xMid = xIn + ls1 ⊙ y1
             let dy1 = tC.p
             scaleGrad(dy1, dx.p, bp.ls1, cache.y1.p, rows: R, cols: C)
             bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p, scratch: scratch.p)
-            withSingleThreadedBLAS {
-                attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
-                                          batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
-            }
+            attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                                      batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
             let needH1 = needInput || bp.norm1w.trainable || bp.norm1b.trainable
             bp.qkv.backward(dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
                             loraCache: cache.lora[bp.qkv.name]?.p, scratch: scratch.p)
             if needH1 {
-                layerNormBackward(dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, weight: bp.norm1w.value.p,
-                                  mean: cache.mean1.p, rstd: cache.rstd1.p, dweight: bp.norm1w.grad?.p, dbias: bp.norm1b.grad?.p, rows: R, cols: C)
+                parallelLayerNormBackward(dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, bp.norm1w, bp.norm1b,
+                                          mean: cache.mean1.p, rstd: cache.rstd1.p, rows: R, cols: C)
             }
         }
         guard lowest < 0 else { return }
@@ -336,14 +359,17 @@ public final class TrainableViT: @unchecked Sendable {
         if let g = pos.grad { for b in 0..<B { for j in 0..<(T * C) { g.p[j] += dx.p[b * T * C + j] } } }
         if patchW.grad != nil || patchB.grad != nil {
             for b in 0..<B { (tC.p + b * N * C).update(from: dx.p + (b * T + 1) * C, count: N * C) }
-            if let g = patchW.grad { BLAS.sgemm(g.p, tC.p, transA: true, cols.p, m: C, n: 3 * c.patch * c.patch, k: B * N, beta: 1) }
-            if let g = patchB.grad { addColumnSums(g.p, tC.p, rows: B * N, cols: C) }
+            let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: 3 * c.patch * c.patch)
+            embed.backward(dinp: nil, accumulate: false, dout: tC.p, inp: cols.p, rows: B * N, loraCache: nil, scratch: scratch.p)
         }
     }
 
     /// out = dx ⊙ scale (or dx without LayerScale), and dscale += Σ dx ⊙ y.
     private func scaleGrad(_ out: UnsafeMutablePointer<Float>, _ dx: UnsafePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>, rows: Int, cols: Int) {
-        guard let ls else { out.update(from: dx, count: rows * cols); return }
+        guard let ls else {
+            parallelRows(rows) { r in (out + r.lowerBound * cols).update(from: dx + r.lowerBound * cols, count: r.count * cols) }
+            return
+        }
         for r in 0..<rows {
             for i in 0..<cols {
                 let g = dx[r * cols + i]
@@ -375,10 +401,78 @@ public final class TrainableViT: @unchecked Sendable {
     public func parameter(_ name: String) -> Parameter? { parameters.first { $0.name == name } }
 }
 
+/// Row-parallel LayerNorm forward (saving mean / rstd).
+func parallelLayerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: Parameter, _ b: Parameter,
+                       rows R: Int, cols C: Int, eps: Float, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+    Parallel.ranges(R, minChunk: 16) { r in
+        let lo = r.lowerBound
+        layerNormForward(out + lo * C, inp + lo * C, w.value.p, b.value.p, rows: r.count, cols: C, eps: eps, mean: mean + lo, rstd: rstd + lo)
+    }
+}
+
+/// Row-parallel LayerNorm backward: dx rows split across workers, parameter gradients by columns.
+func parallelLayerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                               _ w: Parameter, _ b: Parameter, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows R: Int, cols C: Int) {
+    if let dx {
+        Parallel.ranges(R, minChunk: 16) { r in
+            let lo = r.lowerBound
+            layerNormBackward(dx: dx + lo * C, accumulate: accumulate, dy: dy + lo * C, x: x + lo * C, weight: w.value.p,
+                              mean: mean + lo, rstd: rstd + lo, dweight: nil, dbias: nil, rows: r.count, cols: C)
+        }
+    }
+    if w.grad != nil || b.grad != nil {
+        Parallel.ranges(C, minChunk: 16) { cr in
+            layerNormParameterGradients(dweight: w.grad?.p, dbias: b.grad?.p, dy: dy, x: x, mean: mean, rstd: rstd, rows: R, cols: C, columns: cr)
+        }
+    }
+}
+
+/// Row-parallel elementwise work over (R, C) rows.
+func parallelRows(_ R: Int, _ body: (Range<Int>) -> Void) { Parallel.ranges(R, minChunk: 16, body) }
+
 /// Run `body` with OpenBLAS single-threaded (the caller splits the work across workers).
 func withSingleThreadedBLAS(_ body: () -> Void) {
     let saved = BLAS.threads
     if Parallel.workers > 1 && saved != 1 { BLAS.threads = 1 }
     body()
     if Parallel.workers > 1 && saved != 1 { BLAS.threads = saved }
+}
+
+extension TrainableViT {
+    /// timm tensor names and shapes of a config (head included).
+    public static func tensorShapes(_ c: TrainConfig) -> [(String, [Int])] {
+        let C = c.dim, M = c.mlpHidden, P = c.patch
+        var s: [(String, [Int])] = [("cls_token", [1, 1, C]), ("pos_embed", [1, c.tokens, C]),
+                                    ("patch_embed.proj.weight", [C, 3, P, P]), ("patch_embed.proj.bias", [C])]
+        for i in 0..<c.depth {
+            let p = "blocks.\(i)."
+            s += [(p + "norm1.weight", [C]), (p + "norm1.bias", [C]), (p + "attn.qkv.weight", [3 * C, C]), (p + "attn.qkv.bias", [3 * C]),
+                  (p + "attn.proj.weight", [C, C]), (p + "attn.proj.bias", [C]), (p + "norm2.weight", [C]), (p + "norm2.bias", [C]),
+                  (p + "mlp.fc1.weight", [M, C]), (p + "mlp.fc1.bias", [M]), (p + "mlp.fc2.weight", [C, M]), (p + "mlp.fc2.bias", [C])]
+            if c.layerScale { s += [(p + "ls1.gamma", [C]), (p + "ls2.gamma", [C])] }
+        }
+        s += [("norm.weight", [C]), ("norm.bias", [C]), ("head.weight", [c.classes, C]), ("head.bias", [c.classes])]
+        return s
+    }
+
+    /// Random weights (matrices N(0, 1/fan_in), norms 1, biases 0.02·N(0, 1)), for benchmarks and tests.
+    public static func random(_ c: TrainConfig, seed: UInt64 = 0) throws -> TrainableViT {
+        var rng = XRRandom(seed: seed, stream: [0x7EA1])
+        var t: [String: Tensor] = [:]
+        for (name, shape) in tensorShapes(c) {
+            let n = shape.reduce(1, *)
+            let fan = shape.count >= 2 ? shape.dropFirst().reduce(1, *) : 1
+            let v: [Float]
+            if name.hasSuffix("norm1.weight") || name.hasSuffix("norm2.weight") || name == "norm.weight" || name.hasSuffix("gamma") {
+                v = [Float](repeating: 1, count: n)
+            } else if shape.count >= 2 {
+                let s = 1 / Float(fan).squareRoot()
+                v = (0..<n).map { _ in rng.nextGaussian() * s }
+            } else {
+                v = (0..<n).map { _ in rng.nextGaussian() * 0.02 }
+            }
+            t[name] = Tensor(shape: shape, scalars: v)
+        }
+        return try TrainableViT(config: c, tensors: t, source: "random")
+    }
 }

@@ -17,5 +17,6 @@ extension XRLab {
         UnpackCommand.self,
         PredictCommand.self,
         Bench.self,
+        BenchTrain.self,
     ]
 }

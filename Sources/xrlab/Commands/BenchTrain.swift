@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRKernels
+import XRTrain
+
+/// `xrlab bench-train`: seconds per training step (bench/train_peers.py compares PyTorch + PEFT).
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-train",
+        abstract: "Time training steps of a random ViT (forward, loss, backward, AdamW).",
+        discussion: "Prints one JSON object: seconds per step, trainable parameters, peak RSS.")
+
+    @Option(name: .long, help: "Width, depth, heads: vitTiny16, vitSmall16 or vitBase16.")
+    var preset: String = "vitSmall16"
+    @Option(name: .long, help: "lora (r=8 on qkv, + head), last2 (last 2 blocks + norm + head), full, bitfit, head.")
+    var method: String = "lora"
+    @Option(name: .long, help: "Images per step.")
+    var batch: Int = 8
+    @Option(name: .long, help: "Image size.")
+    var size: Int = 224
+    @Option(name: .long, help: "Minimum seconds of timed steps.")
+    var seconds: Double = 10
+    @Option(name: .long, help: "Threads.")
+    var threads: Int = 2
+
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            let (dim, heads): (Int, Int)
+            switch preset {
+            case "vitTiny16": (dim, heads) = (192, 3)
+            case "vitSmall16": (dim, heads) = (384, 6)
+            case "vitBase16": (dim, heads) = (768, 12)
+            default: throw XRError("unknown preset '\(preset)'", field: "--preset", hint: "vitTiny16, vitSmall16 or vitBase16")
+            }
+            let c = TrainConfig(dim: dim, depth: 12, heads: heads, patch: 16, imageSize: size, mlpHidden: 4 * dim, classes: 2, layerScale: false)
+            let model = try TrainableViT.random(c)
+            let set: TrainableSet
+            switch method {
+            case "lora": set = .lora(rank: 8, alpha: 16, targets: ["qkv"])
+            case "last2": set = .lastBlocks(2)
+            case "full": set = .full
+            case "bitfit": set = .bitFit
+            case "head": set = .head
+            default: throw XRError("unknown method '\(method)'", field: "--method")
+            }
+            try model.setTrainable(set)
+            var rng = XRRandom(seed: 1)
+            let pixels = (0..<(batch * 3 * size * size)).map { _ in rng.nextGaussian() }
+            let labels = (0..<batch).map { $0 % 2 }
+            let opt = AdamW(weightDecay: 0.05)
+            try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5)   // warm-up (allocations)
+            var n = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < seconds || n < 3 {
+                try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5)
+                n += 1
+            }
+            let elapsed = Date().timeIntervalSince(start)
+            let result: [String: Any] = ["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
+                                         "seconds_per_step": elapsed / Double(n), "steps": n, "trainable": model.trainableCount,
+                                         "peak_rss_mb": peakRSSMegabytes()]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        }
+    }
+}

@@ -1,6 +1,7 @@
 // Losses, AdamW, the learning-rate schedule and gradient clipping, with PyTorch's semantics.
 import Foundation
 import XRTensor
+import XRKernels
 
 public enum Loss {
     /// Mean softmax cross-entropy over the batch with label smoothing ε (torch's
@@ -59,7 +60,7 @@ public struct Schedule: Sendable, Codable, Equatable {
 public final class AdamW: @unchecked Sendable {
     public var beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay: Double
     public private(set) var step = 0
-    var m: [String: [Float]] = [:], v: [String: [Float]] = [:]
+    var m: [String: Buffer] = [:], v: [String: Buffer] = [:]
     /// Per-parameter learning-rate multipliers (layer-wise decay); 1 when absent.
     public var lrScale: [String: Double] = [:]
 
@@ -71,25 +72,29 @@ public final class AdamW: @unchecked Sendable {
         for p in params {
             guard let g = p.grad else { continue }
             let plr = lr * (lrScale[p.name] ?? 1)
-            var mm = m[p.name] ?? [Float](repeating: 0, count: p.count)
-            var vv = v[p.name] ?? [Float](repeating: 0, count: p.count)
+            let mm = m[p.name] ?? { let b = Buffer(p.count); m[p.name] = b; return b }()
+            let vv = v[p.name] ?? { let b = Buffer(p.count); v[p.name] = b; return b }()
             let wd = p.decays ? Float(1 - plr * weightDecay) : 1
             let b1 = Float(beta1), b2 = Float(beta2), stepSize = Float(plr / bc1), sqrtBc2 = Float(bc2.squareRoot()), e = Float(eps)
-            let w = p.value.p, gp = g.p
-            for i in 0..<p.count {
-                w[i] *= wd
-                mm[i] = b1 * mm[i] + (1 - b1) * gp[i]
-                vv[i] = b2 * vv[i] + (1 - b2) * gp[i] * gp[i]
-                w[i] -= stepSize * mm[i] / (vv[i].squareRoot() / sqrtBc2 + e)
+            let w = SendablePointer(p.value.p), gp = SendablePointer(g.p), mp = SendablePointer(mm.p), vp = SendablePointer(vv.p)
+            Parallel.ranges(p.count, minChunk: 65_536) { r in
+                for i in r {
+                    w.p[i] *= wd
+                    mp.p[i] = b1 * mp.p[i] + (1 - b1) * gp.p[i]
+                    vp.p[i] = b2 * vp.p[i] + (1 - b2) * gp.p[i] * gp.p[i]
+                    w.p[i] -= stepSize * mp.p[i] / (vp.p[i].squareRoot() / sqrtBc2 + e)
+                }
             }
-            m[p.name] = mm
-            v[p.name] = vv
         }
     }
 
     /// State for checkpoints: step, and m / v per parameter name.
-    public var state: (step: Int, m: [String: [Float]], v: [String: [Float]]) { (step, m, v) }
-    public func restore(step: Int, m: [String: [Float]], v: [String: [Float]]) { self.step = step; self.m = m; self.v = v }
+    public var state: (step: Int, m: [String: [Float]], v: [String: [Float]]) { (step, m.mapValues(\.array), v.mapValues(\.array)) }
+    public func restore(step: Int, m: [String: [Float]], v: [String: [Float]]) {
+        self.step = step
+        self.m = m.mapValues { Buffer($0) }
+        self.v = v.mapValues { Buffer($0) }
+    }
 }
 
 /// torch.nn.utils.clip_grad_norm_: scale all gradients by max/(‖g‖ + 1e-6) when ‖g‖ > max.

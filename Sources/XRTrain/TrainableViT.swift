@@ -213,9 +213,14 @@ public final class TrainableViT: @unchecked Sendable {
     private func prepare(batch B: Int) {
         if B == batch { return }
         let c = config, R = B * c.tokens, C = c.dim, M = c.mlpHidden, N = c.grid * c.grid, K = 3 * c.patch * c.patch
-        caches = blocks.map { b in
+        // Blocks below the lowest trainable one need no saved activations: they share one cache.
+        let keepFrom = max(0, lowestTrainableBlock ?? c.depth)
+        var shared: BlockCache? = nil
+        caches = blocks.enumerated().map { i, b in
+            if i < keepFrom, let shared { return shared }
             let cache = BlockCache(rows: R, c: c, batch: B)
             for l in b.linears { if let lora = l.lora { cache.lora[l.name] = Buffer(R * lora.rank) } }
+            if i < keepFrom { shared = cache }
             return cache
         }
         cols = Buffer(B * N * K); x = Buffer(R * C)

@@ -38,6 +38,10 @@ public enum TrainableSet: Sendable, Equatable {
     /// LoRA on linear layers whose name matches one of `targets` (e.g. `qkv`, `proj`, `fc1`,
     /// `fc2`, `attn.*`), plus the head.
     case lora(rank: Int, alpha: Double, targets: [String])
+    /// Bottleneck adapters of width `dim` in every block (down → GELU → up, up initialised to 0):
+    /// `sequential` on the MLP output, or `parallel` to the MLP (from its input, scaled by
+    /// `scale`), plus the head.
+    case adapter(dim: Int, parallel: Bool, scale: Double)
     /// Only the head (a linear probe trained by gradient descent).
     case head
 }
@@ -46,6 +50,7 @@ final class BlockParams {
     let norm1w, norm1b, norm2w, norm2b: Parameter
     let qkv, proj, fc1, fc2: Linear
     let ls1, ls2: Parameter?
+    var adapter: Adapter?
     init(_ i: Int, _ get: (String, [Int]) throws -> Parameter, c: TrainConfig) rethrows {
         let p = "blocks.\(i)."
         let C = c.dim, M = c.mlpHidden
@@ -59,9 +64,26 @@ final class BlockParams {
         ls2 = c.layerScale ? try get(p + "ls2.gamma", [C]) : nil
     }
     var linears: [Linear] { [qkv, proj, fc1, fc2] }
+    var adapterParameters: [Parameter] { adapter.map { [$0.down.weight, $0.down.bias!, $0.up.weight, $0.up.bias!] } ?? [] }
     var parameters: [Parameter] {
         [norm1w, norm1b, qkv.weight, qkv.bias!, proj.weight, proj.bias!] + (ls1.map { [$0] } ?? [])
             + [norm2w, norm2b, fc1.weight, fc1.bias!, fc2.weight, fc2.bias!] + (ls2.map { [$0] } ?? [])
+    }
+}
+
+/// A bottleneck adapter: up(GELU(down(x))), `down` (r, C), `up` (C, r).
+final class Adapter {
+    let down, up: Linear
+    let parallel: Bool
+    let scale: Float
+    init(prefix: String, dim: Int, width C: Int, parallel: Bool, scale: Double, rng: inout XRRandom) {
+        let bound = 1 / Float(C).squareRoot()
+        let dw = Parameter(prefix + "down.weight", [dim, C], (0..<(dim * C)).map { _ in (Float(rng.nextDouble()) * 2 - 1) * bound })
+        down = Linear(prefix + "down", weight: dw, bias: Parameter(prefix + "down.bias", [dim]))
+        up = Linear(prefix + "up", weight: Parameter(prefix + "up.weight", [C, dim]), bias: Parameter(prefix + "up.bias", [C]))
+        self.parallel = parallel
+        self.scale = Float(scale)
+        for p in [down.weight, down.bias!, up.weight, up.bias!] { p.trainable = true }
     }
 }
 
@@ -71,6 +93,8 @@ final class BlockCache {
     let mean1, rstd1, mean2, rstd2: Buffer
     let probs, u, a: Buffer
     var lora: [String: Buffer] = [:]
+    /// Adapter input (sequential: the MLP output before the adapter), pre-activation, activation.
+    var adIn: Buffer? = nil, adPre: Buffer? = nil, adAct: Buffer? = nil
     init(rows R: Int, c: TrainConfig, batch B: Int) {
         let C = c.dim, M = c.mlpHidden, T = c.tokens
         xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); attn = Buffer(R * C); y1 = Buffer(R * C)
@@ -146,7 +170,7 @@ public final class TrainableViT: @unchecked Sendable {
     /// Choose what trains. LoRA A matrices come from `loraInit` when given (e.g. a PEFT
     /// adapter), else PEFT's default: Kaiming-uniform(a = √5) from `seed`; B starts at zero.
     public func setTrainable(_ set: TrainableSet, loraInit: [String: Tensor] = [:], seed: UInt64 = 0) throws {
-        for b in blocks { for l in b.linears { l.lora = nil } }
+        for b in blocks { for l in b.linears { l.lora = nil }; b.adapter = nil }
         for p in parameters { p.trainable = false }
         var base = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB, headW, headB]
         switch set {
@@ -160,6 +184,13 @@ public final class TrainableViT: @unchecked Sendable {
             for p in base where p.name.hasSuffix(".bias") { p.trainable = true }
             headW.trainable = true
         case .head:
+            headW.trainable = true; headB.trainable = true
+        case let .adapter(dim, parallel, scale):
+            guard dim >= 1 else { throw XRError("adapter width must be at least 1, got \(dim)", field: "adapter_dim") }
+            var rng = XRRandom(seed: seed, stream: [0xADA9])
+            for (i, b) in blocks.enumerated() {
+                b.adapter = Adapter(prefix: "blocks.\(i).adapter.", dim: dim, width: config.dim, parallel: parallel, scale: scale, rng: &rng)
+            }
             headW.trainable = true; headB.trainable = true
         case let .lora(rank, alpha, targets):
             guard rank >= 1 else { throw XRError("LoRA rank must be at least 1, got \(rank)", field: "rank") }
@@ -188,6 +219,7 @@ public final class TrainableViT: @unchecked Sendable {
             headW.trainable = true; headB.trainable = true
         }
         base += blocks.flatMap { $0.linears.compactMap(\.lora).flatMap { [$0.a, $0.b] } }
+        base += blocks.flatMap(\.adapterParameters)
         parameters = base
         batch = 0   // LoRA caches are rebuilt
     }
@@ -220,6 +252,10 @@ public final class TrainableViT: @unchecked Sendable {
             if i < keepFrom, let shared { return shared }
             let cache = BlockCache(rows: R, c: c, batch: B)
             for l in b.linears { if let lora = l.lora { cache.lora[l.name] = Buffer(R * lora.rank) } }
+            if let ad = b.adapter {
+                let r = ad.down.outFeatures
+                cache.adIn = ad.parallel ? nil : Buffer(R * C); cache.adPre = Buffer(R * r); cache.adAct = Buffer(R * r)
+            }
             if i < keepFrom { shared = cache }
             return cache
         }
@@ -228,7 +264,7 @@ public final class TrainableViT: @unchecked Sendable {
         pooledIn = Buffer(pooledRows * C); fMean = Buffer(pooledRows); fRstd = Buffer(pooledRows)
         pooled = Buffer(B * C); logits = Buffer(B * c.classes)
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
-        let maxRank = blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0
+        let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
         scratch = Buffer(max(R * maxRank, B * C))
         attnScratch = Buffer(max(1, Parallel.workers) * c.tokens * c.tokens)
         batch = B
@@ -276,6 +312,17 @@ public final class TrainableViT: @unchecked Sendable {
                 biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
             }
             bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p)
+            if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
+                let inp: UnsafeMutablePointer<Float>
+                if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: R * C); inp = adIn.p } else { inp = cache.h2.p }
+                let r = ad.down.outFeatures
+                ad.down.forward(pre.p, inp, rows: R, loraCache: nil)
+                act.p.update(from: pre.p, count: R * r)
+                biasGELUForward(act.p, bias: nil, rows: R, cols: r)
+                ad.up.forward(tC.p, act.p, rows: R, loraCache: nil)
+                let s = ad.scale
+                parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
+            }
             parallelRows(R) { r in
                 let lo = r.lowerBound
                 (x.p + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
@@ -300,7 +347,7 @@ public final class TrainableViT: @unchecked Sendable {
     /// The lowest block whose input gradient is needed (parameters at or above it train).
     private var lowestTrainableBlock: Int? {
         if [cls, pos, patchW, patchB].contains(where: \.trainable) { return -1 }
-        for (i, b) in blocks.enumerated() where b.parameters.contains(where: \.trainable) || b.linears.contains(where: { $0.lora != nil }) { return i }
+        for (i, b) in blocks.enumerated() where b.parameters.contains(where: \.trainable) || b.linears.contains(where: { $0.lora != nil }) || b.adapter != nil { return i }
         return nil
     }
 
@@ -340,9 +387,23 @@ public final class TrainableViT: @unchecked Sendable {
             // x = xMid + ls2 ⊙ y2
             let dy2 = tC.p
             scaleGrad(dy2, dx.p, bp.ls2, cache.y2.p, rows: R, cols: C)
+            // Adapter branch: y2 += s · up(GELU(down(in))), in = y2 before the adapter (sequential) or h2 (parallel).
+            var adapterInputGrad: UnsafeMutablePointer<Float>? = nil
+            if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
+                let r = ad.down.outFeatures, s = ad.scale
+                let dBranch = t3C.p   // free until the attention backward
+                parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
+                let dAct = scratch.p
+                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: R, loraCache: nil, scratch: scratch.p)
+                geluBackward(dAct, preActivation: pre.p, count: R * r)
+                let dIn = t3C.p + R * C
+                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: R, loraCache: nil, scratch: scratch.p)
+                if ad.parallel { adapterInputGrad = dIn } else { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } } }
+            }
             bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p, scratch: scratch.p)
             parallelRows(R) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
             bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p, scratch: scratch.p)
+            if let g = adapterInputGrad { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
             parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: R, cols: C)
             // xMid = xIn + ls1 ⊙ y1
             let dy1 = tC.p
@@ -383,6 +444,9 @@ public final class TrainableViT: @unchecked Sendable {
             }
         }
     }
+
+    /// The pooled, normalised features (B, C) of the last forward (what the head sees).
+    public var lastPooled: [Float] { Array(UnsafeBufferPointer(start: pooled.p, count: batch * config.dim)) }
 
     public func zeroGrad() { for p in parameters { p.grad?.zero() } }
 

@@ -1,0 +1,53 @@
+import XCTest
+import XRTensor
+@testable import XRTrain
+import TestSupport
+
+/// Whole-model gradients of every trainable set, against a central finite difference of the
+/// loss along a random direction in the trainable parameters (float64 accumulation of the loss).
+final class ModelGradientTests: XCTestCase {
+    func check(_ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", file: StaticString = #filePath, line: UInt = #line) throws {
+        var c = TrainConfig(dim: 16, depth: 2, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale)
+        c.pooling = pooling
+        let m = try TrainableViT.random(c, seed: 3)
+        // Give zero-initialised parts (LoRA B, adapter up, head) values so every path carries gradient.
+        try m.setTrainable(set, seed: 5)
+        var rng = XRRandom(seed: 9)
+        for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
+            for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
+        }
+        let B = 3
+        let px = (0..<(B * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+        let y = [0, 2, 1]
+        func loss() throws -> Double {
+            Loss.crossEntropy(logits: try m.forward(pixels: px, batch: B), labels: y, classes: 3, smoothing: 0.1).loss
+        }
+        m.zeroGrad()
+        let (l0, d) = Loss.crossEntropy(logits: try m.forward(pixels: px, batch: B), labels: y, classes: 3, smoothing: 0.1)
+        XCTAssertTrue(l0.isFinite)
+        m.backward(dlogits: d)
+        let params = m.trainableParameters
+        XCTAssertFalse(params.isEmpty)
+        var dirs = params.map { p in (0..<p.count).map { _ in rng.nextGaussian() } }
+        let norm = Float(dirs.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1 * $1) } }.squareRoot())
+        dirs = dirs.map { $0.map { $0 / norm } }
+        var analytic = 0.0
+        for (p, v) in zip(params, dirs) { for i in 0..<p.count { analytic += Double(p.grad!.p[i]) * Double(v[i]) } }
+        let h: Float = 3e-3
+        func shift(_ s: Float) { for (p, v) in zip(params, dirs) { for i in 0..<p.count { p.value.p[i] += s * v[i] } } }
+        shift(h); let lp = try loss()
+        shift(-2 * h); let lm = try loss()
+        shift(h)
+        let numeric = (lp - lm) / Double(2 * h)
+        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set): directional derivative", file: file, line: line)
+    }
+
+    func testFull() throws { try check(.full) }
+    func testFullWithLayerScaleAndMeanPooling() throws { try check(.full, layerScale: true, pooling: "mean") }
+    func testLastBlock() throws { try check(.lastBlocks(1)) }
+    func testBitFit() throws { try check(.bitFit, layerScale: true) }
+    func testHeadOnly() throws { try check(.head) }
+    func testLoRAOnEveryLinear() throws { try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"])) }
+    func testSequentialAdapter() throws { try check(.adapter(dim: 4, parallel: false, scale: 1)) }
+    func testParallelAdapter() throws { try check(.adapter(dim: 4, parallel: true, scale: 2), layerScale: true) }
+}

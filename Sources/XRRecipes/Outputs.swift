@@ -18,7 +18,7 @@ enum Outputs {
 
         // summary.csv: one row per method × task × shots × metric, aggregated over seeds.
         var rows: [[String]] = []
-        let methods = methodVariants(recipe).map(\.label)
+        let methods = methodLabels(recipe)
         var curves: [String: [Series]] = [:]
         for task in data.tasks.map(\.name) {
             for m in methods {
@@ -94,7 +94,7 @@ enum Outputs {
     static func subgroupGaps(_ results: [CellResult], recipe: Recipe) -> [SubgroupGap] {
         var out: [SubgroupGap] = []
         for task in StudyLoader.taskNames(recipe) {
-            for m in methodVariants(recipe).map(\.label) {
+            for m in methodLabels(recipe) {
                 for k in recipe.shots {
                     let cells = results.filter { $0.status == "ok" && $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
                     let attributes = Set(cells.flatMap { $0.subgroups.map(\.attribute) }).sorted()
@@ -135,7 +135,7 @@ enum Outputs {
         s += "- Recipe: `\(r.file.path)`; xrlab \(XRLabVersion.string); fingerprint `\(r.fingerprint.prefix(12))`\n"
         s += "- Features: \(data.featureSource); \(data.dim) dimensions; representation \(recipe.representation.joined(separator: " + "))\n"
         s += "- Rows: \(data.ids.count) (training pool \(nPool), test \(nTest))\(data.patients != nil ? ", grouped by patient" : "")\n"
-        s += "- Methods: \(methodVariants(recipe).map { "\($0.label) — \($0.spec)" }.joined(separator: "; "))\n"
+        s += "- Methods: \(methodSettings(recipe).map { "\($0.label) — \($0.description)" }.joined(separator: "; "))\n"
         s += "- Shots per class: \(recipe.shots.map(String.init).joined(separator: ", ")); seeds: \(recipe.seeds); "
         s += "bootstrap resamples: \(recipe.bootstrap)\n\n"
         s += "## Learning curves (\(recipe.primary_metric))\n\n"

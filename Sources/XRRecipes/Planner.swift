@@ -3,6 +3,7 @@
 import Foundation
 import XRTensor
 import XRData
+import XRModels
 
 /// The cells of a recipe and their state.
 public struct Plan: Sendable {
@@ -18,12 +19,12 @@ public struct Plan: Sendable {
     public var directoryProblem: String?
 
     public var text: String {
-        let variants = methodVariants(recipe)
+        let variants = methodSettings(recipe)
         var s = "\(recipe.name): \(cells.count) cells = \(variants.count) method settings × \(tasks.count) tasks × "
         s += "\(recipe.shots.count) shot counts × \(recipe.seeds) seeds\n"
         s += "\(finished.count) already finished, \(cells.count - finished.count) to run\n\n"
         s += "method settings:\n"
-        for v in variants { s += "  \(v.label.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v.spec)\n" }
+        for v in variants { s += "  \(v.label.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v.description)\n" }
         s += "\ncells finished / total (\(recipe.seeds) seeds each):\n"
         let shotsHeader = recipe.shots.map { "k=\($0)".padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
         let width = max(14, (tasks.map(\.count).max() ?? 0) + 2)
@@ -73,7 +74,22 @@ public enum Planner {
         }
         let cv = r.recipe.methods.first { $0.name == "logistic" }.map { Double(($0.C?.count ?? 4) * ($0.folds ?? 3) + 1) } ?? 1
         let cvMin = r.recipe.methods.first { $0.name == "logistic" }?.cv_min_shots ?? 4
+        // Tuning cells: forward + backward ≈ 3 forward passes per training image and epoch, one per
+        // validation and test image, at ~100 GFLOP/s.
+        var flopsPerImage = 0.0
+        if let m = r.recipe.model, r.recipe.methods.contains(where: \.isTuning) {
+            let url = r.resolve(m.path)
+            if let loaded = try? ViTLoader.load(url, preset: m.preset.flatMap { ViTConfig.preset(named: $0) }, heads: m.heads) {
+                flopsPerImage = loaded.model.flopsPerImage(height: loaded.config.imageSize, width: loaded.config.imageSize)
+            }
+        }
+        let tunes = tuneVariants(r.recipe)
         for cell in cells where !finished.contains(cell.id) {
+            if let t = tunes[cell.method] {
+                let train = Double(cell.shots * 2), val = Double(t.validationPerClass * 2)
+                seconds += flopsPerImage * (3 * train * Double(t.options.epochs) + val * Double(t.options.epochs) + nTest) / 100e9
+                continue
+            }
             // Calibrated on a release build (2 shared cores, 2 cells in parallel): a probe fit takes
             // ~0.1-1 ms, and each bootstrap resample of an AUROC ~60 ns per test row, once for the
             // cell and once per subgroup attribute.

@@ -77,12 +77,48 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var folds: Int?
         public var k: [Int]?
         public var temperature: Double?
+        // Tuning methods (lora, adapter, last_k, bitfit, full).
+        public var rank: Int?
+        public var alpha: Double?
+        public var targets: [String]?
+        public var adapter_dim: Int?
+        public var placement: String?
+        public var adapter_scale: Double?
+        public var blocks: Int?
+        public var epochs: Int?
+        public var lr: Double?
+        public var batch_size: Int?
+        public var accumulate: Int?
+        public var weight_decay: Double?
+        public var warmup: Double?
+        public var label_smoothing: Double?
+        public var clip: Double?
+        public var layer_decay: Double?
+        public var balanced: Bool?
+        public var augment: Bool?
+        public var hflip: Bool?
+        public var patience: Int?
+        public var validation: Int?
+
+        public init(name: String) { self.name = name }
+
+        /// Training keys shared by the tuning methods.
+        public static let trainingKeys = ["epochs", "lr", "batch_size", "accumulate", "weight_decay", "warmup", "label_smoothing", "clip",
+                                          "layer_decay", "balanced", "augment", "hflip", "patience", "validation"]
+        /// Methods that tune the encoder (they need `model`, i.e. images).
+        public static let tuningMethods = ["lora", "adapter", "last_k", "bitfit", "full"]
+        public var isTuning: Bool { Self.tuningMethods.contains(name) }
 
         /// Keys that apply to each method.
         public static let keys: [String: [String]] = [
             "logistic": ["C", "cv_min_shots", "default_C", "folds"],
             "knn": ["k", "temperature"],
             "prototype": ["temperature"],
+            "lora": ["rank", "alpha", "targets"] + trainingKeys,
+            "adapter": ["adapter_dim", "placement", "adapter_scale"] + trainingKeys,
+            "last_k": ["blocks"] + trainingKeys,
+            "bitfit": trainingKeys,
+            "full": trainingKeys,
         ]
 
         /// The built-in defaults filled in where the recipe left a key out.
@@ -97,8 +133,33 @@ public struct Recipe: Codable, Equatable, Sendable {
             case "knn":
                 m.k = k ?? [20]
                 m.temperature = temperature ?? 0.07
-            default:
+            case "prototype":
                 m.temperature = temperature ?? 0.07
+            default:
+                switch name {
+                case "lora":
+                    m.rank = rank ?? 8; m.alpha = alpha ?? Double(2 * (rank ?? 8)); m.targets = targets ?? ["qkv"]
+                case "adapter":
+                    m.adapter_dim = adapter_dim ?? 32; m.placement = placement ?? "sequential"; m.adapter_scale = adapter_scale ?? 1
+                case "last_k":
+                    m.blocks = blocks ?? 2
+                default: break
+                }
+                let fullish = name == "full" || name == "last_k"
+                m.epochs = epochs ?? 30
+                m.lr = lr ?? (fullish ? 1e-4 : 1e-3)
+                m.batch_size = batch_size ?? 8
+                m.accumulate = accumulate ?? 1
+                m.weight_decay = weight_decay ?? 0.05
+                m.warmup = warmup ?? 0.1
+                m.label_smoothing = label_smoothing ?? 0.1
+                m.clip = clip ?? 1.0
+                m.layer_decay = layer_decay ?? (name == "full" ? 0.75 : 1.0)
+                m.balanced = balanced ?? true
+                m.augment = augment ?? true
+                m.hflip = hflip ?? false
+                m.patience = patience ?? 10
+                m.validation = validation ?? 4
             }
             return m
         }
@@ -123,7 +184,7 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var output: String
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
-    public static let knownMethods = ["logistic", "knn", "prototype"]
+    public static let knownMethods = ["logistic", "knn", "prototype", "lora", "adapter", "last_k", "bitfit", "full"]
     public static let knownTasks = ["multilabel", "multiclass", "binary"]
     /// Fields that only say where results go; they do not enter the fingerprint.
     public static let outputOnlyFields: Set<String> = ["output"]
@@ -387,6 +448,12 @@ public enum RecipeLoader {
             for (m, node) in zip(methods, list) where !seen.insert(m.name).inserted {
                 ctx.record(node.error("method '\(m.name)' is listed twice", hint: "put all its hyperparameters in one entry (grids are lists)"))
             }
+            if top["model"].map({ !$0.isNull }) != true {
+                for (m, node) in zip(methods, list) where m.isTuning {
+                    ctx.record(node.error("method \(m.name) tunes the encoder, so it needs model (images), not precomputed features",
+                                          hint: "give model and the image manifest, or use a probe method (logistic, knn, prototype)"))
+                }
+            }
         }
         var shots: [Int] = []
         if let sn = required(top, "shots", in: root) {
@@ -622,6 +689,41 @@ public enum RecipeLoader {
         if let v = m["folds"] { method.folds = ctx.attempt { try atLeast(v, 2, "folds") } }
         if let v = m["k"] { method.k = ctx.attempt { try v.listOrScalar().map { try atLeast($0, 1, "k") } } }
         if let v = m["temperature"] { method.temperature = ctx.attempt { try positive(v, "temperature") } }
+        func unit(_ n: YNode, _ what: String, max hi: Double = 1) throws -> Double {
+            let v = try n.double()
+            if v < 0 || v > hi { throw n.error("\(what) must be between 0 and \(hi), got \(v)") }
+            return v
+        }
+        if let v = m["rank"] { method.rank = ctx.attempt { try atLeast(v, 1, "rank") } }
+        if let v = m["alpha"] { method.alpha = ctx.attempt { try positive(v, "alpha") } }
+        if let v = m["targets"] {
+            method.targets = ctx.attempt { try v.listOrScalar().map { try $0.string() } }
+            if method.targets?.isEmpty == true { ctx.record(v.error("list at least one target layer pattern (qkv, proj, fc1, fc2, mlp.*)")) }
+        }
+        if let v = m["adapter_dim"] { method.adapter_dim = ctx.attempt { try atLeast(v, 1, "adapter_dim") } }
+        if let v = m["placement"] {
+            method.placement = ctx.attempt {
+                let p = try v.string()
+                guard ["sequential", "parallel"].contains(p) else { throw v.error("placement must be sequential or parallel, got '\(p)'") }
+                return p
+            }
+        }
+        if let v = m["adapter_scale"] { method.adapter_scale = ctx.attempt { try positive(v, "adapter_scale") } }
+        if let v = m["blocks"] { method.blocks = ctx.attempt { try atLeast(v, 1, "blocks") } }
+        if let v = m["epochs"] { method.epochs = ctx.attempt { try atLeast(v, 1, "epochs") } }
+        if let v = m["lr"] { method.lr = ctx.attempt { try positive(v, "lr") } }
+        if let v = m["batch_size"] { method.batch_size = ctx.attempt { try atLeast(v, 1, "batch_size") } }
+        if let v = m["accumulate"] { method.accumulate = ctx.attempt { try atLeast(v, 1, "accumulate") } }
+        if let v = m["weight_decay"] { method.weight_decay = ctx.attempt { try unit(v, "weight_decay") } }
+        if let v = m["warmup"] { method.warmup = ctx.attempt { try unit(v, "warmup (a share of all steps)") } }
+        if let v = m["label_smoothing"] { method.label_smoothing = ctx.attempt { try unit(v, "label_smoothing", max: 0.5) } }
+        if let v = m["clip"] { method.clip = ctx.attempt { try positive(v, "clip") } }
+        if let v = m["layer_decay"] { method.layer_decay = ctx.attempt { try unit(v, "layer_decay") } }
+        if let v = m["balanced"] { method.balanced = ctx.attempt { try v.bool() } }
+        if let v = m["augment"] { method.augment = ctx.attempt { try v.bool() } }
+        if let v = m["hflip"] { method.hflip = ctx.attempt { try v.bool() } }
+        if let v = m["patience"] { method.patience = ctx.attempt { try atLeast(v, 1, "patience") } }
+        if let v = m["validation"] { method.validation = ctx.attempt { try atLeast(v, 0, "validation") } }
         if let c = method.C, c.isEmpty, let v = m["C"] { ctx.record(v.error("list at least one C")) }
         if let k = method.k, k.isEmpty, let v = m["k"] { ctx.record(v.error("list at least one k")) }
         return method

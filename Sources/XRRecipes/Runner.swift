@@ -40,6 +40,19 @@ public struct CellResult: Codable, Sendable, Equatable {
     public var train_ids: [String]
     /// Primary metric per subgroup attribute (sorted by attribute name).
     public var subgroups: [SubgroupResult]
+    /// Tuning methods: epochs run, the epoch kept, losses per epoch.
+    public var training: TrainingSummary? = nil
+}
+
+/// How a tuning cell trained.
+public struct TrainingSummary: Codable, Sendable, Equatable {
+    public var epochs: Int
+    public var best_epoch: Int
+    public var stopped_early: Bool
+    public var n_validation: Int
+    public var trainable_parameters: Int
+    public var train_loss: [Double]
+    public var validation_loss: [Double]?
 }
 
 /// Method variants: each k of a k-NN grid is its own curve; logistic regression searches its C
@@ -53,11 +66,25 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
                                               defaultC: m.default_C ?? 1.0, folds: m.folds ?? 3)))
         case "knn":
             for k in m.k ?? [20] { out.append(("knn-k\(k)", .knn(k: k, temperature: m.temperature ?? 0.07))) }
-        default:
+        case "prototype":
             out.append(("prototype", .prototype(temperature: m.temperature ?? 0.07)))
+        default:
+            break   // tuning methods: `tuneVariants`
         }
     }
     return out
+}
+
+/// Every method setting's cell label, in recipe order: probes (`logistic`, `knn-k20`,
+/// `prototype`) and tuning methods (`lora`, `adapter`, `last_k`, `bitfit`, `full`).
+public func methodLabels(_ recipe: Recipe) -> [String] {
+    recipe.methods.flatMap { m -> [String] in
+        switch m.name {
+        case "logistic", "prototype": return [m.name]
+        case "knn": return (m.k ?? [20]).map { "knn-k\($0)" }
+        default: return [m.name]
+        }
+    }
 }
 
 /// How `Runner.run` runs (nothing here changes results, so none of it enters the fingerprint).
@@ -99,7 +126,7 @@ public enum Runner {
     /// Cells in a fixed order: task, method setting, shots, seed.
     public static func cells(_ recipe: Recipe, tasks: [String]) -> [Cell] {
         var out: [Cell] = []
-        for t in tasks { for (m, _) in methodVariants(recipe) { for k in recipe.shots { for s in 0..<recipe.seeds {
+        for t in tasks { for m in methodLabels(recipe) { for k in recipe.shots { for s in 0..<recipe.seeds {
             out.append(Cell(method: m, task: t, shots: k, seed: s))
         } } } }
         return out
@@ -170,8 +197,10 @@ public enum Runner {
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
-        let work = Array(todo.prefix(options.maxNewCells ?? todo.count))
-        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet)
+        let allWork = Array(todo.prefix(options.maxNewCells ?? todo.count))
+        let work = allWork.filter { variants[$0.method] != nil }
+        let tuneWork = allWork.filter { variants[$0.method] == nil }
+        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
         // Cells are independent: run them on all cores, each with single-threaded BLAS (the
         // products per cell are small, and BLAS's own threads would only contend).
@@ -198,8 +227,11 @@ public enum Runner {
             }
         }
         if let e = failure.error { throw e }
-        let computed = work.count
         progress.finish()
+        if !tuneWork.isEmpty {
+            try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
+        }
+        let computed = allWork.count
         // Gather every finished cell (this run's and earlier runs').
         var results: [CellResult] = []
         for cell in all {
@@ -286,10 +318,16 @@ public enum Runner {
         let testX = testSet.features
         let ytr = shots.map { task.labels[$0] }, yte = test.map { task.labels[$0] }
         let probe = Probe.run(spec, train: train, labels: ytr, test: testX, d: d, classes: K)
-        let probs = probe.probabilities
         result.chosen_C = probe.chosenC
         result.n_train = shots.count
         result.train_ids = shots.map { data.ids[$0] }
+        score(&result, probabilities: probe.probabilities, truth: yte, test: test, classes: K, data: data, recipe: recipe, seed: cell.seed)
+        return result
+    }
+
+    /// Metrics, the primary metric's bootstrap interval and subgroups of a cell's test predictions.
+    static func score(_ result: inout CellResult, probabilities probs: [[Double]], truth yte: [Int], test: [Int], classes K: Int,
+                      data: StudyData, recipe: Recipe, seed: Int) {
         func metric(_ name: String, _ idx: [Int]) -> Double? {
             Metrics.named(name, probabilities: idx.map { probs[$0] }, truth: idx.map { yte[$0] }, classes: K)
         }
@@ -298,15 +336,14 @@ public enum Runner {
         let testPatients = data.patients.map { p in test.map { p[$0] } }
         if recipe.bootstrap > 0 {
             result.primary_ci = Bootstrap.interval(rows: test.count, groups: testPatients, resamples: recipe.bootstrap,
-                                                   seed: UInt64(cell.seed)) { metric(recipe.primary_metric, $0) }
+                                                   seed: UInt64(seed)) { metric(recipe.primary_metric, $0) }
         }
         for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
             result.subgroups.append(SubgroupResult.analyse(attribute: attr, group: test.map { g[$0] }, patients: testPatients,
-                                                           resamples: recipe.bootstrap, seed: UInt64(cell.seed)) {
+                                                           resamples: recipe.bootstrap, seed: UInt64(seed)) {
                 metric(recipe.primary_metric, $0)
             })
         }
-        return result
     }
 }
 

@@ -111,6 +111,13 @@ struct YNode {
         return v
     }
 
+    /// true / false (YAML 1.2 core schema spellings).
+    func bool() throws -> Bool {
+        guard case let .scalar(s) = node else { throw error("expected true or false, found \(kind)") }
+        switch s.string { case "true", "True", "TRUE": return true; case "false", "False", "FALSE": return false
+        default: throw error("expected true or false, found '\(s.string)'") }
+    }
+
     func list() throws -> [YNode] {
         if case let .sequence(seq) = node {
             return seq.enumerated().map { YNode(node: $1, path: "\(path)[\($0)]", ctx: ctx) }

@@ -11,9 +11,9 @@ public struct Augmentation: Codable, Sendable, Equatable {
     /// Rotation range in degrees (±).
     public var degrees: Double = 5
     /// Additive brightness (±, in [0, 1] intensity units), contrast factor (±), gamma (±) ranges.
-    public var brightness: Double = 0.1
-    public var contrast: Double = 0.1
-    public var gamma: Double = 0.1
+    public var brightness: Double = 0.05
+    public var contrast: Double = 0.05
+    public var gamma: Double = 0.05
     public var horizontalFlip = false
     public init() {}
 

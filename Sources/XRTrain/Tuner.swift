@@ -7,7 +7,7 @@ import XRTensor
 import XRKernels
 
 public struct TuneOptions: Codable, Sendable, Equatable {
-    public var epochs = 20
+    public var epochs = 30
     public var lr = 1e-3
     public var batchSize = 8
     /// Micro-batches per optimiser step.
@@ -23,7 +23,7 @@ public struct TuneOptions: Codable, Sendable, Equatable {
     public var balanced = true
     public var augment: Augmentation? = Augmentation()
     /// Epochs without a validation-loss improvement before stopping (nil = never stop early).
-    public var patience: Int? = 5
+    public var patience: Int? = 10
     public init() {}
 }
 

@@ -1,0 +1,179 @@
+// Cells of tuning methods (lora, adapter, last_k, bitfit, full): the same shot draws, test set,
+// metrics, bootstrap and subgroups as the probes, but the encoder itself is tuned on the shots'
+// images. Cells run one after another, each using every core; each keeps a checkpoint per epoch
+// (`cells/<id>.ckpt.safetensors`) that a rerun resumes from, removed when the cell is written.
+import Foundation
+import XRTensor
+import XRKernels
+import XRData
+import XRModels
+import XRProbe
+import XRPipeline
+import XRTrain
+
+/// A tuning method setting, resolved from the recipe.
+public struct TuneSpec: Sendable {
+    public var set: TrainableSet
+    public var options: TuneOptions
+    public var validationPerClass: Int
+
+    public init(_ m: Recipe.Method) {
+        let d = m.withDefaults()
+        switch d.name {
+        case "lora": set = .lora(rank: d.rank!, alpha: d.alpha!, targets: d.targets!)
+        case "adapter": set = .adapter(dim: d.adapter_dim!, parallel: d.placement == "parallel", scale: d.adapter_scale!)
+        case "last_k": set = .lastBlocks(d.blocks!)
+        case "bitfit": set = .bitFit
+        default: set = .full
+        }
+        var o = TuneOptions()
+        o.epochs = d.epochs!; o.lr = d.lr!; o.batchSize = d.batch_size!; o.accumulate = d.accumulate!
+        o.weightDecay = d.weight_decay!; o.warmup = d.warmup!; o.labelSmoothing = d.label_smoothing!; o.clip = d.clip!
+        o.layerDecay = d.layer_decay!; o.balanced = d.balanced!; o.patience = d.patience!
+        if d.augment! {
+            var a = Augmentation()
+            a.horizontalFlip = d.hflip!
+            o.augment = a
+        } else {
+            o.augment = nil
+        }
+        options = o
+        validationPerClass = d.validation!
+    }
+}
+
+extension TuneSpec: CustomStringConvertible {
+    public var description: String {
+        let what: String
+        switch set {
+        case let .lora(r, a, t): what = "LoRA r=\(r), alpha=\(fmtNumber(a)) on \(t.joined(separator: ", "))"
+        case let .adapter(d, p, sc): what = "\(p ? "parallel" : "sequential") bottleneck adapters, width \(d)\(p ? ", scale \(fmtNumber(sc))" : "")"
+        case let .lastBlocks(k): what = "last \(k) blocks"
+        case .bitFit: what = "BitFit (biases)"
+        case .full: what = "all parameters"
+        case .head: what = "head only"
+        }
+        let o = options
+        return "\(what) + head; \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
+            + "wd \(fmtNumber(o.weightDecay))\(o.layerDecay != 1 ? ", layer decay \(fmtNumber(o.layerDecay))" : ""), "
+            + "\(o.augment == nil ? "no augmentation" : (o.augment!.horizontalFlip ? "augmentation with flips" : "augmentation")), "
+            + "early stopping on \(validationPerClass)/class validation"
+    }
+}
+
+func fmtNumber(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? String(Int(x)) : String(x) }
+
+/// Every method setting of a recipe with a description, in recipe order (cell labels).
+public func methodSettings(_ recipe: Recipe) -> [(label: String, description: String)] {
+    let probes = Dictionary(uniqueKeysWithValues: methodVariants(recipe).map { ($0.label, $0.spec.description) })
+    let tunes = tuneVariants(recipe)
+    return methodLabels(recipe).map { ($0, probes[$0] ?? tunes[$0]?.description ?? $0) }
+}
+
+/// Tuning method settings of a recipe by cell label.
+public func tuneVariants(_ recipe: Recipe) -> [String: TuneSpec] {
+    Dictionary(uniqueKeysWithValues: recipe.methods.filter(\.isTuning).map { ($0.name, TuneSpec($0)) })
+}
+
+/// Preprocessed images by manifest row, decoded once per run.
+final class PixelCache: @unchecked Sendable {
+    let urls: [URL]
+    let preprocessing: Preprocessing
+    private var store: [Int: [Float]] = [:]
+    private let lock = NSLock()
+    init(urls: [URL], preprocessing: Preprocessing) { self.urls = urls; self.preprocessing = preprocessing }
+    func pixels(_ i: Int) throws -> [Float] {
+        lock.lock()
+        if let p = store[i] { lock.unlock(); return p }
+        lock.unlock()
+        let p = try preprocessing.apply(contentsOf: urls[i])
+        lock.lock(); store[i] = p; lock.unlock()
+        return p
+    }
+}
+
+enum TuneCells {
+    static func run(_ cells: [Cell], recipe r: LoadedRecipe, data: StudyData, tests: [String: TestSet], cellsDirectory: URL, quiet: Bool) throws {
+        let specs = tuneVariants(r.recipe)
+        let source = EncoderFeatureSource()
+        let encoder = try source.encoder(r)
+        let pre = encoder.preprocessing
+        guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
+            throw XRError("tuning needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
+                          file: r.file.path, field: "model.preprocessing", hint: "set model.preprocessing.crop (e.g. the model's native size)")
+        }
+        let base = try encoder.loaded.model.timmTensors(size: S)
+        let images = try EncoderFeatureSource.images(r, rows: try StudyLoader.rows(r))
+        guard images.map(\.id) == data.ids else { throw XRError("image list and study rows disagree", file: r.file.path, field: "data.manifest") }
+        let cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
+        let encoderJSON = encoder.weightsHash
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let progress = ProgressReporter("tune", total: cells.count, unit: "cells", quiet: quiet)
+        for cell in cells {
+            guard let spec = specs[cell.method], let task = data.tasks.first(where: { $0.name == cell.task }), let test = tests[cell.task] else { continue }
+            let K = task.classes.count
+            var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+                                    n_train: 0, n_test: test.rows.count, train_ids: [], subgroups: [])
+            let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
+                                                k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
+            let out = cellsDirectory.appendingPathComponent(cell.id + ".json")
+            switch sampled {
+            case let .failure(f):
+                result.status = "skipped"
+                result.reason = "class '\(task.classes[f.classIndex])' has \(f.available) eligible training examples (one per patient, none sharing a patient with the test set); \(f.requested) shots requested"
+                try AtomicFile.write(try e.encode(result), to: out)
+                progress.advance()
+                continue
+            case let .success(shots):
+                guard Set(test.rows.map { task.labels[$0] }).count == K else {
+                    result.status = "skipped"
+                    result.reason = "the test set does not contain every class of task '\(task.name)'"
+                    try AtomicFile.write(try e.encode(result), to: out)
+                    progress.advance()
+                    continue
+                }
+                // Validation: up to `validationPerClass` per class from the rest of the training pool,
+                // patients disjoint from the shots and the test set.
+                let key = data.patients ?? data.ids
+                let used = Set(shots.map { key[$0] }), testKeys = Set(test.rows.map { key[$0] })
+                var rest = test.pool.filter { !used.contains(key[$0]) && !testKeys.contains(key[$0]) }
+                var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
+                vr.shuffle(&rest)
+                var validation: [Int] = [], perClass = [Int](repeating: 0, count: K), seenKeys = Set<String>()
+                for i in rest where perClass[task.labels[i]] < spec.validationPerClass && !seenKeys.contains(key[i]) {
+                    validation.append(i); perClass[task.labels[i]] += 1; seenKeys.insert(key[i])
+                }
+                var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
+                config.eps = encoder.loaded.config.layerNormEps
+                let model = try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
+                try model.setTrainable(spec.set, seed: UInt64(cell.seed))
+                let fingerprint = SHA256.hex(Data("\(r.fingerprint)|\(encoderJSON)|\(cell.id)|\(shots)|\(validation)".utf8))
+                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(cell.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: fingerprint)
+                if !quiet {
+                    tuner.progress = { rec in
+                        let v = rec.validationLoss.map { String(format: ", validation %.4f", $0) } ?? ""
+                        FileHandle.standardError.write(Data("  \(cell.id): epoch \(rec.epoch)/\(spec.options.epochs), loss \(String(format: "%.4f", rec.trainLoss))\(v)\n".utf8))
+                    }
+                }
+                let tdata = TuneData(labels: task.labels.map { max($0, 0) }, classes: K, size: S, mean: pre.mean, std: pre.std) { i in try cache.pixels(i) }
+                let ckpt = cellsDirectory.appendingPathComponent(cell.id + ".ckpt.safetensors")
+                let trained = try tuner.run(train: shots, validation: validation, data: tdata, checkpoint: ckpt)
+                let probs = try tuner.predict(test.rows, tdata)
+                result.n_train = shots.count
+                result.train_ids = shots.map { data.ids[$0] }
+                result.training = TrainingSummary(epochs: trained.history.count, best_epoch: trained.bestEpoch, stopped_early: trained.stoppedEarly,
+                                                  n_validation: validation.count, trainable_parameters: model.trainableCount,
+                                                  train_loss: trained.history.map(\.trainLoss),
+                                                  validation_loss: validation.isEmpty ? nil : trained.history.compactMap(\.validationLoss))
+                Runner.score(&result, probabilities: probs, truth: test.rows.map { task.labels[$0] }, test: test.rows, classes: K,
+                             data: data, recipe: r.recipe, seed: cell.seed)
+                try AtomicFile.write(try e.encode(result), to: out)
+                try? FileManager.default.removeItem(at: ckpt)
+                progress.advance()
+            }
+        }
+        progress.finish()
+    }
+}

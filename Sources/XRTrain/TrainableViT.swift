@@ -266,7 +266,8 @@ public final class TrainableViT: @unchecked Sendable {
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
         let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
         scratch = Buffer(max(R * maxRank, B * C))
-        attnScratch = Buffer(max(1, Parallel.workers) * c.tokens * c.tokens)
+        attnScratch = Buffer(max(max(1, Parallel.workers) * c.tokens * c.tokens,
+                                 attentionWorkspaceSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers)))
         batch = B
     }
 
@@ -292,7 +293,14 @@ public final class TrainableViT: @unchecked Sendable {
             for i in 0..<C { xb[i] = cls.value.p[i] + pos.value.p[i] }
             for n in 0..<N { for i in 0..<C { xb[(1 + n) * C + i] = tC.p[(b * N + n) * C + i] + pos.value.p[(1 + n) * C + i] } }
         }
-        for (bp, cache) in zip(blocks, caches) {
+        let firstSaved = max(0, lowestTrainableBlock ?? c.depth)
+        for (i, (bp, cache)) in zip(blocks, caches).enumerated() {
+            if i < firstSaved {
+                // Frozen and below every trainable parameter: the inference path (fused epilogues,
+                // no saved activations).
+                frozenBlock(bp, x: x.p, cache: cache, batch: B)
+                continue
+            }
             cache.xIn.p.update(from: x.p, count: R * C)
             parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
             bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, loraCache: cache.lora[bp.qkv.name]?.p)
@@ -427,6 +435,28 @@ public final class TrainableViT: @unchecked Sendable {
             for b in 0..<B { (tC.p + b * N * C).update(from: dx.p + (b * T + 1) * C, count: N * C) }
             let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: 3 * c.patch * c.patch)
             embed.backward(dinp: nil, accumulate: false, dout: tC.p, inp: cols.p, rows: B * N, loraCache: nil, scratch: scratch.p)
+        }
+    }
+
+    /// One block as the encoder runs it: x += ls1 ⊙ proj(attn(LN1 x)); x += ls2 ⊙ fc2(GELU(fc1(LN2 x))).
+    private func frozenBlock(_ bp: BlockParams, x: UnsafeMutablePointer<Float>, cache: BlockCache, batch B: Int) {
+        let c = config, C = c.dim, M = c.mlpHidden, T = c.tokens, R = B * T
+        let h = cache.h1.p, qkv = cache.qkv.p, attn = cache.attn.p, mlp = cache.u.p
+        let X = SendablePointer(x), H = SendablePointer(h), Q = SendablePointer(qkv), F = SendablePointer(mlp)
+        parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm1w.value.p, bp.norm1b.value.p, rows: r.count, cols: C, eps: c.eps) }
+        linearForward(qkv, h, bp.qkv.weight.value.p, rows: R, inFeatures: C, outFeatures: 3 * C) { r in
+            addBias(Q.p + r.lowerBound * 3 * C, bp.qkv.bias!.value.p, rows: r.count, cols: 3 * C)
+        }
+        attentionForward(attn, qkv, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads)
+        linearForward(h, attn, bp.proj.weight.value.p, rows: R, inFeatures: C, outFeatures: C) { r in
+            biasScaleResidual(X.p + r.lowerBound * C, H.p + r.lowerBound * C, bias: bp.proj.bias!.value.p, scale: bp.ls1?.value.p, rows: r.count, cols: C)
+        }
+        parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm2w.value.p, bp.norm2b.value.p, rows: r.count, cols: C, eps: c.eps) }
+        linearForward(mlp, h, bp.fc1.weight.value.p, rows: R, inFeatures: C, outFeatures: M) { r in
+            biasGELUForward(F.p + r.lowerBound * M, bias: bp.fc1.bias!.value.p, rows: r.count, cols: M)
+        }
+        linearForward(h, mlp, bp.fc2.weight.value.p, rows: R, inFeatures: M, outFeatures: C) { r in
+            biasScaleResidual(X.p + r.lowerBound * C, H.p + r.lowerBound * C, bias: bp.fc2.bias!.value.p, scale: bp.ls2?.value.p, rows: r.count, cols: C)
         }
     }
 

@@ -92,21 +92,57 @@ final class PixelCache: @unchecked Sendable {
     }
 }
 
-enum TuneCells {
-    static func run(_ cells: [Cell], recipe r: LoadedRecipe, data: StudyData, tests: [String: TestSet], cellsDirectory: URL, quiet: Bool) throws {
-        let specs = tuneVariants(r.recipe)
-        let source = EncoderFeatureSource()
-        let encoder = try source.encoder(r)
+/// What every tuning run of a recipe shares: the encoder's weights under timm names at the
+/// preprocessing's square size, and the preprocessed images by manifest row.
+struct TuneContext {
+    let encoder: Encoder
+    let base: [String: Tensor]
+    let size: Int
+    let cache: PixelCache
+
+    init(_ r: LoadedRecipe, data: StudyData) throws {
+        encoder = try EncoderFeatureSource().encoder(r)
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
             throw XRError("tuning needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
                           file: r.file.path, field: "model.preprocessing", hint: "set model.preprocessing.crop (e.g. the model's native size)")
         }
-        let base = try encoder.loaded.model.timmTensors(size: S)
+        size = S
+        base = try encoder.loaded.model.timmTensors(size: S)
         let images = try EncoderFeatureSource.images(r, rows: try StudyLoader.rows(r))
         guard images.map(\.id) == data.ids else { throw XRError("image list and study rows disagree", file: r.file.path, field: "data.manifest") }
-        let cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
-        let encoderJSON = encoder.weightsHash
+        cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
+    }
+
+    func model(classes K: Int, _ r: LoadedRecipe) throws -> TrainableViT {
+        var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
+        config.eps = encoder.loaded.config.layerNormEps
+        return try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
+    }
+
+    func data(_ task: StudyTask) -> TuneData {
+        let cache = self.cache
+        return TuneData(labels: task.labels.map { max($0, 0) }, classes: task.classes.count, size: size,
+                        mean: encoder.preprocessing.mean, std: encoder.preprocessing.std) { i in try cache.pixels(i) }
+    }
+
+    /// Up to `perClass` validation rows per class from `pool`, patients disjoint from `used` and the test set.
+    static func validation(pool: [Int], task: StudyTask, keys: [String], used: Set<String>, testKeys: Set<String>, perClass: Int, rng: inout XRRandom) -> [Int] {
+        var rest = pool.filter { !used.contains(keys[$0]) && !testKeys.contains(keys[$0]) }
+        rng.shuffle(&rest)
+        var out: [Int] = [], count = [Int](repeating: 0, count: task.classes.count), seen = Set<String>()
+        for i in rest where count[task.labels[i]] < perClass && !seen.contains(keys[i]) {
+            out.append(i); count[task.labels[i]] += 1; seen.insert(keys[i])
+        }
+        return out
+    }
+}
+
+enum TuneCells {
+    static func run(_ cells: [Cell], recipe r: LoadedRecipe, data: StudyData, tests: [String: TestSet], cellsDirectory: URL, quiet: Bool) throws {
+        let specs = tuneVariants(r.recipe)
+        let ctx = try TuneContext(r, data: data)
+        let encoderJSON = ctx.encoder.weightsHash
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let progress = ProgressReporter("tune", total: cells.count, unit: "cells", quiet: quiet)
@@ -134,20 +170,11 @@ enum TuneCells {
                     progress.advance()
                     continue
                 }
-                // Validation: up to `validationPerClass` per class from the rest of the training pool,
-                // patients disjoint from the shots and the test set.
                 let key = data.patients ?? data.ids
-                let used = Set(shots.map { key[$0] }), testKeys = Set(test.rows.map { key[$0] })
-                var rest = test.pool.filter { !used.contains(key[$0]) && !testKeys.contains(key[$0]) }
                 var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
-                vr.shuffle(&rest)
-                var validation: [Int] = [], perClass = [Int](repeating: 0, count: K), seenKeys = Set<String>()
-                for i in rest where perClass[task.labels[i]] < spec.validationPerClass && !seenKeys.contains(key[i]) {
-                    validation.append(i); perClass[task.labels[i]] += 1; seenKeys.insert(key[i])
-                }
-                var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
-                config.eps = encoder.loaded.config.layerNormEps
-                let model = try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
+                let validation = TuneContext.validation(pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),
+                                                        testKeys: Set(test.rows.map { key[$0] }), perClass: spec.validationPerClass, rng: &vr)
+                let model = try ctx.model(classes: K, r)
                 try model.setTrainable(spec.set, seed: UInt64(cell.seed))
                 let fingerprint = SHA256.hex(Data("\(r.fingerprint)|\(encoderJSON)|\(cell.id)|\(shots)|\(validation)".utf8))
                 let tuner = Tuner(model: model, options: spec.options, seed: UInt64(cell.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: fingerprint)
@@ -157,7 +184,7 @@ enum TuneCells {
                         FileHandle.standardError.write(Data("  \(cell.id): epoch \(rec.epoch)/\(spec.options.epochs), loss \(String(format: "%.4f", rec.trainLoss))\(v)\n".utf8))
                     }
                 }
-                let tdata = TuneData(labels: task.labels.map { max($0, 0) }, classes: K, size: S, mean: pre.mean, std: pre.std) { i in try cache.pixels(i) }
+                let tdata = ctx.data(task)
                 let ckpt = cellsDirectory.appendingPathComponent(cell.id + ".ckpt.safetensors")
                 let trained = try tuner.run(train: shots, validation: validation, data: tdata, checkpoint: ckpt)
                 let probs = try tuner.predict(test.rows, tdata)

@@ -80,7 +80,7 @@ public struct PEFTAdapter: Sendable {
 }
 
 extension TrainableViT {
-    var loraLayers: [Linear] { blocks.flatMap(\.linears).filter { $0.lora != nil } }
+    public var loraLayers: [Linear] { blocks.flatMap(\.linears).filter { $0.lora != nil } }
 
     /// Load a PEFT LoRA adapter into this model (LoRA layers set up from its config, values
     /// copied, head replaced when the adapter saved it). Names or shapes that do not fit this

@@ -93,4 +93,33 @@ final class TuneRecipeTests: XCTestCase {
         XCTAssertTrue(text.contains("'placement' does not apply to method last_k"), text)
         XCTAssertTrue(text.contains("expected true or false, found 'maybe'"), text)
     }
+
+    func testFinalTuneWritesAModelThatReloads() throws {
+        let dir = Fixtures.tempDir("xrlab-tune-recipe")
+        try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 30)
+        let r = try RecipeLoader.load(try recipe(dir, output: "c"))
+        var o = FinalTuneOptions(output: dir.appendingPathComponent("model"))
+        o.method = "lora"
+        o.epochs = 2
+        o.quiet = true
+        let res = try FinalTune.run(r, options: o)
+        XCTAssertEqual(res.history.count, 2)
+        XCTAssertNotNil(res.metrics["auroc"])
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: o.output.path))
+        XCTAssertEqual(names, ["adapter", "model.safetensors", "history.csv", "metrics.json"], "no checkpoint left")
+        let weights = try SafeTensorsFile(contentsOf: o.output.appendingPathComponent("model.safetensors"))
+        XCTAssertTrue(weights.contains("blocks.0.attn.qkv.weight") && weights.contains("head.weight"))
+        XCTAssertFalse(weights.names.contains { $0.contains("lora_") }, "LoRA is merged into the weights")
+        // The PEFT folder alone reproduces the test metrics.
+        var again = FinalTuneOptions(output: dir.appendingPathComponent("again"))
+        again.method = "lora"
+        again.epochs = 0
+        again.fromPEFT = o.output.appendingPathComponent("adapter")
+        again.quiet = true
+        XCTAssertEqual(try FinalTune.run(r, options: again).metrics, res.metrics)
+        // Asking for a method the recipe does not have.
+        var bad = o
+        bad.method = "bitfit"
+        XCTAssertThrowsError(try FinalTune.run(r, options: bad)) { XCTAssertTrue("\($0)".contains("no tuning method 'bitfit'"), "\($0)") }
+    }
 }

@@ -18,5 +18,6 @@ extension XRLab {
         PredictCommand.self,
         Bench.self,
         BenchTrain.self,
+        TuneCommand.self,
     ]
 }

@@ -7,6 +7,7 @@ import XRTensor
 import XRData
 import XRProbe
 import XRRecipes
+import XRTrain
 
 public struct FitOptions: Sendable {
     /// Method setting label (`logistic`, `knn-k20`, `prototype`); nil = the study's best at its
@@ -17,6 +18,8 @@ public struct FitOptions: Sendable {
     public var seed = 0
     /// Share of training patients held out for thresholds when training on all rows.
     public var validationFraction = 0.2
+    /// Tuned methods: also keep the full tuned weights (LoRA merged) per task.
+    public var merged = false
     public init() {}
 }
 
@@ -27,34 +30,40 @@ public struct FittedModel: Sendable {
     public var training: DataFingerprint
     public var method: MethodInfo
     public var dim: Int
+    /// Tuned packages: the square input size the encoder was tuned at.
+    public var inputSize: Int? = nil
+    /// Per task, the full tuned weights (timm names, LoRA merged), when asked for.
+    public var merged: [String: [String: Tensor]] = [:]
 }
 
 public enum ModelFitter {
     /// Pick the method: the requested one, the only one, or the best mean primary metric over
-    /// tasks and seeds at the largest shot count in the run's `results.jsonl`.
-    static func chooseMethod(_ r: LoadedRecipe, runDirectory: URL, requested: String?) throws -> (String, ProbeSpec) {
-        let variants = methodVariants(r.recipe)
+    /// tasks and seeds at the largest shot count in the run's `results.jsonl`. Returns the cell
+    /// label and, for probes, their spec (nil = a tuning method).
+    static func chooseMethod(_ r: LoadedRecipe, runDirectory: URL, requested: String?) throws -> (String, ProbeSpec?) {
+        let probes = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
+        let labels = methodLabels(r.recipe)
         if let requested {
-            guard let v = variants.first(where: { $0.label == requested }) else {
-                throw XRError("the run has no method '\(requested)' (it has \(variants.map(\.label).joined(separator: ", ")))", field: "--method")
+            guard labels.contains(requested) else {
+                throw XRError("the run has no method '\(requested)' (it has \(labels.joined(separator: ", ")))", field: "--method")
             }
-            return v
+            return (requested, probes[requested])
         }
-        if variants.count == 1 { return variants[0] }
+        if labels.count == 1 { return (labels[0], probes[labels[0]]) }
         let url = runDirectory.appendingPathComponent("results.jsonl")
-        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return variants[0] }
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return (labels[0], probes[labels[0]]) }
         let results = text.split(separator: "\n").compactMap { try? JSONDecoder().decode(CellResult.self, from: Data($0.utf8)) }
             .filter { $0.status == "ok" }
-        guard let top = results.map(\.cell.shots).max() else { return variants[0] }
-        var best = variants[0], bestValue = -Double.infinity
-        for v in variants {
-            let vals = results.filter { $0.cell.method == v.label && $0.cell.shots == top }.compactMap { $0.metrics[r.recipe.primary_metric] }
+        guard let top = results.map(\.cell.shots).max() else { return (labels[0], probes[labels[0]]) }
+        var best = labels[0], bestValue = -Double.infinity
+        for v in labels {
+            let vals = results.filter { $0.cell.method == v && $0.cell.shots == top }.compactMap { $0.metrics[r.recipe.primary_metric] }
             guard !vals.isEmpty else { continue }
             var mean = vals.reduce(0, +) / Double(vals.count)
             if ["ece", "log_loss"].contains(r.recipe.primary_metric) { mean = -mean }
             if mean > bestValue { bestValue = mean; best = v }
         }
-        return best
+        return (best, probes[best])
     }
 
     /// Per-row content hashes: image file bytes (encoder recipes) or feature rows.
@@ -70,7 +79,9 @@ public enum ModelFitter {
     }
 
     public static func fit(_ r: LoadedRecipe, data: StudyData, runDirectory: URL, options: FitOptions) throws -> FittedModel {
-        let (label, spec) = try chooseMethod(r, runDirectory: runDirectory, requested: options.method)
+        let (label, probeSpec) = try chooseMethod(r, runDirectory: runDirectory, requested: options.method)
+        let tuneSpec = probeSpec == nil ? tuneVariants(r.recipe)[label] : nil
+        let tuneContext = tuneSpec == nil ? nil : try TuneContext(r, data: data)
         let d = data.dim, n = data.ids.count
         let key = data.patients ?? data.ids
         let testKeys = Set((0..<n).filter { data.isTest[$0] == true }.map { key[$0] })
@@ -83,6 +94,7 @@ public enum ModelFitter {
             validationKeys = Set(trainKeys.prefix(Int((Double(trainKeys.count) * options.validationFraction).rounded())))
         }
         var heads: [Head] = [], evaluation: [TaskEvaluation] = []
+        var mergedWeights: [String: [String: Tensor]] = [:]
         var trainRows = Set<Int>(), validationRows = Set<Int>(), testRows = Set<Int>()
         var classCounts: [String: [[String: Int]]] = [:]
         let resamples = r.recipe.bootstrap
@@ -121,39 +133,66 @@ public enum ModelFitter {
             classCounts[task.name] = [counts(train), counts(validation), counts(test)]
 
             // Fit.
-            let xtr = train.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }, ytr = train.map { task.labels[$0] }
             let prefix = "heads.\(ti)."
             var info = HeadInfo(task: task.name, classes: task.classes, kind: "logistic", tensors: prefix, k: nil, temperature: nil,
                                 chosen_C: nil, threshold: nil, threshold_note: "most probable class", n_train: train.count, n_validation: validation.count)
-            var tensors: [String: Tensor] = [:]
-            switch spec {
-            case .logistic:
-                let (m, c) = Probe.fitLogistic(spec, train: xtr, labels: ytr, d: d, classes: K)
-                info.chosen_C = c
-                tensors["weight"] = Tensor(shape: [m.bias.count, d], scalars: m.weights.map(Float.init))
-                tensors["bias"] = Tensor(shape: [m.bias.count], scalars: m.bias.map(Float.init))
-            case let .knn(k, t):
-                info.kind = "knn"; info.k = k; info.temperature = t
-                tensors["support"] = Tensor(shape: [train.count, d], scalars: xtr)
-                tensors["support_labels"] = Tensor(shape: [train.count], scalars: ytr.map(Float.init))
-            case let .prototype(t):
-                info.kind = "prototype"; info.temperature = t
-                tensors["support"] = Tensor(shape: [train.count, d], scalars: xtr)
-                tensors["support_labels"] = Tensor(shape: [train.count], scalars: ytr.map(Float.init))
+            var head: Head
+            let validationProbs: [[Double]], testProbs: [[Double]]
+            if let spec = probeSpec {
+                let xtr = train.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }, ytr = train.map { task.labels[$0] }
+                var tensors: [String: Tensor] = [:]
+                switch spec {
+                case .logistic:
+                    let (m, c) = Probe.fitLogistic(spec, train: xtr, labels: ytr, d: d, classes: K)
+                    info.chosen_C = c
+                    tensors["weight"] = Tensor(shape: [m.bias.count, d], scalars: m.weights.map(Float.init))
+                    tensors["bias"] = Tensor(shape: [m.bias.count], scalars: m.bias.map(Float.init))
+                case let .knn(k, t):
+                    info.kind = "knn"; info.k = k; info.temperature = t
+                    tensors["support"] = Tensor(shape: [train.count, d], scalars: xtr)
+                    tensors["support_labels"] = Tensor(shape: [train.count], scalars: ytr.map(Float.init))
+                case let .prototype(t):
+                    info.kind = "prototype"; info.temperature = t
+                    tensors["support"] = Tensor(shape: [train.count, d], scalars: xtr)
+                    tensors["support_labels"] = Tensor(shape: [train.count], scalars: ytr.map(Float.init))
+                }
+                head = Head(info: info, tensors: tensors)
+                let xv = validation.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+                validationProbs = head.probabilities(xv, n: validation.count, d: d)
+                let xt = test.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
+                testProbs = head.probabilities(xt, n: test.count, d: d)
+            } else if let spec = tuneSpec, let ctx = tuneContext {
+                // Tune the encoder on the training rows (early stopping on the validation rows).
+                info.kind = label
+                let model = try ctx.model(classes: K, r)
+                try model.setTrainable(spec.set, seed: UInt64(options.seed))
+                let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(options.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: "pack")
+                let tdata = ctx.data(task)
+                _ = try tuner.run(train: train, validation: validation, data: tdata, checkpoint: nil)
+                var tensors: [String: Tensor] = [:]
+                for p in model.trainableParameters { tensors[p.name] = p.tensor }
+                head = Head(info: info, tensors: tensors)
+                validationProbs = try tuner.predict(validation, tdata)
+                testProbs = try tuner.predict(test, tdata)
+                if options.merged {
+                    var merged = Dictionary(uniqueKeysWithValues: model.parameters.filter { !$0.name.contains("lora_") }.map { ($0.name, $0.tensor) })
+                    for (k, v) in model.mergedWeights() { merged[k] = v }
+                    mergedWeights[task.name] = merged
+                }
+            } else {
+                throw XRError("method '\(label)' cannot be packaged", field: "--method")
             }
-            var head = Head(info: info, tensors: tensors)
 
             // Threshold on validation (binary tasks): Youden's J.
             if K == 2 {
-                let xv = validation.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
-                let pv = head.probabilities(xv, n: validation.count, d: d).map { $0[1] }
-                let yv = validation.map { task.labels[$0] == 1 }
-                let (t, note) = Thresholds.youden(pv, yv)
+                let (t, note) = Thresholds.youden(validationProbs.map { $0[1] }, validation.map { task.labels[$0] == 1 })
                 head.info.threshold = t
                 head.info.threshold_note = note
             }
             heads.append(head)
-            evaluation.append(evaluate(head, task: task, rows: test, data: data, recipe: r.recipe, resamples: resamples, seed: UInt64(options.seed)))
+            evaluation.append(evaluate(probabilities: testProbs, threshold: head.info.threshold, task: task, rows: test, data: data,
+                                       recipe: r.recipe, resamples: resamples, seed: UInt64(options.seed)))
         }
         let (content, hashes) = try rowHashes(r, data: data)
         func split(_ rows: Set<Int>, _ which: Int) -> DataFingerprint.Split {
@@ -164,16 +203,16 @@ public enum ModelFitter {
                                          content_sha256: SHA256.hex(Data(joined.utf8)))
         }
         let fp = DataFingerprint(content: content, train: split(trainRows, 0), validation: split(validationRows, 1), test: split(testRows, 2))
-        let method = MethodInfo(name: label, spec: spec.description, shots: options.shots, seed: options.seed,
+        let method = MethodInfo(name: label, spec: probeSpec?.description ?? tuneSpec?.description ?? label, shots: options.shots, seed: options.seed,
                                 validation_fraction: options.shots == nil ? options.validationFraction : nil,
                                 threshold_rule: "Youden's J (sensitivity + specificity − 1) maximised on the validation rows")
-        return FittedModel(heads: heads, evaluation: evaluation, training: fp, method: method, dim: d)
+        return FittedModel(heads: heads, evaluation: evaluation, training: fp, method: method, dim: d,
+                           inputSize: tuneContext?.size, merged: mergedWeights)
     }
 
-    static func evaluate(_ head: Head, task: StudyTask, rows test: [Int], data: StudyData, recipe: Recipe, resamples: Int, seed: UInt64) -> TaskEvaluation {
-        let d = data.dim, K = task.classes.count
-        let x = test.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
-        let p = head.probabilities(x, n: test.count, d: d)
+    static func evaluate(probabilities p: [[Double]], threshold: Double?, task: StudyTask, rows test: [Int], data: StudyData, recipe: Recipe,
+                         resamples: Int, seed: UInt64) -> TaskEvaluation {
+        let K = task.classes.count
         let y = test.map { task.labels[$0] }
         let patients = data.patients.map { pp in test.map { pp[$0] } }
         func estimate(_ f: @escaping ([Int]) -> Double?) -> Estimate? {
@@ -188,8 +227,8 @@ public enum ModelFitter {
             if let e = estimate({ idx in Metrics.named(m, probabilities: idx.map { p[$0] }, truth: idx.map { y[$0] }, classes: K) }) { metrics[m] = e }
         }
         var op: TaskEvaluation.OperatingPoint? = nil
-        if K == 2, let t = head.info.threshold {
-            let dec = head.decisions(p)
+        if K == 2, let t = threshold {
+            let dec = p.map { $0[1] >= t ? 1 : 0 }
             func rate(_ num: @escaping (Int) -> Bool, _ den: @escaping (Int) -> Bool) -> Estimate? {
                 estimate { idx in
                     let dn = idx.filter(den).count

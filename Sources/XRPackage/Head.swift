@@ -6,7 +6,10 @@ import XRTensor
 import XRProbe
 
 public struct Head: Sendable {
+    public static let probeKinds = ["logistic", "knn", "prototype"]
+    public static let tunedKinds = ["lora", "adapter", "last_k", "bitfit", "full"]
     public var info: HeadInfo
+    public var isTuned: Bool { Self.tunedKinds.contains(info.kind) }
     /// Tensors without the prefix: `weight`, `bias` or `support`, `support_labels`.
     public var tensors: [String: Tensor]
 
@@ -41,6 +44,12 @@ public struct Head: Sendable {
             guard let t = tensors[name] else { throw XRError("missing tensor", file: file, field: info.tensors + name) }
             guard shape(t) else { throw XRError("shape \(t.shape) does not match \(expected)", file: file, field: info.tensors + name) }
             guard t.scalars.allSatisfy(\.isFinite) else { throw XRError("non-finite values", file: file, field: info.tensors + name) }
+        }
+        if isTuned {
+            try need("head.weight", { $0.shape == [K, d] }, "(\(K), \(d))")
+            try need("head.bias", { $0.shape == [K] }, "(\(K))")
+            for name in tensors.keys.sorted() { try need(name, { _ in true }, "") }
+            return
         }
         switch info.kind {
         case "logistic":

@@ -55,6 +55,8 @@ public struct BaseEncoder: Codable, Equatable, Sendable {
     public var representation: [String]
     /// Feature dimension the heads expect.
     public var dim: Int
+    /// Tuned packages: the square input size the encoder was tuned at (nil for probe packages).
+    public var input_size: Int? = nil
     /// Where it was read from when packed (informational).
     public var source: String
 }
@@ -76,7 +78,9 @@ public struct HeadInfo: Codable, Equatable, Sendable {
     public var task: String
     public var classes: [String]
     /// `logistic` (tensors `weight` (K', D), `bias` (K')), `knn` / `prototype` (tensors
-    /// `support` (n, D), `support_labels` (n)).
+    /// `support` (n, D), `support_labels` (n)), or a tuning method (`lora`, `adapter`, `last_k`,
+    /// `bitfit`, `full`: the tuned parameters under their timm / PEFT names, `head.weight` (K, C)
+    /// and `head.bias` (K); the rest is the base encoder).
     public var kind: String
     /// Tensor name prefix in `weights/head.safetensors` (`heads.0.`).
     public var tensors: String
@@ -156,7 +160,10 @@ extension PackageManifest {
             throw bad("base_encoder", "an encoder package needs config and preprocessing")
         }
         for (i, h) in heads.enumerated() {
-            guard ["logistic", "knn", "prototype"].contains(h.kind) else { throw bad("heads[\(i)].kind", "unknown head kind '\(h.kind)'") }
+            guard Head.probeKinds.contains(h.kind) || Head.tunedKinds.contains(h.kind) else { throw bad("heads[\(i)].kind", "unknown head kind '\(h.kind)'") }
+            if Head.tunedKinds.contains(h.kind), base_encoder.kind != "encoder" || base_encoder.input_size == nil {
+                throw bad("base_encoder.input_size", "a tuned head needs an encoder base with its input size")
+            }
             guard h.classes.count >= 2 else { throw bad("heads[\(i)].classes", "a head needs at least two classes") }
             if let t = h.threshold, !(t.isFinite && t >= 0 && t <= 1) { throw bad("heads[\(i)].threshold", "threshold \(t) outside [0, 1]") }
         }

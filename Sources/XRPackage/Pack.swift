@@ -74,9 +74,6 @@ public enum Packer {
         guard FileManager.default.fileExists(atPath: runFile.path), FileManager.default.fileExists(atPath: resolved.path) else {
             throw XRError("not a run directory (no run.json / resolved.yaml)", file: dir.path, hint: "pass the output folder of `xrlab run`")
         }
-        if o.merged {
-            throw XRError("--merged applies to adapter methods; probe packages carry no encoder weights to merge", field: "--merged")
-        }
         // Version.
         try FileManager.default.createDirectory(at: o.registry, withIntermediateDirectories: true)
         var index = try RegistryIndex.load(o.registry)
@@ -104,8 +101,18 @@ public enum Packer {
         // Fit and evaluate.
         let r = try RecipeLoader.load(resolved)
         let data = try StudyLoader.load(r, quiet: o.quiet)
-        let fitted = try ModelFitter.fit(r, data: data, runDirectory: dir, options: o.fit)
-        let base = try baseEncoder(r, dim: fitted.dim)
+        var fitOptions = o.fit
+        fitOptions.merged = o.merged
+        let fitted = try ModelFitter.fit(r, data: data, runDirectory: dir, options: fitOptions)
+        if o.merged && fitted.inputSize == nil {
+            throw XRError("--merged applies to tuning methods; probe packages carry no encoder weights to merge", field: "--merged")
+        }
+        var base = try baseEncoder(r, dim: fitted.dim)
+        if let S = fitted.inputSize {
+            base.input_size = S
+            base.representation = ["cls"]
+            base.dim = base.config?.dim ?? base.dim
+        }
 
         // Creation time: reproducible.
         let created: Date
@@ -132,6 +139,13 @@ public enum Packer {
         let card = ModelCard.render(manifest)
         var entries = [ArchiveEntry(name: "weights/head.safetensors", data: weights),
                        ArchiveEntry(name: "MODEL_CARD.md", data: Data(card.utf8))]
+        for (i, h) in fitted.heads.enumerated() {
+            if let m = fitted.merged[h.info.task] {
+                let data = try SafeTensors.encode(m.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                                                  metadata: ["format": "pt", "task": h.info.task, "xrlab_base_sha256": base.sha256])
+                entries.append(ArchiveEntry(name: "weights/merged.\(i).safetensors", data: data))
+            }
+        }
         manifest.files = entries.map { $0.name }.sorted()
         entries.append(ArchiveEntry(name: "manifest.json", data: try encodeManifest(manifest)))
         entries.append(ArchiveEntry(name: "SHA256SUMS", data: Data(checksums(entries).utf8)))

@@ -5,6 +5,7 @@ import XRTensor
 import XRData
 import XRPipeline
 import XRRecipes
+import XRTrain
 
 public struct Prediction: Sendable {
     public var ids: [String]
@@ -25,6 +26,7 @@ public enum Predictor {
     /// Predict from image files with the package's base encoder.
     public static func predict(_ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions) throws -> Prediction {
         let enc = try PackageReader.encoder(for: p, base: base)
+        if p.heads.contains(where: \.isTuned) { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
         var o = options
         o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
         o.patchTokens = false
@@ -42,9 +44,70 @@ public enum Predictor {
         return out
     }
 
+    /// Tuned packages: each head is the base encoder with its tuned parameters, run on the
+    /// packaged preprocessing at the tuned input size.
+    static func predictTuned(_ p: OpenedPackage, encoder enc: Encoder, inputs: [ImageInput], options: EmbedOptions) throws -> Prediction {
+        let m = p.manifest
+        guard let S = m.base_encoder.input_size else { throw XRError("tuned package without input_size", file: p.url.path, field: "base_encoder.input_size") }
+        var pixels: [[Float]] = [], ids: [String] = [], failed: [FailedInput] = []
+        for input in inputs {
+            do {
+                let x = try enc.preprocessing.apply(contentsOf: input.url)
+                guard x.count == 3 * S * S else { throw XRError("preprocessed to \(x.count) values, expected 3×\(S)×\(S)", file: input.url.path) }
+                pixels.append(x); ids.append(input.id)
+            } catch let e as XRError {
+                failed.append(FailedInput(id: input.id, reason: e.description))
+            }
+        }
+        if !failed.isEmpty && !options.skipBad {
+            throw XRError("\(failed.count) image(s) could not be read:\n" + failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
+                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+        }
+        guard !ids.isEmpty else { throw XRError("no readable images", field: "inputs") }
+        let baseTensors = try enc.loaded.model.timmTensors(size: S)
+        var perHead: [[[Double]]] = []
+        let progress = ProgressReporter("predict", total: p.heads.count * ids.count, unit: "images", quiet: options.quiet)
+        for h in p.heads {
+            let K = h.info.classes.count
+            var config = try TrainableViT.config(of: baseTensors, heads: enc.loaded.config.heads, classes: K, source: p.url.path)
+            config.eps = enc.loaded.config.layerNormEps
+            let model = try TrainableViT(config: config, tensors: baseTensors, source: p.url.path)
+            guard let method = m.recipe.methods.first(where: { $0.name == h.info.kind }) else {
+                throw XRError("the packaged recipe has no method '\(h.info.kind)'", file: p.url.path, field: "recipe.methods")
+            }
+            try model.setTrainable(TuneSpec(method).set)
+            for (name, t) in h.tensors {
+                guard let param = model.parameter(name), param.count == t.count else {
+                    throw XRError("packaged tensor has no counterpart of that size in the base encoder", file: p.url.path, field: h.info.tensors + name)
+                }
+                param.value.p.update(from: t.scalars, count: t.count)
+            }
+            var probs: [[Double]] = []
+            let batch = max(1, options.batchSize)
+            for start in stride(from: 0, to: ids.count, by: batch) {
+                let n = min(batch, ids.count - start)
+                let logits = try model.forward(pixels: Array(pixels[start..<(start + n)].joined()), batch: n)
+                for b in 0..<n {
+                    let z = (0..<K).map { Double(logits[b * K + $0]) }, mx = z.max()!
+                    let e = z.map { exp($0 - mx) }, sum = e.reduce(0, +)
+                    probs.append(e.map { $0 / sum })
+                }
+                progress.advance(by: n)
+            }
+            perHead.append(probs)
+        }
+        progress.finish()
+        var out = table(p, probabilities: perHead, ids: ids)
+        out.failed = failed
+        return out
+    }
+
     /// Predict from a feature matrix (n, D) in the package's representation.
     public static func predict(_ p: OpenedPackage, features x: Tensor, ids: [String]) throws -> Prediction {
         let d = p.manifest.base_encoder.dim
+        guard !p.heads.contains(where: \.isTuned) else {
+            throw XRError("this package tunes the encoder; it predicts from images (--base and image inputs), not features", field: "--features")
+        }
         guard x.rank == 2, x.shape[1] == d, x.shape[0] == ids.count else {
             throw XRError("features have shape \(x.shape), the package expects (\(ids.count), \(d)) (\(p.manifest.base_encoder.representation.joined(separator: "+")))",
                           field: "features")
@@ -52,11 +115,14 @@ public enum Predictor {
         if let i = x.scalars.firstIndex(where: { !$0.isFinite }) {
             throw XRError("feature \(i % d) of '\(ids[i / d])' is \(x.scalars[i])", field: "features")
         }
-        let n = ids.count
+        return table(p, probabilities: p.heads.map { $0.probabilities(x.scalars, n: ids.count, d: d) }, ids: ids)
+    }
+
+    /// The CSV: path, then per binary head probability and decision, per multiclass head p_CLASS and predicted.
+    static func table(_ p: OpenedPackage, probabilities: [[[Double]]], ids: [String]) -> Prediction {
         var header = ["path"]
         var cols: [[String]] = []
-        for h in p.heads {
-            let probs = h.probabilities(x.scalars, n: n, d: d)
+        for (h, probs) in zip(p.heads, probabilities) {
             let dec = h.decisions(probs)
             if h.info.classes.count == 2, h.info.threshold != nil {
                 header += ["\(h.info.task)_probability", "\(h.info.task)_decision"]
@@ -71,7 +137,7 @@ public enum Predictor {
                 cols.append(dec.map { h.info.classes[$0] })
             }
         }
-        let rows = (0..<n).map { i in [ids[i]] + cols.map { $0[i] } }
+        let rows = ids.indices.map { i in [ids[i]] + cols.map { $0[i] } }
         return Prediction(ids: ids, header: header, rows: rows, failed: [], warnings: [])
     }
 

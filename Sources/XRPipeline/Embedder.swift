@@ -27,6 +27,7 @@ public struct EmbedOptions: Sendable {
 public struct FailedInput: Sendable, Codable, Equatable {
     public var id: String
     public var reason: String
+    public init(id: String, reason: String) { self.id = id; self.reason = reason }
 }
 
 /// Features for a list of images, row for row with `inputs`.

@@ -94,13 +94,13 @@ final class PixelCache: @unchecked Sendable {
 
 /// What every tuning run of a recipe shares: the encoder's weights under timm names at the
 /// preprocessing's square size, and the preprocessed images by manifest row.
-struct TuneContext {
-    let encoder: Encoder
-    let base: [String: Tensor]
-    let size: Int
+public struct TuneContext {
+    public let encoder: Encoder
+    public let base: [String: Tensor]
+    public let size: Int
     let cache: PixelCache
 
-    init(_ r: LoadedRecipe, data: StudyData) throws {
+    public init(_ r: LoadedRecipe, data: StudyData) throws {
         encoder = try EncoderFeatureSource().encoder(r)
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
@@ -114,13 +114,13 @@ struct TuneContext {
         cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
     }
 
-    func model(classes K: Int, _ r: LoadedRecipe) throws -> TrainableViT {
+    public func model(classes K: Int, _ r: LoadedRecipe) throws -> TrainableViT {
         var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
         config.eps = encoder.loaded.config.layerNormEps
         return try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
     }
 
-    func data(_ task: StudyTask) -> TuneData {
+    public func data(_ task: StudyTask) -> TuneData {
         let cache = self.cache
         return TuneData(labels: task.labels.map { max($0, 0) }, classes: task.classes.count, size: size,
                         mean: encoder.preprocessing.mean, std: encoder.preprocessing.std) { i in try cache.pixels(i) }

@@ -167,7 +167,7 @@ public enum ModelFitter {
                 let model = try ctx.model(classes: K, r)
                 try model.setTrainable(spec.set, seed: UInt64(options.seed))
                 let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(options.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: "pack")
+                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(options.seed) &* 0x9E37_79B9 ^ taskHash, identity: ["use": "pack"])
                 let tdata = ctx.data(task)
                 _ = try tuner.run(train: train, validation: validation, data: tdata, checkpoint: nil)
                 var tensors: [String: Tensor] = [:]

@@ -79,8 +79,10 @@ public enum FinalTune {
             try model.setTrainable(spec.set, seed: UInt64(o.seed))
         }
         try FileManager.default.createDirectory(at: o.output, withIntermediateDirectories: true)
-        let fingerprint = SHA256.hex(Data("\(r.fingerprint)|\(ctx.encoder.weightsHash)|\(method.name)|\(task.name)|\(train)|\(validation)|\(o.fromPEFT?.path ?? "")|\(spec.options.epochs)".utf8))
-        let tuner = Tuner(model: model, options: spec.options, seed: UInt64(o.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: fingerprint)
+        let identity = ["recipe": String(r.fingerprint.prefix(16)), "encoder": String(ctx.encoder.weightsHash.prefix(16)), "method": spec.description,
+                        "task": task.name, "training rows": "\(train.count) (\(SHA256.hex(Data("\(train)".utf8)).prefix(12)))",
+                        "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))", "from PEFT": o.fromPEFT?.path ?? "-"]
+        let tuner = Tuner(model: model, options: spec.options, seed: UInt64(o.seed) &* 0x9E37_79B9 ^ taskHash, identity: identity)
         let progress = ProgressReporter("tune", total: spec.options.epochs, unit: "epochs", quiet: o.quiet)
         tuner.progress = { _ in progress.advance() }
         let tdata = ctx.data(task)

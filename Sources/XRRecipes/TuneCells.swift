@@ -176,8 +176,10 @@ enum TuneCells {
                                                         testKeys: Set(test.rows.map { key[$0] }), perClass: spec.validationPerClass, rng: &vr)
                 let model = try ctx.model(classes: K, r)
                 try model.setTrainable(spec.set, seed: UInt64(cell.seed))
-                let fingerprint = SHA256.hex(Data("\(r.fingerprint)|\(encoderJSON)|\(cell.id)|\(shots)|\(validation)".utf8))
-                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(cell.seed) &* 0x9E37_79B9 ^ taskHash, fingerprint: fingerprint)
+                let identity = ["recipe": String(r.fingerprint.prefix(16)), "encoder": String(encoderJSON.prefix(16)), "cell": cell.id, "method": spec.description,
+                                "training rows": "\(shots.count) (\(SHA256.hex(Data("\(shots)".utf8)).prefix(12)))",
+                                "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))"]
+                let tuner = Tuner(model: model, options: spec.options, seed: UInt64(cell.seed) &* 0x9E37_79B9 ^ taskHash, identity: identity)
                 if !quiet {
                     tuner.progress = { rec in
                         let v = rec.validationLoss.map { String(format: ", validation %.4f", $0) } ?? ""

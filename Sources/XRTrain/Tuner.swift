@@ -59,15 +59,27 @@ public final class Tuner {
     public let model: TrainableViT
     public let options: TuneOptions
     public let seed: UInt64
-    /// Identifies the run for checkpoints: a checkpoint from another configuration is refused.
-    public let fingerprint: String
+    /// What identifies the run for checkpoints (the caller's fields — recipe, data, method — plus
+    /// every training option and the seed): a checkpoint written under other values is refused,
+    /// naming each difference.
+    public let identity: [String: String]
+    public var fingerprint: String { SHA256.hex(Data(identity.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n").utf8)) }
     public var progress: ((EpochRecord) -> Void)? = nil
 
-    public init(model: TrainableViT, options: TuneOptions, seed: UInt64, fingerprint: String) {
+    public init(model: TrainableViT, options: TuneOptions, seed: UInt64, identity: [String: String]) {
         self.model = model
         self.options = options
         self.seed = seed
-        self.fingerprint = fingerprint
+        var id = identity
+        if let data = try? JSONEncoder().encode(options), let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            for (k, v) in obj {
+                let text = (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed])).map { String(decoding: $0, as: UTF8.self) } ?? "\(v)"
+                id["training." + k] = text
+            }
+        }
+        id["seed"] = String(seed)
+        id["trainable"] = "\(model.trainableParameters.count) tensors, \(model.trainableCount) parameters"
+        self.identity = id
     }
 
     /// Batches of an epoch: class-balanced draws (or a shuffle) of the training examples.
@@ -141,7 +153,7 @@ public final class Tuner {
         var best: (epoch: Int, loss: Double, values: [String: [Float]])? = nil
         var startEpoch = 0, resumed: Int? = nil, stoppedEarly = false
         if let checkpoint, FileManager.default.fileExists(atPath: checkpoint.path) {
-            let s = try TuneCheckpoint.load(checkpoint, fingerprint: fingerprint, model: model, optimizer: opt)
+            let s = try TuneCheckpoint.load(checkpoint, identity: identity, model: model, optimizer: opt)
             history = s.history
             best = s.best
             startEpoch = s.epoch
@@ -206,7 +218,7 @@ public final class Tuner {
             epoch += 1
             progress?(record)
             if let checkpoint {
-                try TuneCheckpoint.save(checkpoint, fingerprint: fingerprint, epoch: epoch, history: history, best: best, stopped: stoppedEarly,
+                try TuneCheckpoint.save(checkpoint, identity: identity, epoch: epoch, history: history, best: best, stopped: stoppedEarly,
                                         model: model, optimizer: opt)
             }
         }
@@ -223,7 +235,7 @@ enum TuneCheckpoint {
     struct State: Codable {
         var format = "xrlab-tune-checkpoint"
         var version = 1
-        var fingerprint: String
+        var identity: [String: String]
         var epoch: Int
         var step: Int
         var history: [EpochRecord]
@@ -232,7 +244,7 @@ enum TuneCheckpoint {
         var stopped: Bool
     }
 
-    static func save(_ url: URL, fingerprint: String, epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
+    static func save(_ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
                      stopped: Bool, model: TrainableViT, optimizer: AdamW) throws {
         var t: [(String, Tensor)] = []
         let st = optimizer.state
@@ -244,20 +256,23 @@ enum TuneCheckpoint {
                 t.append(("adam_v." + p.name, Tensor(shape: p.shape, scalars: v)))
             }
         }
-        let state = State(fingerprint: fingerprint, epoch: epoch, step: st.step, history: history, bestEpoch: best?.epoch, bestLoss: best?.loss, stopped: stopped)
+        let state = State(identity: identity, epoch: epoch, step: st.step, history: history, bestEpoch: best?.epoch, bestLoss: best?.loss, stopped: stopped)
         let json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         try SafeTensors.write(t, metadata: ["state": json], to: url)
     }
 
-    static func load(_ url: URL, fingerprint: String, model: TrainableViT, optimizer: AdamW) throws
+    static func load(_ url: URL, identity: [String: String], model: TrainableViT, optimizer: AdamW) throws
         -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool) {
         let f = try SafeTensorsFile(contentsOf: url)
         guard let json = f.metadata["state"], let state = try? JSONDecoder().decode(State.self, from: Data(json.utf8)) else {
             throw XRError("not a training checkpoint (no readable state)", file: url.path, field: "state", hint: "delete it to train this cell from the start")
         }
-        guard state.fingerprint == fingerprint else {
-            throw XRError("the checkpoint belongs to a different training configuration", file: url.path, field: "fingerprint",
-                          hint: "the recipe or data changed since it was written; delete it (or run with --force) to train from the start")
+        guard state.identity == identity else {
+            let keys = Set(state.identity.keys).union(identity.keys).sorted()
+            let diffs = keys.filter { state.identity[$0] != identity[$0] }.map { "\($0): \(state.identity[$0] ?? "(none)") → \(identity[$0] ?? "(none)")" }
+            throw XRError("the checkpoint belongs to a different training configuration (\(diffs.prefix(6).joined(separator: "; "))\(diffs.count > 6 ? "; …" : ""))",
+                          file: url.path, field: "identity",
+                          hint: "the recipe, data or method changed since it was written; delete it (or run with --force) to train from the start")
         }
         var m: [String: [Float]] = [:], v: [String: [Float]] = [:], best: [String: [Float]] = [:]
         for p in model.trainableParameters {

@@ -27,27 +27,27 @@ final class TunerTests: XCTestCase {
 
     func testResumeAfterInterruptionGivesTheSameWeights() throws {
         let (m1, data) = try setup()
-        let full = try Tuner(model: m1, options: options(), seed: 7, fingerprint: "x").run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: nil)
+        let full = try Tuner(model: m1, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: nil)
         let ckpt = Fixtures.tempDir("xrlab-tune").appendingPathComponent("cell.ckpt")
         let (m2, _) = try setup()
-        let first = try Tuner(model: m2, options: options(), seed: 7, fingerprint: "x").run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt, stopAfter: 2)
+        let first = try Tuner(model: m2, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt, stopAfter: 2)
         XCTAssertEqual(first.history.count, 2)
         let (m3, _) = try setup()   // a fresh process: weights from the checkpoint
-        let rest = try Tuner(model: m3, options: options(), seed: 7, fingerprint: "x").run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt)
+        let rest = try Tuner(model: m3, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt)
         XCTAssertEqual(rest.resumedFrom, 2)
         XCTAssertEqual(rest.history, full.history)
         XCTAssertEqual(rest.bestEpoch, full.bestEpoch)
         for (a, b) in zip(m1.trainableParameters, m3.trainableParameters) { XCTAssertEqual(a.value.array, b.value.array, a.name) }
         // The kept weights are the best validation epoch's.
-        let tuner = Tuner(model: m3, options: options(), seed: 7, fingerprint: "x")
+        let tuner = Tuner(model: m3, options: options(), seed: 7, identity: ["run": "x"])
         XCTAssertEqual(try tuner.evaluate([6, 7], data), full.history.compactMap(\.validationLoss).min()!, accuracy: 1e-6)
         // A checkpoint of another configuration is refused; a corrupt one names the file.
         let (m4, _) = try setup()
-        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, fingerprint: "other").run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
-            XCTAssertTrue("\($0)".contains("different training configuration") && "\($0)".contains(ckpt.path), "\($0)")
+        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "other"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
+            XCTAssertTrue("\($0)".contains("different training configuration (run: x → other)") && "\($0)".contains(ckpt.path), "\($0)")
         }
         try Data("garbage".utf8).write(to: ckpt)
-        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, fingerprint: "x").run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
+        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
             XCTAssertTrue("\($0)".contains(ckpt.path), "\($0)")
         }
     }
@@ -58,8 +58,8 @@ final class TunerTests: XCTestCase {
         b.batchSize = 3; b.accumulate = 2; b.balanced = false; b.augment = nil
         let (m1, data) = try setup(.lastBlocks(1))
         let (m2, _) = try setup(.lastBlocks(1))
-        let ra = try Tuner(model: m1, options: a, seed: 3, fingerprint: "a").run(train: [0, 1, 2, 3, 4, 5], validation: [], data: data, checkpoint: nil)
-        let rb = try Tuner(model: m2, options: b, seed: 3, fingerprint: "b").run(train: [0, 1, 2, 3, 4, 5], validation: [], data: data, checkpoint: nil)
+        let ra = try Tuner(model: m1, options: a, seed: 3, identity: ["run": "a"]).run(train: [0, 1, 2, 3, 4, 5], validation: [], data: data, checkpoint: nil)
+        let rb = try Tuner(model: m2, options: b, seed: 3, identity: ["run": "b"]).run(train: [0, 1, 2, 3, 4, 5], validation: [], data: data, checkpoint: nil)
         for (x, y) in zip(ra.history, rb.history) { XCTAssertEqual(x.trainLoss, y.trainLoss, accuracy: 1e-5) }
         // (The key bias's true gradient is 0; Adam turns its rounding noise into steps of any sign.)
         for (p, q) in zip(m1.trainableParameters, m2.trainableParameters) where !p.name.hasSuffix("qkv.bias") {
@@ -78,14 +78,14 @@ final class TunerTests: XCTestCase {
         let ckpt = Fixtures.tempDir("xrlab-tune").appendingPathComponent("cell.ckpt")
         var o = options()
         o.augment = nil
-        let tuner = Tuner(model: m, options: o, seed: 1, fingerprint: "x")
+        let tuner = Tuner(model: m, options: o, seed: 1, identity: ["run": "x"])
         tuner.progress = { r in if r.epoch == 2 { broken.value = true } }
         XCTAssertThrowsError(try tuner.run(train: [0, 1, 2, 3], validation: [], data: data, checkpoint: ckpt)) {
             XCTAssertTrue("\($0)".contains("the loss became nan in epoch 3"), "\($0)")
         }
         let (m2, _) = try setup()
         broken.value = false
-        let resumed = try Tuner(model: m2, options: o, seed: 1, fingerprint: "x").run(train: [0, 1, 2, 3], validation: [], data: data, checkpoint: ckpt, stopAfter: 0)
+        let resumed = try Tuner(model: m2, options: o, seed: 1, identity: ["run": "x"]).run(train: [0, 1, 2, 3], validation: [], data: data, checkpoint: ckpt, stopAfter: 0)
         XCTAssertEqual(resumed.history.count, 2, "the checkpoint after epoch 2 is intact")
     }
 

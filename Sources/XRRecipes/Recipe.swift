@@ -81,6 +81,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var rank: Int?
         public var alpha: Double?
         public var targets: [String]?
+        public var dropout: Double?
         public var adapter_dim: Int?
         public var placement: String?
         public var adapter_scale: Double?
@@ -114,7 +115,7 @@ public struct Recipe: Codable, Equatable, Sendable {
             "logistic": ["C", "cv_min_shots", "default_C", "folds"],
             "knn": ["k", "temperature"],
             "prototype": ["temperature"],
-            "lora": ["rank", "alpha", "targets"] + trainingKeys,
+            "lora": ["rank", "alpha", "targets", "dropout"] + trainingKeys,
             "adapter": ["adapter_dim", "placement", "adapter_scale"] + trainingKeys,
             "last_k": ["blocks"] + trainingKeys,
             "bitfit": trainingKeys,
@@ -138,7 +139,7 @@ public struct Recipe: Codable, Equatable, Sendable {
             default:
                 switch name {
                 case "lora":
-                    m.rank = rank ?? 8; m.alpha = alpha ?? Double(2 * (rank ?? 8)); m.targets = targets ?? ["qkv"]
+                    m.rank = rank ?? 8; m.alpha = alpha ?? Double(2 * (rank ?? 8)); m.targets = targets ?? ["qkv"]; m.dropout = dropout ?? 0
                 case "adapter":
                     m.adapter_dim = adapter_dim ?? 32; m.placement = placement ?? "sequential"; m.adapter_scale = adapter_scale ?? 1
                 case "last_k":
@@ -699,6 +700,13 @@ public enum RecipeLoader {
         if let v = m["targets"] {
             method.targets = ctx.attempt { try v.listOrScalar().map { try $0.string() } }
             if method.targets?.isEmpty == true { ctx.record(v.error("list at least one target layer pattern (qkv, proj, fc1, fc2, mlp.*)")) }
+        }
+        if let v = m["dropout"] {
+            method.dropout = ctx.attempt {
+                let x = try v.double()
+                if x < 0 || x >= 1 { throw v.error("dropout must be in [0, 1), got \(x)") }
+                return x
+            }
         }
         if let v = m["adapter_dim"] { method.adapter_dim = ctx.attempt { try atLeast(v, 1, "adapter_dim") } }
         if let v = m["placement"] {

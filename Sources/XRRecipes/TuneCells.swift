@@ -20,7 +20,7 @@ public struct TuneSpec: Sendable {
     public init(_ m: Recipe.Method) {
         let d = m.withDefaults()
         switch d.name {
-        case "lora": set = .lora(rank: d.rank!, alpha: d.alpha!, targets: d.targets!)
+        case "lora": set = .lora(rank: d.rank!, alpha: d.alpha!, targets: d.targets!, dropout: d.dropout!)
         case "adapter": set = .adapter(dim: d.adapter_dim!, parallel: d.placement == "parallel", scale: d.adapter_scale!)
         case "last_k": set = .lastBlocks(d.blocks!)
         case "bitfit": set = .bitFit
@@ -46,7 +46,7 @@ extension TuneSpec: CustomStringConvertible {
     public var description: String {
         let what: String
         switch set {
-        case let .lora(r, a, t): what = "LoRA r=\(r), alpha=\(fmtNumber(a)) on \(t.joined(separator: ", "))"
+        case let .lora(r, a, t, d): what = "LoRA r=\(r), alpha=\(fmtNumber(a))\(d > 0 ? ", dropout \(fmtNumber(d))" : "") on \(t.joined(separator: ", "))"
         case let .adapter(d, p, sc): what = "\(p ? "parallel" : "sequential") bottleneck adapters, width \(d)\(p ? ", scale \(fmtNumber(sc))" : "")"
         case let .lastBlocks(k): what = "last \(k) blocks"
         case .bitFit: what = "BitFit (biases)"

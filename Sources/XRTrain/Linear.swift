@@ -1,6 +1,7 @@
 // A linear layer y = x Wᵀ + b with an optional LoRA branch + s · (x Aᵀ) Bᵀ (PEFT's layout:
 // lora_A (r, in), lora_B (out, r), s = alpha / r), forward and backward on OpenBLAS.
 import Foundation
+import XRTensor
 import XRKernels
 
 public final class LoRA: @unchecked Sendable {
@@ -8,6 +9,8 @@ public final class LoRA: @unchecked Sendable {
     public let b: Parameter   // (out, r)
     public let rank: Int
     public let alpha: Double
+    /// Dropout probability on the branch input while training.
+    public var dropout: Float = 0
     public var scaling: Float { Float(alpha / Double(rank)) }
     init(prefix: String, rank: Int, alpha: Double, inFeatures: Int, outFeatures: Int, a: [Float]) {
         self.rank = rank
@@ -17,6 +20,15 @@ public final class LoRA: @unchecked Sendable {
         self.a.trainable = true
         self.b.trainable = true
     }
+}
+
+/// A LoRA site's saved activations: z = x' Aᵀ (R, r), and with dropout the dropped input x' and
+/// the scaled mask (R, in).
+final class LoRAActivations {
+    let z: Buffer
+    let xd: Buffer?
+    let mask: Buffer?
+    init(z: Buffer, xd: Buffer?, mask: Buffer?) { self.z = z; self.xd = xd; self.mask = mask }
 }
 
 public final class Linear: @unchecked Sendable {
@@ -34,26 +46,42 @@ public final class Linear: @unchecked Sendable {
         self.inFeatures = inFeatures ?? weight.shape[1]
     }
 
-    /// out (R, out) = inp (R, in) Wᵀ + b (+ LoRA, whose x Aᵀ (R, r) is kept in `loraCache`).
-    /// Rows are split across workers; BLAS must be single-threaded.
-    func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, loraCache: UnsafeMutablePointer<Float>?) {
-        let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp)), z = loraCache.map { SendablePointer($0) }
-        let I = inFeatures, O = outFeatures
+    /// out (R, out) = inp (R, in) Wᵀ + b (+ LoRA: s · (x' Aᵀ) Bᵀ with x' = inp, or inp with
+    /// dropout when `dropoutSeed` is given). Rows are split across workers; BLAS must be single-threaded.
+    func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, lora act: LoRAActivations?, dropoutSeed: UInt64? = nil) {
+        let o = SendablePointer(out), I = inFeatures, O = outFeatures
+        var x = SendablePointer(UnsafeMutablePointer(mutating: inp))
+        Parallel.ranges(rows, minChunk: 16) { r in
+            BLAS.sgemm(o.p + r.lowerBound * O, x.p + r.lowerBound * I, weight.value.p, transB: true, m: r.count, n: O, k: I)
+            if let bias { addBias(o.p + r.lowerBound * O, bias.value.p, rows: r.count, cols: O) }
+        }
+        guard let lora, let act else { return }
+        if let seed = dropoutSeed, lora.dropout > 0, let xd = act.xd, let mask = act.mask {
+            // Inverted dropout: keep with probability 1 − p, scale kept values by 1 / (1 − p).
+            var rng = XRRandom(seed: seed, stream: [0xD409])
+            let keep = 1 - lora.dropout, scale = 1 / keep
+            for i in 0..<(rows * I) {
+                let m: Float = rng.nextFloat() < keep ? scale : 0
+                mask.p[i] = m
+                xd.p[i] = x.p[i] * m
+            }
+            x = SendablePointer(xd.p)
+        } else if let mask = act.mask {
+            mask.p.update(repeating: 1, count: rows * I)
+            act.xd!.p.update(from: x.p, count: rows * I)
+        }
+        let z = SendablePointer(act.z.p)
         Parallel.ranges(rows, minChunk: 16) { r in
             let n = r.count, lo = r.lowerBound
-            BLAS.sgemm(o.p + lo * O, x.p + lo * I, weight.value.p, transB: true, m: n, n: O, k: I)
-            if let bias { addBias(o.p + lo * O, bias.value.p, rows: n, cols: O) }
-            if let lora, let z {
-                BLAS.sgemm(z.p + lo * lora.rank, x.p + lo * I, lora.a.value.p, transB: true, m: n, n: lora.rank, k: I)
-                BLAS.sgemm(o.p + lo * O, z.p + lo * lora.rank, lora.b.value.p, transB: true, m: n, n: O, k: lora.rank, alpha: lora.scaling, beta: 1)
-            }
+            BLAS.sgemm(z.p + lo * lora.rank, x.p + lo * I, lora.a.value.p, transB: true, m: n, n: lora.rank, k: I)
+            BLAS.sgemm(o.p + lo * O, z.p + lo * lora.rank, lora.b.value.p, transB: true, m: n, n: O, k: lora.rank, alpha: lora.scaling, beta: 1)
         }
     }
 
     /// Gradients of the trainable parts from dout (R, out); dinp (R, in) written (or added) when given.
     /// `scratch` holds R · r floats when the layer has LoRA. BLAS must be single-threaded.
     func backward(dinp: UnsafeMutablePointer<Float>?, accumulate: Bool, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-                  rows: Int, loraCache: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
+                  rows: Int, lora act: LoRAActivations?, scratch: UnsafeMutablePointer<Float>) {
         let I = inFeatures, O = outFeatures
         let dO = SendablePointer(UnsafeMutablePointer(mutating: dout)), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
         if let g = weight.grad {
@@ -70,8 +98,9 @@ public final class Linear: @unchecked Sendable {
             }
         }
         var dz: SendablePointer<Float>? = nil
-        if let lora, let z = loraCache {
-            let s = lora.scaling, k = lora.rank
+        if let lora, let act {
+            let s = lora.scaling, k = lora.rank, z = act.z.p
+            let xin = SendablePointer(act.xd?.p ?? x.p)   // the branch's (dropped) input
             if let g = lora.b.grad { BLAS.sgemm(g.p, dout, transA: true, z, m: O, n: k, k: rows, alpha: s, beta: 1) }
             let sc = SendablePointer(scratch)
             Parallel.ranges(rows, minChunk: 16) { r in
@@ -80,7 +109,7 @@ public final class Linear: @unchecked Sendable {
             if let g = lora.a.grad {
                 let gp = SendablePointer(g.p)
                 Parallel.ranges(I, minChunk: 32) { r in
-                    BLAS.sgemm(gp.p + r.lowerBound, sc.p, transA: true, x.p + r.lowerBound, m: k, n: r.count, k: rows, beta: 1, lda: k, ldb: I, ldc: I)
+                    BLAS.sgemm(gp.p + r.lowerBound, sc.p, transA: true, xin.p + r.lowerBound, m: k, n: r.count, k: rows, beta: 1, lda: k, ldb: I, ldc: I)
                 }
             }
             dz = sc
@@ -90,7 +119,21 @@ public final class Linear: @unchecked Sendable {
         Parallel.ranges(rows, minChunk: 16) { r in
             let lo = r.lowerBound
             BLAS.sgemm(di.p + lo * I, dO.p + lo * O, weight.value.p, m: r.count, n: I, k: O, beta: accumulate ? 1 : 0)
-            if let lora, let dz { BLAS.sgemm(di.p + lo * I, dz.p + lo * lora.rank, lora.a.value.p, m: r.count, n: I, k: lora.rank, beta: 1) }
+        }
+        guard let lora, let dz, let act else { return }
+        if let mask = act.mask, let xd = act.xd {
+            // Through the dropout: dx += (dz A) ⊙ mask (xd is free now and holds dz A).
+            let t = SendablePointer(xd.p), m = SendablePointer(mask.p)
+            Parallel.ranges(rows, minChunk: 16) { r in
+                let lo = r.lowerBound
+                BLAS.sgemm(t.p + lo * I, dz.p + lo * lora.rank, lora.a.value.p, m: r.count, n: I, k: lora.rank)
+                for j in (lo * I)..<(r.upperBound * I) { di.p[j] += t.p[j] * m.p[j] }
+            }
+        } else {
+            Parallel.ranges(rows, minChunk: 16) { r in
+                let lo = r.lowerBound
+                BLAS.sgemm(di.p + lo * I, dz.p + lo * lora.rank, lora.a.value.p, m: r.count, n: I, k: lora.rank, beta: 1)
+            }
         }
     }
 }

@@ -115,6 +115,8 @@ public func clipGradNorm(_ params: [Parameter], maxNorm: Double) -> Double {
 public func trainStep(_ model: TrainableViT, _ opt: AdamW, pixels: [Float], labels: [Int], lr: Double,
                       smoothing: Double = 0, clip: Double? = nil) throws -> Double {
     model.zeroGrad()
+    model.training = true
+    defer { model.training = false }
     let logits = try model.forward(pixels: pixels, batch: labels.count)
     let (loss, d) = Loss.crossEntropy(logits: logits, labels: labels, classes: model.config.classes, smoothing: smoothing)
     guard loss.isFinite else {

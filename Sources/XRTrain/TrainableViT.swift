@@ -37,7 +37,8 @@ public enum TrainableSet: Sendable, Equatable {
     case bitFit
     /// LoRA on linear layers whose name matches one of `targets` (e.g. `qkv`, `proj`, `fc1`,
     /// `fc2`, `attn.*`), plus the head.
-    case lora(rank: Int, alpha: Double, targets: [String])
+    /// `dropout` is applied to the LoRA branch's input while training (PEFT's `lora_dropout`).
+    case lora(rank: Int, alpha: Double, targets: [String], dropout: Double = 0)
     /// Bottleneck adapters of width `dim` in every block (down → GELU → up, up initialised to 0):
     /// `sequential` on the MLP output, or `parallel` to the MLP (from its input, scaled by
     /// `scale`), plus the head.
@@ -92,7 +93,7 @@ final class BlockCache {
     let xIn, h1, qkv, attn, y1, xMid, h2, y2: Buffer
     let mean1, rstd1, mean2, rstd2: Buffer
     let probs, u, a: Buffer
-    var lora: [String: Buffer] = [:]
+    var lora: [String: LoRAActivations] = [:]
     /// Adapter input (sequential: the MLP output before the adapter), pre-activation, activation.
     var adIn: Buffer? = nil, adPre: Buffer? = nil, adAct: Buffer? = nil
     init(rows R: Int, c: TrainConfig, batch B: Int) {
@@ -110,6 +111,10 @@ public final class TrainableViT: @unchecked Sendable {
     let blocks: [BlockParams]
     /// Every parameter (base and LoRA), in a fixed order.
     public private(set) var parameters: [Parameter] = []
+    /// Training mode: LoRA dropout is active. `dropoutSeed` picks the masks (the training loop
+    /// sets it per step, so a resumed run draws the same masks).
+    public var training = false
+    public var dropoutSeed: UInt64 = 0
 
     // Activations for the current batch size.
     private var batch = 0
@@ -192,7 +197,8 @@ public final class TrainableViT: @unchecked Sendable {
                 b.adapter = Adapter(prefix: "blocks.\(i).adapter.", dim: dim, width: config.dim, parallel: parallel, scale: scale, rng: &rng)
             }
             headW.trainable = true; headB.trainable = true
-        case let .lora(rank, alpha, targets):
+        case let .lora(rank, alpha, targets, dropout):
+            guard dropout >= 0 && dropout < 1 else { throw XRError("LoRA dropout must be in [0, 1), got \(dropout)", field: "dropout") }
             guard rank >= 1 else { throw XRError("LoRA rank must be at least 1, got \(rank)", field: "rank") }
             var rng = XRRandom(seed: seed, stream: [0x10BA])
             var matched = 0
@@ -210,6 +216,7 @@ public final class TrainableViT: @unchecked Sendable {
                         a = (0..<(rank * l.inFeatures)).map { _ in (Float(rng.nextDouble()) * 2 - 1) * bound }
                     }
                     l.lora = LoRA(prefix: l.name, rank: rank, alpha: alpha, inFeatures: l.inFeatures, outFeatures: l.outFeatures, a: a)
+                    l.lora!.dropout = Float(dropout)
                 }
             }
             guard matched > 0 else {
@@ -251,7 +258,12 @@ public final class TrainableViT: @unchecked Sendable {
         caches = blocks.enumerated().map { i, b in
             if i < keepFrom, let shared { return shared }
             let cache = BlockCache(rows: R, c: c, batch: B)
-            for l in b.linears { if let lora = l.lora { cache.lora[l.name] = Buffer(R * lora.rank) } }
+            for l in b.linears {
+                if let lora = l.lora {
+                    let drop = lora.dropout > 0
+                    cache.lora[l.name] = LoRAActivations(z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
+                }
+            }
             if let ad = b.adapter {
                 let r = ad.down.outFeatures
                 cache.adIn = ad.parallel ? nil : Buffer(R * C); cache.adPre = Buffer(R * r); cache.adAct = Buffer(R * r)
@@ -287,7 +299,7 @@ public final class TrainableViT: @unchecked Sendable {
         pixels.withUnsafeBufferPointer { patchify(cols.p, $0.baseAddress!, batch: B, channels: 3, height: S, width: S, patch: P) }
         // Tokens: [cls | patches] + pos.
         let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: K)
-        embed.forward(tC.p, cols.p, rows: B * N, loraCache: nil)
+        embed.forward(tC.p, cols.p, rows: B * N, lora: nil)
         for b in 0..<B {
             let xb = x.p + b * T * C
             for i in 0..<C { xb[i] = cls.value.p[i] + pos.value.p[i] }
@@ -303,9 +315,10 @@ public final class TrainableViT: @unchecked Sendable {
             }
             cache.xIn.p.update(from: x.p, count: R * C)
             parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
-            bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, loraCache: cache.lora[bp.qkv.name]?.p)
+            func dseed(_ j: Int) -> UInt64? { training ? dropoutSeed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(4 * i + j) : nil }
+            bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, lora: cache.lora[bp.qkv.name], dropoutSeed: dseed(0))
             attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
-            bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p)
+            bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
             let M = c.mlpHidden
             parallelRows(R) { r in
                 let lo = r.lowerBound
@@ -313,21 +326,21 @@ public final class TrainableViT: @unchecked Sendable {
                 biasScaleResidual(cache.xMid.p + lo * C, cache.y1.p + lo * C, bias: nil, scale: bp.ls1?.value.p, rows: r.count, cols: C)
             }
             parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
-            bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p)
+            bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
             parallelRows(R) { r in
                 let lo = r.lowerBound
                 (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
                 biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
             }
-            bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p)
+            bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
             if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
                 let inp: UnsafeMutablePointer<Float>
                 if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: R * C); inp = adIn.p } else { inp = cache.h2.p }
                 let r = ad.down.outFeatures
-                ad.down.forward(pre.p, inp, rows: R, loraCache: nil)
+                ad.down.forward(pre.p, inp, rows: R, lora: nil)
                 act.p.update(from: pre.p, count: R * r)
                 biasGELUForward(act.p, bias: nil, rows: R, cols: r)
-                ad.up.forward(tC.p, act.p, rows: R, loraCache: nil)
+                ad.up.forward(tC.p, act.p, rows: R, lora: nil)
                 let s = ad.scale
                 parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
             }
@@ -402,26 +415,26 @@ public final class TrainableViT: @unchecked Sendable {
                 let dBranch = t3C.p   // free until the attention backward
                 parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
                 let dAct = scratch.p
-                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: R, loraCache: nil, scratch: scratch.p)
+                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: R, lora: nil, scratch: scratch.p)
                 geluBackward(dAct, preActivation: pre.p, count: R * r)
                 let dIn = t3C.p + R * C
-                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: R, loraCache: nil, scratch: scratch.p)
+                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: R, lora: nil, scratch: scratch.p)
                 if ad.parallel { adapterInputGrad = dIn } else { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } } }
             }
-            bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, loraCache: cache.lora[bp.fc2.name]?.p, scratch: scratch.p)
+            bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], scratch: scratch.p)
             parallelRows(R) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
-            bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, loraCache: cache.lora[bp.fc1.name]?.p, scratch: scratch.p)
+            bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], scratch: scratch.p)
             if let g = adapterInputGrad { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
             parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: R, cols: C)
             // xMid = xIn + ls1 ⊙ y1
             let dy1 = tC.p
             scaleGrad(dy1, dx.p, bp.ls1, cache.y1.p, rows: R, cols: C)
-            bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: R, loraCache: cache.lora[bp.proj.name]?.p, scratch: scratch.p)
+            bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], scratch: scratch.p)
             attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
                                       batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
             let needH1 = needInput || bp.norm1w.trainable || bp.norm1b.trainable
             bp.qkv.backward(dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
-                            loraCache: cache.lora[bp.qkv.name]?.p, scratch: scratch.p)
+                            lora: cache.lora[bp.qkv.name], scratch: scratch.p)
             if needH1 {
                 parallelLayerNormBackward(dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, bp.norm1w, bp.norm1b,
                                           mean: cache.mean1.p, rstd: cache.rstd1.p, rows: R, cols: C)
@@ -434,7 +447,7 @@ public final class TrainableViT: @unchecked Sendable {
         if patchW.grad != nil || patchB.grad != nil {
             for b in 0..<B { (tC.p + b * N * C).update(from: dx.p + (b * T + 1) * C, count: N * C) }
             let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: 3 * c.patch * c.patch)
-            embed.backward(dinp: nil, accumulate: false, dout: tC.p, inp: cols.p, rows: B * N, loraCache: nil, scratch: scratch.p)
+            embed.backward(dinp: nil, accumulate: false, dout: tC.p, inp: cols.p, rows: B * N, lora: nil, scratch: scratch.p)
         }
     }
 

@@ -183,7 +183,10 @@ public final class Tuner {
                             px += x
                         }
                     }
+                    model.training = true
+                    model.dropoutSeed = seed &* 0x2545_F491_4F6C_DD1D &+ UInt64(step) << 8 &+ UInt64(micro)
                     let logits = try model.forward(pixels: px, batch: idx.count)
+                    model.training = false
                     var (loss, d) = Loss.crossEntropy(logits: logits, labels: idx.map { data.labels[$0] }, classes: data.classes, smoothing: o.labelSmoothing)
                     guard loss.isFinite else {
                         throw XRError("the loss became \(loss) in epoch \(epoch + 1), step \(step + 1) (learning rate \(schedule.lr(step)))", field: "lr",

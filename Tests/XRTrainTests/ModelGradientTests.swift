@@ -12,6 +12,8 @@ final class ModelGradientTests: XCTestCase {
         let m = try TrainableViT.random(c, seed: 3)
         // Give zero-initialised parts (LoRA B, adapter up, head) values so every path carries gradient.
         try m.setTrainable(set, seed: 5)
+        m.training = true        // LoRA dropout active, with one fixed mask for every evaluation
+        m.dropoutSeed = 42
         var rng = XRRandom(seed: 9)
         for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
             for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
@@ -48,6 +50,31 @@ final class ModelGradientTests: XCTestCase {
     func testBitFit() throws { try check(.bitFit, layerScale: true) }
     func testHeadOnly() throws { try check(.head) }
     func testLoRAOnEveryLinear() throws { try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"])) }
+    func testLoRAWithDropout() throws { try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "fc2"], dropout: 0.3)) }
     func testSequentialAdapter() throws { try check(.adapter(dim: 4, parallel: false, scale: 1)) }
     func testParallelAdapter() throws { try check(.adapter(dim: 4, parallel: true, scale: 2), layerScale: true) }
+}
+
+/// LoRA dropout: active only in training mode, masks fixed by the seed, about p of the branch input dropped.
+final class DropoutTests: XCTestCase {
+    func testDropoutOnlyWhileTrainingAndSeeded() throws {
+        let c = TrainConfig(dim: 16, depth: 1, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 2, layerScale: false)
+        let m = try TrainableViT.random(c, seed: 1)
+        try m.setTrainable(.lora(rank: 2, alpha: 4, targets: ["qkv"], dropout: 0.5), seed: 2)
+        var rng = XRRandom(seed: 3)
+        for p in m.trainableParameters where p.name.contains("lora_B") { for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() } }
+        let px = (0..<(2 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+        let eval1 = try m.forward(pixels: px, batch: 2), eval2 = try m.forward(pixels: px, batch: 2)
+        XCTAssertEqual(eval1, eval2)
+        m.training = true
+        m.dropoutSeed = 7
+        let a = try m.forward(pixels: px, batch: 2)
+        let b = try m.forward(pixels: px, batch: 2)
+        m.dropoutSeed = 8
+        let c2 = try m.forward(pixels: px, batch: 2)
+        XCTAssertEqual(a, b, "same seed, same masks")
+        XCTAssertNotEqual(a, c2)
+        XCTAssertNotEqual(a, eval1)
+        XCTAssertThrowsError(try m.setTrainable(.lora(rank: 2, alpha: 4, targets: ["qkv"], dropout: 1)))
+    }
 }

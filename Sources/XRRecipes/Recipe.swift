@@ -100,12 +100,13 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var hflip: Bool?
         public var patience: Int?
         public var validation: Int?
+        public var recompute: Bool?
 
         public init(name: String) { self.name = name }
 
         /// Training keys shared by the tuning methods.
         public static let trainingKeys = ["epochs", "lr", "batch_size", "accumulate", "weight_decay", "warmup", "label_smoothing", "clip",
-                                          "layer_decay", "balanced", "augment", "hflip", "patience", "validation"]
+                                          "layer_decay", "balanced", "augment", "hflip", "patience", "validation", "recompute"]
         /// Methods that tune the encoder (they need `model`, i.e. images).
         public static let tuningMethods = ["lora", "adapter", "last_k", "bitfit", "full"]
         public var isTuning: Bool { Self.tuningMethods.contains(name) }
@@ -161,6 +162,7 @@ public struct Recipe: Codable, Equatable, Sendable {
                 m.hflip = hflip ?? false
                 m.patience = patience ?? 10
                 m.validation = validation ?? 4
+                m.recompute = recompute ?? false
             }
             return m
         }
@@ -730,6 +732,7 @@ public enum RecipeLoader {
         if let v = m["balanced"] { method.balanced = ctx.attempt { try v.bool() } }
         if let v = m["augment"] { method.augment = ctx.attempt { try v.bool() } }
         if let v = m["hflip"] { method.hflip = ctx.attempt { try v.bool() } }
+        if let v = m["recompute"] { method.recompute = ctx.attempt { try v.bool() } }
         if let v = m["patience"] { method.patience = ctx.attempt { try atLeast(v, 1, "patience") } }
         if let v = m["validation"] { method.validation = ctx.attempt { try atLeast(v, 0, "validation") } }
         if let c = method.C, c.isEmpty, let v = m["C"] { ctx.record(v.error("list at least one C")) }

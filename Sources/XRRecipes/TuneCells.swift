@@ -29,7 +29,7 @@ public struct TuneSpec: Sendable {
         var o = TuneOptions()
         o.epochs = d.epochs!; o.lr = d.lr!; o.batchSize = d.batch_size!; o.accumulate = d.accumulate!
         o.weightDecay = d.weight_decay!; o.warmup = d.warmup!; o.labelSmoothing = d.label_smoothing!; o.clip = d.clip!
-        o.layerDecay = d.layer_decay!; o.balanced = d.balanced!; o.patience = d.patience!
+        o.layerDecay = d.layer_decay!; o.balanced = d.balanced!; o.patience = d.patience!; o.recompute = d.recompute!
         if d.augment! {
             var a = Augmentation()
             a.horizontalFlip = d.hflip!

@@ -115,6 +115,12 @@ public final class TrainableViT: @unchecked Sendable {
     /// sets it per step, so a resumed run draws the same masks).
     public var training = false
     public var dropoutSeed: UInt64 = 0
+    /// Activation recomputation: trainable blocks share one activation cache and keep only their
+    /// input; the backward recomputes each block's activations before its gradients (about one
+    /// extra forward of those blocks, far less memory).
+    public var recompute = false { didSet { if recompute != oldValue { batch = 0 } } }
+    private var savedInputs: [Buffer] = []
+    private var lastForwardTraining = false
 
     // Activations for the current batch size.
     private var batch = 0
@@ -254,9 +260,19 @@ public final class TrainableViT: @unchecked Sendable {
         let c = config, R = B * c.tokens, C = c.dim, M = c.mlpHidden, N = c.grid * c.grid, K = 3 * c.patch * c.patch
         // Blocks below the lowest trainable one need no saved activations: they share one cache.
         let keepFrom = max(0, lowestTrainableBlock ?? c.depth)
-        var shared: BlockCache? = nil
+        var shared: BlockCache? = nil, sharedTrainable: BlockCache? = nil
+        savedInputs = recompute ? blocks.indices.map { $0 >= keepFrom ? Buffer(R * C) : Buffer(0) } : []
         caches = blocks.enumerated().map { i, b in
             if i < keepFrom, let shared { return shared }
+            if i >= keepFrom, recompute, let st = sharedTrainable {
+                for l in b.linears {
+                    if let lora = l.lora {
+                        let drop = lora.dropout > 0
+                        st.lora[l.name] = LoRAActivations(z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
+                    }
+                }
+                return st
+            }
             let cache = BlockCache(rows: R, c: c, batch: B)
             for l in b.linears {
                 if let lora = l.lora {
@@ -268,7 +284,7 @@ public final class TrainableViT: @unchecked Sendable {
                 let r = ad.down.outFeatures
                 cache.adIn = ad.parallel ? nil : Buffer(R * C); cache.adPre = Buffer(R * r); cache.adAct = Buffer(R * r)
             }
-            if i < keepFrom { shared = cache }
+            if i < keepFrom { shared = cache } else if recompute { sharedTrainable = cache }
             return cache
         }
         cols = Buffer(B * N * K); x = Buffer(R * C)
@@ -287,6 +303,7 @@ public final class TrainableViT: @unchecked Sendable {
     public func forward(pixels: [Float], batch B: Int) throws -> [Float] {
         var out: [Float] = []
         var failure: Error? = nil
+        lastForwardTraining = training
         withSingleThreadedBLAS { do { out = try forwardBody(pixels: pixels, batch: B) } catch { failure = error } }
         if let failure { throw failure }
         return out
@@ -313,42 +330,8 @@ public final class TrainableViT: @unchecked Sendable {
                 frozenBlock(bp, x: x.p, cache: cache, batch: B)
                 continue
             }
-            cache.xIn.p.update(from: x.p, count: R * C)
-            parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
-            func dseed(_ j: Int) -> UInt64? { training ? dropoutSeed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(4 * i + j) : nil }
-            bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, lora: cache.lora[bp.qkv.name], dropoutSeed: dseed(0))
-            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
-            bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
-            let M = c.mlpHidden
-            parallelRows(R) { r in
-                let lo = r.lowerBound
-                (cache.xMid.p + lo * C).update(from: cache.xIn.p + lo * C, count: r.count * C)
-                biasScaleResidual(cache.xMid.p + lo * C, cache.y1.p + lo * C, bias: nil, scale: bp.ls1?.value.p, rows: r.count, cols: C)
-            }
-            parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
-            bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
-            parallelRows(R) { r in
-                let lo = r.lowerBound
-                (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
-                biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
-            }
-            bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
-            if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
-                let inp: UnsafeMutablePointer<Float>
-                if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: R * C); inp = adIn.p } else { inp = cache.h2.p }
-                let r = ad.down.outFeatures
-                ad.down.forward(pre.p, inp, rows: R, lora: nil)
-                act.p.update(from: pre.p, count: R * r)
-                biasGELUForward(act.p, bias: nil, rows: R, cols: r)
-                ad.up.forward(tC.p, act.p, rows: R, lora: nil)
-                let s = ad.scale
-                parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
-            }
-            parallelRows(R) { r in
-                let lo = r.lowerBound
-                (x.p + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
-                biasScaleResidual(x.p + lo * C, cache.y2.p + lo * C, bias: nil, scale: bp.ls2?.value.p, rows: r.count, cols: C)
-            }
+            if recompute { savedInputs[i].p.update(from: x.p, count: R * C) }
+            trainingBlock(i, bp, cache, x: x.p, batch: B, training: training)
         }
         // Final norm and pooling.
         if c.pooling == "token" {
@@ -404,6 +387,11 @@ public final class TrainableViT: @unchecked Sendable {
         guard lowest < c.depth else { return }
         for i in stride(from: c.depth - 1, through: max(lowest, 0), by: -1) {
             let bp = blocks[i], cache = caches[i]
+            if recompute {
+                // Rebuild this block's activations from its saved input (same dropout masks).
+                tC2.p.update(from: savedInputs[i].p, count: R * C)
+                trainingBlock(i, bp, cache, x: tC2.p, batch: B, training: lastForwardTraining)
+            }
             let needInput = i > lowest
             // x = xMid + ls2 ⊙ y2
             let dy2 = tC.p
@@ -448,6 +436,47 @@ public final class TrainableViT: @unchecked Sendable {
             for b in 0..<B { (tC.p + b * N * C).update(from: dx.p + (b * T + 1) * C, count: N * C) }
             let embed = Linear("patch_embed.proj", weight: patchW, bias: patchB, inFeatures: 3 * c.patch * c.patch)
             embed.backward(dinp: nil, accumulate: false, dout: tC.p, inp: cols.p, rows: B * N, lora: nil, scratch: scratch.p)
+        }
+    }
+
+    /// One block with its activations kept in `cache` (x (B·T, C) is updated in place).
+    private func trainingBlock(_ i: Int, _ bp: BlockParams, _ cache: BlockCache, x xp: UnsafeMutablePointer<Float>, batch B: Int, training: Bool) {
+        let c = config, C = c.dim, T = c.tokens, R = B * T
+        cache.xIn.p.update(from: xp, count: R * C)
+        parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
+        func dseed(_ j: Int) -> UInt64? { training ? dropoutSeed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(4 * i + j) : nil }
+        bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, lora: cache.lora[bp.qkv.name], dropoutSeed: dseed(0))
+        attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+        bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
+        let M = c.mlpHidden
+        parallelRows(R) { r in
+            let lo = r.lowerBound
+            (cache.xMid.p + lo * C).update(from: cache.xIn.p + lo * C, count: r.count * C)
+            biasScaleResidual(cache.xMid.p + lo * C, cache.y1.p + lo * C, bias: nil, scale: bp.ls1?.value.p, rows: r.count, cols: C)
+        }
+        parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
+        bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
+        parallelRows(R) { r in
+            let lo = r.lowerBound
+            (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
+            biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
+        }
+        bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
+        if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
+            let inp: UnsafeMutablePointer<Float>
+            if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: R * C); inp = adIn.p } else { inp = cache.h2.p }
+            let r = ad.down.outFeatures
+            ad.down.forward(pre.p, inp, rows: R, lora: nil)
+            act.p.update(from: pre.p, count: R * r)
+            biasGELUForward(act.p, bias: nil, rows: R, cols: r)
+            ad.up.forward(tC.p, act.p, rows: R, lora: nil)
+            let s = ad.scale
+            parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
+        }
+        parallelRows(R) { r in
+            let lo = r.lowerBound
+            (xp + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
+            biasScaleResidual(xp + lo * C, cache.y2.p + lo * C, bias: nil, scale: bp.ls2?.value.p, rows: r.count, cols: C)
         }
     }
 

@@ -24,6 +24,8 @@ public struct TuneOptions: Codable, Sendable, Equatable {
     public var augment: Augmentation? = Augmentation()
     /// Epochs without a validation-loss improvement before stopping (nil = never stop early).
     public var patience: Int? = 10
+    /// Recompute activations in the backward instead of keeping them (less memory, more time).
+    public var recompute = false
     public init() {}
 }
 
@@ -70,6 +72,7 @@ public final class Tuner {
         self.model = model
         self.options = options
         self.seed = seed
+        model.recompute = options.recompute
         var id = identity
         if let data = try? JSONEncoder().encode(options), let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             for (k, v) in obj {

@@ -78,3 +78,31 @@ final class DropoutTests: XCTestCase {
         XCTAssertThrowsError(try m.setTrainable(.lora(rank: 2, alpha: 4, targets: ["qkv"], dropout: 1)))
     }
 }
+
+/// Activation recomputation changes memory, not results.
+final class RecomputeTests: XCTestCase {
+    func testRecomputedGradientsAreIdentical() throws {
+        let c = TrainConfig(dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: true)
+        for set in [TrainableSet.full, .lastBlocks(2), .lora(rank: 2, alpha: 4, targets: ["qkv", "fc1"], dropout: 0.2), .adapter(dim: 4, parallel: false, scale: 1)] {
+            var grads: [[[Float]]] = []
+            for recompute in [false, true] {
+                let m = try TrainableViT.random(c, seed: 3)
+                try m.setTrainable(set, seed: 5)
+                m.recompute = recompute
+                var rng = XRRandom(seed: 9)
+                for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
+                    for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
+                }
+                let px = (0..<(2 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+                m.training = true
+                m.dropoutSeed = 11
+                m.zeroGrad()
+                let logits = try m.forward(pixels: px, batch: 2)
+                m.training = false
+                m.backward(dlogits: Loss.crossEntropy(logits: logits, labels: [0, 2], classes: 3).dlogits)
+                grads.append(m.trainableParameters.map { $0.grad!.array })
+            }
+            XCTAssertEqual(grads[0], grads[1], "\(set)")
+        }
+    }
+}

@@ -23,6 +23,8 @@ struct BenchTrain: ParsableCommand {
     var seconds: Double = 10
     @Option(name: .long, help: "Threads.")
     var threads: Int = 2
+    @Flag(name: .long, help: "Recompute activations in the backward (less memory).")
+    var recompute = false
 
     func run() throws {
         try runReportingErrors {
@@ -46,6 +48,7 @@ struct BenchTrain: ParsableCommand {
             default: throw XRError("unknown method '\(method)'", field: "--method")
             }
             try model.setTrainable(set)
+            model.recompute = recompute
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * size * size)).map { _ in rng.nextGaussian() }
             let labels = (0..<batch).map { $0 % 2 }
@@ -59,7 +62,7 @@ struct BenchTrain: ParsableCommand {
             }
             let elapsed = Date().timeIntervalSince(start)
             let result: [String: Any] = ["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
-                                         "seconds_per_step": elapsed / Double(n), "steps": n, "trainable": model.trainableCount,
+                                         "seconds_per_step": elapsed / Double(n), "recompute": recompute, "steps": n, "trainable": model.trainableCount,
                                          "peak_rss_mb": peakRSSMegabytes()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }

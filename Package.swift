@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain"]),
+        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,6 +50,8 @@ let package = Package(
         .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
         // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
+        // Report text: tokenisation and report-generation metrics.
+        .target(name: "XRText", dependencies: ["XRTensor"], swiftSettings: numeric),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
@@ -73,6 +75,7 @@ let package = Package(
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
         .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRTextTests", dependencies: ["XRText", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
     ]
 )

@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
         .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRTextTests", dependencies: ["XRText", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRTextTests", dependencies: ["XRText", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
     ]
 )

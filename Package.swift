@@ -51,7 +51,7 @@ let package = Package(
         // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Report text: tokenisation and report-generation metrics.
-        .target(name: "XRText", dependencies: ["XRTensor"], swiftSettings: numeric),
+        .target(name: "XRText", dependencies: ["XRTensor", "XRData"], swiftSettings: numeric),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.

@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain",
+            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
 

@@ -19,5 +19,7 @@ extension XRLab {
         Bench.self,
         BenchTrain.self,
         TuneCommand.self,
+        TokenizerCommand.self,
+        ScoreCommand.self,
     ]
 }

@@ -2,6 +2,7 @@
 // that save what the backward needs. R rows, C channels, T tokens, D head dimension.
 // Gradients are accumulated (`+=`) into parameter gradients; input gradients are written unless
 // `accumulate` says to add.
+import Foundation
 
 /// LayerNorm forward that also saves each row's mean and 1/std for the backward.
 public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
@@ -153,5 +154,80 @@ public func layerNormParameterGradients(dweight: UnsafeMutablePointer<Float>?, d
         let g = dy + r * cols, xr = x + r * cols, m = mean[r], s = rstd[r]
         if let dweight { for i in columns { dweight[i] += g[i] * (xr[i] - m) * s } }
         if let dbias { for i in columns { dbias[i] += g[i] } }
+    }
+}
+
+/// Multi-head attention with separate query / key / value buffers (row strides ldq, ldk, ldv;
+/// head h at column h·D), for causal self-attention and cross-attention. Queries (B·Tq rows),
+/// keys and values (B·Tk rows); `causal` masks key j > query i; `keyLengths[b]` masks keys at or
+/// beyond it. Saves the probabilities (B, H, Tq, Tk). out (B·Tq, H·D) with stride ldo.
+public func attentionForward(out: UnsafeMutablePointer<Float>, ldo: Int,
+                             q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                             probabilities: UnsafeMutablePointer<Float>, batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int,
+                             causal: Bool, keyLengths: [Int]? = nil) {
+    let scale = 1 / Float(D).squareRoot()
+    let o = SendablePointer(out), qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
+    let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(probabilities)
+    Parallel.ranges(B * H) { range in
+        for bh in range {
+            let b = bh / H, h = bh % H
+            let p = pp.p + bh * Tq * Tk
+            BLAS.sgemm(p, qp.p + b * Tq * ldq + h * D, kp.p + b * Tk * ldk + h * D, transB: true, m: Tq, n: Tk, k: D, alpha: scale, lda: ldq, ldb: ldk, ldc: Tk)
+            let len = keyLengths?[b] ?? Tk
+            for i in 0..<Tq {
+                let row = p + i * Tk
+                let limit = min(len, causal ? i + 1 : Tk)
+                for j in limit..<Tk { row[j] = -.infinity }
+                if limit == 0 { for j in 0..<Tk { row[j] = 0 } ; continue }
+                softmaxRows(row, rows: 1, cols: Tk)
+            }
+            BLAS.sgemm(o.p + b * Tq * ldo + h * D, p, vp.p + b * Tk * ldv + h * D, m: Tq, n: D, k: Tk, lda: Tk, ldb: ldv, ldc: ldo)
+        }
+    }
+}
+
+/// Backward of `attentionForward`: dq, dk, dv (same strides as their inputs) from dout, with the
+/// saved probabilities. dq is written; dk and dv are written (each key row belongs to one batch item).
+public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+                              dout: UnsafePointer<Float>, ldo: Int,
+                              q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                              probabilities: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                              batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int) {
+    let scale = 1 / Float(D).squareRoot()
+    let dqp = SendablePointer(dq), dkp = SendablePointer(dk), dvp = SendablePointer(dv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
+    let qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
+    let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities)), sc = SendablePointer(scratch)
+    let chunks = max(1, min(Parallel.workers, B * H)), per = (B * H + chunks - 1) / chunks
+    Parallel.ranges(chunks) { workers in
+        for w in workers {
+            let dp = sc.p + w * Tq * Tk
+            for bh in (w * per)..<min(B * H, (w + 1) * per) {
+                let b = bh / H, h = bh % H
+                let p = pp.p + bh * Tq * Tk, go = dO.p + b * Tq * ldo + h * D
+                BLAS.sgemm(dvp.p + b * Tk * ldv + h * D, p, transA: true, go, m: Tk, n: D, k: Tq, lda: Tk, ldb: ldo, ldc: ldv)
+                BLAS.sgemm(dp, go, vp.p + b * Tk * ldv + h * D, transB: true, m: Tq, n: Tk, k: D, lda: ldo, ldb: ldv, ldc: Tk)
+                softmaxBackward(dp, probabilities: p, rows: Tq, cols: Tk)
+                BLAS.sgemm(dqp.p + b * Tq * ldq + h * D, dp, kp.p + b * Tk * ldk + h * D, m: Tq, n: D, k: Tk, alpha: scale, lda: Tk, ldb: ldk, ldc: ldq)
+                BLAS.sgemm(dkp.p + b * Tk * ldk + h * D, dp, transA: true, qp.p + b * Tq * ldq + h * D, m: Tk, n: D, k: Tq, alpha: scale, lda: Tk, ldb: ldq, ldc: ldk)
+            }
+        }
+    }
+}
+
+/// GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), in place; and its
+/// backward dy ← dy · GELU'(u).
+public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    let c: Float = 0.797_884_560_802_865_4
+    for i in 0..<count { let u = x[i]; x[i] = 0.5 * u * (1 + tanhf(c * (u + 0.044715 * u * u * u))) }
+}
+
+public func geluTanhBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: UnsafePointer<Float>, count: Int) {
+    let c: Float = 0.797_884_560_802_865_4
+    for i in 0..<count {
+        let x = u[i], x2 = x * x
+        let t: Float = tanhf(c * (x + 0.044715 * x2 * x))
+        let inner: Float = c * (1 + 0.134145 * x2)
+        let d: Float = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner
+        dy[i] *= d
     }
 }

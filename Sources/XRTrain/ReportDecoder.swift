@@ -1,0 +1,243 @@
+// The report decoder: GPT-2 blocks (pre-norm, fused causal self-attention, tanh GELU, tied
+// output embedding) with cross-attention to visual tokens, which come from the image encoder's
+// patch tokens through a linear projection. Hugging Face names (`transformer.h.0.attn.c_attn`
+// …, `crossattention.q_attn`, `ln_cross_attn`), whose Conv1D weights (in, out) are stored here
+// transposed as (out, in). B batch, T text tokens, S visual tokens, C width, V vocabulary.
+import Foundation
+import XRTensor
+import XRKernels
+
+public struct DecoderConfig: Codable, Sendable, Equatable {
+    public var vocab: Int
+    public var positions: Int
+    public var dim: Int
+    public var layers: Int
+    public var heads: Int
+    /// Width of the visual tokens before projection.
+    public var visualDim: Int
+    public var eps: Float = 1e-5
+    public init(vocab: Int, positions: Int, dim: Int, layers: Int, heads: Int, visualDim: Int, eps: Float = 1e-5) {
+        self.vocab = vocab; self.positions = positions; self.dim = dim; self.layers = layers; self.heads = heads; self.visualDim = visualDim; self.eps = eps
+    }
+}
+
+final class DecoderLayer {
+    let ln1w, ln1b, lnxw, lnxb, ln2w, ln2b: Parameter
+    let attn, attnProj, q, kv, crossProj, fc, fcProj: Linear
+    init(_ i: Int, _ get: (String, [Int], Bool) throws -> Parameter, c: DecoderConfig) throws {
+        let p = "transformer.h.\(i).", C = c.dim
+        ln1w = try get(p + "ln_1.weight", [C], false); ln1b = try get(p + "ln_1.bias", [C], false)
+        lnxw = try get(p + "ln_cross_attn.weight", [C], false); lnxb = try get(p + "ln_cross_attn.bias", [C], false)
+        ln2w = try get(p + "ln_2.weight", [C], false); ln2b = try get(p + "ln_2.bias", [C], false)
+        func lin(_ n: String, _ out: Int, _ inp: Int) throws -> Linear {
+            Linear(p + n, weight: try get(p + n + ".weight", [out, inp], true), bias: try get(p + n + ".bias", [out], false))
+        }
+        attn = try lin("attn.c_attn", 3 * C, C); attnProj = try lin("attn.c_proj", C, C)
+        q = try lin("crossattention.q_attn", C, C); kv = try lin("crossattention.c_attn", 2 * C, C); crossProj = try lin("crossattention.c_proj", C, C)
+        fc = try lin("mlp.c_fc", 4 * C, C); fcProj = try lin("mlp.c_proj", C, 4 * C)
+    }
+    var parameters: [Parameter] {
+        [ln1w, ln1b, attn.weight, attn.bias!, attnProj.weight, attnProj.bias!, lnxw, lnxb, q.weight, q.bias!, kv.weight, kv.bias!,
+         crossProj.weight, crossProj.bias!, ln2w, ln2b, fc.weight, fc.bias!, fcProj.weight, fcProj.bias!]
+    }
+}
+
+final class DecoderCache {
+    let xIn, h1, qkv, att, xA, hx, qx, kvx, attx, xB, h2, u, a: Buffer
+    let m1, r1, mx, rx, m2, r2: Buffer
+    let probs, probsX: Buffer
+    init(R: Int, RS: Int, B: Int, T: Int, S: Int, c: DecoderConfig) {
+        let C = c.dim
+        xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); att = Buffer(R * C); xA = Buffer(R * C)
+        hx = Buffer(R * C); qx = Buffer(R * C); kvx = Buffer(RS * 2 * C); attx = Buffer(R * C); xB = Buffer(R * C)
+        h2 = Buffer(R * C); u = Buffer(R * 4 * C); a = Buffer(R * 4 * C)
+        m1 = Buffer(R); r1 = Buffer(R); mx = Buffer(R); rx = Buffer(R); m2 = Buffer(R); r2 = Buffer(R)
+        probs = Buffer(B * c.heads * T * T); probsX = Buffer(B * c.heads * T * S)
+    }
+}
+
+public final class ReportDecoder: @unchecked Sendable {
+    public let config: DecoderConfig
+    public let wte, wpe, lnfw, lnfb: Parameter
+    let visual: Linear
+    let layers: [DecoderLayer]
+    public private(set) var parameters: [Parameter] = []
+
+    private var shape = (B: 0, T: 0, S: 0)
+    private var lengths: [Int] = []
+    private var caches: [DecoderCache] = []
+    private var enc = Buffer(0), vis = Buffer(0), x = Buffer(0), xPre = Buffer(0), xf = Buffer(0), mf = Buffer(0), rf = Buffer(0), logits = Buffer(0)
+    private var ids: [Int] = []
+    private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), t4C = Buffer(0), dEnc = Buffer(0), tKV = Buffer(0), scratch = Buffer(0)
+
+    /// From Hugging Face-named tensors (Conv1D weights (in, out)), plus `visual_proj.weight` (C, Cv)
+    /// and `.bias`. Missing tensors are errors naming them; `lm_head.weight` is the tied `wte`.
+    public init(config c: DecoderConfig, tensors: [String: Tensor], source: String) throws {
+        config = c
+        var used = Set<String>()
+        func get(_ name: String, _ shape: [Int], _ conv1D: Bool) throws -> Parameter {
+            guard let t = tensors[name] else { throw XRError("missing tensor", file: source, field: name) }
+            let expected = conv1D ? [shape[1], shape[0]] : shape
+            guard t.shape == expected else { throw XRError("shape \(t.shape), expected \(expected)", file: source, field: name) }
+            used.insert(name)
+            guard conv1D else { return Parameter(name, shape, t.scalars) }
+            // (in, out) → (out, in)
+            let (i, o) = (shape[1], shape[0])
+            var w = [Float](repeating: 0, count: i * o)
+            for r in 0..<i { for col in 0..<o { w[col * i + r] = t.scalars[r * o + col] } }
+            return Parameter(name, shape, w)
+        }
+        wte = try get("transformer.wte.weight", [c.vocab, c.dim], false)
+        wpe = try get("transformer.wpe.weight", [c.positions, c.dim], false)
+        layers = try (0..<c.layers).map { try DecoderLayer($0, get, c: c) }
+        lnfw = try get("transformer.ln_f.weight", [c.dim], false)
+        lnfb = try get("transformer.ln_f.bias", [c.dim], false)
+        visual = Linear("visual_proj", weight: try get("visual_proj.weight", [c.dim, c.visualDim], false), bias: try get("visual_proj.bias", [c.dim], false))
+        let unused = Set(tensors.keys).subtracting(used).subtracting(["lm_head.weight"]).filter { !$0.hasSuffix(".attn.bias") && !$0.hasSuffix(".attn.masked_bias") }
+        if let u = unused.sorted().first { throw XRError("unused tensor: the checkpoint does not match the decoder config", file: source, field: u) }
+        parameters = [wte, wpe] + layers.flatMap(\.parameters) + [lnfw, lnfb, visual.weight, visual.bias!]
+        for p in parameters { p.trainable = true }
+    }
+
+    /// Hugging Face-named tensors (Conv1D weights back to (in, out)) for saving.
+    public func hfTensors() -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        let convs = Set(layers.flatMap { [$0.attn, $0.attnProj, $0.q, $0.kv, $0.crossProj, $0.fc, $0.fcProj].map(\.weight.name) })
+        for p in parameters {
+            if convs.contains(p.name) {
+                let (o, i) = (p.shape[0], p.shape[1])
+                var w = [Float](repeating: 0, count: o * i)
+                for col in 0..<o { for r in 0..<i { w[r * o + col] = p.value.p[col * i + r] } }
+                out[p.name] = Tensor(shape: [i, o], scalars: w)
+            } else {
+                out[p.name] = p.tensor
+            }
+        }
+        return out
+    }
+
+    private func prepare(B: Int, T: Int, S: Int) {
+        if shape == (B, T, S) { return }
+        let c = config, R = B * T, RS = B * S, C = c.dim
+        caches = layers.map { _ in DecoderCache(R: R, RS: RS, B: B, T: T, S: S, c: c) }
+        enc = Buffer(RS * C); vis = Buffer(RS * c.visualDim); x = Buffer(R * C); xPre = Buffer(R * C); xf = Buffer(R * C); mf = Buffer(R); rf = Buffer(R)
+        logits = Buffer(R * c.vocab)
+        tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); t4C = Buffer(R * 4 * C); dEnc = Buffer(RS * C); tKV = Buffer(RS * 2 * C)
+        scratch = Buffer(max(2, Parallel.workers) * T * max(T, S))
+        shape = (B, T, S)
+    }
+
+    /// Logits (B, T, V) for token ids (B, T) (row-major) given visual tokens (B, S, Cv); `lengths`
+    /// are the valid tokens per row (padding keys masked).
+    public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil) throws -> [Float] {
+        let c = config, T = tokens.count / max(B, 1), C = c.dim
+        guard tokens.count == B * T, T >= 1, T <= c.positions else { throw XRError("token ids must be (B, T) with T ≤ \(c.positions), got \(tokens.count) for B=\(B)", field: "ids") }
+        guard v.count == B * S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(B)×\(S)×\(c.visualDim)", field: "visual") }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocab }) { throw XRError("token id \(bad) outside the vocabulary (\(c.vocab))", field: "ids") }
+        var out: [Float] = []
+        withSingleThreadedBLAS {
+            prepare(B: B, T: T, S: S)
+            ids = tokens
+            self.lengths = lengths ?? [Int](repeating: T, count: B)
+            let R = B * T, RS = B * S
+            vis.p.update(from: v, count: v.count)
+            visual.forward(enc.p, vis.p, rows: RS, lora: nil)
+            for r in 0..<R {
+                let t = r % T, id = tokens[r]
+                for j in 0..<C { x.p[r * C + j] = wte.value.p[id * C + j] + wpe.value.p[t * C + j] }
+            }
+            for (l, cache) in zip(layers, caches) { layerForward(l, cache, B: B, T: T, S: S) }
+            xPre.p.update(from: x.p, count: R * C)
+            layerNormForward(xf.p, x.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
+            BLAS.sgemm(logits.p, xf.p, wte.value.p, transB: true, m: R, n: c.vocab, k: C)
+            out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab))
+        }
+        return out
+    }
+
+    private func layerForward(_ l: DecoderLayer, _ k: DecoderCache, B: Int, T: Int, S: Int) {
+        let c = config, C = c.dim, R = B * T, RS = B * S, H = c.heads, D = C / H
+        k.xIn.p.update(from: x.p, count: R * C)
+        layerNormForward(k.h1.p, k.xIn.p, l.ln1w.value.p, l.ln1b.value.p, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
+        l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
+        attentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
+                         probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: lengths)
+        l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
+        for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
+        layerNormForward(k.hx.p, k.xA.p, l.lnxw.value.p, l.lnxb.value.p, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
+        l.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
+        l.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
+        attentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                         probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
+        l.crossProj.forward(tC.p, k.attx.p, rows: R, lora: nil)
+        for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
+        layerNormForward(k.h2.p, k.xB.p, l.ln2w.value.p, l.ln2b.value.p, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
+        l.fc.forward(k.u.p, k.h2.p, rows: R, lora: nil)
+        k.a.p.update(from: k.u.p, count: R * 4 * C)
+        geluTanhForward(k.a.p, count: R * 4 * C)
+        l.fcProj.forward(tC.p, k.a.p, rows: R, lora: nil)
+        for i in 0..<(R * C) { x.p[i] = k.xB.p[i] + tC.p[i] }
+    }
+
+    /// Accumulate gradients of every parameter from dlogits (B, T, V) of the last forward.
+    public func backward(dlogits: [Float]) {
+        let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
+        precondition(dlogits.count == R * c.vocab)
+        withSingleThreadedBLAS {
+            let dl = Buffer(dlogits)
+            if let g = wte.grad { BLAS.sgemm(g.p, dl.p, transA: true, xf.p, m: c.vocab, n: C, k: R, beta: 1) }
+            let dx = x
+            BLAS.sgemm(tC.p, dl.p, wte.value.p, m: R, n: C, k: c.vocab)
+            layerNormBackward(dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
+                              dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: R, cols: C)
+            dEnc.zero()
+            for (l, k) in zip(layers, caches).reversed() {
+                // x = xB + fcProj(gelu(fc(LN2 xB)))
+                l.fcProj.backward(dinp: t4C.p, accumulate: false, dout: dx.p, inp: k.a.p, rows: R, lora: nil, scratch: scratch.p)
+                geluTanhBackward(t4C.p, preActivation: k.u.p, count: R * 4 * C)
+                l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p)
+                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, weight: l.ln2w.value.p, mean: k.m2.p, rstd: k.r2.p,
+                                  dweight: l.ln2w.grad?.p, dbias: l.ln2b.grad?.p, rows: R, cols: C)
+                // xB = xA + crossProj(attn(q(LNx xA), kv(enc)))
+                l.crossProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
+                attentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                                  probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
+                l.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
+                l.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
+                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, weight: l.lnxw.value.p, mean: k.mx.p, rstd: k.rx.p,
+                                  dweight: l.lnxw.grad?.p, dbias: l.lnxb.grad?.p, rows: R, cols: C)
+                // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
+                l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
+                attentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
+                                  v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
+                l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p)
+                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, weight: l.ln1w.value.p, mean: k.m1.p, rstd: k.r1.p,
+                                  dweight: l.ln1w.grad?.p, dbias: l.ln1b.grad?.p, rows: R, cols: C)
+            }
+            // Embeddings and the visual projection.
+            for r in 0..<R {
+                let t = r % T, id = ids[r]
+                if let g = wte.grad { for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] } }
+                if let g = wpe.grad { for j in 0..<C { g.p[t * C + j] += dx.p[r * C + j] } }
+            }
+            visual.backward(dinp: nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p)
+        }
+    }
+
+    public func zeroGrad() { for p in parameters { p.grad?.zero() } }
+
+    /// Causal language-model loss: position t predicts token t + 1; `labels` −100 (or beyond
+    /// `lengths`) are ignored; mean over the counted tokens, with label smoothing. Returns the
+    /// loss and dlogits for `backward`.
+    public static func languageModelLoss(logits: [Float], labels: [Int], batch B: Int, vocab V: Int, smoothing: Double = 0) -> (loss: Double, dlogits: [Float], tokens: Int) {
+        let T = labels.count / B
+        var rows: [(Int, Int)] = []
+        for b in 0..<B { for t in 0..<(T - 1) where labels[b * T + t + 1] >= 0 { rows.append((b * T + t, labels[b * T + t + 1])) } }
+        var d = [Float](repeating: 0, count: logits.count)
+        guard !rows.isEmpty else { return (0, d, 0) }
+        let sub = rows.flatMap { logits[($0.0 * V)..<(($0.0 + 1) * V)] }
+        let (loss, ds) = Loss.crossEntropy(logits: Array(sub), labels: rows.map(\.1), classes: V, smoothing: smoothing)
+        for (i, r) in rows.enumerated() { for v in 0..<V { d[r.0 * V + v] = ds[i * V + v] } }
+        return (loss, d, rows.count)
+    }
+}

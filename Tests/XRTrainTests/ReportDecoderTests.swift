@@ -1,0 +1,49 @@
+import XCTest
+import XRTensor
+@testable import XRTrain
+import TestSupport
+
+/// The report decoder against Hugging Face GPT-2 with cross-attention (`fixtures/make_report_fixtures.py`).
+final class ReportDecoderTests: XCTestCase {
+    func load(_ name: String) throws -> [String: Tensor] {
+        let f = try SafeTensorsFile(contentsOf: Fixtures.url("report/\(name).safetensors"))
+        var out: [String: Tensor] = [:]
+        for n in f.names { out[n] = try f.tensor(n) }
+        return out
+    }
+    let config = DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24)
+
+    func testLogitsLossAndGradientsMatchTransformers() throws {
+        let m = try ReportDecoder(config: config, tensors: try load("decoder"), source: "decoder.safetensors")
+        let ref = try load("reference")
+        let ids = ref["ids"]!.scalars.map { Int($0) }, labels = ref["labels"]!.scalars.map { Int($0) }
+        let mask = ref["mask"]!.scalars
+        let lengths = (0..<2).map { b in Int((0..<7).reduce(Float(0)) { $0 + mask[b * 7 + $1] }) }
+        let logits = try m.forward(visual: ref["visual"]!.scalars, visualTokens: 5, ids: ids, batch: 2, lengths: lengths)
+        assertClose(logits, ref["logits"]!.scalars, rel: 1e-5, "logits")
+        let (loss, d, n) = ReportDecoder.languageModelLoss(logits: logits, labels: labels, batch: 2, vocab: 50)
+        XCTAssertEqual(n, 5 + 3)
+        XCTAssertEqual(loss, Double(ref["loss"]!.scalars[0]), accuracy: 1e-5 * loss)
+        m.zeroGrad()
+        m.backward(dlogits: d)
+        var worst = 0.0
+        for p in m.parameters {
+            let want = try XCTUnwrap(ref["grad." + p.name], p.name)
+            var got = p.grad!.array
+            let conv1D = ["c_attn.weight", "c_proj.weight", "q_attn.weight", "c_fc.weight"].contains { p.name.hasSuffix($0) }
+            if conv1D {   // stored (in, out) by Hugging Face
+                let (o, i) = (p.shape[0], p.shape[1])
+                var t = [Float](repeating: 0, count: o * i)
+                for col in 0..<o { for r in 0..<i { t[r * o + col] = got[col * i + r] } }
+                got = t
+            }
+            let (rel, maxAbs, idx) = relativeL2(got, want.scalars)
+            worst = max(worst, rel)
+            XCTAssertLessThan(rel, 1e-4, "\(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(idx)")
+        }
+        print("report decoder: \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)")
+        // Saving gives the Hugging Face layout back.
+        let back = m.hfTensors()
+        for (k, v) in try load("decoder") { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }
+    }
+}

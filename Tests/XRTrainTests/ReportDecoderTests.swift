@@ -4,13 +4,15 @@ import XRTensor
 import TestSupport
 
 /// The report decoder against Hugging Face GPT-2 with cross-attention (`fixtures/make_report_fixtures.py`).
+func loadReportFixture(_ name: String) throws -> [String: Tensor] {
+    let f = try SafeTensorsFile(contentsOf: Fixtures.url("report/\(name).safetensors"))
+    var out: [String: Tensor] = [:]
+    for n in f.names { out[n] = try f.tensor(n) }
+    return out
+}
+
 final class ReportDecoderTests: XCTestCase {
-    func load(_ name: String) throws -> [String: Tensor] {
-        let f = try SafeTensorsFile(contentsOf: Fixtures.url("report/\(name).safetensors"))
-        var out: [String: Tensor] = [:]
-        for n in f.names { out[n] = try f.tensor(n) }
-        return out
-    }
+    func load(_ name: String) throws -> [String: Tensor] { try loadReportFixture(name) }
     let config = DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24)
 
     func testLogitsLossAndGradientsMatchTransformers() throws {
@@ -45,5 +47,58 @@ final class ReportDecoderTests: XCTestCase {
         // Saving gives the Hugging Face layout back.
         let back = m.hfTensors()
         for (k, v) in try load("decoder") { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }
+    }
+}
+
+final class ReportGenerationTests: XCTestCase {
+    func model() throws -> (ReportDecoder, [String: Tensor]) {
+        (try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24),
+                           tensors: try loadReportFixture("decoder"), source: "decoder"), try loadReportFixture("reference"))
+    }
+
+    func testGreedyWithKeyValueCacheMatchesFullRecomputation() throws {
+        let (m, ref) = try model()
+        let greedy = ref["greedy"]!.scalars.map { Int($0) }
+        for b in 0..<2 {
+            let v = Array(ref["visual"]!.scalars[(b * 5 * 24)..<((b + 1) * 5 * 24)])
+            var o = GenerationOptions()
+            o.maxNewTokens = 8
+            let out = try m.generate(visual: v, visualTokens: 5, prompt: [1], eos: 49, options: o)
+            XCTAssertEqual([1] + out.ids, Array(greedy[(b * 9)..<((b + 1) * 9)]), "image \(b)")
+        }
+    }
+
+    func testBeamSearchFindsTheBestSequenceExhaustively() throws {
+        let (m, ref) = try model()
+        let v = Array(ref["visual"]!.scalars[0..<(5 * 24)])
+        var o = GenerationOptions()
+        o.maxNewTokens = 2
+        o.beams = 50
+        o.lengthPenalty = 1.0
+        let eos = 3
+        let beam = try m.generate(visual: v, visualTokens: 5, prompt: [1], eos: eos, options: o)
+        // Exhaustive: every sequence of one EOS, or two tokens, scored by mean log-probability.
+        func logp(_ prefix: [Int]) throws -> [Double] {
+            let logits = try m.forward(visual: v, visualTokens: 5, ids: prefix, batch: 1)
+            let z = logits.suffix(50).map(Double.init), mx = z.max()!
+            let lse = mx + log(z.reduce(0) { $0 + exp($1 - mx) })
+            return z.map { $0 - lse }
+        }
+        let first = try logp([1])
+        var best = ([eos], first[eos])
+        for a in 0..<50 where a != eos {
+            let second = try logp([1, a])
+            for b in 0..<50 {
+                let s = (first[a] + second[b]) / 2
+                if s > best.1 { best = ([a, b], s) }
+            }
+        }
+        XCTAssertEqual(beam.ids, best.0)
+        XCTAssertEqual(beam.score, best.1, accuracy: 1e-4)
+        // No-repeat n-gram: with n = 1, no token appears twice.
+        o.beams = 3; o.maxNewTokens = 10; o.noRepeatNGram = 1
+        let nr = try m.generate(visual: v, visualTokens: 5, prompt: [1], eos: 49, options: o)
+        XCTAssertEqual(Set(nr.ids).count, nr.ids.count)
+        XCTAssertFalse(nr.ids.contains(1))
     }
 }

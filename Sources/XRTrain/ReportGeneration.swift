@@ -1,0 +1,150 @@
+// Decoding for the report decoder: one token per step with a key/value cache (self-attention
+// keys and values of earlier tokens per beam; cross-attention keys and values of the image,
+// computed once), greedy or beam search with a length penalty and n-gram blocking.
+import Foundation
+import XRTensor
+import XRKernels
+
+public struct GenerationOptions: Sendable, Equatable {
+    public var maxNewTokens = 128
+    /// 1 = greedy.
+    public var beams = 1
+    /// Finished hypotheses are ranked by (sum of log-probabilities) / length^lengthPenalty, length
+    /// counting the generated tokens (EOS included).
+    public var lengthPenalty = 1.0
+    /// Never repeat an n-gram of this size (0 = off).
+    public var noRepeatNGram = 0
+    public init() {}
+}
+
+extension ReportDecoder {
+    /// Generate a continuation of `prompt` (usually [BOS]) for one image's visual tokens (S, Cv).
+    /// Returns the generated ids (without the prompt; EOS included when produced) and its score.
+    public func generate(visual v: [Float], visualTokens S: Int, prompt: [Int], eos: Int, options o: GenerationOptions) throws -> (ids: [Int], score: Double) {
+        let c = config, C = c.dim, H = c.heads, D = C / H, V = c.vocab
+        guard !prompt.isEmpty, prompt.count + o.maxNewTokens <= c.positions else {
+            throw XRError("prompt + maxNewTokens exceeds the decoder's \(c.positions) positions", field: "max_length")
+        }
+        guard v.count == S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(S)×\(c.visualDim)", field: "visual") }
+        let beams = max(1, o.beams)
+        var result: (ids: [Int], score: Double) = ([], 0)
+        withSingleThreadedBLAS {
+            // Cross-attention keys / values per layer, shared by every beam.
+            var enc = [Float](repeating: 0, count: S * C)
+            v.withUnsafeBufferPointer { vp in enc.withUnsafeMutableBufferPointer { ep in
+                visual.forward(ep.baseAddress!, vp.baseAddress!, rows: S, lora: nil)
+            } }
+            let crossKV: [[Float]] = layers.map { l in
+                var kv = [Float](repeating: 0, count: S * 2 * C)
+                enc.withUnsafeBufferPointer { ep in kv.withUnsafeMutableBufferPointer { kp in l.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) } }
+                return kv
+            }
+            // Per beam: tokens so far, score, self-attention K/V per layer ((t, C) each).
+            struct Beam { var tokens: [Int]; var score: Double; var keys: [[Float]]; var values: [[Float]] }
+            var live = [Beam(tokens: [], score: 0, keys: layers.map { _ in [] }, values: layers.map { _ in [] })]
+            var finished: [(ids: [Int], score: Double)] = []
+            // Feed the prompt (all but its last token) into the cache of the single initial beam.
+            func step(_ beam: inout Beam, token: Int, position t: Int) -> [Float] {
+                var x = (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] }
+                var h = [Float](repeating: 0, count: C), qkv = [Float](repeating: 0, count: 3 * C), tmp = [Float](repeating: 0, count: C)
+                var att = [Float](repeating: 0, count: C), four = [Float](repeating: 0, count: 4 * C)
+                for (li, l) in layers.enumerated() {
+                    layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: 1, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
+                    beam.keys[li] += qkv[C..<(2 * C)]
+                    beam.values[li] += qkv[(2 * C)..<(3 * C)]
+                    let n = beam.keys[li].count / C
+                    attendOne(&att, q: Array(qkv[0..<C]), keys: beam.keys[li], values: beam.values[li], ld: C, n: n, H: H, D: D)
+                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
+                    for j in 0..<C { x[j] += tmp[j] }
+                    layerNormForward(&h, x, l.lnxw.value.p, l.lnxb.value.p, rows: 1, cols: C, eps: c.eps)
+                    var q = [Float](repeating: 0, count: C)
+                    h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in l.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
+                    attendOne(&att, q: q, keys: crossKV[li], values: Array(crossKV[li][C...]), ld: 2 * C, n: S, H: H, D: D)
+                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.crossProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
+                    for j in 0..<C { x[j] += tmp[j] }
+                    layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: 1, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
+                    geluTanhForward(&four, count: 4 * C)
+                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: 1, lora: nil) } }
+                    for j in 0..<C { x[j] += tmp[j] }
+                }
+                layerNormForward(&h, x, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
+                var logits = [Float](repeating: 0, count: V)
+                BLAS.sgemm(&logits, h, wte.value.p, transB: true, m: 1, n: V, k: C)
+                return logits
+            }
+            var logitsOf: [[Float]] = []
+            for (t, tok) in prompt.enumerated() {
+                let l = step(&live[0], token: tok, position: t)
+                if t == prompt.count - 1 { logitsOf = [l] }
+            }
+            for n in 0..<o.maxNewTokens {
+                var candidates: [(beam: Int, token: Int, score: Double)] = []
+                for (bi, beam) in live.enumerated() {
+                    let z = logitsOf[bi].map(Double.init), m = z.max()!
+                    let lse = m + log(z.reduce(0) { $0 + exp($1 - m) })
+                    var banned = Set<Int>()
+                    if o.noRepeatNGram > 0 {
+                        let seq = prompt + beam.tokens, k = o.noRepeatNGram
+                        if seq.count >= k - 1 {
+                            let tail = Array(seq.suffix(k - 1))
+                            if seq.count >= k { for i in 0...(seq.count - k) where Array(seq[i..<(i + k - 1)]) == tail { banned.insert(seq[i + k - 1]) } }
+                        }
+                    }
+                    for tok in 0..<V where !banned.contains(tok) { candidates.append((bi, tok, beam.score + z[tok] - lse)) }
+                }
+                candidates.sort { $0.score != $1.score ? $0.score > $1.score : ($0.beam, $0.token) < ($1.beam, $1.token) }
+                var next: [Beam] = [], nextLogits: [[Float]] = []
+                for cand in candidates.prefix(2 * beams) {
+                    var b = live[cand.beam]
+                    b.tokens.append(cand.token)
+                    b.score = cand.score
+                    if cand.token == eos {
+                        finished.append((b.tokens, cand.score / pow(Double(b.tokens.count), o.lengthPenalty)))
+                        continue
+                    }
+                    if next.count < beams {
+                        nextLogits.append(step(&b, token: cand.token, position: prompt.count + n))
+                        next.append(b)
+                    }
+                }
+                live = next
+                logitsOf = nextLogits
+                if finished.count >= beams || live.isEmpty { break }
+            }
+            for b in live {
+                finished.append((b.tokens, b.score / pow(Double(max(b.tokens.count, 1)), o.lengthPenalty)))
+            }
+            if beams == 1 {
+                // Greedy: the single path, finished or not.
+                result = finished.first ?? ([], 0)
+            } else {
+                result = finished.max { $0.score != $1.score ? $0.score < $1.score : $0.ids.lexicographicallyPrecedes($1.ids) == false } ?? ([], 0)
+            }
+        }
+        return result
+    }
+}
+
+/// One query row against n keys / values (rows with stride ld, head h at column h·D).
+func attendOne(_ out: inout [Float], q: [Float], keys: [Float], values: [Float], ld: Int, n: Int, H: Int, D: Int) {
+    let scale = 1 / Float(D).squareRoot()
+    var s = [Float](repeating: 0, count: n)
+    for h in 0..<H {
+        var m = -Float.infinity
+        for j in 0..<n {
+            var dot: Float = 0
+            for d in 0..<D { dot += q[h * D + d] * keys[j * ld + h * D + d] }
+            s[j] = dot * scale
+            m = max(m, s[j])
+        }
+        var z: Float = 0
+        for j in 0..<n { s[j] = exp(s[j] - m); z += s[j] }
+        for d in 0..<D {
+            var acc: Float = 0
+            for j in 0..<n { acc += s[j] * values[j * ld + h * D + d] }
+            out[h * D + d] = acc / z
+        }
+    }
+}

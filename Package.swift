@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText"]),
+        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -52,11 +52,13 @@ let package = Package(
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Report text: tokenisation and report-generation metrics.
         .target(name: "XRText", dependencies: ["XRTensor", "XRData"], swiftSettings: numeric),
+        // Report generation: paired data → decoder training → drafts and scores.
+        .target(name: "XRReport", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRPipeline", "XRTrain", "XRText"], swiftSettings: simd),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
         .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive"], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText",
+            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
 

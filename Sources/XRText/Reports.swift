@@ -56,6 +56,9 @@ public struct ReportPair: Sendable, Equatable {
     public var split: String?
     /// CSV row (the header is row 1).
     public var row: Int
+    public init(id: String, image: URL, findings: String, impression: String, split: String?, row: Int) {
+        self.id = id; self.image = image; self.findings = findings; self.impression = impression; self.split = split; self.row = row
+    }
     /// What the decoder learns to write: findings and impression, or one of them.
     public func target(_ part: String = "both") -> String {
         switch part {

@@ -10,7 +10,8 @@ public struct GenerationOptions: Sendable, Equatable {
     /// 1 = greedy.
     public var beams = 1
     /// Finished hypotheses are ranked by (sum of log-probabilities) / length^lengthPenalty, length
-    /// counting the generated tokens (EOS included).
+    /// counting the generated tokens (EOS included). The search ends when `beams` hypotheses are
+    /// finished and no live beam's current normalised score beats the worst of them.
     public var lengthPenalty = 1.0
     /// Never repeat an n-gram of this size (0 = off).
     public var noRepeatNGram = 0
@@ -111,7 +112,14 @@ extension ReportDecoder {
                 }
                 live = next
                 logitsOf = nextLogits
-                if finished.count >= beams || live.isEmpty { break }
+                if live.isEmpty { break }
+                // Done once `beams` hypotheses are finished and no live beam can still beat the
+                // worst of them (Hugging Face's heuristic: its current normalised score).
+                if finished.count >= beams {
+                    let top = finished.map(\.score).sorted(by: >).prefix(beams)
+                    let bestLive = live.map { $0.score / pow(Double($0.tokens.count), o.lengthPenalty) }.max() ?? -.infinity
+                    if bestLive <= top.last! { break }
+                }
             }
             for b in live {
                 finished.append((b.tokens, b.score / pow(Double(max(b.tokens.count, 1)), o.lengthPenalty)))

@@ -35,6 +35,9 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var trainLoss: Double
     public var validationLoss: Double?
     public var lr: Double
+    public init(epoch: Int, trainLoss: Double, validationLoss: Double?, lr: Double) {
+        self.epoch = epoch; self.trainLoss = trainLoss; self.validationLoss = validationLoss; self.lr = lr
+    }
 }
 
 public struct TuneResult: Sendable {

@@ -21,5 +21,6 @@ extension XRLab {
         TuneCommand.self,
         TokenizerCommand.self,
         ScoreCommand.self,
+        ReportCommand.self,
     ]
 }

@@ -1,0 +1,51 @@
+// A trained report model folder (model.json, decoder.safetensors, tokenizer.json) applied to images.
+import Foundation
+import XRTensor
+import XRData
+import XRPipeline
+import XRTrain
+import XRText
+
+public struct ReportModel {
+    public let decoder: ReportDecoder
+    public let tokenizer: BPETokenizer
+    public let pool: Int
+    public let encoderSHA256: String
+    public let eos: Int
+
+    public static func load(_ dir: URL) throws -> ReportModel {
+        let infoURL = dir.appendingPathComponent("model.json")
+        guard let d = FileManager.default.contents(atPath: infoURL.path),
+              let info = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else { throw XRError("missing or unreadable model.json", file: infoURL.path) }
+        guard info["format"] as? String == "xrlab-report-model" else { throw XRError("not an xrlab report model", file: infoURL.path, field: "format") }
+        guard (info["format_version"] as? Int ?? 99) <= 1 else {
+            throw XRError("report model format \(info["format_version"] ?? "?") is newer than this xrlab reads (1)", file: infoURL.path, field: "format_version", hint: "upgrade xrlab")
+        }
+        guard let dec = info["decoder"] as? [String: Int], let v = dec["vocab"], let p = dec["positions"], let c = dec["dim"], let l = dec["layers"],
+              let h = dec["heads"], let vd = dec["visual_dim"] else { throw XRError("incomplete decoder section", file: infoURL.path, field: "decoder") }
+        let w = try SafeTensorsFile(contentsOf: dir.appendingPathComponent("decoder.safetensors"))
+        var t: [String: Tensor] = [:]
+        for n in w.names { t[n] = try w.tensor(n) }
+        let decoder = try ReportDecoder(config: DecoderConfig(vocab: v, positions: p, dim: c, layers: l, heads: h, visualDim: vd), tensors: t,
+                                        source: dir.appendingPathComponent("decoder.safetensors").path)
+        let tok = try BPETokenizer.load(dir.appendingPathComponent("tokenizer.json"))
+        guard let eos = tok.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", file: dir.path, field: "tokenizer.json") }
+        return ReportModel(decoder: decoder, tokenizer: tok, pool: info["pool"] as? Int ?? 1, encoderSHA256: info["encoder_sha256"] as? String ?? "", eos: eos)
+    }
+
+    /// Draft reports for images, with the encoder the model was trained on (its hash is checked).
+    public func generate(_ images: [URL], encoder: Encoder, options: GenerationOptions, quiet: Bool = true) throws -> [String] {
+        guard encoder.weightsHash == encoderSHA256 else {
+            throw XRError("encoder mismatch: the report model was trained on encoder \(encoderSHA256.prefix(16))…, this one is \(encoder.weightsHash.prefix(16))…",
+                          field: "--base", hint: "use the encoder the model was trained with")
+        }
+        let pairs = images.map { ReportPair(id: $0.path, image: $0, findings: "", impression: "", split: nil, row: 0) }
+        let (vis, S, _) = try ReportTraining.visualTokens(pairs, encoder: encoder, pool: pool, quiet: quiet)
+        return try vis.map { v in
+            var o = options
+            o.maxNewTokens = min(o.maxNewTokens, decoder.config.positions - 1)
+            let out = try decoder.generate(visual: v, visualTokens: S, prompt: [eos], eos: eos, options: o)
+            return tokenizer.decode(out.ids.filter { $0 != eos }, skipSpecial: true).trimmingCharacters(in: .whitespaces)
+        }
+    }
+}

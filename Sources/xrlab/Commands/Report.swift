@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRPipeline
+import XRTrain
+import XRReport
+
+/// `xrlab report`: train a report generator on paired images and reports, or draft reports.
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Report generation: train a decoder on paired reports, or draft reports for images.",
+                                                    subcommands: [Train.self, Generate.self], defaultSubcommand: Generate.self)
+
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Train a report decoder on a paired manifest (path, split, findings, impression) with a frozen encoder; score drafts on the test split.")
+        @Option(name: .long, help: "Paired manifest CSV.") var manifest: String
+        @Option(name: .long, help: "Encoder checkpoint (folder or .safetensors with its preprocessor_config.json).") var encoder: String
+        @Option(name: .long, help: "Output folder.") var out: String
+        @Option(name: .long, help: "tokenizer.json (default: train one on the training reports).") var tokenizer: String?
+        @Option(name: .long, help: "findings, impression or both.") var target: String = "both"
+        @Option(name: .long, help: "Decoder width.") var dim: Int = 256
+        @Option(name: .long, help: "Decoder layers.") var layers: Int = 4
+        @Option(name: .long, help: "Attention heads.") var heads: Int = 4
+        @Option(name: .long, help: "Maximum report tokens (longer reports are cut and counted).") var maxTokens: Int = 128
+        @Option(name: .long, help: "Average-pool the patch grid by this factor.") var pool: Int = 2
+        @Option(name: .long, help: "GPT-2-layout safetensors to start from.") var initFrom: String?
+        @Option(name: .long, help: "Epochs.") var epochs: Int = 10
+        @Option(name: .long, help: "Batch size.") var batchSize: Int = 8
+        @Option(name: .long, help: "Peak learning rate.") var lr: Double = 5e-4
+        @Option(name: .long, help: "Use only this many training reports (low-data runs).") var trainLimit: Int?
+        @Option(name: .long, help: "Beam size for the test drafts.") var beams: Int = 3
+        @Option(name: .long, help: "Seed.") var seed: Int = 0
+        @Option(name: .long, help: "Threads.") var threads: Int = 2
+        @Flag(name: .long, help: "No progress output.") var quiet = false
+        func run() throws {
+            try runReportingErrors {
+                setThreads(threads)
+                var o = ReportTrainOptions(manifest: URL(fileURLWithPath: manifest), encoder: URL(fileURLWithPath: encoder), output: URL(fileURLWithPath: out))
+                o.tokenizer = tokenizer.map { URL(fileURLWithPath: $0) }
+                guard ["findings", "impression", "both"].contains(target) else { throw XRError("--target is findings, impression or both", field: "--target") }
+                o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
+                o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
+                o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet
+                o.generation.beams = beams; o.generation.noRepeatNGram = 3
+                let r = try ReportTraining.run(o)
+                print("trained on \(r.trainReports) reports (\(r.truncated) cut to \(maxTokens) tokens); \(r.testReports) test drafts")
+                print(r.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  "))
+                print("wrote \(out)/model.json, decoder.safetensors, tokenizer.json, generated.csv")
+            }
+        }
+    }
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "generate", abstract: "Draft a report for each image.")
+        @Option(name: .long, help: "Report model folder (from `xrlab report train`).") var model: String
+        @Option(name: .long, help: "The encoder the model was trained with.") var base: String
+        @Argument(help: "Images (PNG or DICOM).") var images: [String]
+        @Option(name: .long, help: "Beam size (1 = greedy).") var beams: Int = 3
+        @Option(name: .long, help: "Maximum new tokens.") var maxTokens: Int = 128
+        @Option(name: .long, help: "Length penalty exponent.") var lengthPenalty: Double = 1.0
+        @Option(name: .long, help: "No repeated n-grams of this size (0 = off).") var noRepeatNgram: Int = 3
+        func run() throws {
+            try runReportingErrors {
+                let m = try ReportModel.load(URL(fileURLWithPath: model))
+                let enc = try Encoder.load(model: URL(fileURLWithPath: base))
+                var o = GenerationOptions()
+                o.beams = beams; o.maxNewTokens = maxTokens; o.lengthPenalty = lengthPenalty; o.noRepeatNGram = noRepeatNgram
+                let drafts = try m.generate(images.map { URL(fileURLWithPath: $0) }, encoder: enc, options: o)
+                for (i, d) in zip(images, drafts) { print("\(i): \(d)") }
+            }
+        }
+    }
+}

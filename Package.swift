@@ -78,6 +78,7 @@ let package = Package(
         .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTextTests", dependencies: ["XRText", "XRData", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRReportTests", dependencies: ["XRReport", "XRTrain", "XRText", "XRData", "XRPipeline", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
     ]
 )

@@ -51,6 +51,12 @@ public final class Linear: @unchecked Sendable {
     func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, lora act: LoRAActivations?, dropoutSeed: UInt64? = nil) {
         let o = SendablePointer(out), I = inFeatures, O = outFeatures
         var x = SendablePointer(UnsafeMutablePointer(mutating: inp))
+        if rows == 1 && lora == nil {
+            // One row (decoding): a matrix-vector product, without GEMM packing.
+            BLAS.sgemv(out, weight.value.p, inp, m: O, n: I)
+            if let bias { addBias(out, bias.value.p, rows: 1, cols: O) }
+            return
+        }
         Parallel.ranges(rows, minChunk: 16) { r in
             BLAS.sgemm(o.p + r.lowerBound * O, x.p + r.lowerBound * I, weight.value.p, transB: true, m: r.count, n: O, k: I)
             if let bias { addBias(o.p + r.lowerBound * O, bias.value.p, rows: r.count, cols: O) }

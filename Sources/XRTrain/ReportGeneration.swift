@@ -72,7 +72,7 @@ extension ReportDecoder {
                 }
                 layerNormForward(&h, x, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
                 var logits = [Float](repeating: 0, count: V)
-                BLAS.sgemm(&logits, h, wte.value.p, transB: true, m: 1, n: V, k: C)
+                BLAS.sgemv(&logits, wte.value.p, h, m: V, n: C)
                 return logits
             }
             var logitsOf: [[Float]] = []
@@ -93,7 +93,14 @@ extension ReportDecoder {
                             if seq.count >= k { for i in 0...(seq.count - k) where Array(seq[i..<(i + k - 1)]) == tail { banned.insert(seq[i + k - 1]) } }
                         }
                     }
-                    for tok in 0..<V where !banned.contains(tok) { candidates.append((bi, tok, beam.score + z[tok] - lse)) }
+                    // Only the best 2·beams tokens of each beam can be selected.
+                    var best: [(beam: Int, token: Int, score: Double)] = []
+                    for tok in 0..<V where !banned.contains(tok) {
+                        let sc = beam.score + z[tok] - lse
+                        if best.count < 2 * beams { best.append((bi, tok, sc)); best.sort { $0.score > $1.score } }
+                        else if sc > best[best.count - 1].score { best[best.count - 1] = (bi, tok, sc); best.sort { $0.score > $1.score } }
+                    }
+                    candidates += best
                 }
                 candidates.sort { $0.score != $1.score ? $0.score > $1.score : ($0.beam, $0.token) < ($1.beam, $1.token) }
                 var next: [Beam] = [], nextLogits: [[Float]] = []

@@ -18,6 +18,7 @@ extension XRLab {
         PredictCommand.self,
         Bench.self,
         BenchTrain.self,
+        BenchReport.self,
         TuneCommand.self,
         TokenizerCommand.self,
         ScoreCommand.self,

@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import XRTensor
+import XRKernels
+import XRTrain
+
+/// `xrlab bench-report`: report decoder training-step time and greedy decoding speed
+/// (bench/report_peers.py compares PyTorch + transformers).
+struct BenchReport: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-report", abstract: "Time report-decoder training steps and greedy decoding (random weights).")
+    @Option(name: .long, help: "Decoder layers.") var layers: Int = 6
+    @Option(name: .long, help: "Decoder width.") var dim: Int = 384
+    @Option(name: .long, help: "Heads.") var heads: Int = 6
+    @Option(name: .long, help: "Vocabulary.") var vocab: Int = 8000
+    @Option(name: .long, help: "Batch (training).") var batch: Int = 8
+    @Option(name: .long, help: "Tokens per report (training).") var tokens: Int = 128
+    @Option(name: .long, help: "Visual tokens.") var visual: Int = 197
+    @Option(name: .long, help: "Visual width.") var visualDim: Int = 384
+    @Option(name: .long, help: "Tokens to decode greedily.") var decode: Int = 128
+    @Option(name: .long, help: "Minimum seconds per measurement.") var seconds: Double = 10
+    @Option(name: .long, help: "Threads.") var threads: Int = 2
+    func run() throws {
+        try runReportingErrors {
+            setThreads(threads)
+            let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1), dim: dim, layers: layers, heads: heads, visualDim: visualDim)
+            var rng = XRRandom(seed: 3)
+            var t: [String: Tensor] = [:]
+            func n(_ s: [Int], _ std: Float = 0.02) -> Tensor { Tensor(shape: s, scalars: (0..<s.reduce(1, *)).map { _ in rng.nextGaussian() * std }) }
+            t["transformer.wte.weight"] = n([vocab, dim]); t["transformer.wpe.weight"] = n([c.positions, dim])
+            for i in 0..<layers {
+                let p = "transformer.h.\(i)."
+                for ln in ["ln_1", "ln_cross_attn", "ln_2"] { t[p + ln + ".weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t[p + ln + ".bias"] = Tensor(zeros: [dim]) }
+                for (nm, a, b) in [("attn.c_attn", dim, 3 * dim), ("attn.c_proj", dim, dim), ("crossattention.q_attn", dim, dim), ("crossattention.c_attn", dim, 2 * dim),
+                                   ("crossattention.c_proj", dim, dim), ("mlp.c_fc", dim, 4 * dim), ("mlp.c_proj", 4 * dim, dim)] {
+                    t[p + nm + ".weight"] = n([a, b]); t[p + nm + ".bias"] = Tensor(zeros: [b])
+                }
+            }
+            t["transformer.ln_f.weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t["transformer.ln_f.bias"] = Tensor(zeros: [dim])
+            t["visual_proj.weight"] = n([dim, visualDim]); t["visual_proj.bias"] = Tensor(zeros: [dim])
+            let m = try ReportDecoder(config: c, tensors: t, source: "random")
+            let vis = (0..<(batch * visual * visualDim)).map { _ in rng.nextGaussian() }
+            let ids = (0..<(batch * tokens)).map { _ in rng.nextInt(below: vocab) }
+            let opt = AdamW(weightDecay: 0.01)
+            func step() throws {
+                m.zeroGrad()
+                let logits = try m.forward(visual: vis, visualTokens: visual, ids: ids, batch: batch)
+                let (_, d, _) = ReportDecoder.languageModelLoss(logits: logits, labels: ids, batch: batch, vocab: vocab)
+                m.backward(dlogits: d)
+                opt.update(m.parameters, lr: 1e-5)
+            }
+            try step()
+            var k = 0
+            var start = Date()
+            while Date().timeIntervalSince(start) < seconds || k < 2 { try step(); k += 1 }
+            let stepTime = Date().timeIntervalSince(start) / Double(k)
+            var o = GenerationOptions()
+            o.maxNewTokens = decode
+            let v1 = Array(vis[0..<(visual * visualDim)])
+            _ = try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o)
+            var produced = 0
+            start = Date()
+            while Date().timeIntervalSince(start) < seconds || produced == 0 {
+                produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
+            }
+            let tps = Double(produced) / Date().timeIntervalSince(start)
+            let result: [String: Any] = ["tool": "xrlab", "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes()]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        }
+    }
+}

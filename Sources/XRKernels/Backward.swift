@@ -215,19 +215,42 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
 }
 
 /// GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), in place; and its
-/// backward dy ← dy · GELU'(u).
+/// backward dy ← dy · GELU'(u). tanh(y) = 1 − 2 / (e^{2y} + 1), SIMD with `simdExp`.
 public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
     let c: Float = 0.797_884_560_802_865_4
-    for i in 0..<count { let u = x[i]; x[i] = 0.5 * u * (1 + tanhf(c * (u + 0.044715 * u * u * u))) }
+    let n8 = count & ~7
+    var i = 0
+    while i < n8 {
+        let u = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+        let y = c * (u + 0.044715 * u * u * u)
+        let t = 1 - 2 / (simdExp(2 * y.clamped(lowerBound: SIMD8(repeating: -15), upperBound: SIMD8(repeating: 15))) + 1)
+        UnsafeMutableRawPointer(x + i).storeBytes(of: 0.5 * u * (1 + t), as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count { let u = x[i]; x[i] = 0.5 * u * (1 + tanhf(c * (u + 0.044715 * u * u * u))); i += 1 }
 }
 
 public func geluTanhBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: UnsafePointer<Float>, count: Int) {
     let c: Float = 0.797_884_560_802_865_4
-    for i in 0..<count {
+    let n8 = count & ~7
+    var i = 0
+    while i < n8 {
+        let x = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
+        let x2 = x * x
+        let y = c * (x + 0.044715 * x2 * x)
+        let t = 1 - 2 / (simdExp(2 * y.clamped(lowerBound: SIMD8(repeating: -15), upperBound: SIMD8(repeating: 15))) + 1)
+        let inner = c * (1 + 0.134145 * x2)
+        let d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner
+        let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(dy + i).storeBytes(of: g * d, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count {
         let x = u[i], x2 = x * x
         let t: Float = tanhf(c * (x + 0.044715 * x2 * x))
         let inner: Float = c * (1 + 0.134145 * x2)
         let d: Float = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner
         dy[i] *= d
+        i += 1
     }
 }

@@ -158,10 +158,9 @@ public enum ReportTraining {
                 let idx = Array(order[start..<min(order.count, start + o.batchSize)])
                 let b = batch(idx)
                 model.zeroGrad()
-                let logits = try model.forward(visual: b.visual, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
-                let (loss, d, n) = ReportDecoder.languageModelLoss(logits: logits, labels: b.labels, batch: idx.count, vocab: config.vocab, smoothing: o.labelSmoothing)
+                try model.forward(visual: b.visual, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths, returnLogits: false)
+                let (loss, n) = model.lossAndBackward(labels: b.labels, smoothing: o.labelSmoothing)
                 guard loss.isFinite else { throw XRError("the loss became \(loss) in epoch \(epoch + 1)", field: "lr", hint: "lower the learning rate") }
-                model.backward(dlogits: d)
                 clipGradNorm(model.parameters, maxNorm: o.clip ?? .infinity)
                 opt.update(model.parameters, lr: schedule.lr(step))
                 step += 1

@@ -129,7 +129,8 @@ public final class ReportDecoder: @unchecked Sendable {
 
     /// Logits (B, T, V) for token ids (B, T) (row-major) given visual tokens (B, S, Cv); `lengths`
     /// are the valid tokens per row (padding keys masked).
-    public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil) throws -> [Float] {
+    @discardableResult
+    public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil, returnLogits: Bool = true) throws -> [Float] {
         let c = config, T = tokens.count / max(B, 1), C = c.dim
         guard tokens.count == B * T, T >= 1, T <= c.positions else { throw XRError("token ids must be (B, T) with T ≤ \(c.positions), got \(tokens.count) for B=\(B)", field: "ids") }
         guard v.count == B * S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(B)×\(S)×\(c.visualDim)", field: "visual") }
@@ -150,7 +151,7 @@ public final class ReportDecoder: @unchecked Sendable {
             xPre.p.update(from: x.p, count: R * C)
             layerNormForward(xf.p, x.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
             BLAS.sgemm(logits.p, xf.p, wte.value.p, transB: true, m: R, n: c.vocab, k: C)
-            out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab))
+            if returnLogits { out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab)) }
         }
         return out
     }
@@ -158,23 +159,26 @@ public final class ReportDecoder: @unchecked Sendable {
     private func layerForward(_ l: DecoderLayer, _ k: DecoderCache, B: Int, T: Int, S: Int) {
         let c = config, C = c.dim, R = B * T, RS = B * S, H = c.heads, D = C / H
         k.xIn.p.update(from: x.p, count: R * C)
-        layerNormForward(k.h1.p, k.xIn.p, l.ln1w.value.p, l.ln1b.value.p, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
+        parallelLayerNorm(k.h1.p, k.xIn.p, l.ln1w, l.ln1b, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
         l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
         attentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
                          probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: lengths)
         l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
         for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
-        layerNormForward(k.hx.p, k.xA.p, l.lnxw.value.p, l.lnxb.value.p, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
+        parallelLayerNorm(k.hx.p, k.xA.p, l.lnxw, l.lnxb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
         l.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
         l.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
         attentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                          probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
         l.crossProj.forward(tC.p, k.attx.p, rows: R, lora: nil)
         for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
-        layerNormForward(k.h2.p, k.xB.p, l.ln2w.value.p, l.ln2b.value.p, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
+        parallelLayerNorm(k.h2.p, k.xB.p, l.ln2w, l.ln2b, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
         l.fc.forward(k.u.p, k.h2.p, rows: R, lora: nil)
-        k.a.p.update(from: k.u.p, count: R * 4 * C)
-        geluTanhForward(k.a.p, count: R * 4 * C)
+        let (U, A, M) = (k.u.p, k.a.p, 4 * C)
+        parallelRows(R) { r in
+            (A + r.lowerBound * M).update(from: U + r.lowerBound * M, count: r.count * M)
+            geluTanhForward(A + r.lowerBound * M, count: r.count * M)
+        }
         l.fcProj.forward(tC.p, k.a.p, rows: R, lora: nil)
         for i in 0..<(R * C) { x.p[i] = k.xB.p[i] + tC.p[i] }
     }
@@ -183,8 +187,58 @@ public final class ReportDecoder: @unchecked Sendable {
     public func backward(dlogits: [Float]) {
         let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
         precondition(dlogits.count == R * c.vocab)
+        logits.p.update(from: dlogits, count: dlogits.count)
+        backwardFromLogits()
+    }
+
+    /// Causal LM loss of the last forward (position t predicts token t + 1; labels < 0 ignored;
+    /// label smoothing), computed in place on the logits, then the backward — without copying
+    /// the (B·T, V) logits. Returns the mean loss and the number of counted tokens.
+    public func lossAndBackward(labels: [Int], smoothing: Double = 0) -> (loss: Double, tokens: Int) {
+        let (B, T, _) = shape, V = config.vocab, R = B * T
+        precondition(labels.count == R)
+        var target = [Int](repeating: -1, count: R)
+        for b in 0..<B { for t in 0..<(T - 1) where labels[b * T + t + 1] >= 0 { target[b * T + t] = labels[b * T + t + 1] } }
+        let n = target.filter { $0 >= 0 }.count
+        guard n > 0 else { return (0, 0) }
+        let eps = Float(smoothing), lp = SendablePointer(logits.p)
+        let chunks = max(1, Parallel.workers)
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { pp in
+            let out = SendablePointer(pp.baseAddress!)
+            Parallel.ranges(chunks) { ws in
+                for w in ws {
+                    var acc = 0.0
+                    for r in (R * w / chunks)..<(R * (w + 1) / chunks) {
+                        let row = lp.p + r * V
+                        guard target[r] >= 0 else { row.update(repeating: 0, count: V); continue }
+                        let m = vectorMax(row, V)
+                        var z: Float = 0
+                        for j in 0..<V { let e = expf(row[j] - m); row[j] = e; z += e }
+                        let logZ = logf(z), inv = 1 / z, scale = 1 / Float(n)
+                        var rowLoss: Double = 0
+                        for j in 0..<V {
+                            let p = row[j] * inv
+                            let q = (j == target[r] ? 1 - eps : 0) + eps / Float(V)
+                            if q > 0 { rowLoss -= Double(q) * Double(logf(max(p, 1e-30)) ) }
+                            row[j] = (p - q) * scale
+                        }
+                        _ = logZ
+                        acc += rowLoss
+                    }
+                    out.p[w] = acc
+                }
+            }
+        }
+        backwardFromLogits()
+        return (partial.reduce(0, +) / Double(n), n)
+    }
+
+    /// The backward with dlogits in the logits buffer.
+    private func backwardFromLogits() {
+        let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
         withSingleThreadedBLAS {
-            let dl = Buffer(dlogits)
+            let dl = logits
             if let g = wte.grad { BLAS.sgemm(g.p, dl.p, transA: true, xf.p, m: c.vocab, n: C, k: R, beta: 1) }
             let dx = x
             BLAS.sgemm(tC.p, dl.p, wte.value.p, m: R, n: C, k: c.vocab)
@@ -194,25 +248,23 @@ public final class ReportDecoder: @unchecked Sendable {
             for (l, k) in zip(layers, caches).reversed() {
                 // x = xB + fcProj(gelu(fc(LN2 xB)))
                 l.fcProj.backward(dinp: t4C.p, accumulate: false, dout: dx.p, inp: k.a.p, rows: R, lora: nil, scratch: scratch.p)
-                geluTanhBackward(t4C.p, preActivation: k.u.p, count: R * 4 * C)
+                let (G, U, M) = (t4C.p, k.u.p, 4 * C)
+                parallelRows(R) { r in geluTanhBackward(G + r.lowerBound * M, preActivation: U + r.lowerBound * M, count: r.count * M) }
                 l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p)
-                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, weight: l.ln2w.value.p, mean: k.m2.p, rstd: k.r2.p,
-                                  dweight: l.ln2w.grad?.p, dbias: l.ln2b.grad?.p, rows: R, cols: C)
+                parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, l.ln2w, l.ln2b, mean: k.m2.p, rstd: k.r2.p, rows: R, cols: C)
                 // xB = xA + crossProj(attn(q(LNx xA), kv(enc)))
                 l.crossProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
                 attentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                                   probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
                 l.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
                 l.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
-                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, weight: l.lnxw.value.p, mean: k.mx.p, rstd: k.rx.p,
-                                  dweight: l.lnxw.grad?.p, dbias: l.lnxb.grad?.p, rows: R, cols: C)
+                parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, l.lnxw, l.lnxb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
                 l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
                 attentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
                                   v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
                 l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p)
-                layerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, weight: l.ln1w.value.p, mean: k.m1.p, rstd: k.r1.p,
-                                  dweight: l.ln1w.grad?.p, dbias: l.ln1b.grad?.p, rows: R, cols: C)
+                parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, l.ln1w, l.ln1b, mean: k.m1.p, rstd: k.r1.p, rows: R, cols: C)
             }
             // Embeddings and the visual projection.
             for r in 0..<R {

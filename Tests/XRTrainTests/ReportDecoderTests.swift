@@ -44,6 +44,14 @@ final class ReportDecoderTests: XCTestCase {
             XCTAssertLessThan(rel, 1e-4, "\(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(idx)")
         }
         print("report decoder: \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)")
+        // The fused in-place loss gives the same loss and gradients.
+        let before = m.parameters.map { $0.grad!.array }
+        m.zeroGrad()
+        try m.forward(visual: ref["visual"]!.scalars, visualTokens: 5, ids: ids, batch: 2, lengths: lengths, returnLogits: false)
+        let fused = m.lossAndBackward(labels: labels)
+        XCTAssertEqual(fused.tokens, 8)
+        XCTAssertEqual(fused.loss, loss, accuracy: 1e-5 * loss)
+        for (p, g) in zip(m.parameters, before) { assertClose(p.grad!.array, g, rel: 1e-5, "fused loss gradient \(p.name)") }
         // Saving gives the Hugging Face layout back.
         let back = m.hfTensors()
         for (k, v) in try load("decoder") { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }

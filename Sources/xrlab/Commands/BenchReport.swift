@@ -43,9 +43,8 @@ struct BenchReport: ParsableCommand {
             let opt = AdamW(weightDecay: 0.01)
             func step() throws {
                 m.zeroGrad()
-                let logits = try m.forward(visual: vis, visualTokens: visual, ids: ids, batch: batch)
-                let (_, d, _) = ReportDecoder.languageModelLoss(logits: logits, labels: ids, batch: batch, vocab: vocab)
-                m.backward(dlogits: d)
+                try m.forward(visual: vis, visualTokens: visual, ids: ids, batch: batch, returnLogits: false)
+                _ = m.lossAndBackward(labels: ids)
                 opt.update(m.parameters, lr: 1e-5)
             }
             try step()

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 @testable import XRText
+import XRData
 import TestSupport
 
 /// Byte-level BPE against Hugging Face tokenizers 0.23.3 (`fixtures/make_text_fixtures.py`).
@@ -41,6 +42,22 @@ final class BPETests: XCTestCase {
         XCTAssertEqual(back.decode(back.encode(s)), s)
         XCTAssertLessThan(tok.encode(corpus[0]).count, corpus[0].utf8.count / 3, "merges compress the training text")
     }
+
+    /// A tokenizer xrlab trained (fixtures/text/bpe/xrlab_tokenizer.json, written by `xrlab tokenizer
+    /// train` from the fixture corpus) loads in Hugging Face tokenizers with the same ids, and
+    /// training again reproduces it.
+    func testTrainedTokenizerLoadsInHuggingFace() throws {
+        let committed = try BPETokenizer.load(Fixtures.url("text/bpe/xrlab_tokenizer.json"))
+        let f = try JSONDecoder().decode(File2.self, from: Data(contentsOf: Fixtures.url("text/bpe/xrlab_tokenizer_encodings.json")))
+        for e in f.encodings { XCTAssertEqual(committed.encode(e.text), e.ids, e.text) }
+        let table = try CSVTable(contentsOf: Fixtures.url("text/bpe/corpus.csv"))
+        let c = try table.column("report")
+        let again = try BPETokenizer.train(table.rows.map { ReportText.normalize($0[c]) }, vocabSize: 600, minFrequency: 2, specialTokens: ["<|endoftext|>", "<pad>"])
+        XCTAssertEqual(again.vocab, committed.vocab)
+        XCTAssertEqual(again.merges.map { $0.0 + " " + $0.1 }, committed.merges.map { $0.0 + " " + $0.1 })
+    }
+    struct Enc2: Decodable { var text: String; var ids: [Int] }
+    struct File2: Decodable { var encodings: [Enc2] }
 
     func testOtherFormatsAreRefusedNamingTheField() throws {
         let dir = Fixtures.tempDir("xrlab-bpe")

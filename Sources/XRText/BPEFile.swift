@@ -111,9 +111,8 @@ extension BPETokenizer {
                 if changed { s = out; words[wi].symbols = s }
             }
         }
+        // Special tokens are in the vocabulary and in added_tokens, as Hugging Face writes them.
         let added = specialTokens.enumerated().map { ($1, $0, true) }
-        var v = vocab
-        for s in specialTokens { v.removeValue(forKey: s) }
-        return BPETokenizer(vocab: v, merges: merges, added: added)
+        return BPETokenizer(vocab: vocab, merges: merges, added: added)
     }
 }

@@ -150,7 +150,11 @@ public final class ReportDecoder: @unchecked Sendable {
             for (l, cache) in zip(layers, caches) { layerForward(l, cache, B: B, T: T, S: S) }
             xPre.p.update(from: x.p, count: R * C)
             layerNormForward(xf.p, x.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
-            BLAS.sgemm(logits.p, xf.p, wte.value.p, transB: true, m: R, n: c.vocab, k: C)
+            // The output projection (R × V × C), rows split across workers.
+            let (L, X, W, Vv) = (SendablePointer(logits.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
+            Parallel.ranges(R, minChunk: 16) { r in
+                BLAS.sgemm(L.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
+            }
             if returnLogits { out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab)) }
         }
         return out
@@ -239,9 +243,19 @@ public final class ReportDecoder: @unchecked Sendable {
         let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
         withSingleThreadedBLAS {
             let dl = logits
-            if let g = wte.grad { BLAS.sgemm(g.p, dl.p, transA: true, xf.p, m: c.vocab, n: C, k: R, beta: 1) }
+            let (DL, XF, WT, Vv) = (SendablePointer(dl.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
+            if let g = wte.grad {
+                // dW (V, C) += dlogitsᵀ xf, split over vocabulary rows.
+                let G = SendablePointer(g.p)
+                Parallel.ranges(Vv, minChunk: 64) { r in
+                    BLAS.sgemm(G.p + r.lowerBound * C, DL.p + r.lowerBound, transA: true, XF.p, m: r.count, n: C, k: R, beta: 1, lda: Vv)
+                }
+            }
             let dx = x
-            BLAS.sgemm(tC.p, dl.p, wte.value.p, m: R, n: C, k: c.vocab)
+            let TC = SendablePointer(tC.p)
+            Parallel.ranges(R, minChunk: 16) { r in
+                BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
+            }
             layerNormBackward(dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
                               dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: R, cols: C)
             dEnc.zero()

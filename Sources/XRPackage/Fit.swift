@@ -164,7 +164,7 @@ public enum ModelFitter {
             } else if let spec = tuneSpec, let ctx = tuneContext {
                 // Tune the encoder on the training rows (early stopping on the validation rows).
                 info.kind = label
-                let model = try ctx.model(classes: K, r)
+                let model = try ctx.model(classes: K, r, headHidden: spec.headHidden)
                 try model.setTrainable(spec.set, seed: UInt64(options.seed))
                 let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
                 let tuner = Tuner(model: model, options: spec.options, seed: UInt64(options.seed) &* 0x9E37_79B9 ^ taskHash, identity: ["use": "pack"])

@@ -46,7 +46,15 @@ public struct Head: Sendable {
             guard t.scalars.allSatisfy(\.isFinite) else { throw XRError("non-finite values", file: file, field: info.tensors + name) }
         }
         if isTuned {
-            try need("head.weight", { $0.shape == [K, d] }, "(\(K), \(d))")
+            // A linear head (K, d), or an MLP head: fc1 (H, d) then (K, H).
+            if let fc1 = tensors["head.fc1.weight"] {
+                let H = fc1.shape.first ?? 0
+                try need("head.fc1.weight", { $0.shape == [H, d] && H > 0 }, "(H, \(d))")
+                try need("head.fc1.bias", { $0.shape == [H] }, "(\(H))")
+                try need("head.weight", { $0.shape == [K, H] }, "(\(K), \(H))")
+            } else {
+                try need("head.weight", { $0.shape == [K, d] }, "(\(K), \(d))")
+            }
             try need("head.bias", { $0.shape == [K] }, "(\(K))")
             for name in tensors.keys.sorted() { try need(name, { _ in true }, "") }
             return

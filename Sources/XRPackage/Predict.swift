@@ -71,6 +71,7 @@ public enum Predictor {
             let K = h.info.classes.count
             var config = try TrainableViT.config(of: baseTensors, heads: enc.loaded.config.heads, classes: K, source: p.url.path)
             config.eps = enc.loaded.config.layerNormEps
+            config.headHidden = h.tensors["head.fc1.weight"]?.shape[0]
             let model = try TrainableViT(config: config, tensors: baseTensors, source: p.url.path)
             guard let method = m.recipe.methods.first(where: { $0.name == h.info.kind }) else {
                 throw XRError("the packaged recipe has no method '\(h.info.kind)'", file: p.url.path, field: "recipe.methods")

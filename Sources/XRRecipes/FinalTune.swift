@@ -72,7 +72,7 @@ public enum FinalTune {
         if o.shots == nil { train = train.filter { !vKeys.contains(key[$0]) } }
 
         let ctx = try TuneContext(r, data: data)
-        let model = try ctx.model(classes: K, r)
+        let model = try ctx.model(classes: K, r, headHidden: spec.headHidden)
         if let dir = o.fromPEFT {
             try model.apply(try PEFTAdapter.load(dir), source: dir.path)
         } else {
@@ -99,7 +99,7 @@ public enum FinalTune {
         }
         // Outputs.
         var files: [URL] = []
-        if !model.loraLayers.isEmpty {
+        if !model.loraLayers.isEmpty && model.config.headHidden == nil {
             let dir = o.output.appendingPathComponent("adapter")
             try PEFTAdapter.export(model, to: dir, baseSHA256: ctx.encoder.weightsHash)
             files.append(dir)

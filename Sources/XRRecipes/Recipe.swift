@@ -101,12 +101,13 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var patience: Int?
         public var validation: Int?
         public var recompute: Bool?
+        public var head_hidden: Int?
 
         public init(name: String) { self.name = name }
 
         /// Training keys shared by the tuning methods.
         public static let trainingKeys = ["epochs", "lr", "batch_size", "accumulate", "weight_decay", "warmup", "label_smoothing", "clip",
-                                          "layer_decay", "balanced", "augment", "hflip", "patience", "validation", "recompute"]
+                                          "layer_decay", "balanced", "augment", "hflip", "patience", "validation", "recompute", "head_hidden"]
         /// Methods that tune the encoder (they need `model`, i.e. images).
         public static let tuningMethods = ["lora", "adapter", "last_k", "bitfit", "full"]
         public var isTuning: Bool { Self.tuningMethods.contains(name) }
@@ -733,6 +734,7 @@ public enum RecipeLoader {
         if let v = m["augment"] { method.augment = ctx.attempt { try v.bool() } }
         if let v = m["hflip"] { method.hflip = ctx.attempt { try v.bool() } }
         if let v = m["recompute"] { method.recompute = ctx.attempt { try v.bool() } }
+        if let v = m["head_hidden"] { method.head_hidden = ctx.attempt { try atLeast(v, 1, "head_hidden") } }
         if let v = m["patience"] { method.patience = ctx.attempt { try atLeast(v, 1, "patience") } }
         if let v = m["validation"] { method.validation = ctx.attempt { try atLeast(v, 0, "validation") } }
         if let c = method.C, c.isEmpty, let v = m["C"] { ctx.record(v.error("list at least one C")) }

@@ -16,6 +16,8 @@ public struct TuneSpec: Sendable {
     public var set: TrainableSet
     public var options: TuneOptions
     public var validationPerClass: Int
+    /// MLP head hidden width (nil = linear head).
+    public var headHidden: Int?
 
     public init(_ m: Recipe.Method) {
         let d = m.withDefaults()
@@ -39,6 +41,7 @@ public struct TuneSpec: Sendable {
         }
         options = o
         validationPerClass = d.validation!
+        headHidden = d.head_hidden
     }
 }
 
@@ -54,7 +57,7 @@ extension TuneSpec: CustomStringConvertible {
         case .head: what = "head only"
         }
         let o = options
-        return "\(what) + head; \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
+        return "\(what) + \(headHidden.map { "MLP head (\($0))" } ?? "head"); \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
             + "wd \(fmtNumber(o.weightDecay))\(o.layerDecay != 1 ? ", layer decay \(fmtNumber(o.layerDecay))" : ""), "
             + "\(o.augment == nil ? "no augmentation" : (o.augment!.horizontalFlip ? "augmentation with flips" : "augmentation")), "
             + "early stopping on \(validationPerClass)/class validation"
@@ -114,9 +117,10 @@ public struct TuneContext {
         cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
     }
 
-    public func model(classes K: Int, _ r: LoadedRecipe) throws -> TrainableViT {
+    public func model(classes K: Int, _ r: LoadedRecipe, headHidden: Int? = nil) throws -> TrainableViT {
         var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
         config.eps = encoder.loaded.config.layerNormEps
+        config.headHidden = headHidden
         return try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
     }
 
@@ -174,7 +178,7 @@ enum TuneCells {
                 var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
                 let validation = TuneContext.validation(pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),
                                                         testKeys: Set(test.rows.map { key[$0] }), perClass: spec.validationPerClass, rng: &vr)
-                let model = try ctx.model(classes: K, r)
+                let model = try ctx.model(classes: K, r, headHidden: spec.headHidden)
                 try model.setTrainable(spec.set, seed: UInt64(cell.seed))
                 let identity = ["recipe": String(r.fingerprint.prefix(16)), "encoder": String(encoderJSON.prefix(16)), "cell": cell.id, "method": spec.description,
                                 "training rows": "\(shots.count) (\(SHA256.hex(Data("\(shots)".utf8)).prefix(12)))",

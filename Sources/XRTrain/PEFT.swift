@@ -57,6 +57,10 @@ public struct PEFTAdapter: Sendable {
     public static func export(_ model: TrainableViT, to dir: URL, baseSHA256: String? = nil) throws {
         let loras = model.loraLayers
         guard let first = loras.first?.lora else { throw XRError("the model has no LoRA layers to export", field: "method") }
+        guard model.config.headHidden == nil else {
+            throw XRError("PEFT export needs a linear head (the timm model's `head`); this model has an MLP head", field: "head_hidden",
+                          hint: "use model.safetensors (merged weights with the MLP head) instead")
+        }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var tensors: [(String, Tensor)] = []
         for l in loras { tensors += [(prefix + l.lora!.a.name, l.lora!.a.tensor), (prefix + l.lora!.b.name, l.lora!.b.tensor)] }

@@ -18,12 +18,15 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var eps: Float = 1e-6
     /// `token` (class token after the final norm) or `mean` (patch tokens after the final norm).
     public var pooling: String = "token"
+    /// Hidden width of an MLP head (linear → GELU → linear); nil = a linear head.
+    public var headHidden: Int? = nil
     public var grid: Int { imageSize / patch }
 
     public init(dim: Int, depth: Int, heads: Int, patch: Int, imageSize: Int, mlpHidden: Int, classes: Int,
-                layerScale: Bool, eps: Float = 1e-6, pooling: String = "token") {
+                layerScale: Bool, eps: Float = 1e-6, pooling: String = "token", headHidden: Int? = nil) {
         self.dim = dim; self.depth = depth; self.heads = heads; self.patch = patch; self.imageSize = imageSize
         self.mlpHidden = mlpHidden; self.classes = classes; self.layerScale = layerScale; self.eps = eps; self.pooling = pooling
+        self.headHidden = headHidden
     }
     public var tokens: Int { 1 + grid * grid }
 }
@@ -108,6 +111,9 @@ final class BlockCache {
 public final class TrainableViT: @unchecked Sendable {
     public let config: TrainConfig
     public let cls, pos, patchW, patchB, normW, normB, headW, headB: Parameter
+    /// MLP head's first layer (`head.fc1.*`), when `config.headHidden` is set.
+    public let headFc1W, headFc1B: Parameter?
+    var headParameters: [Parameter] { [headFc1W, headFc1B].compactMap { $0 } + [headW, headB] }
     let blocks: [BlockParams]
     /// Every parameter (base and LoRA), in a fixed order.
     public private(set) var parameters: [Parameter] = []
@@ -126,6 +132,7 @@ public final class TrainableViT: @unchecked Sendable {
     private var batch = 0
     private var caches: [BlockCache] = []
     private var cols = Buffer(0), x = Buffer(0), pooledIn = Buffer(0), pooled = Buffer(0), logits = Buffer(0)
+    private var headPre = Buffer(0), headAct = Buffer(0)
     private var fMean = Buffer(0), fRstd = Buffer(0)
     private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), tM = Buffer(0), scratch = Buffer(0), attnScratch = Buffer(0)
 
@@ -150,16 +157,30 @@ public final class TrainableViT: @unchecked Sendable {
         blocks = try (0..<c.depth).map { try BlockParams($0, get, c: c) }
         normW = try get("norm.weight", [C])
         normB = try get("norm.bias", [C])
-        if tensors["head.weight"] != nil {
-            headW = try get("head.weight", [c.classes, C])
+        let headIn = c.headHidden ?? C
+        if let H = c.headHidden {
+            guard H >= 1 else { throw XRError("head hidden width must be at least 1, got \(H)", field: "head_hidden") }
+            if tensors["head.fc1.weight"] != nil {
+                headFc1W = try get("head.fc1.weight", [H, C]); headFc1B = try get("head.fc1.bias", [H])
+            } else {
+                var rng = XRRandom(seed: 0, stream: [0x4EAD])
+                let bound = 1 / Float(C).squareRoot()
+                headFc1W = Parameter("head.fc1.weight", [H, C], (0..<(H * C)).map { _ in (Float(rng.nextDouble()) * 2 - 1) * bound })
+                headFc1B = Parameter("head.fc1.bias", [H])
+            }
+        } else {
+            headFc1W = nil; headFc1B = nil
+        }
+        if let hw = tensors["head.weight"], hw.shape == [c.classes, headIn] {
+            headW = try get("head.weight", [c.classes, headIn])
             headB = try get("head.bias", [c.classes])
         } else {
-            headW = Parameter("head.weight", [c.classes, C])
+            headW = Parameter("head.weight", [c.classes, headIn])
             headB = Parameter("head.bias", [c.classes])
         }
-        let unused = Set(tensors.keys).subtracting(used).subtracting(["head.weight", "head.bias"]).sorted()
+        let unused = Set(tensors.keys).subtracting(used).subtracting(["head.weight", "head.bias", "head.fc1.weight", "head.fc1.bias"]).sorted()
         if let u = unused.first { throw XRError("unused tensor (\(unused.count) in all): the checkpoint does not match the config", file: source, field: u) }
-        parameters = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB, headW, headB]
+        parameters = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB] + headParameters
     }
 
     /// Infer the architecture of a timm ViT checkpoint from its tensor shapes.
@@ -183,26 +204,26 @@ public final class TrainableViT: @unchecked Sendable {
     public func setTrainable(_ set: TrainableSet, loraInit: [String: Tensor] = [:], seed: UInt64 = 0) throws {
         for b in blocks { for l in b.linears { l.lora = nil }; b.adapter = nil }
         for p in parameters { p.trainable = false }
-        var base = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB, headW, headB]
+        var base = [cls, pos, patchW, patchB] + blocks.flatMap(\.parameters) + [normW, normB] + headParameters
         switch set {
         case .full:
             for p in base { p.trainable = true }
         case let .lastBlocks(k):
             guard k >= 0, k <= config.depth else { throw XRError("last \(k) blocks requested; the model has \(config.depth)", field: "last_k") }
             for b in blocks.suffix(k) { for p in b.parameters { p.trainable = true } }
-            for p in [normW, normB, headW, headB] { p.trainable = true }
+            for p in [normW, normB] + headParameters { p.trainable = true }
         case .bitFit:
             for p in base where p.name.hasSuffix(".bias") { p.trainable = true }
-            headW.trainable = true
+            for p in headParameters { p.trainable = true }
         case .head:
-            headW.trainable = true; headB.trainable = true
+            for p in headParameters { p.trainable = true }
         case let .adapter(dim, parallel, scale):
             guard dim >= 1 else { throw XRError("adapter width must be at least 1, got \(dim)", field: "adapter_dim") }
             var rng = XRRandom(seed: seed, stream: [0xADA9])
             for (i, b) in blocks.enumerated() {
                 b.adapter = Adapter(prefix: "blocks.\(i).adapter.", dim: dim, width: config.dim, parallel: parallel, scale: scale, rng: &rng)
             }
-            headW.trainable = true; headB.trainable = true
+            for p in headParameters { p.trainable = true }
         case let .lora(rank, alpha, targets, dropout):
             guard dropout >= 0 && dropout < 1 else { throw XRError("LoRA dropout must be in [0, 1), got \(dropout)", field: "dropout") }
             guard rank >= 1 else { throw XRError("LoRA rank must be at least 1, got \(rank)", field: "rank") }
@@ -229,7 +250,7 @@ public final class TrainableViT: @unchecked Sendable {
                 throw XRError("LoRA target pattern(s) \(targets) match no linear layer", field: "targets",
                               hint: "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2; patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)")
             }
-            headW.trainable = true; headB.trainable = true
+            for p in headParameters { p.trainable = true }
         }
         base += blocks.flatMap { $0.linears.compactMap(\.lora).flatMap { [$0.a, $0.b] } }
         base += blocks.flatMap(\.adapterParameters)
@@ -291,6 +312,7 @@ public final class TrainableViT: @unchecked Sendable {
         let pooledRows = c.pooling == "token" ? B : R
         pooledIn = Buffer(pooledRows * C); fMean = Buffer(pooledRows); fRstd = Buffer(pooledRows)
         pooled = Buffer(B * C); logits = Buffer(B * c.classes)
+        headPre = Buffer(B * (c.headHidden ?? 1)); headAct = Buffer(B * (c.headHidden ?? 1))
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
         let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
         scratch = Buffer(max(R * maxRank, B * C))
@@ -343,7 +365,15 @@ public final class TrainableViT: @unchecked Sendable {
             pooled.zero()
             for b in 0..<B { for n in 1..<T { for i in 0..<C { pooled.p[b * C + i] += tC2.p[(b * T + n) * C + i] / Float(N) } } }
         }
-        BLAS.sgemm(logits.p, pooled.p, headW.value.p, transB: true, m: B, n: c.classes, k: C)
+        var headInput = pooled.p, headWidth = C
+        if let H = c.headHidden, let w1 = headFc1W, let b1 = headFc1B {
+            BLAS.sgemm(headPre.p, pooled.p, w1.value.p, transB: true, m: B, n: H, k: C)
+            addBias(headPre.p, b1.value.p, rows: B, cols: H)
+            headAct.p.update(from: headPre.p, count: B * H)
+            biasGELUForward(headAct.p, bias: nil, rows: B, cols: H)
+            headInput = headAct.p; headWidth = H
+        }
+        BLAS.sgemm(logits.p, headInput, headW.value.p, transB: true, m: B, n: c.classes, k: headWidth)
         addBias(logits.p, headB.value.p, rows: B, cols: c.classes)
         return logits.array
     }
@@ -364,14 +394,27 @@ public final class TrainableViT: @unchecked Sendable {
         let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
         precondition(dlogits.count == B * c.classes, "backward: dlogits must be (B, classes) of the last forward")
         let dl = Buffer(dlogits)
-        if let g = headW.grad { BLAS.sgemm(g.p, dl.p, transA: true, pooled.p, m: c.classes, n: C, k: B, beta: 1) }
+        let headInput = c.headHidden != nil ? headAct.p : pooled.p, headWidth = c.headHidden ?? C
+        if let g = headW.grad { BLAS.sgemm(g.p, dl.p, transA: true, headInput, m: c.classes, n: headWidth, k: B, beta: 1) }
         if let g = headB.grad { addColumnSums(g.p, dl.p, rows: B, cols: c.classes) }
+        // MLP head: back through GELU and the first layer to d(pooled), kept in `dHead` (B, C).
+        var dHead: Buffer? = nil
+        if let H = c.headHidden, let w1 = headFc1W {
+            let da = Buffer(B * H)
+            BLAS.sgemm(da.p, dl.p, headW.value.p, m: B, n: H, k: c.classes)
+            geluBackward(da.p, preActivation: headPre.p, count: B * H)
+            if let g = w1.grad { BLAS.sgemm(g.p, da.p, transA: true, pooled.p, m: H, n: C, k: B, beta: 1) }
+            if let g = headFc1B?.grad { addColumnSums(g.p, da.p, rows: B, cols: H) }
+            let dp = Buffer(B * C)
+            BLAS.sgemm(dp.p, da.p, w1.value.p, m: B, n: C, k: H)
+            dHead = dp
+        }
         guard let lowest = lowestTrainableBlock ?? (normW.trainable || normB.trainable ? c.depth : nil) else { return }
         let needNorm = normW.trainable || normB.trainable || lowest < c.depth
         guard needNorm else { return }
         // dpooled (B, C) → through the final norm → dx (R, C).
         let dpooled = scratch
-        BLAS.sgemm(dpooled.p, dl.p, headW.value.p, m: B, n: C, k: c.classes)
+        if let dHead { dpooled.p.update(from: dHead.p, count: B * C) } else { BLAS.sgemm(dpooled.p, dl.p, headW.value.p, m: B, n: C, k: c.classes) }
         let dx = x   // reused: the residual-stream gradient
         dx.zero()
         if c.pooling == "token" {

@@ -21,7 +21,7 @@ final class TunedPackageTests: XCTestCase {
         model: {path: demo/model}
         data: {manifest: demo/manifest.csv, label_column: labels, labels: [effusion], patient_column: patient_id, split_column: split}
         methods:
-          - {name: lora, rank: 2, epochs: 2, batch_size: 4}
+          - {name: lora, rank: 2, epochs: 2, batch_size: 4, head_hidden: 6}
           - {name: logistic, C: [1]}
         shots: [2]
         seeds: 1
@@ -42,6 +42,7 @@ final class TunedPackageTests: XCTestCase {
         XCTAssertEqual(p.manifest.base_encoder.input_size, 128)
         XCTAssertTrue(p.heads[0].tensors.keys.contains("blocks.0.attn.qkv.lora_A.weight"))
         XCTAssertTrue(p.heads[0].tensors.keys.contains("head.weight"))
+        XCTAssertEqual(p.heads[0].tensors["head.fc1.weight"]?.shape, [6, 96], "the MLP head travels")
         XCTAssertFalse(p.heads[0].tensors.keys.contains("blocks.0.attn.qkv.weight"), "frozen base weights are not copied")
         XCTAssertNotNil(p.entries["weights/merged.0.safetensors"], "--merged adds the full tuned weights")
 

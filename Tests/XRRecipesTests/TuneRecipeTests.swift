@@ -24,7 +24,7 @@ final class TuneRecipeTests: XCTestCase {
           - {name: logistic, C: [1]}
           - {name: lora, rank: 2, epochs: 3, batch_size: 4, validation: 2}
           - {name: last_k, blocks: 1, epochs: 2, batch_size: 4, augment: false}
-          - {name: adapter, adapter_dim: 4, placement: parallel, epochs: 2, batch_size: 4, validation: 0}
+          - {name: adapter, adapter_dim: 4, placement: parallel, epochs: 2, batch_size: 4, validation: 0, head_hidden: 8}
         shots: [2]
         seeds: 2
         bootstrap: 20

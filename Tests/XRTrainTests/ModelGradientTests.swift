@@ -6,9 +6,11 @@ import TestSupport
 /// Whole-model gradients of every trainable set, against a central finite difference of the
 /// loss along a random direction in the trainable parameters (float64 accumulation of the loss).
 final class ModelGradientTests: XCTestCase {
-    func check(_ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", file: StaticString = #filePath, line: UInt = #line) throws {
+    func check(_ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", headHidden: Int? = nil,
+               file: StaticString = #filePath, line: UInt = #line) throws {
         var c = TrainConfig(dim: 16, depth: 2, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale)
         c.pooling = pooling
+        c.headHidden = headHidden
         let m = try TrainableViT.random(c, seed: 3)
         // Give zero-initialised parts (LoRA B, adapter up, head) values so every path carries gradient.
         try m.setTrainable(set, seed: 5)
@@ -50,6 +52,11 @@ final class ModelGradientTests: XCTestCase {
     func testBitFit() throws { try check(.bitFit, layerScale: true) }
     func testHeadOnly() throws { try check(.head) }
     func testLoRAOnEveryLinear() throws { try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"])) }
+    func testMLPHead() throws {
+        try check(.full, headHidden: 8)
+        try check(.lora(rank: 2, alpha: 4, targets: ["qkv"]), pooling: "mean", headHidden: 5)
+        try check(.head, headHidden: 6)
+    }
     func testLoRAWithDropout() throws { try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "fc2"], dropout: 0.3)) }
     func testSequentialAdapter() throws { try check(.adapter(dim: 4, parallel: false, scale: 1)) }
     func testParallelAdapter() throws { try check(.adapter(dim: 4, parallel: true, scale: 2), layerScale: true) }

@@ -68,6 +68,12 @@ public final class ReportDecoder: @unchecked Sendable {
     private var caches: [DecoderCache] = []
     private var enc = Buffer(0), vis = Buffer(0), x = Buffer(0), xPre = Buffer(0), xf = Buffer(0), mf = Buffer(0), rf = Buffer(0), logits = Buffer(0)
     private var ids: [Int] = []
+    /// Compute the gradient of the loss with respect to the visual tokens in the backward (for
+    /// tuning the encoder that produced them).
+    public var needsVisualGradient = false
+    private var dVis = Buffer(0)
+    /// d(visual tokens) (B, S, Cv) of the last backward (`needsVisualGradient`).
+    public var visualGradient: [Float] { Array(UnsafeBufferPointer(start: dVis.p, count: shape.B * shape.S * config.visualDim)) }
     private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), t4C = Buffer(0), dEnc = Buffer(0), tKV = Buffer(0), scratch = Buffer(0)
 
     /// From Hugging Face-named tensors (Conv1D weights (in, out)), plus `visual_proj.weight` (C, Cv)
@@ -123,6 +129,7 @@ public final class ReportDecoder: @unchecked Sendable {
         enc = Buffer(RS * C); vis = Buffer(RS * c.visualDim); x = Buffer(R * C); xPre = Buffer(R * C); xf = Buffer(R * C); mf = Buffer(R); rf = Buffer(R)
         logits = Buffer(R * c.vocab)
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); t4C = Buffer(R * 4 * C); dEnc = Buffer(RS * C); tKV = Buffer(RS * 2 * C)
+        dVis = Buffer(RS * c.visualDim)
         scratch = Buffer(max(2, Parallel.workers) * T * max(T, S))
         shape = (B, T, S)
     }
@@ -286,7 +293,7 @@ public final class ReportDecoder: @unchecked Sendable {
                 if let g = wte.grad { for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] } }
                 if let g = wpe.grad { for j in 0..<C { g.p[t * C + j] += dx.p[r * C + j] } }
             }
-            visual.backward(dinp: nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p)
+            visual.backward(dinp: needsVisualGradient ? dVis.p : nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p)
         }
     }
 

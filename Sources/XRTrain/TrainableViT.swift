@@ -127,6 +127,8 @@ public final class TrainableViT: @unchecked Sendable {
     public var recompute = false { didSet { if recompute != oldValue { batch = 0 } } }
     private var savedInputs: [Buffer] = []
     private var lastForwardTraining = false
+    /// The last forward returned patch tokens (every row through the final norm, no head).
+    private var tokenMode = false
 
     // Activations for the current batch size.
     private var batch = 0
@@ -309,7 +311,7 @@ public final class TrainableViT: @unchecked Sendable {
             return cache
         }
         cols = Buffer(B * N * K); x = Buffer(R * C)
-        let pooledRows = c.pooling == "token" ? B : R
+        let pooledRows = c.pooling == "token" && !tokenMode ? B : R
         pooledIn = Buffer(pooledRows * C); fMean = Buffer(pooledRows); fRstd = Buffer(pooledRows)
         pooled = Buffer(B * C); logits = Buffer(B * c.classes)
         headPre = Buffer(B * (c.headHidden ?? 1)); headAct = Buffer(B * (c.headHidden ?? 1))
@@ -323,6 +325,17 @@ public final class TrainableViT: @unchecked Sendable {
 
     /// Logits (B, classes) for pixels (B, 3, S, S), keeping activations for `backward`.
     public func forward(pixels: [Float], batch B: Int) throws -> [Float] {
+        try run(pixels: pixels, batch: B, tokens: false)
+    }
+
+    /// Patch tokens (B, N, C) after the final norm — what the encoder's `patch_tokens` output
+    /// holds — for pixels (B, 3, S, S), keeping activations for `backwardPatchTokens`.
+    public func forwardPatchTokens(pixels: [Float], batch B: Int) throws -> [Float] {
+        try run(pixels: pixels, batch: B, tokens: true)
+    }
+
+    private func run(pixels: [Float], batch B: Int, tokens: Bool) throws -> [Float] {
+        if tokens != tokenMode { tokenMode = tokens; batch = 0 }
         var out: [Float] = []
         var failure: Error? = nil
         lastForwardTraining = training
@@ -354,6 +367,15 @@ public final class TrainableViT: @unchecked Sendable {
             }
             if recompute { savedInputs[i].p.update(from: x.p, count: R * C) }
             trainingBlock(i, bp, cache, x: x.p, batch: B, training: training)
+        }
+        if tokenMode {
+            pooledIn.p.update(from: x.p, count: R * C)
+            parallelLayerNorm(tC2.p, pooledIn.p, normW, normB, rows: R, cols: C, eps: c.eps, mean: fMean.p, rstd: fRstd.p)
+            var out = [Float](repeating: 0, count: B * N * C)
+            out.withUnsafeMutableBufferPointer { o in
+                for b in 0..<B { (o.baseAddress! + b * N * C).update(from: tC2.p + (b * T + 1) * C, count: N * C) }
+            }
+            return out
         }
         // Final norm and pooling.
         if c.pooling == "token" {
@@ -387,11 +409,30 @@ public final class TrainableViT: @unchecked Sendable {
 
     /// Accumulate gradients of the trainable parameters from dlogits (B, classes) of the last forward.
     public func backward(dlogits: [Float]) {
+        precondition(!tokenMode, "backward: the last forward returned patch tokens; use backwardPatchTokens")
         withSingleThreadedBLAS { backwardBody(dlogits: dlogits) }
     }
 
+    /// Accumulate gradients of the trainable parameters from d(patch tokens) (B, N, C) of the last
+    /// `forwardPatchTokens`. The head takes no part.
+    public func backwardPatchTokens(_ dtokens: [Float]) {
+        precondition(tokenMode, "backwardPatchTokens: the last forward was not forwardPatchTokens")
+        let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, N = c.grid * c.grid
+        precondition(dtokens.count == B * N * C, "backwardPatchTokens: gradient must be (B, N, C) of the last forward")
+        guard let lowest = lowestTrainableBlock ?? (normW.trainable || normB.trainable ? c.depth : nil) else { return }
+        withSingleThreadedBLAS {
+            tC2.zero()
+            dtokens.withUnsafeBufferPointer { d in
+                for b in 0..<B { (tC2.p + (b * T + 1) * C).update(from: d.baseAddress! + b * N * C, count: N * C) }
+            }
+            parallelLayerNormBackward(dx: lowest < c.depth ? x.p : nil, accumulate: false, dy: tC2.p, x: pooledIn.p, normW, normB,
+                                      mean: fMean.p, rstd: fRstd.p, rows: R, cols: C)
+            backwardBlocks(lowest: lowest)
+        }
+    }
+
     private func backwardBody(dlogits: [Float]) {
-        let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
+        let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, N = c.grid * c.grid
         precondition(dlogits.count == B * c.classes, "backward: dlogits must be (B, classes) of the last forward")
         let dl = Buffer(dlogits)
         let headInput = c.headHidden != nil ? headAct.p : pooled.p, headWidth = c.headHidden ?? C
@@ -427,6 +468,14 @@ public final class TrainableViT: @unchecked Sendable {
             layerNormBackward(dx: dx.p, accumulate: false, dy: tC2.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
                               dweight: normW.grad?.p, dbias: normB.grad?.p, rows: R, cols: C)
         }
+        backwardBlocks(lowest: lowest)
+    }
+
+    /// From the residual-stream gradient in `x` (B·T, C) at the last block's output down to the
+    /// lowest trainable parameter.
+    private func backwardBlocks(lowest: Int) {
+        let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
+        let dx = x
         guard lowest < c.depth else { return }
         for i in stride(from: c.depth - 1, through: max(lowest, 0), by: -1) {
             let bp = blocks[i], cache = caches[i]

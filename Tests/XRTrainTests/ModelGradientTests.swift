@@ -46,6 +46,53 @@ final class ModelGradientTests: XCTestCase {
         XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set): directional derivative", file: file, line: line)
     }
 
+    /// Patch-token output (what a report decoder consumes): L = Σ w ⊙ tokens² for a fixed w, its
+    /// gradient through `backwardPatchTokens` against the finite difference; the head takes no part.
+    func checkTokens(_ set: TrainableSet, layerScale: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
+        let c = TrainConfig(dim: 16, depth: 2, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 2, layerScale: layerScale)
+        let m = try TrainableViT.random(c, seed: 4)
+        try m.setTrainable(set, seed: 6)
+        var rng = XRRandom(seed: 11)
+        for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") {
+            for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
+        }
+        let B = 2, N = 4
+        let px = (0..<(B * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+        let w = (0..<(B * N * 16)).map { _ in rng.nextGaussian() }
+        func loss() throws -> Double {
+            let t = try m.forwardPatchTokens(pixels: px, batch: B)
+            return zip(t, w).reduce(0.0) { $0 + Double($1.0 * $1.0 * $1.1) }
+        }
+        m.zeroGrad()
+        let t = try m.forwardPatchTokens(pixels: px, batch: B)
+        XCTAssertEqual(t.count, B * N * 16)
+        m.backwardPatchTokens(zip(t, w).map { 2 * $0 * $1 })
+        let params = m.trainableParameters.filter { !$0.name.hasPrefix("head") }
+        XCTAssertFalse(params.isEmpty)
+        for p in m.trainableParameters where p.name.hasPrefix("head") { XCTAssertTrue((0..<p.count).allSatisfy { p.grad!.p[$0] == 0 }, p.name) }
+        var dirs = params.map { p in (0..<p.count).map { _ in rng.nextGaussian() } }
+        let norm = Float(dirs.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1 * $1) } }.squareRoot())
+        dirs = dirs.map { $0.map { $0 / norm } }
+        var analytic = 0.0
+        for (p, v) in zip(params, dirs) { for i in 0..<p.count { analytic += Double(p.grad!.p[i]) * Double(v[i]) } }
+        let h: Float = 3e-3
+        func shift(_ s: Float) { for (p, v) in zip(params, dirs) { for i in 0..<p.count { p.value.p[i] += s * v[i] } } }
+        shift(h); let lp = try loss()
+        shift(-2 * h); let lm = try loss()
+        shift(h)
+        let numeric = (lp - lm) / Double(2 * h)
+        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set): directional derivative of patch tokens", file: file, line: line)
+        // The classification path still works after token mode (buffers are rebuilt).
+        XCTAssertEqual(try m.forward(pixels: px, batch: B).count, B * 2)
+    }
+
+    func testPatchTokenGradients() throws {
+        try checkTokens(.lora(rank: 2, alpha: 4, targets: ["qkv", "fc1"]))
+        try checkTokens(.lastBlocks(1), layerScale: true)
+        try checkTokens(.full)
+        try checkTokens(.lastBlocks(0))
+    }
+
     func testFull() throws { try check(.full) }
     func testFullWithLayerScaleAndMeanPooling() throws { try check(.full, layerScale: true, pooling: "mean") }
     func testLastBlock() throws { try check(.lastBlocks(1)) }

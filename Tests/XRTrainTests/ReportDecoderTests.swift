@@ -110,3 +110,40 @@ final class ReportGenerationTests: XCTestCase {
         XCTAssertFalse(nr.ids.contains(1))
     }
 }
+
+/// The gradient with respect to the visual tokens (what flows back into a tuned encoder),
+/// against a central finite difference of the loss along a random direction.
+final class ReportDecoderVisualGradientTests: XCTestCase {
+    func testVisualTokenGradient() throws {
+        let m = try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24),
+                                  tensors: try loadReportFixture("decoder"), source: "decoder")
+        m.needsVisualGradient = true
+        var rng = XRRandom(seed: 21)
+        let B = 2, S = 5, T = 7
+        var v = (0..<(B * S * 24)).map { _ in rng.nextGaussian() }
+        let ids = (0..<(B * T)).map { _ in Int(rng.next() % 50) }
+        var labels = ids
+        for t in 5..<T { labels[T + t] = -100 }     // a shorter second report
+        func loss() throws -> Double {
+            let logits = try m.forward(visual: v, visualTokens: S, ids: ids, batch: B, lengths: [T, 5])
+            return ReportDecoder.languageModelLoss(logits: logits, labels: labels, batch: B, vocab: 50, smoothing: 0.1).loss
+        }
+        m.zeroGrad()
+        try m.forward(visual: v, visualTokens: S, ids: ids, batch: B, lengths: [T, 5], returnLogits: false)
+        _ = m.lossAndBackward(labels: labels, smoothing: 0.1)
+        let g = m.visualGradient
+        XCTAssertEqual(g.count, v.count)
+        var dir = (0..<v.count).map { _ in rng.nextGaussian() }
+        let norm = Float(dir.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot())
+        dir = dir.map { $0 / norm }
+        let analytic = zip(g, dir).reduce(0.0) { $0 + Double($1.0 * $1.1) }
+        let h: Float = 1e-2
+        for i in v.indices { v[i] += h * dir[i] }
+        let lp = try loss()
+        for i in v.indices { v[i] -= 2 * h * dir[i] }
+        let lm = try loss()
+        let numeric = (lp - lm) / Double(2 * h)
+        XCTAssertGreaterThan(abs(numeric), 1e-4)
+        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * abs(numeric))
+    }
+}

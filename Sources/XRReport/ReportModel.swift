@@ -12,6 +12,10 @@ public struct ReportModel {
     public let pool: Int
     public let encoderSHA256: String
     public let eos: Int
+    /// How the encoder was trained with the decoder; tuned values in `encoder_tuned.safetensors`.
+    public let encoderSpec: ReportEncoderSpec
+    let encoderTensors: [String: Tensor]
+    let directory: URL
 
     public static func load(_ dir: URL) throws -> ReportModel {
         let infoURL = dir.appendingPathComponent("model.json")
@@ -30,7 +34,21 @@ public struct ReportModel {
                                         source: dir.appendingPathComponent("decoder.safetensors").path)
         let tok = try BPETokenizer.load(dir.appendingPathComponent("tokenizer.json"))
         guard let eos = tok.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", file: dir.path, field: "tokenizer.json") }
-        return ReportModel(decoder: decoder, tokenizer: tok, pool: info["pool"] as? Int ?? 1, encoderSHA256: info["encoder_sha256"] as? String ?? "", eos: eos)
+        var spec = ReportEncoderSpec.frozen
+        if let e = info["encoder_tuning"] as? [String: Any], !e.isEmpty {
+            do { spec = try JSONDecoder().decode(ReportEncoderSpec.self, from: try JSONSerialization.data(withJSONObject: e)) } catch {
+                throw XRError("unreadable encoder_tuning section", file: infoURL.path, field: "encoder_tuning")
+            }
+            _ = try spec.trainableSet()
+        }
+        var et: [String: Tensor] = [:]
+        if !spec.isFrozen {
+            let u = dir.appendingPathComponent("encoder_tuned.safetensors")
+            let f = try SafeTensorsFile(contentsOf: u)
+            for n in f.names { et[n] = try f.tensor(n) }
+        }
+        return ReportModel(decoder: decoder, tokenizer: tok, pool: info["pool"] as? Int ?? 1, encoderSHA256: info["encoder_sha256"] as? String ?? "", eos: eos,
+                           encoderSpec: spec, encoderTensors: et, directory: dir)
     }
 
     /// Draft reports for images, with the encoder the model was trained on (its hash is checked).
@@ -39,8 +57,17 @@ public struct ReportModel {
             throw XRError("encoder mismatch: the report model was trained on encoder \(encoderSHA256.prefix(16))…, this one is \(encoder.weightsHash.prefix(16))…",
                           field: "--base", hint: "use the encoder the model was trained with")
         }
-        let pairs = images.map { ReportPair(id: $0.path, image: $0, findings: "", impression: "", split: nil, row: 0) }
-        let (vis, S, _) = try ReportTraining.visualTokens(pairs, encoder: encoder, pool: pool, quiet: quiet)
+        let vis: [[Float]], S: Int
+        if encoderSpec.isFrozen {
+            let pairs = images.map { ReportPair(id: $0.path, image: $0, findings: "", impression: "", split: nil, row: 0) }
+            (vis, S, _) = try ReportTraining.visualTokens(pairs, encoder: encoder, pool: pool, quiet: quiet)
+        } else {
+            // The base encoder with the tuned parameters the model carries.
+            let tuned = try TunedEncoder(encoder, spec: encoderSpec, seed: 0, source: directory.path)
+            try tuned.load(encoderTensors, source: directory.appendingPathComponent("encoder_tuned.safetensors").path)
+            vis = try ReportTraining.visualTokens(images, tuned: tuned, pool: pool, quiet: quiet)
+            S = PatchPooling.pooledCount(grid: tuned.vit.config.grid, factor: pool)
+        }
         return try vis.map { v in
             var o = options
             o.maxNewTokens = min(o.maxNewTokens, decoder.config.positions - 1)

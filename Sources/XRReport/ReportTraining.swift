@@ -1,8 +1,10 @@
-// Report generation end to end: paired images and reports → frozen encoder patch tokens (pooled,
-// cached) → a GPT-2-style decoder with cross-attention trained by teacher forcing → beam-search
-// drafts on the test images → BLEU / ROUGE-L / CIDEr-D and CheXpert clinical efficacy. The model
-// folder holds the decoder (Hugging Face names), its config, the tokenizer and the encoder it was
-// trained on (with its hash and preprocessing).
+// Report generation end to end: paired images and reports → encoder patch tokens (pooled; from a
+// frozen encoder, computed once, or from an encoder tuned with LoRA / its last blocks) → a
+// GPT-2-style decoder with cross-attention trained by teacher forcing → beam-search drafts on the
+// test images → BLEU / ROUGE-L / CIDEr-D and CheXpert clinical efficacy. A checkpoint after every
+// epoch lets an interrupted run resume to the same result. The model folder holds the decoder
+// (Hugging Face names), its config, the tokenizer, the tuned encoder parameters (if any) and the
+// hash and preprocessing of the encoder it was trained on.
 import Foundation
 import XRTensor
 import XRKernels
@@ -30,6 +32,12 @@ public struct ReportTrainOptions: Sendable {
     public var lr = 5e-4, weightDecay = 0.01, warmup = 0.1, labelSmoothing = 0.1, clip: Double? = 1.0
     /// Training reports used (nil = all): the low-data sweep's axis.
     public var trainLimit: Int?
+    /// Frozen encoder, or LoRA / last-k tuning of it.
+    public var encoderSpec = ReportEncoderSpec.frozen
+    /// Keep `checkpoint.safetensors` in the output folder after every epoch and resume from it.
+    public var checkpoints = true
+    /// Stop after this many epochs of this call (the checkpoint stays; used to test resuming).
+    public var stopAfter: Int?
     public var seed: UInt64 = 0
     public var generation = GenerationOptions()
     public var quiet = false
@@ -38,10 +46,35 @@ public struct ReportTrainOptions: Sendable {
 
 public struct ReportTrainResult: Sendable {
     public var metrics: [String: Double]
+    /// False when `stopAfter` ended the call before the last epoch (nothing but the checkpoint written).
+    public var complete = true
+    public var generated: [String] = []
+    public var trainableEncoderParameters = 0
     public var history: [EpochRecord]
     public var truncated: Int
     public var trainReports: Int
     public var testReports: Int
+
+    init(metrics: [String: Double], complete: Bool = true, history: [EpochRecord], truncated: Int, trainReports: Int, testReports: Int) {
+        self.metrics = metrics; self.complete = complete; self.history = history; self.truncated = truncated
+        self.trainReports = trainReports; self.testReports = testReports
+    }
+}
+
+/// Preprocessed pixels by image index, decoded once (for a tuned encoder).
+final class PixelStore: @unchecked Sendable {
+    let urls: [URL]
+    let tuned: TunedEncoder?
+    private var store: [Int: [Float]] = [:]
+    init(_ urls: [URL], tuned: TunedEncoder?) { self.urls = urls; self.tuned = tuned }
+    func pixels(_ i: Int) throws -> [Float] {
+        if let p = store[i] { return p }
+        guard let tuned else { throw XRError("no tuned encoder", field: "encoder") }
+        let x = try tuned.preprocessing.apply(contentsOf: urls[i])
+        guard x.count == 3 * tuned.size * tuned.size else { throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: urls[i].path) }
+        store[i] = x
+        return x
+    }
 }
 
 public enum ReportTraining {
@@ -56,17 +89,40 @@ public enum ReportTraining {
         let n = t.shape[0], N = t.shape[1], C = t.shape[2]
         let g = Int(Double(N).squareRoot().rounded())
         guard g * g == N else { throw XRError("patch grid of \(N) tokens is not square", field: "encoder") }
-        let p = max(1, min(pool, g)), G = g / p
+        let pooled = PatchPooling.pool(t.scalars, batch: n, grid: g, channels: C, factor: pool)
+        let S = PatchPooling.pooledCount(grid: g, factor: pool)
+        return ((0..<n).map { Array(pooled[($0 * S * C)..<(($0 + 1) * S * C)]) }, S, C)
+    }
+
+    /// Visual tokens of a tuned encoder, in batches, without gradients.
+    static func visualTokens(_ images: [URL], tuned: TunedEncoder, pool: Int, batch: Int = 8, quiet: Bool = true) throws -> [[Float]] {
         var out: [[Float]] = []
-        for i in 0..<n {
-            var v = [Float](repeating: 0, count: G * G * C)
-            for gy in 0..<(G * p) { for gx in 0..<(G * p) {
-                let dst = ((gy / p) * G + gx / p) * C, src = ((i * N) + gy * g + gx) * C
-                for c in 0..<C { v[dst + c] += t.scalars[src + c] / Float(p * p) }
-            } }
-            out.append(v)
+        let progress = ProgressReporter("encode", total: images.count, unit: "images", quiet: quiet)
+        for start in stride(from: 0, to: images.count, by: batch) {
+            let part = Array(images[start..<min(images.count, start + batch)])
+            let px = try part.flatMap { u -> [Float] in
+                let x = try tuned.preprocessing.apply(contentsOf: u)
+                guard x.count == 3 * tuned.size * tuned.size else { throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: u.path) }
+                return x
+            }
+            let (v, S) = try tuned.visualTokens(pixels: px, batch: part.count, pool: pool, training: false)
+            let per = v.count / part.count
+            _ = S
+            for b in 0..<part.count { out.append(Array(v[(b * per)..<((b + 1) * per)])) }
+            progress.advance(by: part.count)
         }
-        return (out, G * G, C)
+        progress.finish()
+        return out
+    }
+
+    /// Everything that decides the training: a checkpoint written under other values is refused.
+    static func checkpointIdentity(_ o: ReportTrainOptions, encoderHash: String, fit: [ReportPair], val: [ReportPair], tokenizer: BPETokenizer) -> [String: String] {
+        func digest(_ p: [ReportPair]) -> String { String(SHA256.hex(Data(p.map { "\($0.image.lastPathComponent)|\($0.findings)|\($0.impression)" }.joined(separator: "\n").utf8)).prefix(16)) }
+        return ["encoder": String(encoderHash.prefix(16)), "encoder tuning": o.encoderSpec.description, "target": o.target,
+                "decoder": "dim \(o.dim), layers \(o.layers), heads \(o.heads), max tokens \(o.maxTokens), pool \(o.pool), init \(o.initFrom?.lastPathComponent ?? "random")",
+                "training": "epochs \(o.epochs), batch \(o.batchSize), lr \(o.lr), wd \(o.weightDecay), warmup \(o.warmup), smoothing \(o.labelSmoothing), clip \(o.clip.map { String($0) } ?? "none")",
+                "seed": String(o.seed), "training reports": "\(fit.count) (\(digest(fit)))", "validation reports": "\(val.count) (\(digest(val)))",
+                "tokenizer": "\(tokenizer.size) tokens"]
     }
 
     /// GPT-2's initialisation: N(0, 0.02) matrices and embeddings, norms 1, biases 0.
@@ -118,38 +174,62 @@ public enum ReportTraining {
         if let t = o.tokenizer { tokenizer = try BPETokenizer.load(t) } else {
             tokenizer = try BPETokenizer.train(fit.map { $0.target(o.target) }, vocabSize: o.vocabSize, specialTokens: ["<|endoftext|>", "<pad>"])
         }
-        try tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
         guard let eos = tokenizer.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", field: "tokenizer") }
         let pad = tokenizer.added["<pad>"] ?? eos
 
         let encoder = try Encoder.load(model: o.encoder)
         let all = fit + val + test
-        let (vis, S, Cv) = try visualTokens(all, encoder: encoder, pool: o.pool, quiet: o.quiet)
+        let fitIdx = Array(0..<fit.count), valIdx = Array(fit.count..<(fit.count + val.count)), testIdx = Array((fit.count + val.count)..<all.count)
+        // Visual tokens: cached for a frozen encoder; a tuned one recomputes them every step.
+        let tuned = o.encoderSpec.isFrozen ? nil : try TunedEncoder(encoder, spec: o.encoderSpec, seed: o.seed, source: o.encoder.path)
+        var vis: [[Float]] = [], S = 0, Cv = 0
+        if let tuned {
+            S = PatchPooling.pooledCount(grid: tuned.vit.config.grid, factor: o.pool); Cv = tuned.vit.config.dim
+        } else {
+            (vis, S, Cv) = try visualTokens(all, encoder: encoder, pool: o.pool, quiet: o.quiet)
+        }
+        let pixelCache = PixelStore(all.map(\.image), tuned: tuned)
         let config = DecoderConfig(vocab: tokenizer.size, positions: o.maxTokens, dim: o.dim, layers: o.layers, heads: o.heads, visualDim: Cv)
         let model = try ReportDecoder(config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
+        model.needsVisualGradient = tuned != nil
+        let params = model.parameters + (tuned?.parameters ?? [])
 
         let seqs = TokenizedReports(all.map { $0.target(o.target) }, tokenizer: tokenizer, maxTokens: o.maxTokens, bos: eos, eos: eos)
-        func batch(_ idx: [Int]) -> (visual: [Float], ids: [Int], labels: [Int], lengths: [Int]) {
+        func batch(_ idx: [Int]) -> (ids: [Int], labels: [Int], lengths: [Int]) {
             let T = idx.map { seqs.sequences[$0].count }.max()!
-            var ids: [Int] = [], labels: [Int] = [], lengths: [Int] = [], v: [Float] = []
+            var ids: [Int] = [], labels: [Int] = [], lengths: [Int] = []
             for i in idx {
                 let s = seqs.sequences[i]
                 ids += s + [Int](repeating: pad, count: T - s.count)
                 labels += s + [Int](repeating: -100, count: T - s.count)
                 lengths.append(s.count)
-                v += vis[i]
             }
-            return (v, ids, labels, lengths)
+            return (ids, labels, lengths)
         }
-        let fitIdx = Array(0..<fit.count), valIdx = Array(fit.count..<(fit.count + val.count)), testIdx = Array((fit.count + val.count)..<all.count)
+        func visual(_ idx: [Int], training: Bool) throws -> [Float] {
+            guard let tuned else { return idx.flatMap { vis[$0] } }
+            let px = try idx.flatMap { try pixelCache.pixels($0) }
+            return try tuned.visualTokens(pixels: px, batch: idx.count, pool: o.pool, training: training).tokens
+        }
         let perEpoch = (fitIdx.count + o.batchSize - 1) / o.batchSize
         let schedule = Schedule(peak: o.lr, warmup: Int(Double(perEpoch * o.epochs) * o.warmup), total: perEpoch * o.epochs)
         let opt = AdamW(weightDecay: o.weightDecay)
+        if let tuned { for p in tuned.parameters { opt.lrScale[p.name] = o.encoderSpec.withDefaults().lr_scale ?? 1 } }
         var history: [EpochRecord] = []
-        var best: (loss: Double, values: [String: [Float]])? = nil
-        let progress = ProgressReporter("report", total: o.epochs * perEpoch, unit: "steps", quiet: o.quiet)
-        var step = 0
-        for epoch in 0..<o.epochs {
+        var best: (epoch: Int, loss: Double, values: [String: [Float]])? = nil
+        var firstEpoch = 0
+        // Resume: a checkpoint of the same configuration continues where it stopped.
+        let ckpt = o.output.appendingPathComponent("checkpoint.safetensors")
+        let identity = checkpointIdentity(o, encoderHash: encoder.weightsHash, fit: fit, val: val, tokenizer: tokenizer)
+        if o.checkpoints, FileManager.default.fileExists(atPath: ckpt.path) {
+            let st = try TuneCheckpoint.load(ckpt, identity: identity, parameters: params, optimizer: opt)
+            firstEpoch = st.epoch; history = st.history; best = st.best
+        }
+        let progress = ProgressReporter("report", total: (o.epochs - firstEpoch) * perEpoch, unit: "steps", quiet: o.quiet)
+        var step = firstEpoch * perEpoch
+        var ran = 0
+        for epoch in firstEpoch..<o.epochs {
+            if let k = o.stopAfter, ran >= k { break }
             var order = fitIdx
             var r = XRRandom(seed: o.seed, stream: [0xE90C, UInt64(epoch)])
             r.shuffle(&order)
@@ -158,11 +238,18 @@ public enum ReportTraining {
                 let idx = Array(order[start..<min(order.count, start + o.batchSize)])
                 let b = batch(idx)
                 model.zeroGrad()
-                try model.forward(visual: b.visual, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths, returnLogits: false)
+                tuned?.vit.zeroGrad()
+                tuned?.vit.dropoutSeed = UInt64(step)
+                let v = try visual(idx, training: true)
+                try model.forward(visual: v, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths, returnLogits: false)
                 let (loss, n) = model.lossAndBackward(labels: b.labels, smoothing: o.labelSmoothing)
-                guard loss.isFinite else { throw XRError("the loss became \(loss) in epoch \(epoch + 1)", field: "lr", hint: "lower the learning rate") }
-                clipGradNorm(model.parameters, maxNorm: o.clip ?? .infinity)
-                opt.update(model.parameters, lr: schedule.lr(step))
+                guard loss.isFinite else {
+                    throw XRError("the loss became \(loss) in epoch \(epoch + 1)", field: "lr",
+                                  hint: "lower the learning rate" + (o.checkpoints ? "; the checkpoint of the last finished epoch is kept" : ""))
+                }
+                tuned?.backward(model.visualGradient, batch: idx.count, pool: o.pool)
+                clipGradNorm(params, maxNorm: o.clip ?? .infinity)
+                opt.update(params, lr: schedule.lr(step))
                 step += 1
                 sum += loss * Double(n); count += n
                 progress.advance()
@@ -172,16 +259,27 @@ public enum ReportTraining {
             for start in stride(from: 0, to: valIdx.count, by: o.batchSize) {
                 let idx = Array(valIdx[start..<min(valIdx.count, start + o.batchSize)])
                 let b = batch(idx)
-                let logits = try model.forward(visual: b.visual, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
+                let logits = try model.forward(visual: try visual(idx, training: false), visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
                 let (loss, _, n) = ReportDecoder.languageModelLoss(logits: logits, labels: b.labels, batch: idx.count, vocab: config.vocab)
                 vsum += loss * Double(n); vcount += n
             }
             let vloss = vsum / Double(max(vcount, 1))
             history.append(EpochRecord(epoch: epoch + 1, trainLoss: sum / Double(max(count, 1)), validationLoss: vloss, lr: schedule.lr(max(step - 1, 0))))
-            if best == nil || vloss < best!.loss { best = (vloss, Dictionary(uniqueKeysWithValues: model.parameters.map { ($0.name, $0.value.array) })) }
+            if best == nil || vloss < best!.loss { best = (epoch + 1, vloss, Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0.value.array) })) }
+            if o.checkpoints {
+                try TuneCheckpoint.save(ckpt, identity: identity, epoch: epoch + 1, history: history, best: best, stopped: false, parameters: params, optimizer: opt)
+            }
+            ran += 1
         }
         progress.finish()
-        if let best { for p in model.parameters { if let v = best.values[p.name] { p.value.p.update(from: v, count: v.count) } } }
+        if history.count < o.epochs {
+            return ReportTrainResult(metrics: [:], complete: false, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
+        }
+        if let best { for p in params { if let v = best.values[p.name] { p.value.p.update(from: v, count: v.count) } } }
+        if let tuned {
+            vis = [[Float]](repeating: [], count: all.count)
+            for (k, v) in try visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet).enumerated() { vis[testIdx[k]] = v }
+        }
 
         // Drafts for the test images.
         var generated: [String] = []
@@ -201,12 +299,21 @@ public enum ReportTraining {
         for k in 0..<4 { metrics["bleu_\(k + 1)"] = s.bleu[k] }
 
         // The model folder.
+        try tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
+        let encoderFile = o.output.appendingPathComponent("encoder_tuned.safetensors")
+        if let tuned {
+            try SafeTensors.write(tuned.parameters.map { ($0.name, $0.tensor) }, metadata: ["format": "pt", "base_sha256": encoder.weightsHash], to: encoderFile)
+        } else {
+            try? FileManager.default.removeItem(at: encoderFile)
+        }
         try SafeTensors.write(model.hfTensors().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, metadata: ["format": "pt"],
                               to: o.output.appendingPathComponent("decoder.safetensors"))
         let info: [String: Any] = [
             "format": "xrlab-report-model", "format_version": 1, "xrlab_version": XRLabVersion.string,
             "decoder": ["vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv],
             "visual_tokens": S, "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
+            "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec.withDefaults()))) ?? [:],
+            "encoder_input_size": tuned?.size ?? NSNull(),
             "preprocessing": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(encoder.preprocessing))) ?? [:],
             "train_reports": fit.count, "validation_reports": val.count, "test_reports": test.count, "truncated_reports": seqs.truncated,
             "metrics": metrics, "history": history.map { ["epoch": $0.epoch, "train_loss": $0.trainLoss, "validation_loss": $0.validationLoss ?? 0] },
@@ -216,6 +323,10 @@ public enum ReportTraining {
         func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
         for (p, g) in zip(test, generated) { csv += "\(q(p.id)),\(q(g)),\(q(p.target(o.target)))\n" }
         try AtomicFile.write(csv, to: o.output.appendingPathComponent("generated.csv"))
-        return ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
+        try? FileManager.default.removeItem(at: ckpt)
+        var result = ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
+        result.generated = generated
+        result.trainableEncoderParameters = tuned?.parameters.reduce(0) { $0 + $1.count } ?? 0
+        return result
     }
 }

@@ -240,7 +240,7 @@ public final class Tuner {
 
 /// One file per run: trainable values, best values, AdamW moments (safetensors) with the loop
 /// state in its metadata; written atomically.
-enum TuneCheckpoint {
+public enum TuneCheckpoint {
     struct State: Codable {
         var format = "xrlab-tune-checkpoint"
         var version = 1
@@ -255,9 +255,15 @@ enum TuneCheckpoint {
 
     static func save(_ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
                      stopped: Bool, model: TrainableViT, optimizer: AdamW) throws {
+        try save(url, identity: identity, epoch: epoch, history: history, best: best, stopped: stopped, parameters: model.trainableParameters, optimizer: optimizer)
+    }
+
+    /// Save `parameters` (names unique), their best values and AdamW moments with the loop state.
+    public static func save(_ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
+                            stopped: Bool, parameters: [Parameter], optimizer: AdamW) throws {
         var t: [(String, Tensor)] = []
         let st = optimizer.state
-        for p in model.trainableParameters {
+        for p in parameters {
             t.append(("param." + p.name, p.tensor))
             if let b = best?.values[p.name] { t.append(("best." + p.name, Tensor(shape: p.shape, scalars: b))) }
             if let m = st.m[p.name], let v = st.v[p.name] {
@@ -272,6 +278,13 @@ enum TuneCheckpoint {
 
     static func load(_ url: URL, identity: [String: String], model: TrainableViT, optimizer: AdamW) throws
         -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool) {
+        try load(url, identity: identity, parameters: model.trainableParameters, optimizer: optimizer)
+    }
+
+    /// Restore `parameters` and the optimiser from a checkpoint written under the same identity
+    /// (a different one is refused, naming each differing field).
+    public static func load(_ url: URL, identity: [String: String], parameters: [Parameter], optimizer: AdamW) throws
+        -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool) {
         let f = try SafeTensorsFile(contentsOf: url)
         guard let json = f.metadata["state"], let state = try? JSONDecoder().decode(State.self, from: Data(json.utf8)) else {
             throw XRError("not a training checkpoint (no readable state)", file: url.path, field: "state", hint: "delete it to train this cell from the start")
@@ -284,7 +297,7 @@ enum TuneCheckpoint {
                           hint: "the recipe, data or method changed since it was written; delete it (or run with --force) to train from the start")
         }
         var m: [String: [Float]] = [:], v: [String: [Float]] = [:], best: [String: [Float]] = [:]
-        for p in model.trainableParameters {
+        for p in parameters {
             guard f.contains("param." + p.name) else { throw XRError("missing tensor", file: url.path, field: "param." + p.name) }
             let t = try f.tensor("param." + p.name)
             guard t.count == p.count, t.scalars.allSatisfy(\.isFinite) else { throw XRError("wrong size or non-finite values", file: url.path, field: "param." + p.name) }

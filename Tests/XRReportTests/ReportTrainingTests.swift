@@ -47,6 +47,82 @@ final class ReportTrainingTests: XCTestCase {
         }
     }
 
+    /// The demo's images with reports written from their labels (train / test from the demo split).
+    func pairedDemo(_ dir: URL, patients: Int = 30) throws -> (manifest: URL, model: URL, images: [URL], testImages: [URL]) {
+        let demo = try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: patients)
+        let table = try CSVTable(contentsOf: demo.manifest)
+        let p = try table.column("path"), s = try table.column("split"), l = try table.column("labels")
+        var csv = "path,split,findings,impression\n"
+        for r in table.rows {
+            let labels = Set(r[l].split(separator: "|").map(String.init))
+            let findings = (labels.contains("effusion") ? "Small right pleural effusion. " : "No pleural effusion. ")
+                + (labels.contains("cardiomegaly") ? "The heart is enlarged." : "The heart size is normal.")
+            csv += "demo/\(r[p]),\(r[s]),\(findings),Impression.\n"
+        }
+        let manifest = dir.appendingPathComponent("paired.csv")
+        try csv.write(to: manifest, atomically: true, encoding: .utf8)
+        let base = demo.manifest.deletingLastPathComponent()
+        return (manifest, demo.modelDir, table.rows.map { base.appendingPathComponent($0[p]) },
+                table.rows.filter { $0[s] == "test" }.map { base.appendingPathComponent($0[p]) })
+    }
+
+    func smallOptions(_ d: (manifest: URL, model: URL, images: [URL], testImages: [URL]), out: URL) -> ReportTrainOptions {
+        var o = ReportTrainOptions(manifest: d.manifest, encoder: d.model, output: out)
+        o.vocabSize = 300; o.dim = 32; o.layers = 1; o.heads = 2; o.maxTokens = 24; o.epochs = 4; o.lr = 3e-3; o.quiet = true
+        o.target = "findings"; o.generation.beams = 2; o.generation.noRepeatNGram = 3
+        return o
+    }
+
+    /// LoRA on the encoder, trained through the decoder: the encoder's tuned parameters move, travel
+    /// in the model folder, and drafting from the folder reproduces the drafts written in training.
+    func testTunedEncoderTrainsAndReloadsToTheSameDrafts() throws {
+        let dir = Fixtures.tempDir("xrlab-report-tuned")
+        let d = try pairedDemo(dir)
+        var o = smallOptions(d, out: dir.appendingPathComponent("lora"))
+        o.encoderSpec = ReportEncoderSpec(method: "lora", rank: 4, targets: ["qkv", "fc2"])
+        let r = try ReportTraining.run(o)
+        XCTAssertGreaterThan(r.trainableEncoderParameters, 0)
+        XCTAssertLessThan(r.history.last!.trainLoss, r.history.first!.trainLoss)
+        let f = try SafeTensorsFile(contentsOf: o.output.appendingPathComponent("encoder_tuned.safetensors"))
+        let loraB = try f.tensor("blocks.0.attn.qkv.lora_B.weight")
+        XCTAssertGreaterThan(loraB.scalars.map(abs).max()!, 0, "LoRA B starts at zero and must have trained")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: o.output.appendingPathComponent("checkpoint.safetensors").path), "checkpoint removed when done")
+        let m = try ReportModel.load(o.output)
+        XCTAssertEqual(m.encoderSpec.method, "lora")
+        let drafts = try m.generate(d.testImages, encoder: try Encoder.load(model: d.model), options: o.generation)
+        XCTAssertEqual(drafts, r.generated)
+        // A tuned model missing its encoder parameters is refused, naming the file.
+        try FileManager.default.removeItem(at: o.output.appendingPathComponent("encoder_tuned.safetensors"))
+        XCTAssertThrowsError(try ReportModel.load(o.output)) { XCTAssertTrue("\($0)".contains("encoder_tuned.safetensors"), "\($0)") }
+    }
+
+    /// A run stopped after two epochs resumes from its checkpoint to the same weights as an
+    /// uninterrupted run; a checkpoint of another configuration is refused, naming what changed.
+    func testInterruptedRunResumesToTheSameModel() throws {
+        let dir = Fixtures.tempDir("xrlab-report-resume")
+        let d = try pairedDemo(dir, patients: 20)
+        var o = smallOptions(d, out: dir.appendingPathComponent("whole"))
+        o.encoderSpec = ReportEncoderSpec(method: "last_k", blocks: 1)
+        let whole = try ReportTraining.run(o)
+        var p = o
+        p.output = dir.appendingPathComponent("parts")
+        p.stopAfter = 2
+        let first = try ReportTraining.run(p)
+        XCTAssertFalse(first.complete)
+        XCTAssertEqual(first.history.count, 2)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: p.output.appendingPathComponent("checkpoint.safetensors").path))
+        var changed = p
+        changed.lr = 1e-3
+        XCTAssertThrowsError(try ReportTraining.run(changed)) { XCTAssertTrue("\($0)".contains("training: epochs 4, batch 8, lr 0.003"), "\($0)") }
+        p.stopAfter = nil
+        let rest = try ReportTraining.run(p)
+        XCTAssertEqual(rest.history, whole.history)
+        XCTAssertEqual(rest.generated, whole.generated)
+        for file in ["decoder.safetensors", "encoder_tuned.safetensors"] {
+            XCTAssertEqual(try Data(contentsOf: p.output.appendingPathComponent(file)), try Data(contentsOf: o.output.appendingPathComponent(file)), file)
+        }
+    }
+
     func testMissingReportIsAnError() throws {
         let dir = Fixtures.tempDir("xrlab-report")
         let m = dir.appendingPathComponent("m.csv")

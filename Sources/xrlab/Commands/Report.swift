@@ -12,7 +12,8 @@ struct ReportCommand: ParsableCommand {
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Train a report decoder on a paired manifest (path, split, findings, impression) with a frozen encoder; score drafts on the test split.")
+            abstract: "Train a report decoder on a paired manifest (path, split, findings, impression) with a frozen or tuned encoder; score drafts on the test split.",
+            discussion: "A checkpoint after every epoch (OUT/checkpoint.safetensors) lets an interrupted run resume: run the same command again.")
         @Option(name: .long, help: "Paired manifest CSV.") var manifest: String
         @Option(name: .long, help: "Encoder checkpoint (folder or .safetensors with its preprocessor_config.json).") var encoder: String
         @Option(name: .long, help: "Output folder.") var out: String
@@ -28,6 +29,11 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Batch size.") var batchSize: Int = 8
         @Option(name: .long, help: "Peak learning rate.") var lr: Double = 5e-4
         @Option(name: .long, help: "Use only this many training reports (low-data runs).") var trainLimit: Int?
+        @Option(name: .long, help: "Encoder: frozen (patch tokens computed once), lora or last_k (tuned with the decoder).") var encoderMethod: String = "frozen"
+        @Option(name: .long, help: "Encoder LoRA rank (lora).") var rank: Int = 8
+        @Option(name: .long, help: "Encoder LoRA target layers, comma-separated (lora).") var targets: String = "qkv"
+        @Option(name: .long, help: "Encoder blocks tuned (last_k).") var blocks: Int = 2
+        @Option(name: .long, help: "Encoder learning rate as a multiple of --lr (default 1 for lora, 0.1 for last_k).") var encoderLrScale: Double?
         @Option(name: .long, help: "Beam size for the test drafts.") var beams: Int = 3
         @Option(name: .long, help: "Seed.") var seed: Int = 0
         @Option(name: .long, help: "Threads.") var threads: Int = 2
@@ -42,10 +48,18 @@ struct ReportCommand: ParsableCommand {
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
                 o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet
                 o.generation.beams = beams; o.generation.noRepeatNGram = 3
+                guard ReportEncoderSpec.methods.contains(encoderMethod) else {
+                    throw XRError("unknown encoder method '\(encoderMethod)'", field: "--encoder-method", hint: "use " + ReportEncoderSpec.methods.joined(separator: ", "))
+                }
+                switch encoderMethod {
+                case "lora": o.encoderSpec = ReportEncoderSpec(method: "lora", rank: rank, targets: targets.split(separator: ",").map(String.init), lr_scale: encoderLrScale)
+                case "last_k": o.encoderSpec = ReportEncoderSpec(method: "last_k", blocks: blocks, lr_scale: encoderLrScale)
+                default: o.encoderSpec = .frozen
+                }
                 let r = try ReportTraining.run(o)
                 print("trained on \(r.trainReports) reports (\(r.truncated) cut to \(maxTokens) tokens); \(r.testReports) test drafts")
                 print(r.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  "))
-                print("wrote \(out)/model.json, decoder.safetensors, tokenizer.json, generated.csv")
+                print("wrote \(out)/model.json, decoder.safetensors, tokenizer.json, generated.csv" + (o.encoderSpec.isFrozen ? "" : ", encoder_tuned.safetensors (\(r.trainableEncoderParameters) tuned encoder parameters)"))
             }
         }
     }

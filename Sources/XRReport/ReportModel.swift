@@ -15,7 +15,15 @@ public struct ReportModel {
     /// How the encoder was trained with the decoder; tuned values in `encoder_tuned.safetensors`.
     public let encoderSpec: ReportEncoderSpec
     let encoderTensors: [String: Tensor]
+    /// Standardisation of the visual tokens fitted in training.
+    public let visualNorm: VisualNorm
     let directory: URL
+
+    init(decoder: ReportDecoder, tokenizer: BPETokenizer, pool: Int, encoderSHA256: String, eos: Int, encoderSpec: ReportEncoderSpec,
+         encoderTensors: [String: Tensor], visualNorm: VisualNorm, directory: URL) {
+        self.decoder = decoder; self.tokenizer = tokenizer; self.pool = pool; self.encoderSHA256 = encoderSHA256; self.eos = eos
+        self.encoderSpec = encoderSpec; self.encoderTensors = encoderTensors; self.visualNorm = visualNorm; self.directory = directory
+    }
 
     public static func load(_ dir: URL) throws -> ReportModel {
         let infoURL = dir.appendingPathComponent("model.json")
@@ -47,8 +55,15 @@ public struct ReportModel {
             let f = try SafeTensorsFile(contentsOf: u)
             for n in f.names { et[n] = try f.tensor(n) }
         }
+        let nu = dir.appendingPathComponent("visual_norm.safetensors")
+        let nf = try SafeTensorsFile(contentsOf: nu)
+        let mean = try nf.tensor("mean"), inv = try nf.tensor("inv_std")
+        let S = info["visual_tokens"] as? Int ?? 0
+        guard mean.shape == [S, vd], inv.shape == [S, vd], mean.scalars.allSatisfy(\.isFinite), inv.scalars.allSatisfy(\.isFinite) else {
+            throw XRError("visual standardisation must be two finite (\(S), \(vd)) tensors", file: nu.path, field: "mean / inv_std")
+        }
         return ReportModel(decoder: decoder, tokenizer: tok, pool: info["pool"] as? Int ?? 1, encoderSHA256: info["encoder_sha256"] as? String ?? "", eos: eos,
-                           encoderSpec: spec, encoderTensors: et, directory: dir)
+                           encoderSpec: spec, encoderTensors: et, visualNorm: VisualNorm(mean: mean.scalars, invStd: inv.scalars), directory: dir)
     }
 
     /// Draft reports for images, with the encoder the model was trained on (its hash is checked).
@@ -68,7 +83,8 @@ public struct ReportModel {
             vis = try ReportTraining.visualTokens(images, tuned: tuned, pool: pool, quiet: quiet)
             S = PatchPooling.pooledCount(grid: tuned.vit.config.grid, factor: pool)
         }
-        return try vis.map { v in
+        return try vis.map { raw in
+            let v = visualNorm.apply(raw)
             var o = options
             o.maxNewTokens = min(o.maxNewTokens, decoder.config.positions - 1)
             let out = try decoder.generate(visual: v, visualTokens: S, prompt: [eos], eos: eos, options: o)

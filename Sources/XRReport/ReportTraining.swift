@@ -16,7 +16,11 @@ import XRText
 
 public struct ReportTrainOptions: Sendable {
     public var manifest: URL
+    public var imageColumn = "path"
+    public var splitColumn = "split"
     public var encoder: URL
+    /// The encoder already loaded (e.g. with a recipe's preprocessing); nil = load `encoder`.
+    public var loadedEncoder: Encoder?
     public var output: URL
     /// Hugging Face tokenizer.json; nil = train one (vocabulary `vocabSize`) on the training reports.
     public var tokenizer: URL?
@@ -49,6 +53,14 @@ public struct ReportTrainResult: Sendable {
     /// False when `stopAfter` ended the call before the last epoch (nothing but the checkpoint written).
     public var complete = true
     public var generated: [String] = []
+    /// The test reports the drafts are scored against, in the same order.
+    public var references: [String] = []
+    /// Ids of the reports trained on and of those held out for validation.
+    public var trainIDs: [String] = []
+    public var validationIDs: [String] = []
+    public var testIDs: [String] = []
+    /// The epoch whose weights were kept (lowest validation loss).
+    public var bestEpoch = 0
     public var trainableEncoderParameters = 0
     public var history: [EpochRecord]
     public var truncated: Int
@@ -58,6 +70,42 @@ public struct ReportTrainResult: Sendable {
     init(metrics: [String: Double], complete: Bool = true, history: [EpochRecord], truncated: Int, trainReports: Int, testReports: Int) {
         self.metrics = metrics; self.complete = complete; self.history = history; self.truncated = truncated
         self.trainReports = trainReports; self.testReports = testReports
+    }
+}
+
+/// Per-(position, channel) standardisation of visual tokens: (v − mean) · invStd, with statistics
+/// of the training images (a feature scale the decoder's projection does not have to learn).
+public struct VisualNorm: Sendable {
+    public var mean: [Float]
+    public var invStd: [Float]
+
+    public init(mean: [Float], invStd: [Float]) { self.mean = mean; self.invStd = invStd }
+
+    init(fitting tokens: [[Float]]) {
+        let n = tokens.first?.count ?? 0, k = Double(max(tokens.count, 1))
+        var m = [Double](repeating: 0, count: n), sq = [Double](repeating: 0, count: n)
+        for t in tokens { for j in 0..<n { m[j] += Double(t[j]); sq[j] += Double(t[j]) * Double(t[j]) } }
+        mean = m.map { Float($0 / k) }
+        invStd = (0..<n).map { j in
+            let mu = m[j] / k
+            return Float(1 / (max(sq[j] / k - mu * mu, 0).squareRoot() + 1e-3))
+        }
+    }
+
+    /// Standardise tokens (any number of images of S × Cv each).
+    public func apply(_ v: [Float]) -> [Float] {
+        let n = mean.count
+        var out = v
+        for i in out.indices { out[i] = (v[i] - mean[i % n]) * invStd[i % n] }
+        return out
+    }
+
+    /// d(raw tokens) from d(standardised tokens).
+    func backward(_ d: [Float]) -> [Float] {
+        let n = invStd.count
+        var out = d
+        for i in out.indices { out[i] *= invStd[i % n] }
+        return out
     }
 }
 
@@ -157,7 +205,7 @@ public enum ReportTraining {
     }
 
     public static func run(_ o: ReportTrainOptions) throws -> ReportTrainResult {
-        let pairs = try PairedReports.load(o.manifest)
+        let pairs = try PairedReports.load(o.manifest, imageColumn: o.imageColumn, splitColumn: o.splitColumn)
         var train = pairs.filter { ($0.split ?? "train").lowercased() == "train" }
         let test = pairs.filter { $0.split?.lowercased() == "test" }
         guard !train.isEmpty, !test.isEmpty else { throw XRError("the manifest needs train and test rows", file: o.manifest.path, field: "split") }
@@ -177,7 +225,7 @@ public enum ReportTraining {
         guard let eos = tokenizer.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", field: "tokenizer") }
         let pad = tokenizer.added["<pad>"] ?? eos
 
-        let encoder = try Encoder.load(model: o.encoder)
+        let encoder = try o.loadedEncoder ?? Encoder.load(model: o.encoder)
         let all = fit + val + test
         let fitIdx = Array(0..<fit.count), valIdx = Array(fit.count..<(fit.count + val.count)), testIdx = Array((fit.count + val.count)..<all.count)
         // Visual tokens: cached for a frozen encoder; a tuned one recomputes them every step.
@@ -189,6 +237,15 @@ public enum ReportTraining {
             (vis, S, Cv) = try visualTokens(all, encoder: encoder, pool: o.pool, quiet: o.quiet)
         }
         let pixelCache = PixelStore(all.map(\.image), tuned: tuned)
+        // Visual tokens are standardised per position and channel with statistics of the training
+        // images (for a tuned encoder, of its starting weights; the transform then stays fixed).
+        let norm: VisualNorm
+        if let tuned {
+            norm = VisualNorm(fitting: try visualTokens(fitIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet))
+        } else {
+            norm = VisualNorm(fitting: fitIdx.map { vis[$0] })
+            vis = vis.map { norm.apply($0) }
+        }
         let config = DecoderConfig(vocab: tokenizer.size, positions: o.maxTokens, dim: o.dim, layers: o.layers, heads: o.heads, visualDim: Cv)
         let model = try ReportDecoder(config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
         model.needsVisualGradient = tuned != nil
@@ -209,7 +266,7 @@ public enum ReportTraining {
         func visual(_ idx: [Int], training: Bool) throws -> [Float] {
             guard let tuned else { return idx.flatMap { vis[$0] } }
             let px = try idx.flatMap { try pixelCache.pixels($0) }
-            return try tuned.visualTokens(pixels: px, batch: idx.count, pool: o.pool, training: training).tokens
+            return norm.apply(try tuned.visualTokens(pixels: px, batch: idx.count, pool: o.pool, training: training).tokens)
         }
         let perEpoch = (fitIdx.count + o.batchSize - 1) / o.batchSize
         let schedule = Schedule(peak: o.lr, warmup: Int(Double(perEpoch * o.epochs) * o.warmup), total: perEpoch * o.epochs)
@@ -247,7 +304,7 @@ public enum ReportTraining {
                     throw XRError("the loss became \(loss) in epoch \(epoch + 1)", field: "lr",
                                   hint: "lower the learning rate" + (o.checkpoints ? "; the checkpoint of the last finished epoch is kept" : ""))
                 }
-                tuned?.backward(model.visualGradient, batch: idx.count, pool: o.pool)
+                tuned?.backward(norm.backward(model.visualGradient), batch: idx.count, pool: o.pool)
                 clipGradNorm(params, maxNorm: o.clip ?? .infinity)
                 opt.update(params, lr: schedule.lr(step))
                 step += 1
@@ -278,7 +335,7 @@ public enum ReportTraining {
         if let best { for p in params { if let v = best.values[p.name] { p.value.p.update(from: v, count: v.count) } } }
         if let tuned {
             vis = [[Float]](repeating: [], count: all.count)
-            for (k, v) in try visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet).enumerated() { vis[testIdx[k]] = v }
+            for (k, v) in try visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet).enumerated() { vis[testIdx[k]] = norm.apply(v) }
         }
 
         // Drafts for the test images.
@@ -300,6 +357,8 @@ public enum ReportTraining {
 
         // The model folder.
         try tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
+        try SafeTensors.write([("mean", Tensor(shape: [S, Cv], scalars: norm.mean)), ("inv_std", Tensor(shape: [S, Cv], scalars: norm.invStd))],
+                              metadata: ["format": "pt"], to: o.output.appendingPathComponent("visual_norm.safetensors"))
         let encoderFile = o.output.appendingPathComponent("encoder_tuned.safetensors")
         if let tuned {
             try SafeTensors.write(tuned.parameters.map { ($0.name, $0.tensor) }, metadata: ["format": "pt", "base_sha256": encoder.weightsHash], to: encoderFile)
@@ -326,6 +385,9 @@ public enum ReportTraining {
         try? FileManager.default.removeItem(at: ckpt)
         var result = ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
         result.generated = generated
+        result.references = refs
+        result.trainIDs = fit.map(\.id); result.validationIDs = val.map(\.id); result.testIDs = test.map(\.id)
+        result.bestEpoch = best?.epoch ?? 0
         result.trainableEncoderParameters = tuned?.parameters.reduce(0) { $0 + $1.count } ?? 0
         return result
     }

@@ -47,7 +47,7 @@ let package = Package(
         // Feature extraction pipeline (embed) and feature cache.
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
-        .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
+        .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", "XRText", "XRReport", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
         // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // Report text: tokenisation and report-generation metrics.

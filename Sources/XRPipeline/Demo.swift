@@ -14,6 +14,9 @@ public enum DemoData {
     public struct Summary: Sendable {
         public var modelDir: URL
         public var manifest: URL
+        /// The same images paired with short reports written from their labels (`path, patient_id,
+        /// split, findings, impression`), for report generation.
+        public var reports: URL
         public var images: Int
         public var patients: Int
     }
@@ -27,7 +30,8 @@ public enum DemoData {
         let modelDir = dir.appendingPathComponent("model")
         try writeModel(to: modelDir, seed: seed)
         let (manifest, n) = try writeImages(to: dir, patients: patients, seed: seed)
-        return Summary(modelDir: modelDir, manifest: manifest, images: n, patients: patients)
+        let reports = try writeReports(for: manifest, seed: seed)
+        return Summary(modelDir: modelDir, manifest: manifest, reports: reports, images: n, patients: patients)
     }
 
     // MARK: model
@@ -128,6 +132,39 @@ public enum DemoData {
         let manifest = dir.appendingPathComponent("manifest.csv")
         try table.write(to: manifest)
         return (manifest, count)
+    }
+
+    /// Reports written from each image's labels, with varied wording (deterministic for a seed).
+    static func writeReports(for manifest: URL, seed: UInt64) throws -> URL {
+        let table = try CSVTable(contentsOf: manifest)
+        let path = try table.column("path"), pid = try table.column("patient_id"), split = try table.column("split"), lab = try table.column("labels")
+        var rng = XRRandom(seed: seed, stream: [3])
+        func pick(_ options: [String]) -> String { options[rng.nextInt(below: options.count)] }
+        var rows: [[String]] = []
+        for r in table.rows {
+            let labels = Set(r[lab].split(separator: "|").map(String.init))
+            var findings: [String] = []
+            findings.append(labels.contains("cardiomegaly")
+                ? pick(["The heart is enlarged.", "Cardiomegaly.", "The cardiac silhouette is enlarged."])
+                : pick(["Heart size is normal.", "The cardiac silhouette is normal.", "Normal heart size."]))
+            findings.append(labels.contains("effusion")
+                ? pick(["Small pleural effusion at the lung base.", "There is a pleural effusion.", "Blunting of the costophrenic angle from a small effusion."])
+                : pick(["No pleural effusion.", "There is no pleural effusion.", "The costophrenic angles are sharp."]))
+            if labels.contains("nodule") {
+                findings.append(pick(["A pulmonary nodule is seen.", "There is a rounded nodule in the lung.", "Nodular opacity in the mid lung."]))
+            }
+            findings.append(pick(["No pneumothorax.", "The lungs are otherwise clear.", "No focal consolidation."]))
+            var impression: [String] = []
+            if labels.contains("cardiomegaly") { impression.append("Cardiomegaly") }
+            if labels.contains("effusion") { impression.append("pleural effusion") }
+            if labels.contains("nodule") { impression.append("pulmonary nodule") }
+            let imp = impression.isEmpty ? pick(["No acute cardiopulmonary abnormality.", "No acute disease."])
+                : impression.joined(separator: " and ").prefix(1).uppercased() + impression.joined(separator: " and ").dropFirst() + "."
+            rows.append([r[path], r[pid], r[split], findings.joined(separator: " "), imp])
+        }
+        let url = manifest.deletingLastPathComponent().appendingPathComponent("reports.csv")
+        try CSVTable(header: ["path", "patient_id", "split", "findings", "impression"], rows: rows).write(to: url)
+        return url
     }
 
     /// A 16-bit radiograph-like picture: body, two dark lungs, mediastinum and heart, ribs, noise.

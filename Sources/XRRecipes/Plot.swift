@@ -96,7 +96,7 @@ enum LearningCurvePlot {
 
     /// Metric vs shots (log2 x axis), one line per series with its interval band.
     /// `ticks`: x values to label even without points (e.g. shot counts whose cells were all skipped).
-    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = []) throws -> Data {
+    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = [], xLabel: String = "Shots per class (log2 scale)") throws -> Data {
         let W = 1020, H = 620, left = 120, right = 250, top = 70, bottom = 90
         var c = Canvas(width: W, height: H)
         let pw = W - left - right, ph = H - top - bottom
@@ -131,7 +131,7 @@ enum LearningCurvePlot {
         c.line(left, top, left, top + ph, (60, 60, 60), thickness: 2)
         c.line(left, top + ph, left + pw, top + ph, (60, 60, 60), thickness: 2)
         c.text(title, x: left, y: 22)
-        let xl = "Shots per class (log2 scale)"
+        let xl = xLabel
         c.text(xl, x: left + pw / 2 - Canvas.textWidth(xl) / 2, y: H - 48)
         c.text(yLabel, x: 18, y: top + ph / 2 + Canvas.textWidth(yLabel) / 2, vertical: true)
         c.text(note, x: left, y: H - 22, scale: 1, (90, 90, 90))

@@ -102,6 +102,8 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var validation: Int?
         public var recompute: Bool?
         public var head_hidden: Int?
+        /// Report recipes: the encoder's learning rate as a multiple of the decoder's.
+        public var lr_scale: Double?
 
         public init(name: String) { self.name = name }
 
@@ -111,6 +113,23 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// Methods that tune the encoder (they need `model`, i.e. images).
         public static let tuningMethods = ["lora", "adapter", "last_k", "bitfit", "full"]
         public var isTuning: Bool { Self.tuningMethods.contains(name) }
+
+        /// Encoder settings of report recipes: frozen, or tuned with the decoder.
+        public static let reportMethods = ["frozen", "lora", "last_k"]
+        public static let reportKeys: [String: [String]] = [
+            "frozen": [], "lora": ["rank", "alpha", "targets", "dropout", "lr_scale"], "last_k": ["blocks", "lr_scale"],
+        ]
+
+        /// Report-recipe defaults: LoRA r=8, alpha 2r on qkv, encoder lr ×1; last 2 blocks at lr ×0.1.
+        public func withReportDefaults() -> Method {
+            var m = self
+            switch name {
+            case "lora": m.rank = rank ?? 8; m.alpha = alpha ?? Double(2 * (rank ?? 8)); m.targets = targets ?? ["qkv"]; m.dropout = dropout ?? 0; m.lr_scale = lr_scale ?? 1
+            case "last_k": m.blocks = blocks ?? 2; m.lr_scale = lr_scale ?? 0.1
+            default: break
+            }
+            return m
+        }
 
         /// Keys that apply to each method.
         public static let keys: [String: [String]] = [
@@ -186,10 +205,39 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var bootstrap: Int = 1000
     /// Run directory.
     public var output: String
+    /// Report recipes (`data.task: report`): the decoder, its training and decoding. `shots`
+    /// then counts paired training reports (0 = all of them).
+    public var report: ReportSettings? = nil
+
+    /// Paired reports instead of labels: a low-data sweep of report generation.
+    public var isReport: Bool { data.task == "report" }
+
+    /// Settings of report recipes.
+    public struct ReportSettings: Codable, Equatable, Sendable {
+        /// findings, impression or both.
+        public var target = "both"
+        /// Hugging Face tokenizer.json (nil: trained on each cell's training reports).
+        public var tokenizer: String? = nil
+        public var vocab_size = 2000
+        public var dim = 256, layers = 4, heads = 4, max_tokens = 128, pool = 2
+        /// GPT-2-layout safetensors to start the decoder from.
+        public var init_from: String? = nil
+        public var epochs = 10, batch_size = 8
+        public var lr = 5e-4, weight_decay = 0.01, warmup = 0.1, label_smoothing = 0.1, clip = 1.0
+        public var beams = 3, max_new_tokens = 128, no_repeat_ngram = 3
+        public var length_penalty = 1.0
+        /// Keep each cell's weights (decoder.safetensors, encoder_tuned.safetensors); drafts and
+        /// model.json are always kept.
+        public var keep_models = false
+        public init() {}
+        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "init_from", "epochs", "batch_size",
+                                  "lr", "weight_decay", "warmup", "label_smoothing", "clip", "beams", "max_new_tokens", "no_repeat_ngram", "length_penalty", "keep_models"]
+    }
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
     public static let knownMethods = ["logistic", "knn", "prototype", "lora", "adapter", "last_k", "bitfit", "full"]
-    public static let knownTasks = ["multilabel", "multiclass", "binary"]
+    public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
+    public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go; they do not enter the fingerprint.
     public static let outputOnlyFields: Set<String> = ["output"]
 
@@ -223,6 +271,8 @@ public struct LoadedRecipe: Sendable {
         a.data.manifest = resolve(recipe.data.manifest).standardizedFileURL.path
         a.features?.matrix = resolve(recipe.features?.matrix ?? "").standardizedFileURL.path
         a.output = resolve(recipe.output).standardizedFileURL.path
+        if let t = recipe.report?.tokenizer { a.report?.tokenizer = resolve(t).standardizedFileURL.path }
+        if let t = recipe.report?.init_from { a.report?.init_from = resolve(t).standardizedFileURL.path }
         return a
     }
 
@@ -392,7 +442,7 @@ public enum RecipeLoader {
     // MARK: schema
 
     static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output"]
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output", "report"]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -446,7 +496,7 @@ public enum RecipeLoader {
         }
         var methods: [Recipe.Method] = []
         if let mn = required(top, "methods", in: root), let list = ctx.attempt({ try mn.list() }) {
-            methods = list.compactMap(parseMethod)
+            methods = list.compactMap { parseMethod($0, report: data?.task == "report") }
             if list.isEmpty { ctx.record(mn.error("list at least one method")) }
             var seen = Set<String>()
             for (m, node) in zip(methods, list) where !seen.insert(m.name).inserted {
@@ -459,11 +509,21 @@ public enum RecipeLoader {
                 }
             }
         }
+        let isReport = data?.task == "report"
+        if isReport, let f = top["features"], !f.isNull {
+            ctx.record(f.error("a report task trains on images: give model, not features"))
+        }
         var shots: [Int] = []
         if let sn = required(top, "shots", in: root) {
             shots = ctx.attempt {
                 try sn.listOrScalar().compactMap { n in
+                    // Report tasks count paired training reports; `all` (0) uses every one.
+                    if isReport, case let .scalar(sc) = n.node, sc.string == "all" { return 0 }
                     let k = try n.int()
+                    if isReport {
+                        if k < 1 { ctx.record(n.error("the number of training reports must be at least 1 (or all), got \(k)")); return nil }
+                        return k
+                    }
                     if k < 1 { ctx.record(n.error("shots must be at least 1, got \(k)")); return nil }
                     return k
                 }
@@ -475,23 +535,31 @@ public enum RecipeLoader {
             if n < 1 { throw v.error("seeds must be at least 1, got \(n)") }
             return n
         } }
+        let known = isReport ? Recipe.reportMetrics : Recipe.knownMetrics
         let metrics = top["metrics"].flatMap { v in ctx.attempt { try v.listOrScalar().compactMap { n -> String? in
             let s = try n.string()
-            guard Recipe.knownMetrics.contains(s) else {
-                ctx.record(n.error("unknown metric '\(s)'" + (closest(s, in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                                   hint: "metrics: " + Recipe.knownMetrics.joined(separator: ", ")))
+            guard known.contains(s) else {
+                ctx.record(n.error("unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
+                                   hint: "metrics: " + known.joined(separator: ", ")))
                 return nil
             }
             return s
         } } }
         let primary = top["primary_metric"].flatMap { v in ctx.attempt { () -> String in
             let s = try v.string()
-            guard Recipe.knownMetrics.contains(s) else {
-                throw v.error("unknown metric '\(s)'" + (closest(s, in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                              hint: "metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+            guard known.contains(s) else {
+                throw v.error("unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
+                              hint: "metrics: " + known.joined(separator: ", "))
             }
             return s
         } }
+        var report: Recipe.ReportSettings? = nil
+        if let rn = top["report"], !rn.isNull {
+            if !isReport { ctx.record(rn.error("the report section applies to report tasks only", hint: "set data.task: report")) }
+            report = parseReport(rn)
+        } else if isReport {
+            report = Recipe.ReportSettings()
+        }
         // bootstrap: 1000, or {resamples: 1000}.
         let bootstrap = top["bootstrap"].flatMap { v in ctx.attempt { () -> Int in
             var n = v
@@ -506,7 +574,14 @@ public enum RecipeLoader {
 
         guard let name, let output, let data else { return nil }
         var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
-                            methods: methods.map { $0.withDefaults() }, shots: Array(Set(shots)).sorted(), output: output)
+                            methods: methods.map { isReport ? $0.withReportDefaults() : $0.withDefaults() }, shots: Array(Set(shots)).sorted(), output: output)
+        if isReport {
+            recipe.report = report
+            recipe.metrics = ["bleu_4", "rouge_l", "cider_d", "ce_f1"]
+            recipe.primary_metric = "cider_d"
+            // "all" (0) last.
+            recipe.shots = recipe.shots.filter { $0 > 0 } + (recipe.shots.contains(0) ? [0] : [])
+        }
         if let seeds { recipe.seeds = seeds }
         if let metrics { recipe.metrics = metrics }
         if let primary { recipe.primary_metric = primary }
@@ -593,6 +668,16 @@ public enum RecipeLoader {
                 data.task = t
             }
         }
+        if data.task == "report" {
+            // Paired reports: the manifest's findings / impression (or report) columns, no labels.
+            data.labels = ctx.attempt { try d["labels"].map { $0.isNull ? [] : try $0.listOrScalar().map { try $0.string() } } ?? [] } ?? []
+            if !data.labels.isEmpty, let n = d["labels"] { ctx.record(n.error("a report task has no labels (reports come from the findings / impression columns)")) }
+            if data.split_column == nil { ctx.record(dn.error("a report task needs split_column (train and test rows of the paired manifest)")) }
+            if let n = d["subgroups"], !n.isNull {
+                ctx.record(n.error("subgroups are not supported for report tasks"))
+            }
+            return manifest == nil ? nil : data
+        }
         if let labelsNode = d["labels"], !labelsNode.isNull {
             data.labels = ctx.attempt { try labelsNode.listOrScalar().map { try $0.string() } } ?? []
             if data.labels.isEmpty, case .sequence = labelsNode.node { ctx.record(labelsNode.error("labels must list at least one label")) }
@@ -659,20 +744,73 @@ public enum RecipeLoader {
         return manifest == nil ? nil : data
     }
 
-    static func parseMethod(_ mn: YNode) -> Recipe.Method? {
+    static func parseReport(_ rn: YNode) -> Recipe.ReportSettings? {
+        let ctx = rn.ctx
+        guard let m = ctx.attempt({ try rn.mapping(allowed: Recipe.ReportSettings.keys) }) else { return nil }
+        var r = Recipe.ReportSettings()
+        func int(_ k: String, min lo: Int, _ set: (Int) -> Void) {
+            guard let v = m[k] else { return }
+            if let x = ctx.attempt({ () -> Int in
+                let x = try v.int()
+                if x < lo { throw v.error("\(k) must be at least \(lo), got \(x)") }
+                return x
+            }) { set(x) }
+        }
+        func double(_ k: String, _ range: ClosedRange<Double>, _ set: (Double) -> Void) {
+            guard let v = m[k] else { return }
+            if let x = ctx.attempt({ () -> Double in
+                let x = try v.double()
+                if !range.contains(x) { throw v.error("\(k) must be between \(range.lowerBound) and \(range.upperBound), got \(x)") }
+                return x
+            }) { set(x) }
+        }
+        if let v = m["target"] {
+            r.target = ctx.attempt {
+                let t = try v.string()
+                guard ["findings", "impression", "both"].contains(t) else { throw v.error("target must be findings, impression or both, got '\(t)'") }
+                return t
+            } ?? r.target
+        }
+        if let v = m["tokenizer"], !v.isNull { r.tokenizer = ctx.attempt { try v.string() } }
+        if let v = m["init_from"], !v.isNull { r.init_from = ctx.attempt { try v.string() } }
+        if let v = m["keep_models"] { r.keep_models = ctx.attempt { try v.bool() } ?? false }
+        int("vocab_size", min: 259) { r.vocab_size = $0 }
+        int("dim", min: 8) { r.dim = $0 }
+        int("layers", min: 1) { r.layers = $0 }
+        int("heads", min: 1) { r.heads = $0 }
+        int("max_tokens", min: 4) { r.max_tokens = $0 }
+        int("pool", min: 1) { r.pool = $0 }
+        int("epochs", min: 1) { r.epochs = $0 }
+        int("batch_size", min: 1) { r.batch_size = $0 }
+        int("beams", min: 1) { r.beams = $0 }
+        int("max_new_tokens", min: 1) { r.max_new_tokens = $0 }
+        int("no_repeat_ngram", min: 0) { r.no_repeat_ngram = $0 }
+        double("lr", 1e-9...1) { r.lr = $0 }
+        double("weight_decay", 0...1) { r.weight_decay = $0 }
+        double("warmup", 0...1) { r.warmup = $0 }
+        double("label_smoothing", 0...0.5) { r.label_smoothing = $0 }
+        double("clip", 1e-9...1e9) { r.clip = $0 }
+        double("length_penalty", 0...10) { r.length_penalty = $0 }
+        if r.dim % r.heads != 0, let v = m["heads"] ?? m["dim"] { ctx.record(v.error("dim \(r.dim) is not divisible by heads \(r.heads)")) }
+        return r
+    }
+
+    static func parseMethod(_ mn: YNode, report: Bool = false) -> Recipe.Method? {
         let ctx = mn.ctx
-        let all = Array(Set(Recipe.Method.keys.values.flatMap { $0 })).sorted()
+        let table = report ? Recipe.Method.reportKeys : Recipe.Method.keys
+        let names = report ? Recipe.Method.reportMethods : Recipe.knownMethods
+        let all = Array(Set(table.values.flatMap { $0 })).sorted()
         guard let m = ctx.attempt({ try mn.mapping(allowed: ["name"] + all) }) else { return nil }
         guard let nameNode = m["name"] else { ctx.record(mn.error("missing required key 'name'")); return nil }
         guard let name = ctx.attempt({ () -> String in
             let s = try nameNode.string()
-            guard Recipe.knownMethods.contains(s) else {
-                throw nameNode.error("unknown method '\(s)'" + (closest(s, in: Recipe.knownMethods).map { " — did you mean '\($0)'?" } ?? ""),
-                                     hint: "methods: " + Recipe.knownMethods.joined(separator: ", "))
+            guard names.contains(s) else {
+                throw nameNode.error("unknown method '\(s)'" + (report ? " for a report task" : "") + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
+                                     hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
             }
             return s
         }) else { return nil }
-        let applies = Recipe.Method.keys[name] ?? []
+        let applies = table[name] ?? []
         for (key, node) in m where key != "name" && !applies.contains(key) {
             ctx.record(node.error("'\(key)' does not apply to method \(name)", hint: "\(name) takes: " + applies.joined(separator: ", ")))
         }
@@ -735,6 +873,7 @@ public enum RecipeLoader {
         if let v = m["hflip"] { method.hflip = ctx.attempt { try v.bool() } }
         if let v = m["recompute"] { method.recompute = ctx.attempt { try v.bool() } }
         if let v = m["head_hidden"] { method.head_hidden = ctx.attempt { try atLeast(v, 1, "head_hidden") } }
+        if let v = m["lr_scale"] { method.lr_scale = ctx.attempt { try positive(v, "lr_scale") } }
         if let v = m["patience"] { method.patience = ctx.attempt { try atLeast(v, 1, "patience") } }
         if let v = m["validation"] { method.validation = ctx.attempt { try atLeast(v, 0, "validation") } }
         if let c = method.C, c.isEmpty, let v = m["C"] { ctx.record(v.error("list at least one C")) }

@@ -183,6 +183,7 @@ public enum Runner {
 
     /// Run (or resume) a recipe.
     public static func run(_ r: LoadedRecipe, options: RunOptions = RunOptions()) throws -> RunSummary {
+        if r.recipe.isReport { return try ReportSweep.run(r, options: options) }
         let dir = outputDirectory(r)
         try checkRunDirectory(dir, r, force: options.force)
         let cellsDir = dir.appendingPathComponent("cells")

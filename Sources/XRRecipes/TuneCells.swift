@@ -68,6 +68,7 @@ func fmtNumber(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? Strin
 
 /// Every method setting of a recipe with a description, in recipe order (cell labels).
 public func methodSettings(_ recipe: Recipe) -> [(label: String, description: String)] {
+    if recipe.isReport { return recipe.methods.map { ($0.name, ReportSweep.encoderSpec($0).description) } }
     let probes = Dictionary(uniqueKeysWithValues: methodVariants(recipe).map { ($0.label, $0.spec.description) })
     let tunes = tuneVariants(recipe)
     return methodLabels(recipe).map { ($0, probes[$0] ?? tunes[$0]?.description ?? $0) }

@@ -22,6 +22,7 @@ final class RecipeSchemaTests: XCTestCase {
     static let repositoryRecipes: [String: Needs] = [
         "synthetic-features.yaml": .nothing,   // committed fixtures only
         "demo.yaml": .demo,                    // model, images, manifest written by `xrlab demo`
+        "demo-reports.yaml": .demo,            // report generation on the demo images and reports.csv (ReportRecipeTests runs a smaller copy)
         "demo-tuning.yaml": .demo,             // the same, with tuning methods (TuneRecipeTests runs a smaller copy)
         "nih-cxr14-shared.yaml": .sharedData,  // ../shared/data beside the repository (+ the demo model)
     ]

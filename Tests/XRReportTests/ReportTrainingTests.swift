@@ -45,6 +45,17 @@ final class ReportTrainingTests: XCTestCase {
         XCTAssertThrowsError(try m.generate([other.manifest], encoder: try Encoder.load(model: other.modelDir), options: g)) {
             XCTAssertTrue("\($0)".contains("encoder mismatch"), "\($0)")
         }
+        // The visual standardisation is part of the model: a wrong shape or a missing file is named.
+        let nu = o.output.appendingPathComponent("visual_norm.safetensors")
+        let saved = try Data(contentsOf: nu)
+        try SafeTensors.write([("mean", Tensor(shape: [1, 2], scalars: [0, 0])), ("inv_std", Tensor(shape: [1, 2], scalars: [1, 1]))], to: nu)
+        XCTAssertThrowsError(try ReportModel.load(o.output)) {
+            XCTAssertTrue("\($0)".contains("visual_norm.safetensors") && "\($0)".contains("mean / inv_std"), "\($0)")
+        }
+        try FileManager.default.removeItem(at: nu)
+        XCTAssertThrowsError(try ReportModel.load(o.output)) { XCTAssertTrue("\($0)".contains("visual_norm.safetensors"), "\($0)") }
+        try saved.write(to: nu)
+        XCTAssertNoThrow(try ReportModel.load(o.output))
     }
 
     /// The demo's images with reports written from their labels (train / test from the demo split).

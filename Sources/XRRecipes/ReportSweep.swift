@@ -1,0 +1,236 @@
+// Report recipes (`data.task: report`): low-data sweeps of report generation. Each cell trains a
+// decoder (with the encoder frozen or tuned, the method) on `shots` paired training reports
+// (0 = all) drawn with its seed, drafts the test reports and scores them. Cells are written
+// atomically to `cells/<id>.json`; a cell interrupted mid-training resumes from its epoch
+// checkpoint (`cells/<id>/checkpoint.safetensors`). Outputs follow the probe runs: results.jsonl,
+// summary.csv, a learning curve per target (PNG) and report.md.
+import Foundation
+import XRTensor
+import XRData
+import XRProbe
+import XRPipeline
+import XRTrain
+import XRText
+import XRReport
+
+enum ReportSweep {
+    static func encoderSpec(_ m: Recipe.Method) -> ReportEncoderSpec {
+        let d = m.withReportDefaults()
+        return ReportEncoderSpec(method: d.name, rank: d.rank, alpha: d.alpha, targets: d.targets, dropout: d.dropout, blocks: d.blocks, lr_scale: d.lr_scale)
+    }
+
+    static func trainOptions(_ r: LoadedRecipe, cell: Cell, method: Recipe.Method, encoder: Encoder, output: URL) -> ReportTrainOptions {
+        let rs = r.recipe.report ?? Recipe.ReportSettings()
+        var o = ReportTrainOptions(manifest: r.resolve(r.recipe.data.manifest), encoder: r.resolve(r.recipe.model?.path ?? ""), output: output)
+        o.loadedEncoder = encoder
+        o.imageColumn = r.recipe.data.image_column
+        o.splitColumn = r.recipe.data.split_column ?? "split"
+        o.tokenizer = rs.tokenizer.map { r.resolve($0) }
+        o.vocabSize = rs.vocab_size; o.target = rs.target
+        o.dim = rs.dim; o.layers = rs.layers; o.heads = rs.heads; o.maxTokens = rs.max_tokens; o.pool = rs.pool
+        o.initFrom = rs.init_from.map { r.resolve($0) }
+        o.epochs = rs.epochs; o.batchSize = rs.batch_size; o.lr = rs.lr; o.weightDecay = rs.weight_decay; o.warmup = rs.warmup
+        o.labelSmoothing = rs.label_smoothing; o.clip = rs.clip
+        o.trainLimit = cell.shots == 0 ? nil : cell.shots
+        o.seed = UInt64(cell.seed)
+        o.encoderSpec = encoderSpec(method)
+        o.generation.beams = rs.beams; o.generation.maxNewTokens = rs.max_new_tokens
+        o.generation.noRepeatNGram = rs.no_repeat_ngram; o.generation.lengthPenalty = rs.length_penalty
+        o.quiet = true
+        return o
+    }
+
+    /// A report metric on a subset of the test items (tokenised once by the caller).
+    static func metric(_ name: String, candidates: [String], references: [String], rawCandidates: [String], rawReferences: [String], _ idx: [Int]) -> Double? {
+        guard !idx.isEmpty else { return nil }
+        if name.hasPrefix("ce_") {
+            let e = CheXpertLabeler.efficacy(generated: idx.map { rawCandidates[$0] }, references: idx.map { rawReferences[$0] })
+            switch name {
+            case "ce_precision": return e.micro.precision
+            case "ce_recall": return e.micro.recall
+            default: return e.micro.f1
+            }
+        }
+        let s = CaptionMetrics.score(candidates: idx.map { candidates[$0] }, references: idx.map { [references[$0]] })
+        switch name {
+        case "rouge_l": return s.rougeL
+        case "cider_d": return s.ciderD
+        default:
+            guard name.hasPrefix("bleu_"), let n = Int(name.dropFirst(5)), (1...4).contains(n) else { return nil }
+            return s.bleu[n - 1]
+        }
+    }
+
+    static func run(_ r: LoadedRecipe, options: RunOptions) throws -> RunSummary {
+        let dir = Runner.outputDirectory(r)
+        try Runner.checkRunDirectory(dir, r, force: options.force)
+        let cellsDir = dir.appendingPathComponent("cells")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Inputs are read and checked before anything of the run is written.
+        let manifest = r.resolve(r.recipe.data.manifest)
+        let pairs = try PairedReports.load(manifest, imageColumn: r.recipe.data.image_column, splitColumn: r.recipe.data.split_column ?? "split")
+        let nTrain = pairs.filter { ($0.split ?? "train").lowercased() == "train" }.count
+        let nTest = pairs.filter { $0.split?.lowercased() == "test" }.count
+        guard nTrain > 1, nTest > 0 else {
+            throw XRError("the paired manifest needs train and test rows (found \(nTrain) train, \(nTest) test)", file: manifest.path, field: r.recipe.data.split_column ?? "split")
+        }
+        let encoder = try EncoderFeatureSource().encoder(r)
+        if options.force { try? FileManager.default.removeItem(at: cellsDir) }
+        try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
+        try Runner.writeRunInfo(dir, r, options: options)
+        let target = r.recipe.report?.target ?? "both"
+        let all = Runner.cells(r.recipe, tasks: [target])
+        let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
+        let work = Array(todo.prefix(options.maxNewCells ?? todo.count))
+        let methods = Dictionary(uniqueKeysWithValues: r.recipe.methods.map { ($0.name, $0) })
+        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        for cell in work {
+            guard let m = methods[cell.method] else { continue }
+            var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+                                    n_train: 0, n_test: nTest, train_ids: [], subgroups: [])
+            let out = cellsDir.appendingPathComponent(cell.id + ".json")
+            if cell.shots > nTrain {
+                result.status = "skipped"
+                result.reason = "the manifest has \(nTrain) training reports; \(cell.shots) requested"
+                try AtomicFile.write(try e.encode(result), to: out)
+                progress.advance()
+                continue
+            }
+            let cellDir = cellsDir.appendingPathComponent(cell.id)
+            let o = trainOptions(r, cell: cell, method: m, encoder: encoder, output: cellDir)
+            let t = try ReportTraining.run(o)
+            let tokC = t.generated.map(PTBTokenizer.tokenize), tokR = t.references.map(PTBTokenizer.tokenize)
+            let everything = Array(0..<t.generated.count)
+            for name in r.recipe.metrics {
+                if let v = metric(name, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, everything) { result.metrics[name] = v }
+            }
+            if r.recipe.bootstrap > 0 {
+                result.primary_ci = Bootstrap.interval(rows: t.generated.count, groups: nil, resamples: r.recipe.bootstrap, seed: UInt64(cell.seed)) {
+                    metric(r.recipe.primary_metric, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, $0)
+                }
+            }
+            result.n_train = t.trainReports + t.validationIDs.count
+            result.n_test = t.testReports
+            result.train_ids = t.trainIDs + t.validationIDs
+            result.training = TrainingSummary(epochs: t.history.count, best_epoch: t.bestEpoch, stopped_early: false, n_validation: t.validationIDs.count,
+                                              trainable_parameters: t.trainableEncoderParameters, train_loss: t.history.map(\.trainLoss),
+                                              validation_loss: t.history.compactMap(\.validationLoss))
+            if !(r.recipe.report?.keep_models ?? false) {
+                for f in ["decoder.safetensors", "encoder_tuned.safetensors"] { try? FileManager.default.removeItem(at: cellDir.appendingPathComponent(f)) }
+            }
+            try AtomicFile.write(try e.encode(result), to: out)
+            if !options.quiet {
+                let shown = r.recipe.metrics.compactMap { k in result.metrics[k].map { "\(k) \(String(format: "%.3f", $0))" } }.joined(separator: ", ")
+                FileHandle.standardError.write(Data("  \(cell.id): \(result.n_train) reports, \(shown)\n".utf8))
+            }
+            progress.advance()
+        }
+        progress.finish()
+        var results: [CellResult] = []
+        for cell in all {
+            let u = cellsDir.appendingPathComponent(cell.id + ".json")
+            guard let d = try? Data(contentsOf: u) else { continue }
+            do { results.append(try JSONDecoder().decode(CellResult.self, from: d)) } catch {
+                throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
+            }
+        }
+        let complete = results.count == all.count
+        let written = try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
+        return RunSummary(directory: dir, computed: work.count, reused: results.count - work.count,
+                          skipped: results.filter { $0.status != "ok" }, complete: complete, plots: written.plots, report: written.report)
+    }
+}
+
+/// results.jsonl, summary.csv, the learning curve and report.md of a report sweep. The curve's x
+/// axis is the number of training reports (`all` drawn at the manifest's count).
+enum ReportOutputs {
+    static func write(_ results: [CellResult], recipe r: LoadedRecipe, directory dir: URL, complete: Bool,
+                      trainReports: Int, testReports: Int) throws -> Outputs.Written {
+        let recipe = r.recipe
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        var lines = ""
+        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
+        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+        let task = recipe.report?.target ?? "both"
+        func x(_ k: Int) -> Double { Double(k == 0 ? trainReports : k) }
+        func label(_ k: Int) -> String { k == 0 ? "all" : String(k) }
+        var rows: [[String]] = []
+        var series: [Series] = []
+        for m in methodLabels(recipe) {
+            var points: [(x: Double, y: Double, low: Double, high: Double)] = []
+            for k in recipe.shots {
+                let cells = results.filter { $0.cell.method == m && $0.cell.shots == k }
+                let ok = cells.filter { $0.status == "ok" }
+                for metric in recipe.metrics {
+                    let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
+                    var bootLow = "", bootHigh = ""
+                    if metric == recipe.primary_metric {
+                        let cis = ok.compactMap(\.primary_ci)
+                        if !cis.isEmpty {
+                            bootLow = Outputs.f(cis.map(\.low).reduce(0, +) / Double(cis.count))
+                            bootHigh = Outputs.f(cis.map(\.high).reduce(0, +) / Double(cis.count))
+                        }
+                        if s.n > 0 {
+                            let bounded = metric != "cider_d"
+                            points.append((x(k), s.mean, bounded ? max(s.low, 0) : max(s.low, 0), bounded ? min(s.high, 1) : s.high))
+                        }
+                    }
+                    rows.append([m, task, label(k), metric, String(s.n), Outputs.f(s.mean), Outputs.f(s.std), Outputs.f(s.low), Outputs.f(s.high),
+                                 bootLow, bootHigh, String(cells.count - ok.count)])
+                }
+            }
+            if !points.isEmpty { series.append(Series(name: m, points: points)) }
+        }
+        try CSVTable(header: ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+                              "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
+            .write(to: dir.appendingPathComponent("summary.csv"))
+        let title = metricTitle(recipe.primary_metric)
+        let plot = dir.appendingPathComponent("curve_\(safe(task)).png")
+        let png = try LearningCurvePlot.render(
+            title: "Report generation (\(task)): \(title) vs training reports", yLabel: title, series: series,
+            note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds. Recipe \(recipe.name), xrlab \(XRLabVersion.string)",
+            ticks: recipe.shots.map(x), xLabel: "Paired training reports (log2 scale)")
+        try PNGCodec.write(png, to: plot)
+        let report = dir.appendingPathComponent("report.md")
+        var s = "# \(recipe.name)\n\n"
+        if !complete { s += "> **Incomplete run**: \(results.count) cells finished. Run the recipe again to finish the rest.\n\n" }
+        s += "- Recipe: `\(r.file.path)`; xrlab \(XRLabVersion.string); fingerprint `\(r.fingerprint.prefix(12))`\n"
+        s += "- Paired manifest: \(trainReports) training and \(testReports) test reports; target: \(task)\n"
+        let rs = recipe.report ?? Recipe.ReportSettings()
+        s += "- Decoder: \(rs.layers) layers × \(rs.dim) wide, \(rs.heads) heads, cross-attention to the patch grid pooled by \(rs.pool), at most \(rs.max_tokens) tokens; "
+        s += "\(rs.epochs) epochs, AdamW lr \(rs.lr), batch \(rs.batch_size); beam \(rs.beams)\n"
+        s += "- Encoder settings: \(methodSettings(recipe).map { "\($0.label) — \($0.description)" }.joined(separator: "; "))\n"
+        s += "- Training reports per cell: \(recipe.shots.map(label).joined(separator: ", ")) (a tenth held out for choosing the epoch); seeds: \(recipe.seeds); "
+        s += "bootstrap resamples: \(recipe.bootstrap)\n\n"
+        s += "## Learning curve (\(recipe.primary_metric))\n\n![\(plot.lastPathComponent)](\(plot.lastPathComponent))\n\n"
+        s += "## Metrics (mean ± std over seeds [95% interval])\n\n| method | reports | " + recipe.metrics.joined(separator: " | ") + " |\n"
+        s += "|---|---|" + recipe.metrics.map { _ in "---" }.joined(separator: "|") + "|\n"
+        for m in methodLabels(recipe) {
+            for k in recipe.shots {
+                let cells = rows.filter { $0[0] == m && $0[2] == label(k) }
+                guard cells.contains(where: { !$0[5].isEmpty }) else { continue }
+                let vals = recipe.metrics.map { metric in cells.first { $0[3] == metric }.map { $0[5].isEmpty ? "" : "\($0[5]) ± \($0[6])" } ?? "" }
+                s += "| \(m) | \(label(k)) | " + vals.joined(separator: " | ") + " |\n"
+            }
+        }
+        let skipped = results.filter { $0.status != "ok" }
+        if !skipped.isEmpty {
+            s += "\n## Skipped cells (\(skipped.count))\n\n"
+            for c in skipped { s += "- \(c.cell.id): \(c.reason ?? "")\n" }
+        }
+        s += "\n## Files\n\n- `results.jsonl`: one line per cell (metrics, bootstrap interval of \(recipe.primary_metric), training ids, losses)\n"
+        s += "- `summary.csv`: every metric aggregated over seeds (`shots` = training reports)\n"
+        s += "- `cells/<id>/generated.csv`: each cell's drafts beside the reference reports; `cells/<id>/model.json`: its settings and history\n"
+        s += "- `resolved.yaml`, `run.json`: the recipe as run (defaults filled in), xrlab version, command line, fingerprint\n"
+        try AtomicFile.write(s, to: report)
+        return Outputs.Written(plots: [plot], report: report)
+    }
+
+    static func metricTitle(_ m: String) -> String {
+        ["bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
+         "ce_precision": "Clinical precision", "ce_recall": "Clinical recall", "ce_f1": "Clinical F1"][m] ?? m
+    }
+}

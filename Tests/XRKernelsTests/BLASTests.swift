@@ -28,3 +28,18 @@ final class BLASTests: XCTestCase {
         }
     }
 }
+
+/// Restarting with better OpenBLAS kernels: only when OpenBLAS chose legacy ones, the CPU has
+/// AVX2 + FMA (or AVX-512) and the user has not chosen.
+final class BLASCoreTests: XCTestCase {
+    func testPreferredCore() {
+        let avx2: Set<String> = ["sse3", "avx", "avx2", "fma"]
+        let avx512 = avx2.union(["avx512f", "avx512bw", "avx512dq", "avx512vl"])
+        XCTAssertEqual(BLASCore.preferredCore(current: "Prescott", flags: avx2, environment: [:]), "Haswell")
+        XCTAssertEqual(BLASCore.preferredCore(current: "Prescott", flags: avx512, environment: [:]), "SkylakeX")
+        XCTAssertNil(BLASCore.preferredCore(current: "Haswell", flags: avx512, environment: [:]), "already AVX2 kernels")
+        XCTAssertNil(BLASCore.preferredCore(current: "Prescott", flags: avx512, environment: ["OPENBLAS_CORETYPE": "Prescott"]), "the user's choice")
+        XCTAssertNil(BLASCore.preferredCore(current: "Prescott", flags: ["sse3", "avx"], environment: [:]), "no AVX2 + FMA")
+        XCTAssertFalse(BLASCore.name.isEmpty)
+    }
+}

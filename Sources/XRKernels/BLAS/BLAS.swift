@@ -1,5 +1,6 @@
 // The only file in xrlab that imports CBLAS. Every large matrix product goes through here.
 import CBLAS
+import Foundation
 
 /// Row-major single-precision matrix products on OpenBLAS.
 ///
@@ -66,6 +67,38 @@ public enum BLAS {
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
         set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
+
+/// Which OpenBLAS kernels run. A DYNAMIC_ARCH OpenBLAS picks its kernels from the CPU model at
+/// load time; on virtual machines that report a generic model ("Intel Xeon Processor") OpenBLAS
+/// 0.3.21 falls back to its SSE3 `Prescott` kernels although the CPU has AVX2 / AVX-512 — matrix
+/// products then run several times slower. `OPENBLAS_CORETYPE` overrides the choice, but only
+/// before the library loads, so `xrlab` restarts itself with it set (`preferredCore`).
+public enum BLASCore {
+    /// The kernel family in use.
+    public static var name: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// Kernel families that use neither AVX2 nor AVX-512.
+    static let legacy: Set<String> = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Sandybridge", "Katmai", "Coppermine",
+                                      "Northwood", "Banias", "unknown"]
+
+    /// CPU feature flags (Linux /proc/cpuinfo).
+    public static func cpuFlags() -> Set<String> {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+              let colon = line.firstIndex(of: ":") else { return [] }
+        return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+    }
+
+    /// The OPENBLAS_CORETYPE to restart with: nil when OpenBLAS already uses AVX2-class kernels,
+    /// the user chose one, or the CPU has no AVX2 + FMA.
+    public static func preferredCore(current: String = name, flags: Set<String> = cpuFlags(),
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard environment["OPENBLAS_CORETYPE"] == nil, legacy.contains(current) else { return nil }
+        if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512dq", "avx512vl"]) { return "SkylakeX" }
+        if flags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
+        return nil
     }
 }
 

@@ -49,7 +49,7 @@ struct Bench: ParsableCommand {
             let gflops = ips * model.flopsPerImage(height: s, width: s) / 1e9
             var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
                                          "images_per_s": ips, "gflops": gflops, "iterations": n,
-                                         "peak_rss_mb": peakRSSMegabytes()]
+                                         "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             if !noCeiling {
                 let t = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
                 result["sgemm_gflops"] = sgemmCeiling(m: t, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden])

@@ -62,7 +62,7 @@ struct BenchReport: ParsableCommand {
                 produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
             }
             let tps = Double(produced) / Date().timeIntervalSince(start)
-            let result: [String: Any] = ["tool": "xrlab", "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes()]
+            let result: [String: Any] = ["tool": "xrlab", "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }
     }

@@ -63,7 +63,7 @@ struct BenchTrain: ParsableCommand {
             let elapsed = Date().timeIntervalSince(start)
             let result: [String: Any] = ["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
                                          "seconds_per_step": elapsed / Double(n), "recompute": recompute, "steps": n, "trainable": model.trainableCount,
-                                         "peak_rss_mb": peakRSSMegabytes()]
+                                         "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }
     }

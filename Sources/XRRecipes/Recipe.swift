@@ -220,6 +220,8 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var tokenizer: String? = nil
         public var vocab_size = 2000
         public var dim = 256, layers = 4, heads = 4, max_tokens = 128, pool = 2
+        /// cross_attention (every block attends to the visual tokens) or prefix (they precede the text).
+        public var visual_input = "cross_attention"
         /// GPT-2-layout safetensors to start the decoder from.
         public var init_from: String? = nil
         public var epochs = 10, batch_size = 8
@@ -230,7 +232,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// model.json are always kept.
         public var keep_models = false
         public init() {}
-        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "init_from", "epochs", "batch_size",
+        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "visual_input", "init_from", "epochs", "batch_size",
                                   "lr", "weight_decay", "warmup", "label_smoothing", "clip", "beams", "max_new_tokens", "no_repeat_ngram", "length_penalty", "keep_models"]
     }
 
@@ -770,6 +772,13 @@ public enum RecipeLoader {
                 guard ["findings", "impression", "both"].contains(t) else { throw v.error("target must be findings, impression or both, got '\(t)'") }
                 return t
             } ?? r.target
+        }
+        if let v = m["visual_input"] {
+            r.visual_input = ctx.attempt { () throws -> String in
+                let t = try v.string()
+                guard ["cross_attention", "prefix"].contains(t) else { throw v.error("visual_input must be cross_attention or prefix, got '\(t)'") }
+                return t
+            } ?? r.visual_input
         }
         if let v = m["tokenizer"], !v.isNull { r.tokenizer = ctx.attempt { try v.string() } }
         if let v = m["init_from"], !v.isNull { r.init_from = ctx.attempt { try v.string() } }

@@ -28,6 +28,7 @@ enum ReportSweep {
         o.tokenizer = rs.tokenizer.map { r.resolve($0) }
         o.vocabSize = rs.vocab_size; o.target = rs.target
         o.dim = rs.dim; o.layers = rs.layers; o.heads = rs.heads; o.maxTokens = rs.max_tokens; o.pool = rs.pool
+        o.visualPrefix = rs.visual_input == "prefix"
         o.initFrom = rs.init_from.map { r.resolve($0) }
         o.epochs = rs.epochs; o.batchSize = rs.batch_size; o.lr = rs.lr; o.weightDecay = rs.weight_decay; o.warmup = rs.warmup
         o.labelSmoothing = rs.label_smoothing; o.clip = rs.clip
@@ -200,7 +201,7 @@ enum ReportOutputs {
         s += "- Recipe: `\(r.file.path)`; xrlab \(XRLabVersion.string); fingerprint `\(r.fingerprint.prefix(12))`\n"
         s += "- Paired manifest: \(trainReports) training and \(testReports) test reports; target: \(task)\n"
         let rs = recipe.report ?? Recipe.ReportSettings()
-        s += "- Decoder: \(rs.layers) layers × \(rs.dim) wide, \(rs.heads) heads, cross-attention to the patch grid pooled by \(rs.pool), at most \(rs.max_tokens) tokens; "
+        s += "- Decoder: \(rs.layers) layers × \(rs.dim) wide, \(rs.heads) heads, \(rs.visual_input == "prefix" ? "a visual prefix of" : "cross-attention to") the patch grid pooled by \(rs.pool), at most \(rs.max_tokens) tokens; "
         s += "\(rs.epochs) epochs, AdamW lr \(rs.lr), batch \(rs.batch_size); beam \(rs.beams)\n"
         s += "- Encoder settings: \(methodSettings(recipe).map { "\($0.label) — \($0.description)" }.joined(separator: "; "))\n"
         s += "- Training reports per cell: \(recipe.shots.map(label).joined(separator: ", ")) (a tenth held out for choosing the epoch); seeds: \(recipe.seeds); "

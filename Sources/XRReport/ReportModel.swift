@@ -38,7 +38,11 @@ public struct ReportModel {
         let w = try SafeTensorsFile(contentsOf: dir.appendingPathComponent("decoder.safetensors"))
         var t: [String: Tensor] = [:]
         for n in w.names { t[n] = try w.tensor(n) }
-        let decoder = try ReportDecoder(config: DecoderConfig(vocab: v, positions: p, dim: c, layers: l, heads: h, visualDim: vd), tensors: t,
+        let input = info["visual_input"] as? String ?? "cross_attention"
+        guard ["cross_attention", "prefix"].contains(input) else {
+            throw XRError("visual_input must be cross_attention or prefix, got '\(input)'", file: infoURL.path, field: "visual_input")
+        }
+        let decoder = try ReportDecoder(config: DecoderConfig(vocab: v, positions: p, dim: c, layers: l, heads: h, visualDim: vd, visualPrefix: input == "prefix"), tensors: t,
                                         source: dir.appendingPathComponent("decoder.safetensors").path)
         let tok = try BPETokenizer.load(dir.appendingPathComponent("tokenizer.json"))
         guard let eos = tok.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", file: dir.path, field: "tokenizer.json") }
@@ -86,7 +90,7 @@ public struct ReportModel {
         return try vis.map { raw in
             let v = visualNorm.apply(raw)
             var o = options
-            o.maxNewTokens = min(o.maxNewTokens, decoder.config.positions - 1)
+            o.maxNewTokens = min(o.maxNewTokens, decoder.config.positions - 1 - (decoder.config.visualPrefix ? S : 0))
             let out = try decoder.generate(visual: v, visualTokens: S, prompt: [eos], eos: eos, options: o)
             return tokenizer.decode(out.ids.filter { $0 != eos }, skipSpecial: true).trimmingCharacters(in: .whitespaces)
         }

@@ -30,6 +30,8 @@ public struct ReportTrainOptions: Sendable {
     public var dim = 256, layers = 4, heads = 4, maxTokens = 128
     /// Average-pool the patch grid by this factor (1 = every patch token).
     public var pool = 2
+    /// Visual tokens as a prefix of the text (plain GPT-2 blocks) instead of cross-attention.
+    public var visualPrefix = false
     /// GPT-2-layout safetensors to start the decoder from (Hugging Face names).
     public var initFrom: URL?
     public var epochs = 10, batchSize = 8
@@ -167,7 +169,8 @@ public enum ReportTraining {
     static func checkpointIdentity(_ o: ReportTrainOptions, encoderHash: String, fit: [ReportPair], val: [ReportPair], tokenizer: BPETokenizer) -> [String: String] {
         func digest(_ p: [ReportPair]) -> String { String(SHA256.hex(Data(p.map { "\($0.image.lastPathComponent)|\($0.findings)|\($0.impression)" }.joined(separator: "\n").utf8)).prefix(16)) }
         return ["encoder": String(encoderHash.prefix(16)), "encoder tuning": o.encoderSpec.description, "target": o.target,
-                "decoder": "dim \(o.dim), layers \(o.layers), heads \(o.heads), max tokens \(o.maxTokens), pool \(o.pool), init \(o.initFrom?.lastPathComponent ?? "random")",
+                "decoder": "dim \(o.dim), layers \(o.layers), heads \(o.heads), max tokens \(o.maxTokens), pool \(o.pool), init \(o.initFrom?.lastPathComponent ?? "random")"
+                    + (o.visualPrefix ? ", visual prefix" : ""),
                 "training": "epochs \(o.epochs), batch \(o.batchSize), lr \(o.lr), wd \(o.weightDecay), warmup \(o.warmup), smoothing \(o.labelSmoothing), clip \(o.clip.map { String($0) } ?? "none")",
                 "seed": String(o.seed), "training reports": "\(fit.count) (\(digest(fit)))", "validation reports": "\(val.count) (\(digest(val)))",
                 "tokenizer": "\(tokenizer.size) tokens"]
@@ -182,9 +185,11 @@ public enum ReportTraining {
         t["transformer.wte.weight"] = normal([c.vocab, C]); t["transformer.wpe.weight"] = normal([c.positions, C])
         for i in 0..<c.layers {
             let p = "transformer.h.\(i)."
-            for ln in ["ln_1", "ln_cross_attn", "ln_2"] { t[p + ln + ".weight"] = Tensor(shape: [C], scalars: [Float](repeating: 1, count: C)); t[p + ln + ".bias"] = Tensor(zeros: [C]) }
+            for ln in ["ln_1", "ln_cross_attn", "ln_2"] where !(c.visualPrefix && ln == "ln_cross_attn") {
+                t[p + ln + ".weight"] = Tensor(shape: [C], scalars: [Float](repeating: 1, count: C)); t[p + ln + ".bias"] = Tensor(zeros: [C])
+            }
             for (n, i_, o) in [("attn.c_attn", C, 3 * C), ("attn.c_proj", C, C), ("crossattention.q_attn", C, C), ("crossattention.c_attn", C, 2 * C),
-                               ("crossattention.c_proj", C, C), ("mlp.c_fc", C, 4 * C), ("mlp.c_proj", 4 * C, C)] {
+                               ("crossattention.c_proj", C, C), ("mlp.c_fc", C, 4 * C), ("mlp.c_proj", 4 * C, C)] where !(c.visualPrefix && n.hasPrefix("crossattention")) {
                 t[p + n + ".weight"] = normal([i_, o]); t[p + n + ".bias"] = Tensor(zeros: [o])
             }
         }
@@ -192,12 +197,16 @@ public enum ReportTraining {
         t["visual_proj.weight"] = normal([C, c.visualDim]); t["visual_proj.bias"] = Tensor(zeros: [C])
         guard let from else { return t }
         // A GPT-2 checkpoint: its tensors replace the random ones (cross-attention and the visual
-        // projection stay random when absent); shapes must match the config.
+        // projection stay random when absent); shapes must match the config, except that a
+        // checkpoint with more positions (GPT-2 has 1,024) gives its first ones.
         let f = try SafeTensorsFile(contentsOf: from)
         for n in f.names {
             let key = n.hasPrefix("transformer.") ? n : "transformer." + n
             guard let cur = t[key] else { continue }
-            let x = try f.tensor(n)
+            var x = try f.tensor(n)
+            if key == "transformer.wpe.weight", x.shape.count == 2, x.shape[1] == C, x.shape[0] > c.positions {
+                x = Tensor(shape: [c.positions, C], scalars: Array(x.scalars.prefix(c.positions * C)))
+            }
             guard x.shape == cur.shape else { throw XRError("shape \(x.shape), the decoder config needs \(cur.shape)", file: from.path, field: n) }
             t[key] = x
         }
@@ -246,7 +255,9 @@ public enum ReportTraining {
             norm = VisualNorm(fitting: fitIdx.map { vis[$0] })
             vis = vis.map { norm.apply($0) }
         }
-        let config = DecoderConfig(vocab: tokenizer.size, positions: o.maxTokens, dim: o.dim, layers: o.layers, heads: o.heads, visualDim: Cv)
+        // With a visual prefix the positions count the S visual tokens before the text.
+        let config = DecoderConfig(vocab: tokenizer.size, positions: o.maxTokens + (o.visualPrefix ? S : 0), dim: o.dim, layers: o.layers, heads: o.heads,
+                                   visualDim: Cv, visualPrefix: o.visualPrefix)
         let model = try ReportDecoder(config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
         model.needsVisualGradient = tuned != nil
         let params = model.parameters + (tuned?.parameters ?? [])
@@ -370,7 +381,7 @@ public enum ReportTraining {
         let info: [String: Any] = [
             "format": "xrlab-report-model", "format_version": 1, "xrlab_version": XRLabVersion.string,
             "decoder": ["vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv],
-            "visual_tokens": S, "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
+            "visual_tokens": S, "visual_input": o.visualPrefix ? "prefix" : "cross_attention", "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
             "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec.withDefaults()))) ?? [:],
             "encoder_input_size": tuned?.size ?? NSNull(),
             "preprocessing": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(encoder.preprocessing))) ?? [:],

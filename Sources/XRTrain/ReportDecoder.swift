@@ -1,14 +1,20 @@
 // The report decoder: GPT-2 blocks (pre-norm, fused causal self-attention, tanh GELU, tied
-// output embedding) with cross-attention to visual tokens, which come from the image encoder's
-// patch tokens through a linear projection. Hugging Face names (`transformer.h.0.attn.c_attn`
-// …, `crossattention.q_attn`, `ln_cross_attn`), whose Conv1D weights (in, out) are stored here
-// transposed as (out, in). B batch, T text tokens, S visual tokens, C width, V vocabulary.
+// output embedding) reading visual tokens, which come from the image encoder's patch tokens
+// through a linear projection, in one of two ways:
+//   cross-attention  every block attends to the visual tokens (`crossattention.*`, `ln_cross_attn`);
+//   visual prefix    the projected visual tokens are prepended to the text embeddings and the
+//                    causal self-attention runs over [visual; text] (plain GPT-2 blocks, as
+//                    Hugging Face's GPT2LMHeadModel with `inputs_embeds`; positions count the prefix).
+// Hugging Face names (`transformer.h.0.attn.c_attn` …), whose Conv1D weights (in, out) are stored
+// here transposed as (out, in). B batch, T text tokens, S visual tokens, L tokens through the
+// blocks (T, or S + T with a prefix), C width, V vocabulary.
 import Foundation
 import XRTensor
 import XRKernels
 
 public struct DecoderConfig: Codable, Sendable, Equatable {
     public var vocab: Int
+    /// Position embeddings: text tokens, plus the visual tokens with a prefix.
     public var positions: Int
     public var dim: Int
     public var layers: Int
@@ -16,43 +22,66 @@ public struct DecoderConfig: Codable, Sendable, Equatable {
     /// Width of the visual tokens before projection.
     public var visualDim: Int
     public var eps: Float = 1e-5
-    public init(vocab: Int, positions: Int, dim: Int, layers: Int, heads: Int, visualDim: Int, eps: Float = 1e-5) {
+    /// Visual tokens as a prefix of the text instead of through cross-attention.
+    public var visualPrefix = false
+    public init(vocab: Int, positions: Int, dim: Int, layers: Int, heads: Int, visualDim: Int, eps: Float = 1e-5, visualPrefix: Bool = false) {
         self.vocab = vocab; self.positions = positions; self.dim = dim; self.layers = layers; self.heads = heads; self.visualDim = visualDim; self.eps = eps
+        self.visualPrefix = visualPrefix
+    }
+    enum CodingKeys: String, CodingKey { case vocab, positions, dim, layers, heads, visualDim, eps, visualPrefix }
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        self.init(vocab: try c.decode(Int.self, forKey: .vocab), positions: try c.decode(Int.self, forKey: .positions), dim: try c.decode(Int.self, forKey: .dim),
+                  layers: try c.decode(Int.self, forKey: .layers), heads: try c.decode(Int.self, forKey: .heads), visualDim: try c.decode(Int.self, forKey: .visualDim),
+                  eps: try c.decodeIfPresent(Float.self, forKey: .eps) ?? 1e-5, visualPrefix: try c.decodeIfPresent(Bool.self, forKey: .visualPrefix) ?? false)
     }
 }
 
+/// Cross-attention to the visual tokens (absent with a visual prefix).
+final class CrossAttention {
+    let lnw, lnb: Parameter
+    let q, kv, proj: Linear
+    init(_ p: String, _ get: (String, [Int], Bool) throws -> Parameter, _ lin: (String, Int, Int) throws -> Linear, C: Int) throws {
+        lnw = try get(p + "ln_cross_attn.weight", [C], false); lnb = try get(p + "ln_cross_attn.bias", [C], false)
+        q = try lin("crossattention.q_attn", C, C); kv = try lin("crossattention.c_attn", 2 * C, C); proj = try lin("crossattention.c_proj", C, C)
+    }
+    var parameters: [Parameter] { [lnw, lnb, q.weight, q.bias!, kv.weight, kv.bias!, proj.weight, proj.bias!] }
+}
+
 final class DecoderLayer {
-    let ln1w, ln1b, lnxw, lnxb, ln2w, ln2b: Parameter
-    let attn, attnProj, q, kv, crossProj, fc, fcProj: Linear
+    let ln1w, ln1b, ln2w, ln2b: Parameter
+    let attn, attnProj, fc, fcProj: Linear
+    let cross: CrossAttention?
     init(_ i: Int, _ get: (String, [Int], Bool) throws -> Parameter, c: DecoderConfig) throws {
         let p = "transformer.h.\(i).", C = c.dim
         ln1w = try get(p + "ln_1.weight", [C], false); ln1b = try get(p + "ln_1.bias", [C], false)
-        lnxw = try get(p + "ln_cross_attn.weight", [C], false); lnxb = try get(p + "ln_cross_attn.bias", [C], false)
-        ln2w = try get(p + "ln_2.weight", [C], false); ln2b = try get(p + "ln_2.bias", [C], false)
         func lin(_ n: String, _ out: Int, _ inp: Int) throws -> Linear {
             Linear(p + n, weight: try get(p + n + ".weight", [out, inp], true), bias: try get(p + n + ".bias", [out], false))
         }
         attn = try lin("attn.c_attn", 3 * C, C); attnProj = try lin("attn.c_proj", C, C)
-        q = try lin("crossattention.q_attn", C, C); kv = try lin("crossattention.c_attn", 2 * C, C); crossProj = try lin("crossattention.c_proj", C, C)
+        cross = c.visualPrefix ? nil : try CrossAttention(p, get, lin, C: C)
+        ln2w = try get(p + "ln_2.weight", [C], false); ln2b = try get(p + "ln_2.bias", [C], false)
         fc = try lin("mlp.c_fc", 4 * C, C); fcProj = try lin("mlp.c_proj", C, 4 * C)
     }
     var parameters: [Parameter] {
-        [ln1w, ln1b, attn.weight, attn.bias!, attnProj.weight, attnProj.bias!, lnxw, lnxb, q.weight, q.bias!, kv.weight, kv.bias!,
-         crossProj.weight, crossProj.bias!, ln2w, ln2b, fc.weight, fc.bias!, fcProj.weight, fcProj.bias!]
+        [ln1w, ln1b, attn.weight, attn.bias!, attnProj.weight, attnProj.bias!] + (cross?.parameters ?? [])
+            + [ln2w, ln2b, fc.weight, fc.bias!, fcProj.weight, fcProj.bias!]
     }
+    var linears: [Linear] { [attn, attnProj, fc, fcProj] + (cross.map { [$0.q, $0.kv, $0.proj] } ?? []) }
 }
 
 final class DecoderCache {
     let xIn, h1, qkv, att, xA, hx, qx, kvx, attx, xB, h2, u, a: Buffer
     let m1, r1, mx, rx, m2, r2: Buffer
     let probs, probsX: Buffer
-    init(R: Int, RS: Int, B: Int, T: Int, S: Int, c: DecoderConfig) {
-        let C = c.dim
+    /// R = B·L rows through the blocks, L per sequence; S visual tokens for cross-attention (0 with a prefix).
+    init(B: Int, L: Int, S: Int, c: DecoderConfig) {
+        let C = c.dim, R = B * L, RX = S > 0 ? R : 0, RS = B * S
         xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); att = Buffer(R * C); xA = Buffer(R * C)
-        hx = Buffer(R * C); qx = Buffer(R * C); kvx = Buffer(RS * 2 * C); attx = Buffer(R * C); xB = Buffer(R * C)
+        hx = Buffer(RX * C); qx = Buffer(RX * C); kvx = Buffer(RS * 2 * C); attx = Buffer(RX * C); xB = Buffer(R * C)
         h2 = Buffer(R * C); u = Buffer(R * 4 * C); a = Buffer(R * 4 * C)
-        m1 = Buffer(R); r1 = Buffer(R); mx = Buffer(R); rx = Buffer(R); m2 = Buffer(R); r2 = Buffer(R)
-        probs = Buffer(B * c.heads * T * T); probsX = Buffer(B * c.heads * T * S)
+        m1 = Buffer(R); r1 = Buffer(R); mx = Buffer(RX); rx = Buffer(RX); m2 = Buffer(R); r2 = Buffer(R)
+        probs = Buffer(B * c.heads * L * L); probsX = Buffer(B * c.heads * L * S)
     }
 }
 
@@ -108,7 +137,7 @@ public final class ReportDecoder: @unchecked Sendable {
     /// Hugging Face-named tensors (Conv1D weights back to (in, out)) for saving.
     public func hfTensors() -> [String: Tensor] {
         var out: [String: Tensor] = [:]
-        let convs = Set(layers.flatMap { [$0.attn, $0.attnProj, $0.q, $0.kv, $0.crossProj, $0.fc, $0.fcProj].map(\.weight.name) })
+        let convs = Set(layers.flatMap { $0.linears.map(\.weight.name) })
         for p in parameters {
             if convs.contains(p.name) {
                 let (o, i) = (p.shape[0], p.shape[1])
@@ -122,15 +151,18 @@ public final class ReportDecoder: @unchecked Sendable {
         return out
     }
 
+    /// Tokens per sequence through the blocks: the text, after the visual tokens with a prefix.
+    private func blockLength(T: Int, S: Int) -> Int { config.visualPrefix ? S + T : T }
+
     private func prepare(B: Int, T: Int, S: Int) {
         if shape == (B, T, S) { return }
-        let c = config, R = B * T, RS = B * S, C = c.dim
-        caches = layers.map { _ in DecoderCache(R: R, RS: RS, B: B, T: T, S: S, c: c) }
-        enc = Buffer(RS * C); vis = Buffer(RS * c.visualDim); x = Buffer(R * C); xPre = Buffer(R * C); xf = Buffer(R * C); mf = Buffer(R); rf = Buffer(R)
-        logits = Buffer(R * c.vocab)
+        let c = config, L = blockLength(T: T, S: S), R = B * L, Rt = B * T, RS = B * S, C = c.dim
+        caches = layers.map { _ in DecoderCache(B: B, L: L, S: c.visualPrefix ? 0 : S, c: c) }
+        enc = Buffer(RS * C); vis = Buffer(RS * c.visualDim); x = Buffer(R * C); xPre = Buffer(Rt * C); xf = Buffer(Rt * C); mf = Buffer(Rt); rf = Buffer(Rt)
+        logits = Buffer(Rt * c.vocab)
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); t4C = Buffer(R * 4 * C); dEnc = Buffer(RS * C); tKV = Buffer(RS * 2 * C)
         dVis = Buffer(RS * c.visualDim)
-        scratch = Buffer(max(2, Parallel.workers) * T * max(T, S))
+        scratch = Buffer(max(2, Parallel.workers) * L * max(L, S))
         shape = (B, T, S)
     }
 
@@ -138,8 +170,10 @@ public final class ReportDecoder: @unchecked Sendable {
     /// are the valid tokens per row (padding keys masked).
     @discardableResult
     public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil, returnLogits: Bool = true) throws -> [Float] {
-        let c = config, T = tokens.count / max(B, 1), C = c.dim
-        guard tokens.count == B * T, T >= 1, T <= c.positions else { throw XRError("token ids must be (B, T) with T ≤ \(c.positions), got \(tokens.count) for B=\(B)", field: "ids") }
+        let c = config, T = tokens.count / max(B, 1), C = c.dim, P = c.visualPrefix ? S : 0
+        guard tokens.count == B * T, T >= 1, P + T <= c.positions else {
+            throw XRError("token ids must be (B, T) with T ≤ \(c.positions - P)\(P > 0 ? " (\(c.positions) positions less \(P) visual tokens)" : ""), got \(tokens.count) for B=\(B)", field: "ids")
+        }
         guard v.count == B * S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(B)×\(S)×\(c.visualDim)", field: "visual") }
         if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocab }) { throw XRError("token id \(bad) outside the vocabulary (\(c.vocab))", field: "ids") }
         var out: [Float] = []
@@ -147,42 +181,53 @@ public final class ReportDecoder: @unchecked Sendable {
             prepare(B: B, T: T, S: S)
             ids = tokens
             self.lengths = lengths ?? [Int](repeating: T, count: B)
-            let R = B * T, RS = B * S
+            let L = P + T, R = B * T, RS = B * S
             vis.p.update(from: v, count: v.count)
             visual.forward(enc.p, vis.p, rows: RS, lora: nil)
-            for r in 0..<R {
-                let t = r % T, id = tokens[r]
-                for j in 0..<C { x.p[r * C + j] = wte.value.p[id * C + j] + wpe.value.p[t * C + j] }
+            // Block input rows b·L + i: the visual prefix (i < P), then the text.
+            for b in 0..<B {
+                for i in 0..<P { for j in 0..<C { x.p[(b * L + i) * C + j] = enc.p[(b * S + i) * C + j] + wpe.value.p[i * C + j] } }
+                for t in 0..<T {
+                    let id = tokens[b * T + t], r = b * L + P + t
+                    for j in 0..<C { x.p[r * C + j] = wte.value.p[id * C + j] + wpe.value.p[(P + t) * C + j] }
+                }
             }
-            for (l, cache) in zip(layers, caches) { layerForward(l, cache, B: B, T: T, S: S) }
-            xPre.p.update(from: x.p, count: R * C)
-            layerNormForward(xf.p, x.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
+            for (l, cache) in zip(layers, caches) { layerForward(l, cache, B: B, L: L, S: S) }
+            for b in 0..<B { (xPre.p + b * T * C).update(from: x.p + (b * L + P) * C, count: T * C) }
+            layerNormForward(xf.p, xPre.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
             // The output projection (R × V × C), rows split across workers.
-            let (L, X, W, Vv) = (SendablePointer(logits.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
+            let (LG, X, W, Vv) = (SendablePointer(logits.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
             Parallel.ranges(R, minChunk: 16) { r in
-                BLAS.sgemm(L.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
+                BLAS.sgemm(LG.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
             }
             if returnLogits { out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab)) }
         }
         return out
     }
 
-    private func layerForward(_ l: DecoderLayer, _ k: DecoderCache, B: Int, T: Int, S: Int) {
+    /// Valid keys per sequence through the blocks (the prefix counts).
+    private var blockKeyLengths: [Int] { config.visualPrefix ? lengths.map { $0 + shape.S } : lengths }
+
+    private func layerForward(_ l: DecoderLayer, _ k: DecoderCache, B: Int, L T: Int, S: Int) {
         let c = config, C = c.dim, R = B * T, RS = B * S, H = c.heads, D = C / H
         k.xIn.p.update(from: x.p, count: R * C)
         parallelLayerNorm(k.h1.p, k.xIn.p, l.ln1w, l.ln1b, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
         l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
         attentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
-                         probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: lengths)
+                         probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
         l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
         for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
-        parallelLayerNorm(k.hx.p, k.xA.p, l.lnxw, l.lnxb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
-        l.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
-        l.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
-        attentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                         probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
-        l.crossProj.forward(tC.p, k.attx.p, rows: R, lora: nil)
-        for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
+        if let x = l.cross {
+            parallelLayerNorm(k.hx.p, k.xA.p, x.lnw, x.lnb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
+            x.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
+            x.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
+            attentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                             probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
+            x.proj.forward(tC.p, k.attx.p, rows: R, lora: nil)
+            for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
+        } else {
+            k.xB.p.update(from: k.xA.p, count: R * C)
+        }
         parallelLayerNorm(k.h2.p, k.xB.p, l.ln2w, l.ln2b, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
         l.fc.forward(k.u.p, k.h2.p, rows: R, lora: nil)
         let (U, A, M) = (k.u.p, k.a.p, 4 * C)
@@ -196,8 +241,8 @@ public final class ReportDecoder: @unchecked Sendable {
 
     /// Accumulate gradients of every parameter from dlogits (B, T, V) of the last forward.
     public func backward(dlogits: [Float]) {
-        let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
-        precondition(dlogits.count == R * c.vocab)
+        let (B, T, _) = shape, R = B * T
+        precondition(dlogits.count == R * config.vocab)
         logits.p.update(from: dlogits, count: dlogits.count)
         backwardFromLogits()
     }
@@ -247,7 +292,7 @@ public final class ReportDecoder: @unchecked Sendable {
 
     /// The backward with dlogits in the logits buffer.
     private func backwardFromLogits() {
-        let c = config, (B, T, S) = shape, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
+        let c = config, (B, Tt, S) = shape, P = c.visualPrefix ? S : 0, T = P + Tt, Rt = B * Tt, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
         withSingleThreadedBLAS {
             let dl = logits
             let (DL, XF, WT, Vv) = (SendablePointer(dl.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
@@ -255,16 +300,26 @@ public final class ReportDecoder: @unchecked Sendable {
                 // dW (V, C) += dlogitsᵀ xf, split over vocabulary rows.
                 let G = SendablePointer(g.p)
                 Parallel.ranges(Vv, minChunk: 64) { r in
-                    BLAS.sgemm(G.p + r.lowerBound * C, DL.p + r.lowerBound, transA: true, XF.p, m: r.count, n: C, k: R, beta: 1, lda: Vv)
+                    BLAS.sgemm(G.p + r.lowerBound * C, DL.p + r.lowerBound, transA: true, XF.p, m: r.count, n: C, k: Rt, beta: 1, lda: Vv)
                 }
             }
             let dx = x
             let TC = SendablePointer(tC.p)
-            Parallel.ranges(R, minChunk: 16) { r in
+            Parallel.ranges(Rt, minChunk: 16) { r in
                 BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
             }
-            layerNormBackward(dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
-                              dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: R, cols: C)
+            if P == 0 {
+                layerNormBackward(dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
+                                  dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
+            } else {
+                // Only the text rows reach ln_f; the prefix rows start with no gradient.
+                layerNormBackward(dx: tC2.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
+                                  dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
+                for b in 0..<B {
+                    (dx.p + b * T * C).update(repeating: 0, count: P * C)
+                    (dx.p + (b * T + P) * C).update(from: tC2.p + b * Tt * C, count: Tt * C)
+                }
+            }
             dEnc.zero()
             for (l, k) in zip(layers, caches).reversed() {
                 // x = xB + fcProj(gelu(fc(LN2 xB)))
@@ -273,13 +328,15 @@ public final class ReportDecoder: @unchecked Sendable {
                 parallelRows(R) { r in geluTanhBackward(G + r.lowerBound * M, preActivation: U + r.lowerBound * M, count: r.count * M) }
                 l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p)
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, l.ln2w, l.ln2b, mean: k.m2.p, rstd: k.r2.p, rows: R, cols: C)
-                // xB = xA + crossProj(attn(q(LNx xA), kv(enc)))
-                l.crossProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
-                attentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                                  probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
-                l.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
-                l.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
-                parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, l.lnxw, l.lnxb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
+                if let x = l.cross {
+                    // xB = xA + proj(attn(q(LNx xA), kv(enc)))
+                    x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
+                    attentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                                      probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
+                    x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
+                    x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
+                    parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, x.lnw, x.lnb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
+                }
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
                 l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
                 attentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
@@ -289,9 +346,14 @@ public final class ReportDecoder: @unchecked Sendable {
             }
             // Embeddings and the visual projection.
             for r in 0..<R {
-                let t = r % T, id = ids[r]
-                if let g = wte.grad { for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] } }
+                let b = r / T, t = r % T
                 if let g = wpe.grad { for j in 0..<C { g.p[t * C + j] += dx.p[r * C + j] } }
+                if t < P {
+                    for j in 0..<C { dEnc.p[(b * S + t) * C + j] += dx.p[r * C + j] }
+                } else if let g = wte.grad {
+                    let id = ids[b * Tt + t - P]
+                    for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] }
+                }
             }
             visual.backward(dinp: needsVisualGradient ? dVis.p : nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p)
         }

@@ -1,6 +1,7 @@
 // Decoding for the report decoder: one token per step with a key/value cache (self-attention
-// keys and values of earlier tokens per beam; cross-attention keys and values of the image,
-// computed once), greedy or beam search with a length penalty and n-gram blocking.
+// keys and values of earlier tokens per beam — with a visual prefix, the image's tokens come
+// first; cross-attention keys and values of the image, computed once), greedy or beam search with
+// a length penalty and n-gram blocking.
 import Foundation
 import XRTensor
 import XRKernels
@@ -22,9 +23,9 @@ extension ReportDecoder {
     /// Generate a continuation of `prompt` (usually [BOS]) for one image's visual tokens (S, Cv).
     /// Returns the generated ids (without the prompt; EOS included when produced) and its score.
     public func generate(visual v: [Float], visualTokens S: Int, prompt: [Int], eos: Int, options o: GenerationOptions) throws -> (ids: [Int], score: Double) {
-        let c = config, C = c.dim, H = c.heads, D = C / H, V = c.vocab
-        guard !prompt.isEmpty, prompt.count + o.maxNewTokens <= c.positions else {
-            throw XRError("prompt + maxNewTokens exceeds the decoder's \(c.positions) positions", field: "max_length")
+        let c = config, C = c.dim, H = c.heads, D = C / H, V = c.vocab, P = c.visualPrefix ? S : 0
+        guard !prompt.isEmpty, P + prompt.count + o.maxNewTokens <= c.positions else {
+            throw XRError("prompt + maxNewTokens\(P > 0 ? " + \(P) visual tokens" : "") exceeds the decoder's \(c.positions) positions", field: "max_length")
         }
         guard v.count == S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(S)×\(c.visualDim)", field: "visual") }
         let beams = max(1, o.beams)
@@ -36,17 +37,19 @@ extension ReportDecoder {
                 visual.forward(ep.baseAddress!, vp.baseAddress!, rows: S, lora: nil)
             } }
             let crossKV: [[Float]] = layers.map { l in
+                guard let x = l.cross else { return [] }
                 var kv = [Float](repeating: 0, count: S * 2 * C)
-                enc.withUnsafeBufferPointer { ep in kv.withUnsafeMutableBufferPointer { kp in l.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) } }
+                enc.withUnsafeBufferPointer { ep in kv.withUnsafeMutableBufferPointer { kp in x.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) } }
                 return kv
             }
             // Per beam: tokens so far, score, self-attention K/V per layer ((t, C) each).
             struct Beam { var tokens: [Int]; var score: Double; var keys: [[Float]]; var values: [[Float]] }
             var live = [Beam(tokens: [], score: 0, keys: layers.map { _ in [] }, values: layers.map { _ in [] })]
             var finished: [(ids: [Int], score: Double)] = []
-            // Feed the prompt (all but its last token) into the cache of the single initial beam.
-            func step(_ beam: inout Beam, token: Int, position t: Int) -> [Float] {
-                var x = (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] }
+            /// One position through the blocks (its keys / values join the beam's cache); the
+            /// next-token logits when asked.
+            func step(_ beam: inout Beam, input: [Float], logits wanted: Bool = true) -> [Float] {
+                var x = input
                 var h = [Float](repeating: 0, count: C), qkv = [Float](repeating: 0, count: 3 * C), tmp = [Float](repeating: 0, count: C)
                 var att = [Float](repeating: 0, count: C), four = [Float](repeating: 0, count: 4 * C)
                 for (li, l) in layers.enumerated() {
@@ -58,26 +61,32 @@ extension ReportDecoder {
                     attendOne(&att, q: Array(qkv[0..<C]), keys: beam.keys[li], values: beam.values[li], ld: C, n: n, H: H, D: D)
                     att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
                     for j in 0..<C { x[j] += tmp[j] }
-                    layerNormForward(&h, x, l.lnxw.value.p, l.lnxb.value.p, rows: 1, cols: C, eps: c.eps)
-                    var q = [Float](repeating: 0, count: C)
-                    h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in l.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
-                    attendOne(&att, q: q, keys: crossKV[li], values: Array(crossKV[li][C...]), ld: 2 * C, n: S, H: H, D: D)
-                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.crossProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
-                    for j in 0..<C { x[j] += tmp[j] }
+                    if let xa = l.cross {
+                        layerNormForward(&h, x, xa.lnw.value.p, xa.lnb.value.p, rows: 1, cols: C, eps: c.eps)
+                        var q = [Float](repeating: 0, count: C)
+                        h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
+                        attendOne(&att, q: q, keys: crossKV[li], values: Array(crossKV[li][C...]), ld: 2 * C, n: S, H: H, D: D)
+                        att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
+                        for j in 0..<C { x[j] += tmp[j] }
+                    }
                     layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: 1, cols: C, eps: c.eps)
                     h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
                     geluTanhForward(&four, count: 4 * C)
                     four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: 1, lora: nil) } }
                     for j in 0..<C { x[j] += tmp[j] }
                 }
+                guard wanted else { return [] }
                 layerNormForward(&h, x, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
                 var logits = [Float](repeating: 0, count: V)
                 BLAS.sgemv(&logits, wte.value.p, h, m: V, n: C)
                 return logits
             }
+            func embed(_ token: Int, position t: Int) -> [Float] { (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] } }
+            // With a visual prefix, the image's tokens enter the initial beam's cache first.
+            for i in 0..<P { _ = step(&live[0], input: (0..<C).map { enc[i * C + $0] + wpe.value.p[i * C + $0] }, logits: false) }
             var logitsOf: [[Float]] = []
             for (t, tok) in prompt.enumerated() {
-                let l = step(&live[0], token: tok, position: t)
+                let l = step(&live[0], input: embed(tok, position: P + t), logits: t == prompt.count - 1)
                 if t == prompt.count - 1 { logitsOf = [l] }
             }
             for n in 0..<o.maxNewTokens {
@@ -113,7 +122,7 @@ extension ReportDecoder {
                         continue
                     }
                     if next.count < beams {
-                        nextLogits.append(step(&b, token: cand.token, position: prompt.count + n))
+                        nextLogits.append(step(&b, input: embed(cand.token, position: P + prompt.count + n)))
                         next.append(b)
                     }
                 }

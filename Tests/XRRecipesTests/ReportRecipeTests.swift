@@ -93,6 +93,18 @@ final class ReportRecipeTests: XCTestCase {
         XCTAssertEqual(resumed.reused, 1)
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("b/results.jsonl")), try Data(contentsOf: a.appendingPathComponent("results.jsonl")))
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("b/summary.csv")), try Data(contentsOf: a.appendingPathComponent("summary.csv")))
+
+        // The visual-prefix decoder through the same engine.
+        var one = quiet()
+        one.maxNewCells = 1
+        let pr = try RecipeLoader.load(try recipe(dir, output: "p"), overrides: ["report.visual_input=prefix"])
+        XCTAssertEqual(pr.recipe.report?.visual_input, "prefix")
+        XCTAssertNotEqual(pr.fingerprint, r.fingerprint)
+        _ = try Runner.run(pr, options: one)
+        let cell = dir.appendingPathComponent("p/cells/frozen__findings__k6__s0/model.json")
+        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: cell)) as! [String: Any]
+        XCTAssertEqual(info["visual_input"] as? String, "prefix")
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("p/report.md"), encoding: .utf8).contains("a visual prefix of the patch grid"))
     }
 
     func testMoreReportsThanTheManifestHoldsIsAReportedSkip() throws {
@@ -121,7 +133,7 @@ final class ReportRecipeTests: XCTestCase {
           task: report
           labels: [effusion]
           subgroups: {sex: {column: sex}}
-        report: {target: summary, dim: 30, heads: 4, lr: 3}
+        report: {target: summary, dim: 30, heads: 4, lr: 3, visual_input: side}
         methods:
           - {name: logistic}
           - {name: lora, rank: 0}
@@ -137,6 +149,7 @@ final class ReportRecipeTests: XCTestCase {
             "a report task needs split_column",
             "subgroups are not supported for report tasks",
             "target must be findings, impression or both, got 'summary'",
+            "visual_input must be cross_attention or prefix, got 'side'",
             "dim 30 is not divisible by heads 4",
             "lr must be between",
             "unknown method 'logistic' for a report task",

@@ -134,6 +134,36 @@ final class ReportTrainingTests: XCTestCase {
         }
     }
 
+    /// The visual-prefix decoder trains end to end with a tuned encoder (the gradient reaches the
+    /// encoder through the prefix), records its variant in model.json, drafts the same after
+    /// reloading, and a checkpoint of the cross-attention variant is refused.
+    func testVisualPrefixTrainsAndReloads() throws {
+        let dir = Fixtures.tempDir("xrlab-report-prefix")
+        let d = try pairedDemo(dir, patients: 20)
+        var o = smallOptions(d, out: dir.appendingPathComponent("prefix"))
+        o.visualPrefix = true
+        o.encoderSpec = ReportEncoderSpec(method: "lora", rank: 4, targets: ["qkv"])
+        o.stopAfter = 1
+        _ = try ReportTraining.run(o)
+        var cross = o
+        cross.visualPrefix = false
+        XCTAssertThrowsError(try ReportTraining.run(cross)) { XCTAssertTrue("\($0)".contains("visual prefix"), "\($0)") }
+        o.stopAfter = nil
+        let r = try ReportTraining.run(o)
+        XCTAssertLessThan(r.history.last!.trainLoss, r.history.first!.trainLoss)
+        let f = try SafeTensorsFile(contentsOf: o.output.appendingPathComponent("encoder_tuned.safetensors"))
+        XCTAssertGreaterThan(try f.tensor("blocks.0.attn.qkv.lora_B.weight").scalars.map(abs).max()!, 0, "the encoder trains through the prefix")
+        let w = try SafeTensorsFile(contentsOf: o.output.appendingPathComponent("decoder.safetensors"))
+        XCTAssertFalse(w.names.contains { $0.contains("crossattention") || $0.contains("ln_cross_attn") })
+        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: o.output.appendingPathComponent("model.json"))) as! [String: Any]
+        XCTAssertEqual(info["visual_input"] as? String, "prefix")
+        let S = info["visual_tokens"] as! Int
+        XCTAssertEqual((info["decoder"] as! [String: Int])["positions"], 24 + S, "positions hold the prefix and the text")
+        let m = try ReportModel.load(o.output)
+        XCTAssertTrue(m.decoder.config.visualPrefix)
+        XCTAssertEqual(try m.generate(d.testImages, encoder: try Encoder.load(model: d.model), options: o.generation), r.generated)
+    }
+
     func testMissingReportIsAnError() throws {
         let dir = Fixtures.tempDir("xrlab-report")
         let m = dir.appendingPathComponent("m.csv")

@@ -3,7 +3,8 @@ import XRTensor
 @testable import XRTrain
 import TestSupport
 
-/// The report decoder against Hugging Face GPT-2 with cross-attention (`fixtures/make_report_fixtures.py`).
+/// The report decoder against Hugging Face GPT-2 with cross-attention, and GPT-2 over a visual
+/// prefix (`fixtures/make_report_fixtures.py`).
 func loadReportFixture(_ name: String) throws -> [String: Tensor] {
     let f = try SafeTensorsFile(contentsOf: Fixtures.url("report/\(name).safetensors"))
     var out: [String: Tensor] = [:]
@@ -16,8 +17,31 @@ final class ReportDecoderTests: XCTestCase {
     let config = DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24)
 
     func testLogitsLossAndGradientsMatchTransformers() throws {
-        let m = try ReportDecoder(config: config, tensors: try load("decoder"), source: "decoder.safetensors")
-        let ref = try load("reference")
+        try checkParity(config: config, decoder: "decoder", reference: "reference")
+    }
+
+    func testVisualPrefixMatchesTransformers() throws {
+        var c = config
+        c.visualPrefix = true
+        try checkParity(config: c, decoder: "prefix_decoder", reference: "prefix_reference")
+        // A checkpoint of the other variant is refused, naming the tensor.
+        XCTAssertThrowsError(try ReportDecoder(config: c, tensors: try load("decoder"), source: "decoder.safetensors")) {
+            XCTAssertTrue("\($0)".contains("crossattention") || "\($0)".contains("ln_cross_attn"), "\($0)")
+        }
+        XCTAssertThrowsError(try ReportDecoder(config: config, tensors: try load("prefix_decoder"), source: "prefix_decoder.safetensors")) {
+            XCTAssertTrue("\($0)".contains("missing tensor"), "\($0)")
+        }
+        // Text plus the 5 visual tokens must fit the positions.
+        let m = try ReportDecoder(config: c, tensors: try load("prefix_decoder"), source: "prefix_decoder.safetensors")
+        XCTAssertThrowsError(try m.forward(visual: [Float](repeating: 0, count: 5 * 24), visualTokens: 5, ids: [Int](repeating: 1, count: 60), batch: 1)) {
+            XCTAssertTrue("\($0)".contains("visual tokens"), "\($0)")
+        }
+        XCTAssertNoThrow(try m.forward(visual: [Float](repeating: 0, count: 5 * 24), visualTokens: 5, ids: [Int](repeating: 1, count: 59), batch: 1))
+    }
+
+    func checkParity(config: DecoderConfig, decoder: String, reference: String) throws {
+        let m = try ReportDecoder(config: config, tensors: try load(decoder), source: decoder)
+        let ref = try load(reference)
         let ids = ref["ids"]!.scalars.map { Int($0) }, labels = ref["labels"]!.scalars.map { Int($0) }
         let mask = ref["mask"]!.scalars
         let lengths = (0..<2).map { b in Int((0..<7).reduce(Float(0)) { $0 + mask[b * 7 + $1] }) }
@@ -43,7 +67,7 @@ final class ReportDecoderTests: XCTestCase {
             worst = max(worst, rel)
             XCTAssertLessThan(rel, 1e-4, "\(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(idx)")
         }
-        print("report decoder: \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)")
+        print("report decoder (\(config.visualPrefix ? "visual prefix" : "cross-attention")): \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)")
         // The fused in-place loss gives the same loss and gradients.
         let before = m.parameters.map { $0.grad!.array }
         m.zeroGrad()
@@ -54,7 +78,7 @@ final class ReportDecoderTests: XCTestCase {
         for (p, g) in zip(m.parameters, before) { assertClose(p.grad!.array, g, rel: 1e-5, "fused loss gradient \(p.name)") }
         // Saving gives the Hugging Face layout back.
         let back = m.hfTensors()
-        for (k, v) in try load("decoder") { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }
+        for (k, v) in try load(decoder) { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }
     }
 }
 
@@ -66,6 +90,22 @@ final class ReportGenerationTests: XCTestCase {
 
     func testGreedyWithKeyValueCacheMatchesFullRecomputation() throws {
         let (m, ref) = try model()
+        try checkGreedy(m, ref)
+    }
+
+    func testVisualPrefixGreedyWithKeyValueCacheMatchesFullRecomputation() throws {
+        let m = try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24, visualPrefix: true),
+                                  tensors: try loadReportFixture("prefix_decoder"), source: "prefix_decoder")
+        try checkGreedy(m, try loadReportFixture("prefix_reference"))
+        // The prefix takes 5 of the 64 positions.
+        var o = GenerationOptions()
+        o.maxNewTokens = 59
+        XCTAssertThrowsError(try m.generate(visual: [Float](repeating: 0, count: 5 * 24), visualTokens: 5, prompt: [1], eos: 49, options: o))
+        o.maxNewTokens = 58
+        XCTAssertNoThrow(try m.generate(visual: [Float](repeating: 0, count: 5 * 24), visualTokens: 5, prompt: [1], eos: 49, options: o))
+    }
+
+    func checkGreedy(_ m: ReportDecoder, _ ref: [String: Tensor]) throws {
         let greedy = ref["greedy"]!.scalars.map { Int($0) }
         for b in 0..<2 {
             let v = Array(ref["visual"]!.scalars[(b * 5 * 24)..<((b + 1) * 5 * 24)])
@@ -115,8 +155,15 @@ final class ReportGenerationTests: XCTestCase {
 /// against a central finite difference of the loss along a random direction.
 final class ReportDecoderVisualGradientTests: XCTestCase {
     func testVisualTokenGradient() throws {
-        let m = try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24),
-                                  tensors: try loadReportFixture("decoder"), source: "decoder")
+        try check(DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24), "decoder")
+    }
+
+    func testVisualTokenGradientThroughPrefix() throws {
+        try check(DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24, visualPrefix: true), "prefix_decoder")
+    }
+
+    func check(_ config: DecoderConfig, _ fixture: String) throws {
+        let m = try ReportDecoder(config: config, tensors: try loadReportFixture(fixture), source: fixture)
         m.needsVisualGradient = true
         var rng = XRRandom(seed: 21)
         let B = 2, S = 5, T = 7

@@ -24,6 +24,7 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Attention heads.") var heads: Int = 4
         @Option(name: .long, help: "Maximum report tokens (longer reports are cut and counted).") var maxTokens: Int = 128
         @Option(name: .long, help: "Average-pool the patch grid by this factor.") var pool: Int = 2
+        @Option(name: .long, help: "How the decoder reads the visual tokens: cross_attention (every block attends to them) or prefix (they precede the text).") var visualInput: String = "cross_attention"
         @Option(name: .long, help: "GPT-2-layout safetensors to start from.") var initFrom: String?
         @Option(name: .long, help: "Epochs.") var epochs: Int = 10
         @Option(name: .long, help: "Batch size.") var batchSize: Int = 8
@@ -44,6 +45,8 @@ struct ReportCommand: ParsableCommand {
                 var o = ReportTrainOptions(manifest: URL(fileURLWithPath: manifest), encoder: URL(fileURLWithPath: encoder), output: URL(fileURLWithPath: out))
                 o.tokenizer = tokenizer.map { URL(fileURLWithPath: $0) }
                 guard ["findings", "impression", "both"].contains(target) else { throw XRError("--target is findings, impression or both", field: "--target") }
+                guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("--visual-input is cross_attention or prefix, got '\(visualInput)'", field: "--visual-input") }
+                o.visualPrefix = visualInput == "prefix"
                 o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
                 o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet

@@ -33,11 +33,13 @@ let package = Package(
         .target(name: "CXRPNG", dependencies: ["CPNG"]),
         // libjpeg (JPEG Baseline in DICOM) behind the same kind of setjmp guard.
         .target(name: "CXRJPEG", dependencies: ["CJPEG"]),
+        // Floating-point control (denormals flushed to zero on every thread that runs kernels).
+        .target(name: "CXRCPU"),
 
         // Storage, shapes, dtypes, safetensors / npy I/O, hashing, errors. No math.
         .target(name: "XRTensor", swiftSettings: simd),
         // Pure functions over buffers (forward + backward per op family). Only BLAS/ imports CBLAS.
-        .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS"], swiftSettings: numeric),
+        .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS", "CXRCPU"], swiftSettings: numeric),
         // One file per model family: config, blocks, checkpoint key map, forward.
         .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
         // PNG / DICOM decoding, preprocessing, manifests.

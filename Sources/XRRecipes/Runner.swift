@@ -211,6 +211,7 @@ public enum Runner {
         defer { BLAS.threads = savedThreads }
         let failure = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: workers) { w in
+            Parallel.flushDenormals()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             var i = w

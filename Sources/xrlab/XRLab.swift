@@ -22,6 +22,7 @@ struct XRLab: ParsableCommand {
             execv("/proc/self/exe", argv)
             // exec failed: carry on with the kernels loaded.
         }
+        Parallel.flushDenormals()
         main(nil)
     }
 }

@@ -43,3 +43,26 @@ final class BLASCoreTests: XCTestCase {
         XCTAssertFalse(BLASCore.name.isEmpty)
     }
 }
+
+/// Kernel threads flush denormals to zero (a denormal operand costs a microcode assist per
+/// operation on many x86 CPUs).
+final class DenormalTests: XCTestCase {
+    func testWorkersFlushDenormals() {
+        let n = 64
+        var flushed = [Bool](repeating: false, count: n), products = [Float](repeating: -1, count: n)
+        let half = [Float](repeating: 0.5, count: n)   // not a compile-time constant
+        flushed.withUnsafeMutableBufferPointer { fp in
+            products.withUnsafeMutableBufferPointer { pp in
+                let f = SendablePointer(fp.baseAddress!), p = SendablePointer(pp.baseAddress!)
+                Parallel.ranges(n, minChunk: 1) { r in
+                    for i in r {
+                        f.p[i] = Parallel.flushesDenormals
+                        p.p[i] = Float.leastNormalMagnitude * half[i]   // a denormal without flushing
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(flushed, [Bool](repeating: true, count: n))
+        XCTAssertEqual(products, [Float](repeating: 0, count: n))
+    }
+}

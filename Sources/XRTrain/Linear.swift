@@ -52,8 +52,12 @@ public final class Linear: @unchecked Sendable {
         let o = SendablePointer(out), I = inFeatures, O = outFeatures
         var x = SendablePointer(UnsafeMutablePointer(mutating: inp))
         if rows == 1 && lora == nil {
-            // One row (decoding): a matrix-vector product, without GEMM packing.
-            BLAS.sgemv(out, weight.value.p, inp, m: O, n: I)
+            // One row (decoding): a matrix-vector product without GEMM packing, its output
+            // features split across workers (it is bound by reading the weights).
+            let w = SendablePointer(weight.value.p), xi = x
+            Parallel.ranges(O, minChunk: 256) { r in
+                BLAS.sgemv(o.p + r.lowerBound, w.p + r.lowerBound * I, xi.p, m: r.count, n: I)
+            }
             if let bias { addBias(out, bias.value.p, rows: 1, cols: O) }
             return
         }

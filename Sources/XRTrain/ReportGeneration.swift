@@ -58,14 +58,20 @@ extension ReportDecoder {
                     beam.keys[li] += qkv[C..<(2 * C)]
                     beam.values[li] += qkv[(2 * C)..<(3 * C)]
                     let n = beam.keys[li].count / C
-                    attendOne(&att, q: Array(qkv[0..<C]), keys: beam.keys[li], values: beam.values[li], ld: C, n: n, H: H, D: D)
+                    qkv.withUnsafeBufferPointer { qp in beam.keys[li].withUnsafeBufferPointer { kp in beam.values[li].withUnsafeBufferPointer { vp in
+                        att.withUnsafeMutableBufferPointer { ap in
+                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: n, H: H, D: D)
+                        }
+                    } } }
                     att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
                     for j in 0..<C { x[j] += tmp[j] }
                     if let xa = l.cross {
                         layerNormForward(&h, x, xa.lnw.value.p, xa.lnb.value.p, rows: 1, cols: C, eps: c.eps)
                         var q = [Float](repeating: 0, count: C)
                         h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
-                        attendOne(&att, q: q, keys: crossKV[li], values: Array(crossKV[li][C...]), ld: 2 * C, n: S, H: H, D: D)
+                        q.withUnsafeBufferPointer { qp in crossKV[li].withUnsafeBufferPointer { kv in att.withUnsafeMutableBufferPointer { ap in
+                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D)
+                        } } }
                         att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
                         for j in 0..<C { x[j] += tmp[j] }
                     }
@@ -78,7 +84,10 @@ extension ReportDecoder {
                 guard wanted else { return [] }
                 layerNormForward(&h, x, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
                 var logits = [Float](repeating: 0, count: V)
-                BLAS.sgemv(&logits, wte.value.p, h, m: V, n: C)
+                logits.withUnsafeMutableBufferPointer { lp in h.withUnsafeBufferPointer { hp in
+                    let (L, W, X) = (SendablePointer(lp.baseAddress!), SendablePointer(wte.value.p), SendablePointer(UnsafeMutablePointer(mutating: hp.baseAddress!)))
+                    Parallel.ranges(V, minChunk: 256) { r in BLAS.sgemv(L.p + r.lowerBound, W.p + r.lowerBound * C, X.p, m: r.count, n: C) }
+                } }
                 return logits
             }
             func embed(_ token: Int, position t: Int) -> [Float] { (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] } }
@@ -152,23 +161,37 @@ extension ReportDecoder {
 }
 
 /// One query row against n keys / values (rows with stride ld, head h at column h·D).
-func attendOne(_ out: inout [Float], q: [Float], keys: [Float], values: [Float], ld: Int, n: Int, H: Int, D: Int) {
-    let scale = 1 / Float(D).squareRoot()
-    var s = [Float](repeating: 0, count: n)
+func attendOne(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+               ld: Int, n: Int, H: Int, D: Int) {
+    let scale = 1 / Float(D).squareRoot(), D8 = D & ~7
+    let s = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+    defer { s.deallocate() }
+    func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
     for h in 0..<H {
+        let qh = q + h * D
         var m = -Float.infinity
         for j in 0..<n {
-            var dot: Float = 0
-            for d in 0..<D { dot += q[h * D + d] * keys[j * ld + h * D + d] }
+            let kj = keys + j * ld + h * D
+            var acc = SIMD8<Float>(repeating: 0)
+            var d = 0
+            while d < D8 { acc = acc.addingProduct(load(qh + d), load(kj + d)); d += 8 }
+            var dot = acc.sum()
+            while d < D { dot += qh[d] * kj[d]; d += 1 }
             s[j] = dot * scale
             m = max(m, s[j])
         }
         var z: Float = 0
-        for j in 0..<n { s[j] = exp(s[j] - m); z += s[j] }
-        for d in 0..<D {
-            var acc: Float = 0
-            for j in 0..<n { acc += s[j] * values[j * ld + h * D + d] }
-            out[h * D + d] = acc / z
+        for j in 0..<n { s[j] = expf(s[j] - m); z += s[j] }
+        let oh = out + h * D, inv = 1 / z
+        oh.update(repeating: 0, count: D)
+        for j in 0..<n {
+            let w = s[j] * inv, vj = values + j * ld + h * D
+            var d = 0
+            while d < D8 {
+                UnsafeMutableRawPointer(oh + d).storeBytes(of: load(oh + d).addingProduct(SIMD8(repeating: w), load(vj + d)), as: SIMD8<Float>.self)
+                d += 8
+            }
+            while d < D { oh[d] += w * vj[d]; d += 1 }
         }
     }
 }

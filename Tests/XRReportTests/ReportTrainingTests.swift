@@ -164,6 +164,30 @@ final class ReportTrainingTests: XCTestCase {
         XCTAssertEqual(try m.generate(d.testImages, encoder: try Encoder.load(model: d.model), options: o.generation), r.generated)
     }
 
+    /// Starting from a GPT-2-layout checkpoint: its tensors replace the random ones (a longer
+    /// position table gives its first rows), layers it lacks stay random, and a tensor of the
+    /// wrong shape is named.
+    func testInitialisationFromAGPT2Checkpoint() throws {
+        let file = Fixtures.url("report/prefix_decoder.safetensors")
+        let f = try SafeTensorsFile(contentsOf: file)
+        let wpe = try f.tensor("transformer.wpe.weight"), wte = try f.tensor("transformer.wte.weight")
+        XCTAssertEqual(wpe.shape, [64, 32])
+        for prefix in [true, false] {
+            let c = DecoderConfig(vocab: 50, positions: 40, dim: 32, layers: 2, heads: 4, visualDim: 24, visualPrefix: prefix)
+            let t = try ReportTraining.initialTensors(c, seed: 1, from: file)
+            XCTAssertEqual(t["transformer.wpe.weight"]?.shape, [40, 32])
+            XCTAssertEqual(t["transformer.wpe.weight"]?.scalars, Array(wpe.scalars.prefix(40 * 32)))
+            XCTAssertEqual(t["transformer.wte.weight"]?.scalars, wte.scalars)
+            XCTAssertEqual(t["transformer.h.1.mlp.c_fc.weight"]?.scalars, try f.tensor("transformer.h.1.mlp.c_fc.weight").scalars)
+            XCTAssertEqual(t["transformer.h.0.crossattention.q_attn.weight"] != nil, !prefix, "cross-attention only without a prefix (random: the checkpoint has none)")
+            XCTAssertNoThrow(try ReportDecoder(config: c, tensors: t, source: "init"))
+        }
+        let narrow = DecoderConfig(vocab: 50, positions: 40, dim: 16, layers: 2, heads: 4, visualDim: 24)
+        XCTAssertThrowsError(try ReportTraining.initialTensors(narrow, seed: 1, from: file)) {
+            XCTAssertTrue("\($0)".contains("prefix_decoder.safetensors") && "\($0)".contains("the decoder config needs"), "\($0)")
+        }
+    }
+
     func testMissingReportIsAnError() throws {
         let dir = Fixtures.tempDir("xrlab-report")
         let m = dir.appendingPathComponent("m.csv")

@@ -121,19 +121,27 @@ extension ReportDecoder {
                     candidates += best
                 }
                 candidates.sort { $0.score != $1.score ? $0.score > $1.score : ($0.beam, $0.token) < ($1.beam, $1.token) }
-                var next: [Beam] = [], nextLogits: [[Float]] = []
+                var chosen: [(beam: Int, token: Int, score: Double)] = []
                 for cand in candidates.prefix(2 * beams) {
+                    if cand.token == eos {
+                        let ids = live[cand.beam].tokens + [eos]
+                        finished.append((ids, cand.score / pow(Double(ids.count), o.lengthPenalty)))
+                    } else if chosen.count < beams {
+                        chosen.append(cand)
+                    }
+                }
+                // A beam's last continuation takes its cache over instead of copying it.
+                var uses = [Int](repeating: 0, count: live.count)
+                for cand in chosen { uses[cand.beam] += 1 }
+                var next: [Beam] = [], nextLogits: [[Float]] = []
+                for cand in chosen {
+                    uses[cand.beam] -= 1
                     var b = live[cand.beam]
+                    if uses[cand.beam] == 0 { live[cand.beam] = Beam(tokens: [], score: 0, keys: [], values: []) }
                     b.tokens.append(cand.token)
                     b.score = cand.score
-                    if cand.token == eos {
-                        finished.append((b.tokens, cand.score / pow(Double(b.tokens.count), o.lengthPenalty)))
-                        continue
-                    }
-                    if next.count < beams {
-                        nextLogits.append(step(&b, input: embed(cand.token, position: P + prompt.count + n)))
-                        next.append(b)
-                    }
+                    nextLogits.append(step(&b, input: embed(cand.token, position: P + prompt.count + n)))
+                    next.append(b)
                 }
                 live = next
                 logitsOf = nextLogits

@@ -19,19 +19,23 @@ struct BenchReport: ParsableCommand {
     @Option(name: .long, help: "Tokens to decode greedily.") var decode: Int = 128
     @Option(name: .long, help: "Minimum seconds per measurement.") var seconds: Double = 10
     @Option(name: .long, help: "Threads.") var threads: Int = 2
+    @Option(name: .long, help: "cross_attention or prefix (the visual tokens precede the text).") var visualInput: String = "cross_attention"
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
-            let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1), dim: dim, layers: layers, heads: heads, visualDim: visualDim)
+            guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("--visual-input is cross_attention or prefix", field: "--visual-input") }
+            let prefix = visualInput == "prefix"
+            let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
+                                  visualDim: visualDim, visualPrefix: prefix)
             var rng = XRRandom(seed: 3)
             var t: [String: Tensor] = [:]
             func n(_ s: [Int], _ std: Float = 0.02) -> Tensor { Tensor(shape: s, scalars: (0..<s.reduce(1, *)).map { _ in rng.nextGaussian() * std }) }
             t["transformer.wte.weight"] = n([vocab, dim]); t["transformer.wpe.weight"] = n([c.positions, dim])
             for i in 0..<layers {
                 let p = "transformer.h.\(i)."
-                for ln in ["ln_1", "ln_cross_attn", "ln_2"] { t[p + ln + ".weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t[p + ln + ".bias"] = Tensor(zeros: [dim]) }
+                for ln in ["ln_1", "ln_cross_attn", "ln_2"] where !(prefix && ln == "ln_cross_attn") { t[p + ln + ".weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t[p + ln + ".bias"] = Tensor(zeros: [dim]) }
                 for (nm, a, b) in [("attn.c_attn", dim, 3 * dim), ("attn.c_proj", dim, dim), ("crossattention.q_attn", dim, dim), ("crossattention.c_attn", dim, 2 * dim),
-                                   ("crossattention.c_proj", dim, dim), ("mlp.c_fc", dim, 4 * dim), ("mlp.c_proj", 4 * dim, dim)] {
+                                   ("crossattention.c_proj", dim, dim), ("mlp.c_fc", dim, 4 * dim), ("mlp.c_proj", 4 * dim, dim)] where !(prefix && nm.hasPrefix("crossattention")) {
                     t[p + nm + ".weight"] = n([a, b]); t[p + nm + ".bias"] = Tensor(zeros: [b])
                 }
             }
@@ -62,7 +66,7 @@ struct BenchReport: ParsableCommand {
                 produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
             }
             let tps = Double(produced) / Date().timeIntervalSince(start)
-            let result: [String: Any] = ["tool": "xrlab", "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
+            let result: [String: Any] = ["tool": "xrlab", "visual_input": visualInput, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }
     }

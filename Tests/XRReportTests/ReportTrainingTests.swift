@@ -162,6 +162,17 @@ final class ReportTrainingTests: XCTestCase {
         let m = try ReportModel.load(o.output)
         XCTAssertTrue(m.decoder.config.visualPrefix)
         XCTAssertEqual(try m.generate(d.testImages, encoder: try Encoder.load(model: d.model), options: o.generation), r.generated)
+        // model.json naming another variant, or none known, is refused.
+        let infoURL = o.output.appendingPathComponent("model.json")
+        let saved = try Data(contentsOf: infoURL)
+        for (value, expected) in [("cross_attention", "missing tensor"), ("side", "visual_input must be cross_attention or prefix")] {
+            var edited = info
+            edited["visual_input"] = value
+            try JSONSerialization.data(withJSONObject: edited).write(to: infoURL)
+            XCTAssertThrowsError(try ReportModel.load(o.output)) { XCTAssertTrue("\($0)".contains(expected), "\($0)") }
+        }
+        try saved.write(to: infoURL)
+        XCTAssertNoThrow(try ReportModel.load(o.output))
     }
 
     /// Starting from a GPT-2-layout checkpoint: its tensors replace the random ones (a longer

@@ -23,7 +23,7 @@ struct BenchReport: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
-            guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("--visual-input is cross_attention or prefix", field: "--visual-input") }
+            guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("must be cross_attention or prefix, got '\(visualInput)'", field: "--visual-input") }
             let prefix = visualInput == "prefix"
             let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
                                   visualDim: visualDim, visualPrefix: prefix)

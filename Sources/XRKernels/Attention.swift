@@ -74,14 +74,18 @@ func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: U
                 let row = sc + r * bk
                 let m = max(rowMax[r], vectorMax(row, bk))
                 let correction = rowMax[r] == -.infinity ? 0 : expf(rowMax[r] - m)
-                var sum: Float = 0
+                // Sum in vector lanes, reduced once per row (a horizontal sum per 8 scores cost as
+                // much as the exp).
+                var sum8 = SIMD8<Float>(repeating: 0)
+                let m8 = SIMD8<Float>(repeating: m)
                 var j = 0
                 while j + 8 <= bk {
-                    let e = simdExp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - m)
+                    let e = simdExp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - m8)
                     UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: SIMD8<Float>.self)
-                    sum += e.sum()
+                    sum8 += e
                     j += 8
                 }
+                var sum = hsum(sum8)
                 while j < bk { row[j] = expf(row[j] - m); sum += row[j]; j += 1 }
                 rowSum[r] = rowSum[r] * correction + sum
                 rowMax[r] = m

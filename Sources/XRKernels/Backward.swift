@@ -77,8 +77,15 @@ public func geluBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: Uns
 public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, rows: Int, cols: Int) {
     for r in 0..<rows {
         let d = dy + r * cols, q = p + r * cols
-        var s: Float = 0
-        for j in 0..<cols { s += d[j] * q[j] }
+        // Σ dy·p in vector lanes (a scalar float reduction does not vectorise).
+        var s8 = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= cols {
+            s8 = s8.addingProduct(UnsafeRawPointer(d + j).loadUnaligned(as: SIMD8<Float>.self), UnsafeRawPointer(q + j).loadUnaligned(as: SIMD8<Float>.self))
+            j += 8
+        }
+        var s = s8.sum()
+        while j < cols { s += d[j] * q[j]; j += 1 }
         for j in 0..<cols { d[j] = q[j] * (d[j] - s) }
     }
 }
@@ -214,6 +221,13 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
     }
 }
 
+/// y clamped to [-15, 15] with masked selects (the generic `clamped` is not specialised and runs scalar).
+@inline(__always)
+func clamp15(_ y: SIMD8<Float>) -> SIMD8<Float> {
+    let lo = SIMD8<Float>(repeating: -15), hi = SIMD8<Float>(repeating: 15)
+    return y.replacing(with: lo, where: y .< lo).replacing(with: hi, where: y .> hi)
+}
+
 /// GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), in place; and its
 /// backward dy ← dy · GELU'(u). tanh(y) = 1 − 2 / (e^{2y} + 1), SIMD with `simdExp`.
 public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
@@ -223,7 +237,7 @@ public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
     while i < n8 {
         let u = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
         let y = c * (u + 0.044715 * u * u * u)
-        let t = 1 - 2 / (simdExp(2 * y.clamped(lowerBound: SIMD8(repeating: -15), upperBound: SIMD8(repeating: 15))) + 1)
+        let t = 1 - 2 / (simdExp(2 * clamp15(y)) + 1)
         UnsafeMutableRawPointer(x + i).storeBytes(of: 0.5 * u * (1 + t), as: SIMD8<Float>.self)
         i += 8
     }
@@ -238,7 +252,7 @@ public func geluTanhBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u:
         let x = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
         let x2 = x * x
         let y = c * (x + 0.044715 * x2 * x)
-        let t = 1 - 2 / (simdExp(2 * y.clamped(lowerBound: SIMD8(repeating: -15), upperBound: SIMD8(repeating: 15))) + 1)
+        let t = 1 - 2 / (simdExp(2 * clamp15(y)) + 1)
         let inner = c * (1 + 0.134145 * x2)
         let d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner
         let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self)

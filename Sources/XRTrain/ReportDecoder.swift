@@ -268,18 +268,34 @@ public final class ReportDecoder: @unchecked Sendable {
                     for r in (R * w / chunks)..<(R * (w + 1) / chunks) {
                         let row = lp.p + r * V
                         guard target[r] >= 0 else { row.update(repeating: 0, count: V); continue }
+                        // −Σ q log p with q = ε/V + (1 − ε)[j = t] and log p = x − m − log Z is
+                        // (m + log Z) − (ε/V Σx + (1 − ε) x_t): no logarithm per vocabulary entry.
+                        let t = target[r], xt = row[t]
                         let m = vectorMax(row, V)
-                        var z: Float = 0
-                        for j in 0..<V { let e = expf(row[j] - m); row[j] = e; z += e }
-                        let logZ = logf(z), inv = 1 / z, scale = 1 / Float(n)
-                        var rowLoss: Double = 0
-                        for j in 0..<V {
-                            let p = row[j] * inv
-                            let q = (j == target[r] ? 1 - eps : 0) + eps / Float(V)
-                            if q > 0 { rowLoss -= Double(q) * Double(logf(max(p, 1e-30)) ) }
-                            row[j] = (p - q) * scale
+                        var sx8 = SIMD8<Float>(repeating: 0), z8 = SIMD8<Float>(repeating: 0)
+                        let m8 = SIMD8<Float>(repeating: m)
+                        var j = 0
+                        while j + 8 <= V {
+                            let x = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
+                            let e = simdExp(x - m8)
+                            UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: SIMD8<Float>.self)
+                            sx8 += x; z8 += e
+                            j += 8
                         }
-                        _ = logZ
+                        var sumX = Double(sx8.sum()), z = z8.sum()
+                        while j < V { sumX += Double(row[j]); let e = expf(row[j] - m); row[j] = e; z += e; j += 1 }
+                        let logZ = Double(logf(z)), scale = 1 / Float(n), inv = scale / z
+                        let rowLoss = (Double(m) + logZ) - (Double(eps) / Double(V) * sumX + Double(1 - eps) * Double(xt))
+                        // d/dx = (p − q) / n
+                        let off = SIMD8<Float>(repeating: eps / Float(V) * scale), inv8 = SIMD8<Float>(repeating: inv)
+                        j = 0
+                        while j + 8 <= V {
+                            let e = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(row + j).storeBytes(of: e * inv8 - off, as: SIMD8<Float>.self)
+                            j += 8
+                        }
+                        while j < V { row[j] = row[j] * inv - eps / Float(V) * scale; j += 1 }
+                        row[t] -= (1 - eps) * scale
                         acc += rowLoss
                     }
                     out.p[w] = acc

@@ -76,6 +76,16 @@ final class ReportDecoderTests: XCTestCase {
         XCTAssertEqual(fused.tokens, 8)
         XCTAssertEqual(fused.loss, loss, accuracy: 1e-5 * loss)
         for (p, g) in zip(m.parameters, before) { assertClose(p.grad!.array, g, rel: 1e-5, "fused loss gradient \(p.name)") }
+        // With label smoothing too: the fused loss and gradients equal the reference loss's.
+        let smoothed = ReportDecoder.languageModelLoss(logits: logits, labels: labels, batch: 2, vocab: 50, smoothing: 0.1)
+        m.zeroGrad()
+        m.backward(dlogits: smoothed.dlogits)
+        let reference = m.parameters.map { $0.grad!.array }
+        m.zeroGrad()
+        try m.forward(visual: ref["visual"]!.scalars, visualTokens: 5, ids: ids, batch: 2, lengths: lengths, returnLogits: false)
+        let fusedSmoothed = m.lossAndBackward(labels: labels, smoothing: 0.1)
+        XCTAssertEqual(fusedSmoothed.loss, smoothed.loss, accuracy: 1e-5 * smoothed.loss)
+        for (p, g) in zip(m.parameters, reference) { assertClose(p.grad!.array, g, rel: 1e-5, "smoothed fused loss gradient \(p.name)") }
         // Saving gives the Hugging Face layout back.
         let back = m.hfTensors()
         for (k, v) in try load(decoder) { XCTAssertEqual(back[k]?.shape, v.shape, k); assertClose(back[k]!.scalars, v.scalars, rel: 0, k) }

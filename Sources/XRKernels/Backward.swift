@@ -32,15 +32,25 @@ public func layerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool
     let n = Float(cols)
     for r in 0..<rows {
         let xr = x + r * cols, g = dy + r * cols, m = mean[r], s = rstd[r]
-        var sumG: Float = 0, sumGX: Float = 0
-        for i in 0..<cols {
-            let xh = (xr[i] - m) * s
-            let gw = g[i] * weight[i]
-            sumG += gw
-            sumGX += gw * xh
-            if let dweight { dweight[i] += g[i] * xh }
-            if let dbias { dbias[i] += g[i] }
+        // The two row sums in vector lanes (scalar float reductions do not vectorise).
+        var g8 = SIMD8<Float>(repeating: 0), gx8 = SIMD8<Float>(repeating: 0)
+        let m8 = SIMD8<Float>(repeating: m), s8 = SIMD8<Float>(repeating: s)
+        var i = 0
+        while i + 8 <= cols {
+            let xh = (UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD8<Float>.self) - m8) * s8
+            let gw = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(weight + i).loadUnaligned(as: SIMD8<Float>.self)
+            g8 += gw
+            gx8 = gx8.addingProduct(gw, xh)
+            i += 8
         }
+        var sumG = g8.sum(), sumGX = gx8.sum()
+        while i < cols {
+            let xh = (xr[i] - m) * s, gw = g[i] * weight[i]
+            sumG += gw; sumGX += gw * xh
+            i += 1
+        }
+        if let dweight { for i in 0..<cols { dweight[i] += g[i] * ((xr[i] - m) * s) } }
+        if let dbias { for i in 0..<cols { dbias[i] += g[i] } }
         guard let dx else { continue }
         let a = sumG / n, b = sumGX / n
         let o = dx + r * cols

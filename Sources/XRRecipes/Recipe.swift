@@ -6,6 +6,7 @@
 import Foundation
 import Yams
 import XRTensor
+import XRTrain
 import XRModels
 
 /// A fully resolved recipe (built-in defaults → file → `--set` overrides). Paths are stored
@@ -776,7 +777,9 @@ public enum RecipeLoader {
         if let v = m["visual_input"] {
             r.visual_input = ctx.attempt { () throws -> String in
                 let t = try v.string()
-                guard ["cross_attention", "prefix"].contains(t) else { throw v.error("visual_input must be cross_attention or prefix, got '\(t)'") }
+                guard DecoderConfig.visualInputs.contains(t) else {
+                    throw v.error("visual_input must be \(DecoderConfig.visualInputs.joined(separator: " or ")), got '\(t)'")
+                }
                 return t
             } ?? r.visual_input
         }

@@ -38,11 +38,8 @@ public struct ReportModel {
         let w = try SafeTensorsFile(contentsOf: dir.appendingPathComponent("decoder.safetensors"))
         var t: [String: Tensor] = [:]
         for n in w.names { t[n] = try w.tensor(n) }
-        let input = info["visual_input"] as? String ?? "cross_attention"
-        guard ["cross_attention", "prefix"].contains(input) else {
-            throw XRError("visual_input must be cross_attention or prefix, got '\(input)'", file: infoURL.path, field: "visual_input")
-        }
-        let decoder = try ReportDecoder(config: DecoderConfig(vocab: v, positions: p, dim: c, layers: l, heads: h, visualDim: vd, visualPrefix: input == "prefix"), tensors: t,
+        let prefix = try DecoderConfig.visualPrefix(parsing: info["visual_input"] as? String ?? "cross_attention", field: "visual_input", file: infoURL.path)
+        let decoder = try ReportDecoder(config: DecoderConfig(vocab: v, positions: p, dim: c, layers: l, heads: h, visualDim: vd, visualPrefix: prefix), tensors: t,
                                         source: dir.appendingPathComponent("decoder.safetensors").path)
         let tok = try BPETokenizer.load(dir.appendingPathComponent("tokenizer.json"))
         guard let eos = tok.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", file: dir.path, field: "tokenizer.json") }

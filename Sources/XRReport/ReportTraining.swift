@@ -177,7 +177,7 @@ public enum ReportTraining {
     }
 
     /// GPT-2's initialisation: N(0, 0.02) matrices and embeddings, norms 1, biases 0.
-    static func initialTensors(_ c: DecoderConfig, seed: UInt64, from: URL?) throws -> [String: Tensor] {
+    public static func initialTensors(_ c: DecoderConfig, seed: UInt64, from: URL?) throws -> [String: Tensor] {
         var rng = XRRandom(seed: seed, stream: [0x6E7])
         var t: [String: Tensor] = [:]
         func normal(_ shape: [Int]) -> Tensor { Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in rng.nextGaussian() * 0.02 }) }
@@ -381,7 +381,7 @@ public enum ReportTraining {
         let info: [String: Any] = [
             "format": "xrlab-report-model", "format_version": 1, "xrlab_version": XRLabVersion.string,
             "decoder": ["vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv],
-            "visual_tokens": S, "visual_input": o.visualPrefix ? "prefix" : "cross_attention", "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
+            "visual_tokens": S, "visual_input": config.visualInputName, "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
             "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec.withDefaults()))) ?? [:],
             "encoder_input_size": tuned?.size ?? NSNull(),
             "preprocessing": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(encoder.preprocessing))) ?? [:],

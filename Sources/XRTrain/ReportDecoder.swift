@@ -28,6 +28,16 @@ public struct DecoderConfig: Codable, Sendable, Equatable {
         self.vocab = vocab; self.positions = positions; self.dim = dim; self.layers = layers; self.heads = heads; self.visualDim = visualDim; self.eps = eps
         self.visualPrefix = visualPrefix
     }
+    /// The ways the decoder can read the visual tokens, as recipes, the CLI and model.json name them.
+    public static let visualInputs = ["cross_attention", "prefix"]
+    /// `visualPrefix` for a named visual input; anything else is an error naming the field (and file).
+    public static func visualPrefix(parsing value: String, field: String, file: String? = nil) throws -> Bool {
+        guard visualInputs.contains(value) else {
+            throw XRError("visual_input must be \(visualInputs.joined(separator: " or ")), got '\(value)'", file: file, field: field)
+        }
+        return value == "prefix"
+    }
+    public var visualInputName: String { visualPrefix ? "prefix" : "cross_attention" }
     enum CodingKeys: String, CodingKey { case vocab, positions, dim, layers, heads, visualDim, eps, visualPrefix }
     public init(from d: Decoder) throws {
         let c = try d.container(keyedBy: CodingKeys.self)
@@ -78,7 +88,9 @@ final class DecoderCache {
     init(B: Int, L: Int, S: Int, c: DecoderConfig) {
         let C = c.dim, R = B * L, RX = S > 0 ? R : 0, RS = B * S
         xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); att = Buffer(R * C); xA = Buffer(R * C)
-        hx = Buffer(RX * C); qx = Buffer(RX * C); kvx = Buffer(RS * 2 * C); attx = Buffer(RX * C); xB = Buffer(R * C)
+        hx = Buffer(RX * C); qx = Buffer(RX * C); kvx = Buffer(RS * 2 * C); attx = Buffer(RX * C)
+        // Without cross-attention the block's middle residual is its input: xB is xA.
+        xB = S > 0 ? Buffer(R * C) : xA
         h2 = Buffer(R * C); u = Buffer(R * 4 * C); a = Buffer(R * 4 * C)
         m1 = Buffer(R); r1 = Buffer(R); mx = Buffer(RX); rx = Buffer(RX); m2 = Buffer(R); r2 = Buffer(R)
         probs = Buffer(B * c.heads * L * L); probsX = Buffer(B * c.heads * L * S)
@@ -225,8 +237,6 @@ public final class ReportDecoder: @unchecked Sendable {
                              probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
             x.proj.forward(tC.p, k.attx.p, rows: R, lora: nil)
             for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
-        } else {
-            k.xB.p.update(from: k.xA.p, count: R * C)
         }
         parallelLayerNorm(k.h2.p, k.xB.p, l.ln2w, l.ln2b, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
         l.fc.forward(k.u.p, k.h2.p, rows: R, lora: nil)

@@ -42,6 +42,8 @@ extension ReportDecoder {
                 enc.withUnsafeBufferPointer { ep in kv.withUnsafeMutableBufferPointer { kp in x.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) } }
                 return kv
             }
+            // Attention scores of one query: at most every position, or the image's tokens.
+            let scores = Buffer(max(S, c.positions, 1))
             // Per beam: tokens so far, score, self-attention K/V per layer ((t, C) each).
             struct Beam { var tokens: [Int]; var score: Double; var keys: [[Float]]; var values: [[Float]] }
             var live = [Beam(tokens: [], score: 0, keys: layers.map { _ in [] }, values: layers.map { _ in [] })]
@@ -60,7 +62,7 @@ extension ReportDecoder {
                     let n = beam.keys[li].count / C
                     qkv.withUnsafeBufferPointer { qp in beam.keys[li].withUnsafeBufferPointer { kp in beam.values[li].withUnsafeBufferPointer { vp in
                         att.withUnsafeMutableBufferPointer { ap in
-                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: n, H: H, D: D)
+                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: n, H: H, D: D, scores: scores.p)
                         }
                     } } }
                     att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
@@ -70,7 +72,7 @@ extension ReportDecoder {
                         var q = [Float](repeating: 0, count: C)
                         h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
                         q.withUnsafeBufferPointer { qp in crossKV[li].withUnsafeBufferPointer { kv in att.withUnsafeMutableBufferPointer { ap in
-                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D)
+                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D, scores: scores.p)
                         } } }
                         att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
                         for j in 0..<C { x[j] += tmp[j] }
@@ -169,11 +171,10 @@ extension ReportDecoder {
 }
 
 /// One query row against n keys / values (rows with stride ld, head h at column h·D).
+/// `s` holds n scores.
 func attendOne(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-               ld: Int, n: Int, H: Int, D: Int) {
+               ld: Int, n: Int, H: Int, D: Int, scores s: UnsafeMutablePointer<Float>) {
     let scale = 1 / Float(D).squareRoot(), D8 = D & ~7
-    let s = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-    defer { s.deallocate() }
     func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
     for h in 0..<H {
         let qh = q + h * D

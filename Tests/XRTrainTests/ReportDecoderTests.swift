@@ -204,3 +204,19 @@ final class ReportDecoderVisualGradientTests: XCTestCase {
         XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * abs(numeric))
     }
 }
+
+/// The visual-input names shared by recipes, the CLI and model.json.
+final class VisualInputNameTests: XCTestCase {
+    func testNamesParseAndBadOnesAreNamed() throws {
+        XCTAssertEqual(try DecoderConfig.visualPrefix(parsing: "prefix", field: "f"), true)
+        XCTAssertEqual(try DecoderConfig.visualPrefix(parsing: "cross_attention", field: "f"), false)
+        XCTAssertThrowsError(try DecoderConfig.visualPrefix(parsing: "Prefix", field: "--visual-input", file: "m.json")) {
+            let text = "\($0)"
+            XCTAssertTrue(text.contains("--visual-input") && text.contains("m.json") && text.contains("got 'Prefix'"), text)
+        }
+        var c = DecoderConfig(vocab: 5, positions: 8, dim: 4, layers: 1, heads: 1, visualDim: 2)
+        XCTAssertEqual(c.visualInputName, "cross_attention")
+        c.visualPrefix = true
+        XCTAssertEqual(c.visualInputName, "prefix")
+    }
+}

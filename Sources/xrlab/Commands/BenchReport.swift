@@ -3,6 +3,7 @@ import Foundation
 import XRTensor
 import XRKernels
 import XRTrain
+import XRReport
 
 /// `xrlab bench-report`: report decoder training-step time and greedy decoding speed
 /// (bench/report_peers.py compares PyTorch + transformers).
@@ -23,24 +24,12 @@ struct BenchReport: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
-            guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("must be cross_attention or prefix, got '\(visualInput)'", field: "--visual-input") }
-            let prefix = visualInput == "prefix"
+            let prefix = try DecoderConfig.visualPrefix(parsing: visualInput, field: "--visual-input")
             let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
                                   visualDim: visualDim, visualPrefix: prefix)
+            // GPT-2's initialisation, as report training starts from.
+            let t = try ReportTraining.initialTensors(c, seed: 3, from: nil)
             var rng = XRRandom(seed: 3)
-            var t: [String: Tensor] = [:]
-            func n(_ s: [Int], _ std: Float = 0.02) -> Tensor { Tensor(shape: s, scalars: (0..<s.reduce(1, *)).map { _ in rng.nextGaussian() * std }) }
-            t["transformer.wte.weight"] = n([vocab, dim]); t["transformer.wpe.weight"] = n([c.positions, dim])
-            for i in 0..<layers {
-                let p = "transformer.h.\(i)."
-                for ln in ["ln_1", "ln_cross_attn", "ln_2"] where !(prefix && ln == "ln_cross_attn") { t[p + ln + ".weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t[p + ln + ".bias"] = Tensor(zeros: [dim]) }
-                for (nm, a, b) in [("attn.c_attn", dim, 3 * dim), ("attn.c_proj", dim, dim), ("crossattention.q_attn", dim, dim), ("crossattention.c_attn", dim, 2 * dim),
-                                   ("crossattention.c_proj", dim, dim), ("mlp.c_fc", dim, 4 * dim), ("mlp.c_proj", 4 * dim, dim)] where !(prefix && nm.hasPrefix("crossattention")) {
-                    t[p + nm + ".weight"] = n([a, b]); t[p + nm + ".bias"] = Tensor(zeros: [b])
-                }
-            }
-            t["transformer.ln_f.weight"] = Tensor(shape: [dim], scalars: [Float](repeating: 1, count: dim)); t["transformer.ln_f.bias"] = Tensor(zeros: [dim])
-            t["visual_proj.weight"] = n([dim, visualDim]); t["visual_proj.bias"] = Tensor(zeros: [dim])
             let m = try ReportDecoder(config: c, tensors: t, source: "random")
             let vis = (0..<(batch * visual * visualDim)).map { _ in rng.nextGaussian() }
             let ids = (0..<(batch * tokens)).map { _ in rng.nextInt(below: vocab) }

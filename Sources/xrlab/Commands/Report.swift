@@ -45,8 +45,7 @@ struct ReportCommand: ParsableCommand {
                 var o = ReportTrainOptions(manifest: URL(fileURLWithPath: manifest), encoder: URL(fileURLWithPath: encoder), output: URL(fileURLWithPath: out))
                 o.tokenizer = tokenizer.map { URL(fileURLWithPath: $0) }
                 guard ["findings", "impression", "both"].contains(target) else { throw XRError("--target is findings, impression or both", field: "--target") }
-                guard ["cross_attention", "prefix"].contains(visualInput) else { throw XRError("must be cross_attention or prefix, got '\(visualInput)'", field: "--visual-input") }
-                o.visualPrefix = visualInput == "prefix"
+                o.visualPrefix = try DecoderConfig.visualPrefix(parsing: visualInput, field: "--visual-input")
                 o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
                 o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet

@@ -27,6 +27,31 @@ final class BLASTests: XCTestCase {
             } }
         }
     }
+
+    /// beta = 0 ignores C's old contents (NaN and infinities included) and leaves the padding of a
+    /// strided C alone; beta = 1 and alpha ≠ 1 accumulate as BLAS does.
+    func testBetaZeroOverwritesAndStridedPaddingIsUntouched() {
+        var rng = XRRandom(seed: 9)
+        let m = 13, n = 11, k = 7, ldc = 16
+        let a = (0..<(m * k)).map { _ in rng.nextGaussian() }, b = (0..<(k * n)).map { _ in rng.nextGaussian() }
+        var ref = [Float](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { for p in 0..<k { ref[i * n + j] += a[i * k + p] * b[p * n + j] } } }
+        var c = [Float](repeating: .nan, count: m * ldc)
+        for i in 0..<m { c[i * ldc + 3] = .infinity; c[i * ldc + n + 2] = 42 }
+        BLAS.sgemm(&c, a, b, m: m, n: n, k: k, ldc: ldc)
+        assertClose((0..<(m * n)).map { c[($0 / n) * ldc + $0 % n] }, ref, rel: 1e-5, "beta 0 over NaN / inf")
+        for i in 0..<m {
+            XCTAssertEqual(c[i * ldc + n + 2], 42, "padding column of row \(i) changed")
+            XCTAssertTrue(c[i * ldc + n].isNaN, "padding column of row \(i) changed")
+        }
+        // Accumulate: C = 0.5·AB + 1·C.
+        BLAS.sgemm(&c, a, b, m: m, n: n, k: k, alpha: 0.5, beta: 1, ldc: ldc)
+        assertClose((0..<(m * n)).map { c[($0 / n) * ldc + $0 % n] }, ref.map { $0 * 1.5 }, rel: 1e-5, "alpha 0.5, beta 1")
+        // beta other than 0 or 1 still scales C.
+        var d = [Float](repeating: 2, count: m * n)
+        BLAS.sgemm(&d, a, b, m: m, n: n, k: k, beta: -0.5)
+        assertClose(d, ref.map { $0 - 1 }, rel: 1e-5, "beta -0.5")
+    }
 }
 
 /// Restarting with better OpenBLAS kernels: only when OpenBLAS chose legacy ones, the CPU has

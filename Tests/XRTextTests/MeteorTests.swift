@@ -67,6 +67,22 @@ final class MeteorTests: XCTestCase {
         XCTAssertEqual(stem.testContent[1], 1)
     }
 
+    /// CaptionScores carries METEOR only when resources were given, and stays Codable either way.
+    func testCaptionScoresCarryMeteorWhenGiven() throws {
+        let f = try JSONDecoder().decode(Captions.self, from: Data(contentsOf: Fixtures.url("text/captions.json")))
+        let c = f.items.map(\.candidate_tokens), r = f.items.map(\.reference_tokens)
+        let without = CaptionMetrics.score(candidates: c, references: r)
+        XCTAssertNil(without.meteor)
+        XCTAssertNil(without.itemMeteor)
+        let with = CaptionMetrics.score(candidates: c, references: r, meteor: try meteor())
+        XCTAssertEqual(with.meteor!, f.scores["meteor"]!, accuracy: 0.01)
+        XCTAssertEqual(with.itemMeteor?.count, c.count)
+        XCTAssertEqual(with.ciderD, without.ciderD, accuracy: 1e-9)   // CIDEr-D sums in dictionary order
+        for s in [with, without] {
+            XCTAssertEqual(try JSONDecoder().decode(CaptionScores.self, from: JSONEncoder().encode(s)), s)
+        }
+    }
+
     func testStemmerMatchesSnowballFromTheJar() throws {
         let r = try reference()
         XCTAssertGreaterThan(r.stems.count, 300)

@@ -233,19 +233,22 @@ public struct MeteorResources: Sendable {
     static func parseParaphrases(_ path: String, vocabulary: Set<String>?) throws -> ParaphraseTable {
         guard FileManager.default.fileExists(atPath: path) else { throw XRError("METEOR paraphrase table not found", file: path, hint: MeteorResources.hint) }
         var table = ParaphraseTable()
-        var group: [String] = []
+        var group: [[UInt8]] = []
         var lineNo = 0
+        // Java StringTokenizer's delimiters, on bytes: Strings are made only for words looked up or kept.
+        func words(_ b: [UInt8]) -> [ArraySlice<UInt8>] { b.split(whereSeparator: { $0 == 32 || $0 == 9 || $0 == 13 || $0 == 12 || $0 == 10 }) }
+        func string(_ b: ArraySlice<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
         try gunzipLines(path) { line in
             lineNo += 1
-            group.append(line)
+            group.append(Array(line))
             guard group.count == 3 else { return }
             defer { group.removeAll(keepingCapacity: true) }
-            guard Double(group[0].trimmingCharacters(in: .whitespaces)) != nil else {
-                throw XRError("expected a probability line, found '\(group[0].prefix(40))'", file: path, field: "line \(lineNo - 2)", hint: "the table is groups of three lines: probability, phrase, paraphrase")
+            guard Double(string(group[0][...]).trimmingCharacters(in: .whitespaces)) != nil else {
+                throw XRError("expected a probability line, found '\(string(group[0].prefix(40)))'", file: path, field: "line \(lineNo - 2)", hint: "the table is groups of three lines: probability, phrase, paraphrase")
             }
-            let phrase = tokens(group[1]), para = tokens(group[2])
-            if let vocabulary, !(phrase.allSatisfy(vocabulary.contains) && para.allSatisfy(vocabulary.contains)) { return }
-            table.append(phrase, para)
+            let phrase = words(group[1]), para = words(group[2])
+            if let vocabulary, !(phrase.allSatisfy { vocabulary.contains(string($0)) } && para.allSatisfy { vocabulary.contains(string($0)) }) { return }
+            table.append(phrase.map(string), para.map(string))
         }
         guard group.isEmpty else { throw XRError("truncated entry: \(group.count) of 3 lines", file: path, field: "line \(lineNo)") }
         guard lineNo > 0 else { throw XRError("empty paraphrase table", file: path, hint: MeteorResources.hint) }
@@ -288,8 +291,8 @@ public struct MeteorResources: Sendable {
         return data
     }
 
-    /// Stream the lines of a gzip file.
-    static func gunzipLines(_ path: String, _ body: (String) throws -> Void) throws {
+    /// Stream the lines of a gzip file (bytes, without the line end).
+    static func gunzipLines(_ path: String, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
         guard let a = archive_read_new() else { throw XRError("libarchive: out of memory", file: path) }
         defer { archive_read_free(a) }
         archive_read_support_format_raw(a)
@@ -305,7 +308,7 @@ public struct MeteorResources: Sendable {
         func emit(_ bytes: ArraySlice<UInt8>) throws {
             var b = bytes
             if b.last == 13 { b = b.dropLast() }
-            try body(String(decoding: b, as: UTF8.self))
+            try body(b)
         }
         while true {
             let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }

@@ -52,8 +52,8 @@ let package = Package(
         .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", "XRText", "XRReport", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
         // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
-        // Report text: tokenisation and report-generation metrics.
-        .target(name: "XRText", dependencies: ["XRTensor", "XRData"], swiftSettings: numeric),
+        // Report text: tokenisation and report-generation metrics (METEOR reads its jar / gzip resources with libarchive).
+        .target(name: "XRText", dependencies: ["XRTensor", "XRData", "CArchive"], swiftSettings: numeric),
         // Report generation: paired data → decoder training → drafts and scores.
         .target(name: "XRReport", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRPipeline", "XRTrain", "XRText"], swiftSettings: simd),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.

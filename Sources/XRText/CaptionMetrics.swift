@@ -2,7 +2,8 @@
 // (`PTBTokenizer`): BLEU-1..4 (BleuScorer, reference length 'closest', corpus brevity penalty),
 // ROUGE-L (LCS F-measure with β = 1.2, best precision and recall over references, mean over items)
 // and CIDEr-D (TF-IDF n-gram vectors, n = 1…4, document frequencies from the references, clipped
-// hypothesis weights, Gaussian length penalty σ = 6 on the bigram count, × 10).
+// hypothesis weights, Gaussian length penalty σ = 6 on the bigram count, × 10), and METEOR 1.5
+// (`Meteor`) when its resources are given.
 import Foundation
 
 public struct CaptionScores: Codable, Sendable, Equatable {
@@ -14,24 +15,34 @@ public struct CaptionScores: Codable, Sendable, Equatable {
     public var itemBleu: [[Double]]
     public var itemRougeL: [Double]
     public var itemCiderD: [Double]
+    /// METEOR 1.5 (corpus score from summed statistics) and per item; nil unless METEOR resources were given.
+    public var meteor: Double? = nil
+    public var itemMeteor: [Double]? = nil
 }
 
 public enum CaptionMetrics {
     /// Score tokenised candidates (one per item) against tokenised references (≥ 1 per item):
-    /// space-separated tokens, as `PTBTokenizer.tokenize` returns them.
-    public static func score(candidates: [String], references: [[String]]) -> CaptionScores {
+    /// space-separated tokens, as `PTBTokenizer.tokenize` returns them. With `meteor`, METEOR is
+    /// scored on the same tokens (as pycocoevalcap does).
+    public static func score(candidates: [String], references: [[String]], meteor: Meteor? = nil) -> CaptionScores {
         precondition(candidates.count == references.count && references.allSatisfy { !$0.isEmpty }, "one candidate and ≥ 1 reference per item")
         let (bleu, itemBleu) = self.bleu(candidates, references)
         let rouge = zip(candidates, references).map { rougeL($0, $1) }
         let cider = ciderD(candidates, references)
-        return CaptionScores(bleu: bleu, rougeL: rouge.reduce(0, +) / Double(max(rouge.count, 1)),
-                             ciderD: cider.reduce(0, +) / Double(max(cider.count, 1)),
-                             itemBleu: itemBleu, itemRougeL: rouge, itemCiderD: cider)
+        var s = CaptionScores(bleu: bleu, rougeL: rouge.reduce(0, +) / Double(max(rouge.count, 1)),
+                              ciderD: cider.reduce(0, +) / Double(max(cider.count, 1)),
+                              itemBleu: itemBleu, itemRougeL: rouge, itemCiderD: cider)
+        if let meteor {
+            let m = meteor.score(candidates: candidates, references: references)
+            s.meteor = m.corpus
+            s.itemMeteor = m.items
+        }
+        return s
     }
 
     /// Raw report text: PTB-tokenise, then score.
-    public static func score(rawCandidates: [String], rawReferences: [[String]]) -> CaptionScores {
-        score(candidates: rawCandidates.map(PTBTokenizer.tokenize), references: rawReferences.map { $0.map(PTBTokenizer.tokenize) })
+    public static func score(rawCandidates: [String], rawReferences: [[String]], meteor: Meteor? = nil) -> CaptionScores {
+        score(candidates: rawCandidates.map(PTBTokenizer.tokenize), references: rawReferences.map { $0.map(PTBTokenizer.tokenize) }, meteor: meteor)
     }
 
     struct NGram: Hashable { var words: ArraySlice<Substring> }

@@ -64,8 +64,12 @@ struct TokenizerCommand: ParsableCommand {
 struct ScoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
-        abstract: "Score generated reports against references: BLEU-1..4, ROUGE-L, CIDEr-D (as pycocoevalcap) and CheXpert clinical efficacy.",
-        discussion: "Both CSVs have an id column and a text column; ids are matched, each generated report against every reference row with its id.")
+        abstract: "Score generated reports against references: BLEU-1..4, ROUGE-L, CIDEr-D, METEOR (as pycocoevalcap) and CheXpert clinical efficacy.",
+        discussion: """
+            Both CSVs have an id column and a text column; ids are matched, each generated report against every reference row with its id.
+            METEOR 1.5 is computed natively when its resources are given (--meteor-data or XRLAB_METEOR_DATA): pycocoevalcap's \
+            meteor/ directory (meteor-1.5.jar and data/paraphrase-en.gz), the jar itself, or a directory with the jar's layout.
+            """)
     @Option(name: .long, help: "CSV of generated reports.")
     var generated: String
     @Option(name: .long, help: "CSV of reference reports.")
@@ -76,6 +80,8 @@ struct ScoreCommand: ParsableCommand {
     var textColumn: String = "report"
     @Option(name: .long, help: "Write the scores as JSON here.")
     var out: String?
+    @Option(name: .long, help: "METEOR resources: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA).")
+    var meteorData: String?
     func run() throws {
         try runReportingErrors {
             func read(_ p: String) throws -> [(String, String)] {
@@ -89,13 +95,19 @@ struct ScoreCommand: ParsableCommand {
             for (i, (id, _)) in gen.enumerated() where byId[id] == nil {
                 throw XRError("no reference report for id '\(id)'", file: generated, field: "row \(i + 2), column \(idColumn)")
             }
-            let s = CaptionMetrics.score(rawCandidates: gen.map(\.1), rawReferences: gen.map { byId[$0.0]! })
+            let candidates = gen.map { PTBTokenizer.tokenize($0.1) }, references = gen.map { byId[$0.0]!.map(PTBTokenizer.tokenize) }
+            let env = ProcessInfo.processInfo.environment["XRLAB_METEOR_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+            // Only the synonym and paraphrase entries that can apply to these reports are loaded.
+            let meteor = try (meteorData ?? env).map { try Meteor.load(from: $0, restrictingTo: candidates + references.flatMap { $0 }) }
+            let s = CaptionMetrics.score(candidates: candidates, references: references, meteor: meteor)
             let e = CheXpertLabeler.efficacy(generated: gen.map(\.1), references: gen.map { byId[$0.0]![0] })
-            print(String(format: "BLEU-1 %.4f  BLEU-2 %.4f  BLEU-3 %.4f  BLEU-4 %.4f  ROUGE-L %.4f  CIDEr-D %.4f", s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3], s.rougeL, s.ciderD))
+            print(String(format: "BLEU-1 %.4f  BLEU-2 %.4f  BLEU-3 %.4f  BLEU-4 %.4f  ROUGE-L %.4f  CIDEr-D %.4f", s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3], s.rougeL, s.ciderD)
+                  + (s.meteor.map { String(format: "  METEOR %.4f", $0) } ?? ""))
             print(String(format: "clinical efficacy (CheXpert, micro): precision %.4f  recall %.4f  F1 %.4f; macro F1 %.4f", e.micro.precision, e.micro.recall, e.micro.f1, e.macroF1))
             if let out {
-                let obj: [String: Any] = ["bleu": s.bleu, "rouge_l": s.rougeL, "cider_d": s.ciderD, "reports": gen.count,
+                var obj: [String: Any] = ["bleu": s.bleu, "rouge_l": s.rougeL, "cider_d": s.ciderD, "reports": gen.count,
                                           "clinical_efficacy": ["precision": e.micro.precision, "recall": e.micro.recall, "f1": e.micro.f1, "macro_f1": e.macroF1]]
+                if let m = s.meteor { obj["meteor"] = m }
                 try AtomicFile.write(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .prettyPrinted]), to: URL(fileURLWithPath: out))
             }
         }

@@ -225,6 +225,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var visual_input = "cross_attention"
         /// GPT-2-layout safetensors to start the decoder from.
         public var init_from: String? = nil
+        /// METEOR 1.5 resources (pycocoevalcap's meteor/ directory, meteor-1.5.jar, or the jar's
+        /// layout); needed for the `meteor` metric.
+        public var meteor_data: String? = nil
         public var epochs = 10, batch_size = 8
         public var lr = 5e-4, weight_decay = 0.01, warmup = 0.1, label_smoothing = 0.1, clip = 1.0
         public var beams = 3, max_new_tokens = 128, no_repeat_ngram = 3
@@ -233,14 +236,14 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// model.json are always kept.
         public var keep_models = false
         public init() {}
-        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "visual_input", "init_from", "epochs", "batch_size",
+        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "visual_input", "init_from", "meteor_data", "epochs", "batch_size",
                                   "lr", "weight_decay", "warmup", "label_smoothing", "clip", "beams", "max_new_tokens", "no_repeat_ngram", "length_penalty", "keep_models"]
     }
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
     public static let knownMethods = ["logistic", "knn", "prototype", "lora", "adapter", "last_k", "bitfit", "full"]
     public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
-    public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
+    public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go; they do not enter the fingerprint.
     public static let outputOnlyFields: Set<String> = ["output"]
 
@@ -276,6 +279,7 @@ public struct LoadedRecipe: Sendable {
         a.output = resolve(recipe.output).standardizedFileURL.path
         if let t = recipe.report?.tokenizer { a.report?.tokenizer = resolve(t).standardizedFileURL.path }
         if let t = recipe.report?.init_from { a.report?.init_from = resolve(t).standardizedFileURL.path }
+        if let t = recipe.report?.meteor_data { a.report?.meteor_data = resolve(t).standardizedFileURL.path }
         return a
     }
 
@@ -589,6 +593,10 @@ public enum RecipeLoader {
         if let metrics { recipe.metrics = metrics }
         if let primary { recipe.primary_metric = primary }
         if !recipe.metrics.contains(recipe.primary_metric) { recipe.metrics.insert(recipe.primary_metric, at: 0) }
+        if isReport, recipe.metrics.contains("meteor"), recipe.report?.meteor_data == nil, let n = top["metrics"] ?? top["primary_metric"] {
+            ctx.record(n.error("the meteor metric needs report.meteor_data",
+                               hint: "point report.meteor_data at pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with the jar's layout"))
+        }
         if let bootstrap { recipe.bootstrap = bootstrap }
         return recipe
     }
@@ -785,6 +793,7 @@ public enum RecipeLoader {
         }
         if let v = m["tokenizer"], !v.isNull { r.tokenizer = ctx.attempt { try v.string() } }
         if let v = m["init_from"], !v.isNull { r.init_from = ctx.attempt { try v.string() } }
+        if let v = m["meteor_data"], !v.isNull { r.meteor_data = ctx.attempt { try v.string() } }
         if let v = m["keep_models"] { r.keep_models = ctx.attempt { try v.bool() } ?? false }
         int("vocab_size", min: 259) { r.vocab_size = $0 }
         int("dim", min: 8) { r.dim = $0 }

@@ -41,9 +41,18 @@ enum ReportSweep {
         return o
     }
 
-    /// A report metric on a subset of the test items (tokenised once by the caller).
-    static func metric(_ name: String, candidates: [String], references: [String], rawCandidates: [String], rawReferences: [String], _ idx: [Int]) -> Double? {
+    /// A report metric on a subset of the test items (tokenised once by the caller). METEOR's
+    /// per-item statistics are computed once per cell (`meteor`); a subset's score is METEOR's
+    /// score of their sum, as pycocoevalcap's corpus score is.
+    static func metric(_ name: String, candidates: [String], references: [String], rawCandidates: [String], rawReferences: [String],
+                       meteor: (scorer: Meteor, stats: [MeteorStats])? = nil, _ idx: [Int]) -> Double? {
         guard !idx.isEmpty else { return nil }
+        if name == "meteor" {
+            guard let meteor else { return nil }
+            var total = MeteorStats()
+            for i in idx { total.add(meteor.stats[i]) }
+            return meteor.scorer.score(total)
+        }
         if name.hasPrefix("ce_") {
             let e = CheXpertLabeler.efficacy(generated: idx.map { rawCandidates[$0] }, references: idx.map { rawReferences[$0] })
             switch name {
@@ -76,10 +85,14 @@ enum ReportSweep {
             throw XRError("the paired manifest needs train and test rows (found \(nTrain) train, \(nTest) test)", file: manifest.path, field: r.recipe.data.split_column ?? "split")
         }
         let encoder = try EncoderFeatureSource().encoder(r)
+        let target = r.recipe.report?.target ?? "both"
+        // METEOR's resources, cut down to the words of the study's reports (more are read if drafts bring new words).
+        let meteorSource = try r.recipe.metrics.contains("meteor")
+            ? (r.recipe.report?.meteor_data).map { try MeteorSource(path: r.resolve($0).path, texts: pairs.map { PTBTokenizer.tokenize($0.target(target)) }) }
+            : nil
         if options.force { try? FileManager.default.removeItem(at: cellsDir) }
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try Runner.writeRunInfo(dir, r, options: options)
-        let target = r.recipe.report?.target ?? "both"
         let all = Runner.cells(r.recipe, tasks: [target])
         let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
         let work = Array(todo.prefix(options.maxNewCells ?? todo.count))
@@ -104,12 +117,18 @@ enum ReportSweep {
             let t = try ReportTraining.run(o)
             let tokC = t.generated.map(PTBTokenizer.tokenize), tokR = t.references.map(PTBTokenizer.tokenize)
             let everything = Array(0..<t.generated.count)
+            let meteor = try meteorSource.map { src -> (scorer: Meteor, stats: [MeteorStats]) in
+                let m = try src.meteor(covering: tokC + tokR)
+                return (m, zip(tokC, tokR).map { m.stats(candidate: $0, references: [$1]) })
+            }
             for name in r.recipe.metrics {
-                if let v = metric(name, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, everything) { result.metrics[name] = v }
+                if let v = metric(name, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, everything) {
+                    result.metrics[name] = v
+                }
             }
             if r.recipe.bootstrap > 0 {
                 result.primary_ci = Bootstrap.interval(rows: t.generated.count, groups: nil, resamples: r.recipe.bootstrap, seed: UInt64(cell.seed)) {
-                    metric(r.recipe.primary_metric, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, $0)
+                    metric(r.recipe.primary_metric, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, $0)
                 }
             }
             result.n_train = t.trainReports + t.validationIDs.count
@@ -231,7 +250,7 @@ enum ReportOutputs {
     }
 
     static func metricTitle(_ m: String) -> String {
-        ["bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
+        ["bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
          "ce_precision": "Clinical precision", "ce_recall": "Clinical recall", "ce_f1": "Clinical F1"][m] ?? m
     }
 }

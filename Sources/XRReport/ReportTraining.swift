@@ -27,6 +27,8 @@ public struct ReportTrainOptions: Sendable {
     public var vocabSize = 2000
     /// "findings", "impression" or "both".
     public var target = "both"
+    /// METEOR 1.5 resources (see `MeteorResources.load`); adds `meteor` to the test metrics.
+    public var meteorData: String?
     public var dim = 256, layers = 4, heads = 4, maxTokens = 128
     /// Average-pool the patch grid by this factor (1 = every patch token).
     public var pool = 2
@@ -218,6 +220,8 @@ public enum ReportTraining {
         var train = pairs.filter { ($0.split ?? "train").lowercased() == "train" }
         let test = pairs.filter { $0.split?.lowercased() == "test" }
         guard !train.isEmpty, !test.isEmpty else { throw XRError("the manifest needs train and test rows", file: o.manifest.path, field: "split") }
+        // METEOR's resources are read (cut down to the test reports' words) before training starts.
+        let meteorSource = try o.meteorData.map { try MeteorSource(path: $0, texts: test.map { PTBTokenizer.tokenize($0.target(o.target)) }) }
         var rng = XRRandom(seed: o.seed, stream: [0x5A11])
         rng.shuffle(&train)
         if let k = o.trainLimit { train = Array(train.prefix(k)) }
@@ -365,6 +369,10 @@ public enum ReportTraining {
         let e = CheXpertLabeler.efficacy(generated: generated, references: refs)
         var metrics: [String: Double] = ["rouge_l": s.rougeL, "cider_d": s.ciderD, "ce_precision": e.micro.precision, "ce_recall": e.micro.recall, "ce_f1": e.micro.f1]
         for k in 0..<4 { metrics["bleu_\(k + 1)"] = s.bleu[k] }
+        if let meteorSource {
+            let tc = generated.map(PTBTokenizer.tokenize), tr = refs.map(PTBTokenizer.tokenize)
+            metrics["meteor"] = try meteorSource.meteor(covering: tc).score(candidates: tc, references: tr.map { [$0] }).corpus
+        }
 
         // The model folder.
         try tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))

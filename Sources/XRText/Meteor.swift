@@ -308,3 +308,37 @@ public struct Meteor: Sendable {
         return Self.stableSort(next)[0]
     }
 }
+
+/// METEOR over a sequence of scoring jobs (a sweep's cells): the resources are cut down to the
+/// words of every text seen so far and read again from `path` only when a job brings words outside
+/// them, so each job scores exactly as with the full resources.
+public final class MeteorSource {
+    public let path: String
+    private var texts: [String]
+    private var words: Set<String>
+    private var current: Meteor
+
+    /// Load for `texts` (for example every reference report of a study).
+    public init(path: String, texts: [String]) throws {
+        self.path = path
+        self.texts = texts
+        let m = try Meteor.load(from: path, restrictingTo: texts)
+        current = m
+        words = Set(texts.flatMap { m.normalizer.tokens($0) })
+    }
+
+    /// Number of times the resources were read (1 + the reloads).
+    public private(set) var loads = 1
+
+    /// A scorer whose resources cover `more`.
+    public func meteor(covering more: [String]) throws -> Meteor {
+        let new = Set(more.flatMap { current.normalizer.tokens($0) })
+        if !new.isSubset(of: words) {
+            texts += more
+            current = try Meteor.load(from: path, restrictingTo: texts)
+            words.formUnion(new)
+            loads += 1
+        }
+        return current
+    }
+}

@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
 import XRPipeline
+import XRText
+import XRData
 @testable import XRRecipes
 import TestSupport
 
@@ -107,6 +109,35 @@ final class ReportRecipeTests: XCTestCase {
         XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("p/report.md"), encoding: .utf8).contains("a visual prefix of the patch grid"))
     }
 
+    /// METEOR as a sweep metric: per-item statistics summed over the test reports (and over each
+    /// bootstrap resample), equal to scoring the cell's drafts afterwards with the whole resource set.
+    func testMeteorIsASweepMetric() throws {
+        let dir = Fixtures.tempDir("xrlab-report-recipe")
+        try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 16)
+        var text = try String(contentsOf: try recipe(dir, output: "m"), encoding: .utf8)
+        text = text.replacingOccurrences(of: "shots: [all, 6]", with: "shots: [6]")
+            .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: "")
+            .replacingOccurrences(of: "epochs: 2,", with: "epochs: 1, meteor_data: \(Fixtures.url("text/meteor").path),")
+            + "\nmetrics: [meteor, bleu_4]\nprimary_metric: meteor\n"
+        let url = dir.appendingPathComponent("m.yaml")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        let r = try RecipeLoader.load(url)
+        XCTAssertEqual(r.recipe.metrics, ["meteor", "bleu_4"])
+        let s = try Runner.run(r, options: quiet())
+        XCTAssertTrue(s.complete)
+        let res = try JSONDecoder().decode(CellResult.self, from: Data(contentsOf: dir.appendingPathComponent("m/cells/frozen__findings__k6__s0.json")))
+        XCTAssertEqual(res.status, "ok", res.reason ?? "")
+        let meteor = try XCTUnwrap(res.metrics["meteor"])
+        let ci = try XCTUnwrap(res.primary_ci)
+        XCTAssertLessThanOrEqual(ci.low, ci.high)
+        let drafts = try CSVTable(contentsOf: dir.appendingPathComponent("m/cells/frozen__findings__k6__s0/generated.csv"))
+        let g = try drafts.column("generated"), ref = try drafts.column("reference")
+        let scorer = try Meteor.load(from: Fixtures.url("text/meteor").path)
+        let expected = scorer.score(candidates: drafts.rows.map { PTBTokenizer.tokenize($0[g]) }, references: drafts.rows.map { [PTBTokenizer.tokenize($0[ref])] })
+        XCTAssertEqual(meteor, expected.corpus, accuracy: 1e-12)
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("m/summary.csv"), encoding: .utf8).contains("\nfrozen,findings,6,meteor,1,"))
+    }
+
     func testMoreReportsThanTheManifestHoldsIsAReportedSkip() throws {
         let dir = Fixtures.tempDir("xrlab-report-recipe")
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 12)
@@ -138,7 +169,7 @@ final class ReportRecipeTests: XCTestCase {
           - {name: logistic}
           - {name: lora, rank: 0}
         shots: [all, 0]
-        metrics: [auroc]
+        metrics: [auroc, meteor]
         output: out
         """.write(to: url, atomically: true, encoding: .utf8)
         let (_, problems) = RecipeLoader.check(url)
@@ -156,6 +187,7 @@ final class ReportRecipeTests: XCTestCase {
             "rank must be at least 1",
             "the number of training reports must be at least 1 (or all), got 0",
             "unknown metric 'auroc' for a report task",
+            "the meteor metric needs report.meteor_data",
         ] {
             XCTAssertTrue(text.contains(expected), "missing «\(expected)» in:\n\(text)")
         }

@@ -1,4 +1,5 @@
 import XCTest
+import XRText
 import Foundation
 import XRTensor
 import XRData
@@ -27,9 +28,14 @@ final class ReportTrainingTests: XCTestCase {
         var o = ReportTrainOptions(manifest: manifest, encoder: demo.modelDir, output: dir.appendingPathComponent("model"))
         o.vocabSize = 300; o.dim = 32; o.layers = 1; o.heads = 2; o.maxTokens = 40; o.epochs = 12; o.lr = 3e-3; o.quiet = true
         o.generation.beams = 2
+        o.meteorData = Fixtures.url("text/meteor").path
         let r = try ReportTraining.run(o)
         XCTAssertLessThan(r.history.last!.trainLoss, r.history.first!.trainLoss * 0.7, "the decoder learns")
-        for k in ["bleu_1", "bleu_4", "rouge_l", "cider_d", "ce_f1"] { XCTAssertNotNil(r.metrics[k], k) }
+        for k in ["bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_f1"] { XCTAssertNotNil(r.metrics[k], k) }
+        // METEOR of the drafts, as scoring them afterwards with the whole resource set gives.
+        let scorer = try Meteor.load(from: Fixtures.url("text/meteor").path)
+        let expected = scorer.score(candidates: r.generated.map(PTBTokenizer.tokenize), references: r.references.map { [PTBTokenizer.tokenize($0)] }).corpus
+        XCTAssertEqual(r.metrics["meteor"]!, expected, accuracy: 1e-12)
         XCTAssertGreaterThan(r.metrics["bleu_1"]!, 0.3, "templated reports are learnable")
         for f in ["model.json", "decoder.safetensors", "tokenizer.json", "generated.csv"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: o.output.appendingPathComponent(f).path), f)

@@ -160,4 +160,19 @@ final class MeteorTests: XCTestCase {
         p.waitUntilExit()
         return try Data(contentsOf: dir.appendingPathComponent("t.gz"))
     }
+
+    /// A source cut down to some texts reads the resources again only when new words arrive,
+    /// and scores as the whole resource set does.
+    func testSourceReloadsOnlyForNewWords() throws {
+        let full = try Self.meteor.get()
+        let f = try JSONDecoder().decode(Captions.self, from: Data(contentsOf: Fixtures.url("text/captions.json")))
+        let refs = f.items.map { $0.reference_tokens }, cands = f.items.map { $0.candidate_tokens }
+        let src = try MeteorSource(path: Self.dataDir, texts: refs.flatMap { $0 })
+        let known = try src.meteor(covering: Array(refs.flatMap { $0 }.prefix(5)))
+        XCTAssertEqual(src.loads, 1, "words already covered")
+        _ = known
+        let m = try src.meteor(covering: cands + ["zzunseenword"])
+        XCTAssertEqual(src.loads, 2, "new words read the resources again")
+        XCTAssertEqual(m.score(candidates: cands, references: refs).corpus, full.score(candidates: cands, references: refs).corpus, accuracy: 1e-12)
+    }
 }

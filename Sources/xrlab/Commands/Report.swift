@@ -36,6 +36,7 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Encoder blocks tuned (last_k).") var blocks: Int = 2
         @Option(name: .long, help: "Encoder learning rate as a multiple of --lr (default 1 for lora, 0.1 for last_k).") var encoderLrScale: Double?
         @Option(name: .long, help: "Beam size for the test drafts.") var beams: Int = 3
+        @Option(name: .long, help: "METEOR resources for scoring the test drafts: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA; none: no METEOR).") var meteorData: String?
         @Option(name: .long, help: "Seed.") var seed: Int = 0
         @Option(name: .long, help: "Threads.") var threads: Int = 2
         @Flag(name: .long, help: "No progress output.") var quiet = false
@@ -49,6 +50,7 @@ struct ReportCommand: ParsableCommand {
                 o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
                 o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet
+                o.meteorData = meteorData ?? ProcessInfo.processInfo.environment["XRLAB_METEOR_DATA"].flatMap { $0.isEmpty ? nil : $0 }
                 o.generation.beams = beams; o.generation.noRepeatNGram = 3
                 guard ReportEncoderSpec.methods.contains(encoderMethod) else {
                     throw XRError("unknown encoder method '\(encoderMethod)'", field: "--encoder-method", hint: "use " + ReportEncoderSpec.methods.joined(separator: ", "))

@@ -1,10 +1,10 @@
 // Elementwise epilogues around matrix products. R rows, C channels.
 
 /// x (R, C) += bias (C).
-public func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
-    let c8 = cols & ~7
+public func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int? = nil) {
+    let c8 = cols & ~7, ld = ld ?? cols
     for r in 0..<rows {
-        let p = x + r * cols
+        let p = x + r * ld
         var i = 0
         while i < c8 {
             let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self)
@@ -18,10 +18,10 @@ public func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
 /// residual (R, C) += scale (C) ⊙ (y (R, C) + bias (C)): a linear layer's bias, LayerScale and
 /// the residual add in one pass. `bias` and `scale` are optional (nil = 0 and 1).
 public func biasScaleResidual(_ residual: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>,
-                              bias: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, rows: Int, cols: Int) {
-    let c8 = cols & ~7
+                              bias: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, rows: Int, cols: Int, ld: Int? = nil) {
+    let c8 = cols & ~7, ld = ld ?? cols
     for r in 0..<rows {
-        let o = residual + r * cols, p = y + r * cols
+        let o = residual + r * ld, p = y + r * ld
         var i = 0
         while i < c8 {
             var v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)

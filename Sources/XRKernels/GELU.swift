@@ -1,11 +1,11 @@
 // Exact GELU: y = 0.5 x (1 + erf(x / sqrt(2))) (torch.nn.GELU(approximate="none")).
 
 /// x (N) ← GELU(x), in place, fused with an optional bias add per column: x (R, C) + bias (C).
-public func biasGELUForward(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, cols: Int) {
-    let c8 = cols & ~7
+public func biasGELUForward(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, cols: Int, ld: Int? = nil) {
+    let c8 = cols & ~7, ld = ld ?? cols
     let invSqrt2: Float = 0.707_106_781_186_547_5
     for r in 0..<rows {
-        let p = x + r * cols
+        let p = x + r * ld
         var i = 0
         while i < c8 {
             var v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)

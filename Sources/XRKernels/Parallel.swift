@@ -57,3 +57,19 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
         epilogue(r)
     }
 }
+
+/// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)) with the output features split across
+/// workers (ranges of multiples of 16): each worker packs only its part of the weights, and
+/// `epilogue` runs on its finished column range (all rows; rows are `n` apart). For few rows
+/// (one image), where packing the whole weight matrix on every core costs as much as the product.
+public func linearForwardColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                                 rows: Int, inFeatures k: Int, outFeatures n: Int,
+                                 epilogue: (Range<Int>) -> Void = { _ in }) {
+    let blocks = (n + 15) / 16
+    Parallel.ranges(blocks, minChunk: 4) { b in
+        let c = (b.lowerBound * 16)..<min(n, b.upperBound * 16)
+        if c.isEmpty { return }
+        BLAS.sgemm(out + c.lowerBound, inp, weight + c.lowerBound * k, transB: true, m: rows, n: c.count, k: k, ldc: n)
+        epilogue(c)
+    }
+}

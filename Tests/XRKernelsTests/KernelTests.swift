@@ -81,6 +81,42 @@ final class KernelTests: XCTestCase {
         assertClose(out, ref, rel: 1e-6, "parallel linear + bias")
     }
 
+    /// The output-feature split (one image's rows): each worker's column block gets its epilogue
+    /// with the row stride of the whole output; ragged widths, blocks of 16, fewer columns than
+    /// two blocks (one worker).
+    func testColumnSplitLinearWithStridedEpiloguesMatchesSerial() {
+        let saved = BLAS.threads
+        BLAS.threads = 1
+        defer { BLAS.threads = saved }
+        for (r, k, n) in [(5, 19, 23), (13, 32, 100), (3, 8, 129), (197, 24, 72)] {
+            let x = randn(r * k), w = randn(n * k), bias = randn(n), scale = randn(n), res0 = randn(r * n)
+            var lin = [Float](repeating: 0, count: r * n)
+            BLAS.sgemm(&lin, x, w, transB: true, m: r, n: n, k: k)
+            // GELU(x Wᵀ + b) and residual + scale ⊙ (x Wᵀ + b), each through the column split.
+            var gelu = [Float](repeating: .nan, count: r * n), y = [Float](repeating: .nan, count: r * n), res = res0
+            gelu.withUnsafeMutableBufferPointer { g in
+                let gp = SendablePointer(g.baseAddress!)
+                linearForwardColumns(g.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
+                    bias.withUnsafeBufferPointer { biasGELUForward(gp.p + c.lowerBound, bias: $0.baseAddress! + c.lowerBound, rows: r, cols: c.count, ld: n) }
+                }
+            }
+            y.withUnsafeMutableBufferPointer { yb in res.withUnsafeMutableBufferPointer { rb in
+                let yp = SendablePointer(yb.baseAddress!), rp = SendablePointer(rb.baseAddress!)
+                linearForwardColumns(yb.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
+                    bias.withUnsafeBufferPointer { b in scale.withUnsafeBufferPointer { s in
+                        biasScaleResidual(rp.p + c.lowerBound, yp.p + c.lowerBound, bias: b.baseAddress! + c.lowerBound, scale: s.baseAddress! + c.lowerBound,
+                                          rows: r, cols: c.count, ld: n)
+                    } }
+                }
+            } }
+            var shifted = lin, refRes = res0
+            for i in 0..<r { for j in 0..<n { shifted[i * n + j] += bias[j]; refRes[i * n + j] += scale[j] * shifted[i * n + j] } }
+            assertClose(gelu, Reference.gelu(shifted), rel: 1e-5, "column split + GELU \(r)x\(k)x\(n)")
+            assertClose(res, refRes, rel: 1e-5, "column split + bias/scale/residual \(r)x\(k)x\(n)")
+            assertClose(y, lin, rel: 1e-6, "column split product \(r)x\(k)x\(n)")
+        }
+    }
+
     func testBiasScaleResidual() {
         let r = 3, c = 19
         let y = randn(r * c), bias = randn(c), scale = randn(c)

@@ -30,6 +30,25 @@ final class ViTParityTests: XCTestCase {
 
     func testTimmViT() throws { try check("timm_vit", tags: ["native", "other"]) }
 
+    /// A batch large enough that the linear layers split rows across the cores (more than 256
+    /// token rows) instead of output features: the same numbers as the reference, image by image.
+    func testRowSplitBatchMatchesTheReference() throws {
+        let dir = Fixtures.url("vit/timm_vit")
+        let loaded = try ViTLoader.load(dir.appendingPathComponent("model.safetensors"), heads: 3)
+        let ref = try SafeTensorsFile(contentsOf: dir.appendingPathComponent("reference.safetensors"))
+        let px = try ref.tensor("pixels_native")
+        let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3])
+        let small = try loaded.model.forward(pixels: px.scalars, batch: b, height: h, width: w, lastBlocks: 2)
+        let tokens = small.patchTokens.shape[1] + 1
+        let copies = 256 / (b * tokens) + 1
+        XCTAssertGreaterThan(copies * b * tokens, 256)
+        let big = try loaded.model.forward(pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
+                                           height: h, width: w, lastBlocks: 2)
+        let cls = try ref.tensor("native.cls").scalars, patches = try ref.tensor("native.patch_tokens").scalars
+        assertClose(big.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows")
+        assertClose(big.patchTokens.scalars, Array([[Float]](repeating: patches, count: copies).joined()), rel: tol, "patch tokens over \(copies * b * tokens) rows")
+    }
+
     func testTimmDinov2WithRegisters() throws {
         try check("timm_dinov2_reg", tags: ["native", "other"])
         let c = try ViTLoader.load(Fixtures.url("vit/timm_dinov2_reg/model.safetensors"), heads: 4).config

@@ -1,5 +1,6 @@
 import XCTest
 @testable import XRTrain
+import XRTensor
 
 /// Losses against their definitions and central differences.
 final class LossTests: XCTestCase {
@@ -34,5 +35,51 @@ final class LossTests: XCTestCase {
                        - Loss.crossEntropy(logits: b, labels: labels, classes: 3, smoothing: 0.1).loss) / 2e-3
             XCTAssertEqual(Double(d[i]), num, accuracy: 1e-5)
         }
+    }
+}
+
+/// AdamW and gradient clipping against their per-element definitions (PyTorch's AdamW: decoupled
+/// decay, bias-corrected moments), on lengths that leave SIMD tails and split across workers.
+final class OptimizerTests: XCTestCase {
+    func testAdamWMatchesTheDefinitionElementByElement() {
+        var rng = XRRandom(seed: 21)
+        for count in [1, 7, 8, 37, 200_003] {
+            let p = Parameter("blocks.0.fc.weight", [1, count], (0..<count).map { _ in rng.nextGaussian() })
+            let b = Parameter("blocks.0.fc.bias", [count], (0..<count).map { _ in rng.nextGaussian() })
+            p.trainable = true; b.trainable = true
+            let opt = AdamW(weightDecay: 0.05)
+            var ref = [p.value.array, b.value.array], m = [[Float]](repeating: .init(repeating: 0, count: count), count: 2), v = m
+            for step in 1...3 {
+                for (k, q) in [p, b].enumerated() { for i in 0..<count { q.grad!.p[i] = rng.nextGaussian() * Float(k + 1) } }
+                let grads = [p.grad!.array, b.grad!.array]
+                opt.update([p, b], lr: 1e-2)
+                let bc1 = 1 - pow(0.9, Double(step)), bc2 = 1 - pow(0.999, Double(step))
+                for k in 0..<2 {
+                    let wd: Float = [p, b][k].decays ? Float(1 - 1e-2 * 0.05) : 1
+                    for i in 0..<count {
+                        let g = grads[k][i]
+                        ref[k][i] *= wd
+                        m[k][i] = 0.9 * m[k][i] + (1 - 0.9) * g
+                        v[k][i] = 0.999 * v[k][i] + (1 - 0.999) * g * g
+                        ref[k][i] -= Float(1e-2 / bc1) * m[k][i] / (v[k][i].squareRoot() / Float(bc2.squareRoot()) + 1e-8)
+                    }
+                }
+                XCTAssertEqual(p.value.array, ref[0], "weights, \(count) elements, step \(step)")
+                XCTAssertEqual(b.value.array, ref[1], "bias, \(count) elements, step \(step)")
+            }
+            XCTAssertTrue(p.decays && !b.decays, "decay on matrices only")
+        }
+    }
+
+    func testClipGradNormScalesToTheLimit() {
+        var rng = XRRandom(seed: 22)
+        let ps = [Parameter("a", [1003]), Parameter("b", [5])]
+        for q in ps { q.trainable = true; for i in 0..<q.count { q.grad!.p[i] = rng.nextGaussian() } }
+        let want = ps.flatMap { $0.grad!.array }.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        let norm = clipGradNorm(ps, maxNorm: 2)
+        XCTAssertEqual(norm, want, accuracy: want * 1e-12)
+        let after = ps.flatMap { $0.grad!.array }.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        XCTAssertEqual(after, 2, accuracy: 1e-5)
+        XCTAssertEqual(clipGradNorm(ps, maxNorm: 10), after, accuracy: 1e-9, "below the limit nothing changes")
     }
 }

@@ -4,7 +4,7 @@
 //      scale by 2^n through the exponent bits. Max relative error ~2 ulp on [-87, 88].
 // erf: Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7 absolute, using the vector exp.
 
-@inline(__always)
+@_transparent
 public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     // Clamp with masked selects: the generic clamped(...) is not specialised and runs scalar.
     let lo = SIMD8<Float>(repeating: -87.3), hi = SIMD8<Float>(repeating: 88.3)
@@ -32,7 +32,10 @@ public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
 }
 
-@inline(__always)
+// exp and erf are transparent: `@inline(__always)` left them out of line in some loops (GELU,
+// softmax): a call per eight lanes, constants reloaded each time, the vector split into halves
+// by the calling convention.
+@_transparent
 public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> {
     let a = x.replacing(with: -x, where: x .< 0)
     let t = 1 / (1 + 0.327_591_1 * a)

@@ -158,6 +158,16 @@ public struct Meteor: Sendable {
         }
 
         var weighted: Int { weightedTest + weightedRef }
+
+        /// Take `m` as the next match: weighted counts, a new chunk unless it continues the last
+        /// match in the test, the position after it. (The caller adds the distance, to the path
+        /// METEOR adds it to.)
+        func take(_ m: Match, _ w: [Double]) {
+            addWeighted(m, w)
+            if lastMatchEnd != -1 && m.matchStart != lastMatchEnd { chunks += 1 }
+            idx = m.start + m.length
+            lastMatchEnd = m.matchStart + m.matchLength
+        }
     }
 
     /// Better path first: more weighted matches, then fewer chunks, then smaller distance.
@@ -279,10 +289,7 @@ public struct Meteor: Sendable {
                     if current < path.idx {
                         next.append(path)
                     } else if let m = path.matches[path.idx] {
-                        path.addWeighted(m, w)
-                        if path.lastMatchEnd != -1 && m.matchStart != path.lastMatchEnd { path.chunks += 1 }
-                        path.idx = m.start + m.length
-                        path.lastMatchEnd = m.matchStart + m.matchLength
+                        path.take(m, w)
                         path.distance += abs(m.start - m.matchStart)
                         next.append(path)
                     }
@@ -292,10 +299,7 @@ public struct Meteor: Sendable {
                     let p = Path(path)
                     p.use(m)
                     p.matches[current] = m
-                    p.addWeighted(m, w)
-                    if p.lastMatchEnd != -1 && m.matchStart != p.lastMatchEnd { p.chunks += 1 }
-                    p.idx = m.start + m.length
-                    p.lastMatchEnd = m.matchStart + m.matchLength
+                    p.take(m, w)
                     path.distance += abs(m.start - m.matchStart)
                     next.append(p)
                 }

@@ -93,8 +93,40 @@ extension ReportDecoder {
                 return logits
             }
             func embed(_ token: Int, position t: Int) -> [Float] { (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] } }
-            // With a visual prefix, the image's tokens enter the initial beam's cache first.
-            for i in 0..<P { _ = step(&live[0], input: (0..<C).map { enc[i * C + $0] + wpe.value.p[i * C + $0] }, logits: false) }
+            /// With a visual prefix, the image's P tokens go through the blocks together (matrix
+            /// products, causal attention among them, as in training) and their keys / values
+            /// start the beam's cache; the last block needs only its keys and values.
+            func prefill(_ beam: inout Beam) {
+                var x = [Float](repeating: 0, count: P * C), h = x, att = x, tmp = x
+                var qkv = [Float](repeating: 0, count: P * 3 * C), four = [Float](repeating: 0, count: P * 4 * C)
+                var probs = [Float](repeating: 0, count: H * P * P)
+                for i in 0..<(P * C) { x[i] = enc[i] + wpe.value.p[i] }
+                for (li, l) in layers.enumerated() {
+                    layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: P, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: P, lora: nil) } }
+                    beam.keys[li].reserveCapacity((P + prompt.count + o.maxNewTokens) * C)
+                    beam.values[li].reserveCapacity((P + prompt.count + o.maxNewTokens) * C)
+                    for i in 0..<P {
+                        let row: Int = i * 3 * C
+                        beam.keys[li].append(contentsOf: qkv[(row + C)..<(row + 2 * C)])
+                        beam.values[li].append(contentsOf: qkv[(row + 2 * C)..<(row + 3 * C)])
+                    }
+                    if li == layers.count - 1 { break }
+                    qkv.withUnsafeBufferPointer { qp in att.withUnsafeMutableBufferPointer { ap in probs.withUnsafeMutableBufferPointer { pp in
+                        let q = qp.baseAddress!
+                        attentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
+                                         probabilities: pp.baseAddress!, batch: 1, queries: P, keys: P, heads: H, headDim: D, causal: true)
+                    } } }
+                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: P, lora: nil) } }
+                    for j in 0..<(P * C) { x[j] += tmp[j] }
+                    layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: P, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: P, lora: nil) } }
+                    geluTanhForward(&four, count: P * 4 * C)
+                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: P, lora: nil) } }
+                    for j in 0..<(P * C) { x[j] += tmp[j] }
+                }
+            }
+            if P > 0 { prefill(&live[0]) }
             var logitsOf: [[Float]] = []
             for (t, tok) in prompt.enumerated() {
                 let l = step(&live[0], input: embed(tok, position: P + t), logits: t == prompt.count - 1)

@@ -70,15 +70,16 @@ public func geluBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: Uns
     while i < n8 {
         let v = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
         let d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self)
-        let cdf = 0.5 * (1 + simdErf(v * invSqrt2))
-        let pdf = simdExp(-0.5 * v * v) * invSqrt2Pi
+        let (e, g) = simdErfAndGaussian(v * invSqrt2)   // g = exp(−u²/2)
+        let cdf = 0.5 * (1 + e), pdf = g * invSqrt2Pi
         UnsafeMutableRawPointer(dy + i).storeBytes(of: d * (cdf + v * pdf), as: SIMD8<Float>.self)
         i += 8
     }
     if i < count {
         var v = SIMD8<Float>(), d = SIMD8<Float>()
         for j in i..<count { v[j - i] = u[j]; d[j - i] = dy[j] }
-        let g = d * (0.5 * (1 + simdErf(v * invSqrt2)) + v * simdExp(-0.5 * v * v) * invSqrt2Pi)
+        let (e, gauss) = simdErfAndGaussian(v * invSqrt2)
+        let g = d * (0.5 * (1 + e) + v * (gauss * invSqrt2Pi))
         for j in i..<count { dy[j] = g[j - i] }
     }
 }

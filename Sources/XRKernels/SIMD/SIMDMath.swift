@@ -36,7 +36,12 @@ public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
 // softmax): a call per eight lanes, constants reloaded each time, the vector split into halves
 // by the calling convention.
 @_transparent
-public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> {
+public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> { simdErfAndGaussian(x).erf }
+
+/// erf(x) and the exp(−x²) it is built from (GELU's backward needs both: φ(u) ∝ exp(−u²/2)
+/// with x = u/√2), for the price of one exponential.
+@_transparent
+public func simdErfAndGaussian(_ x: SIMD8<Float>) -> (erf: SIMD8<Float>, gaussian: SIMD8<Float>) {
     let a = x.replacing(with: -x, where: x .< 0)
     let t = 1 / (1 + 0.327_591_1 * a)
     var y = SIMD8<Float>(repeating: 1.061_405_429)
@@ -45,8 +50,9 @@ public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> {
     y = y * t - 0.284_496_736
     y = y * t + 0.254_829_592
     y = y * t
-    let r = 1 - y * simdExp(-(a * a))
-    return r.replacing(with: -r, where: x .< 0)
+    let g = simdExp(-(a * a))
+    let r = 1 - y * g
+    return (r.replacing(with: -r, where: x .< 0), g)
 }
 
 /// Lane-wise maximum (a masked select; vectorises, unlike the generic pointwiseMax).

@@ -48,43 +48,63 @@ extension ReportDecoder {
             struct Beam { var tokens: [Int]; var score: Double; var keys: [[Float]]; var values: [[Float]] }
             var live = [Beam(tokens: [], score: 0, keys: layers.map { _ in [] }, values: layers.map { _ in [] })]
             var finished: [(ids: [Int], score: Double)] = []
-            /// One position through the blocks (its keys / values join the beam's cache); the
-            /// next-token logits when asked.
-            func step(_ beam: inout Beam, input: [Float], logits wanted: Bool = true) -> [Float] {
+            /// `n` positions through the blocks; their keys / values join the beam's cache. One
+            /// position (decoding) attends to the cache with matrix-vector products; several (the
+            /// image's tokens of a visual prefix, into an empty cache) go through together with
+            /// matrix products, causal attention among them, as in training. The next-token logits
+            /// of the last position when asked; without them the last block stops at its keys and values.
+            func advance(_ beam: inout Beam, input: [Float], rows n: Int, logits wanted: Bool = true) -> [Float] {
+                precondition(n == 1 || beam.keys[0].isEmpty, "several positions only into an empty cache")
                 var x = input
-                var h = [Float](repeating: 0, count: C), qkv = [Float](repeating: 0, count: 3 * C), tmp = [Float](repeating: 0, count: C)
-                var att = [Float](repeating: 0, count: C), four = [Float](repeating: 0, count: 4 * C)
+                var h = [Float](repeating: 0, count: n * C), qkv = [Float](repeating: 0, count: n * 3 * C), tmp = h
+                var att = h, four = [Float](repeating: 0, count: n * 4 * C)
+                var probs = [Float](repeating: 0, count: n > 1 ? H * n * n : 0)
                 for (li, l) in layers.enumerated() {
-                    layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: 1, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
-                    beam.keys[li] += qkv[C..<(2 * C)]
-                    beam.values[li] += qkv[(2 * C)..<(3 * C)]
-                    let n = beam.keys[li].count / C
-                    qkv.withUnsafeBufferPointer { qp in beam.keys[li].withUnsafeBufferPointer { kp in beam.values[li].withUnsafeBufferPointer { vp in
-                        att.withUnsafeMutableBufferPointer { ap in
-                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: n, H: H, D: D, scores: scores.p)
-                        }
-                    } } }
-                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
-                    for j in 0..<C { x[j] += tmp[j] }
-                    if let xa = l.cross {
-                        layerNormForward(&h, x, xa.lnw.value.p, xa.lnb.value.p, rows: 1, cols: C, eps: c.eps)
-                        var q = [Float](repeating: 0, count: C)
-                        h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
-                        q.withUnsafeBufferPointer { qp in crossKV[li].withUnsafeBufferPointer { kv in att.withUnsafeMutableBufferPointer { ap in
-                            attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D, scores: scores.p)
-                        } } }
-                        att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: 1, lora: nil) } }
-                        for j in 0..<C { x[j] += tmp[j] }
+                    layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: n, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
+                    for i in 0..<n {
+                        let row: Int = i * 3 * C
+                        beam.keys[li].append(contentsOf: qkv[(row + C)..<(row + 2 * C)])
+                        beam.values[li].append(contentsOf: qkv[(row + 2 * C)..<(row + 3 * C)])
                     }
-                    layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: 1, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: 1, lora: nil) } }
-                    geluTanhForward(&four, count: 4 * C)
-                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: 1, lora: nil) } }
-                    for j in 0..<C { x[j] += tmp[j] }
+                    if !wanted && li == layers.count - 1 { break }
+                    if n == 1 {
+                        let cached = beam.keys[li].count / C
+                        qkv.withUnsafeBufferPointer { qp in beam.keys[li].withUnsafeBufferPointer { kp in beam.values[li].withUnsafeBufferPointer { vp in
+                            att.withUnsafeMutableBufferPointer { ap in
+                                attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: cached, H: H, D: D, scores: scores.p)
+                            }
+                        } } }
+                    } else {
+                        qkv.withUnsafeBufferPointer { qp in att.withUnsafeMutableBufferPointer { ap in probs.withUnsafeMutableBufferPointer { pp in
+                            let q = qp.baseAddress!
+                            attentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
+                                             probabilities: pp.baseAddress!, batch: 1, queries: n, keys: n, heads: H, headDim: D, causal: true)
+                        } } }
+                    }
+                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) } }
+                    for j in 0..<(n * C) { x[j] += tmp[j] }
+                    if let xa = l.cross {
+                        layerNormForward(&h, x, xa.lnw.value.p, xa.lnb.value.p, rows: n, cols: C, eps: c.eps)
+                        var q = [Float](repeating: 0, count: n * C)
+                        h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
+                        q.withUnsafeBufferPointer { qp in crossKV[li].withUnsafeBufferPointer { kv in att.withUnsafeMutableBufferPointer { ap in
+                            for i in 0..<n {
+                                attendOne(ap.baseAddress! + i * C, q: qp.baseAddress! + i * C, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D, scores: scores.p)
+                            }
+                        } } }
+                        att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) } }
+                        for j in 0..<(n * C) { x[j] += tmp[j] }
+                    }
+                    layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: n, cols: C, eps: c.eps)
+                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
+                    geluTanhForward(&four, count: n * 4 * C)
+                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: n, lora: nil) } }
+                    for j in 0..<(n * C) { x[j] += tmp[j] }
                 }
                 guard wanted else { return [] }
-                layerNormForward(&h, x, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
+                let last = Array(x[((n - 1) * C)..<(n * C)])
+                layerNormForward(&h, last, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
                 var logits = [Float](repeating: 0, count: V)
                 logits.withUnsafeMutableBufferPointer { lp in h.withUnsafeBufferPointer { hp in
                     let (L, W, X) = (SendablePointer(lp.baseAddress!), SendablePointer(wte.value.p), SendablePointer(UnsafeMutablePointer(mutating: hp.baseAddress!)))
@@ -93,43 +113,11 @@ extension ReportDecoder {
                 return logits
             }
             func embed(_ token: Int, position t: Int) -> [Float] { (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] } }
-            /// With a visual prefix, the image's P tokens go through the blocks together (matrix
-            /// products, causal attention among them, as in training) and their keys / values
-            /// start the beam's cache; the last block needs only its keys and values.
-            func prefill(_ beam: inout Beam) {
-                var x = [Float](repeating: 0, count: P * C), h = x, att = x, tmp = x
-                var qkv = [Float](repeating: 0, count: P * 3 * C), four = [Float](repeating: 0, count: P * 4 * C)
-                var probs = [Float](repeating: 0, count: H * P * P)
-                for i in 0..<(P * C) { x[i] = enc[i] + wpe.value.p[i] }
-                for (li, l) in layers.enumerated() {
-                    layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: P, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: P, lora: nil) } }
-                    beam.keys[li].reserveCapacity((P + prompt.count + o.maxNewTokens) * C)
-                    beam.values[li].reserveCapacity((P + prompt.count + o.maxNewTokens) * C)
-                    for i in 0..<P {
-                        let row: Int = i * 3 * C
-                        beam.keys[li].append(contentsOf: qkv[(row + C)..<(row + 2 * C)])
-                        beam.values[li].append(contentsOf: qkv[(row + 2 * C)..<(row + 3 * C)])
-                    }
-                    if li == layers.count - 1 { break }
-                    qkv.withUnsafeBufferPointer { qp in att.withUnsafeMutableBufferPointer { ap in probs.withUnsafeMutableBufferPointer { pp in
-                        let q = qp.baseAddress!
-                        attentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
-                                         probabilities: pp.baseAddress!, batch: 1, queries: P, keys: P, heads: H, headDim: D, causal: true)
-                    } } }
-                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: P, lora: nil) } }
-                    for j in 0..<(P * C) { x[j] += tmp[j] }
-                    layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: P, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: P, lora: nil) } }
-                    geluTanhForward(&four, count: P * 4 * C)
-                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: P, lora: nil) } }
-                    for j in 0..<(P * C) { x[j] += tmp[j] }
-                }
-            }
-            if P > 0 { prefill(&live[0]) }
+            // With a visual prefix, the image's tokens enter the initial beam's cache first.
+            if P > 0 { _ = advance(&live[0], input: (0..<(P * C)).map { enc[$0] + wpe.value.p[$0] }, rows: P, logits: false) }
             var logitsOf: [[Float]] = []
             for (t, tok) in prompt.enumerated() {
-                let l = step(&live[0], input: embed(tok, position: P + t), logits: t == prompt.count - 1)
+                let l = advance(&live[0], input: embed(tok, position: P + t), rows: 1, logits: t == prompt.count - 1)
                 if t == prompt.count - 1 { logitsOf = [l] }
             }
             for n in 0..<o.maxNewTokens {
@@ -174,7 +162,7 @@ extension ReportDecoder {
                     if uses[cand.beam] == 0 { live[cand.beam] = Beam(tokens: [], score: 0, keys: [], values: []) }
                     b.tokens.append(cand.token)
                     b.score = cand.score
-                    nextLogits.append(step(&b, input: embed(cand.token, position: P + prompt.count + n)))
+                    nextLogits.append(advance(&b, input: embed(cand.token, position: P + prompt.count + n), rows: 1))
                     next.append(b)
                 }
                 live = next

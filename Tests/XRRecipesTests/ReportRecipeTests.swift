@@ -3,6 +3,7 @@ import Foundation
 import XRPipeline
 import XRText
 import XRData
+import XRTensor
 @testable import XRRecipes
 import TestSupport
 
@@ -29,6 +30,17 @@ final class ReportRecipeTests: XCTestCase {
         output: \(output)
         """.write(to: url, atomically: true, encoding: .utf8)
         return url
+    }
+
+    /// The recipe with the frozen encoder only and other shot counts, edited further by `edit`;
+    /// written over `<output>.yaml`.
+    func frozenRecipe(_ dir: URL, output: String, shots: String, _ edit: (String) -> String = { $0 }) throws -> (url: URL, text: String) {
+        let url = try recipe(dir, output: output)
+        let text = edit(try String(contentsOf: url, encoding: .utf8)
+            .replacingOccurrences(of: "shots: [all, 6]", with: "shots: \(shots)")
+            .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: ""))
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return (url, text)
     }
 
     func quiet() -> RunOptions { var o = RunOptions(); o.quiet = true; o.commandLine = ["xrlab", "run"]; return o }
@@ -114,13 +126,10 @@ final class ReportRecipeTests: XCTestCase {
     func testMeteorIsASweepMetric() throws {
         let dir = Fixtures.tempDir("xrlab-report-recipe")
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 16)
-        var text = try String(contentsOf: try recipe(dir, output: "m"), encoding: .utf8)
-        text = text.replacingOccurrences(of: "shots: [all, 6]", with: "shots: [6]")
-            .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: "")
-            .replacingOccurrences(of: "epochs: 2,", with: "epochs: 1, meteor_data: \(Fixtures.url("text/meteor").path),")
-            + "\nmetrics: [meteor, bleu_4]\nprimary_metric: meteor\n"
-        let url = dir.appendingPathComponent("m.yaml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
+        let (url, text) = try frozenRecipe(dir, output: "m", shots: "[6]") {
+            $0.replacingOccurrences(of: "epochs: 2,", with: "epochs: 1, meteor_data: \(Fixtures.url("text/meteor").path),")
+                + "\nmetrics: [meteor, bleu_4]\nprimary_metric: meteor\n"
+        }
         let r = try RecipeLoader.load(url)
         XCTAssertEqual(r.recipe.metrics, ["meteor", "bleu_4"])
         let s = try Runner.run(r, options: quiet())
@@ -136,16 +145,21 @@ final class ReportRecipeTests: XCTestCase {
         let expected = scorer.score(candidates: drafts.rows.map { PTBTokenizer.tokenize($0[g]) }, references: drafts.rows.map { [PTBTokenizer.tokenize($0[ref])] })
         XCTAssertEqual(meteor, expected.corpus, accuracy: 1e-12)
         XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("m/summary.csv"), encoding: .utf8).contains("\nfrozen,findings,6,meteor,1,"))
+
+        // METEOR resources that are not there: an error naming the path before any cell is run.
+        let bad = dir.appendingPathComponent("bad.yaml")
+        try text.replacingOccurrences(of: Fixtures.url("text/meteor").path, with: dir.appendingPathComponent("no-meteor").path)
+            .replacingOccurrences(of: "output: m", with: "output: bad").write(to: bad, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(bad), options: quiet())) { e in
+            XCTAssertEqual((e as? XRError)?.file, dir.appendingPathComponent("no-meteor").path, "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("bad/cells").path), "no cell started")
     }
 
     func testMoreReportsThanTheManifestHoldsIsAReportedSkip() throws {
         let dir = Fixtures.tempDir("xrlab-report-recipe")
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 12)
-        var text = try String(contentsOf: try recipe(dir, output: "c"), encoding: .utf8)
-        text = text.replacingOccurrences(of: "shots: [all, 6]", with: "shots: [500]")
-            .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: "")
-        let url = dir.appendingPathComponent("c.yaml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
+        let url = try frozenRecipe(dir, output: "c", shots: "[500]").url
         let s = try Runner.run(try RecipeLoader.load(url), options: quiet())
         XCTAssertTrue(s.complete)
         XCTAssertEqual(s.skipped.count, 1)

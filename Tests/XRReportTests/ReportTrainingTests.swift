@@ -212,4 +212,19 @@ final class ReportTrainingTests: XCTestCase {
         let o = ReportTrainOptions(manifest: m, encoder: dir, output: dir.appendingPathComponent("out"))
         XCTAssertThrowsError(try ReportTraining.run(o)) { XCTAssertTrue("\($0)".contains("row 3") && "\($0)".contains("without a report"), "\($0)") }
     }
+
+    /// METEOR's resources are read before training: a bad path is an error naming it, and nothing is written.
+    func testMissingMeteorDataStopsBeforeTraining() throws {
+        let dir = Fixtures.tempDir("xrlab-report")
+        let m = dir.appendingPathComponent("m.csv")
+        try "path,split,findings,impression\na.png,train,Clear.,Normal.\nb.png,test,Clear.,Normal.\n".write(to: m, atomically: true, encoding: .utf8)
+        var o = ReportTrainOptions(manifest: m, encoder: dir, output: dir.appendingPathComponent("out"))
+        let nowhere = dir.appendingPathComponent("no-meteor").path
+        o.meteorData = nowhere
+        XCTAssertThrowsError(try ReportTraining.run(o)) { e in
+            XCTAssertEqual((e as? XRError)?.file, nowhere, "\(e)")
+            XCTAssertTrue("\(e)".contains("METEOR data not found"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: o.output.path), "nothing written")
+    }
 }

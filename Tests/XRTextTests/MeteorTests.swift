@@ -127,7 +127,22 @@ final class MeteorTests: XCTestCase {
                 XCTAssertTrue(x.message.contains(message), "\(x)")
             }
         }
-        XCTAssertThrowsError(try Meteor.load(from: tmp.appendingPathComponent("nowhere").path))
+        let nowhere = tmp.appendingPathComponent("nowhere").path
+        XCTAssertThrowsError(try Meteor.load(from: nowhere)) { e in
+            XCTAssertEqual((e as? XRError)?.file, nowhere, "\(e)")
+            XCTAssertTrue("\(e)".contains("METEOR data not found"), "\(e)")
+        }
+        // A "jar" that is not a zip.
+        let jarDir = tmp.appendingPathComponent("jar")
+        try FileManager.default.createDirectory(at: jarDir, withIntermediateDirectories: true)
+        let jar = jarDir.appendingPathComponent("meteor-1.5.jar")
+        try Data("not a zip file".utf8).write(to: jar)
+        for path in [jar.path, jarDir.path] {
+            XCTAssertThrowsError(try Meteor.load(from: path)) { e in
+                XCTAssertEqual((e as? XRError)?.file, jar.path, "\(e)")
+                XCTAssertTrue("\(e)".contains("not a readable jar / zip file"), "\(e)")
+            }
+        }
         // A synset id that is not a number.
         let syn = tmp.appendingPathComponent("synonym/english.synsets")
         let good = try Data(contentsOf: syn)
@@ -168,9 +183,8 @@ final class MeteorTests: XCTestCase {
         let f = try JSONDecoder().decode(Captions.self, from: Data(contentsOf: Fixtures.url("text/captions.json")))
         let refs = f.items.map { $0.reference_tokens }, cands = f.items.map { $0.candidate_tokens }
         let src = try MeteorSource(path: Self.dataDir, texts: refs.flatMap { $0 })
-        let known = try src.meteor(covering: Array(refs.flatMap { $0 }.prefix(5)))
+        _ = try src.meteor(covering: Array(refs.flatMap { $0 }.prefix(5)))
         XCTAssertEqual(src.loads, 1, "words already covered")
-        _ = known
         let m = try src.meteor(covering: cands + ["zzunseenword"])
         XCTAssertEqual(src.loads, 2, "new words read the resources again")
         XCTAssertEqual(m.score(candidates: cands, references: refs).corpus, full.score(candidates: cands, references: refs).corpus, accuracy: 1e-12)

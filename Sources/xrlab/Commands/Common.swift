@@ -30,3 +30,8 @@ func resolvePreset(_ name: String?) throws -> ViTConfig? {
     }
     return p
 }
+
+/// METEOR's resources: the command's `--meteor-data`, else `XRLAB_METEOR_DATA` (nil: no METEOR).
+func meteorDataPath(_ option: String?) -> String? {
+    option ?? ProcessInfo.processInfo.environment["XRLAB_METEOR_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+}

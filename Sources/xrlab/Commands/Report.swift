@@ -50,7 +50,7 @@ struct ReportCommand: ParsableCommand {
                 o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
                 o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet
-                o.meteorData = meteorData ?? ProcessInfo.processInfo.environment["XRLAB_METEOR_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+                o.meteorData = meteorDataPath(meteorData)
                 o.generation.beams = beams; o.generation.noRepeatNGram = 3
                 guard ReportEncoderSpec.methods.contains(encoderMethod) else {
                     throw XRError("unknown encoder method '\(encoderMethod)'", field: "--encoder-method", hint: "use " + ReportEncoderSpec.methods.joined(separator: ", "))

@@ -96,9 +96,8 @@ struct ScoreCommand: ParsableCommand {
                 throw XRError("no reference report for id '\(id)'", file: generated, field: "row \(i + 2), column \(idColumn)")
             }
             let candidates = gen.map { PTBTokenizer.tokenize($0.1) }, references = gen.map { byId[$0.0]!.map(PTBTokenizer.tokenize) }
-            let env = ProcessInfo.processInfo.environment["XRLAB_METEOR_DATA"].flatMap { $0.isEmpty ? nil : $0 }
             // Only the synonym and paraphrase entries that can apply to these reports are loaded.
-            let meteor = try (meteorData ?? env).map { try Meteor.load(from: $0, restrictingTo: candidates + references.flatMap { $0 }) }
+            let meteor = try meteorDataPath(meteorData).map { try Meteor.load(from: $0, restrictingTo: candidates + references.flatMap { $0 }) }
             let s = CaptionMetrics.score(candidates: candidates, references: references, meteor: meteor)
             let e = CheXpertLabeler.efficacy(generated: gen.map(\.1), references: gen.map { byId[$0.0]![0] })
             print(String(format: "BLEU-1 %.4f  BLEU-2 %.4f  BLEU-3 %.4f  BLEU-4 %.4f  ROUGE-L %.4f  CIDEr-D %.4f", s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3], s.rougeL, s.ciderD)

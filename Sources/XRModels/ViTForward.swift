@@ -179,9 +179,10 @@ public final class ViT: @unchecked Sendable {
 
     /// Up to this many rows (one image at 224 px: 197 tokens) a linear layer splits its output
     /// features across the cores instead of its rows, so each core packs half the weights rather
-    /// than all of them (ViT-B/16 batch 1: +9–17%, ViT-Ti +2–4%; at 1,370 rows the row split is 10%
-    /// faster; see docs/benchmarks.md).
-    static let columnSplitRows = 256
+    /// than all of them: at 197 rows isolated products are 4–30% faster that way, at 1,024–1,576
+    /// rows 2–14% slower (bench/sgemm_modes.c); see docs/benchmarks.md for whole-model A/B runs
+    /// (`xrlab bench --column-split-rows`, which sets this).
+    nonisolated(unsafe) public static var columnSplitRows = 256
 
     /// A linear layer with its epilogue on each worker's finished (rows, columns) block: rows split
     /// across the cores, or, for few rows, output features.

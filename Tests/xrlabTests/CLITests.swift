@@ -15,12 +15,13 @@ final class CLITests: XCTestCase {
     }
 
     @discardableResult
-    func xrlab(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+    func xrlab(_ args: [String], cwd: URL? = nil, environment extra: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["XRLAB_CACHE"] = Fixtures.tempDir("cli-cache").path
+        env.merge(extra) { $1 }
         p.environment = env
         if let cwd { p.currentDirectoryURL = cwd }
         let o = Pipe(), e = Pipe()
@@ -88,6 +89,41 @@ final class CLITests: XCTestCase {
                            "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.err.contains("preprocessing") && r.err.contains("HINT"), r.err)
+    }
+
+    /// `xrlab score` with METEOR's resources (flag or environment) on the caption fixture: the
+    /// corpus METEOR pycocoevalcap 1.2 gave on the same raw reports; a bad path names it and writes nothing.
+    func testScoreWithMeteor() throws {
+        struct Item: Decodable { var id: String; var candidate: String; var references: [String] }
+        struct Captions: Decodable { var items: [Item]; var scores: [String: Double] }
+        let f = try JSONDecoder().decode(Captions.self, from: Data(contentsOf: Fixtures.url("text/captions.json")))
+        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        let dir = Fixtures.tempDir("cli-score")
+        let gen = dir.appendingPathComponent("generated.csv"), refs = dir.appendingPathComponent("references.csv")
+        try ("id,report\n" + f.items.map { "\($0.id),\(q($0.candidate))\n" }.joined()).write(to: gen, atomically: true, encoding: .utf8)
+        try ("id,report\n" + f.items.flatMap { it in it.references.map { "\(it.id),\(q($0))\n" } }.joined()).write(to: refs, atomically: true, encoding: .utf8)
+        let data = Fixtures.url("text/meteor").path
+        for (args, env) in [(["--meteor-data", data], [String: String]()), ([], ["XRLAB_METEOR_DATA": data])] {
+            let out = dir.appendingPathComponent("scores.json")
+            let r = try xrlab(["score", "--generated", gen.path, "--references", refs.path, "--out", out.path] + args, environment: env)
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertTrue(r.out.contains("METEOR"), r.out)
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [String: Any]
+            XCTAssertEqual(json["meteor"] as! Double, f.scores["meteor"]!, accuracy: 1e-9)
+            XCTAssertEqual(json["cider_d"] as! Double, f.scores["cider_d"]!, accuracy: 1e-4)
+            try FileManager.default.removeItem(at: out)
+        }
+        let nowhere = dir.appendingPathComponent("no-meteor").path, out = dir.appendingPathComponent("bad.json")
+        let r = try xrlab(["score", "--generated", gen.path, "--references", refs.path, "--out", out.path, "--meteor-data", nowhere])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains(nowhere) && r.err.contains("METEOR data not found"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+    }
+
+    func testBenchRefusesANegativeColumnSplit() throws {
+        let r = try xrlab(["bench", "--preset", "vitTiny16", "--no-ceiling", "--seconds", "0", "--column-split-rows=-1"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("--column-split-rows") && r.err.contains("must be ≥ 0"), r.err)
     }
 
     func testCorruptCheckpointIsAClearError() throws {

@@ -3,6 +3,19 @@
 import Foundation
 
 public enum Reference {
+    /// C (rows, n) = A (rows, k) · B (k, n), row-major: the definition `packedGEMM` is tested against.
+    public static func matmul(_ a: [Float], _ b: [Float], rows: Int, k: Int, n: Int) -> [Float] {
+        var c = [Float](repeating: 0, count: rows * n)
+        for i in 0..<rows {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                c[i * n + j] = Float(s)
+            }
+        }
+        return c
+    }
+
     /// (R, C) LayerNorm.
     public static func layerNorm(_ x: [Float], weight: [Float], bias: [Float], rows: Int, cols: Int, eps: Float) -> [Float] {
         var out = [Float](repeating: 0, count: x.count)

@@ -1,0 +1,92 @@
+import XCTest
+import XRKernels
+import XRTensor
+import TestSupport
+
+final class PackedGEMMTests: XCTestCase {
+    /// The microkernel path against the plain product on ragged shapes: rows not a multiple of the
+    /// 6-row strip, columns not a multiple of the 16-column panel, depths that need several passes
+    /// (> 1,024), both packings, overwrite and accumulate, padded row strides.
+    func testMatchesReferenceOnRaggedShapes() {
+        var rng = XRRandom(seed: 21)
+        for (m, k, n) in [(1, 1, 1), (5, 3, 15), (6, 17, 16), (7, 64, 17), (13, 1030, 40), (197, 192, 48), (23, 2500, 33)] {
+            let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
+            let b = (0..<(k * n)).map { _ in rng.nextGaussian() }            // (k, n)
+            var w = [Float](repeating: 0, count: n * k)                       // (n, k) = Bᵀ
+            for p in 0..<k { for j in 0..<n { w[j * k + p] = b[p * n + j] } }
+            let ref = Reference.matmul(a, b, rows: m, k: k, n: n)
+            let packs = [PackedMatrix(b, rows: k, cols: n), PackedMatrix(transposing: w, rows: n, cols: k)]
+            for (which, pb) in packs.enumerated() {
+                for p in 0..<k { for j in 0..<n { XCTAssertEqual(pb.value(row: p, col: j), b[p * n + j]) } }
+                // Padded strides: A and C rows carry 3 extra floats that must stay untouched.
+                let lda = k + 3, ldc = n + 3
+                var ap = [Float](repeating: .nan, count: m * lda)
+                for i in 0..<m { for p in 0..<k { ap[i * lda + p] = a[i * k + p] } }
+                for accumulate in [false, true] {
+                    let start = (0..<(m * ldc)).map { _ in rng.nextGaussian() }
+                    var c = start
+                    ap.withUnsafeBufferPointer { ab in c.withUnsafeMutableBufferPointer { cb in
+                        packedGEMM(cb.baseAddress!, ldc: ldc, ab.baseAddress!, lda: lda, pb, rows: m, columns: 0..<n, accumulate: accumulate)
+                    } }
+                    var got = [Float](), want = [Float]()
+                    for i in 0..<m {
+                        for j in 0..<n { got.append(c[i * ldc + j]); want.append(ref[i * n + j] + (accumulate ? start[i * ldc + j] : 0)) }
+                        for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], start[i * ldc + j], "padding written m=\(m) n=\(n)") }
+                    }
+                    assertClose(got, want, rel: 1e-5, "packed m=\(m) k=\(k) n=\(n) packing=\(which) accumulate=\(accumulate)")
+                }
+            }
+        }
+    }
+
+    /// A column range computes those columns only; the parallel product gives the same result
+    /// split by rows or by columns, and its epilogue sees every block exactly once.
+    func testColumnRangesAndParallelSplits() {
+        var rng = XRRandom(seed: 22)
+        let m = 41, k = 70, n = 83
+        let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
+        let w = (0..<(n * k)).map { _ in rng.nextGaussian() }
+        let pb = PackedMatrix(transposing: w, rows: n, cols: k)
+        var b = [Float](repeating: 0, count: k * n)
+        for j in 0..<n { for p in 0..<k { b[p * n + j] = w[j * k + p] } }
+        let ref = Reference.matmul(a, b, rows: m, k: k, n: n)
+
+        var c = [Float](repeating: -7, count: m * n)
+        a.withUnsafeBufferPointer { ab in c.withUnsafeMutableBufferPointer { cb in
+            packedGEMM(cb.baseAddress!, ldc: n, ab.baseAddress!, lda: k, pb, rows: m, columns: 32..<70)
+        } }
+        for i in 0..<m { for j in 0..<n {
+            if (32..<70).contains(j) { XCTAssertEqual(c[i * n + j], ref[i * n + j], accuracy: 1e-4) } else { XCTAssertEqual(c[i * n + j], -7) }
+        } }
+
+        let saved = Parallel.workers
+        defer { Parallel.workers = saved }
+        for workers in [1, 2, 3] {
+            Parallel.workers = workers
+            for split in [false, true] {
+                var out = [Float](repeating: .nan, count: m * n)
+                var seen = [Int](repeating: 0, count: m * n)
+                let lock = NSLock()
+                a.withUnsafeBufferPointer { ab in out.withUnsafeMutableBufferPointer { ob in
+                    packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: m, splitColumns: split) { r, cols in
+                        lock.lock(); for i in r { for j in cols { seen[i * n + j] += 1 } }; lock.unlock()
+                    }
+                } }
+                assertClose(out, ref, rel: 1e-5, "packedProduct workers=\(workers) splitColumns=\(split)")
+                XCTAssertEqual(Set(seen), [1], "epilogue coverage workers=\(workers) splitColumns=\(split)")
+            }
+        }
+    }
+
+    /// Repacking in place follows new values (how trainable weights are refreshed).
+    func testRefillFollowsNewValues() {
+        let k = 5, n = 20
+        var w = (0..<(n * k)).map { Float($0) }
+        let pb = PackedMatrix(transposing: w, rows: n, cols: k)
+        XCTAssertEqual(pb.value(row: 2, col: 17), w[17 * k + 2])
+        w = w.map { -$0 }
+        pb.fillTransposed(w)
+        XCTAssertEqual(pb.value(row: 2, col: 17), w[17 * k + 2])
+        XCTAssertEqual(pb.value(row: 4, col: 19), w[19 * k + 4])
+    }
+}

@@ -26,24 +26,24 @@ extension ViT {
         var t: [String: Tensor] = [
             "cls_token": Tensor(shape: [1, 1, C], scalars: w.clsToken),
             "pos_embed": Tensor(shape: [1, 1 + g * g, C], scalars: posFull),
-            "patch_embed.proj.weight": Tensor(shape: [C, 3, P, P], scalars: w.patchWeight),
+            "patch_embed.proj.weight": Tensor(shape: [C, 3, P, P], scalars: packs.patch.transposedValues()),
             "patch_embed.proj.bias": Tensor(shape: [C], scalars: w.patchBias),
             "norm.weight": Tensor(shape: [C], scalars: w.normWeight),
             "norm.bias": Tensor(shape: [C], scalars: w.normBias),
         ]
         for (i, b) in w.blocks.enumerated() {
-            let p = "blocks.\(i)."
+            let p = "blocks.\(i).", pk = packs.blocks[i]
             t[p + "norm1.weight"] = Tensor(shape: [C], scalars: b.norm1Weight)
             t[p + "norm1.bias"] = Tensor(shape: [C], scalars: b.norm1Bias)
-            t[p + "attn.qkv.weight"] = Tensor(shape: [3 * C, C], scalars: b.qkvWeight)
+            t[p + "attn.qkv.weight"] = Tensor(shape: [3 * C, C], scalars: pk.qkv.transposedValues())
             t[p + "attn.qkv.bias"] = Tensor(shape: [3 * C], scalars: b.qkvBias ?? [Float](repeating: 0, count: 3 * C))
-            t[p + "attn.proj.weight"] = Tensor(shape: [C, C], scalars: b.projWeight)
+            t[p + "attn.proj.weight"] = Tensor(shape: [C, C], scalars: pk.proj.transposedValues())
             t[p + "attn.proj.bias"] = Tensor(shape: [C], scalars: b.projBias)
             t[p + "norm2.weight"] = Tensor(shape: [C], scalars: b.norm2Weight)
             t[p + "norm2.bias"] = Tensor(shape: [C], scalars: b.norm2Bias)
-            t[p + "mlp.fc1.weight"] = Tensor(shape: [M, C], scalars: b.fc1Weight)
+            t[p + "mlp.fc1.weight"] = Tensor(shape: [M, C], scalars: pk.fc1.transposedValues())
             t[p + "mlp.fc1.bias"] = Tensor(shape: [M], scalars: b.fc1Bias)
-            t[p + "mlp.fc2.weight"] = Tensor(shape: [C, M], scalars: b.fc2Weight)
+            t[p + "mlp.fc2.weight"] = Tensor(shape: [C, M], scalars: pk.fc2.transposedValues())
             t[p + "mlp.fc2.bias"] = Tensor(shape: [C], scalars: b.fc2Bias)
             if let ls = b.ls1 { t[p + "ls1.gamma"] = Tensor(shape: [C], scalars: ls) }
             if let ls = b.ls2 { t[p + "ls2.gamma"] = Tensor(shape: [C], scalars: ls) }

@@ -7,14 +7,36 @@ import XRKernels
 /// (the workspace is shared); create one model per thread if needed.
 public final class ViT: @unchecked Sendable {
     public let config: ViTConfig
+    /// Everything but the linear layers' weights, which live only in `packs` (emptied here).
     let w: ViTWeights
     private let lock = NSLock()
     private var workspace: [Float] = []
     private var resizedPos: [String: [Float]] = [:]
+    /// The linear layers' weights (patch embedding, qkv, proj, fc1, fc2) packed once for
+    /// `packedGEMM`; the unpacked copies are released as each is packed, so a model holds its
+    /// weights once.
+    let packs: (patch: PackedMatrix, blocks: [BlockPacks])
 
-    init(config: ViTConfig, weights: ViTWeights) {
+    struct BlockPacks {
+        let qkv, proj, fc1, fc2: PackedMatrix
+    }
+
+    init(config: ViTConfig, weights: consuming ViTWeights) {
         self.config = config
-        self.w = weights
+        let C = config.dim, M = config.mlpHidden, K = 3 * config.patchSize * config.patchSize
+        func pack(_ a: inout [Float], _ n: Int, _ k: Int) -> PackedMatrix {
+            let p = a.withUnsafeBufferPointer { PackedMatrix(transposing: $0.baseAddress!, rows: n, cols: k) }
+            a = []
+            return p
+        }
+        let patch = pack(&weights.patchWeight, C, K)
+        var blocks: [BlockPacks] = []
+        for i in weights.blocks.indices {
+            blocks.append(BlockPacks(qkv: pack(&weights.blocks[i].qkvWeight, 3 * C, C), proj: pack(&weights.blocks[i].projWeight, C, C),
+                                     fc1: pack(&weights.blocks[i].fc1Weight, M, C), fc2: pack(&weights.blocks[i].fc2Weight, C, M)))
+        }
+        packs = (patch, blocks)
+        w = weights
     }
 
     /// Encode a batch. pixels: (B, 3, H, W), already preprocessed; H and W must be multiples of
@@ -61,27 +83,23 @@ public final class ViT: @unchecked Sendable {
             pixels.withUnsafeBufferPointer { px in
                 patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
             }
-            w.patchWeight.withUnsafeBufferPointer { pw in
-                let xp = SendablePointer(x), cp = SendablePointer(cols), wp = SendablePointer(UnsafeMutablePointer(mutating: pw.baseAddress!))
-                if B >= Parallel.workers {
-                    Parallel.ranges(B) { r in
-                        for b in r {
-                            BLAS.sgemm(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, wp.p, transB: true, m: N, n: C, k: K, ldc: C)
-                        }
+            let packed = packs
+            let xp = SendablePointer(x), cp = SendablePointer(cols), pw = packed.patch
+            if B >= Parallel.workers {
+                Parallel.ranges(B) { r in
+                    for b in r {
+                        packedGEMM(xp.p + (b * T + 1 + R) * C, ldc: C, cp.p + b * N * K, lda: K, pw, rows: N, columns: 0..<C)
                     }
-                } else {
-                    for b in 0..<B {
-                        Parallel.ranges(N, minChunk: 8) { r in
-                            BLAS.sgemm(xp.p + (b * T + 1 + R + r.lowerBound) * C, cp.p + (b * N + r.lowerBound) * K, wp.p,
-                                       transB: true, m: r.count, n: C, k: K, ldc: C)
-                        }
-                    }
+                }
+            } else {
+                for b in 0..<B {
+                    packedProduct(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, pw, rows: N, splitColumns: N <= Self.columnSplitRows)
                 }
             }
             assembleTokens(x, pos: pos, batch: B, patches: N)
 
             for (i, blk) in w.blocks.enumerated() {
-                runBlock(blk, x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T)
+                runBlock(blk, packed.blocks[i], x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T)
                 let k = i - (c.depth - lastBlocks)
                 if k >= 0 {
                     lastCLS[k].withUnsafeMutableBufferPointer { out in
@@ -138,61 +156,56 @@ public final class ViT: @unchecked Sendable {
         }
     }
 
-    private func runBlock(_ blk: ViTBlockWeights, x: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
+    private func runBlock(_ blk: ViTBlockWeights, _ pk: BlockPacks, x: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
                           qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
                           scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int) {
         let C = config.dim, M = config.mlpHidden, BT = B * T
         let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), A = SendablePointer(attn), F = SendablePointer(mlp)
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
         layerNorm(h, x, blk.norm1Weight, blk.norm1Bias, rows: BT)
-        withPointer(blk.qkvWeight) { wq in withOptional(blk.qkvBias) { bq in
+        withOptional(blk.qkvBias) { bq in
             let bias = bq.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
-            linear(qkv, h, wq, rows: BT, inFeatures: C, outFeatures: 3 * C) { r, c in
+            linear(qkv, h, pk.qkv, rows: BT) { r, c in
                 if let bias { addBias(Q.p + r.lowerBound * 3 * C + c.lowerBound, bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: 3 * C) }
             }
-        } }
+        }
         attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
-        withPointer(blk.projWeight) { wp in withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
+        withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, attn, wp, rows: BT, inFeatures: C, outFeatures: C) { r, c in
+            linear(h, attn, pk.proj, rows: BT) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
-        } } }
+        } }
         _ = A
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
         layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: BT)
-        withPointer(blk.fc1Weight) { w1 in withPointer(blk.fc1Bias) { b1 in
+        withPointer(blk.fc1Bias) { b1 in
             let bias = SendablePointer(UnsafeMutablePointer(mutating: b1))
-            linear(mlp, h, w1, rows: BT, inFeatures: C, outFeatures: M) { r, c in
+            linear(mlp, h, pk.fc1, rows: BT) { r, c in
                 biasGELUForward(F.p + r.lowerBound * M + c.lowerBound, bias: bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: M)
             }
-        } }
-        withPointer(blk.fc2Weight) { w2 in withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
+        }
+        withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, mlp, w2, rows: BT, inFeatures: M, outFeatures: C) { r, c in
+            linear(h, mlp, pk.fc2, rows: BT) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
-        } } }
+        } }
     }
 
     /// Up to this many rows (one image at 224 px: 197 tokens) a linear layer splits its output
-    /// features across the cores instead of its rows, so each core packs half the weights rather
-    /// than all of them: at 197 rows isolated products are 4–30% faster that way, at 1,024–1,576
-    /// rows 2–14% slower (bench/sgemm_modes.c); see docs/benchmarks.md for whole-model A/B runs
-    /// (`xrlab bench --column-split-rows`, which sets this).
+    /// features across the cores instead of its rows, so each core streams half of the packed
+    /// weights rather than all of them; above it, rows. `xrlab bench-gemm` times both splits at
+    /// the models' shapes, `xrlab bench --column-split-rows` whole-model A/B runs (docs/benchmarks.md).
     nonisolated(unsafe) public static var columnSplitRows = 256
 
     /// A linear layer with its epilogue on each worker's finished (rows, columns) block: rows split
     /// across the cores, or, for few rows, output features.
-    private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                        rows: Int, inFeatures k: Int, outFeatures n: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
-        if rows <= Self.columnSplitRows {
-            linearForwardColumns(out, inp, w, rows: rows, inFeatures: k, outFeatures: n) { c in epilogue(0..<rows, c) }
-        } else {
-            linearForward(out, inp, w, rows: rows, inFeatures: k, outFeatures: n) { r in epilogue(r, 0..<n) }
-        }
+    private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: PackedMatrix,
+                        rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
+        packedProduct(out, inp, w, rows: rows, splitColumns: rows <= Self.columnSplitRows, epilogue: epilogue)
     }
 
     /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.

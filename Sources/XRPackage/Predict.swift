@@ -81,7 +81,7 @@ public enum Predictor {
                 guard let param = model.parameter(name), param.count == t.count else {
                     throw XRError("packaged tensor has no counterpart of that size in the base encoder", file: p.url.path, field: h.info.tensors + name)
                 }
-                param.value.p.update(from: t.scalars, count: t.count)
+                param.assign(t.scalars)
             }
             var probs: [[Double]] = []
             let batch = max(1, options.batchSize)

@@ -109,7 +109,7 @@ final class TunedEncoder {
         for p in parameters {
             guard let t = tensors[p.name] else { throw XRError("missing tensor", file: source, field: p.name) }
             guard t.count == p.count, t.scalars.allSatisfy(\.isFinite) else { throw XRError("wrong size or non-finite values", file: source, field: p.name) }
-            p.value.p.update(from: t.scalars, count: t.count)
+            p.assign(t.scalars)
         }
     }
 }

@@ -347,7 +347,7 @@ public enum ReportTraining {
         if history.count < o.epochs {
             return ReportTrainResult(metrics: [:], complete: false, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
         }
-        if let best { for p in params { if let v = best.values[p.name] { p.value.p.update(from: v, count: v.count) } } }
+        if let best { for p in params { if let v = best.values[p.name] { p.assign(v) } } }
         if let tuned {
             vis = [[Float]](repeating: [], count: all.count)
             for (k, v) in try visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet).enumerated() { vis[testIdx[k]] = norm.apply(v) }

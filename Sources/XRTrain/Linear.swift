@@ -37,6 +37,29 @@ public final class Linear: @unchecked Sendable {
     public let bias: Parameter?
     public var lora: LoRA?
     public let inFeatures: Int, outFeatures: Int
+    /// A frozen weight packed for `packedGEMM`, as Wᵀ (forward) and as W (input gradient), and
+    /// the weight version it was packed from. Trainable weights change every step and go
+    /// through OpenBLAS instead.
+    private var forwardPack: (version: Int, matrix: PackedMatrix)?
+    private var backwardPack: (version: Int, matrix: PackedMatrix)?
+
+    /// The frozen weight packed as Wᵀ, or nil while it is trainable.
+    private func packedForward() -> PackedMatrix? {
+        guard weight.grad == nil else { forwardPack = nil; backwardPack = nil; return nil }
+        if let p = forwardPack, p.version == weight.version { return p.matrix }
+        let m = PackedMatrix(transposing: weight.value.p, rows: outFeatures, cols: inFeatures)
+        forwardPack = (weight.version, m)
+        return m
+    }
+
+    /// The frozen weight packed as W (for dinp = dout · W), or nil while it is trainable.
+    private func packedBackward() -> PackedMatrix? {
+        guard weight.grad == nil else { forwardPack = nil; backwardPack = nil; return nil }
+        if let p = backwardPack, p.version == weight.version { return p.matrix }
+        let m = PackedMatrix(weight.value.p, rows: outFeatures, cols: inFeatures)
+        backwardPack = (weight.version, m)
+        return m
+    }
 
     init(_ name: String, weight: Parameter, bias: Parameter?, inFeatures: Int? = nil) {
         self.name = name
@@ -44,6 +67,20 @@ public final class Linear: @unchecked Sendable {
         self.bias = bias
         outFeatures = weight.shape[0]
         self.inFeatures = inFeatures ?? weight.shape[1]
+    }
+
+    /// Up to this many rows products split output features across the workers, above it rows.
+    static let columnSplitRows = 256
+
+    /// out (R, out) = inp (R, in) Wᵀ (no bias, no LoRA) with `epilogue(rows, columns)` on each
+    /// worker's finished block — for blocks that run frozen.
+    func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
+        if let packed = packedForward() {
+            packedProduct(out, inp, packed, rows: rows, splitColumns: rows <= Self.columnSplitRows, epilogue: epilogue)
+        } else {
+            let O = outFeatures
+            linearForward(out, inp, weight.value.p, rows: rows, inFeatures: inFeatures, outFeatures: O) { r in epilogue(r, 0..<O) }
+        }
     }
 
     /// out (R, out) = inp (R, in) Wᵀ + b (+ LoRA: s · (x' Aᵀ) Bᵀ with x' = inp, or inp with
@@ -61,9 +98,15 @@ public final class Linear: @unchecked Sendable {
             if let bias { addBias(out, bias.value.p, rows: 1, cols: O) }
             return
         }
-        Parallel.ranges(rows, minChunk: 16) { r in
-            BLAS.sgemm(o.p + r.lowerBound * O, x.p + r.lowerBound * I, weight.value.p, transB: true, m: r.count, n: O, k: I)
-            if let bias { addBias(o.p + r.lowerBound * O, bias.value.p, rows: r.count, cols: O) }
+        if let packed = packedForward() {
+            packedProduct(out, inp, packed, rows: rows, splitColumns: rows <= Self.columnSplitRows) { r, c in
+                if let bias { addBias(o.p + r.lowerBound * O + c.lowerBound, bias.value.p + c.lowerBound, rows: r.count, cols: c.count, ld: O) }
+            }
+        } else {
+            Parallel.ranges(rows, minChunk: 16) { r in
+                BLAS.sgemm(o.p + r.lowerBound * O, x.p + r.lowerBound * I, weight.value.p, transB: true, m: r.count, n: O, k: I)
+                if let bias { addBias(o.p + r.lowerBound * O, bias.value.p, rows: r.count, cols: O) }
+            }
         }
         guard let lora, let act else { return }
         if let seed = dropoutSeed, lora.dropout > 0, let xd = act.xd, let mask = act.mask {
@@ -126,9 +169,13 @@ public final class Linear: @unchecked Sendable {
         }
         guard let dinp else { return }
         let di = SendablePointer(dinp)
-        Parallel.ranges(rows, minChunk: 16) { r in
-            let lo = r.lowerBound
-            BLAS.sgemm(di.p + lo * I, dO.p + lo * O, weight.value.p, m: r.count, n: I, k: O, beta: accumulate ? 1 : 0)
+        if let packed = packedBackward() {
+            packedProduct(dinp, dout, packed, rows: rows, accumulate: accumulate, splitColumns: rows <= Self.columnSplitRows)
+        } else {
+            Parallel.ranges(rows, minChunk: 16) { r in
+                let lo = r.lowerBound
+                BLAS.sgemm(di.p + lo * I, dO.p + lo * O, weight.value.p, m: r.count, n: I, k: O, beta: accumulate ? 1 : 0)
+            }
         }
         guard let lora, let dz, let act else { return }
         if let mask = act.mask, let xd = act.xd {

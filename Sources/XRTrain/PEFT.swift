@@ -118,16 +118,16 @@ extension TrainableViT {
                 throw XRError("shape \(b.shape), this base model needs \([l.outFeatures, adapter.rank]) — the adapter was trained on a different base model",
                               file: source, field: l.name + ".lora_B.weight")
             }
-            l.lora!.a.value.p.update(from: a.scalars, count: a.scalars.count)
-            l.lora!.b.value.p.update(from: b.scalars, count: b.scalars.count)
+            l.lora!.a.assign(a.scalars)
+            l.lora!.b.assign(b.scalars)
         }
         if let w = adapter.tensors["head.weight"], let b = adapter.tensors["head.bias"] {
             guard w.shape == headW.shape, b.shape == headB.shape else {
                 throw XRError("head shape \(w.shape), this model's head is \(headW.shape)", file: source, field: "head.weight",
                               hint: "the adapter was trained for a different number of classes")
             }
-            headW.value.p.update(from: w.scalars, count: w.count)
-            headB.value.p.update(from: b.scalars, count: b.count)
+            headW.assign(w.scalars)
+            headB.assign(b.scalars)
         }
     }
 }

@@ -28,6 +28,11 @@ public final class Parameter: @unchecked Sendable {
     public let value: Buffer
     public private(set) var grad: Buffer?
     public var count: Int { value.count }
+    /// Changes whenever the values are replaced through `assign` or the parameter becomes
+    /// trainable or frozen, so copies derived from a frozen parameter (packed weights) know
+    /// when they are stale. The optimiser only updates trainable parameters, whose values are
+    /// never copied.
+    public private(set) var version = 0
 
     init(_ name: String, _ shape: [Int], _ values: [Float]? = nil) {
         self.name = name
@@ -37,7 +42,22 @@ public final class Parameter: @unchecked Sendable {
 
     public var trainable: Bool {
         get { grad != nil }
-        set { grad = newValue ? (grad ?? Buffer(count)) : nil }
+        set {
+            if newValue != (grad != nil) { version &+= 1 }
+            grad = newValue ? (grad ?? Buffer(count)) : nil
+        }
+    }
+
+    /// Replace the values (count must match).
+    public func assign(_ values: UnsafePointer<Float>, count n: Int) {
+        precondition(n == count, "\(name): \(n) values for \(count)")
+        value.p.update(from: values, count: n)
+        version &+= 1
+    }
+
+    /// Replace the values (count must match).
+    public func assign(_ values: [Float]) {
+        values.withUnsafeBufferPointer { assign($0.baseAddress!, count: values.count) }
     }
 
     public var tensor: Tensor { Tensor(shape: shape, scalars: value.array) }

@@ -578,20 +578,23 @@ public final class TrainableViT: @unchecked Sendable {
         let h = cache.h1.p, qkv = cache.qkv.p, attn = cache.attn.p, mlp = cache.u.p
         let X = SendablePointer(x), H = SendablePointer(h), Q = SendablePointer(qkv), F = SendablePointer(mlp)
         parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm1w.value.p, bp.norm1b.value.p, rows: r.count, cols: C, eps: c.eps) }
-        linearForward(qkv, h, bp.qkv.weight.value.p, rows: R, inFeatures: C, outFeatures: 3 * C) { r in
-            addBias(Q.p + r.lowerBound * 3 * C, bp.qkv.bias!.value.p, rows: r.count, cols: 3 * C)
+        bp.qkv.product(qkv, h, rows: R) { r, k in
+            addBias(Q.p + r.lowerBound * 3 * C + k.lowerBound, bp.qkv.bias!.value.p + k.lowerBound, rows: r.count, cols: k.count, ld: 3 * C)
         }
         attentionForward(attn, qkv, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads)
-        linearForward(h, attn, bp.proj.weight.value.p, rows: R, inFeatures: C, outFeatures: C) { r in
-            biasScaleResidual(X.p + r.lowerBound * C, H.p + r.lowerBound * C, bias: bp.proj.bias!.value.p, scale: bp.ls1?.value.p, rows: r.count, cols: C)
+        func residual(_ l: Linear, _ ls: Parameter?) -> (Range<Int>, Range<Int>) -> Void {
+            { r, k in
+                let o = r.lowerBound * C + k.lowerBound
+                biasScaleResidual(X.p + o, H.p + o, bias: l.bias!.value.p + k.lowerBound, scale: ls.map { $0.value.p + k.lowerBound },
+                                  rows: r.count, cols: k.count, ld: C)
+            }
         }
+        bp.proj.product(h, attn, rows: R, epilogue: residual(bp.proj, bp.ls1))
         parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm2w.value.p, bp.norm2b.value.p, rows: r.count, cols: C, eps: c.eps) }
-        linearForward(mlp, h, bp.fc1.weight.value.p, rows: R, inFeatures: C, outFeatures: M) { r in
-            biasGELUForward(F.p + r.lowerBound * M, bias: bp.fc1.bias!.value.p, rows: r.count, cols: M)
+        bp.fc1.product(mlp, h, rows: R) { r, k in
+            biasGELUForward(F.p + r.lowerBound * M + k.lowerBound, bias: bp.fc1.bias!.value.p + k.lowerBound, rows: r.count, cols: k.count, ld: M)
         }
-        linearForward(h, mlp, bp.fc2.weight.value.p, rows: R, inFeatures: M, outFeatures: C) { r in
-            biasScaleResidual(X.p + r.lowerBound * C, H.p + r.lowerBound * C, bias: bp.fc2.bias!.value.p, scale: bp.ls2?.value.p, rows: r.count, cols: C)
-        }
+        bp.fc2.product(h, mlp, rows: R, epilogue: residual(bp.fc2, bp.ls2))
     }
 
     /// out = dx ⊙ scale (or dx without LayerScale), and dscale += Σ dx ⊙ y.

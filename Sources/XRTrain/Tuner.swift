@@ -232,7 +232,7 @@ public final class Tuner {
             }
         }
         if let best {
-            for p in model.trainableParameters { if let v = best.values[p.name] { p.value.p.update(from: v, count: v.count) } }
+            for p in model.trainableParameters { if let v = best.values[p.name] { p.assign(v) } }
         }
         return TuneResult(history: history, bestEpoch: best?.epoch ?? history.count, stoppedEarly: stoppedEarly, resumedFrom: resumed)
     }
@@ -301,7 +301,7 @@ public enum TuneCheckpoint {
             guard f.contains("param." + p.name) else { throw XRError("missing tensor", file: url.path, field: "param." + p.name) }
             let t = try f.tensor("param." + p.name)
             guard t.count == p.count, t.scalars.allSatisfy(\.isFinite) else { throw XRError("wrong size or non-finite values", file: url.path, field: "param." + p.name) }
-            p.value.p.update(from: t.scalars, count: t.count)
+            p.assign(t.scalars)
             if f.contains("adam_m." + p.name) { m[p.name] = try f.tensor("adam_m." + p.name).scalars; v[p.name] = try f.tensor("adam_v." + p.name).scalars }
             if f.contains("best." + p.name) { best[p.name] = try f.tensor("best." + p.name).scalars }
         }

@@ -126,6 +126,26 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("--column-split-rows") && r.err.contains("must be ≥ 0"), r.err)
     }
 
+    /// bench-gemm times both paths on the shapes asked for, prints one JSON object per shape and
+    /// the table; a malformed shape is named.
+    func testBenchGEMMReportsEveryPath() throws {
+        let r = try xrlab(["bench-gemm", "--shapes", "13x20x40,7x33x16", "--seconds", "0"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let objects = r.out.split(separator: "\n").filter { $0.hasPrefix("{") }
+        XCTAssertEqual(objects.count, 2)
+        for line in objects {
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            for key in ["openblas_rows_ms", "openblas_columns_ms", "packed_rows_ms", "packed_columns_ms", "speedup_best_vs_best"] {
+                let v = try XCTUnwrap(o[key] as? Double, key)
+                XCTAssertTrue(v > 0 && v.isFinite, "\(key) = \(v)")
+            }
+        }
+        XCTAssertTrue(r.out.contains("| 13 × 20 → 40 |"), r.out)
+        let bad = try xrlab(["bench-gemm", "--shapes", "13x20", "--seconds", "0"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.err.contains("--shapes") && bad.err.contains("13x20"), bad.err)
+    }
+
     func testCorruptCheckpointIsAClearError() throws {
         let bad = Fixtures.tempDir().appendingPathComponent("model.safetensors")
         try Data([200, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).write(to: bad)

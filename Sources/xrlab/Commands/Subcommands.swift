@@ -19,6 +19,7 @@ extension XRLab {
         Bench.self,
         BenchTrain.self,
         BenchReport.self,
+        BenchGEMM.self,
         TuneCommand.self,
         TokenizerCommand.self,
         ScoreCommand.self,

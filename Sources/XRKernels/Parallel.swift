@@ -1,7 +1,6 @@
 // Splitting work across cores. xrlab runs BLAS single-threaded inside the encoder and
 // parallelises every op itself (row ranges, heads), so OpenBLAS's threads never spin while
 // elementwise work runs and the two never oversubscribe the cores.
-import Dispatch
 import CXRCPU
 
 /// A pointer that may cross into worker closures: the caller guarantees workers touch disjoint
@@ -16,15 +15,20 @@ public enum Parallel {
     nonisolated(unsafe) public static var workers = 2
 
     /// Run `body` over `n` items split into contiguous ranges, one per worker (at most n / minChunk workers).
-    /// Every thread that runs a range flushes denormals to zero (`flushDenormals`).
+    /// The calling thread runs the first range and xrlab's pool threads the others (`xr_parallel_run`:
+    /// they spin briefly between ops instead of being woken for each); every thread that runs a
+    /// range flushes denormals to zero (`flushDenormals`). Calls from inside a range run serially.
     public static func ranges(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         let w = max(1, min(workers, n / max(minChunk, 1)))
         if w == 1 { xr_flush_denormals(); body(0..<n); return }
         withoutActuallyEscaping(body) { b in
-            let box = UncheckedBox(b)
-            DispatchQueue.concurrentPerform(iterations: w) { i in
-                xr_flush_denormals()
-                box.value((n * i / w)..<(n * (i + 1) / w))
+            var job = RangesJob(n: n, parts: w, body: b)
+            withUnsafeMutablePointer(to: &job) { p in
+                _ = xr_parallel_run(w, { context, i in
+                    let job = context!.assumingMemoryBound(to: RangesJob.self).pointee
+                    xr_flush_denormals()
+                    job.body((job.n * i / job.parts)..<(job.n * (i + 1) / job.parts))
+                }, p)
             }
         }
     }
@@ -40,9 +44,11 @@ public enum Parallel {
     public static var flushesDenormals: Bool { xr_flushes_denormals() != 0 }
 }
 
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
+/// One `ranges` call as the pool threads see it.
+private struct RangesJob {
+    let n: Int
+    let parts: Int
+    let body: (Range<Int>) -> Void
 }
 
 /// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)), rows split across workers; `epilogue`

@@ -3,8 +3,8 @@ import Foundation
 //
 // qkv rows are [q (H, D) | k (H, D) | v (H, D)] per token (timm's fused layout; separate
 // q/k/v projections are packed the same way at load time). Per (b, h): S = q kᵀ / sqrt(D)
-// (T, T), row softmax, out = S v — both products on BLAS, reading q/k/v in place through
-// leading dimensions (no copies).
+// (T, T), row softmax, out = S v — both products on the packed-operand kernel (`packedGEMM`):
+// each head's k (scaled by 1/√D) and v are packed once and serve every query row or tile.
 
 /// Sequences longer than this use the tiled online-softmax path.
 public let attentionTileThreshold = 512
@@ -18,7 +18,7 @@ public func attentionWorkspaceSize(tokens T: Int, headDim D: Int, workers: Int) 
 }
 
 /// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
-/// (batch, head) pairs are split across workers; BLAS must be single-threaded here.
+/// (batch, head) pairs are split across workers.
 ///
 /// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v. Long sequences (T > 512,
 /// e.g. 1,370 tokens at 518 px): queries in tiles of 64, keys in tiles of 256, with the online
@@ -39,25 +39,30 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
         // Each worker owns one block of the workspace.
         let w = first * workers / (batch * heads)
         let ws = s.p + w * per
+        // This worker's packings of one head's keys (B = (k / √D)ᵀ: D × T) and values (T × D).
+        let keys = PackedMatrix(k: D, n: T), values = PackedMatrix(k: T, n: D)
         for bh in r {
             let b = bh / heads, h = bh % heads
             let base = q0.p + b * T * 3 * C
             let q = base + h * D, k = base + C + h * D, v = base + 2 * C + h * D
             let dst = o.p + b * T * C + h * D
+            keys.fillTransposed(k, ld: 3 * C, scale: scale)
+            values.fill(v, ld: 3 * C)
             if T <= attentionTileThreshold {
-                BLAS.sgemm(ws, q, k, transB: true, m: T, n: T, k: D, alpha: scale, lda: 3 * C, ldb: 3 * C, ldc: T)
+                packedGEMM(ws, ldc: T, q, lda: 3 * C, keys, rows: T, columns: 0..<T)
                 softmaxRows(ws, rows: T, cols: T)
-                BLAS.sgemm(dst, ws, v, m: T, n: D, k: T, lda: T, ldb: 3 * C, ldc: C)
+                packedGEMM(dst, ldc: C, ws, lda: T, values, rows: T, columns: 0..<D)
             } else {
-                tiledHead(dst, q: q, k: k, v: v, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C, scale: scale)
+                tiledHead(dst, q: q, keys: keys, values: values, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C)
             }
         }
     }
 }
 
-/// One head with the online softmax. q/k/v rows have stride `stride`; out rows `outStride`.
-func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-               workspace: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int, stride: Int, outStride: Int, scale: Float) {
+/// One head with the online softmax: q rows `stride` apart, keys and values packed (keys already
+/// scaled by 1/√D); out rows `outStride` apart.
+func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: PackedMatrix, values: PackedMatrix,
+               workspace: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int, stride: Int, outStride: Int) {
     let sc = workspace, acc = workspace + queryTile * keyTile
     let rowMax = acc + queryTile * D, rowSum = rowMax + queryTile
     var i0 = 0
@@ -68,8 +73,7 @@ func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: U
         var j0 = 0
         while j0 < T {
             let bk = min(keyTile, T - j0)
-            BLAS.sgemm(sc, q + i0 * stride, k + j0 * stride, transB: true, m: bq, n: bk, k: D, alpha: scale,
-                       lda: stride, ldb: stride, ldc: bk)
+            packedGEMM(sc, ldc: bk, q + i0 * stride, lda: stride, keys, rows: bq, columns: j0..<(j0 + bk), outputFromFirstColumn: true)
             for r in 0..<bq {
                 let row = sc + r * bk
                 let m = max(rowMax[r], vectorMax(row, bk))
@@ -91,7 +95,7 @@ func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: U
                 rowMax[r] = m
                 if correction != 1 { for d in 0..<D { acc[r * D + d] *= correction } }
             }
-            BLAS.sgemm(acc, sc, v + j0 * stride, m: bq, n: D, k: bk, beta: 1, lda: bk, ldb: stride, ldc: D)
+            packedGEMM(acc, ldc: D, sc, lda: bk, values, rows: bq, columns: 0..<D, inner: j0..<(j0 + bk), accumulate: true)
             j0 += bk
         }
         for r in 0..<bq {

@@ -78,6 +78,41 @@ final class PackedGEMMTests: XCTestCase {
         }
     }
 
+    /// Strided, scaled packing and a slice of the inner dimension written to a compact output — how
+    /// attention multiplies a tile of keys or values packed once per head.
+    func testInnerSliceStridesAndCompactOutput() {
+        var rng = XRRandom(seed: 23)
+        let T = 75, D = 12, ld = 40                          // T rows of D values inside rows of 40
+        let rowsBuf = (0..<(T * ld)).map { _ in rng.nextGaussian() }
+        let keys = PackedMatrix(k: D, n: T), values = PackedMatrix(k: T, n: D)
+        keys.fillTransposed(rowsBuf, ld: ld, scale: 0.5)       // B = 0.5 · Kᵀ (D × T)
+        values.fill(rowsBuf, ld: ld)                         // B = V (T × D)
+        for t in 0..<T { for d in 0..<D {
+            XCTAssertEqual(keys.value(row: d, col: t), 0.5 * rowsBuf[t * ld + d])
+            XCTAssertEqual(values.value(row: t, col: d), rowsBuf[t * ld + d])
+        } }
+        let m = 9
+        // Scores for keys 32..<75 only, written from column 0 of a compact (m, 43) tile.
+        let q = (0..<(m * D)).map { _ in rng.nextGaussian() }
+        var tile = [Float](repeating: .nan, count: m * 43)
+        q.withUnsafeBufferPointer { qb in tile.withUnsafeMutableBufferPointer { tb in
+            packedGEMM(tb.baseAddress!, ldc: 43, qb.baseAddress!, lda: D, keys, rows: m, columns: 32..<75, outputFromFirstColumn: true)
+        } }
+        var want = [Float]()
+        for i in 0..<m { for t in 32..<75 { var s = 0.0; for d in 0..<D { s += Double(q[i * D + d]) * 0.5 * Double(rowsBuf[t * ld + d]) }; want.append(Float(s)) } }
+        assertClose(tile, want, rel: 1e-5, "compact key tile")
+        // acc += P (m, 30) · V[40..<70, :]
+        let pTile = (0..<(m * 30)).map { _ in rng.nextGaussian() }
+        let start = (0..<(m * D)).map { _ in rng.nextGaussian() }
+        var acc = start
+        pTile.withUnsafeBufferPointer { pb in acc.withUnsafeMutableBufferPointer { ab in
+            packedGEMM(ab.baseAddress!, ldc: D, pb.baseAddress!, lda: 30, values, rows: m, columns: 0..<D, inner: 40..<70, accumulate: true)
+        } }
+        want = []
+        for i in 0..<m { for d in 0..<D { var s = Double(start[i * D + d]); for t in 0..<30 { s += Double(pTile[i * 30 + t]) * Double(rowsBuf[(40 + t) * ld + d]) }; want.append(Float(s)) } }
+        assertClose(acc, want, rel: 1e-5, "value slice accumulate")
+    }
+
     /// Repacking in place follows new values (how trainable weights are refreshed).
     func testRefillFollowsNewValues() {
         let k = 5, n = 20

@@ -47,26 +47,26 @@ public final class PackedMatrix: @unchecked Sendable {
         fill(b)
     }
 
-    /// Repack from W (n, k) row-major (B = Wᵀ), same shape.
-    public func fillTransposed(_ w: UnsafePointer<Float>, panels range: Range<Int>? = nil) {
-        let k = self.k, n = self.n
-        for j in range ?? 0..<panels {
+    /// Repack from W (n, k) (B = Wᵀ), same shape; W's rows `ld` apart (default k), values times `scale`.
+    public func fillTransposed(_ w: UnsafePointer<Float>, ld: Int? = nil, scale: Float = 1) {
+        let k = self.k, n = self.n, ld = ld ?? k
+        for j in 0..<panels {
             let dst = data + j * k * 16
             let c0 = j * 16, width = min(16, n - c0)
             for t in 0..<width {
-                let src = w + (c0 + t) * k
-                for kk in 0..<k { dst[kk * 16 + t] = src[kk] }
+                let src = w + (c0 + t) * ld
+                if scale == 1 { for kk in 0..<k { dst[kk * 16 + t] = src[kk] } } else { for kk in 0..<k { dst[kk * 16 + t] = src[kk] * scale } }
             }
         }
     }
 
-    /// Repack from B (k, n) row-major, same shape.
-    public func fill(_ b: UnsafePointer<Float>, panels range: Range<Int>? = nil) {
-        let k = self.k, n = self.n
-        for j in range ?? 0..<panels {
+    /// Repack from B (k, n), same shape; B's rows `ld` apart (default n).
+    public func fill(_ b: UnsafePointer<Float>, ld: Int? = nil) {
+        let k = self.k, n = self.n, ld = ld ?? n
+        for j in 0..<panels {
             let dst = data + j * k * 16
             let c0 = j * 16, width = min(16, n - c0)
-            for kk in 0..<k { (dst + kk * 16).update(from: b + kk * n + c0, count: width) }
+            for kk in 0..<k { (dst + kk * 16).update(from: b + kk * ld + c0, count: width) }
         }
     }
 
@@ -132,22 +132,32 @@ private func depthBlock(_ k: Int) -> Int {
     return (k + blocks - 1) / blocks
 }
 
-/// C[rows, columns] = (or += when `accumulate`) A (rows, b.k; row stride lda) · B[:, columns], on
-/// the calling thread. `c` is C's origin (column 0; row stride ldc); `columns` must start at a
-/// multiple of 16 and end at or before b.n. Only C's `columns` are written.
+/// C[rows, columns] = (or += when `accumulate`) A (rows, inner.count; row stride lda) · B[inner, columns],
+/// on the calling thread. `c` is C's origin (column 0; row stride ldc), or with `outputFromFirstColumn`
+/// the place of C's first computed column. `columns` must start at a multiple of 16 and end at or
+/// before b.n; `inner` (default all of B's rows) is the part of the inner dimension A holds. Only
+/// C's `columns` are written.
 public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, lda: Int,
-                       _ b: PackedMatrix, rows: Int, columns: Range<Int>, accumulate: Bool = false) {
+                       _ b: PackedMatrix, rows: Int, columns: Range<Int>, inner: Range<Int>? = nil,
+                       accumulate: Bool = false, outputFromFirstColumn: Bool = false) {
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedGEMM: columns \(columns) of \(b.n)")
+    let inner = inner ?? 0..<b.k
+    precondition(inner.lowerBound >= 0 && inner.upperBound <= b.k, "packedGEMM: inner \(inner) of \(b.k)")
     if rows <= 0 || columns.isEmpty { return }
-    let k = b.k, kc = depthBlock(k), panelsPerBlock = 4
+    if inner.isEmpty {
+        if !accumulate { for r in 0..<rows { (c + r * ldc + (outputFromFirstColumn ? 0 : columns.lowerBound)).update(repeating: 0, count: columns.count) } }
+        return
+    }
+    let k = b.k, depthTotal = inner.count, kc = depthBlock(depthTotal), panelsPerBlock = 4
     let p0 = columns.lowerBound / 16, p1 = (columns.upperBound + 15) / 16
+    let cOrigin = outputFromFirstColumn ? columns.lowerBound : 0
     // The last panel may be partial: its product goes through a 6 × 16 scratch tile.
     let fullEnd = columns.upperBound % 16 == 0 ? p1 : p1 - 1
     withUnsafeTemporaryAllocation(of: Float.self, capacity: 6 * 16) { tileBuffer in
         let tile = tileBuffer.baseAddress!
         var k0 = 0
-        while k0 < k {
-            let depth = min(kc, k - k0)
+        while k0 < depthTotal {
+            let depth = min(kc, depthTotal - k0)
             let acc = accumulate || k0 > 0
             var j0 = p0
             while j0 < p1 {
@@ -157,8 +167,8 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
                     let n = min(6, rows - r)
                     let ar = a + r * lda + k0
                     for j in j0..<j1 {
-                        let panel = b.data + (j * k + k0) * 16
-                        let cr = c + r * ldc + j * 16
+                        let panel = b.data + (j * k + inner.lowerBound + k0) * 16
+                        let cr = c + r * ldc + (j * 16 - cOrigin)
                         if j < fullEnd {
                             microkernel(ar, lda: lda, rows: n, panel, kc: depth, cr, ldc: ldc, accumulate: acc)
                         } else {

@@ -11,10 +11,17 @@ public let attentionTileThreshold = 512
 let queryTile = 64, keyTile = 256
 
 /// Workspace floats `attentionForward` needs: per worker either a T×T score block (short
-/// sequences) or a query-tile × key-tile block plus the running output, max and sum (long ones).
+/// sequences) or a query-tile × key-tile block plus the running output, max and sum (long ones),
+/// and one head's packed keys and values.
 public func attentionWorkspaceSize(tokens T: Int, headDim D: Int, workers: Int) -> Int {
-    let per = T > attentionTileThreshold ? queryTile * keyTile + queryTile * D + 2 * queryTile : T * T
-    return max(1, workers) * per
+    let scores = scoreWorkspace(tokens: T, headDim: D)
+    let packs = PackedMatrix.alignedStorage(k: D, n: T) + PackedMatrix.alignedStorage(k: T, n: D)
+    return max(1, workers) * (scores + packs)
+}
+
+/// Floats of one worker's score block (the part of its workspace before the packings).
+private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
+    T > attentionTileThreshold ? queryTile * keyTile + queryTile * D + 2 * queryTile : T * T
 }
 
 /// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
@@ -39,8 +46,11 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
         // Each worker owns one block of the workspace.
         let w = first * workers / (batch * heads)
         let ws = s.p + w * per
-        // This worker's packings of one head's keys (B = (k / √D)ᵀ: D × T) and values (T × D).
-        let keys = PackedMatrix(k: D, n: T), values = PackedMatrix(k: T, n: D)
+        // This worker's packings of one head's keys (B = (k / √D)ᵀ: D × T) and values (T × D),
+        // after its score block in the workspace.
+        let packs = ws + scoreWorkspace(tokens: T, headDim: D)
+        let keys = PackedMatrix(k: D, n: T, in: packs)
+        let values = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
         for bh in r {
             let b = bh / heads, h = bh % heads
             let base = q0.p + b * T * 3 * C

@@ -66,8 +66,9 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 
 /// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)) with the output features split across
 /// workers (ranges of multiples of 16): each worker packs only its part of the weights, and
-/// `epilogue` runs on its finished column range (all rows; rows are `n` apart). For few rows
-/// (one image), where packing the whole weight matrix on every core costs as much as the product.
+/// `epilogue` runs on its finished column range (all rows; rows are `n` apart). The encoder ran its
+/// one-image layers this way before its weights were packed once (`packedProduct`); kept as the
+/// OpenBLAS baseline that `xrlab bench-gemm` measures the packed kernel against.
 public func linearForwardColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                                  rows: Int, inFeatures k: Int, outFeatures n: Int,
                                  epilogue: (Range<Int>) -> Void = { _ in }) {

@@ -93,7 +93,7 @@ public final class ViT: @unchecked Sendable {
                 }
             } else {
                 for b in 0..<B {
-                    packedProduct(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, pw, rows: N, splitColumns: N <= Self.columnSplitRows)
+                    packedProduct(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, pw, rows: N)
                 }
             }
             assembleTokens(x, pos: pos, batch: B, patches: N)
@@ -195,17 +195,11 @@ public final class ViT: @unchecked Sendable {
         } }
     }
 
-    /// Up to this many rows (one image at 224 px: 197 tokens) a linear layer splits its output
-    /// features across the cores instead of its rows, so each core streams half of the packed
-    /// weights rather than all of them; above it, rows. `xrlab bench-gemm` times both splits at
-    /// the models' shapes, `xrlab bench --column-split-rows` whole-model A/B runs (docs/benchmarks.md).
-    nonisolated(unsafe) public static var columnSplitRows = 256
-
     /// A linear layer with its epilogue on each worker's finished (rows, columns) block: rows split
     /// across the cores, or, for few rows, output features.
     private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: PackedMatrix,
                         rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
-        packedProduct(out, inp, w, rows: rows, splitColumns: rows <= Self.columnSplitRows, epilogue: epilogue)
+        packedProduct(out, inp, w, rows: rows, epilogue: epilogue)
     }
 
     /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.

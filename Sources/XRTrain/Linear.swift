@@ -40,24 +40,16 @@ public final class Linear: @unchecked Sendable {
     /// A frozen weight packed for `packedGEMM`, as Wᵀ (forward) and as W (input gradient), and
     /// the weight version it was packed from. Trainable weights change every step and go
     /// through OpenBLAS instead.
-    private var forwardPack: (version: Int, matrix: PackedMatrix)?
-    private var backwardPack: (version: Int, matrix: PackedMatrix)?
+    private var packs: [Bool: (version: Int, matrix: PackedMatrix)] = [:]
 
-    /// The frozen weight packed as Wᵀ, or nil while it is trainable.
-    private func packedForward() -> PackedMatrix? {
-        guard weight.grad == nil else { forwardPack = nil; backwardPack = nil; return nil }
-        if let p = forwardPack, p.version == weight.version { return p.matrix }
-        let m = PackedMatrix(transposing: weight.value.p, rows: outFeatures, cols: inFeatures)
-        forwardPack = (weight.version, m)
-        return m
-    }
-
-    /// The frozen weight packed as W (for dinp = dout · W), or nil while it is trainable.
-    private func packedBackward() -> PackedMatrix? {
-        guard weight.grad == nil else { forwardPack = nil; backwardPack = nil; return nil }
-        if let p = backwardPack, p.version == weight.version { return p.matrix }
-        let m = PackedMatrix(weight.value.p, rows: outFeatures, cols: inFeatures)
-        backwardPack = (weight.version, m)
+    /// The frozen weight packed as Wᵀ (`transposed`, for out = inp · Wᵀ) or as W (for
+    /// dinp = dout · W), packed again when its values changed; nil while it is trainable.
+    private func packed(transposed: Bool) -> PackedMatrix? {
+        guard weight.grad == nil else { packs = [:]; return nil }
+        if let p = packs[transposed], p.version == weight.version { return p.matrix }
+        let m = transposed ? PackedMatrix(transposing: weight.value.p, rows: outFeatures, cols: inFeatures)
+                           : PackedMatrix(weight.value.p, rows: outFeatures, cols: inFeatures)
+        packs[transposed] = (weight.version, m)
         return m
     }
 
@@ -69,14 +61,11 @@ public final class Linear: @unchecked Sendable {
         self.inFeatures = inFeatures ?? weight.shape[1]
     }
 
-    /// Up to this many rows products split output features across the workers, above it rows.
-    static let columnSplitRows = 256
-
     /// out (R, out) = inp (R, in) Wᵀ (no bias, no LoRA) with `epilogue(rows, columns)` on each
-    /// worker's finished block — for blocks that run frozen.
+    /// worker's finished block.
     func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
-        if let packed = packedForward() {
-            packedProduct(out, inp, packed, rows: rows, splitColumns: rows <= Self.columnSplitRows, epilogue: epilogue)
+        if let w = packed(transposed: true) {
+            packedProduct(out, inp, w, rows: rows, epilogue: epilogue)
         } else {
             let O = outFeatures
             linearForward(out, inp, weight.value.p, rows: rows, inFeatures: inFeatures, outFeatures: O) { r in epilogue(r, 0..<O) }
@@ -98,15 +87,8 @@ public final class Linear: @unchecked Sendable {
             if let bias { addBias(out, bias.value.p, rows: 1, cols: O) }
             return
         }
-        if let packed = packedForward() {
-            packedProduct(out, inp, packed, rows: rows, splitColumns: rows <= Self.columnSplitRows) { r, c in
-                if let bias { addBias(o.p + r.lowerBound * O + c.lowerBound, bias.value.p + c.lowerBound, rows: r.count, cols: c.count, ld: O) }
-            }
-        } else {
-            Parallel.ranges(rows, minChunk: 16) { r in
-                BLAS.sgemm(o.p + r.lowerBound * O, x.p + r.lowerBound * I, weight.value.p, transB: true, m: r.count, n: O, k: I)
-                if let bias { addBias(o.p + r.lowerBound * O, bias.value.p, rows: r.count, cols: O) }
-            }
+        product(out, inp, rows: rows) { r, c in
+            if let bias { addBias(o.p + r.lowerBound * O + c.lowerBound, bias.value.p + c.lowerBound, rows: r.count, cols: c.count, ld: O) }
         }
         guard let lora, let act else { return }
         if let seed = dropoutSeed, lora.dropout > 0, let xd = act.xd, let mask = act.mask {
@@ -169,8 +151,8 @@ public final class Linear: @unchecked Sendable {
         }
         guard let dinp else { return }
         let di = SendablePointer(dinp)
-        if let packed = packedBackward() {
-            packedProduct(dinp, dout, packed, rows: rows, accumulate: accumulate, splitColumns: rows <= Self.columnSplitRows)
+        if let w = packed(transposed: false) {
+            packedProduct(dinp, dout, w, rows: rows, accumulate: accumulate)
         } else {
             Parallel.ranges(rows, minChunk: 16) { r in
                 let lo = r.lowerBound

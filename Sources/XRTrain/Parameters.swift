@@ -49,15 +49,10 @@ public final class Parameter: @unchecked Sendable {
     }
 
     /// Replace the values (count must match).
-    public func assign(_ values: UnsafePointer<Float>, count n: Int) {
-        precondition(n == count, "\(name): \(n) values for \(count)")
-        value.p.update(from: values, count: n)
-        version &+= 1
-    }
-
-    /// Replace the values (count must match).
     public func assign(_ values: [Float]) {
-        values.withUnsafeBufferPointer { assign($0.baseAddress!, count: values.count) }
+        precondition(values.count == count, "\(name): \(values.count) values for \(count)")
+        value.p.update(from: values, count: count)
+        version &+= 1
     }
 
     public var tensor: Tensor { Tensor(shape: shape, scalars: value.array) }

@@ -144,6 +144,10 @@ final class CLITests: XCTestCase {
         let bad = try xrlab(["bench-gemm", "--shapes", "13x20", "--seconds", "0"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.err.contains("--shapes") && bad.err.contains("13x20"), bad.err)
+        let negative = try xrlab(["bench-gemm", "--shapes", "13x20x40", "--seconds=-1"])
+        XCTAssertEqual(negative.status, 1)
+        XCTAssertTrue(negative.err.contains("--seconds") && negative.err.contains("must be ≥ 0"), negative.err)
+        XCTAssertFalse(negative.out.contains("{"), "no result for a refused run")
     }
 
     func testCorruptCheckpointIsAClearError() throws {

@@ -18,10 +18,15 @@ public final class PackedMatrix: @unchecked Sendable {
     /// Number of 16-column panels.
     public let panels: Int
     let data: UnsafeMutablePointer<Float>
+    private let owned: Bool
 
-    public static let panelWidth = 16
+    /// Floats a (k, n) packing occupies.
+    public static func storage(k: Int, n: Int) -> Int { (n + 15) / 16 * k * 16 }
 
-    /// An unfilled packing for a (k, n) operand; `fill` or `fillTransposed` sets its values.
+    /// Floats of caller memory that always hold a 64-byte-aligned (k, n) packing (`init(k:n:in:)`).
+    public static func alignedStorage(k: Int, n: Int) -> Int { storage(k: k, n: n) + 16 }
+
+    /// An unfilled (zero) packing for a (k, n) operand; `fill` or `fillTransposed` sets its values.
     public init(k: Int, n: Int) {
         precondition(k > 0 && n > 0, "PackedMatrix: empty operand k=\(k) n=\(n)")
         self.k = k
@@ -31,9 +36,24 @@ public final class PackedMatrix: @unchecked Sendable {
         data = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
             .bindMemory(to: Float.self, capacity: count)
         data.initialize(repeating: 0, count: count)
+        owned = true
     }
 
-    deinit { data.deallocate() }
+    /// An unfilled (zero) packing in caller memory of `alignedStorage(k:n:)` floats, which must
+    /// outlive it — for packings made on every call (attention's keys and values), so they take
+    /// no allocation.
+    public init(k: Int, n: Int, in memory: UnsafeMutablePointer<Float>) {
+        precondition(k > 0 && n > 0, "PackedMatrix: empty operand k=\(k) n=\(n)")
+        self.k = k
+        self.n = n
+        panels = (n + 15) / 16
+        let misalignment = Int(bitPattern: memory) & 63
+        data = memory + (misalignment == 0 ? 0 : (64 - misalignment) / MemoryLayout<Float>.stride)
+        data.update(repeating: 0, count: panels * k * 16)
+        owned = false
+    }
+
+    deinit { if owned { data.deallocate() } }
 
     /// B = Wᵀ for W (n, k) row-major — a linear layer's weight (out, in) for `out = inp · Wᵀ`.
     public convenience init(transposing w: UnsafePointer<Float>, rows n: Int, cols k: Int) {
@@ -189,16 +209,22 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
     }
 }
 
+/// Up to this many rows (one image at 224 px: 197 tokens) `packedProduct` splits output features
+/// across the cores, so each streams half of the packed weights; above it, rows. `xrlab bench-gemm`
+/// times both splits at the models' shapes, `xrlab bench --column-split-rows` (which sets this)
+/// whole-model A/B runs (docs/benchmarks.md).
+nonisolated(unsafe) public var packedColumnSplitRows = 256
+
 /// out (rows, b.n; row stride ldc, default b.n) = (or += when `accumulate`) inp (rows, b.k; row
 /// stride lda, default b.k) · B, split across the workers — by output columns (16-column panels)
-/// when `splitColumns`, else by rows (multiples of 6). `epilogue(rows, columns)` runs on each
+/// when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows (multiples of 6). `epilogue(rows, columns)` runs on each
 /// worker's finished block while it is still in cache.
 public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
-                          lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool,
+                          lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
                           epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
     let lda = lda ?? b.k, ldc = ldc ?? b.n, n = b.n
     let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
-    if splitColumns {
+    if splitColumns ?? (rows <= packedColumnSplitRows) {
         Parallel.ranges(b.panels, minChunk: 2) { p in
             let cols = (p.lowerBound * 16)..<min(n, p.upperBound * 16)
             if cols.isEmpty { return }

@@ -30,13 +30,13 @@ struct Bench: ParsableCommand {
     var noCeiling = false
 
     @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
-    var columnSplitRows: Int = ViT.columnSplitRows
+    var columnSplitRows: Int = packedColumnSplitRows
 
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
             guard columnSplitRows >= 0 else { throw XRError("--column-split-rows must be ≥ 0, got \(columnSplitRows)", field: "--column-split-rows") }
-            ViT.columnSplitRows = columnSplitRows
+            packedColumnSplitRows = columnSplitRows
             guard let config = try resolvePreset(preset) else { return }
             let s = size ?? config.imageSize
             let model = ViT.random(config)

@@ -162,6 +162,102 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
     }
 }
 
+/// The class token's row of `attentionTrainingForward`: for each image only query row 0 (keys and
+/// values of every token), for a last block whose other rows no output reads. out (B, C): one
+/// row per image; probabilities (B, H, T): the class token's softmax row per head.
+public func classTokenAttentionForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+                                       probabilities: UnsafeMutablePointer<Float>,
+                                       batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
+    let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
+    Parallel.ranges(B * H) { range in
+        for bh in range {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, p = pp.p + bh * T
+            for j in 0..<T { p[j] = scale * dot(base, base + j * ld + C, D) }
+            softmaxRows(p, rows: 1, cols: T)
+            let y = o.p + b * C + h * D
+            y.update(repeating: 0, count: D)
+            for j in 0..<T { axpy(p[j], base + j * ld + 2 * C, y, D) }
+        }
+    }
+}
+
+/// Backward of `classTokenAttentionForward`: dqkv (B·T, 3C), every row written, from dout (B, C),
+/// the gradient of the class-token rows only. Per head, with p the saved row and dO its gradient:
+/// dV_j = p_j dO; dS_j = p_j (dO·v_j − Σ_i p_i dO·v_i); dQ_0 = scale Σ_j dS_j k_j; dK_j = scale dS_j q_0;
+/// query gradients of the other rows are zero.
+public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                        qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                        scratch: UnsafeMutablePointer<Float>,
+                                        batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
+    let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
+    let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
+    let sc = SendablePointer(scratch)
+    let chunks = max(1, min(Parallel.workers, B * H)), per = (B * H + chunks - 1) / chunks
+    Parallel.ranges(chunks) { workers in
+        for w in workers {
+            let ds = sc.p + w * T
+            for bh in (w * per)..<min(B * H, (w + 1) * per) {
+                let b = bh / H, h = bh % H
+                let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+                let p = pp.p + bh * T, g = dO.p + b * C + h * D
+                var s = 0 as Float
+                for j in 0..<T {
+                    ds[j] = dot(g, base + j * ld + 2 * C, D)
+                    s += ds[j] * p[j]
+                }
+                for j in 0..<T { ds[j] = scale * p[j] * (ds[j] - s) }
+                dbase.update(repeating: 0, count: D)
+                for j in 0..<T {
+                    let row = dbase + j * ld
+                    if j > 0 { row.update(repeating: 0, count: D) }
+                    axpy(ds[j], base + j * ld + C, dbase, D)
+                    scaled(base, ds[j], row + C, D)
+                    scaled(g, p[j], row + 2 * C, D)
+                }
+            }
+        }
+    }
+}
+
+@inline(__always)
+private func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s8 = SIMD8<Float>(), i = 0
+    while i + 8 <= n {
+        s8 = s8.addingProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self), UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+        i += 8
+    }
+    var s = s8.sum()
+    while i < n { s += a[i] * b[i]; i += 1 }
+    return s
+}
+
+/// y += a · x over n floats.
+@inline(__always)
+private func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    let av = SIMD8<Float>(repeating: a)
+    while i + 8 <= n {
+        let v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self).addingProduct(av, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+        UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] += a * x[i]; i += 1 }
+}
+
+/// y = a · x over n floats.
+@inline(__always)
+private func scaled(_ x: UnsafePointer<Float>, _ a: Float, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 8 <= n {
+        UnsafeMutableRawPointer(y + i).storeBytes(of: UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * a, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] = a * x[i]; i += 1 }
+}
+
 /// LayerNorm parameter gradients over a range of columns (so workers can split columns):
 /// dweight[i] += Σ_r dy[r, i] · x̂[r, i]; dbias[i] += Σ_r dy[r, i].
 public func layerNormParameterGradients(dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,

@@ -129,6 +129,12 @@ public final class TrainableViT: @unchecked Sendable {
     private var lastForwardTraining = false
     /// The last forward returned patch tokens (every row through the final norm, no head).
     private var tokenMode = false
+    /// With class-token pooling the last block's output is read only at the class token: that
+    /// block computes keys and values for every token but attention, projection, MLP (and
+    /// their gradients) for the class-token row alone. Exact; off only to compare against the
+    /// every-row computation.
+    var classTokenShortcut = true
+    private var lastForwardClassToken = false
 
     // Activations for the current batch size.
     private var batch = 0
@@ -137,6 +143,8 @@ public final class TrainableViT: @unchecked Sendable {
     private var headPre = Buffer(0), headAct = Buffer(0)
     private var fMean = Buffer(0), fRstd = Buffer(0)
     private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), tM = Buffer(0), scratch = Buffer(0), attnScratch = Buffer(0)
+    /// The residual-stream gradient at the class-token rows of the last block (B, C).
+    private var classGrad = Buffer(0)
 
     /// Build from named tensors (timm names). `head.*` may be absent (a new zero head for
     /// `classes`); every other tensor must be present with the shape the config implies.
@@ -313,7 +321,7 @@ public final class TrainableViT: @unchecked Sendable {
         cols = Buffer(B * N * K); x = Buffer(R * C)
         let pooledRows = c.pooling == "token" && !tokenMode ? B : R
         pooledIn = Buffer(pooledRows * C); fMean = Buffer(pooledRows); fRstd = Buffer(pooledRows)
-        pooled = Buffer(B * C); logits = Buffer(B * c.classes)
+        pooled = Buffer(B * C); logits = Buffer(B * c.classes); classGrad = Buffer(B * C)
         headPre = Buffer(B * (c.headHidden ?? 1)); headAct = Buffer(B * (c.headHidden ?? 1))
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
         let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
@@ -358,7 +366,14 @@ public final class TrainableViT: @unchecked Sendable {
             for n in 0..<N { for i in 0..<C { xb[(1 + n) * C + i] = tC.p[(b * N + n) * C + i] + pos.value.p[(1 + n) * C + i] } }
         }
         let firstSaved = max(0, lowestTrainableBlock ?? c.depth)
+        let classToken = classTokenShortcut && c.pooling == "token" && !tokenMode
+        lastForwardClassToken = classToken
         for (i, (bp, cache)) in zip(blocks, caches).enumerated() {
+            if i == c.depth - 1 && classToken {
+                if recompute && i >= firstSaved { savedInputs[i].p.update(from: x.p, count: R * C) }
+                trainingBlock(i, bp, cache, x: x.p, batch: B, training: training, classToken: true)
+                continue
+            }
             if i < firstSaved {
                 // Frozen and below every trainable parameter: the inference path (fused epilogues,
                 // no saved activations).
@@ -482,36 +497,48 @@ public final class TrainableViT: @unchecked Sendable {
             if recompute {
                 // Rebuild this block's activations from its saved input (same dropout masks).
                 tC2.p.update(from: savedInputs[i].p, count: R * C)
-                trainingBlock(i, bp, cache, x: tC2.p, batch: B, training: lastForwardTraining)
+                trainingBlock(i, bp, cache, x: tC2.p, batch: B, training: lastForwardTraining, classToken: i == c.depth - 1 && lastForwardClassToken)
             }
             let needInput = i > lowest
+            // Rows past the attention: every row, or for the class-token last block one per image,
+            // with their residual-stream gradient gathered into `classGrad`.
+            let classToken = i == c.depth - 1 && lastForwardClassToken
+            let Q = classToken ? B : R, dr = classToken ? classGrad.p : dx.p
+            if classToken { for b in 0..<B { (dr + b * C).update(from: dx.p + b * T * C, count: C) } }
             // x = xMid + ls2 ⊙ y2
             let dy2 = tC.p
-            scaleGrad(dy2, dx.p, bp.ls2, cache.y2.p, rows: R, cols: C)
+            scaleGrad(dy2, dr, bp.ls2, cache.y2.p, rows: Q, cols: C)
             // Adapter branch: y2 += s · up(GELU(down(in))), in = y2 before the adapter (sequential) or h2 (parallel).
             var adapterInputGrad: UnsafeMutablePointer<Float>? = nil
             if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
                 let r = ad.down.outFeatures, s = ad.scale
                 let dBranch = t3C.p   // free until the attention backward
-                parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
+                parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
                 let dAct = scratch.p
-                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: R, lora: nil, scratch: scratch.p)
-                geluBackward(dAct, preActivation: pre.p, count: R * r)
+                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: Q, lora: nil, scratch: scratch.p)
+                geluBackward(dAct, preActivation: pre.p, count: Q * r)
                 let dIn = t3C.p + R * C
-                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: R, lora: nil, scratch: scratch.p)
-                if ad.parallel { adapterInputGrad = dIn } else { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } } }
+                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: Q, lora: nil, scratch: scratch.p)
+                if ad.parallel { adapterInputGrad = dIn } else { parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } } }
             }
-            bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], scratch: scratch.p)
-            parallelRows(R) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
-            bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], scratch: scratch.p)
-            if let g = adapterInputGrad { parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
-            parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: R, cols: C)
+            bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], scratch: scratch.p)
+            parallelRows(Q) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
+            bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: Q, lora: cache.lora[bp.fc1.name], scratch: scratch.p)
+            if let g = adapterInputGrad { parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
+            parallelLayerNormBackward(dx: dr, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: Q, cols: C)
             // xMid = xIn + ls1 ⊙ y1
             let dy1 = tC.p
-            scaleGrad(dy1, dx.p, bp.ls1, cache.y1.p, rows: R, cols: C)
-            bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], scratch: scratch.p)
-            attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
-                                      batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            scaleGrad(dy1, dr, bp.ls1, cache.y1.p, rows: Q, cols: C)
+            bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], scratch: scratch.p)
+            if classToken {
+                classTokenAttentionBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                                            batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+                // The other rows' residual gradient is zero (nothing reads their output).
+                for b in 0..<B { (dx.p + b * T * C).update(from: dr + b * C, count: C) }
+            } else {
+                attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                                          batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            }
             let needH1 = needInput || bp.norm1w.trainable || bp.norm1b.trainable
             bp.qkv.backward(dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
                             lora: cache.lora[bp.qkv.name], scratch: scratch.p)
@@ -531,44 +558,64 @@ public final class TrainableViT: @unchecked Sendable {
         }
     }
 
-    /// One block with its activations kept in `cache` (x (B·T, C) is updated in place).
-    private func trainingBlock(_ i: Int, _ bp: BlockParams, _ cache: BlockCache, x xp: UnsafeMutablePointer<Float>, batch B: Int, training: Bool) {
+    /// One block with its activations kept in `cache` (x (B·T, C) is updated in place). With
+    /// `classToken` (the last block under class-token pooling) everything past the keys and
+    /// values runs on the B class-token rows only, kept compact (row b of attn, y1, xMid, …), and
+    /// only those rows of x are updated.
+    private func trainingBlock(_ i: Int, _ bp: BlockParams, _ cache: BlockCache, x xp: UnsafeMutablePointer<Float>, batch B: Int, training: Bool,
+                               classToken: Bool = false) {
         let c = config, C = c.dim, T = c.tokens, R = B * T
+        let Q = classToken ? B : R, stride = classToken ? T : 1   // rows past the attention; row q is x's row q · stride
         cache.xIn.p.update(from: xp, count: R * C)
         parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
         func dseed(_ j: Int) -> UInt64? { training ? dropoutSeed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(4 * i + j) : nil }
         bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, lora: cache.lora[bp.qkv.name], dropoutSeed: dseed(0))
-        attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
-        bp.proj.forward(cache.y1.p, cache.attn.p, rows: R, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
+        if classToken {
+            classTokenAttentionForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+        } else {
+            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+        }
+        bp.proj.forward(cache.y1.p, cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
         let M = c.mlpHidden
-        parallelRows(R) { r in
+        parallelRows(Q) { r in
             let lo = r.lowerBound
-            (cache.xMid.p + lo * C).update(from: cache.xIn.p + lo * C, count: r.count * C)
+            if classToken {
+                for q in r { (cache.xMid.p + q * C).update(from: cache.xIn.p + q * stride * C, count: C) }
+            } else {
+                (cache.xMid.p + lo * C).update(from: cache.xIn.p + lo * C, count: r.count * C)
+            }
             biasScaleResidual(cache.xMid.p + lo * C, cache.y1.p + lo * C, bias: nil, scale: bp.ls1?.value.p, rows: r.count, cols: C)
         }
-        parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: R, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
-        bp.fc1.forward(cache.u.p, cache.h2.p, rows: R, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
-        parallelRows(R) { r in
+        parallelLayerNorm(cache.h2.p, cache.xMid.p, bp.norm2w, bp.norm2b, rows: Q, cols: C, eps: c.eps, mean: cache.mean2.p, rstd: cache.rstd2.p)
+        bp.fc1.forward(cache.u.p, cache.h2.p, rows: Q, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
+        parallelRows(Q) { r in
             let lo = r.lowerBound
             (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
             biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
         }
-        bp.fc2.forward(cache.y2.p, cache.a.p, rows: R, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
+        bp.fc2.forward(cache.y2.p, cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
         if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
             let inp: UnsafeMutablePointer<Float>
-            if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: R * C); inp = adIn.p } else { inp = cache.h2.p }
+            if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: Q * C); inp = adIn.p } else { inp = cache.h2.p }
             let r = ad.down.outFeatures
-            ad.down.forward(pre.p, inp, rows: R, lora: nil)
-            act.p.update(from: pre.p, count: R * r)
-            biasGELUForward(act.p, bias: nil, rows: R, cols: r)
-            ad.up.forward(tC.p, act.p, rows: R, lora: nil)
+            ad.down.forward(pre.p, inp, rows: Q, lora: nil)
+            act.p.update(from: pre.p, count: Q * r)
+            biasGELUForward(act.p, bias: nil, rows: Q, cols: r)
+            ad.up.forward(tC.p, act.p, rows: Q, lora: nil)
             let s = ad.scale
-            parallelRows(R) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
+            parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
         }
-        parallelRows(R) { r in
+        parallelRows(Q) { r in
             let lo = r.lowerBound
-            (xp + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
-            biasScaleResidual(xp + lo * C, cache.y2.p + lo * C, bias: nil, scale: bp.ls2?.value.p, rows: r.count, cols: C)
+            if classToken {
+                for q in r {
+                    (xp + q * stride * C).update(from: cache.xMid.p + q * C, count: C)
+                    biasScaleResidual(xp + q * stride * C, cache.y2.p + q * C, bias: nil, scale: bp.ls2?.value.p, rows: 1, cols: C)
+                }
+            } else {
+                (xp + lo * C).update(from: cache.xMid.p + lo * C, count: r.count * C)
+                biasScaleResidual(xp + lo * C, cache.y2.p + lo * C, bias: nil, scale: bp.ls2?.value.p, rows: r.count, cols: C)
+            }
         }
     }
 

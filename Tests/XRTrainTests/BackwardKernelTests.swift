@@ -87,4 +87,32 @@ final class BackwardKernelTests: XCTestCase {
             assertGrad(dq, numeric(qkv, w, f), "dqkv B=\(B) T=\(T) H=\(H) D=\(D)")
         }
     }
+
+    /// The class-token attention equals row 0 of the full attention, and its backward equals the
+    /// full backward with the other rows' output gradient zero (and finite differences).
+    func testClassTokenAttentionMatchesFullAttention() {
+        for (B, T, H, D) in [(2, 7, 3, 4), (1, 13, 2, 12), (3, 5, 1, 9)] {
+            let C = H * D
+            let qkv = rand(B * T * 3 * C), g = rand(B * C)
+            var full = [Float](repeating: 0, count: B * T * C), pFull = [Float](repeating: 0, count: B * H * T * T)
+            attentionTrainingForward(out: &full, qkv: qkv, probabilities: &pFull, batch: B, tokens: T, heads: H, headDim: D)
+            func f(_ q: [Float]) -> [Float] {
+                var out = [Float](repeating: 0, count: B * C), p = [Float](repeating: 0, count: B * H * T)
+                classTokenAttentionForward(out: &out, qkv: q, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
+                return out
+            }
+            var out = [Float](repeating: 0, count: B * C), p = [Float](repeating: 0, count: B * H * T)
+            classTokenAttentionForward(out: &out, qkv: qkv, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
+            assertClose(out, (0..<B).flatMap { full[($0 * T) * C ..< ($0 * T + 1) * C] }, rel: 1e-5, "class-token forward")
+            assertClose(p, (0..<(B * H)).flatMap { pFull[$0 * T * T ..< $0 * T * T + T] }, rel: 1e-5, "class-token probabilities")
+            var dFull = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: 4 * T * T)
+            var w = [Float](repeating: 0, count: B * T * C)
+            for b in 0..<B { for j in 0..<C { w[b * T * C + j] = g[b * C + j] } }
+            attentionTrainingBackward(dqkv: &dFull, dout: w, qkv: qkv, probabilities: pFull, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
+            var d = [Float](repeating: .nan, count: B * T * 3 * C)   // every value must be written
+            classTokenAttentionBackward(dqkv: &d, dout: g, qkv: qkv, probabilities: p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
+            assertClose(d, dFull, rel: 1e-5, "class-token dqkv B=\(B) T=\(T) H=\(H) D=\(D)")
+            assertGrad(d, numeric(qkv, g, f), "class-token dqkv by finite differences")
+        }
+    }
 }

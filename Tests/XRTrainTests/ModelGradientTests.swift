@@ -160,3 +160,45 @@ final class RecomputeTests: XCTestCase {
         }
     }
 }
+
+/// The class-token shortcut of the last block against the every-row computation.
+final class ClassTokenShortcutTests: XCTestCase {
+    /// Under class-token pooling the last block runs past its keys and values on the class-token
+    /// rows only; logits and every trainable gradient equal the every-row computation.
+    func testClassTokenLastBlockMatchesEveryRow() throws {
+        let sets: [TrainableSet] = [.full, .lastBlocks(1), .lastBlocks(2), .bitFit, .head,
+                                    .lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"]),
+                                    .adapter(dim: 4, parallel: false, scale: 1), .adapter(dim: 3, parallel: true, scale: 0.5)]
+        for layerScale in [false, true] {
+            let c = TrainConfig(dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale,
+                                headHidden: layerScale ? 6 : nil)
+            for set in sets {
+                for recompute in [false, true] {
+                    var logits: [[Float]] = [], grads: [[[Float]]] = []
+                    for shortcut in [true, false] {
+                        let m = try TrainableViT.random(c, seed: 3)
+                        try m.setTrainable(set, seed: 5)
+                        m.recompute = recompute
+                        m.classTokenShortcut = shortcut
+                        var rng = XRRandom(seed: 9)
+                        for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
+                            for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
+                        }
+                        let px = (0..<(3 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+                        m.zeroGrad()
+                        let l = try m.forward(pixels: px, batch: 3)
+                        m.backward(dlogits: Loss.crossEntropy(logits: l, labels: [0, 2, 1], classes: 3).dlogits)
+                        logits.append(l)
+                        grads.append(m.trainableParameters.map { $0.grad!.array })
+                    }
+                    let what = "\(set) layerScale \(layerScale) recompute \(recompute)"
+                    assertClose(logits[0], logits[1], rel: 1e-6, "logits, \(what)")
+                    XCTAssertEqual(grads[0].count, grads[1].count)
+                    for (k, (a, b)) in zip(grads[0], grads[1]).enumerated() {
+                        assertClose(a, b, rel: 1e-5, "gradient \(k), \(what)")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -42,7 +42,12 @@ public final class ViT: @unchecked Sendable {
     /// Encode a batch. pixels: (B, 3, H, W), already preprocessed; H and W must be multiples of
     /// the patch size. Position embeddings are resized to the (H/P, W/P) grid with the
     /// checkpoint family's own rule when it differs from the native grid.
-    public func forward(pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0) throws -> ViTOutput {
+    /// `classTokenOnly`: only the class-token outputs (`cls`, `lastBlocksCLS`) are wanted, so the
+    /// last block computes keys and values for every token but attention, projection and MLP for
+    /// the class token alone, and `patchMean` / `patchTokens` come back empty ((B, 0), (B, 0, C)).
+    /// The class-token outputs are the same as without it.
+    public func forward(pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0,
+                        classTokenOnly: Bool = false) throws -> ViTOutput {
         let c = config, P = c.patchSize, C = c.dim, M = c.mlpHidden
         guard height > 0, width > 0, height % P == 0, width % P == 0 else {
             throw XRError("image size \(height)×\(width) is not a positive multiple of the patch size \(P)",
@@ -58,13 +63,14 @@ public final class ViT: @unchecked Sendable {
         let pos = try positionEmbedding(gh: gh, gw: gw, height: height, width: width)
 
         lock.lock(); defer { lock.unlock() }
-        // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores (T, T) | cols (B·N, K)
-        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, attentionWorkspaceSize(tokens: T, headDim: C / c.heads, workers: Parallel.workers), B * N * K]
+        // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores | cols (B·N, K)
+        let scoreSize = max(attentionWorkspaceSize(tokens: T, headDim: C / c.heads, workers: Parallel.workers), B * c.heads * T)
+        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, scoreSize, B * N * K]
         let total = sizes.reduce(0, +)
         if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
         var cls = [Float](repeating: 0, count: B * C)
-        var mean = [Float](repeating: 0, count: B * C)
-        var tokens = [Float](repeating: 0, count: B * N * C)
+        var mean = [Float](repeating: 0, count: classTokenOnly ? 0 : B * C)
+        var tokens = [Float](repeating: 0, count: classTokenOnly ? 0 : B * N * C)
         var lastCLS = [[Float]](repeating: [Float](repeating: 0, count: B * C), count: lastBlocks)
 
         // BLAS runs single-threaded inside the encoder; the ops themselves are split across
@@ -99,7 +105,8 @@ public final class ViT: @unchecked Sendable {
             assembleTokens(x, pos: pos, batch: B, patches: N)
 
             for (i, blk) in w.blocks.enumerated() {
-                runBlock(blk, packed.blocks[i], x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T)
+                runBlock(blk, packed.blocks[i], x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T,
+                         classToken: classTokenOnly && i == c.depth - 1)
                 let k = i - (c.depth - lastBlocks)
                 if k >= 0 {
                     lastCLS[k].withUnsafeMutableBufferPointer { out in
@@ -107,6 +114,13 @@ public final class ViT: @unchecked Sendable {
                         layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
                     }
                 }
+            }
+            if classTokenOnly {
+                cls.withUnsafeMutableBufferPointer { out in
+                    for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
+                    layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
+                }
+                return
             }
             layerNorm(x, x, w.normWeight, w.normBias, rows: BT)
 
@@ -121,8 +135,8 @@ public final class ViT: @unchecked Sendable {
                 }
             }
         }
-        return ViTOutput(cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, C], scalars: mean),
-                         patchTokens: Tensor(shape: [B, N, C], scalars: tokens),
+        return ViTOutput(cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, mean.count / B], scalars: mean),
+                         patchTokens: Tensor(shape: [B, tokens.count / (B * C), C], scalars: tokens),
                          lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })
     }
 
@@ -156,43 +170,55 @@ public final class ViT: @unchecked Sendable {
         }
     }
 
-    private func runBlock(_ blk: ViTBlockWeights, _ pk: BlockPacks, x: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
+    /// One block, x (B·T, C) updated in place. With `classToken` (the last block when only class-token
+    /// outputs are wanted) everything past the keys and values runs on the B class-token rows,
+    /// gathered into a compact (B, C) residual after the attention output, and only those rows of
+    /// x are updated.
+    private func runBlock(_ blk: ViTBlockWeights, _ pk: BlockPacks, x xFull: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
                           qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
-                          scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int) {
+                          scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, classToken: Bool = false) {
         let C = config.dim, M = config.mlpHidden, BT = B * T
+        let rows = classToken ? B : BT   // rows past the attention
+        let x = classToken ? attn + B * C : xFull
         let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), A = SendablePointer(attn), F = SendablePointer(mlp)
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
-        layerNorm(h, x, blk.norm1Weight, blk.norm1Bias, rows: BT)
+        layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
         withOptional(blk.qkvBias) { bq in
             let bias = bq.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
             linear(qkv, h, pk.qkv, rows: BT) { r, c in
                 if let bias { addBias(Q.p + r.lowerBound * 3 * C + c.lowerBound, bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: 3 * C) }
             }
         }
-        attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
+        if classToken {
+            for b in 0..<B { (x + b * C).update(from: xFull + b * T * C, count: C) }
+            classTokenAttentionForward(out: attn, qkv: qkv, probabilities: scores, batch: B, tokens: T, heads: config.heads, headDim: C / config.heads)
+        } else {
+            attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
+        }
         withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, attn, pk.proj, rows: BT) { r, c in
+            linear(h, attn, pk.proj, rows: rows) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
         } }
         _ = A
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
-        layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: BT)
+        layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: rows)
         withPointer(blk.fc1Bias) { b1 in
             let bias = SendablePointer(UnsafeMutablePointer(mutating: b1))
-            linear(mlp, h, pk.fc1, rows: BT) { r, c in
+            linear(mlp, h, pk.fc1, rows: rows) { r, c in
                 biasGELUForward(F.p + r.lowerBound * M + c.lowerBound, bias: bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: M)
             }
         }
         withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, mlp, pk.fc2, rows: BT) { r, c in
+            linear(h, mlp, pk.fc2, rows: rows) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
         } }
+        if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
     }
 
     /// A linear layer with its epilogue on each worker's finished (rows, columns) block: rows split
@@ -282,11 +308,15 @@ extension ViT {
 
     /// Floating-point operations of one forward pass per image at (height, width): matrix
     /// products (2·m·n·k each) including attention, excluding elementwise work.
-    public func flopsPerImage(height: Int, width: Int) -> Double {
+    /// With `classTokenOnly`, the last block's attention, projection and MLP count one row.
+    public func flopsPerImage(height: Int, width: Int, classTokenOnly: Bool = false) -> Double {
         let c = config, P = c.patchSize
         let N = Double((height / P) * (width / P)), T = N + Double(1 + c.numRegisters)
         let C = Double(c.dim), M = Double(c.mlpHidden)
         let perBlock = 2 * T * (4 * C * C + 2 * C * M) + 4 * T * T * C
-        return Double(c.depth) * perBlock + 2 * N * C * Double(3 * P * P)
+        let total = Double(c.depth) * perBlock + 2 * N * C * Double(3 * P * P)
+        guard classTokenOnly, c.depth > 0 else { return total }
+        let lastBlock = 2 * T * 3 * C * C + 2 * (C * C + 2 * C * M) + 4 * T * C
+        return total - perBlock + lastBlock
     }
 }

@@ -30,6 +30,7 @@ public enum Predictor {
         var o = options
         o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
         o.patchTokens = false
+        o.classTokenOnly = !p.manifest.base_encoder.representation.contains("patch_mean")
         let res = try enc.embed(inputs, options: o)
         if !res.failed.isEmpty && !o.skipBad {
             throw XRError("\(res.failed.count) image(s) could not be read:\n" + res.failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),

@@ -10,6 +10,9 @@ public struct EmbedOptions: Sendable {
     public var patchTokens = false
     /// Also keep the CLS token of the last n blocks (N, n, C), DINOv2's linear-probe features.
     public var lastBlocks = 0
+    /// Only class-token features (`cls`, `last_blocks_cls`) are needed: the encoder's last block
+    /// skips the patch rows past its keys and values, and no `patch_mean` is written.
+    public var classTokenOnly = false
     /// Continue past unreadable images (they are listed, and left out of the outputs).
     public var skipBad = false
     /// Feature cache; nil disables caching.
@@ -85,7 +88,8 @@ public final class Encoder: @unchecked Sendable {
     /// Everything that changes the numbers an image maps to.
     public func fingerprint(_ options: EmbedOptions) -> String {
         let pre = (try? JSONEncoder.sorted.encode(preprocessing)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)|dicom=\(options.dicomValues.rawValue)"
+        let clsOnly = options.classTokenOnly && !options.patchTokens ? "|class-token-only" : ""
+        return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)|dicom=\(options.dicomValues.rawValue)" + clsOnly
     }
 
     /// Encode `inputs` in batches, reusing cached rows, with progress on stderr.
@@ -111,7 +115,7 @@ public final class Encoder: @unchecked Sendable {
                 batch.replaceSubrange(j * per ..< (j + 1) * per, with: p.pixels)
             }
             let out = try loaded.model.forward(pixels: batch, batch: b, height: H, width: W,
-                                               lastBlocks: options.lastBlocks)
+                                               lastBlocks: options.lastBlocks, classTokenOnly: options.classTokenOnly && !options.patchTokens)
             let split = EmbedResult.rows(of: out, batch: b, keepTokens: options.patchTokens)
             for (j, p) in pending.enumerated() {
                 rows[p.index] = split[j]
@@ -183,10 +187,10 @@ extension EmbedResult {
         let c = out.cls.count / b
         var result: [[String: Tensor]] = []
         for j in 0..<b {
-            var r: [String: Tensor] = [
-                "cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c])),
-                "patch_mean": Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c ..< (j + 1) * c])),
-            ]
+            var r: [String: Tensor] = ["cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c]))]
+            if out.patchMean.count > 0 {
+                r["patch_mean"] = Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c ..< (j + 1) * c]))
+            }
             if !out.lastBlocksCLS.isEmpty {
                 var s: [Float] = []
                 for t in out.lastBlocksCLS { s += t.scalars[j * c ..< (j + 1) * c] }

@@ -251,12 +251,14 @@ public struct EncoderFeatureSource: FeatureSource {
         return try Encoder.load(model: url, preset: preset, heads: model.heads, explicit: explicit)
     }
 
-    /// Embed options for a recipe: its batch size, and as many last blocks as `representation` needs.
+    /// Embed options for a recipe: its batch size, as many last blocks as `representation` needs,
+    /// and class-token outputs only unless it asks for `patch_mean`.
     public func options(_ r: LoadedRecipe, quiet: Bool) -> EmbedOptions {
         var o = EmbedOptions()
         o.batchSize = r.recipe.model?.batch_size ?? 8
         o.quiet = quiet
         o.lastBlocks = r.recipe.representation.compactMap(Recipe.lastBlocks).max() ?? 0
+        o.classTokenOnly = !r.recipe.representation.contains("patch_mean")
         return o
     }
 

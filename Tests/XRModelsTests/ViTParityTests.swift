@@ -25,6 +25,13 @@ final class ViTParityTests: XCTestCase {
             assertClose(out.patchMean.scalars, try ref.tensor("\(tag).patch_mean").scalars, rel: tol, "\(model) \(tag) patch mean", file: file, line: line)
             let last = try ref.tensor("\(tag).last2_cls")
             assertClose(out.lastBlocksCLS.flatMap(\.scalars), last.scalars, rel: tol, "\(model) \(tag) last-2 CLS", file: file, line: line)
+            // Class-token outputs only: the last block runs past its keys and values on the class
+            // token alone; the same numbers, and no patch outputs.
+            let short = try loaded.model.forward(pixels: px.scalars, batch: b, height: h, width: w, lastBlocks: 2, classTokenOnly: true)
+            assertClose(short.cls.scalars, try ref.tensor("\(tag).cls").scalars, rel: tol, "\(model) \(tag) cls, class token only", file: file, line: line)
+            assertClose(short.lastBlocksCLS.flatMap(\.scalars), last.scalars, rel: tol, "\(model) \(tag) last-2 CLS, class token only", file: file, line: line)
+            XCTAssertEqual(short.patchMean.shape, [b, 0], file: file, line: line)
+            XCTAssertEqual(short.patchTokens.shape, [b, 0, out.cls.shape[1]], file: file, line: line)
         }
     }
 
@@ -47,6 +54,9 @@ final class ViTParityTests: XCTestCase {
         let cls = try ref.tensor("native.cls").scalars, patches = try ref.tensor("native.patch_tokens").scalars
         assertClose(big.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows")
         assertClose(big.patchTokens.scalars, Array([[Float]](repeating: patches, count: copies).joined()), rel: tol, "patch tokens over \(copies * b * tokens) rows")
+        let bigShort = try loaded.model.forward(pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
+                                                height: h, width: w, classTokenOnly: true)
+        assertClose(bigShort.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows, class token only")
     }
 
     func testTimmDinov2WithRegisters() throws {

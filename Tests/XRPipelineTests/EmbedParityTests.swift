@@ -19,12 +19,13 @@ final class EmbedParityTests: XCTestCase {
         return dir
     }
 
-    func run(_ model: String, modelURL: URL, heads: Int?, pre: Preprocessing?, cache: FeatureCache?) throws -> EmbedResult {
+    func run(_ model: String, modelURL: URL, heads: Int?, pre: Preprocessing?, cache: FeatureCache?, classTokenOnly: Bool = false) throws -> EmbedResult {
         let enc = try Encoder.load(model: modelURL, heads: heads, explicit: pre)
         var o = EmbedOptions()
         o.quiet = true
         o.cache = cache
         o.batchSize = 3
+        o.classTokenOnly = classTokenOnly
         return try enc.embed(try InputList.resolve(try imagesDir()), options: o)
     }
 
@@ -74,6 +75,22 @@ final class EmbedParityTests: XCTestCase {
         let other = Preprocessing(shortestEdge: 70, crop: 56, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
         let third = try run("hf_dinov2", modelURL: url, heads: nil, pre: other, cache: cache)
         XCTAssertEqual(third.encoded, 4, "changed preprocessing must miss the cache")
+    }
+
+    /// Class-token features only: the reference's `cls`, no `patch_mean`, and a cache of its own
+    /// (a later request for every output must not be served the class-token rows).
+    func testClassTokenOnlyGivesTheReferenceCLSAndItsOwnCacheEntries() throws {
+        let cache = FeatureCache(root: Fixtures.tempDir("cache-cls"))
+        let url = Fixtures.url("vit/hf_dinov2")
+        let short = try run("hf_dinov2", modelURL: url, heads: nil, pre: nil, cache: cache, classTokenOnly: true)
+        let ref = try SafeTensorsFile(contentsOf: Fixtures.url("vit/hf_dinov2/embed_reference.safetensors"))
+        assertClose(short.tensors["cls"]?.scalars ?? [], try ref.tensor("cls").scalars, rel: 1e-5, "cls, class token only")
+        XCTAssertNil(short.tensors["patch_mean"])
+        XCTAssertEqual(short.encoded, 4)
+        let full = try run("hf_dinov2", modelURL: url, heads: nil, pre: nil, cache: cache)
+        XCTAssertEqual(full.encoded, 4, "every output must not come from the class-token-only cache rows")
+        XCTAssertNotNil(full.tensors["patch_mean"])
+        XCTAssertEqual(try run("hf_dinov2", modelURL: url, heads: nil, pre: nil, cache: cache, classTokenOnly: true).cacheHits, 4)
     }
 
     func testBadImagesListedAndSkippedOnRequest() throws {

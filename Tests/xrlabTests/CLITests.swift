@@ -120,6 +120,21 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
 
+    /// `bench --class-token-only` reports it, and counts fewer operations per image (the last
+    /// block's attention, projection and MLP on one row) than the every-output run.
+    func testBenchClassTokenOnlyCountsTheWorkDone() throws {
+        var perImage: [Bool: Double] = [:]
+        for only in [false, true] {
+            let r = try xrlab(["bench", "--preset", "vitTiny16", "--no-ceiling", "--seconds", "0"] + (only ? ["--class-token-only"] : []))
+            XCTAssertEqual(r.status, 0, r.err)
+            let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            XCTAssertEqual(json["class_token_only"] as? Bool, only)
+            perImage[only] = (json["gflops"] as! Double) / (json["images_per_s"] as! Double)
+        }
+        // ViT-Ti/16 at 224: 12 blocks of 197 rows; the shortcut leaves the last block's keys and values.
+        XCTAssertEqual(perImage[true]! / perImage[false]!, 0.9363, accuracy: 0.001)
+    }
+
     func testBenchRefusesANegativeColumnSplit() throws {
         let r = try xrlab(["bench", "--preset", "vitTiny16", "--no-ceiling", "--seconds", "0", "--column-split-rows=-1"])
         XCTAssertNotEqual(r.status, 0)

@@ -29,6 +29,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Skip the sgemm ceiling measurement.")
     var noCeiling = false
 
+    @Flag(name: .long, help: "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done.")
+    var classTokenOnly = false
+
     @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
     var columnSplitRows: Int = packedColumnSplitRows
 
@@ -42,18 +45,18 @@ struct Bench: ParsableCommand {
             let model = ViT.random(config)
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
-            _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s)   // warm-up
+            _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)   // warm-up
             var n = 0
             let start = Date()
             while Date().timeIntervalSince(start) < seconds || n < 3 {
-                _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s)
+                _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
                 n += 1
             }
             let elapsed = Date().timeIntervalSince(start)
             let ips = Double(n * batch) / elapsed
-            let gflops = ips * model.flopsPerImage(height: s, width: s) / 1e9
+            let gflops = ips * model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly) / 1e9
             var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
-                                         "images_per_s": ips, "gflops": gflops, "iterations": n,
+                                         "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
                                          "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             if !noCeiling {
                 let t = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)

@@ -84,8 +84,8 @@ public func geluBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: Uns
     }
 }
 
-/// Softmax backward over rows: dx = p ⊙ (dy − Σ_j dy_j p_j), written into dy.
-public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, rows: Int, cols: Int) {
+/// Softmax backward over rows: dx = scale · p ⊙ (dy − Σ_j dy_j p_j), written into dy.
+public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, rows: Int, cols: Int, scale: Float = 1) {
     for r in 0..<rows {
         let d = dy + r * cols, q = p + r * cols
         // Σ dy·p in vector lanes (a scalar float reduction does not vectorise).
@@ -97,7 +97,7 @@ public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: 
         }
         var s = s8.sum()
         while j < cols { s += d[j] * q[j]; j += 1 }
-        for j in 0..<cols { d[j] = q[j] * (d[j] - s) }
+        if scale == 1 { for j in 0..<cols { d[j] = q[j] * (d[j] - s) } } else { for j in 0..<cols { d[j] = scale * q[j] * (d[j] - s) } }
     }
 }
 
@@ -109,29 +109,56 @@ public func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
     }
 }
 
+/// Scratch floats `attentionTrainingForward` and `attentionTrainingBackward` need for `workers`
+/// workers: per worker a T × T block and one head's packings (a D × T and a T × D operand).
+public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers: Int) -> Int {
+    max(1, workers) * (T * T + PackedMatrix.alignedStorage(k: D, n: T) + PackedMatrix.alignedStorage(k: T, n: D))
+}
+
+/// Runs `body(worker, pairs, scratch)` over the (batch, head) pairs split into one contiguous
+/// run per worker, each with its own block of `scratch` and its two packings.
+private func perWorkerHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
+                            _ body: (Range<Int>, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
+    let chunks = max(1, min(Parallel.workers, pairs)), per = (pairs + chunks - 1) / chunks
+    let size = attentionTrainingScratchSize(tokens: T, headDim: D, workers: 1), sc = SendablePointer(scratch)
+    Parallel.ranges(chunks) { workers in
+        for w in workers {
+            let ws = sc.p + w * size
+            let packs = ws + T * T
+            let wide = PackedMatrix(k: D, n: T, in: packs)
+            let tall = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
+            body((w * per)..<min(pairs, (w + 1) * per), ws, wide, tall)
+        }
+    }
+}
+
 /// Multi-head self-attention over a fused qkv buffer (B·T, 3C) laid out as [q | k | v], each
 /// head-major (timm / torch layout). out (B·T, C). Saves the probabilities (B, H, T, T) for the
-/// backward. Heads run across workers (BLAS must be single-threaded then).
+/// backward. Heads run across workers, each product on the packed-operand kernel (keys ×
+/// 1/√D and values packed once per head); `scratch` holds `attentionTrainingScratchSize` floats.
 public func attentionTrainingForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-                                     probabilities: UnsafeMutablePointer<Float>,
+                                     probabilities: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
                                      batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
     let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
-    Parallel.ranges(B * H) { range in
-        for bh in range {
+    perWorkerHeads(B * H, scratch: scratch, tokens: T, headDim: D) { pairs, _, keys, values in
+        for bh in pairs {
             let b = bh / H, h = bh % H
             let base = q.p + b * T * ld + h * D
             let p = pp.p + bh * T * T
-            BLAS.sgemm(p, base, base + C, transB: true, m: T, n: T, k: D, alpha: scale, lda: ld, ldb: ld, ldc: T)
+            keys.fillTransposed(base + C, ld: ld, scale: scale)
+            values.fill(base + 2 * C, ld: ld)
+            packedGEMM(p, ldc: T, base, lda: ld, keys, rows: T, columns: 0..<T)
             softmaxRows(p, rows: T, cols: T)
-            BLAS.sgemm(o.p + b * T * C + h * D, p, base + 2 * C, m: T, n: D, k: T, lda: T, ldb: ld, ldc: C)
+            packedGEMM(o.p + b * T * C + h * D, ldc: C, p, lda: T, values, rows: T, columns: 0..<D)
         }
     }
 }
 
 /// Backward of `attentionTrainingForward`: dqkv (B·T, 3C) from dout (B·T, C), with P saved.
-/// dV = Pᵀ dO; dP = dO Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ = scale · dS K; dK = scale · dSᵀ Q.
-/// `scratch` holds T·T floats per worker.
+/// dV = Pᵀ dO; dP = dO Vᵀ; dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS K; dK = dSᵀ Q — each
+/// product on the packed-operand kernel (Pᵀ and dSᵀ read in place, as transposed A operands).
+/// `scratch` holds `attentionTrainingScratchSize` floats.
 public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                                       qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                                       scratch: UnsafeMutablePointer<Float>,
@@ -139,25 +166,24 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
     let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
     let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
-    let sc = SendablePointer(scratch)
-    let chunks = max(1, min(Parallel.workers, B * H))
-    let per = (B * H + chunks - 1) / chunks
-    Parallel.ranges(chunks) { workers in
-        for w in workers {
-            let dp = sc.p + w * T * T
-            for bh in (w * per)..<min(B * H, (w + 1) * per) {
-                let b = bh / H, h = bh % H
-                let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
-                let p = pp.p + bh * T * T, go = dO.p + b * T * C + h * D
-                // dV (T, D) = Pᵀ (T, T) · dO (T, D)
-                BLAS.sgemm(dbase + 2 * C, p, transA: true, go, m: T, n: D, k: T, lda: T, ldb: C, ldc: ld)
-                // dP (T, T) = dO (T, D) · Vᵀ
-                BLAS.sgemm(dp, go, base + 2 * C, transB: true, m: T, n: T, k: D, lda: C, ldb: ld, ldc: T)
-                softmaxBackward(dp, probabilities: p, rows: T, cols: T)
-                // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
-                BLAS.sgemm(dbase, dp, base + C, m: T, n: D, k: T, alpha: scale, lda: T, ldb: ld, ldc: ld)
-                BLAS.sgemm(dbase + C, dp, transA: true, base, m: T, n: D, k: T, alpha: scale, lda: T, ldb: ld, ldc: ld)
-            }
+    perWorkerHeads(B * H, scratch: scratch, tokens: T, headDim: D) { pairs, ws, wide, tall in
+        let dp = ws
+        for bh in pairs {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+            let p = pp.p + bh * T * T, go = dO.p + b * T * C + h * D
+            // dV (T, D) = Pᵀ (T, T) · dO (T, D)
+            tall.fill(go, ld: C)
+            packedGEMM(dbase + 2 * C, ldc: ld, p, lda: T, tall, rows: T, columns: 0..<D, transposedA: true)
+            // dP (T, T) = dO (T, D) · Vᵀ, then dS
+            wide.fillTransposed(base + 2 * C, ld: ld)
+            packedGEMM(dp, ldc: T, go, lda: C, wide, rows: T, columns: 0..<T)
+            softmaxBackward(dp, probabilities: p, rows: T, cols: T, scale: scale)
+            // dQ = dS · K ; dK = dSᵀ · Q
+            tall.fill(base + C, ld: ld)
+            packedGEMM(dbase, ldc: ld, dp, lda: T, tall, rows: T, columns: 0..<D)
+            tall.fill(base, ld: ld)
+            packedGEMM(dbase + C, ldc: ld, dp, lda: T, tall, rows: T, columns: 0..<D, transposedA: true)
         }
     }
 }

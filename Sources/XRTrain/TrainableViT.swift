@@ -326,7 +326,7 @@ public final class TrainableViT: @unchecked Sendable {
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
         let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
         scratch = Buffer(max(R * maxRank, B * C))
-        attnScratch = Buffer(max(max(1, Parallel.workers) * c.tokens * c.tokens,
+        attnScratch = Buffer(max(attentionTrainingScratchSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers),
                                  attentionWorkspaceSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers)))
         batch = B
     }
@@ -573,7 +573,8 @@ public final class TrainableViT: @unchecked Sendable {
         if classToken {
             classTokenAttentionForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
         } else {
-            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                                     batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
         }
         bp.proj.forward(cache.y1.p, cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
         let M = c.mlpHidden

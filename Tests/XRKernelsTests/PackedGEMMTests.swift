@@ -34,6 +34,20 @@ final class PackedGEMMTests: XCTestCase {
                         for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], start[i * ldc + j], "padding written m=\(m) n=\(n)") }
                     }
                     assertClose(got, want, rel: 1e-5, "packed m=\(m) k=\(k) n=\(n) packing=\(which) accumulate=\(accumulate)")
+                    // A read transposed: X = Aᵀ (k, m) row-major with padded rows, the same product.
+                    let ldx = m + 2
+                    var x = [Float](repeating: .nan, count: k * ldx)
+                    for i in 0..<m { for p in 0..<k { x[p * ldx + i] = a[i * k + p] } }
+                    var ct = start
+                    x.withUnsafeBufferPointer { xb in ct.withUnsafeMutableBufferPointer { cb in
+                        packedGEMM(cb.baseAddress!, ldc: ldc, xb.baseAddress!, lda: ldx, pb, rows: m, columns: 0..<n, accumulate: accumulate, transposedA: true)
+                    } }
+                    var gotT = [Float]()
+                    for i in 0..<m {
+                        for j in 0..<n { gotT.append(ct[i * ldc + j]) }
+                        for j in n..<ldc { XCTAssertEqual(ct[i * ldc + j], start[i * ldc + j], "padding written (transposed A) m=\(m) n=\(n)") }
+                    }
+                    assertClose(gotT, want, rel: 1e-5, "packed, A transposed, m=\(m) k=\(k) n=\(n) packing=\(which) accumulate=\(accumulate)")
                 }
             }
         }

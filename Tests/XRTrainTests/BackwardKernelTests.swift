@@ -62,16 +62,17 @@ final class BackwardKernelTests: XCTestCase {
     }
 
     func testAttentionBackward() {
-        for (B, T, H, D) in [(2, 7, 3, 4), (1, 5, 2, 8)] {
+        for (B, T, H, D) in [(2, 7, 3, 4), (1, 5, 2, 8), (2, 37, 3, 20)] {   // the last: several ragged 16-column panels
             let C = H * D
+            var scratch = [Float](repeating: 0, count: attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers))
             let qkv = rand(B * T * 3 * C), w = rand(B * T * C)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
-                attentionTrainingForward(out: &out, qkv: q, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
+                attentionTrainingForward(out: &out, qkv: q, probabilities: &p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
                 return out
             }
             var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
-            attentionTrainingForward(out: &out, qkv: qkv, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
+            attentionTrainingForward(out: &out, qkv: qkv, probabilities: &p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
             // The forward agrees with a plain reference.
             var ref = [Float](repeating: 0, count: B * T * C)
             for b in 0..<B { for h in 0..<H { for i in 0..<T {
@@ -82,7 +83,7 @@ final class BackwardKernelTests: XCTestCase {
                 for d in 0..<D { ref[(b * T + i) * C + h * D + d] = Float((0..<T).reduce(0.0) { $0 + e[$1] / z * Double(qkv[(b * T + $1) * 3 * C + 2 * C + h * D + d]) }) }
             } } }
             assertClose(out, ref, rel: 1e-5, "attention forward")
-            var dq = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: 4 * T * T)
+            var dq = [Float](repeating: 0, count: B * T * 3 * C)
             attentionTrainingBackward(dqkv: &dq, dout: w, qkv: qkv, probabilities: p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
             assertGrad(dq, numeric(qkv, w, f), "dqkv B=\(B) T=\(T) H=\(H) D=\(D)")
         }
@@ -93,9 +94,10 @@ final class BackwardKernelTests: XCTestCase {
     func testClassTokenAttentionMatchesFullAttention() {
         for (B, T, H, D) in [(2, 7, 3, 4), (1, 13, 2, 12), (3, 5, 1, 9)] {
             let C = H * D
+            var scratch = [Float](repeating: 0, count: attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers))
             let qkv = rand(B * T * 3 * C), g = rand(B * C)
             var full = [Float](repeating: 0, count: B * T * C), pFull = [Float](repeating: 0, count: B * H * T * T)
-            attentionTrainingForward(out: &full, qkv: qkv, probabilities: &pFull, batch: B, tokens: T, heads: H, headDim: D)
+            attentionTrainingForward(out: &full, qkv: qkv, probabilities: &pFull, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * C), p = [Float](repeating: 0, count: B * H * T)
                 classTokenAttentionForward(out: &out, qkv: q, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
@@ -105,7 +107,7 @@ final class BackwardKernelTests: XCTestCase {
             classTokenAttentionForward(out: &out, qkv: qkv, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
             assertClose(out, (0..<B).flatMap { full[($0 * T) * C ..< ($0 * T + 1) * C] }, rel: 1e-5, "class-token forward")
             assertClose(p, (0..<(B * H)).flatMap { pFull[$0 * T * T ..< $0 * T * T + T] }, rel: 1e-5, "class-token probabilities")
-            var dFull = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: 4 * T * T)
+            var dFull = [Float](repeating: 0, count: B * T * 3 * C)
             var w = [Float](repeating: 0, count: B * T * C)
             for b in 0..<B { for j in 0..<C { w[b * T * C + j] = g[b * C + j] } }
             attentionTrainingBackward(dqkv: &dFull, dout: w, qkv: qkv, probabilities: pFull, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)

@@ -86,7 +86,15 @@ public final class PackedMatrix: @unchecked Sendable {
         for j in 0..<panels {
             let dst = data + j * k * 16
             let c0 = j * 16, width = min(16, n - c0)
-            for kk in 0..<k { (dst + kk * 16).update(from: b + kk * ld + c0, count: width) }
+            if width == 16 {
+                for kk in 0..<k {
+                    let src = UnsafeRawPointer(b + kk * ld + c0), d = UnsafeMutableRawPointer(dst + kk * 16)
+                    d.storeBytes(of: src.loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                    d.storeBytes(of: src.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self), toByteOffset: 32, as: SIMD8<Float>.self)
+                }
+            } else {
+                for kk in 0..<k { (dst + kk * 16).update(from: b + kk * ld + c0, count: width) }
+            }
         }
     }
 
@@ -128,7 +136,40 @@ private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel
         x = V8(repeating: a4[kk]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
         x = V8(repeating: a5[kk]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
     }
-    @inline(__always) func store(_ r: Int, _ v0: V8, _ v1: V8) {
+    store(c, ldc: ldc, rows: rows, accumulate: accumulate, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+}
+
+/// `microkernel` with A read transposed: A's element (r, kk) at a[kk · lda + r] (A = Xᵀ for X
+/// (kc, rows) row-major, e.g. attention's Pᵀ), so each step's six values are contiguous.
+@inline(__always)
+private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
+                                    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    let o1 = rows > 1 ? 1 : 0, o2 = rows > 2 ? 2 : o1, o3 = rows > 3 ? 3 : o2, o4 = rows > 4 ? 4 : o3, o5 = rows > 5 ? 5 : o4
+    var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
+    var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
+    var bp = UnsafeRawPointer(panel)
+    var ap = a
+    for _ in 0..<kc {
+        let b0 = bp.load(as: V8.self)
+        let b1 = bp.load(fromByteOffset: 32, as: V8.self)
+        bp += 64
+        var x = V8(repeating: ap[0]); c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+        x = V8(repeating: ap[o1]); c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+        x = V8(repeating: ap[o2]); c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+        x = V8(repeating: ap[o3]); c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+        x = V8(repeating: ap[o4]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+        x = V8(repeating: ap[o5]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+        ap += lda
+    }
+    store(c, ldc: ldc, rows: rows, accumulate: accumulate, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+}
+
+/// Writes (or adds) a microkernel's six 16-wide rows to C, the first `rows` of them.
+@inline(__always)
+private func store(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumulate: Bool,
+                   _ c00: V8, _ c01: V8, _ c10: V8, _ c11: V8, _ c20: V8, _ c21: V8,
+                   _ c30: V8, _ c31: V8, _ c40: V8, _ c41: V8, _ c50: V8, _ c51: V8) {
+    @inline(__always) func row(_ r: Int, _ v0: V8, _ v1: V8) {
         if r >= rows { return }
         let p = UnsafeMutableRawPointer(c + r * ldc)
         if accumulate {
@@ -139,8 +180,8 @@ private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel
             p.storeBytes(of: v1, toByteOffset: 32, as: V8.self)
         }
     }
-    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21)
-    store(3, c30, c31); store(4, c40, c41); store(5, c50, c51)
+    row(0, c00, c01); row(1, c10, c11); row(2, c20, c21)
+    row(3, c30, c31); row(4, c40, c41); row(5, c50, c51)
 }
 
 /// Depth of one pass over the inner dimension: the whole of it up to 1,024, else equal blocks
@@ -156,10 +197,11 @@ private func depthBlock(_ k: Int) -> Int {
 /// on the calling thread. `c` is C's origin (column 0; row stride ldc), or with `outputFromFirstColumn`
 /// the place of C's first computed column. `columns` must start at a multiple of 16 and end at or
 /// before b.n; `inner` (default all of B's rows) is the part of the inner dimension A holds. Only
-/// C's `columns` are written.
+/// C's `columns` are written. `transposedA`: A = Xᵀ with X (inner.count, rows) row-major, `lda`
+/// its row stride.
 public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, lda: Int,
                        _ b: PackedMatrix, rows: Int, columns: Range<Int>, inner: Range<Int>? = nil,
-                       accumulate: Bool = false, outputFromFirstColumn: Bool = false) {
+                       accumulate: Bool = false, outputFromFirstColumn: Bool = false, transposedA: Bool = false) {
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedGEMM: columns \(columns) of \(b.n)")
     let inner = inner ?? 0..<b.k
     precondition(inner.lowerBound >= 0 && inner.upperBound <= b.k, "packedGEMM: inner \(inner) of \(b.k)")
@@ -171,7 +213,6 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
     let k = b.k, depthTotal = inner.count, kc = depthBlock(depthTotal), panelsPerBlock = 4
     let p0 = columns.lowerBound / 16, p1 = (columns.upperBound + 15) / 16
     let cOrigin = outputFromFirstColumn ? columns.lowerBound : 0
-    // The last panel may be partial: its product goes through a 6 × 16 scratch tile.
     let fullEnd = columns.upperBound % 16 == 0 ? p1 : p1 - 1
     withUnsafeTemporaryAllocation(of: Float.self, capacity: 6 * 16) { tileBuffer in
         let tile = tileBuffer.baseAddress!
@@ -185,20 +226,20 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
                 var r = 0
                 while r < rows {
                     let n = min(6, rows - r)
-                    let ar = a + r * lda + k0
+                    let ar = transposedA ? a + k0 * lda + r : a + r * lda + k0
                     for j in j0..<j1 {
                         let panel = b.data + (j * k + inner.lowerBound + k0) * 16
                         let cr = c + r * ldc + (j * 16 - cOrigin)
-                        if j < fullEnd {
-                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, cr, ldc: ldc, accumulate: acc)
+                        // The last panel may be partial: its product goes through the 6 × 16 scratch tile.
+                        let full = j < fullEnd, width = full ? 16 : columns.upperBound - j * 16
+                        if !full { for i in 0..<n { for t in 0..<16 { tile[i * 16 + t] = acc && t < width ? cr[i * ldc + t] : 0 } } }
+                        let dst = full ? cr : tile, ldd = full ? ldc : 16
+                        if transposedA {
+                            microkernelTransposedA(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc)
                         } else {
-                            let width = columns.upperBound - j * 16
-                            for i in 0..<n {
-                                for t in 0..<16 { tile[i * 16 + t] = acc && t < width ? cr[i * ldc + t] : 0 }
-                            }
-                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, tile, ldc: 16, accumulate: acc)
-                            for i in 0..<n { (cr + i * ldc).update(from: tile + i * 16, count: width) }
+                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc)
                         }
+                        if !full { for i in 0..<n { (cr + i * ldc).update(from: tile + i * 16, count: width) } }
                     }
                     r += 6
                 }

@@ -5,11 +5,16 @@ ViT-S/16 (timm `vit_small_patch16_224` architecture, random weights, 2-class hea
 Methods: LoRA r=8 alpha=16 on the fused qkv projections (+ head), and the last 2 blocks
 (+ final norm + head). Each tool runs in its own process, so peak RSS (VmHWM) is per tool.
 
+Rounds: each method runs `--rounds` times per tool, alternating which tool goes first, so a
+machine whose speed drifts over minutes (a shared VM) slows both alike; the table gives each
+tool's median seconds per step and the median of the per-round speed-ups, and every round's
+figures follow it.
+
 Usage (from the repository root, after `swift build -c release`):
     pip install torch==2.13.0+cpu timm==1.0.31 transformers==5.23.0 peft==0.21.2
-    python3 bench/train_peers.py [--seconds 20] [--preset vitSmall16]
+    python3 bench/train_peers.py [--seconds 8] [--rounds 3] [--preset vitSmall16]
 """
-import argparse, json, os, subprocess, sys, time, types
+import argparse, json, os, statistics, subprocess, sys, time, types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -70,7 +75,8 @@ def run_child(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--preset", default="vitSmall16")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -80,21 +86,35 @@ def main():
     if args.child:
         print(json.dumps(torch_child(args.method, args.preset, args.batch, args.seconds, args.threads)))
         return
+    common = ["--preset", args.preset, "--batch", str(args.batch), "--seconds", str(args.seconds), "--threads", str(args.threads)]
+
+    def xrlab(method):
+        return json.loads(subprocess.run([XRLAB, "bench-train", "--method", method] + common,
+                                         capture_output=True, text=True, check=True).stdout)
+
     rows = []
     for method in ("lora", "last2"):
-        xr = json.loads(subprocess.run([XRLAB, "bench-train", "--preset", args.preset, "--method", method, "--batch", str(args.batch),
-                                        "--seconds", str(args.seconds), "--threads", str(args.threads)],
-                                       capture_output=True, text=True, check=True).stdout)
-        pt = run_child(["--method", method, "--preset", args.preset, "--batch", str(args.batch), "--seconds", str(args.seconds),
-                        "--threads", str(args.threads)])
-        rows.append((method, xr, pt))
-    print(f"{args.preset}, batch {args.batch}, 224 px, {args.threads} threads; {rows[0][2]['versions']}")
-    print(f"| method | xrlab s/step | PyTorch s/step | speed-up (PyTorch ÷ xrlab) | trainable (xrlab / PyTorch) | peak RSS MB (xrlab / PyTorch) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for method, xr, pt in rows:
-        print(f"| {method} | {xr['seconds_per_step']:.3f} | {pt['seconds_per_step']:.3f} | {pt['seconds_per_step'] / xr['seconds_per_step']:.2f}× "
-              f"| {xr['trainable']:,} / {pt['trainable']:,} | {xr['peak_rss_mb']:.0f} / {pt['peak_rss_mb']:.0f} |")
-
+        rounds = []
+        for r in range(max(1, args.rounds)):
+            if r % 2 == 0:
+                xr = xrlab(method); pt = run_child(["--method", method] + common)
+            else:
+                pt = run_child(["--method", method] + common); xr = xrlab(method)
+            rounds.append((xr, pt))
+            print(f"{method} round {r + 1}: xrlab {xr['seconds_per_step']:.3f} s/step, PyTorch {pt['seconds_per_step']:.3f}, "
+                  f"speed-up {pt['seconds_per_step'] / xr['seconds_per_step']:.2f}x", flush=True)
+        rows.append((method, rounds))
+    print()
+    print(f"{args.preset}, batch {args.batch}, 224 px, {args.threads} threads, {args.rounds} rounds of {args.seconds:g} s; {rows[0][1][0][1]['versions']}")
+    print(f"| method | xrlab s/step | PyTorch s/step | speed-up (PyTorch ÷ xrlab) | per round | trainable (xrlab / PyTorch) | peak RSS MB (xrlab / PyTorch) |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for method, rounds in rows:
+        ratios = [pt["seconds_per_step"] / xr["seconds_per_step"] for xr, pt in rounds]
+        xs = statistics.median(xr["seconds_per_step"] for xr, _ in rounds)
+        ps = statistics.median(pt["seconds_per_step"] for _, pt in rounds)
+        xr, pt = rounds[0]
+        print(f"| {method} | {xs:.3f} | {ps:.3f} | {statistics.median(ratios):.2f}× | {', '.join(f'{r:.2f}' for r in ratios)} "
+              f"| {xr['trainable']:,} / {pt['trainable']:,} | {max(x['peak_rss_mb'] for x, _ in rounds):.0f} / {max(p['peak_rss_mb'] for _, p in rounds):.0f} |")
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,17 @@ twice: computing every output (class token, patch tokens, patch mean) as a patch
 embedding does, and with `--class-token-only` (the same output as the peers: its last block's
 attention, projection and MLP run on the class token alone; its GFLOP/s counts that work).
 
+Rounds: each workload runs `--rounds` times per tool, alternating the order (xrlab first, then
+the peers first), so a machine whose speed drifts over minutes slows every tool alike; the table
+gives each tool's median images/s, the median of the per-round ratios and of the per-round
+percentages of that round's sgemm ceiling (the ceiling column: its median), and every round's
+ratio.
+
 Usage (from the repository root, after `swift build -c release`):
     pip install onnxruntime onnx onnxscript    # torch==2.13.0+cpu and timm as for the fixtures
-    python3 bench/vit_peers.py [--seconds 10] [--only vitBase16]
+    python3 bench/vit_peers.py [--seconds 4] [--rounds 3] [--only vitBase16]
 """
-import argparse, json, os, resource, subprocess, sys, time, types
+import argparse, json, os, resource, statistics, subprocess, sys, time, types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -101,7 +107,8 @@ def flops(preset, batch, size):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
@@ -116,39 +123,52 @@ def main():
         if args.only and args.only != preset:
             continue
         export(preset, size)
-        res = {}
-        for tool in ("pytorch", "onnxruntime"):
+
+        def peer(tool):
             out = subprocess.run([sys.executable, __file__, "--seconds", str(args.seconds), "--child", tool, preset, str(batch), str(size)],
                                  env=env, capture_output=True, text=True, check=True)
-            res[tool] = json.loads(out.stdout.strip().splitlines()[-1])
-        out = subprocess.run([XRLAB, "bench", "--preset", preset, "--batch", str(batch), "--size", str(size),
-                              "--seconds", str(args.seconds), "--threads", "2"], env=env, capture_output=True, text=True, check=True)
-        res["xrlab"] = json.loads(out.stdout.strip().splitlines()[-1])
-        out = subprocess.run([XRLAB, "bench", "--preset", preset, "--batch", str(batch), "--size", str(size), "--class-token-only",
-                              "--no-ceiling", "--seconds", str(args.seconds), "--threads", "2"], env=env, capture_output=True, text=True, check=True)
-        res["xrlab_cls"] = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((preset, batch, size, res))
-        x, xc, pt, ox = res["xrlab"], res["xrlab_cls"], res["pytorch"], res["onnxruntime"]
-        best = max(pt["images_per_s"], ox["images_per_s"])
-        print(f"{preset:>15} b{batch} {size}px  xrlab {x['images_per_s']:7.2f} img/s (class token only {xc['images_per_s']:7.2f})  "
-              f"pytorch {pt['images_per_s']:7.2f}  onnxruntime {ox['images_per_s']:7.2f}  "
-              f"ratio {x['images_per_s'] / best:5.2f}x / {xc['images_per_s'] / best:5.2f}x  "
-              f"{x['gflops']:6.1f} GFLOP/s = {100 * x['gflops'] / x['sgemm_gflops']:4.1f}% of sgemm {x['sgemm_gflops']:.0f}  "
-              f"RSS MB xrlab {x['peak_rss_mb']:.0f} / pytorch {pt['peak_rss_mb']:.0f} / onnxruntime {ox['peak_rss_mb']:.0f}", flush=True)
-    print()
-    print("xrlab columns: every output / class token only (the peers' output).")
-    print()
-    print("| model | batch | px | xrlab img/s | PyTorch img/s | ONNX Runtime img/s | xrlab / faster peer | xrlab GFLOP/s | % of sgemm | peak RSS MB (xrlab / PyTorch / ORT) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for preset, batch, size, r in rows:
-        x, xc, pt, ox = r["xrlab"], r["xrlab_cls"], r["pytorch"], r["onnxruntime"]
-        best = max(pt["images_per_s"], ox["images_per_s"])
-        ceiling = x["sgemm_gflops"]
-        print(f"| {preset} | {batch} | {size} | {x['images_per_s']:.2f} / {xc['images_per_s']:.2f} | {pt['images_per_s']:.2f} | {ox['images_per_s']:.2f} | "
-              f"{x['images_per_s'] / best:.2f}× / {xc['images_per_s'] / best:.2f}× | {x['gflops']:.1f} / {xc['gflops']:.1f} | "
-              f"{100 * x['gflops'] / ceiling:.1f}% / {100 * xc['gflops'] / ceiling:.1f}% of {ceiling:.0f} | "
-              f"{max(x['peak_rss_mb'], xc['peak_rss_mb']):.0f} / {pt['peak_rss_mb']:.0f} / {ox['peak_rss_mb']:.0f} |")
+            return json.loads(out.stdout.strip().splitlines()[-1])
 
+        def xrlab(extra):
+            out = subprocess.run([XRLAB, "bench", "--preset", preset, "--batch", str(batch), "--size", str(size),
+                                  "--seconds", str(args.seconds), "--threads", "2"] + extra, env=env, capture_output=True, text=True, check=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        rounds = []
+        for r in range(max(1, args.rounds)):
+            res = {}
+            order = ["xrlab", "xrlab_cls", "pytorch", "onnxruntime"]
+            for tool in (order if r % 2 == 0 else order[::-1]):
+                res[tool] = (xrlab([]) if tool == "xrlab" else xrlab(["--class-token-only", "--no-ceiling"]) if tool == "xrlab_cls"
+                             else peer(tool))
+            rounds.append(res)
+            x, xc, pt, ox = res["xrlab"], res["xrlab_cls"], res["pytorch"], res["onnxruntime"]
+            best = max(pt["images_per_s"], ox["images_per_s"])
+            print(f"{preset:>15} b{batch} {size}px round {r + 1}: xrlab {x['images_per_s']:7.2f} img/s (class token only {xc['images_per_s']:7.2f})  "
+                  f"pytorch {pt['images_per_s']:7.2f}  onnxruntime {ox['images_per_s']:7.2f}  "
+                  f"ratio {x['images_per_s'] / best:5.2f}x / {xc['images_per_s'] / best:5.2f}x  sgemm {x['sgemm_gflops']:.0f}", flush=True)
+        rows.append((preset, batch, size, rounds))
+    print()
+    print(f"{args.rounds} rounds of {args.seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
+    print()
+    print("| model | batch | px | xrlab img/s | PyTorch img/s | ONNX Runtime img/s | xrlab / faster peer | per round | xrlab GFLOP/s | % of sgemm | peak RSS MB (xrlab / PyTorch / ORT) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    med = statistics.median
+    for preset, batch, size, rounds in rows:
+        def m(tool, key="images_per_s"):
+            return med(r[tool][key] for r in rounds)
+        def ratio(r, tool):
+            return r[tool]["images_per_s"] / max(r["pytorch"]["images_per_s"], r["onnxruntime"]["images_per_s"])
+        rx, rc = [ratio(r, "xrlab") for r in rounds], [ratio(r, "xrlab_cls") for r in rounds]
+        ceiling = m("xrlab", "sgemm_gflops")
+        # Percent of the ceiling measured in the same round, median over rounds.
+        pct = lambda tool: med(100 * r[tool]["gflops"] / r["xrlab"]["sgemm_gflops"] for r in rounds)
+        rss = lambda tool: max(r[tool]["peak_rss_mb"] for r in rounds)
+        print(f"| {preset} | {batch} | {size} | {m('xrlab'):.2f} / {m('xrlab_cls'):.2f} | {m('pytorch'):.2f} | {m('onnxruntime'):.2f} | "
+              f"{med(rx):.2f}× / {med(rc):.2f}× | {', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(rx, rc))} | "
+              f"{m('xrlab', 'gflops'):.1f} / {m('xrlab_cls', 'gflops'):.1f} | "
+              f"{pct('xrlab'):.1f}% / {pct('xrlab_cls'):.1f}% of {ceiling:.0f} | "
+              f"{max(rss('xrlab'), rss('xrlab_cls')):.0f} / {rss('pytorch'):.0f} / {rss('onnxruntime'):.0f} |")
 
 if __name__ == "__main__":
     main()

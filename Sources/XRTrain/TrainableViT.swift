@@ -406,8 +406,7 @@ public final class TrainableViT: @unchecked Sendable {
         if let H = c.headHidden, let w1 = headFc1W, let b1 = headFc1B {
             BLAS.sgemm(headPre.p, pooled.p, w1.value.p, transB: true, m: B, n: H, k: C)
             addBias(headPre.p, b1.value.p, rows: B, cols: H)
-            headAct.p.update(from: headPre.p, count: B * H)
-            biasGELUForward(headAct.p, bias: nil, rows: B, cols: H)
+            biasGELUForward(headAct.p, from: headPre.p, bias: nil, rows: B, cols: H)
             headInput = headAct.p; headWidth = H
         }
         BLAS.sgemm(logits.p, headInput, headW.value.p, transB: true, m: B, n: c.classes, k: headWidth)
@@ -505,9 +504,8 @@ public final class TrainableViT: @unchecked Sendable {
             let classToken = i == c.depth - 1 && lastForwardClassToken
             let Q = classToken ? B : R, dr = classToken ? classGrad.p : dx.p
             if classToken { for b in 0..<B { (dr + b * C).update(from: dx.p + b * T * C, count: C) } }
-            // x = xMid + ls2 ⊙ y2
-            let dy2 = tC.p
-            scaleGrad(dy2, dr, bp.ls2, cache.y2.p, rows: Q, cols: C)
+            // x = xMid + ls2 ⊙ y2 (a sequential adapter adds to dy2, so it must not be dr itself)
+            let dy2 = branchGrad(tC.p, dr, bp.ls2, cache.y2.p, rows: Q, cols: C, copy: bp.adapter.map { !$0.parallel } ?? false)
             // Adapter branch: y2 += s · up(GELU(down(in))), in = y2 before the adapter (sequential) or h2 (parallel).
             var adapterInputGrad: UnsafeMutablePointer<Float>? = nil
             if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
@@ -527,8 +525,7 @@ public final class TrainableViT: @unchecked Sendable {
             if let g = adapterInputGrad { parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
             parallelLayerNormBackward(dx: dr, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: Q, cols: C)
             // xMid = xIn + ls1 ⊙ y1
-            let dy1 = tC.p
-            scaleGrad(dy1, dr, bp.ls1, cache.y1.p, rows: Q, cols: C)
+            let dy1 = branchGrad(tC.p, dr, bp.ls1, cache.y1.p, rows: Q, cols: C)
             bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], scratch: scratch.p)
             if classToken {
                 classTokenAttentionBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
@@ -591,8 +588,7 @@ public final class TrainableViT: @unchecked Sendable {
         bp.fc1.forward(cache.u.p, cache.h2.p, rows: Q, lora: cache.lora[bp.fc1.name], dropoutSeed: dseed(2))
         parallelRows(Q) { r in
             let lo = r.lowerBound
-            (cache.a.p + lo * M).update(from: cache.u.p + lo * M, count: r.count * M)
-            biasGELUForward(cache.a.p + lo * M, bias: nil, rows: r.count, cols: M)
+            biasGELUForward(cache.a.p + lo * M, from: cache.u.p + lo * M, bias: nil, rows: r.count, cols: M)
         }
         bp.fc2.forward(cache.y2.p, cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
         if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
@@ -600,8 +596,7 @@ public final class TrainableViT: @unchecked Sendable {
             if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: Q * C); inp = adIn.p } else { inp = cache.h2.p }
             let r = ad.down.outFeatures
             ad.down.forward(pre.p, inp, rows: Q, lora: nil)
-            act.p.update(from: pre.p, count: Q * r)
-            biasGELUForward(act.p, bias: nil, rows: Q, cols: r)
+            biasGELUForward(act.p, from: pre.p, bias: nil, rows: Q, cols: r)
             ad.up.forward(tC.p, act.p, rows: Q, lora: nil)
             let s = ad.scale
             parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
@@ -645,11 +640,15 @@ public final class TrainableViT: @unchecked Sendable {
         bp.fc2.product(h, mlp, rows: R, epilogue: residual(bp.fc2, bp.ls2))
     }
 
-    /// out = dx ⊙ scale (or dx without LayerScale), and dscale += Σ dx ⊙ y.
-    private func scaleGrad(_ out: UnsafeMutablePointer<Float>, _ dx: UnsafePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>, rows: Int, cols: Int) {
+    /// The gradient of a residual branch's output y (x = x_in + ls ⊙ y) from dx: dx ⊙ ls written
+    /// to `out` (and dls += Σ dx ⊙ y). Without LayerScale it is dx itself, returned as is (read
+    /// before dx next changes), or copied to `out` when the caller will modify it.
+    private func branchGrad(_ out: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>,
+                            rows: Int, cols: Int, copy: Bool = false) -> UnsafeMutablePointer<Float> {
         guard let ls else {
+            if !copy { return dx }
             parallelRows(rows) { r in (out + r.lowerBound * cols).update(from: dx + r.lowerBound * cols, count: r.count * cols) }
-            return
+            return out
         }
         for r in 0..<rows {
             for i in 0..<cols {
@@ -658,6 +657,7 @@ public final class TrainableViT: @unchecked Sendable {
                 if let d = ls.grad { d.p[i] += g * y[r * cols + i] }
             }
         }
+        return out
     }
 
     /// The pooled, normalised features (B, C) of the last forward (what the head sees).

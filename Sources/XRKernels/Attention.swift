@@ -39,29 +39,39 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
     precondition(D * heads == C, "channels \(C) not divisible by heads \(heads)")
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), s = SendablePointer(scores), q0 = SendablePointer(UnsafeMutablePointer(mutating: qkv))
-    let workers = max(1, min(Parallel.workers, batch * heads))
+    let pairs = batch * heads, workers = max(1, min(Parallel.workers, pairs))
+    // Few heads that do not divide among the workers (ViT-Ti, one image: 3 heads on 2 cores)
+    // leave a core idle for a head's time; short sequences then split each head's queries.
+    let parts = T <= attentionTileThreshold && pairs % workers != 0 && pairs < 8 * workers ? workers : 1
+    let items = pairs * parts
     let per = attentionWorkspaceSize(tokens: T, headDim: D, workers: 1)
-    Parallel.ranges(batch * heads, minChunk: (batch * heads + workers - 1) / workers) { r in
+    Parallel.ranges(items, minChunk: (items + workers - 1) / workers) { r in
         guard let first = r.first else { return }
         // Each worker owns one block of the workspace.
-        let w = first * workers / (batch * heads)
+        let w = first * workers / items
         let ws = s.p + w * per
         // This worker's packings of one head's keys (B = (k / √D)ᵀ: D × T) and values (T × D),
         // after its score block in the workspace.
         let packs = ws + scoreWorkspace(tokens: T, headDim: D)
         let keys = PackedMatrix(k: D, n: T, in: packs)
         let values = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
-        for bh in r {
+        var packed = -1
+        for item in r {
+            let bh = item / parts, part = item % parts
             let b = bh / heads, h = bh % heads
             let base = q0.p + b * T * 3 * C
             let q = base + h * D, k = base + C + h * D, v = base + 2 * C + h * D
             let dst = o.p + b * T * C + h * D
-            keys.fillTransposed(k, ld: 3 * C, scale: scale)
-            values.fill(v, ld: 3 * C)
+            if bh != packed {
+                keys.fillTransposed(k, ld: 3 * C, scale: scale)
+                values.fill(v, ld: 3 * C)
+                packed = bh
+            }
             if T <= attentionTileThreshold {
-                packedGEMM(ws, ldc: T, q, lda: 3 * C, keys, rows: T, columns: 0..<T)
-                softmaxRows(ws, rows: T, cols: T)
-                packedGEMM(dst, ldc: C, ws, lda: T, values, rows: T, columns: 0..<D)
+                let r0 = part * T / parts, n = (part + 1) * T / parts - r0
+                packedGEMM(ws, ldc: T, q + r0 * 3 * C, lda: 3 * C, keys, rows: n, columns: 0..<T)
+                softmaxRows(ws, rows: n, cols: T)
+                packedGEMM(dst + r0 * C, ldc: C, ws, lda: T, values, rows: n, columns: 0..<D)
             } else {
                 tiledHead(dst, q: q, keys: keys, values: values, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C)
             }

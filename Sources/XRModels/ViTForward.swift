@@ -180,7 +180,7 @@ public final class ViT: @unchecked Sendable {
         let C = config.dim, M = config.mlpHidden, BT = B * T
         let rows = classToken ? B : BT   // rows past the attention
         let x = classToken ? attn + B * C : xFull
-        let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), A = SendablePointer(attn), F = SendablePointer(mlp)
+        let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), F = SendablePointer(mlp)
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
         layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
         withOptional(blk.qkvBias) { bq in
@@ -202,7 +202,6 @@ public final class ViT: @unchecked Sendable {
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
         } }
-        _ = A
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
         layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: rows)
         withPointer(blk.fc1Bias) { b1 in

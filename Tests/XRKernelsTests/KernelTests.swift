@@ -47,16 +47,24 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Against the plain reference; odd head counts (1 × 3, 3 × 1) split each head's queries across
+    /// the workers (2 and 3 of them).
     func testAttention() {
-        for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4), (1, 601, 24, 2), (2, 530, 16, 1)] {
-            let qkv = randn(b * t * 3 * c)
-            var out = [Float](repeating: 0, count: b * t * c)
-            var scores = [Float](repeating: 0, count: attentionWorkspaceSize(tokens: t, headDim: c / h, workers: Parallel.workers))
-            let saved = BLAS.threads
-            BLAS.threads = 1   // the kernel splits heads across workers itself
-            attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
-            BLAS.threads = saved
-            assertClose(out, Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h), rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h)")
+        let savedWorkers = Parallel.workers
+        defer { Parallel.workers = savedWorkers }
+        for workers in [2, 3] {
+            Parallel.workers = workers
+            for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4), (1, 601, 24, 2), (2, 530, 16, 1),
+                                 (1, 37, 36, 3), (3, 20, 16, 1), (1, 5, 8, 1)] {
+                let qkv = randn(b * t * 3 * c)
+                var out = [Float](repeating: 0, count: b * t * c)
+                var scores = [Float](repeating: 0, count: attentionWorkspaceSize(tokens: t, headDim: c / h, workers: Parallel.workers))
+                let saved = BLAS.threads
+                BLAS.threads = 1   // the kernel splits heads across workers itself
+                attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+                BLAS.threads = saved
+                assertClose(out, Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h), rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+            }
         }
     }
 

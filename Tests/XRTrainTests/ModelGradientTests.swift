@@ -173,7 +173,7 @@ final class ClassTokenShortcutTests: XCTestCase {
             let c = TrainConfig(dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale,
                                 headHidden: layerScale ? 6 : nil)
             for set in sets {
-                for recompute in [false, true] {
+                for (recompute, B) in [(false, 3), (true, 3), (false, 1)] {   // one image: single-row products
                     var logits: [[Float]] = [], grads: [[[Float]]] = []
                     for shortcut in [true, false] {
                         let m = try TrainableViT.random(c, seed: 3)
@@ -184,14 +184,14 @@ final class ClassTokenShortcutTests: XCTestCase {
                         for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
                             for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 }
                         }
-                        let px = (0..<(3 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
+                        let px = (0..<(B * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
                         m.zeroGrad()
-                        let l = try m.forward(pixels: px, batch: 3)
-                        m.backward(dlogits: Loss.crossEntropy(logits: l, labels: [0, 2, 1], classes: 3).dlogits)
+                        let l = try m.forward(pixels: px, batch: B)
+                        m.backward(dlogits: Loss.crossEntropy(logits: l, labels: Array([0, 2, 1].prefix(B)), classes: 3).dlogits)
                         logits.append(l)
                         grads.append(m.trainableParameters.map { $0.grad!.array })
                     }
-                    let what = "\(set) layerScale \(layerScale) recompute \(recompute)"
+                    let what = "\(set) layerScale \(layerScale) recompute \(recompute) batch \(B)"
                     assertClose(logits[0], logits[1], rel: 1e-6, "logits, \(what)")
                     XCTAssertEqual(grads[0].count, grads[1].count)
                     for (k, (a, b)) in zip(grads[0], grads[1]).enumerated() {

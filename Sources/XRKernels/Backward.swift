@@ -119,16 +119,21 @@ public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers:
 /// run per worker, each with its own block of `scratch` and its two packings.
 private func perWorkerHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
                             _ body: (Range<Int>, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
-    let chunks = max(1, min(Parallel.workers, pairs)), per = (pairs + chunks - 1) / chunks
     let size = attentionTrainingScratchSize(tokens: T, headDim: D, workers: 1), sc = SendablePointer(scratch)
+    perWorker(pairs) { range, w in
+        let ws = sc.p + w * size
+        let packs = ws + T * T
+        let wide = PackedMatrix(k: D, n: T, in: packs)
+        let tall = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
+        body(range, ws, wide, tall)
+    }
+}
+
+/// Runs `body(items, worker)` over `count` items split into one contiguous run per worker.
+private func perWorker(_ count: Int, _ body: (Range<Int>, Int) -> Void) {
+    let chunks = max(1, min(Parallel.workers, count)), per = (count + chunks - 1) / chunks
     Parallel.ranges(chunks) { workers in
-        for w in workers {
-            let ws = sc.p + w * size
-            let packs = ws + T * T
-            let wide = PackedMatrix(k: D, n: T, in: packs)
-            let tall = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
-            body((w * per)..<min(pairs, (w + 1) * per), ws, wide, tall)
-        }
+        for w in workers { body((w * per)..<min(count, (w + 1) * per), w) }
     }
 }
 
@@ -221,28 +226,25 @@ public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout:
     let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
     let sc = SendablePointer(scratch)
-    let chunks = max(1, min(Parallel.workers, B * H)), per = (B * H + chunks - 1) / chunks
-    Parallel.ranges(chunks) { workers in
-        for w in workers {
-            let ds = sc.p + w * T
-            for bh in (w * per)..<min(B * H, (w + 1) * per) {
-                let b = bh / H, h = bh % H
-                let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
-                let p = pp.p + bh * T, g = dO.p + b * C + h * D
-                var s = 0 as Float
-                for j in 0..<T {
-                    ds[j] = dot(g, base + j * ld + 2 * C, D)
-                    s += ds[j] * p[j]
-                }
-                for j in 0..<T { ds[j] = scale * p[j] * (ds[j] - s) }
-                dbase.update(repeating: 0, count: D)
-                for j in 0..<T {
-                    let row = dbase + j * ld
-                    if j > 0 { row.update(repeating: 0, count: D) }
-                    axpy(ds[j], base + j * ld + C, dbase, D)
-                    scaled(base, ds[j], row + C, D)
-                    scaled(g, p[j], row + 2 * C, D)
-                }
+    perWorker(B * H) { pairs, w in
+        let ds = sc.p + w * T
+        for bh in pairs {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+            let p = pp.p + bh * T, g = dO.p + b * C + h * D
+            var s = 0 as Float
+            for j in 0..<T {
+                ds[j] = dot(g, base + j * ld + 2 * C, D)
+                s += ds[j] * p[j]
+            }
+            for j in 0..<T { ds[j] = scale * p[j] * (ds[j] - s) }
+            dbase.update(repeating: 0, count: D)
+            for j in 0..<T {
+                let row = dbase + j * ld
+                if j > 0 { row.update(repeating: 0, count: D) }
+                axpy(ds[j], base + j * ld + C, dbase, D)
+                scaled(base, ds[j], row + C, D)
+                scaled(g, p[j], row + 2 * C, D)
             }
         }
     }

@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--method", default="lora")
     args, rest = ap.parse_known_args()
+    if args.rounds < 1 or args.seconds < 0:
+        ap.error(f"--rounds must be at least 1 and --seconds at least 0 (got {args.rounds}, {args.seconds})")
     if args.child:
         print(json.dumps(torch_child(args.method, args.preset, args.batch, args.seconds, args.threads)))
         return
@@ -95,7 +97,7 @@ def main():
     rows = []
     for method in ("lora", "last2"):
         rounds = []
-        for r in range(max(1, args.rounds)):
+        for r in range(args.rounds):
             if r % 2 == 0:
                 xr = xrlab(method); pt = run_child(["--method", method] + common)
             else:

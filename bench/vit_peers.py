@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--only")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
+    if args.rounds < 1 or args.seconds < 0:
+        ap.error(f"--rounds must be at least 1 and --seconds at least 0 (got {args.rounds}, {args.seconds})")
     if args.child:
         tool, preset, batch, size = args.child
         child(tool, preset, int(batch), int(size), args.seconds)
@@ -135,7 +137,7 @@ def main():
             return json.loads(out.stdout.strip().splitlines()[-1])
 
         rounds = []
-        for r in range(max(1, args.rounds)):
+        for r in range(args.rounds):
             res = {}
             order = ["xrlab", "xrlab_cls", "pytorch", "onnxruntime"]
             for tool in (order if r % 2 == 0 else order[::-1]):

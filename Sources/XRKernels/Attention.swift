@@ -25,7 +25,8 @@ private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
 }
 
 /// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
-/// (batch, head) pairs are split across workers.
+/// (batch, head) pairs are split across workers. With `probabilities` (B, H, T, T) the softmax
+/// rows are written there and kept (training's forward, whose backward reads them), at any length.
 ///
 /// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v. Long sequences (T > 512,
 /// e.g. 1,370 tokens at 518 px): queries in tiles of 64, keys in tiles of 256, with the online
@@ -34,15 +35,18 @@ private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
 /// Dao et al. 2022).
 public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePointer<Float>,
                              scores: UnsafeMutablePointer<Float>,
-                             batch: Int, tokens: Int, channels: Int, heads: Int) {
+                             batch: Int, tokens: Int, channels: Int, heads: Int,
+                             probabilities: UnsafeMutablePointer<Float>? = nil) {
     let T = tokens, C = channels, D = C / heads
     precondition(D * heads == C, "channels \(C) not divisible by heads \(heads)")
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), s = SendablePointer(scores), q0 = SendablePointer(UnsafeMutablePointer(mutating: qkv))
+    let pp = probabilities.map(SendablePointer.init)
+    let whole = T <= attentionTileThreshold || probabilities != nil   // all of a head's scores at once
     let pairs = batch * heads, workers = max(1, min(Parallel.workers, pairs))
     // Few heads that do not divide among the workers (ViT-Ti, one image: 3 heads on 2 cores)
-    // leave a core idle for a head's time; short sequences then split each head's queries.
-    let parts = T <= attentionTileThreshold && pairs % workers != 0 && pairs < 8 * workers ? workers : 1
+    // leave a core idle for a head's time; whole-score heads then split their queries.
+    let parts = whole && pairs % workers != 0 && pairs < 8 * workers ? workers : 1
     let items = pairs * parts
     let per = attentionWorkspaceSize(tokens: T, headDim: D, workers: 1)
     Parallel.ranges(items, minChunk: (items + workers - 1) / workers) { r in
@@ -67,11 +71,12 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
                 values.fill(v, ld: 3 * C)
                 packed = bh
             }
-            if T <= attentionTileThreshold {
+            if whole {
                 let r0 = part * T / parts, n = (part + 1) * T / parts - r0
-                packedGEMM(ws, ldc: T, q + r0 * 3 * C, lda: 3 * C, keys, rows: n, columns: 0..<T)
-                softmaxRows(ws, rows: n, cols: T)
-                packedGEMM(dst + r0 * C, ldc: C, ws, lda: T, values, rows: n, columns: 0..<D)
+                let sc = pp.map { $0.p + (bh * T + r0) * T } ?? ws
+                packedGEMM(sc, ldc: T, q + r0 * 3 * C, lda: 3 * C, keys, rows: n, columns: 0..<T)
+                softmaxRows(sc, rows: n, cols: T)
+                packedGEMM(dst + r0 * C, ldc: C, sc, lda: T, values, rows: n, columns: 0..<D)
             } else {
                 tiledHead(dst, q: q, keys: keys, values: values, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C)
             }

@@ -109,8 +109,8 @@ public func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
     }
 }
 
-/// Scratch floats `attentionTrainingForward` and `attentionTrainingBackward` need for `workers`
-/// workers: per worker a T × T block and one head's packings (a D × T and a T × D operand).
+/// Scratch floats `attentionTrainingBackward` needs for `workers` workers: per worker a T × T
+/// block and one head's packings (a D × T and a T × D operand).
 public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers: Int) -> Int {
     max(1, workers) * (T * T + PackedMatrix.alignedStorage(k: D, n: T) + PackedMatrix.alignedStorage(k: T, n: D))
 }
@@ -137,30 +137,8 @@ private func perWorker(_ count: Int, _ body: (Range<Int>, Int) -> Void) {
     }
 }
 
-/// Multi-head self-attention over a fused qkv buffer (B·T, 3C) laid out as [q | k | v], each
-/// head-major (timm / torch layout). out (B·T, C). Saves the probabilities (B, H, T, T) for the
-/// backward. Heads run across workers, each product on the packed-operand kernel (keys ×
-/// 1/√D and values packed once per head); `scratch` holds `attentionTrainingScratchSize` floats.
-public func attentionTrainingForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-                                     probabilities: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-                                     batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
-    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
-    let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
-    perWorkerHeads(B * H, scratch: scratch, tokens: T, headDim: D) { pairs, _, keys, values in
-        for bh in pairs {
-            let b = bh / H, h = bh % H
-            let base = q.p + b * T * ld + h * D
-            let p = pp.p + bh * T * T
-            keys.fillTransposed(base + C, ld: ld, scale: scale)
-            values.fill(base + 2 * C, ld: ld)
-            packedGEMM(p, ldc: T, base, lda: ld, keys, rows: T, columns: 0..<T)
-            softmaxRows(p, rows: T, cols: T)
-            packedGEMM(o.p + b * T * C + h * D, ldc: C, p, lda: T, values, rows: T, columns: 0..<D)
-        }
-    }
-}
-
-/// Backward of `attentionTrainingForward`: dqkv (B·T, 3C) from dout (B·T, C), with P saved.
+/// Backward of attention over a fused qkv buffer (`attentionForward` with `probabilities`):
+/// dqkv (B·T, 3C) from dout (B·T, C), with P (B, H, T, T) saved.
 /// dV = Pᵀ dO; dP = dO Vᵀ; dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS K; dK = dSᵀ Q — each
 /// product on the packed-operand kernel (Pᵀ and dSᵀ read in place, as transposed A operands).
 /// `scratch` holds `attentionTrainingScratchSize` floats.
@@ -193,7 +171,7 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
     }
 }
 
-/// The class token's row of `attentionTrainingForward`: for each image only query row 0 (keys and
+/// The class token's row of `attentionForward` (saving its probabilities): for each image only query row 0 (keys and
 /// values of every token), for a last block whose other rows no output reads. out (B, C): one
 /// row per image; probabilities (B, H, T): the class token's softmax row per head.
 public func classTokenAttentionForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,

@@ -185,7 +185,7 @@ public final class ViT: @unchecked Sendable {
         layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
         withOptional(blk.qkvBias) { bq in
             let bias = bq.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
-            linear(qkv, h, pk.qkv, rows: BT) { r, c in
+            packedProduct(qkv, h, pk.qkv, rows: BT) { r, c in
                 if let bias { addBias(Q.p + r.lowerBound * 3 * C + c.lowerBound, bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: 3 * C) }
             }
         }
@@ -197,7 +197,7 @@ public final class ViT: @unchecked Sendable {
         }
         withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, attn, pk.proj, rows: rows) { r, c in
+            packedProduct(h, attn, pk.proj, rows: rows) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
@@ -206,25 +206,18 @@ public final class ViT: @unchecked Sendable {
         layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: rows)
         withPointer(blk.fc1Bias) { b1 in
             let bias = SendablePointer(UnsafeMutablePointer(mutating: b1))
-            linear(mlp, h, pk.fc1, rows: rows) { r, c in
+            packedProduct(mlp, h, pk.fc1, rows: rows) { r, c in
                 biasGELUForward(F.p + r.lowerBound * M + c.lowerBound, bias: bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: M)
             }
         }
         withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
             let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            linear(h, mlp, pk.fc2, rows: rows) { r, c in
+            packedProduct(h, mlp, pk.fc2, rows: rows) { r, c in
                 let o = r.lowerBound * C + c.lowerBound
                 biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
             }
         } }
         if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
-    }
-
-    /// A linear layer with its epilogue on each worker's finished (rows, columns) block: rows split
-    /// across the cores, or, for few rows, output features.
-    private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: PackedMatrix,
-                        rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
-        packedProduct(out, inp, w, rows: rows, epilogue: epilogue)
     }
 
     /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.

@@ -13,6 +13,8 @@ public struct EmbedOptions: Sendable {
     /// Only class-token features (`cls`, `last_blocks_cls`) are needed: the encoder's last block
     /// skips the patch rows past its keys and values, and no `patch_mean` is written.
     public var classTokenOnly = false
+    /// What the encoder is asked for: class-token outputs only unless patch tokens are kept.
+    var encodesClassTokenOnly: Bool { classTokenOnly && !patchTokens }
     /// Continue past unreadable images (they are listed, and left out of the outputs).
     public var skipBad = false
     /// Feature cache; nil disables caching.
@@ -88,7 +90,7 @@ public final class Encoder: @unchecked Sendable {
     /// Everything that changes the numbers an image maps to.
     public func fingerprint(_ options: EmbedOptions) -> String {
         let pre = (try? JSONEncoder.sorted.encode(preprocessing)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let clsOnly = options.classTokenOnly && !options.patchTokens ? "|class-token-only" : ""
+        let clsOnly = options.encodesClassTokenOnly ? "|class-token-only" : ""
         return "\(weightsHash)|\(pre)|last=\(options.lastBlocks)|tokens=\(options.patchTokens)|dicom=\(options.dicomValues.rawValue)" + clsOnly
     }
 
@@ -115,7 +117,7 @@ public final class Encoder: @unchecked Sendable {
                 batch.replaceSubrange(j * per ..< (j + 1) * per, with: p.pixels)
             }
             let out = try loaded.model.forward(pixels: batch, batch: b, height: H, width: W,
-                                               lastBlocks: options.lastBlocks, classTokenOnly: options.classTokenOnly && !options.patchTokens)
+                                               lastBlocks: options.lastBlocks, classTokenOnly: options.encodesClassTokenOnly)
             let split = EmbedResult.rows(of: out, batch: b, keepTokens: options.patchTokens)
             for (j, p) in pending.enumerated() {
                 rows[p.index] = split[j]

@@ -570,8 +570,8 @@ public final class TrainableViT: @unchecked Sendable {
         if classToken {
             classTokenAttentionForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
         } else {
-            attentionTrainingForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
-                                     batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            attentionForward(cache.attn.p, cache.qkv.p, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads,
+                             probabilities: cache.probs.p)
         }
         bp.proj.forward(cache.y1.p, cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
         let M = c.mlpHidden

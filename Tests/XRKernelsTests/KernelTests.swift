@@ -62,8 +62,17 @@ final class KernelTests: XCTestCase {
                 let saved = BLAS.threads
                 BLAS.threads = 1   // the kernel splits heads across workers itself
                 attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+                let ref = Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h)
+                assertClose(out, ref, rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+                // Keeping the probabilities (training): whole score rows at any length, the same output.
+                var kept = [Float](repeating: 0, count: b * t * c), p = [Float](repeating: .nan, count: b * h * t * t)
+                attentionForward(&kept, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h, probabilities: &p)
                 BLAS.threads = saved
-                assertClose(out, Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h), rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+                assertClose(kept, ref, rel: 1e-5, "attention keeping probabilities b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+                for row in 0..<(b * h * t) {
+                    let sum = p[(row * t)..<((row + 1) * t)].reduce(0, +)
+                    XCTAssertEqual(sum, 1, accuracy: 1e-4, "probability row \(row) sums to \(sum)")
+                }
             }
         }
     }

@@ -68,11 +68,11 @@ final class BackwardKernelTests: XCTestCase {
             let qkv = rand(B * T * 3 * C), w = rand(B * T * C)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
-                attentionTrainingForward(out: &out, qkv: q, probabilities: &p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
+                attentionForward(&out, q, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &p)
                 return out
             }
             var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
-            attentionTrainingForward(out: &out, qkv: qkv, probabilities: &p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
+            attentionForward(&out, qkv, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &p)
             // The forward agrees with a plain reference.
             var ref = [Float](repeating: 0, count: B * T * C)
             for b in 0..<B { for h in 0..<H { for i in 0..<T {
@@ -97,7 +97,7 @@ final class BackwardKernelTests: XCTestCase {
             var scratch = [Float](repeating: 0, count: attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers))
             let qkv = rand(B * T * 3 * C), g = rand(B * C)
             var full = [Float](repeating: 0, count: B * T * C), pFull = [Float](repeating: 0, count: B * H * T * T)
-            attentionTrainingForward(out: &full, qkv: qkv, probabilities: &pFull, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
+            attentionForward(&full, qkv, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &pFull)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * C), p = [Float](repeating: 0, count: B * H * T)
                 classTokenAttentionForward(out: &out, qkv: q, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)

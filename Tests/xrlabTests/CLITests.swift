@@ -150,10 +150,15 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(objects.count, 2)
         for line in objects {
             let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            var ms: [String: Double] = [:]
             for key in ["openblas_rows_ms", "openblas_columns_ms", "packed_rows_ms", "packed_columns_ms", "speedup_best_vs_best"] {
                 let v = try XCTUnwrap(o[key] as? Double, key)
                 XCTAssertTrue(v > 0 && v.isFinite, "\(key) = \(v)")
+                ms[key] = v
             }
+            // The reported speed-up is the best OpenBLAS time over the best packed time.
+            let want = min(ms["openblas_rows_ms"]!, ms["openblas_columns_ms"]!) / min(ms["packed_rows_ms"]!, ms["packed_columns_ms"]!)
+            XCTAssertEqual(ms["speedup_best_vs_best"]!, want, accuracy: 1e-9 * want)
         }
         XCTAssertTrue(r.out.contains("| 13 × 20 → 40 |"), r.out)
         let bad = try xrlab(["bench-gemm", "--shapes", "13x20", "--seconds", "0"])

@@ -1,4 +1,5 @@
-// Matrix products against a right-hand operand packed once: the encoder's frozen weights.
+// Matrix products against a right-hand operand packed once: frozen weights (packed at load) and
+// attention's per-head operands (packed once per head, serving every query row).
 //
 // OpenBLAS packs both operands of every product into its own panel layout on every call; for a
 // ViT's linear layers that repacks the same weights image after image (11% of ViT-Ti's cycles at

@@ -122,3 +122,7 @@ int xr_parallel_run(long parts, xr_task task, void *context) {
     pthread_mutex_unlock(&run_lock);
     return 0;
 }
+
+long xr_claim(long *counter) {
+    return atomic_fetch_add_explicit((_Atomic long *)counter, 1, memory_order_relaxed);
+}

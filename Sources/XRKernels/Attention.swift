@@ -25,7 +25,7 @@ private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
 }
 
 /// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
-/// (batch, head) pairs are split across workers. With `probabilities` (B, H, T, T) the softmax
+/// (batch, head) pairs are claimed by the workers one at a time. With `probabilities` (B, H, T, T) the softmax
 /// rows are written there and kept (training's forward, whose backward reads them), at any length.
 ///
 /// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v. Long sequences (T > 512,
@@ -49,10 +49,9 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
     let parts = whole && pairs % workers != 0 && pairs < 8 * workers ? workers : 1
     let items = pairs * parts
     let per = attentionWorkspaceSize(tokens: T, headDim: D, workers: 1)
-    Parallel.ranges(items, minChunk: (items + workers - 1) / workers) { r in
-        guard let first = r.first else { return }
+    // Items (heads, or parts of one) are claimed one at a time by whichever worker is free.
+    Parallel.claiming(items) { w, next in
         // Each worker owns one block of the workspace.
-        let w = first * workers / items
         let ws = s.p + w * per
         // This worker's packings of one head's keys (B = (k / √D)ᵀ: D × T) and values (T × D),
         // after its score block in the workspace.
@@ -60,7 +59,7 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
         let keys = PackedMatrix(k: D, n: T, in: packs)
         let values = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
         var packed = -1
-        for item in r {
+        while let item = next() {
             let bh = item / parts, part = item % parts
             let b = bh / heads, h = bh % heads
             let base = q0.p + b * T * 3 * C

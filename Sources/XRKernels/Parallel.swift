@@ -33,6 +33,30 @@ public enum Parallel {
         }
     }
 
+    /// Hand out the items 0..<count one at a time: `body(worker, next)` runs once per worker
+    /// (`worker` in 0..<workers names the thread's own scratch) and calls `next()` for the next
+    /// unclaimed item until it returns nil. Unlike `ranges`' fixed shares, a worker that the
+    /// machine slows (another process, a busy hypervisor) takes fewer items instead of holding
+    /// the others up.
+    public static func claiming(_ count: Int, _ body: (_ worker: Int, _ next: () -> Int?) -> Void) {
+        let w = max(1, min(workers, count))
+        var next = 0
+        if w == 1 {
+            xr_flush_denormals()
+            body(0) { () -> Int? in defer { next += 1 }; return next < count ? next : nil }
+            return
+        }
+        withUnsafeMutablePointer(to: &next) { p in
+            let counter = SendablePointer(p)
+            ranges(w) { r in
+                body(r.lowerBound) { () -> Int? in
+                    let i = xr_claim(counter.p)
+                    return i < count ? i : nil
+                }
+            }
+        }
+    }
+
     /// Flush denormal floats to zero on the calling thread (MXCSR FTZ + DAZ). Training produces
     /// values below 1.2e-38 (vanishing gradients, optimiser moments, underflowing softmax
     /// terms); on many x86 CPUs each operation on one takes a microcode assist, and the matrix

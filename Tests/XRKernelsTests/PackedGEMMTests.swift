@@ -75,19 +75,25 @@ final class PackedGEMMTests: XCTestCase {
 
         let saved = Parallel.workers
         defer { Parallel.workers = saved }
-        for workers in [1, 2, 3] {
-            Parallel.workers = workers
-            for split in [false, true] {
-                var out = [Float](repeating: .nan, count: m * n)
-                var seen = [Int](repeating: 0, count: m * n)
-                let lock = NSLock()
-                a.withUnsafeBufferPointer { ab in out.withUnsafeMutableBufferPointer { ob in
-                    packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: m, splitColumns: split) { r, cols in
-                        lock.lock(); for i in r { for j in cols { seen[i * n + j] += 1 } }; lock.unlock()
-                    }
-                } }
-                assertClose(out, ref, rel: 1e-5, "packedProduct workers=\(workers) splitColumns=\(split)")
-                XCTAssertEqual(Set(seen), [1], "epilogue coverage workers=\(workers) splitColumns=\(split)")
+        // 41 rows: one row block; 301: three blocks of 96 claimed by the workers and a ragged 13.
+        let tall = 301
+        let aTall = (0..<(tall * k)).map { _ in rng.nextGaussian() }
+        let refTall = Reference.matmul(aTall, b, rows: tall, k: k, n: n)
+        for (rows, input, expected) in [(m, a, ref), (tall, aTall, refTall)] {
+            for workers in [1, 2, 3] {
+                Parallel.workers = workers
+                for split in [false, true] {
+                    var out = [Float](repeating: .nan, count: rows * n)
+                    var seen = [Int](repeating: 0, count: rows * n)
+                    let lock = NSLock()
+                    input.withUnsafeBufferPointer { ab in out.withUnsafeMutableBufferPointer { ob in
+                        packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: rows, splitColumns: split) { r, cols in
+                            lock.lock(); for i in r { for j in cols { seen[i * n + j] += 1 } }; lock.unlock()
+                        }
+                    } }
+                    assertClose(out, expected, rel: 1e-5, "packedProduct rows=\(rows) workers=\(workers) splitColumns=\(split)")
+                    XCTAssertEqual(Set(seen), [1], "epilogue coverage rows=\(rows) workers=\(workers) splitColumns=\(split)")
+                }
             }
         }
     }

@@ -2,9 +2,9 @@ import XCTest
 import Foundation
 import XRKernels
 
-/// The pool behind `Parallel.ranges`: every item runs exactly once, for any worker count, job after
-/// job; nested calls run serially inside a range; callers on several threads at once each get
-/// their own job done.
+/// The pool behind `Parallel.ranges` and `Parallel.claiming`: every item runs exactly once, for
+/// any worker count, job after job; nested calls run serially inside a range; callers on several
+/// threads at once each get their own job done; a slowed worker takes fewer claimed items.
 final class ParallelTests: XCTestCase {
     func testEveryItemOnceJobAfterJob() {
         let saved = Parallel.workers
@@ -21,6 +21,54 @@ final class ParallelTests: XCTestCase {
                 XCTAssertEqual(Set(hits), [1], "workers \(workers), job \(job), n \(n)")
             }
         }
+    }
+
+    func testClaimingHandsOutEveryItemOnce() {
+        let saved = Parallel.workers
+        defer { Parallel.workers = saved }
+        for workers in [1, 2, 3, 5] {
+            Parallel.workers = workers
+            for job in 0..<300 {
+                let n = (job * 7) % 41   // 0 included
+                var hits = [Int](repeating: 0, count: n)
+                var owners = [Int](repeating: -1, count: n)
+                var calls = [Int](repeating: 0, count: workers)
+                hits.withUnsafeMutableBufferPointer { h in owners.withUnsafeMutableBufferPointer { o in calls.withUnsafeMutableBufferPointer { c in
+                    let p = SendablePointer(h.baseAddress!), op = SendablePointer(o.baseAddress!), cp = SendablePointer(c.baseAddress!)
+                    Parallel.claiming(n) { worker, next in
+                        cp.p[worker] += 1
+                        while let i = next() { p.p[i] += 1; op.p[i] = worker }
+                    }
+                } } }
+                XCTAssertTrue(hits.allSatisfy { $0 == 1 }, "workers \(workers), job \(job), n \(n): \(hits)")
+                // Each worker index runs its body once, and only the indices of running workers appear.
+                let running = max(1, min(workers, n))
+                XCTAssertEqual(calls, (0..<workers).map { $0 < running ? 1 : 0 }, "workers \(workers), n \(n)")
+                XCTAssertTrue(owners.allSatisfy { (0..<running).contains($0) })
+            }
+        }
+    }
+
+    /// A worker held up on one item (here by sleeping, as a core lost to another process would be)
+    /// leaves the remaining items to the others instead of a fixed half of them.
+    func testSlowWorkerTakesFewerItems() {
+        let saved = Parallel.workers
+        defer { Parallel.workers = saved }
+        Parallel.workers = 2
+        let n = 40
+        var owners = [Int](repeating: -1, count: n)
+        owners.withUnsafeMutableBufferPointer { o in
+            let op = SendablePointer(o.baseAddress!)
+            Parallel.claiming(n) { worker, next in
+                while let i = next() {
+                    op.p[i] = worker
+                    if i == 0 { Thread.sleep(forTimeInterval: 0.3) }
+                }
+            }
+        }
+        let slow = owners[0]
+        XCTAssertEqual(owners.filter { $0 == slow }.count, 1, "the worker that slept on item 0 took more: \(owners)")
+        XCTAssertTrue(owners.allSatisfy { $0 == 0 || $0 == 1 })
     }
 
     func testNestedRangesRunInsideTheirRange() {

@@ -18,4 +18,8 @@ typedef void (*xr_task)(void *context, long index);
 // when pool threads could not be started (the parts then ran serially), else 0.
 int xr_parallel_run(long parts, xr_task task, void *context);
 
+// Atomically add 1 to *counter and return its old value (work items claimed by whichever thread
+// is free: `Parallel.claimed`).
+long xr_claim(long *counter);
+
 #endif

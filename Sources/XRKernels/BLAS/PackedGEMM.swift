@@ -257,30 +257,39 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
 /// whole-model A/B runs (docs/benchmarks.md).
 nonisolated(unsafe) public var packedColumnSplitRows = 256
 
+/// Rows per work item when `packedProduct` splits by rows: items are claimed by whichever worker
+/// is free (`Parallel.claiming`), and each item's epilogue runs while its block is still in cache.
+let packedChunkRows = 96
+
 /// out (rows, b.n; row stride ldc, default b.n) = (or += when `accumulate`) inp (rows, b.k; row
 /// stride lda, default b.k) · B, split across the workers — by output columns (16-column panels)
-/// when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows (multiples of 6). `epilogue(rows, columns)` runs on each
-/// worker's finished block while it is still in cache.
+/// when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows (blocks of
+/// `packedChunkRows`); the blocks are claimed by whichever worker is free. `epilogue(rows, columns)`
+/// runs on each finished block while it is still in cache.
 public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
                           lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
                           epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
     let lda = lda ?? b.k, ldc = ldc ?? b.n, n = b.n
     let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
     if splitColumns ?? (rows <= packedColumnSplitRows) {
-        Parallel.ranges(b.panels, minChunk: 2) { p in
-            let cols = (p.lowerBound * 16)..<min(n, p.upperBound * 16)
-            if cols.isEmpty { return }
-            packedGEMM(o.p, ldc: ldc, x.p, lda: lda, b, rows: rows, columns: cols, accumulate: accumulate)
-            epilogue(0..<rows, cols)
+        // Groups of up to 4 panels (the kernel's block), at least 4 groups per worker.
+        let group = max(1, min(4, b.panels / (4 * Parallel.workers))), groups = (b.panels + group - 1) / group
+        Parallel.claiming(groups) { _, next in
+            while let g = next() {
+                let cols = (g * group * 16)..<min(n, (g + 1) * group * 16)
+                packedGEMM(o.p, ldc: ldc, x.p, lda: lda, b, rows: rows, columns: cols, accumulate: accumulate)
+                epilogue(0..<rows, cols)
+            }
         }
     } else {
-        let strips = (rows + 5) / 6
-        Parallel.ranges(strips, minChunk: 3) { s in
-            let r = (s.lowerBound * 6)..<min(rows, s.upperBound * 6)
-            if r.isEmpty { return }
-            packedGEMM(o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
-                       columns: 0..<n, accumulate: accumulate)
-            epilogue(r, 0..<n)
+        let chunkRows = packedChunkRows, chunks = (rows + chunkRows - 1) / chunkRows
+        Parallel.claiming(chunks) { _, next in
+            while let i = next() {
+                let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)
+                packedGEMM(o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
+                           columns: 0..<n, accumulate: accumulate)
+                epilogue(r, 0..<n)
+            }
         }
     }
 }

@@ -21,14 +21,15 @@ public func attentionWorkspaceSize(tokens T: Int, headDim D: Int, workers: Int) 
 
 /// Floats of one worker's score block (the part of its workspace before the packings).
 private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
-    T > attentionTileThreshold ? queryTile * keyTile + queryTile * D + 2 * queryTile : T * T
+    T > attentionTileThreshold ? queryTile * keyTile + queryTile * D + 2 * queryTile : T * T + T
 }
 
 /// out (B*T, C) = attention(qkv (B*T, 3C)); `scores` holds `attentionWorkspaceSize` floats.
 /// (batch, head) pairs are claimed by the workers one at a time. With `probabilities` (B, H, T, T) the softmax
 /// rows are written there and kept (training's forward, whose backward reads them), at any length.
 ///
-/// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v. Long sequences (T > 512,
+/// Short sequences: S = q kᵀ / √D for the whole head, row softmax, S v (without `probabilities`
+/// the rows of S are left unnormalised and the output rows scaled by 1 / sum). Long sequences (T > 512,
 /// e.g. 1,370 tokens at 518 px): queries in tiles of 64, keys in tiles of 256, with the online
 /// softmax (running row max m and sum l; accumulators rescaled by exp(m_old − m_new)), so the
 /// T×T matrix is never materialised and each tile stays in cache (Milakov & Gimelshein 2018;
@@ -74,8 +75,16 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
                 let r0 = part * T / parts, n = (part + 1) * T / parts - r0
                 let sc = pp.map { $0.p + (bh * T + r0) * T } ?? ws
                 packedGEMM(sc, ldc: T, q + r0 * 3 * C, lda: 3 * C, keys, rows: n, columns: 0..<T)
-                softmaxRows(sc, rows: n, cols: T)
-                packedGEMM(dst + r0 * C, ldc: C, sc, lda: T, values, rows: n, columns: 0..<D)
+                if pp != nil {
+                    softmaxRows(sc, rows: n, cols: T)
+                    packedGEMM(dst + r0 * C, ldc: C, sc, lda: T, values, rows: n, columns: 0..<D)
+                } else {
+                    // Unnormalised probabilities; the output rows (D wide, not T) take the 1 / sum.
+                    let inverseSums = ws + T * T
+                    softmaxRowsUnnormalised(sc, rows: n, cols: T, inverseSums: inverseSums)
+                    packedGEMM(dst + r0 * C, ldc: C, sc, lda: T, values, rows: n, columns: 0..<D)
+                    for i in 0..<n { scaleRow(dst + (r0 + i) * C, D, inverseSums[i]) }
+                }
             } else {
                 tiledHead(dst, q: q, keys: keys, values: values, workspace: ws, tokens: T, headDim: D, stride: 3 * C, outStride: C)
             }
@@ -128,4 +137,16 @@ func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys
         }
         i0 += bq
     }
+}
+
+/// p (n) ← p · s.
+@inline(__always)
+func scaleRow(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ s: Float) {
+    let s8 = SIMD8<Float>(repeating: s)
+    var i = 0
+    while i + 8 <= n {
+        UnsafeMutableRawPointer(p + i).storeBytes(of: UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self) * s8, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { p[i] *= s; i += 1 }
 }

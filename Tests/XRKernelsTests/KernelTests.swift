@@ -38,12 +38,33 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The rational erf against the C library's on a dense grid through and past its clamp at ±4
+    /// (fixtures/fit_erf.py: 2.7e-7 at worst), odd, and NaN kept NaN.
+    func testErfAcrossRange() {
+        var worst = 0.0
+        for i in 0...24_000 {
+            let x = Float(-6 + Double(i) * 0.0005)
+            let v = simdErf(SIMD8(repeating: x))
+            worst = max(worst, abs(Double(v[0]) - erf(Double(x))))
+            XCTAssertEqual(v[0], -simdErf(SIMD8(repeating: -x))[0], "erf is odd at \(x)")
+        }
+        XCTAssertLessThan(worst, 4e-7, "largest |erf error| on [-6, 6]")
+        XCTAssertEqual(simdErf(SIMD8(repeating: 30))[0], 1, accuracy: 3e-7)
+        XCTAssertTrue(simdErf(SIMD8(repeating: .nan))[0].isNaN)
+    }
+
     func testSoftmax() {
         for (r, c) in [(1, 1), (2, 5), (3, 8), (4, 197), (1, 1370)] {
             var x = randn(r * c, scale: 4)
             let ref = Reference.softmax(x, rows: r, cols: c)
             softmaxRows(&x, rows: r, cols: c)
             assertClose(x, ref, rel: 1e-6, "softmax \(r)x\(c)")
+            // Without the last pass: the same rows times their sums.
+            var y = randn(r * c, scale: 4), inv = [Float](repeating: 0, count: r)
+            let refY = Reference.softmax(y, rows: r, cols: c)
+            softmaxRowsUnnormalised(&y, rows: r, cols: c, inverseSums: &inv)
+            for i in 0..<(r * c) { y[i] *= inv[i / c] }
+            assertClose(y, refY, rel: 1e-6, "unnormalised softmax \(r)x\(c)")
         }
     }
 

@@ -64,7 +64,9 @@ final class BackwardKernelTests: XCTestCase {
     func testAttentionBackward() {
         for (B, T, H, D) in [(2, 7, 3, 4), (1, 5, 2, 8), (2, 37, 3, 20)] {   // the last: several ragged 16-column panels
             let C = H * D
-            var scratch = [Float](repeating: 0, count: attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers))
+            // The forward and the backward share one scratch, sized for both (as TrainableViT does).
+            var scratch = [Float](repeating: 0, count: max(attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
+                                                           attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
             let qkv = rand(B * T * 3 * C), w = rand(B * T * C)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
@@ -94,7 +96,9 @@ final class BackwardKernelTests: XCTestCase {
     func testClassTokenAttentionMatchesFullAttention() {
         for (B, T, H, D) in [(2, 7, 3, 4), (1, 13, 2, 12), (3, 5, 1, 9)] {
             let C = H * D
-            var scratch = [Float](repeating: 0, count: attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers))
+            // The forward and the backward share one scratch, sized for both (as TrainableViT does).
+            var scratch = [Float](repeating: 0, count: max(attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
+                                                           attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
             let qkv = rand(B * T * 3 * C), g = rand(B * C)
             var full = [Float](repeating: 0, count: B * T * C), pFull = [Float](repeating: 0, count: B * H * T * T)
             attentionForward(&full, qkv, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &pFull)

@@ -70,13 +70,31 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// Repack from W (n, k) (B = Wᵀ), same shape; W's rows `ld` apart (default k), values times `scale`.
     public func fillTransposed(_ w: UnsafePointer<Float>, ld: Int? = nil, scale: Float = 1) {
-        let k = self.k, n = self.n, ld = ld ?? k
+        let k = self.k, n = self.n, ld = ld ?? k, k8 = k & ~7
+        let s8 = V8(repeating: scale)
         for j in 0..<panels {
             let dst = data + j * k * 16
             let c0 = j * 16, width = min(16, n - c0)
-            for t in 0..<width {
+            // Groups of eight whole columns: 8 × 8 blocks of W loaded as rows, transposed in registers,
+            // stored as eight panel rows (the scalar loop below wrote one float per cache line).
+            let groups = width / 8
+            for g in 0..<groups {
+                let src = w + (c0 + 8 * g) * ld
+                var kk = 0
+                while kk < k8 {
+                    @inline(__always) func row(_ r: Int) -> V8 { UnsafeRawPointer(src + r * ld + kk).loadUnaligned(as: V8.self) }
+                    @inline(__always) func put(_ r: Int, _ x: V8) {
+                        UnsafeMutableRawPointer(dst + (kk + r) * 16 + 8 * g).storeBytes(of: x * s8, as: V8.self)
+                    }
+                    let t = transpose8x8((row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)))
+                    put(0, t.0); put(1, t.1); put(2, t.2); put(3, t.3); put(4, t.4); put(5, t.5); put(6, t.6); put(7, t.7)
+                    kk += 8
+                }
+                for t in 0..<8 { for kk in k8..<k { dst[kk * 16 + 8 * g + t] = src[t * ld + kk] * scale } }
+            }
+            for t in (8 * groups)..<width {
                 let src = w + (c0 + t) * ld
-                if scale == 1 { for kk in 0..<k { dst[kk * 16 + t] = src[kk] } } else { for kk in 0..<k { dst[kk * 16 + t] = src[kk] * scale } }
+                for kk in 0..<k { dst[kk * 16 + t] = src[kk] * scale }
             }
         }
     }
@@ -111,6 +129,21 @@ public final class PackedMatrix: @unchecked Sendable {
 }
 
 private typealias V8 = SIMD8<Float>
+
+/// Eight rows of an 8 × 8 block.
+private typealias Block8 = (V8, V8, V8, V8, V8, V8, V8, V8)
+
+/// The transpose of an 8 × 8 block: three rounds of unzipping pairs of rows (even lanes of both,
+/// then odd lanes of both), each rotating a lane's row / column index bits by one.
+@inline(__always)
+private func transpose8x8(_ v: Block8) -> Block8 {
+    @inline(__always) func even(_ a: V8, _ b: V8) -> V8 { V8(lowHalf: a.evenHalf, highHalf: b.evenHalf) }
+    @inline(__always) func odd(_ a: V8, _ b: V8) -> V8 { V8(lowHalf: a.oddHalf, highHalf: b.oddHalf) }
+    @inline(__always) func round(_ u: Block8) -> Block8 {
+        (even(u.0, u.1), even(u.2, u.3), even(u.4, u.5), even(u.6, u.7), odd(u.0, u.1), odd(u.2, u.3), odd(u.4, u.5), odd(u.6, u.7))
+    }
+    return round(round(round(v)))
+}
 
 /// C[0..<rows, 0..<16] (row stride ldc) = (or +=) A[0..<rows, 0..<kc] (row stride lda) · panel
 /// (kc × 16, k-major). rows 1...6; rows past `rows` repeat the last row's loads and are not stored.

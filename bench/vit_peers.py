@@ -10,15 +10,19 @@ twice: computing every output (class token, patch tokens, patch mean) as a patch
 embedding does, and with `--class-token-only` (the same output as the peers: its last block's
 attention, projection and MLP run on the class token alone; its GFLOP/s counts that work).
 
-Rounds: each workload runs `--rounds` times per tool, alternating the order (xrlab first, then
-the peers first), so a machine whose speed drifts over minutes slows every tool alike; the table
-gives each tool's median images/s, the median of the per-round ratios and of the per-round
-percentages of that round's sgemm ceiling (the ceiling column: its median), and every round's
-ratio.
+Interleaved slices: the four processes (xrlab both ways, PyTorch, ONNX Runtime) start, load and
+warm up once per workload, then take turns running for `--slice-seconds` (at least one forward
+pass each), `--slices` turns per tool, the order rotating each turn, with a short pause between
+turns (so threads that spin after their work do not run into the next tool's turn). On a
+machine whose speed drifts within seconds (a shared VM), every tool then samples the same
+conditions. Each tool's images/s is its images over its time across all turns; the table also
+gives the median and range of the per-turn ratios. The sgemm ceiling is measured at the start
+and at the end of each workload (their mean), in the class-token process; xrlab's peak RSS is the
+every-output process's.
 
 Usage (from the repository root, after `swift build -c release`):
     pip install onnxruntime onnx onnxscript    # torch==2.13.0+cpu and timm as for the fixtures
-    python3 bench/vit_peers.py [--seconds 4] [--rounds 3] [--only vitBase16]
+    python3 bench/vit_peers.py [--slices 10] [--slice-seconds 1] [--only vitBase16]
 """
 import argparse, json, os, resource, statistics, subprocess, sys, time, types
 
@@ -48,8 +52,9 @@ def build(preset, size):
     return timm.models.vision_transformer.VisionTransformer(img_size=size, num_classes=0, **ARCH[preset]).eval()
 
 
-def child(tool, preset, batch, size, seconds):
-    """Runs in a fresh process: time one tool, print JSON."""
+def child(tool, preset, batch, size):
+    """Runs in a fresh process: load and warm up one tool, then serve timed turns on stdin
+    (`run SECONDS` → {"images", "seconds"}); at the end of input print the peak RSS."""
     import numpy as np
     import torch
     torch.set_num_threads(2)
@@ -57,7 +62,6 @@ def child(tool, preset, batch, size, seconds):
     if tool == "pytorch":
         model = build(preset, size)
         run = lambda: model(x)
-        ctx = torch.inference_mode()
     else:
         import onnxruntime as ort
         path = os.path.join(OUT, f"{preset}_{size}.onnx")
@@ -68,15 +72,41 @@ def child(tool, preset, batch, size, seconds):
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x.numpy()}
         run = lambda: sess.run(None, feed)
-        ctx = torch.inference_mode()
-    with ctx:
+    with torch.inference_mode():
         run()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or n < 3:
-            run()
-            n += 1
-        dt = time.perf_counter() - t0
-    print(json.dumps({"tool": tool, "images_per_s": n * batch / dt, "peak_rss_mb": peak_rss_mb()}))
+        for line in sys.stdin:
+            words = line.split()
+            if len(words) != 2 or words[0] != "run":
+                sys.exit(f"expected `run SECONDS`, got {line!r}")
+            seconds, n, t0 = float(words[1]), 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds or n < 1:
+                run()
+                n += 1
+            print(json.dumps({"images": n * batch, "seconds": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"tool": tool, "peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
+class Worker:
+    """One tool's process, answering one JSON line per request line."""
+
+    def __init__(self, argv, env):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"{' '.join(self.argv)} stopped (exit code {self.proc.wait()})")
+        return json.loads(answer)
+
+    def close(self):
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(self.argv)} failed with exit code {self.proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def peak_rss_mb():
@@ -97,80 +127,79 @@ def export(preset, size):
                       dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
 
 
-def flops(preset, batch, size):
-    a = ARCH[preset]
-    p, c, depth = a["patch_size"], a["embed_dim"], a["depth"]
-    n = (size // p) ** 2
-    t = n + 1
-    return depth * (2 * t * (4 * c * c + 2 * c * 4 * c) + 4 * t * t * c) + 2 * n * c * 3 * p * p
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=4)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--slices", type=int, default=10, help="turns per tool and workload")
+    ap.add_argument("--slice-seconds", type=float, default=1.0, help="seconds per turn (at least one forward pass)")
+    ap.add_argument("--pause", type=float, default=0.2, help="seconds between turns")
     ap.add_argument("--only")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
-    if args.rounds < 1 or args.seconds < 0:
-        ap.error(f"--rounds must be at least 1 and --seconds at least 0 (got {args.rounds}, {args.seconds})")
+    if args.slices < 1 or args.slice_seconds < 0 or args.pause < 0:
+        ap.error(f"--slices must be at least 1 and --slice-seconds, --pause at least 0 "
+                 f"(got {args.slices}, {args.slice_seconds}, {args.pause})")
     if args.child:
         tool, preset, batch, size = args.child
-        child(tool, preset, int(batch), int(size), args.seconds)
+        child(tool, preset, int(batch), int(size))
         return
     os.makedirs(OUT, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    tools = ["xrlab", "xrlab_cls", "pytorch", "onnxruntime"]
     rows = []
     for preset, batch, size in WORKLOADS:
         if args.only and args.only != preset:
             continue
         export(preset, size)
-
-        def peer(tool):
-            out = subprocess.run([sys.executable, __file__, "--seconds", str(args.seconds), "--child", tool, preset, str(batch), str(size)],
-                                 env=env, capture_output=True, text=True, check=True)
-            return json.loads(out.stdout.strip().splitlines()[-1])
-
-        def xrlab(extra):
-            out = subprocess.run([XRLAB, "bench", "--preset", preset, "--batch", str(batch), "--size", str(size),
-                                  "--seconds", str(args.seconds), "--threads", "2"] + extra, env=env, capture_output=True, text=True, check=True)
-            return json.loads(out.stdout.strip().splitlines()[-1])
-
-        rounds = []
-        for r in range(args.rounds):
-            res = {}
-            order = ["xrlab", "xrlab_cls", "pytorch", "onnxruntime"]
-            for tool in (order if r % 2 == 0 else order[::-1]):
-                res[tool] = (xrlab([]) if tool == "xrlab" else xrlab(["--class-token-only", "--no-ceiling"]) if tool == "xrlab_cls"
-                             else peer(tool))
-            rounds.append(res)
-            x, xc, pt, ox = res["xrlab"], res["xrlab_cls"], res["pytorch"], res["onnxruntime"]
-            best = max(pt["images_per_s"], ox["images_per_s"])
-            print(f"{preset:>15} b{batch} {size}px round {r + 1}: xrlab {x['images_per_s']:7.2f} img/s (class token only {xc['images_per_s']:7.2f})  "
-                  f"pytorch {pt['images_per_s']:7.2f}  onnxruntime {ox['images_per_s']:7.2f}  "
-                  f"ratio {x['images_per_s'] / best:5.2f}x / {xc['images_per_s'] / best:5.2f}x  sgemm {x['sgemm_gflops']:.0f}", flush=True)
-        rows.append((preset, batch, size, rounds))
+        xr = [XRLAB, "bench", "--preset", preset, "--batch", str(batch), "--size", str(size), "--threads", "2", "--serve"]
+        workers = {
+            "xrlab": Worker(xr, env),
+            "xrlab_cls": Worker(xr + ["--class-token-only"], env),
+            "pytorch": Worker([sys.executable, __file__, "--child", "pytorch", preset, str(batch), str(size)], env),
+            "onnxruntime": Worker([sys.executable, __file__, "--child", "onnxruntime", preset, str(batch), str(size)], env),
+        }
+        for tool in tools:          # wait until every process has loaded and warmed up
+            workers[tool].ask("run 0")
+        time.sleep(args.pause)
+        # The ceiling runs in the class-token process, so its buffers stay out of the every-output
+        # process's peak RSS (the one the table reports; it holds more than the class-token one).
+        ceilings = [workers["xrlab_cls"].ask("ceiling")["sgemm_gflops"]]
+        turns = []
+        for k in range(args.slices):
+            turn = {}
+            for tool in tools[k % 4:] + tools[:k % 4]:
+                time.sleep(args.pause)
+                turn[tool] = workers[tool].ask(f"run {args.slice_seconds}")
+            turns.append(turn)
+            rate = {t: turn[t]["images"] / turn[t]["seconds"] for t in tools}
+            best = max(rate["pytorch"], rate["onnxruntime"])
+            print(f"{preset:>15} b{batch} {size}px turn {k + 1:2d}: xrlab {rate['xrlab']:7.2f} img/s (class token only {rate['xrlab_cls']:7.2f})  "
+                  f"pytorch {rate['pytorch']:7.2f}  onnxruntime {rate['onnxruntime']:7.2f}  "
+                  f"ratio {rate['xrlab'] / best:5.2f}x / {rate['xrlab_cls'] / best:5.2f}x", flush=True)
+        time.sleep(args.pause)
+        ceilings.append(workers["xrlab_cls"].ask("ceiling")["sgemm_gflops"])
+        summary = {tool: workers[tool].close() for tool in tools}
+        flops = {t: turns[0][t]["flops_per_image"] for t in ("xrlab", "xrlab_cls")}
+        rows.append((preset, batch, size, turns, statistics.mean(ceilings), summary, flops))
     print()
-    print(f"{args.rounds} rounds of {args.seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
+    print(f"{args.slices} interleaved turns of {args.slice_seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
     print()
-    print("| model | batch | px | xrlab img/s | PyTorch img/s | ONNX Runtime img/s | xrlab / faster peer | per round | xrlab GFLOP/s | % of sgemm | peak RSS MB (xrlab / PyTorch / ORT) |")
+    print("| model | batch | px | xrlab img/s | PyTorch img/s | ONNX Runtime img/s | xrlab / faster peer | per turn: median (range) | xrlab GFLOP/s | % of sgemm | peak RSS MB (xrlab / PyTorch / ORT) |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     med = statistics.median
-    for preset, batch, size, rounds in rows:
-        def m(tool, key="images_per_s"):
-            return med(r[tool][key] for r in rounds)
-        def ratio(r, tool):
-            return r[tool]["images_per_s"] / max(r["pytorch"]["images_per_s"], r["onnxruntime"]["images_per_s"])
-        rx, rc = [ratio(r, "xrlab") for r in rounds], [ratio(r, "xrlab_cls") for r in rounds]
-        ceiling = m("xrlab", "sgemm_gflops")
-        # Percent of the ceiling measured in the same round, median over rounds.
-        pct = lambda tool: med(100 * r[tool]["gflops"] / r["xrlab"]["sgemm_gflops"] for r in rounds)
-        rss = lambda tool: max(r[tool]["peak_rss_mb"] for r in rounds)
-        print(f"| {preset} | {batch} | {size} | {m('xrlab'):.2f} / {m('xrlab_cls'):.2f} | {m('pytorch'):.2f} | {m('onnxruntime'):.2f} | "
-              f"{med(rx):.2f}× / {med(rc):.2f}× | {', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(rx, rc))} | "
-              f"{m('xrlab', 'gflops'):.1f} / {m('xrlab_cls', 'gflops'):.1f} | "
-              f"{pct('xrlab'):.1f}% / {pct('xrlab_cls'):.1f}% of {ceiling:.0f} | "
-              f"{max(rss('xrlab'), rss('xrlab_cls')):.0f} / {rss('pytorch'):.0f} / {rss('onnxruntime'):.0f} |")
+    for preset, batch, size, turns, ceiling, summary, flops in rows:
+        rate = {t: sum(u[t]["images"] for u in turns) / sum(u[t]["seconds"] for u in turns) for t in tools}
+        best = max(rate["pytorch"], rate["onnxruntime"])
+        per = {t: [u[t]["images"] / u[t]["seconds"] / max(u[p]["images"] / u[p]["seconds"] for p in ("pytorch", "onnxruntime"))
+                   for u in turns] for t in ("xrlab", "xrlab_cls")}
+        gf = {t: rate[t] * flops[t] / 1e9 for t in ("xrlab", "xrlab_cls")}
+        spread = lambda t: f"{med(per[t]):.2f} ({min(per[t]):.2f}–{max(per[t]):.2f})"
+        print(f"| {preset} | {batch} | {size} | {rate['xrlab']:.2f} / {rate['xrlab_cls']:.2f} | {rate['pytorch']:.2f} | {rate['onnxruntime']:.2f} | "
+              f"{rate['xrlab'] / best:.2f}× / {rate['xrlab_cls'] / best:.2f}× | {spread('xrlab')} / {spread('xrlab_cls')} | "
+              f"{gf['xrlab']:.1f} / {gf['xrlab_cls']:.1f} | "
+              f"{100 * gf['xrlab'] / ceiling:.1f}% / {100 * gf['xrlab_cls'] / ceiling:.1f}% of {ceiling:.0f} | "
+              f"{summary['xrlab']['peak_rss_mb']:.0f} / "
+              f"{summary['pytorch']['peak_rss_mb']:.0f} / {summary['onnxruntime']['peak_rss_mb']:.0f} |")
+
 
 if __name__ == "__main__":
     main()

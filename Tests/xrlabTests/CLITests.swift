@@ -15,7 +15,8 @@ final class CLITests: XCTestCase {
     }
 
     @discardableResult
-    func xrlab(_ args: [String], cwd: URL? = nil, environment extra: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+    func xrlab(_ args: [String], cwd: URL? = nil, environment extra: [String: String] = [:],
+               input: String? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
@@ -27,7 +28,13 @@ final class CLITests: XCTestCase {
         let o = Pipe(), e = Pipe()
         p.standardOutput = o
         p.standardError = e
+        let i = Pipe()
+        if input != nil { p.standardInput = i }
         try p.run()
+        if let input {
+            i.fileHandleForWriting.write(Data(input.utf8))
+            try i.fileHandleForWriting.close()
+        }
         let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
@@ -133,6 +140,26 @@ final class CLITests: XCTestCase {
         }
         // ViT-Ti/16 at 224: 12 blocks of 197 rows; the shortcut leaves the last block's keys and values.
         XCTAssertEqual(perImage[true]! / perImage[false]!, 0.9363, accuracy: 0.001)
+    }
+
+    /// `--serve` (bench/vit_peers.py's interleaved turns): one JSON line per request, at least one
+    /// forward pass per turn, the ceiling on request, a summary at the end of input; a malformed
+    /// request is an error naming the option.
+    func testBenchServesTimedTurns() throws {
+        let r = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "2", "--serve", "--class-token-only"], input: "run 0\nrun 0.05\nceiling\n")
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        XCTAssertEqual(lines.count, 4, r.out)
+        XCTAssertEqual(lines[0]["images"] as? Int, 2)                     // "run 0": one pass of two images
+        XCTAssertGreaterThanOrEqual(lines[1]["seconds"] as! Double, 0.05)
+        XCTAssertEqual((lines[1]["images"] as! Int) % 2, 0)
+        XCTAssertGreaterThan(lines[2]["sgemm_gflops"] as! Double, 0)
+        XCTAssertEqual(lines[3]["images"] as? Int, (lines[0]["images"] as! Int) + (lines[1]["images"] as! Int))
+        XCTAssertEqual(lines[3]["class_token_only"] as? Bool, true)
+        XCTAssertNotNil(lines[3]["peak_rss_mb"] as? Double)
+        let bad = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "1", "--serve"], input: "run fast\n")
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("run fast"), bad.err)
     }
 
     func testBenchRefusesANegativeColumnSplit() throws {

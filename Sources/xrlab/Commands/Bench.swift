@@ -32,6 +32,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done.")
     var classTokenOnly = false
 
+    @Flag(name: .long, help: "Serve timed slices on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling` prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    var serve = false
+
     @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
     var columnSplitRows: Int = packedColumnSplitRows
 
@@ -46,24 +49,51 @@ struct Bench: ParsableCommand {
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
             _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)   // warm-up
-            var n = 0
-            let start = Date()
-            while Date().timeIntervalSince(start) < seconds || n < 3 {
-                _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
-                n += 1
+            /// Forward passes for at least `seconds` and `minimum` passes: (passes, elapsed seconds).
+            func timed(_ seconds: Double, minimum: Int) throws -> (Int, Double) {
+                var n = 0
+                let start = Date()
+                while Date().timeIntervalSince(start) < seconds || n < minimum {
+                    _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
+                    n += 1
+                }
+                return (n, Date().timeIntervalSince(start))
             }
-            let elapsed = Date().timeIntervalSince(start)
+            let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
+            let tokens = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
+            let ceiling = { sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden]) }
+            func emit(_ object: [String: Any]) throws {
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                fflush(nil)   // a reader waits for each line
+            }
+            if serve {
+                var images = 0, total = 0.0
+                while let line = readLine() {
+                    let words = line.split(separator: " ")
+                    if words.first == "run", words.count == 2, let sec = Double(words[1]), sec >= 0 {
+                        let (n, elapsed) = try timed(sec, minimum: 1)
+                        images += n * batch
+                        total += elapsed
+                        try emit(["images": n * batch, "seconds": elapsed, "flops_per_image": flopsPerImage])
+                    } else if line == "ceiling" {
+                        try emit(["sgemm_gflops": ceiling()])
+                    } else {
+                        throw XRError("expected `run SECONDS` or `ceiling`, got '\(line)'", field: "--serve")
+                    }
+                }
+                try emit(["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
+                          "seconds": total, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name])
+                return
+            }
+            let (n, elapsed) = try timed(seconds, minimum: 3)
             let ips = Double(n * batch) / elapsed
-            let gflops = ips * model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly) / 1e9
+            let gflops = ips * flopsPerImage / 1e9
             var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
                                          "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
                                          "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
-            if !noCeiling {
-                let t = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
-                result["sgemm_gflops"] = sgemmCeiling(m: t, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden])
-            }
-            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            if !noCeiling { result["sgemm_gflops"] = ceiling() }
+            try emit(result)
         }
     }
 

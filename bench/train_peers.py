@@ -5,14 +5,16 @@ ViT-S/16 (timm `vit_small_patch16_224` architecture, random weights, 2-class hea
 Methods: LoRA r=8 alpha=16 on the fused qkv projections (+ head), and the last 2 blocks
 (+ final norm + head). Each tool runs in its own process, so peak RSS (VmHWM) is per tool.
 
-Rounds: each method runs `--rounds` times per tool, alternating which tool goes first, so a
-machine whose speed drifts over minutes (a shared VM) slows both alike; the table gives each
-tool's median seconds per step and the median of the per-round speed-ups, and every round's
-figures follow it.
+Interleaved turns: both tools' processes start, build the model and take a warm-up step once per
+method, then take turns running steps for `--turn-seconds` (at least one step each), `--turns`
+turns per tool, alternating which goes first, with a short pause between turns. On a machine
+whose speed drifts within seconds (a shared VM) both then sample the same conditions. Each tool's
+seconds per step is its time over its steps across all turns; the table also gives the median
+and range of the per-turn speed-ups.
 
 Usage (from the repository root, after `swift build -c release`):
     pip install torch==2.13.0+cpu timm==1.0.31 transformers==5.23.0 peft==0.21.2
-    python3 bench/train_peers.py [--seconds 8] [--rounds 3] [--preset vitSmall16]
+    python3 bench/train_peers.py [--turns 6] [--turn-seconds 3] [--preset vitSmall16]
 """
 import argparse, json, os, statistics, subprocess, sys, time, types
 
@@ -29,7 +31,9 @@ def peak_rss_mb():
     return float("nan")
 
 
-def torch_child(method, preset, batch, seconds, threads):
+def torch_child(method, preset, batch, threads):
+    """Runs in a fresh process: build the model, take a warm-up step, then serve timed turns on
+    stdin (`run SECONDS` → {"steps", "seconds"}); at the end of input print the summary."""
     import torch
     torch.set_num_threads(threads)
     for m in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
@@ -58,65 +62,95 @@ def torch_child(method, preset, batch, seconds, threads):
         opt.step()
 
     step()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 3:
-        step()
-        n += 1
-    el = time.perf_counter() - start
+    total_steps, total = 0, 0.0
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) != 2 or words[0] != "run":
+            sys.exit(f"expected `run SECONDS`, got {line!r}")
+        seconds, n, start = float(words[1]), 0, time.perf_counter()
+        while n < 1 or time.perf_counter() - start < seconds:
+            step()
+            n += 1
+        el = time.perf_counter() - start
+        total_steps, total = total_steps + n, total + el
+        print(json.dumps({"steps": n, "seconds": el}), flush=True)
     trainable = sum(p.numel() for p in params)
-    return {"tool": "pytorch+peft" if method == "lora" else "pytorch", "seconds_per_step": el / n, "steps": n,
-            "trainable": trainable, "peak_rss_mb": peak_rss_mb(), "versions": f"torch {torch.__version__}, peft {peft.__version__}"}
+    print(json.dumps({"tool": "pytorch+peft" if method == "lora" else "pytorch", "steps": total_steps, "seconds": total,
+                      "trainable": trainable, "peak_rss_mb": peak_rss_mb(),
+                      "versions": f"torch {torch.__version__}, peft {peft.__version__}"}), flush=True)
 
 
-def run_child(args):
-    out = subprocess.run([sys.executable, __file__, "--child"] + args, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Worker:
+    """One tool's process, answering one JSON line per request line."""
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"{' '.join(self.argv)} stopped (exit code {self.proc.wait()})")
+        return json.loads(answer)
+
+    def close(self):
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(self.argv)} failed with exit code {self.proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--turns", type=int, default=6, help="turns per tool and method")
+    ap.add_argument("--turn-seconds", type=float, default=3.0, help="seconds per turn (at least one step)")
+    ap.add_argument("--pause", type=float, default=0.2, help="seconds between turns")
     ap.add_argument("--preset", default="vitSmall16")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--method", default="lora")
-    args, rest = ap.parse_known_args()
-    if args.rounds < 1 or args.seconds < 0:
-        ap.error(f"--rounds must be at least 1 and --seconds at least 0 (got {args.rounds}, {args.seconds})")
+    args = ap.parse_args()
+    if args.turns < 1 or args.turn_seconds < 0 or args.pause < 0 or args.batch < 1 or args.threads < 1:
+        ap.error(f"--turns, --batch and --threads must be at least 1 and --turn-seconds, --pause at least 0")
     if args.child:
-        print(json.dumps(torch_child(args.method, args.preset, args.batch, args.seconds, args.threads)))
+        torch_child(args.method, args.preset, args.batch, args.threads)
         return
-    common = ["--preset", args.preset, "--batch", str(args.batch), "--seconds", str(args.seconds), "--threads", str(args.threads)]
-
-    def xrlab(method):
-        return json.loads(subprocess.run([XRLAB, "bench-train", "--method", method] + common,
-                                         capture_output=True, text=True, check=True).stdout)
-
+    common = ["--preset", args.preset, "--batch", str(args.batch), "--threads", str(args.threads)]
     rows = []
     for method in ("lora", "last2"):
-        rounds = []
-        for r in range(args.rounds):
-            if r % 2 == 0:
-                xr = xrlab(method); pt = run_child(["--method", method] + common)
-            else:
-                pt = run_child(["--method", method] + common); xr = xrlab(method)
-            rounds.append((xr, pt))
-            print(f"{method} round {r + 1}: xrlab {xr['seconds_per_step']:.3f} s/step, PyTorch {pt['seconds_per_step']:.3f}, "
-                  f"speed-up {pt['seconds_per_step'] / xr['seconds_per_step']:.2f}x", flush=True)
-        rows.append((method, rounds))
+        workers = {"xrlab": Worker([XRLAB, "bench-train", "--method", method, "--serve"] + common),
+                   "pytorch": Worker([sys.executable, __file__, "--child", "--method", method] + common)}
+        for w in workers.values():       # wait until both have built the model and warmed up
+            w.ask("run 0")
+        turns = []
+        for k in range(args.turns):
+            turn = {}
+            for tool in (("xrlab", "pytorch") if k % 2 == 0 else ("pytorch", "xrlab")):
+                time.sleep(args.pause)
+                turn[tool] = workers[tool].ask(f"run {args.turn_seconds}")
+            turns.append(turn)
+            sx, sp = (turn[t]["seconds"] / turn[t]["steps"] for t in ("xrlab", "pytorch"))
+            print(f"{method} turn {k + 1}: xrlab {sx:.3f} s/step, PyTorch {sp:.3f}, speed-up {sp / sx:.2f}x", flush=True)
+        summary = {tool: w.close() for tool, w in workers.items()}
+        rows.append((method, turns, summary))
     print()
-    print(f"{args.preset}, batch {args.batch}, 224 px, {args.threads} threads, {args.rounds} rounds of {args.seconds:g} s; {rows[0][1][0][1]['versions']}")
-    print(f"| method | xrlab s/step | PyTorch s/step | speed-up (PyTorch ÷ xrlab) | per round | trainable (xrlab / PyTorch) | peak RSS MB (xrlab / PyTorch) |")
+    print(f"{args.preset}, batch {args.batch}, 224 px, {args.threads} threads, {args.turns} interleaved turns of {args.turn_seconds:g} s; "
+          f"{rows[0][2]['pytorch']['versions']}")
+    print()
+    print("| method | xrlab s/step | PyTorch s/step | speed-up (PyTorch ÷ xrlab) | per turn: median (range) | trainable (xrlab / PyTorch) | peak RSS MB (xrlab / PyTorch) |")
     print("|---|---:|---:|---:|---|---:|---:|")
-    for method, rounds in rows:
-        ratios = [pt["seconds_per_step"] / xr["seconds_per_step"] for xr, pt in rounds]
-        xs = statistics.median(xr["seconds_per_step"] for xr, _ in rounds)
-        ps = statistics.median(pt["seconds_per_step"] for _, pt in rounds)
-        xr, pt = rounds[0]
-        print(f"| {method} | {xs:.3f} | {ps:.3f} | {statistics.median(ratios):.2f}× | {', '.join(f'{r:.2f}' for r in ratios)} "
-              f"| {xr['trainable']:,} / {pt['trainable']:,} | {max(x['peak_rss_mb'] for x, _ in rounds):.0f} / {max(p['peak_rss_mb'] for _, p in rounds):.0f} |")
+    for method, turns, summary in rows:
+        per_step = {t: sum(u[t]["seconds"] for u in turns) / sum(u[t]["steps"] for u in turns) for t in ("xrlab", "pytorch")}
+        ratios = [(u["pytorch"]["seconds"] / u["pytorch"]["steps"]) / (u["xrlab"]["seconds"] / u["xrlab"]["steps"]) for u in turns]
+        xr, pt = summary["xrlab"], summary["pytorch"]
+        print(f"| {method} | {per_step['xrlab']:.3f} | {per_step['pytorch']:.3f} | {per_step['pytorch'] / per_step['xrlab']:.2f}× | "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | {xr['trainable']:,} / {pt['trainable']:,} | "
+              f"{xr['peak_rss_mb']:.0f} / {pt['peak_rss_mb']:.0f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -162,6 +162,26 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("run fast"), bad.err)
     }
 
+    /// bench-train's turns (bench/train_peers.py): a step per `run 0`, the totals and trainable
+    /// count at the end; an unknown request names the option.
+    func testBenchTrainServesTimedTurns() throws {
+        let r = try xrlab(["bench-train", "--preset", "vitTiny16", "--method", "head", "--batch", "2", "--size", "32", "--serve"],
+                          input: "run 0\nrun 0\n")
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        XCTAssertEqual(lines.count, 3, r.out)
+        XCTAssertEqual(lines[0]["steps"] as? Int, 1)
+        XCTAssertEqual(lines[1]["steps"] as? Int, 1)
+        XCTAssertEqual(lines[2]["steps"] as? Int, 2)
+        XCTAssertEqual(lines[2]["trainable"] as? Int, 192 * 2 + 2)   // head only: 192 → 2 classes
+        let seconds = (lines[0]["seconds"] as! Double) + (lines[1]["seconds"] as! Double)
+        XCTAssertEqual(lines[2]["seconds_per_step"] as! Double, seconds / 2, accuracy: 1e-9)
+        let bad = try xrlab(["bench-train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"],
+                            input: "steps 3\n")
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("steps 3"), bad.err)
+    }
+
     func testBenchRefusesANegativeColumnSplit() throws {
         let r = try xrlab(["bench", "--preset", "vitTiny16", "--no-ceiling", "--seconds", "0", "--column-split-rows=-1"])
         XCTAssertNotEqual(r.status, 0)

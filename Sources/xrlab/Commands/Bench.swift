@@ -49,51 +49,32 @@ struct Bench: ParsableCommand {
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
             _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)   // warm-up
-            /// Forward passes for at least `seconds` and `minimum` passes: (passes, elapsed seconds).
-            func timed(_ seconds: Double, minimum: Int) throws -> (Int, Double) {
-                var n = 0
-                let start = Date()
-                while Date().timeIntervalSince(start) < seconds || n < minimum {
-                    _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
-                    n += 1
-                }
-                return (n, Date().timeIntervalSince(start))
-            }
+            let forward = { _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) }
             let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
             let tokens = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
             let ceiling = { sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden]) }
-            func emit(_ object: [String: Any]) throws {
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-                fflush(nil)   // a reader waits for each line
-            }
             if serve {
-                var images = 0, total = 0.0
-                while let line = readLine() {
-                    let words = line.split(separator: " ")
-                    if words.first == "run", words.count == 2, let sec = Double(words[1]), sec >= 0 {
-                        let (n, elapsed) = try timed(sec, minimum: 1)
-                        images += n * batch
-                        total += elapsed
-                        try emit(["images": n * batch, "seconds": elapsed, "flops_per_image": flopsPerImage])
-                    } else if line == "ceiling" {
-                        try emit(["sgemm_gflops": ceiling()])
-                    } else {
-                        throw XRError("expected `run SECONDS` or `ceiling`, got '\(line)'", field: "--serve")
-                    }
-                }
-                try emit(["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
-                          "seconds": total, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name])
+                let (images, seconds) = try serveTurns(unit: "images", perCall: batch, reply: ["flops_per_image": flopsPerImage], work: forward,
+                                                       commands: ["ceiling": { ["sgemm_gflops": ceiling()] }])
+                try printJSONLine(["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
+                                   "seconds": seconds, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(),
+                                   "blas_core": BLASCore.name])
                 return
             }
-            let (n, elapsed) = try timed(seconds, minimum: 3)
+            var n = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < seconds || n < 3 {
+                try forward()
+                n += 1
+            }
+            let elapsed = Date().timeIntervalSince(start)
             let ips = Double(n * batch) / elapsed
             let gflops = ips * flopsPerImage / 1e9
             var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
                                          "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
                                          "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             if !noCeiling { result["sgemm_gflops"] = ceiling() }
-            try emit(result)
+            try printJSONLine(result)
         }
     }
 

@@ -25,6 +25,8 @@ struct BenchTrain: ParsableCommand {
     var threads: Int = 2
     @Flag(name: .long, help: "Recompute activations in the backward (less memory).")
     var recompute = false
+    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/train_peers.py): after the warm-up step, each line `run SECONDS` runs steps for that long (at least one) and prints {\"steps\", \"seconds\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    var serve = false
 
     func run() throws {
         try runReportingErrors {
@@ -53,18 +55,22 @@ struct BenchTrain: ParsableCommand {
             let pixels = (0..<(batch * 3 * size * size)).map { _ in rng.nextGaussian() }
             let labels = (0..<batch).map { $0 % 2 }
             let opt = AdamW(weightDecay: 0.05)
-            try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5)   // warm-up (allocations)
-            var n = 0
-            let start = Date()
-            while Date().timeIntervalSince(start) < seconds || n < 3 {
-                try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5)
-                n += 1
+            let step = { _ = try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5) }
+            try step()   // warm-up (allocations)
+            var n = 0, elapsed = 0.0
+            if serve {
+                (n, elapsed) = try serveTurns(unit: "steps", perCall: 1, work: step)
+            } else {
+                let start = Date()
+                while Date().timeIntervalSince(start) < seconds || n < 3 {
+                    try step()
+                    n += 1
+                }
+                elapsed = Date().timeIntervalSince(start)
             }
-            let elapsed = Date().timeIntervalSince(start)
-            let result: [String: Any] = ["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
-                                         "seconds_per_step": elapsed / Double(n), "recompute": recompute, "steps": n, "trainable": model.trainableCount,
-                                         "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+            try printJSONLine(["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
+                               "seconds_per_step": n > 0 ? elapsed / Double(n) : 0, "recompute": recompute, "steps": n,
+                               "trainable": model.trainableCount, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name])
         }
     }
 }

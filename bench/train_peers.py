@@ -16,7 +16,9 @@ Usage (from the repository root, after `swift build -c release`):
     pip install torch==2.13.0+cpu timm==1.0.31 transformers==5.23.0 peft==0.21.2
     python3 bench/train_peers.py [--turns 6] [--turn-seconds 3] [--preset vitSmall16]
 """
-import argparse, json, os, statistics, subprocess, sys, time, types
+import argparse, json, os, statistics, sys, time, types
+
+from turns import Worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -78,29 +80,6 @@ def torch_child(method, preset, batch, threads):
     print(json.dumps({"tool": "pytorch+peft" if method == "lora" else "pytorch", "steps": total_steps, "seconds": total,
                       "trainable": trainable, "peak_rss_mb": peak_rss_mb(),
                       "versions": f"torch {torch.__version__}, peft {peft.__version__}"}), flush=True)
-
-
-class Worker:
-    """One tool's process, answering one JSON line per request line."""
-
-    def __init__(self, argv):
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def ask(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"{' '.join(self.argv)} stopped (exit code {self.proc.wait()})")
-        return json.loads(answer)
-
-    def close(self):
-        self.proc.stdin.close()
-        out = self.proc.stdout.read()
-        if self.proc.wait() != 0:
-            raise RuntimeError(f"{' '.join(self.argv)} failed with exit code {self.proc.returncode}")
-        return json.loads(out.strip().splitlines()[-1])
 
 
 def main():

@@ -24,7 +24,9 @@ Usage (from the repository root, after `swift build -c release`):
     pip install onnxruntime onnx onnxscript    # torch==2.13.0+cpu and timm as for the fixtures
     python3 bench/vit_peers.py [--slices 10] [--slice-seconds 1] [--only vitBase16]
 """
-import argparse, json, os, resource, statistics, subprocess, sys, time, types
+import argparse, json, os, resource, statistics, sys, time, types
+
+from turns import Worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -84,29 +86,6 @@ def child(tool, preset, batch, size):
                 n += 1
             print(json.dumps({"images": n * batch, "seconds": time.perf_counter() - t0}), flush=True)
     print(json.dumps({"tool": tool, "peak_rss_mb": peak_rss_mb()}), flush=True)
-
-
-class Worker:
-    """One tool's process, answering one JSON line per request line."""
-
-    def __init__(self, argv, env):
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def ask(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"{' '.join(self.argv)} stopped (exit code {self.proc.wait()})")
-        return json.loads(answer)
-
-    def close(self):
-        self.proc.stdin.close()
-        out = self.proc.stdout.read()
-        if self.proc.wait() != 0:
-            raise RuntimeError(f"{' '.join(self.argv)} failed with exit code {self.proc.returncode}")
-        return json.loads(out.strip().splitlines()[-1])
 
 
 def peak_rss_mb():

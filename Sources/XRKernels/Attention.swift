@@ -126,14 +126,14 @@ func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys
                 while j < bk { row[j] = expf(row[j] - m); sum += row[j]; j += 1 }
                 rowSum[r] = rowSum[r] * correction + sum
                 rowMax[r] = m
-                if correction != 1 { for d in 0..<D { acc[r * D + d] *= correction } }
+                if correction != 1 { scaleRow(acc + r * D, D, correction) }
             }
             packedGEMM(acc, ldc: D, sc, lda: bk, values, rows: bq, columns: 0..<D, inner: j0..<(j0 + bk), accumulate: true)
             j0 += bk
         }
         for r in 0..<bq {
-            let inv = 1 / rowSum[r]
-            for d in 0..<D { out[(i0 + r) * outStride + d] = acc[r * D + d] * inv }
+            scaleRow(acc + r * D, D, 1 / rowSum[r])
+            (out + (i0 + r) * outStride).update(from: acc + r * D, count: D)
         }
         i0 += bq
     }

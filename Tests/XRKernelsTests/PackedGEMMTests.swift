@@ -75,7 +75,7 @@ final class PackedGEMMTests: XCTestCase {
 
         let saved = Parallel.workers
         defer { Parallel.workers = saved }
-        // 41 rows: one row block; 301: three blocks of 96 claimed by the workers and a ragged 13.
+        // 41 and 301 rows: row blocks claimed by the workers, the last one ragged.
         let tall = 301
         let aTall = (0..<(tall * k)).map { _ in rng.nextGaussian() }
         let refTall = Reference.matmul(aTall, b, rows: tall, k: k, n: n)
@@ -85,14 +85,22 @@ final class PackedGEMMTests: XCTestCase {
                 for split in [false, true] {
                     var out = [Float](repeating: .nan, count: rows * n)
                     var seen = [Int](repeating: 0, count: rows * n)
+                    var blockRows: [Int] = []
                     let lock = NSLock()
                     input.withUnsafeBufferPointer { ab in out.withUnsafeMutableBufferPointer { ob in
                         packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: rows, splitColumns: split) { r, cols in
-                            lock.lock(); for i in r { for j in cols { seen[i * n + j] += 1 } }; lock.unlock()
+                            lock.lock(); for i in r { for j in cols { seen[i * n + j] += 1 } }; blockRows.append(r.count); lock.unlock()
                         }
                     } }
                     assertClose(out, expected, rel: 1e-5, "packedProduct rows=\(rows) workers=\(workers) splitColumns=\(split)")
                     XCTAssertEqual(Set(seen), [1], "epilogue coverage rows=\(rows) workers=\(workers) splitColumns=\(split)")
+                    if !split {
+                        // Row blocks: at most 96 rows, multiples of 6 but the last, and enough of them
+                        // (four per worker) for a slowed worker's share to move to the others.
+                        XCTAssertTrue(blockRows.allSatisfy { $0 <= 96 }, "\(blockRows)")
+                        XCTAssertEqual(blockRows.filter { $0 % 6 != 0 }.count, rows % 6 == 0 ? 0 : 1, "\(blockRows)")
+                        XCTAssertGreaterThanOrEqual(blockRows.count, min(4 * workers, (rows + 5) / 6), "\(blockRows)")
+                    }
                 }
             }
         }

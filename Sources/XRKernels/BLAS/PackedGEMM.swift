@@ -292,7 +292,11 @@ nonisolated(unsafe) public var packedColumnSplitRows = 256
 
 /// Rows per work item when `packedProduct` splits by rows: items are claimed by whichever worker
 /// is free (`Parallel.claiming`), and each item's epilogue runs while its block is still in cache.
-let packedChunkRows = 96
+/// At most 96 rows, fewer (a multiple of 6, at least 6) when that leaves under four blocks per worker.
+func packedChunkRows(_ rows: Int, workers: Int) -> Int {
+    let perBlock = rows / (4 * max(1, workers))
+    return min(96, max(6, perBlock / 6 * 6))
+}
 
 /// out (rows, b.n; row stride ldc, default b.n) = (or += when `accumulate`) inp (rows, b.k; row
 /// stride lda, default b.k) · B, split across the workers — by output columns (16-column panels)
@@ -315,7 +319,7 @@ public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
             }
         }
     } else {
-        let chunkRows = packedChunkRows, chunks = (rows + chunkRows - 1) / chunkRows
+        let chunkRows = packedChunkRows(rows, workers: Parallel.workers), chunks = (rows + chunkRows - 1) / chunkRows
         Parallel.claiming(chunks) { _, next in
             while let i = next() {
                 let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)

@@ -76,8 +76,11 @@ public func vectorMax(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var m8 = SIMD8<Float>(repeating: -.infinity)
     var i = 0
     while i + 8 <= n { m8 = simdMax(m8, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
-    var m = m8.max()
-    while i < n { m = max(m, p[i]); i += 1 }
+    // Horizontal maximum by halves (the generic `max()` reduction ran lane by lane).
+    let h4 = m8.lowHalf.replacing(with: m8.highHalf, where: m8.highHalf .> m8.lowHalf)
+    let h2 = h4.lowHalf.replacing(with: h4.highHalf, where: h4.highHalf .> h4.lowHalf)
+    var m = Swift.max(h2[0], h2[1])
+    while i < n { m = Swift.max(m, p[i]); i += 1 }
     return m
 }
 

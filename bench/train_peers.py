@@ -18,7 +18,7 @@ Usage (from the repository root, after `swift build -c release`):
 """
 import argparse, json, os, statistics, sys, time, types
 
-from turns import Worker
+from turns import Worker, serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -64,18 +64,7 @@ def torch_child(method, preset, batch, threads):
         opt.step()
 
     step()
-    total_steps, total = 0, 0.0
-    for line in sys.stdin:
-        words = line.split()
-        if len(words) != 2 or words[0] != "run":
-            sys.exit(f"expected `run SECONDS`, got {line!r}")
-        seconds, n, start = float(words[1]), 0, time.perf_counter()
-        while n < 1 or time.perf_counter() - start < seconds:
-            step()
-            n += 1
-        el = time.perf_counter() - start
-        total_steps, total = total_steps + n, total + el
-        print(json.dumps({"steps": n, "seconds": el}), flush=True)
+    total_steps, total = serve(step, "steps", 1)
     trainable = sum(p.numel() for p in params)
     print(json.dumps({"tool": "pytorch+peft" if method == "lora" else "pytorch", "steps": total_steps, "seconds": total,
                       "trainable": trainable, "peak_rss_mb": peak_rss_mb(),

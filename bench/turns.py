@@ -1,7 +1,26 @@
-"""The driver side of interleaved turns (bench/vit_peers.py, bench/train_peers.py): one process per
-tool, kept loaded, answering one JSON line per request line (`run SECONDS`, …); at the end of its
-input each prints a summary line and exits."""
-import json, subprocess
+"""Interleaved turns (bench/vit_peers.py, bench/train_peers.py): one process per tool, kept loaded,
+answering one JSON line per request line (`run SECONDS`, …); at the end of its input each prints a
+summary line and exits. `Worker` is the driver's side, `serve` a Python tool's (xrlab's is
+`--serve` on `xrlab bench` and `xrlab bench-train`)."""
+import json, subprocess, sys, time
+
+
+def serve(work, unit, per_call):
+    """Answer `run SECONDS` lines on stdin: call `work` until that long has passed (at least once),
+    print {unit: count, "seconds": elapsed}. Returns (total count, total seconds) at the end of input."""
+    count, total = 0, 0.0
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) != 2 or words[0] != "run":
+            sys.exit(f"expected `run SECONDS`, got {line!r}")
+        seconds, n, start = float(words[1]), 0, time.perf_counter()
+        while n < 1 or time.perf_counter() - start < seconds:
+            work()
+            n += 1
+        elapsed = time.perf_counter() - start
+        count, total = count + n * per_call, total + elapsed
+        print(json.dumps({unit: n * per_call, "seconds": elapsed}), flush=True)
+    return count, total
 
 
 class Worker:

@@ -10,9 +10,9 @@ twice: computing every output (class token, patch tokens, patch mean) as a patch
 embedding does, and with `--class-token-only` (the same output as the peers: its last block's
 attention, projection and MLP run on the class token alone; its GFLOP/s counts that work).
 
-Interleaved slices: the four processes (xrlab both ways, PyTorch, ONNX Runtime) start, load and
-warm up once per workload, then take turns running for `--slice-seconds` (at least one forward
-pass each), `--slices` turns per tool, the order rotating each turn, with a short pause between
+Interleaved turns: the four processes (xrlab both ways, PyTorch, ONNX Runtime) start, load and
+warm up once per workload, then take turns running for `--turn-seconds` (at least one forward
+pass each), `--turns` turns per tool, the order rotating each turn, with a short pause between
 turns (so threads that spin after their work do not run into the next tool's turn). On a
 machine whose speed drifts within seconds (a shared VM), every tool then samples the same
 conditions. Each tool's images/s is its images over its time across all turns; the table also
@@ -22,11 +22,11 @@ every-output process's.
 
 Usage (from the repository root, after `swift build -c release`):
     pip install onnxruntime onnx onnxscript    # torch==2.13.0+cpu and timm as for the fixtures
-    python3 bench/vit_peers.py [--slices 10] [--slice-seconds 1] [--only vitBase16]
+    python3 bench/vit_peers.py [--turns 10] [--turn-seconds 1] [--only vitBase16]
 """
 import argparse, json, os, resource, statistics, sys, time, types
 
-from turns import Worker
+from turns import Worker, serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
@@ -76,15 +76,7 @@ def child(tool, preset, batch, size):
         run = lambda: sess.run(None, feed)
     with torch.inference_mode():
         run()
-        for line in sys.stdin:
-            words = line.split()
-            if len(words) != 2 or words[0] != "run":
-                sys.exit(f"expected `run SECONDS`, got {line!r}")
-            seconds, n, t0 = float(words[1]), 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds or n < 1:
-                run()
-                n += 1
-            print(json.dumps({"images": n * batch, "seconds": time.perf_counter() - t0}), flush=True)
+        serve(run, "images", batch)
     print(json.dumps({"tool": tool, "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
@@ -108,15 +100,15 @@ def export(preset, size):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--slices", type=int, default=10, help="turns per tool and workload")
-    ap.add_argument("--slice-seconds", type=float, default=1.0, help="seconds per turn (at least one forward pass)")
+    ap.add_argument("--turns", type=int, default=10, help="turns per tool and workload")
+    ap.add_argument("--turn-seconds", type=float, default=1.0, help="seconds per turn (at least one forward pass)")
     ap.add_argument("--pause", type=float, default=0.2, help="seconds between turns")
     ap.add_argument("--only")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
-    if args.slices < 1 or args.slice_seconds < 0 or args.pause < 0:
-        ap.error(f"--slices must be at least 1 and --slice-seconds, --pause at least 0 "
-                 f"(got {args.slices}, {args.slice_seconds}, {args.pause})")
+    if args.turns < 1 or args.turn_seconds < 0 or args.pause < 0:
+        ap.error(f"--turns must be at least 1 and --turn-seconds, --pause at least 0 "
+                 f"(got {args.turns}, {args.turn_seconds}, {args.pause})")
     if args.child:
         tool, preset, batch, size = args.child
         child(tool, preset, int(batch), int(size))
@@ -143,11 +135,11 @@ def main():
         # process's peak RSS (the one the table reports; it holds more than the class-token one).
         ceilings = [workers["xrlab_cls"].ask("ceiling")["sgemm_gflops"]]
         turns = []
-        for k in range(args.slices):
+        for k in range(args.turns):
             turn = {}
             for tool in tools[k % 4:] + tools[:k % 4]:
                 time.sleep(args.pause)
-                turn[tool] = workers[tool].ask(f"run {args.slice_seconds}")
+                turn[tool] = workers[tool].ask(f"run {args.turn_seconds}")
             turns.append(turn)
             rate = {t: turn[t]["images"] / turn[t]["seconds"] for t in tools}
             best = max(rate["pytorch"], rate["onnxruntime"])
@@ -160,7 +152,7 @@ def main():
         flops = {t: turns[0][t]["flops_per_image"] for t in ("xrlab", "xrlab_cls")}
         rows.append((preset, batch, size, turns, statistics.mean(ceilings), summary, flops))
     print()
-    print(f"{args.slices} interleaved turns of {args.slice_seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
+    print(f"{args.turns} interleaved turns of {args.turn_seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
     print()
     print("| model | batch | px | xrlab img/s | PyTorch img/s | ONNX Runtime img/s | xrlab / faster peer | per turn: median (range) | xrlab GFLOP/s | % of sgemm | peak RSS MB (xrlab / PyTorch / ORT) |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")

@@ -115,25 +115,18 @@ public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers:
     max(1, workers) * (T * T + PackedMatrix.alignedStorage(k: D, n: T) + PackedMatrix.alignedStorage(k: T, n: D))
 }
 
-/// Runs `body(worker, pairs, scratch)` over the (batch, head) pairs split into one contiguous
-/// run per worker, each with its own block of `scratch` and its two packings.
-private func perWorkerHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
-                            _ body: (Range<Int>, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
+/// Runs `body(next, scratch, wide, tall)` once per worker over the (batch, head) pairs, claimed
+/// one at a time (`Parallel.claiming`), each worker with its own block of `scratch` and its two
+/// packings.
+private func claimingHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
+                           _ body: (() -> Int?, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
     let size = attentionTrainingScratchSize(tokens: T, headDim: D, workers: 1), sc = SendablePointer(scratch)
-    perWorker(pairs) { range, w in
+    Parallel.claiming(pairs) { w, next in
         let ws = sc.p + w * size
         let packs = ws + T * T
         let wide = PackedMatrix(k: D, n: T, in: packs)
         let tall = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
-        body(range, ws, wide, tall)
-    }
-}
-
-/// Runs `body(items, worker)` over `count` items split into one contiguous run per worker.
-private func perWorker(_ count: Int, _ body: (Range<Int>, Int) -> Void) {
-    let chunks = max(1, min(Parallel.workers, count)), per = (count + chunks - 1) / chunks
-    Parallel.ranges(chunks) { workers in
-        for w in workers { body((w * per)..<min(count, (w + 1) * per), w) }
+        withoutActuallyEscaping(next) { next in body(next, ws, wide, tall) }
     }
 }
 
@@ -149,9 +142,9 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
     let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
     let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
-    perWorkerHeads(B * H, scratch: scratch, tokens: T, headDim: D) { pairs, ws, wide, tall in
+    claimingHeads(B * H, scratch: scratch, tokens: T, headDim: D) { next, ws, wide, tall in
         let dp = ws
-        for bh in pairs {
+        while let bh = next() {
             let b = bh / H, h = bh % H
             let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
             let p = pp.p + bh * T * T, go = dO.p + b * T * C + h * D
@@ -204,9 +197,9 @@ public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout:
     let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
     let sc = SendablePointer(scratch)
-    perWorker(B * H) { pairs, w in
+    Parallel.claiming(B * H) { w, next in
         let ds = sc.p + w * T
-        for bh in pairs {
+        while let bh = next() {
             let b = bh / H, h = bh % H
             let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
             let p = pp.p + bh * T, g = dO.p + b * C + h * D

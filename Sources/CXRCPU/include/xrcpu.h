@@ -19,7 +19,7 @@ typedef void (*xr_task)(void *context, long index);
 int xr_parallel_run(long parts, xr_task task, void *context);
 
 // Atomically add 1 to *counter and return its old value (work items claimed by whichever thread
-// is free: `Parallel.claimed`).
+// is free: `Parallel.claiming`).
 long xr_claim(long *counter);
 
 #endif

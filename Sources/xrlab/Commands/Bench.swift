@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done.")
     var classTokenOnly = false
 
-    @Flag(name: .long, help: "Serve timed slices on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling` prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling` prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
     var serve = false
 
     @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")

@@ -16,9 +16,12 @@ pass each), `--turns` turns per tool, the order rotating each turn, with a short
 turns (so threads that spin after their work do not run into the next tool's turn). On a
 machine whose speed drifts within seconds (a shared VM), every tool then samples the same
 conditions. Each tool's images/s is its images over its time across all turns; the table also
-gives the median and range of the per-turn ratios. The sgemm ceiling is measured at the start
-and at the end of each workload (their mean), in the class-token process; xrlab's peak RSS is the
-every-output process's.
+gives the median and range of the per-turn ratios. The sgemm ceiling takes a turn of its own in
+the same rotation (`ceiling SECONDS`: OpenBLAS at the model's three shapes, a third of the turn
+each, the best of them), so it samples the same conditions as the tools; the table's ceiling is
+the mean over its turns, and the per-turn percentages set each turn's xrlab rate against that
+round's ceiling. It runs in the class-token process; xrlab's peak RSS is the every-output
+process's.
 
 Usage (from the repository root, after `swift build -c release`):
     pip install onnxruntime onnx onnxscript    # torch==2.13.0+cpu and timm as for the fixtures
@@ -133,24 +136,26 @@ def main():
         time.sleep(args.pause)
         # The ceiling runs in the class-token process, so its buffers stay out of the every-output
         # process's peak RSS (the one the table reports; it holds more than the class-token one).
-        ceilings = [workers["xrlab_cls"].ask("ceiling")["sgemm_gflops"]]
         turns = []
+        order = tools + ["ceiling"]
         for k in range(args.turns):
             turn = {}
-            for tool in tools[k % 4:] + tools[:k % 4]:
+            for tool in order[k % 5:] + order[:k % 5]:
                 time.sleep(args.pause)
-                turn[tool] = workers[tool].ask(f"run {args.turn_seconds}")
+                if tool == "ceiling":
+                    turn[tool] = workers["xrlab_cls"].ask(f"ceiling {args.turn_seconds}")["sgemm_gflops"]
+                else:
+                    turn[tool] = workers[tool].ask(f"run {args.turn_seconds}")
             turns.append(turn)
             rate = {t: turn[t]["images"] / turn[t]["seconds"] for t in tools}
             best = max(rate["pytorch"], rate["onnxruntime"])
             print(f"{preset:>15} b{batch} {size}px turn {k + 1:2d}: xrlab {rate['xrlab']:7.2f} img/s (class token only {rate['xrlab_cls']:7.2f})  "
                   f"pytorch {rate['pytorch']:7.2f}  onnxruntime {rate['onnxruntime']:7.2f}  "
-                  f"ratio {rate['xrlab'] / best:5.2f}x / {rate['xrlab_cls'] / best:5.2f}x", flush=True)
-        time.sleep(args.pause)
-        ceilings.append(workers["xrlab_cls"].ask("ceiling")["sgemm_gflops"])
+                  f"ratio {rate['xrlab'] / best:5.2f}x / {rate['xrlab_cls'] / best:5.2f}x  "
+                  f"sgemm {turn['ceiling']:6.1f}", flush=True)
         summary = {tool: workers[tool].close() for tool in tools}
         flops = {t: turns[0][t]["flops_per_image"] for t in ("xrlab", "xrlab_cls")}
-        rows.append((preset, batch, size, turns, statistics.mean(ceilings), summary, flops))
+        rows.append((preset, batch, size, turns, statistics.mean(u["ceiling"] for u in turns), summary, flops))
     print()
     print(f"{args.turns} interleaved turns of {args.turn_seconds:g} s per tool; xrlab columns: every output / class token only (the peers' output).")
     print()
@@ -164,10 +169,13 @@ def main():
                    for u in turns] for t in ("xrlab", "xrlab_cls")}
         gf = {t: rate[t] * flops[t] / 1e9 for t in ("xrlab", "xrlab_cls")}
         spread = lambda t: f"{med(per[t]):.2f} ({min(per[t]):.2f}–{max(per[t]):.2f})"
+        pct = {t: med(100 * u[t]["images"] / u[t]["seconds"] * flops[t] / 1e9 / u["ceiling"] for u in turns)
+               for t in ("xrlab", "xrlab_cls")}
         print(f"| {preset} | {batch} | {size} | {rate['xrlab']:.2f} / {rate['xrlab_cls']:.2f} | {rate['pytorch']:.2f} | {rate['onnxruntime']:.2f} | "
               f"{rate['xrlab'] / best:.2f}× / {rate['xrlab_cls'] / best:.2f}× | {spread('xrlab')} / {spread('xrlab_cls')} | "
               f"{gf['xrlab']:.1f} / {gf['xrlab_cls']:.1f} | "
-              f"{100 * gf['xrlab'] / ceiling:.1f}% / {100 * gf['xrlab_cls'] / ceiling:.1f}% of {ceiling:.0f} | "
+              f"{100 * gf['xrlab'] / ceiling:.1f}% / {100 * gf['xrlab_cls'] / ceiling:.1f}% of {ceiling:.0f} "
+              f"(per turn {pct['xrlab']:.1f}% / {pct['xrlab_cls']:.1f}%) | "
               f"{summary['xrlab']['peak_rss_mb']:.0f} / "
               f"{summary['pytorch']['peak_rss_mb']:.0f} / {summary['onnxruntime']['peak_rss_mb']:.0f} |")
 

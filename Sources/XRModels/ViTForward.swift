@@ -177,17 +177,15 @@ public final class ViT: @unchecked Sendable {
     private func runBlock(_ blk: ViTBlockWeights, _ pk: BlockPacks, x xFull: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
                           qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
                           scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, classToken: Bool = false) {
-        let C = config.dim, M = config.mlpHidden, BT = B * T
+        let C = config.dim, BT = B * T
         let rows = classToken ? B : BT   // rows past the attention
         let x = classToken ? attn + B * C : xFull
-        let X = SendablePointer(x), Hh = SendablePointer(h), Q = SendablePointer(qkv), F = SendablePointer(mlp)
+        // The bias, GELU and LayerScale + residual epilogues run inside the products' stores
+        // (`PackedEpilogue`): each tile finishes in registers, with no second pass over the output.
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
         layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
         withOptional(blk.qkvBias) { bq in
-            let bias = bq.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
-            packedProduct(qkv, h, pk.qkv, rows: BT) { r, c in
-                if let bias { addBias(Q.p + r.lowerBound * 3 * C + c.lowerBound, bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: 3 * C) }
-            }
+            packedProduct(qkv, h, pk.qkv, rows: BT, finish: bq.map { .bias($0) } ?? .none)
         }
         if classToken {
             for b in 0..<B { (x + b * C).update(from: xFull + b * T * C, count: C) }
@@ -196,26 +194,15 @@ public final class ViT: @unchecked Sendable {
             attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
         }
         withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
-            let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            packedProduct(h, attn, pk.proj, rows: rows) { r, c in
-                let o = r.lowerBound * C + c.lowerBound
-                biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
-            }
+            packedProduct(h, attn, pk.proj, rows: rows, finish: .biasScaleResidual(bias: bp, scale: ls, residual: x, ld: C))
         } }
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
         layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: rows)
         withPointer(blk.fc1Bias) { b1 in
-            let bias = SendablePointer(UnsafeMutablePointer(mutating: b1))
-            packedProduct(mlp, h, pk.fc1, rows: rows) { r, c in
-                biasGELUForward(F.p + r.lowerBound * M + c.lowerBound, bias: bias.p + c.lowerBound, rows: r.count, cols: c.count, ld: M)
-            }
+            packedProduct(mlp, h, pk.fc1, rows: rows, finish: .biasGELU(b1))
         }
         withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
-            let scale = ls.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }, bias = SendablePointer(UnsafeMutablePointer(mutating: bp))
-            packedProduct(h, mlp, pk.fc2, rows: rows) { r, c in
-                let o = r.lowerBound * C + c.lowerBound
-                biasScaleResidual(X.p + o, Hh.p + o, bias: bias.p + c.lowerBound, scale: scale.map { $0.p + c.lowerBound }, rows: r.count, cols: c.count, ld: C)
-            }
+            packedProduct(h, mlp, pk.fc2, rows: rows, finish: .biasScaleResidual(bias: bp, scale: ls, residual: x, ld: C))
         } }
         if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
     }

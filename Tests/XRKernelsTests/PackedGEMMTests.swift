@@ -106,6 +106,73 @@ final class PackedGEMMTests: XCTestCase {
         }
     }
 
+    /// Epilogues fused into the kernel's stores (bias; bias + GELU; bias, LayerScale and residual)
+    /// against the product followed by the plain elementwise definitions: full and partial panels,
+    /// several depth passes (> 1,024), row blocks and column groups on 1–3 workers, a column range
+    /// written from its first column, optional bias / scale, a padded residual whose padding stays.
+    func testFusedEpiloguesMatchSeparatePasses() {
+        var rng = XRRandom(seed: 24)
+        let saved = Parallel.workers
+        defer { Parallel.workers = saved }
+        for (m, k, n) in [(13, 70, 48), (13, 70, 40), (20, 1500, 35), (301, 64, 83)] {
+            let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
+            let w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.2 }
+            let pb = PackedMatrix(transposing: w, rows: n, cols: k)
+            var b = [Float](repeating: 0, count: k * n)
+            for j in 0..<n { for p in 0..<k { b[p * n + j] = w[j * k + p] } }
+            let y = Reference.matmul(a, b, rows: m, k: k, n: n)
+            let bias = (0..<n).map { _ in rng.nextGaussian() }, scale = (0..<n).map { _ in rng.nextGaussian() }
+            let ld = n + 5
+            let start = (0..<(m * ld)).map { _ in rng.nextGaussian() }
+            func gelu(_ v: Float) -> Float { Float(0.5 * Double(v) * (1 + erf(Double(v) / 2.0.squareRoot()))) }
+            for workers in [1, 2, 3] {
+                Parallel.workers = workers
+                for split in [false, true] {
+                    a.withUnsafeBufferPointer { ab in bias.withUnsafeBufferPointer { bb in scale.withUnsafeBufferPointer { sb in
+                        let what = "m=\(m) k=\(k) n=\(n) workers=\(workers) splitColumns=\(split)"
+                        var out = [Float](repeating: .nan, count: m * n)
+                        out.withUnsafeMutableBufferPointer { ob in
+                            packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: m, splitColumns: split, finish: .bias(bb.baseAddress!))
+                        }
+                        assertClose(out, (0..<(m * n)).map { y[$0] + bias[$0 % n] }, rel: 1e-5, "bias \(what)")
+                        for withBias in [false, true] {
+                            out.withUnsafeMutableBufferPointer { ob in
+                                packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: m, splitColumns: split,
+                                              finish: .biasGELU(withBias ? bb.baseAddress! : nil))
+                            }
+                            assertClose(out, (0..<(m * n)).map { gelu(y[$0] + (withBias ? bias[$0 % n] : 0)) }, rel: 2e-5,
+                                        "bias + GELU (bias \(withBias)) \(what)")
+                            var residual = start
+                            residual.withUnsafeMutableBufferPointer { rb in out.withUnsafeMutableBufferPointer { ob in
+                                packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: m, splitColumns: split,
+                                              finish: .biasScaleResidual(bias: withBias ? bb.baseAddress! : nil, scale: withBias ? sb.baseAddress! : nil,
+                                                                         residual: rb.baseAddress!, ld: ld))
+                            } }
+                            var got = [Float](), want = [Float]()
+                            for i in 0..<m {
+                                for j in 0..<n {
+                                    got.append(residual[i * ld + j])
+                                    want.append(start[i * ld + j] + (withBias ? scale[j] * (y[i * n + j] + bias[j]) : y[i * n + j]))
+                                }
+                                for j in n..<ld { XCTAssertEqual(residual[i * ld + j], start[i * ld + j], "residual padding \(what)") }
+                            }
+                            assertClose(got, want, rel: 1e-5, "bias, scale + residual (bias \(withBias)) \(what)")
+                        }
+                    } } }
+                }
+            }
+            // A column range written from its first column: the bias is indexed by B's columns.
+            let cols = 16..<min(n, 45)
+            var part = [Float](repeating: .nan, count: m * cols.count)
+            a.withUnsafeBufferPointer { ab in bias.withUnsafeBufferPointer { bb in part.withUnsafeMutableBufferPointer { pp in
+                packedGEMM(pp.baseAddress!, ldc: cols.count, ab.baseAddress!, lda: k, pb, rows: m, columns: cols,
+                           outputFromFirstColumn: true, finish: .biasGELU(bb.baseAddress!))
+            } } }
+            assertClose(part, (0..<(m * cols.count)).map { i in let j = cols.lowerBound + i % cols.count; return gelu(y[i / cols.count * n + j] + bias[j]) },
+                        rel: 2e-5, "column range \(cols) m=\(m) n=\(n)")
+        }
+    }
+
     /// Strided, scaled packing and a slice of the inner dimension written to a compact output — how
     /// attention multiplies a tile of keys or values packed once per head.
     func testInnerSliceStridesAndCompactOutput() {

@@ -143,10 +143,10 @@ final class CLITests: XCTestCase {
     }
 
     /// `--serve` (bench/vit_peers.py's interleaved turns): one JSON line per request, at least one
-    /// forward pass per turn, the ceiling on request, a summary at the end of input; a malformed
+    /// forward pass per turn, the ceiling on request (`ceiling SECONDS`), a summary at the end of input; a malformed
     /// request is an error naming the option.
     func testBenchServesTimedTurns() throws {
-        let r = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "2", "--serve", "--class-token-only"], input: "run 0\nrun 0.05\nceiling\n")
+        let r = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "2", "--serve", "--class-token-only"], input: "run 0\nrun 0.05\nceiling 0\n")
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         XCTAssertEqual(lines.count, 4, r.out)
@@ -160,6 +160,9 @@ final class CLITests: XCTestCase {
         let bad = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "1", "--serve"], input: "run fast\n")
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("run fast"), bad.err)
+        let badCeiling = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "1", "--serve"], input: "ceiling soon\n")
+        XCTAssertNotEqual(badCeiling.status, 0)
+        XCTAssertTrue(badCeiling.err.contains("--serve") && badCeiling.err.contains("ceiling soon"), badCeiling.err)
     }
 
     /// bench-train's turns (bench/train_peers.py): a step per `run 0`, the totals and trainable

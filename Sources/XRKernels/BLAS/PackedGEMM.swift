@@ -130,6 +130,46 @@ public final class PackedMatrix: @unchecked Sendable {
 
 private typealias V8 = SIMD8<Float>
 
+/// What a product's final pass does to each finished tile while it is still in registers (the
+/// linear layers' elementwise epilogues without a second pass over the output). Column indices
+/// of `bias` / `scale` / `residual` are B's (absolute, whatever `columns` range is computed);
+/// `residual` rows are the product's rows, `ld` apart.
+public enum PackedEpilogue: @unchecked Sendable {
+    /// C = A·B.
+    case none
+    /// C = A·B + bias.
+    case bias(UnsafePointer<Float>)
+    /// C = GELU(A·B + bias) (`simdGELU`; bias optional).
+    case biasGELU(UnsafePointer<Float>?)
+    /// residual += scale ⊙ (A·B + bias) (`biasScaleResidual`; bias and scale optional). C holds
+    /// only the partial sums of passes before the last (depth > 1,024); the result is in `residual`.
+    case biasScaleResidual(bias: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, residual: UnsafeMutablePointer<Float>, ld: Int)
+
+    /// The same epilogue for a product that starts `rows` rows further down.
+    public func advanced(rows: Int) -> PackedEpilogue {
+        if case let .biasScaleResidual(bias, scale, residual, ld) = self {
+            return .biasScaleResidual(bias: bias, scale: scale, residual: residual + rows * ld, ld: ld)
+        }
+        return self
+    }
+
+    /// Applies the epilogue to C[0..<rows, columns] in place (C's column 0 at `c`), the unfused
+    /// way — for tiles narrower than a panel.
+    func apply(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, columns: Range<Int>) {
+        let j = columns.lowerBound, w = columns.count
+        switch self {
+        case .none: break
+        case let .bias(b): addBias(c + j, b + j, rows: rows, cols: w, ld: ldc)
+        case let .biasGELU(b): biasGELUForward(c + j, bias: b.map { $0 + j }, rows: rows, cols: w, ld: ldc)
+        case let .biasScaleResidual(b, scale, residual, ld):
+            for r in 0..<rows {
+                XRKernels.biasScaleResidual(residual + r * ld + j, c + r * ldc + j, bias: b.map { $0 + j }, scale: scale.map { $0 + j },
+                                  rows: 1, cols: w)
+            }
+        }
+    }
+}
+
 /// Eight rows of an 8 × 8 block.
 private typealias Block8 = (V8, V8, V8, V8, V8, V8, V8, V8)
 
@@ -149,7 +189,8 @@ private func transpose8x8(_ v: Block8) -> Block8 {
 /// (kc × 16, k-major). rows 1...6; rows past `rows` repeat the last row's loads and are not stored.
 @inline(__always)
 private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
-                         _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+                         _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                         epilogue: PackedEpilogue = .none, column: Int = 0) {
     let a0 = a
     let a1 = a + (rows > 1 ? lda : 0)
     let a2 = a + (rows > 2 ? 2 * lda : 0)
@@ -170,14 +211,15 @@ private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel
         x = V8(repeating: a4[kk]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
         x = V8(repeating: a5[kk]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
     }
-    store(c, ldc: ldc, rows: rows, accumulate: accumulate, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+    store(c, ldc: ldc, rows: rows, accumulate: accumulate, epilogue: epilogue, column: column, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 }
 
 /// `microkernel` with A read transposed: A's element (r, kk) at a[kk · lda + r] (A = Xᵀ for X
 /// (kc, rows) row-major, e.g. attention's Pᵀ), so each step's six values are contiguous.
 @inline(__always)
 private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
-                                    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+                                    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                                    epilogue: PackedEpilogue = .none, column: Int = 0) {
     let o1 = rows > 1 ? 1 : 0, o2 = rows > 2 ? 2 : o1, o3 = rows > 3 ? 3 : o2, o4 = rows > 4 ? 4 : o3, o5 = rows > 5 ? 5 : o4
     var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
     var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
@@ -195,27 +237,54 @@ private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: I
         x = V8(repeating: ap[o5]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
         ap += lda
     }
-    store(c, ldc: ldc, rows: rows, accumulate: accumulate, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
+    store(c, ldc: ldc, rows: rows, accumulate: accumulate, epilogue: epilogue, column: column, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51)
 }
 
-/// Writes (or adds) a microkernel's six 16-wide rows to C, the first `rows` of them.
+/// Writes (or adds) a microkernel's six 16-wide rows to C, the first `rows` of them, through the
+/// epilogue (columns `column` ..< `column` + 16 of B).
 @inline(__always)
-private func store(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumulate: Bool,
+private func store(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumulate: Bool, epilogue: PackedEpilogue, column: Int,
                    _ c00: V8, _ c01: V8, _ c10: V8, _ c11: V8, _ c20: V8, _ c21: V8,
                    _ c30: V8, _ c31: V8, _ c40: V8, _ c41: V8, _ c50: V8, _ c51: V8) {
-    @inline(__always) func row(_ r: Int, _ v0: V8, _ v1: V8) {
+    @inline(__always) func load(_ p: UnsafePointer<Float>, _ offset: Int) -> V8 { UnsafeRawPointer(p + offset).loadUnaligned(as: V8.self) }
+    @inline(__always) func row(_ r: Int, _ v0: V8, _ v1: V8, _ finish: (Int, inout V8, inout V8) -> Bool) {
         if r >= rows { return }
         let p = UnsafeMutableRawPointer(c + r * ldc)
+        var v0 = v0, v1 = v1
         if accumulate {
-            p.storeBytes(of: p.loadUnaligned(as: V8.self) + v0, as: V8.self)
-            p.storeBytes(of: p.loadUnaligned(fromByteOffset: 32, as: V8.self) + v1, toByteOffset: 32, as: V8.self)
-        } else {
+            v0 += p.loadUnaligned(as: V8.self)
+            v1 += p.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        }
+        if finish(r, &v0, &v1) {
             p.storeBytes(of: v0, as: V8.self)
             p.storeBytes(of: v1, toByteOffset: 32, as: V8.self)
         }
     }
-    row(0, c00, c01); row(1, c10, c11); row(2, c20, c21)
-    row(3, c30, c31); row(4, c40, c41); row(5, c50, c51)
+    // One switch per tile; each case's row function is inlined into its own six stores.
+    @inline(__always) func eachRow(_ finish: (Int, inout V8, inout V8) -> Bool) {
+        row(0, c00, c01, finish); row(1, c10, c11, finish); row(2, c20, c21, finish)
+        row(3, c30, c31, finish); row(4, c40, c41, finish); row(5, c50, c51, finish)
+    }
+    switch epilogue {
+    case .none:
+        eachRow { _, _, _ in true }
+    case let .bias(b):
+        let b0 = load(b, column), b1 = load(b, column + 8)
+        eachRow { _, v0, v1 in v0 += b0; v1 += b1; return true }
+    case let .biasGELU(b):
+        let b0 = b.map { load($0, column) } ?? V8(), b1 = b.map { load($0, column + 8) } ?? V8()
+        eachRow { _, v0, v1 in v0 = simdGELU(v0 + b0); v1 = simdGELU(v1 + b1); return true }
+    case let .biasScaleResidual(b, scale, residual, ld):
+        // The order of `biasScaleResidual`: (y + bias) · scale, then added to the residual.
+        let b0 = b.map { load($0, column) } ?? V8(), b1 = b.map { load($0, column + 8) } ?? V8()
+        let s0 = scale.map { load($0, column) } ?? V8(repeating: 1), s1 = scale.map { load($0, column + 8) } ?? V8(repeating: 1)
+        eachRow { r, v0, v1 in
+            let q = UnsafeMutableRawPointer(residual + r * ld + column)
+            q.storeBytes(of: (v0 + b0) * s0 + q.loadUnaligned(as: V8.self), as: V8.self)
+            q.storeBytes(of: (v1 + b1) * s1 + q.loadUnaligned(fromByteOffset: 32, as: V8.self), toByteOffset: 32, as: V8.self)
+            return false
+        }
+    }
 }
 
 /// Depth of one pass over the inner dimension: the whole of it up to 1,024, else equal blocks
@@ -232,16 +301,19 @@ private func depthBlock(_ k: Int) -> Int {
 /// the place of C's first computed column. `columns` must start at a multiple of 16 and end at or
 /// before b.n; `inner` (default all of B's rows) is the part of the inner dimension A holds. Only
 /// C's `columns` are written. `transposedA`: A = Xᵀ with X (inner.count, rows) row-major, `lda`
-/// its row stride.
+/// its row stride. `finish` is applied to each tile of the final pass before it is stored (with
+/// `.biasScaleResidual` the result goes to its residual instead of C).
 public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, lda: Int,
                        _ b: PackedMatrix, rows: Int, columns: Range<Int>, inner: Range<Int>? = nil,
-                       accumulate: Bool = false, outputFromFirstColumn: Bool = false, transposedA: Bool = false) {
+                       accumulate: Bool = false, outputFromFirstColumn: Bool = false, transposedA: Bool = false,
+                       finish: PackedEpilogue = .none) {
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedGEMM: columns \(columns) of \(b.n)")
     let inner = inner ?? 0..<b.k
     precondition(inner.lowerBound >= 0 && inner.upperBound <= b.k, "packedGEMM: inner \(inner) of \(b.k)")
     if rows <= 0 || columns.isEmpty { return }
     if inner.isEmpty {
         if !accumulate { for r in 0..<rows { (c + r * ldc + (outputFromFirstColumn ? 0 : columns.lowerBound)).update(repeating: 0, count: columns.count) } }
+        finish.apply(c - (outputFromFirstColumn ? columns.lowerBound : 0), ldc: ldc, rows: rows, columns: columns)
         return
     }
     let k = b.k, depthTotal = inner.count, kc = depthBlock(depthTotal), panelsPerBlock = 4
@@ -253,7 +325,7 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
         var k0 = 0
         while k0 < depthTotal {
             let depth = min(kc, depthTotal - k0)
-            let acc = accumulate || k0 > 0
+            let acc = accumulate || k0 > 0, last = k0 + depth == depthTotal
             var j0 = p0
             while j0 < p1 {
                 let j1 = min(p1, j0 + panelsPerBlock)
@@ -268,12 +340,19 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
                         let full = j < fullEnd, width = full ? 16 : columns.upperBound - j * 16
                         if !full { for i in 0..<n { for t in 0..<16 { tile[i * 16 + t] = acc && t < width ? cr[i * ldc + t] : 0 } } }
                         let dst = full ? cr : tile, ldd = full ? ldc : 16
+                        // Full panels of the last pass finish in registers; a partial one after its copy-out.
+                        let fused = full && last ? finish.advanced(rows: r) : .none
                         if transposedA {
-                            microkernelTransposedA(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc)
+                            microkernelTransposedA(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
+                                                   epilogue: fused, column: j * 16)
                         } else {
-                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc)
+                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
+                                        epilogue: fused, column: j * 16)
                         }
-                        if !full { for i in 0..<n { (cr + i * ldc).update(from: tile + i * 16, count: width) } }
+                        if !full {
+                            for i in 0..<n { (cr + i * ldc).update(from: tile + i * 16, count: width) }
+                            if last { finish.advanced(rows: r).apply(cr - j * 16, ldc: ldc, rows: n, columns: (j * 16)..<(j * 16 + width)) }
+                        }
                     }
                     r += 6
                 }
@@ -301,11 +380,12 @@ func packedChunkRows(_ rows: Int, workers: Int) -> Int {
 /// out (rows, b.n; row stride ldc, default b.n) = (or += when `accumulate`) inp (rows, b.k; row
 /// stride lda, default b.k) · B, split across the workers — by output columns (16-column panels)
 /// when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows (blocks of
-/// `packedChunkRows`); the blocks are claimed by whichever worker is free. `epilogue(rows, columns)`
-/// runs on each finished block while it is still in cache.
+/// `packedChunkRows`); the blocks are claimed by whichever worker is free. `finish` is fused into
+/// the kernel's stores (`packedGEMM`); `epilogue(rows, columns)` runs on each finished block
+/// while it is still in cache.
 public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
                           lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
-                          epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
+                          finish: PackedEpilogue = .none, epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
     let lda = lda ?? b.k, ldc = ldc ?? b.n, n = b.n
     let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
     if splitColumns ?? (rows <= packedColumnSplitRows) {
@@ -314,7 +394,7 @@ public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
         Parallel.claiming(groups) { _, next in
             while let g = next() {
                 let cols = (g * group * 16)..<min(n, (g + 1) * group * 16)
-                packedGEMM(o.p, ldc: ldc, x.p, lda: lda, b, rows: rows, columns: cols, accumulate: accumulate)
+                packedGEMM(o.p, ldc: ldc, x.p, lda: lda, b, rows: rows, columns: cols, accumulate: accumulate, finish: finish)
                 epilogue(0..<rows, cols)
             }
         }
@@ -324,7 +404,7 @@ public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
             while let i = next() {
                 let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)
                 packedGEMM(o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
-                           columns: 0..<n, accumulate: accumulate)
+                           columns: 0..<n, accumulate: accumulate, finish: finish.advanced(rows: r.lowerBound))
                 epilogue(r, 0..<n)
             }
         }

@@ -17,19 +17,20 @@ public func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the integer lands in the low
     // mantissa bits, so it is read back without a (slow, unvectorised) float→int conversion.
     let magic = SIMD8<Float>(repeating: 12_582_912)
-    let t = x * log2e + magic
+    let t = magic.addingProduct(x, SIMD8(repeating: log2e))
     let n = t - magic
     // ln2 split in two parts so n*ln2 is exact in the first subtraction.
-    var r = x - n * 0.693_145_75
-    r = r - n * 1.428_606_8e-6
-    // e^r on |r| ≤ 0.347: Taylor/minimax coefficients.
+    var r = x.addingProduct(n, SIMD8(repeating: -0.693_145_75))
+    r = r.addingProduct(n, SIMD8(repeating: -1.428_606_8e-6))
+    // e^r on |r| ≤ 0.347: Taylor/minimax coefficients, Horner steps as fused multiply-adds
+    // (Swift does not contract `a * b + c` on its own: a multiply and an add each).
     var p = SIMD8<Float>(repeating: 1.0 / 720)
-    p = p * r + 1.0 / 120
-    p = p * r + 1.0 / 24
-    p = p * r + 1.0 / 6
-    p = p * r + 0.5
-    p = p * r + 1
-    p = p * r + 1
+    p = horner(p, r, 1.0 / 120)
+    p = horner(p, r, 1.0 / 24)
+    p = horner(p, r, 1.0 / 6)
+    p = horner(p, r, 0.5)
+    p = horner(p, r, 1)
+    p = horner(p, r, 1)
     let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000
     let bits = (ni &+ 127) &<< 23
     return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
@@ -45,19 +46,25 @@ public func simdErf(_ x: SIMD8<Float>) -> SIMD8<Float> {
     v = v.replacing(with: hi, where: v .> hi)
     let z = v * v
     var p = SIMD8<Float>(repeating: -1.366_922_2e-8)
-    p = p * z + 4.781_034e-6
-    p = p * z + 3.827_118_8e-4
-    p = p * z + 3.839_590_8e-3
-    p = p * z + 5.433_303_5e-2
-    p = p * z + 0.184_710_32
-    p = p * z + 1.128_379_2
+    p = horner(p, z, 4.781_034e-6)
+    p = horner(p, z, 3.827_118_8e-4)
+    p = horner(p, z, 3.839_590_8e-3)
+    p = horner(p, z, 5.433_303_5e-2)
+    p = horner(p, z, 0.184_710_32)
+    p = horner(p, z, 1.128_379_2)
     var q = SIMD8<Float>(repeating: 6.401_408_6e-5)
-    q = q * z + 1.309_619_1e-3
-    q = q * z + 1.545_37e-2
-    q = q * z + 0.113_826_69
-    q = q * z + 0.497_028_8
-    q = q * z + 1
+    q = horner(q, z, 1.309_619_1e-3)
+    q = horner(q, z, 1.545_37e-2)
+    q = horner(q, z, 0.113_826_69)
+    q = horner(q, z, 0.497_028_8)
+    q = horner(q, z, 1)
     return v * p / q
+}
+
+/// One Horner step p·x + c as a fused multiply-add.
+@_transparent
+public func horner(_ p: SIMD8<Float>, _ x: SIMD8<Float>, _ c: Float) -> SIMD8<Float> {
+    SIMD8(repeating: c).addingProduct(p, x)
 }
 
 /// erf(x) and the exp(−x²) GELU's backward needs beside it (φ(u) ∝ exp(−u²/2) with x = u/√2).

@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done.")
     var classTokenOnly = false
 
-    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling` prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling [SECONDS]` measures the sgemm ceiling (each of the model's three shapes for a third of SECONDS, default 1.5 s each) and prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
     var serve = false
 
     @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
@@ -52,10 +52,12 @@ struct Bench: ParsableCommand {
             let forward = { _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) }
             let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
             let tokens = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
-            let ceiling = { sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden]) }
+            let ceiling = { (seconds: Double) in
+                sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden], secondsEach: seconds)
+            }
             if serve {
                 let (images, seconds) = try serveTurns(unit: "images", perCall: batch, reply: ["flops_per_image": flopsPerImage], work: forward,
-                                                       commands: ["ceiling": { ["sgemm_gflops": ceiling()] }])
+                                                       commands: ["ceiling": { ["sgemm_gflops": ceiling($0.map { $0 / 3 } ?? 1.5)] }])
                 try printJSONLine(["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
                                    "seconds": seconds, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(),
                                    "blas_core": BLASCore.name])
@@ -73,13 +75,14 @@ struct Bench: ParsableCommand {
             var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
                                          "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
                                          "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
-            if !noCeiling { result["sgemm_gflops"] = ceiling() }
+            if !noCeiling { result["sgemm_gflops"] = ceiling(1.5) }
             try printJSONLine(result)
         }
     }
 
-    /// Best sgemm rate over the model's linear-layer shapes (M tokens × K → N).
-    func sgemmCeiling(m: Int, k: Int, ns: [Int]) -> Double {
+    /// Best sgemm rate over the model's linear-layer shapes (M tokens × K → N), each timed for
+    /// `secondsEach` (at least one product after a warm-up one).
+    func sgemmCeiling(m: Int, k: Int, ns: [Int], secondsEach: Double) -> Double {
         var best = 0.0
         for n in ns {
             let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: n * k)
@@ -87,7 +90,7 @@ struct Bench: ParsableCommand {
             BLAS.sgemm(&c, a, b, transB: true, m: m, n: n, k: k)
             var reps = 0
             let start = Date()
-            while Date().timeIntervalSince(start) < 1.5 {
+            while reps < 1 || Date().timeIntervalSince(start) < secondsEach {
                 BLAS.sgemm(&c, a, b, transB: true, m: m, n: n, k: k)
                 reps += 1
             }

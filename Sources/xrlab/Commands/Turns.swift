@@ -5,10 +5,11 @@ import XRTensor
 /// bench/vit_peers.py and bench/train_peers.py keep every tool's process loaded and give each a
 /// turn in rotation, so all of them sample the same machine conditions). Each line on standard
 /// input `run SECONDS` calls `work` until that long has passed (at least once) and prints
-/// {"<unit>": count, "seconds": elapsed} merged with `reply`; a line naming one of `commands`
-/// prints that command's object. Returns the totals when the input ends.
+/// {"<unit>": count, "seconds": elapsed} merged with `reply`; a line naming one of `commands`,
+/// optionally followed by SECONDS (passed to it, else nil), prints that command's object. Returns
+/// the totals when the input ends.
 func serveTurns(unit: String, perCall: Int, reply: [String: Any] = [:], work: () throws -> Void,
-                commands: [String: () throws -> [String: Any]] = [:]) throws -> (count: Int, seconds: Double) {
+                commands: [String: (Double?) throws -> [String: Any]] = [:]) throws -> (count: Int, seconds: Double) {
     var count = 0, total = 0.0
     while let line = readLine() {
         let words = line.split(separator: " ")
@@ -23,10 +24,11 @@ func serveTurns(unit: String, perCall: Int, reply: [String: Any] = [:], work: ()
             count += n * perCall
             total += elapsed
             try printJSONLine(reply.merging([unit: n * perCall, "seconds": elapsed]) { $1 })
-        } else if let command = commands[line] {
-            try printJSONLine(try command())
+        } else if let name = words.first, let command = commands[String(name)], words.count == 1
+                    || (words.count == 2 && Double(words[1]).map { $0 >= 0 } == true) {
+            try printJSONLine(try command(words.count == 2 ? Double(words[1]) : nil))
         } else {
-            let known = (["run SECONDS"] + commands.keys.sorted()).map { "`\($0)`" }.joined(separator: " or ")
+            let known = (["run SECONDS"] + commands.keys.sorted().map { "\($0) [SECONDS]" }).map { "`\($0)`" }.joined(separator: " or ")
             throw XRError("expected \(known), got '\(line)'", field: "--serve")
         }
     }

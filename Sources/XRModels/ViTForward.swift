@@ -185,7 +185,14 @@ public final class ViT: @unchecked Sendable {
         // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
         layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
         withOptional(blk.qkvBias) { bq in
-            packedProduct(qkv, h, pk.qkv, rows: BT, finish: bq.map { .bias($0) } ?? .none)
+            let finish: PackedEpilogue = bq.map { .bias($0) } ?? .none
+            if classToken {
+                // Keys and values for every token, the query for the class tokens alone.
+                packedProduct(qkv, h, pk.qkv, rows: BT, columns: C..<(3 * C), finish: finish)
+                packedProduct(qkv, h, pk.qkv, rows: B, lda: T * C, ldc: T * 3 * C, columns: 0..<C, finish: finish)
+            } else {
+                packedProduct(qkv, h, pk.qkv, rows: BT, finish: finish)
+            }
         }
         if classToken {
             for b in 0..<B { (x + b * C).update(from: xFull + b * T * C, count: C) }
@@ -287,7 +294,7 @@ extension ViT {
 
     /// Floating-point operations of one forward pass per image at (height, width): matrix
     /// products (2·m·n·k each) including attention, excluding elementwise work.
-    /// With `classTokenOnly`, the last block's attention, projection and MLP count one row.
+    /// With `classTokenOnly`, the last block's queries, attention, projection and MLP count one row.
     public func flopsPerImage(height: Int, width: Int, classTokenOnly: Bool = false) -> Double {
         let c = config, P = c.patchSize
         let N = Double((height / P) * (width / P)), T = N + Double(1 + c.numRegisters)
@@ -295,7 +302,7 @@ extension ViT {
         let perBlock = 2 * T * (4 * C * C + 2 * C * M) + 4 * T * T * C
         let total = Double(c.depth) * perBlock + 2 * N * C * Double(3 * P * P)
         guard classTokenOnly, c.depth > 0 else { return total }
-        let lastBlock = 2 * T * 3 * C * C + 2 * (C * C + 2 * C * M) + 4 * T * C
+        let lastBlock = 2 * T * 2 * C * C + 2 * (2 * C * C + 2 * C * M) + 4 * T * C
         return total - perBlock + lastBlock
     }
 }

@@ -93,6 +93,14 @@ final class PackedGEMMTests: XCTestCase {
                         }
                     } }
                     assertClose(out, expected, rel: 1e-5, "packedProduct rows=\(rows) workers=\(workers) splitColumns=\(split)")
+                    // A column range: those columns only, the rest untouched.
+                    var part = [Float](repeating: -7, count: rows * n)
+                    input.withUnsafeBufferPointer { ab in part.withUnsafeMutableBufferPointer { ob in
+                        packedProduct(ob.baseAddress!, ab.baseAddress!, pb, rows: rows, splitColumns: split, columns: 32..<70)
+                    } }
+                    for i in 0..<rows { for j in 0..<n {
+                        if (32..<70).contains(j) { XCTAssertEqual(part[i * n + j], expected[i * n + j], accuracy: 1e-4) } else { XCTAssertEqual(part[i * n + j], -7) }
+                    } }
                     XCTAssertEqual(Set(seen), [1], "epilogue coverage rows=\(rows) workers=\(workers) splitColumns=\(split)")
                     if !split {
                         // Row blocks: at most 96 rows, multiples of 6 but the last, and enough of them

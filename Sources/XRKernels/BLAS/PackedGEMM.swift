@@ -378,22 +378,26 @@ func packedChunkRows(_ rows: Int, workers: Int) -> Int {
 }
 
 /// out (rows, b.n; row stride ldc, default b.n) = (or += when `accumulate`) inp (rows, b.k; row
-/// stride lda, default b.k) · B, split across the workers — by output columns (16-column panels)
+/// stride lda, default b.k) · B — only `columns` of it when given (starting at a multiple of 16) —
+/// split across the workers — by output columns (16-column panels)
 /// when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows (blocks of
 /// `packedChunkRows`); the blocks are claimed by whichever worker is free. `finish` is fused into
 /// the kernel's stores (`packedGEMM`); `epilogue(rows, columns)` runs on each finished block
 /// while it is still in cache.
 public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
                           lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
+                          columns: Range<Int>? = nil,
                           finish: PackedEpilogue = .none, epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
-    let lda = lda ?? b.k, ldc = ldc ?? b.n, n = b.n
+    let lda = lda ?? b.k, ldc = ldc ?? b.n, columns = columns ?? 0..<b.n
+    precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedProduct: columns \(columns) of \(b.n)")
     let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
     if splitColumns ?? (rows <= packedColumnSplitRows) {
         // Groups of up to 4 panels (the kernel's block), at least 4 groups per worker.
-        let group = max(1, min(4, b.panels / (4 * Parallel.workers))), groups = (b.panels + group - 1) / group
+        let first = columns.lowerBound / 16, panels = (columns.upperBound + 15) / 16 - first
+        let group = max(1, min(4, panels / (4 * Parallel.workers))), groups = (panels + group - 1) / group
         Parallel.claiming(groups) { _, next in
             while let g = next() {
-                let cols = (g * group * 16)..<min(n, (g + 1) * group * 16)
+                let cols = ((first + g * group) * 16)..<min(columns.upperBound, (first + (g + 1) * group) * 16)
                 packedGEMM(o.p, ldc: ldc, x.p, lda: lda, b, rows: rows, columns: cols, accumulate: accumulate, finish: finish)
                 epilogue(0..<rows, cols)
             }
@@ -404,8 +408,8 @@ public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
             while let i = next() {
                 let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)
                 packedGEMM(o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
-                           columns: 0..<n, accumulate: accumulate, finish: finish.advanced(rows: r.lowerBound))
-                epilogue(r, 0..<n)
+                           columns: columns, accumulate: accumulate, finish: finish.advanced(rows: r.lowerBound))
+                epilogue(r, columns)
             }
         }
     }

@@ -163,8 +163,8 @@ public enum PackedEpilogue: @unchecked Sendable {
         case let .biasGELU(b): biasGELUForward(c + j, bias: b.map { $0 + j }, rows: rows, cols: w, ld: ldc)
         case let .biasScaleResidual(b, scale, residual, ld):
             for r in 0..<rows {
-                XRKernels.biasScaleResidual(residual + r * ld + j, c + r * ldc + j, bias: b.map { $0 + j }, scale: scale.map { $0 + j },
-                                  rows: 1, cols: w)
+                XRKernels.biasScaleResidual(residual + r * ld + j, c + r * ldc + j, bias: b.map { $0 + j },
+                                            scale: scale.map { $0 + j }, rows: 1, cols: w)
             }
         }
     }

@@ -140,7 +140,7 @@ def main():
         order = tools + ["ceiling"]
         for k in range(args.turns):
             turn = {}
-            for tool in order[k % 5:] + order[:k % 5]:
+            for tool in order[k % len(order):] + order[:k % len(order)]:
                 time.sleep(args.pause)
                 if tool == "ceiling":
                     turn[tool] = workers["xrlab_cls"].ask(f"ceiling {args.turn_seconds}")["sgemm_gflops"]

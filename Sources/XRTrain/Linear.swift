@@ -61,14 +61,19 @@ public final class Linear: @unchecked Sendable {
         self.inFeatures = inFeatures ?? weight.shape[1]
     }
 
-    /// out (R, out) = inp (R, in) Wᵀ (no bias, no LoRA) with `epilogue(rows, columns)` on each
-    /// worker's finished block.
-    func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, epilogue: (Range<Int>, Range<Int>) -> Void) {
+    /// out (R, out) = inp (R, in) Wᵀ (no LoRA) finished by `finish` (fused into the packed kernel's
+    /// stores for a frozen weight, a pass over each finished block on OpenBLAS), then
+    /// `epilogue(rows, columns)` on each finished block.
+    func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, finish: PackedEpilogue = .none,
+                 epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
         if let w = packed(transposed: true) {
-            packedProduct(out, inp, w, rows: rows, epilogue: epilogue)
+            packedProduct(out, inp, w, rows: rows, finish: finish, epilogue: epilogue)
         } else {
-            let O = outFeatures
-            linearForward(out, inp, weight.value.p, rows: rows, inFeatures: inFeatures, outFeatures: O) { r in epilogue(r, 0..<O) }
+            let O = outFeatures, o = SendablePointer(out)
+            linearForward(out, inp, weight.value.p, rows: rows, inFeatures: inFeatures, outFeatures: O) { r in
+                finish.advanced(rows: r.lowerBound).apply(o.p + r.lowerBound * O, ldc: O, rows: r.count, columns: 0..<O)
+                epilogue(r, 0..<O)
+            }
         }
     }
 
@@ -87,9 +92,7 @@ public final class Linear: @unchecked Sendable {
             if let bias { addBias(out, bias.value.p, rows: 1, cols: O) }
             return
         }
-        product(out, inp, rows: rows) { r, c in
-            if let bias { addBias(o.p + r.lowerBound * O + c.lowerBound, bias.value.p + c.lowerBound, rows: r.count, cols: c.count, ld: O) }
-        }
+        product(out, inp, rows: rows, finish: bias.map { .bias($0.value.p) } ?? .none)
         guard let lora, let act else { return }
         if let seed = dropoutSeed, lora.dropout > 0, let xd = act.xd, let mask = act.mask {
             // Inverted dropout: keep with probability 1 − p, scale kept values by 1 / (1 − p).

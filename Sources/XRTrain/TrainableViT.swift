@@ -617,27 +617,21 @@ public final class TrainableViT: @unchecked Sendable {
 
     /// One block as the encoder runs it: x += ls1 ⊙ proj(attn(LN1 x)); x += ls2 ⊙ fc2(GELU(fc1(LN2 x))).
     private func frozenBlock(_ bp: BlockParams, x: UnsafeMutablePointer<Float>, cache: BlockCache, batch B: Int) {
-        let c = config, C = c.dim, M = c.mlpHidden, T = c.tokens, R = B * T
+        let c = config, C = c.dim, T = c.tokens, R = B * T
         let h = cache.h1.p, qkv = cache.qkv.p, attn = cache.attn.p, mlp = cache.u.p
-        let X = SendablePointer(x), H = SendablePointer(h), Q = SendablePointer(qkv), F = SendablePointer(mlp)
+        let X = SendablePointer(x), H = SendablePointer(h)
+        // The bias, GELU and LayerScale + residual epilogues as the inference encoder runs them
+        // (`PackedEpilogue`: in the packed kernel's stores).
         parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm1w.value.p, bp.norm1b.value.p, rows: r.count, cols: C, eps: c.eps) }
-        bp.qkv.product(qkv, h, rows: R) { r, k in
-            addBias(Q.p + r.lowerBound * 3 * C + k.lowerBound, bp.qkv.bias!.value.p + k.lowerBound, rows: r.count, cols: k.count, ld: 3 * C)
-        }
+        bp.qkv.product(qkv, h, rows: R, finish: .bias(bp.qkv.bias!.value.p))
         attentionForward(attn, qkv, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads)
-        func residual(_ l: Linear, _ ls: Parameter?) -> (Range<Int>, Range<Int>) -> Void {
-            { r, k in
-                let o = r.lowerBound * C + k.lowerBound
-                biasScaleResidual(X.p + o, H.p + o, bias: l.bias!.value.p + k.lowerBound, scale: ls.map { $0.value.p + k.lowerBound },
-                                  rows: r.count, cols: k.count, ld: C)
-            }
+        func residual(_ l: Linear, _ ls: Parameter?) -> PackedEpilogue {
+            .biasScaleResidual(bias: l.bias!.value.p, scale: ls?.value.p, residual: x, ld: C)
         }
-        bp.proj.product(h, attn, rows: R, epilogue: residual(bp.proj, bp.ls1))
+        bp.proj.product(h, attn, rows: R, finish: residual(bp.proj, bp.ls1))
         parallelRows(R) { r in layerNormForward(H.p + r.lowerBound * C, X.p + r.lowerBound * C, bp.norm2w.value.p, bp.norm2b.value.p, rows: r.count, cols: C, eps: c.eps) }
-        bp.fc1.product(mlp, h, rows: R) { r, k in
-            biasGELUForward(F.p + r.lowerBound * M + k.lowerBound, bias: bp.fc1.bias!.value.p + k.lowerBound, rows: r.count, cols: k.count, ld: M)
-        }
-        bp.fc2.product(h, mlp, rows: R, epilogue: residual(bp.fc2, bp.ls2))
+        bp.fc1.product(mlp, h, rows: R, finish: .biasGELU(bp.fc1.bias!.value.p))
+        bp.fc2.product(h, mlp, rows: R, finish: residual(bp.fc2, bp.ls2))
     }
 
     /// The gradient of a residual branch's output y (x = x_in + ls ⊙ y) from dx: dx ⊙ ls written

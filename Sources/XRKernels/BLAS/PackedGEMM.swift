@@ -153,9 +153,10 @@ public enum PackedEpilogue: @unchecked Sendable {
         return self
     }
 
-    /// Applies the epilogue to C[0..<rows, columns] in place (C's column 0 at `c`), the unfused
-    /// way — for tiles narrower than a panel.
-    func apply(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, columns: Range<Int>) {
+    /// Applies the epilogue to C[0..<rows, columns] in place (C's column 0 at `c`, rows `ldc` apart),
+    /// the unfused way — for tiles narrower than a panel, and for products that do not run on the
+    /// packed kernel (trainable weights on OpenBLAS).
+    public func apply(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, columns: Range<Int>) {
         let j = columns.lowerBound, w = columns.count
         switch self {
         case .none: break
@@ -190,7 +191,7 @@ private func transpose8x8(_ v: Block8) -> Block8 {
 @inline(__always)
 private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
                          _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                         epilogue: PackedEpilogue = .none, column: Int = 0) {
+                         epilogue: PackedEpilogue, column: Int) {
     let a0 = a
     let a1 = a + (rows > 1 ? lda : 0)
     let a2 = a + (rows > 2 ? 2 * lda : 0)
@@ -219,7 +220,7 @@ private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel
 @inline(__always)
 private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
                                     _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                                    epilogue: PackedEpilogue = .none, column: Int = 0) {
+                                    epilogue: PackedEpilogue, column: Int) {
     let o1 = rows > 1 ? 1 : 0, o2 = rows > 2 ? 2 : o1, o3 = rows > 3 ? 3 : o2, o4 = rows > 4 ? 4 : o3, o5 = rows > 5 ? 5 : o4
     var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
     var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()

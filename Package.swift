@@ -18,6 +18,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // P-256 ECDSA signatures and SHA-256 / HMAC (BoringSSL on Linux).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // System libraries: thin module maps only.
@@ -57,7 +59,8 @@ let package = Package(
         // Report generation: paired data → decoder training → drafts and scores.
         .target(name: "XRReport", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRPipeline", "XRTrain", "XRText"], swiftSettings: simd),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
-        .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive"], swiftSettings: simd),
+        .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
+                                                  .product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
             "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
@@ -77,7 +80,8 @@ let package = Package(
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
-        .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport",
+                                                          .product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
         .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTextTests", dependencies: ["XRText", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRReportTests", dependencies: ["XRReport", "XRTrain", "XRText", "XRData", "XRPipeline", "XRTensor", "TestSupport"], swiftSettings: simd),

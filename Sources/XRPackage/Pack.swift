@@ -22,6 +22,8 @@ public struct PackOptions: Sendable {
     /// again gives the same bytes.
     public var created: Date?
     public var quiet = false
+    /// Sign the package with this key (`model.sig`).
+    public var signingKey: SigningKey?
     public init(name: String, registry: URL) {
         self.name = name
         self.registry = registry
@@ -35,6 +37,8 @@ public struct RegistryIndex: Codable, Equatable, Sendable {
         public var file: String
         public var sha256: String
         public var created: String
+        /// The signer's key identifier (`TrustedKey.keyID`) when the package is signed.
+        public var signer: String?
     }
     public var format = "xrlab-registry"
     public var format_version = 1
@@ -54,6 +58,13 @@ public struct RegistryIndex: Codable, Equatable, Sendable {
         } catch let e as XRError { throw e } catch {
             throw XRError("unreadable registry index: \(describe(error))", file: url.path)
         }
+    }
+
+    /// Write `index.json` into `registry` atomically.
+    public func save(_ registry: URL) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try AtomicFile.write(try e.encode(self), to: registry.appendingPathComponent("index.json"))
     }
 
     public func latest(_ name: String) -> SemanticVersion? { (packages[name] ?? []).compactMap { SemanticVersion($0.version) }.max() }
@@ -149,14 +160,17 @@ public enum Packer {
         manifest.files = entries.map { $0.name }.sorted()
         entries.append(ArchiveEntry(name: "manifest.json", data: try encodeManifest(manifest)))
         entries.append(ArchiveEntry(name: "SHA256SUMS", data: Data(checksums(entries).utf8)))
+        if let key = o.signingKey {
+            let files = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.data) })
+            entries.append(ArchiveEntry(name: ModelSignature.fileName, data: try ModelSignature.sign(files: files, name: "\(o.name)-\(version)", key: key)))
+        }
         try TarArchive.write(entries, to: archive, compression: o.compression, mtime: Int64(seconds))
 
         let sha = try SHA256.hexOfFile(archive)
-        index.packages[o.name, default: []].append(.init(version: version.description, file: fileName, sha256: sha, created: createdText))
+        index.packages[o.name, default: []].append(.init(version: version.description, file: fileName, sha256: sha, created: createdText,
+                                                         signer: o.signingKey?.publicKey.keyID))
         index.packages[o.name]!.sort { (SemanticVersion($0.version) ?? .init(major: 0, minor: 0, patch: 0)) < (SemanticVersion($1.version) ?? .init(major: 0, minor: 0, patch: 0)) }
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        try AtomicFile.write(try e.encode(index), to: o.registry.appendingPathComponent("index.json"))
+        try index.save(o.registry)
         return PackResult(archive: archive, manifest: manifest, sha256: sha)
     }
 

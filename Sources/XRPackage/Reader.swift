@@ -16,14 +16,19 @@ public struct OpenedPackage: Sendable {
     public var card: String
     public var heads: [Head]
     public var entries: [String: Data]
+    /// The signature (`model.sig`): absent, present but unchecked, or verified against trusted keys.
+    public var signature: PackageSignature = .unsigned
 }
 
 public enum PackageReader {
-    public static func open(_ url: URL) throws -> OpenedPackage {
+    /// Read and check a package (an archive, or an unpacked package folder). With `trust`, its
+    /// signature is checked first: it must be by one of those keys and cover exactly its files.
+    public static func open(_ url: URL, trust: [TrustedKey]? = nil) throws -> OpenedPackage {
         let path = url.path
-        let list = try TarArchive.read(url)
+        let list = try readEntries(url)
         var entries: [String: Data] = [:]
         for e in list { entries[e.name] = e.data }
+        let signature = try checkSignature(entries, label: path, trust: trust)
         guard let sums = entries["SHA256SUMS"] else { throw XRError("no SHA256SUMS entry", file: path, field: "SHA256SUMS", hint: "not an xrlab package, or a damaged one") }
         guard let sumsText = String(data: sums, encoding: .utf8) else { throw XRError("SHA256SUMS is not UTF-8 text", file: path, field: "SHA256SUMS") }
         var listed: [String: String] = [:]
@@ -36,7 +41,8 @@ public enum PackageReader {
             guard listed[name] == nil else { throw XRError("'\(name)' listed twice", file: path, field: "SHA256SUMS") }
             listed[name] = String(parts[0]).lowercased()
         }
-        for name in entries.keys.sorted() where name != "SHA256SUMS" {
+        // model.sig signs SHA256SUMS, so SHA256SUMS cannot list it.
+        for name in entries.keys.sorted() where name != "SHA256SUMS" && name != ModelSignature.fileName {
             guard let want = listed[name] else { throw XRError("entry '\(name)' is not listed in SHA256SUMS", file: path, field: name) }
             let got = SHA256.hex(entries[name]!)
             guard got == want else {
@@ -63,7 +69,7 @@ public enum PackageReader {
             heads.append(h)
         }
         let card = entries["MODEL_CARD.md"].flatMap { String(data: $0, encoding: .utf8) } ?? ""
-        return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries)
+        return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries, signature: signature)
     }
 
     /// Decode a manifest: format and version first (a newer format is refused naming the xrlab
@@ -122,11 +128,14 @@ public enum PackageReader {
         return enc
     }
 
-    /// Archive, checksums and manifest (by `open`), plus the base encoder when given.
-    public static func verify(_ url: URL, base: URL?) throws -> (OpenedPackage, [String]) {
-        let p = try open(url)
-        var lines = ["archive: \(p.entries.count) entries, safe names, plain files",
-                     "checksums: \(p.entries.count - 1) entries match SHA256SUMS",
+    /// Signature (with `trust`), archive, checksums and manifest (by `open`), plus the base
+    /// encoder when given.
+    public static func verify(_ url: URL, base: URL?, trust: [TrustedKey]? = nil) throws -> (OpenedPackage, [String]) {
+        let p = try open(url, trust: trust)
+        let signed = p.entries[ModelSignature.fileName] != nil
+        var lines = ["signature: \(p.signature.summary)",
+                     "archive: \(p.entries.count) entries, safe names, plain files",
+                     "checksums: \(p.entries.count - (signed ? 2 : 1)) entries match SHA256SUMS",
                      "manifest: format \(p.manifest.format_version), \(p.manifest.name) \(p.manifest.version), \(p.heads.count) head(s) checked against their tensors"]
         if let base {
             if p.manifest.base_encoder.kind == "encoder" {
@@ -148,11 +157,11 @@ public enum PackageReader {
 
     /// Extract into `destination` (which must not exist): everything is written to a temporary
     /// sibling folder and renamed into place, so a failed unpack leaves nothing behind.
-    public static func unpack(_ url: URL, to destination: URL) throws -> OpenedPackage {
+    public static func unpack(_ url: URL, to destination: URL, trust: [TrustedKey]? = nil) throws -> OpenedPackage {
         guard !FileManager.default.fileExists(atPath: destination.path) else {
             throw XRError("destination already exists", file: destination.path, hint: "choose a new folder")
         }
-        let p = try open(url)
+        let p = try open(url, trust: trust)
         let parent = destination.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
         let tmp = parent.appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString)")

@@ -43,6 +43,8 @@ struct PackCommand: ParsableCommand {
     var compression: String = "gzip"
     @Flag(name: .long, help: "Include merged encoder weights (adapter methods).")
     var merged = false
+    @Option(name: .long, help: "Sign the package with this private key (model.sig).")
+    var sign: String?
     @Flag(name: .long, help: "No progress output.")
     var quiet = false
 
@@ -64,6 +66,7 @@ struct PackCommand: ParsableCommand {
             o.compression = c
             o.merged = merged
             o.quiet = quiet
+            o.signingKey = try sign.map(loadSigningKey)
             let r = try Packer.pack(runDirectory: URL(fileURLWithPath: runDirectory), options: o)
             print("packed \(r.manifest.name) \(r.manifest.version) (\(r.manifest.method.name), \(r.manifest.heads.count) head\(r.manifest.heads.count == 1 ? "" : "s"))")
             for e in r.manifest.evaluation {
@@ -72,6 +75,7 @@ struct PackCommand: ParsableCommand {
             }
             print("archive: \(r.archive.path)")
             print("sha256:  \(r.sha256)")
+            if let k = o.signingKey { print("signed:  key id \(k.publicKey.keyID)") }
         }
     }
 }
@@ -80,15 +84,24 @@ struct PackCommand: ParsableCommand {
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check a package: safe archive, checksums, manifest schema, head tensors, and the base encoder on disk (--base).")
-    @Argument(help: "Package (.xrpkg).")
+        abstract: "Check a package: signature (--trust), safe archive, checksums, manifest schema, head tensors, and the base encoder on disk (--base).",
+        discussion: """
+        PACKAGE is an .xrpkg archive or an unpacked package folder. With trusted keys (--trust or
+        XRLAB_TRUSTED_KEYS) the package must carry a signature (model.sig) by one of them that
+        covers exactly its files; the refusal names what failed: unsigned, unknown key, bad
+        signature, a changed, missing or uncovered file, a malformed bundle.
+        """)
+    @Argument(help: "Package (.xrpkg) or unpacked package folder.")
     var package: String
     @Option(name: .long, help: "Base encoder (checkpoint folder or .safetensors) or, for feature packages, the feature file.")
     var base: String?
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp(trustHelp))
+    var trust: [String] = []
 
     func run() throws {
         try runReportingErrors {
-            let (_, lines) = try PackageReader.verify(URL(fileURLWithPath: package), base: base.map { URL(fileURLWithPath: $0) })
+            let (_, lines) = try PackageReader.verify(URL(fileURLWithPath: package), base: base.map { URL(fileURLWithPath: $0) },
+                                                      trust: try TrustedKey.resolve(trust))
             for l in lines { print("ok  \(l)") }
         }
     }
@@ -96,15 +109,18 @@ struct VerifyCommand: ParsableCommand {
 
 /// `xrlab inspect`.
 struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print a package's manifest and model card.")
-    @Argument(help: "Package (.xrpkg).")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print a package's signer, manifest and model card.")
+    @Argument(help: "Package (.xrpkg) or unpacked package folder.")
     var package: String
     @Flag(name: .long, help: "Print only the manifest JSON.")
     var json = false
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp(trustHelp))
+    var trust: [String] = []
 
     func run() throws {
         try runReportingErrors {
-            let p = try PackageReader.open(URL(fileURLWithPath: package))
+            let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
+            if !json { print("signature: \(p.signature.summary)\n") }
             print(String(decoding: p.entries["manifest.json"]!, as: UTF8.self), terminator: "")
             if !json { print("\n" + p.card, terminator: "") }
         }
@@ -136,10 +152,12 @@ struct UnpackCommand: ParsableCommand {
     var package: String
     @Option(name: .long, help: "Destination folder (must not exist).")
     var to: String
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp(trustHelp))
+    var trust: [String] = []
 
     func run() throws {
         try runReportingErrors {
-            let p = try PackageReader.unpack(URL(fileURLWithPath: package), to: URL(fileURLWithPath: to))
+            let p = try PackageReader.unpack(URL(fileURLWithPath: package), to: URL(fileURLWithPath: to), trust: try TrustedKey.resolve(trust))
             print("unpacked \(p.manifest.name) \(p.manifest.version) (\(p.entries.count) files) into \(to)")
         }
     }
@@ -158,6 +176,8 @@ struct PredictCommand: ParsableCommand {
         """)
     @Option(name: .long, help: "Package (.xrpkg).")
     var package: String
+    @Option(name: .long, help: ArgumentHelp("Trusted public key file or folder (repeat for several); default $XRLAB_TRUSTED_KEYS. With either, the package must be signed by one of them."))
+    var trust: [String] = []
     @Option(name: .long, help: "Base encoder: checkpoint folder or .safetensors file.")
     var base: String?
     @Option(name: .long, help: "For packages built on precomputed features: a feature file (.safetensors / .npy).")
@@ -180,7 +200,7 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
-            let p = try PackageReader.open(URL(fileURLWithPath: package))
+            let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
             let result: Prediction
             if let features {
                 let (x, ids) = try Predictor.loadFeatures(URL(fileURLWithPath: features), representation: p.manifest.base_encoder.representation)

@@ -16,6 +16,8 @@ extension XRLab {
         DiffCommand.self,
         UnpackCommand.self,
         PredictCommand.self,
+        KeygenCommand.self,
+        SignCommand.self,
         Bench.self,
         BenchTrain.self,
         BenchReport.self,

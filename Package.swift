@@ -38,8 +38,8 @@ let package = Package(
         // Floating-point control (denormals flushed to zero on every thread that runs kernels).
         .target(name: "CXRCPU"),
 
-        // Storage, shapes, dtypes, safetensors / npy I/O, hashing, errors. No math.
-        .target(name: "XRTensor", swiftSettings: simd),
+        // Storage, shapes, dtypes, safetensors / npy I/O, hashing (swift-crypto), errors. No math.
+        .target(name: "XRTensor", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
         // Pure functions over buffers (forward + backward per op family). Only BLAS/ imports CBLAS.
         .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS", "CXRCPU"], swiftSettings: numeric),
         // One file per model family: config, blocks, checkpoint key map, forward.
@@ -80,8 +80,7 @@ let package = Package(
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
-        .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport",
-                                                          .product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
+        .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTextTests", dependencies: ["XRText", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRReportTests", dependencies: ["XRReport", "XRTrain", "XRText", "XRData", "XRPipeline", "XRTensor", "TestSupport"], swiftSettings: simd),

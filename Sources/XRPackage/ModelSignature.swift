@@ -59,7 +59,7 @@ public enum ModelSignature {
 
     /// The in-toto statement over `files` (name → content; `model.sig` must not be among them).
     static func statement(name: String, files: [String: Data]) -> Data {
-        let resources = files.keys.sorted().map { Statement.Resource(name: $0, algorithm: "sha256", digest: SHA256.hex(files[$0]!)) }
+        let resources = files.sorted { $0.key < $1.key }.map { Statement.Resource(name: $0.key, algorithm: "sha256", digest: SHA256.hex($0.value)) }
         let s = Statement(_type: statementType, subject: [.init(name: name, digest: ["sha256": rootDigest(resources)])],
                           predicateType: predicateType,
                           predicate: .init(serialization: .init(method: "files", hash_type: "sha256", allow_symlinks: false, ignore_paths: ignorePaths),
@@ -184,9 +184,9 @@ public enum ModelSignature {
         for name in files.keys.sorted() where listed[name] == nil {
             problems.append((name, "not covered by the signature"))
         }
-        for name in files.keys.sorted(by: { ($0 == "SHA256SUMS" ? 1 : 0, $0) < ($1 == "SHA256SUMS" ? 1 : 0, $1) }) {
+        for (name, data) in files.sorted(by: { ($0.key == "SHA256SUMS" ? 1 : 0, $0.key) < ($1.key == "SHA256SUMS" ? 1 : 0, $1.key) }) {
             guard let want = listed[name] else { continue }
-            let got = SHA256.hex(files[name]!)
+            let got = SHA256.hex(data)
             if got != want { changed.append((name, "changed since signing (hashes to \(got.prefix(16))…, the signature says \(want.prefix(16))…)")) }
         }
         problems += changed

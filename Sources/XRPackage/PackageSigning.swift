@@ -134,10 +134,13 @@ public enum PackageSigner {
         let sha = try SHA256.hexOfFile(url)
         var found = false
         for (name, versions) in index.packages {
-            for (i, v) in versions.enumerated() where v.file == url.lastPathComponent {
-                index.packages[name]![i].sha256 = sha
-                index.packages[name]![i].signer = keyID
+            index.packages[name] = versions.map { v in
+                guard v.file == url.lastPathComponent else { return v }
                 found = true
+                var w = v
+                w.sha256 = sha
+                w.signer = keyID
+                return w
             }
         }
         if found { try index.save(registry) }

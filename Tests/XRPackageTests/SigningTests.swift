@@ -164,6 +164,19 @@ final class SigningTests: XCTestCase {
         XCTAssertThrowsError(try TrustedKey.load(dir.appendingPathComponent("bad.pub"))) { XCTAssertTrue("\($0)".contains("not an ECDSA")) }
     }
 
+    func testPackageFoldersHoldPlainFilesOnly() throws {
+        let dir = Fixtures.tempDir("xrlab-sign-folder")
+        let folder = dir.appendingPathComponent("pkg")
+        _ = try PackageReader.unpack(unsigned, to: folder)
+        XCTAssertEqual(try PackageReader.open(folder).manifest.name, "format1")
+        try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("weights/link.safetensors"),
+                                                   withDestinationURL: folder.appendingPathComponent("weights/head.safetensors"))
+        XCTAssertThrowsError(try PackageReader.open(folder)) {
+            XCTAssertEqual(($0 as? XRError)?.field, "weights/link.safetensors")
+            XCTAssertTrue("\($0)".contains("symbolic links are not allowed"))
+        }
+    }
+
     // MARK: hostile packages
 
     func testTamperAndRecomputeChecksumsIsRefusedUnderTrust() throws {

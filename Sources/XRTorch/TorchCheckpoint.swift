@@ -184,7 +184,7 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
                 switch dtype {
                 case .float32: return Float(bitPattern: word(e, UInt32.self))
                 case .float64: return Float(Double(bitPattern: word(e, UInt64.self)))
-                case .float16: return Float(Float16(bitPattern: word(e, UInt16.self)))
+                case .float16: return floatFromHalf(bits: word(e, UInt16.self))
                 case .bfloat16: return Float(bitPattern: UInt32(word(e, UInt16.self)) << 16)
                 case .int64, .int32, .int16:
                     let v: Int64 = dtype == .int64 ? word(e, Int64.self) : dtype == .int32 ? Int64(word(e, Int32.self)) : Int64(word(e, Int16.self))

@@ -271,7 +271,7 @@ public struct EncoderFeatureSource: FeatureSource {
         return FeatureSet(ids: res.inputs.map(\.id), matrix: matrix, description: src)
     }
 
-    /// The (N, D) feature matrix of a `representation` (`cls`, `patch_mean`, `lastN_cls`, in
+    /// The (N, D) feature matrix of a `representation` (`cls`, `pooled`, `patch_mean`, `lastN_cls`, in
     /// order, concatenated) from an embed result.
     public static func assemble(_ res: EmbedResult, representation: [String], model: URL) throws -> Tensor {
         var parts: [Tensor] = []

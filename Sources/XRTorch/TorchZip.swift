@@ -19,6 +19,18 @@ struct TorchZip {
     /// Largest `data.pkl` accepted (a state dict's pickle is a few MB).
     static let maxPickleBytes = 512 << 20
     static let maxEntries = 1_000_000
+    /// torch.save stores entries uncompressed; a compressed archive may expand at most this many
+    /// times its own size (plus 1 MiB) in one pass, so a small crafted file cannot make xrlab
+    /// allocate gigabytes.
+    static let maxExpansion = 16
+
+    /// The archive's size in bytes.
+    var archiveBytes: Int {
+        switch source {
+        case .file(let url): return ((try? FileManager.default.attributesOfItem(atPath: url.path)[.size]) as? NSNumber)?.intValue ?? 0
+        case .memory(let data): return data.count
+        }
+    }
 
     /// Visit every regular entry once, in archive order. `body` gets the entry name and a reader
     /// that returns at most `limit` bytes of the entry (`nil`: skip the data).
@@ -44,6 +56,8 @@ struct TorchZip {
         }
         var entry: OpaquePointer?
         var count = 0
+        let (scaled, overflow) = archiveBytes.multipliedReportingOverflow(by: Self.maxExpansion)
+        var budget = overflow ? Int.max : scaled + (1 << 20)
         while true {
             let r = archive_read_next_header(a, &entry)
             if r == ARCHIVE_EOF { break }
@@ -66,6 +80,11 @@ struct TorchZip {
                     guard n > 0 else {
                         throw XRError("cannot read zip entry (\(message()))", file: path, field: name,
                                       hint: "the file is truncated or corrupt")
+                    }
+                    budget -= n
+                    guard budget >= 0 else {
+                        throw XRError("the archive expands to more than \(Self.maxExpansion) times its size", file: path, field: name,
+                                      hint: "torch.save writes uncompressed archives; this one is not a plain checkpoint")
                     }
                     out += chunk[0 ..< n]
                 }

@@ -96,6 +96,7 @@ final class TorchCheckpointTests: XCTestCase {
             ("bad_short_bytes.pt", "holds 16 bytes, but 8 float32 elements need 32", "archive/data/0"),
             ("bad_huge_size.pt", "overflows", nil),
             ("legacy.pt", "legacy torch.save format", nil),
+            ("bad_expanding.pt", "expands to more than 16 times its size", "archive/data/0"),
         ]
         for (name, text, field) in cases {
             let e = error { _ = try TorchCheckpoint(contentsOf: fixture(name)) }

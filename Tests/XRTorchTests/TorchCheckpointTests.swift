@@ -47,6 +47,16 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(c.shape("empty"), [0, 3])
     }
 
+    /// Hand-written archives that torch.load reads (checked by the generator): a transposed view,
+    /// and storages written on a big-endian machine.
+    func testHandWrittenAndBigEndianArchives() throws {
+        let h = try TorchCheckpoint(contentsOf: fixture("handmade.pt"))
+        XCTAssertEqual(try h.tensor("w"), Tensor(shape: [2, 2], scalars: [1, 3, 2, 4]))
+        let b = try TorchCheckpoint(contentsOf: fixture("big_endian.pt"))
+        XCTAssertEqual(try b.tensor("w"), Tensor(shape: [2, 2], scalars: [1, 3, 2, 4]))
+        XCTAssertEqual(try b.tensor("h"), Tensor(shape: [2], scalars: [0.5, -2]))
+    }
+
     func testStateDictKeyChoosesAndNamesWhatIsWrong() throws {
         XCTAssertEqual(try TorchCheckpoint(contentsOf: fixture("dtypes.pt"), stateDictKey: "state_dict").names.count, 9)
         let missing = error { _ = try TorchCheckpoint(contentsOf: fixture("vit_model.pt"), stateDictKey: "ema") }

@@ -202,7 +202,7 @@ public enum ViTLoader {
         } else {
             throw XRError("model folder has no model.safetensors (or pytorch_model.bin)", file: dir.path)
         }
-        let src = try WeightSource(files, stateDictKey: files.first?.pathExtension == "bin" ? stateDictKey : nil)
+        let src = try WeightSource(files, stateDictKey: stateDictKey)
         let config = try parseHFConfig(cfgURL, heads: heads)
         let model = try build(src, layout: .huggingFace, config: config, file: src.description)
         let pre = dir.appendingPathComponent("preprocessor_config.json")

@@ -72,7 +72,7 @@ extension ViTLoader {
         guard let weights = [st, bin].first(where: { fm.fileExists(atPath: $0.path) }) else {
             throw XRError("timm model folder has neither model.safetensors nor pytorch_model.bin", file: dir.path)
         }
-        let src = try WeightSource([weights], stateDictKey: weights == bin ? stateDictKey : nil)
+        let src = try WeightSource([weights], stateDictKey: stateDictKey)
         guard src.owner["patch_embed.proj.weight"] != nil else {
             throw XRError("not a timm ViT checkpoint: no 'patch_embed.proj.weight'", file: weights.path, field: "patch_embed.proj.weight")
         }

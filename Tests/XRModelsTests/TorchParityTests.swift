@@ -90,5 +90,9 @@ final class TorchParityTests: XCTestCase {
         XCTAssertThrowsError(try ViTLoader.load(Fixtures.url("torch/hub_vit/model.safetensors"), heads: 2, stateDictKey: "model")) { e in
             XCTAssertEqual((e as? XRError)?.field, "--state-dict-key")
         }
+        XCTAssertThrowsError(try ViTLoader.load(Fixtures.url("torch/hub_vit"), stateDictKey: "model")) { e in
+            XCTAssertEqual((e as? XRError)?.field, "--state-dict-key")
+        }
+        XCTAssertEqual(try ViTLoader.load(Fixtures.url("torch/hub_dinov2"), stateDictKey: ".").config.numRegisters, 4)
     }
 }

@@ -258,6 +258,7 @@ public struct EncoderFeatureSource: FeatureSource {
         o.batchSize = r.recipe.model?.batch_size ?? 8
         o.quiet = quiet
         o.lastBlocks = r.recipe.representation.compactMap(Recipe.lastBlocks).max() ?? 0
+        // `pooled` is the class token for every family xrlab runs (ViTOutput.pooled), so it needs no patch rows.
         o.classTokenOnly = !r.recipe.representation.contains("patch_mean")
         return o
     }

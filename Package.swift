@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"]),
+        .library(name: "XRLab", targets: ["XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -42,8 +42,10 @@ let package = Package(
         .target(name: "XRTensor", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
         // Pure functions over buffers (forward + backward per op family). Only BLAS/ imports CBLAS.
         .target(name: "XRKernels", dependencies: ["XRTensor", "CBLAS", "CXRCPU"], swiftSettings: numeric),
+        // PyTorch checkpoints (torch.save zip + pickle) read as tensors without executing anything.
+        .target(name: "XRTorch", dependencies: ["XRTensor", "CArchive"], swiftSettings: simd),
         // One file per model family: config, blocks, checkpoint key map, forward.
-        .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
+        .target(name: "XRModels", dependencies: ["XRTensor", "XRKernels", "XRTorch"], swiftSettings: numeric),
         // PNG / DICOM decoding, preprocessing, manifests.
         .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG", "CZlib", "COpenJPEG", "CXRJPEG"], swiftSettings: numeric),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
@@ -63,7 +65,7 @@ let package = Package(
                                                   .product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
         .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
+            "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: simd),
 
@@ -74,6 +76,7 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["XRTensor", "XRData", "CZlib"], path: "Tests/TestSupport", swiftSettings: simd),
         .testTarget(name: "XRTensorTests", dependencies: ["XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRTorchTests", dependencies: ["XRTorch", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRKernelsTests", dependencies: ["XRKernels", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),

@@ -15,7 +15,9 @@ import XRKernels
 ///    `torch.nn.functional.interpolate(mode, align_corners=False, antialias=antialias)` semantics
 ///    (bicubic may overshoot [0, 1]; nothing is clamped, as in torch);
 /// 3. center crop as Hugging Face's default (torchvision) image processors do it:
-///    `top = (h - ch) // 2`, `left = (w - cw) // 2`; when the crop is larger than the image,
+///    `top = (h - ch) // 2`, `left = (w - cw) // 2` — or, with `cropRounding = .halfEven`, as
+///    torchvision's `CenterCrop` (timm's eval transform) does: `int(round((h - ch) / 2))`, which
+///    differs when the margin is odd; when the crop is larger than the image,
 ///    zeros are padded, `(ch - h) // 2` rows on top and the rest at the bottom (likewise for
 ///    columns), so a 1×1 image or a small exact resize still gives the model its input size;
 /// 4. gray replicated to 3 channels (after resizing: cheaper, same result);
@@ -28,6 +30,8 @@ import XRKernels
 /// a 1 × 10000 strip resized to a 518 shortest edge would otherwise need 518 × 5,180,000 pixels.
 public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertible {
     public enum Interpolation: String, Codable, Sendable { case bicubic, bilinear }
+    /// How an odd crop margin's half is rounded: down (Hugging Face) or half to even (torchvision `CenterCrop`).
+    public enum CropRounding: String, Codable, Sendable { case floor, halfEven }
 
     /// The default bound on image sizes (pixels per channel).
     public static let defaultMaxPixels = 64_000_000
@@ -42,6 +46,7 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     public var antialias: Bool = true
     public var cropHeight: Int?
     public var cropWidth: Int?
+    public var cropRounding: CropRounding = .floor
     /// Per-channel (R, G, B) statistics; gray input is replicated to 3 channels first.
     public var mean: [Float]
     public var std: [Float]
@@ -85,7 +90,7 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     // the JSON, which feature-cache keys hash, stays what it was).
 
     enum CodingKeys: String, CodingKey {
-        case shortestEdge, resizeHeight, resizeWidth, interpolation, antialias, cropHeight, cropWidth, mean, std, maxPixels
+        case shortestEdge, resizeHeight, resizeWidth, interpolation, antialias, cropHeight, cropWidth, cropRounding, mean, std, maxPixels
     }
 
     public init(from decoder: Decoder) throws {
@@ -97,6 +102,7 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         antialias = try c.decodeIfPresent(Bool.self, forKey: .antialias) ?? true
         cropHeight = try c.decodeIfPresent(Int.self, forKey: .cropHeight)
         cropWidth = try c.decodeIfPresent(Int.self, forKey: .cropWidth)
+        cropRounding = try c.decodeIfPresent(CropRounding.self, forKey: .cropRounding) ?? .floor
         mean = try c.decode([Float].self, forKey: .mean)
         std = try c.decode([Float].self, forKey: .std)
         maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) ?? Preprocessing.defaultMaxPixels
@@ -111,6 +117,8 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         try c.encode(antialias, forKey: .antialias)
         try c.encodeIfPresent(cropHeight, forKey: .cropHeight)
         try c.encodeIfPresent(cropWidth, forKey: .cropWidth)
+        // Written only when not the default, so existing configurations keep their JSON (and cache keys).
+        if cropRounding != .floor { try c.encode(cropRounding, forKey: .cropRounding) }
         try c.encode(mean, forKey: .mean)
         try c.encode(std, forKey: .std)
         if maxPixels != Preprocessing.defaultMaxPixels { try c.encode(maxPixels, forKey: .maxPixels) }
@@ -121,7 +129,9 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         let how = "\(interpolation.rawValue)\(antialias ? ", antialiased" : "")"
         if let s = shortestEdge { parts.append("resize shortest edge to \(s) (\(how))") }
         else if let h = resizeHeight, let w = resizeWidth { parts.append("resize to \(h)×\(w) (\(how))") }
-        if let h = cropHeight, let w = cropWidth { parts.append("center crop \(h)×\(w)") }
+        if let h = cropHeight, let w = cropWidth {
+            parts.append("center crop \(h)×\(w)\(cropRounding == .halfEven ? " (offsets rounded half to even, as torchvision)" : "")")
+        }
         parts.append("scale to [0, 1] by bit depth")
         parts.append("normalise mean \(mean) std \(std)")
         return parts.joined(separator: ", ")
@@ -215,8 +225,11 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
             } }
         }
         // Crop offsets: torchvision-backend center_crop (pads (ch - h) // 2 on top when needed).
-        let top = rh >= oh ? (rh - oh) / 2 : -((oh - rh) / 2)
-        let left = rw >= ow ? (rw - ow) / 2 : -((ow - rw) / 2)
+        func half(_ margin: Int) -> Int {
+            cropRounding == .floor ? margin / 2 : Int((Double(margin) / 2).rounded(.toNearestOrEven))
+        }
+        let top = rh >= oh ? half(rh - oh) : -((oh - rh) / 2)
+        let left = rw >= ow ? half(rw - ow) : -((ow - rw) / 2)
         let x0 = max(0, -left), x1 = min(ow, rw - left)   // output columns that see the image
 
         func fill(_ resized: UnsafeBufferPointer<Float>) {

@@ -122,4 +122,10 @@ public struct ViTOutput: Sendable {
     /// CLS of each of the last n blocks, oldest first, each (B, C), normalised by the final
     /// LayerNorm (DINOv2's `get_intermediate_layers(n, norm=True)` / linear-probe protocol).
     public var lastBlocksCLS: [Tensor]
+
+    /// (B, C) the model's own pre-logits feature, as timm's `forward_head(pre_logits=True)`
+    /// computes it. Every family xrlab runs (timm ViT, DINOv2, Hugging Face Dinov2) pools with
+    /// the class token (`global_pool='token'`, no `fc_norm`), so it is the class token after the
+    /// final LayerNorm; timm hub configs stating any other pooling are refused on load.
+    public var pooled: Tensor { cls }
 }

@@ -1,6 +1,7 @@
 // Checkpoint layouts for the ViT encoder: one key table per layout, strict loading.
 import Foundation
 import XRTensor
+import XRTorch
 
 /// Checkpoint naming schemes xrlab reads.
 public enum ViTLayout: String, Codable, Sendable {
@@ -108,15 +109,18 @@ public struct LoadedViT: @unchecked Sendable {
     public var preprocessorConfig: URL?
     /// Facts inferred rather than read (e.g. head count), shown to the user.
     public var notes: [String]
+    /// A timm hub `config.json` (its `pretrained_cfg` gives the preprocessing), when loaded from one.
+    public var timmConfig: URL? = nil
 }
 
-/// A set of safetensors files read as one name space.
+/// A set of checkpoint files (safetensors, or PyTorch `.pt` / `.pth` / `.bin` by extension)
+/// read as one name space.
 struct WeightSource {
-    var files: [SafeTensorsFile]
-    var owner: [String: SafeTensorsFile] = [:]
+    var files: [any TensorStore]
+    var owner: [String: any TensorStore] = [:]
 
-    init(_ urls: [URL]) throws {
-        files = try urls.map { try SafeTensorsFile(contentsOf: $0) }
+    init(_ urls: [URL], stateDictKey: String? = nil) throws {
+        files = try urls.map { try ViTLoader.open($0, stateDictKey: stateDictKey) }
         for f in files {
             for n in f.names {
                 if let other = owner[n] {
@@ -128,22 +132,35 @@ struct WeightSource {
     }
 
     var names: [String] { owner.keys.sorted() }
-    func shape(_ n: String) -> [Int]? { owner[n]?.info(n)?.shape }
+    func shape(_ n: String) -> [Int]? { owner[n]?.shape(n) }
     var description: String { files.map(\.url.path).joined(separator: ", ") }
 }
 
 /// Reads ViT checkpoints in any supported layout.
 public enum ViTLoader {
-    /// Load from a Hugging Face folder (`config.json` + `model.safetensors` or a sharded index)
-    /// or a bare `.safetensors` file (timm or DINOv2 names; the architecture is read off the
-    /// tensor shapes, the head count from `preset`, `heads`, or dim / 64).
-    public static func load(_ url: URL, preset: ViTConfig? = nil, heads: Int? = nil) throws -> LoadedViT {
+    /// Open one checkpoint file: PyTorch (`.pt`, `.pth`, `.bin`, read without executing its
+    /// pickle; the state dict under `stateDictKey`, else found as `TorchCheckpoint` describes)
+    /// or safetensors (anything else).
+    public static func open(_ url: URL, stateDictKey: String? = nil) throws -> any TensorStore {
+        if TorchCheckpoint.isTorchFile(url) { return try TorchCheckpoint(contentsOf: url, stateDictKey: stateDictKey) }
+        if stateDictKey != nil {
+            throw XRError("a state-dict key applies to PyTorch checkpoints (.pt, .pth, .bin) only", file: url.path, field: "--state-dict-key")
+        }
+        return try SafeTensorsFile(contentsOf: url)
+    }
+
+    /// Load from a model folder — Hugging Face (`config.json` + `model.safetensors` or a sharded
+    /// index) or timm hub (`config.json` with `architecture` + `model.safetensors` or
+    /// `pytorch_model.bin`) — or a bare checkpoint file, `.safetensors` or PyTorch `.pt` / `.pth` /
+    /// `.bin` (timm or DINOv2 names; the architecture is read off the tensor shapes, the head count
+    /// from `preset`, `heads`, or dim / 64; `stateDictKey` chooses a PyTorch file's state dict).
+    public static func load(_ url: URL, preset: ViTConfig? = nil, heads: Int? = nil, stateDictKey: String? = nil) throws -> LoadedViT {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
-            throw XRError("model not found", file: url.path, hint: "pass a Hugging Face model folder or a .safetensors file")
+            throw XRError("model not found", file: url.path, hint: "pass a Hugging Face or timm model folder, a .safetensors file or a PyTorch .pt / .pth / .bin file")
         }
-        if isDir.boolValue { return try loadFolder(url, heads: heads) }
-        let src = try WeightSource([url])
+        if isDir.boolValue { return try loadFolder(url, heads: heads, stateDictKey: stateDictKey) }
+        let src = try WeightSource([url], stateDictKey: stateDictKey)
         var notes: [String] = []
         let layout: ViTLayout
         if src.owner["embeddings.patch_embeddings.projection.weight"] != nil {
@@ -161,10 +178,13 @@ public enum ViTLoader {
                          preprocessorConfig: nil, notes: notes)
     }
 
-    static func loadFolder(_ dir: URL, heads: Int?) throws -> LoadedViT {
+    static func loadFolder(_ dir: URL, heads: Int?, stateDictKey: String?) throws -> LoadedViT {
         let cfgURL = dir.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: cfgURL.path) else {
-            throw XRError("model folder has no config.json", file: dir.path, hint: "a Hugging Face model folder holds config.json and model.safetensors")
+            throw XRError("model folder has no config.json", file: dir.path, hint: "a Hugging Face or timm model folder holds config.json and model.safetensors")
+        }
+        if let timm = try TimmHubConfig.read(cfgURL) {
+            return try loadTimmFolder(dir, config: timm, heads: heads, stateDictKey: stateDictKey)
         }
         var files: [URL] = []
         let single = dir.appendingPathComponent("model.safetensors")
@@ -177,11 +197,12 @@ public enum ViTLoader {
                 throw XRError("malformed shard index", file: index.path, field: "weight_map")
             }
             files = Set(idx.weight_map.values).sorted().map { dir.appendingPathComponent($0) }
+        } else if FileManager.default.fileExists(atPath: dir.appendingPathComponent("pytorch_model.bin").path) {
+            files = [dir.appendingPathComponent("pytorch_model.bin")]
         } else {
-            throw XRError("model folder has no model.safetensors", file: dir.path,
-                          hint: "PyTorch .bin checkpoints are not read; convert with `safetensors` (save_file) first")
+            throw XRError("model folder has no model.safetensors (or pytorch_model.bin)", file: dir.path)
         }
-        let src = try WeightSource(files)
+        let src = try WeightSource(files, stateDictKey: stateDictKey)
         let config = try parseHFConfig(cfgURL, heads: heads)
         let model = try build(src, layout: .huggingFace, config: config, file: src.description)
         let pre = dir.appendingPathComponent("preprocessor_config.json")
@@ -291,12 +312,12 @@ public enum ViTLoader {
         for (canonical, source) in table {
             var values: [Float] = []
             for (key, shape) in source.keys {
-                guard let f = src.owner[key], let info = f.info(key) else {
+                guard let f = src.owner[key], let keyShape = f.shape(key) else {
                     throw XRError("missing key (expected shape \(describeShape(shape)))", file: file, field: key,
                                   hint: "the checkpoint does not match a \(layout.rawValue)-layout ViT with this config")
                 }
-                guard info.shape == shape else {
-                    throw XRError("shape mismatch: expected \(describeShape(shape)), checkpoint has \(describeShape(info.shape))",
+                guard keyShape == shape else {
+                    throw XRError("shape mismatch: expected \(describeShape(shape)), checkpoint has \(describeShape(keyShape))",
                                   file: f.url.path, field: key, hint: "the checkpoint does not match its config")
                 }
                 values += try f.tensor(key).scalars

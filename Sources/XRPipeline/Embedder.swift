@@ -40,7 +40,8 @@ public struct EmbedResult: Sendable {
     public var inputs: [ImageInput]
     public var imageHashes: [String]
     /// Output name → tensor with the image index as the first dimension:
-    /// `cls` (N, C), `patch_mean` (N, C), optionally `last_blocks_cls` (N, n, C), `patch_tokens` (N, T, C).
+    /// `cls` (N, C), `pooled` (N, C), `patch_mean` (N, C), optionally `last_blocks_cls` (N, n, C),
+    /// `patch_tokens` (N, T, C).
     public var tensors: [String: Tensor]
     public var failed: [FailedInput]
     public var cacheHits: Int
@@ -70,13 +71,17 @@ public final class Encoder: @unchecked Sendable {
         self.weightsHash = h.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
-    /// Load a checkpoint and decide its preprocessing: the model's own
-    /// `preprocessor_config.json` when present, else `explicit` (required then).
+    /// Load a checkpoint and decide its preprocessing: `explicit` when given, else the model's
+    /// own `preprocessor_config.json` (Hugging Face) or `pretrained_cfg` (timm hub `config.json`);
+    /// one of them is required. `stateDictKey` chooses a PyTorch checkpoint's state dict.
     public static func load(model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
-                            explicit: Preprocessing? = nil) throws -> Encoder {
-        let loaded = try ViTLoader.load(url, preset: preset, heads: heads)
+                            explicit: Preprocessing? = nil, stateDictKey: String? = nil) throws -> Encoder {
+        let loaded = try ViTLoader.load(url, preset: preset, heads: heads, stateDictKey: stateDictKey)
         if let explicit {
             return try Encoder(loaded: loaded, preprocessing: explicit, preprocessingSource: "command line")
+        }
+        if let tc = loaded.timmConfig {
+            return try Encoder(loaded: loaded, preprocessing: try Preprocessing.fromTimm(tc), preprocessingSource: tc.path)
         }
         if let pc = loaded.preprocessorConfig {
             return try Encoder(loaded: loaded, preprocessing: try Preprocessing.fromHuggingFace(pc),
@@ -139,7 +144,8 @@ public final class Encoder: @unchecked Sendable {
             }
             hashes[i] = SHA256.hex(data)
             let key = FeatureCache.key(configFingerprint: fp, imageHash: hashes[i])
-            if let cached = options.cache?.load(key) {
+            // Rows cached before `pooled` was written are read as misses and encoded again.
+            if let cached = options.cache?.load(key), cached["pooled"] != nil {
                 rows[i] = cached
                 hits += 1
                 progress.advance()
@@ -189,7 +195,8 @@ extension EmbedResult {
         let c = out.cls.count / b
         var result: [[String: Tensor]] = []
         for j in 0..<b {
-            var r: [String: Tensor] = ["cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c]))]
+            var r: [String: Tensor] = ["cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c])),
+                                       "pooled": Tensor(shape: [c], scalars: Array(out.pooled.scalars[j * c ..< (j + 1) * c]))]
             if out.patchMean.count > 0 {
                 r["patch_mean"] = Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c ..< (j + 1) * c]))
             }

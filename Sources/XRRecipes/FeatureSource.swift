@@ -258,6 +258,7 @@ public struct EncoderFeatureSource: FeatureSource {
         o.batchSize = r.recipe.model?.batch_size ?? 8
         o.quiet = quiet
         o.lastBlocks = r.recipe.representation.compactMap(Recipe.lastBlocks).max() ?? 0
+        // `pooled` is the class token for every family xrlab runs (ViTOutput.pooled), so it needs no patch rows.
         o.classTokenOnly = !r.recipe.representation.contains("patch_mean")
         return o
     }
@@ -271,7 +272,7 @@ public struct EncoderFeatureSource: FeatureSource {
         return FeatureSet(ids: res.inputs.map(\.id), matrix: matrix, description: src)
     }
 
-    /// The (N, D) feature matrix of a `representation` (`cls`, `patch_mean`, `lastN_cls`, in
+    /// The (N, D) feature matrix of a `representation` (`cls`, `pooled`, `patch_mean`, `lastN_cls`, in
     /// order, concatenated) from an embed result.
     public static func assemble(_ res: EmbedResult, representation: [String], model: URL) throws -> Tensor {
         var parts: [Tensor] = []

@@ -194,7 +194,7 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var model: Model?
     public var data: DataSpec
     public var features: Features?
-    /// Concatenated image features: `cls`, `patch_mean`, `lastN_cls`.
+    /// Concatenated image features: `cls`, `pooled` (the model's pre-logits feature), `patch_mean`, `lastN_cls`.
     public var representation: [String] = ["cls"]
     public var methods: [Method]
     /// Labelled examples per class (sorted, unique).
@@ -492,8 +492,8 @@ public enum RecipeLoader {
             representation = ctx.attempt {
                 try r.listOrScalar().map { n in
                     let s = try n.string()
-                    guard s == "cls" || s == "patch_mean" || Recipe.lastBlocks(s) != nil else {
-                        throw n.error("unknown representation '\(s)'", hint: "use cls, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
+                    guard s == "cls" || s == "pooled" || s == "patch_mean" || Recipe.lastBlocks(s) != nil else {
+                        throw n.error("unknown representation '\(s)'", hint: "use cls, pooled, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
                     }
                     return s
                 }

@@ -103,7 +103,7 @@ public enum NPY {
                 switch descr {
                 case "<f4": out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
                 case "<f8": out[i] = Float(Double(bitPattern: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))))
-                case "<f2": out[i] = Float(Float16(bitPattern: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
+                case "<f2": out[i] = floatFromHalf(bits: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
                 case "<i4": out[i] = exact(Int64(Int32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))))
                 case "<i8": out[i] = exact(Int64(littleEndian: p.loadUnaligned(fromByteOffset: i * 8, as: Int64.self)))
                 case "|i1": out[i] = Float(p.load(fromByteOffset: i, as: Int8.self))

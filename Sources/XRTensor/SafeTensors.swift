@@ -191,7 +191,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case .F64:
                 for i in 0..<count { dst[i] = Float(Double(bitPattern: src.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self).littleEndian)) }
             case .F16:
-                for i in 0..<count { dst[i] = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian)) }
+                for i in 0..<count { dst[i] = floatFromHalf(bits: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian) }
             case .BF16:
                 for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian) << 16) }
             case .I64:

@@ -32,3 +32,22 @@ public struct Tensor: Sendable, Equatable {
 public func describeShape(_ shape: [Int]) -> String {
     "(" + shape.map(String.init).joined(separator: ", ") + ")"
 }
+
+/// IEEE half-precision bits → f32, in integer arithmetic. Exact for every value, subnormal
+/// halves included, whatever the thread's denormal mode: kernel threads run with denormals
+/// flushed to zero, under which a floating-point conversion could turn fp16 subnormals
+/// (common in fp16 checkpoints) into zeros.
+@inline(__always)
+public func floatFromHalf(bits h: UInt16) -> Float {
+    let sign = UInt32(h & 0x8000) << 16
+    let exponent = UInt32((h >> 10) & 0x1F), mantissa = UInt32(h & 0x3FF)
+    switch exponent {
+    case 0x1F: return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))      // inf, NaN
+    case 0 where mantissa == 0: return Float(bitPattern: sign)                      // ±0
+    case 0:                                                                          // subnormal: normalise
+        var m = mantissa, e: UInt32 = 127 - 14
+        while m & 0x400 == 0 { m <<= 1; e -= 1 }
+        return Float(bitPattern: sign | (e << 23) | ((m & 0x3FF) << 13))
+    default: return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
+    }
+}

@@ -55,6 +55,32 @@ final class EmbedParityTests: XCTestCase {
         try check("hf_dinov2", modelURL: Fixtures.url("vit/hf_dinov2"), heads: nil, pre: nil)
     }
 
+    /// timm hub folders (fixtures/make_torch_fixtures.py): preprocessing from `pretrained_cfg`
+    /// as timm's own eval transform does it (shorter side to floor(input_size / crop_pct), centre
+    /// crop with torchvision's rounding), weights from model.safetensors or pytorch_model.bin;
+    /// `pooled` is timm's forward_head(pre_logits=True).
+    func testTimmHubFoldersUseTheirPretrainedCfg() throws {
+        for (name, scale, crop) in [("hub_vit", 35, 32), ("hub_dinov2", 32, 28)] {
+            let enc = try Encoder.load(model: Fixtures.url("torch/\(name)"))
+            XCTAssertEqual(enc.preprocessing.shortestEdge, scale, name)
+            XCTAssertEqual(enc.preprocessing.cropHeight, crop, name)
+            XCTAssertEqual(enc.preprocessing.cropRounding, .halfEven, name)
+            XCTAssertTrue(enc.preprocessingSource.hasSuffix("config.json"), name)
+            var o = EmbedOptions()
+            o.quiet = true
+            o.cache = nil
+            let r = try enc.embed(try InputList.resolve(try imagesDir()), options: o)
+            let refInfo = try JSONDecoder().decode(Ref.self, from: Data(contentsOf: Fixtures.url("torch/\(name)/embed_reference.json")))
+            XCTAssertEqual(r.inputs.map(\.id), refInfo.inputs, "row order")
+            let ref = try SafeTensorsFile(contentsOf: Fixtures.url("torch/\(name)/embed_reference.safetensors"))
+            for t in ["pooled", "cls", "patch_mean"] {
+                let want = try ref.tensor(t)
+                XCTAssertEqual(r.tensors[t]?.shape, want.shape, "\(name) \(t)")
+                assertClose(r.tensors[t]?.scalars ?? [], want.scalars, rel: 1e-5, "\(name) \(t)")
+            }
+        }
+    }
+
     func testModelWithoutPreprocessingConfigNeedsFlags() {
         XCTAssertThrowsError(try Encoder.load(model: Fixtures.url("vit/timm_vit/model.safetensors"), heads: 3)) { e in
             XCTAssertEqual((e as? XRError)?.field, "preprocessing")

@@ -16,7 +16,7 @@ final class FeatureSourceTests: XCTestCase {
 
     func quiet() -> RunOptions { var o = RunOptions(); o.quiet = true; o.commandLine = ["xrlab", "run"]; return o }
 
-    static func recipe(_ input: String, output: String) -> String {
+    static func recipe(_ input: String, output: String, representation: String = "[cls, patch_mean]") -> String {
         """
         version: 1
         name: embed-parity
@@ -27,7 +27,7 @@ final class FeatureSourceTests: XCTestCase {
           labels: [effusion, nodule]
           patient_column: patient_id
           split_column: split
-        representation: [cls, patch_mean]
+        representation: \(representation)
         methods:
           - {name: logistic, C: [0.1, 1], cv_min_shots: 2}
           - {name: prototype}
@@ -73,6 +73,34 @@ final class FeatureSourceTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: runs[1].appendingPathComponent(f)), want, "safetensors + sidecar: \(f)")
             XCTAssertEqual(try Data(contentsOf: runs[2].appendingPathComponent(f)), want, "per-tensor npy + sidecar: \(f)")
         }
+    }
+
+    /// `representation: [pooled]`, encoded in the run and read from an embed output: the model's
+    /// pre-logits feature (for the demo's ViT, the class token), the same results both ways and
+    /// the same as `[cls]`.
+    func testPooledRepresentation() throws {
+        let dir = Fixtures.tempDir("pooled")
+        let demo = try DemoData.generate(in: dir, patients: 16)
+        let encoder = try Encoder.load(model: demo.modelDir)
+        let table = try CSVTable(contentsOf: demo.manifest)
+        let pathColumn = try table.column("path")
+        var o = EmbedOptions()
+        o.quiet = true
+        o.cache = nil
+        let result = try encoder.embed(table.rows.map { ImageInput(url: dir.appendingPathComponent($0[pathColumn]), id: $0[pathColumn]) }, options: o)
+        XCTAssertEqual(result.tensors["pooled"], result.tensors["cls"])
+        try EmbedOutput.write(result, encoder: encoder, modelPath: demo.modelDir.path, format: .safetensors, to: dir.appendingPathComponent("feats.safetensors"))
+        var summaries: [Data] = []
+        for (name, input, rep) in [("encoded", "model:\n  path: model", "[pooled]"), ("file", "features:\n  matrix: feats.safetensors", "[pooled]"),
+                                   ("cls", "model:\n  path: model", "[cls]")] {
+            let r = try RecipeLoader.load(try write(Self.recipe(input, output: "run-\(name)", representation: rep), in: dir, name: "\(name).yaml"))
+            XCTAssertEqual(Planner.validate(r.file).map(\.description), [], name)
+            let s = try Runner.run(r, options: quiet())
+            XCTAssertTrue(s.complete, name)
+            summaries.append(try Data(contentsOf: s.directory.appendingPathComponent("summary.csv")))
+        }
+        XCTAssertEqual(summaries[1], summaries[0], "read from the embed output")
+        XCTAssertEqual(summaries[2], summaries[0], "the same numbers as the class token")
     }
 
     func testMissingTensorNamesWhatTheFileHolds() throws {

@@ -166,3 +166,27 @@ final class SafeTensorsTests: XCTestCase {
         }
     }
 }
+
+/// fp16 → f32 in integer arithmetic, for all 65536 bit patterns, against the definition
+/// (±m·2⁻²⁴ for subnormals, ±(1024 + m)·2^(e−25) otherwise) evaluated in Double. Swift's own
+/// Float16 conversion gives zeros for subnormals once a kernel has set flush-to-zero on the thread.
+final class HalfConversionTests: XCTestCase {
+    func testEveryHalfBitPatternConvertsExactly() {
+        var wrong: [UInt16] = []
+        for b in 0...UInt16.max {
+            let sign: Double = b & 0x8000 != 0 ? -1 : 1
+            let e = Int((b >> 10) & 0x1F), m = Double(b & 0x3FF)
+            let got = floatFromHalf(bits: b)
+            if e == 0x1F {
+                if m == 0 ? got != Float(sign * .infinity) : !got.isNaN { wrong.append(b) }
+                continue
+            }
+            let want = Float(e == 0 ? sign * m * 0x1p-24 : sign * (1024 + m) * pow(2, Double(e - 25)))
+            if got.bitPattern != want.bitPattern { wrong.append(b) }
+        }
+        XCTAssertEqual(wrong.count, 0, "first wrong patterns: \(wrong.prefix(5).map { String($0, radix: 16) })")
+        XCTAssertEqual(floatFromHalf(bits: 0x0001), 0x1p-24)
+        XCTAssertEqual(floatFromHalf(bits: 0x8200), -0x1p-15)
+        XCTAssertEqual(floatFromHalf(bits: 0x3C00), 1)
+    }
+}

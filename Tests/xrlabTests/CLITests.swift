@@ -230,6 +230,49 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains(bad.path) && r.err.contains("header length"), r.err)
     }
 
+    func testConvertWritesTheStateDictAndRefusesHostilePickles() throws {
+        let dir = Fixtures.tempDir("convert")
+        let out = dir.appendingPathComponent("w.safetensors")
+        let r = try xrlab(["convert", Fixtures.url("torch/vit_module_fp16.pt").path, out.path])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("'module'"), r.out)
+        let got = try SafeTensorsFile(contentsOf: out), want = try SafeTensorsFile(contentsOf: Fixtures.url("torch/hub_vit/model.safetensors"))
+        XCTAssertEqual(got.names, want.names)
+        for n in want.names { XCTAssertEqual(try got.tensor(n), try want.tensor(n), n) }
+        XCTAssertEqual(got.metadata["state_dict_key"], "module")
+        // A hostile pickle: refused by name, nothing written, the payload's marker absent.
+        let bad = dir.appendingPathComponent("bad.safetensors")
+        try? FileManager.default.removeItem(atPath: "/tmp/xrlab-hostile-os_system")
+        let h = try xrlab(["convert", Fixtures.url("torch/hostile_os_system.pt").path, bad.path])
+        XCTAssertEqual(h.status, 1)
+        XCTAssertTrue(h.err.contains("os.system") && h.err.contains("hostile_os_system.pt"), h.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: bad.path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/xrlab-hostile-os_system"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["w.safetensors"], "no temporary files left")
+    }
+
+    func testEmbedReadsPtCheckpointsAndTimmHubFolders() throws {
+        let dir = Fixtures.tempDir("embed-pt")
+        let pt = dir.appendingPathComponent("pt.safetensors"), hub = dir.appendingPathComponent("hub.safetensors")
+        let a = try xrlab(["embed", "--model", Fixtures.url("torch/vit_views.pth").path, "--state-dict-key", "state_dict", "--heads", "2",
+                           "--size", "35", "--crop", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"])
+        XCTAssertEqual(a.status, 0, a.err)
+        let b = try xrlab(["embed", "--model", Fixtures.url("torch/hub_vit").path, "--input", try images().path, "--output", hub.path, "--quiet"])
+        XCTAssertEqual(b.status, 0, b.err)
+        let fa = try SafeTensorsFile(contentsOf: pt), fb = try SafeTensorsFile(contentsOf: hub)
+        XCTAssertEqual(fa.info("pooled")?.shape, [3, 24])
+        XCTAssertEqual(try fb.tensor("pooled"), try fb.tensor("cls"), "class-token pooling")
+        // The hub folder's features are timm's for these images (reference rows: gray16, gray8, gray_alpha16, rgb8).
+        let ref = try SafeTensorsFile(contentsOf: Fixtures.url("torch/hub_vit/embed_reference.safetensors")).tensor("pooled").scalars
+        assertClose(try fb.tensor("pooled").scalars, Array(ref[0..<48] + ref[72..<96]), rel: 1e-5, "hub pooled via the CLI")
+        let side = try String(contentsOf: hub.deletingPathExtension().appendingPathExtension("json"), encoding: .utf8)
+        XCTAssertTrue(side.contains("halfEven") && side.contains("timm architecture vit_tiny_patch16_224"), side)
+        let bad = try xrlab(["embed", "--model", Fixtures.url("torch/vit_model.pt").path, "--state-dict-key", "ema", "--heads", "2",
+                             "--size", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.err.contains("no top-level key 'ema'"), bad.err)
+    }
+
     func testDemoRunsOnGeneratedData() throws {
         let dir = Fixtures.tempDir("demo")
         let r = try xrlab(["demo", "--dir", dir.path, "--patients", "40", "--seeds", "1", "--quiet"], cwd: Fixtures.repoRoot)

@@ -10,17 +10,23 @@ struct Embed: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encode X-ray images with a ViT checkpoint and write their features.",
         discussion: """
-        MODEL is a Hugging Face folder (config.json + model.safetensors, e.g. RAD-DINO) or a timm /
-        DINOv2 .safetensors file. INPUT is a folder of PNG files (walked recursively) or a manifest
-        CSV with a path column. Writes tensors cls (N, C) and patch_mean (N, C) — plus
+        MODEL is a Hugging Face folder (config.json + model.safetensors, e.g. RAD-DINO), a timm hub
+        folder (config.json with architecture and pretrained_cfg + model.safetensors or
+        pytorch_model.bin), or a timm / DINOv2 checkpoint file (.safetensors, or PyTorch .pt / .pth /
+        .bin, read without executing its pickle). INPUT is a folder of PNG files (walked recursively)
+        or a manifest CSV with a path column. Writes tensors cls (N, C), pooled (N, C) (the model's
+        pre-logits feature, timm's forward_head(pre_logits=True)) and patch_mean (N, C) — plus
         last_blocks_cls (N, n, C) with --last-blocks n and patch_tokens (N, T, C) with
         --patch-tokens — and FILE.json listing the inputs row for row, the encoder fingerprint and
         the preprocessing. Features are cached by (weights, preprocessing, image content), so a
         rerun over the same images does no encoder work.
         """)
 
-    @Option(name: .long, help: "Checkpoint: Hugging Face folder or .safetensors file.")
+    @Option(name: .long, help: "Checkpoint: Hugging Face or timm folder, .safetensors, .pt, .pth or .bin file.")
     var model: String
+
+    @Option(name: .long, help: "Top-level key of a PyTorch checkpoint holding the state dict ('.' for the top level).")
+    var stateDictKey: String?
 
     @Option(name: .long, help: "Folder of PNG images, a manifest CSV, or one PNG.")
     var input: String
@@ -52,10 +58,10 @@ struct Embed: ParsableCommand {
     @Flag(name: .long, help: "Do not read or write the feature cache.")
     var noCache = false
 
-    @Option(name: .long, help: "Named encoder preset for bare .safetensors files (e.g. vitBase16, dinov2Base14).")
+    @Option(name: .long, help: "Named encoder preset for bare checkpoint files (e.g. vitBase16, dinov2Base14).")
     var preset: String?
 
-    @Option(name: .long, help: "Attention heads, for bare .safetensors files without a preset (default dim/64).")
+    @Option(name: .long, help: "Attention heads, for bare checkpoint files without a preset (default dim/64).")
     var heads: Int?
 
     @OptionGroup var pre: PreprocessingFlags
@@ -88,7 +94,7 @@ struct Embed: ParsableCommand {
             setThreads(threads)
             let encoder = try Encoder.load(model: URL(fileURLWithPath: model),
                                            preset: try resolvePreset(preset), heads: heads,
-                                           explicit: try pre.preprocessing())
+                                           explicit: try pre.preprocessing(), stateDictKey: stateDictKey)
             let inputs = try InputList.resolve(URL(fileURLWithPath: input), column: imageColumn)
             var options = EmbedOptions()
             options.batchSize = batchSize

@@ -5,6 +5,7 @@ extension XRLab {
     static let allSubcommands: [ParsableCommand.Type] = [
         Demo.self,
         Embed.self,
+        ConvertCommand.self,
         Validate.self,
         PlanCommand.self,
         RunCommand.self,

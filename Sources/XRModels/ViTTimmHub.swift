@@ -1,0 +1,85 @@
+// timm hub folders (what `timm.models.save_for_hf` / the Hugging Face hub ship): config.json with
+// `architecture`, `model_args`, `global_pool` and `pretrained_cfg`, beside model.safetensors or
+// pytorch_model.bin. The architecture name picks the family; tensor shapes give the sizes.
+import Foundation
+import XRTensor
+import XRTorch
+
+/// The parts of a timm hub `config.json` that decide the encoder.
+public struct TimmHubConfig: Sendable {
+    public var url: URL
+    public var architecture: String
+    /// `model_args.num_heads`, when stated.
+    public var heads: Int?
+
+    /// The architectures xrlab runs, described for error messages.
+    public static let supported = "vit_* (timm VisionTransformer: class token, GELU, global_pool 'token') and vit_*_dinov2 / vit_*_reg4_dinov2"
+
+    /// `model_args` honoured exactly (sizes are read off the tensors and checked against these);
+    /// any other argument changes the network in a way xrlab does not follow, and is refused.
+    static let knownArgs: Set<String> = [
+        "num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "init_values",
+        "reg_tokens", "no_embed_class", "dynamic_img_size", "dynamic_img_pad", "in_chans", "global_pool", "class_token",
+        "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained_strict",
+    ]
+
+    /// Heads of the standard sizes, by the size word in the architecture name.
+    static let headsBySize: [String: Int] = ["tiny": 3, "small": 6, "base": 12, "large": 16, "huge": 16]
+
+    /// Read `config.json`; nil when it is not a timm config (no `architecture`, e.g. Hugging Face).
+    /// - Throws: `XRError` naming the field for an architecture or option xrlab does not run.
+    public static func read(_ url: URL) throws -> TimmHubConfig? {
+        guard let data = try? Data(contentsOf: url),
+              let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw XRError("config.json is not a JSON object", file: url.path)
+        }
+        guard let arch = o["architecture"] as? String else { return nil }
+        guard arch.hasPrefix("vit_"), !arch.contains("quickgelu"), !arch.contains("siglip") else {
+            throw XRError("architecture '\(arch)' is not one xrlab runs", file: url.path, field: "architecture",
+                          hint: "xrlab runs " + supported)
+        }
+        let args = o["model_args"] as? [String: Any] ?? [:]
+        for k in args.keys.sorted() where !knownArgs.contains(k) {
+            throw XRError("model argument '\(k)' is not one xrlab follows", file: url.path, field: "model_args.\(k)",
+                          hint: "xrlab runs " + supported + " with their default layers")
+        }
+        for (field, value) in [("global_pool", o["global_pool"]), ("model_args.global_pool", args["global_pool"])] {
+            if let v = value, (v as? String) != "token" {
+                throw XRError("global_pool '\(v)' is not supported (xrlab pools with the class token, 'token')", file: url.path, field: field)
+            }
+        }
+        if let c = args["class_token"] as? Bool, !c {
+            throw XRError("encoders without a class token are not supported", file: url.path, field: "model_args.class_token")
+        }
+        if let n = args["in_chans"] as? NSNumber, n.intValue != 3 {
+            throw XRError("\(n) input channels; xrlab feeds 3", file: url.path, field: "model_args.in_chans")
+        }
+        var heads = (args["num_heads"] as? NSNumber)?.intValue
+        if heads == nil {
+            heads = headsBySize.first { arch.contains("_\($0.key)_") }?.value
+        }
+        return TimmHubConfig(url: url, architecture: arch, heads: heads)
+    }
+}
+
+extension ViTLoader {
+    /// A timm hub folder: weights from `model.safetensors`, else `pytorch_model.bin`; the
+    /// architecture read off the tensor shapes in timm names, strictly, with the head count from
+    /// `heads`, `model_args.num_heads` or the size in the architecture name.
+    static func loadTimmFolder(_ dir: URL, config: TimmHubConfig, heads: Int?, stateDictKey: String?) throws -> LoadedViT {
+        let st = dir.appendingPathComponent("model.safetensors"), bin = dir.appendingPathComponent("pytorch_model.bin")
+        let fm = FileManager.default
+        guard let weights = [st, bin].first(where: { fm.fileExists(atPath: $0.path) }) else {
+            throw XRError("timm model folder has neither model.safetensors nor pytorch_model.bin", file: dir.path)
+        }
+        let src = try WeightSource([weights], stateDictKey: stateDictKey)
+        guard src.owner["patch_embed.proj.weight"] != nil else {
+            throw XRError("not a timm ViT checkpoint: no 'patch_embed.proj.weight'", file: weights.path, field: "patch_embed.proj.weight")
+        }
+        var notes = ["timm architecture \(config.architecture)"]
+        let config2 = try inferConfig(src, layout: .timm, heads: heads ?? config.heads, notes: &notes, file: weights.path)
+        let model = try build(src, layout: .timm, config: config2, file: weights.path)
+        return LoadedViT(model: model, config: config2, layout: ViTLayout.timm.rawValue, weightFiles: [weights, config.url],
+                         preprocessorConfig: nil, notes: notes, timmConfig: config.url)
+    }
+}

@@ -9,8 +9,9 @@ public enum Limits {
 
     /// Deepest nesting of lists / mappings in a recipe (real recipes nest about 5 deep).
     public static let yamlDepth = 64
-    /// Most YAML nodes in a recipe, counting each alias as the nodes it repeats.
-    public static let yamlNodes = 100_000
+    /// Most YAML nodes in a recipe, counting each alias as the nodes it repeats (real recipes
+    /// hold a few hundred; this leaves room for a 100,000-long list to be refused by its key).
+    public static let yamlNodes = 250_000
 
     // MARK: recipe counts (everything that multiplies into the plan)
 

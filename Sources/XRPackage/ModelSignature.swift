@@ -59,7 +59,12 @@ public enum ModelSignature {
 
     /// The in-toto statement over `files` (name → content; `model.sig` must not be among them).
     static func statement(name: String, files: [String: Data]) -> Data {
-        let resources = files.sorted { $0.key < $1.key }.map { Statement.Resource(name: $0.key, algorithm: "sha256", digest: SHA256.hex($0.value)) }
+        statement(name: name, digests: files.mapValues { SHA256.hex($0) })
+    }
+
+    /// The in-toto statement over files given by their SHA-256 digests (name → lowercase hex).
+    static func statement(name: String, digests: [String: String]) -> Data {
+        let resources = digests.sorted { $0.key < $1.key }.map { Statement.Resource(name: $0.key, algorithm: "sha256", digest: $0.value) }
         let s = Statement(_type: statementType, subject: [.init(name: name, digest: ["sha256": rootDigest(resources)])],
                           predicateType: predicateType,
                           predicate: .init(serialization: .init(method: "files", hash_type: "sha256", allow_symlinks: false, ignore_paths: ignorePaths),
@@ -107,10 +112,17 @@ public enum ModelSignature {
     }
 
     /// Check the bundle `bundle` against `files` (every file present except `model.sig`) and the
-    /// `trusted` keys: the bundle names a trusted key, its signature verifies under that key, the
-    /// signed statement is consistent, and it lists exactly the files present with their
-    /// SHA-256. Throws naming what failed; `label` is the package or folder for messages.
+    /// `trusted` keys; see `verify(_:digests:trusted:label:)`.
     public static func verify(_ bundle: Data, files: [String: Data], trusted: [TrustedKey], label: String) throws -> Signer {
+        try verify(bundle, digests: files.mapValues { SHA256.hex($0) }, trusted: trusted, label: label)
+    }
+
+    /// Check the bundle `bundle` against the files present (every file except `model.sig`, given
+    /// by SHA-256 digest, lowercase hex) and the `trusted` keys: the bundle names a trusted key,
+    /// its signature verifies under that key, the signed statement is consistent, and it lists
+    /// exactly the files present with their SHA-256. Throws naming what failed; `label` is the
+    /// package or folder for messages.
+    public static func verify(_ bundle: Data, digests files: [String: String], trusted: [TrustedKey], label: String) throws -> Signer {
         func malformed(_ why: String) -> XRError {
             XRError("malformed signature bundle: \(why)", file: label, field: fileName,
                     hint: "the signature file is damaged or not an OpenSSF model signing bundle; sign the package again")
@@ -184,9 +196,8 @@ public enum ModelSignature {
         for name in files.keys.sorted() where listed[name] == nil {
             problems.append((name, "not covered by the signature"))
         }
-        for (name, data) in files.sorted(by: { ($0.key == "SHA256SUMS" ? 1 : 0, $0.key) < ($1.key == "SHA256SUMS" ? 1 : 0, $1.key) }) {
+        for (name, got) in files.sorted(by: { ($0.key == "SHA256SUMS" ? 1 : 0, $0.key) < ($1.key == "SHA256SUMS" ? 1 : 0, $1.key) }) {
             guard let want = listed[name] else { continue }
-            let got = SHA256.hex(data)
             if got != want { changed.append((name, "changed since signing (hashes to \(got.prefix(16))…, the signature says \(want.prefix(16))…)")) }
         }
         problems += changed

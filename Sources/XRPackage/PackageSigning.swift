@@ -26,19 +26,14 @@ public enum PackageSignature: Sendable, Equatable {
 }
 
 extension PackageReader {
-    /// The entries of a package archive, or of an unpacked package folder.
-    static func readEntries(_ url: URL) throws -> [ArchiveEntry] {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue { return try readFolder(url) }
-        return try TarArchive.read(url)
-    }
-
-    /// Every file under `url` as an entry named by its relative path, with the archive reader's
-    /// rules: plain files with safe names only (symbolic links, devices and FIFOs are refused)
-    /// within the same size caps.
-    static func readFolder(_ url: URL, limits: TarArchive.Limits = TarArchive.Limits()) throws -> [ArchiveEntry] {
+    /// Stream an unpacked package folder the way `TarArchive.stream` streams an archive: every
+    /// file under `url` in name order as an entry named by its relative path, with the archive
+    /// reader's rules (plain files with safe names only; symbolic links, devices and FIFOs are
+    /// refused) and size caps, its bytes handed to the consumer in chunks.
+    static func streamFolder(_ url: URL, visit: (_ name: String, _ size: Int64) throws -> (UnsafeRawBufferPointer) throws -> Void) throws {
         let fm = FileManager.default
-        var entries: [ArchiveEntry] = []
+        let limits = TarArchive.Limits()
+        var count = 0
         var total: Int64 = 0
         func walk(_ dir: URL, _ prefix: String) throws {
             for name in try fm.contentsOfDirectory(atPath: dir.path).sorted() {
@@ -51,33 +46,39 @@ extension PackageReader {
                 case .typeRegular?:
                     let size = (attrs[.size] as? NSNumber)?.int64Value ?? 0
                     total += size
-                    guard size <= limits.maxEntryBytes, total <= limits.maxTotalBytes, entries.count < limits.maxEntries else {
+                    count += 1
+                    guard size <= limits.maxEntryBytes, total <= limits.maxTotalBytes, count <= limits.maxEntries else {
                         throw XRError("folder content over the size or file-count caps", file: url.path, field: rel)
                     }
-                    guard let data = fm.contents(atPath: item.path) else { throw XRError("unreadable file", file: url.path, field: rel) }
-                    entries.append(ArchiveEntry(name: rel, data: data))
+                    guard let fh = FileHandle(forReadingAtPath: item.path) else { throw XRError("unreadable file", file: url.path, field: rel) }
+                    defer { try? fh.close() }
+                    let consume = try visit(rel, size)
+                    var got: Int64 = 0
+                    while let chunk = try fh.read(upToCount: TarArchive.chunkBytes), !chunk.isEmpty {
+                        got += Int64(chunk.count)
+                        guard got <= size else { throw XRError("file grew while it was read", file: url.path, field: rel) }
+                        try chunk.withUnsafeBytes { try consume($0) }
+                    }
+                    guard got == size else { throw XRError("file shrank while it was read", file: url.path, field: rel) }
                 case .typeSymbolicLink?: throw XRError("symbolic links are not allowed in a package folder", file: url.path, field: rel)
                 default: throw XRError("devices, FIFOs and sockets are not allowed in a package folder", file: url.path, field: rel)
                 }
             }
         }
         try walk(url, "")
-        return entries
     }
 
-    /// With `trust`, the package must carry a signature by one of those keys covering exactly its
-    /// files; without, a signature is only reported.
-    static func checkSignature(_ entries: [String: Data], label: String, trust: [TrustedKey]?) throws -> PackageSignature {
-        let bundle = entries[ModelSignature.fileName]
+    /// With `trust`, the package must carry a signature (`bundle`) by one of those keys covering
+    /// exactly the files whose SHA-256 digests are `digests` (every file but `model.sig`);
+    /// without, a signature is only reported.
+    static func checkSignature(_ bundle: Data?, digests: [String: String], label: String, trust: [TrustedKey]?) throws -> PackageSignature {
         guard let trust else { return bundle.map { .unchecked(keyID: ModelSignature.keyHint($0)) } ?? .unsigned }
         guard let bundle else {
             throw XRError("unsigned: the package has no \(ModelSignature.fileName), and trusted keys were given", file: label, field: ModelSignature.fileName,
                           hint: "ask the publisher for a signed package (`xrlab sign PKG --key KEY`), or read it without --trust / XRLAB_TRUSTED_KEYS")
         }
         guard !trust.isEmpty else { throw XRError("no trusted keys given", file: label, field: "--trust") }
-        var files = entries
-        files[ModelSignature.fileName] = nil
-        return .verified(try ModelSignature.verify(bundle, files: files, trusted: trust, label: label))
+        return .verified(try ModelSignature.verify(bundle, digests: digests, trusted: trust, label: label))
     }
 }
 
@@ -93,8 +94,11 @@ public enum PackageSigner {
             throw XRError("xrlab signs package archives (.xrpkg), not folders", file: url.path,
                           hint: "sign an unpacked folder with `model_signing sign key FOLDER --signature FOLDER/model.sig`")
         }
+        // The package is checked in full (streaming, within its manifest's size caps) before its
+        // entries are read into memory to be written again.
         let p = try PackageReader.open(url)
-        var entries = p.entries
+        var entries: [String: Data] = [:]
+        for e in try TarArchive.read(url) { entries[e.name] = e.data }
         let replaced = entries.removeValue(forKey: ModelSignature.fileName) != nil
         let bundle = try ModelSignature.sign(files: entries, name: "\(p.manifest.name)-\(p.manifest.version)", key: key)
         entries[ModelSignature.fileName] = bundle

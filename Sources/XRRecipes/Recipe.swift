@@ -76,6 +76,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var cv_min_shots: Int?
         public var default_C: Double?
         public var folds: Int?
+        /// Logistic: where feature means and stds come from — `pool` (every training-pool row),
+        /// `shots` or `none`.
+        public var standardize: String?
         public var k: [Int]?
         public var temperature: Double?
         // Tuning methods (lora, adapter, last_k, bitfit, full).
@@ -132,9 +135,12 @@ public struct Recipe: Codable, Equatable, Sendable {
             return m
         }
 
+        /// Values of `standardize` (`XRProbe.Standardization`).
+        public static let standardizations = ["pool", "shots", "none"]
+
         /// Keys that apply to each method.
         public static let keys: [String: [String]] = [
-            "logistic": ["C", "cv_min_shots", "default_C", "folds"],
+            "logistic": ["C", "cv_min_shots", "default_C", "folds", "standardize"],
             "knn": ["k", "temperature"],
             "prototype": ["temperature"],
             "lora": ["rank", "alpha", "targets", "dropout"] + trainingKeys,
@@ -153,6 +159,7 @@ public struct Recipe: Codable, Equatable, Sendable {
                 m.cv_min_shots = cv_min_shots ?? 4
                 m.default_C = default_C ?? 1.0
                 m.folds = folds ?? 3
+                m.standardize = standardize ?? "pool"
             case "knn":
                 m.k = k ?? [20]
                 m.temperature = temperature ?? 0.07
@@ -850,6 +857,16 @@ public enum RecipeLoader {
         if let v = m["default_C"] { method.default_C = ctx.attempt { try positive(v, "default_C") } }
         if let v = m["cv_min_shots"] { method.cv_min_shots = ctx.attempt { try atLeast(v, 2, "cv_min_shots") } }
         if let v = m["folds"] { method.folds = ctx.attempt { try atLeast(v, 2, "folds") } }
+        if let v = m["standardize"] {
+            method.standardize = ctx.attempt {
+                let s = try v.string()
+                guard Recipe.Method.standardizations.contains(s) else {
+                    throw v.error("unknown standardize '\(s)'" + (closest(s, in: Recipe.Method.standardizations).map { " — did you mean '\($0)'?" } ?? ""),
+                                  hint: "standardize: " + Recipe.Method.standardizations.joined(separator: ", "))
+                }
+                return s
+            }
+        }
         if let v = m["k"] { method.k = ctx.attempt { try v.listOrScalar().map { try atLeast($0, 1, "k") } } }
         if let v = m["temperature"] { method.temperature = ctx.attempt { try positive(v, "temperature") } }
         func unit(_ n: YNode, _ what: String, max hi: Double = 1) throws -> Double {

@@ -211,6 +211,10 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var primary_metric: String = "auroc"
     /// Bootstrap resamples over test images (0 disables).
     public var bootstrap: Int = 1000
+    /// Subgroup gaps are flagged at Benjamini–Hochberg q ≤ `fdr` over the study's settings.
+    /// Always set when parsed; nil only in recipes stored before the key existed.
+    public var subgroups: SubgroupSettings? = nil
+    public struct SubgroupSettings: Codable, Equatable, Sendable { public var fdr = 0.05; public init(fdr: Double = 0.05) { self.fdr = fdr } }
     /// Run directory.
     public var output: String
     /// Report recipes (`data.task: report`): the decoder, its training and decoding. `shots`
@@ -251,8 +255,9 @@ public struct Recipe: Codable, Equatable, Sendable {
     public static let knownMethods = ["logistic", "knn", "prototype", "lora", "adapter", "last_k", "bitfit", "full"]
     public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
-    /// Fields that only say where results go; they do not enter the fingerprint.
-    public static let outputOnlyFields: Set<String> = ["output"]
+    /// Fields that only say where results go or how finished cells are summarised; they do not
+    /// enter the fingerprint.
+    public static let outputOnlyFields: Set<String> = ["output", "subgroups"]
 
     /// `lastN_cls` → N (nil for other names).
     public static func lastBlocks(_ representation: String) -> Int? {
@@ -456,7 +461,7 @@ public enum RecipeLoader {
     // MARK: schema
 
     static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output", "report"]
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "output", "report"]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -585,6 +590,12 @@ public enum RecipeLoader {
             if b < 0 { throw n.error("bootstrap resamples must be ≥ 0 (0 disables it), got \(b)") }
             return b
         } }
+        let fdr = top["subgroups"].flatMap { v in ctx.attempt { () -> Double? in
+            guard let n = try v.mapping(allowed: ["fdr"])["fdr"] else { return nil }
+            let q = try n.double()
+            if !(q > 0 && q < 1) { throw n.error("subgroups.fdr must be between 0 and 1 (exclusive), got \(q)", hint: "the false discovery rate, e.g. 0.05") }
+            return q
+        } ?? nil }
 
         guard let name, let output, let data else { return nil }
         var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
@@ -605,6 +616,7 @@ public enum RecipeLoader {
                                hint: "point report.meteor_data at pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with the jar's layout"))
         }
         if let bootstrap { recipe.bootstrap = bootstrap }
+        if !isReport { recipe.subgroups = Recipe.SubgroupSettings(fdr: fdr ?? 0.05) }
         return recipe
     }
 

@@ -98,6 +98,8 @@ public enum ModelFitter {
         var trainRows = Set<Int>(), validationRows = Set<Int>(), testRows = Set<Int>()
         var classCounts: [String: [[String: Int]]] = [:]
         let resamples = r.recipe.bootstrap
+        // As in the run: logistic heads standardised on the training pool use every non-test row.
+        let poolStandardizer = probeSpec.flatMap { Runner.poolStandardizer(data, specs: [$0]) }
         for (ti, task) in data.tasks.enumerated() {
             let K = task.classes.count
             let pool = (0..<n).filter { data.isTest[$0] == false && task.labels[$0] >= 0 && !testKeys.contains(key[$0]) }
@@ -143,7 +145,8 @@ public enum ModelFitter {
                 var tensors: [String: Tensor] = [:]
                 switch spec {
                 case .logistic:
-                    let (m, c) = Probe.fitLogistic(spec, train: xtr, labels: ytr, d: d, classes: K)
+                    let (m, c) = Probe.fitLogistic(spec, train: xtr, labels: ytr, d: d, classes: K,
+                                                   pool: poolStandardizer)
                     info.chosen_C = c
                     tensors["weight"] = Tensor(shape: [m.bias.count, d], scalars: m.weights.map(Float.init))
                     tensors["bias"] = Tensor(shape: [m.bias.count], scalars: m.bias.map(Float.init))

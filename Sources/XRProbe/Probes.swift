@@ -3,17 +3,30 @@
 import Foundation
 import XRKernels
 
-/// Feature standardisation fitted on the training shots only: (x − mean) / std with the
-/// population std; zero-variance columns keep std 1 (as sklearn's StandardScaler).
+/// Feature standardisation: (x − mean) / std with the population std; zero-variance columns
+/// keep std 1 (as sklearn's StandardScaler). Fitted on the rows it is given — the training
+/// shots, or every row of the training pool (see `Standardization`).
 public struct Standardizer: Sendable, Equatable {
     public var mean: [Double]
     public var std: [Double]
 
+    /// Statistics of x (n, d) row-major.
     public init(fit x: [Double], n: Int, d: Int) {
+        self.init(d: d, rows: n) { i, j in x[i * d + j] }
+    }
+
+    /// Statistics of the listed rows of x (N, d) row-major float32, accumulated in double
+    /// precision without copying the rows.
+    public init(fit x: [Float], rows: [Int], d: Int) {
+        self.init(d: d, rows: rows.count) { i, j in Double(x[rows[i] * d + j]) }
+    }
+
+    /// Two passes (mean, then squared deviations) over `n` rows read through `value(row, column)`.
+    private init(d: Int, rows n: Int, _ value: (Int, Int) -> Double) {
         var mu = [Double](repeating: 0, count: d), sd = [Double](repeating: 0, count: d)
-        for i in 0..<n { for j in 0..<d { mu[j] += x[i * d + j] } }
+        for i in 0..<n { for j in 0..<d { mu[j] += value(i, j) } }
         for j in 0..<d { mu[j] /= Double(max(n, 1)) }
-        for i in 0..<n { for j in 0..<d { let v = x[i * d + j] - mu[j]; sd[j] += v * v } }
+        for i in 0..<n { for j in 0..<d { let v = value(i, j) - mu[j]; sd[j] += v * v } }
         for j in 0..<d {
             let s = (sd[j] / Double(max(n, 1))).squareRoot()
             sd[j] = s < 10 * Double.ulpOfOne * max(abs(mu[j]), 1) ? 1 : s
@@ -47,11 +60,23 @@ public struct Standardizer: Sendable, Equatable {
     }
 }
 
+/// Where the logistic probe's feature standardisation comes from (recipe key `standardize`).
+public enum Standardization: String, Sendable, Equatable, Codable, CaseIterable {
+    /// Mean and std of every training-pool row (labelled or not; no labels used) — what a site
+    /// has anyway. Stable at any shot count.
+    case pool
+    /// Mean and std of the training shots, refitted inside each CV fold. With one or two shots
+    /// per class the estimate is degenerate (two rows make every feature ±1).
+    case shots
+    /// Raw features.
+    case none
+}
+
 /// Hyperparameters of one probe method, as a recipe names them.
 public enum ProbeSpec: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Logistic regression. `grid` of C values searched by CV when shots per class ≥ `cvMinShots`,
-    /// else `defaultC`.
-    case logistic(grid: [Double], cvMinShots: Int, defaultC: Double, folds: Int)
+    /// else `defaultC`; features standardised as `standardize` says.
+    case logistic(grid: [Double], cvMinShots: Int, defaultC: Double, folds: Int, standardize: Standardization)
     /// k-NN with cosine similarity and exp(sim / T) weighted votes.
     case knn(k: Int, temperature: Double)
     /// Nearest class mean (cosine), probabilities softmax(sim / T).
@@ -59,7 +84,9 @@ public enum ProbeSpec: Sendable, Equatable, Codable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .logistic(grid, minShots, c, folds): return "logistic(C∈\(grid), cv≥\(minShots) shots, \(folds) folds, default C=\(c))"
+        case let .logistic(grid, minShots, c, folds, standardize):
+            let how = ["pool": "standardised on the training pool", "shots": "standardised on the shots", "none": "raw features"]
+            return "logistic(C∈\(grid), cv≥\(minShots) shots, \(folds) folds, default C=\(c), \(how[standardize.rawValue] ?? standardize.rawValue))"
         case let .knn(k, t): return "knn(k=\(k), T=\(t))"
         case let .prototype(t): return "prototype(T=\(t))"
         }
@@ -76,13 +103,14 @@ public struct ProbeResult: Sendable {
 
 public enum Probe {
     /// Fit on (train, labels) and predict the test rows. Features are row-major float32.
-    /// `folds` gives each training row's CV fold (only used by logistic regression with a grid).
+    /// `folds` gives each training row's CV fold (only used by logistic regression with a grid);
+    /// `pool` is the training pool's standardisation, needed by `standardize: .pool`.
     public static func run(_ spec: ProbeSpec, train: [Float], labels: [Int], test: [Float], d: Int,
-                           classes: Int, folds: [Int]? = nil) -> ProbeResult {
+                           classes: Int, folds: [Int]? = nil, pool: Standardizer? = nil) -> ProbeResult {
         let t = test.count / max(d, 1)
         switch spec {
         case .logistic:
-            let (model, c) = fitLogistic(spec, train: train, labels: labels, d: d, classes: classes, folds: folds)
+            let (model, c) = fitLogistic(spec, train: train, labels: labels, d: d, classes: classes, folds: folds, pool: pool)
             return ProbeResult(probabilities: model.probabilities(test.map(Double.init), n: t), chosenC: c)
         case let .knn(k, temperature):
             return ProbeResult(probabilities: knn(train: train, labels: labels, test: test, d: d, classes: classes,
@@ -95,24 +123,39 @@ public enum Probe {
 
     /// The logistic-regression probe of `run`, returned as a model on raw features (the
     /// standardisation folded into the weights), with the C it chose. Non-logistic specs fit
-    /// with C = 1.
+    /// with C = 1 on shot-standardised features. `standardize: .pool` needs `pool`.
     public static func fitLogistic(_ spec: ProbeSpec, train: [Float], labels: [Int], d: Int, classes: Int,
-                                   folds: [Int]? = nil) -> (model: LogisticModel, C: Double) {
+                                   folds: [Int]? = nil, pool: Standardizer? = nil) -> (model: LogisticModel, C: Double) {
         let n = labels.count
-        let xtr = train.map(Double.init)
-        var c = 1.0
-        if case let .logistic(grid, cvMinShots, defaultC, nFolds) = spec {
+        var xtr = train.map(Double.init)
+        var c = 1.0, mode = Standardization.shots
+        if case let .logistic(_, _, _, _, standardize) = spec { mode = standardize }
+        // Pool statistics do not depend on the shots: applied once, before CV and the final fit.
+        var fixed: Standardizer? = nil
+        if mode == .pool {
+            precondition(pool?.mean.count == d, "standardize: pool needs the training pool's statistics")
+            fixed = pool
+            if let p = pool { xtr = p.apply(xtr, n: n) }
+        }
+        if case let .logistic(grid, cvMinShots, defaultC, nFolds, _) = spec {
             let perClass = (0..<classes).map { k in labels.filter { $0 == k }.count }.min() ?? 0
             c = defaultC
             if grid.count > 1, perClass >= cvMinShots {
                 let f = folds ?? stratifiedFolds(labels, folds: nFolds)
-                c = selectC(xtr, labels: labels, d: d, classes: classes, folds: f, grid: grid)
+                c = selectC(xtr, labels: labels, d: d, classes: classes, folds: f, grid: grid, refitStandardizer: mode == .shots)
             } else if grid.count == 1 {
                 c = grid[0]
             }
         }
-        let s = Standardizer(fit: xtr, n: n, d: d)
-        return (s.fold(LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c)), c)
+        var model: LogisticModel
+        if mode == .shots {
+            let s = Standardizer(fit: xtr, n: n, d: d)
+            model = s.fold(LogisticRegression.fit(s.apply(xtr, n: n), n: n, d: d, labels: labels, classes: classes, C: c))
+        } else {
+            model = LogisticRegression.fit(xtr, n: n, d: d, labels: labels, classes: classes, C: c)
+        }
+        if let fixed { model = fixed.fold(model) }
+        return (model, c)
     }
 
     /// Deterministic stratified folds: within each class, rows in their given order are dealt
@@ -126,9 +169,10 @@ public enum Probe {
         }
     }
 
-    /// The C with the lowest mean validation log-loss over folds (standardiser refitted on each
-    /// training part); ties go to the smaller C.
-    public static func selectC(_ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double]) -> Double {
+    /// The C with the lowest mean validation log-loss over folds (with `refitStandardizer`, a
+    /// standardiser fitted on each training part; else x is used as given); ties go to the smaller C.
+    public static func selectC(_ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double],
+                               refitStandardizer: Bool = true) -> Double {
         let nFolds = (folds.max() ?? 0) + 1
         let sortedGrid = grid.sorted()
         var totals = [Double](repeating: 0, count: sortedGrid.count), count = 0
@@ -138,9 +182,9 @@ public enum Probe {
             let xtr = tr.flatMap { x[($0 * d)..<(($0 + 1) * d)] }, xva = va.flatMap { x[($0 * d)..<(($0 + 1) * d)] }
             // Standardisation and the row-span basis depend on the fold only: once per fold, then
             // the C grid in increasing order, each fit warm-started from the previous one.
-            let s = Standardizer(fit: xtr, n: tr.count, d: d)
-            let prepared = LogisticRegression.prepare(s.apply(xtr, n: tr.count), n: tr.count, d: d)
-            let xvs = s.apply(xva, n: va.count)
+            let s = refitStandardizer ? Standardizer(fit: xtr, n: tr.count, d: d) : nil
+            let prepared = LogisticRegression.prepare(s?.apply(xtr, n: tr.count) ?? xtr, n: tr.count, d: d)
+            let xvs = s?.apply(xva, n: va.count) ?? xva
             let yva = va.map { labels[$0] }, ytr = tr.map { labels[$0] }
             var state: ([Double], [Double])? = nil
             for (ci, c) in sortedGrid.enumerated() {

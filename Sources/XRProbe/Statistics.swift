@@ -49,6 +49,14 @@ public enum Bootstrap {
     /// the metric is undefined for it.
     public static func interval(rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
                                 metric: ([Int]) -> Double?) -> Interval? {
+        guard let (values, skipped) = distribution(rows: n, groups: groups, resamples: resamples, seed: seed, metric: metric) else { return nil }
+        return Interval(low: percentile(values, 2.5), high: percentile(values, 97.5), skipped: skipped)
+    }
+
+    /// The sorted resampled values behind `interval` (nil with fewer than 10 defined), and the
+    /// number of resamples skipped.
+    public static func distribution(rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
+                                    metric: ([Int]) -> Double?) -> (values: [Double], skipped: Int)? {
         guard n > 0, resamples > 0 else { return nil }
         var clusters: [[Int]]
         if let groups {
@@ -70,7 +78,7 @@ public enum Bootstrap {
         }
         guard values.count >= 10 else { return nil }
         values.sort()
-        return Interval(low: percentile(values, 2.5), high: percentile(values, 97.5), skipped: skipped)
+        return (values, skipped)
     }
 
     /// Linear-interpolated percentile (numpy's default) of sorted values.
@@ -96,6 +104,11 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
     public var gapInterval: Interval?
     /// True when the gap's 95% interval excludes 0.
     public var flagged: Bool
+    /// Standard deviation of the gap over the bootstrap resamples.
+    public var gapSE: Double? = nil
+    /// Two-sided p-value of "no gap": 2 Φ(−|gap| / gapSE) (normal approximation; the percentile
+    /// interval cannot resolve p-values below ~2 / resamples, which multiple-testing control needs).
+    public var pValue: Double? = nil
 
     /// - Parameters:
     ///   - group: group name per test row (nil = not in any group, e.g. age missing).
@@ -113,14 +126,54 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
             return SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
                                   gap: nil, highest: nil, lowest: nil, gapInterval: nil, flagged: false)
         }
-        let interval = Bootstrap.interval(rows: group.count, groups: patients, resamples: resamples, seed: seed) { idx in
+        let boot = Bootstrap.distribution(rows: group.count, groups: patients, resamples: resamples, seed: seed) { idx in
             var a: [Int] = [], b: [Int] = []
             for i in idx { if group[i] == hi.key { a.append(i) } else if group[i] == lo.key { b.append(i) } }
             guard let va = metric(a), let vb = metric(b) else { return nil }
             return va - vb
         }
+        let interval = boot.map { Interval(low: Bootstrap.percentile($0.values, 2.5), high: Bootstrap.percentile($0.values, 97.5), skipped: $0.skipped) }
         let flagged = interval.map { $0.low > 0 || $0.high < 0 } ?? false
-        return SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
-                              gap: hi.value - lo.value, highest: hi.key, lowest: lo.key, gapInterval: interval, flagged: flagged)
+        let gap = hi.value - lo.value
+        var result = SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
+                                    gap: gap, highest: hi.key, lowest: lo.key, gapInterval: interval, flagged: flagged)
+        if let v = boot?.values, v.count > 1 {
+            let mean = v.reduce(0, +) / Double(v.count)
+            let se = (v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(v.count - 1)).squareRoot()
+            result.gapSE = se
+            if se > 0 { result.pValue = erfc(abs(gap) / (se * 2.0.squareRoot())) }
+        }
+        return result
+    }
+}
+
+/// Multiple-testing control over the settings of a study.
+public enum MultipleTesting {
+    /// Benjamini–Hochberg (1995) q-values in input order: with the m finite p-values sorted
+    /// ascending, q_(i) = min over j ≥ i of min(1, m · p_(j) / j) — statsmodels'
+    /// `multipletests(method="fdr_bh")`. Rejecting every q ≤ α controls the false discovery rate
+    /// at α for independent or positively dependent tests. Non-finite p-values are left out of m
+    /// and get NaN.
+    public static func benjaminiHochberg(_ p: [Double]) -> [Double] {
+        let idx = p.indices.filter { p[$0].isFinite }.sorted { p[$0] != p[$1] ? p[$0] < p[$1] : $0 < $1 }
+        var q = [Double](repeating: .nan, count: p.count)
+        let m = Double(idx.count)
+        var running = 1.0
+        for (rank, i) in idx.enumerated().reversed() {
+            running = min(running, m * p[i] / Double(rank + 1))
+            q[i] = min(running, 1)
+        }
+        return q
+    }
+
+    /// One p-value for a hypothesis tested K times on dependent data (a setting's seeds share
+    /// the test set): min(1, 2 · p_(⌈K/2⌉)), twice the lower median. Valid under any dependence
+    /// (Rüschendorf 1982; Meng 1994): p_(⌈K/2⌉) ≤ α/2 needs ⌈K/2⌉ of the p-values ≤ α/2, whose
+    /// expected count is at most K·α/2, so by Markov's inequality it happens with probability
+    /// ≤ α. Nil without a finite p-value.
+    public static func twiceMedian(_ p: [Double]) -> Double? {
+        let v = p.filter(\.isFinite).sorted()
+        guard !v.isEmpty else { return nil }
+        return min(1, 2 * v[(v.count + 1) / 2 - 1])
     }
 }

@@ -57,9 +57,11 @@ enum Outputs {
 
         let gaps = subgroupGaps(results, recipe: recipe)
         if !gaps.isEmpty {
-            try CSVTable(header: ["method", "task", "shots", "attribute", "group", "mean_\(recipe.primary_metric)", "gap", "seeds", "seeds_flagged", "flagged"],
+            try CSVTable(header: ["method", "task", "shots", "attribute", "group", "mean_\(recipe.primary_metric)", "gap", "seeds", "seeds_flagged",
+                                  "p_value", "q_value", "flagged", "interpretable"],
                          rows: gaps.flatMap { g in g.groupMeans.map { [g.method, g.task, String(g.shots), g.attribute, $0.key, f($0.value), f(g.gap),
-                                                                        String(g.seeds), String(g.flaggedSeeds), g.consistent ? "yes" : "no"] } })
+                                                                        String(g.seeds), String(g.flaggedSeeds), g.p.map(pf) ?? "", g.q.map(pf) ?? "",
+                                                                        g.flagged ? "yes" : "no", g.interpretable.map { $0 ? "yes" : "no" } ?? ""] } })
                 .write(to: dir.appendingPathComponent("subgroups.csv"))
         }
         var plots: [URL] = []
@@ -86,11 +88,21 @@ enum Outputs {
         var groupMeans: [(key: String, value: Double)]
         var gap: Double
         var seeds: Int
+        /// Seeds whose gap interval excludes 0 (each at the 5% level, uncorrected).
         var flaggedSeeds: Int
-        /// Flagged in at least half of the seeds.
-        var consistent: Bool { seeds > 0 && 2 * flaggedSeeds >= seeds && flaggedSeeds > 0 }
+        /// The setting's p-value: twice the lower median of its seeds' p-values (valid under the
+        /// seeds' dependence, `MultipleTesting.twiceMedian`).
+        var p: Double?
+        /// Benjamini–Hochberg q-value over every setting of the study with a p-value.
+        var q: Double? = nil
+        /// q ≤ the recipe's `subgroups.fdr`.
+        var flagged = false
+        /// False when the method's AUROC interval reaches 0.5 (not better than chance, so a gap
+        /// says little); nil without AUROC.
+        var interpretable: Bool?
     }
 
+    /// Every setting's gap, with q-values over the whole study and flags at q ≤ `subgroups.fdr`.
     static func subgroupGaps(_ results: [CellResult], recipe: Recipe) -> [SubgroupGap] {
         var out: [SubgroupGap] = []
         for task in StudyLoader.taskNames(recipe) {
@@ -98,6 +110,7 @@ enum Outputs {
                 for k in recipe.shots {
                     let cells = results.filter { $0.status == "ok" && $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
                     let attributes = Set(cells.flatMap { $0.subgroups.map(\.attribute) }).sorted()
+                    let chance = aurocAboveChance(cells, recipe: recipe)
                     for a in attributes {
                         let rs = cells.compactMap { $0.subgroups.first { $0.attribute == a } }
                         var sums: [String: (Double, Int)] = [:]
@@ -105,12 +118,30 @@ enum Outputs {
                         let means = sums.map { (key: $0.key, value: $0.value.0 / Double($0.value.1)) }.sorted { $0.key < $1.key }
                         let gap = (means.map(\.value).max() ?? .nan) - (means.map(\.value).min() ?? .nan)
                         out.append(SubgroupGap(method: m, task: task, shots: k, attribute: a, groupMeans: means, gap: gap,
-                                               seeds: rs.count, flaggedSeeds: rs.filter(\.flagged).count))
+                                               seeds: rs.count, flaggedSeeds: rs.filter(\.flagged).count,
+                                               p: MultipleTesting.twiceMedian(rs.compactMap(\.pValue)), interpretable: chance))
                     }
                 }
             }
         }
+        let q = MultipleTesting.benjaminiHochberg(out.map { $0.p ?? .nan })
+        for i in out.indices where q[i].isFinite {
+            out[i].q = q[i]
+            out[i].flagged = q[i] <= (recipe.subgroups?.fdr ?? 0.05)
+        }
         return out
+    }
+
+    /// Whether a setting's AUROC interval lies above 0.5: the mean over seeds of the cells'
+    /// bootstrap 95% interval when AUROC is the primary metric and was bootstrapped, else the
+    /// 95% t-interval over seeds. Nil without AUROC values.
+    static func aurocAboveChance(_ cells: [CellResult], recipe: Recipe) -> Bool? {
+        if recipe.primary_metric == "auroc" {
+            let cis = cells.compactMap(\.primary_ci)
+            if !cis.isEmpty { return cis.map(\.low).reduce(0, +) / Double(cis.count) > 0.5 }
+        }
+        let s = SeedSummary(cells.compactMap { $0.metrics["auroc"] })
+        return s.n > 0 ? s.low > 0.5 : nil
     }
 
     /// "; no points at k=16 (cells skipped, see report)" when whole shot counts have no finished cell.
@@ -126,6 +157,8 @@ enum Outputs {
     }
 
     static func f(_ x: Double) -> String { x.isFinite ? String(format: "%.4f", x) : "" }
+    /// p- and q-values keep their small magnitudes: 4 significant digits.
+    static func pf(_ x: Double) -> String { x.isFinite ? String(format: "%.4g", x) : "" }
 
     static func markdown(_ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool) -> String {
         let recipe = r.recipe
@@ -160,22 +193,29 @@ enum Outputs {
         }
         if !data.groups.isEmpty {
             let gaps = subgroupGaps(results, recipe: recipe)
-            let consistent = gaps.filter(\.consistent)
+            let flagged = gaps.filter(\.flagged)
+            let tested = gaps.filter { $0.q != nil }.count
             s += "\n## Subgroups\n\n\(recipe.primary_metric) per group of the test set, averaged over seeds; gap = best − worst group. "
-            s += "A cell's gap is flagged when its bootstrap 95% interval excludes 0; a setting is **flagged** below when "
-            s += "that happens in at least half of its seeds (single-seed flags at the 5% level are expected by chance). "
-            s += "\(consistent.count) of \(gaps.count) method × task × shots × attribute settings flagged; all in `subgroups.csv`.\n\n"
-            s += "| method | task | shots | attribute | groups (mean \(recipe.primary_metric)) | gap | seeds flagged |\n|---|---|---|---|---|---|---|\n"
+            s += "Each cell's gap gets a two-sided p-value from its bootstrap over test patients (normal approximation); a setting's "
+            s += "p-value is twice the lower median over its seeds (valid however the seeds depend on each other), and "
+            s += "Benjamini–Hochberg q-values are taken over all \(tested) settings of the study. A setting is **flagged** at "
+            s += "q ≤ \(recipe.subgroups?.fdr ?? 0.05) (`subgroups.fdr`); a gap of a method whose AUROC interval reaches 0.5 is marked "
+            s += "*not interpretable* (the method is not better than chance there). "
+            s += "\(flagged.count) of \(gaps.count) method × task × shots × attribute settings flagged"
+            s += flagged.contains { $0.interpretable == false } ? " (\(flagged.filter { $0.interpretable == false }.count) of them not interpretable)" : ""
+            s += "; all in `subgroups.csv`.\n\n"
+            s += "| method | task | shots | attribute | groups (mean \(recipe.primary_metric)) | gap | q | seeds with interval excluding 0 |\n|---|---|---|---|---|---|---|---|\n"
             // Flagged settings first, then the largest gaps, at most 40 rows.
-            let shown = (consistent + gaps.filter { !$0.consistent }.sorted { $0.gap > $1.gap }).prefix(40)
+            let shown = (flagged.sorted { ($0.q ?? 1) < ($1.q ?? 1) } + gaps.filter { !$0.flagged }.sorted { $0.gap > $1.gap }).prefix(40)
             for g in shown {
                 let groups = g.groupMeans.map { "\($0.key) \(f($0.value))" }.joined(separator: ", ")
-                s += "| \(g.method) | \(g.task) | \(g.shots) | \(g.attribute) | \(groups) | \(f(g.gap))\(g.consistent ? " **flagged**" : "") | \(g.flaggedSeeds)/\(g.seeds) |\n"
+                let mark = (g.flagged ? " **flagged**" : "") + (g.interpretable == false ? " *not interpretable*" : "")
+                s += "| \(g.method) | \(g.task) | \(g.shots) | \(g.attribute) | \(groups) | \(f(g.gap))\(mark) | \(g.q.map(pf) ?? "") | \(g.flaggedSeeds)/\(g.seeds) |\n"
             }
         }
         s += "\n## Files\n\n- `results.jsonl`: one line per cell (metrics, bootstrap interval, sampled training ids, subgroups)\n"
         s += "- `summary.csv`: every metric aggregated over seeds\n"
-        if !data.groups.isEmpty { s += "- `subgroups.csv`: subgroup means and gaps per method, task, shots and attribute\n" }
+        if !data.groups.isEmpty { s += "- `subgroups.csv`: subgroup means, gaps, p- and q-values, flags per method, task, shots and attribute\n" }
         s += "- `cells/`: one JSON file per cell (a rerun computes only missing cells)\n"
         s += "- `resolved.yaml`, `run.json`: the recipe as run (defaults filled in), xrlab version, command line, fingerprint\n"
         return s

@@ -76,6 +76,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var cv_min_shots: Int?
         public var default_C: Double?
         public var folds: Int?
+        /// Logistic: where feature means and stds come from — `pool` (every training-pool row),
+        /// `shots` or `none`.
+        public var standardize: String?
         public var k: [Int]?
         public var temperature: Double?
         // Tuning methods (lora, adapter, last_k, bitfit, full).
@@ -132,9 +135,12 @@ public struct Recipe: Codable, Equatable, Sendable {
             return m
         }
 
+        /// Values of `standardize` (`XRProbe.Standardization`).
+        public static let standardizations = ["pool", "shots", "none"]
+
         /// Keys that apply to each method.
         public static let keys: [String: [String]] = [
-            "logistic": ["C", "cv_min_shots", "default_C", "folds"],
+            "logistic": ["C", "cv_min_shots", "default_C", "folds", "standardize"],
             "knn": ["k", "temperature"],
             "prototype": ["temperature"],
             "lora": ["rank", "alpha", "targets", "dropout"] + trainingKeys,
@@ -153,6 +159,7 @@ public struct Recipe: Codable, Equatable, Sendable {
                 m.cv_min_shots = cv_min_shots ?? 4
                 m.default_C = default_C ?? 1.0
                 m.folds = folds ?? 3
+                m.standardize = standardize ?? "pool"
             case "knn":
                 m.k = k ?? [20]
                 m.temperature = temperature ?? 0.07
@@ -204,6 +211,10 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var primary_metric: String = "auroc"
     /// Bootstrap resamples over test images (0 disables).
     public var bootstrap: Int = 1000
+    /// Subgroup gaps are flagged at Benjamini–Hochberg q ≤ `fdr` over the study's settings.
+    /// Always set when parsed; nil only in recipes stored before the key existed.
+    public var subgroups: SubgroupSettings? = nil
+    public struct SubgroupSettings: Codable, Equatable, Sendable { public var fdr = 0.05; public init(fdr: Double = 0.05) { self.fdr = fdr } }
     /// Run directory.
     public var output: String
     /// Report recipes (`data.task: report`): the decoder, its training and decoding. `shots`
@@ -244,8 +255,9 @@ public struct Recipe: Codable, Equatable, Sendable {
     public static let knownMethods = ["logistic", "knn", "prototype", "lora", "adapter", "last_k", "bitfit", "full"]
     public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
-    /// Fields that only say where results go; they do not enter the fingerprint.
-    public static let outputOnlyFields: Set<String> = ["output"]
+    /// Fields that only say where results go or how finished cells are summarised; they do not
+    /// enter the fingerprint.
+    public static let outputOnlyFields: Set<String> = ["output", "subgroups"]
 
     /// `lastN_cls` → N (nil for other names).
     public static func lastBlocks(_ representation: String) -> Int? {
@@ -457,7 +469,7 @@ public enum RecipeLoader {
     // MARK: schema
 
     static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "output", "report"]
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "output", "report"]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -586,6 +598,12 @@ public enum RecipeLoader {
             if b < 0 { throw n.error("bootstrap resamples must be ≥ 0 (0 disables it), got \(b)") }
             return b
         } }
+        let fdr = top["subgroups"].flatMap { v in ctx.attempt { () -> Double? in
+            guard let n = try v.mapping(allowed: ["fdr"])["fdr"] else { return nil }
+            let q = try n.double()
+            if !(q > 0 && q < 1) { throw n.error("subgroups.fdr must be between 0 and 1 (exclusive), got \(q)", hint: "the false discovery rate, e.g. 0.05") }
+            return q
+        } ?? nil }
 
         guard let name, let output, let data else { return nil }
         var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
@@ -606,6 +624,7 @@ public enum RecipeLoader {
                                hint: "point report.meteor_data at pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with the jar's layout"))
         }
         if let bootstrap { recipe.bootstrap = bootstrap }
+        if !isReport { recipe.subgroups = Recipe.SubgroupSettings(fdr: fdr ?? 0.05) }
         return recipe
     }
 
@@ -858,6 +877,16 @@ public enum RecipeLoader {
         if let v = m["default_C"] { method.default_C = ctx.attempt { try positive(v, "default_C") } }
         if let v = m["cv_min_shots"] { method.cv_min_shots = ctx.attempt { try atLeast(v, 2, "cv_min_shots") } }
         if let v = m["folds"] { method.folds = ctx.attempt { try atLeast(v, 2, "folds") } }
+        if let v = m["standardize"] {
+            method.standardize = ctx.attempt {
+                let s = try v.string()
+                guard Recipe.Method.standardizations.contains(s) else {
+                    throw v.error("unknown standardize '\(s)'" + (closest(s, in: Recipe.Method.standardizations).map { " — did you mean '\($0)'?" } ?? ""),
+                                  hint: "standardize: " + Recipe.Method.standardizations.joined(separator: ", "))
+                }
+                return s
+            }
+        }
         if let v = m["k"] { method.k = ctx.attempt { try v.listOrScalar().map { try atLeast($0, 1, "k") } } }
         if let v = m["temperature"] { method.temperature = ctx.attempt { try positive(v, "temperature") } }
         func unit(_ n: YNode, _ what: String, max hi: Double = 1) throws -> Double {

@@ -62,8 +62,10 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
     for m in recipe.methods {
         switch m.name {
         case "logistic":
-            out.append(("logistic", .logistic(grid: m.C ?? [0.01, 0.1, 1, 10], cvMinShots: m.cv_min_shots ?? 4,
-                                              defaultC: m.default_C ?? 1.0, folds: m.folds ?? 3)))
+            let standardize: Standardization = Standardization(rawValue: m.standardize ?? "pool") ?? .pool
+            let spec: ProbeSpec = .logistic(grid: m.C ?? [0.01, 0.1, 1, 10], cvMinShots: m.cv_min_shots ?? 4,
+                                            defaultC: m.default_C ?? 1.0, folds: m.folds ?? 3, standardize: standardize)
+            out.append(("logistic", spec))
         case "knn":
             for k in m.k ?? [20] { out.append(("knn-k\(k)", .knn(k: k, temperature: m.temperature ?? 0.07))) }
         case "prototype":
@@ -203,6 +205,7 @@ public enum Runner {
         let tuneWork = allWork.filter { variants[$0.method] == nil }
         let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
+        let pool = poolStandardizer(data, specs: work.compactMap { variants[$0.method] })
         // Cells are independent: run them on all cores, each with single-threaded BLAS (the
         // products per cell are small, and BLAS's own threads would only contend).
         let workers = max(1, min(options.threads, work.count))
@@ -219,7 +222,7 @@ public enum Runner {
                 let cell = work[i]
                 if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
                    let test = tests[cell.task] {
-                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test)
+                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
                     do {
                         try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
                     } catch { failure.set(error) }
@@ -294,8 +297,17 @@ public enum Runner {
                              to: dir.appendingPathComponent("run.json"))
     }
 
+    /// The training pool's feature statistics (every non-test row, labelled or not), when a probe
+    /// standardises on the pool; computed once per run.
+    public static func poolStandardizer(_ data: StudyData, specs: [ProbeSpec]) -> Standardizer? {
+        let needed = specs.contains { if case .logistic(_, _, _, _, .pool) = $0 { return true } else { return false } }
+        guard needed else { return nil }
+        return Standardizer(fit: data.features, rows: data.ids.indices.filter { data.isTest[$0] == false }, d: data.dim)
+    }
+
     /// One cell: sample shots, fit, predict, score.
-    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet) -> CellResult {
+    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet,
+                        pool poolScaler: Standardizer?) -> CellResult {
         let d = data.dim, K = task.classes.count
         let pool = testSet.pool, test = testSet.rows
         let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -319,7 +331,7 @@ public enum Runner {
         let train = shots.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
         let testX = testSet.features
         let ytr = shots.map { task.labels[$0] }, yte = test.map { task.labels[$0] }
-        let probe = Probe.run(spec, train: train, labels: ytr, test: testX, d: d, classes: K)
+        let probe = Probe.run(spec, train: train, labels: ytr, test: testX, d: d, classes: K, pool: poolScaler)
         result.chosen_C = probe.chosenC
         result.n_train = shots.count
         result.train_ids = shots.map { data.ids[$0] }

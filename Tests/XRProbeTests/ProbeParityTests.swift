@@ -37,7 +37,7 @@ final class ProbeParityTests: XCTestCase {
             let (xtr, ytr, xte, yte, d) = try task(name)
             for (cs, want) in t.auroc {
                 guard let c = Double(cs) else { continue }
-                let r = Probe.run(.logistic(grid: [c], cvMinShots: 99, defaultC: c, folds: 3), train: xtr, labels: ytr,
+                let r = Probe.run(.logistic(grid: [c], cvMinShots: 99, defaultC: c, folds: 3, standardize: .shots), train: xtr, labels: ytr,
                                   test: xte, d: d, classes: t.classes)
                 let got = auroc(r.probabilities, yte, classes: t.classes)
                 XCTAssertEqual(got, want, accuracy: 0.002, "\(name) C=\(c) AUROC")
@@ -78,7 +78,7 @@ final class ProbeParityTests: XCTestCase {
 
     func testCrossValidationPicksAGridValue() throws {
         let (xtr, ytr, xte, _, d) = try task("binary_few")
-        let r = Probe.run(.logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3), train: xtr, labels: ytr,
+        let r = Probe.run(.logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .shots), train: xtr, labels: ytr,
                           test: xte, d: d, classes: 2)
         XCTAssertNotNil(r.chosenC)
         XCTAssertTrue([0.01, 0.1, 1, 10].contains(r.chosenC ?? -1))

@@ -99,6 +99,19 @@ final class RecipeTests: XCTestCase {
         try expectError(studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: []"), field: "labels", contains: ["at least one"])
     }
 
+    func testBadStandardizeNamesTheKeyAndSuggests() throws {
+        try expectError(studyRecipe.replacingOccurrences(of: "cv_min_shots: 4}", with: "cv_min_shots: 4, standardize: shot}"),
+                        field: "line 15:", contains: ["unknown standardize 'shot'", "did you mean 'shots'", "pool, shots, none"])
+        try expectError(studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3], standardize: pool}"),
+                        field: "line 16:", contains: ["'standardize' does not apply to method knn"])
+        // Resolved recipes write the default out; an explicit value survives resolution.
+        let dir = Fixtures.tempDir()
+        let d = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir))
+        XCTAssertEqual(d.recipe.methods.first?.standardize, "pool")
+        let s = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir), overrides: ["methods.0.standardize=none"])
+        XCTAssertEqual(s.recipe.methods.first?.standardize, "none")
+    }
+
     func testOverrides() throws {
         let dir = Fixtures.tempDir()
         let u = try writeRecipe(studyRecipe, in: dir)

@@ -268,7 +268,9 @@ public struct EncoderFeatureSource: FeatureSource {
         let encoder = try encoder(r)
         let res = try encoder.embed(inputs, options: options(r, quiet: quiet))
         let matrix = try Self.assemble(res, representation: r.recipe.representation, model: r.resolve(r.recipe.model?.path ?? ""))
-        let src = "encoded with \(r.recipe.model?.path ?? "?") (\(res.encoded) encoded, \(res.cacheHits) from cache)"
+        // What the features are, not how this process got them (encoded or from the cache): the
+        // report of a resumed or merged run is the same as a one-process run's.
+        let src = "encoded with \(r.recipe.model?.path ?? "?") (\(res.inputs.count) images)"
         return FeatureSet(ids: res.inputs.map(\.id), matrix: matrix, description: src)
     }
 

@@ -66,36 +66,9 @@ public enum Planner {
             directoryProblem = e.message + " — `run` would refuse it without --force"
         }
         let (status, encodeSeconds) = try (source ?? FeatureSources.default(for: r)).status(for: r, rows: rows)
+        let costs = CellCosts(r, rows: rows)
         var seconds = encodeSeconds
-        // Test rows (the bootstrap cost grows with them).
-        var nTest = Double(rows.rows.count) * r.recipe.data.test_fraction
-        if let sc = r.recipe.data.split_column, let c = rows.header.firstIndex(of: sc) {
-            nTest = Double(rows.rows.filter { $0[c].trimmingCharacters(in: .whitespaces).lowercased() == "test" }.count)
-        }
-        let cv = r.recipe.methods.first { $0.name == "logistic" }.map { Double(($0.C?.count ?? 4) * ($0.folds ?? 3) + 1) } ?? 1
-        let cvMin = r.recipe.methods.first { $0.name == "logistic" }?.cv_min_shots ?? 4
-        // Tuning cells: forward + backward ≈ 3 forward passes per training image and epoch, one per
-        // validation and test image, at ~100 GFLOP/s.
-        var flopsPerImage = 0.0
-        if let m = r.recipe.model, r.recipe.methods.contains(where: \.isTuning) {
-            let url = r.resolve(m.path)
-            if let loaded = try? ViTLoader.load(url, preset: m.preset.flatMap { ViTConfig.preset(named: $0) }, heads: m.heads) {
-                flopsPerImage = loaded.model.flopsPerImage(height: loaded.config.imageSize, width: loaded.config.imageSize)
-            }
-        }
-        let tunes = tuneVariants(r.recipe)
-        for cell in cells where !finished.contains(cell.id) {
-            if let t = tunes[cell.method] {
-                let train = Double(cell.shots * 2), val = Double(t.validationPerClass * 2)
-                seconds += flopsPerImage * (3 * train * Double(t.options.epochs) + val * Double(t.options.epochs) + nTest) / 100e9
-                continue
-            }
-            // Calibrated on a release build (2 shared cores, 2 cells in parallel): a probe fit takes
-            // ~0.1-1 ms, and each bootstrap resample of an AUROC ~60 ns per test row, once for the
-            // cell and once per subgroup attribute.
-            seconds += cell.method == "logistic" ? 0.0004 * (1 + Double(cell.shots) / 16) * (cell.shots >= cvMin ? cv : 1) : 0.0002
-            seconds += Double(r.recipe.bootstrap) * Double(1 + r.recipe.data.subgroups.count) * 6e-8 * nTest
-        }
+        for cell in cells where !finished.contains(cell.id) { seconds += costs.seconds(cell) }
         return Plan(recipe: r.recipe, cells: cells, finished: finished, tasks: tasks, featureStatus: status,
                     estimatedSeconds: seconds, outputDirectory: dir, directoryProblem: directoryProblem)
     }
@@ -170,5 +143,59 @@ public enum Planner {
         }
         if count > 20 { out.append(XRError("\(count - 20) more rows point to missing images", file: rows.url.path, field: "data.image_column")) }
         return out
+    }
+}
+
+/// A rough time estimate per cell, for `xrlab plan` and for balancing shards.
+public struct CellCosts: Sendable {
+    let recipe: Recipe
+    let nTest: Double
+    let cv: Double
+    let cvMin: Int
+    let flopsPerImage: Double
+    let tunes: [String: TuneSpec]
+
+    /// Estimates for a recipe's cells over its manifest rows.
+    public init(_ r: LoadedRecipe, rows: ManifestRows) {
+        recipe = r.recipe
+        // Test rows (the bootstrap cost grows with them).
+        var nTest = Double(rows.rows.count) * r.recipe.data.test_fraction
+        if let sc = r.recipe.data.split_column, let c = rows.header.firstIndex(of: sc) {
+            nTest = Double(rows.rows.filter { $0[c].trimmingCharacters(in: .whitespaces).lowercased() == "test" }.count)
+        }
+        self.nTest = nTest
+        cv = r.recipe.methods.first { $0.name == "logistic" }.map { Double(($0.C?.count ?? 4) * ($0.folds ?? 3) + 1) } ?? 1
+        cvMin = r.recipe.methods.first { $0.name == "logistic" }?.cv_min_shots ?? 4
+        // Tuning cells: forward + backward ≈ 3 forward passes per training image and epoch, one per
+        // validation and test image, at ~100 GFLOP/s.
+        var flops = 0.0
+        if let m = r.recipe.model, r.recipe.isReport || r.recipe.methods.contains(where: \.isTuning) {
+            let url = r.resolve(m.path)
+            if let loaded = try? ViTLoader.load(url, preset: m.preset.flatMap { ViTConfig.preset(named: $0) }, heads: m.heads) {
+                flops = loaded.model.flopsPerImage(height: loaded.config.imageSize, width: loaded.config.imageSize)
+            }
+        }
+        flopsPerImage = flops
+        tunes = r.recipe.isReport ? [:] : tuneVariants(r.recipe)
+    }
+
+    /// Estimated seconds of one cell.
+    public func seconds(_ cell: Cell) -> Double {
+        if recipe.isReport {
+            // A decoder trained on the cell's reports (0 = all: counted as the test set's size
+            // times ten), each epoch ~ one encoder pass per report.
+            let reports = Double(cell.shots == 0 ? max(nTest, 1) * 10 : Double(cell.shots))
+            return flopsPerImage * reports * Double(recipe.report?.epochs ?? 1) / 100e9 + 0.001 * reports
+        }
+        if let t = tunes[cell.method] {
+            let train = Double(cell.shots * 2), val = Double(t.validationPerClass * 2)
+            return flopsPerImage * (3 * train * Double(t.options.epochs) + val * Double(t.options.epochs) + nTest) / 100e9
+        }
+        // Calibrated on a release build (2 shared cores, 2 cells in parallel): a probe fit takes
+        // ~0.1-1 ms, and each bootstrap resample of an AUROC ~60 ns per test row, once for the
+        // cell and once per subgroup attribute.
+        var s = cell.method == "logistic" ? 0.0004 * (1 + Double(cell.shots) / 16) * (cell.shots >= cvMin ? cv : 1) : 0.0002
+        s += Double(recipe.bootstrap) * Double(1 + recipe.data.subgroups.count) * 6e-8 * nTest
+        return s
     }
 }

@@ -94,8 +94,7 @@ enum ReportSweep {
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try Runner.writeRunInfo(dir, r, options: options)
         let all = Runner.cells(r.recipe, tasks: [target])
-        let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
-        let work = Array(todo.prefix(options.maxNewCells ?? todo.count))
+        let work = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
         let methods = Dictionary(uniqueKeysWithValues: r.recipe.methods.map { ($0.name, $0) })
         let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let e = JSONEncoder()
@@ -148,16 +147,11 @@ enum ReportSweep {
             progress.advance()
         }
         progress.finish()
-        var results: [CellResult] = []
-        for cell in all {
-            let u = cellsDir.appendingPathComponent(cell.id + ".json")
-            guard let d = try? Data(contentsOf: u) else { continue }
-            do { results.append(try JSONDecoder().decode(CellResult.self, from: d)) } catch {
-                throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
-            }
-        }
+        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
         let complete = results.count == all.count
-        let written = try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
+        let written = CellWork.writesOutputs(options)
+            ? try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
+            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
         return RunSummary(directory: dir, computed: work.count, reused: results.count - work.count,
                           skipped: results.filter { $0.status != "ok" }, complete: complete, plots: written.plots, report: written.report)
     }

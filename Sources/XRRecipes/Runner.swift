@@ -105,6 +105,10 @@ public struct RunOptions: Sendable {
     public var commandLine: [String] = CommandLine.arguments
     /// Where features come from; nil = the recipe's own (`FeatureSources.default`).
     public var featureSource: FeatureSource? = nil
+    /// Compute only this shard's cells and leave the outputs to `mergeOnly` (see `CellWork`).
+    public var shard: Shard? = nil
+    /// Compute nothing: write the outputs from the cells present.
+    public var mergeOnly = false
     public init() {}
 }
 
@@ -199,18 +203,18 @@ public enum Runner {
         try writeRunInfo(dir, r, options: options)
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
-        let todo = all.filter { !FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0.id + ".json").path) }
-        let allWork = Array(todo.prefix(options.maxNewCells ?? todo.count))
+        let allWork = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
         let work = allWork.filter { variants[$0.method] != nil }
         let tuneWork = allWork.filter { variants[$0.method] == nil }
         let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
         let pool = poolStandardizer(data, specs: work.compactMap { variants[$0.method] })
         // Cells are independent: run them on all cores, each with single-threaded BLAS (the
-        // products per cell are small, and BLAS's own threads would only contend).
+        // products per cell are small, and BLAS's own threads would only contend; and a cell's
+        // numbers then never depend on how many cells a process has left).
         let workers = max(1, min(options.threads, work.count))
         let savedThreads = BLAS.threads
-        if workers > 1 { BLAS.threads = 1 }
+        BLAS.threads = 1
         defer { BLAS.threads = savedThreads }
         let failure = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: workers) { w in
@@ -237,17 +241,12 @@ public enum Runner {
             try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
         }
         let computed = allWork.count
-        // Gather every finished cell (this run's and earlier runs').
-        var results: [CellResult] = []
-        for cell in all {
-            let u = cellsDir.appendingPathComponent(cell.id + ".json")
-            guard let d = try? Data(contentsOf: u) else { continue }
-            do { results.append(try JSONDecoder().decode(CellResult.self, from: d)) } catch {
-                throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
-            }
-        }
+        // Gather every finished cell (this run's, earlier runs' and other shards').
+        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
         let complete = results.count == all.count
-        let outputs = try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        let outputs = CellWork.writesOutputs(options)
+            ? try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
         return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
                           skipped: results.filter { $0.status != "ok" }, complete: complete,
                           plots: outputs.plots, report: outputs.report)

@@ -25,7 +25,7 @@ public struct StudyData: Sendable {
     public var tasks: [StudyTask]
     /// Subgroup attribute → group name per row (nil = missing value).
     public var groups: [String: [String?]]
-    /// Where features came from ("precomputed: …" or "encoded: …, n from cache").
+    /// Where features came from ("precomputed: …" or "encoded with …").
     public var featureSource: String
 }
 

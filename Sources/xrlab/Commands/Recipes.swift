@@ -75,6 +75,15 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Do not stop on manifest leakage findings (patients or identical images across splits).")
     var skipCheck = false
 
+    @Option(name: .long, help: "Compute only shard I of N (I/N) of the cells; `xrlab merge` writes the outputs afterwards.")
+    var shard: String?
+
+    @Option(name: .long, help: "Run one stage only: 'encode' fills the feature cache (with --shard, every N-th image).")
+    var stage: String?
+
+    @Flag(name: .long, help: "Compute nothing: write results, summary, plots and report from the cells present and list the missing ones.")
+    var merge = false
+
     func run() throws {
         try runReportingErrors {
             setThreads(threads)
@@ -84,6 +93,7 @@ struct RunCommand: ParsableCommand {
             o.force = force
             o.quiet = quiet
             o.threads = threads
+            if try runStaged(r, options: &o, shard: shard, stage: stage, merge: merge) { return }
             let s = try Runner.run(r, options: o)
             print("\(s.computed) cells computed, \(s.reused) reused\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped (see report)")")
             // Skips are never silent: each distinct reason, with how many cells it hit.

@@ -291,6 +291,7 @@ public struct LoadedRecipe: Sendable {
     }
 
     static func readableYAML(_ yaml: String) throws -> String {
+        try YAMLLimits.check(yaml, file: "resolved recipe")
         guard let node = try Yams.compose(yaml: yaml) else { return yaml }
         func tidy(_ n: Node) -> Node {
             switch n {
@@ -365,6 +366,11 @@ public enum RecipeLoader {
         let ctx = ParseContext(file: file.path)
         var root: Node
         do {
+            try YAMLLimits.check(text, file: file.path)
+        } catch {
+            return (nil, [error as? XRError ?? XRError("\(error)", file: file.path)])
+        }
+        do {
             guard let n = try Yams.compose(yaml: text) else { return (nil, [XRError("recipe is empty", file: file.path)]) }
             root = n
         } catch let e as YamlError {
@@ -377,6 +383,7 @@ public enum RecipeLoader {
             root = r
         }
         let recipe = parse(YNode(node: root, path: "", ctx: ctx))
+        if let recipe { checkBounds(recipe, root: YNode(node: root, path: "", ctx: ctx)) }
         guard ctx.issues.isEmpty, let recipe else { return (nil, ctx.issues) }
         return (LoadedRecipe(recipe: recipe, file: file, baseDirectory: file.deletingLastPathComponent(), overrides: overrides), [])
     }
@@ -401,6 +408,7 @@ public enum RecipeLoader {
             throw XRError("empty key in override", file: ctx.file, field: "--set \(o)")
         }
         var value: Node
+        try YAMLLimits.check(valueText, file: ctx.file, field: "--set \(o)")
         do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
             throw XRError("override value is not valid YAML", file: ctx.file, field: "--set \(o)")
         }

@@ -84,10 +84,13 @@ public enum NPY {
             throw XRError("unsupported dtype '\(descr)'", file: source, field: "descr",
                           hint: "save as float32 (numpy: x.astype('<f4'))")
         }
-        let count = shape.reduce(1, *)
         let start = headerStart + headerLen
-        guard data.count - start >= count * size else {
-            throw XRError("data has \(data.count - start) bytes, shape \(describeShape(shape)) of \(descr) needs \(count * size)",
+        // The shape comes from the file: multiply with overflow checks and compare with the bytes present.
+        guard let count = Limits.elementCount(shape), case let (needed, false) = count.multipliedReportingOverflow(by: size) else {
+            throw XRError("shape \(describeShape(shape)) of \(descr) is too large to address", file: source, field: "shape")
+        }
+        guard data.count - start >= needed else {
+            throw XRError("data has \(data.count - start) bytes, shape \(describeShape(shape)) of \(descr) needs \(needed)",
                           file: source, field: "data", hint: "the file is truncated")
         }
         var out = [Float](repeating: 0, count: count)

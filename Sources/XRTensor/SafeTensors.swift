@@ -146,14 +146,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw XRError("data_offsets [\(b), \(en)] lie outside the \(dataSize)-byte data section",
                               file: path, field: name, hint: "the file is truncated or corrupt")
             }
-            var count = 1
-            for d in shape {
-                let (r, o) = count.multipliedReportingOverflow(by: d)
-                if o { throw XRError("shape \(describeShape(shape)) is too large", file: path, field: name) }
-                count = r
+            guard let bytes = Limits.byteCount(shape, bytesPerElement: dtype.size) else {
+                throw XRError("shape \(describeShape(shape)) is too large", file: path, field: name)
             }
-            guard Int64(count) * Int64(dtype.size) == en - b else {
-                throw XRError("shape \(describeShape(shape)) of \(dtype.rawValue) needs \(count * dtype.size) bytes but data_offsets span \(en - b)",
+            guard Int64(bytes) == en - b else {
+                throw XRError("shape \(describeShape(shape)) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(en - b)",
                               file: path, field: name)
             }
             infos[name] = SafeTensorInfo(name: name, dtype: dtype, shape: shape, byteRange: Int(b)..<Int(en))

@@ -8,14 +8,15 @@ public struct Tensor: Sendable, Equatable {
 
     public init(shape: [Int], scalars: [Float]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        precondition(shape.reduce(1, *) == scalars.count,
-                     "shape \(shape) needs \(shape.reduce(1, *)) scalars, got \(scalars.count)")
+        precondition(Limits.elementCount(shape) == scalars.count,
+                     "shape \(shape) needs \(Limits.elementCount(shape).map(String.init) ?? "more than Int.max") scalars, got \(scalars.count)")
         self.shape = shape
         self.scalars = scalars
     }
 
     public init(zeros shape: [Int]) {
-        self.init(shape: shape, scalars: [Float](repeating: 0, count: shape.reduce(1, *)))
+        guard let n = Limits.elementCount(shape) else { preconditionFailure("shape \(shape) has more than Int.max elements") }
+        self.init(shape: shape, scalars: [Float](repeating: 0, count: n))
     }
 
     /// Number of scalars (product of the shape).

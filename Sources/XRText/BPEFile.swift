@@ -46,10 +46,33 @@ extension BPETokenizer {
         for (i, m) in merges.enumerated() where vocab[m.0 + m.1] == nil {
             throw XRError("merge \(i) ('\(m.0)', '\(m.1)') produces a token missing from the vocabulary", file: path, field: "model.merges[\(i)]")
         }
+        let addedList = (obj["added_tokens"] as? [[String: Any]]) ?? []
+        // Ids are dense: every id lies below the number of distinct tokens.
+        let idLimit = vocab.count + addedList.count
+        if let (k, i) = vocab.first(where: { $0.value >= idLimit }) {
+            throw XRError("id \(i) of '\(k)' is outside 0..<\(idLimit) (the vocabulary and added tokens)", file: path, field: "model.vocab",
+                          hint: "token ids must be dense: 0 up to the number of tokens")
+        }
         var added: [(String, Int, Bool)] = []
-        for (i, t) in ((obj["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
+        var addedIds: [Int: String] = [:], addedContents = Set<String>()
+        for (i, t) in addedList.enumerated() {
+            let field = "added_tokens[\(i)]"
             guard let c = t["content"] as? String, let id = (t["id"] as? NSNumber)?.intValue else {
-                throw XRError("added token without content or id", file: path, field: "added_tokens[\(i)]")
+                throw XRError("added token without content or id", file: path, field: field)
+            }
+            // An empty token would match everywhere in the text (and never consume it).
+            guard !c.isEmpty else { throw XRError("added token \(id) has empty content", file: path, field: field, hint: "remove it from added_tokens") }
+            guard addedContents.insert(c).inserted else { throw XRError("added token '\(c)' is listed twice", file: path, field: field) }
+            guard id >= 0, id < idLimit else {
+                throw XRError("id \(id) of added token '\(c)' is outside 0..<\(idLimit) (the vocabulary and added tokens)", file: path, field: field)
+            }
+            if let other = addedIds[id] { throw XRError("added tokens '\(other)' and '\(c)' share id \(id)", file: path, field: field) }
+            addedIds[id] = c
+            if let v = vocab[c], v != id {
+                throw XRError("added token '\(c)' has id \(id) but the vocabulary gives it \(v)", file: path, field: field)
+            }
+            if vocab[c] == nil, let (k, _) = vocab.first(where: { $0.value == id }) {
+                throw XRError("added token '\(c)' has id \(id), which the vocabulary gives to '\(k)'", file: path, field: field)
             }
             added.append((c, id, t["special"] as? Bool ?? false))
         }

@@ -69,8 +69,9 @@ public final class BPETokenizer: @unchecked Sendable {
 
     /// Raw text split around added tokens (longest match first).
     func splitAdded(_ text: String) -> [(String, Bool)] {
-        guard !added.isEmpty else { return [(text, false)] }
-        let keys = added.keys.sorted { $0.count > $1.count }
+        // An empty token would match without consuming anything; `load` refuses one, and it is never matched here.
+        let keys = added.keys.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+        guard !keys.isEmpty else { return [(text, false)] }
         var out: [(String, Bool)] = []
         var rest = Substring(text), buf = ""
         while !rest.isEmpty {

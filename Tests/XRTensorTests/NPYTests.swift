@@ -58,4 +58,35 @@ final class NPYTests: XCTestCase {
             XCTAssertEqual((e as? XRError)?.file, trunc.path)
         }
     }
+
+    /// A header shape whose product overflows Int (it used to trap in `shape.reduce(1, *)`), one whose
+    /// byte size overflows, and one that is merely larger than the data: each a named error.
+    func testHostileShapesAreRefused() throws {
+        func npy(_ shape: String, descr: String = "<f4", payload: Int = 960) -> Data {
+            var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+            header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+            var d = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
+            d.append(contentsOf: Array(header.utf8))
+            d.append(Data(count: payload))
+            return d
+        }
+        let cases: [(String, String, String)] = [
+            ("(240, 9223372036854775807)", "<f4", "too large"),
+            ("(9223372036854775807, 2)", "<f4", "too large"),
+            ("(2305843009213693952,)", "<f8", "too large"),
+            ("(1152921504606846976, 4)", "|u1", "needs 4611686018427387904"),
+            ("(240, 1000000)", "<f4", "needs 960000000"),
+        ]
+        for (shape, descr, fragment) in cases {
+            XCTAssertThrowsError(try NPY.decode(npy(shape, descr: descr), source: "hostile.npy"), shape) { e in
+                XCTAssertEqual((e as? XRError)?.file, "hostile.npy")
+                XCTAssertTrue("\(e)".contains(fragment), "\(e)")
+            }
+        }
+        // A zero dimension after large ones is a valid, empty array.
+        XCTAssertEqual(try NPY.decode(npy("(0, 9223372036854775807)"), source: "empty.npy").scalars.count, 0)
+        XCTAssertNil(Limits.elementCount([Int.max, 2]))
+        XCTAssertEqual(Limits.elementCount([Int.max, 2, 0]), 0)
+        XCTAssertNil(Limits.byteCount([Int.max / 2], bytesPerElement: 4))
+    }
 }

@@ -119,6 +119,14 @@ final class SafeTensorsTests: XCTestCase {
         expectFailure(withHeader(h, data: try valid()), field: "x", contains: "needs 24 bytes")
     }
 
+    /// Element count fits Int but its byte size does not: used to trap in the size check.
+    func testShapeWhoseByteSizeOverflows() throws {
+        let h = #"{"x":{"dtype":"F32","shape":[4503599627370496,1024],"data_offsets":[0,16]}}"#
+        expectFailure(withHeader(h, data: try valid()), field: "x", contains: "too large")
+        let h2 = #"{"x":{"dtype":"F64","shape":[4503599627370496,4503599627370496,4503599627370496],"data_offsets":[0,16]}}"#
+        expectFailure(withHeader(h2, data: try valid()), field: "x", contains: "too large")
+    }
+
     func testNegativeDimension() throws {
         let h = #"{"x":{"dtype":"F32","shape":[-1,4],"data_offsets":[0,16]}}"#
         expectFailure(withHeader(h, data: try valid()), field: "x", contains: "negative")

@@ -74,4 +74,32 @@ final class BPETests: XCTestCase {
         let real = try String(contentsOf: Fixtures.url("text/bpe/tokenizer.json"), encoding: .utf8)
         try refuse(String(real.prefix(real.count / 2)), "not a JSON object")
     }
+
+    /// Added tokens are checked at load: an empty one used to make `encode` loop forever, growing without bound.
+    func testAddedTokensAreValidatedAtLoad() throws {
+        let dir = Fixtures.tempDir("xrlab-bpe-added")
+        func refuse(_ added: String, vocab: String = #"{"a": 0, "b": 1}"#, _ fragments: [String]) throws {
+            let u = dir.appendingPathComponent("t-\(UUID().uuidString).json")
+            let text = #"{"added_tokens": "# + added + #", "model": {"type": "BPE", "vocab": "# + vocab + #", "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
+            try text.write(to: u, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try BPETokenizer.load(u)) { e in
+                for f in fragments + [u.path] { XCTAssertTrue("\(e)".contains(f), "\(e) lacks \(f)") }
+            }
+        }
+        try refuse(#"[{"id": 2, "content": ""}]"#, ["added_tokens[0]", "empty content"])
+        try refuse(#"[{"id": 2, "content": "<s>"}, {"id": 3, "content": "<s>"}]"#, ["added_tokens[1]", "'<s>' is listed twice"])
+        try refuse(#"[{"id": 2, "content": "<s>"}, {"id": 2, "content": "</s>"}]"#, ["added_tokens[1]", "share id 2"])
+        try refuse(#"[{"id": 9223372036854775807, "content": "<s>"}]"#, ["added_tokens[0]", "outside 0..<3"])
+        try refuse(#"[{"id": -1, "content": "<s>"}]"#, ["added_tokens[0]", "outside"])
+        try refuse(#"[{"id": 1, "content": "<s>"}]"#, ["added_tokens[0]", "gives to 'b'"])
+        try refuse("[]", vocab: #"{"a": 0, "b": 4000000000}"#, ["model.vocab", "outside 0..<2"])
+        // The same tokens, valid, load and encode.
+        let ok = dir.appendingPathComponent("ok.json")
+        try #"{"added_tokens": [{"id": 2, "content": "<s>"}], "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
+            .write(to: ok, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try BPETokenizer.load(ok).splitAdded("a<s>b").map(\.0), ["a", "<s>", "b"])
+        // Built in code with an empty token, the split still ends.
+        let direct = BPETokenizer(vocab: ["a": 0], merges: [], added: [("", 1, true)])
+        XCTAssertEqual(direct.splitAdded("aa").map(\.0), ["aa"])
+    }
 }

@@ -1,6 +1,6 @@
 // Tar archives through libarchive: a reproducible writer (sorted entries, fixed times and owners,
-// gzip without a timestamp) and a defensive reader that refuses anything but plain files with
-// safe relative names, within size caps, and never writes to disk itself.
+// gzip without a timestamp) and a defensive streaming reader that refuses anything but plain
+// files with safe relative names, within size caps, and never writes to disk itself.
 import Foundation
 import CArchive
 import XRTensor
@@ -24,11 +24,12 @@ public enum TarArchive {
     /// Compression of written archives.
     public enum Compression: String, Sendable { case gzip, zstd, none }
 
-    /// Largest entry read (4 GiB covers merged ViT-L weights) and largest archive total.
+    /// Largest entry read (4 GiB covers merged ViT-L weights), largest archive total and most
+    /// entries (defaults in `XRTensor.Limits`).
     public struct Limits: Sendable {
-        public var maxEntryBytes: Int64 = 4 << 30
-        public var maxTotalBytes: Int64 = 8 << 30
-        public var maxEntries = 10_000
+        public var maxEntryBytes: Int64 = XRTensor.Limits.packageEntryBytes
+        public var maxTotalBytes: Int64 = XRTensor.Limits.packageBytes
+        public var maxEntries = XRTensor.Limits.packageEntries
         public init() {}
     }
 
@@ -104,10 +105,29 @@ public enum TarArchive {
         }
     }
 
-    /// Read every entry of the archive at `url` into memory, refusing unsafe content: absolute or
-    /// `..` names, symlinks, hard links, devices, FIFOs, directories with data, duplicate names,
-    /// entries over the size caps, truncated or corrupt data.
+    /// Read every entry of the archive at `url` into memory, refusing unsafe content (see
+    /// `stream`). For small archives and tests; packages are read with `stream`.
     public static func read(_ url: URL, limits: Limits = Limits()) throws -> [ArchiveEntry] {
+        var entries: [ArchiveEntry] = []
+        try stream(url, limits: limits) { name, _ in
+            entries.append(ArchiveEntry(name: name, data: Data()))
+            let i = entries.count - 1
+            return { entries[i].data.append(contentsOf: $0) }
+        }
+        return entries
+    }
+
+    /// Bytes handed to an entry's consumer at a time.
+    static let chunkBytes = 1 << 20
+
+    /// Stream the archive at `url` entry by entry, refusing unsafe content: absolute or `..`
+    /// names, symlinks, hard links, devices, FIFOs, directories, duplicate names, entries over
+    /// the size caps, truncated or corrupt data. For each entry `visit(name, declaredSize)` is
+    /// called after its header is checked (it may throw to refuse the entry before any of its
+    /// data is decompressed) and returns the consumer of the entry's bytes, which receives them
+    /// in chunks of at most 1 MiB; nothing but one chunk is held in memory here.
+    public static func stream(_ url: URL, limits: Limits = Limits(),
+                              visit: (_ name: String, _ size: Int64) throws -> (UnsafeRawBufferPointer) throws -> Void) throws {
         let path = url.path
         guard FileManager.default.fileExists(atPath: path) else { throw XRError("archive not found", file: path) }
         guard let a = archive_read_new() else { throw XRError("libarchive: out of memory", file: path) }
@@ -120,15 +140,17 @@ public enum TarArchive {
         guard archive_read_open_filename(a, path, 65536) == ARCHIVE_OK else {
             throw XRError("not a readable tar archive (\(message()))", file: path, hint: "xrlab packages are gzip- or zstd-compressed tar files")
         }
-        var entries: [ArchiveEntry] = []
         var names = Set<String>()
+        var last: String? = nil
         var total: Int64 = 0
         var entry: OpaquePointer? = nil
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 16)
+        defer { buffer.deallocate() }
         while true {
             let r = archive_read_next_header(a, &entry)
             if r == ARCHIVE_EOF { break }
             guard r == ARCHIVE_OK || r == ARCHIVE_WARN, let entry else {
-                throw XRError("corrupt or truncated archive (\(message()))", file: path, field: entries.last.map { "after entry \($0.name)" } ?? "first entry")
+                throw XRError("corrupt or truncated archive (\(message()))", file: path, field: last.map { "after entry \($0)" } ?? "first entry")
             }
             let name = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
             try checkName(name, archive: path)
@@ -143,7 +165,7 @@ public enum TarArchive {
             default: throw XRError("device, FIFO or socket entries are not allowed (type \(String(type, radix: 8)))", file: path, field: name)
             }
             guard names.insert(name).inserted else { throw XRError("duplicate entry name", file: path, field: name) }
-            guard entries.count < limits.maxEntries else { throw XRError("more than \(limits.maxEntries) entries", file: path) }
+            guard names.count <= limits.maxEntries else { throw XRError("more than \(limits.maxEntries) entries", file: path) }
             guard archive_entry_size_is_set(entry) != 0 else { throw XRError("entry without a declared size", file: path, field: name) }
             let size = archive_entry_size(entry)
             guard size >= 0, size <= limits.maxEntryBytes else {
@@ -151,25 +173,20 @@ public enum TarArchive {
             }
             total += size
             guard total <= limits.maxTotalBytes else { throw XRError("archive content over the \(limits.maxTotalBytes)-byte cap", file: path, field: name) }
-            var data = Data(count: Int(size))
-            var got = 0
-            let ok: Bool = data.withUnsafeMutableBytes { raw in
-                while got < Int(size) {
-                    let n = archive_read_data(a, raw.baseAddress! + got, Int(size) - got)
-                    if n <= 0 { return false }
-                    got += n
+            last = name
+            let consume = try visit(name, size)
+            var got: Int64 = 0
+            while got < size {
+                let n = archive_read_data(a, buffer.baseAddress, Int(min(Int64(chunkBytes), size - got)))
+                guard n > 0 else {
+                    throw XRError("entry data truncated or corrupt: read \(got) of \(size) declared bytes (\(message()))", file: path, field: name)
                 }
-                return true
-            }
-            guard ok else {
-                throw XRError("entry data truncated or corrupt: read \(got) of \(size) declared bytes (\(message()))", file: path, field: name)
+                try consume(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                got += Int64(n)
             }
             // Nothing may follow the declared size within the entry.
-            var probe: UInt8 = 0
-            let extra = archive_read_data(a, &probe, 1)
+            let extra = archive_read_data(a, buffer.baseAddress, 1)
             if extra != 0 { throw XRError("entry holds more data than its declared \(size) bytes", file: path, field: name) }
-            entries.append(ArchiveEntry(name: name, data: data))
         }
-        return entries
     }
 }

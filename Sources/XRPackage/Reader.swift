@@ -12,19 +12,134 @@ public struct OpenedPackage: Sendable {
     public var url: URL
     public var manifest: PackageManifest
     /// The manifest as JSON (for `inspect` and `diff`).
-    public var manifestJSON: [String: Any] { (try? JSONSerialization.jsonObject(with: entries["manifest.json"]!) as? [String: Any]) ?? [:] }
+    public var manifestJSON: [String: Any] { (try? JSONSerialization.jsonObject(with: entries["manifest.json"] ?? Data()) as? [String: Any]) ?? [:] }
     public var card: String
     public var heads: [Head]
+    /// The entries held in memory: manifest.json, SHA256SUMS, MODEL_CARD.md and (up to
+    /// `Limits.packageInMemoryEntryBytes`) weights/head.safetensors. Others are only streamed.
     public var entries: [String: Data]
+    /// Every entry's size in bytes (all were hashed and checked against SHA256SUMS).
+    public var sizes: [String: Int64]
 }
 
 public enum PackageReader {
-    public static func open(_ url: URL) throws -> OpenedPackage {
+    /// Entries read into memory (each at most `Limits.packageInMemoryEntryBytes`).
+    static let inMemory: Set<String> = ["SHA256SUMS", "manifest.json", "MODEL_CARD.md", "weights/head.safetensors"]
+
+    /// Read and check a package in one streaming pass: every entry is hashed as it streams and
+    /// compared with SHA256SUMS; only the entries in `inMemory` are kept (the head weights go to a
+    /// temporary file when large). Once SHA256SUMS and manifest.json have been read (xrlab writes
+    /// them first), an entry they do not list, or one larger than the manifest accounts for, is
+    /// refused from its header, before its data is decompressed. With `extractTo`, every entry is
+    /// also written there in chunks (the caller removes the folder on failure).
+    public static func open(_ url: URL, extractTo: URL? = nil) throws -> OpenedPackage {
         let path = url.path
-        let list = try TarArchive.read(url)
         var entries: [String: Data] = [:]
-        for e in list { entries[e.name] = e.data }
-        guard let sums = entries["SHA256SUMS"] else { throw XRError("no SHA256SUMS entry", file: path, field: "SHA256SUMS", hint: "not an xrlab package, or a damaged one") }
+        var sizes: [String: Int64] = [:]
+        var hashes: [String: String] = [:]
+        var listed: [String: String]? = nil
+        var manifest: PackageManifest? = nil
+        var caps: PackageSizeCaps? = nil
+        let headFile = FileManager.default.temporaryDirectory.appendingPathComponent("xrlab-head-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: headFile) }
+        var headOnDisk = false
+        var pending: (name: String, hasher: SHA256, memory: Data?, file: FileHandle?, out: FileHandle?)? = nil
+        func finishPending() throws {
+            guard var p = pending else { return }
+            pending = nil
+            hashes[p.name] = hexString(p.hasher.finalize())
+            try p.file?.close()
+            try p.out?.close()
+            if let d = p.memory { entries[p.name] = d }
+            if p.name == "SHA256SUMS", let d = p.memory { listed = try parseSums(d, path: path) }
+            if p.name == "manifest.json", let d = p.memory {
+                let m = try decodeManifest(d, file: "\(path):manifest.json")
+                manifest = m
+                caps = PackageSizeCaps(m)
+            }
+        }
+        try TarArchive.stream(url) { name, size in
+            try finishPending()
+            if let listed, name != "SHA256SUMS", listed[name] == nil {
+                throw XRError("entry '\(name)' is not listed in SHA256SUMS", file: path, field: name)
+            }
+            let cap = caps?.cap(name) ?? Int64(Limits.packageInMemoryEntryBytes)
+            guard size <= cap else {
+                throw XRError("entry declares \(size) bytes, more than the \(cap) bytes the manifest accounts for", file: path, field: name,
+                              hint: caps == nil ? "entries before manifest.json may hold at most \(Limits.packageInMemoryEntryBytes) bytes"
+                                                : "the package may be a decompression bomb or damaged; repack it with xrlab pack")
+            }
+            sizes[name] = size
+            var memory: Data? = nil, file: FileHandle? = nil
+            if inMemory.contains(name) {
+                if size <= Int64(Limits.packageInMemoryEntryBytes) {
+                    memory = Data(capacity: Int(size))
+                } else if name == "weights/head.safetensors" {
+                    guard FileManager.default.createFile(atPath: headFile.path, contents: nil) else { throw XRError("cannot write a temporary file", file: headFile.path) }
+                    file = try FileHandle(forWritingTo: headFile)
+                    headOnDisk = true
+                } else {
+                    throw XRError("entry declares \(size) bytes, over the \(Limits.packageInMemoryEntryBytes)-byte cap for \(name)", file: path, field: name)
+                }
+            }
+            var out: FileHandle? = nil
+            if let extractTo {
+                let target = extractTo.appendingPathComponent(name)
+                // Names were checked relative and `..`-free; check the result anyway.
+                guard target.standardizedFileURL.path.hasPrefix(extractTo.standardizedFileURL.path + "/") else {
+                    throw XRError("entry would land outside the destination", file: path, field: name)
+                }
+                try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+                guard FileManager.default.createFile(atPath: target.path, contents: nil) else { throw XRError("cannot write", file: target.path) }
+                out = try FileHandle(forWritingTo: target)
+            }
+            pending = (name, SHA256(), memory, file, out)
+            return { chunk in
+                pending?.hasher.update(chunk)
+                if pending?.memory != nil { pending?.memory?.append(contentsOf: chunk) }
+                if let f = file { try f.write(contentsOf: chunk) }
+                if let out { try out.write(contentsOf: chunk) }
+            }
+        }
+        try finishPending()
+        guard let listed else { throw XRError("no SHA256SUMS entry", file: path, field: "SHA256SUMS", hint: "not an xrlab package, or a damaged one") }
+        for name in hashes.keys.sorted() where name != "SHA256SUMS" {
+            guard let want = listed[name] else { throw XRError("entry '\(name)' is not listed in SHA256SUMS", file: path, field: name) }
+            let got = hashes[name] ?? ""
+            guard got == want else {
+                throw XRError("checksum mismatch: SHA256SUMS says \(want.prefix(16))…, the entry hashes to \(got.prefix(16))…", file: path, field: name,
+                              hint: "the package was modified or damaged after packing")
+            }
+        }
+        if let missing = listed.keys.sorted().first(where: { hashes[$0] == nil }) {
+            throw XRError("SHA256SUMS lists '\(missing)' but the archive has no such entry", file: path, field: missing)
+        }
+        guard let manifest else { throw XRError("no manifest.json entry", file: path, field: "manifest.json") }
+        for f in manifest.files where hashes[f] == nil {
+            throw XRError("manifest lists '\(f)' but the archive has no such entry", file: path, field: "files")
+        }
+        let label = "\(path):weights/head.safetensors"
+        let tensors: [String: Tensor]
+        if headOnDisk {
+            tensors = try readSafeTensors(file: headFile, label: label)
+        } else {
+            guard let weights = entries["weights/head.safetensors"] else { throw XRError("no head weights", file: path, field: "weights/head.safetensors") }
+            tensors = try readSafeTensors(weights, label: label)
+        }
+        var heads: [Head] = []
+        for info in manifest.heads {
+            var t: [String: Tensor] = [:]
+            for (k, v) in tensors where k.hasPrefix(info.tensors) { t[String(k.dropFirst(info.tensors.count))] = v }
+            let h = Head(info: info, tensors: t)
+            try h.validate(dim: manifest.base_encoder.dim, file: label)
+            heads.append(h)
+        }
+        let card = entries["MODEL_CARD.md"].flatMap { String(data: $0, encoding: .utf8) } ?? ""
+        return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries, sizes: sizes)
+    }
+
+    /// SHA256SUMS lines (`<64 hex>  <name>`) → name → lowercase hex.
+    static func parseSums(_ sums: Data, path: String) throws -> [String: String] {
         guard let sumsText = String(data: sums, encoding: .utf8) else { throw XRError("SHA256SUMS is not UTF-8 text", file: path, field: "SHA256SUMS") }
         var listed: [String: String] = [:]
         for (i, line) in sumsText.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
@@ -36,34 +151,7 @@ public enum PackageReader {
             guard listed[name] == nil else { throw XRError("'\(name)' listed twice", file: path, field: "SHA256SUMS") }
             listed[name] = String(parts[0]).lowercased()
         }
-        for name in entries.keys.sorted() where name != "SHA256SUMS" {
-            guard let want = listed[name] else { throw XRError("entry '\(name)' is not listed in SHA256SUMS", file: path, field: name) }
-            let got = SHA256.hex(entries[name]!)
-            guard got == want else {
-                throw XRError("checksum mismatch: SHA256SUMS says \(want.prefix(16))…, the entry hashes to \(got.prefix(16))…", file: path, field: name,
-                              hint: "the package was modified or damaged after packing")
-            }
-        }
-        if let missing = listed.keys.sorted().first(where: { entries[$0] == nil }) {
-            throw XRError("SHA256SUMS lists '\(missing)' but the archive has no such entry", file: path, field: missing)
-        }
-        guard let mdata = entries["manifest.json"] else { throw XRError("no manifest.json entry", file: path, field: "manifest.json") }
-        let manifest = try decodeManifest(mdata, file: "\(path):manifest.json")
-        for f in manifest.files where entries[f] == nil {
-            throw XRError("manifest lists '\(f)' but the archive has no such entry", file: path, field: "files")
-        }
-        guard let weights = entries["weights/head.safetensors"] else { throw XRError("no head weights", file: path, field: "weights/head.safetensors") }
-        let tensors = try readSafeTensors(weights, label: "\(path):weights/head.safetensors")
-        var heads: [Head] = []
-        for info in manifest.heads {
-            var t: [String: Tensor] = [:]
-            for (k, v) in tensors where k.hasPrefix(info.tensors) { t[String(k.dropFirst(info.tensors.count))] = v }
-            let h = Head(info: info, tensors: t)
-            try h.validate(dim: manifest.base_encoder.dim, file: "\(path):weights/head.safetensors")
-            heads.append(h)
-        }
-        let card = entries["MODEL_CARD.md"].flatMap { String(data: $0, encoding: .utf8) } ?? ""
-        return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries)
+        return listed
     }
 
     /// Decode a manifest: format and version first (a newer format is refused naming the xrlab
@@ -94,8 +182,12 @@ public enum PackageReader {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("xrlab-head-\(UUID().uuidString).safetensors")
         try data.write(to: tmp)
         defer { try? FileManager.default.removeItem(at: tmp) }
+        return try readSafeTensors(file: tmp, label: label)
+    }
+
+    static func readSafeTensors(file: URL, label: String) throws -> [String: Tensor] {
         do {
-            let f = try SafeTensorsFile(contentsOf: tmp)
+            let f = try SafeTensorsFile(contentsOf: file)
             var out: [String: Tensor] = [:]
             for n in f.names { out[n] = try f.tensor(n) }
             return out
@@ -125,8 +217,8 @@ public enum PackageReader {
     /// Archive, checksums and manifest (by `open`), plus the base encoder when given.
     public static func verify(_ url: URL, base: URL?) throws -> (OpenedPackage, [String]) {
         let p = try open(url)
-        var lines = ["archive: \(p.entries.count) entries, safe names, plain files",
-                     "checksums: \(p.entries.count - 1) entries match SHA256SUMS",
+        var lines = ["archive: \(p.sizes.count) entries, safe names, plain files",
+                     "checksums: \(p.sizes.count - 1) entries match SHA256SUMS",
                      "manifest: format \(p.manifest.format_version), \(p.manifest.name) \(p.manifest.version), \(p.heads.count) head(s) checked against their tensors"]
         if let base {
             if p.manifest.base_encoder.kind == "encoder" {
@@ -152,26 +244,20 @@ public enum PackageReader {
         guard !FileManager.default.fileExists(atPath: destination.path) else {
             throw XRError("destination already exists", file: destination.path, hint: "choose a new folder")
         }
-        let p = try open(url)
         let parent = destination.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
         let tmp = parent.appendingPathComponent(".\(destination.lastPathComponent).partial-\(UUID().uuidString)")
         do {
-            for (name, data) in p.entries {
-                let target = tmp.appendingPathComponent(name)
-                // Names were checked relative and `..`-free on reading; check the result anyway.
-                guard target.standardizedFileURL.path.hasPrefix(tmp.standardizedFileURL.path + "/") else {
-                    throw XRError("entry would land outside the destination", file: url.path, field: name)
-                }
-                try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try data.write(to: target)
-            }
+            try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: false)
+            // One pass: entries stream to disk in chunks while they are hashed; only a package
+            // that checks out completely is renamed into place.
+            let p = try open(url, extractTo: tmp)
             try FileManager.default.moveItem(at: tmp, to: destination)
+            return p
         } catch {
             try? FileManager.default.removeItem(at: tmp)
             throw error
         }
-        return p
     }
 
     /// What changed from `a` to `b`: base encoder, method, labels, thresholds, metrics with

@@ -55,6 +55,13 @@ public enum Limits {
     /// head tensors, recipe); bigger entries are only streamed (hashed or written to disk).
     public static let packageInMemoryEntryBytes = 64 << 20
 
+    // MARK: METEOR resources
+
+    /// Largest entry read from the METEOR jar (word lists, synsets; the real ones are a few MB).
+    public static let meteorEntryBytes = 64 << 20
+    /// Longest line of the gzip paraphrase table (its lines are short phrases).
+    public static let textLineBytes = 1 << 20
+
     // MARK: tensors
 
     /// The element count of `shape`, or nil when a dimension is negative or the product

@@ -274,6 +274,10 @@ public struct MeteorResources: Sendable {
             guard r == ARCHIVE_OK || r == ARCHIVE_WARN, let entry else { throw XRError("corrupt jar / zip file (\(message()))", file: path) }
             let name = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
             guard names.contains(name) else { continue }
+            // A zip entry can expand far beyond its compressed size: refuse it from its header when it says so.
+            if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > Int64(Limits.meteorEntryBytes) {
+                throw XRError("entry declares \(archive_entry_size(entry)) bytes, over the \(Limits.meteorEntryBytes)-byte limit", file: "\(path)!/\(name)", hint: hint)
+            }
             out[name] = try readAll(a, path: "\(path)!/\(name)")
         }
         return out
@@ -286,6 +290,9 @@ public struct MeteorResources: Sendable {
             let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
             if n == 0 { break }
             guard n > 0 else { throw XRError("corrupt or truncated data (\(archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: path) }
+            guard data.count + n <= Limits.meteorEntryBytes else {
+                throw XRError("data expands past the \(Limits.meteorEntryBytes)-byte limit", file: path, hint: "the real METEOR resources are a few MB; this one is damaged or hostile")
+            }
             data.append(contentsOf: buf[0..<n])
         }
         return data
@@ -320,6 +327,10 @@ public struct MeteorResources: Sendable {
                 start = i + 1
             }
             pending.append(contentsOf: buf[start..<n])
+            // Lines are phrases; one without an end in sight would only grow.
+            guard pending.count <= Limits.textLineBytes else {
+                throw XRError("a line runs past the \(Limits.textLineBytes)-byte limit", file: path, hint: "the file is damaged or not a METEOR paraphrase table")
+            }
         }
         if !pending.isEmpty { try emit(pending[...]) }
     }

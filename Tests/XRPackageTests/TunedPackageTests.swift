@@ -44,7 +44,7 @@ final class TunedPackageTests: XCTestCase {
         XCTAssertTrue(p.heads[0].tensors.keys.contains("head.weight"))
         XCTAssertEqual(p.heads[0].tensors["head.fc1.weight"]?.shape, [6, 96], "the MLP head travels")
         XCTAssertFalse(p.heads[0].tensors.keys.contains("blocks.0.attn.qkv.weight"), "frozen base weights are not copied")
-        XCTAssertNotNil(p.entries["weights/merged.0.safetensors"], "--merged adds the full tuned weights")
+        XCTAssertNotNil(p.sizes["weights/merged.0.safetensors"], "--merged adds the full tuned weights")
 
         var eo = EmbedOptions()
         eo.quiet = true

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 @testable import XRText
 import XRTensor
+import CArchive
 import TestSupport
 
 /// Native METEOR against METEOR 1.5 as pycocoevalcap 1.2 runs it (`fixtures/make_text_fixtures.py`
@@ -160,6 +161,40 @@ final class MeteorTests: XCTestCase {
         // A missing function-word list.
         try FileManager.default.removeItem(at: tmp.appendingPathComponent("function/english.words"))
         expectError("function/english.words", "not found")
+    }
+
+    /// A jar entry that inflates to 100 MiB of zeros, and a paraphrase table whose one line never
+    /// ends: each refused at its limit instead of growing in memory.
+    func testExpandingResourcesAreRefusedAtTheirLimits() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("xrlab-meteor-bomb-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let jar = dir.appendingPathComponent("meteor-1.5.jar")
+        let a = try XCTUnwrap(archive_write_new())
+        XCTAssertEqual(archive_write_set_format_zip(a), ARCHIVE_OK)
+        XCTAssertEqual(archive_write_open_filename(a, jar.path), ARCHIVE_OK)
+        let entry = try XCTUnwrap(archive_entry_new())
+        archive_entry_set_pathname(entry, "function/english.words")
+        archive_entry_set_filetype(entry, 0o100000)
+        archive_entry_set_perm(entry, 0o644)
+        archive_entry_set_size(entry, 100 << 20)
+        XCTAssertEqual(archive_write_header(a, entry), ARCHIVE_OK)
+        let zeros = [UInt8](repeating: 0, count: 1 << 20)
+        for _ in 0..<100 { XCTAssertEqual(zeros.withUnsafeBytes { archive_write_data(a, $0.baseAddress, $0.count) }, 1 << 20) }
+        archive_entry_free(entry)
+        XCTAssertEqual(archive_write_close(a), ARCHIVE_OK)
+        archive_write_free(a)
+        XCTAssertLessThan(try Data(contentsOf: jar).count, 1 << 20, "small on disk")
+        XCTAssertThrowsError(try Meteor.load(from: jar.path)) { e in
+            XCTAssertEqual((e as? XRError)?.file, jar.path + "!/function/english.words", "\(e)")
+            XCTAssertTrue("\(e)".contains("\(Limits.meteorEntryBytes)-byte limit"), "\(e)")
+        }
+        let para = dir.appendingPathComponent("paraphrase-en.gz")
+        try gzip(String(repeating: "a", count: 2 << 20)).write(to: para)
+        XCTAssertThrowsError(try MeteorResources.parseParaphrases(para.path, vocabulary: nil)) { e in
+            XCTAssertEqual((e as? XRError)?.file, para.path, "\(e)")
+            XCTAssertTrue("\(e)".contains("line runs past the \(Limits.textLineBytes)-byte limit"), "\(e)")
+        }
     }
 
     func gzip(_ s: String) throws -> Data {

@@ -140,7 +140,7 @@ struct UnpackCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let p = try PackageReader.unpack(URL(fileURLWithPath: package), to: URL(fileURLWithPath: to))
-            print("unpacked \(p.manifest.name) \(p.manifest.version) (\(p.entries.count) files) into \(to)")
+            print("unpacked \(p.manifest.name) \(p.manifest.version) (\(p.sizes.count) files) into \(to)")
         }
     }
 }

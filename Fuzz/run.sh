@@ -90,7 +90,7 @@ for t in $targets; do
     cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     corp=$(echo "$last" | grep -oE 'corp: [0-9]+' | grep -oE '[0-9]+' || echo "?")
-    cpu=$(awk '{printf "%.0f", $1 + $2}' "$w/time" 2>/dev/null || echo "?")
+    cpu=$(tail -1 "$w/time" | awk '{printf "%.0f", $1 + $2}' 2>/dev/null || echo "?")
     crashes=$(( $(ls "$w/artifacts" | wc -l) - before ))
     note=""
     if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then

@@ -31,8 +31,9 @@ public enum PackageReader {
     /// temporary file when large). Once SHA256SUMS and manifest.json have been read (xrlab writes
     /// them first), an entry they do not list, or one larger than the manifest accounts for, is
     /// refused from its header, before its data is decompressed. With `extractTo`, every entry is
-    /// also written there in chunks (the caller removes the folder on failure).
-    public static func open(_ url: URL, extractTo: URL? = nil) throws -> OpenedPackage {
+    /// also written there in chunks (the caller removes the folder on failure). Head weights over
+    /// `inMemoryBytes` are read through a temporary file.
+    public static func open(_ url: URL, extractTo: URL? = nil, inMemoryBytes: Int = Limits.packageInMemoryEntryBytes) throws -> OpenedPackage {
         let path = url.path
         var entries: [String: Data] = [:]
         var sizes: [String: Int64] = [:]
@@ -72,7 +73,7 @@ public enum PackageReader {
             sizes[name] = size
             var memory: Data? = nil, file: FileHandle? = nil
             if inMemory.contains(name) {
-                if size <= Int64(Limits.packageInMemoryEntryBytes) {
+                if size <= Int64(inMemoryBytes) {
                     memory = Data(capacity: Int(size))
                 } else if name == "weights/head.safetensors" {
                     guard FileManager.default.createFile(atPath: headFile.path, contents: nil) else { throw XRError("cannot write a temporary file", file: headFile.path) }
@@ -94,7 +95,14 @@ public enum PackageReader {
                 out = try FileHandle(forWritingTo: target)
             }
             pending = (name, SHA256(), memory, file, out)
+            // The head weights' safetensors header is checked as soon as it has streamed in, so
+            // a head of zeros (or any non-safetensors data) is refused without reading the rest.
+            var prefix: Data? = name == "weights/head.safetensors" ? Data() : nil
             return { chunk in
+                if var p = prefix {
+                    p.append(contentsOf: chunk.prefix(Self.headerPrefixBytes - p.count))
+                    prefix = try checkHeadHeader(p, entrySize: size, path: path) ? nil : p
+                }
                 pending?.hasher.update(chunk)
                 if pending?.memory != nil { pending?.memory?.append(contentsOf: chunk) }
                 if let f = file { try f.write(contentsOf: chunk) }
@@ -136,6 +144,29 @@ public enum PackageReader {
         }
         let card = entries["MODEL_CARD.md"].flatMap { String(data: $0, encoding: .utf8) } ?? ""
         return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries, sizes: sizes)
+    }
+
+    /// Most bytes of the head weights kept to check their safetensors header while streaming.
+    static let headerPrefixBytes = 1 << 20
+
+    /// Check the start of `weights/head.safetensors` while it streams: true once its header has
+    /// been read and is a JSON object within the entry; false while more bytes are needed (a header
+    /// over `headerPrefixBytes` is left to the full read).
+    static func checkHeadHeader(_ p: Data, entrySize: Int64, path: String) throws -> Bool {
+        guard p.count >= 8 else { return false }
+        let n = p.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let field = "weights/head.safetensors"
+        guard n > 0, n <= UInt64(entrySize - 8) else {
+            throw XRError("header length \(n) does not fit the \(entrySize)-byte entry", file: "\(path):\(field)", field: "header length",
+                          hint: "the package is damaged or not written by xrlab pack")
+        }
+        guard n <= UInt64(headerPrefixBytes - 8) else { return true }
+        guard UInt64(p.count) >= 8 + n else { return false }
+        guard (try? JSONSerialization.jsonObject(with: p.subdata(in: p.startIndex + 8 ..< p.startIndex + 8 + Int(n)))) is [String: Any] else {
+            throw XRError("header is not a JSON object", file: "\(path):\(field)", field: "header",
+                          hint: "the package is damaged or not written by xrlab pack")
+        }
+        return true
     }
 
     /// SHA256SUMS lines (`<64 hex>  <name>`) → name → lowercase hex.

@@ -18,7 +18,8 @@ struct PackageSizeCaps {
     let merged: Int64
 
     init(_ m: PackageManifest) {
-        // Two f32 values per encoder parameter covers every tuned subset plus its optimiser-free extras.
+        // 8 bytes per encoder parameter: twice the whole encoder in f32, room for any tuned subset
+        // with its extra tensors (LoRA factors, adapters, heads).
         let encoder = m.base_encoder.config.map { Self.mul(Self.parameters($0), 8) } ?? 0
         var head: Int64 = 0
         for h in m.heads {

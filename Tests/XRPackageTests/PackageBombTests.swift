@@ -91,6 +91,47 @@ final class PackageBombTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("out").path), [], "no partial folders")
     }
 
+    /// A manifest claiming a billion training rows allows a 4 GiB head: weights over the in-memory cap
+    /// (64 MiB; 1 MiB here, to keep the test fast) stream to a temporary file, but their safetensors header is checked as soon as it arrives, so zeros are
+    /// refused after eight bytes; a well-formed large head is read from disk and checked as usual.
+    func testLargeHeadWeightsStreamAndAreCheckedEarly() throws {
+        let dir = Fixtures.tempDir("xrlab-bomb-head")
+        var entries = try packageEntries(dir)
+        func index(_ n: String) throws -> Int { try XCTUnwrap(entries.firstIndex { $0.name == n }) }
+        var manifest = try XCTUnwrap(JSONSerialization.jsonObject(with: entries[index("manifest.json")].data) as? [String: Any])
+        manifest["heads"] = (manifest["heads"] as? [[String: Any]] ?? []).map { var h = $0; h["n_train"] = 1_000_000_000; return h }
+        entries[try index("manifest.json")].data = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
+        func write(head: Data, zeros: Int64, to url: URL) throws {
+            var hasher = SHA256()
+            hasher.update(head)
+            hasher.update(Data(count: Int(zeros)))
+            var sums = ""
+            for e in entries.sorted(by: { $0.name < $1.name }) where e.name != "SHA256SUMS" {
+                sums += (e.name == "weights/head.safetensors" ? hexString(hasher.finalize()) : SHA256.hex(e.data)) + "  \(e.name)\n"
+            }
+            var out = entries.filter { $0.name != "weights/head.safetensors" }.map { ($0.name, $0.data, Int64(0)) }
+            out[try XCTUnwrap(out.firstIndex { $0.0 == "SHA256SUMS" })].1 = Data(sums.utf8)
+            try Self.writeBomb(url, out + [("weights/head.safetensors", head, zeros)])
+        }
+        func assertRefused(_ url: URL, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertThrowsError(try PackageReader.open(url, inMemoryBytes: 1 << 20), file: file, line: line) { e in
+                for f in fragments + [url.path] { XCTAssertTrue("\(e)".contains(f), "\(e) lacks \(f)", file: file, line: line) }
+            }
+        }
+        let zeros = dir.appendingPathComponent("zeros.xrpkg")
+        try write(head: Data(), zeros: 4 << 20, to: zeros)
+        assertRefused(zeros, ["weights/head.safetensors", "header length 0 does not fit"])
+        // A valid header and 4 MiB of data: read through the temporary file, refused for its tensors.
+        var header = Array(#"{"x":{"dtype":"F32","shape":[1048576],"data_offsets":[0,4194304]}}"#.utf8)
+        header += [UInt8](repeating: 32, count: (8 - header.count % 8) % 8)
+        var head = Data()
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { head.append(contentsOf: $0) }
+        head.append(contentsOf: header)
+        let big = dir.appendingPathComponent("big.xrpkg")
+        try write(head: head, zeros: 4 << 20, to: big)
+        assertRefused(big, ["weights/head.safetensors", "heads.0."])
+    }
+
     /// The size caps the manifest implies: a ViT-B's parameters for tuned heads and merged
     /// weights, rows × dimension for probe heads; arithmetic saturates instead of trapping.
     func testSizeCapsFollowTheManifest() throws {

@@ -9,8 +9,10 @@
 # repository has no fixture for, and every input that once crashed xrlab), and what earlier runs
 # on this machine found (Fuzz/.work/<target>/corpus). A crash, a hang over 20 s or a memory
 # blow-up over 2 GB is a finding: the input is written to Fuzz/.work/<target>/artifacts/ and
-# the script exits 1. (Leak reports are off: LeakSanitizer flags allocations inside
-# swift-foundation and Swift collections on ordinary inputs; growth still trips -rss_limit_mb.) Per target it prints executions, coverage (libFuzzer's final cov / ft) and crashes.
+# the script exits 1. Per target it prints wall and CPU seconds, executions, coverage (libFuzzer's
+# final cov / ft), corpus size and crashes. (Leak reports are off: LeakSanitizer flags
+# allocations inside swift-foundation and Swift collections on ordinary inputs; growth still
+# trips -rss_limit_mb.)
 #
 # Environment: FUZZ_NO_BUILD=1 skips the build; FUZZ_ARGS adds libFuzzer flags (e.g. -seed=1);
 # FUZZ_WORK moves the work folder (default Fuzz/.work).
@@ -58,7 +60,7 @@ export SWIFT_BACKTRACE=enable=no   # libFuzzer and ASan print the stack; the Swi
 export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"   # see the header on leaks
 # Targets that read a path write each input to a scratch folder: in memory when /dev/shm exists.
 [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm
-printf '%-12s %8s %8s %11s %7s %7s %8s  %s\n' target seconds cpu_s executions cov ft corpus crashes
+printf '%-12s %7s %7s %11s %7s %7s %7s  %s\n' target wall_s cpu_s executions cov ft corpus crashes
 failed=0
 for t in $targets; do
     w="${FUZZ_WORK:-$fuzz/.work}/$t"
@@ -86,7 +88,7 @@ for t in $targets; do
     log="$w/last.log"
     set +e
     # shellcheck disable=SC2086
-    /usr/bin/time -f '%U %S' -o "$w/time" "$bin/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
+    /usr/bin/time -f '%e %U %S' -o "$w/time" "$bin/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
         -print_final_stats=1 -detect_leaks=0 -artifact_prefix="$w/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} "${dirs[@]}" > "$log" 2>&1
     status=$?
     set -e
@@ -95,7 +97,8 @@ for t in $targets; do
     cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     corp=$(echo "$last" | grep -oE 'corp: [0-9]+' | grep -oE '[0-9]+' || echo "?")
-    cpu=$(tail -1 "$w/time" | awk '{printf "%.0f", $1 + $2}' 2>/dev/null || echo "?")
+    wall=$(tail -1 "$w/time" | awk '{printf "%.0f", $1}' 2>/dev/null || echo "?")
+    cpu=$(tail -1 "$w/time" | awk '{printf "%.0f", $2 + $3}' 2>/dev/null || echo "?")
     crashes=$(( $(ls "$w/artifacts" | wc -l) - before ))
     note=""
     if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
@@ -103,6 +106,6 @@ for t in $targets; do
         note="  <- $(ls -t "$w/artifacts" | head -1 | sed "s|^|$w/artifacts/|"); log: $log"
         [ "$crashes" -gt 0 ] || crashes="exit $status"
     fi
-    printf '%-12s %8s %8s %11s %7s %7s %8s  %s\n' "$t" "$seconds" "$cpu" "$execs" "$cov" "$ft" "$corp" "$crashes$note"
+    printf '%-12s %7s %7s %11s %7s %7s %7s  %s\n' "$t" "$wall" "$cpu" "$execs" "$cov" "$ft" "$corp" "$crashes$note"
 done
 exit "$failed"

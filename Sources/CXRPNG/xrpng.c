@@ -78,6 +78,11 @@ void xrpng_decode(const uint8_t *data, size_t size, uint64_t max_pixels, xrpng_i
     png_set_read_fn(png, &rd, read_fn);
     /* Let our own guard decide on size; libpng's default limit is 1,000,000 per side. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    /* Skip, unread, the ancillary chunks xrlab has no use for. libpng reads these text and
+       palette-suggestion chunks into a zeroed buffer of their declared length (up to 2 GB)
+       before it reaches their end, so a 60-byte file could take 2 GB of memory. */
+    static const png_byte ignored[] = "iTXt\0pCAL\0sCAL\0sPLT\0tEXt\0zTXt\0tIME\0eXIf\0";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof(ignored) / 5));
     png_read_info(png, info);
     png_uint_32 w = 0, h = 0;
     int depth = 0, color = 0, interlace = 0;

@@ -4,20 +4,20 @@ import XRTensor
 /// Decodes an X-ray file by its content: PNG (signature) or DICOM Part-10 ("DICM").
 public enum ImageDecoder {
     public static let extensions: Set<String> = ["png", "dcm", "dicom"]
+    /// Largest image decoded unless a caller passes its own limit (width × height).
+    public static let defaultMaxPixels = 100_000_000
 
-    public static func decode(_ data: Data, source: String, maxPixels: Int = 100_000_000,
+    public static func decode(_ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
                               dicomValues: DICOMFile.Values = .stored) throws -> XRImage {
         try decodeWithWarnings(data, source: source, maxPixels: maxPixels, dicomValues: dicomValues).image
     }
 
     /// Decode, also returning warnings (e.g. a multi-frame DICOM read as its first frame).
-    public static func decodeWithWarnings(_ data: Data, source: String, maxPixels: Int = 100_000_000,
+    public static func decodeWithWarnings(_ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
                                           dicomValues: DICOMFile.Values = .stored) throws -> (image: XRImage, warnings: [String]) {
         if DICOMFile.isDICOM(data) {
             let f = try DICOMFile.parse(data, source: source)
-            if let r = f.us(DICOMFile.rows), let c = f.us(DICOMFile.columns), r * c > maxPixels {
-                throw XRError("declared size \(c)x\(r) exceeds the limit of \(maxPixels) pixels", file: source, field: "(0028,0010) Rows")
-            }
+            try f.checkDeclaredSize(maxPixels: maxPixels)
             return (try f.image(dicomValues), f.warnings)
         }
         return (try decodePNGOrFail(data, source: source, maxPixels: maxPixels), [])

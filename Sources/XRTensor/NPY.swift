@@ -64,7 +64,7 @@ public enum NPY {
             throw XRError("Fortran-ordered arrays are not supported", file: source, field: "fortran_order",
                           hint: "save with numpy.ascontiguousarray(x) first")
         }
-        guard let s = value("shape"), let open = s.firstIndex(of: "("), let close = s.firstIndex(of: ")") else {
+        guard let s = value("shape"), let open = s.firstIndex(of: "("), let close = s[open...].firstIndex(of: ")") else {
             throw XRError("header has no shape", file: source, field: "shape")
         }
         var shape: [Int] = []

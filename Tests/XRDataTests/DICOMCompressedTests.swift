@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import XRData
+@testable import XRData
 import XRTensor
 import TestSupport
 
@@ -125,6 +125,21 @@ final class DICOMCompressedTests: XCTestCase {
             XCTAssertTrue((x.field ?? "").contains("Pixel Data") || (x.field ?? "").contains("Bits"), "\(x)", file: file, line: line)
             XCTAssertTrue(x.description.contains(contains), "\(x)", file: file, line: line)
         }
+    }
+
+    /// j2k_8 with the three bytes Fuzz/ dicom changed (a tile 11,796,487 samples wide and two
+    /// bytes of tile data): OpenJPEG reads past the end of the data. The read callback answered
+    /// the end of the data with `OPJ_SIZE_T.max`, i.e. `Int.max` (`size_t` is imported as `Int`),
+    /// not `(OPJ_SIZE_T)-1`; OpenJPEG took it for 2^63 bytes read and copied past its 64 KiB buffer.
+    func testJPEG2000EndOfDataIsReportedAsSuch() throws {
+        XCTAssertEqual(UInt(bitPattern: JPEG2000.endOfStream), UInt.max, "OpenJPEG's end-of-stream value is (OPJ_SIZE_T)-1")
+        let all = Dictionary(uniqueKeysWithValues: try cases())
+        guard let c = all["j2k_8"] else { return XCTFail("fixture case j2k_8 missing") }
+        var w = try wrap(c, syntax: TransferSyntax.jpeg2000Lossless)
+        var s = try codestream(c)
+        s[25] = 0xB4; s[66] = 0x24; s[99] = 0x34
+        w.fragments = [s]
+        expectError(w, contains: "cannot read the JPEG 2000 header")
     }
 
     func testTruncatedAndCorruptCodestreams() throws {

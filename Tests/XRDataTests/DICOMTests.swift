@@ -195,4 +195,23 @@ final class DICOMValueTests: XCTestCase {
         w.padding = padding
         return w.data()
     }
+
+    /// An RLE file declaring 65535 × 65535 pixels in a few hundred bytes (found by Fuzz/ dicom):
+    /// the pixel hash `xrlab ingest` computes allocated the whole frame (3.9 GB) before finding
+    /// the data missing. It now refuses the declared size first, as image decoding does.
+    func testPixelHashRefusesHugeDeclaredSizeBeforeAllocating() throws {
+        var w = DICOMWriter()
+        w.syntax = TransferSyntax.rle
+        w.rows = 65535; w.columns = 65535
+        w.pixels = [Int](repeating: 7, count: 64)
+        let f = try DICOMFile.parse(w.data(), source: "huge.dcm")
+        let growth = try peakMemoryGrowthMB {
+            XCTAssertThrowsError(try f.pixelHash()) { e in
+                XCTAssertEqual((e as? XRError)?.file, "huge.dcm")
+                XCTAssertTrue("\(e)".contains("exceeds the limit of 100000000 pixels"), "\(e)")
+            }
+        }
+        if let growth { XCTAssertLessThan(growth, 64, "peak memory rose \(growth) MB") }
+        XCTAssertThrowsError(try f.pixelHash(maxPixels: 1000))
+    }
 }

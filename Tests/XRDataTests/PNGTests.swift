@@ -146,6 +146,27 @@ final class PNGTests: XCTestCase {
         expectError(pngWithHeader(width: 2000, height: 2000), field: "IHDR", contains: "exceeds the limit", maxPixels: 1_000_000)
     }
 
+    /// A 67-byte file whose sPLT chunk declares 1.95 GB (found by Fuzz/ png): libpng read such
+    /// text and palette-suggestion chunks into a zeroed buffer of the declared length, 1.9 GB of
+    /// memory before it noticed the file ends. Those chunks are now skipped unread. Every chunk
+    /// type read that way (iTXt, pCAL, sCAL, sPLT, tEXt, zTXt) is tried at the largest length.
+    func testHugeAncillaryChunkIsSkippedNotAllocated() throws {
+        let found = Data(base64Encoded: "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACnRJTUV4nGM4AQAAygDJmcpdfnRFWHRzUExUrkJggg==")!
+        var inputs = [found]
+        for type in ["iTXt", "pCAL", "sCAL", "sPLT", "tEXt", "zTXt"] {
+            var d = pngWithHeader(width: 1, height: 1)
+            d.append(bigEndian(0x7FFF_FFFF))
+            d.append(Data(type.utf8))
+            d.append(Data("xx".utf8))
+            inputs.append(d)
+        }
+        for d in inputs {
+            let growth = peakMemoryGrowthMB { expectError(d, field: nil, contains: "truncated") }
+            guard let growth else { throw XCTSkip("peak RSS cannot be reset here (/proc/self/clear_refs)") }
+            XCTAssertLessThan(growth, 64, "peak memory rose \(growth) MB decoding a \(d.count)-byte file")
+        }
+    }
+
     func testZeroSizeRejected() {
         expectError(pngWithHeader(width: 0, height: 10), field: "IHDR", contains: "zero width or height")
         expectError(pngWithHeader(width: 10, height: 0), field: "IHDR", contains: "zero width or height")

@@ -89,4 +89,18 @@ final class NPYTests: XCTestCase {
         XCTAssertEqual(Limits.elementCount([Int.max, 2, 0]), 0)
         XCTAssertNil(Limits.byteCount([Int.max / 2], bytesPerElement: 4))
     }
+
+    /// A header whose shape value has a ')' before its '(' (found by Fuzz/ npy): the shape text
+    /// was sliced from '(' to the first ')' in the header, a reversed range that trapped.
+    func testShapeWithCloseBeforeOpenIsRefused() throws {
+        let found = Data(base64Encoded: "k05VTVBZAQB2AHsnZGVzY3InOiAnPGYzJywgJ2ZvcnRyYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzogejQsIDUpLCB9ICAgICAgICAgICCTbHNlLCAnc2hhcGUnOiAoOSwgMTEpLCB9ICAgICAgICAgICAgICAgICAgICAgICAgICAg")!
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': 4), (5,), }"
+        var small = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count), 0])
+        small.append(contentsOf: Array(header.utf8))
+        for d in [found, small] {
+            XCTAssertThrowsError(try NPY.decode(d, source: "fuzz.npy")) { e in
+                XCTAssertEqual((e as? XRError)?.file, "fuzz.npy")
+            }
+        }
+    }
 }

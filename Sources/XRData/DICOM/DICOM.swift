@@ -245,7 +245,9 @@ public struct DICOMFile: Sendable {
     /// SHA-256 (hex) of the first frame's stored values — the text "COLUMNSxROWSxBITS\n" then
     /// each value as a little-endian Int32 — so the same image re-encoded in another transfer
     /// syntax, or with different header elements, has the same content hash.
-    public func pixelHash() throws -> String {
+    /// Refuses a file whose Rows × Columns exceed `maxPixels` (before any pixel memory is allocated).
+    public func pixelHash(maxPixels: Int = ImageDecoder.defaultMaxPixels) throws -> String {
+        try checkDeclaredSize(maxPixels: maxPixels)
         let img = try storedImage(raw: true)
         var h = SHA256()
         h.update(Array("\(img.width)x\(img.height)x\(us(Self.bitsStored) ?? us(Self.bitsAllocated) ?? 0)\n".utf8))
@@ -263,6 +265,13 @@ public struct DICOMFile: Sendable {
     /// (unsigned: v / (2^bits − 1); signed: (v + 2^(bits−1)) / (2^bits − 1)), with MONOCHROME1
     /// inverted (v' = max − v) so bone is bright, as the shared 16-bit PNGs store them.
     public func storedImage() throws -> XRImage { try storedImage(raw: false) }
+
+    /// Throws when the declared Rows × Columns exceed `maxPixels`.
+    func checkDeclaredSize(maxPixels: Int) throws {
+        if let r = us(Self.rows), let c = us(Self.columns), r * c > maxPixels {
+            throw XRError("declared size \(c)x\(r) exceeds the limit of \(maxPixels) pixels", file: source, field: "(0028,0010) Rows")
+        }
+    }
 
     /// `raw`: pixels hold the signed stored values themselves (no mapping, no inversion).
     func storedImage(raw rawValues: Bool) throws -> XRImage {

@@ -16,6 +16,11 @@ enum JPEG2000 {
         var samples: [Int32]   // (rows * columns)
     }
 
+    /// What a read callback returns at the end of the data: OpenJPEG's `(OPJ_SIZE_T)-1`.
+    /// `OPJ_SIZE_T` (C `size_t`) is imported as `Int`, so that is -1 here, not `OPJ_SIZE_T.max`
+    /// (`Int.max`, which OpenJPEG took for a read of 2^63 bytes and then copied past its buffer).
+    static let endOfStream: OPJ_SIZE_T = -1
+
     /// The bytes OpenJPEG reads through its stream callbacks, and the messages it reports.
     final class Source {
         let bytes: [UInt8]
@@ -60,10 +65,10 @@ enum JPEG2000 {
         opj_stream_set_user_data(stream, user, nil)
         opj_stream_set_user_data_length(stream, UInt64(bytes.count))
         opj_stream_set_read_function(stream) { buffer, n, user in
-            guard let buffer, let user else { return OPJ_SIZE_T.max }
+            guard let buffer, let user else { return JPEG2000.endOfStream }
             let s = Unmanaged<Source>.fromOpaque(user).takeUnretainedValue()
             let k = min(Int(n), s.bytes.count - s.pos)
-            if k <= 0 { return OPJ_SIZE_T.max }   // (OPJ_SIZE_T)-1: end of stream
+            if k <= 0 { return JPEG2000.endOfStream }
             s.bytes.withUnsafeBytes { b in
                 if let base = b.baseAddress { buffer.copyMemory(from: base + s.pos, byteCount: k) }
             }

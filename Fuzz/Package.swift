@@ -8,7 +8,7 @@ import PackageDescription
 //   swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 //
 // or simply Fuzz/run.sh (builds, assembles the seed corpora and runs every target).
-let formats = ["png", "dicom", "safetensors", "npy", "recipe", "manifest", "xrpkg", "tokenizer", "reportcsv", "meteor"]
+let formats = ["png", "dicom", "safetensors", "npy", "torch", "recipe", "manifest", "xrpkg", "tokenizer", "reportcsv", "meteor"]
 
 let package = Package(
     name: "xrlab-fuzz",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets and run each for SECONDS, one after another on one core.
 #
-#   Fuzz/run.sh SECONDS [TARGET...]      (targets: png dicom safetensors npy recipe manifest
+#   Fuzz/run.sh SECONDS [TARGET...]      (targets: png dicom safetensors npy torch recipe manifest
 #                                         xrpkg tokenizer reportcsv meteor; default: all)
 #
 # Every target starts from its seed corpus: small files from fixtures/ and recipes/ (listed
@@ -21,7 +21,7 @@ cd "$(dirname "$0")"
 fuzz=$(pwd)
 root=$(cd .. && pwd)
 
-all="png dicom safetensors npy recipe manifest xrpkg tokenizer reportcsv meteor"
+all="png dicom safetensors npy torch recipe manifest xrpkg tokenizer reportcsv meteor"
 [ $# -ge 1 ] || { echo "usage: Fuzz/run.sh SECONDS [TARGET...]  (targets: $all)" >&2; exit 2; }
 seconds=$1; shift
 targets=${*:-$all}
@@ -47,6 +47,7 @@ seeds_of() {
         dicom) ;;  # Fuzz/corpus/dicom (written by Fuzz/make_dicom_seeds.py)
         safetensors) ls "$root"/fixtures/tensor/*.safetensors ;;
         npy) ls "$root"/fixtures/tensor/*.npy "$root"/fixtures/dicom/j2k_8.npy "$root"/fixtures/dicom/jpll_p6_7.npy ;;
+        torch) ls "$root"/fixtures/torch/*.pt "$root"/fixtures/torch/*.pth "$root"/fixtures/torch/*.bin ;;
         recipe) ls "$root"/recipes/*.yaml ;;
         manifest) ls "$root"/fixtures/packages/format1.predictions.csv ;;
         xrpkg) ls "$root"/fixtures/packages/format1.xrpkg ;;

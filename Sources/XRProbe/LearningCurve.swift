@@ -97,8 +97,10 @@ public enum LearningCurveFit {
     /// straight-line fit of y on n^(−c), so only c is searched — a log-spaced grid of 240 values
     /// over `exponentRange`, then golden-section refinement between the best grid point's
     /// neighbours. A slope in the wrong direction for the metric is replaced by the constant
-    /// fit (b = 0). Nil with fewer than 2 distinct shot counts.
-    public static func powerLaw(_ pts: [CurvePoint], higherIsBetter: Bool = true) -> Fit? {
+    /// fit (b = 0). `bound` caps the ceiling a (from above for a rising metric, from below for a
+    /// falling one: AUROC cannot pass 1, ECE cannot fall below 0); where the free a would cross it,
+    /// a = bound and b is the least-squares slope through it. Nil with fewer than 2 distinct shot counts.
+    public static func powerLaw(_ pts: [CurvePoint], higherIsBetter: Bool = true, bound: Double? = nil) -> Fit? {
         let y = pts.map(\.value), lnN = pts.map { log($0.shots) }
         guard Set(pts.map(\.shots)).count >= 2 else { return nil }
         let mean = y.reduce(0, +) / Double(y.count)
@@ -108,6 +110,17 @@ public enum LearningCurveFit {
             guard let (a, slope, sse) = line(lnN.map { exp(-c * $0) }, y) else { return (mean, 0, flatSSE, true) }
             let b = -slope
             if (b > 0) != higherIsBetter || b == 0 { return (mean, 0, flatSSE, true) }
+            if let bound, higherIsBetter ? a > bound : a < bound {
+                // y ≈ bound − b·u: b = Σ u·(bound − y) / Σ u².
+                let u = lnN.map { exp(-c * $0) }
+                var suu = 0.0, suy = 0.0
+                for i in u.indices { suu += u[i] * u[i]; suy += u[i] * (bound - y[i]) }
+                let bb = suy / suu
+                if (bb > 0) != higherIsBetter || bb == 0 { return (mean, 0, flatSSE, true) }
+                var e = 0.0
+                for i in u.indices { let r = y[i] - (bound - bb * u[i]); e += r * r }
+                return (bound, bb, e, false)
+            }
             return (a, b, sse, false)
         }
         let lo = log(exponentRange.lowerBound), hi = log(exponentRange.upperBound)
@@ -165,8 +178,8 @@ public enum LearningCurveFit {
     /// Fit both models and choose: the power law unless it is degenerate on all the points, or
     /// the log-linear curve predicts the held-out largest shot counts better when fitted without
     /// them. The chosen model is then fitted on every point. Nil with fewer than 2 distinct counts.
-    public static func choose(_ pts: [CurvePoint], higherIsBetter: Bool = true) -> Choice? {
-        guard let pl = powerLaw(pts, higherIsBetter: higherIsBetter), let ll = logLinear(pts) else { return nil }
+    public static func choose(_ pts: [CurvePoint], higherIsBetter: Bool = true, bound: Double? = nil) -> Choice? {
+        guard let pl = powerLaw(pts, higherIsBetter: higherIsBetter, bound: bound), let ll = logLinear(pts) else { return nil }
         if pl.degenerate {
             return Choice(fit: ll, heldOut: [], heldOutError: nil,
                           reason: "the power law is degenerate on these points (no rising curve, or exponent at its lower bound \(exponentRange.lowerBound)); log-linear fallback")
@@ -176,7 +189,7 @@ public enum LearningCurveFit {
             return Choice(fit: pl, heldOut: [], heldOutError: nil, reason: "power law (too few shot counts to hold any out for a comparison)")
         }
         let train = pts.filter { !held.contains($0.shots) }
-        guard let plT = powerLaw(train, higherIsBetter: higherIsBetter), let llT = logLinear(train) else {
+        guard let plT = powerLaw(train, higherIsBetter: higherIsBetter, bound: bound), let llT = logLinear(train) else {
             return Choice(fit: pl, heldOut: held, heldOutError: nil, reason: "power law")
         }
         func error(_ m: CurveModel) -> Double {
@@ -197,14 +210,14 @@ public enum LearningCurveFit {
     }
 
     /// Refit `kind` of model (the name of a `CurveModel`) on points; nil when it cannot be fitted.
-    public static func refit(_ kind: String, _ pts: [CurvePoint], higherIsBetter: Bool) -> CurveModel? {
-        kind == "power_law" ? powerLaw(pts, higherIsBetter: higherIsBetter)?.model : logLinear(pts)?.model
+    public static func refit(_ kind: String, _ pts: [CurvePoint], higherIsBetter: Bool, bound: Double? = nil) -> CurveModel? {
+        kind == "power_law" ? powerLaw(pts, higherIsBetter: higherIsBetter, bound: bound)?.model : logLinear(pts)?.model
     }
 
     /// The chosen model refitted on `resamples` bootstrap resamples of the seeds (each resample
     /// draws S seeds with replacement and takes all of their points). Resamples that cannot be
     /// fitted (fewer than 2 distinct shot counts) are left out. Deterministic for `seed`.
-    public static func bootstrap(_ pts: [CurvePoint], kind: String, higherIsBetter: Bool, resamples: Int, seed: UInt64,
+    public static func bootstrap(_ pts: [CurvePoint], kind: String, higherIsBetter: Bool, bound: Double? = nil, resamples: Int, seed: UInt64,
                                  stream: [UInt64] = []) -> [CurveModel] {
         let seeds = Array(Set(pts.map(\.seed))).sorted()
         guard seeds.count >= 2 else { return [] }
@@ -215,7 +228,7 @@ public enum LearningCurveFit {
         for _ in 0..<resamples {
             var sample: [CurvePoint] = []
             for _ in seeds { sample += bySeed[seeds[rng.nextInt(below: seeds.count)]] ?? [] }
-            if let m = refit(kind, sample, higherIsBetter: higherIsBetter) { out.append(m) }
+            if let m = refit(kind, sample, higherIsBetter: higherIsBetter, bound: bound) { out.append(m) }
         }
         return out
     }

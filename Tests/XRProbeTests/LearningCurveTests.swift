@@ -50,6 +50,22 @@ final class LearningCurveTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(LearningCurveFit.choose(points { 0.55 + 0.05 * log($0) })).fit.model.name, "log_linear")
     }
 
+    func testTheCeilingIsHeldToTheMetricsBound() throws {
+        let pts = points { 1.3 - 0.7 * pow($0, -0.3) }
+        let free = try XCTUnwrap(LearningCurveFit.powerLaw(pts))
+        let held = try XCTUnwrap(LearningCurveFit.powerLaw(pts, bound: 1))
+        XCTAssertEqual(free.model.ceiling ?? .nan, 1.3, accuracy: 1e-6)
+        XCTAssertEqual(held.model.ceiling, 1)
+        guard case let .powerLaw(_, b, c) = held.model else { return XCTFail() }
+        XCTAssertGreaterThan(b, 0)
+        XCTAssertGreaterThan(held.sse, free.sse)
+        // The bounded fit is the least-squares one with a = 1: perturbing b or c only adds error.
+        func sse(_ b: Double, _ c: Double) -> Double { pts.reduce(0) { $0 + pow($1.value - (1 - b * pow($1.shots, -c)), 2) } }
+        for (db, dc) in [(1e-4, 0.0), (-1e-4, 0.0), (0.0, 1e-4), (0.0, -1e-4)] { XCTAssertGreaterThan(sse(b + db, c + dc), held.sse) }
+        let ece = try XCTUnwrap(LearningCurveFit.powerLaw(points { -0.05 + 0.3 * pow($0, -0.5) }, higherIsBetter: false, bound: 0))
+        XCTAssertEqual(ece.model.ceiling, 0, "a falling metric's floor is held at 0")
+    }
+
     func testAFlatOrFallingCurveIsDegenerateForARisingMetric() throws {
         let flat = try XCTUnwrap(LearningCurveFit.powerLaw(points({ _ in 0.5 }, sd: 0.01)))
         let falling = try XCTUnwrap(LearningCurveFit.powerLaw(points { 0.6 + 0.2 * pow($0, -0.5) }))

@@ -27,5 +27,6 @@ extension XRLab {
         TokenizerCommand.self,
         ScoreCommand.self,
         ReportCommand.self,
+        BudgetCommand.self,
     ]
 }

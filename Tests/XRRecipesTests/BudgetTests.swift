@@ -89,6 +89,30 @@ final class BudgetTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: json), first, "same seed, same budget.json")
     }
 
+    func testBacktestPredictsTheLargerShotCountsFromTheSmallerOnes() throws {
+        let dir = try Self.run.get()
+        let results = try Budget.results(in: dir)
+        let o = try options("auroc=0.85")
+        let rows = try Budget.backtest(results, fitMaxShots: 4, options: o, source: dir.path)
+        XCTAssertEqual(rows.count, 16, "8 curves × shots 8 and 16")
+        for r in rows {
+            let name = "\(r.task) \(r.method) k=\(r.shots)"
+            let values = results.filter { $0.status == "ok" && $0.cell.task == r.task && $0.cell.method == r.method && $0.cell.shots == r.shots }
+                .compactMap { $0.metrics["auroc"] }
+            XCTAssertEqual(r.measured, values.reduce(0, +) / Double(values.count), accuracy: 1e-12, name)
+            XCTAssertLessThan(r.low, r.high, name)
+            // The prediction comes from the points at k ≤ 4 only: refitting those gives the same value.
+            let pts = results.filter { $0.status == "ok" && $0.cell.task == r.task && $0.cell.method == r.method && $0.cell.shots <= 4 }
+                .compactMap { c in c.metrics["auroc"].map { CurvePoint(shots: Double(c.cell.shots), seed: c.cell.seed, value: $0) } }
+            let m = try XCTUnwrap(LearningCurveFit.choose(pts, higherIsBetter: true, bound: 1)?.fit.model, name)
+            XCTAssertEqual(r.predicted, m.value(at: Double(r.shots)), accuracy: 1e-12, name)
+        }
+        let text = Budget.describe(backtest: rows, fitMaxShots: 4, level: 0.8)
+        XCTAssertTrue(text.contains("all: 16 predictions, mean |error| "), text)
+        XCTAssertTrue(text.contains("80% interval covered \(rows.filter(\.covered).count)/16"), text)
+        XCTAssertEqual(try Budget.backtest(results, fitMaxShots: 16, options: o, source: dir.path), [], "nothing above 16 to predict")
+    }
+
     func testBadTargetsAreRefusedWithTheField() {
         func refuses(_ s: String, _ message: String, line: UInt = #line) {
             XCTAssertThrowsError(try BudgetTarget(parsing: s, field: "--target"), line: line) { e in

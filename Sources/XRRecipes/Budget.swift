@@ -246,7 +246,7 @@ public enum Budget {
         switch e.status {
         case "reachable":
             let l = e.labels_per_class
-            s += "\(n(l?.estimate)) labels per class [\(pct): \(n(l?.low)), \(n(l?.high))]"
+            s += "\(n(l?.estimate)) labels per class " + (e.resamples == 0 ? "(no interval: fewer than 2 seeds or no resamples)" : "[\(pct): \(n(l?.low)), \(n(l?.high))]")
             if let t = e.labels_total { s += ", \(t) in total" }
         case "beyond_max_shots":
             s += "more than \(maxShots) labels per class"
@@ -343,7 +343,8 @@ public enum Budget {
                     func n(_ x: Double?) -> String { x.map { String(Int(min($0, Double(o.maxShots)))) } ?? ">\(o.maxShots)" }
                     let need: String
                     switch e.status {
-                    case "reachable": need = "\(n(e.labels_per_class?.estimate)) [\(n(e.labels_per_class?.low)), \(n(e.labels_per_class?.high))]"
+                    case "reachable":
+                        need = "\(n(e.labels_per_class?.estimate))" + (e.resamples == 0 ? " (no interval)" : " [\(n(e.labels_per_class?.low)), \(n(e.labels_per_class?.high))]")
                     case "beyond_max_shots": need = "more than \(o.maxShots)"
                     case "ceiling_below_target": need = "not reached: ceiling below target"
                     default: need = "not reached"

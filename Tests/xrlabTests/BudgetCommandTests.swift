@@ -34,12 +34,18 @@ extension RecipeCommandTests {
             (["--target", "auroc=0.85", "--method", "lora"], "--method: method 'lora' is not in this run"),
             (["--target", "auroc=0.85", "--task", "efusion"], "did you mean 'effusion'?"),
             (["--target", "auroc=0.85", "--level", "1.5"], "--level must be in (0, 1)"),
+            (["--target", "auroc=0.85", "--resamples", "0"], "--resamples must be at least 10"),
+            (["--target", "auroc=0.85", "--backtest", "16"], "nothing to backtest"),
         ] {
             let r = try xrlab(["budget", out.path] + args)
             XCTAssertEqual(r.status, 1, "\(args): \(r.out)")
             XCTAssertTrue(r.err.contains(message), "\(args): \(r.err)")
         }
         XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("budget.json")), json)
+        let backtest = try xrlab(["budget", out.path, "--target", "auroc=0.85", "--backtest", "4", "--resamples", "100"])
+        XCTAssertEqual(backtest.status, 0, backtest.err)
+        XCTAssertTrue(backtest.out.contains("backtest: fitted on shots <= 4, 80% intervals"), backtest.out)
+        XCTAssertTrue(backtest.out.contains("all: 16 predictions"), backtest.out)
         let empty = Fixtures.tempDir("cli-budget-empty")
         let none = try xrlab(["budget", empty.path, "--target", "auroc=0.85"])
         XCTAssertEqual(none.status, 1)

@@ -46,7 +46,8 @@ struct BudgetCommand: ParsableCommand {
         try runReportingErrors {
             var o = BudgetOptions(target: try BudgetTarget(parsing: target, field: "--target"))
             guard maxShots >= 1 else { throw XRError("--max-shots must be at least 1, found \(maxShots)", field: "--max-shots") }
-            guard resamples >= 0 else { throw XRError("--resamples must be 0 or more, found \(resamples)", field: "--resamples") }
+            guard resamples >= 10 else { throw XRError("--resamples must be at least 10, found \(resamples)", field: "--resamples") }
+            if let k = backtest, k < 2 { throw XRError("--backtest needs K >= 2 (a curve needs two shot counts), found \(k)", field: "--backtest") }
             guard level > 0 && level < 1 else { throw XRError("--level must be in (0, 1), found \(level)", field: "--level", hint: "e.g. 0.8 for 80% intervals") }
             o.method = method
             o.task = task

@@ -59,7 +59,7 @@ struct BudgetCommand: ParsableCommand {
                 let dir = URL(fileURLWithPath: runDir)
                 let rows = try Budget.backtest(try Budget.results(in: dir), fitMaxShots: k, options: o, source: dir.path)
                 guard !rows.isEmpty else {
-                    throw XRError("nothing to backtest: no method × task has at least 2 shot counts <= \(k) and results above \(k)",
+                    throw XRError("nothing to backtest: no method × task has at least 2 shot counts <= \(k), 2 seeds, and results above \(k)",
                                   file: dir.path, field: "--backtest", hint: "choose K below the run's largest shot count")
                 }
                 print(Budget.describe(backtest: rows, fitMaxShots: k, level: level), terminator: "")

@@ -28,11 +28,14 @@ from sklearn.preprocessing import StandardScaler
 assert sklearn.__version__ == "1.9.1", sklearn.__version__
 ap = argparse.ArgumentParser()
 ap.add_argument("--standardize", choices=["pool", "shots", "none"], default="pool")
-MODE = ap.parse_args().standardize
+ap.add_argument("--xrlab-only", action="store_true", help="stop after `xrlab run` (the run directory is kept for `xrlab budget`)")
+ap.add_argument("--xrlab", help="the xrlab binary (default: .build/release/xrlab)")
+ARGS = ap.parse_args()
+MODE = ARGS.standardize
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, ".build", "bench-probe-sweep")
 os.makedirs(OUT, exist_ok=True)
-XRLAB = os.path.join(ROOT, ".build", "release", "xrlab")
+XRLAB = ARGS.xrlab or os.path.join(ROOT, ".build", "release", "xrlab")
 LABELS = ["l0", "l1", "l2", "l3", "l4"]
 SHOTS = [1, 2, 4, 8, 16, 32, 64]
 SEEDS = 10
@@ -72,6 +75,9 @@ subprocess.run([XRLAB, "run", os.path.join(OUT, "sweep.yaml"), "--force", "--qui
 t_xrlab = time.perf_counter() - t0
 cells = [json.loads(l) for l in open(os.path.join(OUT, "run", "results.jsonl"))]
 assert len(cells) == len(LABELS) * len(SHOTS) * SEEDS, len(cells)
+if ARGS.xrlab_only:
+    print(f"xrlab run: {t_xrlab:.2f} s; run directory {os.path.join(OUT, 'run')}")
+    sys.exit(0)
 
 # ---- scikit-learn on the same shots and folds ----
 index = {f"row{i}": i for i in range(len(x))}

@@ -184,6 +184,7 @@ enum Outputs {
                 s += "| \(task) | \(k) | \(best[0]) | \(best[5]) ± \(best[6]) [\(best[7]), \(best[8])] |\n"
             }
         }
+        if let targets = recipe.budget?.targets, !targets.isEmpty { s += Budget.reportSection(results, targets: targets) }
         let skipped = results.filter { $0.status != "ok" }
         if !skipped.isEmpty {
             s += "\n## Skipped cells (\(skipped.count))\n\n"

@@ -65,6 +65,26 @@ struct Canvas {
         smoothLine(cx, cy, cx, cy, c, lineWidth: 2 * radius)
     }
 
+    /// A polyline of `smoothLine` dashes, `dash` pixels on and `gap` off, the pattern running on
+    /// across vertices (a dense fitted curve has segments shorter than one dash).
+    mutating func dashedPolyline(_ pts: [(Double, Double)], _ c: (UInt8, UInt8, UInt8), lineWidth: Double, dash: Double = 9, gap: Double = 6) {
+        var phase = 0.0   // distance into the current dash + gap period
+        for (p, q) in zip(pts, pts.dropFirst()) {
+            let len = ((q.0 - p.0) * (q.0 - p.0) + (q.1 - p.1) * (q.1 - p.1)).squareRoot()
+            var t = 0.0
+            while t < len {
+                let inDash = phase < dash
+                let step = min(len - t, inDash ? dash - phase : dash + gap - phase)
+                if inDash {
+                    smoothLine(p.0 + (q.0 - p.0) * t / len, p.1 + (q.1 - p.1) * t / len,
+                               p.0 + (q.0 - p.0) * (t + step) / len, p.1 + (q.1 - p.1) * (t + step) / len, c, lineWidth: lineWidth)
+                }
+                t += step
+                phase = (phase + step).truncatingRemainder(dividingBy: dash + gap)
+            }
+        }
+    }
+
     /// Text with the 5×7 font at `scale`; returns the width drawn.
     @discardableResult
     mutating func text(_ s: String, x: Int, y: Int, scale: Int = 2, _ c: (UInt8, UInt8, UInt8) = (30, 30, 30), vertical: Bool = false) -> Int {
@@ -86,8 +106,21 @@ struct Canvas {
 
 /// One curve: points (shots, mean, low, high).
 struct Series {
+    /// How a series is drawn.
+    enum Style {
+        /// Measured means joined by lines, markers, interval band (learning curves).
+        case curve
+        /// Markers with vertical interval bars, no line or band (measured points beside a fit).
+        case points
+        /// A fitted line without markers, its band, dashed beyond `solidUntil` (extrapolation).
+        case fit(solidUntil: Double)
+    }
     var name: String
     var points: [(x: Double, y: Double, low: Double, high: Double)]
+    var style: Style = .curve
+    /// Palette index (default: the series' position); series sharing a colour share a legend entry
+    /// when only the first has a name.
+    var color: Int? = nil
 }
 
 enum LearningCurvePlot {
@@ -96,13 +129,18 @@ enum LearningCurvePlot {
 
     /// Metric vs shots (log2 x axis), one line per series with its interval band.
     /// `ticks`: x values to label even without points (e.g. shot counts whose cells were all skipped).
-    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = [], xLabel: String = "Shots per class (log2 scale)") throws -> Data {
+    /// `reference`: horizontal dashed lines with a label (e.g. a target value).
+    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = [], xLabel: String = "Shots per class (log2 scale)",
+                       reference: [(y: Double, label: String)] = []) throws -> Data {
         let W = 1020, H = 620, left = 120, right = 250, top = 70, bottom = 90
         var c = Canvas(width: W, height: H)
         let pw = W - left - right, ph = H - top - bottom
-        let xs = Array(Set(series.flatMap { $0.points.map(\.x) } + ticks.filter { $0 > 0 })).sorted()
-        let ys = series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } }.filter(\.isFinite)
-        guard let xmin = xs.first, let xmax = xs.last, let ylo = ys.min(), let yhi = ys.max() else {
+        // Fitted lines set the x range but get no tick per point.
+        let xs = Array(Set(series.flatMap { s -> [Double] in if case .fit = s.style { return [] } else { return s.points.map(\.x) } }
+                           + ticks.filter { $0 > 0 })).sorted()
+        let fitX = series.flatMap { s -> [Double] in if case .fit = s.style { return s.points.map(\.x) } else { return [] } }.filter { $0 > 0 }
+        let ys = (series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } } + reference.map(\.y)).filter(\.isFinite)
+        guard let xmin = (xs + fitX).min(), let xmax = (xs + fitX).max(), let ylo = ys.min(), let yhi = ys.max() else {
             c.text("No finished cells to plot", x: left, y: top + ph / 2)
             return try PNGCodec.encodeRGB8(width: W, height: H, pixels: c.pixels)
         }
@@ -137,26 +175,53 @@ enum LearningCurvePlot {
         c.text(note, x: left, y: H - 22, scale: 1, (90, 90, 90))
         // Bands, then lines and markers.
         for (i, s) in series.enumerated() {
-            let col = palette[i % palette.count]
+            if case .points = s.style { continue }
+            let col = palette[(s.color ?? i) % palette.count]
             let pts = s.points.sorted { $0.x < $1.x }
-            for (a, b) in zip(pts, pts.dropFirst()) {
-                let xa = px(a.x), xb = px(b.x)
-                for x in xa...xb {
+            for (j, (a, b)) in zip(pts, pts.dropFirst()).enumerated() {
+                // Each column once (a joint belongs to the segment it starts), so the band's
+                // alpha does not double at the joints of a densely sampled curve.
+                let xa = px(a.x), xb = px(b.x), end = j + 2 < pts.count ? xb - 1 : xb
+                guard end >= xa else { continue }
+                for x in xa...end {
                     let f = xb == xa ? 0 : Double(x - xa) / Double(xb - xa)
                     let lo = a.low + (b.low - a.low) * f, hi = a.high + (b.high - a.high) * f
-                    if lo.isFinite && hi.isFinite { for y in py(hi)...py(lo) { c.blend(x, y, col, alpha: 0.12) } }
+                    if lo.isFinite && hi.isFinite { for y in min(py(hi), py(lo))...max(py(hi), py(lo)) { c.blend(x, y, col, alpha: 0.12) } }
                 }
             }
         }
+        for r in reference where r.y.isFinite {
+            c.dashedPolyline([(Double(left), Double(py(r.y))), (Double(left + pw), Double(py(r.y)))], (60, 60, 60), lineWidth: 2)
+            c.text(r.label, x: left + pw - Canvas.textWidth(r.label, scale: 1) - 4, y: py(r.y) - 12, scale: 1, (60, 60, 60))
+        }
+        var legendRow = 0
         for (i, s) in series.enumerated() {
-            let col = palette[i % palette.count]
+            let col = palette[(s.color ?? i) % palette.count]
             let pts = s.points.sorted { $0.x < $1.x }
-            for (a, b) in zip(pts, pts.dropFirst()) {
-                c.smoothLine(Double(px(a.x)), Double(py(a.y)), Double(px(b.x)), Double(py(b.y)), col, lineWidth: 3)
+            switch s.style {
+            case .curve:
+                for (a, b) in zip(pts, pts.dropFirst()) {
+                    c.smoothLine(Double(px(a.x)), Double(py(a.y)), Double(px(b.x)), Double(py(b.y)), col, lineWidth: 3)
+                }
+                for p in pts { c.disc(Double(px(p.x)), Double(py(p.y)), radius: 5, col) }
+            case .points:
+                for p in pts {
+                    if p.low.isFinite && p.high.isFinite {
+                        c.smoothLine(Double(px(p.x)), Double(py(p.low)), Double(px(p.x)), Double(py(p.high)), col, lineWidth: 2)
+                    }
+                    c.disc(Double(px(p.x)), Double(py(p.y)), radius: 5, col)
+                }
+            case let .fit(solidUntil):
+                let solid = pts.filter { $0.x <= solidUntil }, dashed = pts.filter { $0.x >= (solid.last?.x ?? -Double.infinity) }
+                for (a, b) in zip(solid, solid.dropFirst()) {
+                    c.smoothLine(Double(px(a.x)), Double(py(a.y)), Double(px(b.x)), Double(py(b.y)), col, lineWidth: 3)
+                }
+                c.dashedPolyline(dashed.map { (Double(px($0.x)), Double(py($0.y))) }, col, lineWidth: 3)
             }
-            for p in pts { c.disc(Double(px(p.x)), Double(py(p.y)), radius: 5, col) }
+            guard !s.name.isEmpty else { continue }
             // Legend.
-            let ly = top + 10 + i * 30
+            let ly = top + 10 + legendRow * 30
+            legendRow += 1
             c.rect(left + pw + 25, ly + 6, left + pw + 50, ly + 8, col)
             c.disc(Double(left + pw + 37), Double(ly + 7), radius: 5, col)
             c.text(s.name, x: left + pw + 60, y: ly)

@@ -215,6 +215,10 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// Always set when parsed; nil only in recipes stored before the key existed.
     public var subgroups: SubgroupSettings? = nil
     public struct SubgroupSettings: Codable, Equatable, Sendable { public var fdr = 0.05; public init(fdr: Double = 0.05) { self.fdr = fdr } }
+    /// `budget.targets` (`auroc=0.85`): report.md gains a "labels needed" table, as `xrlab budget`
+    /// computes it. Nil when the key is absent.
+    public var budget: BudgetSettings? = nil
+    public struct BudgetSettings: Codable, Equatable, Sendable { public var targets: [String]; public init(targets: [String]) { self.targets = targets } }
     /// Run directory.
     public var output: String
     /// Report recipes (`data.task: report`): the decoder, its training and decoding. `shots`
@@ -257,7 +261,7 @@ public struct Recipe: Codable, Equatable, Sendable {
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.
-    public static let outputOnlyFields: Set<String> = ["output", "subgroups"]
+    public static let outputOnlyFields: Set<String> = ["output", "subgroups", "budget"]
 
     /// `lastN_cls` → N (nil for other names).
     public static func lastBlocks(_ representation: String) -> Int? {
@@ -469,7 +473,7 @@ public enum RecipeLoader {
     // MARK: schema
 
     static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "output", "report"]
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "output", "report"]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -605,6 +609,17 @@ public enum RecipeLoader {
             return q
         } ?? nil }
 
+        let budgetTargets = top["budget"].flatMap { v in ctx.attempt { () -> [String]? in
+            guard let n = try v.mapping(allowed: ["targets"])["targets"] else { return nil }
+            return try n.listOrScalar().map { t in
+                let s = try t.string()
+                do { _ = try BudgetTarget(parsing: s, field: "budget.targets") } catch let e as XRError {
+                    throw t.error(e.message, hint: e.hint)
+                }
+                return s
+            }
+        } ?? nil }
+
         guard let name, let output, let data else { return nil }
         var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
                             methods: methods.map { isReport ? $0.withReportDefaults() : $0.withDefaults() }, shots: Array(Set(shots)).sorted(), output: output)
@@ -625,6 +640,15 @@ public enum RecipeLoader {
         }
         if let bootstrap { recipe.bootstrap = bootstrap }
         if !isReport { recipe.subgroups = Recipe.SubgroupSettings(fdr: fdr ?? 0.05) }
+        if let budgetTargets, let bad = budgetTargets.first(where: { t in
+            (try? BudgetTarget(parsing: t, field: "budget.targets")).map { !recipe.metrics.contains($0.metric) } ?? false }), let n = top["budget"] {
+            ctx.record(n.error("budget target '\(bad)' is on a metric the recipe does not compute",
+                               hint: "add its metric to `metrics` (now \(recipe.metrics.joined(separator: ", ")))"))
+        }
+        if let budgetTargets, !budgetTargets.isEmpty {
+            if isReport { ctx.record(XRError("budget.targets is not supported for report tasks", file: ctx.file, field: "budget")) }
+            else { recipe.budget = Recipe.BudgetSettings(targets: budgetTargets) }
+        }
         return recipe
     }
 

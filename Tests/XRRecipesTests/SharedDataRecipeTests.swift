@@ -30,4 +30,30 @@ final class SharedDataRecipeTests: XCTestCase {
         XCTAssertTrue(report.contains("Rows: \(chest) "), "only the chest rows (data.where anatomy: chest): \(report)")
         XCTAssertEqual(s.plots.count, 4)
     }
+
+    /// `xrlab budget`'s planner on the shared NIH study: every method × task gets a curve and a
+    /// stated outcome, budget.json and one plot per finding.
+    func testBudgetOnTheNIHStudy() throws {
+        let shared = try Fixtures.requireSharedData()
+        let dir = Fixtures.tempDir("nih-budget")
+        let model = try DemoData.generate(in: dir, patients: 2).modelDir
+        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"), overrides: [
+            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+            "output=\(dir.appendingPathComponent("run").path)", "seeds=3", "shots=[1, 2, 4, 8]", "bootstrap=0",
+        ])
+        var o = RunOptions()
+        o.quiet = true
+        let s = try Runner.run(r, options: o)
+        var bo = BudgetOptions(target: try BudgetTarget(parsing: "auroc=0.7", field: "--target"))
+        bo.resamples = 200
+        let b = try Budget.plan(s.directory, options: bo)
+        XCTAssertEqual(b.entries.count, 4 * 3)
+        XCTAssertEqual(b.plots.count, 4)
+        for e in b.entries {
+            XCTAssertFalse(e.model.isEmpty, "\(e.task) \(e.method): \(e.model_reason)")
+            XCTAssertTrue(["reachable", "beyond_max_shots", "ceiling_below_target", "not_reached"].contains(e.status), e.status)
+            XCTAssertEqual(e.measured.map(\.shots), [1, 2, 4, 8])
+        }
+        XCTAssertNotNil(b.json.flatMap { try? Data(contentsOf: $0) })
+    }
 }

@@ -30,5 +30,6 @@ extension XRLab {
         TokenizerCommand.self,
         ScoreCommand.self,
         ReportCommand.self,
+        BudgetCommand.self,
     ]
 }

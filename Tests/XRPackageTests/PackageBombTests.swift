@@ -64,6 +64,13 @@ final class PackageBombTests: XCTestCase {
         let onDisk = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: bomb.path)[.size] as? Int)
         XCTAssertLessThan(onDisk, 1 << 20, "the bomb is small on disk")
         assertRefused(bomb, ["weights/merged.0.safetensors", "not listed in SHA256SUMS"])
+        // Under --trust unlisted entries are left for the signature to name, but the manifest's
+        // size caps still refuse them from their headers, before any of their data is inflated.
+        XCTAssertThrowsError(try PackageReader.open(bomb, trust: [SigningKey.generate().publicKey])) { e in
+            for f in ["weights/merged.0.safetensors", "more than the", "the manifest accounts for", bomb.path] {
+                XCTAssertTrue("\(e)".contains(f), "\(e) lacks \(f)")
+            }
+        }
 
         // Listed in SHA256SUMS (and so checked by hash only at the end): still refused from the
         // header, for being larger than this probe package's manifest accounts for.

@@ -14,7 +14,7 @@
 # allocations inside swift-foundation and Swift collections on ordinary inputs; growth still
 # trips -rss_limit_mb.)
 #
-# Environment: FUZZ_NO_BUILD=1 skips the build; FUZZ_ARGS adds libFuzzer flags (e.g. -seed=1);
+# Environment: FUZZ_NO_BUILD=1 skips the build; FUZZ_BUDGET=cpu counts SECONDS as CPU time; FUZZ_ARGS adds libFuzzer flags (e.g. -seed=1);
 # FUZZ_WORK moves the work folder (default Fuzz/.work).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,6 +24,11 @@ root=$(cd .. && pwd)
 all="png dicom safetensors npy torch recipe manifest xrpkg tokenizer reportcsv meteor"
 [ $# -ge 1 ] || { echo "usage: Fuzz/run.sh SECONDS [TARGET...]  (targets: $all)" >&2; exit 2; }
 seconds=$1; shift
+# FUZZ_BUDGET=cpu makes SECONDS a CPU-time budget per target (the fuzzer runs until it has
+# used that much CPU, so a campaign on a shared machine still gets its full time); the
+# default is wall time.
+budget=${FUZZ_BUDGET:-wall}
+case $budget in wall) limit=$seconds ;; cpu) limit=$((seconds * 20)) ;; *) echo "FUZZ_BUDGET must be wall or cpu" >&2; exit 2 ;; esac
 targets=${*:-$all}
 for t in $targets; do
     case " $all " in *" $t "*) ;; *) echo "unknown target '$t' (targets: $all)" >&2; exit 2 ;; esac
@@ -89,9 +94,24 @@ for t in $targets; do
     log="$w/last.log"
     set +e
     # shellcheck disable=SC2086
-    /usr/bin/time -f '%e %U %S' -o "$w/time" "$bin/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
-        -print_final_stats=1 -detect_leaks=0 -artifact_prefix="$w/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} "${dirs[@]}" > "$log" 2>&1
+    /usr/bin/time -f '%e %U %S' -o "$w/time" "$bin/fuzz_$t" -max_total_time="$limit" -rss_limit_mb=2048 -timeout=20 \
+        -print_final_stats=1 -detect_leaks=0 -artifact_prefix="$w/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} "${dirs[@]}" > "$log" 2>&1 &
+    timer=$!
+    if [ "$budget" = cpu ]; then
+        # Stop the fuzzer (SIGINT: libFuzzer prints its final stats and exits 72) once its
+        # user + system time reaches SECONDS, however long that takes on a busy machine.
+        tick=$(getconf CLK_TCK)
+        while kill -0 "$timer" 2>/dev/null; do
+            sleep 5
+            child=$(pgrep -P "$timer" | head -1 || true)
+            [ -n "$child" ] || continue
+            used=$(awk -v t="$tick" '{printf "%d", ($14 + $15) / t}' "/proc/$child/stat" 2>/dev/null || echo 0)
+            if [ "$used" -ge "$seconds" ]; then kill -INT "$child" 2>/dev/null || true; fi
+        done
+    fi
+    wait "$timer"
     status=$?
+    [ "$budget" = cpu ] && [ "$status" -eq 72 ] && status=0
     set -e
     execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$' || echo "?")
     last=$(grep -E '^#[0-9]+' "$log" | grep -E 'cov: ' | tail -1 || true)

@@ -233,3 +233,78 @@ public enum LearningCurveFit {
         return out
     }
 }
+
+/// One curve of a predictive band: a bootstrap refit plus an extrapolation error that is zero
+/// up to the largest fitted shot count and grows linearly with the number of doublings beyond it
+/// (`slope` is that error per doubling for this resample: the curve's own extrapolation error
+/// times a normal draw).
+public struct BandCurve: Sendable, Equatable {
+    public var model: CurveModel
+    public var slope: Double
+    public var lastFitted: Double
+    public init(model: CurveModel, slope: Double = 0, lastFitted: Double) { self.model = model; self.slope = slope; self.lastFitted = lastFitted }
+
+    /// The curve at `n` shots per class.
+    public func value(at n: Double) -> Double {
+        model.value(at: n) + (n > lastFitted ? slope * log2(n / lastFitted) : 0)
+    }
+
+    /// The smallest shots per class up to `cap` at which the curve reaches `target` (as
+    /// `CurveModel.shots(reaching:)` within the fitted range; beyond it the first crossing of the
+    /// shifted curve, found on a log grid and refined by bisection); nil when it does not by `cap`.
+    public func shots(reaching target: Double, higherIsBetter: Bool, cap: Double) -> Double? {
+        if let n = model.shots(reaching: target, higherIsBetter: higherIsBetter), n <= lastFitted || slope == 0 {
+            return n <= cap ? n : nil
+        }
+        guard cap > lastFitted else { return nil }
+        func met(_ n: Double) -> Bool { let v = value(at: n); return higherIsBetter ? v >= target : v <= target }
+        let steps = 256
+        var previous = lastFitted
+        for i in 1...steps {
+            let n = lastFitted * pow(cap / lastFitted, Double(i) / Double(steps))
+            if met(n) {
+                var lo = previous, hi = n
+                for _ in 0..<60 { let mid = (lo * hi).squareRoot(); if met(mid) { hi = mid } else { lo = mid } }
+                return hi
+            }
+            previous = n
+        }
+        return nil
+    }
+}
+
+extension LearningCurveFit {
+    /// The curve's own extrapolation error per doubling of shots, from backtests inside the
+    /// measured range: `kind` refitted on the smallest 3, 4, … distinct shot counts predicts each
+    /// larger count's mean over seeds; the root mean square of (error ÷ doublings beyond the fit).
+    /// It holds both the error of the curve's shape and the noise of a new measurement. Nil with
+    /// fewer than 4 distinct shot counts (nothing left to predict).
+    public static func extrapolationError(_ pts: [CurvePoint], kind: String, higherIsBetter: Bool, bound: Double? = nil) -> Double? {
+        let counts = Array(Set(pts.map(\.shots))).sorted()
+        guard counts.count >= 4 else { return nil }
+        var means: [Double: Double] = [:]
+        for n in counts { let ys = pts.filter { $0.shots == n }.map(\.value); means[n] = ys.reduce(0, +) / Double(ys.count) }
+        var sum = 0.0, m = 0
+        for j in 3..<counts.count {
+            let fitted = counts[j - 1]
+            guard let model = refit(kind, pts.filter { $0.shots <= fitted }, higherIsBetter: higherIsBetter, bound: bound) else { continue }
+            for n in counts[j...] {
+                let e = (model.value(at: n) - (means[n] ?? 0)) / log2(n / fitted)
+                guard e.isFinite else { continue }
+                sum += e * e; m += 1
+            }
+        }
+        return m > 0 ? (sum / Double(m)).squareRoot() : nil
+    }
+
+    /// Bootstrap refits turned into a predictive band: each gets an extrapolation slope of
+    /// `errorPerDoubling` times its own standard normal draw (deterministic for `seed` and
+    /// `stream`), zero up to `lastFitted`.
+    public static func band(_ boot: [CurveModel], errorPerDoubling: Double?, lastFitted: Double, seed: UInt64, stream: [UInt64] = []) -> [BandCurve] {
+        var rng = XRRandom(seed: seed, stream: [0xBA_4D] + stream)
+        return boot.map { m in
+            let slope = errorPerDoubling.map { $0 * Double(rng.nextGaussian()) } ?? 0
+            return BandCurve(model: m, slope: slope, lastFitted: lastFitted)
+        }
+    }
+}

@@ -93,6 +93,10 @@ public struct BudgetEntry: Sendable, Codable, Equatable {
     public var ceiling: Range?
     /// Share of bootstrap resamples whose curve reaches the target within `max_shots`.
     public var reached_fraction: Double?
+    /// The curve's extrapolation error per doubling of shots beyond the largest measured count
+    /// (from backtests inside the measured range); nil with fewer than 4 shot counts. The band
+    /// and the interval of `labels_per_class` beyond the measured range include it.
+    public var extrapolation_error_per_doubling: Double?
     public var resamples: Int
     public var measured: [Measured]
 }
@@ -134,7 +138,7 @@ public enum Budget {
     }
 
     /// An entry with its fitted curve and bootstrap curves (for plots).
-    struct Planned { var entry: BudgetEntry; var model: CurveModel?; var boot: [CurveModel] }
+    struct Planned { var entry: BudgetEntry; var model: CurveModel?; var boot: [BandCurve] }
 
     static func planned(_ results: [CellResult], options o: BudgetOptions, source: String) throws -> [Planned] {
         let ok = results.filter { $0.status == "ok" }
@@ -191,7 +195,7 @@ public enum Budget {
         let classes = cells.first { $0.cell.shots > 0 && $0.n_train > 0 }.map { $0.n_train / $0.cell.shots } ?? 0
         var e = BudgetEntry(task: task, method: method, status: "not_reached", model: "", model_reason: "", parameters: [:],
                             held_out_shots: [], held_out_mse: nil, labels_per_class: nil, classes: classes, labels_total: nil,
-                            ceiling: nil, reached_fraction: nil, resamples: 0, measured: measured)
+                            ceiling: nil, reached_fraction: nil, extrapolation_error_per_doubling: nil, resamples: 0, measured: measured)
         guard let choice = LearningCurveFit.choose(pts, higherIsBetter: hib, bound: o.target.bound) else {
             e.model_reason = "fewer than 2 shot counts with results: no curve can be fitted"
             return Planned(entry: e, model: nil, boot: [])
@@ -206,18 +210,23 @@ public enum Budget {
         e.held_out_shots = choice.heldOut.map { Int($0) }
         e.held_out_mse = choice.heldOutError.map { ["power_law": $0.powerLaw, "log_linear": $0.logLinear] }
         let stream = SHA256.hash(Array("\(task)\u{0}\(method)".utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let boot = LearningCurveFit.bootstrap(pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound, resamples: o.resamples, seed: o.seed, stream: [stream])
+        let refits = LearningCurveFit.bootstrap(pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound, resamples: o.resamples, seed: o.seed, stream: [stream])
+        // The band beyond the largest measured count also carries the curve's own extrapolation
+        // error (backtests inside the measured range), not only how the fit moves with the seeds.
+        let perDoubling = LearningCurveFit.extrapolationError(pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound)
+        e.extrapolation_error_per_doubling = perDoubling
+        let boot = LearningCurveFit.band(refits, errorPerDoubling: perDoubling, lastFitted: Double(shots.last ?? 1), seed: o.seed, stream: [stream])
         e.resamples = boot.count
         let qLow = 50 * (1 - o.level), qHigh = 50 * (1 + o.level)
         let cap = Double(o.maxShots)
-        func need(_ m: CurveModel) -> Double {
-            guard let n = m.shots(reaching: o.target.value, higherIsBetter: hib), n <= cap else { return .infinity }
+        func need(_ m: BandCurve) -> Double {
+            guard let n = m.shots(reaching: o.target.value, higherIsBetter: hib, cap: cap) else { return .infinity }
             return max(1, n.rounded(.up))
         }
         let needs = boot.map(need).sorted()
         if !boot.isEmpty { e.reached_fraction = Double(needs.filter(\.isFinite).count) / Double(boot.count) }
         if let a = model.ceiling {
-            let as_ = boot.compactMap(\.ceiling).sorted()
+            let as_ = refits.compactMap(\.ceiling).sorted()
             e.ceiling = BudgetEntry.Range(estimate: a, low: percentile(as_, qLow), high: percentile(as_, qHigh))
         }
         if let n = model.shots(reaching: o.target.value, higherIsBetter: hib) {
@@ -320,7 +329,7 @@ public enum Budget {
         var t = 1.0
         while t <= xMax { if t >= measuredMin { ticks.append(t) }; t *= 2 }
         let title = "\(task): labels per class for \(Outputs.metricTitle(o.target.metric)) \(o.target.higherIsBetter ? ">=" : "<=") \(Outputs.f(o.target.value))"
-        let note = "Points: mean over seeds, 95% t-interval. Lines: fitted curve, band = \(Int((o.level * 100).rounded()))% bootstrap over seeds; "
+        let note = "Points: mean over seeds, 95% t-interval. Lines: fitted curve, band = \(Int((o.level * 100).rounded()))% bootstrap over seeds, widened beyond the measured shots by the curve's own extrapolation error; "
             + "dashed beyond \(Int(measuredMax)) shots = extrapolation. xrlab \(XRLabVersion.string)"
         return try LearningCurvePlot.render(title: title, yLabel: Outputs.metricTitle(o.target.metric), series: series, note: note, ticks: ticks,
                                             reference: [(y: o.target.value, label: "target \(o.target.description)")])
@@ -333,7 +342,8 @@ public enum Budget {
         let pct = "\(Int((level * 100).rounded()))%"
         var s = "\n## Labels needed\n\nShots per class to reach each target of `budget.targets`, from learning curves fitted to the "
         s += "per-seed values (inverse power law a − b·n^(−c), log-linear fallback chosen on held-out shot counts; \(pct) intervals by "
-        s += "bootstrap over seeds). Beyond the largest shot count measured these are extrapolations. `xrlab budget` draws them "
+        s += "bootstrap over seeds, widened beyond the measured range by the curve's extrapolation error in backtests on its own "
+        s += "smaller shot counts). Beyond the largest shot count measured these are extrapolations. `xrlab budget` draws them "
         s += "and writes `budget.json`.\n\n"
         s += "| target | task | method | model | labels per class [\(pct)] | labels in total | ceiling [\(pct)] |\n|---|---|---|---|---|---|---|\n"
         for t in targets {

@@ -148,4 +148,56 @@ final class LearningCurveTests: XCTestCase {
         XCTAssertEqual(LearningCurveFit.bootstrap(pts.filter { $0.seed == 0 }, kind: "power_law", higherIsBetter: true,
                                                   resamples: 10, seed: 0), [], "one seed: no interval")
     }
+
+    func testExtrapolationErrorIsNilWithoutRoomZeroOnTheTrueShapeAndLargeOnAWrongOne() throws {
+        let truth = { (n: Double) in 0.9 - 0.4 * pow(n, -0.7) }
+        let fitted = points(truth, shots: [1, 2, 4, 8, 16])
+        let exact = try XCTUnwrap(LearningCurveFit.extrapolationError(fitted, kind: "power_law", higherIsBetter: true))
+        XCTAssertLessThan(exact, 1e-6, "an exact power law extrapolates without error")
+        // A log-linear curve keeps rising where the power law bends: its backtests inside
+        // 1…16 miss, by more at 16 than at 8.
+        let wrong = try XCTUnwrap(LearningCurveFit.extrapolationError(fitted, kind: "log_linear", higherIsBetter: true))
+        XCTAssertGreaterThan(wrong, 0.01)
+        XCTAssertNil(LearningCurveFit.extrapolationError(points(truth, shots: [1, 2, 4]), kind: "power_law", higherIsBetter: true),
+                     "three shot counts leave nothing to predict")
+    }
+
+    func testBandCurveMovesOnlyBeyondTheFitAndItsInverseMatches() throws {
+        let m = CurveModel.logLinear(a: 0.6, b: 0.05)
+        let up = BandCurve(model: m, slope: 0.02, lastFitted: 16)
+        XCTAssertEqual(up.value(at: 8), m.value(at: 8))
+        XCTAssertEqual(up.value(at: 64), m.value(at: 64) + 0.04, accuracy: 1e-12)
+        let n = try XCTUnwrap(up.shots(reaching: 0.85, higherIsBetter: true, cap: 1024))
+        XCTAssertEqual(up.value(at: n), 0.85, accuracy: 1e-9)
+        XCTAssertLessThan(n, try XCTUnwrap(m.shots(reaching: 0.85, higherIsBetter: true)), "a rising shift reaches the target sooner")
+        // Within the fitted range the model's own inverse; a falling shift that never gets there is nil.
+        XCTAssertEqual(try XCTUnwrap(up.shots(reaching: 0.7, higherIsBetter: true, cap: 1024)), try XCTUnwrap(m.shots(reaching: 0.7, higherIsBetter: true)))
+        XCTAssertNil(BandCurve(model: m, slope: -0.06, lastFitted: 16).shots(reaching: 0.85, higherIsBetter: true, cap: 1024))
+        XCTAssertNil(up.shots(reaching: 0.85, higherIsBetter: true, cap: 32), "beyond the cap")
+    }
+
+    func testTheBandCoversNewMeasurementsWhereTheSeedBootstrapAloneDoesNot() throws {
+        // Studies whose curve bends (power law) fitted with the log-linear model on k ≤ 16,
+        // predicting the mean of 5 new seeds at k = 64: the seed bootstrap alone is too narrow for
+        // the wrong shape; the band with the curve's extrapolation error is not.
+        let truth = { (n: Double) in 0.92 - 0.45 * pow(n, -0.55) }
+        var plain = 0, band = 0
+        let studies = 40
+        for study in 0..<studies {
+            let fit = points(truth, shots: [1, 2, 4, 8, 16], seeds: 5, sd: 0.02, seed: UInt64(200 + study))
+            let new = points(truth, shots: [64], seeds: 5, sd: 0.02, seed: UInt64(900 + study))
+            let measured = new.map(\.value).reduce(0, +) / Double(new.count)
+            let boot = LearningCurveFit.bootstrap(fit, kind: "log_linear", higherIsBetter: true, resamples: 300, seed: 0)
+            let sigma = LearningCurveFit.extrapolationError(fit, kind: "log_linear", higherIsBetter: true)
+            let curves = LearningCurveFit.band(boot, errorPerDoubling: sigma, lastFitted: 16, seed: 0)
+            for (vs, isBand) in [(boot.map { $0.value(at: 64) }, false), (curves.map { $0.value(at: 64) }, true)] {
+                let v = vs.sorted()
+                if Bootstrap.percentile(v, 10) <= measured && measured <= Bootstrap.percentile(v, 90) { if isBand { band += 1 } else { plain += 1 } }
+            }
+        }
+        XCTAssertLessThan(plain, studies * 6 / 10, "the seed bootstrap alone covered \(plain) of \(studies)")
+        XCTAssertGreaterThanOrEqual(band, studies * 7 / 10, "the band covered \(band) of \(studies)")
+        XCTAssertEqual(LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4),
+                       LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4), "deterministic")
+    }
 }

@@ -31,5 +31,6 @@ extension XRLab {
         ScoreCommand.self,
         ReportCommand.self,
         BudgetCommand.self,
+        SuggestCommand.self,
     ]
 }

@@ -103,42 +103,63 @@ public enum Suggest {
         pool.taskNames = tasks.map(\.name)
         pool.classNames = tasks.map(\.classes)
         if o.strategy.needsProbe {
-            let spec = methodVariants(r.recipe).first { $0.label == "logistic" }?.spec
-                ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
-            let trainRows = s.ids.indices.filter { s.isTest[$0] == false }
-            let standardizer = Standardizer(fit: s.features, rows: trainRows, d: s.dim)
-            for t in tasks {
-                let rows = labelledRows.filter { t.labels[$0] >= 0 }
-                let counts = t.classes.indices.map { k in rows.filter { t.labels[$0] == k }.count }
-                if let missing = counts.firstIndex(of: 0) {
-                    throw XRError("\(o.strategy.rawValue) needs the current probe, which needs a labelled row of every class; task '\(t.name)' has none of class '\(t.classes[missing])'",
-                                  file: labelled.path, field: "--strategy",
-                                  hint: "start with random, kcenter, typiclust or probcover, which need no labels")
-                }
-                var x: [Float] = []
-                x.reserveCapacity(rows.count * s.dim)
-                for i in rows { x += s.features[(i * s.dim)..<((i + 1) * s.dim)] }
-                let (model, _) = Probe.fitLogistic(spec, train: x, labels: rows.map { t.labels[$0] }, d: s.dim, classes: t.classes.count, pool: standardizer)
-                var probs: [[Double]] = []
-                probs.reserveCapacity(candidates.count)
-                var start = 0
-                while start < candidates.count {   // in chunks: the doubles of the whole pool need not exist at once
-                    let chunk = candidates[start..<min(start + 4096, candidates.count)]
-                    var xd: [Double] = []
-                    xd.reserveCapacity(chunk.count * s.dim)
-                    for i in chunk { for j in 0..<s.dim { xd.append(Double(s.features[i * s.dim + j])) } }
-                    probs += model.probabilities(xd, n: chunk.count)
-                    start += chunk.count
-                }
-                pool.probabilities.append(probs)
-                pool.labelledCounts.append(counts)
+            let probes = try currentProbes(s, tasks: tasks, recipe: r.recipe, labelled: labelledRows, candidates: candidates)
+            if let (t, k) = probes.missing {
+                throw XRError("\(o.strategy.rawValue) needs the current probe, which needs a labelled row of every class; task '\(t)' has none of class '\(k)'",
+                              file: labelled.path, field: "--strategy", hint: "start with random, kcenter, typiclust or probcover, which need no labels")
             }
+            pool.probabilities = probes.probabilities
+            pool.labelledCounts = probes.counts
         }
         let chosen = ActiveSelection.select(pool, strategy: o.strategy, budget: o.budget, seed: o.seed)
         let rows = chosen.enumerated().map { k, c in
             SuggestedRow(rank: k + 1, id: s.ids[c.row], patient: s.patients?[c.row], score: c.score, reason: c.reason)
         }
         return Suggestion(rows: rows, strategy: o.strategy, poolRows: candidates.count, labelledRows: labelledRows.count, idColumn: idColumn)
+    }
+
+    /// The logistic probe of each task fitted on the labelled rows (the recipe's logistic settings,
+    /// or the defaults), and its class probabilities on the candidates; `missing` names the first
+    /// task × class without a labelled row (then nothing is fitted).
+    static func currentProbes(_ s: StudyData, tasks: [StudyTask], recipe: Recipe, labelled: [Int], candidates: [Int])
+        throws -> (probabilities: [[[Double]]], counts: [[Int]], missing: (String, String)?) {
+        let spec = methodVariants(recipe).first { $0.label == "logistic" }?.spec
+            ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
+        let standardizer = Standardizer(fit: s.features, rows: s.ids.indices.filter { s.isTest[$0] == false }, d: s.dim)
+        var probabilities: [[[Double]]] = [], counts: [[Int]] = []
+        for t in tasks {
+            let rows = labelled.filter { t.labels[$0] >= 0 }
+            let c = t.classes.indices.map { k in rows.filter { t.labels[$0] == k }.count }
+            if let k = c.firstIndex(of: 0) { return ([], [], (t.name, t.classes[k])) }
+            let model = fit(s, rows: rows, labels: rows.map { t.labels[$0] }, classes: t.classes.count, spec: spec, standardizer: standardizer)
+            probabilities.append(predict(s, model, rows: candidates))
+            counts.append(c)
+        }
+        return (probabilities, counts, nil)
+    }
+
+    /// A logistic probe on `rows` of the study.
+    static func fit(_ s: StudyData, rows: [Int], labels: [Int], classes: Int, spec: ProbeSpec, standardizer: Standardizer) -> LogisticModel {
+        var x: [Float] = []
+        x.reserveCapacity(rows.count * s.dim)
+        for i in rows { x += s.features[(i * s.dim)..<((i + 1) * s.dim)] }
+        return Probe.fitLogistic(spec, train: x, labels: labels, d: s.dim, classes: classes, pool: standardizer).model
+    }
+
+    /// Class probabilities of `rows`, in chunks (the doubles of a large pool never exist at once).
+    static func predict(_ s: StudyData, _ model: LogisticModel, rows: [Int]) -> [[Double]] {
+        var out: [[Double]] = []
+        out.reserveCapacity(rows.count)
+        var start = 0
+        while start < rows.count {
+            let chunk = rows[start..<min(start + 4096, rows.count)]
+            var xd: [Double] = []
+            xd.reserveCapacity(chunk.count * s.dim)
+            for i in chunk { for j in 0..<s.dim { xd.append(Double(s.features[i * s.dim + j])) } }
+            out += model.probabilities(xd, n: chunk.count)
+            start += chunk.count
+        }
+        return out
     }
 
     /// The suggestion as CSV (rank, id column, patient, strategy, score, reason), written atomically.

@@ -1,0 +1,103 @@
+// Exact nearest-neighbour retrieval on features, and its metrics.
+//
+// Letters: Q queries, G gallery rows, D feature dimensions, R relevant gallery rows of a query.
+import Foundation
+import XRTensor
+import XRKernels
+
+/// When a gallery row is relevant to a query, for multi-valued labels.
+public enum RetrievalRelevance: String, Sendable, Codable, CaseIterable {
+    /// Any label value in common.
+    case any
+    /// The same set of values.
+    case all
+
+    /// Whether label sets `a` and `b` match under this rule.
+    public func matches<T: Hashable>(_ a: Set<T>, _ b: Set<T>) -> Bool {
+        switch self {
+        case .any: return !a.isDisjoint(with: b)
+        case .all: return a == b
+        }
+    }
+}
+
+/// One query's ranking and metrics.
+public struct RetrievalQuery: Sendable, Codable, Equatable {
+    /// The first gallery rows of the ranking (as many as asked for).
+    public var top: [Int]
+    /// Relevant gallery rows (the query itself left out).
+    public var relevant: Int
+    /// mAP@R = (1/R) Σ_{i ≤ R} P(i)·rel(i) (Musgrave et al. 2020); 0 when R = 0.
+    public var mapAtR: Double
+    /// Relevant rows in the top k ÷ k, and ÷ R (0 when R = 0), per k.
+    public var precision: [Int: Double]
+    public var recall: [Int: Double]
+    /// 1 / rank of the first relevant row; 0 when none is.
+    public var reciprocalRank: Double
+}
+
+public enum Retrieval {
+    /// Queries per block of similarities (a block holds this many × G floats).
+    static let queryBlock = 64
+
+    /// Rank every gallery row for every query by cosine similarity (descending; ties by gallery
+    /// row order, so results do not depend on threads) and score the rankings.
+    ///
+    /// - Parameters:
+    ///   - queries: (Q, D) and `gallery`: (G, D), row-major; normalised here.
+    ///   - relevant: whether gallery row g is relevant to query q.
+    ///   - exclude: per query, a gallery row left out of its ranking (the query itself when the
+    ///     gallery holds every row), or nil.
+    ///   - ks: the k of precision@k and recall@k.
+    ///   - keep: how many top rows to return per query.
+    /// Memory: the gallery once, plus `queryBlock` × G similarities — never Q × G.
+    public static func evaluate(queries: [Float], gallery: [Float], dim d: Int, relevant: (Int, Int) -> Bool,
+                                exclude: [Int?]? = nil, ks: [Int], keep: Int = 10) -> [RetrievalQuery] {
+        guard d > 0 else { return [] }
+        let q = queries.count / d, g = gallery.count / d
+        let qn = ActiveSelection.unitRows(queries, dim: d), gn = ActiveSelection.unitRows(gallery, dim: d)
+        var out: [RetrievalQuery] = []
+        out.reserveCapacity(q)
+        var sims = [Float](repeating: 0, count: queryBlock * g)
+        var start = 0
+        while start < q {
+            let b = min(queryBlock, q - start)
+            sims.withUnsafeMutableBufferPointer { c in qn.withUnsafeBufferPointer { a in gn.withUnsafeBufferPointer { gb in
+                if let c0 = c.baseAddress, let a0 = a.baseAddress, let b0 = gb.baseAddress, g > 0 {
+                    BLAS.sgemm(c0, a0 + start * d, b0, transB: true, m: b, n: g, k: d)
+                }
+            } } }
+            for i in 0..<b {
+                let row = start + i
+                let skip = exclude?[row]
+                var order = (0..<g).filter { $0 != skip }
+                let base = i * g
+                order.sort { sims[base + $0] != sims[base + $1] ? sims[base + $0] > sims[base + $1] : $0 < $1 }
+                out.append(score(order.map { relevant(row, $0) }, top: Array(order.prefix(keep)), ks: ks))
+            }
+            start += b
+        }
+        return out
+    }
+
+    /// Metrics of one ranking given each ranked row's relevance.
+    public static func score(_ rel: [Bool], top: [Int], ks: [Int]) -> RetrievalQuery {
+        let r = rel.filter { $0 }.count
+        var mapAtR = 0.0
+        if r > 0 {
+            var hits = 0
+            for i in 0..<r where rel[i] { hits += 1; mapAtR += Double(hits) / Double(i + 1) }
+            // Terms for i ≤ R whose row is not relevant are 0; `hits` counts relevant rows up to i.
+            mapAtR /= Double(r)
+        }
+        var precision: [Int: Double] = [:], recall: [Int: Double] = [:]
+        for k in ks where k > 0 {
+            let h = rel.prefix(k).filter { $0 }.count
+            precision[k] = Double(h) / Double(k)
+            recall[k] = r > 0 ? Double(h) / Double(r) : 0
+        }
+        let first = rel.firstIndex(of: true)
+        return RetrievalQuery(top: top, relevant: r, mapAtR: mapAtR, precision: precision, recall: recall,
+                              reciprocalRank: first.map { 1 / Double($0 + 1) } ?? 0)
+    }
+}

@@ -94,22 +94,23 @@ enum ReportSweep {
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try Runner.writeRunInfo(dir, r, options: options)
         let all = Runner.cells(r.recipe, tasks: [target])
-        let work = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
+        let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)
+        let work = try runner.todo(all, recipe: r, options: options)
         let methods = Dictionary(uniqueKeysWithValues: r.recipe.methods.map { ($0.name, $0) })
-        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        for cell in work {
-            guard let m = methods[cell.method] else { continue }
+        // A finished (not skipped) cell's metrics, under the progress line.
+        let announce = { (cell: Cell, result: CellResult) in
+            guard !options.quiet, result.status == "ok" else { return }
+            let shown = r.recipe.metrics.compactMap { k in result.metrics[k].map { "\(k) \(String(format: "%.3f", $0))" } }.joined(separator: ", ")
+            FileHandle.standardError.write(Data("  \(cell.id): \(result.n_train) reports, \(shown)\n".utf8))
+        }
+        try runner.run(work, written: announce) { cell in
+            guard let m = methods[cell.method] else { return nil }
             var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                     n_train: 0, n_test: nTest, train_ids: [], subgroups: [])
-            let out = cellsDir.appendingPathComponent(cell.id + ".json")
             if cell.shots > nTrain {
                 result.status = "skipped"
                 result.reason = "the manifest has \(nTrain) training reports; \(cell.shots) requested"
-                try AtomicFile.write(try e.encode(result), to: out)
-                progress.advance()
-                continue
+                return result
             }
             let cellDir = cellsDir.appendingPathComponent(cell.id)
             let o = trainOptions(r, cell: cell, method: m, encoder: encoder, output: cellDir)
@@ -139,21 +140,11 @@ enum ReportSweep {
             if !(r.recipe.report?.keep_models ?? false) {
                 for f in ["decoder.safetensors", "encoder_tuned.safetensors"] { try? FileManager.default.removeItem(at: cellDir.appendingPathComponent(f)) }
             }
-            try AtomicFile.write(try e.encode(result), to: out)
-            if !options.quiet {
-                let shown = r.recipe.metrics.compactMap { k in result.metrics[k].map { "\(k) \(String(format: "%.3f", $0))" } }.joined(separator: ", ")
-                FileHandle.standardError.write(Data("  \(cell.id): \(result.n_train) reports, \(shown)\n".utf8))
-            }
-            progress.advance()
+            return result
         }
-        progress.finish()
-        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
-        let complete = results.count == all.count
-        let written = CellWork.writesOutputs(options)
-            ? try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
-            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: work.count, reused: results.count - work.count,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete, plots: written.plots, report: written.report)
+        return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
+            try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
+        }
     }
 }
 

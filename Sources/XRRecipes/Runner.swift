@@ -203,10 +203,10 @@ public enum Runner {
         try writeRunInfo(dir, r, options: options)
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
-        let allWork = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
+        let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)
+        let allWork = try runner.todo(all, recipe: r, options: options)
         let work = allWork.filter { variants[$0.method] != nil }
         let tuneWork = allWork.filter { variants[$0.method] == nil }
-        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
         let pool = poolStandardizer(data, specs: work.compactMap { variants[$0.method] })
         // Cells are independent: run them on all cores, each with single-threaded BLAS (the
@@ -216,40 +216,17 @@ public enum Runner {
         let savedThreads = BLAS.threads
         BLAS.threads = 1
         defer { BLAS.threads = savedThreads }
-        let failure = ErrorBox()
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            Parallel.flushDenormals()
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            var i = w
-            while i < work.count, !failure.isSet {
-                let cell = work[i]
-                if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
-                   let test = tests[cell.task] {
-                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
-                    do {
-                        try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
-                    } catch { failure.set(error) }
-                }
-                progress.advance()
-                i += workers
-            }
+        try runner.run(work, workers: workers) { cell in
+            guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
+                  let test = tests[cell.task] else { return nil }
+            return runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
         }
-        if let e = failure.error { throw e }
-        progress.finish()
         if !tuneWork.isEmpty {
             try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
         }
-        let computed = allWork.count
-        // Gather every finished cell (this run's, earlier runs' and other shards').
-        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
-        let complete = results.count == all.count
-        let outputs = CellWork.writesOutputs(options)
-            ? try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
-            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete,
-                          plots: outputs.plots, report: outputs.report)
+        return try runner.summary(all, computed: allWork.count, directory: dir, options: options) { results, complete in
+            try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        }
     }
 
     /// Leakage and hygiene checks on the image manifest: errors stop the run, warnings are
@@ -372,12 +349,4 @@ struct TestSet: Sendable {
         pool = (0..<data.ids.count).filter { data.isTest[$0] == false && task.labels[$0] >= 0 }
         features = rows.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
     }
-}
-
-/// The first error raised by any worker.
-final class ErrorBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var error: Error?
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
-    func set(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
 }

@@ -168,30 +168,17 @@ enum ReportOutputs {
             var points: [(x: Double, y: Double, low: Double, high: Double)] = []
             for k in recipe.shots {
                 let cells = results.filter { $0.cell.method == m && $0.cell.shots == k }
-                let ok = cells.filter { $0.status == "ok" }
-                for metric in recipe.metrics {
-                    let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
-                    var bootLow = "", bootHigh = ""
-                    if metric == recipe.primary_metric {
-                        let cis = ok.compactMap(\.primary_ci)
-                        if !cis.isEmpty {
-                            bootLow = Outputs.f(cis.map(\.low).reduce(0, +) / Double(cis.count))
-                            bootHigh = Outputs.f(cis.map(\.high).reduce(0, +) / Double(cis.count))
-                        }
-                        if s.n > 0 {
-                            let bounded = metric != "cider_d"
-                            points.append((x(k), s.mean, bounded ? max(s.low, 0) : max(s.low, 0), bounded ? min(s.high, 1) : s.high))
-                        }
+                for (metric, s, row) in Outputs.summaryRows(cells, method: m, task: task, shots: label(k), recipe: recipe) {
+                    if metric == recipe.primary_metric && s.n > 0 {
+                        let bounded = metric != "cider_d"
+                        points.append((x(k), s.mean, bounded ? max(s.low, 0) : max(s.low, 0), bounded ? min(s.high, 1) : s.high))
                     }
-                    rows.append([m, task, label(k), metric, String(s.n), Outputs.f(s.mean), Outputs.f(s.std), Outputs.f(s.low), Outputs.f(s.high),
-                                 bootLow, bootHigh, String(cells.count - ok.count)])
+                    rows.append(row)
                 }
             }
             if !points.isEmpty { series.append(Series(name: m, points: points)) }
         }
-        try CSVTable(header: ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
-                              "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
-            .write(to: dir.appendingPathComponent("summary.csv"))
+        try CSVTable(header: Outputs.summaryHeader, rows: rows).write(to: dir.appendingPathComponent("summary.csv"))
         let title = metricTitle(recipe.primary_metric)
         let plot = dir.appendingPathComponent("curve_\(safe(task)).png")
         let png = try LearningCurvePlot.render(

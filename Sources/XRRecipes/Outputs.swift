@@ -10,11 +10,7 @@ enum Outputs {
     static func write(_ results: [CellResult], recipe r: LoadedRecipe, data: StudyData, directory dir: URL,
                       complete: Bool) throws -> Written {
         let recipe = r.recipe
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        var lines = ""
-        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
-        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+        try writeResults(results, directory: dir)
 
         // summary.csv: one row per method × task × shots × metric, aggregated over seeds.
         var rows: [[String]] = []
@@ -66,6 +62,14 @@ enum Outputs {
         let report = dir.appendingPathComponent("report.md")
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
         return Written(plots: plots, report: report)
+    }
+
+    /// results.jsonl: one line per finished cell, in plan order, as its cell file.
+    static func writeResults(_ results: [CellResult], directory dir: URL) throws {
+        let enc = CellRunner.encoder()
+        var lines = ""
+        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
+        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
     }
 
     /// The columns of summary.csv.

@@ -154,11 +154,7 @@ enum ReportOutputs {
     static func write(_ results: [CellResult], recipe r: LoadedRecipe, directory dir: URL, complete: Bool,
                       trainReports: Int, testReports: Int) throws -> Outputs.Written {
         let recipe = r.recipe
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        var lines = ""
-        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
-        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+        try Outputs.writeResults(results, directory: dir)
         let task = recipe.report?.target ?? "both"
         func x(_ k: Int) -> Double { Double(k == 0 ? trainReports : k) }
         func label(_ k: Int) -> String { k == 0 ? "all" : String(k) }

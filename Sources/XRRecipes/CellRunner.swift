@@ -21,7 +21,10 @@ public struct CellRunner: Sendable {
     }
 
     /// The result file of a cell.
-    public func file(_ cell: Cell) -> URL { cellsDirectory.appendingPathComponent(cell.id + ".json") }
+    public func file(_ cell: Cell) -> URL { Self.file(cell, in: cellsDirectory) }
+
+    /// The result file of a cell in a run's `cells/` directory: `<id>.json`.
+    public static func file(_ cell: Cell, in cellsDirectory: URL) -> URL { cellsDirectory.appendingPathComponent(cell.id + ".json") }
 
     /// `cells` without the finished ones, in order, at most `limit` of them: what a resumed run computes.
     public func unfinished(_ cells: [Cell], limit: Int? = nil) -> [Cell] {

@@ -67,7 +67,7 @@ public enum CellWork {
 
     /// Whether a cell's result file exists.
     public static func isFinished(_ cell: Cell, cellsDirectory: URL) -> Bool {
-        FileManager.default.fileExists(atPath: cellsDirectory.appendingPathComponent(cell.id + ".json").path)
+        FileManager.default.fileExists(atPath: CellRunner.file(cell, in: cellsDirectory).path)
     }
 
     /// Whether this call writes the run's outputs (results, summary, plots, report): a shard

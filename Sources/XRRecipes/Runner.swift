@@ -281,28 +281,47 @@ public enum Runner {
         return Standardizer(fit: data.features, rows: data.ids.indices.filter { data.isTest[$0] == false }, d: data.dim)
     }
 
+    /// The random-stream key of a task (the first 8 bytes of SHA-256 of its name), so a cell's
+    /// draws depend on its task's name, not on the task's position in the recipe.
+    public static func streamKey(_ task: String) -> UInt64 {
+        SHA256.hash(Array(task.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Why a cell is skipped.
+    struct Skip: Error { var reason: String }
+
+    /// A cell's training rows: `shots` per class drawn with its seed from the task's pool (one per
+    /// patient, none sharing a patient with the test set); or why the cell is skipped (too few
+    /// eligible examples of a class, or a class missing from the test set).
+    static func drawShots(_ cell: Cell, task: StudyTask, test: TestSet, data: StudyData) -> Result<[Int], Skip> {
+        let K = task.classes.count
+        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
+                                            k: cell.shots, seed: UInt64(cell.seed), stream: [streamKey(task.name), UInt64(cell.shots)])
+        switch sampled {
+        case let .failure(e):
+            return .failure(Skip(reason: "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"))
+        case let .success(shots):
+            guard Set(test.rows.map { task.labels[$0] }).count == K else {
+                return .failure(Skip(reason: "the test set does not contain every class of task '\(task.name)'"))
+            }
+            return .success(shots)
+        }
+    }
+
     /// One cell: sample shots, fit, predict, score.
     static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet,
                         pool poolScaler: Standardizer?) -> CellResult {
         let d = data.dim, K = task.classes.count
-        let pool = testSet.pool, test = testSet.rows
-        let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let test = testSet.rows
         var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                 n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
-        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients,
-                                            k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
         let shots: [Int]
-        switch sampled {
-        case let .failure(e):
+        switch drawShots(cell, task: task, test: testSet, data: data) {
+        case let .failure(skip):
             result.status = "skipped"
-            result.reason = "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+            result.reason = skip.reason
             return result
         case let .success(s): shots = s
-        }
-        guard Set(test.map { task.labels[$0] }).count == K else {
-            result.status = "skipped"
-            result.reason = "the test set does not contain every class of task '\(task.name)'"
-            return result
         }
         let train = shots.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
         let testX = testSet.features

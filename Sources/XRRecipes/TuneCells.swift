@@ -157,20 +157,13 @@ enum TuneCells {
             let K = task.classes.count
             var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                     n_train: 0, n_test: test.rows.count, train_ids: [], subgroups: [])
-            let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
-                                                k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
-            switch sampled {
-            case let .failure(f):
+            let taskHash = Runner.streamKey(task.name)
+            switch Runner.drawShots(cell, task: task, test: test, data: data) {
+            case let .failure(skip):
                 result.status = "skipped"
-                result.reason = "class '\(task.classes[f.classIndex])' has \(f.available) eligible training examples (one per patient, none sharing a patient with the test set); \(f.requested) shots requested"
+                result.reason = skip.reason
                 return result
             case let .success(shots):
-                guard Set(test.rows.map { task.labels[$0] }).count == K else {
-                    result.status = "skipped"
-                    result.reason = "the test set does not contain every class of task '\(task.name)'"
-                    return result
-                }
                 let key = data.patients ?? data.ids
                 var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
                 let validation = TuneContext.validation(pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),

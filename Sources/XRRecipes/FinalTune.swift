@@ -53,7 +53,7 @@ public enum FinalTune {
         let test = (0..<n).filter { data.isTest[$0] == true && task.labels[$0] >= 0 }
         let testKeys = Set(test.map { key[$0] })
         let pool = (0..<n).filter { data.isTest[$0] == false && task.labels[$0] >= 0 && !testKeys.contains(key[$0]) }
-        let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let taskHash = Runner.streamKey(task.name)
         var train: [Int]
         if let k = o.shots {
             switch FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients, k: k,

@@ -10,11 +10,7 @@ enum Outputs {
     static func write(_ results: [CellResult], recipe r: LoadedRecipe, data: StudyData, directory dir: URL,
                       complete: Bool) throws -> Written {
         let recipe = r.recipe
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        var lines = ""
-        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
-        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+        try writeResults(results, directory: dir)
 
         // summary.csv: one row per method × task × shots × metric, aggregated over seeds.
         var rows: [[String]] = []
@@ -25,19 +21,8 @@ enum Outputs {
                 var points: [(Double, Double, Double, Double)] = []
                 for k in recipe.shots {
                     let cellResults = results.filter { $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
-                    let ok = cellResults.filter { $0.status == "ok" }
-                    for metric in recipe.metrics {
-                        let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
-                        var bootLow = "", bootHigh = ""
-                        if metric == recipe.primary_metric {
-                            let cis = ok.compactMap(\.primary_ci)
-                            if !cis.isEmpty {
-                                bootLow = f(cis.map(\.low).reduce(0, +) / Double(cis.count))
-                                bootHigh = f(cis.map(\.high).reduce(0, +) / Double(cis.count))
-                            }
-                        }
-                        rows.append([m, task, String(k), metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
-                                     bootLow, bootHigh, String(cellResults.count - ok.count)])
+                    for (metric, s, row) in summaryRows(cellResults, method: m, task: task, shots: String(k), recipe: recipe) {
+                        rows.append(row)
                         if metric == recipe.primary_metric && s.n > 0 {
                             // Bands of metrics bounded to [0, 1] are drawn clipped to it (the t-interval
                             // over few seeds can pass 1); summary.csv keeps the interval as computed.
@@ -51,9 +36,7 @@ enum Outputs {
                 }
             }
         }
-        try CSVTable(header: ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
-                              "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
-            .write(to: dir.appendingPathComponent("summary.csv"))
+        try CSVTable(header: summaryHeader, rows: rows).write(to: dir.appendingPathComponent("summary.csv"))
 
         let gaps = subgroupGaps(results, recipe: recipe)
         if !gaps.isEmpty {
@@ -79,6 +62,42 @@ enum Outputs {
         let report = dir.appendingPathComponent("report.md")
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
         return Written(plots: plots, report: report)
+    }
+
+    /// results.jsonl: one line per finished cell, in plan order, as its cell file.
+    static func writeResults(_ results: [CellResult], directory dir: URL) throws {
+        let enc = CellRunner.encoder()
+        var lines = ""
+        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
+        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+    }
+
+    /// The columns of summary.csv.
+    static let summaryHeader = ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+                                "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"]
+
+    /// summary.csv's rows of one method × task × shots setting, one per recipe metric, over the
+    /// setting's cells (one per seed): mean, std and 95% t-interval over the seeds that finished,
+    /// the mean of their bootstrap intervals (primary metric only) and the count of skipped seeds.
+    static func summaryRows(_ cells: [CellResult], method: String, task: String, shots: String,
+                            recipe: Recipe) -> [(metric: String, seeds: SeedSummary, row: [String])] {
+        let ok = cells.filter { $0.status == "ok" }
+        return recipe.metrics.map { metric in
+            let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
+            var bootLow = "", bootHigh = ""
+            if metric == recipe.primary_metric, let ci = meanInterval(ok.compactMap(\.primary_ci)) {
+                bootLow = f(ci.low)
+                bootHigh = f(ci.high)
+            }
+            return (metric, s, [method, task, shots, metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
+                                bootLow, bootHigh, String(cells.count - ok.count)])
+        }
+    }
+
+    /// The mean over seeds of the cells' bootstrap intervals (nil without any).
+    static func meanInterval(_ cis: [Interval]) -> (low: Double, high: Double)? {
+        guard !cis.isEmpty else { return nil }
+        return (cis.map(\.low).reduce(0, +) / Double(cis.count), cis.map(\.high).reduce(0, +) / Double(cis.count))
     }
 
     /// Subgroup results of one method × task × shots × attribute, over its seeds.
@@ -136,10 +155,7 @@ enum Outputs {
     /// bootstrap 95% interval when AUROC is the primary metric and was bootstrapped, else the
     /// 95% t-interval over seeds. Nil without AUROC values.
     static func aurocAboveChance(_ cells: [CellResult], recipe: Recipe) -> Bool? {
-        if recipe.primary_metric == "auroc" {
-            let cis = cells.compactMap(\.primary_ci)
-            if !cis.isEmpty { return cis.map(\.low).reduce(0, +) / Double(cis.count) > 0.5 }
-        }
+        if recipe.primary_metric == "auroc", let ci = meanInterval(cells.compactMap(\.primary_ci)) { return ci.low > 0.5 }
         let s = SeedSummary(cells.compactMap { $0.metrics["auroc"] })
         return s.n > 0 ? s.low > 0.5 : nil
     }

@@ -61,7 +61,7 @@ public enum Planner {
         // Finished cells count only in a run directory of this recipe.
         do {
             try Runner.checkRunDirectory(dir, r, force: false)
-            finished = Set(cells.map(\.id).filter { FileManager.default.fileExists(atPath: cellsDir.appendingPathComponent($0 + ".json").path) })
+            finished = Set(cells.filter { CellWork.isFinished($0, cellsDirectory: cellsDir) }.map(\.id))
         } catch let e as XRError {
             directoryProblem = e.message + " — `run` would refuse it without --force"
         }

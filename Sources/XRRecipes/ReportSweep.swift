@@ -94,22 +94,23 @@ enum ReportSweep {
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try Runner.writeRunInfo(dir, r, options: options)
         let all = Runner.cells(r.recipe, tasks: [target])
-        let work = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
+        let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)
+        let work = try runner.todo(all, recipe: r, options: options)
         let methods = Dictionary(uniqueKeysWithValues: r.recipe.methods.map { ($0.name, $0) })
-        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        for cell in work {
-            guard let m = methods[cell.method] else { continue }
+        // A finished (not skipped) cell's metrics, under the progress line.
+        let announce = { (cell: Cell, result: CellResult) in
+            guard !options.quiet, result.status == "ok" else { return }
+            let shown = r.recipe.metrics.compactMap { k in result.metrics[k].map { "\(k) \(String(format: "%.3f", $0))" } }.joined(separator: ", ")
+            FileHandle.standardError.write(Data("  \(cell.id): \(result.n_train) reports, \(shown)\n".utf8))
+        }
+        try runner.run(work, written: announce) { cell in
+            guard let m = methods[cell.method] else { return nil }
             var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                     n_train: 0, n_test: nTest, train_ids: [], subgroups: [])
-            let out = cellsDir.appendingPathComponent(cell.id + ".json")
             if cell.shots > nTrain {
                 result.status = "skipped"
                 result.reason = "the manifest has \(nTrain) training reports; \(cell.shots) requested"
-                try AtomicFile.write(try e.encode(result), to: out)
-                progress.advance()
-                continue
+                return result
             }
             let cellDir = cellsDir.appendingPathComponent(cell.id)
             let o = trainOptions(r, cell: cell, method: m, encoder: encoder, output: cellDir)
@@ -139,21 +140,11 @@ enum ReportSweep {
             if !(r.recipe.report?.keep_models ?? false) {
                 for f in ["decoder.safetensors", "encoder_tuned.safetensors"] { try? FileManager.default.removeItem(at: cellDir.appendingPathComponent(f)) }
             }
-            try AtomicFile.write(try e.encode(result), to: out)
-            if !options.quiet {
-                let shown = r.recipe.metrics.compactMap { k in result.metrics[k].map { "\(k) \(String(format: "%.3f", $0))" } }.joined(separator: ", ")
-                FileHandle.standardError.write(Data("  \(cell.id): \(result.n_train) reports, \(shown)\n".utf8))
-            }
-            progress.advance()
+            return result
         }
-        progress.finish()
-        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
-        let complete = results.count == all.count
-        let written = CellWork.writesOutputs(options)
-            ? try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
-            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: work.count, reused: results.count - work.count,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete, plots: written.plots, report: written.report)
+        return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
+            try ReportOutputs.write(results, recipe: r, directory: dir, complete: complete, trainReports: nTrain, testReports: nTest)
+        }
     }
 }
 
@@ -163,11 +154,7 @@ enum ReportOutputs {
     static func write(_ results: [CellResult], recipe r: LoadedRecipe, directory dir: URL, complete: Bool,
                       trainReports: Int, testReports: Int) throws -> Outputs.Written {
         let recipe = r.recipe
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        var lines = ""
-        for res in results { lines += String(decoding: try enc.encode(res), as: UTF8.self) + "\n" }
-        try AtomicFile.write(lines, to: dir.appendingPathComponent("results.jsonl"))
+        try Outputs.writeResults(results, directory: dir)
         let task = recipe.report?.target ?? "both"
         func x(_ k: Int) -> Double { Double(k == 0 ? trainReports : k) }
         func label(_ k: Int) -> String { k == 0 ? "all" : String(k) }
@@ -177,30 +164,17 @@ enum ReportOutputs {
             var points: [(x: Double, y: Double, low: Double, high: Double)] = []
             for k in recipe.shots {
                 let cells = results.filter { $0.cell.method == m && $0.cell.shots == k }
-                let ok = cells.filter { $0.status == "ok" }
-                for metric in recipe.metrics {
-                    let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
-                    var bootLow = "", bootHigh = ""
-                    if metric == recipe.primary_metric {
-                        let cis = ok.compactMap(\.primary_ci)
-                        if !cis.isEmpty {
-                            bootLow = Outputs.f(cis.map(\.low).reduce(0, +) / Double(cis.count))
-                            bootHigh = Outputs.f(cis.map(\.high).reduce(0, +) / Double(cis.count))
-                        }
-                        if s.n > 0 {
-                            let bounded = metric != "cider_d"
-                            points.append((x(k), s.mean, bounded ? max(s.low, 0) : max(s.low, 0), bounded ? min(s.high, 1) : s.high))
-                        }
+                for (metric, s, row) in Outputs.summaryRows(cells, method: m, task: task, shots: label(k), recipe: recipe) {
+                    if metric == recipe.primary_metric && s.n > 0 {
+                        let bounded = metric != "cider_d"
+                        points.append((x(k), s.mean, bounded ? max(s.low, 0) : max(s.low, 0), bounded ? min(s.high, 1) : s.high))
                     }
-                    rows.append([m, task, label(k), metric, String(s.n), Outputs.f(s.mean), Outputs.f(s.std), Outputs.f(s.low), Outputs.f(s.high),
-                                 bootLow, bootHigh, String(cells.count - ok.count)])
+                    rows.append(row)
                 }
             }
             if !points.isEmpty { series.append(Series(name: m, points: points)) }
         }
-        try CSVTable(header: ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
-                              "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"], rows: rows)
-            .write(to: dir.appendingPathComponent("summary.csv"))
+        try CSVTable(header: Outputs.summaryHeader, rows: rows).write(to: dir.appendingPathComponent("summary.csv"))
         let title = metricTitle(recipe.primary_metric)
         let plot = dir.appendingPathComponent("curve_\(safe(task)).png")
         let png = try LearningCurvePlot.render(

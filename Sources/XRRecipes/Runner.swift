@@ -203,10 +203,10 @@ public enum Runner {
         try writeRunInfo(dir, r, options: options)
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
-        let allWork = try CellWork.todo(all, recipe: r, cellsDirectory: cellsDir, options: options)
+        let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)
+        let allWork = try runner.todo(all, recipe: r, options: options)
         let work = allWork.filter { variants[$0.method] != nil }
         let tuneWork = allWork.filter { variants[$0.method] == nil }
-        let progress = ProgressReporter("run", total: work.count, unit: "cells", quiet: options.quiet || work.isEmpty)
         let tests = Dictionary(uniqueKeysWithValues: data.tasks.map { ($0.name, TestSet(task: $0, data: data)) })
         let pool = poolStandardizer(data, specs: work.compactMap { variants[$0.method] })
         // Cells are independent: run them on all cores, each with single-threaded BLAS (the
@@ -216,40 +216,17 @@ public enum Runner {
         let savedThreads = BLAS.threads
         BLAS.threads = 1
         defer { BLAS.threads = savedThreads }
-        let failure = ErrorBox()
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            Parallel.flushDenormals()
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            var i = w
-            while i < work.count, !failure.isSet {
-                let cell = work[i]
-                if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
-                   let test = tests[cell.task] {
-                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
-                    do {
-                        try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
-                    } catch { failure.set(error) }
-                }
-                progress.advance()
-                i += workers
-            }
+        try runner.run(work, workers: workers) { cell in
+            guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
+                  let test = tests[cell.task] else { return nil }
+            return runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
         }
-        if let e = failure.error { throw e }
-        progress.finish()
         if !tuneWork.isEmpty {
             try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
         }
-        let computed = allWork.count
-        // Gather every finished cell (this run's, earlier runs' and other shards').
-        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
-        let complete = results.count == all.count
-        let outputs = CellWork.writesOutputs(options)
-            ? try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
-            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete,
-                          plots: outputs.plots, report: outputs.report)
+        return try runner.summary(all, computed: allWork.count, directory: dir, options: options) { results, complete in
+            try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        }
     }
 
     /// Leakage and hygiene checks on the image manifest: errors stop the run, warnings are
@@ -304,28 +281,47 @@ public enum Runner {
         return Standardizer(fit: data.features, rows: data.ids.indices.filter { data.isTest[$0] == false }, d: data.dim)
     }
 
+    /// The random-stream key of a task (the first 8 bytes of SHA-256 of its name), so a cell's
+    /// draws depend on its task's name, not on the task's position in the recipe.
+    public static func streamKey(_ task: String) -> UInt64 {
+        SHA256.hash(Array(task.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Why a cell is skipped.
+    struct Skip: Error { var reason: String }
+
+    /// A cell's training rows: `shots` per class drawn with its seed from the task's pool (one per
+    /// patient, none sharing a patient with the test set); or why the cell is skipped (too few
+    /// eligible examples of a class, or a class missing from the test set).
+    static func drawShots(_ cell: Cell, task: StudyTask, test: TestSet, data: StudyData) -> Result<[Int], Skip> {
+        let K = task.classes.count
+        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
+                                            k: cell.shots, seed: UInt64(cell.seed), stream: [streamKey(task.name), UInt64(cell.shots)])
+        switch sampled {
+        case let .failure(e):
+            return .failure(Skip(reason: "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"))
+        case let .success(shots):
+            guard Set(test.rows.map { task.labels[$0] }).count == K else {
+                return .failure(Skip(reason: "the test set does not contain every class of task '\(task.name)'"))
+            }
+            return .success(shots)
+        }
+    }
+
     /// One cell: sample shots, fit, predict, score.
     static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet,
                         pool poolScaler: Standardizer?) -> CellResult {
         let d = data.dim, K = task.classes.count
-        let pool = testSet.pool, test = testSet.rows
-        let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let test = testSet.rows
         var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                 n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
-        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients,
-                                            k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
         let shots: [Int]
-        switch sampled {
-        case let .failure(e):
+        switch drawShots(cell, task: task, test: testSet, data: data) {
+        case let .failure(skip):
             result.status = "skipped"
-            result.reason = "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+            result.reason = skip.reason
             return result
         case let .success(s): shots = s
-        }
-        guard Set(test.map { task.labels[$0] }).count == K else {
-            result.status = "skipped"
-            result.reason = "the test set does not contain every class of task '\(task.name)'"
-            return result
         }
         let train = shots.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
         let testX = testSet.features
@@ -372,12 +368,4 @@ struct TestSet: Sendable {
         pool = (0..<data.ids.count).filter { data.isTest[$0] == false && task.labels[$0] >= 0 }
         features = rows.flatMap { data.features[($0 * d)..<(($0 + 1) * d)] }
     }
-}
-
-/// The first error raised by any worker.
-final class ErrorBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var error: Error?
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
-    func set(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
 }

@@ -1,6 +1,6 @@
 // Splitting a study over processes (`xrlab run --shard I/N`, one Slurm array task each) and
-// putting it back together (`xrlab merge`). Every cell runner — probes, tuning cells, report
-// sweeps — picks its cells and gathers finished ones through `CellWork`, so a shard, a resumed
+// putting it back together (`xrlab merge`). Every kind of cell — probes, tuning cells, report
+// sweeps — runs through `CellRunner`, which picks its shard's cells here, so a shard, a resumed
 // run and a merge all see the same plan.
 //
 // A shard is a stable partition of the whole plan (never of what is left): the same recipe and N
@@ -35,7 +35,7 @@ public struct Shard: Sendable, Equatable, Codable, CustomStringConvertible {
     public var description: String { "\(index)/\(count)" }
 }
 
-/// Picking, partitioning and gathering cells: the one place every cell runner uses.
+/// Partitioning a plan into shards, and whether a cell is finished.
 public enum CellWork {
     /// Split `cells` into `count` shards balanced by `cost` (seconds): cells are placed from the
     /// most to the least expensive (ties by id), each on the shard with the least work so far
@@ -67,31 +67,7 @@ public enum CellWork {
 
     /// Whether a cell's result file exists.
     public static func isFinished(_ cell: Cell, cellsDirectory: URL) -> Bool {
-        FileManager.default.fileExists(atPath: cellsDirectory.appendingPathComponent(cell.id + ".json").path)
-    }
-
-    /// The cells this call computes: the shard's (all, without one) that are not finished, at
-    /// most `maxNewCells`; none when merging.
-    public static func todo(_ all: [Cell], recipe r: LoadedRecipe, cellsDirectory: URL, options: RunOptions) throws -> [Cell] {
-        if options.mergeOnly { return [] }
-        let mine = try options.shard.map { try cells(of: $0, all: all, recipe: r) } ?? all
-        let open = mine.filter { !isFinished($0, cellsDirectory: cellsDirectory) }
-        return Array(open.prefix(options.maxNewCells ?? open.count))
-    }
-
-    /// Every finished cell of the plan, in plan order (so outputs do not depend on which process
-    /// computed what); an unreadable cell file is an error naming it.
-    public static func collect(_ all: [Cell], cellsDirectory: URL) throws -> [CellResult] {
-        var results: [CellResult] = []
-        let decoder = JSONDecoder()
-        for cell in all {
-            let u = cellsDirectory.appendingPathComponent(cell.id + ".json")
-            guard let d = try? Data(contentsOf: u) else { continue }
-            do { results.append(try decoder.decode(CellResult.self, from: d)) } catch {
-                throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
-            }
-        }
-        return results
+        FileManager.default.fileExists(atPath: CellRunner.file(cell, in: cellsDirectory).path)
     }
 
     /// Whether this call writes the run's outputs (results, summary, plots, report): a shard

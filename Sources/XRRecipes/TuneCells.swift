@@ -148,33 +148,22 @@ enum TuneCells {
         let specs = tuneVariants(r.recipe)
         let ctx = try TuneContext(r, data: data)
         let encoderJSON = ctx.encoder.weightsHash
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        let progress = ProgressReporter("tune", total: cells.count, unit: "cells", quiet: quiet)
-        for cell in cells {
-            guard let spec = specs[cell.method], let task = data.tasks.first(where: { $0.name == cell.task }), let test = tests[cell.task] else { continue }
+        // A cell's epoch checkpoint goes once its result is written.
+        let dropCheckpoint = { (cell: Cell, _: CellResult) -> Void in
+            try? FileManager.default.removeItem(at: cellsDirectory.appendingPathComponent(cell.id + ".ckpt.safetensors"))
+        }
+        try CellRunner(cellsDirectory: cellsDirectory, quiet: quiet).run(cells, label: "tune", written: dropCheckpoint) { cell in
+            guard let spec = specs[cell.method], let task = data.tasks.first(where: { $0.name == cell.task }), let test = tests[cell.task] else { return nil }
             let K = task.classes.count
             var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
                                     n_train: 0, n_test: test.rows.count, train_ids: [], subgroups: [])
-            let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
-                                                k: cell.shots, seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots)])
-            let out = cellsDirectory.appendingPathComponent(cell.id + ".json")
-            switch sampled {
-            case let .failure(f):
+            let taskHash = Runner.streamKey(task.name)
+            switch Runner.drawShots(cell, task: task, test: test, data: data) {
+            case let .failure(skip):
                 result.status = "skipped"
-                result.reason = "class '\(task.classes[f.classIndex])' has \(f.available) eligible training examples (one per patient, none sharing a patient with the test set); \(f.requested) shots requested"
-                try AtomicFile.write(try e.encode(result), to: out)
-                progress.advance()
-                continue
+                result.reason = skip.reason
+                return result
             case let .success(shots):
-                guard Set(test.rows.map { task.labels[$0] }).count == K else {
-                    result.status = "skipped"
-                    result.reason = "the test set does not contain every class of task '\(task.name)'"
-                    try AtomicFile.write(try e.encode(result), to: out)
-                    progress.advance()
-                    continue
-                }
                 let key = data.patients ?? data.ids
                 var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
                 let validation = TuneContext.validation(pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),
@@ -203,11 +192,8 @@ enum TuneCells {
                                                   validation_loss: validation.isEmpty ? nil : trained.history.compactMap(\.validationLoss))
                 Runner.score(&result, probabilities: probs, truth: test.rows.map { task.labels[$0] }, test: test.rows, classes: K,
                              data: data, recipe: r.recipe, seed: cell.seed)
-                try AtomicFile.write(try e.encode(result), to: out)
-                try? FileManager.default.removeItem(at: ckpt)
-                progress.advance()
+                return result
             }
         }
-        progress.finish()
     }
 }

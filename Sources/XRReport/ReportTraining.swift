@@ -77,58 +77,6 @@ public struct ReportTrainResult: Sendable {
     }
 }
 
-/// Per-(position, channel) standardisation of visual tokens: (v − mean) · invStd, with statistics
-/// of the training images (a feature scale the decoder's projection does not have to learn).
-public struct VisualNorm: Sendable {
-    public var mean: [Float]
-    public var invStd: [Float]
-
-    public init(mean: [Float], invStd: [Float]) { self.mean = mean; self.invStd = invStd }
-
-    init(fitting tokens: [[Float]]) {
-        let n = tokens.first?.count ?? 0, k = Double(max(tokens.count, 1))
-        var m = [Double](repeating: 0, count: n), sq = [Double](repeating: 0, count: n)
-        for t in tokens { for j in 0..<n { m[j] += Double(t[j]); sq[j] += Double(t[j]) * Double(t[j]) } }
-        mean = m.map { Float($0 / k) }
-        invStd = (0..<n).map { j in
-            let mu = m[j] / k
-            return Float(1 / (max(sq[j] / k - mu * mu, 0).squareRoot() + 1e-3))
-        }
-    }
-
-    /// Standardise tokens (any number of images of S × Cv each).
-    public func apply(_ v: [Float]) -> [Float] {
-        let n = mean.count
-        var out = v
-        for i in out.indices { out[i] = (v[i] - mean[i % n]) * invStd[i % n] }
-        return out
-    }
-
-    /// d(raw tokens) from d(standardised tokens).
-    func backward(_ d: [Float]) -> [Float] {
-        let n = invStd.count
-        var out = d
-        for i in out.indices { out[i] *= invStd[i % n] }
-        return out
-    }
-}
-
-/// Preprocessed pixels by image index, decoded once (for a tuned encoder).
-final class PixelStore: @unchecked Sendable {
-    let urls: [URL]
-    let tuned: TunedEncoder?
-    private var store: [Int: [Float]] = [:]
-    init(_ urls: [URL], tuned: TunedEncoder?) { self.urls = urls; self.tuned = tuned }
-    func pixels(_ i: Int) throws -> [Float] {
-        if let p = store[i] { return p }
-        guard let tuned else { throw XRError("no tuned encoder", field: "encoder") }
-        let x = try tuned.preprocessing.apply(contentsOf: urls[i])
-        guard x.count == 3 * tuned.size * tuned.size else { throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: urls[i].path) }
-        store[i] = x
-        return x
-    }
-}
-
 public enum ReportTraining {
     /// Visual tokens (n, S, Cv) for the images: patch tokens of the frozen encoder, average-pooled.
     static func visualTokens(_ pairs: [ReportPair], encoder: Encoder, pool: Int, quiet: Bool) throws -> (tokens: [[Float]], S: Int, dim: Int) {
@@ -215,60 +163,66 @@ public enum ReportTraining {
         return t
     }
 
+    /// Train a report model, draft the test reports and score them: the stages below in order
+    /// (reports → tokenizer → visual input → decoder → training → drafts and metrics → model folder).
     public static func run(_ o: ReportTrainOptions) throws -> ReportTrainResult {
-        let pairs = try PairedReports.load(o.manifest, imageColumn: o.imageColumn, splitColumn: o.splitColumn)
-        var train = pairs.filter { ($0.split ?? "train").lowercased() == "train" }
-        let test = pairs.filter { $0.split?.lowercased() == "test" }
-        guard !train.isEmpty, !test.isEmpty else { throw XRError("the manifest needs train and test rows", file: o.manifest.path, field: "split") }
-        // METEOR's resources are read (cut down to the test reports' words) before training starts.
-        let meteorSource = try o.meteorData.map { try MeteorSource(path: $0, texts: test.map { PTBTokenizer.tokenize($0.target(o.target)) }) }
-        var rng = XRRandom(seed: o.seed, stream: [0x5A11])
-        rng.shuffle(&train)
-        if let k = o.trainLimit { train = Array(train.prefix(k)) }
-        // Validation: a tenth of the training reports (at least one).
-        let nVal = max(1, train.count / 10)
-        let val = Array(train.prefix(nVal)), fit = Array(train.dropFirst(nVal))
-        guard !fit.isEmpty else { throw XRError("too few training reports (\(train.count))", field: "train") }
-
+        let reports = try ReportSplit(o)
         try FileManager.default.createDirectory(at: o.output, withIntermediateDirectories: true)
-        let tokenizer: BPETokenizer
-        if let t = o.tokenizer { tokenizer = try BPETokenizer.load(t) } else {
-            tokenizer = try BPETokenizer.train(fit.map { $0.target(o.target) }, vocabSize: o.vocabSize, specialTokens: ["<|endoftext|>", "<pad>"])
+        let text = try ReportText(o, fit: reports.fit)
+        var visual = try VisualInput(o, reports: reports)
+        let model = try decoder(o, vocab: text.tokenizer.size, visual: visual)
+        let params = model.parameters + (visual.tuned?.parameters ?? [])
+        let seqs = TokenizedReports(reports.all.map { $0.target(o.target) }, tokenizer: text.tokenizer, maxTokens: o.maxTokens, bos: text.eos, eos: text.eos)
+        let trained = try train(o, reports: reports, text: text, visual: visual, model: model, params: params, seqs: seqs)
+        let history = trained.history, best = trained.best
+        if history.count < o.epochs {
+            return ReportTrainResult(metrics: [:], complete: false, history: history, truncated: seqs.truncated,
+                                     trainReports: reports.fit.count, testReports: reports.test.count)
         }
-        guard let eos = tokenizer.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", field: "tokenizer") }
-        let pad = tokenizer.added["<pad>"] ?? eos
+        if let best { for p in params { if let v = best.values[p.name] { p.assign(v) } } }
+        try visual.encodeTest(reports)
+        let generated = try draft(o, reports: reports, text: text, visual: visual, model: model)
+        let refs = reports.test.map { $0.target(o.target) }
+        let metrics = try testMetrics(generated: generated, references: refs, meteor: reports.meteorSource)
+        try writeModelFolder(o, reports: reports, text: text, visual: visual, model: model, seqs: seqs, history: history,
+                             metrics: metrics, generated: generated)
+        try? FileManager.default.removeItem(at: trained.checkpoint)
+        var result = ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: reports.fit.count, testReports: reports.test.count)
+        result.generated = generated
+        result.references = refs
+        result.trainIDs = reports.fit.map(\.id); result.validationIDs = reports.val.map(\.id); result.testIDs = reports.test.map(\.id)
+        result.bestEpoch = best?.epoch ?? 0
+        result.trainableEncoderParameters = visual.tuned?.parameters.reduce(0) { $0 + $1.count } ?? 0
+        return result
+    }
 
-        let encoder = try o.loadedEncoder ?? Encoder.load(model: o.encoder)
-        let all = fit + val + test
-        let fitIdx = Array(0..<fit.count), valIdx = Array(fit.count..<(fit.count + val.count)), testIdx = Array((fit.count + val.count)..<all.count)
-        // Visual tokens: cached for a frozen encoder; a tuned one recomputes them every step.
-        let tuned = o.encoderSpec.isFrozen ? nil : try TunedEncoder(encoder, spec: o.encoderSpec, seed: o.seed, source: o.encoder.path)
-        var vis: [[Float]] = [], S = 0, Cv = 0
-        if let tuned {
-            S = PatchPooling.pooledCount(grid: tuned.vit.config.grid, factor: o.pool); Cv = tuned.vit.config.dim
-        } else {
-            (vis, S, Cv) = try visualTokens(all, encoder: encoder, pool: o.pool, quiet: o.quiet)
-        }
-        let pixelCache = PixelStore(all.map(\.image), tuned: tuned)
-        // Visual tokens are standardised per position and channel with statistics of the training
-        // images (for a tuned encoder, of its starting weights; the transform then stays fixed).
-        let norm: VisualNorm
-        if let tuned {
-            norm = VisualNorm(fitting: try visualTokens(fitIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet))
-        } else {
-            norm = VisualNorm(fitting: fitIdx.map { vis[$0] })
-            vis = vis.map { norm.apply($0) }
-        }
-        // With a visual prefix the positions count the S visual tokens before the text.
-        let config = DecoderConfig(vocab: tokenizer.size, positions: o.maxTokens + (o.visualPrefix ? S : 0), dim: o.dim, layers: o.layers, heads: o.heads,
+    /// The decoder, initialised as GPT-2 (or from `initFrom`); with a visual prefix the positions
+    /// count the S visual tokens before the text.
+    static func decoder(_ o: ReportTrainOptions, vocab: Int, visual: VisualInput) throws -> ReportDecoder {
+        let S = visual.S, Cv = visual.Cv
+        let config = DecoderConfig(vocab: vocab, positions: o.maxTokens + (o.visualPrefix ? S : 0), dim: o.dim, layers: o.layers, heads: o.heads,
                                    visualDim: Cv, visualPrefix: o.visualPrefix)
         let model = try ReportDecoder(config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
-        model.needsVisualGradient = tuned != nil
-        let params = model.parameters + (tuned?.parameters ?? [])
+        model.needsVisualGradient = visual.tuned != nil
+        return model
+    }
 
-        let seqs = TokenizedReports(all.map { $0.target(o.target) }, tokenizer: tokenizer, maxTokens: o.maxTokens, bos: eos, eos: eos)
+    /// What training leaves: the loss history, the best epoch's weights, and the checkpoint file.
+    struct Trained {
+        var history: [EpochRecord]
+        var best: (epoch: Int, loss: Double, values: [String: [Float]])?
+        var checkpoint: URL
+    }
+
+    /// Teacher forcing with AdamW under a warmup-cosine schedule, a validation loss per epoch (the
+    /// lowest one's weights are kept), and a checkpoint after every epoch that a rerun of the same
+    /// configuration resumes from. Stops early (history shorter than `epochs`) at `stopAfter`.
+    static func train(_ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
+                      params: [Parameter], seqs: TokenizedReports) throws -> Trained {
+        let fitIdx = reports.fitIdx, valIdx = reports.valIdx
+        let tuned = visual.tuned, norm = visual.norm, S = visual.S, config = model.config, pad = text.pad
         func batch(_ idx: [Int]) -> (ids: [Int], labels: [Int], lengths: [Int]) {
-            let T = idx.map { seqs.sequences[$0].count }.max()!
+            let T = idx.map { seqs.sequences[$0].count }.max() ?? 0
             var ids: [Int] = [], labels: [Int] = [], lengths: [Int] = []
             for i in idx {
                 let s = seqs.sequences[i]
@@ -277,11 +231,6 @@ public enum ReportTraining {
                 lengths.append(s.count)
             }
             return (ids, labels, lengths)
-        }
-        func visual(_ idx: [Int], training: Bool) throws -> [Float] {
-            guard let tuned else { return idx.flatMap { vis[$0] } }
-            let px = try idx.flatMap { try pixelCache.pixels($0) }
-            return norm.apply(try tuned.visualTokens(pixels: px, batch: idx.count, pool: o.pool, training: training).tokens)
         }
         let perEpoch = (fitIdx.count + o.batchSize - 1) / o.batchSize
         let schedule = Schedule(peak: o.lr, warmup: Int(Double(perEpoch * o.epochs) * o.warmup), total: perEpoch * o.epochs)
@@ -292,7 +241,7 @@ public enum ReportTraining {
         var firstEpoch = 0
         // Resume: a checkpoint of the same configuration continues where it stopped.
         let ckpt = o.output.appendingPathComponent("checkpoint.safetensors")
-        let identity = checkpointIdentity(o, encoderHash: encoder.weightsHash, fit: fit, val: val, tokenizer: tokenizer)
+        let identity = checkpointIdentity(o, encoderHash: visual.encoder.weightsHash, fit: reports.fit, val: reports.val, tokenizer: text.tokenizer)
         if o.checkpoints, FileManager.default.fileExists(atPath: ckpt.path) {
             let st = try TuneCheckpoint.load(ckpt, identity: identity, parameters: params, optimizer: opt)
             firstEpoch = st.epoch; history = st.history; best = st.best
@@ -312,7 +261,7 @@ public enum ReportTraining {
                 model.zeroGrad()
                 tuned?.vit.zeroGrad()
                 tuned?.vit.dropoutSeed = UInt64(step)
-                let v = try visual(idx, training: true)
+                let v = try visual.tokens(idx, training: true)
                 try model.forward(visual: v, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths, returnLogits: false)
                 let (loss, n) = model.lossAndBackward(labels: b.labels, smoothing: o.labelSmoothing)
                 guard loss.isFinite else {
@@ -331,40 +280,40 @@ public enum ReportTraining {
             for start in stride(from: 0, to: valIdx.count, by: o.batchSize) {
                 let idx = Array(valIdx[start..<min(valIdx.count, start + o.batchSize)])
                 let b = batch(idx)
-                let logits = try model.forward(visual: try visual(idx, training: false), visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
+                let logits = try model.forward(visual: try visual.tokens(idx, training: false), visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
                 let (loss, _, n) = ReportDecoder.languageModelLoss(logits: logits, labels: b.labels, batch: idx.count, vocab: config.vocab)
                 vsum += loss * Double(n); vcount += n
             }
             let vloss = vsum / Double(max(vcount, 1))
             history.append(EpochRecord(epoch: epoch + 1, trainLoss: sum / Double(max(count, 1)), validationLoss: vloss, lr: schedule.lr(max(step - 1, 0))))
-            if best == nil || vloss < best!.loss { best = (epoch + 1, vloss, Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0.value.array) })) }
+            if best.map({ vloss < $0.loss }) ?? true { best = (epoch + 1, vloss, Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0.value.array) })) }
             if o.checkpoints {
                 try TuneCheckpoint.save(ckpt, identity: identity, epoch: epoch + 1, history: history, best: best, stopped: false, parameters: params, optimizer: opt)
             }
             ran += 1
         }
         progress.finish()
-        if history.count < o.epochs {
-            return ReportTrainResult(metrics: [:], complete: false, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
-        }
-        if let best { for p in params { if let v = best.values[p.name] { p.assign(v) } } }
-        if let tuned {
-            vis = [[Float]](repeating: [], count: all.count)
-            for (k, v) in try visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: o.pool, quiet: o.quiet).enumerated() { vis[testIdx[k]] = norm.apply(v) }
-        }
+        return Trained(history: history, best: best, checkpoint: ckpt)
+    }
 
-        // Drafts for the test images.
+    /// Drafts for the test images (beam search, at most `maxTokens` − 1 new tokens).
+    static func draft(_ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder) throws -> [String] {
+        let eos = text.eos, S = visual.S
         var generated: [String] = []
-        let gen = ProgressReporter("generate", total: testIdx.count, unit: "reports", quiet: o.quiet)
-        for i in testIdx {
+        let gen = ProgressReporter("generate", total: reports.testIdx.count, unit: "reports", quiet: o.quiet)
+        for i in reports.testIdx {
             var g = o.generation
             g.maxNewTokens = min(g.maxNewTokens, o.maxTokens - 1)
-            let out = try model.generate(visual: vis[i], visualTokens: S, prompt: [eos], eos: eos, options: g)
-            generated.append(tokenizer.decode(out.ids.filter { $0 != eos }, skipSpecial: true).trimmingCharacters(in: .whitespaces))
+            let out = try model.generate(visual: visual.vis[i], visualTokens: S, prompt: [eos], eos: eos, options: g)
+            generated.append(text.tokenizer.decode(out.ids.filter { $0 != eos }, skipSpecial: true).trimmingCharacters(in: .whitespaces))
             gen.advance()
         }
         gen.finish()
-        let refs = test.map { $0.target(o.target) }
+        return generated
+    }
+
+    /// BLEU-1…4, ROUGE-L, CIDEr-D and clinical efficacy of the drafts (and METEOR with its resources).
+    static func testMetrics(generated: [String], references refs: [String], meteor meteorSource: MeteorSource?) throws -> [String: Double] {
         let s = CaptionMetrics.score(rawCandidates: generated, rawReferences: refs.map { [$0] })
         let e = CheXpertLabeler.efficacy(generated: generated, references: refs)
         var metrics: [String: Double] = ["rouge_l": s.rougeL, "cider_d": s.ciderD, "ce_precision": e.micro.precision, "ce_recall": e.micro.recall, "ce_f1": e.micro.f1]
@@ -373,9 +322,16 @@ public enum ReportTraining {
             let tc = generated.map(PTBTokenizer.tokenize), tr = refs.map(PTBTokenizer.tokenize)
             metrics["meteor"] = try meteorSource.meteor(covering: tc).score(candidates: tc, references: tr.map { [$0] }).corpus
         }
+        return metrics
+    }
 
-        // The model folder.
-        try tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
+    /// The model folder: tokenizer, visual-token statistics, tuned encoder parameters (if any),
+    /// decoder (Hugging Face names), model.json and the drafts beside the references.
+    static func writeModelFolder(_ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
+                                 seqs: TokenizedReports, history: [EpochRecord], metrics: [String: Double], generated: [String]) throws {
+        let S = visual.S, Cv = visual.Cv, norm = visual.norm, tuned = visual.tuned, encoder = visual.encoder, config = model.config
+        let fit = reports.fit, val = reports.val, test = reports.test
+        try text.tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
         try SafeTensors.write([("mean", Tensor(shape: [S, Cv], scalars: norm.mean)), ("inv_std", Tensor(shape: [S, Cv], scalars: norm.invStd))],
                               metadata: ["format": "pt"], to: o.output.appendingPathComponent("visual_norm.safetensors"))
         let encoderFile = o.output.appendingPathComponent("encoder_tuned.safetensors")
@@ -401,13 +357,53 @@ public enum ReportTraining {
         func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
         for (p, g) in zip(test, generated) { csv += "\(q(p.id)),\(q(g)),\(q(p.target(o.target)))\n" }
         try AtomicFile.write(csv, to: o.output.appendingPathComponent("generated.csv"))
-        try? FileManager.default.removeItem(at: ckpt)
-        var result = ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: fit.count, testReports: test.count)
-        result.generated = generated
-        result.references = refs
-        result.trainIDs = fit.map(\.id); result.validationIDs = val.map(\.id); result.testIDs = test.map(\.id)
-        result.bestEpoch = best?.epoch ?? 0
-        result.trainableEncoderParameters = tuned?.parameters.reduce(0) { $0 + $1.count } ?? 0
-        return result
+    }
+}
+
+/// The paired reports of a training run: the training reports shuffled with the seed (the first
+/// `trainLimit` kept), a tenth of them (at least one) held out for validation, and the test
+/// reports; METEOR's resources (cut down to the test reports' words) are read here, before training.
+struct ReportSplit {
+    let fit: [ReportPair], val: [ReportPair], test: [ReportPair]
+    let meteorSource: MeteorSource?
+
+    init(_ o: ReportTrainOptions) throws {
+        let pairs = try PairedReports.load(o.manifest, imageColumn: o.imageColumn, splitColumn: o.splitColumn)
+        var train = pairs.filter { ($0.split ?? "train").lowercased() == "train" }
+        let test = pairs.filter { $0.split?.lowercased() == "test" }
+        guard !train.isEmpty, !test.isEmpty else { throw XRError("the manifest needs train and test rows", file: o.manifest.path, field: "split") }
+        // METEOR's resources are read (cut down to the test reports' words) before training starts.
+        let meteorSource = try o.meteorData.map { try MeteorSource(path: $0, texts: test.map { PTBTokenizer.tokenize($0.target(o.target)) }) }
+        var rng = XRRandom(seed: o.seed, stream: [0x5A11])
+        rng.shuffle(&train)
+        if let k = o.trainLimit { train = Array(train.prefix(k)) }
+        // Validation: a tenth of the training reports (at least one).
+        let nVal = max(1, train.count / 10)
+        let val = Array(train.prefix(nVal)), fit = Array(train.dropFirst(nVal))
+        guard !fit.isEmpty else { throw XRError("too few training reports (\(train.count))", field: "train") }
+        self.fit = fit; self.val = val; self.test = test; self.meteorSource = meteorSource
+    }
+
+    /// Every pair, in the order the indices below count: fit, validation, test.
+    var all: [ReportPair] { fit + val + test }
+    var fitIdx: [Int] { Array(0..<fit.count) }
+    var valIdx: [Int] { Array(fit.count..<(fit.count + val.count)) }
+    var testIdx: [Int] { Array((fit.count + val.count)..<(fit.count + val.count + test.count)) }
+}
+
+/// The tokenizer (loaded, or trained on the training reports) and its end-of-text and padding ids.
+struct ReportText {
+    let tokenizer: BPETokenizer
+    let eos: Int, pad: Int
+
+    init(_ o: ReportTrainOptions, fit: [ReportPair]) throws {
+        let tokenizer: BPETokenizer
+        if let t = o.tokenizer { tokenizer = try BPETokenizer.load(t) } else {
+            tokenizer = try BPETokenizer.train(fit.map { $0.target(o.target) }, vocabSize: o.vocabSize, specialTokens: ["<|endoftext|>", "<pad>"])
+        }
+        guard let eos = tokenizer.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", field: "tokenizer") }
+        self.tokenizer = tokenizer
+        self.eos = eos
+        self.pad = tokenizer.added["<pad>"] ?? eos
     }
 }

@@ -49,6 +49,13 @@ public struct CellRunner: Sendable {
     ///     rethrown: the failing cell leaves no file, finished cells stay.
     public func run(_ cells: [Cell], label: String = "run", written: ((Cell, CellResult) -> Void)? = nil,
                     _ body: (Cell) throws -> CellResult?) throws {
+        try run(cells, producing: CellResult.self, label: label, written: written, body)
+    }
+
+    /// `run` for cells whose result is another type than `CellResult` (e.g. an active-labelling
+    /// trajectory): the same resume, progress and atomic writes.
+    public func run<Result: Encodable>(_ cells: [Cell], producing: Result.Type, label: String = "run", written: ((Cell, Result) -> Void)? = nil,
+                                       _ body: (Cell) throws -> Result?) throws {
         let progress = progress(label, cells)
         let encoder = Self.encoder()
         for cell in cells {
@@ -89,20 +96,24 @@ public struct CellRunner: Sendable {
     }
 
     /// A cell's result, written atomically (temporary file, then rename).
-    private func write(_ result: CellResult, of cell: Cell, _ encoder: JSONEncoder) throws {
+    private func write<Result: Encodable>(_ result: Result, of cell: Cell, _ encoder: JSONEncoder) throws {
         try AtomicFile.write(try encoder.encode(result), to: file(cell))
     }
 
     /// Every finished cell of the plan (this call's, earlier runs' and other shards'), in plan
     /// order, so outputs do not depend on which process computed what; an unreadable cell file is
     /// an error naming it.
-    public func results(_ plan: [Cell]) throws -> [CellResult] {
-        var results: [CellResult] = []
+    public func results(_ plan: [Cell]) throws -> [CellResult] { try results(plan, as: CellResult.self) }
+
+    /// Every finished cell of the plan decoded as `type` (cells of other kinds than probe,
+    /// tuning and report cells keep their own result type), in plan order.
+    public func results<Result: Decodable>(_ plan: [Cell], as type: Result.Type) throws -> [Result] {
+        var results: [Result] = []
         let decoder = JSONDecoder()
         for cell in plan {
             let u = file(cell)
             guard let d = try? Data(contentsOf: u) else { continue }
-            do { results.append(try decoder.decode(CellResult.self, from: d)) } catch {
+            do { results.append(try decoder.decode(type, from: d)) } catch {
                 throw XRError("unreadable cell result", file: u.path, hint: "delete it to recompute that cell")
             }
         }

@@ -118,36 +118,38 @@ public enum SelectionSimulation {
         return SimulationTrajectory(strategy: strategy.rawValue, seed: seed, points: points)
     }
 
-    /// Every strategy × seed, each kept as `cells/<strategy>_s<seed>.json` in `dir` (written
-    /// atomically; finished ones are read back, so an interrupted run resumes), in order.
-    public static func run(_ s: StudyData, recipe: Recipe, options o: SimulationOptions, dir: URL, progress: ProgressReporter? = nil) throws -> [SimulationTrajectory] {
+    /// The cell of a strategy × seed: `<strategy>__<task or all>__k<start>__s<seed>`.
+    public static func cell(_ strategy: SelectionStrategy, seed: Int, options o: SimulationOptions) -> Cell {
+        Cell(method: strategy.rawValue, task: o.task ?? "all", shots: o.start, seed: seed)
+    }
+
+    /// Every strategy × seed, each a cell of the one cell runner (`dir/cells/<cell id>.json`,
+    /// written atomically; an interrupted simulation resumes), in order. A cell file computed for
+    /// another recipe, features or settings (its fingerprint differs) is recomputed.
+    public static func run(_ s: StudyData, recipe: Recipe, options o: SimulationOptions, dir: URL, quiet: Bool = true) throws -> [SimulationTrajectory] {
         var tasks = s.tasks
         if let t = o.task { tasks = s.tasks.filter { $0.name == t } }
-        let cells = dir.appendingPathComponent("cells")
-        try FileManager.default.createDirectory(at: cells, withIntermediateDirectories: true)
+        let runner = CellRunner(cellsDirectory: dir.appendingPathComponent("cells"), quiet: quiet)
+        try FileManager.default.createDirectory(at: runner.cellsDirectory, withIntermediateDirectories: true)
         let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        enc.outputFormatting = [.sortedKeys]
         var key = Data((try? enc.encode(recipe)) ?? Data())
         key += Data("\(o.start) \(o.rounds) \(o.task ?? "") \(s.ids.count) \(s.dim)".utf8)
         s.features.withUnsafeBufferPointer { key += Data(buffer: $0) }
         let fingerprint = SHA256.hex(key)
-        var out: [SimulationTrajectory] = []
-        for strategy in o.strategies {
-            for seed in 0..<o.seeds {
-                let file = cells.appendingPathComponent("\(strategy.rawValue)_s\(seed).json")
-                if let data = try? Data(contentsOf: file), let done = try? JSONDecoder().decode(SimulationTrajectory.self, from: data),
-                   done.fingerprint == fingerprint {
-                    out.append(done)
-                } else {
-                    var t = trajectory(s, recipe: recipe, tasks: tasks, strategy: strategy, seed: seed, options: o)
-                    t.fingerprint = fingerprint
-                    try AtomicFile.write(try enc.encode(t), to: file)
-                    out.append(t)
-                }
-                progress?.advance()
-            }
+        let plan = o.strategies.flatMap { st in (0..<o.seeds).map { cell(st, seed: $0, options: o) } }
+        for c in plan {
+            let f = runner.file(c)
+            guard let data = try? Data(contentsOf: f) else { continue }
+            if (try? JSONDecoder().decode(SimulationTrajectory.self, from: data))?.fingerprint != fingerprint { try FileManager.default.removeItem(at: f) }
         }
-        return out
+        try runner.run(runner.unfinished(plan), producing: SimulationTrajectory.self, label: "simulate") { c in
+            guard let strategy = SelectionStrategy(rawValue: c.method) else { return nil }
+            var t = trajectory(s, recipe: recipe, tasks: tasks, strategy: strategy, seed: c.seed, options: o)
+            t.fingerprint = fingerprint
+            return t
+        }
+        return try runner.results(plan, as: SimulationTrajectory.self)
     }
 }
 

@@ -133,7 +133,7 @@ final class SuggestTests: XCTestCase {
             XCTAssertEqual(Set(first.filter { $0.seed == seed }.map { $0.points[0].auroc }).count, 1)
         }
         // Resume: a finished cell is read back, not recomputed (a marked copy survives).
-        let cell = out.appendingPathComponent("cells/typiclust_s1.json")
+        let cell = out.appendingPathComponent("cells/typiclust__all__k8__s1.json")
         var marked = try JSONDecoder().decode(SimulationTrajectory.self, from: Data(contentsOf: cell))
         marked.points[2].auroc = 0.123
         try JSONEncoder().encode(marked).write(to: cell)

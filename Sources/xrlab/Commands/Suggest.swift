@@ -95,9 +95,7 @@ struct SuggestCommand: ParsableCommand {
         try SelectionSimulation.check(o, poolRows: study.isTest.filter { $0 == false }.count)
         let dir = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let progress = ProgressReporter("simulate", total: list.count * seeds, unit: "trajectories")
-        let ts = try SelectionSimulation.run(study, recipe: r.recipe, options: o, dir: dir, progress: progress)
-        progress.finish()
+        let ts = try SelectionSimulation.run(study, recipe: r.recipe, options: o, dir: dir, quiet: false)
         let files = try SelectionSimulation.write(ts, options: o, title: "\(r.recipe.name): active labelling\(task.map { " (\($0))" } ?? "")", to: dir)
         print("strategy      labels  AUROC (95% CI)            gain vs random (95% CI)")
         for row in SelectionSimulation.summarize(ts) {

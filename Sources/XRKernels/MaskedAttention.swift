@@ -8,10 +8,10 @@
 /// head h at column h·D), for causal self-attention and cross-attention. Queries (B·Tq rows),
 /// keys and values (B·Tk rows); `causal` masks key j > query i; `keyLengths[b]` masks keys at or
 /// beyond it. Saves the probabilities (B, H, Tq, Tk). out (B·Tq, H·D) with stride ldo.
-public func attentionForward(out: UnsafeMutablePointer<Float>, ldo: Int,
-                             q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-                             probabilities: UnsafeMutablePointer<Float>, batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int,
-                             causal: Bool, keyLengths: [Int]? = nil) {
+public func maskedAttentionForward(out: UnsafeMutablePointer<Float>, ldo: Int,
+                                   q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                                   probabilities: UnsafeMutablePointer<Float>, batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int,
+                                   causal: Bool, keyLengths: [Int]? = nil) {
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
     let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(probabilities)
@@ -33,13 +33,13 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, ldo: Int,
     }
 }
 
-/// Backward of `attentionForward`: dq, dk, dv (same strides as their inputs) from dout, with the
+/// Backward of `maskedAttentionForward`: dq, dk, dv (same strides as their inputs) from dout, with the
 /// saved probabilities. dq is written; dk and dv are written (each key row belongs to one batch item).
-public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
-                              dout: UnsafePointer<Float>, ldo: Int,
-                              q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-                              probabilities: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-                              batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int) {
+public func maskedAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+                                    dout: UnsafePointer<Float>, ldo: Int,
+                                    q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                                    probabilities: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                                    batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int) {
     let scale = 1 / Float(D).squareRoot()
     let dqp = SendablePointer(dq), dkp = SendablePointer(dk), dvp = SendablePointer(dv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))

@@ -174,6 +174,16 @@ private func claimingHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, t
     }
 }
 
+/// What both fused-qkv backwards start from: C = H·D, the qkv row stride 3C, the score scale
+/// 1/√D, and dqkv, dout, qkv and the probabilities as pointers the workers may share.
+private func backwardOperands(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                              _ qkv: UnsafePointer<Float>, _ probabilities: UnsafePointer<Float>, heads H: Int, headDim D: Int)
+    -> (Int, Int, Float, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>) {
+    let C = H * D
+    return (C, 3 * C, 1 / Float(D).squareRoot(), SendablePointer(dqkv), SendablePointer(UnsafeMutablePointer(mutating: dout)),
+            SendablePointer(UnsafeMutablePointer(mutating: qkv)), SendablePointer(UnsafeMutablePointer(mutating: probabilities)))
+}
+
 /// Backward of attention over a fused qkv buffer (`attentionForward` with `probabilities`):
 /// dqkv (B·T, 3C) from dout (B·T, C), with P (B, H, T, T) saved.
 /// dV = Pᵀ dO; dP = dO Vᵀ; dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS K; dK = dSᵀ Q — each
@@ -183,9 +193,7 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
                                       qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                                       scratch: UnsafeMutablePointer<Float>,
                                       batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
-    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
-    let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
-    let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
+    let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
     claimingHeads(B * H, scratch: scratch, tokens: T, headDim: D) { next, ws, wide, tall in
         let dp = ws
         while let bh = next() {
@@ -237,9 +245,7 @@ public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout:
                                         qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                                         scratch: UnsafeMutablePointer<Float>,
                                         batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
-    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
-    let dq = SendablePointer(dqkv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
-    let q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities))
+    let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
     let sc = SendablePointer(scratch)
     Parallel.claiming(B * H) { w, next in
         let ds = sc.p + w * T

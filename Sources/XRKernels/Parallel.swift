@@ -11,8 +11,18 @@ public struct SendablePointer<T>: @unchecked Sendable {
 }
 
 public enum Parallel {
-    /// Worker count for encoder ops (set from `--threads`).
+    /// Worker count for encoder ops: set once per process from `--threads`; for a part of a
+    /// process use `with(workers:_:)`.
     nonisolated(unsafe) public static var workers = 2
+
+    /// Run `body` with `n` workers (at least one), then put the previous count back, also when
+    /// `body` throws.
+    public static func with<Result>(workers n: Int, _ body: () throws -> Result) rethrows -> Result {
+        let saved = workers
+        workers = max(1, n)
+        defer { workers = saved }
+        return try body()
+    }
 
     /// Run `body` over `n` items split into contiguous ranges, one per worker (at most n / minChunk workers).
     /// The calling thread runs the first range and xrlab's pool threads the others (`xr_parallel_run`:
@@ -73,4 +83,11 @@ private struct RangesJob {
     let n: Int
     let parts: Int
     let body: (Range<Int>) -> Void
+}
+
+/// Run `body` with OpenBLAS single-threaded while xrlab splits its ops across more than one
+/// worker (so the two kinds of threads do not oversubscribe the cores), then put OpenBLAS's
+/// thread count back, also when `body` throws. With one worker OpenBLAS keeps its threads.
+public func withSingleThreadedBLAS<Result>(_ body: () throws -> Result) rethrows -> Result {
+    Parallel.workers > 1 ? try BLAS.with(threads: 1, body) : try body()
 }

@@ -213,43 +213,42 @@ public enum Runner {
         // products per cell are small, and BLAS's own threads would only contend; and a cell's
         // numbers then never depend on how many cells a process has left).
         let workers = max(1, min(options.threads, work.count))
-        let savedThreads = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = savedThreads }
-        let failure = ErrorBox()
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            Parallel.flushDenormals()
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            var i = w
-            while i < work.count, !failure.isSet {
-                let cell = work[i]
-                if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
-                   let test = tests[cell.task] {
-                    let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
-                    do {
-                        try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
-                    } catch { failure.set(error) }
+        return try BLAS.with(threads: 1) {
+            let failure = ErrorBox()
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                Parallel.flushDenormals()
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                var i = w
+                while i < work.count, !failure.isSet {
+                    let cell = work[i]
+                    if let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
+                       let test = tests[cell.task] {
+                        let result = runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
+                        do {
+                            try AtomicFile.write(try encoder.encode(result), to: cellsDir.appendingPathComponent(cell.id + ".json"))
+                        } catch { failure.set(error) }
+                    }
+                    progress.advance()
+                    i += workers
                 }
-                progress.advance()
-                i += workers
             }
+            if let e = failure.error { throw e }
+            progress.finish()
+            if !tuneWork.isEmpty {
+                try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
+            }
+            let computed = allWork.count
+            // Gather every finished cell (this run's, earlier runs' and other shards').
+            let results = try CellWork.collect(all, cellsDirectory: cellsDir)
+            let complete = results.count == all.count
+            let outputs = CellWork.writesOutputs(options)
+                ? try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+                : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
+            return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
+                              skipped: results.filter { $0.status != "ok" }, complete: complete,
+                              plots: outputs.plots, report: outputs.report)
         }
-        if let e = failure.error { throw e }
-        progress.finish()
-        if !tuneWork.isEmpty {
-            try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
-        }
-        let computed = allWork.count
-        // Gather every finished cell (this run's, earlier runs' and other shards').
-        let results = try CellWork.collect(all, cellsDirectory: cellsDir)
-        let complete = results.count == all.count
-        let outputs = CellWork.writesOutputs(options)
-            ? try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
-            : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete,
-                          plots: outputs.plots, report: outputs.report)
     }
 
     /// Leakage and hygiene checks on the image manifest: errors stop the run, warnings are

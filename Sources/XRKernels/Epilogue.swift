@@ -24,7 +24,8 @@ public func biasScaleResidual(_ residual: UnsafeMutablePointer<Float>, _ y: Unsa
         let o = residual + r * ld, p = y + r * ld
         var i = 0
         while i < c8 {
-            var v = biased(p, bias, i)
+            var v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+            if let bias { v += UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self) }
             if let scale { v *= UnsafeRawPointer(scale + i).loadUnaligned(as: SIMD8<Float>.self) }
             v += UnsafeRawPointer(o + i).loadUnaligned(as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(o + i).storeBytes(of: v, as: SIMD8<Float>.self)
@@ -37,13 +38,4 @@ public func biasScaleResidual(_ residual: UnsafeMutablePointer<Float>, _ y: Unsa
             i += 1
         }
     }
-}
-
-/// Eight floats of a row from column i, plus the bias's when there is one: the first step of the
-/// epilogues that take an optional bias.
-@inline(__always)
-func biased(_ row: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ i: Int) -> SIMD8<Float> {
-    let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
-    guard let bias else { return v }
-    return v + UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self)
 }

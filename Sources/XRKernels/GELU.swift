@@ -24,7 +24,9 @@ public func biasGELUForward(_ out: UnsafeMutablePointer<Float>, from x: UnsafePo
         let p = x + r * ld, o = out + r * ld
         var i = 0
         while i < c8 {
-            UnsafeMutableRawPointer(o + i).storeBytes(of: simdGELU(biased(p, bias, i)), as: SIMD8<Float>.self)
+            var v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+            if let bias { v += UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self) }
+            UnsafeMutableRawPointer(o + i).storeBytes(of: simdGELU(v), as: SIMD8<Float>.self)
             i += 8
         }
         if i < cols {

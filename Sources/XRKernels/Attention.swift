@@ -1,5 +1,7 @@
 import Foundation
-// Multi-head self-attention over packed qkv. B batch, T tokens, C channels, H heads, D = C/H.
+// Multi-head self-attention over packed qkv: forward (optionally saving the probabilities),
+// backward, and the class token's row alone with its backward. B batch, T tokens, C channels,
+// H heads, D = C/H. Backwards write every row of dqkv.
 //
 // qkv rows are [q (H, D) | k (H, D) | v (H, D)] per token (timm's fused layout; separate
 // q/k/v projections are packed the same way at load time). Per (b, h): S = q kᵀ / sqrt(D)
@@ -149,4 +151,158 @@ func scaleRow(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ s: Float) {
         i += 8
     }
     while i < n { p[i] *= s; i += 1 }
+}
+
+/// Scratch floats `attentionTrainingBackward` needs for `workers` workers: per worker a T × T
+/// block and one head's packings (a D × T and a T × D operand).
+public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers: Int) -> Int {
+    max(1, workers) * (T * T + PackedMatrix.alignedStorage(k: D, n: T) + PackedMatrix.alignedStorage(k: T, n: D))
+}
+
+/// Runs `body(next, scratch, wide, tall)` once per worker over the (batch, head) pairs, claimed
+/// one at a time (`Parallel.claiming`), each worker with its own block of `scratch` and its two
+/// packings.
+private func claimingHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
+                           _ body: (() -> Int?, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
+    let size = attentionTrainingScratchSize(tokens: T, headDim: D, workers: 1), sc = SendablePointer(scratch)
+    Parallel.claiming(pairs) { w, next in
+        let ws = sc.p + w * size
+        let packs = ws + T * T
+        let wide = PackedMatrix(k: D, n: T, in: packs)
+        let tall = PackedMatrix(k: T, n: D, in: packs + PackedMatrix.alignedStorage(k: D, n: T))
+        withoutActuallyEscaping(next) { next in body(next, ws, wide, tall) }
+    }
+}
+
+/// What both fused-qkv backwards start from: C = H·D, the qkv row stride 3C, the score scale
+/// 1/√D, and dqkv, dout, qkv and the probabilities as pointers the workers may share.
+private func backwardOperands(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                              _ qkv: UnsafePointer<Float>, _ probabilities: UnsafePointer<Float>, heads H: Int, headDim D: Int)
+    -> (Int, Int, Float, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>) {
+    let C = H * D
+    return (C, 3 * C, 1 / Float(D).squareRoot(), SendablePointer(dqkv), SendablePointer(UnsafeMutablePointer(mutating: dout)),
+            SendablePointer(UnsafeMutablePointer(mutating: qkv)), SendablePointer(UnsafeMutablePointer(mutating: probabilities)))
+}
+
+/// Backward of attention over a fused qkv buffer (`attentionForward` with `probabilities`):
+/// dqkv (B·T, 3C) from dout (B·T, C), with P (B, H, T, T) saved.
+/// dV = Pᵀ dO; dP = dO Vᵀ; dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS K; dK = dSᵀ Q — each
+/// product on the packed-operand kernel (Pᵀ and dSᵀ read in place, as transposed A operands).
+/// `scratch` holds `attentionTrainingScratchSize` floats.
+public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                      qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                      scratch: UnsafeMutablePointer<Float>,
+                                      batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
+    claimingHeads(B * H, scratch: scratch, tokens: T, headDim: D) { next, ws, wide, tall in
+        let dp = ws
+        while let bh = next() {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+            let p = pp.p + bh * T * T, go = dO.p + b * T * C + h * D
+            // dV (T, D) = Pᵀ (T, T) · dO (T, D)
+            tall.fill(go, ld: C)
+            packedGEMM(dbase + 2 * C, ldc: ld, p, lda: T, tall, rows: T, columns: 0..<D, transposedA: true)
+            // dP (T, T) = dO (T, D) · Vᵀ, then dS
+            wide.fillTransposed(base + 2 * C, ld: ld)
+            packedGEMM(dp, ldc: T, go, lda: C, wide, rows: T, columns: 0..<T)
+            softmaxBackward(dp, probabilities: p, rows: T, cols: T, scale: scale)
+            // dQ = dS · K ; dK = dSᵀ · Q
+            tall.fill(base + C, ld: ld)
+            packedGEMM(dbase, ldc: ld, dp, lda: T, tall, rows: T, columns: 0..<D)
+            tall.fill(base, ld: ld)
+            packedGEMM(dbase + C, ldc: ld, dp, lda: T, tall, rows: T, columns: 0..<D, transposedA: true)
+        }
+    }
+}
+
+/// The class token's row of `attentionForward` (saving its probabilities): for each image only query row 0 (keys and
+/// values of every token), for a last block whose other rows no output reads. out (B, C): one
+/// row per image; probabilities (B, H, T): the class token's softmax row per head.
+public func classTokenAttentionForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+                                       probabilities: UnsafeMutablePointer<Float>,
+                                       batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
+    let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
+    Parallel.ranges(B * H) { range in
+        for bh in range {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, p = pp.p + bh * T
+            for j in 0..<T { p[j] = scale * dot(base, base + j * ld + C, D) }
+            softmaxRows(p, rows: 1, cols: T)
+            let y = o.p + b * C + h * D
+            y.update(repeating: 0, count: D)
+            for j in 0..<T { axpy(p[j], base + j * ld + 2 * C, y, D) }
+        }
+    }
+}
+
+/// Backward of `classTokenAttentionForward`: dqkv (B·T, 3C), every row written, from dout (B, C),
+/// the gradient of the class-token rows only. Per head, with p the saved row and dO its gradient:
+/// dV_j = p_j dO; dS_j = p_j (dO·v_j − Σ_i p_i dO·v_i); dQ_0 = scale Σ_j dS_j k_j; dK_j = scale dS_j q_0;
+/// query gradients of the other rows are zero.
+public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                        qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                        scratch: UnsafeMutablePointer<Float>,
+                                        batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+    let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
+    let sc = SendablePointer(scratch)
+    Parallel.claiming(B * H) { w, next in
+        let ds = sc.p + w * T
+        while let bh = next() {
+            let b = bh / H, h = bh % H
+            let base = q.p + b * T * ld + h * D, dbase = dq.p + b * T * ld + h * D
+            let p = pp.p + bh * T, g = dO.p + b * C + h * D
+            var s = 0 as Float
+            for j in 0..<T {
+                ds[j] = dot(g, base + j * ld + 2 * C, D)
+                s += ds[j] * p[j]
+            }
+            for j in 0..<T { ds[j] = scale * p[j] * (ds[j] - s) }
+            dbase.update(repeating: 0, count: D)
+            for j in 0..<T {
+                let row = dbase + j * ld
+                if j > 0 { row.update(repeating: 0, count: D) }
+                axpy(ds[j], base + j * ld + C, dbase, D)
+                scaled(base, ds[j], row + C, D)
+                scaled(g, p[j], row + 2 * C, D)
+            }
+        }
+    }
+}
+
+@inline(__always)
+private func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s8 = SIMD8<Float>(), i = 0
+    while i + 8 <= n {
+        s8 = s8.addingProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self), UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+        i += 8
+    }
+    var s = s8.sum()
+    while i < n { s += a[i] * b[i]; i += 1 }
+    return s
+}
+
+/// y += a · x over n floats.
+@inline(__always)
+private func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    let av = SIMD8<Float>(repeating: a)
+    while i + 8 <= n {
+        let v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self).addingProduct(av, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+        UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] += a * x[i]; i += 1 }
+}
+
+/// y = a · x over n floats.
+@inline(__always)
+private func scaled(_ x: UnsafePointer<Float>, _ a: Float, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 8 <= n {
+        UnsafeMutableRawPointer(y + i).storeBytes(of: UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * a, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] = a * x[i]; i += 1 }
 }

@@ -11,8 +11,18 @@ public struct SendablePointer<T>: @unchecked Sendable {
 }
 
 public enum Parallel {
-    /// Worker count for encoder ops (set from `--threads`).
+    /// Worker count for encoder ops: set once per process from `--threads`; for a part of a
+    /// process use `with(workers:_:)`.
     nonisolated(unsafe) public static var workers = 2
+
+    /// Run `body` with `n` workers (at least one), then put the previous count back, also when
+    /// `body` throws.
+    public static func with<Result>(workers n: Int, _ body: () throws -> Result) rethrows -> Result {
+        let saved = workers
+        workers = max(1, n)
+        defer { workers = saved }
+        return try body()
+    }
 
     /// Run `body` over `n` items split into contiguous ranges, one per worker (at most n / minChunk workers).
     /// The calling thread runs the first range and xrlab's pool threads the others (`xr_parallel_run`:
@@ -75,32 +85,9 @@ private struct RangesJob {
     let body: (Range<Int>) -> Void
 }
 
-/// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)), rows split across workers; `epilogue`
-/// runs on each worker's finished row range while it is still in cache (bias, activation,
-/// residual). BLAS must be single-threaded here.
-public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                          rows: Int, inFeatures k: Int, outFeatures n: Int,
-                          epilogue: (Range<Int>) -> Void = { _ in }) {
-    Parallel.ranges(rows, minChunk: 16) { r in
-        if r.isEmpty { return }
-        BLAS.sgemm(out + r.lowerBound * n, inp + r.lowerBound * k, weight, transB: true, m: r.count, n: n, k: k)
-        epilogue(r)
-    }
-}
-
-/// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)) with the output features split across
-/// workers (ranges of multiples of 16): each worker packs only its part of the weights, and
-/// `epilogue` runs on its finished column range (all rows; rows are `n` apart). The encoder ran its
-/// one-image layers this way before its weights were packed once (`packedProduct`); kept as the
-/// OpenBLAS baseline that `xrlab bench-gemm` measures the packed kernel against.
-public func linearForwardColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                                 rows: Int, inFeatures k: Int, outFeatures n: Int,
-                                 epilogue: (Range<Int>) -> Void = { _ in }) {
-    let blocks = (n + 15) / 16
-    Parallel.ranges(blocks, minChunk: 4) { b in
-        let c = (b.lowerBound * 16)..<min(n, b.upperBound * 16)
-        if c.isEmpty { return }
-        BLAS.sgemm(out + c.lowerBound, inp, weight + c.lowerBound * k, transB: true, m: rows, n: c.count, k: k, ldc: n)
-        epilogue(c)
-    }
+/// Run `body` with OpenBLAS single-threaded while xrlab splits its ops across more than one
+/// worker (so the two kinds of threads do not oversubscribe the cores), then put OpenBLAS's
+/// thread count back, also when `body` throws. With one worker OpenBLAS keeps its threads.
+public func withSingleThreadedBLAS<Result>(_ body: () throws -> Result) rethrows -> Result {
+    Parallel.workers > 1 ? try BLAS.with(threads: 1, body) : try body()
 }

@@ -1,4 +1,4 @@
-// Numerically stable softmax over rows: y = exp(x - max) / sum exp(x - max).
+// Numerically stable softmax over rows: y = exp(x - max) / sum exp(x - max); and its backward.
 
 /// x (R, N) ← softmax(x) row by row, in place.
 public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
@@ -42,4 +42,21 @@ private func exponentiateRow(_ p: UnsafeMutablePointer<Float>, _ cols: Int) -> F
         for j in i..<cols { p[j] = e[j - i]; s += e[j - i] }
     }
     return s
+}
+
+/// Softmax backward over rows: dx = scale · p ⊙ (dy − Σ_j dy_j p_j), written into dy.
+public func softmaxBackward(_ dy: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, rows: Int, cols: Int, scale: Float = 1) {
+    for r in 0..<rows {
+        let d = dy + r * cols, q = p + r * cols
+        // Σ dy·p in vector lanes (a scalar float reduction does not vectorise).
+        var s8 = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= cols {
+            s8 = s8.addingProduct(UnsafeRawPointer(d + j).loadUnaligned(as: SIMD8<Float>.self), UnsafeRawPointer(q + j).loadUnaligned(as: SIMD8<Float>.self))
+            j += 8
+        }
+        var s = s8.sum()
+        while j < cols { s += d[j] * q[j]; j += 1 }
+        if scale == 1 { for j in 0..<cols { d[j] = q[j] * (d[j] - s) } } else { for j in 0..<cols { d[j] = scale * q[j] * (d[j] - s) } }
+    }
 }

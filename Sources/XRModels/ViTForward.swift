@@ -75,10 +75,7 @@ public final class ViT: @unchecked Sendable {
 
         // BLAS runs single-threaded inside the encoder; the ops themselves are split across
         // workers, so the cores are neither idle nor oversubscribed.
-        let savedThreads = BLAS.threads
-        if Parallel.workers > 1 { BLAS.threads = 1 }
-        defer { if Parallel.workers > 1 { BLAS.threads = savedThreads } }
-        workspace.withUnsafeMutableBufferPointer { ws in
+        withSingleThreadedBLAS { workspace.withUnsafeMutableBufferPointer { ws in
             guard let base = ws.baseAddress else { return }
             var offs: [UnsafeMutablePointer<Float>] = []
             var o = 0
@@ -134,7 +131,7 @@ public final class ViT: @unchecked Sendable {
                     for j in 0..<C { dst[j] /= Float(N) }
                 }
             }
-        }
+        } }
         return ViTOutput(cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, mean.count / B], scalars: mean),
                          patchTokens: Tensor(shape: [B, tokens.count / (B * C), C], scalars: tokens),
                          lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })

@@ -213,19 +213,18 @@ public enum Runner {
         // products per cell are small, and BLAS's own threads would only contend; and a cell's
         // numbers then never depend on how many cells a process has left).
         let workers = max(1, min(options.threads, work.count))
-        let savedThreads = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = savedThreads }
-        try runner.run(work, workers: workers) { cell in
-            guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
-                  let test = tests[cell.task] else { return nil }
-            return runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
-        }
-        if !tuneWork.isEmpty {
-            try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
-        }
-        return try runner.summary(all, computed: allWork.count, directory: dir, options: options) { results, complete in
-            try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        return try BLAS.with(threads: 1) {
+            try runner.run(work, workers: workers) { cell in
+                guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
+                      let test = tests[cell.task] else { return nil }
+                return runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
+            }
+            if !tuneWork.isEmpty {
+                try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
+            }
+            return try runner.summary(all, computed: allWork.count, directory: dir, options: options) { results, complete in
+                try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+            }
         }
     }
 

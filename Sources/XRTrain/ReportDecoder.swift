@@ -225,16 +225,16 @@ public final class ReportDecoder: @unchecked Sendable {
         k.xIn.p.update(from: x.p, count: R * C)
         parallelLayerNorm(k.h1.p, k.xIn.p, l.ln1w, l.ln1b, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
         l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
-        attentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
-                         probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
+        maskedAttentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
+                               probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
         l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
         for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
         if let x = l.cross {
             parallelLayerNorm(k.hx.p, k.xA.p, x.lnw, x.lnb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
             x.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
             x.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
-            attentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                             probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
+            maskedAttentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                                   probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
             x.proj.forward(tC.p, k.attx.p, rows: R, lora: nil)
             for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
         }
@@ -357,16 +357,16 @@ public final class ReportDecoder: @unchecked Sendable {
                 if let x = l.cross {
                     // xB = xA + proj(attn(q(LNx xA), kv(enc)))
                     x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
-                    attentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                                      probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
+                    maskedAttentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                                            probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
                     x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
                     x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
                     parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, x.lnw, x.lnb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
                 }
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
                 l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
-                attentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
-                                  v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
+                maskedAttentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
+                                        v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
                 l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p)
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, l.ln1w, l.ln1b, mean: k.m1.p, rstd: k.r1.p, rows: R, cols: C)
             }

@@ -78,8 +78,8 @@ extension ReportDecoder {
                     } else {
                         qkv.withUnsafeBufferPointer { qp in att.withUnsafeMutableBufferPointer { ap in probs.withUnsafeMutableBufferPointer { pp in
                             let q = qp.baseAddress!
-                            attentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
-                                             probabilities: pp.baseAddress!, batch: 1, queries: n, keys: n, heads: H, headDim: D, causal: true)
+                            maskedAttentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
+                                                   probabilities: pp.baseAddress!, batch: 1, queries: n, keys: n, heads: H, headDim: D, causal: true)
                         } } }
                     }
                     att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) } }

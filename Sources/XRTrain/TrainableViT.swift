@@ -708,14 +708,6 @@ func parallelLayerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Boo
 /// Row-parallel elementwise work over (R, C) rows.
 func parallelRows(_ R: Int, _ body: (Range<Int>) -> Void) { Parallel.ranges(R, minChunk: 16, body) }
 
-/// Run `body` with OpenBLAS single-threaded (the caller splits the work across workers).
-func withSingleThreadedBLAS(_ body: () -> Void) {
-    let saved = BLAS.threads
-    if Parallel.workers > 1 && saved != 1 { BLAS.threads = 1 }
-    body()
-    if Parallel.workers > 1 && saved != 1 { BLAS.threads = saved }
-}
-
 extension TrainableViT {
     /// timm tensor names and shapes of a config (head included).
     public static func tensorShapes(_ c: TrainConfig) -> [(String, [Int])] {

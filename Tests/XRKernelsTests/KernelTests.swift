@@ -71,31 +71,27 @@ final class KernelTests: XCTestCase {
     /// Against the plain reference; odd head counts (1 × 3, 3 × 1) split each head's queries across
     /// the workers (2 and 3 of them).
     func testAttention() {
-        let savedWorkers = Parallel.workers
-        defer { Parallel.workers = savedWorkers }
-        for workers in [2, 3] {
-            Parallel.workers = workers
+        for workers in [2, 3] { Parallel.with(workers: workers) {
             for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4), (1, 601, 24, 2), (2, 530, 16, 1),
                                  (1, 37, 36, 3), (3, 20, 16, 1), (1, 5, 8, 1)] {
                 let qkv = randn(b * t * 3 * c)
                 var out = [Float](repeating: 0, count: b * t * c)
                 var scores = [Float](repeating: 0, count: attentionWorkspaceSize(tokens: t, headDim: c / h, workers: Parallel.workers))
-                let saved = BLAS.threads
-                BLAS.threads = 1   // the kernel splits heads across workers itself
-                attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+                var kept = [Float](repeating: 0, count: b * t * c), p = [Float](repeating: .nan, count: b * h * t * t)
+                BLAS.with(threads: 1) {   // the kernel splits heads across workers itself
+                    attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+                    // Keeping the probabilities (training): whole score rows at any length, the same output.
+                    attentionForward(&kept, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h, probabilities: &p)
+                }
                 let ref = Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h)
                 assertClose(out, ref, rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
-                // Keeping the probabilities (training): whole score rows at any length, the same output.
-                var kept = [Float](repeating: 0, count: b * t * c), p = [Float](repeating: .nan, count: b * h * t * t)
-                attentionForward(&kept, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h, probabilities: &p)
-                BLAS.threads = saved
                 assertClose(kept, ref, rel: 1e-5, "attention keeping probabilities b\(b) t\(t) c\(c) h\(h), \(workers) workers")
                 for row in 0..<(b * h * t) {
                     let sum = p[(row * t)..<((row + 1) * t)].reduce(0, +)
                     XCTAssertEqual(sum, 1, accuracy: 1e-4, "probability row \(row) sums to \(sum)")
                 }
             }
-        }
+        } }
     }
 
     func testParallelLinearWithEpilogueMatchesSerial() {
@@ -104,9 +100,7 @@ final class KernelTests: XCTestCase {
         var out = [Float](repeating: 0, count: r * n), ref = out
         BLAS.sgemm(&ref, x, w, transB: true, m: r, n: n, k: k)
         for i in 0..<r { for j in 0..<n { ref[i * n + j] += bias[j] } }
-        let saved = BLAS.threads
-        BLAS.threads = 1
-        out.withUnsafeMutableBufferPointer { o in
+        BLAS.with(threads: 1) { out.withUnsafeMutableBufferPointer { o in
             let op = SendablePointer(o.baseAddress!)
             bias.withUnsafeBufferPointer { bp in
                 let b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
@@ -114,8 +108,7 @@ final class KernelTests: XCTestCase {
                     addBias(op.p + rows.lowerBound * n, b.p, rows: rows.count, cols: n)
                 }
             }
-        }
-        BLAS.threads = saved
+        } }
         assertClose(out, ref, rel: 1e-6, "parallel linear + bias")
     }
 
@@ -123,10 +116,7 @@ final class KernelTests: XCTestCase {
     /// with the row stride of the whole output; ragged widths, blocks of 16, fewer columns than
     /// two blocks (one worker).
     func testColumnSplitLinearWithStridedEpiloguesMatchesSerial() {
-        let saved = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = saved }
-        for (r, k, n) in [(5, 19, 23), (13, 32, 100), (3, 8, 129), (197, 24, 72)] {
+        BLAS.with(threads: 1) { for (r, k, n) in [(5, 19, 23), (13, 32, 100), (3, 8, 129), (197, 24, 72)] {
             let x = randn(r * k), w = randn(n * k), bias = randn(n), scale = randn(n), res0 = randn(r * n)
             var lin = [Float](repeating: 0, count: r * n)
             BLAS.sgemm(&lin, x, w, transB: true, m: r, n: n, k: k)
@@ -152,7 +142,7 @@ final class KernelTests: XCTestCase {
             assertClose(gelu, Reference.gelu(shifted), rel: 1e-5, "column split + GELU \(r)x\(k)x\(n)")
             assertClose(res, refRes, rel: 1e-5, "column split + bias/scale/residual \(r)x\(k)x\(n)")
             assertClose(y, lin, rel: 1e-6, "column split product \(r)x\(k)x\(n)")
-        }
+        } }
     }
 
     func testBiasScaleResidual() {

@@ -73,15 +73,12 @@ final class PackedGEMMTests: XCTestCase {
             if (32..<70).contains(j) { XCTAssertEqual(c[i * n + j], ref[i * n + j], accuracy: 1e-4) } else { XCTAssertEqual(c[i * n + j], -7) }
         } }
 
-        let saved = Parallel.workers
-        defer { Parallel.workers = saved }
         // 41 and 301 rows: row blocks claimed by the workers, the last one ragged.
         let tall = 301
         let aTall = (0..<(tall * k)).map { _ in rng.nextGaussian() }
         let refTall = Reference.matmul(aTall, b, rows: tall, k: k, n: n)
         for (rows, input, expected) in [(m, a, ref), (tall, aTall, refTall)] {
-            for workers in [1, 2, 3] {
-                Parallel.workers = workers
+            for workers in [1, 2, 3] { Parallel.with(workers: workers) {
                 for split in [false, true] {
                     var out = [Float](repeating: .nan, count: rows * n)
                     var seen = [Int](repeating: 0, count: rows * n)
@@ -110,7 +107,7 @@ final class PackedGEMMTests: XCTestCase {
                         XCTAssertGreaterThanOrEqual(blockRows.count, min(4 * workers, (rows + 5) / 6), "\(blockRows)")
                     }
                 }
-            }
+            } }
         }
     }
 
@@ -120,8 +117,6 @@ final class PackedGEMMTests: XCTestCase {
     /// written from its first column, optional bias / scale, a padded residual whose padding stays.
     func testFusedEpiloguesMatchSeparatePasses() {
         var rng = XRRandom(seed: 24)
-        let saved = Parallel.workers
-        defer { Parallel.workers = saved }
         for (m, k, n) in [(13, 70, 48), (13, 70, 40), (20, 1500, 35), (301, 64, 83)] {
             let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
             let w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.2 }
@@ -133,8 +128,7 @@ final class PackedGEMMTests: XCTestCase {
             let ld = n + 5
             let start = (0..<(m * ld)).map { _ in rng.nextGaussian() }
             func gelu(_ v: Float) -> Float { Float(0.5 * Double(v) * (1 + erf(Double(v) / 2.0.squareRoot()))) }
-            for workers in [1, 2, 3] {
-                Parallel.workers = workers
+            for workers in [1, 2, 3] { Parallel.with(workers: workers) {
                 for split in [false, true] {
                     a.withUnsafeBufferPointer { ab in bias.withUnsafeBufferPointer { bb in scale.withUnsafeBufferPointer { sb in
                         let what = "m=\(m) k=\(k) n=\(n) workers=\(workers) splitColumns=\(split)"
@@ -168,7 +162,7 @@ final class PackedGEMMTests: XCTestCase {
                         }
                     } } }
                 }
-            }
+            } }
             // A column range written from its first column: the bias is indexed by B's columns.
             let cols = 16..<min(n, 45)
             var part = [Float](repeating: .nan, count: m * cols.count)

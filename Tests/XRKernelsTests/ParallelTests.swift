@@ -7,10 +7,7 @@ import XRKernels
 /// threads at once each get their own job done; a slowed worker takes fewer claimed items.
 final class ParallelTests: XCTestCase {
     func testEveryItemOnceJobAfterJob() {
-        let saved = Parallel.workers
-        defer { Parallel.workers = saved }
-        for workers in [2, 3, 5, 2] {
-            Parallel.workers = workers
+        for workers in [2, 3, 5, 2] { Parallel.with(workers: workers) {
             for job in 0..<400 {
                 let n = 1 + (job * 7) % 50
                 var hits = [Int](repeating: 0, count: n)
@@ -20,14 +17,11 @@ final class ParallelTests: XCTestCase {
                 }
                 XCTAssertEqual(Set(hits), [1], "workers \(workers), job \(job), n \(n)")
             }
-        }
+        } }
     }
 
     func testClaimingHandsOutEveryItemOnce() {
-        let saved = Parallel.workers
-        defer { Parallel.workers = saved }
-        for workers in [1, 2, 3, 5] {
-            Parallel.workers = workers
+        for workers in [1, 2, 3, 5] { Parallel.with(workers: workers) {
             for job in 0..<300 {
                 let n = (job * 7) % 41   // 0 included
                 var hits = [Int](repeating: 0, count: n)
@@ -46,18 +40,15 @@ final class ParallelTests: XCTestCase {
                 XCTAssertEqual(calls, (0..<workers).map { $0 < running ? 1 : 0 }, "workers \(workers), n \(n)")
                 XCTAssertTrue(owners.allSatisfy { (0..<running).contains($0) })
             }
-        }
+        } }
     }
 
     /// A worker held up on one item (here by sleeping, as a core lost to another process would be)
     /// leaves the remaining items to the others instead of a fixed half of them.
     func testSlowWorkerTakesFewerItems() {
-        let saved = Parallel.workers
-        defer { Parallel.workers = saved }
-        Parallel.workers = 2
         let n = 40
         var owners = [Int](repeating: -1, count: n)
-        owners.withUnsafeMutableBufferPointer { o in
+        Parallel.with(workers: 2) { owners.withUnsafeMutableBufferPointer { o in
             let op = SendablePointer(o.baseAddress!)
             Parallel.claiming(n) { worker, next in
                 while let i = next() {
@@ -65,7 +56,7 @@ final class ParallelTests: XCTestCase {
                     if i == 0 { Thread.sleep(forTimeInterval: 0.3) }
                 }
             }
-        }
+        } }
         let slow = owners[0]
         XCTAssertEqual(owners.filter { $0 == slow }.count, 1, "the worker that slept on item 0 took more: \(owners)")
         XCTAssertTrue(owners.allSatisfy { $0 == 0 || $0 == 1 })
@@ -107,6 +98,59 @@ final class ParallelTests: XCTestCase {
         }
         XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "callers on four threads did not finish")
         XCTAssertEqual(totals.values, [0, 0, 0, 0])
+    }
+}
+
+/// The scoped settings: `Parallel.with(workers:)`, `BLAS.with(threads:)` and
+/// `withSingleThreadedBLAS` put the previous value back after the body, nested or not, and also
+/// when the body throws.
+final class ScopedSettingsTests: XCTestCase {
+    struct Failure: Error {}
+
+    func testWorkersRestoredAfterBodyAndWhenItThrows() throws {
+        let outside = Parallel.workers
+        let inner = try Parallel.with(workers: 3) { () throws -> Int in
+            XCTAssertEqual(Parallel.workers, 3)
+            XCTAssertThrowsError(try Parallel.with(workers: 5) { () throws -> Void in
+                XCTAssertEqual(Parallel.workers, 5)
+                throw Failure()
+            })
+            XCTAssertEqual(Parallel.workers, 3, "restored after a throwing body")
+            return Parallel.with(workers: 0) { Parallel.workers }
+        }
+        XCTAssertEqual(inner, 1, "at least one worker")
+        XCTAssertEqual(Parallel.workers, outside)
+    }
+
+    func testBLASThreadsRestoredAfterBodyAndWhenItThrows() throws {
+        let outside = BLAS.threads
+        try BLAS.with(threads: 2) { () throws -> Void in
+            let two = BLAS.threads   // OpenBLAS may be built for fewer threads than asked
+            XCTAssertThrowsError(try BLAS.with(threads: 1) { () throws -> Void in
+                XCTAssertEqual(BLAS.threads, 1)
+                throw Failure()
+            })
+            XCTAssertEqual(BLAS.threads, two, "restored after a throwing body")
+            BLAS.with(threads: 1) { XCTAssertEqual(BLAS.threads, 1) }
+            XCTAssertEqual(BLAS.threads, two)
+        }
+        XCTAssertEqual(BLAS.threads, outside)
+    }
+
+    func testSingleThreadedBLASOnlyWhileSeveralWorkers() throws {
+        try BLAS.with(threads: 2) { () throws -> Void in
+            let two = BLAS.threads
+            try Parallel.with(workers: 2) { () throws -> Void in
+                XCTAssertThrowsError(try withSingleThreadedBLAS { () throws -> Void in
+                    XCTAssertEqual(BLAS.threads, 1)
+                    throw Failure()
+                })
+                XCTAssertEqual(BLAS.threads, two)
+            }
+            Parallel.with(workers: 1) {
+                withSingleThreadedBLAS { XCTAssertEqual(BLAS.threads, two, "one worker: OpenBLAS keeps its threads") }
+            }
+        }
     }
 }
 

@@ -73,11 +73,22 @@ public enum BLAS {
                     beta, c, Int32(ldc))
     }
 
-    /// Number of threads OpenBLAS uses. xrlab sets this once so that its own threads and
-    /// OpenBLAS's do not oversubscribe the cores.
+    /// Number of threads OpenBLAS uses. xrlab sets this once per process (from `--threads`) so
+    /// that its own threads and OpenBLAS's do not oversubscribe the cores; for a part of a process
+    /// use `with(threads:_:)`.
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
         set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+
+    /// Run `body` with OpenBLAS on `n` threads (at least one), then put the previous count back,
+    /// also when `body` throws. A count that is already `n` is left alone.
+    public static func with<Result>(threads n: Int, _ body: () throws -> Result) rethrows -> Result {
+        let saved = threads, n = max(1, n)
+        if saved == n { return try body() }
+        threads = n
+        defer { threads = saved }
+        return try body()
     }
 }
 

@@ -70,14 +70,23 @@ final class RecipeTests: XCTestCase {
     // MARK: recipes in the repository
 
     func testResolvedDemoRecipeSnapshot() throws {
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/demo.yaml"))
+        try checkResolvedSnapshot("demo")
+    }
+
+    /// Every recipe in recipes/ (probes, tuning methods, report encoders) resolves to its snapshot.
+    func testResolvedRecipeSnapshotsOfEveryShippedRecipe() throws {
+        for name in ["demo-tuning", "demo-reports", "synthetic-features", "nih-cxr14-shared"] { try checkResolvedSnapshot(name) }
+    }
+
+    private func checkResolvedSnapshot(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/\(name).yaml"))
         let yaml = try r.resolvedYAML()
-        let snap = Fixtures.repoRoot.appendingPathComponent("Tests/XRRecipesTests/Snapshots/demo.resolved.yaml")
+        let snap = Fixtures.repoRoot.appendingPathComponent("Tests/XRRecipesTests/Snapshots/\(name).resolved.yaml")
         if ProcessInfo.processInfo.environment["XRLAB_RECORD_SNAPSHOTS"] == "1" {
             try yaml.write(to: snap, atomically: true, encoding: .utf8)
         }
         let want = try String(contentsOf: snap, encoding: .utf8)
-        XCTAssertEqual(yaml, want, "resolved recipe changed; re-record with XRLAB_RECORD_SNAPSHOTS=1 if intended")
+        XCTAssertEqual(yaml, want, "resolved recipe \(name) changed; re-record with XRLAB_RECORD_SNAPSHOTS=1 if intended", file: file, line: line)
     }
 
     // MARK: bad recipes

@@ -116,9 +116,11 @@ final class RecipeTests: XCTestCase {
         // Resolved recipes write the default out; an explicit value survives resolution.
         let dir = Fixtures.tempDir()
         let d = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir))
-        XCTAssertEqual(d.recipe.methods.first?.standardize, "pool")
+        guard case let .logistic(dl) = d.recipe.methods[0] else { return XCTFail("\(d.recipe.methods[0])") }
+        XCTAssertEqual(dl.standardize, .pool)
         let s = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir), overrides: ["methods.0.standardize=none"])
-        XCTAssertEqual(s.recipe.methods.first?.standardize, "none")
+        guard case let .logistic(sl) = s.recipe.methods[0] else { return XCTFail("\(s.recipe.methods[0])") }
+        XCTAssertEqual(sl.standardize, .none)
     }
 
     func testOverrides() throws {

@@ -157,20 +157,6 @@ extension Recipe {
             case .bitfit, .full: return training
             }
         }
-
-        /// This method with every default.
-        public var defaults: Method {
-            switch self {
-            case .logistic: return .logistic(LogisticSpec())
-            case .knn: return .knn(KNNSpec())
-            case .prototype: return .prototype(PrototypeSpec())
-            case .lora: return .lora(LoRASpec())
-            case .adapter: return .adapter(AdapterSpec())
-            case .last_k: return .lastK(LastKSpec())
-            case .bitfit: return .bitfit(BitFitSpec())
-            case .full: return .full(FullSpec())
-            }
-        }
     }
 
     /// A method and its settings, every default filled in. Encoded as one flat mapping:

@@ -130,7 +130,6 @@ public struct Recipe: Codable, Equatable, Sendable {
     }
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
-    public static let knownMethods = MethodName.allCases.map(\.rawValue)
     public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not

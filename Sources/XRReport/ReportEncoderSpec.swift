@@ -39,14 +39,6 @@ public enum ReportEncoderSpec: Codable, Sendable, Equatable {
             case .last_k: return [FieldKey.blocks.stringValue, FieldKey.lr_scale.stringValue]
             }
         }
-        /// This setting with every default.
-        public var defaults: ReportEncoderSpec {
-            switch self {
-            case .frozen: return .frozen
-            case .lora: return .lora(ReportLoRASpec())
-            case .last_k: return .lastK(ReportLastKSpec())
-            }
-        }
     }
 
     enum FieldKey: String, CodingKey { case method, blocks, lr_scale }

@@ -97,7 +97,7 @@ def main():
     if a.child:
         print(json.dumps(torch_child(a.seconds, a.threads, a.visual_input == "prefix")))
         return
-    xr = json.loads(subprocess.run([XRLAB, "bench-report", "--seconds", str(a.seconds), "--threads", str(a.threads), "--visual-input", a.visual_input],
+    xr = json.loads(subprocess.run([XRLAB, "bench", "report", "--seconds", str(a.seconds), "--threads", str(a.threads), "--visual-input", a.visual_input],
                                    capture_output=True, text=True, check=True).stdout)
     pt = json.loads(subprocess.run([sys.executable, __file__, "--child", "--seconds", str(a.seconds), "--threads", str(a.threads), "--visual-input", a.visual_input],
                                    capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])

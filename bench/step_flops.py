@@ -1,4 +1,4 @@
-"""Matrix-product operations of one training step (xrlab's bench-train workloads), counted.
+"""Matrix-product operations of one training step (xrlab's `bench train` workloads), counted.
 
 2·m·n·k per product; elementwise work is not counted. ViT (timm layout) at 224 px, patch 16,
 batch 8 by default. Per block: linear layers 2·R·(4C² + 2CM) with R = batch · tokens, attention

@@ -90,7 +90,7 @@ def main():
     common = ["--preset", args.preset, "--batch", str(args.batch), "--threads", str(args.threads)]
     rows = []
     for method in ("lora", "last2"):
-        workers = {"xrlab": Worker([XRLAB, "bench-train", "--method", method, "--serve"] + common),
+        workers = {"xrlab": Worker([XRLAB, "bench", "train", "--method", method, "--serve"] + common),
                    "pytorch": Worker([sys.executable, __file__, "--child", "--method", method] + common)}
         for w in workers.values():       # wait until both have built the model and warmed up
             w.ask("run 0")

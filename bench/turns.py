@@ -1,7 +1,7 @@
 """Interleaved turns (bench/vit_peers.py, bench/train_peers.py): one process per tool, kept loaded,
 answering one JSON line per request line (`run SECONDS`, …); at the end of its input each prints a
 summary line and exits. `Worker` is the driver's side, `serve` a Python tool's (xrlab's is
-`--serve` on `xrlab bench` and `xrlab bench-train`)."""
+`--serve` on `xrlab bench encoder` and `xrlab bench train`)."""
 import json, subprocess, sys, time
 
 

@@ -29,7 +29,7 @@ import XRKernels
 /// `maxPixels` bounds every image the pipeline allocates (the resized image, before the crop):
 /// a 1 × 10000 strip resized to a 518 shortest edge would otherwise need 518 × 5,180,000 pixels.
 public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertible {
-    public enum Interpolation: String, Codable, Sendable { case bicubic, bilinear }
+    public enum Interpolation: String, Codable, Sendable, CaseIterable { case bicubic, bilinear }
     /// How an odd crop margin's half is rounded: down (Hugging Face) or half to even (torchvision `CenterCrop`).
     public enum CropRounding: String, Codable, Sendable { case floor, halfEven }
 

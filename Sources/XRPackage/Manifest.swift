@@ -190,12 +190,15 @@ public struct SemanticVersion: Comparable, CustomStringConvertible, Sendable, Ha
     }
     public var description: String { "\(major).\(minor).\(patch)" }
     public static func < (a: Self, b: Self) -> Bool { (a.major, a.minor, a.patch) < (b.major, b.minor, b.patch) }
+    /// The part of a version a release increments (`--bump`).
+    public enum Part: String, CaseIterable, Sendable { case patch, minor, major }
+    /// The next version after this one (nil for a name that is not a `Part`).
     public func bumped(_ part: String) -> SemanticVersion? {
-        switch part {
-        case "major": return SemanticVersion(major: major + 1, minor: 0, patch: 0)
-        case "minor": return SemanticVersion(major: major, minor: minor + 1, patch: 0)
-        case "patch": return SemanticVersion(major: major, minor: minor, patch: patch + 1)
-        default: return nil
+        switch Part(rawValue: part) {
+        case .major: return SemanticVersion(major: major + 1, minor: 0, patch: 0)
+        case .minor: return SemanticVersion(major: major, minor: minor + 1, patch: 0)
+        case .patch: return SemanticVersion(major: major, minor: minor, patch: patch + 1)
+        case nil: return nil
         }
     }
 }

@@ -25,7 +25,7 @@ struct PackageSizeCaps {
         for h in m.heads {
             let rows = Self.add(Self.add(Int64(max(0, h.n_train)), Int64(max(0, h.n_validation))), Int64(h.classes.count + 1))
             let probe = Self.mul(Self.mul(rows, Int64(max(0, m.base_encoder.dim)) + 2), 4)
-            let tuned = Recipe.Method.tuningMethods.contains(h.kind) ? encoder : 0
+            let tuned = Recipe.MethodName(rawValue: h.kind)?.isTuning == true ? encoder : 0
             head = Self.add(head, Self.add(probe, tuned))
         }
         self.head = min(Self.add(head, Self.slack), Limits.packageEntryBytes)

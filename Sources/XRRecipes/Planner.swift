@@ -164,8 +164,9 @@ public struct CellCosts: Sendable {
             nTest = Double(rows.rows.filter { $0[c].trimmingCharacters(in: .whitespaces).lowercased() == "test" }.count)
         }
         self.nTest = nTest
-        cv = r.recipe.methods.first { $0.name == "logistic" }.map { Double(($0.C?.count ?? 4) * ($0.folds ?? 3) + 1) } ?? 1
-        cvMin = r.recipe.methods.first { $0.name == "logistic" }?.cv_min_shots ?? 4
+        let logistic = r.recipe.methods.lazy.compactMap { m -> LogisticSpec? in if case let .logistic(s) = m { return s } else { return nil } }.first
+        cv = logistic.map { Double($0.C.count * $0.folds + 1) } ?? 1
+        cvMin = logistic?.cvMinShots ?? LogisticSpec().cvMinShots
         // Tuning cells: forward + backward ≈ 3 forward passes per training image and epoch, one per
         // validation and test image, at ~100 GFLOP/s.
         var flops = 0.0

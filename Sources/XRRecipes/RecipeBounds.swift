@@ -3,6 +3,7 @@
 // (a billion seeds, a 100,000-long shots list) instantly, naming the key and the limit.
 import Foundation
 import XRTensor
+import XRTrain
 
 extension RecipeLoader {
     typealias L = Limits.Recipe
@@ -56,18 +57,33 @@ extension RecipeLoader {
         }
         for (i, m) in recipe.methods.enumerated() {
             let at: [Any] = ["methods", i]
-            bound(list: m.k, L.gridValues, at + ["k"], "grid values")
-            bound(m.k?.max(), L.knnK, at + ["k"], "neighbours")
-            bound(list: m.C, L.gridValues, at + ["C"], "grid values")
-            bound(list: m.targets, L.listEntries, at + ["targets"], "target patterns")
-            bound(m.epochs, L.epochs, at + ["epochs"], "epochs")
-            for (key, v) in [("folds", m.folds), ("cv_min_shots", m.cv_min_shots), ("patience", m.patience),
-                             ("validation", m.validation), ("accumulate", m.accumulate), ("blocks", m.blocks)] {
-                bound(v, L.smallCount, at + [key], key)
+            var counts: [(String, Int?)] = [], widths: [(String, Int?)] = []
+            var lora: LoRASettings? = nil
+            switch m {
+            case let .logistic(s):
+                bound(list: s.C, L.gridValues, at + ["C"], "grid values")
+                counts += [("folds", s.folds), ("cv_min_shots", s.cvMinShots)]
+            case let .knn(s):
+                bound(list: s.k, L.gridValues, at + ["k"], "grid values")
+                bound(s.k.max(), L.knnK, at + ["k"], "neighbours")
+            case let .lora(s): lora = s.lora
+            case let .adapter(s): widths.append(("adapter_dim", s.dim))
+            case let .lastK(s): counts.append(("blocks", s.blocks))
+            case let .reportEncoder(.lora(s)): lora = s.lora
+            case let .reportEncoder(.lastK(s)): counts.append(("blocks", s.blocks))
+            case .prototype, .bitfit, .full, .reportEncoder(.frozen): break
             }
-            for (key, v) in [("batch_size", m.batch_size), ("rank", m.rank), ("adapter_dim", m.adapter_dim), ("head_hidden", m.head_hidden)] {
-                bound(v, L.width, at + [key], key)
+            if let lora {
+                bound(list: lora.targets, L.listEntries, at + ["targets"], "target patterns")
+                widths.append(("rank", lora.rank))
             }
+            if let t = m.tuning?.training {
+                bound(t.epochs, L.epochs, at + ["epochs"], "epochs")
+                counts += [("patience", t.patience), ("validation", t.validation), ("accumulate", t.accumulate)]
+                widths += [("batch_size", t.batchSize), ("head_hidden", t.headHidden)]
+            }
+            for (key, v) in counts { bound(v, L.smallCount, at + [key], key) }
+            for (key, v) in widths { bound(v, L.width, at + [key], key) }
         }
         if let r = recipe.report {
             bound(r.epochs, L.epochs, ["report", "epochs"], "epochs")
@@ -82,7 +98,7 @@ extension RecipeLoader {
         // What multiplies into the plan: method settings × tasks × shot counts × seeds (each
         // factor within its own limit).
         guard !over else { return }
-        let settings = recipe.methods.reduce(0) { $0 + ($1.name == "knn" ? max(1, $1.k?.count ?? 1) : 1) }
+        let settings = methodLabels(recipe).count
         let tasks = max(1, StudyLoader.taskNames(recipe).count)
         var cells = 1
         for f in [settings, tasks, max(1, recipe.shots.count), recipe.seeds] {

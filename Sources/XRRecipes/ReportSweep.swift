@@ -14,9 +14,10 @@ import XRText
 import XRReport
 
 enum ReportSweep {
+    /// The encoder setting of a report recipe's method (report recipes list only these).
     static func encoderSpec(_ m: Recipe.Method) -> ReportEncoderSpec {
-        let d = m.withReportDefaults()
-        return ReportEncoderSpec(method: d.name, rank: d.rank, alpha: d.alpha, targets: d.targets, dropout: d.dropout, blocks: d.blocks, lr_scale: d.lr_scale)
+        if case let .reportEncoder(e) = m { return e }
+        return .frozen
     }
 
     static func trainOptions(_ r: LoadedRecipe, cell: Cell, method: Recipe.Method, encoder: Encoder, output: URL) -> ReportTrainOptions {

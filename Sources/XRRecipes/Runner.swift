@@ -60,16 +60,14 @@ public struct TrainingSummary: Codable, Sendable, Equatable {
 public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec)] {
     var out: [(String, ProbeSpec)] = []
     for m in recipe.methods {
-        switch m.name {
-        case "logistic":
-            let standardize: Standardization = Standardization(rawValue: m.standardize ?? "pool") ?? .pool
-            let spec: ProbeSpec = .logistic(grid: m.C ?? [0.01, 0.1, 1, 10], cvMinShots: m.cv_min_shots ?? 4,
-                                            defaultC: m.default_C ?? 1.0, folds: m.folds ?? 3, standardize: standardize)
+        switch m {
+        case let .logistic(s):
+            let spec: ProbeSpec = .logistic(grid: s.C, cvMinShots: s.cvMinShots, defaultC: s.defaultC, folds: s.folds, standardize: s.standardize)
             out.append(("logistic", spec))
-        case "knn":
-            for k in m.k ?? [20] { out.append(("knn-k\(k)", .knn(k: k, temperature: m.temperature ?? 0.07))) }
-        case "prototype":
-            out.append(("prototype", .prototype(temperature: m.temperature ?? 0.07)))
+        case let .knn(s):
+            for k in s.k { out.append(("knn-k\(k)", .knn(k: k, temperature: s.temperature))) }
+        case let .prototype(s):
+            out.append(("prototype", .prototype(temperature: s.temperature)))
         default:
             break   // tuning methods: `tuneVariants`
         }
@@ -81,11 +79,8 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
 /// `prototype`) and tuning methods (`lora`, `adapter`, `last_k`, `bitfit`, `full`).
 public func methodLabels(_ recipe: Recipe) -> [String] {
     recipe.methods.flatMap { m -> [String] in
-        switch m.name {
-        case "logistic", "prototype": return [m.name]
-        case "knn": return (m.k ?? [20]).map { "knn-k\($0)" }
-        default: return [m.name]
-        }
+        if case let .knn(s) = m { return s.k.map { "knn-k\($0)" } }
+        return [m.name]
     }
 }
 

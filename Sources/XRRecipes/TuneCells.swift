@@ -19,29 +19,24 @@ public struct TuneSpec: Sendable {
     /// MLP head hidden width (nil = linear head).
     public var headHidden: Int?
 
+    /// A tuning method's setting (a probe method gives the head alone, with the default training).
     public init(_ m: Recipe.Method) {
-        let d = m.withDefaults()
-        switch d.name {
-        case "lora": set = .lora(rank: d.rank!, alpha: d.alpha!, targets: d.targets!, dropout: d.dropout!)
-        case "adapter": set = .adapter(dim: d.adapter_dim!, parallel: d.placement == "parallel", scale: d.adapter_scale!)
-        case "last_k": set = .lastBlocks(d.blocks!)
-        case "bitfit": set = .bitFit
-        default: set = .full
-        }
+        let (set, d) = m.tuning ?? (.head, TrainingSpec())
+        self.set = set
         var o = TuneOptions()
-        o.epochs = d.epochs!; o.lr = d.lr!; o.batchSize = d.batch_size!; o.accumulate = d.accumulate!
-        o.weightDecay = d.weight_decay!; o.warmup = d.warmup!; o.labelSmoothing = d.label_smoothing!; o.clip = d.clip!
-        o.layerDecay = d.layer_decay!; o.balanced = d.balanced!; o.patience = d.patience!; o.recompute = d.recompute!
-        if d.augment! {
+        o.epochs = d.epochs; o.lr = d.lr; o.batchSize = d.batchSize; o.accumulate = d.accumulate
+        o.weightDecay = d.weightDecay; o.warmup = d.warmup; o.labelSmoothing = d.labelSmoothing; o.clip = d.clip
+        o.layerDecay = d.layerDecay; o.balanced = d.balanced; o.patience = d.patience; o.recompute = d.recompute
+        if d.augment {
             var a = Augmentation()
-            a.horizontalFlip = d.hflip!
+            a.horizontalFlip = d.hflip
             o.augment = a
         } else {
             o.augment = nil
         }
         options = o
-        validationPerClass = d.validation!
-        headHidden = d.head_hidden
+        validationPerClass = d.validation
+        headHidden = d.headHidden
     }
 }
 

@@ -8,63 +8,6 @@ import XRModels
 import XRPipeline
 import XRTrain
 
-/// The encoder setting of a report model.
-public struct ReportEncoderSpec: Codable, Sendable, Equatable {
-    /// `frozen`, `lora` or `last_k`.
-    public var method: String
-    public var rank: Int?
-    public var alpha: Double?
-    public var targets: [String]?
-    public var dropout: Double?
-    public var blocks: Int?
-    /// The encoder's learning rate as a multiple of the decoder's.
-    public var lr_scale: Double?
-
-    public static let methods = ["frozen", "lora", "last_k"]
-    public static let frozen = ReportEncoderSpec(method: "frozen")
-
-    public init(method: String, rank: Int? = nil, alpha: Double? = nil, targets: [String]? = nil, dropout: Double? = nil, blocks: Int? = nil, lr_scale: Double? = nil) {
-        self.method = method; self.rank = rank; self.alpha = alpha; self.targets = targets; self.dropout = dropout; self.blocks = blocks; self.lr_scale = lr_scale
-    }
-
-    /// Defaults filled in: LoRA r=8, alpha 2r on qkv, encoder lr ×1; last_k 2 blocks, lr ×0.1.
-    public func withDefaults() -> ReportEncoderSpec {
-        var s = self
-        switch method {
-        case "lora":
-            s.rank = rank ?? 8; s.alpha = alpha ?? Double(2 * (rank ?? 8)); s.targets = targets ?? ["qkv"]; s.dropout = dropout ?? 0; s.lr_scale = lr_scale ?? 1
-        case "last_k":
-            s.blocks = blocks ?? 2; s.lr_scale = lr_scale ?? 0.1
-        default: break
-        }
-        return s
-    }
-
-    /// What trains in the encoder (nil = frozen).
-    public func trainableSet() throws -> TrainableSet? {
-        let d = withDefaults()
-        switch d.method {
-        case "frozen": return nil
-        case "lora": return .lora(rank: d.rank!, alpha: d.alpha!, targets: d.targets!, dropout: d.dropout!)
-        case "last_k": return .lastBlocks(d.blocks!)
-        default:
-            throw XRError("unknown encoder method '\(method)'", field: "encoder", hint: "use " + Self.methods.joined(separator: ", "))
-        }
-    }
-
-    public var isFrozen: Bool { method == "frozen" }
-
-    public var description: String {
-        let d = withDefaults()
-        switch d.method {
-        case "lora": return "encoder LoRA r=\(d.rank!), alpha=\(fmt(d.alpha!)) on \(d.targets!.joined(separator: ", ")), lr ×\(fmt(d.lr_scale!))"
-        case "last_k": return "encoder last \(d.blocks!) block\(d.blocks! == 1 ? "" : "s") tuned, lr ×\(fmt(d.lr_scale!))"
-        default: return "frozen encoder"
-        }
-    }
-    private func fmt(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? String(Int(x)) : String(x) }
-}
-
 /// An encoder being tuned (or applied after tuning): the base encoder under timm names at the
 /// preprocessing's square size with the spec's trainable parameters.
 final class TunedEncoder {
@@ -75,7 +18,7 @@ final class TunedEncoder {
     let parameters: [Parameter]
 
     init(_ encoder: Encoder, spec: ReportEncoderSpec, seed: UInt64, source: String) throws {
-        guard let set = try spec.trainableSet() else { throw XRError("the encoder is frozen", field: "encoder") }
+        guard let set = spec.trainableSet else { throw XRError("the encoder is frozen", field: "encoder") }
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
             throw XRError("tuning the encoder needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",

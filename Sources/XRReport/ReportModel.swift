@@ -48,7 +48,6 @@ public struct ReportModel {
             do { spec = try JSONDecoder().decode(ReportEncoderSpec.self, from: try JSONSerialization.data(withJSONObject: e)) } catch {
                 throw XRError("unreadable encoder_tuning section", file: infoURL.path, field: "encoder_tuning")
             }
-            _ = try spec.trainableSet()
         }
         var et: [String: Tensor] = [:]
         if !spec.isFrozen {

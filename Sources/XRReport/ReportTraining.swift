@@ -235,7 +235,7 @@ public enum ReportTraining {
         let perEpoch = (fitIdx.count + o.batchSize - 1) / o.batchSize
         let schedule = Schedule(peak: o.lr, warmup: Int(Double(perEpoch * o.epochs) * o.warmup), total: perEpoch * o.epochs)
         let opt = AdamW(weightDecay: o.weightDecay)
-        if let tuned { for p in tuned.parameters { opt.lrScale[p.name] = o.encoderSpec.withDefaults().lr_scale ?? 1 } }
+        if let tuned { for p in tuned.parameters { opt.lrScale[p.name] = o.encoderSpec.lrScale } }
         var history: [EpochRecord] = []
         var best: (epoch: Int, loss: Double, values: [String: [Float]])? = nil
         var firstEpoch = 0
@@ -346,7 +346,7 @@ public enum ReportTraining {
             "format": "xrlab-report-model", "format_version": 1, "xrlab_version": XRLabVersion.string,
             "decoder": ["vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv],
             "visual_tokens": S, "visual_input": config.visualInputName, "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
-            "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec.withDefaults()))) ?? [:],
+            "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec))) ?? [:],
             "encoder_input_size": tuned?.size ?? NSNull(),
             "preprocessing": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(encoder.preprocessing))) ?? [:],
             "train_reports": fit.count, "validation_reports": val.count, "test_reports": test.count, "truncated_reports": seqs.truncated,

@@ -48,6 +48,9 @@ public enum ReportText {
 }
 
 /// One image with its report.
+/// What a report decoder learns to write, as recipes (`report.target`) and the CLI (`--target`) name it.
+public enum ReportTarget: String, CaseIterable, Sendable { case findings, impression, both }
+
 public struct ReportPair: Sendable, Equatable {
     public var id: String
     public var image: URL
@@ -59,7 +62,7 @@ public struct ReportPair: Sendable, Equatable {
     public init(id: String, image: URL, findings: String, impression: String, split: String?, row: Int) {
         self.id = id; self.image = image; self.findings = findings; self.impression = impression; self.split = split; self.row = row
     }
-    /// What the decoder learns to write: findings and impression, or one of them.
+    /// What the decoder learns to write: findings and impression, or one of them (`ReportTarget`).
     public func target(_ part: String = "both") -> String {
         switch part {
         case "findings": return findings

@@ -29,7 +29,9 @@ public struct DecoderConfig: Codable, Sendable, Equatable {
         self.visualPrefix = visualPrefix
     }
     /// The ways the decoder can read the visual tokens, as recipes, the CLI and model.json name them.
-    public static let visualInputs = ["cross_attention", "prefix"]
+    public enum VisualInput: String, CaseIterable, Sendable { case cross_attention, prefix }
+    /// `VisualInput`'s names.
+    public static let visualInputs = VisualInput.allCases.map(\.rawValue)
     /// `visualPrefix` for a named visual input; anything else is an error naming the field (and file).
     public static func visualPrefix(parsing value: String, field: String, file: String? = nil) throws -> Bool {
         guard visualInputs.contains(value) else {

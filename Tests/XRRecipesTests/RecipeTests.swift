@@ -70,14 +70,23 @@ final class RecipeTests: XCTestCase {
     // MARK: recipes in the repository
 
     func testResolvedDemoRecipeSnapshot() throws {
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/demo.yaml"))
+        try checkResolvedSnapshot("demo")
+    }
+
+    /// Every recipe in recipes/ (probes, tuning methods, report encoders) resolves to its snapshot.
+    func testResolvedRecipeSnapshotsOfEveryShippedRecipe() throws {
+        for name in ["demo-tuning", "demo-reports", "synthetic-features", "nih-cxr14-shared"] { try checkResolvedSnapshot(name) }
+    }
+
+    private func checkResolvedSnapshot(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/\(name).yaml"))
         let yaml = try r.resolvedYAML()
-        let snap = Fixtures.repoRoot.appendingPathComponent("Tests/XRRecipesTests/Snapshots/demo.resolved.yaml")
+        let snap = Fixtures.repoRoot.appendingPathComponent("Tests/XRRecipesTests/Snapshots/\(name).resolved.yaml")
         if ProcessInfo.processInfo.environment["XRLAB_RECORD_SNAPSHOTS"] == "1" {
             try yaml.write(to: snap, atomically: true, encoding: .utf8)
         }
         let want = try String(contentsOf: snap, encoding: .utf8)
-        XCTAssertEqual(yaml, want, "resolved recipe changed; re-record with XRLAB_RECORD_SNAPSHOTS=1 if intended")
+        XCTAssertEqual(yaml, want, "resolved recipe \(name) changed; re-record with XRLAB_RECORD_SNAPSHOTS=1 if intended", file: file, line: line)
     }
 
     // MARK: bad recipes
@@ -107,9 +116,11 @@ final class RecipeTests: XCTestCase {
         // Resolved recipes write the default out; an explicit value survives resolution.
         let dir = Fixtures.tempDir()
         let d = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir))
-        XCTAssertEqual(d.recipe.methods.first?.standardize, "pool")
+        guard case let .logistic(dl) = d.recipe.methods[0] else { return XCTFail("\(d.recipe.methods[0])") }
+        XCTAssertEqual(dl.standardize, .pool)
         let s = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir), overrides: ["methods.0.standardize=none"])
-        XCTAssertEqual(s.recipe.methods.first?.standardize, "none")
+        guard case let .logistic(sl) = s.recipe.methods[0] else { return XCTFail("\(s.recipe.methods[0])") }
+        XCTAssertEqual(sl.standardize, .none)
     }
 
     func testOverrides() throws {

@@ -96,7 +96,7 @@ final class ReportTrainingTests: XCTestCase {
         let dir = Fixtures.tempDir("xrlab-report-tuned")
         let d = try pairedDemo(dir)
         var o = smallOptions(d, out: dir.appendingPathComponent("lora"))
-        o.encoderSpec = ReportEncoderSpec(method: "lora", rank: 4, targets: ["qkv", "fc2"])
+        o.encoderSpec = .lora(ReportLoRASpec(lora: LoRASettings(rank: 4, targets: ["qkv", "fc2"])))
         let r = try ReportTraining.run(o)
         XCTAssertGreaterThan(r.trainableEncoderParameters, 0)
         XCTAssertLessThan(r.history.last!.trainLoss, r.history.first!.trainLoss)
@@ -105,7 +105,7 @@ final class ReportTrainingTests: XCTestCase {
         XCTAssertGreaterThan(loraB.scalars.map(abs).max()!, 0, "LoRA B starts at zero and must have trained")
         XCTAssertFalse(FileManager.default.fileExists(atPath: o.output.appendingPathComponent("checkpoint.safetensors").path), "checkpoint removed when done")
         let m = try ReportModel.load(o.output)
-        XCTAssertEqual(m.encoderSpec.method, "lora")
+        XCTAssertEqual(m.encoderSpec, o.encoderSpec)
         let drafts = try m.generate(d.testImages, encoder: try Encoder.load(model: d.model), options: o.generation)
         XCTAssertEqual(drafts, r.generated)
         // A tuned model missing its encoder parameters is refused, naming the file.
@@ -119,7 +119,7 @@ final class ReportTrainingTests: XCTestCase {
         let dir = Fixtures.tempDir("xrlab-report-resume")
         let d = try pairedDemo(dir, patients: 20)
         var o = smallOptions(d, out: dir.appendingPathComponent("whole"))
-        o.encoderSpec = ReportEncoderSpec(method: "last_k", blocks: 1)
+        o.encoderSpec = .lastK(ReportLastKSpec(blocks: 1))
         let whole = try ReportTraining.run(o)
         var p = o
         p.output = dir.appendingPathComponent("parts")
@@ -148,7 +148,7 @@ final class ReportTrainingTests: XCTestCase {
         let d = try pairedDemo(dir, patients: 20)
         var o = smallOptions(d, out: dir.appendingPathComponent("prefix"))
         o.visualPrefix = true
-        o.encoderSpec = ReportEncoderSpec(method: "lora", rank: 4, targets: ["qkv"])
+        o.encoderSpec = .lora(ReportLoRASpec(lora: LoRASettings(rank: 4, targets: ["qkv"])))
         o.stopAfter = 1
         _ = try ReportTraining.run(o)
         var cross = o

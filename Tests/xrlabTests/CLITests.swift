@@ -147,7 +147,7 @@ final class CLITests: XCTestCase {
     /// forward pass per turn, the ceiling on request (`ceiling SECONDS`), a summary at the end of input; a malformed
     /// request is an error naming the option.
     func testBenchServesTimedTurns() throws {
-        let r = try xrlab(["bench", "--preset", "vitTiny16", "--batch", "2", "--serve", "--class-token-only"], input: "run 0\nrun 0.05\nceiling 0\n")
+        let r = try xrlab(["bench", "encoder", "--preset", "vitTiny16", "--batch", "2", "--serve", "--class-token-only"], input: "run 0\nrun 0.05\nceiling 0\n")
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         XCTAssertEqual(lines.count, 4, r.out)
@@ -166,10 +166,10 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(badCeiling.err.contains("--serve") && badCeiling.err.contains("ceiling soon"), badCeiling.err)
     }
 
-    /// bench-train's turns (bench/train_peers.py): a step per `run 0`, the totals and trainable
+    /// `bench train`'s turns (bench/train_peers.py): a step per `run 0`, the totals and trainable
     /// count at the end; an unknown request names the option.
     func testBenchTrainServesTimedTurns() throws {
-        let r = try xrlab(["bench-train", "--preset", "vitTiny16", "--method", "head", "--batch", "2", "--size", "32", "--serve"],
+        let r = try xrlab(["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "2", "--size", "32", "--serve"],
                           input: "run 0\nrun 0\n")
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
@@ -180,7 +180,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(lines[2]["trainable"] as? Int, 192 * 2 + 2)   // head only: 192 → 2 classes
         let seconds = (lines[0]["seconds"] as! Double) + (lines[1]["seconds"] as! Double)
         XCTAssertEqual(lines[2]["seconds_per_step"] as! Double, seconds / 2, accuracy: 1e-9)
-        let bad = try xrlab(["bench-train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"],
+        let bad = try xrlab(["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"],
                             input: "steps 3\n")
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("steps 3"), bad.err)
@@ -192,10 +192,10 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("--column-split-rows") && r.err.contains("must be ≥ 0"), r.err)
     }
 
-    /// bench-gemm times both paths on the shapes asked for, prints one JSON object per shape and
+    /// `bench gemm` times both paths on the shapes asked for, prints one JSON object per shape and
     /// the table; a malformed shape is named.
     func testBenchGEMMReportsEveryPath() throws {
-        let r = try xrlab(["bench-gemm", "--shapes", "13x20x40,7x33x16", "--seconds", "0"])
+        let r = try xrlab(["bench", "gemm", "--shapes", "13x20x40,7x33x16", "--seconds", "0"])
         XCTAssertEqual(r.status, 0, r.err)
         let objects = r.out.split(separator: "\n").filter { $0.hasPrefix("{") }
         XCTAssertEqual(objects.count, 2)
@@ -212,13 +212,59 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(ms["speedup_best_vs_best"]!, want, accuracy: 1e-9 * want)
         }
         XCTAssertTrue(r.out.contains("| 13 × 20 → 40 |"), r.out)
-        let bad = try xrlab(["bench-gemm", "--shapes", "13x20", "--seconds", "0"])
+        let bad = try xrlab(["bench", "gemm", "--shapes", "13x20", "--seconds", "0"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.err.contains("--shapes") && bad.err.contains("13x20"), bad.err)
-        let negative = try xrlab(["bench-gemm", "--shapes", "13x20x40", "--seconds=-1"])
+        let negative = try xrlab(["bench", "gemm", "--shapes", "13x20x40", "--seconds=-1"])
         XCTAssertEqual(negative.status, 1)
         XCTAssertTrue(negative.err.contains("--seconds") && negative.err.contains("must be ≥ 0"), negative.err)
         XCTAssertFalse(negative.out.contains("{"), "no result for a refused run")
+    }
+
+    /// The bench commands are nested under `bench`; their old names still run them for one
+    /// release (hidden from help, with a note on stderr).
+    func testBenchSubcommandsAndTheirOldNames() throws {
+        let help = try xrlab(["bench", "--help"])
+        XCTAssertEqual(help.status, 0, help.err)
+        for sub in ["encoder", "train", "gemm", "report"] { XCTAssertTrue(help.out.contains(sub), help.out) }
+        let top = try xrlab(["--help"])
+        XCTAssertTrue(top.out.contains("bench"), top.out)
+        XCTAssertFalse(top.out.contains("bench-train") || top.out.contains("bench-gemm") || top.out.contains("bench-report"), top.out)
+        let old = try xrlab(["bench-gemm", "--shapes", "5x6x7", "--seconds", "0"])
+        XCTAssertEqual(old.status, 0, old.err)
+        XCTAssertTrue(old.out.contains("| 5 × 6 → 7 |"), old.out)
+        XCTAssertTrue(old.err.contains("xrlab bench gemm"), old.err)
+        let oldTrain = try xrlab(["bench-train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"], input: "run 0\n")
+        XCTAssertEqual(oldTrain.status, 0, oldTrain.err)
+        XCTAssertEqual(oldTrain.out.split(separator: "\n").count, 2, oldTrain.out)
+    }
+
+    /// Options with a fixed set of values refuse another one before any work, naming the option
+    /// and listing the values.
+    func testFixedChoiceOptionsNameTheOptionAndTheChoices() throws {
+        let dir = Fixtures.tempDir()
+        let cases: [([String], String, [String])] = [
+            (["embed", "--model", "m", "--input", "i", "--output", "o", "--format", "csv"], "--format", ["'safetensors'", "'npy'"]),
+            (["embed", "--model", "m", "--input", "i", "--output", "o", "--dicom-values", "raw"], "--dicom-values", ["'stored'", "'modality'", "'voi'"]),
+            (["embed", "--model", "m", "--input", "i", "--output", "o", "--interpolation", "nearest"], "--interpolation", ["'bicubic'", "'bilinear'"]),
+            (["pack", "run", "--name", "x", "--bump", "huge"], "--bump", ["'patch'", "'minor'", "'major'"]),
+            (["pack", "run", "--name", "x", "--compression", "xz"], "--compression", ["'gzip'", "'zstd'"]),
+            (["convert", "a.pt", "b.safetensors", "--dtype", "F8"], "--dtype", ["'F32'", "'F16'", "'BF16'"]),
+            (["ingest", "d", "--out", "m.csv", "--join-on", "patient"], "--join-on", ["'filename'", "'accession'", "'study'"]),
+            (["bench", "train", "--method", "lora2"], "--method", ["'lora'", "'last2'", "'head'"]),
+            (["bench", "report", "--visual-input", "side"], "--visual-input", ["'cross_attention'", "'prefix'"]),
+            (["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--encoder-method", "adapter"], "--encoder-method", ["'frozen'", "'lora'", "'last_k'"]),
+            (["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--target", "history"], "--target", ["'findings'", "'impression'", "'both'"]),
+        ]
+        for (args, option, choices) in cases {
+            let r = try xrlab(args, cwd: dir)
+            XCTAssertNotEqual(r.status, 0, args.joined(separator: " "))
+            XCTAssertTrue(r.err.contains(option), "\(args): \(r.err)")
+            for c in choices { XCTAssertTrue(r.err.contains(c), "\(args) should list \(c): \(r.err)") }
+        }
+        // Lower-case dtypes are still read.
+        let lower = try xrlab(["convert", "missing.pt", "b.safetensors", "--dtype", "bf16"], cwd: dir)
+        XCTAssertFalse(lower.err.contains("--dtype"), lower.err)
     }
 
     func testCorruptCheckpointIsAClearError() throws {

@@ -4,10 +4,21 @@ import XRTensor
 import XRKernels
 import XRModels
 
-/// `xrlab bench`: timings for the speed benchmarks (bench/vit_peers.py compares them with
+/// `xrlab bench encoder|train|gemm|report`: the speed benchmarks, each printing JSON.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Speed benchmarks: the encoder, training steps, linear-layer products, the report decoder.",
+        discussion: "Without a subcommand, `xrlab bench OPTIONS` runs `xrlab bench encoder OPTIONS`.",
+        subcommands: [Bench.self, BenchTrain.self, BenchGEMM.self, BenchReport.self],
+        defaultSubcommand: Bench.self)
+}
+
+/// `xrlab bench encoder`: timings for the speed benchmarks (bench/vit_peers.py compares them with
 /// PyTorch and ONNX Runtime in the same run).
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "encoder",
         abstract: "Time the ViT encoder (random weights of a preset) and an sgemm ceiling at its shapes.",
         discussion: "Prints one JSON object: images/s, GFLOP/s, sgemm GFLOP/s at the model's matrix shapes, peak RSS.")
 
@@ -23,8 +34,8 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Minimum seconds of timed forward passes.")
     var seconds: Double = 10
 
-    @Option(name: .long, help: "Threads.")
-    var threads: Int = 2
+    @OptionGroup var threadsOption: ThreadsOption
+    var threads: Int { threadsOption.threads }
 
     @Flag(name: .long, help: "Skip the sgemm ceiling measurement.")
     var noCeiling = false
@@ -40,7 +51,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            threadsOption.apply()
             guard columnSplitRows >= 0 else { throw XRError("--column-split-rows must be ≥ 0, got \(columnSplitRows)", field: "--column-split-rows") }
             packedColumnSplitRows = columnSplitRows
             guard let config = try resolvePreset(preset) else { return }

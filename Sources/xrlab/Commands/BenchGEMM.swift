@@ -3,11 +3,12 @@ import Foundation
 import XRTensor
 import XRKernels
 
-/// `xrlab bench-gemm`: the encoder's linear-layer products on OpenBLAS against xrlab's packed
+/// `xrlab bench gemm`: the encoder's linear-layer products on OpenBLAS against xrlab's packed
 /// kernel, same inputs, same process — the evidence for running frozen weights on `packedGEMM`.
-struct BenchGEMM: ParsableCommand {
+struct BenchGEMM: RenamedCommand {
+    static let oldName = "bench-gemm", newName = "bench gemm"
     static let configuration = CommandConfiguration(
-        commandName: "bench-gemm",
+        commandName: "gemm",
         abstract: "Time out = inp · Wᵀ at ViT linear-layer shapes: OpenBLAS (as xrlab called it before packing) vs the packed kernel.",
         discussion: """
         For each shape (rows × in → out) prints the best time of: OpenBLAS sgemm with rows or output features split across \
@@ -22,8 +23,8 @@ struct BenchGEMM: ParsableCommand {
     @Option(name: .long, help: "Seconds per measurement (best of five rounds of this length).")
     var seconds: Double = 0.3
 
-    @Option(name: .long, help: "Threads.")
-    var threads: Int = 2
+    @OptionGroup var threadsOption: ThreadsOption
+    var threads: Int { threadsOption.threads }
 
     static let defaultShapes: [(Int, Int, Int)] = {
         var s: [(Int, Int, Int)] = []
@@ -48,7 +49,7 @@ struct BenchGEMM: ParsableCommand {
         try runReportingErrors {
             guard seconds >= 0 else { throw XRError("--seconds must be ≥ 0, got \(seconds)", field: "--seconds") }
             let list = try parseShapes()
-            setThreads(threads)
+            threadsOption.apply()
             BLAS.threads = 1   // as inside the encoder: xrlab splits the work, OpenBLAS runs one thread per call
             var rows: [String] = []
             var rng = XRRandom(seed: 3)

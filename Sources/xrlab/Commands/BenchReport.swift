@@ -5,10 +5,11 @@ import XRKernels
 import XRTrain
 import XRReport
 
-/// `xrlab bench-report`: report decoder training-step time and greedy decoding speed
+/// `xrlab bench report`: report decoder training-step time and greedy decoding speed
 /// (bench/report_peers.py compares PyTorch + transformers).
-struct BenchReport: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench-report", abstract: "Time report-decoder training steps and greedy decoding (random weights).")
+struct BenchReport: RenamedCommand {
+    static let oldName = "bench-report", newName = "bench report"
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Time report-decoder training steps and greedy decoding (random weights).")
     @Option(name: .long, help: "Decoder layers.") var layers: Int = 6
     @Option(name: .long, help: "Decoder width.") var dim: Int = 384
     @Option(name: .long, help: "Heads.") var heads: Int = 6
@@ -19,12 +20,12 @@ struct BenchReport: ParsableCommand {
     @Option(name: .long, help: "Visual width.") var visualDim: Int = 384
     @Option(name: .long, help: "Tokens to decode greedily.") var decode: Int = 128
     @Option(name: .long, help: "Minimum seconds per measurement.") var seconds: Double = 10
-    @Option(name: .long, help: "Threads.") var threads: Int = 2
-    @Option(name: .long, help: "cross_attention or prefix (the visual tokens precede the text).") var visualInput: String = "cross_attention"
+    @OptionGroup var threadsOption: ThreadsOption
+    @Option(name: .long, help: "cross_attention or prefix (the visual tokens precede the text).") var visualInput: DecoderConfig.VisualInput = .cross_attention
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
-            let prefix = try DecoderConfig.visualPrefix(parsing: visualInput, field: "--visual-input")
+            threadsOption.apply()
+            let prefix = visualInput == .prefix
             let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
                                   visualDim: visualDim, visualPrefix: prefix)
             // GPT-2's initialisation, as report training starts from.
@@ -55,7 +56,7 @@ struct BenchReport: ParsableCommand {
                 produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
             }
             let tps = Double(produced) / Date().timeIntervalSince(start)
-            let result: [String: Any] = ["tool": "xrlab", "visual_input": visualInput, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
+            let result: [String: Any] = ["tool": "xrlab", "visual_input": visualInput.rawValue, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }
     }

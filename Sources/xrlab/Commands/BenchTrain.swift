@@ -4,25 +4,51 @@ import XRTensor
 import XRKernels
 import XRTrain
 
-/// `xrlab bench-train`: seconds per training step (bench/train_peers.py compares PyTorch + PEFT).
-struct BenchTrain: ParsableCommand {
+/// `xrlab bench train`: seconds per training step (bench/train_peers.py compares PyTorch + PEFT).
+struct BenchTrain: RenamedCommand {
+    static let oldName = "bench-train", newName = "bench train"
     static let configuration = CommandConfiguration(
-        commandName: "bench-train",
+        commandName: "train",
         abstract: "Time training steps of a random ViT (forward, loss, backward, AdamW).",
         discussion: "Prints one JSON object: seconds per step, trainable parameters, peak RSS.")
 
+    /// The architectures timed (depth 12, patch 16).
+    enum Preset: String, CaseIterable, ExpressibleByArgument {
+        case vitTiny16, vitSmall16, vitBase16
+        var widthAndHeads: (dim: Int, heads: Int) {
+            switch self {
+            case .vitTiny16: return (192, 3)
+            case .vitSmall16: return (384, 6)
+            case .vitBase16: return (768, 12)
+            }
+        }
+    }
+    /// What trains.
+    enum Method: String, CaseIterable, ExpressibleByArgument {
+        case lora, last2, full, bitfit, head
+        var set: TrainableSet {
+            switch self {
+            case .lora: return .lora(rank: 8, alpha: 16, targets: ["qkv"])
+            case .last2: return .lastBlocks(2)
+            case .full: return .full
+            case .bitfit: return .bitFit
+            case .head: return .head
+            }
+        }
+    }
+
     @Option(name: .long, help: "Width, depth, heads: vitTiny16, vitSmall16 or vitBase16.")
-    var preset: String = "vitSmall16"
+    var preset: Preset = .vitSmall16
     @Option(name: .long, help: "lora (r=8 on qkv, + head), last2 (last 2 blocks + norm + head), full, bitfit, head.")
-    var method: String = "lora"
+    var method: Method = .lora
     @Option(name: .long, help: "Images per step.")
     var batch: Int = 8
     @Option(name: .long, help: "Image size.")
     var size: Int = 224
     @Option(name: .long, help: "Minimum seconds of timed steps.")
     var seconds: Double = 10
-    @Option(name: .long, help: "Threads.")
-    var threads: Int = 2
+    @OptionGroup var threadsOption: ThreadsOption
+    var threads: Int { threadsOption.threads }
     @Flag(name: .long, help: "Recompute activations in the backward (less memory).")
     var recompute = false
     @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/train_peers.py): after the warm-up step, each line `run SECONDS` runs steps for that long (at least one) and prints {\"steps\", \"seconds\"}; at the end of input the summary JSON (peak RSS) is printed.")
@@ -30,26 +56,11 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
-            let (dim, heads): (Int, Int)
-            switch preset {
-            case "vitTiny16": (dim, heads) = (192, 3)
-            case "vitSmall16": (dim, heads) = (384, 6)
-            case "vitBase16": (dim, heads) = (768, 12)
-            default: throw XRError("unknown preset '\(preset)'", field: "--preset", hint: "vitTiny16, vitSmall16 or vitBase16")
-            }
+            threadsOption.apply()
+            let (dim, heads) = preset.widthAndHeads
             let c = TrainConfig(dim: dim, depth: 12, heads: heads, patch: 16, imageSize: size, mlpHidden: 4 * dim, classes: 2, layerScale: false)
             let model = try TrainableViT.random(c)
-            let set: TrainableSet
-            switch method {
-            case "lora": set = .lora(rank: 8, alpha: 16, targets: ["qkv"])
-            case "last2": set = .lastBlocks(2)
-            case "full": set = .full
-            case "bitfit": set = .bitFit
-            case "head": set = .head
-            default: throw XRError("unknown method '\(method)'", field: "--method")
-            }
-            try model.setTrainable(set)
+            try model.setTrainable(method.set)
             model.recompute = recompute
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * size * size)).map { _ in rng.nextGaussian() }
@@ -68,7 +79,7 @@ struct BenchTrain: ParsableCommand {
                 }
                 elapsed = Date().timeIntervalSince(start)
             }
-            try printJSONLine(["tool": "xrlab", "preset": preset, "method": method, "batch": batch, "size": size, "threads": threads,
+            try printJSONLine(["tool": "xrlab", "preset": preset.rawValue, "method": method.rawValue, "batch": batch, "size": size, "threads": threads,
                                "seconds_per_step": n > 0 ? elapsed / Double(n) : 0, "recompute": recompute, "steps": n,
                                "trainable": model.trainableCount, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name])
         }

@@ -27,16 +27,13 @@ struct ConvertCommand: ParsableCommand {
     var stateDictKey: String?
 
     @Option(name: .long, help: "Stored dtype: F32, F16 or BF16.")
-    var dtype: String = "F32"
+    var dtype = StoredDType(.F32)
 
     func run() throws {
         try runReportingErrors {
-            guard let dt = SafeTensorsDType(rawValue: dtype.uppercased()), [.F32, .F16, .BF16].contains(dt) else {
-                throw XRError("unknown dtype '\(dtype)'", field: "--dtype", hint: "use F32, F16 or BF16")
-            }
             let ckpt = try TorchCheckpoint(contentsOf: URL(fileURLWithPath: input), stateDictKey: stateDictKey)
             let tensors = try ckpt.names.map { ($0, try ckpt.tensor($0)) }
-            try SafeTensors.write(tensors, dtype: dt,
+            try SafeTensors.write(tensors, dtype: dtype.dtype,
                                   metadata: ["format": "pt", "source": URL(fileURLWithPath: input).lastPathComponent,
                                              "state_dict_key": ckpt.stateDictKey ?? ".", "xrlab_version": XRLabVersion.string],
                                   to: URL(fileURLWithPath: output))

@@ -27,15 +27,11 @@ struct Demo: ParsableCommand {
     @Option(name: .long, help: "Seeds per cell (overrides the recipe).")
     var seeds: Int?
 
-    @Option(name: .long, help: "Threads for matrix products.")
-    var threads: Int = 2
-
-    @Flag(name: .long, help: "No progress output.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            work.apply()
             let root = URL(fileURLWithPath: dir).standardizedFileURL
             let recipeURL = URL(fileURLWithPath: recipe)
             guard FileManager.default.fileExists(atPath: recipeURL.path) else {
@@ -49,7 +45,7 @@ struct Demo: ParsableCommand {
             if let seeds { overrides.append("seeds=\(seeds)") }
             let r = try RecipeLoader.load(recipeURL, overrides: overrides)
             var o = RunOptions()
-            o.quiet = quiet
+            o.quiet = work.quiet
             o.force = true
             let s = try Runner.run(r, options: o)
             print("ran \(r.recipe.name): \(s.computed) cells\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped")")

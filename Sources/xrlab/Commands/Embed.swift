@@ -35,7 +35,7 @@ struct Embed: ParsableCommand {
     var output: String
 
     @Option(name: .long, help: "safetensors or npy.")
-    var format: String = "safetensors"
+    var format: EmbedOutput.Format = .safetensors
 
     @Option(name: .long, help: "Manifest column holding image paths.")
     var imageColumn: String = "path"
@@ -70,28 +70,18 @@ struct Embed: ParsableCommand {
     var maxPixels: Int = 100_000_000
 
     @Option(name: .long, help: "DICOM pixel values: stored (by Bits Stored), modality (rescaled) or voi (the file's window / LUT).")
-    var dicomValues: String = "stored"
+    var dicomValues: DICOMFile.Values = .stored
 
-    @Option(name: .long, help: "Threads for matrix products.")
-    var threads: Int = 2
-
-    @Flag(name: .long, help: "No progress output.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func validate() throws {
-        guard EmbedOutput.Format(rawValue: format) != nil else {
-            throw ValidationError("--format must be safetensors or npy, not '\(format)'")
-        }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
-        guard DICOMFile.Values(rawValue: dicomValues) != nil else {
-            throw ValidationError("--dicom-values must be stored, modality or voi, not '\(dicomValues)'")
-        }
         guard lastBlocks >= 0 else { throw ValidationError("--last-blocks must be ≥ 0") }
     }
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            work.apply()
             let encoder = try Encoder.load(model: URL(fileURLWithPath: model),
                                            preset: try resolvePreset(preset), heads: heads,
                                            explicit: try pre.preprocessing(), stateDictKey: stateDictKey)
@@ -102,12 +92,12 @@ struct Embed: ParsableCommand {
             options.lastBlocks = lastBlocks
             options.skipBad = skipBad
             options.maxPixels = maxPixels
-            options.quiet = quiet
-            options.dicomValues = DICOMFile.Values(rawValue: dicomValues) ?? .stored
+            options.quiet = work.quiet
+            options.dicomValues = dicomValues
             options.cache = noCache ? nil : FeatureCache(root: cache.map { URL(fileURLWithPath: $0) } ?? FeatureCache.defaultRoot())
             let result = try encoder.embed(inputs, options: options)
             let files = try EmbedOutput.write(result, encoder: encoder, modelPath: model,
-                                              format: EmbedOutput.Format(rawValue: format) ?? .safetensors,
+                                              format: format,
                                               to: URL(fileURLWithPath: output), dicomValues: options.dicomValues)
             let c = result.tensors["cls"]?.shape.last ?? 0
             print("embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features")
@@ -134,7 +124,7 @@ struct PreprocessingFlags: ParsableArguments {
     var std: String?
 
     @Option(name: .long, help: "bicubic or bilinear.")
-    var interpolation: String = "bicubic"
+    var interpolation: Preprocessing.Interpolation = .bicubic
 
     /// nil when no flag is given; an error when only some of size/mean/std are.
     func preprocessing() throws -> Preprocessing? {
@@ -142,10 +132,7 @@ struct PreprocessingFlags: ParsableArguments {
         guard let size, let mean, let std else {
             throw XRError("explicit preprocessing needs --size, --mean and --std together", field: "preprocessing")
         }
-        guard let interp = Preprocessing.Interpolation(rawValue: interpolation) else {
-            throw XRError("unknown interpolation '\(interpolation)'", field: "--interpolation", hint: "use bicubic or bilinear")
-        }
-        return Preprocessing(shortestEdge: size, crop: crop ?? size, interpolation: interp,
+        return Preprocessing(shortestEdge: size, crop: crop ?? size, interpolation: interpolation,
                              mean: try triple(mean, "--mean"), std: try triple(std, "--std"))
     }
 

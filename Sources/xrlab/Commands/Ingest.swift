@@ -23,7 +23,7 @@ struct IngestCommand: ParsableCommand {
     var labels: String?
 
     @Option(name: .long, help: "Join labels on: filename, accession or study.")
-    var joinOn: String = "filename"
+    var joinOn: Ingest.JoinKey = .filename
 
     @Option(name: .long, help: "Manifest to write.")
     var out: String
@@ -33,13 +33,10 @@ struct IngestCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard let join = Ingest.JoinKey(rawValue: joinOn) else {
-                throw XRError("--join-on must be filename, accession or study", field: "--join-on")
-            }
             let outURL = URL(fileURLWithPath: out)
             let key = try SiteKey.load(siteKey.map { URL(fileURLWithPath: $0) } ?? SiteKey.defaultFile(),
                                        outputDirectory: outURL.deletingLastPathComponent())
-            let r = try Ingest.run(URL(fileURLWithPath: dir), labels: labels.map { URL(fileURLWithPath: $0) }, joinOn: join,
+            let r = try Ingest.run(URL(fileURLWithPath: dir), labels: labels.map { URL(fileURLWithPath: $0) }, joinOn: joinOn,
                                    out: outURL, key: key)
             print(r.summary, terminator: "")
             print("wrote \(r.manifest.path)")

@@ -28,7 +28,7 @@ struct PackCommand: ParsableCommand {
     @Option(name: .long, help: "Version X.Y.Z.")
     var version: String?
     @Option(name: .long, help: "patch, minor or major: the next version after the registry's latest.")
-    var bump: String?
+    var bump: SemanticVersion.Part?
     @Option(name: .long, help: "Method setting (logistic, knn-k20, prototype); default: the run's best at its largest shot count.")
     var method: String?
     @Option(name: .long, help: "Train on this many examples per class (the study cell's draw); default: all training rows.")
@@ -40,7 +40,7 @@ struct PackCommand: ParsableCommand {
     @Option(name: .long, help: "Registry folder (default $XRLAB_REGISTRY or ./models).")
     var registry: String = defaultRegistry()
     @Option(name: .long, help: "gzip or zstd.")
-    var compression: String = "gzip"
+    var compression: PackCompression = .gzip
     @Flag(name: .long, help: "Include merged encoder weights (adapter methods).")
     var merged = false
     @Option(name: .long, help: "Sign the package with this private key (model.sig).")
@@ -50,20 +50,17 @@ struct PackCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard let c = TarArchive.Compression(rawValue: compression), c != .none else {
-                throw XRError("--compression takes gzip or zstd, not '\(compression)'", field: "--compression")
-            }
             guard validationFraction > 0, validationFraction < 1 else {
                 throw XRError("--validation-fraction must be between 0 and 1, got \(validationFraction)", field: "--validation-fraction")
             }
             var o = PackOptions(name: name, registry: URL(fileURLWithPath: registry))
             o.version = version
-            o.bump = bump
+            o.bump = bump?.rawValue
             o.fit.method = method
             o.fit.shots = shots
             o.fit.seed = seed
             o.fit.validationFraction = validationFraction
-            o.compression = c
+            o.compression = compression.compression
             o.merged = merged
             o.quiet = quiet
             o.signingKey = try sign.map(loadSigningKey)
@@ -192,14 +189,11 @@ struct PredictCommand: ParsableCommand {
     var skipBad = false
     @Option(name: .long, help: "Images per forward pass.")
     var batchSize: Int = 8
-    @Option(name: .long, help: "Threads.")
-    var threads: Int = 2
-    @Flag(name: .long, help: "No progress output.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            work.apply()
             let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
             let result: Prediction
             if let features {
@@ -213,14 +207,14 @@ struct PredictCommand: ParsableCommand {
                 var o = EmbedOptions()
                 o.batchSize = batchSize
                 o.skipBad = skipBad
-                o.quiet = quiet
+                o.quiet = work.quiet
                 result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o)
             }
             for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             for f in result.failed { FileHandle.standardError.write(Data("skipped: \(f.id): \(f.reason)\n".utf8)) }
             if let out {
                 try AtomicFile.write(result.csv, to: URL(fileURLWithPath: out))
-                if !quiet { FileHandle.standardError.write(Data("wrote \(result.rows.count) rows to \(out)\n".utf8)) }
+                if !work.quiet { FileHandle.standardError.write(Data("wrote \(result.rows.count) rows to \(out)\n".utf8)) }
             } else {
                 print(result.csv, terminator: "")
             }

@@ -66,11 +66,7 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Recompute every cell, and reuse a run directory written by another recipe.")
     var force = false
 
-    @Option(name: .long, help: "Threads for matrix products.")
-    var threads: Int = 2
-
-    @Flag(name: .long, help: "No progress output.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     @Flag(name: .long, help: "Do not stop on manifest leakage findings (patients or identical images across splits).")
     var skipCheck = false
@@ -86,13 +82,13 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            work.apply()
             let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
             var o = RunOptions()
             o.skipCheck = skipCheck
             o.force = force
-            o.quiet = quiet
-            o.threads = threads
+            o.quiet = work.quiet
+            o.threads = work.threads
             if try runStaged(r, options: &o, shard: shard, stage: stage, merge: merge) { return }
             let s = try Runner.run(r, options: o)
             print("\(s.computed) cells computed, \(s.reused) reused\(s.skipped.isEmpty ? "" : ", \(s.skipped.count) skipped (see report)")")

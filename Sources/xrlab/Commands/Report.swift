@@ -3,6 +3,7 @@ import Foundation
 import XRTensor
 import XRPipeline
 import XRTrain
+import XRText
 import XRReport
 
 /// `xrlab report`: train a report generator on paired images and reports, or draft reports.
@@ -18,19 +19,19 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Encoder checkpoint (folder or .safetensors with its preprocessor_config.json).") var encoder: String
         @Option(name: .long, help: "Output folder.") var out: String
         @Option(name: .long, help: "tokenizer.json (default: train one on the training reports).") var tokenizer: String?
-        @Option(name: .long, help: "findings, impression or both.") var target: String = "both"
+        @Option(name: .long, help: "findings, impression or both.") var target: ReportTarget = .both
         @Option(name: .long, help: "Decoder width.") var dim: Int = 256
         @Option(name: .long, help: "Decoder layers.") var layers: Int = 4
         @Option(name: .long, help: "Attention heads.") var heads: Int = 4
         @Option(name: .long, help: "Maximum report tokens (longer reports are cut and counted).") var maxTokens: Int = 128
         @Option(name: .long, help: "Average-pool the patch grid by this factor.") var pool: Int = 2
-        @Option(name: .long, help: "How the decoder reads the visual tokens: cross_attention (every block attends to them) or prefix (they precede the text).") var visualInput: String = "cross_attention"
+        @Option(name: .long, help: "How the decoder reads the visual tokens: cross_attention (every block attends to them) or prefix (they precede the text).") var visualInput: DecoderConfig.VisualInput = .cross_attention
         @Option(name: .long, help: "GPT-2-layout safetensors to start from.") var initFrom: String?
         @Option(name: .long, help: "Epochs.") var epochs: Int = 10
         @Option(name: .long, help: "Batch size.") var batchSize: Int = 8
         @Option(name: .long, help: "Peak learning rate.") var lr: Double = 5e-4
         @Option(name: .long, help: "Use only this many training reports (low-data runs).") var trainLimit: Int?
-        @Option(name: .long, help: "Encoder: frozen (patch tokens computed once), lora or last_k (tuned with the decoder).") var encoderMethod: String = "frozen"
+        @Option(name: .long, help: "Encoder: frozen (patch tokens computed once), lora or last_k (tuned with the decoder).") var encoderMethod: ReportEncoderSpec.Kind = .frozen
         @Option(name: .long, help: "Encoder LoRA rank (lora).") var rank: Int = 8
         @Option(name: .long, help: "Encoder LoRA target layers, comma-separated (lora).") var targets: String = "qkv"
         @Option(name: .long, help: "Encoder blocks tuned (last_k).") var blocks: Int = 2
@@ -38,27 +39,24 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Beam size for the test drafts.") var beams: Int = 3
         @Option(name: .long, help: "METEOR resources for scoring the test drafts: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA; none: no METEOR).") var meteorData: String?
         @Option(name: .long, help: "Seed.") var seed: Int = 0
-        @Option(name: .long, help: "Threads.") var threads: Int = 2
-        @Flag(name: .long, help: "No progress output.") var quiet = false
+        @OptionGroup var work: WorkOptions
         func run() throws {
             try runReportingErrors {
-                setThreads(threads)
+                work.apply()
                 var o = ReportTrainOptions(manifest: URL(fileURLWithPath: manifest), encoder: URL(fileURLWithPath: encoder), output: URL(fileURLWithPath: out))
                 o.tokenizer = tokenizer.map { URL(fileURLWithPath: $0) }
-                guard ["findings", "impression", "both"].contains(target) else { throw XRError("--target is findings, impression or both", field: "--target") }
-                o.visualPrefix = try DecoderConfig.visualPrefix(parsing: visualInput, field: "--visual-input")
-                o.target = target; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
+                o.visualPrefix = visualInput == .prefix
+                o.target = target.rawValue; o.dim = dim; o.layers = layers; o.heads = heads; o.maxTokens = maxTokens; o.pool = pool
                 o.initFrom = initFrom.map { URL(fileURLWithPath: $0) }; o.epochs = epochs; o.batchSize = batchSize; o.lr = lr
-                o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = quiet
+                o.trainLimit = trainLimit; o.seed = UInt64(seed); o.quiet = work.quiet
                 o.meteorData = meteorDataPath(meteorData)
                 o.generation.beams = beams; o.generation.noRepeatNGram = 3
-                guard ReportEncoderSpec.methods.contains(encoderMethod) else {
-                    throw XRError("unknown encoder method '\(encoderMethod)'", field: "--encoder-method", hint: "use " + ReportEncoderSpec.methods.joined(separator: ", "))
-                }
                 switch encoderMethod {
-                case "lora": o.encoderSpec = ReportEncoderSpec(method: "lora", rank: rank, targets: targets.split(separator: ",").map(String.init), lr_scale: encoderLrScale)
-                case "last_k": o.encoderSpec = ReportEncoderSpec(method: "last_k", blocks: blocks, lr_scale: encoderLrScale)
-                default: o.encoderSpec = .frozen
+                case .lora:
+                    let lora = LoRASettings(rank: rank, targets: targets.split(separator: ",").map(String.init))
+                    o.encoderSpec = .lora(encoderLrScale.map { ReportLoRASpec(lora: lora, lrScale: $0) } ?? ReportLoRASpec(lora: lora))
+                case .last_k: o.encoderSpec = .lastK(encoderLrScale.map { ReportLastKSpec(blocks: blocks, lrScale: $0) } ?? ReportLastKSpec(blocks: blocks))
+                case .frozen: o.encoderSpec = .frozen
                 }
                 let r = try ReportTraining.run(o)
                 print("trained on \(r.trainReports) reports (\(r.truncated) cut to \(maxTokens) tokens); \(r.testReports) test drafts")

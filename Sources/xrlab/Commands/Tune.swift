@@ -36,17 +36,14 @@ struct TuneCommand: ParsableCommand {
     var fromPEFT: String?
     @Option(name: .customLong("set"), help: "Override a recipe value: key.path=value (repeatable).")
     var overrides: [String] = []
-    @Option(name: .long, help: "Threads.")
-    var threads: Int = 2
-    @Flag(name: .long, help: "No progress output.")
-    var quiet = false
+    @OptionGroup var work: WorkOptions
 
     func run() throws {
         try runReportingErrors {
-            setThreads(threads)
+            work.apply()
             let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
             var o = FinalTuneOptions(output: URL(fileURLWithPath: out))
-            o.method = method; o.task = task; o.shots = shots; o.seed = seed; o.epochs = epochs; o.quiet = quiet
+            o.method = method; o.task = task; o.shots = shots; o.seed = seed; o.epochs = epochs; o.quiet = work.quiet
             o.fromPEFT = fromPEFT.map { URL(fileURLWithPath: $0) }
             let res = try FinalTune.run(r, options: o)
             print("\(res.method) on \(res.task): \(res.history.count) epochs; test " + res.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))

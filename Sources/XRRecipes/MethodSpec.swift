@@ -1,0 +1,307 @@
+// The methods a recipe lists, each with its own typed settings. Defaults are filled in once, when
+// the recipe is parsed (`RecipeLoader.parseMethod`) or a stored recipe is decoded, so consumers
+// read plain values. YAML keys are snake_case (the coding keys); Swift names are camelCase.
+import Foundation
+import XRProbe
+import XRTrain
+import XRReport
+
+/// Logistic regression on frozen features; C is searched by cross-validation inside the shots.
+public struct LogisticSpec: Codable, Equatable, Sendable {
+    /// The C grid searched.
+    public var C: [Double]
+    /// Fewer shots per class than this: no search, `defaultC`.
+    public var cvMinShots: Int
+    public var defaultC: Double
+    public var folds: Int
+    /// Where feature means and stds come from: every training-pool row, the shots, or none.
+    public var standardize: Standardization
+    /// The defaults.
+    public init(C: [Double] = [0.01, 0.1, 1, 10], cvMinShots: Int = 4, defaultC: Double = 1.0, folds: Int = 3, standardize: Standardization = .pool) {
+        self.C = C; self.cvMinShots = cvMinShots; self.defaultC = defaultC; self.folds = folds; self.standardize = standardize
+    }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case C, cvMinShots = "cv_min_shots", defaultC = "default_C", folds, standardize }
+}
+
+/// k-nearest neighbours on cosine similarity; each k is its own curve.
+public struct KNNSpec: Codable, Equatable, Sendable {
+    public var k: [Int]
+    /// Softmax temperature of the neighbours' votes.
+    public var temperature: Double
+    /// The defaults.
+    public init(k: [Int] = [20], temperature: Double = 0.07) { self.k = k; self.temperature = temperature }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case k, temperature }
+}
+
+/// Nearest class mean (prototype) on cosine similarity.
+public struct PrototypeSpec: Codable, Equatable, Sendable {
+    public var temperature: Double
+    /// The defaults.
+    public init(temperature: Double = 0.07) { self.temperature = temperature }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case temperature }
+}
+
+/// The training settings every tuning method shares. `lr` and `layerDecay` default by method
+/// (`init(for:)`). Encoded beside the method's own keys.
+public struct TrainingSpec: Encodable, Equatable, Sendable {
+    public var epochs = 30
+    public var lr: Double
+    public var batchSize = 8
+    /// Gradient accumulation steps per optimiser step.
+    public var accumulate = 1
+    public var weightDecay = 0.05
+    /// Linear warmup, as a share of all steps.
+    public var warmup = 0.1
+    public var labelSmoothing = 0.1
+    /// Gradient-norm clip.
+    public var clip = 1.0
+    /// Per-block learning-rate decay towards the input (1 = none).
+    public var layerDecay: Double
+    /// Class-balanced batches.
+    public var balanced = true
+    public var augment = true
+    public var hflip = false
+    /// Early-stopping patience in epochs.
+    public var patience = 10
+    /// Validation images per class held out of the shots for early stopping.
+    public var validation = 4
+    /// Recompute activations in the backward pass instead of keeping them.
+    public var recompute = false
+    /// MLP head hidden width (nil = linear head).
+    public var headHidden: Int? = nil
+
+    /// The defaults of `method`: lr 1e-4 for `full` and `last_k` (1e-3 otherwise), layer decay 0.75
+    /// for `full` (1 otherwise).
+    public init(for method: Recipe.MethodName? = nil) {
+        lr = method == .full || method == .last_k ? 1e-4 : 1e-3
+        layerDecay = method == .full ? 0.75 : 1.0
+    }
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case epochs, lr, batchSize = "batch_size", accumulate, weightDecay = "weight_decay", warmup, labelSmoothing = "label_smoothing", clip,
+             layerDecay = "layer_decay", balanced, augment, hflip, patience, validation, recompute, headHidden = "head_hidden"
+    }
+
+    /// Keys left out take the defaults of `method`.
+    init(from decoder: Decoder, method: Recipe.MethodName) throws {
+        self.init(for: method)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func read<T: Decodable>(_ v: inout T, _ k: CodingKeys) throws { v = try c.decodeIfPresent(T.self, forKey: k) ?? v }
+        try read(&epochs, .epochs); try read(&lr, .lr); try read(&batchSize, .batchSize); try read(&accumulate, .accumulate)
+        try read(&weightDecay, .weightDecay); try read(&warmup, .warmup); try read(&labelSmoothing, .labelSmoothing); try read(&clip, .clip)
+        try read(&layerDecay, .layerDecay); try read(&balanced, .balanced); try read(&augment, .augment); try read(&hflip, .hflip)
+        try read(&patience, .patience); try read(&validation, .validation); try read(&recompute, .recompute)
+        headHidden = try c.decodeIfPresent(Int.self, forKey: .headHidden)
+    }
+}
+
+/// LoRA on the encoder's linear layers, trained with a head on the shots.
+public struct LoRASpec: Equatable, Sendable {
+    public var lora = LoRASettings()
+    public var training = TrainingSpec(for: .lora)
+    public init(lora: LoRASettings = LoRASettings(), training: TrainingSpec = TrainingSpec(for: .lora)) { self.lora = lora; self.training = training }
+}
+
+/// Where bottleneck adapters sit: after the MLP (`sequential`) or beside it (`parallel`).
+public enum AdapterPlacement: String, Codable, CaseIterable, Sendable { case sequential, parallel }
+
+/// Bottleneck adapters in every block, trained with a head on the shots.
+public struct AdapterSpec: Equatable, Sendable {
+    public var dim = 32
+    public var placement: AdapterPlacement = .sequential
+    /// Output scale of parallel adapters.
+    public var scale = 1.0
+    public var training = TrainingSpec(for: .adapter)
+    public init() {}
+    public enum CodingKeys: String, CodingKey, CaseIterable { case dim = "adapter_dim", placement, scale = "adapter_scale" }
+}
+
+/// The encoder's last `blocks` blocks, trained with a head on the shots.
+public struct LastKSpec: Equatable, Sendable {
+    public var blocks = 2
+    public var training = TrainingSpec(for: .last_k)
+    public init() {}
+    public enum CodingKeys: String, CodingKey, CaseIterable { case blocks }
+}
+
+/// BitFit: the encoder's biases, trained with a head on the shots.
+public struct BitFitSpec: Equatable, Sendable {
+    public var training = TrainingSpec(for: .bitfit)
+    public init() {}
+}
+
+/// Every encoder parameter, trained with a head on the shots.
+public struct FullSpec: Equatable, Sendable {
+    public var training = TrainingSpec(for: .full)
+    public init() {}
+}
+
+extension Recipe {
+    /// The method names of label recipes, listed once.
+    public enum MethodName: String, CaseIterable, Sendable {
+        case logistic, knn, prototype, lora, adapter, last_k, bitfit, full
+
+        /// Methods that tune the encoder (they need `model`, i.e. images).
+        public var isTuning: Bool { ![.logistic, .knn, .prototype].contains(self) }
+
+        /// The keys the method takes (besides `name`), in the order they are written.
+        public var keys: [String] {
+            let training = TrainingSpec.CodingKeys.allCases.map(\.stringValue)
+            switch self {
+            case .logistic: return LogisticSpec.CodingKeys.allCases.map(\.stringValue)
+            case .knn: return KNNSpec.CodingKeys.allCases.map(\.stringValue)
+            case .prototype: return PrototypeSpec.CodingKeys.allCases.map(\.stringValue)
+            case .lora: return LoRASettings.CodingKeys.allCases.map(\.stringValue) + training
+            case .adapter: return AdapterSpec.CodingKeys.allCases.map(\.stringValue) + training
+            case .last_k: return LastKSpec.CodingKeys.allCases.map(\.stringValue) + training
+            case .bitfit, .full: return training
+            }
+        }
+    }
+
+    /// A method and its settings, every default filled in. Encoded as one flat mapping:
+    /// `name` followed by the method's keys.
+    public enum Method: Codable, Equatable, Sendable {
+        case logistic(LogisticSpec)
+        case knn(KNNSpec)
+        case prototype(PrototypeSpec)
+        case lora(LoRASpec)
+        case adapter(AdapterSpec)
+        case lastK(LastKSpec)
+        case bitfit(BitFitSpec)
+        case full(FullSpec)
+        /// Report recipes: how the encoder trains with the decoder.
+        case reportEncoder(ReportEncoderSpec)
+
+        /// The name written in the recipe.
+        public var name: String {
+            switch self {
+            case .logistic: return MethodName.logistic.rawValue
+            case .knn: return MethodName.knn.rawValue
+            case .prototype: return MethodName.prototype.rawValue
+            case .lora: return MethodName.lora.rawValue
+            case .adapter: return MethodName.adapter.rawValue
+            case .lastK: return MethodName.last_k.rawValue
+            case .bitfit: return MethodName.bitfit.rawValue
+            case .full: return MethodName.full.rawValue
+            case let .reportEncoder(e): return e.name
+            }
+        }
+
+        /// A method of a label recipe that tunes the encoder (report encoders are not counted).
+        public var isTuning: Bool { tuning != nil }
+
+        /// What a tuning method trains in the encoder, and how (nil for probes and report encoders).
+        public var tuning: (set: TrainableSet, training: TrainingSpec)? {
+            switch self {
+            case let .lora(s): return (s.lora.trainableSet, s.training)
+            case let .adapter(s): return (.adapter(dim: s.dim, parallel: s.placement == .parallel, scale: s.scale), s.training)
+            case let .lastK(s): return (.lastBlocks(s.blocks), s.training)
+            case let .bitfit(s): return (.bitFit, s.training)
+            case let .full(s): return (.full, s.training)
+            case .logistic, .knn, .prototype, .reportEncoder: return nil
+            }
+        }
+
+        private struct NameKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(_ s: String) { stringValue = s }
+            init?(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+            static let name = NameKey("name")
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: NameKey.self)
+            try c.encode(name, forKey: .name)
+            switch self {
+            case let .logistic(s): try s.encode(to: encoder)
+            case let .knn(s): try s.encode(to: encoder)
+            case let .prototype(s): try s.encode(to: encoder)
+            case let .lora(s): try s.lora.encode(to: encoder); try s.training.encode(to: encoder)
+            case let .adapter(s):
+                var a = encoder.container(keyedBy: AdapterSpec.CodingKeys.self)
+                try a.encode(s.dim, forKey: .dim); try a.encode(s.placement, forKey: .placement); try a.encode(s.scale, forKey: .scale)
+                try s.training.encode(to: encoder)
+            case let .lastK(s):
+                var a = encoder.container(keyedBy: LastKSpec.CodingKeys.self)
+                try a.encode(s.blocks, forKey: .blocks)
+                try s.training.encode(to: encoder)
+            case let .bitfit(s): try s.training.encode(to: encoder)
+            case let .full(s): try s.training.encode(to: encoder)
+            case let .reportEncoder(e): try e.encodeFields(to: encoder)
+            }
+        }
+
+        /// Stored recipes (package manifests): keys left out take their defaults. A report
+        /// encoder is told from a tuning method by its `lr_scale` (resolved report encoders always
+        /// carry it; tuning methods never take it) or the name `frozen`.
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: NameKey.self)
+            let name = try c.decode(String.self, forKey: .name)
+            if name == ReportEncoderSpec.Kind.frozen.rawValue || c.contains(NameKey("lr_scale")), let kind = ReportEncoderSpec.Kind(rawValue: name) {
+                self = .reportEncoder(try ReportEncoderSpec(kind: kind, fieldsFrom: decoder))
+                return
+            }
+            guard let method = MethodName(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(forKey: .name, in: c, debugDescription: "unknown method '\(name)'")
+            }
+            switch method {
+            case .logistic: self = .logistic(try LogisticSpec(from: decoder))
+            case .knn: self = .knn(try KNNSpec(from: decoder))
+            case .prototype: self = .prototype(try PrototypeSpec(from: decoder))
+            case .lora: self = .lora(LoRASpec(lora: try LoRASettings(from: decoder), training: try TrainingSpec(from: decoder, method: .lora)))
+            case .adapter:
+                var s = AdapterSpec()
+                let a = try decoder.container(keyedBy: AdapterSpec.CodingKeys.self)
+                s.dim = try a.decodeIfPresent(Int.self, forKey: .dim) ?? s.dim
+                s.placement = try a.decodeIfPresent(AdapterPlacement.self, forKey: .placement) ?? s.placement
+                s.scale = try a.decodeIfPresent(Double.self, forKey: .scale) ?? s.scale
+                s.training = try TrainingSpec(from: decoder, method: .adapter)
+                self = .adapter(s)
+            case .last_k:
+                var s = LastKSpec()
+                s.blocks = try decoder.container(keyedBy: LastKSpec.CodingKeys.self).decodeIfPresent(Int.self, forKey: .blocks) ?? s.blocks
+                s.training = try TrainingSpec(from: decoder, method: .last_k)
+                self = .lastK(s)
+            case .bitfit: self = .bitfit(BitFitSpec(training: try TrainingSpec(from: decoder, method: .bitfit)))
+            case .full: self = .full(FullSpec(training: try TrainingSpec(from: decoder, method: .full)))
+            }
+        }
+    }
+}
+
+extension LogisticSpec {
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        C = try c.decodeIfPresent([Double].self, forKey: .C) ?? C
+        cvMinShots = try c.decodeIfPresent(Int.self, forKey: .cvMinShots) ?? cvMinShots
+        defaultC = try c.decodeIfPresent(Double.self, forKey: .defaultC) ?? defaultC
+        folds = try c.decodeIfPresent(Int.self, forKey: .folds) ?? folds
+        standardize = try c.decodeIfPresent(Standardization.self, forKey: .standardize) ?? standardize
+    }
+}
+
+extension KNNSpec {
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        k = try c.decodeIfPresent([Int].self, forKey: .k) ?? k
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? temperature
+    }
+}
+
+extension PrototypeSpec {
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        temperature = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Double.self, forKey: .temperature) ?? temperature
+    }
+}
+
+extension BitFitSpec { init(training: TrainingSpec) { self.training = training } }
+extension FullSpec { init(training: TrainingSpec) { self.training = training } }

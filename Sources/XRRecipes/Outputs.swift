@@ -60,8 +60,9 @@ enum Outputs {
             plots.append(u)
         }
         let report = dir.appendingPathComponent("report.md")
-        try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete), to: report)
-        return Written(plots: plots, report: report)
+        let selection = try SelectionSimulation.reportSection(recipe, directory: dir)
+        try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete, selection: selection.text), to: report)
+        return Written(plots: plots + (selection.plot.map { [$0] } ?? []), report: report)
     }
 
     /// results.jsonl: one line per finished cell, in plan order, as its cell file.
@@ -176,7 +177,8 @@ enum Outputs {
     /// p- and q-values keep their small magnitudes: 4 significant digits.
     static func pf(_ x: Double) -> String { x.isFinite ? String(format: "%.4g", x) : "" }
 
-    static func markdown(_ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool) -> String {
+    static func markdown(_ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool,
+                         selection: String = "") -> String {
         let recipe = r.recipe
         var s = "# \(recipe.name)\n\n"
         if !complete { s += "> **Incomplete run**: \(results.count) cells finished. Run the recipe again to finish the rest.\n\n" }
@@ -201,6 +203,7 @@ enum Outputs {
             }
         }
         if let targets = recipe.budget?.targets, !targets.isEmpty { s += Budget.reportSection(results, targets: targets) }
+        s += selection
         let skipped = results.filter { $0.status != "ok" }
         if !skipped.isEmpty {
             s += "\n## Skipped cells (\(skipped.count))\n\n"

@@ -5,6 +5,7 @@
 // default filled in, so `resolved.yaml` says exactly what ran. Reading: RecipeLoader.swift (files,
 // overrides), RecipeValidation.swift (the schema), MethodParsing.swift (the `methods` entries).
 import Foundation
+import XRProbe
 import Yams
 import XRTensor
 import XRTrain
@@ -93,6 +94,20 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// computes it. Nil when the key is absent.
     public var budget: BudgetSettings? = nil
     public struct BudgetSettings: Codable, Equatable, Sendable { public var targets: [String]; public init(targets: [String]) { self.targets = targets } }
+    /// `selection`: active labelling simulated with the run (as `xrlab suggest --simulate`): per
+    /// seed of `seeds`, each strategy starts from the same `start` random rows and picks up to each
+    /// count of `rounds`; its cells share the run's `cells/`. Nil when the key is absent.
+    public var selection: SelectionSettings? = nil
+    public struct SelectionSettings: Codable, Equatable, Sendable {
+        public var strategies: [SelectionStrategy]
+        public var start: Int
+        public var rounds: [Int]
+        /// One task only (nil: every task jointly).
+        public var task: String?
+        public init(strategies: [SelectionStrategy], start: Int, rounds: [Int], task: String? = nil) {
+            self.strategies = strategies; self.start = start; self.rounds = rounds; self.task = task
+        }
+    }
     /// Run directory.
     public var output: String
     /// Report recipes (`data.task: report`): the decoder, its training and decoding. `shots`
@@ -134,7 +149,7 @@ public struct Recipe: Codable, Equatable, Sendable {
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.
-    public static let outputOnlyFields: Set<String> = ["output", "subgroups", "budget"]
+    public static let outputOnlyFields: Set<String> = ["output", "subgroups", "budget", "selection"]
 
     /// `lastN_cls` → N (nil for other names).
     public static func lastBlocks(_ representation: String) -> Int? {

@@ -2,6 +2,7 @@
 // the error, problems collected so `xrlab validate` reports all of them. Method entries:
 // MethodParsing.swift.
 import Foundation
+import XRProbe
 import Yams
 import XRTensor
 import XRTrain
@@ -12,7 +13,7 @@ extension RecipeLoader {
     // MARK: schema
 
     static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "output", "report"]
+                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "selection", "output", "report"]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -159,6 +160,30 @@ extension RecipeLoader {
             }
         } ?? nil }
 
+        let selection = top["selection"].flatMap { v in ctx.attempt { () -> Recipe.SelectionSettings? in
+            let m = try v.mapping(allowed: ["strategies", "start", "rounds", "task"])
+            guard let sn = m["strategies"] else { throw v.error("selection needs strategies", hint: "e.g. strategies: [random, typiclust, kcenter]") }
+            var strategies: [SelectionStrategy] = []
+            for t in try sn.listOrScalar() {
+                do { let st = try Suggest.strategy(try t.string(), field: "selection.strategies"); if !strategies.contains(st) { strategies.append(st) } }
+                catch let e as XRError { throw t.error(e.message, hint: e.hint) }
+            }
+            guard let startNode = m["start"] else { throw v.error("selection needs start (labelled rows before the first round)") }
+            let start = try startNode.int()
+            if start < 2 { throw startNode.error("selection.start must be at least 2 labelled rows, got \(start)") }
+            guard let rn = m["rounds"] else { throw v.error("selection needs rounds (labelled rows after each round)", hint: "e.g. rounds: [20, 40, 80]") }
+            let items = try rn.listOrScalar()
+            if items.isEmpty || items.count > 100 { throw rn.error("selection.rounds needs 1…100 label counts, got \(items.count)") }
+            var rounds: [Int] = [], last = start
+            for n in items {
+                let r = try n.int()
+                if r <= last { throw n.error("selection.rounds must increase from start (\(start)): \(r) follows \(last)") }
+                if r > Limits.Recipe.shotValue { throw n.error("selection.rounds value \(r) is over the limit of \(Limits.Recipe.shotValue)") }
+                rounds.append(r); last = r
+            }
+            return Recipe.SelectionSettings(strategies: strategies, start: start, rounds: rounds, task: try m["task"]?.string())
+        } ?? nil }
+
         guard let name, let output, let data else { return nil }
         var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
                             methods: methods, shots: Array(Set(shots)).sorted(), output: output)
@@ -187,6 +212,18 @@ extension RecipeLoader {
         if let budgetTargets, !budgetTargets.isEmpty {
             if isReport { ctx.record(XRError("budget.targets is not supported for report tasks", file: ctx.file, field: "budget")) }
             else { recipe.budget = Recipe.BudgetSettings(targets: budgetTargets) }
+        }
+        if var selection, let n = top["selection"] {
+            let tasks = StudyLoader.taskNames(recipe)
+            if isReport {
+                ctx.record(n.error("selection is not supported for report tasks"))
+            } else if let t = selection.task, !tasks.contains(t) {
+                ctx.record(n.error("selection.task '\(t)' is not a task of the recipe" + (closest(t, in: tasks).map { " — did you mean '\($0)'?" } ?? ""),
+                                   hint: "tasks: \(tasks.joined(separator: ", "))"))
+                selection.task = nil
+            } else {
+                recipe.selection = selection
+            }
         }
         return recipe
     }

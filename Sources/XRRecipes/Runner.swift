@@ -217,6 +217,12 @@ public enum Runner {
             if !tuneWork.isEmpty {
                 try TuneCells.run(tuneWork, recipe: r, data: data, tests: tests, cellsDirectory: cellsDir, quiet: options.quiet)
             }
+            // Active-labelling cells (`selection`), in this process unless it is one shard of many.
+            if let sel = r.recipe.selection, options.shard == nil, !options.mergeOnly {
+                let o = SelectionSimulation.options(sel, seeds: r.recipe.seeds)
+                try SelectionSimulation.check(o, poolRows: data.isTest.filter { $0 == false }.count)
+                _ = try SelectionSimulation.run(data, recipe: r.recipe, options: o, dir: dir, quiet: options.quiet)
+            }
             return try runner.summary(all, computed: allWork.count, directory: dir, options: options) { results, complete in
                 try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
             }

@@ -118,6 +118,13 @@ public enum SelectionSimulation {
         return SimulationTrajectory(strategy: strategy.rawValue, seed: seed, points: points)
     }
 
+    /// The simulation a recipe's `selection` asks for, over the recipe's seeds.
+    public static func options(_ sel: Recipe.SelectionSettings, seeds: Int) -> SimulationOptions {
+        var o = SimulationOptions(strategies: sel.strategies, start: sel.start, rounds: sel.rounds, seeds: seeds)
+        o.task = sel.task
+        return o
+    }
+
     /// The cell of a strategy × seed: `<strategy>__<task or all>__k<start>__s<seed>`.
     public static func cell(_ strategy: SelectionStrategy, seed: Int, options o: SimulationOptions) -> Cell {
         Cell(method: strategy.rawValue, task: o.task ?? "all", shots: o.start, seed: seed)
@@ -133,7 +140,9 @@ public enum SelectionSimulation {
         try FileManager.default.createDirectory(at: runner.cellsDirectory, withIntermediateDirectories: true)
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        var key = Data((try? enc.encode(recipe)) ?? Data())
+        var pinned = recipe
+        pinned.selection = nil    // which strategies run does not change a trajectory
+        var key = Data((try? enc.encode(pinned)) ?? Data())
         key += Data("\(o.start) \(o.rounds) \(o.task ?? "") \(s.ids.count) \(s.dim)".utf8)
         s.features.withUnsafeBufferPointer { key += Data(buffer: $0) }
         let fingerprint = SHA256.hex(key)
@@ -221,5 +230,32 @@ extension SelectionSimulation {
         let plot = dir.appendingPathComponent("selection.png")
         try AtomicFile.write(png, to: plot)
         return [raw, sum, json, plot]
+    }
+}
+
+extension SelectionSimulation {
+    /// The "Active labelling" section of report.md for a recipe's `selection`, from the finished
+    /// cells in `dir` (with the selection files written beside report.md); empty when none are finished.
+    static func reportSection(_ recipe: Recipe, directory dir: URL) throws -> (text: String, plot: URL?) {
+        guard let sel = recipe.selection else { return ("", nil) }
+        let o = options(sel, seeds: recipe.seeds)
+        let runner = CellRunner(cellsDirectory: dir.appendingPathComponent("cells"), quiet: true)
+        let plan = o.strategies.flatMap { st in (0..<o.seeds).map { cell(st, seed: $0, options: o) } }
+        let ts = try runner.results(plan, as: SimulationTrajectory.self)
+        guard !ts.isEmpty else { return ("", nil) }
+        let files = try write(ts, options: o, title: "\(recipe.name): active labelling\(sel.task.map { " (\($0))" } ?? "")", to: dir)
+        var s = "\n## Active labelling\n\n"
+        s += "Strategies simulated on the labelled training pool: per seed each starts from the same \(o.start) random rows and picks up to "
+        s += "\(o.rounds.map(String.init).joined(separator: ", ")) rows; only the picked rows' labels are revealed, and the logistic probe "
+        s += "fitted on them is scored on the test rows (AUROC\(sel.task.map { " of \($0)" } ?? ", mean over tasks")). Mean over seeds "
+        s += "[95% interval], and the paired gain over random on the same seeds. `selection_summary.csv` has every value.\n\n"
+        s += "| strategy | labelled rows | AUROC | gain vs random |\n|---|---|---|---|\n"
+        for r in summarize(ts) {
+            let g = r.gain_vs_random.map { String(format: "%+.4f [%+.4f, %+.4f]", $0.mean, $0.low, $0.high) } ?? ""
+            s += "| \(r.strategy) | \(r.labels) | \(Outputs.f(r.auroc.mean)) [\(Outputs.f(r.auroc.low)), \(Outputs.f(r.auroc.high))] | \(g) |\n"
+        }
+        let plot = files.first { $0.pathExtension == "png" }
+        if let plot { s += "\n![\(plot.lastPathComponent)](\(plot.lastPathComponent))\n" }
+        return (s, plot)
     }
 }

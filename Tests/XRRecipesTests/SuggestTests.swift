@@ -150,4 +150,48 @@ final class SuggestTests: XCTestCase {
         let files = try SelectionSimulation.write(first, options: o, title: "t", to: out)
         XCTAssertTrue(files.allSatisfy { FileManager.default.fileExists(atPath: $0.path) })
     }
+
+    func testARecipesSelectionRunsAsCellsOfTheRunAndReportsTheStrategies() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try makeStudy(in: dir)
+        let url = dir.appendingPathComponent("r.yaml")
+        var o = RunOptions()
+        o.quiet = true
+        let sel = ["selection={strategies: [random, typiclust], start: 8, rounds: [16, 32]}", "seeds=2"]
+        let summary = try Runner.run(try RecipeLoader.load(url, overrides: sel), options: o)
+        XCTAssertTrue(summary.complete)
+        let run = dir.appendingPathComponent("run")
+        for st in ["random", "typiclust"] { for seed in 0..<2 {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("cells/\(st)__all__k8__s\(seed).json").path))
+        } }
+        let report = try String(contentsOf: run.appendingPathComponent("report.md"), encoding: .utf8)
+        XCTAssertTrue(report.contains("## Active labelling"), report)
+        XCTAssertTrue(report.contains("| typiclust | 32 |"), report)
+        XCTAssertTrue(summary.plots.contains { $0.lastPathComponent == "selection.png" })
+        let rows = try CSVTable(contentsOf: run.appendingPathComponent("selection_summary.csv"))
+        XCTAssertEqual(rows.rows.count, 6)
+        // Adding a strategy reuses the finished trajectories (the run's fingerprint ignores `selection`).
+        let before = try Data(contentsOf: run.appendingPathComponent("cells/typiclust__all__k8__s1.json"))
+        _ = try Runner.run(try RecipeLoader.load(url, overrides: ["selection={strategies: [random, typiclust, kcenter], start: 8, rounds: [16, 32]}", "seeds=2"]), options: o)
+        XCTAssertEqual(try Data(contentsOf: run.appendingPathComponent("cells/typiclust__all__k8__s1.json")), before)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("cells/kcenter__all__k8__s0.json").path))
+    }
+
+    func testSelectionKeysAreCheckedWithTheirLineAndASuggestion() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try makeStudy(in: dir)
+        let url = dir.appendingPathComponent("r.yaml")
+        func problems(_ value: String) -> String {
+            RecipeLoader.check(url, overrides: ["selection=\(value)"]).1.map(\.description).joined(separator: "\n")
+        }
+        XCTAssertTrue(problems("{strategies: [typiclus], start: 8, rounds: [16]}").contains("did you mean 'typiclust'"))
+        XCTAssertTrue(problems("{strategies: [random], start: 8, rounds: [16, 12]}").contains("must increase"))
+        XCTAssertTrue(problems("{strategies: [random], start: 1, rounds: [16]}").contains("at least 2"))
+        XCTAssertTrue(problems("{strategies: [random], start: 8, rounds: [16], task: findng}").contains("did you mean 'finding'"))
+        XCTAssertTrue(problems("{strategies: [random], start: 8, rounds: [16], budget: 3}").contains("budget"))
+        XCTAssertTrue(problems("{start: 8, rounds: [16]}").contains("needs strategies"))
+        XCTAssertEqual(problems("{strategies: [random, probcover], start: 8, rounds: [16, 32]}"), "")
+    }
 }

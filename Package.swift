@@ -54,8 +54,8 @@ let package = Package(
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
         .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", "XRText", "XRReport", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
-        // Training: trainable ViT (forward with saved activations, backward), LoRA, losses, AdamW.
-        .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
+        // Training: trainable ViT built from a loaded encoder (forward with saved activations, backward), LoRA, losses, AdamW.
+        .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels", "XRModels"], swiftSettings: numeric),
         // Report text: tokenisation and report-generation metrics (METEOR reads its jar / gzip resources with libarchive).
         .target(name: "XRText", dependencies: ["XRTensor", "XRData", "CArchive"], swiftSettings: numeric),
         // Report generation: paired data → decoder training → drafts and scores.

@@ -21,6 +21,16 @@ public struct ViTConfig: Codable, Sendable, Equatable {
         case dinov2
     }
 
+    /// The transformer block the encoder is built from. Each kind has one key list
+    /// (`PreNormBlockKeys`) and one forward (`PreNormBlock`), shared by inference and by the
+    /// frozen blocks of a trainable encoder; a new kind (e.g. EVA-02: rotary position
+    /// embeddings, SwiGLU MLP, sub-LayerNorm) is a new case with its own keys and block beside them.
+    public enum BlockKind: String, Codable, Sendable {
+        /// timm `Block` / DINOv2 `NestedTensorBlock`: x += ls1 ⊙ proj(attn(LN1 x));
+        /// x += ls2 ⊙ fc2(GELU(fc1(LN2 x))), fused qkv, optional LayerScale, exact (erf) GELU.
+        case preNorm
+    }
+
     /// Native image size (the position-embedding grid is imageSize / patchSize).
     public var imageSize: Int
     public var patchSize: Int
@@ -35,6 +45,11 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     public var posEmbedPrefix: Int = 1
     public var layerNormEps: Float = 1e-6
     public var posEmbedResize: PosEmbedResize
+    /// The block kind; nil means `.preNorm` (optional, so configs written before it existed read
+    /// unchanged and pre-norm configs are written as before).
+    public var block: BlockKind? = nil
+    /// The block kind, `.preNorm` unless set.
+    public var blockKind: BlockKind { block ?? .preNorm }
 
     public init(imageSize: Int, patchSize: Int, dim: Int, depth: Int, heads: Int, mlpHidden: Int? = nil,
                 qkvBias: Bool = true, layerScale: Bool = false, numRegisters: Int = 0, posEmbedPrefix: Int = 1,
@@ -57,6 +72,16 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     public var grid: Int { imageSize / patchSize }
     /// Prefix tokens in the sequence: CLS + registers.
     public var prefixTokens: Int { 1 + numRegisters }
+    /// Tokens at the native grid: prefix + grid².
+    public var tokens: Int { prefixTokens + grid * grid }
+
+    /// The same encoder for square inputs of `size` pixels (a multiple of the patch size): the
+    /// configuration of the weights `ViT.timmTensors(size:)` exports, position embeddings at that grid.
+    public func resized(to size: Int) -> ViTConfig {
+        var c = self
+        c.imageSize = size
+        return c
+    }
 
     // MARK: presets
 

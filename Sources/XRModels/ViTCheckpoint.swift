@@ -13,91 +13,6 @@ public enum ViTLayout: String, Codable, Sendable {
     case huggingFace
 }
 
-/// One parameter: the checkpoint keys it is read from (concatenated along the first
-/// dimension, for q/k/v stored separately) and the shape each key must have.
-struct ParamSource {
-    var keys: [(name: String, shape: [Int])]
-}
-
-/// The key table of a layout for a config: canonical parameter name → checkpoint keys.
-/// Canonical names follow timm (`blocks.{i}.attn.qkv.weight`, …).
-func keyTable(_ layout: ViTLayout, _ c: ViTConfig, registerKey: String) -> [(String, ParamSource)] {
-    let C = c.dim, M = c.mlpHidden, P = c.patchSize, R = c.numRegisters
-    let posCount = c.posEmbedPrefix + c.grid * c.grid
-    func one(_ k: String, _ s: [Int]) -> ParamSource { ParamSource(keys: [(k, s)]) }
-    var t: [(String, ParamSource)] = []
-    switch layout {
-    case .timm, .dinov2:
-        t.append(("cls_token", one("cls_token", [1, 1, C])))
-        if R > 0 { t.append(("registers", one(registerKey, [1, R, C]))) }
-        t.append(("pos_embed", one("pos_embed", [1, posCount, C])))
-        t.append(("patch.weight", one("patch_embed.proj.weight", [C, 3, P, P])))
-        t.append(("patch.bias", one("patch_embed.proj.bias", [C])))
-        for i in 0..<c.depth {
-            let b = "blocks.\(i)."
-            t.append((b + "norm1.weight", one(b + "norm1.weight", [C])))
-            t.append((b + "norm1.bias", one(b + "norm1.bias", [C])))
-            t.append((b + "qkv.weight", one(b + "attn.qkv.weight", [3 * C, C])))
-            if c.qkvBias { t.append((b + "qkv.bias", one(b + "attn.qkv.bias", [3 * C]))) }
-            t.append((b + "proj.weight", one(b + "attn.proj.weight", [C, C])))
-            t.append((b + "proj.bias", one(b + "attn.proj.bias", [C])))
-            if c.layerScale {
-                t.append((b + "ls1", one(b + "ls1.gamma", [C])))
-                t.append((b + "ls2", one(b + "ls2.gamma", [C])))
-            }
-            t.append((b + "norm2.weight", one(b + "norm2.weight", [C])))
-            t.append((b + "norm2.bias", one(b + "norm2.bias", [C])))
-            t.append((b + "fc1.weight", one(b + "mlp.fc1.weight", [M, C])))
-            t.append((b + "fc1.bias", one(b + "mlp.fc1.bias", [M])))
-            t.append((b + "fc2.weight", one(b + "mlp.fc2.weight", [C, M])))
-            t.append((b + "fc2.bias", one(b + "mlp.fc2.bias", [C])))
-        }
-        t.append(("norm.weight", one("norm.weight", [C])))
-        t.append(("norm.bias", one("norm.bias", [C])))
-    case .huggingFace:
-        let e = "embeddings."
-        t.append(("cls_token", one(e + "cls_token", [1, 1, C])))
-        if R > 0 { t.append(("registers", one(e + "register_tokens", [1, R, C]))) }
-        t.append(("pos_embed", one(e + "position_embeddings", [1, posCount, C])))
-        t.append(("patch.weight", one(e + "patch_embeddings.projection.weight", [C, 3, P, P])))
-        t.append(("patch.bias", one(e + "patch_embeddings.projection.bias", [C])))
-        for i in 0..<c.depth {
-            let b = "blocks.\(i).", h = "encoder.layer.\(i)."
-            t.append((b + "norm1.weight", one(h + "norm1.weight", [C])))
-            t.append((b + "norm1.bias", one(h + "norm1.bias", [C])))
-            t.append((b + "qkv.weight", ParamSource(keys: ["query", "key", "value"].map { (h + "attention.attention.\($0).weight", [C, C]) })))
-            if c.qkvBias {
-                t.append((b + "qkv.bias", ParamSource(keys: ["query", "key", "value"].map { (h + "attention.attention.\($0).bias", [C]) })))
-            }
-            t.append((b + "proj.weight", one(h + "attention.output.dense.weight", [C, C])))
-            t.append((b + "proj.bias", one(h + "attention.output.dense.bias", [C])))
-            if c.layerScale {
-                t.append((b + "ls1", one(h + "layer_scale1.lambda1", [C])))
-                t.append((b + "ls2", one(h + "layer_scale2.lambda1", [C])))
-            }
-            t.append((b + "norm2.weight", one(h + "norm2.weight", [C])))
-            t.append((b + "norm2.bias", one(h + "norm2.bias", [C])))
-            t.append((b + "fc1.weight", one(h + "mlp.fc1.weight", [M, C])))
-            t.append((b + "fc1.bias", one(h + "mlp.fc1.bias", [M])))
-            t.append((b + "fc2.weight", one(h + "mlp.fc2.weight", [C, M])))
-            t.append((b + "fc2.bias", one(h + "mlp.fc2.bias", [C])))
-        }
-        t.append(("norm.weight", one("layernorm.weight", [C])))
-        t.append(("norm.bias", one("layernorm.bias", [C])))
-    }
-    return t
-}
-
-/// Keys that real checkpoints carry but feature extraction does not use, by design. Anything
-/// else that the table does not consume is an error.
-func ignoredByDesign(_ layout: ViTLayout) -> Set<String> {
-    switch layout {
-    case .timm: return ["head.weight", "head.bias"]
-    case .dinov2: return ["mask_token", "head.weight", "head.bias"]
-    case .huggingFace: return ["embeddings.mask_token"]
-    }
-}
-
 /// A loaded encoder and where it came from.
 public struct LoadedViT: @unchecked Sendable {
     public var model: ViT
@@ -246,13 +161,15 @@ public enum ViTLoader {
     /// Architecture from tensor shapes (bare safetensors files).
     static func inferConfig(_ src: WeightSource, layout: ViTLayout, heads: Int?, notes: inout [String], file: String) throws -> ViTConfig {
         let hf = layout == .huggingFace
+        /// The layout's key for a canonical name (the first, for q/k/v stored separately).
+        func key(_ canonical: String) -> String { checkpointKeys(layout, canonical, [0]).keys[0].name }
         func shape(_ k: String) throws -> [Int] {
             guard let s = src.shape(k) else { throw XRError("missing key", file: file, field: k) }
             return s
         }
-        let pw = try shape(hf ? "embeddings.patch_embeddings.projection.weight" : "patch_embed.proj.weight")
+        let pw = try shape(key(ViTKeys.patchWeight))
         guard pw.count == 4, pw[1] == 3, pw[2] == pw[3] else {
-            throw XRError("patch embedding weight has shape \(describeShape(pw)), expected (C, 3, P, P)", file: file, field: "patch_embed.proj.weight")
+            throw XRError("patch embedding weight has shape \(describeShape(pw)), expected (C, 3, P, P)", file: file, field: key(ViTKeys.patchWeight))
         }
         let C = pw[0], P = pw[2]
         let blockPrefix = hf ? "encoder.layer." : "blocks."
@@ -262,10 +179,10 @@ public enum ViTLoader {
             if let i = Int(rest.prefix { $0.isNumber }) { depth = max(depth, i + 1) }
         }
         guard depth > 0 else { throw XRError("no transformer blocks found", file: file, field: blockPrefix + "0") }
-        let fc1 = try shape(blockPrefix + "0.mlp.fc1.weight")
-        let regKey = hf ? "embeddings.register_tokens" : (layout == .dinov2 ? "register_tokens" : "reg_token")
-        let R = src.shape(regKey).map { $0.count == 3 ? $0[1] : 0 } ?? 0
-        let pos = try shape(hf ? "embeddings.position_embeddings" : "pos_embed")
+        let first = PreNormBlockKeys(block: 0)
+        let fc1 = try shape(key(first.fc1Weight))
+        let R = src.shape(key(ViTKeys.registers)).map { $0.count == 3 ? $0[1] : 0 } ?? 0
+        let pos = try shape(key(ViTKeys.posEmbed))
         guard pos.count == 3 else { throw XRError("position embedding is not (1, T, C)", file: file, field: "pos_embed") }
         var prefix = -1, grid = 0
         for p in (layout == .timm ? [1 + R, 1, 0] : [1]) where pos[1] - p > 0 {
@@ -275,9 +192,8 @@ public enum ViTLoader {
         guard prefix >= 0 else {
             throw XRError("position embedding length \(pos[1]) is not prefix + a square grid", file: file, field: "pos_embed")
         }
-        let qkvBias = hf ? src.owner[blockPrefix + "0.attention.attention.query.bias"] != nil
-                         : src.owner["blocks.0.attn.qkv.bias"] != nil
-        let ls = hf ? src.owner[blockPrefix + "0.layer_scale1.lambda1"] != nil : src.owner["blocks.0.ls1.gamma"] != nil
+        let qkvBias = src.owner[key(first.qkvBias)] != nil
+        let ls = src.owner[key(first.ls1)] != nil
         let H: Int
         if let heads { H = heads } else {
             H = max(1, C / 64)
@@ -305,8 +221,7 @@ public enum ViTLoader {
 
     /// Strict load: every table key present with its exact shape, every checkpoint key used.
     static func build(_ src: WeightSource, layout: ViTLayout, config c: ViTConfig, file: String) throws -> ViT {
-        let regKey = layout == .timm ? "reg_token" : "register_tokens"
-        let table = keyTable(layout, c, registerKey: regKey)
+        let table = keyTable(layout, c)
         var used = Set<String>()
         var params: [String: [Float]] = [:]
         for (canonical, source) in table {
@@ -336,18 +251,16 @@ public enum ViTLoader {
         func p(_ k: String) -> [Float] { params[k] ?? [] }
         func opt(_ k: String) -> [Float]? { params[k] }
         let blocks = (0..<c.depth).map { i -> ViTBlockWeights in
-            let b = "blocks.\(i)."
+            let k = PreNormBlockKeys(block: i)
             return ViTBlockWeights(
-                norm1Weight: p(b + "norm1.weight"), norm1Bias: p(b + "norm1.bias"),
-                qkvWeight: p(b + "qkv.weight"), qkvBias: opt(b + "qkv.bias"),
-                projWeight: p(b + "proj.weight"), projBias: p(b + "proj.bias"), ls1: opt(b + "ls1"),
-                norm2Weight: p(b + "norm2.weight"), norm2Bias: p(b + "norm2.bias"),
-                fc1Weight: p(b + "fc1.weight"), fc1Bias: p(b + "fc1.bias"),
-                fc2Weight: p(b + "fc2.weight"), fc2Bias: p(b + "fc2.bias"), ls2: opt(b + "ls2"))
+                norm1Weight: p(k.norm1Weight), norm1Bias: p(k.norm1Bias), qkvWeight: p(k.qkvWeight), qkvBias: opt(k.qkvBias),
+                projWeight: p(k.projWeight), projBias: p(k.projBias), ls1: opt(k.ls1),
+                norm2Weight: p(k.norm2Weight), norm2Bias: p(k.norm2Bias), fc1Weight: p(k.fc1Weight), fc1Bias: p(k.fc1Bias),
+                fc2Weight: p(k.fc2Weight), fc2Bias: p(k.fc2Bias), ls2: opt(k.ls2))
         }
-        let w = ViTWeights(clsToken: p("cls_token"), registers: p("registers"), posEmbed: p("pos_embed"),
-                           patchWeight: p("patch.weight"), patchBias: p("patch.bias"), blocks: blocks,
-                           normWeight: p("norm.weight"), normBias: p("norm.bias"))
+        let w = ViTWeights(clsToken: p(ViTKeys.classToken), registers: p(ViTKeys.registers), posEmbed: p(ViTKeys.posEmbed),
+                           patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: blocks,
+                           normWeight: p(ViTKeys.normWeight), normBias: p(ViTKeys.normBias))
         return ViT(config: c, weights: w)
     }
 }

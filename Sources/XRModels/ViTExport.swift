@@ -1,52 +1,39 @@
-// The loaded weights under timm names, whatever layout they were read from (timm, DINOv2,
-// Hugging Face), with position embeddings at the grid of a given input size — what the
-// training code starts from.
+// The loaded weights under their canonical (timm) names, whatever layout they were read from
+// (timm, DINOv2, Hugging Face), with position embeddings at the grid of a given input size —
+// what a trainable encoder starts from.
 import Foundation
 import XRTensor
 
 extension ViT {
-    /// timm-named tensors (`cls_token`, `pos_embed` (1, 1 + N, C), `patch_embed.proj.*`,
-    /// `blocks.i.*` with fused qkv, `ls1.gamma` / `ls2.gamma` with LayerScale, `norm.*`) for
-    /// square inputs of `size` pixels. Encoders with register tokens are refused.
+    /// Every parameter of `config.resized(to: size)` under its canonical name
+    /// (`ViTConfig.parameterShapes`), for square inputs of `size` pixels: `pos_embed` is
+    /// (1, posEmbedPrefix + (size / P)², C), resized with the checkpoint family's own rule.
     public func timmTensors(size: Int) throws -> [String: Tensor] {
-        let c = config, C = c.dim, P = c.patchSize, M = c.mlpHidden
-        guard c.numRegisters == 0 else {
-            throw XRError("encoders with register tokens cannot be tuned yet", field: "model", hint: "use a probe method, or an encoder without registers")
-        }
+        let c = config, P = c.patchSize
         guard size > 0, size % P == 0 else { throw XRError("input size \(size) is not a multiple of the patch size \(P)", field: "preprocessing") }
         let g = size / P
-        let pos = try positionEmbedding(gh: g, gw: g, height: size, width: size)
-        var posFull = [Float](repeating: 0, count: (1 + g * g) * C)
-        if c.posEmbedPrefix >= 1 {
-            posFull = Array(pos.prefix((1 + g * g) * C))
-        } else {
-            // No position embedding on the class token (timm `no_embed_class`): zero for it.
-            for i in 0..<(g * g * C) { posFull[C + i] = pos[i] }
-        }
-        var t: [String: Tensor] = [
-            "cls_token": Tensor(shape: [1, 1, C], scalars: w.clsToken),
-            "pos_embed": Tensor(shape: [1, 1 + g * g, C], scalars: posFull),
-            "patch_embed.proj.weight": Tensor(shape: [C, 3, P, P], scalars: packs.patch.transposedValues()),
-            "patch_embed.proj.bias": Tensor(shape: [C], scalars: w.patchBias),
-            "norm.weight": Tensor(shape: [C], scalars: w.normWeight),
-            "norm.bias": Tensor(shape: [C], scalars: w.normBias),
+        var values: [String: [Float]] = [
+            ViTKeys.classToken: w.clsToken, ViTKeys.registers: w.registers,
+            ViTKeys.posEmbed: try positionEmbedding(gh: g, gw: g, height: size, width: size),
+            ViTKeys.patchWeight: patchPack.transposedValues(), ViTKeys.patchBias: w.patchBias,
+            ViTKeys.normWeight: w.normWeight, ViTKeys.normBias: w.normBias,
         ]
-        for (i, b) in w.blocks.enumerated() {
-            let p = "blocks.\(i).", pk = packs.blocks[i]
-            t[p + "norm1.weight"] = Tensor(shape: [C], scalars: b.norm1Weight)
-            t[p + "norm1.bias"] = Tensor(shape: [C], scalars: b.norm1Bias)
-            t[p + "attn.qkv.weight"] = Tensor(shape: [3 * C, C], scalars: pk.qkv.transposedValues())
-            t[p + "attn.qkv.bias"] = Tensor(shape: [3 * C], scalars: b.qkvBias ?? [Float](repeating: 0, count: 3 * C))
-            t[p + "attn.proj.weight"] = Tensor(shape: [C, C], scalars: pk.proj.transposedValues())
-            t[p + "attn.proj.bias"] = Tensor(shape: [C], scalars: b.projBias)
-            t[p + "norm2.weight"] = Tensor(shape: [C], scalars: b.norm2Weight)
-            t[p + "norm2.bias"] = Tensor(shape: [C], scalars: b.norm2Bias)
-            t[p + "mlp.fc1.weight"] = Tensor(shape: [M, C], scalars: pk.fc1.transposedValues())
-            t[p + "mlp.fc1.bias"] = Tensor(shape: [M], scalars: b.fc1Bias)
-            t[p + "mlp.fc2.weight"] = Tensor(shape: [C, M], scalars: pk.fc2.transposedValues())
-            t[p + "mlp.fc2.bias"] = Tensor(shape: [C], scalars: b.fc2Bias)
-            if let ls = b.ls1 { t[p + "ls1.gamma"] = Tensor(shape: [C], scalars: ls) }
-            if let ls = b.ls2 { t[p + "ls2.gamma"] = Tensor(shape: [C], scalars: ls) }
+        for (i, b) in blocks.enumerated() {
+            let k = PreNormBlockKeys(block: i)
+            values[k.norm1Weight] = b.norm1Weight.array; values[k.norm1Bias] = b.norm1Bias.array
+            values[k.qkvWeight] = b.qkv.transposedValues(); values[k.qkvBias] = b.qkvBias?.array
+            values[k.projWeight] = b.proj.transposedValues(); values[k.projBias] = b.projBias.array
+            values[k.ls1] = b.ls1?.array; values[k.ls2] = b.ls2?.array
+            values[k.norm2Weight] = b.norm2Weight.array; values[k.norm2Bias] = b.norm2Bias.array
+            values[k.fc1Weight] = b.fc1.transposedValues(); values[k.fc1Bias] = b.fc1Bias.array
+            values[k.fc2Weight] = b.fc2.transposedValues(); values[k.fc2Bias] = b.fc2Bias.array
+        }
+        var t: [String: Tensor] = [:]
+        for (name, shape) in c.resized(to: size).parameterShapes {
+            guard let v = values[name], v.count == shape.reduce(1, *) else {
+                throw XRError("the encoder holds no values of shape \(shape)", field: name)
+            }
+            t[name] = Tensor(shape: shape, scalars: v)
         }
         return t
     }

@@ -7,19 +7,17 @@ import XRKernels
 /// (the workspace is shared); create one model per thread if needed.
 public final class ViT: @unchecked Sendable {
     public let config: ViTConfig
-    /// Everything but the linear layers' weights, which live only in `packs` (emptied here).
+    /// Everything outside the blocks but the patch embedding's weight, which lives only in
+    /// `patchPack`; `blocks` is emptied here.
     let w: ViTWeights
     private let lock = NSLock()
     private var workspace: [Float] = []
     private var resizedPos: [String: [Float]] = [:]
-    /// The linear layers' weights (patch embedding, qkv, proj, fc1, fc2) packed once for
-    /// `packedGEMM`; the unpacked copies are released as each is packed, so a model holds its
-    /// weights once.
-    let packs: (patch: PackedMatrix, blocks: [BlockPacks])
-
-    struct BlockPacks {
-        let qkv, proj, fc1, fc2: PackedMatrix
-    }
+    /// The patch embedding's weight (C, 3·P·P) packed once for `packedGEMM`.
+    let patchPack: PackedMatrix
+    /// The blocks, their linear layers packed once; the unpacked copies are released as each is
+    /// packed, so a model holds its weights once.
+    let blocks: [PreNormBlock]
 
     init(config: ViTConfig, weights: consuming ViTWeights) {
         self.config = config
@@ -29,13 +27,22 @@ public final class ViT: @unchecked Sendable {
             a = []
             return p
         }
-        let patch = pack(&weights.patchWeight, C, K)
-        var blocks: [BlockPacks] = []
+        patchPack = pack(&weights.patchWeight, C, K)
+        var blocks: [PreNormBlock] = []
         for i in weights.blocks.indices {
-            blocks.append(BlockPacks(qkv: pack(&weights.blocks[i].qkvWeight, 3 * C, C), proj: pack(&weights.blocks[i].projWeight, C, C),
-                                     fc1: pack(&weights.blocks[i].fc1Weight, M, C), fc2: pack(&weights.blocks[i].fc2Weight, C, M)))
+            switch config.blockKind {
+            case .preNorm:
+                let qkv = pack(&weights.blocks[i].qkvWeight, 3 * C, C), proj = pack(&weights.blocks[i].projWeight, C, C)
+                let fc1 = pack(&weights.blocks[i].fc1Weight, M, C), fc2 = pack(&weights.blocks[i].fc2Weight, C, M)
+                let b = weights.blocks[i]
+                blocks.append(PreNormBlock(norm1Weight: Buffer(b.norm1Weight), norm1Bias: Buffer(b.norm1Bias), qkv: qkv,
+                                           qkvBias: b.qkvBias.map { Buffer($0) }, proj: proj, projBias: Buffer(b.projBias),
+                                           ls1: b.ls1.map { Buffer($0) }, norm2Weight: Buffer(b.norm2Weight), norm2Bias: Buffer(b.norm2Bias),
+                                           fc1: fc1, fc1Bias: Buffer(b.fc1Bias), fc2: fc2, fc2Bias: Buffer(b.fc2Bias), ls2: b.ls2.map { Buffer($0) }))
+            }
         }
-        packs = (patch, blocks)
+        weights.blocks = []
+        self.blocks = blocks
         w = weights
     }
 
@@ -64,7 +71,7 @@ public final class ViT: @unchecked Sendable {
 
         lock.lock(); defer { lock.unlock() }
         // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores | cols (B·N, K)
-        let scoreSize = max(attentionWorkspaceSize(tokens: T, headDim: C / c.heads, workers: Parallel.workers), B * c.heads * T)
+        let scoreSize = BlockWorkspace.scoreSize(c, batch: B, tokens: T)
         let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, scoreSize, B * N * K]
         let total = sizes.reduce(0, +)
         if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
@@ -86,8 +93,7 @@ public final class ViT: @unchecked Sendable {
             pixels.withUnsafeBufferPointer { px in
                 patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
             }
-            let packed = packs
-            let xp = SendablePointer(x), cp = SendablePointer(cols), pw = packed.patch
+            let xp = SendablePointer(x), cp = SendablePointer(cols), pw = patchPack
             if B >= Parallel.workers {
                 Parallel.ranges(B) { r in
                     for b in r {
@@ -101,9 +107,9 @@ public final class ViT: @unchecked Sendable {
             }
             assembleTokens(x, pos: pos, batch: B, patches: N)
 
-            for (i, blk) in w.blocks.enumerated() {
-                runBlock(blk, packed.blocks[i], x: x, h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores, batch: B, tokens: T,
-                         classToken: classTokenOnly && i == c.depth - 1)
+            let ws = BlockWorkspace(h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores)
+            for (i, block) in blocks.enumerated() {
+                block.forward(x, ws, config: c, batch: B, tokens: T, classToken: classTokenOnly && i == c.depth - 1)
                 let k = i - (c.depth - lastBlocks)
                 if k >= 0 {
                     lastCLS[k].withUnsafeMutableBufferPointer { out in
@@ -138,13 +144,8 @@ public final class ViT: @unchecked Sendable {
     }
 
     private func layerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float], _ bias: [Float], rows: Int) {
-        let C = config.dim, eps = config.layerNormEps
-        let o = SendablePointer(out), i = SendablePointer(UnsafeMutablePointer(mutating: inp))
         weight.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
-            let w = SendablePointer(UnsafeMutablePointer(mutating: wp.baseAddress!)), b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
-            Parallel.ranges(rows, minChunk: 32) { r in
-                layerNormForward(o.p + r.lowerBound * C, i.p + r.lowerBound * C, w.p, b.p, rows: r.count, cols: C, eps: eps)
-            }
+            parallelLayerNorm(out, inp, wp.baseAddress!, bp.baseAddress!, rows: rows, cols: config.dim, eps: config.layerNormEps)
         } }
     }
 
@@ -165,50 +166,6 @@ public final class ViT: @unchecked Sendable {
                 for j in 0..<C { t[j] += w.patchBias[j] + pos[p + j] }
             }
         }
-    }
-
-    /// One block, x (B·T, C) updated in place. With `classToken` (the last block when only class-token
-    /// outputs are wanted) everything past the keys and values runs on the B class-token rows,
-    /// gathered into a compact (B, C) residual after the attention output, and only those rows of
-    /// x are updated.
-    private func runBlock(_ blk: ViTBlockWeights, _ pk: BlockPacks, x xFull: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>,
-                          qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>, mlp: UnsafeMutablePointer<Float>,
-                          scores: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, classToken: Bool = false) {
-        let C = config.dim, BT = B * T
-        let rows = classToken ? B : BT   // rows past the attention
-        let x = classToken ? attn + B * C : xFull
-        // The bias, GELU and LayerScale + residual epilogues run inside the products' stores
-        // (`PackedEpilogue`): each tile finishes in registers, with no second pass over the output.
-        // Attention branch: x += ls1 ⊙ proj(attn(LN1(x)))
-        layerNorm(h, xFull, blk.norm1Weight, blk.norm1Bias, rows: BT)
-        withOptional(blk.qkvBias) { bq in
-            let finish: PackedEpilogue = bq.map { .bias($0) } ?? .none
-            if classToken {
-                // Keys and values for every token, the query for the class tokens alone.
-                packedProduct(qkv, h, pk.qkv, rows: BT, columns: C..<(3 * C), finish: finish)
-                packedProduct(qkv, h, pk.qkv, rows: B, lda: T * C, ldc: T * 3 * C, columns: 0..<C, finish: finish)
-            } else {
-                packedProduct(qkv, h, pk.qkv, rows: BT, finish: finish)
-            }
-        }
-        if classToken {
-            for b in 0..<B { (x + b * C).update(from: xFull + b * T * C, count: C) }
-            classTokenAttentionForward(out: attn, qkv: qkv, probabilities: scores, batch: B, tokens: T, heads: config.heads, headDim: C / config.heads)
-        } else {
-            attentionForward(attn, qkv, scores: scores, batch: B, tokens: T, channels: C, heads: config.heads)
-        }
-        withOptional(blk.ls1) { ls in withPointer(blk.projBias) { bp in
-            packedProduct(h, attn, pk.proj, rows: rows, finish: .biasScaleResidual(bias: bp, scale: ls, residual: x, ld: C))
-        } }
-        // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
-        layerNorm(h, x, blk.norm2Weight, blk.norm2Bias, rows: rows)
-        withPointer(blk.fc1Bias) { b1 in
-            packedProduct(mlp, h, pk.fc1, rows: rows, finish: .biasGELU(b1))
-        }
-        withOptional(blk.ls2) { ls in withPointer(blk.fc2Bias) { bp in
-            packedProduct(h, mlp, pk.fc2, rows: rows, finish: .biasScaleResidual(bias: bp, scale: ls, residual: x, ld: C))
-        } }
-        if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
     }
 
     /// Position embeddings for a (gh, gw) grid: (posEmbedPrefix + gh·gw, C), cached per grid.
@@ -254,16 +211,6 @@ public final class ViT: @unchecked Sendable {
         lock.lock(); resizedPos[key] = out; lock.unlock()
         return out
     }
-}
-
-@inline(__always)
-private func withPointer(_ a: [Float], _ body: (UnsafePointer<Float>) -> Void) {
-    a.withUnsafeBufferPointer { if let p = $0.baseAddress { body(p) } }
-}
-
-@inline(__always)
-private func withOptional(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> Void) {
-    if let a { a.withUnsafeBufferPointer { body($0.baseAddress) } } else { body(nil) }
 }
 
 extension ViT {

@@ -65,15 +65,11 @@ public enum Predictor {
                           hint: "fix or remove them, or pass --skip-bad to leave them out")
         }
         guard !ids.isEmpty else { throw XRError("no readable images", field: "inputs") }
-        let baseTensors = try enc.loaded.model.timmTensors(size: S)
         var perHead: [[[Double]]] = []
         let progress = ProgressReporter("predict", total: p.heads.count * ids.count, unit: "images", quiet: options.quiet)
         for h in p.heads {
             let K = h.info.classes.count
-            var config = try TrainableViT.config(of: baseTensors, heads: enc.loaded.config.heads, classes: K, source: p.url.path)
-            config.eps = enc.loaded.config.layerNormEps
-            config.headHidden = h.tensors["head.fc1.weight"]?.shape[0]
-            let model = try TrainableViT(config: config, tensors: baseTensors, source: p.url.path)
+            let model = try TrainableViT(from: enc.loaded, size: S, classes: K, headHidden: h.tensors["head.fc1.weight"]?.shape[0], source: p.url.path)
             guard let method = m.recipe.methods.first(where: { $0.name == h.info.kind }) else {
                 throw XRError("the packaged recipe has no method '\(h.info.kind)'", file: p.url.path, field: "recipe.methods")
             }

@@ -91,11 +91,10 @@ final class PixelCache: @unchecked Sendable {
     }
 }
 
-/// What every tuning run of a recipe shares: the encoder's weights under timm names at the
-/// preprocessing's square size, and the preprocessed images by manifest row.
+/// What every tuning run of a recipe shares: the loaded encoder, the preprocessing's square
+/// size, and the preprocessed images by manifest row.
 public struct TuneContext {
     public let encoder: Encoder
-    public let base: [String: Tensor]
     public let size: Int
     let cache: PixelCache
 
@@ -107,17 +106,13 @@ public struct TuneContext {
                           file: r.file.path, field: "model.preprocessing", hint: "set model.preprocessing.crop (e.g. the model's native size)")
         }
         size = S
-        base = try encoder.loaded.model.timmTensors(size: S)
         let images = try EncoderFeatureSource.images(r, rows: try StudyLoader.rows(r))
         guard images.map(\.id) == data.ids else { throw XRError("image list and study rows disagree", file: r.file.path, field: "data.manifest") }
         cache = PixelCache(urls: images.map(\.url), preprocessing: pre)
     }
 
     public func model(classes K: Int, _ r: LoadedRecipe, headHidden: Int? = nil) throws -> TrainableViT {
-        var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: K, source: r.recipe.model?.path ?? "model")
-        config.eps = encoder.loaded.config.layerNormEps
-        config.headHidden = headHidden
-        return try TrainableViT(config: config, tensors: base, source: r.recipe.model?.path ?? "model")
+        try TrainableViT(from: encoder.loaded, size: size, classes: K, headHidden: headHidden, source: r.recipe.model?.path ?? "model")
     }
 
     public func data(_ task: StudyTask) -> TuneData {

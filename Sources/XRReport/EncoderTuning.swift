@@ -26,10 +26,7 @@ final class TunedEncoder {
         }
         size = S
         preprocessing = pre
-        let base = try encoder.loaded.model.timmTensors(size: S)
-        var config = try TrainableViT.config(of: base, heads: encoder.loaded.config.heads, classes: 2, source: source)
-        config.eps = encoder.loaded.config.layerNormEps
-        vit = try TrainableViT(config: config, tensors: base, source: source)
+        vit = try TrainableViT(from: encoder.loaded, size: S, classes: 2, source: source)
         try vit.setTrainable(set, seed: seed)
         parameters = vit.trainableParameters.filter { !$0.name.hasPrefix("head") }
     }

@@ -53,6 +53,10 @@ public final class Linear: @unchecked Sendable {
         return m
     }
 
+    /// The weight packed as Wᵀ for `packedProduct` while it is frozen (the block forward the
+    /// encoder shares reads it); nil while it is trainable.
+    var frozenPack: PackedMatrix? { packed(transposed: true) }
+
     init(_ name: String, weight: Parameter, bias: Parameter?, inFeatures: Int? = nil) {
         self.name = name
         self.weight = weight

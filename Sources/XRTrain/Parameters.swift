@@ -2,24 +2,7 @@
 // checkpoints, PEFT adapters and optimiser groups share.
 import Foundation
 import XRTensor
-
-/// A float buffer with a stable address (activations, parameters, gradients).
-public final class Buffer: @unchecked Sendable {
-    public let p: UnsafeMutablePointer<Float>
-    public let count: Int
-    public init(_ count: Int) {
-        self.count = count
-        p = .allocate(capacity: max(count, 1))
-        p.initialize(repeating: 0, count: max(count, 1))
-    }
-    public convenience init(_ values: [Float]) {
-        self.init(values.count)
-        values.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: values.count) }
-    }
-    deinit { p.deallocate() }
-    public var array: [Float] { Array(UnsafeBufferPointer(start: p, count: count)) }
-    public func zero() { p.update(repeating: 0, count: count) }
-}
+import XRKernels
 
 /// One named tensor of the model. `grad` exists only while the parameter is trainable.
 public final class Parameter: @unchecked Sendable {

@@ -107,11 +107,12 @@ public final class Tuner {
         guard options.layerDecay != 1 else { return [:] }
         let depth = model.config.depth
         var s: [String: Double] = [:]
+        let embedding = Set(model.embeddingParameters.map(\.name))   // class token, registers, position and patch embeddings
         for p in model.parameters {
             if p.name.hasPrefix("blocks.") {
                 let i = Int(p.name.split(separator: ".")[1]) ?? depth
                 s[p.name] = pow(options.layerDecay, Double(depth - i))
-            } else if ["cls_token", "pos_embed"].contains(p.name) || p.name.hasPrefix("patch_embed") {
+            } else if embedding.contains(p.name) {
                 s[p.name] = pow(options.layerDecay, Double(depth + 1))
             }
         }

@@ -1,16 +1,25 @@
 import XCTest
 import XRTensor
+import XRModels
 @testable import XRTrain
 import TestSupport
 
 /// Whole-model gradients of every trainable set, against a central finite difference of the
 /// loss along a random direction in the trainable parameters (float64 accumulation of the loss).
 final class ModelGradientTests: XCTestCase {
+    /// A 16-d, 2-block encoder at 16 px (4 patches), with `registers` register tokens and position
+    /// embeddings on the first `posEmbedPrefix` prefix tokens.
+    func encoder(layerScale: Bool, registers: Int, posEmbedPrefix: Int) -> ViTConfig {
+        ViTConfig(imageSize: 16, patchSize: 8, dim: 16, depth: 2, heads: 2, mlpHidden: 32, layerScale: layerScale,
+                  numRegisters: registers, posEmbedPrefix: posEmbedPrefix)
+    }
+
+    /// `along`: the directional derivative only along the parameters named (all trainable ones when nil).
     func check(_ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", headHidden: Int? = nil,
+               registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
                file: StaticString = #filePath, line: UInt = #line) throws {
-        var c = TrainConfig(dim: 16, depth: 2, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale)
-        c.pooling = pooling
-        c.headHidden = headHidden
+        let c = TrainConfig(encoder: encoder(layerScale: layerScale, registers: registers, posEmbedPrefix: posEmbedPrefix), classes: 3,
+                            pooling: pooling, headHidden: headHidden)
         let m = try TrainableViT.random(c, seed: 3)
         // Give zero-initialised parts (LoRA B, adapter up, head) values so every path carries gradient.
         try m.setTrainable(set, seed: 5)
@@ -30,7 +39,7 @@ final class ModelGradientTests: XCTestCase {
         let (l0, d) = Loss.crossEntropy(logits: try m.forward(pixels: px, batch: B), labels: y, classes: 3, smoothing: 0.1)
         XCTAssertTrue(l0.isFinite)
         m.backward(dlogits: d)
-        let params = m.trainableParameters
+        let params = m.trainableParameters.filter { p in along.map { $0.contains(p.name) } ?? true }
         XCTAssertFalse(params.isEmpty)
         var dirs = params.map { p in (0..<p.count).map { _ in rng.nextGaussian() } }
         let norm = Float(dirs.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1 * $1) } }.squareRoot())
@@ -43,13 +52,15 @@ final class ModelGradientTests: XCTestCase {
         shift(-2 * h); let lm = try loss()
         shift(h)
         let numeric = (lp - lm) / Double(2 * h)
-        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set): directional derivative", file: file, line: line)
+        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2),
+                       "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative", file: file, line: line)
     }
 
     /// Patch-token output (what a report decoder consumes): L = Σ w ⊙ tokens² for a fixed w, its
     /// gradient through `backwardPatchTokens` against the finite difference; the head takes no part.
-    func checkTokens(_ set: TrainableSet, layerScale: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
-        let c = TrainConfig(dim: 16, depth: 2, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 2, layerScale: layerScale)
+    func checkTokens(_ set: TrainableSet, layerScale: Bool = false, registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
+                     file: StaticString = #filePath, line: UInt = #line) throws {
+        let c = TrainConfig(encoder: encoder(layerScale: layerScale, registers: registers, posEmbedPrefix: posEmbedPrefix), classes: 2)
         let m = try TrainableViT.random(c, seed: 4)
         try m.setTrainable(set, seed: 6)
         var rng = XRRandom(seed: 11)
@@ -67,7 +78,7 @@ final class ModelGradientTests: XCTestCase {
         let t = try m.forwardPatchTokens(pixels: px, batch: B)
         XCTAssertEqual(t.count, B * N * 16)
         m.backwardPatchTokens(zip(t, w).map { 2 * $0 * $1 })
-        let params = m.trainableParameters.filter { !$0.name.hasPrefix("head") }
+        let params = m.trainableParameters.filter { p in !p.name.hasPrefix("head") && (along.map { $0.contains(p.name) } ?? true) }
         XCTAssertFalse(params.isEmpty)
         for p in m.trainableParameters where p.name.hasPrefix("head") { XCTAssertTrue((0..<p.count).allSatisfy { p.grad!.p[$0] == 0 }, p.name) }
         var dirs = params.map { p in (0..<p.count).map { _ in rng.nextGaussian() } }
@@ -81,7 +92,8 @@ final class ModelGradientTests: XCTestCase {
         shift(-2 * h); let lm = try loss()
         shift(h)
         let numeric = (lp - lm) / Double(2 * h)
-        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set): directional derivative of patch tokens", file: file, line: line)
+        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative of patch tokens",
+                       file: file, line: line)
         // The classification path still works after token mode (buffers are rebuilt).
         XCTAssertEqual(try m.forward(pixels: px, batch: B).count, B * 2)
     }
@@ -91,6 +103,25 @@ final class ModelGradientTests: XCTestCase {
         try checkTokens(.lastBlocks(1), layerScale: true)
         try checkTokens(.full)
         try checkTokens(.lastBlocks(0))
+    }
+
+    /// Register tokens, with position embeddings on no prefix token (timm), on the class token
+    /// (DINOv2, Hugging Face) or on every prefix token: whole-model gradients, and the gradients
+    /// of the registers and the position embeddings alone. The patch-token loss sums 128 squared
+    /// outputs, so its finite difference carries about 1e-3 of float32 noise: it is checked along
+    /// parameter groups whose derivative stands well above that.
+    func testRegisters() throws {
+        for prefix in [0, 1, 3] {
+            try check(.full, registers: 2, posEmbedPrefix: prefix)
+            try check(.full, registers: 2, posEmbedPrefix: prefix, along: ["reg_token"])
+            try check(.full, registers: 2, posEmbedPrefix: prefix, along: ["pos_embed"])
+            try check(.full, layerScale: true, pooling: "mean", registers: 2, posEmbedPrefix: prefix)
+            try checkTokens(.full, registers: 2, posEmbedPrefix: prefix, along: ["reg_token"])
+            try checkTokens(.full, registers: 2, posEmbedPrefix: prefix, along: ["pos_embed"])
+        }
+        try check(.full, registers: 2, posEmbedPrefix: 1, along: ["cls_token", "patch_embed.proj.weight"])
+        try check(.lora(rank: 2, alpha: 4, targets: ["qkv", "fc2"]), registers: 1, posEmbedPrefix: 0)
+        try checkTokens(.lastBlocks(1), layerScale: true, registers: 3, posEmbedPrefix: 1)
     }
 
     func testFull() throws { try check(.full) }

@@ -1,5 +1,6 @@
 import XCTest
 import XRTensor
+import XRModels
 @testable import XRTrain
 import TestSupport
 
@@ -12,9 +13,11 @@ struct TrainFixture {
         return out
     }
 
+    /// The fixture's timm ViT, its architecture read by the encoder's loader, with its trained head.
     func model() throws -> TrainableViT {
         let t = try load("model")
-        let c = try TrainableViT.config(of: t, heads: 3, classes: nil, source: "model.safetensors")
+        let encoder = try ViTLoader.load(Fixtures.url("train/model.safetensors"), heads: 3).config
+        let c = TrainConfig(encoder: encoder, classes: 3)
         XCTAssertEqual(c, TrainConfig(dim: 48, depth: 3, heads: 3, patch: 8, imageSize: 32, mlpHidden: 192, classes: 3, layerScale: false))
         return try TrainableViT(config: c, tensors: t, source: "model.safetensors")
     }

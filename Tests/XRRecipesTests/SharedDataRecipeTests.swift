@@ -56,4 +56,38 @@ final class SharedDataRecipeTests: XCTestCase {
         }
         XCTAssertNotNil(b.json.flatMap { try? Data(contentsOf: $0) })
     }
+
+    /// `xrlab suggest` on the shared NIH study: a cold start by TypiClust, then uncertainty once
+    /// both classes of every finding are labelled, and a short simulation.
+    func testSuggestOnTheNIHStudy() throws {
+        let shared = try Fixtures.requireSharedData()
+        let dir = Fixtures.tempDir("nih-suggest")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try DemoData.generate(in: dir, patients: 2).modelDir
+        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"), overrides: [
+            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+            "output=\(dir.appendingPathComponent("run").path)",
+        ])
+        let study = try StudyLoader.load(r)
+        let none = dir.appendingPathComponent("none.csv")
+        try CSVTable(header: ["path"], rows: []).write(to: none)
+        let cold = try Suggest.run(r, labelled: none, options: SuggestOptions(strategy: .typiclust, budget: 12), study: study)
+        XCTAssertEqual(cold.rows.count, 12)
+        XCTAssertTrue(cold.rows.allSatisfy { id in study.ids.firstIndex(of: id.id).map { study.isTest[$0] == false } ?? false }, "a test row was suggested")
+        // Label every training row of a few of each class per finding, then ask for uncertainty.
+        var labelled = Set<Int>()
+        for t in study.tasks { for k in 0..<2 {
+            labelled.formUnion(study.ids.indices.filter { study.isTest[$0] == false && t.labels[$0] == k }.prefix(3))
+        } }
+        let file = dir.appendingPathComponent("labelled.csv")
+        try CSVTable(header: ["path"], rows: labelled.sorted().map { [study.ids[$0]] }).write(to: file)
+        let next = try Suggest.run(r, labelled: file, options: SuggestOptions(strategy: .uncertainty, budget: 10), study: study)
+        XCTAssertEqual(next.rows.count, 10)
+        XCTAssertTrue(next.rows.allSatisfy { !labelled.contains(study.ids.firstIndex(of: $0.id) ?? -1) })
+        let sim = try SelectionSimulation.run(study, recipe: r.recipe,
+                                              options: SimulationOptions(strategies: [.random, .kcenter], start: 20, rounds: [40], seeds: 2),
+                                              dir: dir.appendingPathComponent("sim"))
+        XCTAssertEqual(sim.count, 4)
+        XCTAssertTrue(sim.allSatisfy { $0.points.count == 2 && $0.points.allSatisfy { $0.auroc.map { $0 > 0 && $0 < 1 } ?? true } })
+    }
 }

@@ -13,13 +13,17 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xrlab", targets: ["xrlab"]),
-        .library(name: "XRLab", targets: ["XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"]),
+        .library(
+            name: "XRLab",
+            targets: [
+                "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"
+            ])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         // P-256 ECDSA signatures and SHA-256 / HMAC (BoringSSL on Linux).
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0")
     ],
     targets: [
         // System libraries: thin module maps only.
@@ -53,7 +57,11 @@ let package = Package(
         // Feature extraction pipeline (embed) and feature cache.
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
-        .target(name: "XRRecipes", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", "XRText", "XRReport", .product(name: "Yams", package: "Yams")], swiftSettings: simd),
+        .target(
+            name: "XRRecipes",
+            dependencies: [
+                "XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRTrain", "XRText", "XRReport", .product(name: "Yams", package: "Yams")
+            ], swiftSettings: simd),
         // Training: trainable ViT built from a loaded encoder (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels", "XRModels"], swiftSettings: numeric),
         // Report text: tokenisation and report-generation metrics (METEOR reads its jar / gzip resources with libarchive).
@@ -61,18 +69,25 @@ let package = Package(
         // Report generation: paired data → decoder training → drafts and scores.
         .target(name: "XRReport", dependencies: ["XRTensor", "XRKernels", "XRData", "XRModels", "XRPipeline", "XRTrain", "XRText"], swiftSettings: simd),
         // Versioned model archives: pack, verify, inspect, diff, unpack, predict.
-        .target(name: "XRPackage", dependencies: ["XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
-                                                  .product(name: "Crypto", package: "swift-crypto")], swiftSettings: simd),
+        .target(
+            name: "XRPackage",
+            dependencies: [
+                "XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
+                .product(name: "Crypto", package: "swift-crypto")
+            ], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
-        .executableTarget(name: "xrlab", dependencies: [
-            "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: simd),
+        .executableTarget(
+            name: "xrlab",
+            dependencies: [
+                "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRPipeline", "XRRecipes", "XRPackage", "XRTrain", "XRText", "XRReport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
+            ], swiftSettings: simd),
 
         // `swift package lint-recipes`: validate every recipe in recipes/.
-        .plugin(name: "LintRecipes",
-                capability: .command(intent: .custom(verb: "lint-recipes", description: "Validate every recipe in recipes/ with xrlab validate")),
-                dependencies: ["xrlab"]),
+        .plugin(
+            name: "LintRecipes",
+            capability: .command(intent: .custom(verb: "lint-recipes", description: "Validate every recipe in recipes/ with xrlab validate")),
+            dependencies: ["xrlab"]),
 
         .target(name: "TestSupport", dependencies: ["XRTensor", "XRData", "CZlib"], path: "Tests/TestSupport", swiftSettings: simd),
         .testTarget(name: "XRTensorTests", dependencies: ["XRTensor", "TestSupport"], swiftSettings: simd),
@@ -82,11 +97,16 @@ let package = Package(
         .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"], swiftSettings: simd),
-        .testTarget(name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
+        .testTarget(
+            name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"],
+            swiftSettings: simd),
+        .testTarget(
+            name: "XRPackageTests", dependencies: ["XRPackage", "XRRecipes", "XRPipeline", "XRProbe", "XRData", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(
+            name: "XRTrainTests", dependencies: ["XRTrain", "XRKernels", "XRTensor", "XRModels", "XRPipeline", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRTextTests", dependencies: ["XRText", "XRData", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRReportTests", dependencies: ["XRReport", "XRTrain", "XRText", "XRData", "XRPipeline", "XRTensor", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd),
+        .testTarget(
+            name: "XRReportTests", dependencies: ["XRReport", "XRTrain", "XRText", "XRData", "XRPipeline", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "xrlabTests", dependencies: ["TestSupport", "XRPipeline"], swiftSettings: simd)
     ]
 )

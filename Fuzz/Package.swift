@@ -16,9 +16,11 @@ let package = Package(
     dependencies: [.package(name: "xrlab", path: "..")],
     targets: [
         // libFuzzer's driver and a scratch directory for readers that take a path.
-        .target(name: "FuzzSupport"),
-    ] + formats.map { f in
-        .executableTarget(name: "fuzz_\(f)", dependencies: ["FuzzSupport", .product(name: "XRLab", package: "xrlab")],
-                          path: "Sources/\(f)")
-    }
+        .target(name: "FuzzSupport")
+    ]
+        + formats.map { f in
+            .executableTarget(
+                name: "fuzz_\(f)", dependencies: ["FuzzSupport", .product(name: "XRLab", package: "xrlab")],
+                path: "Sources/\(f)")
+        }
 )

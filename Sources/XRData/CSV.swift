@@ -42,12 +42,12 @@ public struct CSVTable: Sendable, Equatable {
         }
         let quote: UInt8 = 0x22, comma: UInt8 = 0x2C, cr: UInt8 = 0x0D, lf: UInt8 = 0x0A
         var records: [[String]] = []
-        var lines: [Int] = []            // first physical line of each record
+        var lines: [Int] = [] // first physical line of each record
         var record: [String] = []
         var field: [UInt8] = []
         var line = 1, recordLine = 1
         var i = (b.count >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF) ? 3 : 0
-        var fieldQuoted = false          // the current field was quoted (so it exists even if empty)
+        var fieldQuoted = false // the current field was quoted (so it exists even if empty)
         func where_() -> String { "row \(records.count + 1)" }
         func finishField() {
             record.append(String(decoding: field, as: UTF8.self))
@@ -66,8 +66,9 @@ public struct CSVTable: Sendable, Equatable {
             let ch = b[i]
             if ch == quote {
                 guard field.isEmpty && !fieldQuoted else {
-                    throw XRError("quote inside an unquoted field (line \(line)); quote the whole field and double inner quotes",
-                                  file: source, field: where_())
+                    throw XRError(
+                        "quote inside an unquoted field (line \(line)); quote the whole field and double inner quotes",
+                        file: source, field: where_())
                 }
                 fieldQuoted = true
                 let startLine = line

@@ -17,12 +17,15 @@ extension Preprocessing {
         static let openAIMean: [Float] = [0.48145466, 0.4578275, 0.40821073]
         static let openAIStd: [Float] = [0.26862954, 0.26130258, 0.27577711]
         static let known: [String: HFDefaults] = [
-            "BitImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
-                                            cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
-            "CLIPImageProcessor": HFDefaults(resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
-                                             cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
-            "ViTImageProcessor": HFDefaults(resample: 2, size: ["height": 224, "width": 224], doCenterCrop: false, defaultToSquare: true,
-                                            cropSize: nil, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]),
+            "BitImageProcessor": HFDefaults(
+                resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
+                cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
+            "CLIPImageProcessor": HFDefaults(
+                resample: 3, size: ["shortest_edge": 224], doCenterCrop: true, defaultToSquare: false,
+                cropSize: ["height": 224, "width": 224], mean: openAIMean, std: openAIStd),
+            "ViTImageProcessor": HFDefaults(
+                resample: 2, size: ["height": 224, "width": 224], doCenterCrop: false, defaultToSquare: true,
+                cropSize: nil, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5])
         ]
     }
 
@@ -48,7 +51,8 @@ extension Preprocessing {
     /// Parse an already-decoded `preprocessor_config.json` object (see `fromHuggingFace(_ url:)`).
     public static func fromHuggingFace(_ o: [String: Any], source: String) throws -> Preprocessing {
         // Older configs name a feature extractor (ViTFeatureExtractor) instead of a processor.
-        var type = (o["image_processor_type"] as? String)
+        var type =
+            (o["image_processor_type"] as? String)
             ?? ((o["feature_extractor_type"] as? String)?.replacingOccurrences(of: "FeatureExtractor", with: "ImageProcessor")) ?? ""
         if type.hasSuffix("Fast") { type.removeLast(4) }
         let defaults = HFDefaults.known[type]
@@ -95,9 +99,10 @@ extension Preprocessing {
                 let n = try int(v, k)
                 if k == "crop_size" { return (nil, n, n) }
                 if let d = defaults { return d.defaultToSquare ? (nil, n, n) : (n, nil, nil) }
-                throw XRError("a bare number is ambiguous for \(type.isEmpty ? "an unnamed processor" : type) (square or shortest edge)",
-                              file: source, field: k,
-                              hint: "write {\"shortest_edge\": \(n)} or {\"height\": \(n), \"width\": \(n)}")
+                throw XRError(
+                    "a bare number is ambiguous for \(type.isEmpty ? "an unnamed processor" : type) (square or shortest edge)",
+                    file: source, field: k,
+                    hint: "write {\"shortest_edge\": \(n)} or {\"height\": \(n), \"width\": \(n)}")
             }
             guard let dict = v as? [String: Any] else { throw XRError("expected an object, got \(v)", file: source, field: k) }
             if dict["longest_edge"] != nil || dict["max_height"] != nil || dict["max_width"] != nil {
@@ -118,7 +123,11 @@ extension Preprocessing {
             if let v = o["resample"] {
                 guard let n = number(v) else { throw XRError("expected a PIL resampling code, got \(v)", file: source, field: "resample") }
                 r = n.intValue
-            } else if let d = defaults?.resample { r = d } else { throw missing("resample") }
+            } else if let d = defaults?.resample {
+                r = d
+            } else {
+                throw missing("resample")
+            }
             switch r {
             case 2: p.interpolation = .bilinear
             case 3: p.interpolation = .bicubic
@@ -131,14 +140,16 @@ extension Preprocessing {
             p.cropHeight = h; p.cropWidth = w
         }
         guard try bool("do_rescale", true) else {
-            throw XRError("do_rescale is false: the model expects raw 0-255 values, which xrlab does not produce",
-                          file: source, field: "do_rescale")
+            throw XRError(
+                "do_rescale is false: the model expects raw 0-255 values, which xrlab does not produce",
+                file: source, field: "do_rescale")
         }
         if let v = o["rescale_factor"] {
             guard let f = number(v)?.doubleValue, abs(f - 1.0 / 255) < 1e-9 else {
-                throw XRError("rescale_factor \(v) is not 1/255; xrlab maps pixels to [0, 1] by their bit depth",
-                              file: source, field: "rescale_factor",
-                              hint: "give the preprocessing explicitly (--size, --mean, --std) if this model expects another range")
+                throw XRError(
+                    "rescale_factor \(v) is not 1/255; xrlab maps pixels to [0, 1] by their bit depth",
+                    file: source, field: "rescale_factor",
+                    hint: "give the preprocessing explicitly (--size, --mean, --std) if this model expects another range")
             }
         }
         if try bool("do_normalize", true) {

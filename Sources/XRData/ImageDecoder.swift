@@ -7,14 +7,18 @@ public enum ImageDecoder {
     /// Largest image decoded unless a caller passes its own limit (width × height).
     public static let defaultMaxPixels = 100_000_000
 
-    public static func decode(_ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
-                              dicomValues: DICOMFile.Values = .stored) throws -> XRImage {
+    public static func decode(
+        _ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
+        dicomValues: DICOMFile.Values = .stored
+    ) throws -> XRImage {
         try decodeWithWarnings(data, source: source, maxPixels: maxPixels, dicomValues: dicomValues).image
     }
 
     /// Decode, also returning warnings (e.g. a multi-frame DICOM read as its first frame).
-    public static func decodeWithWarnings(_ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
-                                          dicomValues: DICOMFile.Values = .stored) throws -> (image: XRImage, warnings: [String]) {
+    public static func decodeWithWarnings(
+        _ data: Data, source: String, maxPixels: Int = defaultMaxPixels,
+        dicomValues: DICOMFile.Values = .stored
+    ) throws -> (image: XRImage, warnings: [String]) {
         if DICOMFile.isDICOM(data) {
             let f = try DICOMFile.parse(data, source: source)
             try f.checkDeclaredSize(maxPixels: maxPixels)

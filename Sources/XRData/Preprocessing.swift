@@ -53,8 +53,10 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     /// Largest resized image (height × width) the pipeline will allocate.
     public var maxPixels: Int = Preprocessing.defaultMaxPixels
 
-    public init(shortestEdge: Int?, crop: Int?, interpolation: Interpolation = .bicubic,
-                mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels) {
+    public init(
+        shortestEdge: Int?, crop: Int?, interpolation: Interpolation = .bicubic,
+        mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels
+    ) {
         self.shortestEdge = shortestEdge
         self.cropHeight = crop
         self.cropWidth = crop
@@ -66,10 +68,13 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     }
 
     /// Exact resize to `height × width`, optional crop.
-    public init(height: Int, width: Int, cropHeight: Int? = nil, cropWidth: Int? = nil, interpolation: Interpolation = .bicubic,
-                mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels) {
-        self.init(shortestEdge: nil, crop: nil, interpolation: interpolation, mean: mean, std: std,
-                  antialias: antialias, maxPixels: maxPixels)
+    public init(
+        height: Int, width: Int, cropHeight: Int? = nil, cropWidth: Int? = nil, interpolation: Interpolation = .bicubic,
+        mean: [Float], std: [Float], antialias: Bool = true, maxPixels: Int = Preprocessing.defaultMaxPixels
+    ) {
+        self.init(
+            shortestEdge: nil, crop: nil, interpolation: interpolation, mean: mean, std: std,
+            antialias: antialias, maxPixels: maxPixels)
         self.resizeHeight = height
         self.resizeWidth = width
         self.cropHeight = cropHeight
@@ -82,8 +87,9 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     }
 
     /// RAD-DINO (microsoft/rad-dino): shortest edge 518, crop 518, bicubic, its own statistics.
-    public static let radDino = Preprocessing(shortestEdge: 518, crop: 518, mean: [0.5307, 0.5307, 0.5307],
-                                              std: [0.2583, 0.2583, 0.2583])
+    public static let radDino = Preprocessing(
+        shortestEdge: 518, crop: 518, mean: [0.5307, 0.5307, 0.5307],
+        std: [0.2583, 0.2583, 0.2583])
 
     // MARK: Codable — fields added after the first release decode with their defaults, and
     // `maxPixels` is written only when it differs from the default (it never changes values, so
@@ -127,8 +133,11 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
     public var description: String {
         var parts: [String] = []
         let how = "\(interpolation.rawValue)\(antialias ? ", antialiased" : "")"
-        if let s = shortestEdge { parts.append("resize shortest edge to \(s) (\(how))") }
-        else if let h = resizeHeight, let w = resizeWidth { parts.append("resize to \(h)×\(w) (\(how))") }
+        if let s = shortestEdge {
+            parts.append("resize shortest edge to \(s) (\(how))")
+        } else if let h = resizeHeight, let w = resizeWidth {
+            parts.append("resize to \(h)×\(w) (\(how))")
+        }
         if let h = cropHeight, let w = cropWidth {
             parts.append("center crop \(h)×\(w)\(cropRounding == .halfEven ? " (offsets rounded half to even, as torchvision)" : "")")
         }
@@ -167,8 +176,10 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         guard mean.allSatisfy(\.isFinite) else {
             throw XRError("mean must be finite (got \(mean))", file: source, field: "image_mean")
         }
-        for (name, v) in [("shortest_edge", shortestEdge), ("resize height", resizeHeight), ("resize width", resizeWidth),
-                          ("crop height", cropHeight), ("crop width", cropWidth)] {
+        for (name, v) in [
+            ("shortest_edge", shortestEdge), ("resize height", resizeHeight), ("resize width", resizeWidth),
+            ("crop height", cropHeight), ("crop width", cropWidth)
+        ] {
             if let v, v <= 0 || v > 16384 { throw XRError("size \(v) out of range 1…16384", file: source, field: name) }
         }
         if (resizeHeight == nil) != (resizeWidth == nil) {
@@ -198,16 +209,18 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         try validate()
         let c = image.channels, h = image.height, w = image.width
         guard c == 1 || c == 3, h > 0, w > 0, image.pixels.count == c * h * w else {
-            throw XRError("image is \(c)×\(h)×\(w) with \(image.pixels.count) values; need 1 or 3 channels and a non-empty size",
-                          field: "pixels")
+            throw XRError(
+                "image is \(c)×\(h)×\(w) with \(image.pixels.count) values; need 1 or 3 channels and a non-empty size",
+                field: "pixels")
         }
         let (rh, rw) = resizedSize(height: h, width: w)
         guard rh > 0, rw > 0 else {
             throw XRError("image \(w)×\(h) resizes to an empty \(rw)×\(rh) image", field: "size")
         }
         guard rh.multipliedReportingOverflow(by: rw).partialValue <= maxPixels, rh <= maxPixels, rw <= maxPixels else {
-            throw XRError("image \(w)×\(h) would resize to \(rw)×\(rh), more than the limit of \(maxPixels) pixels", field: "size",
-                          hint: "the aspect ratio is extreme; crop the image or raise maxPixels")
+            throw XRError(
+                "image \(w)×\(h) would resize to \(rw)×\(rh), more than the limit of \(maxPixels) pixels", field: "size",
+                hint: "the aspect ratio is extreme; crop the image or raise maxPixels")
         }
         let oh = cropHeight ?? rh, ow = cropWidth ?? rw
         precondition(out.count == 3 * oh * ow, "apply(into:) needs \(3 * oh * ow) floats, got \(out.count)")
@@ -218,11 +231,14 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         let needsResize = rh != h || rw != w
         if needsResize {
             resizedStorage = [Float](repeating: 0, count: c * rh * rw)
-            resizedStorage.withUnsafeMutableBufferPointer { o in image.pixels.withUnsafeBufferPointer { i in
-                guard let op = o.baseAddress, let ip = i.baseAddress else { return }
-                resample(op, ip, channels: c, inH: h, inW: w, outH: rh, outW: rw,
-                         filter: interpolation == .bicubic ? .bicubic : .bilinear, antialias: antialias)
-            } }
+            resizedStorage.withUnsafeMutableBufferPointer { o in
+                image.pixels.withUnsafeBufferPointer { i in
+                    guard let op = o.baseAddress, let ip = i.baseAddress else { return }
+                    resample(
+                        op, ip, channels: c, inH: h, inW: w, outH: rh, outW: rw,
+                        filter: interpolation == .bicubic ? .bicubic : .bilinear, antialias: antialias)
+                }
+            }
         }
         // Crop offsets: torchvision-backend center_crop (pads (ch - h) // 2 on top when needed).
         func half(_ margin: Int) -> Int {
@@ -230,7 +246,7 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         }
         let top = rh >= oh ? half(rh - oh) : -((oh - rh) / 2)
         let left = rw >= ow ? half(rw - ow) : -((ow - rw) / 2)
-        let x0 = max(0, -left), x1 = min(ow, rw - left)   // output columns that see the image
+        let x0 = max(0, -left), x1 = min(ow, rw - left) // output columns that see the image
 
         func fill(_ resized: UnsafeBufferPointer<Float>) {
             guard let src = resized.baseAddress else { return }

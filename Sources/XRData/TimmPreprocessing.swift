@@ -10,12 +10,14 @@ extension Preprocessing {
     /// modes and interpolations are refused by name rather than approximated.
     public static func fromTimm(_ url: URL) throws -> Preprocessing {
         guard let data = try? Data(contentsOf: url),
-              let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else {
             throw XRError("config.json is not a JSON object", file: url.path)
         }
         guard let cfg = o["pretrained_cfg"] as? [String: Any] else {
-            throw XRError("timm config has no pretrained_cfg, so its preprocessing is unknown", file: url.path, field: "pretrained_cfg",
-                          hint: "pass --size, --mean and --std (and --crop, --interpolation)")
+            throw XRError(
+                "timm config has no pretrained_cfg, so its preprocessing is unknown", file: url.path, field: "pretrained_cfg",
+                hint: "pass --size, --mean and --std (and --crop, --interpolation)")
         }
         let f = "pretrained_cfg."
         guard let size = cfg["input_size"] == nil ? [3, 224, 224] : cfg["input_size"] as? [NSNumber], size.count == 3, size[0].intValue == 3 else {
@@ -23,8 +25,9 @@ extension Preprocessing {
         }
         let h = size[1].intValue, w = size[2].intValue
         guard h == w, h > 0 else {
-            throw XRError("non-square input size \(h)×\(w) is not supported (timm resizes those with ResizeKeepRatio)",
-                          file: url.path, field: f + "input_size")
+            throw XRError(
+                "non-square input size \(h)×\(w) is not supported (timm resizes those with ResizeKeepRatio)",
+                file: url.path, field: f + "input_size")
         }
         let cropPct = (cfg["crop_pct"] as? NSNumber)?.doubleValue ?? 0.875
         guard cropPct > 0, cropPct <= 1 else { throw XRError("crop_pct \(cropPct) is outside (0, 1]", file: url.path, field: f + "crop_pct") }
@@ -43,7 +46,9 @@ extension Preprocessing {
             return v.map(\.floatValue)
         }
         let scale = Int((Double(h) / cropPct).rounded(.down))
-        var p = Preprocessing(shortestEdge: scale, crop: h, interpolation: interpolation, mean: try triple("mean", [0.485, 0.456, 0.406]), std: try triple("std", [0.229, 0.224, 0.225]))
+        var p = Preprocessing(
+            shortestEdge: scale, crop: h, interpolation: interpolation, mean: try triple("mean", [0.485, 0.456, 0.406]),
+            std: try triple("std", [0.229, 0.224, 0.225]))
         p.cropRounding = .halfEven
         try p.validate(source: url.path)
         return p

@@ -36,16 +36,18 @@ private func scoreWorkspace(tokens T: Int, headDim D: Int) -> Int {
 /// softmax (running row max m and sum l; accumulators rescaled by exp(m_old − m_new)), so the
 /// T×T matrix is never materialised and each tile stays in cache (Milakov & Gimelshein 2018;
 /// Dao et al. 2022).
-public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePointer<Float>,
-                             scores: UnsafeMutablePointer<Float>,
-                             batch: Int, tokens: Int, channels: Int, heads: Int,
-                             probabilities: UnsafeMutablePointer<Float>? = nil) {
+public func attentionForward(
+    _ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePointer<Float>,
+    scores: UnsafeMutablePointer<Float>,
+    batch: Int, tokens: Int, channels: Int, heads: Int,
+    probabilities: UnsafeMutablePointer<Float>? = nil
+) {
     let T = tokens, C = channels, D = C / heads
     precondition(D * heads == C, "channels \(C) not divisible by heads \(heads)")
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), s = SendablePointer(scores), q0 = SendablePointer(UnsafeMutablePointer(mutating: qkv))
     let pp = probabilities.map(SendablePointer.init)
-    let whole = T <= attentionTileThreshold || probabilities != nil   // all of a head's scores at once
+    let whole = T <= attentionTileThreshold || probabilities != nil // all of a head's scores at once
     let pairs = batch * heads, workers = max(1, min(Parallel.workers, pairs))
     // Few heads that do not divide among the workers (ViT-Ti, one image: 3 heads on 2 cores)
     // leave a core idle for a head's time; whole-score heads then split their queries.
@@ -96,8 +98,10 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ qkv: UnsafePo
 
 /// One head with the online softmax: q rows `stride` apart, keys and values packed (keys already
 /// scaled by 1/√D); out rows `outStride` apart.
-func tiledHead(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: PackedMatrix, values: PackedMatrix,
-               workspace: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int, stride: Int, outStride: Int) {
+func tiledHead(
+    _ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: PackedMatrix, values: PackedMatrix,
+    workspace: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int, stride: Int, outStride: Int
+) {
     let sc = workspace, acc = workspace + queryTile * keyTile
     let rowMax = acc + queryTile * D, rowSum = rowMax + queryTile
     var i0 = 0
@@ -162,8 +166,10 @@ public func attentionTrainingScratchSize(tokens T: Int, headDim D: Int, workers:
 /// Runs `body(next, scratch, wide, tall)` once per worker over the (batch, head) pairs, claimed
 /// one at a time (`Parallel.claiming`), each worker with its own block of `scratch` and its two
 /// packings.
-private func claimingHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
-                           _ body: (() -> Int?, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void) {
+private func claimingHeads(
+    _ pairs: Int, scratch: UnsafeMutablePointer<Float>, tokens T: Int, headDim D: Int,
+    _ body: (() -> Int?, UnsafeMutablePointer<Float>, PackedMatrix, PackedMatrix) -> Void
+) {
     let size = attentionTrainingScratchSize(tokens: T, headDim: D, workers: 1), sc = SendablePointer(scratch)
     Parallel.claiming(pairs) { w, next in
         let ws = sc.p + w * size
@@ -176,12 +182,17 @@ private func claimingHeads(_ pairs: Int, scratch: UnsafeMutablePointer<Float>, t
 
 /// What both fused-qkv backwards start from: C = H·D, the qkv row stride 3C, the score scale
 /// 1/√D, and dqkv, dout, qkv and the probabilities as pointers the workers may share.
-private func backwardOperands(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-                              _ qkv: UnsafePointer<Float>, _ probabilities: UnsafePointer<Float>, heads H: Int, headDim D: Int)
-    -> (Int, Int, Float, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>) {
+private func backwardOperands(
+    _ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+    _ qkv: UnsafePointer<Float>, _ probabilities: UnsafePointer<Float>, heads H: Int, headDim D: Int
+)
+    -> (Int, Int, Float, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>, SendablePointer<Float>)
+{
     let C = H * D
-    return (C, 3 * C, 1 / Float(D).squareRoot(), SendablePointer(dqkv), SendablePointer(UnsafeMutablePointer(mutating: dout)),
-            SendablePointer(UnsafeMutablePointer(mutating: qkv)), SendablePointer(UnsafeMutablePointer(mutating: probabilities)))
+    return (
+        C, 3 * C, 1 / Float(D).squareRoot(), SendablePointer(dqkv), SendablePointer(UnsafeMutablePointer(mutating: dout)),
+        SendablePointer(UnsafeMutablePointer(mutating: qkv)), SendablePointer(UnsafeMutablePointer(mutating: probabilities))
+    )
 }
 
 /// Backward of attention over a fused qkv buffer (`attentionForward` with `probabilities`):
@@ -189,10 +200,12 @@ private func backwardOperands(_ dqkv: UnsafeMutablePointer<Float>, _ dout: Unsaf
 /// dV = Pᵀ dO; dP = dO Vᵀ; dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS K; dK = dSᵀ Q — each
 /// product on the packed-operand kernel (Pᵀ and dSᵀ read in place, as transposed A operands).
 /// `scratch` holds `attentionTrainingScratchSize` floats.
-public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                                      qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-                                      scratch: UnsafeMutablePointer<Float>,
-                                      batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+public func attentionTrainingBackward(
+    dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+    scratch: UnsafeMutablePointer<Float>,
+    batch B: Int, tokens T: Int, heads H: Int, headDim D: Int
+) {
     let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
     claimingHeads(B * H, scratch: scratch, tokens: T, headDim: D) { next, ws, wide, tall in
         let dp = ws
@@ -219,9 +232,11 @@ public func attentionTrainingBackward(dqkv: UnsafeMutablePointer<Float>, dout: U
 /// The class token's row of `attentionForward` (saving its probabilities): for each image only query row 0 (keys and
 /// values of every token), for a last block whose other rows no output reads. out (B, C): one
 /// row per image; probabilities (B, H, T): the class token's softmax row per head.
-public func classTokenAttentionForward(out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-                                       probabilities: UnsafeMutablePointer<Float>,
-                                       batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+public func classTokenAttentionForward(
+    out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+    probabilities: UnsafeMutablePointer<Float>,
+    batch B: Int, tokens T: Int, heads H: Int, headDim D: Int
+) {
     let C = H * D, ld = 3 * C, scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), q = SendablePointer(UnsafeMutablePointer(mutating: qkv)), pp = SendablePointer(probabilities)
     Parallel.ranges(B * H) { range in
@@ -241,10 +256,12 @@ public func classTokenAttentionForward(out: UnsafeMutablePointer<Float>, qkv: Un
 /// the gradient of the class-token rows only. Per head, with p the saved row and dO its gradient:
 /// dV_j = p_j dO; dS_j = p_j (dO·v_j − Σ_i p_i dO·v_i); dQ_0 = scale Σ_j dS_j k_j; dK_j = scale dS_j q_0;
 /// query gradients of the other rows are zero.
-public func classTokenAttentionBackward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                                        qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-                                        scratch: UnsafeMutablePointer<Float>,
-                                        batch B: Int, tokens T: Int, heads H: Int, headDim D: Int) {
+public func classTokenAttentionBackward(
+    dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+    scratch: UnsafeMutablePointer<Float>,
+    batch B: Int, tokens T: Int, heads H: Int, headDim D: Int
+) {
     let (C, ld, scale, dq, dO, q, pp) = backwardOperands(dqkv, dout, qkv, probabilities, heads: H, headDim: D)
     let sc = SendablePointer(scratch)
     Parallel.claiming(B * H) { w, next in

@@ -17,8 +17,10 @@ public func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
 
 /// residual (R, C) += scale (C) ⊙ (y (R, C) + bias (C)): a linear layer's bias, LayerScale and
 /// the residual add in one pass. `bias` and `scale` are optional (nil = 0 and 1).
-public func biasScaleResidual(_ residual: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>,
-                              bias: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, rows: Int, cols: Int, ld: Int? = nil) {
+public func biasScaleResidual(
+    _ residual: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, rows: Int, cols: Int, ld: Int? = nil
+) {
     let c8 = cols & ~7, ld = ld ?? cols
     for r in 0..<rows {
         let o = residual + r * ld, p = y + r * ld

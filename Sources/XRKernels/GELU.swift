@@ -17,8 +17,10 @@ public func biasGELUForward(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointe
 
 /// out ← GELU(x + bias), out of place (training keeps the pre-activation x for the backward);
 /// rows of both `ld` apart.
-public func biasGELUForward(_ out: UnsafeMutablePointer<Float>, from x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                            rows: Int, cols: Int, ld: Int? = nil) {
+public func biasGELUForward(
+    _ out: UnsafeMutablePointer<Float>, from x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    rows: Int, cols: Int, ld: Int? = nil
+) {
     let c8 = cols & ~7, ld = ld ?? cols
     for r in 0..<rows {
         let p = x + r * ld, o = out + r * ld
@@ -46,7 +48,7 @@ public func geluBackward(_ dy: UnsafeMutablePointer<Float>, preActivation u: Uns
     while i < n8 {
         let v = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
         let d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self)
-        let (e, g) = simdErfAndGaussian(v * invSqrt2)   // g = exp(−u²/2)
+        let (e, g) = simdErfAndGaussian(v * invSqrt2) // g = exp(−u²/2)
         let cdf = 0.5 * (1 + e), pdf = g * invSqrt2Pi
         UnsafeMutableRawPointer(dy + i).storeBytes(of: d * (cdf + v * pdf), as: SIMD8<Float>.self)
         i += 8

@@ -7,9 +7,11 @@
 // the input gradient (or adds to it with `accumulate`).
 
 /// out (R, C) = LayerNorm(inp (R, C)) with weight (C), bias (C). `out` may alias `inp`.
-public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                             _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
-                             rows: Int, cols: Int, eps: Float) {
+public func layerNormForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+    rows: Int, cols: Int, eps: Float
+) {
     let c8 = cols & ~7
     for r in 0..<rows {
         let x = inp + r * cols, y = out + r * cols
@@ -41,10 +43,12 @@ public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePo
 }
 
 /// LayerNorm forward that also saves each row's mean and 1/std for the backward.
-public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                             _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
-                             rows: Int, cols: Int, eps: Float,
-                             mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+public func layerNormForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+    rows: Int, cols: Int, eps: Float,
+    mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>
+) {
     layerNormForward(out, inp, weight, bias, rows: rows, cols: cols, eps: eps)
     for r in 0..<rows {
         let x = inp + r * cols
@@ -60,11 +64,13 @@ public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePo
 
 /// LayerNorm backward. x̂ = (x − mean)·rstd, g = dy ⊙ weight:
 /// dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)); dweight += Σ_rows dy ⊙ x̂; dbias += Σ_rows dy.
-public func layerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>,
-                              x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                              mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-                              dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                              rows: Int, cols: Int) {
+public func layerNormBackward(
+    dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>,
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+    rows: Int, cols: Int
+) {
     let n = Float(cols)
     for r in 0..<rows {
         let xr = x + r * cols, g = dy + r * cols, m = mean[r], s = rstd[r]
@@ -100,10 +106,12 @@ public func layerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool
 
 /// LayerNorm parameter gradients over a range of columns (so workers can split columns):
 /// dweight[i] += Σ_r dy[r, i] · x̂[r, i]; dbias[i] += Σ_r dy[r, i].
-public func layerNormParameterGradients(dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                                        dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                                        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-                                        rows: Int, cols: Int, columns: Range<Int>) {
+public func layerNormParameterGradients(
+    dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+    mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    rows: Int, cols: Int, columns: Range<Int>
+) {
     for r in 0..<rows {
         let g = dy + r * cols, xr = x + r * cols, m = mean[r], s = rstd[r]
         if let dweight { for i in columns { dweight[i] += g[i] * (xr[i] - m) * s } }

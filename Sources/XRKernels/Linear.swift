@@ -5,9 +5,11 @@
 /// out (R, N) = inp (R, K) · weightᵀ (weight (N, K)), rows split across workers; `epilogue`
 /// runs on each worker's finished row range while it is still in cache (bias, activation,
 /// residual). BLAS must be single-threaded here.
-public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                          rows: Int, inFeatures k: Int, outFeatures n: Int,
-                          epilogue: (Range<Int>) -> Void = { _ in }) {
+public func linearForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+    rows: Int, inFeatures k: Int, outFeatures n: Int,
+    epilogue: (Range<Int>) -> Void = { _ in }
+) {
     Parallel.ranges(rows, minChunk: 16) { r in
         if r.isEmpty { return }
         BLAS.sgemm(out + r.lowerBound * n, inp + r.lowerBound * k, weight, transB: true, m: r.count, n: n, k: k)
@@ -20,9 +22,11 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 /// `epilogue` runs on its finished column range (all rows; rows are `n` apart). The encoder ran its
 /// one-image layers this way before its weights were packed once (`packedProduct`); kept as the
 /// OpenBLAS baseline that `xrlab bench-gemm` measures the packed kernel against.
-public func linearForwardColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                                 rows: Int, inFeatures k: Int, outFeatures n: Int,
-                                 epilogue: (Range<Int>) -> Void = { _ in }) {
+public func linearForwardColumns(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+    rows: Int, inFeatures k: Int, outFeatures n: Int,
+    epilogue: (Range<Int>) -> Void = { _ in }
+) {
     let blocks = (n + 15) / 16
     Parallel.ranges(blocks, minChunk: 4) { b in
         let c = (b.lowerBound * 16)..<min(n, b.upperBound * 16)

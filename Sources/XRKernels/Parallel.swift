@@ -34,11 +34,13 @@ public enum Parallel {
         withoutActuallyEscaping(body) { b in
             var job = RangesJob(n: n, parts: w, body: b)
             withUnsafeMutablePointer(to: &job) { p in
-                _ = xr_parallel_run(w, { context, i in
-                    let job = context!.assumingMemoryBound(to: RangesJob.self).pointee
-                    xr_flush_denormals()
-                    job.body((job.n * i / job.parts)..<(job.n * (i + 1) / job.parts))
-                }, p)
+                _ = xr_parallel_run(
+                    w,
+                    { context, i in
+                        let job = context!.assumingMemoryBound(to: RangesJob.self).pointee
+                        xr_flush_denormals()
+                        job.body((job.n * i / job.parts)..<(job.n * (i + 1) / job.parts))
+                    }, p)
             }
         }
     }
@@ -53,7 +55,9 @@ public enum Parallel {
         var next = 0
         if w == 1 {
             xr_flush_denormals()
-            body(0) { () -> Int? in defer { next += 1 }; return next < count ? next : nil }
+            body(0) { () -> Int? in
+                defer { next += 1 }; return next < count ? next : nil
+            }
             return
         }
         withUnsafeMutablePointer(to: &next) { p in

@@ -3,8 +3,10 @@
 
 /// cols (B*N, K) = im2col(pixels (B, 3, H, W)) with column order (channel, py, px), matching a
 /// conv weight (C, 3, P, P) flattened to (C, K).
-public func patchify(_ cols: UnsafeMutablePointer<Float>, _ pixels: UnsafePointer<Float>,
-                     batch: Int, channels: Int, height: Int, width: Int, patch P: Int) {
+public func patchify(
+    _ cols: UnsafeMutablePointer<Float>, _ pixels: UnsafePointer<Float>,
+    batch: Int, channels: Int, height: Int, width: Int, patch P: Int
+) {
     let gh = height / P, gw = width / P, K = channels * P * P
     for b in 0..<batch {
         for gy in 0..<gh {

@@ -27,10 +27,10 @@ public enum ResampleFilter: Sendable {
 
 /// Weights for one output index along one axis.
 struct AxisTaps {
-    var start: [Int]       // first input index per output index
-    var count: Int         // taps per output (max)
-    var index: [Int]       // (out, count) input indices (already clamped / valid)
-    var weight: [Float]    // (out, count)
+    var start: [Int] // first input index per output index
+    var count: Int // taps per output (max)
+    var index: [Int] // (out, count) input indices (already clamped / valid)
+    var weight: [Float] // (out, count)
 }
 
 @inline(__always) func cubic1(_ x: Double, _ a: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }
@@ -42,7 +42,7 @@ func bicubicTaps(inSize: Int, outSize: Int, scaleFactor: Double?) -> AxisTaps {
     let scale = Float(scaleFactor.map { 1 / $0 } ?? Double(inSize) / Double(outSize))
     var index = [Int](), weight = [Float]()
     for o in 0..<outSize {
-        let real = scale * (Float(o) + 0.5) - 0.5      // torch computes this in float
+        let real = scale * (Float(o) + 0.5) - 0.5 // torch computes this in float
         let i0 = Int(real.rounded(.down))
         let t = Double(min(max(real - Float(i0), 0), 1))
         let w = [cubic2(t + 1, a), cubic1(t, a), cubic1(1 - t, a), cubic2(2 - t, a)]
@@ -93,9 +93,11 @@ func antialiasTaps(inSize: Int, outSize: Int, filter: ResampleFilter) -> AxisTap
 /// - Parameters:
 ///   - antialias: torch's `antialias` flag.
 ///   - scaleFactor: explicit (h, w) scale factors as passed to torch (non-antialiased bicubic only).
-public func resample(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                     channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
-                     filter: ResampleFilter, antialias: Bool, scaleFactor: (Double, Double)? = nil) {
+public func resample(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
+    filter: ResampleFilter, antialias: Bool, scaleFactor: (Double, Double)? = nil
+) {
     precondition(inH > 0 && inW > 0 && outH > 0 && outW > 0, "resample: empty size")
     let th: AxisTaps, tw: AxisTaps
     if antialias {
@@ -121,8 +123,10 @@ public func resample(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Fl
 /// is a SIMD dot product over 8 taps at a time (partial sums per lane, then reduced: rounding
 /// differs from torch's sequential sum at the 1e-7 level); short windows and clamped
 /// (non-antialiased) taps use a scalar loop in tap order.
-func filterColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
-                   rows: Int, inLength: Int, outLength: Int) {
+func filterColumns(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+    rows: Int, inLength: Int, outLength: Int
+) {
     let n = taps.count
     // Per output: the tap range without zero weights at its ends, and whether it is a run of
     // consecutive input indices long enough for SIMD.
@@ -137,92 +141,101 @@ func filterColumns(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Floa
     }
     let optr = SendablePointer(out)
     let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
-    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in plan.withUnsafeBufferPointer { pb in
-        guard let wp = wb.baseAddress, let ip = ib.baseAddress, let pp = pb.baseAddress else { return }
-        let ws = SendablePointer(UnsafeMutablePointer(mutating: wp)), xs = SendablePointer(UnsafeMutablePointer(mutating: ip))
-        let ps = SendablePointer(UnsafeMutablePointer(mutating: pp))
-        Parallel.ranges(rows, minChunk: max(1, 65536 / max(outLength * n, 1))) { range in
-            for r in range {
-                let src = iptr.p + r * inLength, dst = optr.p + r * outLength
-                for o in 0..<outLength {
-                    let w = ws.p + o * n, idx = xs.p + o * n
-                    let (k0, k1, run) = ps.p[o]
-                    if run {
-                        let s = src + idx[k0] - k0   // s[k] is the input under tap k
-                        var acc = SIMD8<Float>()
-                        var k = k0
-                        while k + 8 <= k1 {
-                            acc += UnsafeRawPointer(w + k).loadUnaligned(as: SIMD8<Float>.self)
-                                * UnsafeRawPointer(s + k).loadUnaligned(as: SIMD8<Float>.self)
-                            k += 8
+    taps.weight.withUnsafeBufferPointer { wb in
+        taps.index.withUnsafeBufferPointer { ib in
+            plan.withUnsafeBufferPointer { pb in
+                guard let wp = wb.baseAddress, let ip = ib.baseAddress, let pp = pb.baseAddress else { return }
+                let ws = SendablePointer(UnsafeMutablePointer(mutating: wp)), xs = SendablePointer(UnsafeMutablePointer(mutating: ip))
+                let ps = SendablePointer(UnsafeMutablePointer(mutating: pp))
+                Parallel.ranges(rows, minChunk: max(1, 65536 / max(outLength * n, 1))) { range in
+                    for r in range {
+                        let src = iptr.p + r * inLength, dst = optr.p + r * outLength
+                        for o in 0..<outLength {
+                            let w = ws.p + o * n, idx = xs.p + o * n
+                            let (k0, k1, run) = ps.p[o]
+                            if run {
+                                let s = src + idx[k0] - k0 // s[k] is the input under tap k
+                                var acc = SIMD8<Float>()
+                                var k = k0
+                                while k + 8 <= k1 {
+                                    acc +=
+                                        UnsafeRawPointer(w + k).loadUnaligned(as: SIMD8<Float>.self)
+                                        * UnsafeRawPointer(s + k).loadUnaligned(as: SIMD8<Float>.self)
+                                    k += 8
+                                }
+                                var t = acc.sum()
+                                while k < k1 { t += w[k] * s[k]; k += 1 }
+                                dst[o] = t
+                            } else {
+                                var t: Float = 0
+                                for k in k0..<k1 { t += w[k] * src[idx[k]] }
+                                dst[o] = t
+                            }
                         }
-                        var t = acc.sum()
-                        while k < k1 { t += w[k] * s[k]; k += 1 }
-                        dst[o] = t
-                    } else {
-                        var t: Float = 0
-                        for k in k0..<k1 { t += w[k] * src[idx[k]] }
-                        dst[o] = t
                     }
                 }
             }
         }
-    } } }
+    }
 }
 
 /// out (outRows, L) with out[o, :] = Σ_k w[o, k] · inp[idx[o, k], :], k ascending, from zero.
 /// Rows are split across workers; within a row, 32 columns are accumulated in registers over
 /// all taps before one store (the tap loop is the inner one, so each output is written once).
-func filterRows(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
-                outRows: Int, length L: Int) {
+func filterRows(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, taps: AxisTaps,
+    outRows: Int, length L: Int
+) {
     let n = taps.count
     let optr = SendablePointer(out)
     let iptr = SendablePointer(UnsafeMutablePointer(mutating: inp))
-    taps.weight.withUnsafeBufferPointer { wb in taps.index.withUnsafeBufferPointer { ib in
-        guard let wp = wb.baseAddress, let ip = ib.baseAddress else { return }
-        let wptr = SendablePointer(UnsafeMutablePointer(mutating: wp))
-        let xptr = SendablePointer(UnsafeMutablePointer(mutating: ip))
-        Parallel.ranges(outRows, minChunk: max(1, 65536 / max(L * n, 1))) { range in
-            for o in range {
-                let w = wptr.p + o * n, idx = xptr.p + o * n
-                // Taps with zero weight (padding of short windows) contribute nothing.
-                var k0 = 0, k1 = n
-                while k0 < k1 && w[k0] == 0 { k0 += 1 }
-                while k1 > k0 && w[k1 - 1] == 0 { k1 -= 1 }
-                let dst = optr.p + o * L
-                var x = 0
-                while x + 32 <= L {
-                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-                    for k in k0..<k1 {
-                        let s = UnsafeRawPointer(iptr.p + idx[k] * L + x)
-                        let wk = SIMD8<Float>(repeating: w[k])
-                        a0 += wk * s.loadUnaligned(as: SIMD8<Float>.self)
-                        a1 += wk * s.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-                        a2 += wk * s.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
-                        a3 += wk * s.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+    taps.weight.withUnsafeBufferPointer { wb in
+        taps.index.withUnsafeBufferPointer { ib in
+            guard let wp = wb.baseAddress, let ip = ib.baseAddress else { return }
+            let wptr = SendablePointer(UnsafeMutablePointer(mutating: wp))
+            let xptr = SendablePointer(UnsafeMutablePointer(mutating: ip))
+            Parallel.ranges(outRows, minChunk: max(1, 65536 / max(L * n, 1))) { range in
+                for o in range {
+                    let w = wptr.p + o * n, idx = xptr.p + o * n
+                    // Taps with zero weight (padding of short windows) contribute nothing.
+                    var k0 = 0, k1 = n
+                    while k0 < k1 && w[k0] == 0 { k0 += 1 }
+                    while k1 > k0 && w[k1 - 1] == 0 { k1 -= 1 }
+                    let dst = optr.p + o * L
+                    var x = 0
+                    while x + 32 <= L {
+                        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                        for k in k0..<k1 {
+                            let s = UnsafeRawPointer(iptr.p + idx[k] * L + x)
+                            let wk = SIMD8<Float>(repeating: w[k])
+                            a0 += wk * s.loadUnaligned(as: SIMD8<Float>.self)
+                            a1 += wk * s.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                            a2 += wk * s.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                            a3 += wk * s.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+                        }
+                        let d = UnsafeMutableRawPointer(dst + x)
+                        d.storeBytes(of: a0, as: SIMD8<Float>.self)
+                        d.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
+                        d.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self)
+                        d.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
+                        x += 32
                     }
-                    let d = UnsafeMutableRawPointer(dst + x)
-                    d.storeBytes(of: a0, as: SIMD8<Float>.self)
-                    d.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
-                    d.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self)
-                    d.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
-                    x += 32
-                }
-                while x + 8 <= L {
-                    var a = SIMD8<Float>()
-                    for k in k0..<k1 {
-                        a += SIMD8<Float>(repeating: w[k]) * UnsafeRawPointer(iptr.p + idx[k] * L + x).loadUnaligned(as: SIMD8<Float>.self)
+                    while x + 8 <= L {
+                        var a = SIMD8<Float>()
+                        for k in k0..<k1 {
+                            a += SIMD8<Float>(repeating: w[k]) * UnsafeRawPointer(iptr.p + idx[k] * L + x).loadUnaligned(as: SIMD8<Float>.self)
+                        }
+                        UnsafeMutableRawPointer(dst + x).storeBytes(of: a, as: SIMD8<Float>.self)
+                        x += 8
                     }
-                    UnsafeMutableRawPointer(dst + x).storeBytes(of: a, as: SIMD8<Float>.self)
-                    x += 8
-                }
-                while x < L {
-                    var a: Float = 0
-                    for k in k0..<k1 { a += w[k] * iptr.p[idx[k] * L + x] }
-                    dst[x] = a
-                    x += 1
+                    while x < L {
+                        var a: Float = 0
+                        for k in k0..<k1 { a += w[k] * iptr.p[idx[k] * L + x] }
+                        dst[x] = a
+                        x += 1
+                    }
                 }
             }
         }
-    } }
+    }
 }

@@ -51,9 +51,11 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     /// The block kind, `.preNorm` unless set.
     public var blockKind: BlockKind { block ?? .preNorm }
 
-    public init(imageSize: Int, patchSize: Int, dim: Int, depth: Int, heads: Int, mlpHidden: Int? = nil,
-                qkvBias: Bool = true, layerScale: Bool = false, numRegisters: Int = 0, posEmbedPrefix: Int = 1,
-                layerNormEps: Float = 1e-6, posEmbedResize: PosEmbedResize = .timm) {
+    public init(
+        imageSize: Int, patchSize: Int, dim: Int, depth: Int, heads: Int, mlpHidden: Int? = nil,
+        qkvBias: Bool = true, layerScale: Bool = false, numRegisters: Int = 0, posEmbedPrefix: Int = 1,
+        layerNormEps: Float = 1e-6, posEmbedResize: PosEmbedResize = .timm
+    ) {
         self.imageSize = imageSize
         self.patchSize = patchSize
         self.dim = dim
@@ -89,24 +91,29 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     public static let vitSmall16 = ViTConfig(imageSize: 224, patchSize: 16, dim: 384, depth: 12, heads: 6)
     public static let vitBase16 = ViTConfig(imageSize: 224, patchSize: 16, dim: 768, depth: 12, heads: 12)
     public static let vitBase14at518 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12)
-    public static let dinov2Small14 = ViTConfig(imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
-                                                layerScale: true, posEmbedResize: .dinov2)
-    public static let dinov2Base14 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
-                                               layerScale: true, posEmbedResize: .dinov2)
-    public static let dinov2Small14Reg4 = ViTConfig(imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
-                                                    layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
-    public static let dinov2Base14Reg4 = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
-                                                   layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
+    public static let dinov2Small14 = ViTConfig(
+        imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
+        layerScale: true, posEmbedResize: .dinov2)
+    public static let dinov2Base14 = ViTConfig(
+        imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+        layerScale: true, posEmbedResize: .dinov2)
+    public static let dinov2Small14Reg4 = ViTConfig(
+        imageSize: 518, patchSize: 14, dim: 384, depth: 12, heads: 6,
+        layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
+    public static let dinov2Base14Reg4 = ViTConfig(
+        imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+        layerScale: true, numRegisters: 4, posEmbedResize: .dinov2)
     /// RAD-DINO (microsoft/rad-dino): DINOv2 ViT-B/14 at 518 px in the Hugging Face layout.
-    public static let radDino = ViTConfig(imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
-                                          layerScale: true, posEmbedResize: .huggingFace)
+    public static let radDino = ViTConfig(
+        imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
+        layerScale: true, posEmbedResize: .huggingFace)
 
     public static let presets: [String: ViTConfig] = [
         "vitTiny16": .vitTiny16, "vitSmall16": .vitSmall16, "vitBase16": .vitBase16,
         "vitBase14at518": .vitBase14at518,
         "dinov2Small14": .dinov2Small14, "dinov2Base14": .dinov2Base14,
         "dinov2Small14Reg4": .dinov2Small14Reg4, "dinov2Base14Reg4": .dinov2Base14Reg4,
-        "radDino": .radDino,
+        "radDino": .radDino
     ]
     public static var presetNames: [String] { presets.keys.sorted() }
     public static func preset(named name: String) -> ViTConfig? { presets[name] }
@@ -114,25 +121,25 @@ public struct ViTConfig: Codable, Sendable, Equatable {
 
 /// Parameters of one pre-norm transformer block. Linear weights are (out, in), as in PyTorch.
 struct ViTBlockWeights: Sendable {
-    var norm1Weight, norm1Bias: [Float]        // (C)
-    var qkvWeight: [Float]                      // (3C, C), rows [q; k; v]
-    var qkvBias: [Float]?                       // (3C)
-    var projWeight, projBias: [Float]           // (C, C), (C)
-    var ls1: [Float]?                           // (C)
-    var norm2Weight, norm2Bias: [Float]         // (C)
-    var fc1Weight, fc1Bias: [Float]             // (M, C), (M)
-    var fc2Weight, fc2Bias: [Float]             // (C, M), (C)
-    var ls2: [Float]?                           // (C)
+    var norm1Weight, norm1Bias: [Float] // (C)
+    var qkvWeight: [Float] // (3C, C), rows [q; k; v]
+    var qkvBias: [Float]? // (3C)
+    var projWeight, projBias: [Float] // (C, C), (C)
+    var ls1: [Float]? // (C)
+    var norm2Weight, norm2Bias: [Float] // (C)
+    var fc1Weight, fc1Bias: [Float] // (M, C), (M)
+    var fc2Weight, fc2Bias: [Float] // (C, M), (C)
+    var ls2: [Float]? // (C)
 }
 
 /// All parameters of a ViT encoder.
 struct ViTWeights: Sendable {
-    var clsToken: [Float]                       // (C)
-    var registers: [Float]                      // (R, C)
-    var posEmbed: [Float]                       // (posEmbedPrefix + grid², C)
-    var patchWeight, patchBias: [Float]         // (C, 3·P·P), (C)
+    var clsToken: [Float] // (C)
+    var registers: [Float] // (R, C)
+    var posEmbed: [Float] // (posEmbedPrefix + grid², C)
+    var patchWeight, patchBias: [Float] // (C, 3·P·P), (C)
     var blocks: [ViTBlockWeights]
-    var normWeight, normBias: [Float]           // (C)
+    var normWeight, normBias: [Float] // (C)
 }
 
 /// Encoder outputs, all after the final LayerNorm; register tokens are excluded from the

@@ -11,22 +11,24 @@ import XRKernels
 ///     x += ls1 ⊙ proj(attn(LN1 x))
 ///     x += ls2 ⊙ fc2(GELU(fc1(LN2 x)))
 public struct PreNormBlock: @unchecked Sendable {
-    public var norm1Weight, norm1Bias: Buffer     // (C)
-    public var qkv: PackedMatrix                  // (3C, C), rows [q; k; v]
-    public var qkvBias: Buffer?                   // (3C)
-    public var proj: PackedMatrix                 // (C, C)
-    public var projBias: Buffer                   // (C)
-    public var ls1: Buffer?                       // (C)
-    public var norm2Weight, norm2Bias: Buffer     // (C)
-    public var fc1: PackedMatrix                  // (M, C)
-    public var fc1Bias: Buffer                    // (M)
-    public var fc2: PackedMatrix                  // (C, M)
-    public var fc2Bias: Buffer                    // (C)
-    public var ls2: Buffer?                       // (C)
+    public var norm1Weight, norm1Bias: Buffer // (C)
+    public var qkv: PackedMatrix // (3C, C), rows [q; k; v]
+    public var qkvBias: Buffer? // (3C)
+    public var proj: PackedMatrix // (C, C)
+    public var projBias: Buffer // (C)
+    public var ls1: Buffer? // (C)
+    public var norm2Weight, norm2Bias: Buffer // (C)
+    public var fc1: PackedMatrix // (M, C)
+    public var fc1Bias: Buffer // (M)
+    public var fc2: PackedMatrix // (C, M)
+    public var fc2Bias: Buffer // (C)
+    public var ls2: Buffer? // (C)
 
-    public init(norm1Weight: Buffer, norm1Bias: Buffer, qkv: PackedMatrix, qkvBias: Buffer?, proj: PackedMatrix, projBias: Buffer,
-                ls1: Buffer?, norm2Weight: Buffer, norm2Bias: Buffer, fc1: PackedMatrix, fc1Bias: Buffer, fc2: PackedMatrix,
-                fc2Bias: Buffer, ls2: Buffer?) {
+    public init(
+        norm1Weight: Buffer, norm1Bias: Buffer, qkv: PackedMatrix, qkvBias: Buffer?, proj: PackedMatrix, projBias: Buffer,
+        ls1: Buffer?, norm2Weight: Buffer, norm2Bias: Buffer, fc1: PackedMatrix, fc1Bias: Buffer, fc2: PackedMatrix,
+        fc2Bias: Buffer, ls2: Buffer?
+    ) {
         self.norm1Weight = norm1Weight; self.norm1Bias = norm1Bias; self.qkv = qkv; self.qkvBias = qkvBias
         self.proj = proj; self.projBias = projBias; self.ls1 = ls1; self.norm2Weight = norm2Weight; self.norm2Bias = norm2Bias
         self.fc1 = fc1; self.fc1Bias = fc1Bias; self.fc2 = fc2; self.fc2Bias = fc2Bias; self.ls2 = ls2
@@ -35,15 +37,17 @@ public struct PreNormBlock: @unchecked Sendable {
 
 /// Scratch a block's forward works in, in a workspace the caller owns.
 public struct BlockWorkspace {
-    public var h: UnsafeMutablePointer<Float>        // (B·T, C) normalised input / branch output
-    public var qkv: UnsafeMutablePointer<Float>      // (B·T, 3C)
-    public var attn: UnsafeMutablePointer<Float>     // (B·T, C)
-    public var mlp: UnsafeMutablePointer<Float>      // (B·T, M)
+    public var h: UnsafeMutablePointer<Float> // (B·T, C) normalised input / branch output
+    public var qkv: UnsafeMutablePointer<Float> // (B·T, 3C)
+    public var attn: UnsafeMutablePointer<Float> // (B·T, C)
+    public var mlp: UnsafeMutablePointer<Float> // (B·T, M)
     /// max(`attentionWorkspaceSize`, B·H·T) floats.
     public var scores: UnsafeMutablePointer<Float>
 
-    public init(h: UnsafeMutablePointer<Float>, qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>,
-                mlp: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+    public init(
+        h: UnsafeMutablePointer<Float>, qkv: UnsafeMutablePointer<Float>, attn: UnsafeMutablePointer<Float>,
+        mlp: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>
+    ) {
         self.h = h; self.qkv = qkv; self.attn = attn; self.mlp = mlp; self.scores = scores
     }
 
@@ -58,11 +62,13 @@ extension PreNormBlock {
     /// outputs are wanted) everything past the keys and values runs on the B class-token rows,
     /// gathered into a compact (B, C) residual after the attention output, and only those rows
     /// of x are updated. BLAS must be single-threaded when there are several workers.
-    public func forward(_ xFull: UnsafeMutablePointer<Float>, _ ws: BlockWorkspace, config: ViTConfig, batch B: Int, tokens T: Int,
-                        classToken: Bool = false) {
+    public func forward(
+        _ xFull: UnsafeMutablePointer<Float>, _ ws: BlockWorkspace, config: ViTConfig, batch B: Int, tokens T: Int,
+        classToken: Bool = false
+    ) {
         let C = config.dim, BT = B * T, eps = config.layerNormEps
         let h = ws.h, qkv = ws.qkv, attn = ws.attn, mlp = ws.mlp
-        let rows = classToken ? B : BT   // rows past the attention
+        let rows = classToken ? B : BT // rows past the attention
         let x = classToken ? attn + B * C : xFull
         // The bias, GELU and LayerScale + residual epilogues run inside the products' stores
         // (`PackedEpilogue`): each tile finishes in registers, with no second pass over the output.
@@ -89,8 +95,10 @@ extension PreNormBlock {
 }
 
 /// Row-parallel LayerNorm forward over (rows, cols), without saved statistics.
-func parallelLayerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                       _ bias: UnsafePointer<Float>, rows: Int, cols C: Int, eps: Float) {
+func parallelLayerNorm(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+    _ bias: UnsafePointer<Float>, rows: Int, cols C: Int, eps: Float
+) {
     let o = SendablePointer(out), i = SendablePointer(UnsafeMutablePointer(mutating: inp))
     let w = SendablePointer(UnsafeMutablePointer(mutating: weight)), b = SendablePointer(UnsafeMutablePointer(mutating: bias))
     Parallel.ranges(rows, minChunk: 32) { r in

@@ -72,7 +72,8 @@ public enum ViTLoader {
     public static func load(_ url: URL, preset: ViTConfig? = nil, heads: Int? = nil, stateDictKey: String? = nil) throws -> LoadedViT {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
-            throw XRError("model not found", file: url.path, hint: "pass a Hugging Face or timm model folder, a .safetensors file or a PyTorch .pt / .pth / .bin file")
+            throw XRError(
+                "model not found", file: url.path, hint: "pass a Hugging Face or timm model folder, a .safetensors file or a PyTorch .pt / .pth / .bin file")
         }
         if isDir.boolValue { return try loadFolder(url, heads: heads, stateDictKey: stateDictKey) }
         let src = try WeightSource([url], stateDictKey: stateDictKey)
@@ -83,20 +84,23 @@ public enum ViTLoader {
         } else if src.owner["patch_embed.proj.weight"] != nil {
             layout = (src.owner["register_tokens"] != nil || src.owner["mask_token"] != nil) ? .dinov2 : .timm
         } else {
-            throw XRError("not a ViT checkpoint: neither 'patch_embed.proj.weight' (timm / DINOv2) nor 'embeddings.patch_embeddings.projection.weight' (Hugging Face) is present",
-                          file: url.path, field: "patch embedding")
+            throw XRError(
+                "not a ViT checkpoint: neither 'patch_embed.proj.weight' (timm / DINOv2) nor 'embeddings.patch_embeddings.projection.weight' (Hugging Face) is present",
+                file: url.path, field: "patch embedding")
         }
         var config = try inferConfig(src, layout: layout, heads: heads ?? preset?.heads, notes: &notes, file: url.path)
         if let preset { try checkAgainstPreset(config, preset, file: url.path); config.layerNormEps = preset.layerNormEps }
         let model = try build(src, layout: layout, config: config, file: url.path)
-        return LoadedViT(model: model, config: config, layout: layout.rawValue, weightFiles: [url],
-                         preprocessorConfig: nil, notes: notes)
+        return LoadedViT(
+            model: model, config: config, layout: layout.rawValue, weightFiles: [url],
+            preprocessorConfig: nil, notes: notes)
     }
 
     static func loadFolder(_ dir: URL, heads: Int?, stateDictKey: String?) throws -> LoadedViT {
         let cfgURL = dir.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: cfgURL.path) else {
-            throw XRError("model folder has no config.json", file: dir.path, hint: "a Hugging Face or timm model folder holds config.json and model.safetensors")
+            throw XRError(
+                "model folder has no config.json", file: dir.path, hint: "a Hugging Face or timm model folder holds config.json and model.safetensors")
         }
         if let timm = try TimmHubConfig.read(cfgURL) {
             return try loadTimmFolder(dir, config: timm, heads: heads, stateDictKey: stateDictKey)
@@ -121,14 +125,16 @@ public enum ViTLoader {
         let config = try parseHFConfig(cfgURL, heads: heads)
         let model = try build(src, layout: .huggingFace, config: config, file: src.description)
         let pre = dir.appendingPathComponent("preprocessor_config.json")
-        return LoadedViT(model: model, config: config, layout: ViTLayout.huggingFace.rawValue, weightFiles: files + [cfgURL],
-                         preprocessorConfig: FileManager.default.fileExists(atPath: pre.path) ? pre : nil, notes: [])
+        return LoadedViT(
+            model: model, config: config, layout: ViTLayout.huggingFace.rawValue, weightFiles: files + [cfgURL],
+            preprocessorConfig: FileManager.default.fileExists(atPath: pre.path) ? pre : nil, notes: [])
     }
 
     /// Hugging Face `Dinov2Config` → ViTConfig.
     static func parseHFConfig(_ url: URL, heads: Int?) throws -> ViTConfig {
         guard let data = try? Data(contentsOf: url),
-              let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else {
             throw XRError("config.json is not a JSON object", file: url.path)
         }
         func int(_ k: String, _ d: Int? = nil) throws -> Int {
@@ -138,8 +144,9 @@ public enum ViTLoader {
         }
         let type = obj["model_type"] as? String ?? ""
         guard type == "dinov2" || type == "dinov2_with_registers" else {
-            throw XRError("model_type '\(type)' is not a DINOv2 encoder", file: url.path, field: "model_type",
-                          hint: "Hugging Face folders are read for Dinov2Model / Dinov2WithRegistersModel (e.g. RAD-DINO)")
+            throw XRError(
+                "model_type '\(type)' is not a DINOv2 encoder", file: url.path, field: "model_type",
+                hint: "Hugging Face folders are read for Dinov2Model / Dinov2WithRegistersModel (e.g. RAD-DINO)")
         }
         if (obj["use_swiglu_ffn"] as? Bool) == true {
             throw XRError("SwiGLU MLPs (DINOv2 giant) are not supported", file: url.path, field: "use_swiglu_ffn")
@@ -149,13 +156,14 @@ public enum ViTLoader {
         }
         let C = try int("hidden_size")
         let ratio = (obj["mlp_ratio"] as? NSNumber)?.doubleValue ?? 4
-        return ViTConfig(imageSize: try int("image_size"), patchSize: try int("patch_size"), dim: C,
-                         depth: try int("num_hidden_layers"), heads: try heads ?? int("num_attention_heads"),
-                         mlpHidden: Int(Double(C) * ratio), qkvBias: (obj["qkv_bias"] as? Bool) ?? true,
-                         layerScale: true,
-                         numRegisters: try int("num_register_tokens", 0), posEmbedPrefix: 1,
-                         layerNormEps: Float((obj["layer_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
-                         posEmbedResize: type == "dinov2_with_registers" ? .huggingFaceAntialias : .huggingFace)
+        return ViTConfig(
+            imageSize: try int("image_size"), patchSize: try int("patch_size"), dim: C,
+            depth: try int("num_hidden_layers"), heads: try heads ?? int("num_attention_heads"),
+            mlpHidden: Int(Double(C) * ratio), qkvBias: (obj["qkv_bias"] as? Bool) ?? true,
+            layerScale: true,
+            numRegisters: try int("num_register_tokens", 0), posEmbedPrefix: 1,
+            layerNormEps: Float((obj["layer_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
+            posEmbedResize: type == "dinov2_with_registers" ? .huggingFaceAntialias : .huggingFace)
     }
 
     /// Architecture from tensor shapes (bare safetensors files).
@@ -195,27 +203,31 @@ public enum ViTLoader {
         let qkvBias = src.owner[key(first.qkvBias)] != nil
         let ls = src.owner[key(first.ls1)] != nil
         let H: Int
-        if let heads { H = heads } else {
+        if let heads {
+            H = heads
+        } else {
             H = max(1, C / 64)
             notes.append("attention heads not stored in the checkpoint: using dim/64 = \(H) (pass --heads or --preset to set it)")
         }
         guard C % H == 0 else {
             throw XRError("dim \(C) is not divisible by \(H) heads", file: file, field: "heads")
         }
-        return ViTConfig(imageSize: grid * P, patchSize: P, dim: C, depth: depth, heads: H, mlpHidden: fc1[0],
-                         qkvBias: qkvBias, layerScale: ls, numRegisters: R, posEmbedPrefix: prefix,
-                         posEmbedResize: layout == .timm ? .timm : (hf ? (R > 0 ? .huggingFaceAntialias : .huggingFace) : .dinov2))
+        return ViTConfig(
+            imageSize: grid * P, patchSize: P, dim: C, depth: depth, heads: H, mlpHidden: fc1[0],
+            qkvBias: qkvBias, layerScale: ls, numRegisters: R, posEmbedPrefix: prefix,
+            posEmbedResize: layout == .timm ? .timm : (hf ? (R > 0 ? .huggingFaceAntialias : .huggingFace) : .dinov2))
     }
 
     static func checkAgainstPreset(_ c: ViTConfig, _ p: ViTConfig, file: String) throws {
         let pairs: [(String, Int, Int)] = [
             ("dim", p.dim, c.dim), ("depth", p.depth, c.depth), ("patchSize", p.patchSize, c.patchSize),
             ("mlpHidden", p.mlpHidden, c.mlpHidden), ("numRegisters", p.numRegisters, c.numRegisters),
-            ("grid", p.grid, c.grid), ("layerScale", p.layerScale ? 1 : 0, c.layerScale ? 1 : 0),
+            ("grid", p.grid, c.grid), ("layerScale", p.layerScale ? 1 : 0, c.layerScale ? 1 : 0)
         ]
         for (name, want, got) in pairs where want != got {
-            throw XRError("checkpoint does not match the preset: \(name) is \(got) in the checkpoint but \(want) in the preset",
-                          file: file, field: name)
+            throw XRError(
+                "checkpoint does not match the preset: \(name) is \(got) in the checkpoint but \(want) in the preset",
+                file: file, field: name)
         }
     }
 
@@ -228,12 +240,14 @@ public enum ViTLoader {
             var values: [Float] = []
             for (key, shape) in source.keys {
                 guard let f = src.owner[key], let keyShape = f.shape(key) else {
-                    throw XRError("missing key (expected shape \(describeShape(shape)))", file: file, field: key,
-                                  hint: "the checkpoint does not match a \(layout.rawValue)-layout ViT with this config")
+                    throw XRError(
+                        "missing key (expected shape \(describeShape(shape)))", file: file, field: key,
+                        hint: "the checkpoint does not match a \(layout.rawValue)-layout ViT with this config")
                 }
                 guard keyShape == shape else {
-                    throw XRError("shape mismatch: expected \(describeShape(shape)), checkpoint has \(describeShape(keyShape))",
-                                  file: f.url.path, field: key, hint: "the checkpoint does not match its config")
+                    throw XRError(
+                        "shape mismatch: expected \(describeShape(shape)), checkpoint has \(describeShape(keyShape))",
+                        file: f.url.path, field: key, hint: "the checkpoint does not match its config")
                 }
                 values += try f.tensor(key).scalars
                 used.insert(key)
@@ -244,9 +258,10 @@ public enum ViTLoader {
         let unused = src.names.filter { !used.contains($0) && !ignored.contains($0) }
         if let first = unused.first {
             let shape = src.shape(first).map(describeShape) ?? "?"
-            throw XRError("unused key with shape \(shape) (\(unused.count) unused in all: \(unused.prefix(5).joined(separator: ", "))\(unused.count > 5 ? ", …" : ""))",
-                          file: file, field: first,
-                          hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
+            throw XRError(
+                "unused key with shape \(shape) (\(unused.count) unused in all: \(unused.prefix(5).joined(separator: ", "))\(unused.count > 5 ? ", …" : ""))",
+                file: file, field: first,
+                hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
         }
         func p(_ k: String) -> [Float] { params[k] ?? [] }
         func opt(_ k: String) -> [Float]? { params[k] }
@@ -258,9 +273,10 @@ public enum ViTLoader {
                 norm2Weight: p(k.norm2Weight), norm2Bias: p(k.norm2Bias), fc1Weight: p(k.fc1Weight), fc1Bias: p(k.fc1Bias),
                 fc2Weight: p(k.fc2Weight), fc2Bias: p(k.fc2Bias), ls2: opt(k.ls2))
         }
-        let w = ViTWeights(clsToken: p(ViTKeys.classToken), registers: p(ViTKeys.registers), posEmbed: p(ViTKeys.posEmbed),
-                           patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: blocks,
-                           normWeight: p(ViTKeys.normWeight), normBias: p(ViTKeys.normBias))
+        let w = ViTWeights(
+            clsToken: p(ViTKeys.classToken), registers: p(ViTKeys.registers), posEmbed: p(ViTKeys.posEmbed),
+            patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: blocks,
+            normWeight: p(ViTKeys.normWeight), normBias: p(ViTKeys.normBias))
         return ViT(config: c, weights: w)
     }
 }

@@ -16,7 +16,7 @@ extension ViT {
             ViTKeys.classToken: w.clsToken, ViTKeys.registers: w.registers,
             ViTKeys.posEmbed: try positionEmbedding(gh: g, gw: g, height: size, width: size),
             ViTKeys.patchWeight: patchPack.transposedValues(), ViTKeys.patchBias: w.patchBias,
-            ViTKeys.normWeight: w.normWeight, ViTKeys.normBias: w.normBias,
+            ViTKeys.normWeight: w.normWeight, ViTKeys.normBias: w.normBias
         ]
         for (i, b) in blocks.enumerated() {
             let k = PreNormBlockKeys(block: i)

@@ -35,10 +35,12 @@ public final class ViT: @unchecked Sendable {
                 let qkv = pack(&weights.blocks[i].qkvWeight, 3 * C, C), proj = pack(&weights.blocks[i].projWeight, C, C)
                 let fc1 = pack(&weights.blocks[i].fc1Weight, M, C), fc2 = pack(&weights.blocks[i].fc2Weight, C, M)
                 let b = weights.blocks[i]
-                blocks.append(PreNormBlock(norm1Weight: Buffer(b.norm1Weight), norm1Bias: Buffer(b.norm1Bias), qkv: qkv,
-                                           qkvBias: b.qkvBias.map { Buffer($0) }, proj: proj, projBias: Buffer(b.projBias),
-                                           ls1: b.ls1.map { Buffer($0) }, norm2Weight: Buffer(b.norm2Weight), norm2Bias: Buffer(b.norm2Bias),
-                                           fc1: fc1, fc1Bias: Buffer(b.fc1Bias), fc2: fc2, fc2Bias: Buffer(b.fc2Bias), ls2: b.ls2.map { Buffer($0) }))
+                blocks.append(
+                    PreNormBlock(
+                        norm1Weight: Buffer(b.norm1Weight), norm1Bias: Buffer(b.norm1Bias), qkv: qkv,
+                        qkvBias: b.qkvBias.map { Buffer($0) }, proj: proj, projBias: Buffer(b.projBias),
+                        ls1: b.ls1.map { Buffer($0) }, norm2Weight: Buffer(b.norm2Weight), norm2Bias: Buffer(b.norm2Bias),
+                        fc1: fc1, fc1Bias: Buffer(b.fc1Bias), fc2: fc2, fc2Bias: Buffer(b.fc2Bias), ls2: b.ls2.map { Buffer($0) }))
             }
         }
         weights.blocks = []
@@ -53,12 +55,15 @@ public final class ViT: @unchecked Sendable {
     /// last block computes keys and values for every token but attention, projection and MLP for
     /// the class token alone, and `patchMean` / `patchTokens` come back empty ((B, 0), (B, 0, C)).
     /// The class-token outputs are the same as without it.
-    public func forward(pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0,
-                        classTokenOnly: Bool = false) throws -> ViTOutput {
+    public func forward(
+        pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0,
+        classTokenOnly: Bool = false
+    ) throws -> ViTOutput {
         let c = config, P = c.patchSize, C = c.dim, M = c.mlpHidden
         guard height > 0, width > 0, height % P == 0, width % P == 0 else {
-            throw XRError("image size \(height)×\(width) is not a positive multiple of the patch size \(P)",
-                          field: "pixels", hint: "resize or crop to a multiple of \(P) (e.g. \(max(P, height / P * P)))")
+            throw XRError(
+                "image size \(height)×\(width) is not a positive multiple of the patch size \(P)",
+                field: "pixels", hint: "resize or crop to a multiple of \(P) (e.g. \(max(P, height / P * P)))")
         }
         guard pixels.count == B * 3 * height * width else {
             throw XRError("pixel buffer has \(pixels.count) values, expected \(B)×3×\(height)×\(width)", field: "pixels")
@@ -82,71 +87,76 @@ public final class ViT: @unchecked Sendable {
 
         // BLAS runs single-threaded inside the encoder; the ops themselves are split across
         // workers, so the cores are neither idle nor oversubscribed.
-        withSingleThreadedBLAS { workspace.withUnsafeMutableBufferPointer { ws in
-            guard let base = ws.baseAddress else { return }
-            var offs: [UnsafeMutablePointer<Float>] = []
-            var o = 0
-            for s in sizes { offs.append(base + o); o += s }
-            let x = offs[0], h = offs[1], qkv = offs[2], attn = offs[3], mlp = offs[4], scores = offs[5], cols = offs[6]
+        withSingleThreadedBLAS {
+            workspace.withUnsafeMutableBufferPointer { ws in
+                guard let base = ws.baseAddress else { return }
+                var offs: [UnsafeMutablePointer<Float>] = []
+                var o = 0
+                for s in sizes { offs.append(base + o); o += s }
+                let x = offs[0], h = offs[1], qkv = offs[2], attn = offs[3], mlp = offs[4], scores = offs[5], cols = offs[6]
 
-            // Patch embedding (one GEMM per image, written straight into the token rows) and token assembly.
-            pixels.withUnsafeBufferPointer { px in
-                patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
-            }
-            let xp = SendablePointer(x), cp = SendablePointer(cols), pw = patchPack
-            if B >= Parallel.workers {
-                Parallel.ranges(B) { r in
-                    for b in r {
-                        packedGEMM(xp.p + (b * T + 1 + R) * C, ldc: C, cp.p + b * N * K, lda: K, pw, rows: N, columns: 0..<C)
+                // Patch embedding (one GEMM per image, written straight into the token rows) and token assembly.
+                pixels.withUnsafeBufferPointer { px in
+                    patchify(cols, px.baseAddress!, batch: B, channels: 3, height: height, width: width, patch: P)
+                }
+                let xp = SendablePointer(x), cp = SendablePointer(cols), pw = patchPack
+                if B >= Parallel.workers {
+                    Parallel.ranges(B) { r in
+                        for b in r {
+                            packedGEMM(xp.p + (b * T + 1 + R) * C, ldc: C, cp.p + b * N * K, lda: K, pw, rows: N, columns: 0..<C)
+                        }
+                    }
+                } else {
+                    for b in 0..<B {
+                        packedProduct(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, pw, rows: N)
                     }
                 }
-            } else {
-                for b in 0..<B {
-                    packedProduct(xp.p + (b * T + 1 + R) * C, cp.p + b * N * K, pw, rows: N)
-                }
-            }
-            assembleTokens(x, pos: pos, batch: B, patches: N)
+                assembleTokens(x, pos: pos, batch: B, patches: N)
 
-            let ws = BlockWorkspace(h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores)
-            for (i, block) in blocks.enumerated() {
-                block.forward(x, ws, config: c, batch: B, tokens: T, classToken: classTokenOnly && i == c.depth - 1)
-                let k = i - (c.depth - lastBlocks)
-                if k >= 0 {
-                    lastCLS[k].withUnsafeMutableBufferPointer { out in
+                let ws = BlockWorkspace(h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores)
+                for (i, block) in blocks.enumerated() {
+                    block.forward(x, ws, config: c, batch: B, tokens: T, classToken: classTokenOnly && i == c.depth - 1)
+                    let k = i - (c.depth - lastBlocks)
+                    if k >= 0 {
+                        lastCLS[k].withUnsafeMutableBufferPointer { out in
+                            for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
+                            layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
+                        }
+                    }
+                }
+                if classTokenOnly {
+                    cls.withUnsafeMutableBufferPointer { out in
                         for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
                         layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
                     }
+                    return
                 }
-            }
-            if classTokenOnly {
-                cls.withUnsafeMutableBufferPointer { out in
-                    for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
-                    layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
-                }
-                return
-            }
-            layerNorm(x, x, w.normWeight, w.normBias, rows: BT)
+                layerNorm(x, x, w.normWeight, w.normBias, rows: BT)
 
-            for b in 0..<B {
-                let row = x + b * T * C
-                cls.withUnsafeMutableBufferPointer { (($0.baseAddress! + b * C)).update(from: row, count: C) }
-                tokens.withUnsafeMutableBufferPointer { ($0.baseAddress! + b * N * C).update(from: row + (1 + R) * C, count: N * C) }
-                mean.withUnsafeMutableBufferPointer { m in
-                    let dst = m.baseAddress! + b * C
-                    for n in 0..<N { let r = row + (1 + R + n) * C; for j in 0..<C { dst[j] += r[j] } }
-                    for j in 0..<C { dst[j] /= Float(N) }
+                for b in 0..<B {
+                    let row = x + b * T * C
+                    cls.withUnsafeMutableBufferPointer { (($0.baseAddress! + b * C)).update(from: row, count: C) }
+                    tokens.withUnsafeMutableBufferPointer { ($0.baseAddress! + b * N * C).update(from: row + (1 + R) * C, count: N * C) }
+                    mean.withUnsafeMutableBufferPointer { m in
+                        let dst = m.baseAddress! + b * C
+                        for n in 0..<N { let r = row + (1 + R + n) * C; for j in 0..<C { dst[j] += r[j] } }
+                        for j in 0..<C { dst[j] /= Float(N) }
+                    }
                 }
             }
-        } }
-        return ViTOutput(cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, mean.count / B], scalars: mean),
-                         patchTokens: Tensor(shape: [B, tokens.count / (B * C), C], scalars: tokens),
-                         lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })
+        }
+        return ViTOutput(
+            cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, mean.count / B], scalars: mean),
+            patchTokens: Tensor(shape: [B, tokens.count / (B * C), C], scalars: tokens),
+            lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })
     }
 
     private func layerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float], _ bias: [Float], rows: Int) {
-        weight.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
-            parallelLayerNorm(out, inp, wp.baseAddress!, bp.baseAddress!, rows: rows, cols: config.dim, eps: config.layerNormEps)
-        } }
+        weight.withUnsafeBufferPointer { wp in
+            bias.withUnsafeBufferPointer { bp in
+                parallelLayerNorm(out, inp, wp.baseAddress!, bp.baseAddress!, rows: rows, cols: config.dim, eps: config.layerNormEps)
+            }
+        }
     }
 
     /// x (B, T, C): patch rows already hold patch projections; add the patch bias and position
@@ -201,10 +211,13 @@ public final class ViT: @unchecked Sendable {
             throw XRError("position embeddings resize to \(outH)×\(outW), which does not match the \(gh)×\(gw) patch grid", field: "pos_embed")
         }
         var resized = [Float](repeating: 0, count: C * outH * outW)
-        resized.withUnsafeMutableBufferPointer { o in planar.withUnsafeBufferPointer { i in
-            resample(o.baseAddress!, i.baseAddress!, channels: C, inH: G, inW: G, outH: outH, outW: outW,
-                     filter: .bicubic, antialias: antialias, scaleFactor: scale)
-        } }
+        resized.withUnsafeMutableBufferPointer { o in
+            planar.withUnsafeBufferPointer { i in
+                resample(
+                    o.baseAddress!, i.baseAddress!, channels: C, inH: G, inW: G, outH: outH, outW: outW,
+                    filter: .bicubic, antialias: antialias, scaleFactor: scale)
+            }
+        }
         var out = Array(w.posEmbed[0..<(pre * C)])
         out.reserveCapacity((pre + outH * outW) * C)
         for n in 0..<(outH * outW) { for j in 0..<C { out.append(resized[j * outH * outW + n]) } }
@@ -223,16 +236,18 @@ extension ViT {
         func zeros(_ n: Int) -> [Float] { [Float](repeating: 0, count: n) }
         let C = c.dim, M = c.mlpHidden, P = c.patchSize
         let blocks = (0..<c.depth).map { _ in
-            ViTBlockWeights(norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C),
-                            qkvBias: c.qkvBias ? zeros(3 * C) : nil, projWeight: normal(C * C), projBias: zeros(C),
-                            ls1: c.layerScale ? ones(C) : nil, norm2Weight: ones(C), norm2Bias: zeros(C),
-                            fc1Weight: normal(M * C), fc1Bias: zeros(M), fc2Weight: normal(C * M), fc2Bias: zeros(C),
-                            ls2: c.layerScale ? ones(C) : nil)
+            ViTBlockWeights(
+                norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C),
+                qkvBias: c.qkvBias ? zeros(3 * C) : nil, projWeight: normal(C * C), projBias: zeros(C),
+                ls1: c.layerScale ? ones(C) : nil, norm2Weight: ones(C), norm2Bias: zeros(C),
+                fc1Weight: normal(M * C), fc1Bias: zeros(M), fc2Weight: normal(C * M), fc2Bias: zeros(C),
+                ls2: c.layerScale ? ones(C) : nil)
         }
-        let w = ViTWeights(clsToken: normal(C), registers: normal(c.numRegisters * C),
-                           posEmbed: normal((c.posEmbedPrefix + c.grid * c.grid) * C),
-                           patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: blocks,
-                           normWeight: ones(C), normBias: zeros(C))
+        let w = ViTWeights(
+            clsToken: normal(C), registers: normal(c.numRegisters * C),
+            posEmbed: normal((c.posEmbedPrefix + c.grid * c.grid) * C),
+            patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: blocks,
+            normWeight: ones(C), normBias: zeros(C))
         return ViT(config: c, weights: w)
     }
 

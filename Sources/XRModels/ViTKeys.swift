@@ -6,24 +6,24 @@ import Foundation
 
 /// Canonical (timm) names of the parameters outside the blocks.
 public enum ViTKeys {
-    public static let classToken = "cls_token"                   // (1, 1, C)
-    public static let registers = "reg_token"                    // (1, R, C)
-    public static let posEmbed = "pos_embed"                     // (1, posEmbedPrefix + grid², C)
-    public static let patchWeight = "patch_embed.proj.weight"    // (C, 3, P, P)
-    public static let patchBias = "patch_embed.proj.bias"        // (C)
-    public static let normWeight = "norm.weight"                 // (C)
-    public static let normBias = "norm.bias"                     // (C)
+    public static let classToken = "cls_token" // (1, 1, C)
+    public static let registers = "reg_token" // (1, R, C)
+    public static let posEmbed = "pos_embed" // (1, posEmbedPrefix + grid², C)
+    public static let patchWeight = "patch_embed.proj.weight" // (C, 3, P, P)
+    public static let patchBias = "patch_embed.proj.bias" // (C)
+    public static let normWeight = "norm.weight" // (C)
+    public static let normBias = "norm.bias" // (C)
 }
 
 /// Canonical (timm) names of one pre-norm block's parameters.
 public struct PreNormBlockKeys: Sendable {
-    public let norm1Weight, norm1Bias: String     // (C)
-    public let qkvWeight, qkvBias: String         // (3C, C), (3C); rows [q; k; v]
-    public let projWeight, projBias: String       // (C, C), (C)
-    public let ls1, ls2: String                   // (C) LayerScale
-    public let norm2Weight, norm2Bias: String     // (C)
-    public let fc1Weight, fc1Bias: String         // (M, C), (M)
-    public let fc2Weight, fc2Bias: String         // (C, M), (C)
+    public let norm1Weight, norm1Bias: String // (C)
+    public let qkvWeight, qkvBias: String // (3C, C), (3C); rows [q; k; v]
+    public let projWeight, projBias: String // (C, C), (C)
+    public let ls1, ls2: String // (C) LayerScale
+    public let norm2Weight, norm2Bias: String // (C)
+    public let fc1Weight, fc1Bias: String // (M, C), (M)
+    public let fc2Weight, fc2Bias: String // (C, M), (C)
 
     public init(block i: Int) {
         let p = "blocks.\(i)."
@@ -107,13 +107,13 @@ private let huggingFaceTopLevel: [String: String] = [
     ViTKeys.classToken: "embeddings.cls_token", ViTKeys.registers: "embeddings.register_tokens",
     ViTKeys.posEmbed: "embeddings.position_embeddings",
     ViTKeys.patchWeight: "embeddings.patch_embeddings.projection.weight", ViTKeys.patchBias: "embeddings.patch_embeddings.projection.bias",
-    ViTKeys.normWeight: "layernorm.weight", ViTKeys.normBias: "layernorm.bias",
+    ViTKeys.normWeight: "layernorm.weight", ViTKeys.normBias: "layernorm.bias"
 ]
 
 /// Hugging Face names inside a block that differ from timm's (norm1, norm2, mlp.fc1, mlp.fc2 are the same).
 private let huggingFaceBlock: [String: String] = [
     "attn.proj.weight": "attention.output.dense.weight", "attn.proj.bias": "attention.output.dense.bias",
-    "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+    "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1"
 ]
 
 /// Keys that real checkpoints carry but feature extraction does not use, by design. Anything

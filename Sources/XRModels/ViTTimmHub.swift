@@ -20,7 +20,7 @@ public struct TimmHubConfig: Sendable {
     static let knownArgs: Set<String> = [
         "num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "init_values",
         "reg_tokens", "no_embed_class", "dynamic_img_size", "dynamic_img_pad", "in_chans", "global_pool", "class_token",
-        "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained_strict",
+        "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained_strict"
     ]
 
     /// Heads of the standard sizes, by the size word in the architecture name.
@@ -30,18 +30,21 @@ public struct TimmHubConfig: Sendable {
     /// - Throws: `XRError` naming the field for an architecture or option xrlab does not run.
     public static func read(_ url: URL) throws -> TimmHubConfig? {
         guard let data = try? Data(contentsOf: url),
-              let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else {
             throw XRError("config.json is not a JSON object", file: url.path)
         }
         guard let arch = o["architecture"] as? String else { return nil }
         guard arch.hasPrefix("vit_"), !arch.contains("quickgelu"), !arch.contains("siglip") else {
-            throw XRError("architecture '\(arch)' is not one xrlab runs", file: url.path, field: "architecture",
-                          hint: "xrlab runs " + supported)
+            throw XRError(
+                "architecture '\(arch)' is not one xrlab runs", file: url.path, field: "architecture",
+                hint: "xrlab runs " + supported)
         }
         let args = o["model_args"] as? [String: Any] ?? [:]
         for k in args.keys.sorted() where !knownArgs.contains(k) {
-            throw XRError("model argument '\(k)' is not one xrlab follows", file: url.path, field: "model_args.\(k)",
-                          hint: "xrlab runs " + supported + " with their default layers")
+            throw XRError(
+                "model argument '\(k)' is not one xrlab follows", file: url.path, field: "model_args.\(k)",
+                hint: "xrlab runs " + supported + " with their default layers")
         }
         for (field, value) in [("global_pool", o["global_pool"]), ("model_args.global_pool", args["global_pool"])] {
             if let v = value, (v as? String) != "token" {
@@ -79,7 +82,8 @@ extension ViTLoader {
         var notes = ["timm architecture \(config.architecture)"]
         let config2 = try inferConfig(src, layout: .timm, heads: heads ?? config.heads, notes: &notes, file: weights.path)
         let model = try build(src, layout: .timm, config: config2, file: weights.path)
-        return LoadedViT(model: model, config: config2, layout: ViTLayout.timm.rawValue, weightFiles: [weights, config.url],
-                         preprocessorConfig: nil, notes: notes, timmConfig: config.url)
+        return LoadedViT(
+            model: model, config: config2, layout: ViTLayout.timm.rawValue, weightFiles: [weights, config.url],
+            preprocessorConfig: nil, notes: notes, timmConfig: config.url)
     }
 }

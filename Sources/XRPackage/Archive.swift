@@ -42,12 +42,15 @@ public enum TarArchive {
             try checkName(e.name, archive: url.path)
             guard seen.insert(e.name).inserted else { throw XRError("duplicate entry name", file: url.path, field: e.name) }
         }
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(
+            ".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
         defer { try? FileManager.default.removeItem(at: tmp) }
         guard let a = archive_write_new() else { throw XRError("libarchive: out of memory", file: url.path) }
         defer { archive_write_free(a) }
         func check(_ r: Int32, _ what: String) throws {
-            if r != ARCHIVE_OK { throw XRError("libarchive: \(what): \((archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: url.path) }
+            if r != ARCHIVE_OK {
+                throw XRError("libarchive: \(what): \((archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: url.path)
+            }
         }
         try check(archive_write_set_format_ustar(a), "ustar format")
         switch compression {
@@ -78,7 +81,10 @@ public enum TarArchive {
                 var off = 0
                 while off < raw.count {
                     let n = archive_write_data(a, raw.baseAddress! + off, raw.count - off)
-                    if n <= 0 { throw XRError("libarchive: writing \(e.name): \((archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: url.path) }
+                    if n <= 0 {
+                        throw XRError(
+                            "libarchive: writing \(e.name): \((archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: url.path)
+                    }
                     off += n
                 }
             }
@@ -126,8 +132,10 @@ public enum TarArchive {
     /// called after its header is checked (it may throw to refuse the entry before any of its
     /// data is decompressed) and returns the consumer of the entry's bytes, which receives them
     /// in chunks of at most 1 MiB; nothing but one chunk is held in memory here.
-    public static func stream(_ url: URL, limits: Limits = Limits(),
-                              visit: (_ name: String, _ size: Int64) throws -> (UnsafeRawBufferPointer) throws -> Void) throws {
+    public static func stream(
+        _ url: URL, limits: Limits = Limits(),
+        visit: (_ name: String, _ size: Int64) throws -> (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
         let path = url.path
         guard FileManager.default.fileExists(atPath: path) else { throw XRError("archive not found", file: path) }
         guard let a = archive_read_new() else { throw XRError("libarchive: out of memory", file: path) }

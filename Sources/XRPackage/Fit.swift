@@ -73,9 +73,12 @@ public enum ModelFitter {
             return ("image files", try inputs.map { try SHA256.hexOfFile($0.url) })
         }
         let d = data.dim
-        return ("feature rows", (0..<data.ids.count).map { i in
-            data.features[(i * d)..<((i + 1) * d)].withUnsafeBytes { hexString(SHA256.hash(Array($0))) }
-        })
+        return (
+            "feature rows",
+            (0..<data.ids.count).map { i in
+                data.features[(i * d)..<((i + 1) * d)].withUnsafeBytes { hexString(SHA256.hash(Array($0))) }
+            }
+        )
     }
 
     public static func fit(_ r: LoadedRecipe, data: StudyData, runDirectory: URL, options: FitOptions) throws -> FittedModel {
@@ -107,11 +110,14 @@ public enum ModelFitter {
             var train: [Int], validation: [Int]
             if let k = options.shots {
                 let taskHash = SHA256.hash(Array(task.name.utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                switch FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients,
-                                             k: k, seed: UInt64(options.seed), stream: [taskHash, UInt64(k)]) {
+                switch FewShotSampler.sample(
+                    labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients,
+                    k: k, seed: UInt64(options.seed), stream: [taskHash, UInt64(k)])
+                {
                 case let .failure(e):
-                    throw XRError("task '\(task.name)': class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples; \(k) shots requested",
-                                  field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
+                    throw XRError(
+                        "task '\(task.name)': class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples; \(k) shots requested",
+                        field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
                 case let .success(s): train = s
                 }
                 let used = Set(train.map { key[$0] })
@@ -136,8 +142,9 @@ public enum ModelFitter {
 
             // Fit.
             let prefix = "heads.\(ti)."
-            var info = HeadInfo(task: task.name, classes: task.classes, kind: "logistic", tensors: prefix, k: nil, temperature: nil,
-                                chosen_C: nil, threshold: nil, threshold_note: "most probable class", n_train: train.count, n_validation: validation.count)
+            var info = HeadInfo(
+                task: task.name, classes: task.classes, kind: "logistic", tensors: prefix, k: nil, temperature: nil,
+                chosen_C: nil, threshold: nil, threshold_note: "most probable class", n_train: train.count, n_validation: validation.count)
             var head: Head
             let validationProbs: [[Double]], testProbs: [[Double]]
             if let spec = probeSpec {
@@ -145,8 +152,9 @@ public enum ModelFitter {
                 var tensors: [String: Tensor] = [:]
                 switch spec {
                 case .logistic:
-                    let (m, c) = Probe.fitLogistic(spec, train: xtr, labels: ytr, d: d, classes: K,
-                                                   pool: poolStandardizer)
+                    let (m, c) = Probe.fitLogistic(
+                        spec, train: xtr, labels: ytr, d: d, classes: K,
+                        pool: poolStandardizer)
                     info.chosen_C = c
                     tensors["weight"] = Tensor(shape: [m.bias.count, d], scalars: m.weights.map(Float.init))
                     tensors["bias"] = Tensor(shape: [m.bias.count], scalars: m.bias.map(Float.init))
@@ -194,27 +202,34 @@ public enum ModelFitter {
                 head.info.threshold_note = note
             }
             heads.append(head)
-            evaluation.append(evaluate(probabilities: testProbs, threshold: head.info.threshold, task: task, rows: test, data: data,
-                                       recipe: r.recipe, resamples: resamples, seed: UInt64(options.seed)))
+            evaluation.append(
+                evaluate(
+                    probabilities: testProbs, threshold: head.info.threshold, task: task, rows: test, data: data,
+                    recipe: r.recipe, resamples: resamples, seed: UInt64(options.seed)))
         }
         let (content, hashes) = try rowHashes(r, data: data)
         func split(_ rows: Set<Int>, _ which: Int) -> DataFingerprint.Split {
             let idx = rows.sorted()
             let joined = idx.map { hashes[$0] }.sorted().joined(separator: "\n")
-            return DataFingerprint.Split(rows: idx.count, patients: data.patients.map { p in Set(idx.map { p[$0] }).count },
-                                         classes: classCounts.mapValues { $0[which] },
-                                         content_sha256: SHA256.hex(Data(joined.utf8)))
+            return DataFingerprint.Split(
+                rows: idx.count, patients: data.patients.map { p in Set(idx.map { p[$0] }).count },
+                classes: classCounts.mapValues { $0[which] },
+                content_sha256: SHA256.hex(Data(joined.utf8)))
         }
         let fp = DataFingerprint(content: content, train: split(trainRows, 0), validation: split(validationRows, 1), test: split(testRows, 2))
-        let method = MethodInfo(name: label, spec: probeSpec?.description ?? tuneSpec?.description ?? label, shots: options.shots, seed: options.seed,
-                                validation_fraction: options.shots == nil ? options.validationFraction : nil,
-                                threshold_rule: "Youden's J (sensitivity + specificity − 1) maximised on the validation rows")
-        return FittedModel(heads: heads, evaluation: evaluation, training: fp, method: method, dim: d,
-                           inputSize: tuneContext?.size, merged: mergedWeights)
+        let method = MethodInfo(
+            name: label, spec: probeSpec?.description ?? tuneSpec?.description ?? label, shots: options.shots, seed: options.seed,
+            validation_fraction: options.shots == nil ? options.validationFraction : nil,
+            threshold_rule: "Youden's J (sensitivity + specificity − 1) maximised on the validation rows")
+        return FittedModel(
+            heads: heads, evaluation: evaluation, training: fp, method: method, dim: d,
+            inputSize: tuneContext?.size, merged: mergedWeights)
     }
 
-    static func evaluate(probabilities p: [[Double]], threshold: Double?, task: StudyTask, rows test: [Int], data: StudyData, recipe: Recipe,
-                         resamples: Int, seed: UInt64) -> TaskEvaluation {
+    static func evaluate(
+        probabilities p: [[Double]], threshold: Double?, task: StudyTask, rows test: [Int], data: StudyData, recipe: Recipe,
+        resamples: Int, seed: UInt64
+    ) -> TaskEvaluation {
         let K = task.classes.count
         let y = test.map { task.labels[$0] }
         let patients = data.patients.map { pp in test.map { pp[$0] } }
@@ -238,9 +253,10 @@ public enum ModelFitter {
                     return dn == 0 ? nil : Double(idx.filter { den($0) && num($0) }.count) / Double(dn)
                 }
             }
-            op = .init(threshold: t,
-                       sensitivity: rate({ dec[$0] == 1 }, { y[$0] == 1 }), specificity: rate({ dec[$0] == 0 }, { y[$0] == 0 }),
-                       ppv: rate({ y[$0] == 1 }, { dec[$0] == 1 }), npv: rate({ y[$0] == 0 }, { dec[$0] == 0 }))
+            op = .init(
+                threshold: t,
+                sensitivity: rate({ dec[$0] == 1 }, { y[$0] == 1 }), specificity: rate({ dec[$0] == 0 }, { y[$0] == 0 }),
+                ppv: rate({ y[$0] == 1 }, { dec[$0] == 1 }), npv: rate({ y[$0] == 0 }, { dec[$0] == 0 }))
         }
         var bins: [TaskEvaluation.CalibrationBin] = []
         for b in 0..<10 {
@@ -251,18 +267,22 @@ public enum ModelFitter {
                 let c = row[top]
                 if (c > lo || (b == 0 && c >= lo)) && c <= hi { conf.append(c); hit.append(top == truth ? 1 : 0) }
             }
-            bins.append(.init(low: lo, high: hi, count: conf.count,
-                              mean_confidence: conf.isEmpty ? nil : conf.reduce(0, +) / Double(conf.count),
-                              accuracy: hit.isEmpty ? nil : hit.reduce(0, +) / Double(hit.count)))
+            bins.append(
+                .init(
+                    low: lo, high: hi, count: conf.count,
+                    mean_confidence: conf.isEmpty ? nil : conf.reduce(0, +) / Double(conf.count),
+                    accuracy: hit.isEmpty ? nil : hit.reduce(0, +) / Double(hit.count)))
         }
         var subgroups: [SubgroupResult] = []
         for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
-            subgroups.append(SubgroupResult.analyse(attribute: attr, group: test.map { g[$0] }, patients: patients, resamples: resamples, seed: seed) { idx in
-                Metrics.named(recipe.primary_metric, probabilities: idx.map { p[$0] }, truth: idx.map { y[$0] }, classes: K)
-            })
+            subgroups.append(
+                SubgroupResult.analyse(attribute: attr, group: test.map { g[$0] }, patients: patients, resamples: resamples, seed: seed) { idx in
+                    Metrics.named(recipe.primary_metric, probabilities: idx.map { p[$0] }, truth: idx.map { y[$0] }, classes: K)
+                })
         }
-        return TaskEvaluation(task: task.name, n_test: test.count, bootstrap_resamples: resamples, metrics: metrics,
-                              operating_point: op, calibration: bins, subgroups: subgroups)
+        return TaskEvaluation(
+            task: task.name, n_test: test.count, bootstrap_resamples: resamples, metrics: metrics,
+            operating_point: op, calibration: bins, subgroups: subgroups)
     }
 }
 

@@ -185,7 +185,8 @@ public struct SemanticVersion: Comparable, CustomStringConvertible, Sendable, Ha
     public init?(_ s: String) {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.count <= 9 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
-              parts.allSatisfy({ $0 == "0" || !$0.hasPrefix("0") }) else { return nil }
+            parts.allSatisfy({ $0 == "0" || !$0.hasPrefix("0") })
+        else { return nil }
         major = Int(parts[0])!; minor = Int(parts[1])!; patch = Int(parts[2])!
     }
     public var description: String { "\(major).\(minor).\(patch)" }

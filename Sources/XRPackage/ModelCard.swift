@@ -13,7 +13,8 @@ public enum ModelCard {
     public static func render(_ m: PackageManifest) -> String {
         var s = "# \(m.name) \(m.version)\n\n"
         s += "Site model packaged by xrlab \(m.xrlab_version) on \(m.created): a `\(m.method.name)` head per task on "
-        s += m.base_encoder.kind == "encoder"
+        s +=
+            m.base_encoder.kind == "encoder"
             ? "a frozen \(m.base_encoder.layout ?? "ViT") encoder (`\(m.base_encoder.source)`, weights SHA-256 `\(m.base_encoder.sha256.prefix(16))…`).\n\n"
             : "precomputed features (`\(m.base_encoder.source)`, SHA-256 `\(m.base_encoder.sha256.prefix(16))…`).\n\n"
         s += "## Intended use\n\n"
@@ -31,7 +32,8 @@ public enum ModelCard {
         }
         s += "\nContent hashes (SHA-256 over the sorted \(t.content) hashes): train `\(t.train.content_sha256.prefix(16))…`, "
         s += "validation `\(t.validation.content_sha256.prefix(16))…`, test `\(t.test.content_sha256.prefix(16))…`. No identifiers are stored.\n\n"
-        s += "Training: \(m.method.shots.map { "\($0) examples per class (seed \(m.method.seed))" } ?? "all training rows, \(Int((m.method.validation_fraction ?? 0) * 100))% of training patients held out for thresholds"); "
+        s +=
+            "Training: \(m.method.shots.map { "\($0) examples per class (seed \(m.method.seed))" } ?? "all training rows, \(Int((m.method.validation_fraction ?? 0) * 100))% of training patients held out for thresholds"); "
         s += "method \(m.method.spec).\n\n"
         s += "## Metrics (test set, bootstrap 95% intervals)\n\n"
         let names = Array(Set(m.evaluation.flatMap { $0.metrics.keys })).sorted()
@@ -52,7 +54,11 @@ public enum ModelCard {
             for g in e.subgroups {
                 anySubgroup = true
                 let vals = g.values.sorted { $0.key < $1.key }.map { "\($0.key) \(num($0.value)) (n=\(g.counts[$0.key] ?? 0))" }.joined(separator: ", ")
-                let gap = g.gap.map { v in "gap \(num(v)) (\(g.highest ?? "?") − \(g.lowest ?? "?")" + (g.gapInterval.map { ", 95% CI \(num($0.low))–\(num($0.high))" } ?? "") + ")" } ?? "no gap (fewer than two groups with a defined metric)"
+                let gap =
+                    g.gap.map { v in
+                        "gap \(num(v)) (\(g.highest ?? "?") − \(g.lowest ?? "?")" + (g.gapInterval.map { ", 95% CI \(num($0.low))–\(num($0.high))" } ?? "")
+                            + ")"
+                    } ?? "no gap (fewer than two groups with a defined metric)"
                 s += "- \(e.task), \(g.attribute): \(primary) \(vals); \(gap)\(g.flagged ? " — **the interval excludes 0**" : "")\n"
             }
         }
@@ -60,12 +66,15 @@ public enum ModelCard {
         s += "\n## Calibration\n\n"
         for e in m.evaluation {
             let ece = e.metrics["ece"].map { " (ECE \(est($0)))" } ?? ""
-            s += "- \(e.task)\(ece): " + e.calibration.filter { $0.count > 0 }.map {
-                "\(num($0.low, 1))–\(num($0.high, 1)): confidence \(num($0.mean_confidence, 2)), accuracy \(num($0.accuracy, 2)), n=\($0.count)"
-            }.joined(separator: "; ") + "\n"
+            s +=
+                "- \(e.task)\(ece): "
+                + e.calibration.filter { $0.count > 0 }.map {
+                    "\(num($0.low, 1))–\(num($0.high, 1)): confidence \(num($0.mean_confidence, 2)), accuracy \(num($0.accuracy, 2)), n=\($0.count)"
+                }.joined(separator: "; ") + "\n"
         }
         s += "\n## Limitations\n\n"
-        s += "- Evaluated on \(t.test.rows) test rows from the same data source as training; performance elsewhere (other scanners, sites, populations) is unknown.\n"
+        s +=
+            "- Evaluated on \(t.test.rows) test rows from the same data source as training; performance elsewhere (other scanners, sites, populations) is unknown.\n"
         s += "- Thresholds were chosen on \(t.validation.rows) validation rows; small validation sets give unstable operating points.\n"
         if m.evaluation.contains(where: { $0.subgroups.contains(where: \.flagged) }) {
             s += "- At least one subgroup gap has a 95% interval excluding 0 (see Subgroups).\n"

@@ -65,10 +65,12 @@ public enum ModelSignature {
     /// The in-toto statement over files given by their SHA-256 digests (name → lowercase hex).
     static func statement(name: String, digests: [String: String]) -> Data {
         let resources = digests.sorted { $0.key < $1.key }.map { Statement.Resource(name: $0.key, algorithm: "sha256", digest: $0.value) }
-        let s = Statement(_type: statementType, subject: [.init(name: name, digest: ["sha256": rootDigest(resources)])],
-                          predicateType: predicateType,
-                          predicate: .init(serialization: .init(method: "files", hash_type: "sha256", allow_symlinks: false, ignore_paths: ignorePaths),
-                                           resources: resources))
+        let s = Statement(
+            _type: statementType, subject: [.init(name: name, digest: ["sha256": rootDigest(resources)])],
+            predicateType: predicateType,
+            predicate: .init(
+                serialization: .init(method: "files", hash_type: "sha256", allow_symlinks: false, ignore_paths: ignorePaths),
+                resources: resources))
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         // Encoding plain strings and arrays cannot fail.
@@ -99,8 +101,10 @@ public enum ModelSignature {
         let bundle: [String: Any] = [
             "mediaType": mediaType,
             "verificationMaterial": ["publicKey": ["hint": key.publicKey.keyID], "tlogEntries": [Any]()],
-            "dsseEnvelope": ["payload": payload.base64EncodedString(), "payloadType": payloadType,
-                             "signatures": [["sig": sig.base64EncodedString(), "keyid": ""]]],
+            "dsseEnvelope": [
+                "payload": payload.base64EncodedString(), "payloadType": payloadType,
+                "signatures": [["sig": sig.base64EncodedString(), "keyid": ""]]
+            ]
         ]
         return try JSONSerialization.data(withJSONObject: bundle, options: [.sortedKeys, .withoutEscapingSlashes]) + Data("\n".utf8)
     }
@@ -124,23 +128,27 @@ public enum ModelSignature {
     /// package or folder for messages.
     public static func verify(_ bundle: Data, digests files: [String: String], trusted: [TrustedKey], label: String) throws -> Signer {
         func malformed(_ why: String) -> XRError {
-            XRError("malformed signature bundle: \(why)", file: label, field: fileName,
-                    hint: "the signature file is damaged or not an OpenSSF model signing bundle; sign the package again")
+            XRError(
+                "malformed signature bundle: \(why)", file: label, field: fileName,
+                hint: "the signature file is damaged or not an OpenSSF model signing bundle; sign the package again")
         }
         guard let top = try? JSONSerialization.jsonObject(with: bundle), let b = top as? [String: Any] else { throw malformed("not a JSON object") }
         guard let media = b["mediaType"] as? String else { throw malformed("missing mediaType") }
         guard media == mediaType else { throw malformed("media type '\(media)', expected '\(mediaType)'") }
         guard let material = b["verificationMaterial"] as? [String: Any] else { throw malformed("missing verificationMaterial") }
         if material["certificate"] != nil || material["x509CertificateChain"] != nil {
-            throw XRError("signed with a certificate (Sigstore keyless or PKI), not a key", file: label, field: fileName,
-                          hint: "xrlab verifies key-based signatures (`model_signing sign key`); use `model_signing verify` for certificate signatures")
+            throw XRError(
+                "signed with a certificate (Sigstore keyless or PKI), not a key", file: label, field: fileName,
+                hint: "xrlab verifies key-based signatures (`model_signing sign key`); use `model_signing verify` for certificate signatures")
         }
         let hint = (material["publicKey"] as? [String: Any])?["hint"] as? String
         guard let env = b["dsseEnvelope"] as? [String: Any] else { throw malformed("missing dsseEnvelope") }
         guard env["payloadType"] as? String == payloadType else { throw malformed("DSSE payload type is not '\(payloadType)'") }
         guard let p64 = env["payload"] as? String, let payload = Data(base64Encoded: p64) else { throw malformed("DSSE payload missing or not base64") }
         guard let sigs = env["signatures"] as? [[String: Any]], sigs.count == 1 else { throw malformed("expected exactly one DSSE signature") }
-        guard let s64 = sigs[0]["sig"] as? String, let sig = Data(base64Encoded: s64), !sig.isEmpty else { throw malformed("DSSE signature missing or not base64") }
+        guard let s64 = sigs[0]["sig"] as? String, let sig = Data(base64Encoded: s64), !sig.isEmpty else {
+            throw malformed("DSSE signature missing or not base64")
+        }
 
         // The key: the one the bundle names, else (older bundles name none) any trusted key.
         let trustList = trusted.map { "\($0.name) \($0.shortID)…" }.joined(separator: ", ")
@@ -148,15 +156,17 @@ public enum ModelSignature {
         if let hint {
             candidates = trusted.filter { $0.keyID == hint.lowercased() }
             guard !candidates.isEmpty else {
-                throw XRError("unknown key: signed by key \(hint.prefix(16))…, which is not among the \(trusted.count) trusted key(s) (\(trustList))",
-                              file: label, field: fileName,
-                              hint: "if you trust the signer, add its public key to --trust or XRLAB_TRUSTED_KEYS")
+                throw XRError(
+                    "unknown key: signed by key \(hint.prefix(16))…, which is not among the \(trusted.count) trusted key(s) (\(trustList))",
+                    file: label, field: fileName,
+                    hint: "if you trust the signer, add its public key to --trust or XRLAB_TRUSTED_KEYS")
             }
         }
         let message = pae(payload)
         guard let key = candidates.first(where: { $0.isValid(derSignature: sig, for: message) }) else {
-            throw XRError("bad signature: the signature does not verify under \(hint == nil ? "any trusted key (\(trustList))" : "trusted key \(candidates[0].name) (\(candidates[0].shortID)…)")",
-                          file: label, field: fileName, hint: "the signed statement was altered, or the signature was made with another key")
+            throw XRError(
+                "bad signature: the signature does not verify under \(hint == nil ? "any trusted key (\(trustList))" : "trusted key \(candidates[0].name) (\(candidates[0].shortID)…)")",
+                file: label, field: fileName, hint: "the signed statement was altered, or the signature was made with another key")
         }
 
         // The signed statement.
@@ -166,13 +176,15 @@ public enum ModelSignature {
         }
         guard st._type == statementType else { throw malformed("statement type '\(st._type)', expected '\(statementType)'") }
         guard st.predicateType == predicateType else {
-            throw XRError("unsupported predicate type '\(st.predicateType)' (xrlab reads '\(predicateType)', model signing 1.0 and later)",
-                          file: label, field: fileName, hint: "sign the package again with a current signer")
+            throw XRError(
+                "unsupported predicate type '\(st.predicateType)' (xrlab reads '\(predicateType)', model signing 1.0 and later)",
+                file: label, field: fileName, hint: "sign the package again with a current signer")
         }
         let ser = st.predicate.serialization
         guard ser.method == "files", ser.hash_type == "sha256" else {
-            throw XRError("unsupported serialization '\(ser.method)' with '\(ser.hash_type)' (xrlab reads 'files' with 'sha256', model signing's default)",
-                          file: label, field: fileName, hint: "sign with `model_signing sign key` defaults")
+            throw XRError(
+                "unsupported serialization '\(ser.method)' with '\(ser.hash_type)' (xrlab reads 'files' with 'sha256', model signing's default)",
+                file: label, field: fileName, hint: "sign with `model_signing sign key` defaults")
         }
         guard st.subject.count == 1, let root = st.subject[0].digest["sha256"] else { throw malformed("expected one subject with a sha256 digest") }
         var listed: [String: String] = [:]
@@ -203,8 +215,9 @@ public enum ModelSignature {
         problems += changed
         if let first = problems.first {
             let list = problems.map { "'\($0.file)' \($0.what)" }.joined(separator: "; ")
-            throw XRError("the files do not match the signature (signed by \(key.name), for '\(st.subject[0].name)'): \(list)",
-                          file: label, field: first.file, hint: "the package was modified after signing, or the signature belongs to another package")
+            throw XRError(
+                "the files do not match the signature (signed by \(key.name), for '\(st.subject[0].name)'): \(list)",
+                file: label, field: first.file, hint: "the package was modified after signing, or the signature belongs to another package")
         }
         return Signer(keyName: key.name, keyID: key.keyID, subject: st.subject[0].name, files: files.count)
     }

@@ -51,8 +51,9 @@ public struct RegistryIndex: Codable, Equatable, Sendable {
             let i = try JSONDecoder().decode(RegistryIndex.self, from: Data(contentsOf: url))
             guard i.format == "xrlab-registry" else { throw XRError("not an xrlab registry index", file: url.path, field: "format") }
             guard i.format_version <= 1 else {
-                throw XRError("registry format \(i.format_version) is newer than this xrlab reads (1)", file: url.path, field: "format_version",
-                              hint: "upgrade xrlab")
+                throw XRError(
+                    "registry format \(i.format_version) is newer than this xrlab reads (1)", file: url.path, field: "format_version",
+                    hint: "upgrade xrlab")
             }
             return i
         } catch let e as XRError { throw e } catch {
@@ -105,8 +106,9 @@ public enum Packer {
         let archive = o.registry.appendingPathComponent(fileName)
         if (index.packages[o.name] ?? []).contains(where: { $0.version == version.description }) || FileManager.default.fileExists(atPath: archive.path) {
             let latest = index.latest(o.name).map { " (latest: \($0))" } ?? ""
-            throw XRError("\(o.name) \(version) already exists\(latest); versions are immutable", file: archive.path, field: "--version",
-                          hint: "pack a new version, e.g. --bump patch")
+            throw XRError(
+                "\(o.name) \(version) already exists\(latest); versions are immutable", file: archive.path, field: "--version",
+                hint: "pack a new version, e.g. --bump patch")
         }
 
         // Fit and evaluate.
@@ -127,9 +129,11 @@ public enum Packer {
 
         // Creation time: reproducible.
         let created: Date
-        if let c = o.created { created = c }
-        else if let e = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], let s = Double(e) { created = Date(timeIntervalSince1970: s) }
-        else {
+        if let c = o.created {
+            created = c
+        } else if let e = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], let s = Double(e) {
+            created = Date(timeIntervalSince1970: s)
+        } else {
             let results = dir.appendingPathComponent("results.jsonl")
             let attrs = try? FileManager.default.attributesOfItem(atPath: (FileManager.default.fileExists(atPath: results.path) ? results : runFile).path)
             created = (attrs?[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
@@ -148,12 +152,15 @@ public enum Packer {
             heads: fitted.heads.map { $0.info }, training_data: fitted.training, evaluation: fitted.evaluation,
             recipe: sanitized(r.recipe), files: [])
         let card = ModelCard.render(manifest)
-        var entries = [ArchiveEntry(name: "weights/head.safetensors", data: weights),
-                       ArchiveEntry(name: "MODEL_CARD.md", data: Data(card.utf8))]
+        var entries = [
+            ArchiveEntry(name: "weights/head.safetensors", data: weights),
+            ArchiveEntry(name: "MODEL_CARD.md", data: Data(card.utf8))
+        ]
         for (i, h) in fitted.heads.enumerated() {
             if let m = fitted.merged[h.info.task] {
-                let data = try SafeTensors.encode(m.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-                                                  metadata: ["format": "pt", "task": h.info.task, "xrlab_base_sha256": base.sha256])
+                let data = try SafeTensors.encode(
+                    m.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                    metadata: ["format": "pt", "task": h.info.task, "xrlab_base_sha256": base.sha256])
                 entries.append(ArchiveEntry(name: "weights/merged.\(i).safetensors", data: data))
             }
         }
@@ -167,9 +174,13 @@ public enum Packer {
         try TarArchive.write(entries, to: archive, compression: o.compression, mtime: Int64(seconds))
 
         let sha = try SHA256.hexOfFile(archive)
-        index.packages[o.name, default: []].append(.init(version: version.description, file: fileName, sha256: sha, created: createdText,
-                                                         signer: o.signingKey?.publicKey.keyID))
-        index.packages[o.name]!.sort { (SemanticVersion($0.version) ?? .init(major: 0, minor: 0, patch: 0)) < (SemanticVersion($1.version) ?? .init(major: 0, minor: 0, patch: 0)) }
+        index.packages[o.name, default: []].append(
+            .init(
+                version: version.description, file: fileName, sha256: sha, created: createdText,
+                signer: o.signingKey?.publicKey.keyID))
+        index.packages[o.name]!.sort {
+            (SemanticVersion($0.version) ?? .init(major: 0, minor: 0, patch: 0)) < (SemanticVersion($1.version) ?? .init(major: 0, minor: 0, patch: 0))
+        }
         try index.save(o.registry)
         return PackResult(archive: archive, manifest: manifest, sha256: sha)
     }
@@ -177,14 +188,16 @@ public enum Packer {
     static func baseEncoder(_ r: LoadedRecipe, dim: Int) throws -> BaseEncoder {
         if r.recipe.model != nil {
             let enc = try EncoderFeatureSource().encoder(r)
-            return BaseEncoder(kind: "encoder", sha256: enc.weightsHash, layout: enc.loaded.layout, config: enc.loaded.config,
-                               preprocessing: enc.preprocessing, representation: r.recipe.representation, dim: dim,
-                               source: URL(fileURLWithPath: r.recipe.model!.path).lastPathComponent)
+            return BaseEncoder(
+                kind: "encoder", sha256: enc.weightsHash, layout: enc.loaded.layout, config: enc.loaded.config,
+                preprocessing: enc.preprocessing, representation: r.recipe.representation, dim: dim,
+                source: URL(fileURLWithPath: r.recipe.model!.path).lastPathComponent)
         }
         let f = r.resolve(r.recipe.features!.matrix)
         let hashed = FileManager.default.fileExists(atPath: f.path) ? f : f.deletingPathExtension().appendingPathExtension("cls.npy")
-        return BaseEncoder(kind: "features", sha256: try SHA256.hexOfFile(hashed), layout: nil, config: nil, preprocessing: nil,
-                           representation: r.recipe.representation, dim: dim, source: f.lastPathComponent)
+        return BaseEncoder(
+            kind: "features", sha256: try SHA256.hexOfFile(hashed), layout: nil, config: nil, preprocessing: nil,
+            representation: r.recipe.representation, dim: dim, source: f.lastPathComponent)
     }
 
     /// The recipe without site-specific locations: paths reduced to file names.

@@ -74,8 +74,9 @@ extension PackageReader {
     static func checkSignature(_ bundle: Data?, digests: [String: String], label: String, trust: [TrustedKey]?) throws -> PackageSignature {
         guard let trust else { return bundle.map { .unchecked(keyID: ModelSignature.keyHint($0)) } ?? .unsigned }
         guard let bundle else {
-            throw XRError("unsigned: the package has no \(ModelSignature.fileName), and trusted keys were given", file: label, field: ModelSignature.fileName,
-                          hint: "ask the publisher for a signed package (`xrlab sign PKG --key KEY`), or read it without --trust / XRLAB_TRUSTED_KEYS")
+            throw XRError(
+                "unsigned: the package has no \(ModelSignature.fileName), and trusted keys were given", file: label, field: ModelSignature.fileName,
+                hint: "ask the publisher for a signed package (`xrlab sign PKG --key KEY`), or read it without --trust / XRLAB_TRUSTED_KEYS")
         }
         guard !trust.isEmpty else { throw XRError("no trusted keys given", file: label, field: "--trust") }
         return .verified(try ModelSignature.verify(bundle, digests: digests, trusted: trust, label: label))
@@ -91,8 +92,9 @@ public enum PackageSigner {
     /// Returns the signer and whether an earlier signature was replaced.
     public static func sign(_ url: URL, key: SigningKey) throws -> (signer: ModelSignature.Signer, replaced: Bool) {
         guard !isFolder(url) else {
-            throw XRError("xrlab signs package archives (.xrpkg), not folders", file: url.path,
-                          hint: "sign an unpacked folder with `model_signing sign key FOLDER --signature FOLDER/model.sig`")
+            throw XRError(
+                "xrlab signs package archives (.xrpkg), not folders", file: url.path,
+                hint: "sign an unpacked folder with `model_signing sign key FOLDER --signature FOLDER/model.sig`")
         }
         // The package is checked in full (streaming, within its manifest's size caps) before its
         // entries are read into memory to be written again.

@@ -17,7 +17,9 @@ public struct Prediction: Sendable {
 
     /// RFC 4180 CSV.
     public var csv: String {
-        func q(_ s: String) -> String { s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
+        func q(_ s: String) -> String {
+            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        }
         return ([header] + rows).map { $0.map(q).joined(separator: ",") }.joined(separator: "\n") + "\n"
     }
 }
@@ -33,8 +35,9 @@ public enum Predictor {
         o.classTokenOnly = !p.manifest.base_encoder.representation.contains("patch_mean")
         let res = try enc.embed(inputs, options: o)
         if !res.failed.isEmpty && !o.skipBad {
-            throw XRError("\(res.failed.count) image(s) could not be read:\n" + res.failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
-                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+            throw XRError(
+                "\(res.failed.count) image(s) could not be read:\n" + res.failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
+                hint: "fix or remove them, or pass --skip-bad to leave them out")
         }
         let ok = res.inputs
         guard !ok.isEmpty else { throw XRError("no readable images", field: "inputs") }
@@ -61,8 +64,9 @@ public enum Predictor {
             }
         }
         if !failed.isEmpty && !options.skipBad {
-            throw XRError("\(failed.count) image(s) could not be read:\n" + failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
-                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+            throw XRError(
+                "\(failed.count) image(s) could not be read:\n" + failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n"),
+                hint: "fix or remove them, or pass --skip-bad to leave them out")
         }
         guard !ids.isEmpty else { throw XRError("no readable images", field: "inputs") }
         var perHead: [[[Double]]] = []
@@ -107,8 +111,9 @@ public enum Predictor {
             throw XRError("this package tunes the encoder; it predicts from images (--base and image inputs), not features", field: "--features")
         }
         guard x.rank == 2, x.shape[1] == d, x.shape[0] == ids.count else {
-            throw XRError("features have shape \(x.shape), the package expects (\(ids.count), \(d)) (\(p.manifest.base_encoder.representation.joined(separator: "+")))",
-                          field: "features")
+            throw XRError(
+                "features have shape \(x.shape), the package expects (\(ids.count), \(d)) (\(p.manifest.base_encoder.representation.joined(separator: "+")))",
+                field: "features")
         }
         if let i = x.scalars.firstIndex(where: { !$0.isFinite }) {
             throw XRError("feature \(i % d) of '\(ids[i / d])' is \(x.scalars[i])", field: "features")
@@ -163,7 +168,8 @@ public enum Predictor {
         guard x.rank == 2 else { throw XRError("features must be (N, D), got \(x.shape)", file: url.path) }
         let sidecar = url.deletingPathExtension().appendingPathExtension("json")
         if let d = try? Data(contentsOf: sidecar), let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
-           let inputs = obj["inputs"] as? [[String: Any]], inputs.count == x.shape[0] {
+            let inputs = obj["inputs"] as? [[String: Any]], inputs.count == x.shape[0]
+        {
             return (x, inputs.map { ($0["path"] as? String) ?? "?" })
         }
         return (x, (1...max(1, x.shape[0])).prefix(x.shape[0]).map { "row\($0)" })

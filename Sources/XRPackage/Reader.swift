@@ -41,8 +41,10 @@ public enum PackageReader {
     /// covers exactly its files; it is checked as soon as every entry has been hashed, before the
     /// checksums and the head weights, and entries SHA256SUMS does not list are then left for the
     /// signature to name (they are still capped by the manifest and never kept in memory).
-    public static func open(_ url: URL, trust: [TrustedKey]? = nil, extractTo: URL? = nil,
-                            inMemoryBytes: Int = Limits.packageInMemoryEntryBytes) throws -> OpenedPackage {
+    public static func open(
+        _ url: URL, trust: [TrustedKey]? = nil, extractTo: URL? = nil,
+        inMemoryBytes: Int = Limits.packageInMemoryEntryBytes
+    ) throws -> OpenedPackage {
         let path = url.path
         var entries: [String: Data] = [:]
         var sizes: [String: Int64] = [:]
@@ -77,9 +79,11 @@ public enum PackageReader {
             }
             let cap = caps?.cap(name) ?? Int64(Limits.packageInMemoryEntryBytes)
             guard size <= cap else {
-                throw XRError("entry declares \(size) bytes, more than the \(cap) bytes the manifest accounts for", file: path, field: name,
-                              hint: caps == nil ? "entries before manifest.json may hold at most \(Limits.packageInMemoryEntryBytes) bytes"
-                                                : "the package may be a decompression bomb or damaged; repack it with xrlab pack")
+                throw XRError(
+                    "entry declares \(size) bytes, more than the \(cap) bytes the manifest accounts for", file: path, field: name,
+                    hint: caps == nil
+                        ? "entries before manifest.json may hold at most \(Limits.packageInMemoryEntryBytes) bytes"
+                        : "the package may be a decompression bomb or damaged; repack it with xrlab pack")
             }
             sizes[name] = size
             var memory: Data? = nil, file: FileHandle? = nil
@@ -87,7 +91,9 @@ public enum PackageReader {
                 if size <= Int64(inMemoryBytes) {
                     memory = Data(capacity: Int(size))
                 } else if name == "weights/head.safetensors" {
-                    guard FileManager.default.createFile(atPath: headFile.path, contents: nil) else { throw XRError("cannot write a temporary file", file: headFile.path) }
+                    guard FileManager.default.createFile(atPath: headFile.path, contents: nil) else {
+                        throw XRError("cannot write a temporary file", file: headFile.path)
+                    }
                     file = try FileHandle(forWritingTo: headFile)
                     headOnDisk = true
                 } else {
@@ -129,8 +135,9 @@ public enum PackageReader {
             guard let want = listed[name] else { throw XRError("entry '\(name)' is not listed in SHA256SUMS", file: path, field: name) }
             let got = hashes[name] ?? ""
             guard got == want else {
-                throw XRError("checksum mismatch: SHA256SUMS says \(want.prefix(16))…, the entry hashes to \(got.prefix(16))…", file: path, field: name,
-                              hint: "the package was modified or damaged after packing")
+                throw XRError(
+                    "checksum mismatch: SHA256SUMS says \(want.prefix(16))…, the entry hashes to \(got.prefix(16))…", file: path, field: name,
+                    hint: "the package was modified or damaged after packing")
             }
         }
         if let missing = listed.keys.sorted().first(where: { hashes[$0] == nil }) {
@@ -171,14 +178,16 @@ public enum PackageReader {
         let n = p.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         let field = "weights/head.safetensors"
         guard n > 0, n <= UInt64(entrySize - 8) else {
-            throw XRError("header length \(n) does not fit the \(entrySize)-byte entry", file: "\(path):\(field)", field: "header length",
-                          hint: "the package is damaged or not written by xrlab pack")
+            throw XRError(
+                "header length \(n) does not fit the \(entrySize)-byte entry", file: "\(path):\(field)", field: "header length",
+                hint: "the package is damaged or not written by xrlab pack")
         }
         guard n <= UInt64(headerPrefixBytes - 8) else { return true }
         guard UInt64(p.count) >= 8 + n else { return false }
-        guard (try? JSONSerialization.jsonObject(with: p.subdata(in: p.startIndex + 8 ..< p.startIndex + 8 + Int(n)))) is [String: Any] else {
-            throw XRError("header is not a JSON object", file: "\(path):\(field)", field: "header",
-                          hint: "the package is damaged or not written by xrlab pack")
+        guard (try? JSONSerialization.jsonObject(with: p.subdata(in: p.startIndex + 8..<p.startIndex + 8 + Int(n)))) is [String: Any] else {
+            throw XRError(
+                "header is not a JSON object", file: "\(path):\(field)", field: "header",
+                hint: "the package is damaged or not written by xrlab pack")
         }
         return true
     }
@@ -212,8 +221,9 @@ public enum PackageReader {
         guard v >= 1 else { throw XRError("format_version \(v) is not a valid version", file: file, field: "format_version") }
         if v > PackageManifest.formatVersion {
             let needs = (obj["requires_xrlab"] as? String).map { "xrlab \($0) or newer" } ?? "a newer xrlab"
-            throw XRError("package format \(v) is newer than this xrlab (\(XRLabVersion.string)) reads (formats 1–\(PackageManifest.formatVersion))",
-                          file: file, field: "format_version", hint: "this package needs \(needs)")
+            throw XRError(
+                "package format \(v) is newer than this xrlab (\(XRLabVersion.string)) reads (formats 1–\(PackageManifest.formatVersion))",
+                file: file, field: "format_version", hint: "this package needs \(needs)")
         }
         let m: PackageManifest
         do { m = try JSONDecoder().decode(PackageManifest.self, from: data) } catch {
@@ -245,16 +255,18 @@ public enum PackageReader {
     public static func encoder(for p: OpenedPackage, base url: URL) throws -> Encoder {
         let b = p.manifest.base_encoder
         guard b.kind == "encoder", let pre = b.preprocessing, let config = b.config else {
-            throw XRError("this package was built on precomputed features, not an encoder", file: p.url.path, field: "base_encoder.kind",
-                          hint: "pass --features with features from the same encoder")
+            throw XRError(
+                "this package was built on precomputed features, not an encoder", file: p.url.path, field: "base_encoder.kind",
+                hint: "pass --features with features from the same encoder")
         }
         var isDir: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir)
         let enc = try Encoder.load(model: url, preset: isDir.boolValue ? nil : config, heads: config.heads, explicit: pre)
         guard enc.weightsHash == b.sha256 else {
-            throw XRError("base encoder mismatch: the package was trained on weights \(b.sha256.prefix(16))…, this checkpoint is \(enc.weightsHash.prefix(16))…",
-                          file: url.path, field: "base_encoder.sha256",
-                          hint: "use the encoder the package records (\(b.source), layout \(b.layout ?? "?")); a different encoder silently gives wrong answers")
+            throw XRError(
+                "base encoder mismatch: the package was trained on weights \(b.sha256.prefix(16))…, this checkpoint is \(enc.weightsHash.prefix(16))…",
+                file: url.path, field: "base_encoder.sha256",
+                hint: "use the encoder the package records (\(b.source), layout \(b.layout ?? "?")); a different encoder silently gives wrong answers")
         }
         return enc
     }
@@ -264,10 +276,12 @@ public enum PackageReader {
     public static func verify(_ url: URL, base: URL?, trust: [TrustedKey]? = nil) throws -> (OpenedPackage, [String]) {
         let p = try open(url, trust: trust)
         let signed = p.sizes[ModelSignature.fileName] != nil
-        var lines = ["signature: \(p.signature.summary)",
-                     "archive: \(p.sizes.count) entries, safe names, plain files",
-                     "checksums: \(p.sizes.count - (signed ? 2 : 1)) entries match SHA256SUMS",
-                     "manifest: format \(p.manifest.format_version), \(p.manifest.name) \(p.manifest.version), \(p.heads.count) head(s) checked against their tensors"]
+        var lines = [
+            "signature: \(p.signature.summary)",
+            "archive: \(p.sizes.count) entries, safe names, plain files",
+            "checksums: \(p.sizes.count - (signed ? 2 : 1)) entries match SHA256SUMS",
+            "manifest: format \(p.manifest.format_version), \(p.manifest.name) \(p.manifest.version), \(p.heads.count) head(s) checked against their tensors"
+        ]
         if let base {
             if p.manifest.base_encoder.kind == "encoder" {
                 _ = try encoder(for: p, base: base)
@@ -275,8 +289,9 @@ public enum PackageReader {
             } else {
                 let h = try SHA256.hexOfFile(base)
                 guard h == p.manifest.base_encoder.sha256 else {
-                    throw XRError("feature file mismatch: recorded \(p.manifest.base_encoder.sha256.prefix(16))…, this file is \(h.prefix(16))…",
-                                  file: base.path, field: "base_encoder.sha256")
+                    throw XRError(
+                        "feature file mismatch: recorded \(p.manifest.base_encoder.sha256.prefix(16))…, this file is \(h.prefix(16))…",
+                        file: base.path, field: "base_encoder.sha256")
                 }
                 lines.append("base features: \(base.path) matches")
             }
@@ -315,11 +330,14 @@ public enum PackageReader {
         var out: [String] = []
         func line(_ what: String, _ x: String, _ y: String) { if x != y { out.append("\(what): \(x) → \(y)") } }
         line("version", "\(ma.name) \(ma.version)", "\(mb.name) \(mb.version)")
-        line("base encoder", "\(ma.base_encoder.kind) \(ma.base_encoder.sha256.prefix(16))… (\(ma.base_encoder.source))",
-             "\(mb.base_encoder.kind) \(mb.base_encoder.sha256.prefix(16))… (\(mb.base_encoder.source))")
+        line(
+            "base encoder", "\(ma.base_encoder.kind) \(ma.base_encoder.sha256.prefix(16))… (\(ma.base_encoder.source))",
+            "\(mb.base_encoder.kind) \(mb.base_encoder.sha256.prefix(16))… (\(mb.base_encoder.source))")
         if let pa = ma.base_encoder.preprocessing, let pb = mb.base_encoder.preprocessing { line("preprocessing", pa.description, pb.description) }
         line("representation", ma.base_encoder.representation.joined(separator: "+"), mb.base_encoder.representation.joined(separator: "+"))
-        line("method", "\(ma.method.name) (\(ma.method.shots.map { "\($0) shots" } ?? "all rows"))", "\(mb.method.name) (\(mb.method.shots.map { "\($0) shots" } ?? "all rows"))")
+        line(
+            "method", "\(ma.method.name) (\(ma.method.shots.map { "\($0) shots" } ?? "all rows"))",
+            "\(mb.method.name) (\(mb.method.shots.map { "\($0) shots" } ?? "all rows"))")
         line("labels", ma.labels.joined(separator: ", "), mb.labels.joined(separator: ", "))
         let tasks = Array(Set(ma.heads.map(\.task)).union(mb.heads.map(\.task))).sorted()
         for t in tasks {

@@ -27,15 +27,18 @@ public struct SigningKey: Sendable {
         let text = try readPEMText(url, role: "private key")
         guard let block = pemBlock(text, types: ["PRIVATE KEY", "EC PRIVATE KEY"]) else {
             if pemBlock(text, types: ["PUBLIC KEY"]) != nil {
-                throw XRError("this is a public key; signing needs the private key", file: url.path,
-                              hint: "pass the private key file (e.g. site.key), not site.pub")
+                throw XRError(
+                    "this is a public key; signing needs the private key", file: url.path,
+                    hint: "pass the private key file (e.g. site.key), not site.pub")
             }
-            throw XRError("no PEM private key (-----BEGIN PRIVATE KEY-----) in the file", file: url.path,
-                          hint: "create one with `xrlab keygen --out site.key`")
+            throw XRError(
+                "no PEM private key (-----BEGIN PRIVATE KEY-----) in the file", file: url.path,
+                hint: "create one with `xrlab keygen --out site.key`")
         }
         do { return SigningKey(key: try P256.Signing.PrivateKey(pemRepresentation: block), file: url.path) } catch {
-            throw XRError("not an ECDSA P-256 private key (\(error))", file: url.path,
-                          hint: "xrlab signs with P-256 keys; create one with `xrlab keygen --out site.key`")
+            throw XRError(
+                "not an ECDSA P-256 private key (\(error))", file: url.path,
+                hint: "xrlab signs with P-256 keys; create one with `xrlab keygen --out site.key`")
         }
     }
 
@@ -124,8 +127,9 @@ public struct TrustedKey: Sendable {
         let text = try readPEMText(url, role: "public key")
         guard let block = pemBlock(text, types: ["PUBLIC KEY"]) else {
             if pemBlock(text, types: ["PRIVATE KEY", "EC PRIVATE KEY"]) != nil {
-                throw XRError("this is a private key; trust is given to public keys", file: url.path,
-                              hint: "pass the .pub file written beside the key (keep the private key private)")
+                throw XRError(
+                    "this is a private key; trust is given to public keys", file: url.path,
+                    hint: "pass the .pub file written beside the key (keep the private key private)")
             }
             throw XRError("no PEM public key (-----BEGIN PUBLIC KEY-----) in the file", file: url.path)
         }
@@ -133,8 +137,9 @@ public struct TrustedKey: Sendable {
         if let k = try? P256.Signing.PublicKey(pemRepresentation: block) { return TrustedKey(.p256(k), name: name) }
         if let k = try? P384.Signing.PublicKey(pemRepresentation: block) { return TrustedKey(.p384(k), name: name) }
         if let k = try? P521.Signing.PublicKey(pemRepresentation: block) { return TrustedKey(.p521(k), name: name) }
-        throw XRError("not an ECDSA P-256, P-384 or P-521 public key", file: url.path,
-                      hint: "signatures in OpenSSF model signing's key mode use these curves")
+        throw XRError(
+            "not an ECDSA P-256, P-384 or P-521 public key", file: url.path,
+            hint: "signatures in OpenSSF model signing's key mode use these curves")
     }
 
     /// Keys from files and folders (every `*.pub` and `*.pem` file directly inside a folder).
@@ -181,7 +186,8 @@ func pemBlock(_ text: String, types: [String]) -> String? {
     let lines = text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
     for t in types {
         guard let start = lines.firstIndex(of: "-----BEGIN \(t)-----"),
-              let end = lines[start...].firstIndex(of: "-----END \(t)-----") else { continue }
+            let end = lines[start...].firstIndex(of: "-----END \(t)-----")
+        else { continue }
         return lines[start...end].joined(separator: "\n")
     }
     return nil

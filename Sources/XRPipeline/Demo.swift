@@ -40,8 +40,11 @@ public enum DemoData {
         var rng = XRRandom(seed: seed, stream: [1])
         let c = hidden, grid = imageSize / patch
         func normal(_ shape: [Int], std: Float) -> Tensor {
-            Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in
-                max(-2, min(2, rng.nextGaussian())) * std })
+            Tensor(
+                shape: shape,
+                scalars: (0..<shape.reduce(1, *)).map { _ in
+                    max(-2, min(2, rng.nextGaussian())) * std
+                })
         }
         func const(_ shape: [Int], _ v: Float) -> Tensor {
             Tensor(shape: shape, scalars: [Float](repeating: v, count: shape.reduce(1, *)))
@@ -53,7 +56,7 @@ public enum DemoData {
             ("embeddings.patch_embeddings.projection.weight", normal([c, 3, patch, patch], std: 0.02)),
             ("embeddings.patch_embeddings.projection.bias", const([c], 0)),
             ("layernorm.weight", const([c], 1)),
-            ("layernorm.bias", const([c], 0)),
+            ("layernorm.bias", const([c], 0))
         ]
         for i in 0..<depth {
             let p = "encoder.layer.\(i)."
@@ -64,35 +67,40 @@ public enum DemoData {
                 (p + "mlp.fc1.weight", normal([4 * c, c], std: 0.02)), (p + "mlp.fc1.bias", const([4 * c], 0)),
                 (p + "mlp.fc2.weight", normal([c, 4 * c], std: 0.02)), (p + "mlp.fc2.bias", const([c], 0)),
                 (p + "attention.output.dense.weight", normal([c, c], std: 0.02)),
-                (p + "attention.output.dense.bias", const([c], 0)),
+                (p + "attention.output.dense.bias", const([c], 0))
             ]
             for qkv in ["query", "key", "value"] {
-                t += [(p + "attention.attention.\(qkv).weight", normal([c, c], std: 0.02)),
-                      (p + "attention.attention.\(qkv).bias", const([c], 0))]
+                t += [
+                    (p + "attention.attention.\(qkv).weight", normal([c, c], std: 0.02)),
+                    (p + "attention.attention.\(qkv).bias", const([c], 0))
+                ]
             }
         }
-        try SafeTensors.write(t, metadata: ["format": "pt", "generator": "xrlab demo"],
-                              to: dir.appendingPathComponent("model.safetensors"))
+        try SafeTensors.write(
+            t, metadata: ["format": "pt", "generator": "xrlab demo"],
+            to: dir.appendingPathComponent("model.safetensors"))
         let config: [String: Any] = [
             "architectures": ["Dinov2Model"], "model_type": "dinov2",
             "hidden_size": c, "num_hidden_layers": depth, "num_attention_heads": heads,
             "mlp_ratio": 4, "patch_size": patch, "image_size": imageSize, "num_channels": 3,
             "layer_norm_eps": 1e-6, "layerscale_value": 1.0, "hidden_act": "gelu",
             "qkv_bias": true, "use_swiglu_ffn": false, "drop_path_rate": 0.0,
-            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
+            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]),
-                             to: dir.appendingPathComponent("config.json"))
+        try AtomicFile.write(
+            try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]),
+            to: dir.appendingPathComponent("config.json"))
         let pre: [String: Any] = [
             "image_processor_type": "BitImageProcessor",
             "do_resize": true, "size": ["shortest_edge": imageSize], "resample": 3,
             "do_center_crop": true, "crop_size": ["height": imageSize, "width": imageSize],
             "do_rescale": true, "rescale_factor": 1.0 / 255.0,
             "do_normalize": true, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25],
-            "do_convert_rgb": true,
+            "do_convert_rgb": true
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: pre, options: [.sortedKeys, .prettyPrinted]),
-                             to: dir.appendingPathComponent("preprocessor_config.json"))
+        try AtomicFile.write(
+            try JSONSerialization.data(withJSONObject: pre, options: [.sortedKeys, .prettyPrinted]),
+            to: dir.appendingPathComponent("preprocessor_config.json"))
     }
 
     // MARK: images
@@ -114,17 +122,21 @@ public enum DemoData {
             let nodule = rng.nextDouble() < 0.3
             let cardio = rng.nextDouble() < risk * 0.8
             for k in 0..<nImages {
-                let pixels = drawChest(width: w, height: h, effusion: effusion, nodule: nodule,
-                                       cardiomegaly: cardio, rng: &rng)
+                let pixels = drawChest(
+                    width: w, height: h, effusion: effusion, nodule: nodule,
+                    cardiomegaly: cardio, rng: &rng)
                 let rel = "images/\(pid)_\(k).png"
-                try PNGCodec.write(try PNGCodec.encodeGray16(width: w, height: h, pixels: pixels),
-                                   to: dir.appendingPathComponent(rel))
+                try PNGCodec.write(
+                    try PNGCodec.encodeGray16(width: w, height: h, pixels: pixels),
+                    to: dir.appendingPathComponent(rel))
                 var labels: [String] = []
                 if effusion { labels.append("effusion") }
                 if nodule { labels.append("nodule") }
                 if cardio { labels.append("cardiomegaly") }
-                rows.append([rel, pid, split, labels.isEmpty ? "no_finding" : labels.joined(separator: "|"),
-                             sex, String(age)])
+                rows.append([
+                    rel, pid, split, labels.isEmpty ? "no_finding" : labels.joined(separator: "|"),
+                    sex, String(age)
+                ])
                 count += 1
             }
         }
@@ -144,12 +156,16 @@ public enum DemoData {
         for r in table.rows {
             let labels = Set(r[lab].split(separator: "|").map(String.init))
             var findings: [String] = []
-            findings.append(labels.contains("cardiomegaly")
-                ? pick(["The heart is enlarged.", "Cardiomegaly.", "The cardiac silhouette is enlarged."])
-                : pick(["Heart size is normal.", "The cardiac silhouette is normal.", "Normal heart size."]))
-            findings.append(labels.contains("effusion")
-                ? pick(["Small pleural effusion at the lung base.", "There is a pleural effusion.", "Blunting of the costophrenic angle from a small effusion."])
-                : pick(["No pleural effusion.", "There is no pleural effusion.", "The costophrenic angles are sharp."]))
+            findings.append(
+                labels.contains("cardiomegaly")
+                    ? pick(["The heart is enlarged.", "Cardiomegaly.", "The cardiac silhouette is enlarged."])
+                    : pick(["Heart size is normal.", "The cardiac silhouette is normal.", "Normal heart size."]))
+            findings.append(
+                labels.contains("effusion")
+                    ? pick([
+                        "Small pleural effusion at the lung base.", "There is a pleural effusion.", "Blunting of the costophrenic angle from a small effusion."
+                    ])
+                    : pick(["No pleural effusion.", "There is no pleural effusion.", "The costophrenic angles are sharp."]))
             if labels.contains("nodule") {
                 findings.append(pick(["A pulmonary nodule is seen.", "There is a rounded nodule in the lung.", "Nodular opacity in the mid lung."]))
             }
@@ -158,7 +174,9 @@ public enum DemoData {
             if labels.contains("cardiomegaly") { impression.append("Cardiomegaly") }
             if labels.contains("effusion") { impression.append("pleural effusion") }
             if labels.contains("nodule") { impression.append("pulmonary nodule") }
-            let imp = impression.isEmpty ? pick(["No acute cardiopulmonary abnormality.", "No acute disease."])
+            let imp =
+                impression.isEmpty
+                ? pick(["No acute cardiopulmonary abnormality.", "No acute disease."])
                 : impression.joined(separator: " and ").prefix(1).uppercased() + impression.joined(separator: " and ").dropFirst() + "."
             rows.append([r[path], r[pid], r[split], findings.joined(separator: " "), imp])
         }
@@ -168,8 +186,10 @@ public enum DemoData {
     }
 
     /// A 16-bit radiograph-like picture: body, two dark lungs, mediastinum and heart, ribs, noise.
-    static func drawChest(width w: Int, height h: Int, effusion: Bool, nodule: Bool,
-                          cardiomegaly: Bool, rng: inout XRRandom) -> [UInt16] {
+    static func drawChest(
+        width w: Int, height h: Int, effusion: Bool, nodule: Bool,
+        cardiomegaly: Bool, rng: inout XRRandom
+    ) -> [UInt16] {
         var img = [Double](repeating: 0.08, count: w * h)
         let cx = Double(w) / 2 + Double(rng.nextInt(below: 9) - 4)
         let cy = Double(h) / 2 + Double(rng.nextInt(below: 9) - 4)
@@ -180,8 +200,11 @@ public enum DemoData {
         if nodule {
             for _ in 0..<(1 + rng.nextInt(below: 2)) {
                 let side: Double = rng.nextInt(below: 2) == 0 ? -1 : 1
-                nodules.append((cx + side * lungW * (0.6 + 0.6 * rng.nextDouble()),
-                                cy - lungH * 0.5 + lungH * rng.nextDouble(), 3.5 + 3 * rng.nextDouble()))
+                nodules.append(
+                    (
+                        cx + side * lungW * (0.6 + 0.6 * rng.nextDouble()),
+                        cy - lungH * 0.5 + lungH * rng.nextDouble(), 3.5 + 3 * rng.nextDouble()
+                    ))
             }
         }
         let fluidLevel = cy + lungH * (0.35 - 0.4 * rng.nextDouble())
@@ -191,18 +214,18 @@ public enum DemoData {
                 let fx = Double(x), fy = Double(y)
                 var v = 0.08
                 let bx = (fx - cx) / (Double(w) * 0.46), by = (fy - cy) / (Double(h) * 0.55)
-                if bx * bx + by * by < 1 { v = 0.55 }                       // soft tissue
-                for side in [-1.0, 1.0] {                                   // lungs (dark)
+                if bx * bx + by * by < 1 { v = 0.55 } // soft tissue
+                for side in [-1.0, 1.0] { // lungs (dark)
                     let lx = (fx - (cx + side * lungW * 1.05)) / lungW, ly = (fy - cy) / lungH
                     if lx * lx + ly * ly < 1 {
                         v = 0.22
                         if effusion && side == effSide && fy > fluidLevel { v = 0.45 }
-                        if (Int(fy) + Int(12 * abs(lx))) % 11 < 2 { v += 0.08 }  // ribs
+                        if (Int(fy) + Int(12 * abs(lx))) % 11 < 2 { v += 0.08 } // ribs
                     }
                 }
                 let hx = (fx - cx - heartW * 0.25) / heartW, hy = (fy - cy - lungH * 0.35) / (lungH * 0.5)
-                if hx * hx + hy * hy < 1 { v = max(v, 0.62) }               // heart
-                if abs(fx - cx) < Double(w) * 0.05 && abs(fy - cy) < lungH { v = max(v, 0.7) }  // spine
+                if hx * hx + hy * hy < 1 { v = max(v, 0.62) } // heart
+                if abs(fx - cx) < Double(w) * 0.05 && abs(fy - cy) < lungH { v = max(v, 0.7) } // spine
                 for (nx, ny, r) in nodules where (fx - nx) * (fx - nx) + (fy - ny) * (fy - ny) < r * r {
                     v = max(v, 0.55)
                 }

@@ -19,15 +19,18 @@ public enum EmbedOutput {
     /// Write tensors (safetensors: one file; npy: `<stem>.<tensor>.npy` each) and the sidecar,
     /// each atomically. Returns the files written.
     @discardableResult
-    public static func write(_ result: EmbedResult, encoder: Encoder, modelPath: String,
-                             format: Format, to output: URL, dicomValues: DICOMFile.Values = .stored) throws -> [URL] {
+    public static func write(
+        _ result: EmbedResult, encoder: Encoder, modelPath: String,
+        format: Format, to output: URL, dicomValues: DICOMFile.Values = .stored
+    ) throws -> [URL] {
         var written: [URL] = []
         let names = result.tensors.keys.sorted()
         switch format {
         case .safetensors:
-            try SafeTensors.write(names.compactMap { n in result.tensors[n].map { (n, $0) } },
-                                  metadata: ["format": "xrlab-embed", "xrlab_version": XRLabVersion.string],
-                                  to: output)
+            try SafeTensors.write(
+                names.compactMap { n in result.tensors[n].map { (n, $0) } },
+                metadata: ["format": "xrlab-embed", "xrlab_version": XRLabVersion.string],
+                to: output)
             written.append(output)
         case .npy:
             let stem = output.deletingPathExtension()
@@ -50,8 +53,9 @@ public enum EmbedOutput {
         let doc = Sidecar(
             format: "xrlab-embed", format_version: formatVersion, xrlab_version: XRLabVersion.string,
             file_format: format.rawValue,
-            model: .init(path: modelPath, layout: encoder.loaded.layout, weights_sha256: encoder.weightsHash,
-                         config: encoder.loaded.config, notes: encoder.loaded.notes),
+            model: .init(
+                path: modelPath, layout: encoder.loaded.layout, weights_sha256: encoder.weightsHash,
+                config: encoder.loaded.config, notes: encoder.loaded.notes),
             preprocessing: encoder.preprocessing, preprocessing_source: encoder.preprocessingSource,
             tensors: tensors,
             inputs: zip(r.inputs, r.imageHashes).map { .init(path: $0.id, sha256: $1) },
@@ -107,8 +111,9 @@ public enum EmbedOutput {
             throw XRError("not an xrlab embed sidecar", file: url.path, field: "format")
         }
         guard let v = head.format_version, v <= formatVersion else {
-            throw XRError("sidecar format version \(head.format_version.map(String.init) ?? "?") is newer than this xrlab understands (\(formatVersion))",
-                          file: url.path, field: "format_version", hint: "upgrade xrlab, or rerun `xrlab embed` with this version")
+            throw XRError(
+                "sidecar format version \(head.format_version.map(String.init) ?? "?") is newer than this xrlab understands (\(formatVersion))",
+                file: url.path, field: "format_version", hint: "upgrade xrlab, or rerun `xrlab embed` with this version")
         }
         do { return try JSONDecoder().decode(Sidecar.self, from: data) } catch {
             throw XRError("malformed embed sidecar: \(error)", file: url.path)

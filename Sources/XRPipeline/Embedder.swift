@@ -74,8 +74,10 @@ public final class Encoder: @unchecked Sendable {
     /// Load a checkpoint and decide its preprocessing: `explicit` when given, else the model's
     /// own `preprocessor_config.json` (Hugging Face) or `pretrained_cfg` (timm hub `config.json`);
     /// one of them is required. `stateDictKey` chooses a PyTorch checkpoint's state dict.
-    public static func load(model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
-                            explicit: Preprocessing? = nil, stateDictKey: String? = nil) throws -> Encoder {
+    public static func load(
+        model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
+        explicit: Preprocessing? = nil, stateDictKey: String? = nil
+    ) throws -> Encoder {
         let loaded = try ViTLoader.load(url, preset: preset, heads: heads, stateDictKey: stateDictKey)
         if let explicit {
             return try Encoder(loaded: loaded, preprocessing: explicit, preprocessingSource: "command line")
@@ -84,12 +86,14 @@ public final class Encoder: @unchecked Sendable {
             return try Encoder(loaded: loaded, preprocessing: try Preprocessing.fromTimm(tc), preprocessingSource: tc.path)
         }
         if let pc = loaded.preprocessorConfig {
-            return try Encoder(loaded: loaded, preprocessing: try Preprocessing.fromHuggingFace(pc),
-                               preprocessingSource: pc.path)
+            return try Encoder(
+                loaded: loaded, preprocessing: try Preprocessing.fromHuggingFace(pc),
+                preprocessingSource: pc.path)
         }
-        throw XRError("the model has no preprocessor_config.json, so its preprocessing is unknown",
-                      file: url.path, field: "preprocessing",
-                      hint: "pass --size, --mean and --std (and --crop, --interpolation) to say how images are prepared for this model")
+        throw XRError(
+            "the model has no preprocessor_config.json, so its preprocessing is unknown",
+            file: url.path, field: "preprocessing",
+            hint: "pass --size, --mean and --std (and --crop, --interpolation) to say how images are prepared for this model")
     }
 
     /// Everything that changes the numbers an image maps to.
@@ -119,10 +123,11 @@ public final class Encoder: @unchecked Sendable {
             let per = 3 * H * W
             var batch = [Float](repeating: 0, count: b * per)
             for (j, p) in pending.enumerated() {
-                batch.replaceSubrange(j * per ..< (j + 1) * per, with: p.pixels)
+                batch.replaceSubrange(j * per..<(j + 1) * per, with: p.pixels)
             }
-            let out = try loaded.model.forward(pixels: batch, batch: b, height: H, width: W,
-                                               lastBlocks: options.lastBlocks, classTokenOnly: options.encodesClassTokenOnly)
+            let out = try loaded.model.forward(
+                pixels: batch, batch: b, height: H, width: W,
+                lastBlocks: options.lastBlocks, classTokenOnly: options.encodesClassTokenOnly)
             let split = EmbedResult.rows(of: out, batch: b, keepTokens: options.patchTokens)
             for (j, p) in pending.enumerated() {
                 rows[p.index] = split[j]
@@ -152,8 +157,9 @@ public final class Encoder: @unchecked Sendable {
                 continue
             }
             do {
-                let (image, notes) = try ImageDecoder.decodeWithWarnings(data, source: input.url.path, maxPixels: options.maxPixels,
-                                                                         dicomValues: options.dicomValues)
+                let (image, notes) = try ImageDecoder.decodeWithWarnings(
+                    data, source: input.url.path, maxPixels: options.maxPixels,
+                    dicomValues: options.dicomValues)
                 for n in notes { warnings.append("\(input.id): \(n)") }
                 let size = preprocessing.outputSize(height: image.height, width: image.width)
                 let pixels = try preprocessing.apply(image)
@@ -176,16 +182,18 @@ public final class Encoder: @unchecked Sendable {
 
         if !failed.isEmpty && !options.skipBad {
             let list = failed.map { "  \($0.id): \($0.reason)" }.joined(separator: "\n")
-            throw XRError("\(failed.count) of \(inputs.count) images could not be used:\n\(list)",
-                          hint: "fix or remove them, or pass --skip-bad to leave them out")
+            throw XRError(
+                "\(failed.count) of \(inputs.count) images could not be used:\n\(list)",
+                hint: "fix or remove them, or pass --skip-bad to leave them out")
         }
         var keptInputs: [ImageInput] = [], keptHashes: [String] = [], keptRows: [[String: Tensor]] = []
         for i in 0..<inputs.count {
             if let r = rows[i] { keptInputs.append(inputs[i]); keptHashes.append(hashes[i]); keptRows.append(r) }
         }
-        return EmbedResult(inputs: keptInputs, imageHashes: keptHashes,
-                           tensors: EmbedResult.stack(keptRows), failed: failed,
-                           cacheHits: hits, encoded: encoded, warnings: warnings)
+        return EmbedResult(
+            inputs: keptInputs, imageHashes: keptHashes,
+            tensors: EmbedResult.stack(keptRows), failed: failed,
+            cacheHits: hits, encoded: encoded, warnings: warnings)
     }
 }
 
@@ -195,20 +203,23 @@ extension EmbedResult {
         let c = out.cls.count / b
         var result: [[String: Tensor]] = []
         for j in 0..<b {
-            var r: [String: Tensor] = ["cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c ..< (j + 1) * c])),
-                                       "pooled": Tensor(shape: [c], scalars: Array(out.pooled.scalars[j * c ..< (j + 1) * c]))]
+            var r: [String: Tensor] = [
+                "cls": Tensor(shape: [c], scalars: Array(out.cls.scalars[j * c..<(j + 1) * c])),
+                "pooled": Tensor(shape: [c], scalars: Array(out.pooled.scalars[j * c..<(j + 1) * c]))
+            ]
             if out.patchMean.count > 0 {
-                r["patch_mean"] = Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c ..< (j + 1) * c]))
+                r["patch_mean"] = Tensor(shape: [c], scalars: Array(out.patchMean.scalars[j * c..<(j + 1) * c]))
             }
             if !out.lastBlocksCLS.isEmpty {
                 var s: [Float] = []
-                for t in out.lastBlocksCLS { s += t.scalars[j * c ..< (j + 1) * c] }
+                for t in out.lastBlocksCLS { s += t.scalars[j * c..<(j + 1) * c] }
                 r["last_blocks_cls"] = Tensor(shape: [out.lastBlocksCLS.count, c], scalars: s)
             }
             if keepTokens {
                 let per = out.patchTokens.count / b
-                r["patch_tokens"] = Tensor(shape: [per / c, c],
-                                           scalars: Array(out.patchTokens.scalars[j * per ..< (j + 1) * per]))
+                r["patch_tokens"] = Tensor(
+                    shape: [per / c, c],
+                    scalars: Array(out.patchTokens.scalars[j * per..<(j + 1) * per]))
             }
             result.append(r)
         }

@@ -39,7 +39,8 @@ public struct FeatureCache: Sendable {
     public func load(_ key: String) -> [String: Tensor]? {
         let u = url(for: key)
         guard FileManager.default.fileExists(atPath: u.path),
-              let f = try? SafeTensorsFile(contentsOf: u) else { return nil }
+            let f = try? SafeTensorsFile(contentsOf: u)
+        else { return nil }
         var out: [String: Tensor] = [:]
         for name in f.names {
             guard let t = try? f.tensor(name) else { return nil }

@@ -37,8 +37,11 @@ public enum InputList {
 
     static func folder(_ dir: URL) throws -> [ImageInput] {
         let base = dir.standardizedFileURL.path
-        guard let e = FileManager.default.enumerator(at: dir, includingPropertiesForKeys: [.isRegularFileKey],
-                                                    options: [.skipsHiddenFiles]) else {
+        guard
+            let e = FileManager.default.enumerator(
+                at: dir, includingPropertiesForKeys: [.isRegularFileKey],
+                options: [.skipsHiddenFiles])
+        else {
             throw XRError("cannot list folder", file: dir.path)
         }
         var out: [ImageInput] = []

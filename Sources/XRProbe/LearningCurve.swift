@@ -18,7 +18,10 @@ public enum CurveModel: Sendable, Equatable, Codable {
 
     /// `power_law` or `log_linear`.
     public var name: String {
-        switch self { case .powerLaw: return "power_law"; case .logLinear: return "log_linear" }
+        switch self {
+        case .powerLaw: return "power_law";
+        case .logLinear: return "log_linear"
+        }
     }
 
     /// The curve at `n` shots per class.
@@ -134,8 +137,11 @@ public enum LearningCurveFit {
         var x1 = r - g * (r - l), x2 = l + g * (r - l)
         var f1 = profile(x1).sse, f2 = profile(x2).sse
         for _ in 0..<100 where r - l > 1e-12 * r {
-            if f1 <= f2 { r = x2; x2 = x1; f2 = f1; x1 = r - g * (r - l); f1 = profile(x1).sse }
-            else { l = x1; x1 = x2; f1 = f2; x2 = l + g * (r - l); f2 = profile(x2).sse }
+            if f1 <= f2 {
+                r = x2; x2 = x1; f2 = f1; x1 = r - g * (r - l); f1 = profile(x1).sse
+            } else {
+                l = x1; x1 = x2; f1 = f2; x2 = l + g * (r - l); f2 = profile(x2).sse
+            }
         }
         var c = (l + r) / 2
         var p = profile(c)
@@ -181,8 +187,11 @@ public enum LearningCurveFit {
     public static func choose(_ pts: [CurvePoint], higherIsBetter: Bool = true, bound: Double? = nil) -> Choice? {
         guard let pl = powerLaw(pts, higherIsBetter: higherIsBetter, bound: bound), let ll = logLinear(pts) else { return nil }
         if pl.degenerate {
-            return Choice(fit: ll, heldOut: [], heldOutError: nil,
-                          reason: "the power law is degenerate on these points (no rising curve, or exponent at its lower bound \(exponentRange.lowerBound)); log-linear fallback")
+            return Choice(
+                fit: ll, heldOut: [], heldOutError: nil,
+                reason:
+                    "the power law is degenerate on these points (no rising curve, or exponent at its lower bound \(exponentRange.lowerBound)); log-linear fallback"
+            )
         }
         let held = heldOutCounts(pts.map(\.shots))
         guard !held.isEmpty else {
@@ -202,11 +211,13 @@ public enum LearningCurveFit {
         let e = (powerLaw: error(plT.model), logLinear: error(llT.model))
         let shown = held.map { String(Int($0)) }.joined(separator: ", ")
         if e.logLinear < e.powerLaw {
-            return Choice(fit: ll, heldOut: held, heldOutError: e,
-                          reason: "log-linear: predicts the held-out shot counts (\(shown)) better when fitted on the smaller ones")
+            return Choice(
+                fit: ll, heldOut: held, heldOutError: e,
+                reason: "log-linear: predicts the held-out shot counts (\(shown)) better when fitted on the smaller ones")
         }
-        return Choice(fit: pl, heldOut: held, heldOutError: e,
-                      reason: "power law: predicts the held-out shot counts (\(shown)) at least as well as log-linear when fitted on the smaller ones")
+        return Choice(
+            fit: pl, heldOut: held, heldOutError: e,
+            reason: "power law: predicts the held-out shot counts (\(shown)) at least as well as log-linear when fitted on the smaller ones")
     }
 
     /// Refit `kind` of model (the name of a `CurveModel`) on points; nil when it cannot be fitted.
@@ -217,8 +228,10 @@ public enum LearningCurveFit {
     /// The chosen model refitted on `resamples` bootstrap resamples of the seeds (each resample
     /// draws S seeds with replacement and takes all of their points). Resamples that cannot be
     /// fitted (fewer than 2 distinct shot counts) are left out. Deterministic for `seed`.
-    public static func bootstrap(_ pts: [CurvePoint], kind: String, higherIsBetter: Bool, bound: Double? = nil, resamples: Int, seed: UInt64,
-                                 stream: [UInt64] = []) -> [CurveModel] {
+    public static func bootstrap(
+        _ pts: [CurvePoint], kind: String, higherIsBetter: Bool, bound: Double? = nil, resamples: Int, seed: UInt64,
+        stream: [UInt64] = []
+    ) -> [CurveModel] {
         let seeds = Array(Set(pts.map(\.seed))).sorted()
         guard seeds.count >= 2 else { return [] }
         let bySeed = Dictionary(grouping: pts, by: \.seed)

@@ -57,9 +57,9 @@ public enum LogisticRegression {
     /// Training rows in working coordinates: the span of the rows when n < d, else the rows.
     /// Independent of C, so one preparation serves a whole C grid.
     public struct Prepared: Sendable {
-        let x: [Double]          // (n, d) original rows
-        let xt: [Double]         // (n, m) working coordinates
-        let back: [Double]?      // (n, m): sample weights α = back · w̃
+        let x: [Double] // (n, d) original rows
+        let xt: [Double] // (n, m) working coordinates
+        let back: [Double]? // (n, m): sample weights α = back · w̃
         let n: Int, d: Int, m: Int
     }
 
@@ -87,22 +87,26 @@ public enum LogisticRegression {
         return Prepared(x: x, xt: x, back: nil, n: n, d: d, m: d)
     }
 
-    public static func fit(_ x: [Double], n: Int, d: Int, labels: [Int], classes: Int, C: Double,
-                           maxIterations: Int = 100) -> LogisticModel {
+    public static func fit(
+        _ x: [Double], n: Int, d: Int, labels: [Int], classes: Int, C: Double,
+        maxIterations: Int = 100
+    ) -> LogisticModel {
         fit(prepare(x, n: n, d: d), labels: labels, classes: classes, C: C, maxIterations: maxIterations).model
     }
 
     /// Fit on prepared rows; `start` (working-coordinate weights and bias from a previous fit,
     /// e.g. the neighbouring C) warm-starts Newton.
-    public static func fit(_ p: Prepared, labels: [Int], classes: Int, C: Double, maxIterations: Int = 100,
-                           start: ([Double], [Double])? = nil) -> (model: LogisticModel, state: ([Double], [Double])) {
+    public static func fit(
+        _ p: Prepared, labels: [Int], classes: Int, C: Double, maxIterations: Int = 100,
+        start: ([Double], [Double])? = nil
+    ) -> (model: LogisticModel, state: ([Double], [Double])) {
         precondition(labels.count == p.n && classes >= 2 && C > 0)
         let rows = classes == 2 ? 1 : classes
         let (w, b) = newton(p.xt, n: p.n, m: p.m, labels: labels, rows: rows, C: C, maxIterations: maxIterations, start: start)
         // Map back to d-dimensional weights: W = (back · w̃ᵀ)ᵀ X.
         var weights = w
         if let back = p.back {
-            var alpha = [Double](repeating: 0, count: rows * p.n)          // (K', n)
+            var alpha = [Double](repeating: 0, count: rows * p.n) // (K', n)
             BLAS.dgemm(&alpha, w, back, transB: true, m: rows, n: p.n, k: p.m)
             weights = [Double](repeating: 0, count: rows * p.d)
             BLAS.dgemm(&weights, alpha, p.x, m: rows, n: p.d, k: p.n)
@@ -133,18 +137,20 @@ public enum LogisticRegression {
         return z
     }
 
-    static func newton(_ x: [Double], n: Int, m: Int, labels: [Int], rows: Int, C: Double,
-                       maxIterations: Int, start: ([Double], [Double])? = nil) -> ([Double], [Double]) {
+    static func newton(
+        _ x: [Double], n: Int, m: Int, labels: [Int], rows: Int, C: Double,
+        maxIterations: Int, start: ([Double], [Double])? = nil
+    ) -> ([Double], [Double]) {
         var w = [Double](repeating: 0, count: rows * m), b = [Double](repeating: 0, count: rows)
         if let start, start.0.count == w.count, start.1.count == b.count { w = start.0; b = start.1 }
-        let P = rows * (m + 1)                     // parameters: per row, m weights then the bias
+        let P = rows * (m + 1) // parameters: per row, m weights then the bias
         var z = scores(x, w: w, b: b, n: n, m: m, rows: rows)
         var f = objective(z, labels: labels, w: w, rows: rows, n: n, C: C)
         for _ in 0..<maxIterations {
             // Gradient and Hessian.
             var grad = [Double](repeating: 0, count: P)
             var hess = [Double](repeating: 0, count: P * P)
-            var gsum = [Double](repeating: 0, count: rows * n)     // C · (p − y)
+            var gsum = [Double](repeating: 0, count: rows * n) // C · (p − y)
             var prob = [Double](repeating: 0, count: rows * n)
             for i in 0..<n {
                 if rows == 1 {
@@ -172,15 +178,14 @@ public enum LogisticRegression {
             let gmax = grad.reduce(0) { max($0, abs($1)) }
             if gmax < 1e-10 * max(1, C * Double(n)) { break }
             // Hessian blocks: C Σ_i s_kl(i) [x_i; 1][x_i; 1]ᵀ with s_kl = p_k(δ_kl − p_l) (binary: p(1 − p)).
-            var xa = [Double](repeating: 0, count: n * (m + 1))   // rows [x_i, 1]
+            var xa = [Double](repeating: 0, count: n * (m + 1)) // rows [x_i, 1]
             for i in 0..<n { for j in 0..<m { xa[i * (m + 1) + j] = x[i * m + j] }; xa[i * (m + 1) + m] = 1 }
             for k in 0..<rows {
                 for l in k..<rows {
                     var scaled = xa
                     for i in 0..<n {
                         let s: Double
-                        if rows == 1 { s = prob[i] * (1 - prob[i]) }
-                        else { s = prob[k * n + i] * ((k == l ? 1 : 0) - prob[l * n + i]) }
+                        if rows == 1 { s = prob[i] * (1 - prob[i]) } else { s = prob[k * n + i] * ((k == l ? 1 : 0) - prob[l * n + i]) }
                         for j in 0...m { scaled[i * (m + 1) + j] *= C * s }
                     }
                     var block = [Double](repeating: 0, count: (m + 1) * (m + 1))

@@ -36,8 +36,9 @@ public enum MaskMetrics {
         let toB = squaredDistances(to: b, width: w, height: h), toA = squaredDistances(to: a, width: w, height: h)
         let ab = (0..<(w * h)).filter { a[$0] }.map { toB[$0].squareRoot() }.sorted()
         let ba = (0..<(w * h)).filter { b[$0] }.map { toA[$0].squareRoot() }.sorted()
-        return MaskScores(dice: dice, iou: iou, hausdorff: max(ab.last ?? 0, ba.last ?? 0),
-                          hd95: max(percentile(ab, 95), percentile(ba, 95)))
+        return MaskScores(
+            dice: dice, iou: iou, hausdorff: max(ab.last ?? 0, ba.last ?? 0),
+            hd95: max(percentile(ab, 95), percentile(ba, 95)))
     }
 
     /// `numpy.percentile` with linear interpolation, on sorted values.
@@ -79,7 +80,7 @@ public enum MaskMetrics {
                 s = ((f[q] + Double(q * q)) - (f[p] + Double(p * p))) / Double(2 * q - 2 * p)
                 if s <= z[k] && k > 0 { k -= 1 } else { break }
             }
-            if s <= z[k] { v[k] = q; z[k + 1] = .infinity; continue }   // k == 0 and q dominates
+            if s <= z[k] { v[k] = q; z[k + 1] = .infinity; continue } // k == 0 and q dominates
             k += 1
             v[k] = q; z[k] = s; z[k + 1] = .infinity
         }

@@ -105,27 +105,35 @@ public enum Probe {
     /// Fit on (train, labels) and predict the test rows. Features are row-major float32.
     /// `folds` gives each training row's CV fold (only used by logistic regression with a grid);
     /// `pool` is the training pool's standardisation, needed by `standardize: .pool`.
-    public static func run(_ spec: ProbeSpec, train: [Float], labels: [Int], test: [Float], d: Int,
-                           classes: Int, folds: [Int]? = nil, pool: Standardizer? = nil) -> ProbeResult {
+    public static func run(
+        _ spec: ProbeSpec, train: [Float], labels: [Int], test: [Float], d: Int,
+        classes: Int, folds: [Int]? = nil, pool: Standardizer? = nil
+    ) -> ProbeResult {
         let t = test.count / max(d, 1)
         switch spec {
         case .logistic:
             let (model, c) = fitLogistic(spec, train: train, labels: labels, d: d, classes: classes, folds: folds, pool: pool)
             return ProbeResult(probabilities: model.probabilities(test.map(Double.init), n: t), chosenC: c)
         case let .knn(k, temperature):
-            return ProbeResult(probabilities: knn(train: train, labels: labels, test: test, d: d, classes: classes,
-                                                  k: k, temperature: temperature), chosenC: nil)
+            return ProbeResult(
+                probabilities: knn(
+                    train: train, labels: labels, test: test, d: d, classes: classes,
+                    k: k, temperature: temperature), chosenC: nil)
         case let .prototype(temperature):
-            return ProbeResult(probabilities: prototype(train: train, labels: labels, test: test, d: d, classes: classes,
-                                                        temperature: temperature), chosenC: nil)
+            return ProbeResult(
+                probabilities: prototype(
+                    train: train, labels: labels, test: test, d: d, classes: classes,
+                    temperature: temperature), chosenC: nil)
         }
     }
 
     /// The logistic-regression probe of `run`, returned as a model on raw features (the
     /// standardisation folded into the weights), with the C it chose. Non-logistic specs fit
     /// with C = 1 on shot-standardised features. `standardize: .pool` needs `pool`.
-    public static func fitLogistic(_ spec: ProbeSpec, train: [Float], labels: [Int], d: Int, classes: Int,
-                                   folds: [Int]? = nil, pool: Standardizer? = nil) -> (model: LogisticModel, C: Double) {
+    public static func fitLogistic(
+        _ spec: ProbeSpec, train: [Float], labels: [Int], d: Int, classes: Int,
+        folds: [Int]? = nil, pool: Standardizer? = nil
+    ) -> (model: LogisticModel, C: Double) {
         let n = labels.count
         var xtr = train.map(Double.init)
         var c = 1.0, mode = Standardization.shots
@@ -171,8 +179,10 @@ public enum Probe {
 
     /// The C with the lowest mean validation log-loss over folds (with `refitStandardizer`, a
     /// standardiser fitted on each training part; else x is used as given); ties go to the smaller C.
-    public static func selectC(_ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double],
-                               refitStandardizer: Bool = true) -> Double {
+    public static func selectC(
+        _ x: [Double], labels: [Int], d: Int, classes: Int, folds: [Int], grid: [Double],
+        refitStandardizer: Bool = true
+    ) -> Double {
         let nFolds = (folds.max() ?? 0) + 1
         let sortedGrid = grid.sorted()
         var totals = [Double](repeating: 0, count: sortedGrid.count), count = 0
@@ -217,8 +227,10 @@ public enum Probe {
     /// k-NN as in DINOv2's protocol: cosine similarity of L2-normalised features, the top k
     /// neighbours (ties to the lower training index), votes weighted by exp(sim / T); class
     /// probabilities are the normalised vote totals. k is capped at the number of training rows.
-    public static func knn(train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
-                           k: Int, temperature: Double) -> [[Double]] {
+    public static func knn(
+        train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
+        k: Int, temperature: Double
+    ) -> [[Double]] {
         let n = labels.count, t = test.count / d, kk = min(k, n)
         let a = normalized(train, d: d), b = normalized(test, d: d)
         var sim = [Float](repeating: 0, count: t * n)
@@ -235,8 +247,10 @@ public enum Probe {
 
     /// Nearest prototype: the L2-normalised mean of each class's L2-normalised training rows;
     /// probabilities softmax(cos / T).
-    public static func prototype(train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
-                                 temperature: Double) -> [[Double]] {
+    public static func prototype(
+        train: [Float], labels: [Int], test: [Float], d: Int, classes: Int,
+        temperature: Double
+    ) -> [[Double]] {
         let a = normalized(train, d: d), b = normalized(test, d: d)
         var protos = [Float](repeating: 0, count: classes * d)
         for (i, c) in labels.enumerated() { for j in 0..<d { protos[c * d + j] += a[i * d + j] } }

@@ -51,8 +51,10 @@ public enum Retrieval {
     ///   - ks: the k of precision@k and recall@k.
     ///   - keep: how many top rows to return per query.
     /// Memory: the gallery once, plus `queryBlock` × G similarities — never Q × G.
-    public static func evaluate(queries: [Float], gallery: [Float], dim d: Int, relevant: (Int, Int) -> Bool,
-                                exclude: [Int?]? = nil, ks: [Int], keep: Int = 10) -> [RetrievalQuery] {
+    public static func evaluate(
+        queries: [Float], gallery: [Float], dim d: Int, relevant: (Int, Int) -> Bool,
+        exclude: [Int?]? = nil, ks: [Int], keep: Int = 10
+    ) -> [RetrievalQuery] {
         guard d > 0 else { return [] }
         let q = queries.count / d, g = gallery.count / d
         let qn = ActiveSelection.unitRows(queries, dim: d), gn = ActiveSelection.unitRows(gallery, dim: d)
@@ -62,11 +64,15 @@ public enum Retrieval {
         var start = 0
         while start < q {
             let b = min(queryBlock, q - start)
-            sims.withUnsafeMutableBufferPointer { c in qn.withUnsafeBufferPointer { a in gn.withUnsafeBufferPointer { gb in
-                if let c0 = c.baseAddress, let a0 = a.baseAddress, let b0 = gb.baseAddress, g > 0 {
-                    BLAS.sgemm(c0, a0 + start * d, b0, transB: true, m: b, n: g, k: d)
+            sims.withUnsafeMutableBufferPointer { c in
+                qn.withUnsafeBufferPointer { a in
+                    gn.withUnsafeBufferPointer { gb in
+                        if let c0 = c.baseAddress, let a0 = a.baseAddress, let b0 = gb.baseAddress, g > 0 {
+                            BLAS.sgemm(c0, a0 + start * d, b0, transB: true, m: b, n: g, k: d)
+                        }
+                    }
                 }
-            } } }
+            }
             for i in 0..<b {
                 let row = start + i
                 let skip = exclude?[row]
@@ -97,7 +103,8 @@ public enum Retrieval {
             recall[k] = r > 0 ? Double(h) / Double(r) : 0
         }
         let first = rel.firstIndex(of: true)
-        return RetrievalQuery(top: top, relevant: r, mapAtR: mapAtR, precision: precision, recall: recall,
-                              reciprocalRank: first.map { 1 / Double($0 + 1) } ?? 0)
+        return RetrievalQuery(
+            top: top, relevant: r, mapAtR: mapAtR, precision: precision, recall: recall,
+            reciprocalRank: first.map { 1 / Double($0 + 1) } ?? 0)
     }
 }

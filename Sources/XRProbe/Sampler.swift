@@ -21,8 +21,10 @@ public enum FewShotSampler {
     ///   - labels: class per row (0..<classes), or −1 for rows without a label for this task.
     ///   - patients: patient id per row, or nil when rows are independent.
     /// - Returns: row indices grouped by class (class 0's shots first), in draw order.
-    public static func sample(labels: [Int], classes: Int, pool: [Int], test: [Int], patients: [String]?,
-                              k: Int, seed: UInt64, stream: [UInt64]) -> Result<[Int], InsufficientShots> {
+    public static func sample(
+        labels: [Int], classes: Int, pool: [Int], test: [Int], patients: [String]?,
+        k: Int, seed: UInt64, stream: [UInt64]
+    ) -> Result<[Int], InsufficientShots> {
         let testPatients = Set(patients.map { p in test.map { p[$0] } } ?? [])
         var order = pool.filter { labels[$0] >= 0 }
         if let patients { order = order.filter { !testPatients.contains(patients[$0]) } }

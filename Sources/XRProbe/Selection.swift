@@ -95,8 +95,10 @@ public enum ActiveSelection {
     }
 
     /// Rows in the given order, one per patient, until the budget.
-    static func ranked(_ order: [(row: Int, score: Double)], pool: SelectionPool, budget: Int,
-                       reason: (Double, Int) -> String) -> [Selection] {
+    static func ranked(
+        _ order: [(row: Int, score: Double)], pool: SelectionPool, budget: Int,
+        reason: (Double, Int) -> String
+    ) -> [Selection] {
         var used = Set<Int>(), out: [Selection] = []
         for (row, score) in order where out.count < budget {
             guard used.insert(pool.patient?[row] ?? -1 - row).inserted else { continue }
@@ -137,7 +139,11 @@ public enum ActiveSelection {
                 let k = p.indices.max { p[$0] < p[$1] } ?? 0
                 lists[t][k].append(j)
             }
-            for k in lists[t].indices { lists[t][k].sort { pool.probabilities[t][$0][k] != pool.probabilities[t][$1][k] ? pool.probabilities[t][$0][k] > pool.probabilities[t][$1][k] : $0 < $1 } }
+            for k in lists[t].indices {
+                lists[t][k].sort {
+                    pool.probabilities[t][$0][k] != pool.probabilities[t][$1][k] ? pool.probabilities[t][$0][k] > pool.probabilities[t][$1][k] : $0 < $1
+                }
+            }
         }
         var cursor: [[Int]] = lists.map { $0.map { _ in 0 } }
         while out.count < budget {
@@ -145,8 +151,10 @@ public enum ActiveSelection {
             var best: (t: Int, k: Int)? = nil, fewest = Int.max
             for t in 0..<tasks {
                 for k in counts[t].indices {
-                    while cursor[t][k] < lists[t][k].count, taken.contains(lists[t][k][cursor[t][k]])
-                            || used.contains(pool.patient?[pool.candidates[lists[t][k][cursor[t][k]]]] ?? -1 - pool.candidates[lists[t][k][cursor[t][k]]]) {
+                    while cursor[t][k] < lists[t][k].count,
+                        taken.contains(lists[t][k][cursor[t][k]])
+                            || used.contains(pool.patient?[pool.candidates[lists[t][k][cursor[t][k]]]] ?? -1 - pool.candidates[lists[t][k][cursor[t][k]]])
+                    {
                         cursor[t][k] += 1
                     }
                     guard cursor[t][k] < lists[t][k].count else { continue }
@@ -161,7 +169,10 @@ public enum ActiveSelection {
             let name = pool.taskNames.indices.contains(t) ? pool.taskNames[t] : "task \(t)"
             let cls = pool.classNames.indices.contains(t) && pool.classNames[t].indices.contains(k) ? pool.classNames[t][k] : "class \(k)"
             let p = pool.probabilities[t][j][k]
-            out.append(Selection(row: row, score: p, reason: "predicted \(name) = \(cls) (p \(String(format: "%.3f", p))); that class had the fewest labels (\(counts[t][k]))"))
+            out.append(
+                Selection(
+                    row: row, score: p,
+                    reason: "predicted \(name) = \(cls) (p \(String(format: "%.3f", p))); that class had the fewest labels (\(counts[t][k]))"))
             for u in 0..<tasks {
                 let q = pool.probabilities[u][j]
                 counts[u][q.indices.max { q[$0] < q[$1] } ?? 0] += 1

@@ -62,12 +62,16 @@ extension ActiveSelection {
                 var rest = (0..<s).filter { isCandidate.contains(rows[$0]) && !used.contains(patientKey(pool, rows[$0])) }
                 rng.shuffle(&rest)
                 for i in rest where out.count < budget && used.insert(patientKey(pool, rows[i])).inserted {
-                    out.append(Selection(row: rows[i], score: 0, reason: "every row is within δ = \(String(format: "%.4f", delta)) of a labelled or chosen row; random"))
+                    out.append(
+                        Selection(
+                            row: rows[i], score: 0, reason: "every row is within δ = \(String(format: "%.4f", delta)) of a labelled or chosen row; random"))
                 }
                 break
             }
-            out.append(Selection(row: rows[pick], score: Double(gain[pick]),
-                                 reason: "its δ-ball (δ = \(String(format: "%.4f", delta))) covers \(gain[pick]) uncovered rows \(scope)"))
+            out.append(
+                Selection(
+                    row: rows[pick], score: Double(gain[pick]),
+                    reason: "its δ-ball (δ = \(String(format: "%.4f", delta))) covers \(gain[pick]) uncovered rows \(scope)"))
             used.insert(patientKey(pool, rows[pick]))
             for j in adjacency[pick] where !covered[Int(j)] {
                 covered[Int(j)] = true

@@ -26,8 +26,10 @@ extension ActiveSelection {
 
     /// Squared distances between every row of `a` and every row of `b` (unit-norm rows:
     /// 2 − 2·dot), block by block: `body(i0, j0, rowsA, rowsB, block)` with block (rowsA, rowsB).
-    static func distanceBlocks(_ pool: SelectionPool, _ a: [Int], _ b: [Int],
-                               _ body: (Int, Int, Int, Int, UnsafeBufferPointer<Float>) -> Void) {
+    static func distanceBlocks(
+        _ pool: SelectionPool, _ a: [Int], _ b: [Int],
+        _ body: (Int, Int, Int, Int, UnsafeBufferPointer<Float>) -> Void
+    ) {
         let d = pool.dim
         pool.features.withUnsafeBufferPointer { x in
             var i0 = 0
@@ -40,12 +42,14 @@ extension ActiveSelection {
                     let gb = gather(x, b[j0..<j0 + rb], d)
                     var dots = [Float](repeating: 0, count: ra * rb)
                     dots.withUnsafeMutableBufferPointer { c in
-                        ga.withUnsafeBufferPointer { pa in gb.withUnsafeBufferPointer { pb in
-                            // Both base addresses exist: ra, rb ≥ 1 and d ≥ 1 (checked by the callers' pools).
-                            if let c0 = c.baseAddress, let a0 = pa.baseAddress, let b0 = pb.baseAddress {
-                                BLAS.sgemm(c0, a0, b0, transB: true, m: ra, n: rb, k: d, alpha: -2)
+                        ga.withUnsafeBufferPointer { pa in
+                            gb.withUnsafeBufferPointer { pb in
+                                // Both base addresses exist: ra, rb ≥ 1 and d ≥ 1 (checked by the callers' pools).
+                                if let c0 = c.baseAddress, let a0 = pa.baseAddress, let b0 = pb.baseAddress {
+                                    BLAS.sgemm(c0, a0, b0, transB: true, m: ra, n: rb, k: d, alpha: -2)
+                                }
                             }
-                        } }
+                        }
                         for k in 0..<(ra * rb) { c[k] = max(c[k] + 2, 0) }
                     }
                     dots.withUnsafeBufferPointer { body(i0, j0, ra, rb, $0) }
@@ -83,10 +87,12 @@ extension ActiveSelection {
             }
             guard pick >= 0, minD[pick] >= 0 else { break }
             let row = c[pick]
-            out.append(out.isEmpty && pool.labelled.isEmpty
-                       ? Selection(row: row, score: 0, reason: "first centre, drawn at random (nothing labelled yet)")
-                       : Selection(row: row, score: Double(minD[pick].squareRoot()),
-                                   reason: "distance \(String(format: "%.4f", minD[pick].squareRoot())) to the nearest labelled or chosen row: the farthest remaining"))
+            out.append(
+                out.isEmpty && pool.labelled.isEmpty
+                    ? Selection(row: row, score: 0, reason: "first centre, drawn at random (nothing labelled yet)")
+                    : Selection(
+                        row: row, score: Double(minD[pick].squareRoot()),
+                        reason: "distance \(String(format: "%.4f", minD[pick].squareRoot())) to the nearest labelled or chosen row: the farthest remaining"))
             for j in byPatient[patientKey(pool, row)] ?? [] { minD[j] = -1 }
             pool.features.withUnsafeBufferPointer { x in
                 dots.withUnsafeMutableBufferPointer { y in
@@ -140,9 +146,15 @@ extension ActiveSelection {
                     let r = min(block, p - i0)
                     let g = gather(x, rows[i0..<i0 + r], d)
                     var dots = [Float](repeating: 0, count: r * k)
-                    dots.withUnsafeMutableBufferPointer { c in g.withUnsafeBufferPointer { a in centers.withUnsafeBufferPointer { b in
-                        if let c0 = c.baseAddress, let a0 = a.baseAddress, let b0 = b.baseAddress { BLAS.sgemm(c0, a0, b0, transB: true, m: r, n: k, k: d) }
-                    } } }
+                    dots.withUnsafeMutableBufferPointer { c in
+                        g.withUnsafeBufferPointer { a in
+                            centers.withUnsafeBufferPointer { b in
+                                if let c0 = c.baseAddress, let a0 = a.baseAddress, let b0 = b.baseAddress {
+                                    BLAS.sgemm(c0, a0, b0, transB: true, m: r, n: k, k: d)
+                                }
+                            }
+                        }
+                    }
                     for i in 0..<r {
                         var best = 0, bestScore = Float.infinity
                         for c in 0..<k { let s = norms[c] - 2 * dots[i * k + c]; if s < bestScore { bestScore = s; best = c } }
@@ -186,21 +198,31 @@ extension ActiveSelection {
         var usedPatients = Set<Int>(), chosen = Set<Int>(), out: [Selection] = []
         while out.count < budget {
             // Clusters with the fewest labels (and picks), then the largest; clusters under 5 rows last.
-            let order = members.indices.filter { c in members[c].contains { isCandidate.contains($0) && !chosen.contains($0) && !usedPatients.contains(patientKey(pool, $0)) } }
-                .sorted { a, b in
-                    let (sa, sb) = (members[a].count >= 5, members[b].count >= 5)
-                    if sa != sb { return sa }
-                    if taken[a] != taken[b] { return taken[a] < taken[b] }
-                    if members[a].count != members[b].count { return members[a].count > members[b].count }
-                    return a < b
-                }
+            let order = members.indices.filter { c in
+                members[c].contains { isCandidate.contains($0) && !chosen.contains($0) && !usedPatients.contains(patientKey(pool, $0)) }
+            }
+            .sorted { a, b in
+                let (sa, sb) = (members[a].count >= 5, members[b].count >= 5)
+                if sa != sb { return sa }
+                if taken[a] != taken[b] { return taken[a] < taken[b] }
+                if members[a].count != members[b].count { return members[a].count > members[b].count }
+                return a < b
+            }
             guard let c = order.first else { break }
             if typicality[c] == nil { typicality[c] = typical(pool, members[c], rng: &rng) }
-            guard let best = typicality[c]?.first(where: { isCandidate.contains($0.row) && !chosen.contains($0.row) && !usedPatients.contains(patientKey(pool, $0.row)) }) else { break }
+            guard
+                let best = typicality[c]?.first(where: {
+                    isCandidate.contains($0.row) && !chosen.contains($0.row) && !usedPatients.contains(patientKey(pool, $0.row))
+                })
+            else { break }
             chosen.insert(best.row)
             usedPatients.insert(patientKey(pool, best.row))
-            out.append(Selection(row: best.row, score: best.score,
-                                 reason: "most typical row (typicality \(String(format: "%.3f", best.score))) of a cluster of \(members[c].count) rows with \(taken[c]) labelled or chosen"))
+            out.append(
+                Selection(
+                    row: best.row, score: best.score,
+                    reason:
+                        "most typical row (typicality \(String(format: "%.3f", best.score))) of a cluster of \(members[c].count) rows with \(taken[c]) labelled or chosen"
+                ))
             taken[c] += 1
         }
         return out

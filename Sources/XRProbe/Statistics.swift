@@ -23,9 +23,11 @@ public struct SeedSummary: Sendable, Codable, Equatable {
 
     /// 97.5% quantile of Student's t with `df` degrees of freedom.
     public static func t975(_ df: Int) -> Double {
-        let table: [Double] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-                               2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-                               2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+        let table: [Double] = [
+            12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+            2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+            2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042
+        ]
         if df >= 1 && df <= 30 { return table[df - 1] }
         if df <= 0 { return .nan }
         // Cornish-Fisher expansion around the normal quantile for larger df.
@@ -47,16 +49,20 @@ public enum Bootstrap {
     /// `groups` (patient ids), whole patients are resampled. Deterministic for a seed.
     /// `metric` receives the row indices of one resample (with repeats) and returns nil when
     /// the metric is undefined for it.
-    public static func interval(rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
-                                metric: ([Int]) -> Double?) -> Interval? {
+    public static func interval(
+        rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
+        metric: ([Int]) -> Double?
+    ) -> Interval? {
         guard let (values, skipped) = distribution(rows: n, groups: groups, resamples: resamples, seed: seed, metric: metric) else { return nil }
         return Interval(low: percentile(values, 2.5), high: percentile(values, 97.5), skipped: skipped)
     }
 
     /// The sorted resampled values behind `interval` (nil with fewer than 10 defined), and the
     /// number of resamples skipped.
-    public static func distribution(rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
-                                    metric: ([Int]) -> Double?) -> (values: [Double], skipped: Int)? {
+    public static func distribution(
+        rows n: Int, groups: [String]?, resamples: Int, seed: UInt64,
+        metric: ([Int]) -> Double?
+    ) -> (values: [Double], skipped: Int)? {
         guard n > 0, resamples > 0 else { return nil }
         var clusters: [[Int]]
         if let groups {
@@ -113,8 +119,10 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
     /// - Parameters:
     ///   - group: group name per test row (nil = not in any group, e.g. age missing).
     ///   - metric: metric on a subset of test rows (indices), nil when undefined.
-    public static func analyse(attribute: String, group: [String?], patients: [String]?, resamples: Int, seed: UInt64,
-                               metric: ([Int]) -> Double?) -> SubgroupResult {
+    public static func analyse(
+        attribute: String, group: [String?], patients: [String]?, resamples: Int, seed: UInt64,
+        metric: ([Int]) -> Double?
+    ) -> SubgroupResult {
         var members: [String: [Int]] = [:]
         for (i, g) in group.enumerated() { if let g { members[g, default: []].append(i) } }
         var values: [String: Double] = [:]
@@ -123,8 +131,9 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
         // resumed run must reproduce the same highest / lowest group.
         let sorted = values.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         guard let hi = sorted.first, let lo = sorted.last, sorted.count >= 2 else {
-            return SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
-                                  gap: nil, highest: nil, lowest: nil, gapInterval: nil, flagged: false)
+            return SubgroupResult(
+                attribute: attribute, values: values, counts: members.mapValues(\.count),
+                gap: nil, highest: nil, lowest: nil, gapInterval: nil, flagged: false)
         }
         let boot = Bootstrap.distribution(rows: group.count, groups: patients, resamples: resamples, seed: seed) { idx in
             var a: [Int] = [], b: [Int] = []
@@ -135,8 +144,9 @@ public struct SubgroupResult: Sendable, Codable, Equatable {
         let interval = boot.map { Interval(low: Bootstrap.percentile($0.values, 2.5), high: Bootstrap.percentile($0.values, 97.5), skipped: $0.skipped) }
         let flagged = interval.map { $0.low > 0 || $0.high < 0 } ?? false
         let gap = hi.value - lo.value
-        var result = SubgroupResult(attribute: attribute, values: values, counts: members.mapValues(\.count),
-                                    gap: gap, highest: hi.key, lowest: lo.key, gapInterval: interval, flagged: flagged)
+        var result = SubgroupResult(
+            attribute: attribute, values: values, counts: members.mapValues(\.count),
+            gap: gap, highest: hi.key, lowest: lo.key, gapInterval: interval, flagged: flagged)
         if let v = boot?.values, v.count > 1 {
             let mean = v.reduce(0, +) / Double(v.count)
             let se = (v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(v.count - 1)).squareRoot()

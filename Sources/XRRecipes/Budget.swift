@@ -27,15 +27,17 @@ public struct BudgetTarget: Sendable, Equatable, Codable {
             throw XRError("expected metric=value (e.g. auroc=0.85), found '\(s)'", file: file, field: field)
         }
         guard Recipe.knownMetrics.contains(parts[0]) else {
-            throw XRError("unknown metric '\(parts[0])'" + (closest(parts[0], in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                          file: file, field: field, hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+            throw XRError(
+                "unknown metric '\(parts[0])'" + (closest(parts[0], in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
+                file: file, field: field, hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", "))
         }
         guard let v = Double(parts[1]), v.isFinite else {
             throw XRError("target '\(parts[1])' is not a number", file: file, field: field)
         }
         if parts[0] == "log_loss" ? v < 0 : !(0...1).contains(v) {
-            throw XRError("target \(parts[1]) for \(parts[0]) is outside [0, 1]" + (parts[0] == "log_loss" ? " (log loss: below 0)" : ""),
-                          file: file, field: field, hint: "give the metric value to reach, e.g. auroc=0.85")
+            throw XRError(
+                "target \(parts[1]) for \(parts[0]) is outside [0, 1]" + (parts[0] == "log_loss" ? " (log loss: below 0)" : ""),
+                file: file, field: field, hint: "give the metric value to reach, e.g. auroc=0.85")
         }
         self.init(metric: parts[0], value: v)
     }
@@ -119,8 +121,9 @@ public enum Budget {
         }
         let u = dir.appendingPathComponent("results.jsonl")
         guard let text = try? String(contentsOf: u, encoding: .utf8) else {
-            throw XRError("the run directory has no results.jsonl", file: dir.path, field: "results.jsonl",
-                          hint: "run the recipe first (`xrlab run RECIPE`); it writes results.jsonl when its cells finish")
+            throw XRError(
+                "the run directory has no results.jsonl", file: dir.path, field: "results.jsonl",
+                hint: "run the recipe first (`xrlab run RECIPE`); it writes results.jsonl when its cells finish")
         }
         var out: [CellResult] = []
         for (i, line) in text.split(separator: "\n").enumerated() where !line.isEmpty {
@@ -146,13 +149,15 @@ public enum Budget {
         let withMetric = ok.filter { $0.metrics[metric] != nil }
         guard !withMetric.isEmpty else {
             let have = Set(ok.flatMap(\.metrics.keys)).sorted()
-            throw XRError(ok.isEmpty ? "the run has no finished cells" : "the run did not compute \(metric)", file: source, field: "--target",
-                          hint: ok.isEmpty ? "run the recipe to completion first" : "metrics in this run: \(have.joined(separator: ", "))")
+            throw XRError(
+                ok.isEmpty ? "the run has no finished cells" : "the run did not compute \(metric)", file: source, field: "--target",
+                hint: ok.isEmpty ? "run the recipe to completion first" : "metrics in this run: \(have.joined(separator: ", "))")
         }
         func check(_ wanted: String?, _ have: [String], _ what: String) throws {
             guard let wanted, !have.contains(wanted) else { return }
-            throw XRError("\(what) '\(wanted)' is not in this run" + (closest(wanted, in: have).map { " — did you mean '\($0)'?" } ?? ""),
-                          file: source, field: "--\(what)", hint: "\(what)s in this run: \(have.joined(separator: ", "))")
+            throw XRError(
+                "\(what) '\(wanted)' is not in this run" + (closest(wanted, in: have).map { " — did you mean '\($0)'?" } ?? ""),
+                file: source, field: "--\(what)", hint: "\(what)s in this run: \(have.joined(separator: ", "))")
         }
         let methods = ordered(withMetric.map(\.cell.method)), tasks = ordered(withMetric.map(\.cell.task))
         try check(o.method, methods, "method")
@@ -193,9 +198,10 @@ public enum Budget {
             return BudgetEntry.Measured(shots: k, mean: s.mean, ci95_low: s.low, ci95_high: s.high, n_seeds: s.n)
         }
         let classes = cells.first { $0.cell.shots > 0 && $0.n_train > 0 }.map { $0.n_train / $0.cell.shots } ?? 0
-        var e = BudgetEntry(task: task, method: method, status: "not_reached", model: "", model_reason: "", parameters: [:],
-                            held_out_shots: [], held_out_mse: nil, labels_per_class: nil, classes: classes, labels_total: nil,
-                            ceiling: nil, reached_fraction: nil, extrapolation_error_per_doubling: nil, resamples: 0, measured: measured)
+        var e = BudgetEntry(
+            task: task, method: method, status: "not_reached", model: "", model_reason: "", parameters: [:],
+            held_out_shots: [], held_out_mse: nil, labels_per_class: nil, classes: classes, labels_total: nil,
+            ceiling: nil, reached_fraction: nil, extrapolation_error_per_doubling: nil, resamples: 0, measured: measured)
         guard let choice = LearningCurveFit.choose(pts, higherIsBetter: hib, bound: o.target.bound) else {
             e.model_reason = "fewer than 2 shot counts with results: no curve can be fitted"
             return Planned(entry: e, model: nil, boot: [])
@@ -210,7 +216,8 @@ public enum Budget {
         e.held_out_shots = choice.heldOut.map { Int($0) }
         e.held_out_mse = choice.heldOutError.map { ["power_law": $0.powerLaw, "log_linear": $0.logLinear] }
         let stream = SHA256.hash(Array("\(task)\u{0}\(method)".utf8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let refits = LearningCurveFit.bootstrap(pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound, resamples: o.resamples, seed: o.seed, stream: [stream])
+        let refits = LearningCurveFit.bootstrap(
+            pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound, resamples: o.resamples, seed: o.seed, stream: [stream])
         // The band beyond the largest measured count also carries the curve's own extrapolation
         // error (backtests inside the measured range), not only how the fit moves with the seeds.
         let perDoubling = LearningCurveFit.extrapolationError(pts, kind: model.name, higherIsBetter: hib, bound: o.target.bound)
@@ -233,8 +240,9 @@ public enum Budget {
             let rounded = max(1, n.rounded(.up))
             if rounded <= cap {
                 e.status = "reachable"
-                e.labels_per_class = BudgetEntry.Range(estimate: rounded, low: boot.isEmpty ? nil : percentile(needs, qLow),
-                                                       high: boot.isEmpty ? nil : percentile(needs, qHigh))
+                e.labels_per_class = BudgetEntry.Range(
+                    estimate: rounded, low: boot.isEmpty ? nil : percentile(needs, qLow),
+                    high: boot.isEmpty ? nil : percentile(needs, qHigh))
                 if classes > 0 { e.labels_total = Int(rounded) * classes }
             } else {
                 e.status = "beyond_max_shots"
@@ -255,13 +263,16 @@ public enum Budget {
         switch e.status {
         case "reachable":
             let l = e.labels_per_class
-            s += "\(n(l?.estimate)) labels per class " + (e.resamples == 0 ? "(no interval: fewer than 2 seeds or no resamples)" : "[\(pct): \(n(l?.low)), \(n(l?.high))]")
+            s +=
+                "\(n(l?.estimate)) labels per class "
+                + (e.resamples == 0 ? "(no interval: fewer than 2 seeds or no resamples)" : "[\(pct): \(n(l?.low)), \(n(l?.high))]")
             if let t = e.labels_total { s += ", \(t) in total" }
         case "beyond_max_shots":
             s += "more than \(maxShots) labels per class"
             if let f = e.reached_fraction { s += " (reached within \(maxShots) in \(Int((f * 100).rounded()))% of resamples)" }
         case "ceiling_below_target":
-            s += "the fitted \(target.higherIsBetter ? "ceiling" : "floor") \(ceiling.map { String($0.dropFirst(8)) } ?? "") does not reach \(target.description)"
+            s +=
+                "the fitted \(target.higherIsBetter ? "ceiling" : "floor") \(ceiling.map { String($0.dropFirst(8)) } ?? "") does not reach \(target.description)"
             if let f = e.reached_fraction { s += " (reached within \(maxShots) shots in \(Int((f * 100).rounded()))% of resamples)" }
             return s
         default:
@@ -286,8 +297,11 @@ public enum Budget {
             var target: BudgetTarget, level: Double, resamples: Int, seed: UInt64, max_shots: Int
             var entries: [BudgetEntry]
         }
-        try AtomicFile.write(try enc.encode(File(target: o.target, level: o.level, resamples: o.resamples, seed: o.seed,
-                                                 max_shots: o.maxShots, entries: es)), to: json)
+        try AtomicFile.write(
+            try enc.encode(
+                File(
+                    target: o.target, level: o.level, resamples: o.resamples, seed: o.seed,
+                    max_shots: o.maxShots, entries: es)), to: json)
         var plots: [URL] = []
         for task in ordered(es.map(\.task)) {
             let u = dir.appendingPathComponent("budget_\(safe(task)).png")
@@ -313,8 +327,10 @@ public enum Budget {
         var series: [Series] = []
         for (i, p) in ps.enumerated() {
             let e = p.entry
-            series.append(Series(name: e.method, points: e.measured.map { (x: Double($0.shots), y: $0.mean, low: clip($0.ci95_low), high: clip($0.ci95_high)) },
-                                 style: .points, color: i))
+            series.append(
+                Series(
+                    name: e.method, points: e.measured.map { (x: Double($0.shots), y: $0.mean, low: clip($0.ci95_low), high: clip($0.ci95_high)) },
+                    style: .points, color: i))
             guard let m = p.model else { continue }
             let steps = 80
             let xs = ((0...steps).map { measuredMin * pow(xMax / measuredMin, Double($0) / Double(steps)) } + [measuredMax]).sorted()
@@ -328,11 +344,14 @@ public enum Budget {
         var ticks: [Double] = []
         var t = 1.0
         while t <= xMax { if t >= measuredMin { ticks.append(t) }; t *= 2 }
-        let title = "\(task): labels per class for \(Outputs.metricTitle(o.target.metric)) \(o.target.higherIsBetter ? ">=" : "<=") \(Outputs.f(o.target.value))"
-        let note = "Points: mean over seeds, 95% t-interval. Lines: fitted curve, band = \(Int((o.level * 100).rounded()))% bootstrap over seeds, widened beyond the measured shots by the curve's own extrapolation error; "
+        let title =
+            "\(task): labels per class for \(Outputs.metricTitle(o.target.metric)) \(o.target.higherIsBetter ? ">=" : "<=") \(Outputs.f(o.target.value))"
+        let note =
+            "Points: mean over seeds, 95% t-interval. Lines: fitted curve, band = \(Int((o.level * 100).rounded()))% bootstrap over seeds, widened beyond the measured shots by the curve's own extrapolation error; "
             + "dashed beyond \(Int(measuredMax)) shots = extrapolation. xrlab \(XRLabVersion.string)"
-        return try LearningCurvePlot.render(title: title, yLabel: Outputs.metricTitle(o.target.metric), series: series, note: note, ticks: ticks,
-                                            reference: [(y: o.target.value, label: "target \(o.target.description)")])
+        return try LearningCurvePlot.render(
+            title: title, yLabel: Outputs.metricTitle(o.target.metric), series: series, note: note, ticks: ticks,
+            reference: [(y: o.target.value, label: "target \(o.target.description)")])
     }
 
     /// The "Labels needed" section of report.md for a recipe's `budget.targets`: one row per
@@ -354,12 +373,15 @@ public enum Budget {
                     let need: String
                     switch e.status {
                     case "reachable":
-                        need = "\(n(e.labels_per_class?.estimate))" + (e.resamples == 0 ? " (no interval)" : " [\(n(e.labels_per_class?.low)), \(n(e.labels_per_class?.high))]")
+                        need =
+                            "\(n(e.labels_per_class?.estimate))"
+                            + (e.resamples == 0 ? " (no interval)" : " [\(n(e.labels_per_class?.low)), \(n(e.labels_per_class?.high))]")
                     case "beyond_max_shots": need = "more than \(o.maxShots)"
                     case "ceiling_below_target": need = "not reached: ceiling below target"
                     default: need = "not reached"
                     }
-                    let ceiling = e.ceiling.map { "\(Outputs.f($0.estimate)) [\($0.low.map(Outputs.f) ?? "?"), \($0.high.map(Outputs.f) ?? "?")]" } ?? "none (log-linear)"
+                    let ceiling =
+                        e.ceiling.map { "\(Outputs.f($0.estimate)) [\($0.low.map(Outputs.f) ?? "?"), \($0.high.map(Outputs.f) ?? "?")]" } ?? "none (log-linear)"
                     s += "| \(o.target.description) | \(e.task) | \(e.method) | \(e.model.replacingOccurrences(of: "_", with: " ")) | \(need) | "
                     s += "\(e.labels_total.map(String.init) ?? "") | \(e.model.isEmpty ? "" : ceiling) |\n"
                 }

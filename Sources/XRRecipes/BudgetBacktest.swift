@@ -35,9 +35,11 @@ extension Budget {
                 let s = SeedSummary(later.filter { $0.cell.shots == k }.compactMap { $0.metrics[metric] })
                 guard s.n > 0 else { continue }
                 let vs = p.boot.map { $0.value(at: Double(k)) }.sorted()
-                rows.append(BacktestRow(task: p.entry.task, method: p.entry.method, model: m.name, shots: k, measured: s.mean,
-                                        predicted: m.value(at: Double(k)), low: Bootstrap.percentile(vs, 50 * (1 - o.level)),
-                                        high: Bootstrap.percentile(vs, 50 * (1 + o.level))))
+                rows.append(
+                    BacktestRow(
+                        task: p.entry.task, method: p.entry.method, model: m.name, shots: k, measured: s.mean,
+                        predicted: m.value(at: Double(k)), low: Bootstrap.percentile(vs, 50 * (1 - o.level)),
+                        high: Bootstrap.percentile(vs, 50 * (1 + o.level))))
             }
         }
         return rows

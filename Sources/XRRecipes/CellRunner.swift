@@ -47,15 +47,19 @@ public struct CellRunner: Sendable {
     ///   - written: called after a cell's result file is in place (e.g. to drop the cell's checkpoint).
     ///   - body: computes one cell; nil writes nothing for it. An error stops the run and is
     ///     rethrown: the failing cell leaves no file, finished cells stay.
-    public func run(_ cells: [Cell], label: String = "run", written: ((Cell, CellResult) -> Void)? = nil,
-                    _ body: (Cell) throws -> CellResult?) throws {
+    public func run(
+        _ cells: [Cell], label: String = "run", written: ((Cell, CellResult) -> Void)? = nil,
+        _ body: (Cell) throws -> CellResult?
+    ) throws {
         try run(cells, producing: CellResult.self, label: label, written: written, body)
     }
 
     /// `run` for cells whose result is another type than `CellResult` (e.g. an active-labelling
     /// trajectory): the same resume, progress and atomic writes.
-    public func run<Result: Encodable>(_ cells: [Cell], producing: Result.Type, label: String = "run", written: ((Cell, Result) -> Void)? = nil,
-                                       _ body: (Cell) throws -> Result?) throws {
+    public func run<Result: Encodable>(
+        _ cells: [Cell], producing: Result.Type, label: String = "run", written: ((Cell, Result) -> Void)? = nil,
+        _ body: (Cell) throws -> Result?
+    ) throws {
         let progress = progress(label, cells)
         let encoder = Self.encoder()
         for cell in cells {
@@ -123,16 +127,20 @@ public struct CellRunner: Sendable {
     /// Gather the plan's finished cells, write the run's outputs with `write` (results, whether
     /// every cell is finished) unless this call is a shard (`xrlab merge` writes them), and say
     /// what the run did.
-    func summary(_ plan: [Cell], computed: Int, directory dir: URL, options: RunOptions,
-                 write: ([CellResult], Bool) throws -> Outputs.Written) throws -> RunSummary {
+    func summary(
+        _ plan: [Cell], computed: Int, directory dir: URL, options: RunOptions,
+        write: ([CellResult], Bool) throws -> Outputs.Written
+    ) throws -> RunSummary {
         let results = try results(plan)
         let complete = results.count == plan.count
-        let written = CellWork.writesOutputs(options)
+        let written =
+            CellWork.writesOutputs(options)
             ? try write(results, complete)
             : Outputs.Written(plots: [], report: dir.appendingPathComponent("report.md"))
-        return RunSummary(directory: dir, computed: computed, reused: results.count - computed,
-                          skipped: results.filter { $0.status != "ok" }, complete: complete,
-                          plots: written.plots, report: written.report)
+        return RunSummary(
+            directory: dir, computed: computed, reused: results.count - computed,
+            skipped: results.filter { $0.status != "ok" }, complete: complete,
+            plots: written.plots, report: written.report)
     }
 
     /// Cell files: sorted keys, one line.

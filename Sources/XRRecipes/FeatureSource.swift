@@ -92,14 +92,18 @@ public struct PrecomputedFeatureSource: FeatureSource {
         if let sidecar = try Self.sidecar(for: url) {
             let ids = sidecar.inputs.map(\.path)
             guard ids.count == n else {
-                throw XRError("the sidecar lists \(ids.count) inputs but the matrix has \(n) rows", file: EmbedOutput.sidecarURL(for: url).path,
-                              field: "inputs", hint: "the sidecar and the features must come from the same `xrlab embed` run")
+                throw XRError(
+                    "the sidecar lists \(ids.count) inputs but the matrix has \(n) rows", file: EmbedOutput.sidecarURL(for: url).path,
+                    field: "inputs", hint: "the sidecar and the features must come from the same `xrlab embed` run")
             }
             return FeatureSet(ids: ids, matrix: matrix, description: what + ", rows matched by the embed sidecar")
         }
         guard n == rows.totalRows else {
-            throw XRError("feature matrix has \(n) rows but the manifest has \(rows.totalRows)", file: url.path, field: parts[0].0,
-                          hint: "without an `xrlab embed` sidecar (\(EmbedOutput.sidecarURL(for: url).lastPathComponent)) the features must be row for row with \(rows.url.lastPathComponent)")
+            throw XRError(
+                "feature matrix has \(n) rows but the manifest has \(rows.totalRows)", file: url.path, field: parts[0].0,
+                hint:
+                    "without an `xrlab embed` sidecar (\(EmbedOutput.sidecarURL(for: url).lastPathComponent)) the features must be row for row with \(rows.url.lastPathComponent)"
+            )
         }
         let d = matrix.shape[1]
         var kept = [Float](); kept.reserveCapacity(rows.indices.count * d)
@@ -120,8 +124,9 @@ public struct PrecomputedFeatureSource: FeatureSource {
     static func sidecar(for matrix: URL) throws -> EmbedOutput.Sidecar? {
         let u = EmbedOutput.sidecarURL(for: matrix)
         guard FileManager.default.fileExists(atPath: u.path), let d = try? Data(contentsOf: u),
-              let head = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
-              head["format"] as? String == "xrlab-embed" else { return nil }
+            let head = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+            head["format"] as? String == "xrlab-embed"
+        else { return nil }
         return try EmbedOutput.readSidecar(u)
     }
 
@@ -133,9 +138,10 @@ public struct PrecomputedFeatureSource: FeatureSource {
         if isNPY && FileManager.default.fileExists(atPath: url.path) {
             // One plain matrix: it is the representation.
             if f.tensor == nil && rep != ["cls"] {
-                throw XRError("a single .npy matrix holds one representation; the recipe asks for \(rep.joined(separator: " + "))",
-                              file: url.path, field: "representation",
-                              hint: "set representation: [cls] to use the matrix as it is, or give a safetensors file / per-tensor npy files from `xrlab embed`")
+                throw XRError(
+                    "a single .npy matrix holds one representation; the recipe asks for \(rep.joined(separator: " + "))",
+                    file: url.path, field: "representation",
+                    hint: "set representation: [cls] to use the matrix as it is, or give a safetensors file / per-tensor npy files from `xrlab embed`")
             }
             return [("matrix", try matrix2D(NPY.read(url), url, "matrix"))]
         }
@@ -146,8 +152,9 @@ public struct PrecomputedFeatureSource: FeatureSource {
                 let (tensorName, blocks) = Self.stored(name, explicit: f.tensor != nil)
                 let u = stem.appendingPathExtension(tensorName).appendingPathExtension("npy")
                 guard FileManager.default.fileExists(atPath: u.path) else {
-                    throw XRError("feature matrix not found (nor \(u.lastPathComponent) for '\(name)')", file: url.path, field: "features.matrix",
-                                  hint: "paths are relative to the recipe file's folder")
+                    throw XRError(
+                        "feature matrix not found (nor \(u.lastPathComponent) for '\(name)')", file: url.path, field: "features.matrix",
+                        hint: "paths are relative to the recipe file's folder")
                 }
                 out.append((name, try slice(NPY.read(u), blocks: blocks, u, name)))
             }
@@ -160,8 +167,9 @@ public struct PrecomputedFeatureSource: FeatureSource {
         return try names.map { name in
             let (tensorName, blocks) = Self.stored(name, explicit: f.tensor != nil)
             guard file.contains(tensorName) else {
-                throw XRError("no tensor '\(tensorName)' (for '\(name)')", file: url.path, field: f.tensor != nil ? "features.tensor" : "representation",
-                              hint: "the file holds: \(file.names.sorted().joined(separator: ", "))" + (blocks != nil ? " (embed with --last-blocks for lastN_cls)" : ""))
+                throw XRError(
+                    "no tensor '\(tensorName)' (for '\(name)')", file: url.path, field: f.tensor != nil ? "features.tensor" : "representation",
+                    hint: "the file holds: \(file.names.sorted().joined(separator: ", "))" + (blocks != nil ? " (embed with --last-blocks for lastN_cls)" : ""))
             }
             return (name, try slice(file.tensor(tensorName), blocks: blocks, url, tensorName))
         }
@@ -186,8 +194,9 @@ public struct PrecomputedFeatureSource: FeatureSource {
         guard t.rank == 3 else { throw XRError("tensor has shape \(describeShape(t.shape)), expected (N, blocks, C)", file: url.path, field: name) }
         let n = t.shape[0], nb = t.shape[1], c = t.shape[2]
         guard k <= nb else {
-            throw XRError("last\(k)_cls asks for \(k) blocks but the file holds \(nb)", file: url.path, field: name,
-                          hint: "embed again with --last-blocks \(k)")
+            throw XRError(
+                "last\(k)_cls asks for \(k) blocks but the file holds \(nb)", file: url.path, field: name,
+                hint: "embed again with --last-blocks \(k)")
         }
         var s = [Float](); s.reserveCapacity(n * k * c)
         for i in 0..<n { s += t.scalars[((i * nb + nb - k) * c)..<((i + 1) * nb * c)] }
@@ -215,16 +224,18 @@ public struct EncoderFeatureSource: FeatureSource {
     public static func images(_ r: LoadedRecipe, rows: ManifestRows) throws -> [ImageInput] {
         let column = r.recipe.data.image_column
         guard let c = rows.header.firstIndex(of: column) else {
-            throw XRError("no column '\(column)' (columns: \(rows.header.joined(separator: ", ")))", file: rows.url.path,
-                          field: "data.image_column", hint: "set data.image_column in the recipe to the manifest's column name")
+            throw XRError(
+                "no column '\(column)' (columns: \(rows.header.joined(separator: ", ")))", file: rows.url.path,
+                field: "data.image_column", hint: "set data.image_column in the recipe to the manifest's column name")
         }
         let base = rows.url.deletingLastPathComponent()
         return try zip(rows.rows, rows.rowNumbers).map { row, number in
             let p = row[c]
             let u = p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p)
             guard !p.isEmpty, FileManager.default.fileExists(atPath: u.path) else {
-                throw XRError("image not found: \(p.isEmpty ? "(empty path)" : u.path)", file: rows.url.path, field: "row \(number), column \(column)",
-                              hint: "paths are relative to the manifest's folder")
+                throw XRError(
+                    "image not found: \(p.isEmpty ? "(empty path)" : u.path)", file: rows.url.path, field: "row \(number), column \(column)",
+                    hint: "paths are relative to the manifest's folder")
             }
             return ImageInput(url: u, id: p)
         }
@@ -241,8 +252,9 @@ public struct EncoderFeatureSource: FeatureSource {
             guard let interp = Preprocessing.Interpolation(rawValue: p.interpolation) else {
                 throw XRError("unknown interpolation '\(p.interpolation)'", file: r.file.path, field: "model.preprocessing.interpolation")
             }
-            return Preprocessing(shortestEdge: p.size, crop: p.crop ?? p.size, interpolation: interp,
-                                 mean: p.mean.map(Float.init), std: p.std.map(Float.init))
+            return Preprocessing(
+                shortestEdge: p.size, crop: p.crop ?? p.size, interpolation: interp,
+                mean: p.mean.map(Float.init), std: p.std.map(Float.init))
         }
         let url = r.resolve(model.path)
         guard FileManager.default.fileExists(atPath: url.path) else {

@@ -37,16 +37,19 @@ public enum FinalTune {
     public static func run(_ r: LoadedRecipe, options o: FinalTuneOptions) throws -> FinalTuneResult {
         let tuning = r.recipe.methods.filter(\.isTuning)
         guard let method = o.method.map({ m in tuning.first { $0.name == m } }) ?? tuning.first else {
-            throw XRError(o.method.map { "the recipe has no tuning method '\($0)'" } ?? "the recipe has no tuning method (lora, adapter, last_k, bitfit, full)",
-                          file: r.file.path, field: "methods", hint: tuning.isEmpty ? "add one to methods" : "tuning methods here: \(tuning.map(\.name).joined(separator: ", "))")
+            throw XRError(
+                o.method.map { "the recipe has no tuning method '\($0)'" } ?? "the recipe has no tuning method (lora, adapter, last_k, bitfit, full)",
+                file: r.file.path, field: "methods",
+                hint: tuning.isEmpty ? "add one to methods" : "tuning methods here: \(tuning.map(\.name).joined(separator: ", "))")
         }
         var spec = TuneSpec(method)
         if let e = o.epochs { spec.options.epochs = e }
         let data = try StudyLoader.load(r, quiet: o.quiet)
         let names = data.tasks.map(\.name)
         guard let task = o.task.map({ t in data.tasks.first { $0.name == t } }) ?? (data.tasks.count == 1 ? data.tasks.first : nil) else {
-            throw XRError(o.task.map { "no task '\($0)'" } ?? "the recipe has \(names.count) tasks; choose one", field: "--task",
-                          hint: "tasks: \(names.joined(separator: ", "))")
+            throw XRError(
+                o.task.map { "no task '\($0)'" } ?? "the recipe has \(names.count) tasks; choose one", field: "--task",
+                hint: "tasks: \(names.joined(separator: ", "))")
         }
         let K = task.classes.count, n = data.ids.count
         let key = data.patients ?? data.ids
@@ -56,9 +59,12 @@ public enum FinalTune {
         let taskHash = Runner.streamKey(task.name)
         var train: [Int]
         if let k = o.shots {
-            switch FewShotSampler.sample(labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients, k: k,
-                                         seed: UInt64(o.seed), stream: [taskHash, UInt64(k)]) {
-            case let .failure(f): throw XRError("class '\(task.classes[f.classIndex])' has \(f.available) eligible training examples; \(k) shots requested", field: "--shots")
+            switch FewShotSampler.sample(
+                labels: task.labels, classes: K, pool: pool, test: test, patients: data.patients, k: k,
+                seed: UInt64(o.seed), stream: [taskHash, UInt64(k)])
+            {
+            case let .failure(f):
+                throw XRError("class '\(task.classes[f.classIndex])' has \(f.available) eligible training examples; \(k) shots requested", field: "--shots")
             case let .success(s): train = s
             }
         } else {
@@ -66,8 +72,9 @@ public enum FinalTune {
         }
         var vr = XRRandom(seed: UInt64(o.seed), stream: [taskHash, UInt64(o.shots ?? 0), 0x7A11])
         // All-rows training: the validation rows come out of the training rows.
-        let validation = TuneContext.validation(pool: pool, task: task, keys: key, used: o.shots == nil ? [] : Set(train.map { key[$0] }),
-                                                testKeys: testKeys, perClass: spec.validationPerClass, rng: &vr)
+        let validation = TuneContext.validation(
+            pool: pool, task: task, keys: key, used: o.shots == nil ? [] : Set(train.map { key[$0] }),
+            testKeys: testKeys, perClass: spec.validationPerClass, rng: &vr)
         let vKeys = Set(validation.map { key[$0] })
         if o.shots == nil { train = train.filter { !vKeys.contains(key[$0]) } }
 
@@ -79,17 +86,21 @@ public enum FinalTune {
             try model.setTrainable(spec.set, seed: UInt64(o.seed))
         }
         try FileManager.default.createDirectory(at: o.output, withIntermediateDirectories: true)
-        let identity = ["recipe": String(r.fingerprint.prefix(16)), "encoder": String(ctx.encoder.weightsHash.prefix(16)), "method": spec.description,
-                        "task": task.name, "training rows": "\(train.count) (\(SHA256.hex(Data("\(train)".utf8)).prefix(12)))",
-                        "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))", "from PEFT": o.fromPEFT?.path ?? "-"]
+        let identity = [
+            "recipe": String(r.fingerprint.prefix(16)), "encoder": String(ctx.encoder.weightsHash.prefix(16)), "method": spec.description,
+            "task": task.name, "training rows": "\(train.count) (\(SHA256.hex(Data("\(train)".utf8)).prefix(12)))",
+            "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))", "from PEFT": o.fromPEFT?.path ?? "-"
+        ]
         let tuner = Tuner(model: model, options: spec.options, seed: UInt64(o.seed) &* 0x9E37_79B9 ^ taskHash, identity: identity)
         let progress = ProgressReporter("tune", total: spec.options.epochs, unit: "epochs", quiet: o.quiet)
         tuner.progress = { _ in progress.advance() }
         let tdata = ctx.data(task)
         var history: [EpochRecord] = []
         if spec.options.epochs > 0 {
-            history = try tuner.run(train: train, validation: validation, data: tdata,
-                                    checkpoint: o.output.appendingPathComponent("checkpoint.safetensors")).history
+            history = try tuner.run(
+                train: train, validation: validation, data: tdata,
+                checkpoint: o.output.appendingPathComponent("checkpoint.safetensors")
+            ).history
         }
         progress.finish()
         let probs = try tuner.predict(test, tdata)
@@ -107,19 +118,24 @@ public enum FinalTune {
         var weights = Dictionary(uniqueKeysWithValues: model.parameters.filter { !$0.name.contains("lora_") }.map { ($0.name, $0.tensor) })
         for (k, v) in model.mergedWeights() { weights[k] = v }
         let merged = o.output.appendingPathComponent("model.safetensors")
-        try SafeTensors.write(weights.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-                              metadata: ["format": "pt", "xrlab_base_sha256": ctx.encoder.weightsHash, "task": task.name,
-                                         "classes": task.classes.joined(separator: ","), "method": method.name], to: merged)
+        try SafeTensors.write(
+            weights.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+            metadata: [
+                "format": "pt", "xrlab_base_sha256": ctx.encoder.weightsHash, "task": task.name,
+                "classes": task.classes.joined(separator: ","), "method": method.name
+            ], to: merged)
         files.append(merged)
         var csv = "epoch,train_loss,validation_loss,lr\n"
         for h in history { csv += "\(h.epoch),\(h.trainLoss),\(h.validationLoss.map { String($0) } ?? ""),\(h.lr)\n" }
         let hist = o.output.appendingPathComponent("history.csv")
         try AtomicFile.write(csv, to: hist)
         files.append(hist)
-        let info: [String: Any] = ["method": method.name, "task": task.name, "classes": task.classes, "train_rows": train.count,
-                                   "validation_rows": validation.count, "test_rows": test.count, "metrics": metrics,
-                                   "trainable_parameters": model.trainableCount, "epochs": history.count,
-                                   "base_sha256": ctx.encoder.weightsHash, "from_peft": o.fromPEFT?.path ?? NSNull()]
+        let info: [String: Any] = [
+            "method": method.name, "task": task.name, "classes": task.classes, "train_rows": train.count,
+            "validation_rows": validation.count, "test_rows": test.count, "metrics": metrics,
+            "trainable_parameters": model.trainableCount, "epochs": history.count,
+            "base_sha256": ctx.encoder.weightsHash, "from_peft": o.fromPEFT?.path ?? NSNull()
+        ]
         let mj = o.output.appendingPathComponent("metrics.json")
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]), to: mj)
         files.append(mj)

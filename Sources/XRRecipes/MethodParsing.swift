@@ -49,7 +49,9 @@ struct MethodFields {
             let s = try n.string()
             let names = T.allCases.map(\.rawValue)
             guard let t = T(rawValue: s) else {
-                throw n.error("unknown \(key) '\(s)'" + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""), hint: "\(key): " + names.joined(separator: ", "))
+                throw n.error(
+                    "unknown \(key) '\(s)'" + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""), hint: "\(key): " + names.joined(separator: ", ")
+                )
             }
             return t
         }
@@ -67,14 +69,17 @@ extension RecipeLoader {
         let all = Array(Set(names.flatMap(keys))).sorted()
         guard let m = ctx.attempt({ try mn.mapping(allowed: ["name"] + all) }) else { return nil }
         guard let nameNode = m["name"] else { ctx.record(mn.error("missing required key 'name'")); return nil }
-        guard let name = ctx.attempt({ () -> String in
-            let s = try nameNode.string()
-            guard names.contains(s) else {
-                throw nameNode.error("unknown method '\(s)'" + (report ? " for a report task" : "") + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
-                                     hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
-            }
-            return s
-        }) else { return nil }
+        guard
+            let name = ctx.attempt({ () -> String in
+                let s = try nameNode.string()
+                guard names.contains(s) else {
+                    throw nameNode.error(
+                        "unknown method '\(s)'" + (report ? " for a report task" : "") + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
+                        hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
+                }
+                return s
+            })
+        else { return nil }
         let applies = keys(name)
         for (key, node) in m where key != "name" && !applies.contains(key) {
             ctx.record(node.error("'\(key)' does not apply to method \(name)", hint: "\(name) takes: " + applies.joined(separator: ", ")))
@@ -105,11 +110,12 @@ extension RecipeLoader {
             var s = AdapterSpec()
             s.dim = f.atLeast("adapter_dim", 1) ?? s.dim
             if let v = m["placement"], applies.contains("placement") {
-                s.placement = ctx.attempt {
-                    let p = try v.string()
-                    guard let placement = AdapterPlacement(rawValue: p) else { throw v.error("placement must be sequential or parallel, got '\(p)'") }
-                    return placement
-                } ?? s.placement
+                s.placement =
+                    ctx.attempt {
+                        let p = try v.string()
+                        guard let placement = AdapterPlacement(rawValue: p) else { throw v.error("placement must be sequential or parallel, got '\(p)'") }
+                        return placement
+                    } ?? s.placement
             }
             s.scale = f.positive("adapter_scale") ?? s.scale
             s.training = training(f, method)
@@ -133,11 +139,12 @@ extension RecipeLoader {
         }
         var dropout = d.dropout
         if let v = f.m["dropout"] {
-            dropout = f.ctx.attempt {
-                let x = try v.double()
-                if x < 0 || x >= 1 { throw v.error("dropout must be in [0, 1), got \(x)") }
-                return x
-            } ?? dropout
+            dropout =
+                f.ctx.attempt {
+                    let x = try v.double()
+                    if x < 0 || x >= 1 { throw v.error("dropout must be in [0, 1), got \(x)") }
+                    return x
+                } ?? dropout
         }
         return LoRASettings(rank: rank, alpha: f.positive("alpha"), targets: targets, dropout: dropout)
     }

@@ -79,7 +79,7 @@ public struct TrainingSpec: Encodable, Equatable, Sendable {
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case epochs, lr, batchSize = "batch_size", accumulate, weightDecay = "weight_decay", warmup, labelSmoothing = "label_smoothing", clip,
-             layerDecay = "layer_decay", balanced, augment, hflip, patience, validation, recompute, headHidden = "head_hidden"
+            layerDecay = "layer_decay", balanced, augment, hflip, patience, validation, recompute, headHidden = "head_hidden"
     }
 
     /// Keys left out take the defaults of `method`.

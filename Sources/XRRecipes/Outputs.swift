@@ -7,8 +7,10 @@ import XRProbe
 enum Outputs {
     struct Written { var plots: [URL]; var report: URL }
 
-    static func write(_ results: [CellResult], recipe r: LoadedRecipe, data: StudyData, directory dir: URL,
-                      complete: Bool) throws -> Written {
+    static func write(
+        _ results: [CellResult], recipe r: LoadedRecipe, data: StudyData, directory dir: URL,
+        complete: Bool
+    ) throws -> Written {
         let recipe = r.recipe
         try writeResults(results, directory: dir)
 
@@ -40,12 +42,22 @@ enum Outputs {
 
         let gaps = subgroupGaps(results, recipe: recipe)
         if !gaps.isEmpty {
-            try CSVTable(header: ["method", "task", "shots", "attribute", "group", "mean_\(recipe.primary_metric)", "gap", "seeds", "seeds_flagged",
-                                  "p_value", "q_value", "flagged", "interpretable"],
-                         rows: gaps.flatMap { g in g.groupMeans.map { [g.method, g.task, String(g.shots), g.attribute, $0.key, f($0.value), f(g.gap),
-                                                                        String(g.seeds), String(g.flaggedSeeds), g.p.map(pf) ?? "", g.q.map(pf) ?? "",
-                                                                        g.flagged ? "yes" : "no", g.interpretable.map { $0 ? "yes" : "no" } ?? ""] } })
-                .write(to: dir.appendingPathComponent("subgroups.csv"))
+            try CSVTable(
+                header: [
+                    "method", "task", "shots", "attribute", "group", "mean_\(recipe.primary_metric)", "gap", "seeds", "seeds_flagged",
+                    "p_value", "q_value", "flagged", "interpretable"
+                ],
+                rows: gaps.flatMap { g in
+                    g.groupMeans.map {
+                        [
+                            g.method, g.task, String(g.shots), g.attribute, $0.key, f($0.value), f(g.gap),
+                            String(g.seeds), String(g.flaggedSeeds), g.p.map(pf) ?? "", g.q.map(pf) ?? "",
+                            g.flagged ? "yes" : "no", g.interpretable.map { $0 ? "yes" : "no" } ?? ""
+                        ]
+                    }
+                }
+            )
+            .write(to: dir.appendingPathComponent("subgroups.csv"))
         }
         var plots: [URL] = []
         for task in data.tasks.map(\.name) {
@@ -74,14 +86,18 @@ enum Outputs {
     }
 
     /// The columns of summary.csv.
-    static let summaryHeader = ["method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
-                                "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"]
+    static let summaryHeader = [
+        "method", "task", "shots", "metric", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+        "bootstrap_low_mean", "bootstrap_high_mean", "skipped_seeds"
+    ]
 
     /// summary.csv's rows of one method × task × shots setting, one per recipe metric, over the
     /// setting's cells (one per seed): mean, std and 95% t-interval over the seeds that finished,
     /// the mean of their bootstrap intervals (primary metric only) and the count of skipped seeds.
-    static func summaryRows(_ cells: [CellResult], method: String, task: String, shots: String,
-                            recipe: Recipe) -> [(metric: String, seeds: SeedSummary, row: [String])] {
+    static func summaryRows(
+        _ cells: [CellResult], method: String, task: String, shots: String,
+        recipe: Recipe
+    ) -> [(metric: String, seeds: SeedSummary, row: [String])] {
         let ok = cells.filter { $0.status == "ok" }
         return recipe.metrics.map { metric in
             let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
@@ -90,8 +106,13 @@ enum Outputs {
                 bootLow = f(ci.low)
                 bootHigh = f(ci.high)
             }
-            return (metric, s, [method, task, shots, metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
-                                bootLow, bootHigh, String(cells.count - ok.count)])
+            return (
+                metric, s,
+                [
+                    method, task, shots, metric, String(s.n), f(s.mean), f(s.std), f(s.low), f(s.high),
+                    bootLow, bootHigh, String(cells.count - ok.count)
+                ]
+            )
         }
     }
 
@@ -137,9 +158,11 @@ enum Outputs {
                         for r in rs { for (g, v) in r.values where v.isFinite { sums[g, default: (0, 0)].0 += v; sums[g, default: (0, 0)].1 += 1 } }
                         let means = sums.map { (key: $0.key, value: $0.value.0 / Double($0.value.1)) }.sorted { $0.key < $1.key }
                         let gap = (means.map(\.value).max() ?? .nan) - (means.map(\.value).min() ?? .nan)
-                        out.append(SubgroupGap(method: m, task: task, shots: k, attribute: a, groupMeans: means, gap: gap,
-                                               seeds: rs.count, flaggedSeeds: rs.filter(\.flagged).count,
-                                               p: MultipleTesting.twiceMedian(rs.compactMap(\.pValue)), interpretable: chance))
+                        out.append(
+                            SubgroupGap(
+                                method: m, task: task, shots: k, attribute: a, groupMeans: means, gap: gap,
+                                seeds: rs.count, flaggedSeeds: rs.filter(\.flagged).count,
+                                p: MultipleTesting.twiceMedian(rs.compactMap(\.pValue)), interpretable: chance))
                     }
                 }
             }
@@ -169,16 +192,20 @@ enum Outputs {
 
     /// Display name of a metric for plots.
     static func metricTitle(_ m: String) -> String {
-        ["auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
-         "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss"][m] ?? m
+        [
+            "auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+            "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss"
+        ][m] ?? m
     }
 
     static func f(_ x: Double) -> String { x.isFinite ? String(format: "%.4f", x) : "" }
     /// p- and q-values keep their small magnitudes: 4 significant digits.
     static func pf(_ x: Double) -> String { x.isFinite ? String(format: "%.4g", x) : "" }
 
-    static func markdown(_ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool,
-                         selection: String = "") -> String {
+    static func markdown(
+        _ results: [CellResult], r: LoadedRecipe, data: StudyData, rows: [[String]], plots: [URL], complete: Bool,
+        selection: String = ""
+    ) -> String {
         let recipe = r.recipe
         var s = "# \(recipe.name)\n\n"
         if !complete { s += "> **Incomplete run**: \(results.count) cells finished. Run the recipe again to finish the rest.\n\n" }
@@ -198,7 +225,9 @@ enum Outputs {
         for task in data.tasks.map(\.name) {
             for k in recipe.shots {
                 let cands = primary.filter { $0[1] == task && $0[2] == String(k) }
-                guard let best = cands.max(by: { (Double($0[5]) ?? 0) * (lowerIsBetter ? -1 : 1) < (Double($1[5]) ?? 0) * (lowerIsBetter ? -1 : 1) }) else { continue }
+                guard let best = cands.max(by: { (Double($0[5]) ?? 0) * (lowerIsBetter ? -1 : 1) < (Double($1[5]) ?? 0) * (lowerIsBetter ? -1 : 1) }) else {
+                    continue
+                }
                 s += "| \(task) | \(k) | \(best[0]) | \(best[5]) ± \(best[6]) [\(best[7]), \(best[8])] |\n"
             }
         }
@@ -224,13 +253,15 @@ enum Outputs {
             s += "\(flagged.count) of \(gaps.count) method × task × shots × attribute settings flagged"
             s += flagged.contains { $0.interpretable == false } ? " (\(flagged.filter { $0.interpretable == false }.count) of them not interpretable)" : ""
             s += "; all in `subgroups.csv`.\n\n"
-            s += "| method | task | shots | attribute | groups (mean \(recipe.primary_metric)) | gap | q | seeds with interval excluding 0 |\n|---|---|---|---|---|---|---|---|\n"
+            s +=
+                "| method | task | shots | attribute | groups (mean \(recipe.primary_metric)) | gap | q | seeds with interval excluding 0 |\n|---|---|---|---|---|---|---|---|\n"
             // Flagged settings first, then the largest gaps, at most 40 rows.
             let shown = (flagged.sorted { ($0.q ?? 1) < ($1.q ?? 1) } + gaps.filter { !$0.flagged }.sorted { $0.gap > $1.gap }).prefix(40)
             for g in shown {
                 let groups = g.groupMeans.map { "\($0.key) \(f($0.value))" }.joined(separator: ", ")
                 let mark = (g.flagged ? " **flagged**" : "") + (g.interpretable == false ? " *not interpretable*" : "")
-                s += "| \(g.method) | \(g.task) | \(g.shots) | \(g.attribute) | \(groups) | \(f(g.gap))\(mark) | \(g.q.map(pf) ?? "") | \(g.flaggedSeeds)/\(g.seeds) |\n"
+                s +=
+                    "| \(g.method) | \(g.task) | \(g.shots) | \(g.attribute) | \(groups) | \(f(g.gap))\(mark) | \(g.q.map(pf) ?? "") | \(g.flaggedSeeds)/\(g.seeds) |\n"
             }
         }
         s += "\n## Files\n\n- `results.jsonl`: one line per cell (metrics, bootstrap interval, sampled training ids, subgroups)\n"

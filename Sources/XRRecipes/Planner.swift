@@ -28,7 +28,9 @@ public struct Plan: Sendable {
         s += "\ncells finished / total (\(recipe.seeds) seeds each):\n"
         let shotsHeader = recipe.shots.map { "k=\($0)".padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
         let width = max(14, (tasks.map(\.count).max() ?? 0) + 2)
-        s += "  " + "method".padding(toLength: 14, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0) + shotsHeader + "\n"
+        s +=
+            "  " + "method".padding(toLength: 14, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0) + shotsHeader
+            + "\n"
         for t in tasks {
             for v in variants {
                 var line = "  " + v.label.padding(toLength: 14, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
@@ -69,8 +71,9 @@ public enum Planner {
         let costs = CellCosts(r, rows: rows)
         var seconds = encodeSeconds
         for cell in cells where !finished.contains(cell.id) { seconds += costs.seconds(cell) }
-        return Plan(recipe: r.recipe, cells: cells, finished: finished, tasks: tasks, featureStatus: status,
-                    estimatedSeconds: seconds, outputDirectory: dir, directoryProblem: directoryProblem)
+        return Plan(
+            recipe: r.recipe, cells: cells, finished: finished, tasks: tasks, featureStatus: status,
+            estimatedSeconds: seconds, outputDirectory: dir, directoryProblem: directoryProblem)
     }
 
     /// Every problem of a recipe: schema and values, then (with `checkFiles`) the files it
@@ -97,8 +100,10 @@ public enum Planner {
                 for c in spec.where.keys.sorted() { cols.append((c, "data.where.\(c)")) }
                 let missing = cols.filter { !table.header.contains($0.0) }
                 for (c, key) in missing {
-                    problems.append(XRError("no column '\(c)' (columns: \(table.header.joined(separator: ", ")))", file: manifest.path, field: key,
-                                            hint: "set \(key) in the recipe to the manifest's column name"))
+                    problems.append(
+                        XRError(
+                            "no column '\(c)' (columns: \(table.header.joined(separator: ", ")))", file: manifest.path, field: key,
+                            hint: "set \(key) in the recipe to the manifest's column name"))
                 }
                 if missing.isEmpty { rows = try StudyLoader.rows(r) }
             } catch let e as XRError { problems.append(e) } catch { problems.append(XRError("\(error)", file: manifest.path)) }
@@ -117,7 +122,8 @@ public enum Planner {
                     problems.append(XRError("\(error)", file: r.resolve(r.recipe.features?.matrix ?? "").path, field: "features.matrix"))
                 }
             } else if let f = r.recipe.features, !FileManager.default.fileExists(atPath: r.resolve(f.matrix).path),
-                      f.matrix.lowercased().hasSuffix(".safetensors") {
+                f.matrix.lowercased().hasSuffix(".safetensors")
+            {
                 problems.append(XRError("feature matrix not found", file: r.resolve(f.matrix).path, field: "features.matrix"))
             }
         }
@@ -136,8 +142,10 @@ public enum Planner {
             if p.isEmpty || !FileManager.default.fileExists(atPath: u.path) {
                 count += 1
                 if count <= 20 {
-                    out.append(XRError("image not found: \(p.isEmpty ? "(empty path)" : u.path)", file: rows.url.path,
-                                       field: "row \(number), column \(r.recipe.data.image_column)"))
+                    out.append(
+                        XRError(
+                            "image not found: \(p.isEmpty ? "(empty path)" : u.path)", file: rows.url.path,
+                            field: "row \(number), column \(r.recipe.data.image_column)"))
                 }
             }
         }

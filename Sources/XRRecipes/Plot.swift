@@ -68,7 +68,7 @@ struct Canvas {
     /// A polyline of `smoothLine` dashes, `dash` pixels on and `gap` off, the pattern running on
     /// across vertices (a dense fitted curve has segments shorter than one dash).
     mutating func dashedPolyline(_ pts: [(Double, Double)], _ c: (UInt8, UInt8, UInt8), lineWidth: Double, dash: Double = 9, gap: Double = 6) {
-        var phase = 0.0   // distance into the current dash + gap period
+        var phase = 0.0 // distance into the current dash + gap period
         for (p, q) in zip(pts, pts.dropFirst()) {
             let len = ((q.0 - p.0) * (q.0 - p.0) + (q.1 - p.1) * (q.1 - p.1)).squareRoot()
             var t = 0.0
@@ -76,8 +76,9 @@ struct Canvas {
                 let inDash = phase < dash
                 let step = min(len - t, inDash ? dash - phase : dash + gap - phase)
                 if inDash {
-                    smoothLine(p.0 + (q.0 - p.0) * t / len, p.1 + (q.1 - p.1) * t / len,
-                               p.0 + (q.0 - p.0) * (t + step) / len, p.1 + (q.1 - p.1) * (t + step) / len, c, lineWidth: lineWidth)
+                    smoothLine(
+                        p.0 + (q.0 - p.0) * t / len, p.1 + (q.1 - p.1) * t / len,
+                        p.0 + (q.0 - p.0) * (t + step) / len, p.1 + (q.1 - p.1) * (t + step) / len, c, lineWidth: lineWidth)
                 }
                 t += step
                 phase = (phase + step).truncatingRemainder(dividingBy: dash + gap)
@@ -91,10 +92,12 @@ struct Canvas {
         var cx = 0
         for ch in s {
             for (r, col) in glyph(ch) {
-                for dy in 0..<scale { for dx in 0..<scale {
-                    let px = col * scale + dx + cx, py = r * scale + dy
-                    if vertical { blend(x + py, y - px, c) } else { blend(x + px, y + py, c) }
-                } }
+                for dy in 0..<scale {
+                    for dx in 0..<scale {
+                        let px = col * scale + dx + cx, py = r * scale + dy
+                        if vertical { blend(x + py, y - px, c) } else { blend(x + px, y + py, c) }
+                    }
+                }
             }
             cx += 6 * scale
         }
@@ -124,20 +127,27 @@ struct Series {
 }
 
 enum LearningCurvePlot {
-    static let palette: [(UInt8, UInt8, UInt8)] = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14),
-                                                   (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+    static let palette: [(UInt8, UInt8, UInt8)] = [
+        (31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14),
+        (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)
+    ]
 
     /// Metric vs shots (log2 x axis), one line per series with its interval band.
     /// `ticks`: x values to label even without points (e.g. shot counts whose cells were all skipped).
     /// `reference`: horizontal dashed lines with a label (e.g. a target value).
-    static func render(title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = [], xLabel: String = "Shots per class (log2 scale)",
-                       reference: [(y: Double, label: String)] = []) throws -> Data {
+    static func render(
+        title: String, yLabel: String, series: [Series], note: String, ticks: [Double] = [], xLabel: String = "Shots per class (log2 scale)",
+        reference: [(y: Double, label: String)] = []
+    ) throws -> Data {
         let W = 1020, H = 620, left = 120, right = 250, top = 70, bottom = 90
         var c = Canvas(width: W, height: H)
         let pw = W - left - right, ph = H - top - bottom
         // Fitted lines set the x range but get no tick per point.
-        let xs = Array(Set(series.flatMap { s -> [Double] in if case .fit = s.style { return [] } else { return s.points.map(\.x) } }
-                           + ticks.filter { $0 > 0 })).sorted()
+        let xs = Array(
+            Set(
+                series.flatMap { s -> [Double] in if case .fit = s.style { return [] } else { return s.points.map(\.x) } }
+                    + ticks.filter { $0 > 0 })
+        ).sorted()
         let fitX = series.flatMap { s -> [Double] in if case .fit = s.style { return s.points.map(\.x) } else { return [] } }.filter { $0 > 0 }
         let ys = (series.flatMap { $0.points.flatMap { [$0.low, $0.high, $0.y] } } + reference.map(\.y)).filter(\.isFinite)
         guard let xmin = (xs + fitX).min(), let xmax = (xs + fitX).max(), let ylo = ys.min(), let yhi = ys.max() else {

@@ -140,8 +140,11 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// model.json are always kept.
         public var keep_models = false
         public init() {}
-        public static let keys = ["target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "visual_input", "init_from", "meteor_data", "epochs", "batch_size",
-                                  "lr", "weight_decay", "warmup", "label_smoothing", "clip", "beams", "max_new_tokens", "no_repeat_ngram", "length_penalty", "keep_models"]
+        public static let keys = [
+            "target", "tokenizer", "vocab_size", "dim", "layers", "heads", "max_tokens", "pool", "visual_input", "init_from", "meteor_data", "epochs",
+            "batch_size",
+            "lr", "weight_decay", "warmup", "label_smoothing", "clip", "beams", "max_new_tokens", "no_repeat_ngram", "length_penalty", "keep_models"
+        ]
     }
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
@@ -154,7 +157,8 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// `lastN_cls` → N (nil for other names).
     public static func lastBlocks(_ representation: String) -> Int? {
         guard representation.hasPrefix("last"), representation.hasSuffix("_cls"),
-              let n = Int(representation.dropFirst(4).dropLast(4)), n >= 1 else { return nil }
+            let n = Int(representation.dropFirst(4).dropLast(4)), n >= 1
+        else { return nil }
         return n
     }
 }
@@ -180,7 +184,7 @@ extension KeyedEncodingContainer {
 extension Recipe.DataSpec {
     enum CodingKeys: String, CodingKey {
         case manifest, image_column, label_column, label_columns, labels, task, patient_column, split_column,
-             test_fraction, subgroups, `where`
+            test_fraction, subgroups, `where`
     }
 
     public func encode(to encoder: Encoder) throws {

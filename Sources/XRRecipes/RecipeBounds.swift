@@ -18,7 +18,8 @@ extension RecipeLoader {
                 if let i = k as? Int, case let .sequence(q) = n.node, i < q.count {
                     n = YNode(node: q[i], path: "\(n.path)[\(i)]", ctx: ctx)
                 } else if let s = k as? String, case let .mapping(m) = n.node,
-                          let v = m.first(where: { if case let .scalar(ks) = $0.key { return ks.string == s } else { return false } })?.value {
+                    let v = m.first(where: { if case let .scalar(ks) = $0.key { return ks.string == s } else { return false } })?.value
+                {
                     n = n.child(v, s)
                 } else {
                     return n
@@ -31,8 +32,10 @@ extension RecipeLoader {
             over = true
             let n = node(keys)
             let key = n.path.isEmpty ? what : n.path
-            ctx.record(n.error(list ? "\(key) lists \(value) \(what), over the limit of \(limit)" : "\(key) is \(value), over the limit of \(limit) \(what)",
-                               hint: "xrlab bounds every count a recipe asks for (docs/reliability.md lists the limits)"))
+            ctx.record(
+                n.error(
+                    list ? "\(key) lists \(value) \(what), over the limit of \(limit)" : "\(key) is \(value), over the limit of \(limit) \(what)",
+                    hint: "xrlab bounds every count a recipe asks for (docs/reliability.md lists the limits)"))
         }
         func bound<T>(list: [T]?, _ limit: Int, _ keys: [Any], _ what: String) {
             bound(list?.count, limit, keys, what, list: true)
@@ -87,8 +90,10 @@ extension RecipeLoader {
         }
         if let r = recipe.report {
             bound(r.epochs, L.epochs, ["report", "epochs"], "epochs")
-            for (key, v) in [("vocab_size", r.vocab_size), ("dim", r.dim), ("max_tokens", r.max_tokens), ("max_new_tokens", r.max_new_tokens),
-                             ("batch_size", r.batch_size)] {
+            for (key, v) in [
+                ("vocab_size", r.vocab_size), ("dim", r.dim), ("max_tokens", r.max_tokens), ("max_new_tokens", r.max_new_tokens),
+                ("batch_size", r.batch_size)
+            ] {
                 bound(v, L.width, ["report", key], key)
             }
             for (key, v) in [("layers", r.layers), ("heads", r.heads), ("pool", r.pool), ("beams", r.beams), ("no_repeat_ngram", r.no_repeat_ngram)] {
@@ -106,8 +111,10 @@ extension RecipeLoader {
             cells = o ? .max : p
         }
         if cells > L.planCells {
-            ctx.record(root.error("the plan has \(cells) cells (\(settings) method settings × \(tasks) tasks × \(recipe.shots.count) shot counts × \(recipe.seeds) seeds), over the limit of \(L.planCells) cells",
-                                  hint: "fewer seeds, shot counts or grid values"))
+            ctx.record(
+                root.error(
+                    "the plan has \(cells) cells (\(settings) method settings × \(tasks) tasks × \(recipe.shots.count) shot counts × \(recipe.seeds) seeds), over the limit of \(L.planCells) cells",
+                    hint: "fewer seeds, shot counts or grid values"))
         }
     }
 }

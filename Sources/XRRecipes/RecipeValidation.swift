@@ -12,8 +12,10 @@ import XRText
 extension RecipeLoader {
     // MARK: schema
 
-    static let topKeys = ["version", "name", "model", "data", "features", "representation", "methods",
-                          "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "selection", "output", "report"]
+    static let topKeys = [
+        "version", "name", "model", "data", "features", "representation", "methods",
+        "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "selection", "output", "report"
+    ]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
     /// part is missing or wrong.
@@ -28,8 +30,9 @@ extension RecipeLoader {
             _ = ctx.attempt {
                 let n = try v.int()
                 guard n == 1 else {
-                    throw v.error("recipe version \(n) is not supported (this xrlab reads version 1)",
-                                  hint: "upgrade xrlab (this is \(XRLabVersion.string))")
+                    throw v.error(
+                        "recipe version \(n) is not supported (this xrlab reads version 1)",
+                        hint: "upgrade xrlab (this is \(XRLabVersion.string))")
                 }
             }
         }
@@ -48,20 +51,25 @@ extension RecipeLoader {
         if top["model"].map({ !$0.isNull }) != true && top["features"].map({ !$0.isNull }) != true {
             ctx.record(root.error("the recipe needs either model (to encode the manifest's images) or features (a precomputed matrix)"))
         } else if model != nil && features != nil, let f = top["features"] {
-            ctx.record(f.error("give either model or features, not both",
-                               hint: "features are precomputed from the images; remove model (or features) from the recipe"))
+            ctx.record(
+                f.error(
+                    "give either model or features, not both",
+                    hint: "features are precomputed from the images; remove model (or features) from the recipe"))
         }
         var representation = ["cls"]
         if let r = top["representation"] {
-            representation = ctx.attempt {
-                try r.listOrScalar().map { n in
-                    let s = try n.string()
-                    guard s == "cls" || s == "pooled" || s == "patch_mean" || Recipe.lastBlocks(s) != nil else {
-                        throw n.error("unknown representation '\(s)'", hint: "use cls, pooled, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
+            representation =
+                ctx.attempt {
+                    try r.listOrScalar().map { n in
+                        let s = try n.string()
+                        guard s == "cls" || s == "pooled" || s == "patch_mean" || Recipe.lastBlocks(s) != nil else {
+                            throw n.error(
+                                "unknown representation '\(s)'",
+                                hint: "use cls, pooled, patch_mean, lastN_cls (e.g. last4_cls), or a list of them to concatenate")
+                        }
+                        return s
                     }
-                    return s
-                }
-            } ?? representation
+                } ?? representation
             if representation.isEmpty { ctx.record(r.error("list at least one representation")) }
             if Set(representation).count != representation.count { ctx.record(r.error("a representation is listed twice")) }
         }
@@ -75,8 +83,10 @@ extension RecipeLoader {
             }
             if top["model"].map({ !$0.isNull }) != true {
                 for (m, node) in zip(methods, list) where m.isTuning {
-                    ctx.record(node.error("method \(m.name) tunes the encoder, so it needs model (images), not precomputed features",
-                                          hint: "give model and the image manifest, or use a probe method (logistic, knn, prototype)"))
+                    ctx.record(
+                        node.error(
+                            "method \(m.name) tunes the encoder, so it needs model (images), not precomputed features",
+                            hint: "give model and the image manifest, or use a probe method (logistic, knn, prototype)"))
                 }
             }
         }
@@ -86,44 +96,57 @@ extension RecipeLoader {
         }
         var shots: [Int] = []
         if let sn = required(top, "shots", in: root) {
-            shots = ctx.attempt {
-                try sn.listOrScalar().compactMap { n in
-                    // Report tasks count paired training reports; `all` (0) uses every one.
-                    if isReport, case let .scalar(sc) = n.node, sc.string == "all" { return 0 }
-                    let k = try n.int()
-                    if isReport {
-                        if k < 1 { ctx.record(n.error("the number of training reports must be at least 1 (or all), got \(k)")); return nil }
+            shots =
+                ctx.attempt {
+                    try sn.listOrScalar().compactMap { n in
+                        // Report tasks count paired training reports; `all` (0) uses every one.
+                        if isReport, case let .scalar(sc) = n.node, sc.string == "all" { return 0 }
+                        let k = try n.int()
+                        if isReport {
+                            if k < 1 { ctx.record(n.error("the number of training reports must be at least 1 (or all), got \(k)")); return nil }
+                            return k
+                        }
+                        if k < 1 { ctx.record(n.error("shots must be at least 1, got \(k)")); return nil }
                         return k
                     }
-                    if k < 1 { ctx.record(n.error("shots must be at least 1, got \(k)")); return nil }
-                    return k
-                }
-            } ?? []
+                } ?? []
             if case let .sequence(q) = sn.node, q.isEmpty { ctx.record(sn.error("list at least one shot count")) }
         }
-        let seeds = top["seeds"].flatMap { v in ctx.attempt { () -> Int in
-            let n = try v.int()
-            if n < 1 { throw v.error("seeds must be at least 1, got \(n)") }
-            return n
-        } }
+        let seeds = top["seeds"].flatMap { v in
+            ctx.attempt { () -> Int in
+                let n = try v.int()
+                if n < 1 { throw v.error("seeds must be at least 1, got \(n)") }
+                return n
+            }
+        }
         let known = isReport ? Recipe.reportMetrics : Recipe.knownMetrics
-        let metrics = top["metrics"].flatMap { v in ctx.attempt { try v.listOrScalar().compactMap { n -> String? in
-            let s = try n.string()
-            guard known.contains(s) else {
-                ctx.record(n.error("unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
-                                   hint: "metrics: " + known.joined(separator: ", ")))
-                return nil
+        let metrics = top["metrics"].flatMap { v in
+            ctx.attempt {
+                try v.listOrScalar().compactMap { n -> String? in
+                    let s = try n.string()
+                    guard known.contains(s) else {
+                        ctx.record(
+                            n.error(
+                                "unknown metric '\(s)'" + (isReport ? " for a report task" : "")
+                                    + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
+                                hint: "metrics: " + known.joined(separator: ", ")))
+                        return nil
+                    }
+                    return s
+                }
             }
-            return s
-        } } }
-        let primary = top["primary_metric"].flatMap { v in ctx.attempt { () -> String in
-            let s = try v.string()
-            guard known.contains(s) else {
-                throw v.error("unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
-                              hint: "metrics: " + known.joined(separator: ", "))
+        }
+        let primary = top["primary_metric"].flatMap { v in
+            ctx.attempt { () -> String in
+                let s = try v.string()
+                guard known.contains(s) else {
+                    throw v.error(
+                        "unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
+                        hint: "metrics: " + known.joined(separator: ", "))
+                }
+                return s
             }
-            return s
-        } }
+        }
         var report: Recipe.ReportSettings? = nil
         if let rn = top["report"], !rn.isNull {
             if !isReport { ctx.record(rn.error("the report section applies to report tasks only", hint: "set data.task: report")) }
@@ -132,61 +155,73 @@ extension RecipeLoader {
             report = Recipe.ReportSettings()
         }
         // bootstrap: 1000, or {resamples: 1000}.
-        let bootstrap = top["bootstrap"].flatMap { v in ctx.attempt { () -> Int in
-            var n = v
-            if case .mapping = v.node {
-                guard let r = try v.mapping(allowed: ["resamples"])["resamples"] else { throw v.error("missing required key 'resamples'") }
-                n = r
-            }
-            let b = try n.int()
-            if b < 0 { throw n.error("bootstrap resamples must be ≥ 0 (0 disables it), got \(b)") }
-            return b
-        } }
-        let fdr = top["subgroups"].flatMap { v in ctx.attempt { () -> Double? in
-            guard let n = try v.mapping(allowed: ["fdr"])["fdr"] else { return nil }
-            let q = try n.double()
-            if !(q > 0 && q < 1) { throw n.error("subgroups.fdr must be between 0 and 1 (exclusive), got \(q)", hint: "the false discovery rate, e.g. 0.05") }
-            return q
-        } ?? nil }
-
-        let budgetTargets = top["budget"].flatMap { v in ctx.attempt { () -> [String]? in
-            guard let n = try v.mapping(allowed: ["targets"])["targets"] else { return nil }
-            return try n.listOrScalar().map { t in
-                let s = try t.string()
-                do { _ = try BudgetTarget(parsing: s, field: "budget.targets") } catch let e as XRError {
-                    throw t.error(e.message, hint: e.hint)
+        let bootstrap = top["bootstrap"].flatMap { v in
+            ctx.attempt { () -> Int in
+                var n = v
+                if case .mapping = v.node {
+                    guard let r = try v.mapping(allowed: ["resamples"])["resamples"] else { throw v.error("missing required key 'resamples'") }
+                    n = r
                 }
-                return s
+                let b = try n.int()
+                if b < 0 { throw n.error("bootstrap resamples must be ≥ 0 (0 disables it), got \(b)") }
+                return b
             }
-        } ?? nil }
+        }
+        let fdr = top["subgroups"].flatMap { v in
+            ctx.attempt { () -> Double? in
+                guard let n = try v.mapping(allowed: ["fdr"])["fdr"] else { return nil }
+                let q = try n.double()
+                if !(q > 0 && q < 1) {
+                    throw n.error("subgroups.fdr must be between 0 and 1 (exclusive), got \(q)", hint: "the false discovery rate, e.g. 0.05")
+                }
+                return q
+            } ?? nil
+        }
 
-        let selection = top["selection"].flatMap { v in ctx.attempt { () -> Recipe.SelectionSettings? in
-            let m = try v.mapping(allowed: ["strategies", "start", "rounds", "task"])
-            guard let sn = m["strategies"] else { throw v.error("selection needs strategies", hint: "e.g. strategies: [random, typiclust, kcenter]") }
-            var strategies: [SelectionStrategy] = []
-            for t in try sn.listOrScalar() {
-                do { let st = try Suggest.strategy(try t.string(), field: "selection.strategies"); if !strategies.contains(st) { strategies.append(st) } }
-                catch let e as XRError { throw t.error(e.message, hint: e.hint) }
-            }
-            guard let startNode = m["start"] else { throw v.error("selection needs start (labelled rows before the first round)") }
-            let start = try startNode.int()
-            if start < 2 { throw startNode.error("selection.start must be at least 2 labelled rows, got \(start)") }
-            guard let rn = m["rounds"] else { throw v.error("selection needs rounds (labelled rows after each round)", hint: "e.g. rounds: [20, 40, 80]") }
-            let items = try rn.listOrScalar()
-            if items.isEmpty || items.count > 100 { throw rn.error("selection.rounds needs 1…100 label counts, got \(items.count)") }
-            var rounds: [Int] = [], last = start
-            for n in items {
-                let r = try n.int()
-                if r <= last { throw n.error("selection.rounds must increase from start (\(start)): \(r) follows \(last)") }
-                if r > Limits.Recipe.shotValue { throw n.error("selection.rounds value \(r) is over the limit of \(Limits.Recipe.shotValue)") }
-                rounds.append(r); last = r
-            }
-            return Recipe.SelectionSettings(strategies: strategies, start: start, rounds: rounds, task: try m["task"]?.string())
-        } ?? nil }
+        let budgetTargets = top["budget"].flatMap { v in
+            ctx.attempt { () -> [String]? in
+                guard let n = try v.mapping(allowed: ["targets"])["targets"] else { return nil }
+                return try n.listOrScalar().map { t in
+                    let s = try t.string()
+                    do { _ = try BudgetTarget(parsing: s, field: "budget.targets") } catch let e as XRError {
+                        throw t.error(e.message, hint: e.hint)
+                    }
+                    return s
+                }
+            } ?? nil
+        }
+
+        let selection = top["selection"].flatMap { v in
+            ctx.attempt { () -> Recipe.SelectionSettings? in
+                let m = try v.mapping(allowed: ["strategies", "start", "rounds", "task"])
+                guard let sn = m["strategies"] else { throw v.error("selection needs strategies", hint: "e.g. strategies: [random, typiclust, kcenter]") }
+                var strategies: [SelectionStrategy] = []
+                for t in try sn.listOrScalar() {
+                    do {
+                        let st = try Suggest.strategy(try t.string(), field: "selection.strategies"); if !strategies.contains(st) { strategies.append(st) }
+                    } catch let e as XRError { throw t.error(e.message, hint: e.hint) }
+                }
+                guard let startNode = m["start"] else { throw v.error("selection needs start (labelled rows before the first round)") }
+                let start = try startNode.int()
+                if start < 2 { throw startNode.error("selection.start must be at least 2 labelled rows, got \(start)") }
+                guard let rn = m["rounds"] else { throw v.error("selection needs rounds (labelled rows after each round)", hint: "e.g. rounds: [20, 40, 80]") }
+                let items = try rn.listOrScalar()
+                if items.isEmpty || items.count > 100 { throw rn.error("selection.rounds needs 1…100 label counts, got \(items.count)") }
+                var rounds: [Int] = [], last = start
+                for n in items {
+                    let r = try n.int()
+                    if r <= last { throw n.error("selection.rounds must increase from start (\(start)): \(r) follows \(last)") }
+                    if r > Limits.Recipe.shotValue { throw n.error("selection.rounds value \(r) is over the limit of \(Limits.Recipe.shotValue)") }
+                    rounds.append(r); last = r
+                }
+                return Recipe.SelectionSettings(strategies: strategies, start: start, rounds: rounds, task: try m["task"]?.string())
+            } ?? nil
+        }
 
         guard let name, let output, let data else { return nil }
-        var recipe = Recipe(name: name, model: model, data: data, features: features, representation: representation,
-                            methods: methods, shots: Array(Set(shots)).sorted(), output: output)
+        var recipe = Recipe(
+            name: name, model: model, data: data, features: features, representation: representation,
+            methods: methods, shots: Array(Set(shots)).sorted(), output: output)
         if isReport {
             recipe.report = report
             recipe.metrics = ["bleu_4", "rouge_l", "cider_d", "ce_f1"]
@@ -199,27 +234,39 @@ extension RecipeLoader {
         if let primary { recipe.primary_metric = primary }
         if !recipe.metrics.contains(recipe.primary_metric) { recipe.metrics.insert(recipe.primary_metric, at: 0) }
         if isReport, recipe.metrics.contains("meteor"), recipe.report?.meteor_data == nil, let n = top["metrics"] ?? top["primary_metric"] {
-            ctx.record(n.error("the meteor metric needs report.meteor_data",
-                               hint: "point report.meteor_data at pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with the jar's layout"))
+            ctx.record(
+                n.error(
+                    "the meteor metric needs report.meteor_data",
+                    hint: "point report.meteor_data at pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with the jar's layout"))
         }
         if let bootstrap { recipe.bootstrap = bootstrap }
         if !isReport { recipe.subgroups = Recipe.SubgroupSettings(fdr: fdr ?? 0.05) }
-        if let budgetTargets, let bad = budgetTargets.first(where: { t in
-            (try? BudgetTarget(parsing: t, field: "budget.targets")).map { !recipe.metrics.contains($0.metric) } ?? false }), let n = top["budget"] {
-            ctx.record(n.error("budget target '\(bad)' is on a metric the recipe does not compute",
-                               hint: "add its metric to `metrics` (now \(recipe.metrics.joined(separator: ", ")))"))
+        if let budgetTargets,
+            let bad = budgetTargets.first(where: { t in
+                (try? BudgetTarget(parsing: t, field: "budget.targets")).map { !recipe.metrics.contains($0.metric) } ?? false
+            }), let n = top["budget"]
+        {
+            ctx.record(
+                n.error(
+                    "budget target '\(bad)' is on a metric the recipe does not compute",
+                    hint: "add its metric to `metrics` (now \(recipe.metrics.joined(separator: ", ")))"))
         }
         if let budgetTargets, !budgetTargets.isEmpty {
-            if isReport { ctx.record(XRError("budget.targets is not supported for report tasks", file: ctx.file, field: "budget")) }
-            else { recipe.budget = Recipe.BudgetSettings(targets: budgetTargets) }
+            if isReport {
+                ctx.record(XRError("budget.targets is not supported for report tasks", file: ctx.file, field: "budget"))
+            } else {
+                recipe.budget = Recipe.BudgetSettings(targets: budgetTargets)
+            }
         }
         if var selection, let n = top["selection"] {
             let tasks = StudyLoader.taskNames(recipe)
             if isReport {
                 ctx.record(n.error("selection is not supported for report tasks"))
             } else if let t = selection.task, !tasks.contains(t) {
-                ctx.record(n.error("selection.task '\(t)' is not a task of the recipe" + (closest(t, in: tasks).map { " — did you mean '\($0)'?" } ?? ""),
-                                   hint: "tasks: \(tasks.joined(separator: ", "))"))
+                ctx.record(
+                    n.error(
+                        "selection.task '\(t)' is not a task of the recipe" + (closest(t, in: tasks).map { " — did you mean '\($0)'?" } ?? ""),
+                        hint: "tasks: \(tasks.joined(separator: ", "))"))
                 selection.task = nil
             } else {
                 recipe.selection = selection
@@ -238,49 +285,60 @@ extension RecipeLoader {
             model.preset = ctx.attempt {
                 let s = try v.string()
                 guard ViTPresets.names.contains(s) else {
-                    throw v.error("unknown preset '\(s)'" + (closest(s, in: ViTPresets.names).map { " — did you mean '\($0)'?" } ?? ""),
-                                  hint: "presets: " + ViTPresets.names.joined(separator: ", "))
+                    throw v.error(
+                        "unknown preset '\(s)'" + (closest(s, in: ViTPresets.names).map { " — did you mean '\($0)'?" } ?? ""),
+                        hint: "presets: " + ViTPresets.names.joined(separator: ", "))
                 }
                 return s
             }
         }
         if let v = mm["heads"], !v.isNull {
-            model.heads = ctx.attempt { let h = try v.int(); if h < 1 { throw v.error("heads must be at least 1") }; return h }
+            model.heads = ctx.attempt {
+                let h = try v.int(); if h < 1 { throw v.error("heads must be at least 1") }; return h
+            }
         }
         if let v = mm["batch_size"] {
-            model.batch_size = ctx.attempt { let b = try v.int(); if b < 1 { throw v.error("batch_size must be at least 1, got \(b)") }; return b } ?? 8
+            model.batch_size =
+                ctx.attempt {
+                    let b = try v.int(); if b < 1 { throw v.error("batch_size must be at least 1, got \(b)") }; return b
+                } ?? 8
         }
         if let p = mm["preprocessing"], !p.isNull {
-            model.preprocessing = ctx.attempt { () -> Recipe.Preprocess? in
-                let pm = try p.mapping(allowed: ["size", "crop", "mean", "std", "interpolation"])
-                func triple(_ key: String) throws -> [Double] {
-                    guard let n = pm[key] else { throw p.error("missing required key '\(key)'") }
-                    let v = try n.listOrScalar().map { try $0.double() }
-                    guard v.count == 1 || v.count == 3 else { throw n.error("\(key) takes one or three numbers (one per channel)") }
-                    if key == "std", v.contains(where: { $0 <= 0 }) { throw n.error("std must be positive") }
-                    return v.count == 1 ? [v[0], v[0], v[0]] : v
-                }
-                guard let sizeNode = pm["size"] else { throw p.error("missing required key 'size'") }
-                let size = try sizeNode.int()
-                if size < 1 { throw sizeNode.error("size must be at least 1") }
-                var out = Recipe.Preprocess(size: size, crop: try pm["crop"].map { try $0.int() }, mean: try triple("mean"), std: try triple("std"))
-                if let c = out.crop, c < 1 { throw (pm["crop"] ?? p).error("crop must be at least 1") }
-                if let i = pm["interpolation"] {
-                    out.interpolation = try i.string()
-                    guard ["bicubic", "bilinear"].contains(out.interpolation) else { throw i.error("interpolation must be bicubic or bilinear") }
-                }
-                return out
-            } ?? nil
+            model.preprocessing =
+                ctx.attempt { () -> Recipe.Preprocess? in
+                    let pm = try p.mapping(allowed: ["size", "crop", "mean", "std", "interpolation"])
+                    func triple(_ key: String) throws -> [Double] {
+                        guard let n = pm[key] else { throw p.error("missing required key '\(key)'") }
+                        let v = try n.listOrScalar().map { try $0.double() }
+                        guard v.count == 1 || v.count == 3 else { throw n.error("\(key) takes one or three numbers (one per channel)") }
+                        if key == "std", v.contains(where: { $0 <= 0 }) { throw n.error("std must be positive") }
+                        return v.count == 1 ? [v[0], v[0], v[0]] : v
+                    }
+                    guard let sizeNode = pm["size"] else { throw p.error("missing required key 'size'") }
+                    let size = try sizeNode.int()
+                    if size < 1 { throw sizeNode.error("size must be at least 1") }
+                    var out = Recipe.Preprocess(size: size, crop: try pm["crop"].map { try $0.int() }, mean: try triple("mean"), std: try triple("std"))
+                    if let c = out.crop, c < 1 { throw (pm["crop"] ?? p).error("crop must be at least 1") }
+                    if let i = pm["interpolation"] {
+                        out.interpolation = try i.string()
+                        guard ["bicubic", "bilinear"].contains(out.interpolation) else { throw i.error("interpolation must be bicubic or bilinear") }
+                    }
+                    return out
+                } ?? nil
         }
         return model
     }
 
     static func parseData(_ dn: YNode) -> Recipe.DataSpec? {
         let ctx = dn.ctx
-        guard let d = ctx.attempt({
-            try dn.mapping(allowed: ["manifest", "image_column", "label_column", "label_columns", "labels", "task",
-                                     "patient_column", "split_column", "test_fraction", "subgroups", "where"])
-        }) else { return nil }
+        guard
+            let d = ctx.attempt({
+                try dn.mapping(allowed: [
+                    "manifest", "image_column", "label_column", "label_columns", "labels", "task",
+                    "patient_column", "split_column", "test_fraction", "subgroups", "where"
+                ])
+            })
+        else { return nil }
         func string(_ key: String) -> String? { d[key].flatMap { n in n.isNull ? nil : ctx.attempt { try n.string() } } }
         let manifest = string("manifest")
         if d["manifest"]?.isNull ?? true { ctx.record(dn.error("missing required key 'manifest'")) }
@@ -300,8 +358,9 @@ extension RecipeLoader {
             _ = ctx.attempt {
                 let t = try v.string()
                 guard Recipe.knownTasks.contains(t) else {
-                    throw v.error("task must be one of \(Recipe.knownTasks.joined(separator: ", ")), not '\(t)'"
-                                  + (closest(t, in: Recipe.knownTasks).map { " — did you mean '\($0)'?" } ?? ""))
+                    throw v.error(
+                        "task must be one of \(Recipe.knownTasks.joined(separator: ", ")), not '\(t)'"
+                            + (closest(t, in: Recipe.knownTasks).map { " — did you mean '\($0)'?" } ?? ""))
                 }
                 data.task = t
             }
@@ -309,7 +368,9 @@ extension RecipeLoader {
         if data.task == "report" {
             // Paired reports: the manifest's findings / impression (or report) columns, no labels.
             data.labels = ctx.attempt { try d["labels"].map { $0.isNull ? [] : try $0.listOrScalar().map { try $0.string() } } ?? [] } ?? []
-            if !data.labels.isEmpty, let n = d["labels"] { ctx.record(n.error("a report task has no labels (reports come from the findings / impression columns)")) }
+            if !data.labels.isEmpty, let n = d["labels"] {
+                ctx.record(n.error("a report task has no labels (reports come from the findings / impression columns)"))
+            }
             if data.split_column == nil { ctx.record(dn.error("a report task needs split_column (train and test rows of the paired manifest)")) }
             if let n = d["subgroups"], !n.isNull {
                 ctx.record(n.error("subgroups are not supported for report tasks"))
@@ -322,13 +383,17 @@ extension RecipeLoader {
             if Set(data.labels).count != data.labels.count {
                 ctx.record(labelsNode.error("a label is listed twice"))
             } else if Set(data.labels.map(safe)).count != data.labels.count {
-                ctx.record(labelsNode.error("labels differing only in punctuation or spaces would share result files",
-                                            hint: "rename them so that letters, digits, '-' and '_' tell them apart"))
+                ctx.record(
+                    labelsNode.error(
+                        "labels differing only in punctuation or spaces would share result files",
+                        hint: "rename them so that letters, digits, '-' and '_' tell them apart"))
             }
             if data.task == "multiclass" && data.labels.count == 1 { ctx.record(labelsNode.error("a multiclass task needs at least two classes")) }
             if data.task == "binary" && data.labels.count > 1 {
-                ctx.record(labelsNode.error("a binary task has one label (the positive finding); got \(data.labels.count)",
-                                            hint: "use task: multilabel for one binary task per label"))
+                ctx.record(
+                    labelsNode.error(
+                        "a binary task has one label (the positive finding); got \(data.labels.count)",
+                        hint: "use task: multilabel for one binary task per label"))
             }
             if let lc = data.label_columns {
                 for l in data.labels where lc[l] == nil {
@@ -392,7 +457,9 @@ extension RecipeLoader {
                 let x = try v.int()
                 if x < lo { throw v.error("\(k) must be at least \(lo), got \(x)") }
                 return x
-            }) { set(x) }
+            }) {
+                set(x)
+            }
         }
         func double(_ k: String, _ range: ClosedRange<Double>, _ set: (Double) -> Void) {
             guard let v = m[k] else { return }
@@ -400,23 +467,27 @@ extension RecipeLoader {
                 let x = try v.double()
                 if !range.contains(x) { throw v.error("\(k) must be between \(range.lowerBound) and \(range.upperBound), got \(x)") }
                 return x
-            }) { set(x) }
+            }) {
+                set(x)
+            }
         }
         if let v = m["target"] {
-            r.target = ctx.attempt {
-                let t = try v.string()
-                guard ReportTarget(rawValue: t) != nil else { throw v.error("target must be findings, impression or both, got '\(t)'") }
-                return t
-            } ?? r.target
+            r.target =
+                ctx.attempt {
+                    let t = try v.string()
+                    guard ReportTarget(rawValue: t) != nil else { throw v.error("target must be findings, impression or both, got '\(t)'") }
+                    return t
+                } ?? r.target
         }
         if let v = m["visual_input"] {
-            r.visual_input = ctx.attempt { () throws -> String in
-                let t = try v.string()
-                guard DecoderConfig.visualInputs.contains(t) else {
-                    throw v.error("visual_input must be \(DecoderConfig.visualInputs.joined(separator: " or ")), got '\(t)'")
-                }
-                return t
-            } ?? r.visual_input
+            r.visual_input =
+                ctx.attempt { () throws -> String in
+                    let t = try v.string()
+                    guard DecoderConfig.visualInputs.contains(t) else {
+                        throw v.error("visual_input must be \(DecoderConfig.visualInputs.joined(separator: " or ")), got '\(t)'")
+                    }
+                    return t
+                } ?? r.visual_input
         }
         if let v = m["tokenizer"], !v.isNull { r.tokenizer = ctx.attempt { try v.string() } }
         if let v = m["init_from"], !v.isNull { r.init_from = ctx.attempt { try v.string() } }

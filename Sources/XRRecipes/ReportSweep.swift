@@ -45,8 +45,10 @@ enum ReportSweep {
     /// A report metric on a subset of the test items (tokenised once by the caller). METEOR's
     /// per-item statistics are computed once per cell (`meteor`); a subset's score is METEOR's
     /// score of their sum, as pycocoevalcap's corpus score is.
-    static func metric(_ name: String, candidates: [String], references: [String], rawCandidates: [String], rawReferences: [String],
-                       meteor: (scorer: Meteor, stats: [MeteorStats])? = nil, _ idx: [Int]) -> Double? {
+    static func metric(
+        _ name: String, candidates: [String], references: [String], rawCandidates: [String], rawReferences: [String],
+        meteor: (scorer: Meteor, stats: [MeteorStats])? = nil, _ idx: [Int]
+    ) -> Double? {
         guard !idx.isEmpty else { return nil }
         if name == "meteor" {
             guard let meteor else { return nil }
@@ -83,12 +85,15 @@ enum ReportSweep {
         let nTrain = pairs.filter { ($0.split ?? "train").lowercased() == "train" }.count
         let nTest = pairs.filter { $0.split?.lowercased() == "test" }.count
         guard nTrain > 1, nTest > 0 else {
-            throw XRError("the paired manifest needs train and test rows (found \(nTrain) train, \(nTest) test)", file: manifest.path, field: r.recipe.data.split_column ?? "split")
+            throw XRError(
+                "the paired manifest needs train and test rows (found \(nTrain) train, \(nTest) test)", file: manifest.path,
+                field: r.recipe.data.split_column ?? "split")
         }
         let encoder = try EncoderFeatureSource().encoder(r)
         let target = r.recipe.report?.target ?? "both"
         // METEOR's resources, cut down to the words of the study's reports (more are read if drafts bring new words).
-        let meteorSource = try r.recipe.metrics.contains("meteor")
+        let meteorSource =
+            try r.recipe.metrics.contains("meteor")
             ? (r.recipe.report?.meteor_data).map { try MeteorSource(path: r.resolve($0).path, texts: pairs.map { PTBTokenizer.tokenize($0.target(target)) }) }
             : nil
         if options.force { try? FileManager.default.removeItem(at: cellsDir) }
@@ -106,8 +111,9 @@ enum ReportSweep {
         }
         try runner.run(work, written: announce) { cell in
             guard let m = methods[cell.method] else { return nil }
-            var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
-                                    n_train: 0, n_test: nTest, train_ids: [], subgroups: [])
+            var result = CellResult(
+                cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+                n_train: 0, n_test: nTest, train_ids: [], subgroups: [])
             if cell.shots > nTrain {
                 result.status = "skipped"
                 result.reason = "the manifest has \(nTrain) training reports; \(cell.shots) requested"
@@ -123,21 +129,25 @@ enum ReportSweep {
                 return (m, zip(tokC, tokR).map { m.stats(candidate: $0, references: [$1]) })
             }
             for name in r.recipe.metrics {
-                if let v = metric(name, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, everything) {
+                if let v = metric(name, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, everything)
+                {
                     result.metrics[name] = v
                 }
             }
             if r.recipe.bootstrap > 0 {
                 result.primary_ci = Bootstrap.interval(rows: t.generated.count, groups: nil, resamples: r.recipe.bootstrap, seed: UInt64(cell.seed)) {
-                    metric(r.recipe.primary_metric, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, $0)
+                    metric(
+                        r.recipe.primary_metric, candidates: tokC, references: tokR, rawCandidates: t.generated, rawReferences: t.references, meteor: meteor, $0
+                    )
                 }
             }
             result.n_train = t.trainReports + t.validationIDs.count
             result.n_test = t.testReports
             result.train_ids = t.trainIDs + t.validationIDs
-            result.training = TrainingSummary(epochs: t.history.count, best_epoch: t.bestEpoch, stopped_early: false, n_validation: t.validationIDs.count,
-                                              trainable_parameters: t.trainableEncoderParameters, train_loss: t.history.map(\.trainLoss),
-                                              validation_loss: t.history.compactMap(\.validationLoss))
+            result.training = TrainingSummary(
+                epochs: t.history.count, best_epoch: t.bestEpoch, stopped_early: false, n_validation: t.validationIDs.count,
+                trainable_parameters: t.trainableEncoderParameters, train_loss: t.history.map(\.trainLoss),
+                validation_loss: t.history.compactMap(\.validationLoss))
             if !(r.recipe.report?.keep_models ?? false) {
                 for f in ["decoder.safetensors", "encoder_tuned.safetensors"] { try? FileManager.default.removeItem(at: cellDir.appendingPathComponent(f)) }
             }
@@ -152,8 +162,10 @@ enum ReportSweep {
 /// results.jsonl, summary.csv, the learning curve and report.md of a report sweep. The curve's x
 /// axis is the number of training reports (`all` drawn at the manifest's count).
 enum ReportOutputs {
-    static func write(_ results: [CellResult], recipe r: LoadedRecipe, directory dir: URL, complete: Bool,
-                      trainReports: Int, testReports: Int) throws -> Outputs.Written {
+    static func write(
+        _ results: [CellResult], recipe r: LoadedRecipe, directory dir: URL, complete: Bool,
+        trainReports: Int, testReports: Int
+    ) throws -> Outputs.Written {
         let recipe = r.recipe
         try Outputs.writeResults(results, directory: dir)
         let task = recipe.report?.target ?? "both"
@@ -189,10 +201,12 @@ enum ReportOutputs {
         s += "- Recipe: `\(r.file.path)`; xrlab \(XRLabVersion.string); fingerprint `\(r.fingerprint.prefix(12))`\n"
         s += "- Paired manifest: \(trainReports) training and \(testReports) test reports; target: \(task)\n"
         let rs = recipe.report ?? Recipe.ReportSettings()
-        s += "- Decoder: \(rs.layers) layers × \(rs.dim) wide, \(rs.heads) heads, \(rs.visual_input == "prefix" ? "a visual prefix of" : "cross-attention to") the patch grid pooled by \(rs.pool), at most \(rs.max_tokens) tokens; "
+        s +=
+            "- Decoder: \(rs.layers) layers × \(rs.dim) wide, \(rs.heads) heads, \(rs.visual_input == "prefix" ? "a visual prefix of" : "cross-attention to") the patch grid pooled by \(rs.pool), at most \(rs.max_tokens) tokens; "
         s += "\(rs.epochs) epochs, AdamW lr \(rs.lr), batch \(rs.batch_size); beam \(rs.beams)\n"
         s += "- Encoder settings: \(methodSettings(recipe).map { "\($0.label) — \($0.description)" }.joined(separator: "; "))\n"
-        s += "- Training reports per cell: \(recipe.shots.map(label).joined(separator: ", ")) (a tenth held out for choosing the epoch); seeds: \(recipe.seeds); "
+        s +=
+            "- Training reports per cell: \(recipe.shots.map(label).joined(separator: ", ")) (a tenth held out for choosing the epoch); seeds: \(recipe.seeds); "
         s += "bootstrap resamples: \(recipe.bootstrap)\n\n"
         s += "## Learning curve (\(recipe.primary_metric))\n\n![\(plot.lastPathComponent)](\(plot.lastPathComponent))\n\n"
         s += "## Metrics (mean ± std over seeds [95% interval])\n\n| method | reports | " + recipe.metrics.joined(separator: " | ") + " |\n"
@@ -219,7 +233,9 @@ enum ReportOutputs {
     }
 
     static func metricTitle(_ m: String) -> String {
-        ["bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
-         "ce_precision": "Clinical precision", "ce_recall": "Clinical recall", "ce_f1": "Clinical F1"][m] ?? m
+        [
+            "bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
+            "ce_precision": "Clinical precision", "ce_recall": "Clinical recall", "ce_f1": "Clinical F1"
+        ][m] ?? m
     }
 }

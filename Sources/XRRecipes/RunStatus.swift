@@ -15,7 +15,10 @@ public struct ShardStatus: Sendable {
     /// Submitted in the latest cells array.
     public var submitted: Bool
     /// The task ended without finishing its cells (failed, cancelled, timed out, out of memory).
-    public var failed: Bool { state.map { s in ["failed", "cancelled", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"].contains { s.hasPrefix($0) } } ?? false }
+    public var failed: Bool {
+        state.map { s in ["failed", "cancelled", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"].contains { s.hasPrefix($0) } }
+            ?? false
+    }
 }
 
 /// Cells done / missing / failed of a run directory.
@@ -40,7 +43,8 @@ public struct RunStatus: Sendable {
             s += "shard  cells  done  state\n"
             for sh in shards {
                 let state = sh.state ?? (sh.submitted ? "unknown" : "not submitted")
-                s += "\(String(sh.index).padding(toLength: 7, withPad: " ", startingAt: 0))\(String(sh.cells).padding(toLength: 7, withPad: " ", startingAt: 0))"
+                s +=
+                    "\(String(sh.index).padding(toLength: 7, withPad: " ", startingAt: 0))\(String(sh.cells).padding(toLength: 7, withPad: " ", startingAt: 0))"
                 s += "\(String(sh.done).padding(toLength: 6, withPad: " ", startingAt: 0))\(state)\n"
             }
         }
@@ -57,18 +61,21 @@ public enum RunDirectory {
     public static func recipe(_ dir: URL) throws -> LoadedRecipe {
         let runFile = dir.appendingPathComponent("run.json")
         guard let data = try? Data(contentsOf: runFile) else {
-            throw XRError("no run.json: not a run directory, or no task has started yet", file: runFile.path,
-                          hint: "give the directory `xrlab run` writes (the recipe's output)")
+            throw XRError(
+                "no run.json: not a run directory, or no task has started yet", file: runFile.path,
+                hint: "give the directory `xrlab run` writes (the recipe's output)")
         }
         guard let info = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let file = info["recipe_file"] as? String, let fingerprint = info["recipe_fingerprint"] as? String else {
+            let file = info["recipe_file"] as? String, let fingerprint = info["recipe_fingerprint"] as? String
+        else {
             throw XRError("run.json is unreadable", file: runFile.path, field: "recipe_file")
         }
         let overrides = (info["overrides"] as? [String] ?? []).filter { !$0.hasPrefix("output=") } + ["output=\(dir.standardizedFileURL.path)"]
         let r = try RecipeLoader.load(URL(fileURLWithPath: file), overrides: overrides)
         guard r.fingerprint == fingerprint else {
-            throw XRError("the recipe changed since this run started", file: file, field: "recipe_fingerprint",
-                          hint: "restore the recipe as run (\(dir.appendingPathComponent("resolved.yaml").path) holds it), or start a new run")
+            throw XRError(
+                "the recipe changed since this run started", file: file, field: "recipe_fingerprint",
+                hint: "restore the recipe as run (\(dir.appendingPathComponent("resolved.yaml").path) holds it), or start a new run")
         }
         return r
     }
@@ -86,7 +93,8 @@ public enum RunDirectory {
         let missing = all.filter { !CellWork.isFinished($0, cellsDirectory: cellsDir) }
         var status = RunStatus(directory: dir, total: all.count, done: all.count - missing.count, missing: missing, failed: [], shards: [], jobs: [])
         guard FileManager.default.fileExists(atPath: dir.appendingPathComponent(Slurm.recordName).path),
-              let sub = try Slurm.readRecord(dir).submissions.last else { return status }
+            let sub = try Slurm.readRecord(dir).submissions.last
+        else { return status }
         let costs = CellCosts(r, rows: try StudyLoader.rows(r))
         let parts = CellWork.partition(all, count: sub.shards, cost: costs.seconds)
         let queued = sub.cells_job.map { Slurm.queueStates(job: $0) } ?? [:]
@@ -100,8 +108,9 @@ public enum RunDirectory {
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             // The queue knows best while a task waits or runs; afterwards the task's own record, then accounting.
             let state = queued[key] ?? recorded ?? accounted[key]
-            let sh = ShardStatus(index: index, cells: cells.count, done: cells.filter { CellWork.isFinished($0, cellsDirectory: cellsDir) }.count,
-                                 state: state, submitted: sub.cells_array.contains(index))
+            let sh = ShardStatus(
+                index: index, cells: cells.count, done: cells.filter { CellWork.isFinished($0, cellsDirectory: cellsDir) }.count,
+                state: state, submitted: sub.cells_array.contains(index))
             if sh.failed { failedShards.insert(i) }
             status.shards.append(sh)
         }

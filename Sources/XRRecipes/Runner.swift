@@ -69,7 +69,7 @@ public func methodVariants(_ recipe: Recipe) -> [(label: String, spec: ProbeSpec
         case let .prototype(s):
             out.append(("prototype", .prototype(temperature: s.temperature)))
         default:
-            break   // tuning methods: `tuneVariants`
+            break // tuning methods: `tuneVariants`
         }
     }
     return out
@@ -127,9 +127,15 @@ public enum Runner {
     /// Cells in a fixed order: task, method setting, shots, seed.
     public static func cells(_ recipe: Recipe, tasks: [String]) -> [Cell] {
         var out: [Cell] = []
-        for t in tasks { for m in methodLabels(recipe) { for k in recipe.shots { for s in 0..<recipe.seeds {
-            out.append(Cell(method: m, task: t, shots: k, seed: s))
-        } } } }
+        for t in tasks {
+            for m in methodLabels(recipe) {
+                for k in recipe.shots {
+                    for s in 0..<recipe.seeds {
+                        out.append(Cell(method: m, task: t, shots: k, seed: s))
+                    }
+                }
+            }
+        }
         return out
     }
 
@@ -145,28 +151,32 @@ public enum Runner {
         guard FileManager.default.fileExists(atPath: runFile.path) else {
             let cells = dir.appendingPathComponent("cells")
             if !force, let found = try? FileManager.default.contentsOfDirectory(atPath: cells.path), !found.isEmpty {
-                throw XRError("the run directory holds cell results but no run.json, so which recipe made them is unknown",
-                              file: dir.path, field: "output", hint: "choose another output directory, or pass --force to discard them")
+                throw XRError(
+                    "the run directory holds cell results but no run.json, so which recipe made them is unknown",
+                    file: dir.path, field: "output", hint: "choose another output directory, or pass --force to discard them")
             }
             return
         }
         guard let data = try? Data(contentsOf: runFile),
-              let old = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            let old = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
             if force { return }
             throw XRError("run.json is unreadable", file: runFile.path, hint: "pass --force to discard this run directory's results")
         }
         if let v = old["format_version"] as? Int, v > runFormatVersion, !force {
-            throw XRError("run directory format \(v) is newer than this xrlab writes (\(runFormatVersion))", file: runFile.path, field: "format_version",
-                          hint: "upgrade xrlab, or pass --force to recompute the run with this version")
+            throw XRError(
+                "run directory format \(v) is newer than this xrlab writes (\(runFormatVersion))", file: runFile.path, field: "format_version",
+                hint: "upgrade xrlab, or pass --force to recompute the run with this version")
         }
         if old["recipe_fingerprint"] as? String == r.fingerprint || force { return }
         var oldRecipe = old["recipe"] as? [String: Any] ?? [:]
         for k in Recipe.outputOnlyFields { oldRecipe.removeValue(forKey: k) }
         let diffs = differences(oldRecipe, r.fingerprinted, path: "")
         let shown = diffs.prefix(8).joined(separator: "; ") + (diffs.count > 8 ? "; … (\(diffs.count - 8) more)" : "")
-        throw XRError("the run directory holds results of a different recipe (\(diffs.isEmpty ? "the fingerprint differs" : shown))",
-                      file: dir.path, field: "output",
-                      hint: "choose another output directory, or pass --force to discard the old results")
+        throw XRError(
+            "the run directory holds results of a different recipe (\(diffs.isEmpty ? "the fingerprint differs" : shown))",
+            file: dir.path, field: "output",
+            hint: "choose another output directory, or pass --force to discard the old results")
     }
 
     /// Field-by-field differences between two JSON values: `seeds: 2 → 3`.
@@ -211,7 +221,8 @@ public enum Runner {
         return try BLAS.with(threads: 1) {
             try runner.run(work, workers: workers) { cell in
                 guard let task = data.tasks.first(where: { $0.name == cell.task }), let spec = variants[cell.method],
-                      let test = tests[cell.task] else { return nil }
+                    let test = tests[cell.task]
+                else { return nil }
                 return runCell(cell, task: task, spec: spec, data: data, recipe: r.recipe, test: test, pool: pool)
             }
             if !tuneWork.isEmpty {
@@ -246,31 +257,35 @@ public enum Runner {
         for (column, values) in spec.where {
             if let c = table.header.firstIndex(of: column) { rows = rows.filter { values.contains($0[c]) } }
         }
-        let findings = try ManifestCheck.run(table: CSVTable(header: table.header, rows: rows, source: url.path),
-                                             base: url.deletingLastPathComponent(), options: o)
+        let findings = try ManifestCheck.run(
+            table: CSVTable(header: table.header, rows: rows, source: url.path),
+            base: url.deletingLastPathComponent(), options: o)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
         try AtomicFile.write(try e.encode(findings), to: dir.appendingPathComponent("checks.json"))
         if !quiet { for f in findings where f.severity == .warning { FileHandle.standardError.write(Data("\(f)\n".utf8)) } }
         let errors = findings.filter { $0.severity == .error }
         if !errors.isEmpty {
-            throw XRError("the manifest failed the leakage check:\n" + errors.map { "  \($0)" }.joined(separator: "\n"),
-                          file: url.path, hint: "fix the manifest (see `xrlab check`), or pass --skip-check to run anyway")
+            throw XRError(
+                "the manifest failed the leakage check:\n" + errors.map { "  \($0)" }.joined(separator: "\n"),
+                file: url.path, hint: "fix the manifest (see `xrlab check`), or pass --skip-check to run anyway")
         }
     }
 
     static func writeRunInfo(_ dir: URL, _ r: LoadedRecipe, options: RunOptions) throws {
-        let header = "# The recipe as run by xrlab \(XRLabVersion.string) (defaults filled in, paths absolute).\n"
+        let header =
+            "# The recipe as run by xrlab \(XRLabVersion.string) (defaults filled in, paths absolute).\n"
             + "# Run it again with: xrlab run \(dir.appendingPathComponent("resolved.yaml").path)\n"
         try AtomicFile.write(header + (try r.resolvedYAML(absolutePaths: true)), to: dir.appendingPathComponent("resolved.yaml"))
         let recipeJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r.absolute))
         let info: [String: Any] = [
             "format": "xrlab-run", "format_version": runFormatVersion, "xrlab_version": XRLabVersion.string,
             "recipe_file": r.file.path, "recipe_fingerprint": r.fingerprint, "recipe": recipeJSON,
-            "overrides": r.overrides, "command_line": options.commandLine,
+            "overrides": r.overrides, "command_line": options.commandLine
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]),
-                             to: dir.appendingPathComponent("run.json"))
+        try AtomicFile.write(
+            try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]),
+            to: dir.appendingPathComponent("run.json"))
     }
 
     /// The training pool's feature statistics (every non-test row, labelled or not), when a probe
@@ -295,11 +310,16 @@ public enum Runner {
     /// eligible examples of a class, or a class missing from the test set).
     static func drawShots(_ cell: Cell, task: StudyTask, test: TestSet, data: StudyData) -> Result<[Int], Skip> {
         let K = task.classes.count
-        let sampled = FewShotSampler.sample(labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
-                                            k: cell.shots, seed: UInt64(cell.seed), stream: [streamKey(task.name), UInt64(cell.shots)])
+        let sampled = FewShotSampler.sample(
+            labels: task.labels, classes: K, pool: test.pool, test: test.rows, patients: data.patients,
+            k: cell.shots, seed: UInt64(cell.seed), stream: [streamKey(task.name), UInt64(cell.shots)])
         switch sampled {
         case let .failure(e):
-            return .failure(Skip(reason: "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"))
+            return .failure(
+                Skip(
+                    reason:
+                        "class '\(task.classes[e.classIndex])' has \(e.available) eligible training examples (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+                ))
         case let .success(shots):
             guard Set(test.rows.map { task.labels[$0] }).count == K else {
                 return .failure(Skip(reason: "the test set does not contain every class of task '\(task.name)'"))
@@ -309,12 +329,15 @@ public enum Runner {
     }
 
     /// One cell: sample shots, fit, predict, score.
-    static func runCell(_ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet,
-                        pool poolScaler: Standardizer?) -> CellResult {
+    static func runCell(
+        _ cell: Cell, task: StudyTask, spec: ProbeSpec, data: StudyData, recipe: Recipe, test testSet: TestSet,
+        pool poolScaler: Standardizer?
+    ) -> CellResult {
         let d = data.dim, K = task.classes.count
         let test = testSet.rows
-        var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
-                                n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
+        var result = CellResult(
+            cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+            n_train: 0, n_test: test.count, train_ids: [], subgroups: [])
         let shots: [Int]
         switch drawShots(cell, task: task, test: testSet, data: data) {
         case let .failure(skip):
@@ -335,8 +358,10 @@ public enum Runner {
     }
 
     /// Metrics, the primary metric's bootstrap interval and subgroups of a cell's test predictions.
-    static func score(_ result: inout CellResult, probabilities probs: [[Double]], truth yte: [Int], test: [Int], classes K: Int,
-                      data: StudyData, recipe: Recipe, seed: Int) {
+    static func score(
+        _ result: inout CellResult, probabilities probs: [[Double]], truth yte: [Int], test: [Int], classes K: Int,
+        data: StudyData, recipe: Recipe, seed: Int
+    ) {
         func metric(_ name: String, _ idx: [Int]) -> Double? {
             Metrics.named(name, probabilities: idx.map { probs[$0] }, truth: idx.map { yte[$0] }, classes: K)
         }
@@ -344,14 +369,19 @@ public enum Runner {
         for m in recipe.metrics { if let v = metric(m, everything) { result.metrics[m] = v } }
         let testPatients = data.patients.map { p in test.map { p[$0] } }
         if recipe.bootstrap > 0 {
-            result.primary_ci = Bootstrap.interval(rows: test.count, groups: testPatients, resamples: recipe.bootstrap,
-                                                   seed: UInt64(seed)) { metric(recipe.primary_metric, $0) }
+            result.primary_ci = Bootstrap.interval(
+                rows: test.count, groups: testPatients, resamples: recipe.bootstrap,
+                seed: UInt64(seed)
+            ) { metric(recipe.primary_metric, $0) }
         }
         for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
-            result.subgroups.append(SubgroupResult.analyse(attribute: attr, group: test.map { g[$0] }, patients: testPatients,
-                                                           resamples: recipe.bootstrap, seed: UInt64(seed)) {
-                metric(recipe.primary_metric, $0)
-            })
+            result.subgroups.append(
+                SubgroupResult.analyse(
+                    attribute: attr, group: test.map { g[$0] }, patients: testPatients,
+                    resamples: recipe.bootstrap, seed: UInt64(seed)
+                ) {
+                    metric(recipe.primary_metric, $0)
+                })
         }
     }
 }

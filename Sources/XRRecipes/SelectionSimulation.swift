@@ -52,27 +52,27 @@ public enum SelectionSimulation {
             last = r
         }
         guard last <= poolRows else {
-            throw XRError("the last round asks for \(last) labelled rows; the training pool has \(poolRows)", field: "--rounds", hint: "ask for at most \(poolRows)")
+            throw XRError(
+                "the last round asks for \(last) labelled rows; the training pool has \(poolRows)", field: "--rounds", hint: "ask for at most \(poolRows)")
         }
     }
 
     /// One trajectory: start set, then each round's picks, scoring after each.
-    public static func trajectory(_ s: StudyData, recipe: Recipe, tasks: [StudyTask], strategy: SelectionStrategy, seed: Int,
-                                  options o: SimulationOptions) -> SimulationTrajectory {
+    public static func trajectory(
+        _ s: StudyData, recipe: Recipe, tasks: [StudyTask], strategy: SelectionStrategy, seed: Int,
+        options o: SimulationOptions
+    ) -> SimulationTrajectory {
         let train = s.ids.indices.filter { s.isTest[$0] == false }
         let test = s.ids.indices.filter { s.isTest[$0] == true }
-        var patientIndex: [Int]? = nil
-        if let p = s.patients {
-            var ids: [String: Int] = [:]
-            patientIndex = p.map { name in ids[name] ?? { ids[name] = ids.count; return ids.count - 1 }() }
-        }
+        let patientIndex = Suggest.patientIndices(s)
         let unit = ActiveSelection.unitRows(s.features, dim: s.dim)
         // The start set: the random strategy's first pick from the whole pool, for this seed.
         var pool = SelectionPool(features: unit, dim: s.dim, candidates: train, labelled: [], patient: patientIndex)
         pool.taskNames = tasks.map(\.name)
         pool.classNames = tasks.map(\.classes)
         var labelled = ActiveSelection.select(pool, strategy: .random, budget: o.start, seed: UInt64(seed)).map(\.row)
-        let spec = methodVariants(recipe).first { $0.label == "logistic" }?.spec
+        let spec =
+            methodVariants(recipe).first { $0.label == "logistic" }?.spec
             ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
         let standardizer = Standardizer(fit: s.features, rows: train, d: s.dim)
         func score() -> Double? {
@@ -104,7 +104,8 @@ public enum SelectionSimulation {
             var use = strategy
             if strategy.needsProbe {
                 if let probes = try? Suggest.currentProbes(s, tasks: tasks, recipe: recipe, labelled: labelled, candidates: pool.candidates),
-                   probes.missing == nil {
+                    probes.missing == nil
+                {
                     pool.probabilities = probes.probabilities
                     pool.labelledCounts = probes.counts
                 } else {
@@ -141,7 +142,7 @@ public enum SelectionSimulation {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         var pinned = recipe
-        pinned.selection = nil    // which strategies run does not change a trajectory
+        pinned.selection = nil // which strategies run does not change a trajectory
         var key = Data((try? enc.encode(pinned)) ?? Data())
         key += Data("\(o.start) \(o.rounds) \(o.task ?? "") \(s.ids.count) \(s.dim)".utf8)
         s.features.withUnsafeBufferPointer { key += Data(buffer: $0) }
@@ -185,13 +186,19 @@ extension SelectionSimulation {
             guard let first = mine.first else { continue }
             for (i, p) in first.points.enumerated() {
                 let values = mine.compactMap { $0.points.indices.contains(i) ? $0.points[i].auroc : nil }
-                let gains = random.isEmpty ? nil : mine.compactMap { t -> Double? in
-                    guard let a = t.points.indices.contains(i) ? t.points[i].auroc : nil,
-                          let r = random[t.seed], r.points.indices.contains(i), let b = r.points[i].auroc else { return nil }
-                    return a - b
-                }
-                out.append(SimulationSummaryRow(strategy: st, labels: p.labels, auroc: SeedSummary(values), gain_vs_random: gains.map(SeedSummary.init),
-                                                fallbacks: mine.filter { $0.points.indices.contains(i) && $0.points[i].fallback }.count))
+                let gains =
+                    random.isEmpty
+                    ? nil
+                    : mine.compactMap { t -> Double? in
+                        guard let a = t.points.indices.contains(i) ? t.points[i].auroc : nil,
+                            let r = random[t.seed], r.points.indices.contains(i), let b = r.points[i].auroc
+                        else { return nil }
+                        return a - b
+                    }
+                out.append(
+                    SimulationSummaryRow(
+                        strategy: st, labels: p.labels, auroc: SeedSummary(values), gain_vs_random: gains.map(SeedSummary.init),
+                        fallbacks: mine.filter { $0.points.indices.contains(i) && $0.points[i].fallback }.count))
             }
         }
         return out
@@ -207,26 +214,44 @@ extension SelectionSimulation {
         try CSVTable(header: ["strategy", "seed", "labels", "auroc", "random_fallback"], rows: rows).write(to: raw)
         let summary = summarize(ts)
         let sum = dir.appendingPathComponent("selection_summary.csv")
-        try CSVTable(header: ["strategy", "labels", "seeds", "auroc_mean", "auroc_ci95_low", "auroc_ci95_high", "gain_vs_random", "gain_ci95_low", "gain_ci95_high", "random_fallbacks"],
-                     rows: summary.map { r in [r.strategy, String(r.labels), String(r.auroc.n), f(r.auroc.mean), f(r.auroc.low), f(r.auroc.high),
-                                               f(r.gain_vs_random?.mean), f(r.gain_vs_random?.low), f(r.gain_vs_random?.high), String(r.fallbacks)] }).write(to: sum)
+        try CSVTable(
+            header: [
+                "strategy", "labels", "seeds", "auroc_mean", "auroc_ci95_low", "auroc_ci95_high", "gain_vs_random", "gain_ci95_low", "gain_ci95_high",
+                "random_fallbacks"
+            ],
+            rows: summary.map { r in
+                [
+                    r.strategy, String(r.labels), String(r.auroc.n), f(r.auroc.mean), f(r.auroc.low), f(r.auroc.high),
+                    f(r.gain_vs_random?.mean), f(r.gain_vs_random?.low), f(r.gain_vs_random?.high), String(r.fallbacks)
+                ]
+            }
+        ).write(to: sum)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        struct Doc: Encodable { var strategies: [String]; var start: Int; var rounds: [Int]; var seeds: Int; var task: String?; var summary: [SimulationSummaryRow] }
+        struct Doc: Encodable {
+            var strategies: [String]; var start: Int; var rounds: [Int]; var seeds: Int; var task: String?; var summary: [SimulationSummaryRow]
+        }
         let json = dir.appendingPathComponent("selection.json")
-        try AtomicFile.write(try enc.encode(Doc(strategies: o.strategies.map(\.rawValue), start: o.start, rounds: o.rounds, seeds: o.seeds,
-                                                task: o.task, summary: summary)), to: json)
+        try AtomicFile.write(
+            try enc.encode(
+                Doc(
+                    strategies: o.strategies.map(\.rawValue), start: o.start, rounds: o.rounds, seeds: o.seeds,
+                    task: o.task, summary: summary)), to: json)
         var series: [Series] = []
         var names: [String] = []
         for r in summary where !names.contains(r.strategy) { names.append(r.strategy) }
         for (i, name) in names.enumerated() {
-            let pts = summary.filter { $0.strategy == name && $0.auroc.n > 0 }.map { (x: Double($0.labels), y: $0.auroc.mean, low: $0.auroc.low, high: $0.auroc.high) }
+            let pts = summary.filter { $0.strategy == name && $0.auroc.n > 0 }.map {
+                (x: Double($0.labels), y: $0.auroc.mean, low: $0.auroc.low, high: $0.auroc.high)
+            }
             series.append(Series(name: name, points: pts, color: i))
         }
         let ticks = ([o.start] + o.rounds).map(Double.init)
-        let png = try LearningCurvePlot.render(title: title, yLabel: "AUROC (test rows)", series: series,
-                                               note: "Mean over \(o.seeds) seeds, 95% t-interval; every strategy starts from the same \(o.start) random rows per seed. xrlab \(XRLabVersion.string)",
-                                               ticks: ticks, xLabel: "Labelled rows (log2 scale)")
+        let png = try LearningCurvePlot.render(
+            title: title, yLabel: "AUROC (test rows)", series: series,
+            note:
+                "Mean over \(o.seeds) seeds, 95% t-interval; every strategy starts from the same \(o.start) random rows per seed. xrlab \(XRLabVersion.string)",
+            ticks: ticks, xLabel: "Labelled rows (log2 scale)")
         let plot = dir.appendingPathComponent("selection.png")
         try AtomicFile.write(png, to: plot)
         return [raw, sum, json, plot]

@@ -109,24 +109,36 @@ public enum Slurm {
         let threads = "--threads \"${SLURM_CPUS_PER_TASK:-1}\""
         var scripts: [(String, String)] = []
         if r.recipe.model != nil && r.recipe.features == nil && !r.recipe.isReport {
-            scripts.append(("encode.sh", header("encode", array: "1-\(n)", log: "encode-%A_%a.out")
-                + "exec \(exe) run \(recipeArgs) --stage encode --shard \"$SLURM_ARRAY_TASK_ID/\(n)\" \(threads) --quiet\n"))
+            scripts.append(
+                (
+                    "encode.sh",
+                    header("encode", array: "1-\(n)", log: "encode-%A_%a.out")
+                        + "exec \(exe) run \(recipeArgs) --stage encode --shard \"$SLURM_ARRAY_TASK_ID/\(n)\" \(threads) --quiet\n"
+                ))
         }
         let status = quote(slurmDir.path) + "/shard-\"$SLURM_ARRAY_TASK_ID\".status"
-        scripts.append(("cells.sh", header("cells", array: ranges(pending), log: "cells-%A_%a.out") + """
-            status=\(status)
-            mark() { echo "$1" > "$status.tmp" && mv -f "$status.tmp" "$status"; }
-            trap 'mark cancelled; exit 143' TERM
-            mark running
-            \(exe) run \(recipeArgs) --shard "$SLURM_ARRAY_TASK_ID/\(n)" \(threads) --quiet &
-            wait $!
-            code=$?
-            if [ "$code" -eq 0 ]; then mark done; else mark "failed (exit $code)"; fi
-            exit "$code"
+        scripts.append(
+            (
+                "cells.sh",
+                header("cells", array: ranges(pending), log: "cells-%A_%a.out") + """
+                    status=\(status)
+                    mark() { echo "$1" > "$status.tmp" && mv -f "$status.tmp" "$status"; }
+                    trap 'mark cancelled; exit 143' TERM
+                    mark running
+                    \(exe) run \(recipeArgs) --shard "$SLURM_ARRAY_TASK_ID/\(n)" \(threads) --quiet &
+                    wait $!
+                    code=$?
+                    if [ "$code" -eq 0 ]; then mark done; else mark "failed (exit $code)"; fi
+                    exit "$code"
 
-            """))
-        scripts.append(("merge.sh", header("merge", array: nil, log: "merge-%j.out")
-            + "exec \(exe) merge \(quote(dir.path))\n"))
+                    """
+            ))
+        scripts.append(
+            (
+                "merge.sh",
+                header("merge", array: nil, log: "merge-%j.out")
+                    + "exec \(exe) merge \(quote(dir.path))\n"
+            ))
         return Prepared(runDirectory: dir, scripts: scripts, pendingShards: pending, missingCells: missing, totalCells: all.count, settings: settings)
     }
 
@@ -163,8 +175,9 @@ public enum Slurm {
         if let last = record.submissions.last {
             let queued = [last.encode_job, last.cells_job, last.merge_job].compactMap { $0 }.filter { !queueStates(job: $0).isEmpty }
             if !queued.isEmpty {
-                throw XRError("jobs of the previous submission are still queued or running (\(queued.joined(separator: ", ")))", file: recordURL.path,
-                              hint: "wait for them (xrlab status \(dir.path)), or cancel them with scancel")
+                throw XRError(
+                    "jobs of the previous submission are still queued or running (\(queued.joined(separator: ", ")))", file: recordURL.path,
+                    hint: "wait for them (xrlab status \(dir.path)), or cancel them with scancel")
             }
         }
         let slurmDir = dir.appendingPathComponent("slurm")
@@ -172,8 +185,9 @@ public enum Slurm {
         for (name, text) in p.scripts { try AtomicFile.write(text, to: slurmDir.appendingPathComponent(name)) }
         // A resubmitted shard's last state no longer applies.
         for s in p.pendingShards { try? FileManager.default.removeItem(at: slurmDir.appendingPathComponent("shard-\(s).status")) }
-        var sub = SlurmSubmission(encode_job: nil, cells_job: nil, merge_job: nil, cells_array: p.pendingShards, shards: p.settings.shards,
-                                  cells_missing: p.missingCells)
+        var sub = SlurmSubmission(
+            encode_job: nil, cells_job: nil, merge_job: nil, cells_array: p.pendingShards, shards: p.settings.shards,
+            cells_missing: p.missingCells)
         if p.scripts.contains(where: { $0.name == "encode.sh" }) {
             sub.encode_job = try sbatch([slurmDir.appendingPathComponent("encode.sh").path])
         }
@@ -213,8 +227,9 @@ public enum Slurm {
             throw XRError("sbatch could not be run", field: "--slurm", hint: "run on a Slurm login node, or use --dry-run to see the scripts")
         }
         guard r.status == 0, let id = r.out.split(separator: ";").first.map({ $0.trimmingCharacters(in: .whitespacesAndNewlines) }), !id.isEmpty else {
-            throw XRError("sbatch failed (exit \(r.status)): \(r.err.trimmingCharacters(in: .whitespacesAndNewlines))", field: "--slurm",
-                          hint: "check the partition, time, memory and account options against `sinfo`")
+            throw XRError(
+                "sbatch failed (exit \(r.status)): \(r.err.trimmingCharacters(in: .whitespacesAndNewlines))", field: "--slurm",
+                hint: "check the partition, time, memory and account options against `sinfo`")
         }
         return id
     }

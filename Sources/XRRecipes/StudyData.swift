@@ -54,12 +54,14 @@ public enum StudyLoader {
             throw XRError(table.rows.isEmpty ? "manifest has no rows" : "no manifest row matches data.where", file: url.path, field: "data.where")
         }
         guard let idCol = table.header.firstIndex(of: spec.image_column) else {
-            throw XRError("no column '\(spec.image_column)' (columns: \(table.header.joined(separator: ", ")))", file: url.path,
-                          field: "data.image_column", hint: "set data.image_column in the recipe to the manifest's column name")
+            throw XRError(
+                "no column '\(spec.image_column)' (columns: \(table.header.joined(separator: ", ")))", file: url.path,
+                field: "data.image_column", hint: "set data.image_column in the recipe to the manifest's column name")
         }
         let rows = keep.map { table.rows[$0] }
-        return ManifestRows(url: url, header: table.header, rows: rows, rowNumbers: keep.map { $0 + 2 }, indices: keep,
-                            totalRows: table.rows.count, ids: rows.map { $0[idCol] })
+        return ManifestRows(
+            url: url, header: table.header, rows: rows, rowNumbers: keep.map { $0 + 2 }, indices: keep,
+            totalRows: table.rows.count, ids: rows.map { $0[idCol] })
     }
 
     /// Task names of a recipe, in order (one per label; one for a multiclass task).
@@ -75,8 +77,9 @@ public enum StudyLoader {
         let n = m.rows.count
         func col(_ name: String, _ key: String) throws -> Int {
             guard let c = m.header.firstIndex(of: name) else {
-                throw XRError("no column '\(name)' (columns: \(m.header.joined(separator: ", ")))", file: url.path, field: key,
-                              hint: "set \(key) in the recipe to the manifest's column name")
+                throw XRError(
+                    "no column '\(name)' (columns: \(m.header.joined(separator: ", ")))", file: url.path, field: key,
+                    hint: "set \(key) in the recipe to the manifest's column name")
             }
             return c
         }
@@ -87,8 +90,11 @@ public enum StudyLoader {
         if spec.task == "multiclass" {
             guard let lc = spec.label_column else { throw XRError("multiclass tasks need label_column", file: r.file.path, field: "data.label_column") }
             let c = try col(lc, "data.label_column")
-            tasks = [StudyTask(name: spec.labels.joined(separator: "-vs-"), classes: spec.labels,
-                               labels: m.rows.map { spec.labels.firstIndex(of: $0[c].trimmingCharacters(in: .whitespaces)) ?? -1 })]
+            tasks = [
+                StudyTask(
+                    name: spec.labels.joined(separator: "-vs-"), classes: spec.labels,
+                    labels: m.rows.map { spec.labels.firstIndex(of: $0[c].trimmingCharacters(in: .whitespaces)) ?? -1 })
+            ]
         } else if let lc = spec.label_column {
             let c = try col(lc, "data.label_column")
             let sets = m.rows.map { Set($0[c].split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }) }
@@ -118,19 +124,25 @@ public enum StudyLoader {
             let c = try col(pc, "data.patient_column")
             patients = m.rows.map { $0[c] }
             if let i = patients?.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {
-                throw XRError("empty patient id", file: url.path, field: "row \(m.rowNumbers[i]), column \(pc)",
-                              hint: "every row needs a patient id when data.patient_column is set")
+                throw XRError(
+                    "empty patient id", file: url.path, field: "row \(m.rowNumbers[i]), column \(pc)",
+                    hint: "every row needs a patient id when data.patient_column is set")
             }
         }
         var isTest: [Bool?]
         if let sc = spec.split_column {
             let c = try col(sc, "data.split_column")
             isTest = m.rows.map { row -> Bool? in
-                switch row[c].trimmingCharacters(in: .whitespaces).lowercased() { case "test": return true; case "train": return false; default: return nil }
+                switch row[c].trimmingCharacters(in: .whitespaces).lowercased() {
+                case "test": return true;
+                case "train": return false;
+                default: return nil
+                }
             }
             if !isTest.contains(where: { $0 == true }) || !isTest.contains(where: { $0 == false }) {
-                throw XRError("the split column needs both 'train' and 'test' rows", file: url.path, field: "data.split_column (\(sc))",
-                              hint: "or leave split_column out for a seeded split by patient (data.test_fraction)")
+                throw XRError(
+                    "the split column needs both 'train' and 'test' rows", file: url.path, field: "data.split_column (\(sc))",
+                    hint: "or leave split_column out for a seeded split by patient (data.test_fraction)")
             }
         } else {
             // Seeded split by patient (or by row): the same patients are test for every cell.
@@ -171,20 +183,23 @@ public enum StudyLoader {
             features.reserveCapacity(n * dim)
             for (i, id) in ids.enumerated() {
                 guard let j = index[id] else {
-                    throw XRError("no features for '\(id)'", file: url.path, field: "row \(m.rowNumbers[i]), column \(spec.image_column)",
-                                  hint: "the features (\(set.description)) do not cover this manifest row; embed it, or filter it out with data.where")
+                    throw XRError(
+                        "no features for '\(id)'", file: url.path, field: "row \(m.rowNumbers[i]), column \(spec.image_column)",
+                        hint: "the features (\(set.description)) do not cover this manifest row; embed it, or filter it out with data.where")
                 }
                 features += set.matrix.scalars[(j * dim)..<((j + 1) * dim)]
             }
         }
         for i in 0..<n {
             for j in 0..<dim where !features[i * dim + j].isFinite {
-                throw XRError("feature \(j) of row \(m.rowNumbers[i]) ('\(ids[i])') is \(features[i * dim + j])", file: url.path,
-                              field: "row \(m.rowNumbers[i])", hint: "remove or fix this row; features must be finite")
+                throw XRError(
+                    "feature \(j) of row \(m.rowNumbers[i]) ('\(ids[i])') is \(features[i * dim + j])", file: url.path,
+                    field: "row \(m.rowNumbers[i])", hint: "remove or fix this row; features must be finite")
             }
         }
-        return StudyData(ids: ids, features: features, dim: dim, patients: patients, isTest: isTest, tasks: tasks,
-                         groups: groups, featureSource: set.description)
+        return StudyData(
+            ids: ids, features: features, dim: dim, patients: patients, isTest: isTest, tasks: tasks,
+            groups: groups, featureSource: set.description)
     }
 
     static func fmt(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }

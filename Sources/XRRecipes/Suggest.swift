@@ -39,8 +39,9 @@ public enum Suggest {
     public static func strategy(_ name: String, field: String = "--strategy") throws -> SelectionStrategy {
         if let s = SelectionStrategy(rawValue: name) { return s }
         let names = SelectionStrategy.allCases.map(\.rawValue)
-        throw XRError("unknown strategy '\(name)'" + (closest(name, in: names).map { " — did you mean '\($0)'?" } ?? ""), field: field,
-                      hint: "strategies: \(names.joined(separator: ", "))")
+        throw XRError(
+            "unknown strategy '\(name)'" + (closest(name, in: names).map { " — did you mean '\($0)'?" } ?? ""), field: field,
+            hint: "strategies: \(names.joined(separator: ", "))")
     }
 
     /// Choose the next rows to label: candidates are the training rows (never a test row, nor a
@@ -50,8 +51,9 @@ public enum Suggest {
         let idColumn = r.recipe.data.image_column
         guard o.budget >= 1 else { throw XRError("--budget must be at least 1, found \(o.budget)", field: "--budget") }
         guard FileManager.default.fileExists(atPath: labelled.path) else {
-            throw XRError("labelled-rows file not found", file: labelled.path, field: "--labelled",
-                          hint: "a CSV with a '\(idColumn)' column listing the rows already labelled (a header alone when none are)")
+            throw XRError(
+                "labelled-rows file not found", file: labelled.path, field: "--labelled",
+                hint: "a CSV with a '\(idColumn)' column listing the rows already labelled (a header alone when none are)")
         }
         let table = try CSVTable(contentsOf: labelled)
         let col = try table.column(idColumn)
@@ -62,12 +64,14 @@ public enum Suggest {
         for (k, row) in table.rows.enumerated() {
             let id = row[col].trimmingCharacters(in: .whitespaces)
             guard let i = index[id] else {
-                throw XRError("'\(id)' is not a row of the recipe's manifest (after data.where)", file: labelled.path,
-                              field: "row \(k + 2), column \(idColumn)", hint: "list rows by their \(idColumn) value as the manifest has it")
+                throw XRError(
+                    "'\(id)' is not a row of the recipe's manifest (after data.where)", file: labelled.path,
+                    field: "row \(k + 2), column \(idColumn)", hint: "list rows by their \(idColumn) value as the manifest has it")
             }
             if s.isTest[i] == true {
-                throw XRError("'\(id)' is a test row; labelled rows must come from the training pool", file: labelled.path,
-                              field: "row \(k + 2), column \(idColumn)")
+                throw XRError(
+                    "'\(id)' is a test row; labelled rows must come from the training pool", file: labelled.path,
+                    field: "row \(k + 2), column \(idColumn)")
             }
             if seen.insert(i).inserted { labelledRows.append(i) }
         }
@@ -81,32 +85,32 @@ public enum Suggest {
             throw XRError("no unlabelled training rows are left to suggest from", file: labelled.path, field: "--labelled")
         }
         guard o.budget <= candidates.count else {
-            throw XRError("--budget \(o.budget) is larger than the pool: \(candidates.count) unlabelled training rows", field: "--budget",
-                          hint: "ask for at most \(candidates.count)")
+            throw XRError(
+                "--budget \(o.budget) is larger than the pool: \(candidates.count) unlabelled training rows", field: "--budget",
+                hint: "ask for at most \(candidates.count)")
         }
         var tasks = s.tasks
         if let t = o.task {
             guard let one = s.tasks.first(where: { $0.name == t }) else {
                 let names = s.tasks.map(\.name)
-                throw XRError("task '\(t)' is not in the recipe" + (closest(t, in: names).map { " — did you mean '\($0)'?" } ?? ""),
-                              file: r.file.path, field: "--task", hint: "tasks: \(names.joined(separator: ", "))")
+                throw XRError(
+                    "task '\(t)' is not in the recipe" + (closest(t, in: names).map { " — did you mean '\($0)'?" } ?? ""),
+                    file: r.file.path, field: "--task", hint: "tasks: \(names.joined(separator: ", "))")
             }
             tasks = [one]
         }
-        var patientIndex: [Int]? = nil
-        if let p = s.patients {
-            var ids: [String: Int] = [:]
-            patientIndex = p.map { name in ids[name] ?? { ids[name] = ids.count; return ids.count - 1 }() }
-        }
-        var pool = SelectionPool(features: ActiveSelection.unitRows(s.features, dim: s.dim), dim: s.dim, candidates: candidates,
-                                 labelled: labelledRows, patient: patientIndex)
+        let patientIndex = Suggest.patientIndices(s)
+        var pool = SelectionPool(
+            features: ActiveSelection.unitRows(s.features, dim: s.dim), dim: s.dim, candidates: candidates,
+            labelled: labelledRows, patient: patientIndex)
         pool.taskNames = tasks.map(\.name)
         pool.classNames = tasks.map(\.classes)
         if o.strategy.needsProbe {
             let probes = try currentProbes(s, tasks: tasks, recipe: r.recipe, labelled: labelledRows, candidates: candidates)
             if let (t, k) = probes.missing {
-                throw XRError("\(o.strategy.rawValue) needs the current probe, which needs a labelled row of every class; task '\(t)' has none of class '\(k)'",
-                              file: labelled.path, field: "--strategy", hint: "start with random, kcenter, typiclust or probcover, which need no labels")
+                throw XRError(
+                    "\(o.strategy.rawValue) needs the current probe, which needs a labelled row of every class; task '\(t)' has none of class '\(k)'",
+                    file: labelled.path, field: "--strategy", hint: "start with random, kcenter, typiclust or probcover, which need no labels")
             }
             pool.probabilities = probes.probabilities
             pool.labelledCounts = probes.counts
@@ -118,12 +122,26 @@ public enum Suggest {
         return Suggestion(rows: rows, strategy: o.strategy, poolRows: candidates.count, labelledRows: labelledRows.count, idColumn: idColumn)
     }
 
+    /// Each row's patient as a small integer (rows of one patient share it), nil when the study
+    /// has no patient column.
+    static func patientIndices(_ s: StudyData) -> [Int]? {
+        guard let p = s.patients else { return nil }
+        var ids: [String: Int] = [:]
+        return p.map { name in
+            if let i = ids[name] { return i }
+            ids[name] = ids.count
+            return ids.count - 1
+        }
+    }
+
     /// The logistic probe of each task fitted on the labelled rows (the recipe's logistic settings,
     /// or the defaults), and its class probabilities on the candidates; `missing` names the first
     /// task × class without a labelled row (then nothing is fitted).
     static func currentProbes(_ s: StudyData, tasks: [StudyTask], recipe: Recipe, labelled: [Int], candidates: [Int])
-        throws -> (probabilities: [[[Double]]], counts: [[Int]], missing: (String, String)?) {
-        let spec = methodVariants(recipe).first { $0.label == "logistic" }?.spec
+        throws -> (probabilities: [[[Double]]], counts: [[Int]], missing: (String, String)?)
+    {
+        let spec =
+            methodVariants(recipe).first { $0.label == "logistic" }?.spec
             ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
         let standardizer = Standardizer(fit: s.features, rows: s.ids.indices.filter { s.isTest[$0] == false }, d: s.dim)
         var probabilities: [[[Double]]] = [], counts: [[Int]] = []

@@ -52,7 +52,8 @@ extension TuneSpec: CustomStringConvertible {
         case .head: what = "head only"
         }
         let o = options
-        return "\(what) + \(headHidden.map { "MLP head (\($0))" } ?? "head"); \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
+        return
+            "\(what) + \(headHidden.map { "MLP head (\($0))" } ?? "head"); \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
             + "wd \(fmtNumber(o.weightDecay))\(o.layerDecay != 1 ? ", layer decay \(fmtNumber(o.layerDecay))" : ""), "
             + "\(o.augment == nil ? "no augmentation" : (o.augment!.horizontalFlip ? "augmentation with flips" : "augmentation")), "
             + "early stopping on \(validationPerClass)/class validation"
@@ -102,8 +103,9 @@ public struct TuneContext {
         encoder = try EncoderFeatureSource().encoder(r)
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
-            throw XRError("tuning needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
-                          file: r.file.path, field: "model.preprocessing", hint: "set model.preprocessing.crop (e.g. the model's native size)")
+            throw XRError(
+                "tuning needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
+                file: r.file.path, field: "model.preprocessing", hint: "set model.preprocessing.crop (e.g. the model's native size)")
         }
         size = S
         let images = try EncoderFeatureSource.images(r, rows: try StudyLoader.rows(r))
@@ -117,12 +119,15 @@ public struct TuneContext {
 
     public func data(_ task: StudyTask) -> TuneData {
         let cache = self.cache
-        return TuneData(labels: task.labels.map { max($0, 0) }, classes: task.classes.count, size: size,
-                        mean: encoder.preprocessing.mean, std: encoder.preprocessing.std) { i in try cache.pixels(i) }
+        return TuneData(
+            labels: task.labels.map { max($0, 0) }, classes: task.classes.count, size: size,
+            mean: encoder.preprocessing.mean, std: encoder.preprocessing.std
+        ) { i in try cache.pixels(i) }
     }
 
     /// Up to `perClass` validation rows per class from `pool`, patients disjoint from `used` and the test set.
-    static func validation(pool: [Int], task: StudyTask, keys: [String], used: Set<String>, testKeys: Set<String>, perClass: Int, rng: inout XRRandom) -> [Int] {
+    static func validation(pool: [Int], task: StudyTask, keys: [String], used: Set<String>, testKeys: Set<String>, perClass: Int, rng: inout XRRandom) -> [Int]
+    {
         var rest = pool.filter { !used.contains(keys[$0]) && !testKeys.contains(keys[$0]) }
         rng.shuffle(&rest)
         var out: [Int] = [], count = [Int](repeating: 0, count: task.classes.count), seen = Set<String>()
@@ -145,8 +150,9 @@ enum TuneCells {
         try CellRunner(cellsDirectory: cellsDirectory, quiet: quiet).run(cells, label: "tune", written: dropCheckpoint) { cell in
             guard let spec = specs[cell.method], let task = data.tasks.first(where: { $0.name == cell.task }), let test = tests[cell.task] else { return nil }
             let K = task.classes.count
-            var result = CellResult(cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
-                                    n_train: 0, n_test: test.rows.count, train_ids: [], subgroups: [])
+            var result = CellResult(
+                cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+                n_train: 0, n_test: test.rows.count, train_ids: [], subgroups: [])
             let taskHash = Runner.streamKey(task.name)
             switch Runner.drawShots(cell, task: task, test: test, data: data) {
             case let .failure(skip):
@@ -156,18 +162,22 @@ enum TuneCells {
             case let .success(shots):
                 let key = data.patients ?? data.ids
                 var vr = XRRandom(seed: UInt64(cell.seed), stream: [taskHash, UInt64(cell.shots), 0x7A11])
-                let validation = TuneContext.validation(pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),
-                                                        testKeys: Set(test.rows.map { key[$0] }), perClass: spec.validationPerClass, rng: &vr)
+                let validation = TuneContext.validation(
+                    pool: test.pool, task: task, keys: key, used: Set(shots.map { key[$0] }),
+                    testKeys: Set(test.rows.map { key[$0] }), perClass: spec.validationPerClass, rng: &vr)
                 let model = try ctx.model(classes: K, r, headHidden: spec.headHidden)
                 try model.setTrainable(spec.set, seed: UInt64(cell.seed))
-                let identity = ["recipe": String(r.fingerprint.prefix(16)), "encoder": String(encoderJSON.prefix(16)), "cell": cell.id, "method": spec.description,
-                                "training rows": "\(shots.count) (\(SHA256.hex(Data("\(shots)".utf8)).prefix(12)))",
-                                "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))"]
+                let identity = [
+                    "recipe": String(r.fingerprint.prefix(16)), "encoder": String(encoderJSON.prefix(16)), "cell": cell.id, "method": spec.description,
+                    "training rows": "\(shots.count) (\(SHA256.hex(Data("\(shots)".utf8)).prefix(12)))",
+                    "validation rows": "\(validation.count) (\(SHA256.hex(Data("\(validation)".utf8)).prefix(12)))"
+                ]
                 let tuner = Tuner(model: model, options: spec.options, seed: UInt64(cell.seed) &* 0x9E37_79B9 ^ taskHash, identity: identity)
                 if !quiet {
                     tuner.progress = { rec in
                         let v = rec.validationLoss.map { String(format: ", validation %.4f", $0) } ?? ""
-                        FileHandle.standardError.write(Data("  \(cell.id): epoch \(rec.epoch)/\(spec.options.epochs), loss \(String(format: "%.4f", rec.trainLoss))\(v)\n".utf8))
+                        FileHandle.standardError.write(
+                            Data("  \(cell.id): epoch \(rec.epoch)/\(spec.options.epochs), loss \(String(format: "%.4f", rec.trainLoss))\(v)\n".utf8))
                     }
                 }
                 let tdata = ctx.data(task)
@@ -176,12 +186,14 @@ enum TuneCells {
                 let probs = try tuner.predict(test.rows, tdata)
                 result.n_train = shots.count
                 result.train_ids = shots.map { data.ids[$0] }
-                result.training = TrainingSummary(epochs: trained.history.count, best_epoch: trained.bestEpoch, stopped_early: trained.stoppedEarly,
-                                                  n_validation: validation.count, trainable_parameters: model.trainableCount,
-                                                  train_loss: trained.history.map(\.trainLoss),
-                                                  validation_loss: validation.isEmpty ? nil : trained.history.compactMap(\.validationLoss))
-                Runner.score(&result, probabilities: probs, truth: test.rows.map { task.labels[$0] }, test: test.rows, classes: K,
-                             data: data, recipe: r.recipe, seed: cell.seed)
+                result.training = TrainingSummary(
+                    epochs: trained.history.count, best_epoch: trained.bestEpoch, stopped_early: trained.stoppedEarly,
+                    n_validation: validation.count, trainable_parameters: model.trainableCount,
+                    train_loss: trained.history.map(\.trainLoss),
+                    validation_loss: validation.isEmpty ? nil : trained.history.compactMap(\.validationLoss))
+                Runner.score(
+                    &result, probabilities: probs, truth: test.rows.map { task.labels[$0] }, test: test.rows, classes: K,
+                    data: data, recipe: r.recipe, seed: cell.seed)
                 return result
             }
         }

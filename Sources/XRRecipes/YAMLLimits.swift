@@ -11,8 +11,10 @@ enum YAMLLimits {
     /// `Limits.yamlNodes` nodes (an alias counts as the nodes it repeats). Syntax errors are left
     /// for the composer, which reports them with their position. `field` names where the text
     /// came from when it is not the file itself (a `--set` override).
-    static func check(_ text: String, file: String, field: String? = nil,
-                      maxDepth: Int = Limits.yamlDepth, maxNodes: Int = Limits.yamlNodes) throws {
+    static func check(
+        _ text: String, file: String, field: String? = nil,
+        maxDepth: Int = Limits.yamlDepth, maxNodes: Int = Limits.yamlNodes
+    ) throws {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else { throw XRError("YAML parser: out of memory", file: file) }
         defer { yaml_parser_delete(&parser) }
@@ -41,8 +43,9 @@ enum YAMLLimits {
                     nodes += 1
                     open.append((nodes, a))
                     if open.count > maxDepth {
-                        throw fail("YAML nested deeper than the limit of \(maxDepth) levels", mark,
-                                   hint: "recipes nest a few levels; a value this deep is damaged or hostile")
+                        throw fail(
+                            "YAML nested deeper than the limit of \(maxDepth) levels", mark,
+                            hint: "recipes nest a few levels; a value this deep is damaged or hostile")
                     }
                 case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                     if let (start, a) = open.popLast(), let a { anchored[a] = nodes - start + 1 }
@@ -56,8 +59,9 @@ enum YAMLLimits {
                     continue
                 }
                 if nodes > maxNodes {
-                    throw fail("YAML holds more than the limit of \(maxNodes) values (aliases counted as what they repeat)", mark,
-                               hint: "recipes hold at most a few hundred values")
+                    throw fail(
+                        "YAML holds more than the limit of \(maxNodes) values (aliases counted as what they repeat)", mark,
+                        hint: "recipes hold at most a few hundred values")
                 }
             }
         }

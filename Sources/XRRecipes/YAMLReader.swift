@@ -69,8 +69,10 @@ struct YNode {
             let keyNode = YNode(node: k, path: c.path, ctx: ctx)
             guard allowed.contains(key) else {
                 let suggestion = closest(key, in: allowed)
-                ctx.record(keyNode.error("unknown key '\(key)'" + (suggestion.map { " — did you mean '\($0)'?" } ?? ""),
-                                         hint: "allowed keys here: " + allowed.joined(separator: ", ")))
+                ctx.record(
+                    keyNode.error(
+                        "unknown key '\(key)'" + (suggestion.map { " — did you mean '\($0)'?" } ?? ""),
+                        hint: "allowed keys here: " + allowed.joined(separator: ", ")))
                 continue
             }
             if out[key] != nil { ctx.record(keyNode.error("duplicate key '\(key)'")); continue }
@@ -114,8 +116,11 @@ struct YNode {
     /// true / false (YAML 1.2 core schema spellings).
     func bool() throws -> Bool {
         guard case let .scalar(s) = node else { throw error("expected true or false, found \(kind)") }
-        switch s.string { case "true", "True", "TRUE": return true; case "false", "False", "FALSE": return false
-        default: throw error("expected true or false, found '\(s.string)'") }
+        switch s.string {
+        case "true", "True", "TRUE": return true;
+        case "false", "False", "FALSE": return false
+        default: throw error("expected true or false, found '\(s.string)'")
+        }
     }
 
     func list() throws -> [YNode] {

@@ -21,8 +21,9 @@ final class TunedEncoder {
         guard let set = spec.trainableSet else { throw XRError("the encoder is frozen", field: "encoder") }
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
-            throw XRError("tuning the encoder needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
-                          file: source, field: "preprocessing", hint: "give the encoder a preprocessing with a crop (e.g. its native size)")
+            throw XRError(
+                "tuning the encoder needs a fixed square input size, but the preprocessing (\(pre)) gives images of varying shape",
+                file: source, field: "preprocessing", hint: "give the encoder a preprocessing with a crop (e.g. its native size)")
         }
         size = S
         preprocessing = pre
@@ -63,10 +64,14 @@ enum PatchPooling {
         let p = max(1, min(factor, g)), G = g / p, N = g * g
         var out = [Float](repeating: 0, count: n * G * G * C)
         let inv = 1 / Float(p * p)
-        for i in 0..<n { for gy in 0..<(G * p) { for gx in 0..<(G * p) {
-            let dst = (i * G * G + (gy / p) * G + gx / p) * C, src = (i * N + gy * g + gx) * C
-            for c in 0..<C { out[dst + c] += t[src + c] * inv }
-        } } }
+        for i in 0..<n {
+            for gy in 0..<(G * p) {
+                for gx in 0..<(G * p) {
+                    let dst = (i * G * G + (gy / p) * G + gx / p) * C, src = (i * N + gy * g + gx) * C
+                    for c in 0..<C { out[dst + c] += t[src + c] * inv }
+                }
+            }
+        }
         return out
     }
 
@@ -74,10 +79,14 @@ enum PatchPooling {
         let p = max(1, min(factor, g)), G = g / p, N = g * g
         var out = [Float](repeating: 0, count: n * N * C)
         let inv = 1 / Float(p * p)
-        for i in 0..<n { for gy in 0..<(G * p) { for gx in 0..<(G * p) {
-            let src = (i * G * G + (gy / p) * G + gx / p) * C, dst = (i * N + gy * g + gx) * C
-            for c in 0..<C { out[dst + c] = d[src + c] * inv }
-        } } }
+        for i in 0..<n {
+            for gy in 0..<(G * p) {
+                for gx in 0..<(G * p) {
+                    let src = (i * G * G + (gy / p) * G + gx / p) * C, dst = (i * N + gy * g + gx) * C
+                    for c in 0..<C { out[dst + c] = d[src + c] * inv }
+                }
+            }
+        }
         return out
     }
 }

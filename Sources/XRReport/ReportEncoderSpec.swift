@@ -76,7 +76,8 @@ public enum ReportEncoderSpec: Codable, Sendable, Equatable {
 
     public var description: String {
         switch self {
-        case let .lora(s): return "encoder LoRA r=\(s.lora.rank), alpha=\(fmt(s.lora.alpha)) on \(s.lora.targets.joined(separator: ", ")), lr ×\(fmt(s.lrScale))"
+        case let .lora(s):
+            return "encoder LoRA r=\(s.lora.rank), alpha=\(fmt(s.lora.alpha)) on \(s.lora.targets.joined(separator: ", ")), lr ×\(fmt(s.lrScale))"
         case let .lastK(s): return "encoder last \(s.blocks) block\(s.blocks == 1 ? "" : "s") tuned, lr ×\(fmt(s.lrScale))"
         case .frozen: return "frozen encoder"
         }
@@ -104,11 +105,15 @@ public enum ReportEncoderSpec: Codable, Sendable, Equatable {
         switch kind {
         case .frozen: self = .frozen
         case .lora:
-            self = .lora(ReportLoRASpec(lora: try LoRASettings(from: decoder), lrScale: try c.decodeIfPresent(Double.self, forKey: .lr_scale) ?? ReportLoRASpec().lrScale))
+            self = .lora(
+                ReportLoRASpec(
+                    lora: try LoRASettings(from: decoder), lrScale: try c.decodeIfPresent(Double.self, forKey: .lr_scale) ?? ReportLoRASpec().lrScale))
         case .last_k:
             let d = ReportLastKSpec()
-            self = .lastK(ReportLastKSpec(blocks: try c.decodeIfPresent(Int.self, forKey: .blocks) ?? d.blocks,
-                                          lrScale: try c.decodeIfPresent(Double.self, forKey: .lr_scale) ?? d.lrScale))
+            self = .lastK(
+                ReportLastKSpec(
+                    blocks: try c.decodeIfPresent(Int.self, forKey: .blocks) ?? d.blocks,
+                    lrScale: try c.decodeIfPresent(Double.self, forKey: .lr_scale) ?? d.lrScale))
         }
     }
 
@@ -122,8 +127,10 @@ public enum ReportEncoderSpec: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: FieldKey.self)
         let name = try c.decode(String.self, forKey: .method)
         guard let kind = Kind(rawValue: name) else {
-            throw DecodingError.dataCorruptedError(forKey: .method, in: c, debugDescription: "unknown encoder method '\(name)' (use "
-                                                   + Kind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+            throw DecodingError.dataCorruptedError(
+                forKey: .method, in: c,
+                debugDescription: "unknown encoder method '\(name)' (use "
+                    + Kind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
         }
         try self.init(kind: kind, fieldsFrom: decoder)
     }

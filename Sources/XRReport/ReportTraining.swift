@@ -102,7 +102,9 @@ public enum ReportTraining {
             let part = Array(images[start..<min(images.count, start + batch)])
             let px = try part.flatMap { u -> [Float] in
                 let x = try tuned.preprocessing.apply(contentsOf: u)
-                guard x.count == 3 * tuned.size * tuned.size else { throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: u.path) }
+                guard x.count == 3 * tuned.size * tuned.size else {
+                    throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: u.path)
+                }
                 return x
             }
             let (v, S) = try tuned.visualTokens(pixels: px, batch: part.count, pool: pool, training: false)
@@ -116,14 +118,22 @@ public enum ReportTraining {
     }
 
     /// Everything that decides the training: a checkpoint written under other values is refused.
-    static func checkpointIdentity(_ o: ReportTrainOptions, encoderHash: String, fit: [ReportPair], val: [ReportPair], tokenizer: BPETokenizer) -> [String: String] {
-        func digest(_ p: [ReportPair]) -> String { String(SHA256.hex(Data(p.map { "\($0.image.lastPathComponent)|\($0.findings)|\($0.impression)" }.joined(separator: "\n").utf8)).prefix(16)) }
-        return ["encoder": String(encoderHash.prefix(16)), "encoder tuning": o.encoderSpec.description, "target": o.target,
-                "decoder": "dim \(o.dim), layers \(o.layers), heads \(o.heads), max tokens \(o.maxTokens), pool \(o.pool), init \(o.initFrom?.lastPathComponent ?? "random")"
-                    + (o.visualPrefix ? ", visual prefix" : ""),
-                "training": "epochs \(o.epochs), batch \(o.batchSize), lr \(o.lr), wd \(o.weightDecay), warmup \(o.warmup), smoothing \(o.labelSmoothing), clip \(o.clip.map { String($0) } ?? "none")",
-                "seed": String(o.seed), "training reports": "\(fit.count) (\(digest(fit)))", "validation reports": "\(val.count) (\(digest(val)))",
-                "tokenizer": "\(tokenizer.size) tokens"]
+    static func checkpointIdentity(_ o: ReportTrainOptions, encoderHash: String, fit: [ReportPair], val: [ReportPair], tokenizer: BPETokenizer) -> [String:
+        String]
+    {
+        func digest(_ p: [ReportPair]) -> String {
+            String(SHA256.hex(Data(p.map { "\($0.image.lastPathComponent)|\($0.findings)|\($0.impression)" }.joined(separator: "\n").utf8)).prefix(16))
+        }
+        return [
+            "encoder": String(encoderHash.prefix(16)), "encoder tuning": o.encoderSpec.description, "target": o.target,
+            "decoder":
+                "dim \(o.dim), layers \(o.layers), heads \(o.heads), max tokens \(o.maxTokens), pool \(o.pool), init \(o.initFrom?.lastPathComponent ?? "random")"
+                + (o.visualPrefix ? ", visual prefix" : ""),
+            "training":
+                "epochs \(o.epochs), batch \(o.batchSize), lr \(o.lr), wd \(o.weightDecay), warmup \(o.warmup), smoothing \(o.labelSmoothing), clip \(o.clip.map { String($0) } ?? "none")",
+            "seed": String(o.seed), "training reports": "\(fit.count) (\(digest(fit)))", "validation reports": "\(val.count) (\(digest(val)))",
+            "tokenizer": "\(tokenizer.size) tokens"
+        ]
     }
 
     /// GPT-2's initialisation: N(0, 0.02) matrices and embeddings, norms 1, biases 0.
@@ -138,8 +148,10 @@ public enum ReportTraining {
             for ln in ["ln_1", "ln_cross_attn", "ln_2"] where !(c.visualPrefix && ln == "ln_cross_attn") {
                 t[p + ln + ".weight"] = Tensor(shape: [C], scalars: [Float](repeating: 1, count: C)); t[p + ln + ".bias"] = Tensor(zeros: [C])
             }
-            for (n, i_, o) in [("attn.c_attn", C, 3 * C), ("attn.c_proj", C, C), ("crossattention.q_attn", C, C), ("crossattention.c_attn", C, 2 * C),
-                               ("crossattention.c_proj", C, C), ("mlp.c_fc", C, 4 * C), ("mlp.c_proj", 4 * C, C)] where !(c.visualPrefix && n.hasPrefix("crossattention")) {
+            for (n, i_, o) in [
+                ("attn.c_attn", C, 3 * C), ("attn.c_proj", C, C), ("crossattention.q_attn", C, C), ("crossattention.c_attn", C, 2 * C),
+                ("crossattention.c_proj", C, C), ("mlp.c_fc", C, 4 * C), ("mlp.c_proj", 4 * C, C)
+            ] where !(c.visualPrefix && n.hasPrefix("crossattention")) {
                 t[p + n + ".weight"] = normal([i_, o]); t[p + n + ".bias"] = Tensor(zeros: [o])
             }
         }
@@ -176,18 +188,21 @@ public enum ReportTraining {
         let trained = try train(o, reports: reports, text: text, visual: visual, model: model, params: params, seqs: seqs)
         let history = trained.history, best = trained.best
         if history.count < o.epochs {
-            return ReportTrainResult(metrics: [:], complete: false, history: history, truncated: seqs.truncated,
-                                     trainReports: reports.fit.count, testReports: reports.test.count)
+            return ReportTrainResult(
+                metrics: [:], complete: false, history: history, truncated: seqs.truncated,
+                trainReports: reports.fit.count, testReports: reports.test.count)
         }
         if let best { for p in params { if let v = best.values[p.name] { p.assign(v) } } }
         try visual.encodeTest(reports)
         let generated = try draft(o, reports: reports, text: text, visual: visual, model: model)
         let refs = reports.test.map { $0.target(o.target) }
         let metrics = try testMetrics(generated: generated, references: refs, meteor: reports.meteorSource)
-        try writeModelFolder(o, reports: reports, text: text, visual: visual, model: model, seqs: seqs, history: history,
-                             metrics: metrics, generated: generated)
+        try writeModelFolder(
+            o, reports: reports, text: text, visual: visual, model: model, seqs: seqs, history: history,
+            metrics: metrics, generated: generated)
         try? FileManager.default.removeItem(at: trained.checkpoint)
-        var result = ReportTrainResult(metrics: metrics, history: history, truncated: seqs.truncated, trainReports: reports.fit.count, testReports: reports.test.count)
+        var result = ReportTrainResult(
+            metrics: metrics, history: history, truncated: seqs.truncated, trainReports: reports.fit.count, testReports: reports.test.count)
         result.generated = generated
         result.references = refs
         result.trainIDs = reports.fit.map(\.id); result.validationIDs = reports.val.map(\.id); result.testIDs = reports.test.map(\.id)
@@ -200,9 +215,11 @@ public enum ReportTraining {
     /// count the S visual tokens before the text.
     static func decoder(_ o: ReportTrainOptions, vocab: Int, visual: VisualInput) throws -> ReportDecoder {
         let S = visual.S, Cv = visual.Cv
-        let config = DecoderConfig(vocab: vocab, positions: o.maxTokens + (o.visualPrefix ? S : 0), dim: o.dim, layers: o.layers, heads: o.heads,
-                                   visualDim: Cv, visualPrefix: o.visualPrefix)
-        let model = try ReportDecoder(config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
+        let config = DecoderConfig(
+            vocab: vocab, positions: o.maxTokens + (o.visualPrefix ? S : 0), dim: o.dim, layers: o.layers, heads: o.heads,
+            visualDim: Cv, visualPrefix: o.visualPrefix)
+        let model = try ReportDecoder(
+            config: config, tensors: try initialTensors(config, seed: o.seed, from: o.initFrom), source: o.initFrom?.path ?? "initialisation")
         model.needsVisualGradient = visual.tuned != nil
         return model
     }
@@ -217,8 +234,10 @@ public enum ReportTraining {
     /// Teacher forcing with AdamW under a warmup-cosine schedule, a validation loss per epoch (the
     /// lowest one's weights are kept), and a checkpoint after every epoch that a rerun of the same
     /// configuration resumes from. Stops early (history shorter than `epochs`) at `stopAfter`.
-    static func train(_ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
-                      params: [Parameter], seqs: TokenizedReports) throws -> Trained {
+    static func train(
+        _ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
+        params: [Parameter], seqs: TokenizedReports
+    ) throws -> Trained {
         let fitIdx = reports.fitIdx, valIdx = reports.valIdx
         let tuned = visual.tuned, norm = visual.norm, S = visual.S, config = model.config, pad = text.pad
         func batch(_ idx: [Int]) -> (ids: [Int], labels: [Int], lengths: [Int]) {
@@ -265,8 +284,9 @@ public enum ReportTraining {
                 try model.forward(visual: v, visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths, returnLogits: false)
                 let (loss, n) = model.lossAndBackward(labels: b.labels, smoothing: o.labelSmoothing)
                 guard loss.isFinite else {
-                    throw XRError("the loss became \(loss) in epoch \(epoch + 1)", field: "lr",
-                                  hint: "lower the learning rate" + (o.checkpoints ? "; the checkpoint of the last finished epoch is kept" : ""))
+                    throw XRError(
+                        "the loss became \(loss) in epoch \(epoch + 1)", field: "lr",
+                        hint: "lower the learning rate" + (o.checkpoints ? "; the checkpoint of the last finished epoch is kept" : ""))
                 }
                 tuned?.backward(norm.backward(model.visualGradient), batch: idx.count, pool: o.pool)
                 clipGradNorm(params, maxNorm: o.clip ?? .infinity)
@@ -280,7 +300,8 @@ public enum ReportTraining {
             for start in stride(from: 0, to: valIdx.count, by: o.batchSize) {
                 let idx = Array(valIdx[start..<min(valIdx.count, start + o.batchSize)])
                 let b = batch(idx)
-                let logits = try model.forward(visual: try visual.tokens(idx, training: false), visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
+                let logits = try model.forward(
+                    visual: try visual.tokens(idx, training: false), visualTokens: S, ids: b.ids, batch: idx.count, lengths: b.lengths)
                 let (loss, _, n) = ReportDecoder.languageModelLoss(logits: logits, labels: b.labels, batch: idx.count, vocab: config.vocab)
                 vsum += loss * Double(n); vcount += n
             }
@@ -288,7 +309,8 @@ public enum ReportTraining {
             history.append(EpochRecord(epoch: epoch + 1, trainLoss: sum / Double(max(count, 1)), validationLoss: vloss, lr: schedule.lr(max(step - 1, 0))))
             if best.map({ vloss < $0.loss }) ?? true { best = (epoch + 1, vloss, Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0.value.array) })) }
             if o.checkpoints {
-                try TuneCheckpoint.save(ckpt, identity: identity, epoch: epoch + 1, history: history, best: best, stopped: false, parameters: params, optimizer: opt)
+                try TuneCheckpoint.save(
+                    ckpt, identity: identity, epoch: epoch + 1, history: history, best: best, stopped: false, parameters: params, optimizer: opt)
             }
             ran += 1
         }
@@ -316,7 +338,9 @@ public enum ReportTraining {
     static func testMetrics(generated: [String], references refs: [String], meteor meteorSource: MeteorSource?) throws -> [String: Double] {
         let s = CaptionMetrics.score(rawCandidates: generated, rawReferences: refs.map { [$0] })
         let e = CheXpertLabeler.efficacy(generated: generated, references: refs)
-        var metrics: [String: Double] = ["rouge_l": s.rougeL, "cider_d": s.ciderD, "ce_precision": e.micro.precision, "ce_recall": e.micro.recall, "ce_f1": e.micro.f1]
+        var metrics: [String: Double] = [
+            "rouge_l": s.rougeL, "cider_d": s.ciderD, "ce_precision": e.micro.precision, "ce_recall": e.micro.recall, "ce_f1": e.micro.f1
+        ]
         for k in 0..<4 { metrics["bleu_\(k + 1)"] = s.bleu[k] }
         if let meteorSource {
             let tc = generated.map(PTBTokenizer.tokenize), tr = refs.map(PTBTokenizer.tokenize)
@@ -327,32 +351,40 @@ public enum ReportTraining {
 
     /// The model folder: tokenizer, visual-token statistics, tuned encoder parameters (if any),
     /// decoder (Hugging Face names), model.json and the drafts beside the references.
-    static func writeModelFolder(_ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
-                                 seqs: TokenizedReports, history: [EpochRecord], metrics: [String: Double], generated: [String]) throws {
+    static func writeModelFolder(
+        _ o: ReportTrainOptions, reports: ReportSplit, text: ReportText, visual: VisualInput, model: ReportDecoder,
+        seqs: TokenizedReports, history: [EpochRecord], metrics: [String: Double], generated: [String]
+    ) throws {
         let S = visual.S, Cv = visual.Cv, norm = visual.norm, tuned = visual.tuned, encoder = visual.encoder, config = model.config
         let fit = reports.fit, val = reports.val, test = reports.test
         try text.tokenizer.save(o.output.appendingPathComponent("tokenizer.json"))
-        try SafeTensors.write([("mean", Tensor(shape: [S, Cv], scalars: norm.mean)), ("inv_std", Tensor(shape: [S, Cv], scalars: norm.invStd))],
-                              metadata: ["format": "pt"], to: o.output.appendingPathComponent("visual_norm.safetensors"))
+        try SafeTensors.write(
+            [("mean", Tensor(shape: [S, Cv], scalars: norm.mean)), ("inv_std", Tensor(shape: [S, Cv], scalars: norm.invStd))],
+            metadata: ["format": "pt"], to: o.output.appendingPathComponent("visual_norm.safetensors"))
         let encoderFile = o.output.appendingPathComponent("encoder_tuned.safetensors")
         if let tuned {
-            try SafeTensors.write(tuned.parameters.map { ($0.name, $0.tensor) }, metadata: ["format": "pt", "base_sha256": encoder.weightsHash], to: encoderFile)
+            try SafeTensors.write(
+                tuned.parameters.map { ($0.name, $0.tensor) }, metadata: ["format": "pt", "base_sha256": encoder.weightsHash], to: encoderFile)
         } else {
             try? FileManager.default.removeItem(at: encoderFile)
         }
-        try SafeTensors.write(model.hfTensors().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, metadata: ["format": "pt"],
-                              to: o.output.appendingPathComponent("decoder.safetensors"))
+        try SafeTensors.write(
+            model.hfTensors().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, metadata: ["format": "pt"],
+            to: o.output.appendingPathComponent("decoder.safetensors"))
         let info: [String: Any] = [
             "format": "xrlab-report-model", "format_version": 1, "xrlab_version": XRLabVersion.string,
-            "decoder": ["vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv],
+            "decoder": [
+                "vocab": config.vocab, "positions": config.positions, "dim": config.dim, "layers": config.layers, "heads": config.heads, "visual_dim": Cv
+            ],
             "visual_tokens": S, "visual_input": config.visualInputName, "pool": o.pool, "target": o.target, "encoder_sha256": encoder.weightsHash,
             "encoder_tuning": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o.encoderSpec))) ?? [:],
             "encoder_input_size": tuned?.size ?? NSNull(),
             "preprocessing": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(encoder.preprocessing))) ?? [:],
             "train_reports": fit.count, "validation_reports": val.count, "test_reports": test.count, "truncated_reports": seqs.truncated,
-            "metrics": metrics, "history": history.map { ["epoch": $0.epoch, "train_loss": $0.trainLoss, "validation_loss": $0.validationLoss ?? 0] },
+            "metrics": metrics, "history": history.map { ["epoch": $0.epoch, "train_loss": $0.trainLoss, "validation_loss": $0.validationLoss ?? 0] }
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]), to: o.output.appendingPathComponent("model.json"))
+        try AtomicFile.write(
+            try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted]), to: o.output.appendingPathComponent("model.json"))
         var csv = "id,generated,reference\n"
         func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
         for (p, g) in zip(test, generated) { csv += "\(q(p.id)),\(q(g)),\(q(p.target(o.target)))\n" }
@@ -398,7 +430,9 @@ struct ReportText {
 
     init(_ o: ReportTrainOptions, fit: [ReportPair]) throws {
         let tokenizer: BPETokenizer
-        if let t = o.tokenizer { tokenizer = try BPETokenizer.load(t) } else {
+        if let t = o.tokenizer {
+            tokenizer = try BPETokenizer.load(t)
+        } else {
             tokenizer = try BPETokenizer.train(fit.map { $0.target(o.target) }, vocabSize: o.vocabSize, specialTokens: ["<|endoftext|>", "<pad>"])
         }
         guard let eos = tokenizer.added["<|endoftext|>"] else { throw XRError("the tokenizer has no <|endoftext|> token", field: "tokenizer") }

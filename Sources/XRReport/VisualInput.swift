@@ -56,7 +56,9 @@ struct VisualInput {
         guard let tuned else { return }
         let all = reports.all, testIdx = reports.testIdx
         vis = [[Float]](repeating: [], count: all.count)
-        for (k, v) in try ReportTraining.visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: pool, quiet: quiet).enumerated() { vis[testIdx[k]] = norm.apply(v) }
+        for (k, v) in try ReportTraining.visualTokens(testIdx.map { all[$0].image }, tuned: tuned, pool: pool, quiet: quiet).enumerated() {
+            vis[testIdx[k]] = norm.apply(v)
+        }
     }
 }
 
@@ -106,7 +108,9 @@ final class PixelStore: @unchecked Sendable {
         if let p = store[i] { return p }
         guard let tuned else { throw XRError("no tuned encoder", field: "encoder") }
         let x = try tuned.preprocessing.apply(contentsOf: urls[i])
-        guard x.count == 3 * tuned.size * tuned.size else { throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: urls[i].path) }
+        guard x.count == 3 * tuned.size * tuned.size else {
+            throw XRError("preprocessed to \(x.count) values, expected 3×\(tuned.size)×\(tuned.size)", file: urls[i].path)
+        }
         store[i] = x
         return x
     }

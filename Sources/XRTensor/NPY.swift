@@ -49,20 +49,22 @@ public enum NPY {
         guard data.count >= headerStart + headerLen else {
             throw XRError("truncated header", file: source, field: "header")
         }
-        let header = String(decoding: data[data.startIndex + headerStart ..< data.startIndex + headerStart + headerLen], as: UTF8.self)
+        let header = String(decoding: data[data.startIndex + headerStart..<data.startIndex + headerStart + headerLen], as: UTF8.self)
         func value(_ key: String) -> String? {
             guard let r = header.range(of: "'\(key)':") else { return nil }
             return String(header[r.upperBound...]).trimmingCharacters(in: .whitespaces)
         }
         guard let d = value("descr"), let q1 = d.firstIndex(of: "'"),
-              let q2 = d[d.index(after: q1)...].firstIndex(of: "'") else {
+            let q2 = d[d.index(after: q1)...].firstIndex(of: "'")
+        else {
             throw XRError("header has no descr", file: source, field: "descr")
         }
         let descr = String(d[d.index(after: q1)..<q2])
         guard let fo = value("fortran_order") else { throw XRError("header has no fortran_order", file: source, field: "fortran_order") }
         if fo.hasPrefix("True") {
-            throw XRError("Fortran-ordered arrays are not supported", file: source, field: "fortran_order",
-                          hint: "save with numpy.ascontiguousarray(x) first")
+            throw XRError(
+                "Fortran-ordered arrays are not supported", file: source, field: "fortran_order",
+                hint: "save with numpy.ascontiguousarray(x) first")
         }
         guard let s = value("shape"), let open = s.firstIndex(of: "("), let close = s[open...].firstIndex(of: ")") else {
             throw XRError("header has no shape", file: source, field: "shape")
@@ -81,8 +83,9 @@ public enum NPY {
         case "<f2": size = 2
         case "|u1", "<u1", "|i1": size = 1
         default:
-            throw XRError("unsupported dtype '\(descr)'", file: source, field: "descr",
-                          hint: "save as float32 (numpy: x.astype('<f4'))")
+            throw XRError(
+                "unsupported dtype '\(descr)'", file: source, field: "descr",
+                hint: "save as float32 (numpy: x.astype('<f4'))")
         }
         let start = headerStart + headerLen
         // The shape comes from the file: multiply with overflow checks and compare with the bytes present.
@@ -90,8 +93,9 @@ public enum NPY {
             throw XRError("shape \(describeShape(shape)) of \(descr) is too large to address", file: source, field: "shape")
         }
         guard data.count - start >= needed else {
-            throw XRError("data has \(data.count - start) bytes, shape \(describeShape(shape)) of \(descr) needs \(needed)",
-                          file: source, field: "data", hint: "the file is truncated")
+            throw XRError(
+                "data has \(data.count - start) bytes, shape \(describeShape(shape)) of \(descr) needs \(needed)",
+                file: source, field: "data", hint: "the file is truncated")
         }
         var out = [Float](repeating: 0, count: count)
         var inexact: Int64? = nil
@@ -115,8 +119,9 @@ public enum NPY {
             }
         }
         if let v = inexact {
-            throw XRError("\(descr) value \(v) cannot be represented exactly as f32", file: source, field: "data",
-                          hint: "integer arrays are read as f32; values must lie within ±2^24")
+            throw XRError(
+                "\(descr) value \(v) cannot be represented exactly as f32", file: source, field: "data",
+                hint: "integer arrays are read as f32; values must lie within ±2^24")
         }
         return Tensor(shape: shape, scalars: out)
     }

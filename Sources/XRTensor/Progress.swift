@@ -22,8 +22,10 @@ public final class ProgressReporter: @unchecked Sendable {
     /// - Parameters:
     ///   - quiet: print nothing at all (tests, `--quiet`).
     ///   - forceTTY: override terminal detection (tests).
-    public init(_ label: String, total: Int, unit: String = "items", quiet: Bool = false,
-                logInterval: TimeInterval = 10, forceTTY: Bool? = nil) {
+    public init(
+        _ label: String, total: Int, unit: String = "items", quiet: Bool = false,
+        logInterval: TimeInterval = 10, forceTTY: Bool? = nil
+    ) {
         self.label = label
         self.total = max(0, total)
         self.unit = unit

@@ -55,8 +55,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else { throw XRError("cannot stat file", file: path) }
         let size = Int(st.st_size)
         guard size >= 8 else {
-            throw XRError("file is \(size) bytes, too short for a safetensors header (8-byte length + JSON)",
-                          file: path, field: "header length")
+            throw XRError(
+                "file is \(size) bytes, too short for a safetensors header (8-byte length + JSON)",
+                file: path, field: "header length")
         }
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw XRError("cannot memory-map file", file: path)
@@ -66,8 +67,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         do {
             let n = p.loadUnaligned(as: UInt64.self).littleEndian
             guard n <= UInt64(size - 8) else {
-                throw XRError("header length \(n) runs past the end of the file (\(size) bytes)",
-                              file: path, field: "header length", hint: "the file is truncated or not a safetensors file")
+                throw XRError(
+                    "header length \(n) runs past the end of the file (\(size) bytes)",
+                    file: path, field: "header length", hint: "the file is truncated or not a safetensors file")
             }
             guard n <= UInt64(Self.maxHeaderBytes) else {
                 throw XRError("header length \(n) exceeds the \(Self.maxHeaderBytes)-byte limit", file: path, field: "header length")
@@ -90,11 +92,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     static func parseHeader(_ data: Data, dataSize: Int, path: String) throws
-        -> (infos: [String: SafeTensorInfo], metadata: [String: String]) {
+        -> (infos: [String: SafeTensorInfo], metadata: [String: String])
+    {
         let obj: Any
         do { obj = try JSONSerialization.jsonObject(with: data) } catch {
-            throw XRError("header is not valid JSON", file: path, field: "header",
-                          hint: "the file is corrupt or not a safetensors file")
+            throw XRError(
+                "header is not valid JSON", file: path, field: "header",
+                hint: "the file is corrupt or not a safetensors file")
         }
         guard let dict = obj as? [String: Any] else {
             throw XRError("header is not a JSON object", file: path, field: "header")
@@ -121,8 +125,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw XRError("missing dtype", file: path, field: name)
             }
             guard let dtype = SafeTensorsDType(rawValue: dt) else {
-                throw XRError("unknown dtype '\(dt)'", file: path, field: name,
-                              hint: "supported: " + SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", "))
+                throw XRError(
+                    "unknown dtype '\(dt)'", file: path, field: name,
+                    hint: "supported: " + SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", "))
             }
             guard let shapeAny = e["shape"] as? [Any] else {
                 throw XRError("missing or malformed shape", file: path, field: name)
@@ -130,35 +135,40 @@ public final class SafeTensorsFile: @unchecked Sendable {
             var shape: [Int] = []
             for d in shapeAny {
                 guard let n = d as? NSNumber, n.doubleValue == n.doubleValue.rounded(), n.doubleValue >= 0,
-                      n.doubleValue < 9e15 else {
+                    n.doubleValue < 9e15
+                else {
                     throw XRError("shape has a negative or non-integer dimension: \(shapeAny)", file: path, field: name)
                 }
                 shape.append(n.intValue)
             }
             guard let off = e["data_offsets"] as? [Any], off.count == 2,
-                  let b = (off[0] as? NSNumber)?.int64Value, let en = (off[1] as? NSNumber)?.int64Value else {
+                let b = (off[0] as? NSNumber)?.int64Value, let en = (off[1] as? NSNumber)?.int64Value
+            else {
                 throw XRError("missing or malformed data_offsets", file: path, field: name)
             }
             guard b >= 0, en >= b else {
                 throw XRError("data_offsets [\(b), \(en)] are not an increasing pair", file: path, field: name)
             }
             guard en <= Int64(dataSize) else {
-                throw XRError("data_offsets [\(b), \(en)] lie outside the \(dataSize)-byte data section",
-                              file: path, field: name, hint: "the file is truncated or corrupt")
+                throw XRError(
+                    "data_offsets [\(b), \(en)] lie outside the \(dataSize)-byte data section",
+                    file: path, field: name, hint: "the file is truncated or corrupt")
             }
             guard let bytes = Limits.byteCount(shape, bytesPerElement: dtype.size) else {
                 throw XRError("shape \(describeShape(shape)) is too large", file: path, field: name)
             }
             guard Int64(bytes) == en - b else {
-                throw XRError("shape \(describeShape(shape)) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(en - b)",
-                              file: path, field: name)
+                throw XRError(
+                    "shape \(describeShape(shape)) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(en - b)",
+                    file: path, field: name)
             }
             infos[name] = SafeTensorInfo(name: name, dtype: dtype, shape: shape, byteRange: Int(b)..<Int(en))
         }
         let sorted = infos.values.filter { !$0.byteRange.isEmpty }.sorted { $0.byteRange.lowerBound < $1.byteRange.lowerBound }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.byteRange.upperBound > b.byteRange.lowerBound {
-            throw XRError("tensor data overlaps '\(a.name)' (bytes \(a.byteRange.lowerBound)..<\(a.byteRange.upperBound))",
-                          file: path, field: b.name)
+            throw XRError(
+                "tensor data overlaps '\(a.name)' (bytes \(a.byteRange.lowerBound)..<\(a.byteRange.upperBound))",
+                file: path, field: b.name)
         }
         return (infos, metadata)
     }
@@ -204,8 +214,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
             }
         }
         if let v = inexact {
-            throw XRError("\(info.dtype.rawValue) value \(v) cannot be represented exactly as f32", file: url.path, field: name,
-                          hint: "integer tensors are read as f32; values must lie within ±2^24")
+            throw XRError(
+                "\(info.dtype.rawValue) value \(v) cannot be represented exactly as f32", file: url.path, field: name,
+                hint: "integer tensors are read as f32; values must lie within ±2^24")
         }
         return Tensor(shape: info.shape, scalars: out)
     }
@@ -216,8 +227,10 @@ public enum SafeTensors {
     /// Serialise tensors (stored in the given float dtype) with optional string metadata. The
     /// header lists keys sorted, data follows in the same order, and the header is padded with
     /// spaces to a multiple of 8 bytes so the data section stays aligned.
-    public static func encode(_ tensors: [(String, Tensor)], dtype: SafeTensorsDType = .F32,
-                              metadata: [String: String] = [:]) throws -> Data {
+    public static func encode(
+        _ tensors: [(String, Tensor)], dtype: SafeTensorsDType = .F32,
+        metadata: [String: String] = [:]
+    ) throws -> Data {
         guard [.F32, .F16, .BF16].contains(dtype) else {
             throw XRError("writing \(dtype.rawValue) is not supported", field: "dtype", hint: "use F32, F16 or BF16")
         }
@@ -235,7 +248,9 @@ public enum SafeTensors {
         var offset = 0
         for (name, t) in ordered {
             let bytes = t.count * dtype.size
-            parts.append("\(jsonString(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+            parts.append(
+                "\(jsonString(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            )
             offset += bytes
         }
         header += parts.joined(separator: ",") + "}"
@@ -264,8 +279,10 @@ public enum SafeTensors {
     }
 
     /// Encode and write atomically.
-    public static func write(_ tensors: [(String, Tensor)], dtype: SafeTensorsDType = .F32,
-                             metadata: [String: String] = [:], to url: URL) throws {
+    public static func write(
+        _ tensors: [(String, Tensor)], dtype: SafeTensorsDType = .F32,
+        metadata: [String: String] = [:], to url: URL
+    ) throws {
         try AtomicFile.write(try encode(tensors, dtype: dtype, metadata: metadata), to: url)
     }
 

@@ -8,8 +8,9 @@ public struct Tensor: Sendable, Equatable {
 
     public init(shape: [Int], scalars: [Float]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        precondition(Limits.elementCount(shape) == scalars.count,
-                     "shape \(shape) needs \(Limits.elementCount(shape).map(String.init) ?? "more than Int.max") scalars, got \(scalars.count)")
+        precondition(
+            Limits.elementCount(shape) == scalars.count,
+            "shape \(shape) needs \(Limits.elementCount(shape).map(String.init) ?? "more than Int.max") scalars, got \(scalars.count)")
         self.shape = shape
         self.scalars = scalars
     }
@@ -43,9 +44,9 @@ public func floatFromHalf(bits h: UInt16) -> Float {
     let sign = UInt32(h & 0x8000) << 16
     let exponent = UInt32((h >> 10) & 0x1F), mantissa = UInt32(h & 0x3FF)
     switch exponent {
-    case 0x1F: return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))      // inf, NaN
-    case 0 where mantissa == 0: return Float(bitPattern: sign)                      // ±0
-    case 0:                                                                          // subnormal: normalise
+    case 0x1F: return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13)) // inf, NaN
+    case 0 where mantissa == 0: return Float(bitPattern: sign) // ±0
+    case 0: // subnormal: normalise
         var m = mantissa, e: UInt32 = 127 - 14
         while m & 0x400 == 0 { m <<= 1; e -= 1 }
         return Float(bitPattern: sign | (e << 23) | ((m & 0x3FF) << 13))

@@ -14,13 +14,18 @@ extension BPETokenizer {
         guard let model = obj["model"] as? [String: Any] else { throw XRError("no model section", file: path, field: "model") }
         let type = model["type"] as? String ?? (model["merges"] != nil ? "BPE" : "?")
         guard type == "BPE" else {
-            throw XRError("tokenizer model '\(type)' is not supported (byte-level BPE only)", file: path, field: "model.type",
-                          hint: "GPT-2 style tokenizers (BPE with a ByteLevel pre-tokenizer) are read; WordPiece / Unigram are not")
+            throw XRError(
+                "tokenizer model '\(type)' is not supported (byte-level BPE only)", file: path, field: "model.type",
+                hint: "GPT-2 style tokenizers (BPE with a ByteLevel pre-tokenizer) are read; WordPiece / Unigram are not")
         }
         if let pre = obj["pre_tokenizer"] as? [String: Any] {
             let t = pre["type"] as? String ?? "?"
-            let ok = t == "ByteLevel" || (t == "Sequence" && ((pre["pretokenizers"] as? [[String: Any]]) ?? []).contains { $0["type"] as? String == "ByteLevel" })
-            guard ok else { throw XRError("pre-tokenizer '\(t)' is not byte-level", file: path, field: "pre_tokenizer.type", hint: "only byte-level BPE tokenizers are read") }
+            let ok =
+                t == "ByteLevel" || (t == "Sequence" && ((pre["pretokenizers"] as? [[String: Any]]) ?? []).contains { $0["type"] as? String == "ByteLevel" })
+            guard ok else {
+                throw XRError(
+                    "pre-tokenizer '\(t)' is not byte-level", file: path, field: "pre_tokenizer.type", hint: "only byte-level BPE tokenizers are read")
+            }
         } else {
             throw XRError("no pre_tokenizer (a byte-level BPE needs the ByteLevel pre-tokenizer)", file: path, field: "pre_tokenizer")
         }
@@ -28,7 +33,9 @@ extension BPETokenizer {
         guard let v = model["vocab"] as? [String: Any] else { throw XRError("missing vocabulary", file: path, field: "model.vocab") }
         var vocab: [String: Int] = [:]
         for (k, x) in v {
-            guard let i = (x as? NSNumber)?.intValue, i >= 0 else { throw XRError("id of '\(k)' is not a non-negative integer", file: path, field: "model.vocab") }
+            guard let i = (x as? NSNumber)?.intValue, i >= 0 else {
+                throw XRError("id of '\(k)' is not a non-negative integer", file: path, field: "model.vocab")
+            }
             vocab[k] = i
         }
         var merges: [(String, String)] = []
@@ -50,8 +57,9 @@ extension BPETokenizer {
         // Ids are dense: every id lies below the number of distinct tokens.
         let idLimit = vocab.count + addedList.count
         if let (k, i) = vocab.first(where: { $0.value >= idLimit }) {
-            throw XRError("id \(i) of '\(k)' is outside 0..<\(idLimit) (the vocabulary and added tokens)", file: path, field: "model.vocab",
-                          hint: "token ids must be dense: 0 up to the number of tokens")
+            throw XRError(
+                "id \(i) of '\(k)' is outside 0..<\(idLimit) (the vocabulary and added tokens)", file: path, field: "model.vocab",
+                hint: "token ids must be dense: 0 up to the number of tokens")
         }
         var added: [(String, Int, Bool)] = []
         var addedIds: [Int: String] = [:], addedContents = Set<String>()
@@ -89,9 +97,11 @@ extension BPETokenizer {
         let obj: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": addedList, "normalizer": NSNull(),
             "pre_tokenizer": byteLevel, "post_processor": NSNull(), "decoder": byteLevel,
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
-                      "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignoreMerges,
-                      "vocab": vocab, "merges": merges.map { [$0.0, $0.1] }] as [String: Any],
+            "model": [
+                "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
+                "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignoreMerges,
+                "vocab": vocab, "merges": merges.map { [$0.0, $0.1] }
+            ] as [String: Any]
         ]
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: url)
     }
@@ -121,7 +131,8 @@ extension BPETokenizer {
                 for i in 0..<(w.symbols.count - 1) { pairs[Pair(a: w.symbols[i], b: w.symbols[i + 1]), default: 0] += w.count }
             }
             guard let best = pairs.max(by: { $0.value != $1.value ? $0.value < $1.value : ($0.key.a, $0.key.b) > ($1.key.a, $1.key.b) }),
-                  best.value >= minFrequency else { break }
+                best.value >= minFrequency
+            else { break }
             let (x, y) = (best.key.a, best.key.b)
             merges.append((x, y))
             if vocab[x + y] == nil { vocab[x + y] = vocab.count }

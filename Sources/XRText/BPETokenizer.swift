@@ -108,8 +108,11 @@ public final class BPETokenizer: @unchecked Sendable {
                 var merged: [String] = []
                 var i = 0
                 while i < symbols.count {
-                    if i < symbols.count - 1 && symbols[i] == x && symbols[i + 1] == y { merged.append(x + y); i += 2 }
-                    else { merged.append(symbols[i]); i += 1 }
+                    if i < symbols.count - 1 && symbols[i] == x && symbols[i + 1] == y {
+                        merged.append(x + y); i += 2
+                    } else {
+                        merged.append(symbols[i]); i += 1
+                    }
                 }
                 symbols = merged
             }
@@ -152,7 +155,10 @@ public final class BPETokenizer: @unchecked Sendable {
             }
         }
         func isN(_ s: Unicode.Scalar) -> Bool {
-            switch s.properties.generalCategory { case .decimalNumber, .letterNumber, .otherNumber: return true; default: return false }
+            switch s.properties.generalCategory {
+            case .decimalNumber, .letterNumber, .otherNumber: return true;
+            default: return false
+            }
         }
         func isS(_ s: Unicode.Scalar) -> Bool { s.properties.isWhitespace }
         func emit(_ a: Int, _ b: Int) { var str = String.UnicodeScalarView(); str.append(contentsOf: u[a..<b]); out.append(String(str)) }
@@ -167,7 +173,7 @@ public final class BPETokenizer: @unchecked Sendable {
             }
             let start = i
             var j = i
-            if c == " " && j + 1 < u.count && !isS(u[j + 1]) { j += 1 }   // optional leading space
+            if c == " " && j + 1 < u.count && !isS(u[j + 1]) { j += 1 } // optional leading space
             let d = u[j]
             if isL(d) {
                 while j < u.count && isL(u[j]) { j += 1 }
@@ -184,8 +190,7 @@ public final class BPETokenizer: @unchecked Sendable {
             // Whitespace: \s+(?!\S) — a run not followed by non-space, else leave the last one for the next token.
             var k = i
             while k < u.count && isS(u[k]) { k += 1 }
-            if k < u.count && k - i > 1 { emit(i, k - 1); i = k - 1 }
-            else { emit(i, k); i = k }
+            if k < u.count && k - i > 1 { emit(i, k - 1); i = k - 1 } else { emit(i, k); i = k }
         }
         return out
     }

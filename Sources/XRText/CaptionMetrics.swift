@@ -29,9 +29,10 @@ public enum CaptionMetrics {
         let (bleu, itemBleu) = self.bleu(candidates, references)
         let rouge = zip(candidates, references).map { rougeL($0, $1) }
         let cider = ciderD(candidates, references)
-        var s = CaptionScores(bleu: bleu, rougeL: rouge.reduce(0, +) / Double(max(rouge.count, 1)),
-                              ciderD: cider.reduce(0, +) / Double(max(cider.count, 1)),
-                              itemBleu: itemBleu, itemRougeL: rouge, itemCiderD: cider)
+        var s = CaptionScores(
+            bleu: bleu, rougeL: rouge.reduce(0, +) / Double(max(rouge.count, 1)),
+            ciderD: cider.reduce(0, +) / Double(max(cider.count, 1)),
+            itemBleu: itemBleu, itemRougeL: rouge, itemCiderD: cider)
         if let meteor {
             let m = meteor.score(candidates: candidates, references: references)
             s.meteor = m.corpus
@@ -134,7 +135,7 @@ public enum CaptionMetrics {
                 let w = Double(tf) * (refLen - log(max(1, df[g] ?? 0)))
                 v[k][g] = w
                 norm[k] += w * w
-                if k == 1 { length += tf }   // pycocoevalcap counts bigrams as the length
+                if k == 1 { length += tf } // pycocoevalcap counts bigrams as the length
             }
             return (v, norm.map { $0.squareRoot() }, length)
         }

@@ -10,51 +10,73 @@ public enum FindingLabel: Int, Codable, Sendable, Comparable {
 }
 
 public enum CheXpertLabeler {
-    public static let findings = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-                                  "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-                                  "Fracture", "Support Devices"]
+    public static let findings = [
+        "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+        "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+        "Fracture", "Support Devices"
+    ]
 
     /// Mention phrases (lower case, matched on word boundaries) per finding.
     static let mentions: [String: [String]] = [
-        "Enlarged Cardiomediastinum": ["enlarged cardiomediastinum", "cardiomediastinal enlargement", "widened mediastinum", "mediastinal widening",
-                                       "enlarged mediastinum", "mediastinal enlargement", "enlarged cardiomediastinal silhouette", "widening of the mediastinum"],
-        "Cardiomegaly": ["cardiomegaly", "enlarged heart", "heart is enlarged", "heart size is enlarged", "enlarged cardiac silhouette",
-                         "cardiac silhouette is enlarged", "cardiac enlargement", "enlargement of the cardiac silhouette", "heart size is increased",
-                         "enlarged heart size", "heart is mildly enlarged", "heart is moderately enlarged", "heart is severely enlarged"],
-        "Lung Opacity": ["opacity", "opacities", "opacification", "opacifications", "infiltrate", "infiltrates", "infiltration", "airspace disease",
-                         "air space disease", "haziness", "hazy", "airspace process", "reticular markings", "interstitial markings"],
+        "Enlarged Cardiomediastinum": [
+            "enlarged cardiomediastinum", "cardiomediastinal enlargement", "widened mediastinum", "mediastinal widening",
+            "enlarged mediastinum", "mediastinal enlargement", "enlarged cardiomediastinal silhouette", "widening of the mediastinum"
+        ],
+        "Cardiomegaly": [
+            "cardiomegaly", "enlarged heart", "heart is enlarged", "heart size is enlarged", "enlarged cardiac silhouette",
+            "cardiac silhouette is enlarged", "cardiac enlargement", "enlargement of the cardiac silhouette", "heart size is increased",
+            "enlarged heart size", "heart is mildly enlarged", "heart is moderately enlarged", "heart is severely enlarged"
+        ],
+        "Lung Opacity": [
+            "opacity", "opacities", "opacification", "opacifications", "infiltrate", "infiltrates", "infiltration", "airspace disease",
+            "air space disease", "haziness", "hazy", "airspace process", "reticular markings", "interstitial markings"
+        ],
         "Lung Lesion": ["nodule", "nodules", "nodular", "mass", "masses", "lesion", "lesions", "tumor", "neoplasm", "carcinoma", "cavitary"],
         "Edema": ["edema", "vascular congestion", "pulmonary congestion", "vascular engorgement", "congestive heart failure", "chf", "fluid overload"],
         "Consolidation": ["consolidation", "consolidations", "consolidative", "consolidated"],
         "Pneumonia": ["pneumonia", "pneumonias", "pneumonitis", "infectious process", "infection"],
         "Atelectasis": ["atelectasis", "atelectases", "atelectatic", "collapse", "volume loss"],
         "Pneumothorax": ["pneumothorax", "pneumothoraces", "hydropneumothorax"],
-        "Pleural Effusion": ["pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid", "hydropneumothorax",
-                             "blunting of the costophrenic", "blunted costophrenic", "costophrenic angle blunting"],
-        "Pleural Other": ["pleural thickening", "pleural scarring", "fibrothorax", "pleural plaque", "pleural plaques", "pleural calcification",
-                          "pleural based", "pleural-based"],
+        "Pleural Effusion": [
+            "pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid", "hydropneumothorax",
+            "blunting of the costophrenic", "blunted costophrenic", "costophrenic angle blunting"
+        ],
+        "Pleural Other": [
+            "pleural thickening", "pleural scarring", "fibrothorax", "pleural plaque", "pleural plaques", "pleural calcification",
+            "pleural based", "pleural-based"
+        ],
         "Fracture": ["fracture", "fractures", "fractured"],
-        "Support Devices": ["tube", "tubes", "line", "lines", "catheter", "catheters", "pacemaker", "pacer", "device", "devices", "valve",
-                            "stent", "stents", "drain", "drains", "picc", "port-a-cath", "wires", "sternotomy", "hardware", "clips", "leads", "defibrillator"],
+        "Support Devices": [
+            "tube", "tubes", "line", "lines", "catheter", "catheters", "pacemaker", "pacer", "device", "devices", "valve",
+            "stent", "stents", "drain", "drains", "picc", "port-a-cath", "wires", "sternotomy", "hardware", "clips", "leads", "defibrillator"
+        ]
     ]
 
     /// Uncertainty that wins over negation words inside it ("cannot exclude", "not be ruled out").
-    static let strongUncertain = ["cannot exclude", "can not exclude", "cannot be excluded", "can not be excluded", "not excluded", "cannot rule out",
-                                  "can not rule out", "not be ruled out", "cannot be ruled out", "not entirely excluded", "not be excluded"]
+    static let strongUncertain = [
+        "cannot exclude", "can not exclude", "cannot be excluded", "can not be excluded", "not excluded", "cannot rule out",
+        "can not rule out", "not be ruled out", "cannot be ruled out", "not entirely excluded", "not be excluded"
+    ]
     /// Cues that make a mention uncertain (after negation: "no opacity to suggest pneumonia" is negative).
-    static let uncertain = ["may", "might", "could", "possible", "possibly", "probable",
-                            "probably", "likely", "questionable", "question of", "suspicious", "suspected", "suspect", "concerning for", "concern for",
-                            "suggestive", "suggest", "suggests", "suggesting", "versus", "vs", "differential", "equivocal", "borderline", "consider",
-                            "represent", "represents", "raise the possibility", "raises the possibility", "indeterminate"]
+    static let uncertain = [
+        "may", "might", "could", "possible", "possibly", "probable",
+        "probably", "likely", "questionable", "question of", "suspicious", "suspected", "suspect", "concerning for", "concern for",
+        "suggestive", "suggest", "suggests", "suggesting", "versus", "vs", "differential", "equivocal", "borderline", "consider",
+        "represent", "represents", "raise the possibility", "raises the possibility", "indeterminate"
+    ]
     /// Cues before a mention that negate it within the clause.
-    static let negationBefore = ["no", "not", "without", "negative for", "free of", "clear of", "absence of", "absent", "resolution of",
-                                 "resolved", "interval removal of", "removal of", "no evidence of", "no new", "no longer", "rather than", "ruled out", "nor"]
+    static let negationBefore = [
+        "no", "not", "without", "negative for", "free of", "clear of", "absence of", "absent", "resolution of",
+        "resolved", "interval removal of", "removal of", "no evidence of", "no new", "no longer", "rather than", "ruled out", "nor"
+    ]
     /// Cues after a mention that negate it within the clause.
-    static let negationAfter = ["not seen", "not identified", "not present", "not visualized", "not evident", "not appreciated", "not demonstrated",
-                                "not detected", "is absent", "are absent", "has resolved", "have resolved", "resolved", "is removed", "has been removed",
-                                "have been removed", "are not seen", "is not seen", "is gone", "no longer seen", "within normal limits",
-                                "within limits of normal", "within the limits of normal", "within normal", "is normal", "are normal",
-                                "appear normal", "appears normal", "is unremarkable", "are unremarkable"]
+    static let negationAfter = [
+        "not seen", "not identified", "not present", "not visualized", "not evident", "not appreciated", "not demonstrated",
+        "not detected", "is absent", "are absent", "has resolved", "have resolved", "resolved", "is removed", "has been removed",
+        "have been removed", "are not seen", "is not seen", "is gone", "no longer seen", "within normal limits",
+        "within limits of normal", "within the limits of normal", "within normal", "is normal", "are normal",
+        "appear normal", "appears normal", "is unremarkable", "are unremarkable"
+    ]
     static let boundaries: Set<String> = [".", ";", ":", "but", "however", "although", "though", "which", "except", "otherwise"]
 
     /// Label every finding of one report.
@@ -101,8 +123,9 @@ public enum CheXpertLabeler {
             word = ""
         }
         for ch in report.lowercased() {
-            if ch.isLetter || ch.isNumber || ch == "-" || ch == "'" { word.append(ch) }
-            else if ch == "." || ch == ";" || ch == ":" || ch == "?" || ch == "!" {
+            if ch.isLetter || ch.isNumber || ch == "-" || ch == "'" {
+                word.append(ch)
+            } else if ch == "." || ch == ";" || ch == ":" || ch == "?" || ch == "!" {
                 flushWord()
                 if !cur.isEmpty { out.append(cur) }
                 cur = []
@@ -118,7 +141,9 @@ public enum CheXpertLabeler {
     /// Precision, recall and F1 of generated against reference labels (positive = 1; uncertain
     /// and unmentioned = 0), micro-averaged over all findings and reports, and per finding.
     public struct Efficacy: Codable, Sendable, Equatable {
-        public struct PRF: Codable, Sendable, Equatable { public var precision: Double; public var recall: Double; public var f1: Double; public var support: Int }
+        public struct PRF: Codable, Sendable, Equatable {
+            public var precision: Double; public var recall: Double; public var f1: Double; public var support: Int
+        }
         public var micro: PRF
         public var perFinding: [String: PRF]
         public var macroF1: Double

@@ -197,15 +197,23 @@ public struct Meteor: Sendable {
         for module in 0..<modules {
             switch module {
             case 0:
-                for j in ref.indices { for i in test.indices where test[i] == ref[j] { add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 0)) } }
+                for j in ref.indices {
+                    for i in test.indices where test[i] == ref[j] { add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 0)) }
+                }
             case 1:
                 let ts = test.map(SnowballEnglish.stem), rs = ref.map(SnowballEnglish.stem)
-                for j in ref.indices { for i in test.indices where ts[i] == rs[j] && test[i] != ref[j] { add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 1)) } }
+                for j in ref.indices {
+                    for i in test.indices where ts[i] == rs[j] && test[i] != ref[j] {
+                        add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 1))
+                    }
+                }
             case 2:
                 let syn = resources.synonyms
                 let ts = test.map(syn.allSynsets), rs = ref.map(syn.allSynsets)
                 for j in ref.indices {
-                    for i in test.indices where test[i] != ref[j] && !ts[i].isDisjoint(with: rs[j]) { add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 2)) }
+                    for i in test.indices where test[i] != ref[j] && !ts[i].isDisjoint(with: rs[j]) {
+                        add(Match(start: j, length: 1, matchStart: i, matchLength: 1, module: 2))
+                    }
                 }
             default:
                 let pt = resources.paraphrases
@@ -233,8 +241,9 @@ public struct Meteor: Sendable {
     func stats(test: [String], reference ref: [String]) -> MeteorStats {
         let (matches, testCover, refCover) = candidateMatches(test: test, reference: ref)
         // One-to-one matches that nothing else covers are fixed before the search.
-        let start = Path(matches: [Match?](repeating: nil, count: ref.count), testUsed: [Bool](repeating: false, count: test.count),
-                         refUsed: [Bool](repeating: false, count: ref.count))
+        let start = Path(
+            matches: [Match?](repeating: nil, count: ref.count), testUsed: [Bool](repeating: false, count: test.count),
+            refUsed: [Bool](repeating: false, count: ref.count))
         for (i, ms) in matches.enumerated() where ms.count == 1 {
             let m = ms[0]
             let overlap = (0..<m.length).contains { refCover[i + $0] != 1 } || (0..<m.matchLength).contains { testCover[m.matchStart + $0] != 1 }

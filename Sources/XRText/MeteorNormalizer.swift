@@ -9,7 +9,8 @@ public struct MeteorNormalizer: Sendable {
 
     public init(prefixes: [String: NonbreakingPrefix]) { self.prefixes = prefixes }
 
-    static let alpha = "A-Za-z\u{160}\u{17D}\u{161}\u{17E}\u{178}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{17E}\u{400}-\u{4FF}\u{500}-\u{527}\u{A640}-\u{A66E}\u{A67E}-\u{A697}\u{1D00}-\u{1D7F}"
+    static let alpha =
+        "A-Za-z\u{160}\u{17D}\u{161}\u{17E}\u{178}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{17E}\u{400}-\u{4FF}\u{500}-\u{527}\u{A640}-\u{A66E}\u{A67E}-\u{A697}\u{1D00}-\u{1D7F}"
     static let alnum = "0-9" + alpha
 
     struct Rule: @unchecked Sendable {
@@ -61,7 +62,7 @@ public struct MeteorNormalizer: Sendable {
                 let pre = String(w.dropLast())
                 let kind = prefixes[pre]
                 if pre.contains(".") && Self.alphaChar.firstMatch(in: pre, range: NSRange(pre.startIndex..., in: pre)) != nil {
-                    out += w.replacingOccurrences(of: ".", with: "")   // U.S. → US
+                    out += w.replacingOccurrences(of: ".", with: "") // U.S. → US
                 } else if kind == .any || (next?.unicodeScalars.first.map { ("a"..."z").contains($0) } ?? false) {
                     out += w
                 } else if kind == .numericOnly && (next?.unicodeScalars.first.map { ("0"..."9").contains($0) } ?? false) {

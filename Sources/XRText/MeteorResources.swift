@@ -61,7 +61,7 @@ public struct SynonymDictionary: Sendable {
     static let rules: [(suffix: String, ending: String)] = [
         ("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"), ("ies", "y"),
         ("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", ""),
-        ("er", ""), ("est", ""), ("er", "e"), ("est", "e"),
+        ("er", ""), ("est", ""), ("er", "e"), ("est", "e")
     ]
 
     /// Every form `morph` may try for `word` (used to cut the dictionary down to a vocabulary).
@@ -93,9 +93,10 @@ public struct MeteorResources: Sendable {
     }
 
     static let functionFile = "function/english.words", synsetFile = "synonym/english.synsets",
-               exceptionFile = "synonym/english.exceptions", prefixFile = "nonbreaking/english.prefixes",
-               paraphraseFile = "data/paraphrase-en.gz", jarName = "meteor-1.5.jar"
-    static let hint = "pass pycocoevalcap's meteor/ directory (meteor-1.5.jar and data/paraphrase-en.gz), the jar itself, or a directory with function/, synonym/, nonbreaking/ and data/paraphrase-en.gz laid out as in the jar"
+        exceptionFile = "synonym/english.exceptions", prefixFile = "nonbreaking/english.prefixes",
+        paraphraseFile = "data/paraphrase-en.gz", jarName = "meteor-1.5.jar"
+    static let hint =
+        "pass pycocoevalcap's meteor/ directory (meteor-1.5.jar and data/paraphrase-en.gz), the jar itself, or a directory with function/, synonym/, nonbreaking/ and data/paraphrase-en.gz laid out as in the jar"
 
     /// Load from `path`: meteor-1.5.jar (paraphrases from data/paraphrase-en.gz beside it), a
     /// directory holding meteor-1.5.jar, or a directory with the jar's layout. With `texts`, the
@@ -109,8 +110,9 @@ public struct MeteorResources: Sendable {
             return Set(ts.flatMap { norm.tokens($0) })
         }
         let functionWords = Set(try src.text(functionFile).split(whereSeparator: \.isNewline).map(String.init))
-        let synonyms = try parseSynonyms(synsets: src.text(synsetFile), exceptions: src.text(exceptionFile),
-                                         synsetName: src.name(synsetFile), exceptionName: src.name(exceptionFile), vocabulary: vocabulary)
+        let synonyms = try parseSynonyms(
+            synsets: src.text(synsetFile), exceptions: src.text(exceptionFile),
+            synsetName: src.name(synsetFile), exceptionName: src.name(exceptionFile), vocabulary: vocabulary)
         let paraphrases = try parseParaphrases(src.paraphrasePath, vocabulary: vocabulary)
         return MeteorResources(functionWords: functionWords, nonbreakingPrefixes: prefixes, synonyms: synonyms, paraphrases: paraphrases)
     }
@@ -197,10 +199,14 @@ public struct MeteorResources: Sendable {
 
     /// english.synsets: a word line, then a line of integer synset ids. english.exceptions: a base
     /// form line, then a line of its irregular forms.
-    static func parseSynonyms(synsets: String, exceptions: String, synsetName: String, exceptionName: String, vocabulary: Set<String>?) throws -> SynonymDictionary {
+    static func parseSynonyms(synsets: String, exceptions: String, synsetName: String, exceptionName: String, vocabulary: Set<String>?) throws
+        -> SynonymDictionary
+    {
         var d = SynonymDictionary()
         let el = lines(exceptions)
-        guard el.count % 2 == 0 else { throw XRError("odd number of lines: a base form without its line of forms", file: exceptionName, field: "line \(el.count)") }
+        guard el.count % 2 == 0 else {
+            throw XRError("odd number of lines: a base form without its line of forms", file: exceptionName, field: "line \(el.count)")
+        }
         for i in stride(from: 0, to: el.count, by: 2) {
             for form in tokens(el[i + 1]) where vocabulary?.contains(form) ?? true { d.bases[form, default: []].append(String(el[i])) }
         }
@@ -214,13 +220,17 @@ public struct MeteorResources: Sendable {
             keep = k
         }
         let sl = lines(synsets)
-        guard sl.count % 2 == 0 else { throw XRError("odd number of lines: a word without its line of synset ids", file: synsetName, field: "line \(sl.count)") }
+        guard sl.count % 2 == 0 else {
+            throw XRError("odd number of lines: a word without its line of synset ids", file: synsetName, field: "line \(sl.count)")
+        }
         for i in stride(from: 0, to: sl.count, by: 2) {
             let word = String(sl[i])
             if let keep, !keep.contains(word) { continue }
             var set = Set<Int>()
             for t in tokens(sl[i + 1]) {
-                guard let id = Int(t) else { throw XRError("synset id '\(t)' is not an integer", file: synsetName, field: "line \(i + 2)", hint: MeteorResources.hint) }
+                guard let id = Int(t) else {
+                    throw XRError("synset id '\(t)' is not an integer", file: synsetName, field: "line \(i + 2)", hint: MeteorResources.hint)
+                }
                 set.insert(id)
             }
             d.synsets[word] = set
@@ -244,7 +254,9 @@ public struct MeteorResources: Sendable {
             guard group.count == 3 else { return }
             defer { group.removeAll(keepingCapacity: true) }
             guard Double(string(group[0][...]).trimmingCharacters(in: .whitespaces)) != nil else {
-                throw XRError("expected a probability line, found '\(string(group[0].prefix(40)))'", file: path, field: "line \(lineNo - 2)", hint: "the table is groups of three lines: probability, phrase, paraphrase")
+                throw XRError(
+                    "expected a probability line, found '\(string(group[0].prefix(40)))'", file: path, field: "line \(lineNo - 2)",
+                    hint: "the table is groups of three lines: probability, phrase, paraphrase")
             }
             let phrase = words(group[1]), para = words(group[2])
             if let vocabulary, !(phrase.allSatisfy { vocabulary.contains(string($0)) } && para.allSatisfy { vocabulary.contains(string($0)) }) { return }
@@ -276,7 +288,8 @@ public struct MeteorResources: Sendable {
             guard names.contains(name) else { continue }
             // A zip entry can expand far beyond its compressed size: refuse it from its header when it says so.
             if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > Int64(Limits.meteorEntryBytes) {
-                throw XRError("entry declares \(archive_entry_size(entry)) bytes, over the \(Limits.meteorEntryBytes)-byte limit", file: "\(path)!/\(name)", hint: hint)
+                throw XRError(
+                    "entry declares \(archive_entry_size(entry)) bytes, over the \(Limits.meteorEntryBytes)-byte limit", file: "\(path)!/\(name)", hint: hint)
             }
             out[name] = try readAll(a, path: "\(path)!/\(name)")
         }
@@ -289,9 +302,13 @@ public struct MeteorResources: Sendable {
         while true {
             let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
             if n == 0 { break }
-            guard n > 0 else { throw XRError("corrupt or truncated data (\(archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: path) }
+            guard n > 0 else {
+                throw XRError("corrupt or truncated data (\(archive_error_string(a).map { String(cString: $0) } ?? "unknown error"))", file: path)
+            }
             guard data.count + n <= Limits.meteorEntryBytes else {
-                throw XRError("data expands past the \(Limits.meteorEntryBytes)-byte limit", file: path, hint: "the real METEOR resources are a few MB; this one is damaged or hostile")
+                throw XRError(
+                    "data expands past the \(Limits.meteorEntryBytes)-byte limit", file: path,
+                    hint: "the real METEOR resources are a few MB; this one is damaged or hostile")
             }
             data.append(contentsOf: buf[0..<n])
         }
@@ -307,7 +324,8 @@ public struct MeteorResources: Sendable {
         func message() -> String { archive_error_string(a).map { String(cString: $0) } ?? "unknown error" }
         var entry: OpaquePointer? = nil
         guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK, archive_read_next_header(a, &entry) == ARCHIVE_OK,
-              archive_filter_code(a, 0) == ARCHIVE_FILTER_GZIP else {
+            archive_filter_code(a, 0) == ARCHIVE_FILTER_GZIP
+        else {
             throw XRError("not a gzip file (\(message()))", file: path, hint: hint)
         }
         var buf = [UInt8](repeating: 0, count: 1 << 20)
@@ -323,13 +341,18 @@ public struct MeteorResources: Sendable {
             guard n > 0 else { throw XRError("corrupt or truncated gzip data (\(message()))", file: path) }
             var start = 0
             for i in 0..<n where buf[i] == 10 {
-                if pending.isEmpty { try emit(buf[start..<i]) } else { pending.append(contentsOf: buf[start..<i]); try emit(pending[...]); pending.removeAll(keepingCapacity: true) }
+                if pending.isEmpty {
+                    try emit(buf[start..<i])
+                } else {
+                    pending.append(contentsOf: buf[start..<i]); try emit(pending[...]); pending.removeAll(keepingCapacity: true)
+                }
                 start = i + 1
             }
             pending.append(contentsOf: buf[start..<n])
             // Lines are phrases; one without an end in sight would only grow.
             guard pending.count <= Limits.textLineBytes else {
-                throw XRError("a line runs past the \(Limits.textLineBytes)-byte limit", file: path, hint: "the file is damaged or not a METEOR paraphrase table")
+                throw XRError(
+                    "a line runs past the \(Limits.textLineBytes)-byte limit", file: path, hint: "the file is damaged or not a METEOR paraphrase table")
             }
         }
         if !pending.isEmpty { try emit(pending[...]) }

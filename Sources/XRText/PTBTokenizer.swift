@@ -11,8 +11,10 @@ public enum PTBTokenizer {
     /// lower-cased by the tokenizer first, so they are not in it and stay).
     public static let removed: Set<String> = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 
-    static let abbreviations: Set<String> = ["dr.", "mr.", "mrs.", "ms.", "prof.", "vs.", "etc.", "st.", "jr.", "sr.", "no.", "fig.", "approx.",
-                                              "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.", "dec.", "inc.", "co.", "corp."]
+    static let abbreviations: Set<String> = [
+        "dr.", "mr.", "mrs.", "ms.", "prof.", "vs.", "etc.", "st.", "jr.", "sr.", "no.", "fig.", "approx.",
+        "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.", "dec.", "inc.", "co.", "corp."
+    ]
 
     /// The metric tokens of `text`, joined by single spaces (what pycocoevalcap scores).
     public static func tokenize(_ text: String) -> String { tokens(text).joined(separator: " ") }
@@ -31,19 +33,29 @@ public enum PTBTokenizer {
         var front: [String] = [], back: [String] = []
         // Leading quotes and brackets.
         while let c = s.first {
-            if c == "\"" { front.append("``"); s.removeFirst() }
-            else if c == "`" { let n = s.prefix { $0 == "`" }.count; front.append(n >= 2 ? "``" : "`"); s.removeFirst(n) }
-            else if c == "'" && s.count > 1 && !isContractionStart(s) { front.append("`"); s.removeFirst() }
-            else if let b = bracket(c) { front.append(b); s.removeFirst() }
-            else { break }
+            if c == "\"" {
+                front.append("``"); s.removeFirst()
+            } else if c == "`" {
+                let n = s.prefix { $0 == "`" }.count; front.append(n >= 2 ? "``" : "`"); s.removeFirst(n)
+            } else if c == "'" && s.count > 1 && !isContractionStart(s) {
+                front.append("`"); s.removeFirst()
+            } else if let b = bracket(c) {
+                front.append(b); s.removeFirst()
+            } else {
+                break
+            }
         }
         // Trailing punctuation, quotes and brackets (outermost first).
         while let c = s.last {
-            if c == "\"" { back.insert("''", at: 0); s.removeLast() }
-            else if c == "'" && !(s.count >= 2 && s.dropLast().last == "s" && false) && !s.hasSuffix("n't") { back.insert("'", at: 0); s.removeLast() }
-            else if let b = bracket(c) { back.insert(b, at: 0); s.removeLast() }
-            else if c == "," || c == ";" || c == ":" { back.insert(String(c), at: 0); s.removeLast() }
-            else if c == "?" || c == "!" {
+            if c == "\"" {
+                back.insert("''", at: 0); s.removeLast()
+            } else if c == "'" && !(s.count >= 2 && s.dropLast().last == "s" && false) && !s.hasSuffix("n't") {
+                back.insert("'", at: 0); s.removeLast()
+            } else if let b = bracket(c) {
+                back.insert(b, at: 0); s.removeLast()
+            } else if c == "," || c == ";" || c == ":" {
+                back.insert(String(c), at: 0); s.removeLast()
+            } else if c == "?" || c == "!" {
                 let run = s.reversed().prefix { $0 == "?" || $0 == "!" }.count
                 back.insert(String(s.suffix(run)), at: 0); s.removeLast(run)
             } else if c == "." {
@@ -51,7 +63,9 @@ public enum PTBTokenizer {
                 let word = String(s)
                 if isAbbreviation(word) { break }
                 back.insert(".", at: 0); s.removeLast()
-            } else { break }
+            } else {
+                break
+            }
         }
         var middle: [String] = []
         if !s.isEmpty { middle = splitInner(String(s)) }

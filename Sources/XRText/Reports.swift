@@ -21,7 +21,8 @@ public enum ReportText {
             while b > a, !chars[b - 1].isLetter && !chars[b - 1].isNumber { b -= 1 }
             let core = String(chars[a..<b])
             let parts = core.split(separator: "-", omittingEmptySubsequences: false)
-            let isPlaceholder = !core.isEmpty && parts.allSatisfy { p in p.count >= 2 && p.allSatisfy { $0 == "x" || $0 == "X" } }
+            let isPlaceholder =
+                !core.isEmpty && parts.allSatisfy { p in p.count >= 2 && p.allSatisfy { $0 == "x" || $0 == "X" } }
                 || (parts.count == 2 && parts[0].lowercased() == "x" && parts[1].count >= 2 && parts[1].allSatisfy { $0 == "x" || $0 == "X" })
             return isPlaceholder ? String(chars[0..<a]) + placeholder + String(chars[b...]) : String(w)
         }.joined(separator: " ")
@@ -76,8 +77,10 @@ public enum PairedReports {
     /// Read a manifest with an image column and either `findings` / `impression` columns or one
     /// `report` column ("FINDINGS: … IMPRESSION: …"). Every row of a split that pairs images
     /// with reports must have a non-empty report; bytes that are not UTF-8 are an error naming the line.
-    public static func load(_ url: URL, imageColumn: String = "path", findingsColumn: String = "findings", impressionColumn: String = "impression",
-                            reportColumn: String = "report", splitColumn: String? = "split") throws -> [ReportPair] {
+    public static func load(
+        _ url: URL, imageColumn: String = "path", findingsColumn: String = "findings", impressionColumn: String = "impression",
+        reportColumn: String = "report", splitColumn: String? = "split"
+    ) throws -> [ReportPair] {
         guard let data = FileManager.default.contents(atPath: url.path) else { throw XRError("manifest not found or unreadable", file: url.path) }
         if String(data: data, encoding: .utf8) == nil {
             // Name the first line holding bytes that are not UTF-8.
@@ -107,11 +110,13 @@ public enum PairedReports {
             let p = row[ic]
             guard !p.isEmpty else { throw XRError("empty image path", file: url.path, field: "row \(i + 2), column \(imageColumn)") }
             guard !(findings.isEmpty && impression.isEmpty) else {
-                throw XRError("image without a report (findings and impression are empty)", file: url.path, field: "row \(i + 2)",
-                              hint: "every image of a paired split needs its report; remove the row or add the text")
+                throw XRError(
+                    "image without a report (findings and impression are empty)", file: url.path, field: "row \(i + 2)",
+                    hint: "every image of a paired split needs its report; remove the row or add the text")
             }
-            return ReportPair(id: p, image: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p),
-                              findings: findings, impression: impression, split: sc.map { row[$0] }, row: i + 2)
+            return ReportPair(
+                id: p, image: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p),
+                findings: findings, impression: impression, split: sc.map { row[$0] }, row: i + 2)
         }
     }
 }

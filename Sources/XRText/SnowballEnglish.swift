@@ -39,7 +39,10 @@ public enum SnowballEnglish {
 
     /// a e i o u y.
     static func isVowel(_ ch: UInt16) -> Bool {
-        switch ch { case 97, 101, 105, 111, 117, 121: true; default: false }
+        switch ch {
+        case 97, 101, 105, 111, 117, 121: true;
+        default: false
+        }
     }
 
     /// Vowels plus w, x and Y: letters a short syllable may not end with.
@@ -47,7 +50,10 @@ public enum SnowballEnglish {
 
     /// c d e g h k m n r t: letters that may precede a deleted "li".
     static func isValidLI(_ ch: UInt16) -> Bool {
-        switch ch { case 99, 100, 101, 103, 104, 107, 109, 110, 114, 116: true; default: false }
+        switch ch {
+        case 99, 100, 101, 103, 104, 107, 109, 110, 114, 116: true;
+        default: false
+        }
     }
 
     /// Index just past the first non-vowel that follows a vowel at or after `from`.
@@ -143,7 +149,7 @@ public enum SnowballEnglish {
         ("izer", "ize"), ("ization", "ize"), ("ational", "ate"), ("ation", "ate"), ("ator", "ate"),
         ("alism", "al"), ("aliti", "al"), ("alli", "al"), ("fulness", "ful"), ("ousli", "ous"), ("ousness", "ous"),
         ("iveness", "ive"), ("iviti", "ive"), ("biliti", "ble"), ("bli", "ble"), ("ogi", "og"),
-        ("fulli", "ful"), ("lessli", "less"), ("li", ""),
+        ("fulli", "ful"), ("lessli", "less"), ("li", "")
     ]
     static let step2Suffixes = step2Rules.map { u($0.0) }
 
@@ -162,7 +168,7 @@ public enum SnowballEnglish {
 
     static let step3Rules: [(String, String)] = [
         ("tional", "tion"), ("ational", "ate"), ("alize", "al"), ("icate", "ic"), ("iciti", "ic"), ("ical", "ic"),
-        ("ful", ""), ("ness", ""), ("ative", ""),
+        ("ful", ""), ("ness", ""), ("ative", "")
     ]
     static let step3Suffixes = step3Rules.map { u($0.0) }
 
@@ -175,8 +181,10 @@ public enum SnowballEnglish {
         replaceSuffix(&w, s.count, with: step3Rules.first { $0.0 == key }!.1)
     }
 
-    static let step4Suffixes = ["al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent",
-                                "ism", "ate", "iti", "ous", "ive", "ize", "ion"].map(u)
+    static let step4Suffixes = [
+        "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent",
+        "ism", "ate", "iti", "ous", "ive", "ize", "ion"
+    ].map(u)
 
     static func step4(_ w: inout [UInt16], _ p2: Int) {
         guard let s = longest(w, step4Suffixes) else { return }
@@ -202,6 +210,6 @@ public enum SnowballEnglish {
     static let exception1: [String: String] = [
         "skis": "ski", "skies": "sky", "dying": "die", "lying": "lie", "tying": "tie", "idly": "idl",
         "gently": "gentl", "ugly": "ugli", "early": "earli", "only": "onli", "singly": "singl",
-        "sky": "sky", "news": "news", "howe": "howe", "atlas": "atlas", "cosmos": "cosmos", "bias": "bias", "andes": "andes",
+        "sky": "sky", "news": "news", "howe": "howe", "atlas": "atlas", "cosmos": "cosmos", "bias": "bias", "andes": "andes"
     ]
 }

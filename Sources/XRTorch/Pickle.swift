@@ -17,11 +17,12 @@ public enum TorchPickle {
     /// Callables REDUCE may apply, interpreted by xrlab.
     static let callables: Set<String> = [
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
-        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter"
     ]
 
     /// Every global a checkpoint may name: the callables above and the storage classes.
-    public static let allowedGlobals: Set<String> = callables
+    public static let allowedGlobals: Set<String> =
+        callables
         .union(TorchDType.storageClasses.keys.map { "torch.\($0)" })
         .union(["torch.storage.UntypedStorage"])
 
@@ -54,10 +55,11 @@ struct Machine {
     }
 
     func refuse(_ global: String, _ what: String) -> XRError {
-        XRError("\(what) '\(global)' is not allowed; nothing was imported or executed", file: source,
-                field: "data.pkl global \(global)",
-                hint: "xrlab reads checkpoints holding tensors and plain data only (collections.OrderedDict, torch._utils tensor rebuilds, "
-                    + "torch storage classes); save the weights alone, e.g. torch.save(model.state_dict(), path), in a trusted environment")
+        XRError(
+            "\(what) '\(global)' is not allowed; nothing was imported or executed", file: source,
+            field: "data.pkl global \(global)",
+            hint: "xrlab reads checkpoints holding tensors and plain data only (collections.OrderedDict, torch._utils tensor rebuilds, "
+                + "torch storage classes); save the weights alone, e.g. torch.save(model.state_dict(), path), in a trusted environment")
     }
 
     // MARK: input
@@ -67,7 +69,7 @@ struct Machine {
             throw fail("pickle is truncated: \(n) bytes needed, \(bytes.count - pos) left", hint: "the file is incomplete or corrupt")
         }
         defer { pos += n }
-        return bytes[pos ..< pos + n]
+        return bytes[pos..<pos + n]
     }
 
     mutating func uint(_ n: Int) throws -> UInt64 {
@@ -80,8 +82,9 @@ struct Machine {
     mutating func length(_ n: Int) throws -> Int {
         let v = try uint(n)
         guard v <= UInt64(bytes.count - pos) else {
-            throw fail("declared length \(v) runs past the end of the pickle (\(bytes.count - pos) bytes left)",
-                       hint: "the file is truncated or corrupt")
+            throw fail(
+                "declared length \(v) runs past the end of the pickle (\(bytes.count - pos) bytes left)",
+                hint: "the file is truncated or corrupt")
         }
         return Int(v)
     }
@@ -91,7 +94,7 @@ struct Machine {
             throw fail("GLOBAL name is not terminated by a newline within 256 bytes")
         }
         defer { pos = end + 1 }
-        return String(decoding: bytes[pos ..< end], as: UTF8.self)
+        return String(decoding: bytes[pos..<end], as: UTF8.self)
     }
 
     mutating func utf8(_ n: Int) throws -> String {
@@ -135,7 +138,9 @@ struct Machine {
 
     mutating func push(_ v: PickleValue) throws {
         guard v.depth <= TorchPickle.maxDepth else {
-            throw fail("containers nested deeper than \(TorchPickle.maxDepth) levels", hint: "a state dict needs only a few levels; the file is not a plain checkpoint")
+            throw fail(
+                "containers nested deeper than \(TorchPickle.maxDepth) levels", hint: "a state dict needs only a few levels; the file is not a plain checkpoint"
+            )
         }
         stack.append(v)
     }
@@ -156,7 +161,9 @@ struct Machine {
             depth = max(depth, v.depth + 1)
         }
         guard depth <= TorchPickle.maxDepth else {
-            throw fail("containers nested deeper than \(TorchPickle.maxDepth) levels", hint: "a state dict needs only a few levels; the file is not a plain checkpoint")
+            throw fail(
+                "containers nested deeper than \(TorchPickle.maxDepth) levels", hint: "a state dict needs only a few levels; the file is not a plain checkpoint"
+            )
         }
     }
 
@@ -276,8 +283,9 @@ struct Machine {
             case 0x69, 0x6F: throw fail("INST / OBJ opcodes (protocol 0 object creation) are not allowed; nothing was executed")
             case 0x82, 0x83, 0x84: throw fail("extension-registry globals (EXT1/2/4) are not allowed; nothing was imported")
             default:
-                throw fail(String(format: "unsupported pickle opcode 0x%02x", op),
-                           hint: "checkpoints written by torch.save (pickle protocol 2-5) are read; the file may be corrupt or written some other way")
+                throw fail(
+                    String(format: "unsupported pickle opcode 0x%02x", op),
+                    hint: "checkpoints written by torch.save (pickle protocol 2-5) are read; the file may be corrupt or written some other way")
             }
         }
     }
@@ -354,8 +362,9 @@ struct Machine {
                 }
             }
             if count > 0 && last >= s.numel {
-                throw fail("tensor \(describeShape(shape)) (offset \(offset), strides \(describeShape(strides))) reaches element \(last) of storage '\(s.key)', which holds \(s.numel)",
-                           hint: "the storage is shorter than its tensor: the file is corrupt")
+                throw fail(
+                    "tensor \(describeShape(shape)) (offset \(offset), strides \(describeShape(strides))) reaches element \(last) of storage '\(s.key)', which holds \(s.numel)",
+                    hint: "the storage is shorter than its tensor: the file is corrupt")
             }
             return .tensor(TorchTensorRef(storage: s, offset: offset, shape: shape, strides: strides))
         }
@@ -377,8 +386,9 @@ struct Machine {
             case .global(let g): origin = "the global \(g)"
             default: origin = target.kind
             }
-            throw fail("BUILD (setting object state) on \(origin) is not allowed; nothing was executed",
-                       hint: "xrlab reads checkpoints holding tensors and plain data only")
+            throw fail(
+                "BUILD (setting object state) on \(origin) is not allowed; nothing was executed",
+                hint: "xrlab reads checkpoints holding tensors and plain data only")
         }
         guard case .dict = state else {
             throw fail("BUILD on a dict with \(state.kind) as state; only attributes given as a dict are accepted")
@@ -391,14 +401,17 @@ struct Machine {
             throw fail("persistent id is \(pid.kind), not ('storage', class, key, location, numel)")
         }
         guard case .global(let cls) = t.items[1], cls.hasPrefix("torch."),
-              let dtype = TorchDType.storageClasses[String(cls.split(separator: ".").last ?? "")] else {
+            let dtype = TorchDType.storageClasses[String(cls.split(separator: ".").last ?? "")]
+        else {
             throw fail("persistent id names \(t.items[1].kind), not a storage class")
         }
         guard case .string(let key) = t.items[2] else { throw fail("storage key is \(t.items[2].kind)") }
         guard !key.isEmpty, key.count <= 128, key != ".", key != "..",
-              key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == ".") }) else {
-            throw XRError("storage key '\(key.prefix(80))' is not a plain name inside the archive's data/ folder", file: source,
-                          field: "data.pkl storage key", hint: "the file is corrupt or crafted")
+            key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == ".") })
+        else {
+            throw XRError(
+                "storage key '\(key.prefix(80))' is not a plain name inside the archive's data/ folder", file: source,
+                field: "data.pkl storage key", hint: "the file is corrupt or crafted")
         }
         guard case .int(let numel) = t.items[4], numel >= 0 else { throw fail("storage '\(key)' declares \(t.items[4].kind) elements") }
         guard numel.multipliedReportingOverflow(by: dtype.size).overflow == false else {

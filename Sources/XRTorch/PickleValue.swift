@@ -23,7 +23,7 @@ public enum TorchDType: String, Sendable, CaseIterable {
     static let storageClasses: [String: TorchDType] = [
         "FloatStorage": .float32, "HalfStorage": .float16, "BFloat16Storage": .bfloat16, "DoubleStorage": .float64,
         "LongStorage": .int64, "IntStorage": .int32, "ShortStorage": .int16, "CharStorage": .int8,
-        "ByteStorage": .uint8, "BoolStorage": .bool, "UntypedStorage": .uint8,
+        "ByteStorage": .uint8, "BoolStorage": .bool, "UntypedStorage": .uint8
     ]
 }
 

@@ -34,14 +34,18 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
         guard FileManager.default.isReadableFile(atPath: url.path) else {
             throw XRError("cannot read checkpoint", file: url.path)
         }
-        let head = (try? FileHandle(forReadingFrom: url)).flatMap { h -> Data? in defer { try? h.close() }; return try? h.read(upToCount: 16) } ?? Data()
+        let head =
+            (try? FileHandle(forReadingFrom: url)).flatMap { h -> Data? in
+                defer { try? h.close() }; return try? h.read(upToCount: 16)
+            } ?? Data()
         try self.init(archive: TorchZip(source: .file(url), path: url.path), head: head, url: url, stateDictKey: stateDictKey)
     }
 
     /// Parse a checkpoint held in memory (`source` names it in errors).
     public convenience init(data: Data, source: String = "<memory>", stateDictKey: String? = nil) throws {
-        try self.init(archive: TorchZip(source: .memory(data), path: source), head: data.prefix(16),
-                      url: URL(fileURLWithPath: source), stateDictKey: stateDictKey)
+        try self.init(
+            archive: TorchZip(source: .memory(data), path: source), head: data.prefix(16),
+            url: URL(fileURLWithPath: source), stateDictKey: stateDictKey)
     }
 
     private init(archive: TorchZip, head: Data, url: URL, stateDictKey: String?) throws {
@@ -68,8 +72,9 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
         }
         guard let pickle else {
             if entries.contains(where: { $0.hasSuffix("constants.pkl") || $0.contains("/code/") }) {
-                throw XRError("this is a TorchScript archive (torch.jit.save), not a torch.save checkpoint", file: path,
-                              hint: "save the weights with torch.save(model.state_dict(), path) and read that")
+                throw XRError(
+                    "this is a TorchScript archive (torch.jit.save), not a torch.save checkpoint", file: path,
+                    hint: "save the weights with torch.save(model.state_dict(), path) and read that")
             }
             throw XRError("zip archive has no <name>/data.pkl, so it is not a torch.save checkpoint", file: path, field: "data.pkl")
         }
@@ -90,12 +95,14 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
                 throw XRError("state dict key is \(k.kind), not a string", file: path, field: key ?? "top level")
             }
             guard case .tensor(let t) = v else {
-                throw XRError("state dict entry is \(v.kind), not a tensor", file: path, field: name,
-                              hint: "the state dict must map parameter names to tensors; choose another with --state-dict-key")
+                throw XRError(
+                    "state dict entry is \(v.kind), not a tensor", file: path, field: name,
+                    hint: "the state dict must map parameter names to tensors; choose another with --state-dict-key")
             }
             if let d = declared[t.storage.key], d != t.storage {
-                throw XRError("storage '\(t.storage.key)' is declared twice differently (\(d.dtype.rawValue) × \(d.numel), \(t.storage.dtype.rawValue) × \(t.storage.numel))",
-                              file: path, field: name)
+                throw XRError(
+                    "storage '\(t.storage.key)' is declared twice differently (\(d.dtype.rawValue) × \(d.numel), \(t.storage.dtype.rawValue) × \(t.storage.numel))",
+                    file: path, field: name)
             }
             declared[t.storage.key] = t.storage
             refs[name] = t
@@ -109,14 +116,16 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
             let need = s.numel * s.dtype.size
             let b = try read(need + 1)
             guard b.count == need else {
-                throw XRError("storage '\(s.key)' holds \(b.count > need ? "more than \(need)" : "\(b.count)") bytes, but \(s.numel) \(s.dtype.rawValue) elements need \(need)",
-                              file: path, field: name, hint: "the file is truncated or corrupt")
+                throw XRError(
+                    "storage '\(s.key)' holds \(b.count > need ? "more than \(need)" : "\(b.count)") bytes, but \(s.numel) \(s.dtype.rawValue) elements need \(need)",
+                    file: path, field: name, hint: "the file is truncated or corrupt")
             }
             storages[s.key] = b
         }
         for s in declared.values where storages[s.key] == nil {
-            throw XRError("storage '\(s.key)' is missing from the archive (no entry \(dataPrefix + s.key))", file: path,
-                          field: dataPrefix + s.key, hint: "the file is truncated or corrupt")
+            throw XRError(
+                "storage '\(s.key)' is missing from the archive (no entry \(dataPrefix + s.key))", file: path,
+                field: dataPrefix + s.key, hint: "the file is truncated or corrupt")
         }
         self.refs = refs
         self.storages = storages
@@ -127,11 +136,13 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
     static func checkMagic(_ b: [UInt8], path: String) throws {
         if b.starts(with: [0x50, 0x4B, 0x03, 0x04]) || b.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return }
         if b.starts(with: [0x80]) {
-            throw XRError("this is the legacy torch.save format (PyTorch < 1.6, not a zip archive), which xrlab does not read",
-                          file: path, hint: "re-save it with a current PyTorch: torch.save(torch.load(path, weights_only=True), new_path)")
+            throw XRError(
+                "this is the legacy torch.save format (PyTorch < 1.6, not a zip archive), which xrlab does not read",
+                file: path, hint: "re-save it with a current PyTorch: torch.save(torch.load(path, weights_only=True), new_path)")
         }
-        throw XRError("not a PyTorch checkpoint: the file does not start with a zip header", file: path,
-                      hint: "xrlab reads torch.save files (a zip archive), .safetensors files and Hugging Face / timm folders")
+        throw XRError(
+            "not a PyTorch checkpoint: the file does not start with a zip header", file: path,
+            hint: "xrlab reads torch.save files (a zip archive), .safetensors files and Hugging Face / timm folders")
     }
 
     /// The state dict inside the top-level object.
@@ -144,8 +155,9 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
         if let key {
             if key == "." { return (nil, top) }
             guard let v = top[key] else {
-                throw XRError("no top-level key '\(key)' (keys: \(topKeys.prefix(20).joined(separator: ", ")))", file: path,
-                              field: "--state-dict-key", hint: "pass one of the keys, or '.' for the top level")
+                throw XRError(
+                    "no top-level key '\(key)' (keys: \(topKeys.prefix(20).joined(separator: ", ")))", file: path,
+                    field: "--state-dict-key", hint: "pass one of the keys, or '.' for the top level")
             }
             guard case .dict(let d) = v else {
                 throw XRError("'\(key)' holds \(v.kind), not a state dict", file: path, field: key)
@@ -156,8 +168,9 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
             if case .dict(let d)? = top[k], holdsTensors(d) { return (k, d) }
         }
         if holdsTensors(top) { return (nil, top) }
-        throw XRError("no state dict found: none of \(stateDictKeys.joined(separator: ", ")) or the top level holds tensors (top-level keys: \(topKeys.prefix(20).joined(separator: ", ")))",
-                      file: path, hint: "pass --state-dict-key with the key that holds the weights")
+        throw XRError(
+            "no state dict found: none of \(stateDictKeys.joined(separator: ", ")) or the top level holds tensors (top-level keys: \(topKeys.prefix(20).joined(separator: ", ")))",
+            file: path, hint: "pass --state-dict-key with the key that holds the weights")
     }
 
     public func shape(_ name: String) -> [Int]? { refs[name]?.shape }
@@ -211,8 +224,9 @@ public final class TorchCheckpoint: TensorStore, @unchecked Sendable {
             }
         }
         if let v = inexact {
-            throw XRError("\(dtype.rawValue) value \(v) cannot be represented exactly as f32", file: url.path, field: name,
-                          hint: "integer tensors are read as f32; values must lie within ±2^24")
+            throw XRError(
+                "\(dtype.rawValue) value \(v) cannot be represented exactly as f32", file: url.path, field: name,
+                hint: "integer tensors are read as f32; values must lie within ±2^24")
         }
         return Tensor(shape: r.shape, scalars: out)
     }

@@ -51,8 +51,9 @@ struct TorchZip {
         func message() -> String { archive_error_string(a).map { String(cString: $0) } ?? "unknown error" }
         _ = archive_read_support_format_zip_seekable(a)
         guard open(a) == ARCHIVE_OK else {
-            throw XRError("not a readable zip archive (\(message()))", file: path,
-                          hint: "the file is truncated, corrupt, or not a torch.save checkpoint")
+            throw XRError(
+                "not a readable zip archive (\(message()))", file: path,
+                hint: "the file is truncated, corrupt, or not a torch.save checkpoint")
         }
         var entry: OpaquePointer?
         var count = 0
@@ -78,15 +79,17 @@ struct TorchZip {
                     let n = chunk.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, want) }
                     if n == 0 { break }
                     guard n > 0 else {
-                        throw XRError("cannot read zip entry (\(message()))", file: path, field: name,
-                                      hint: "the file is truncated or corrupt")
+                        throw XRError(
+                            "cannot read zip entry (\(message()))", file: path, field: name,
+                            hint: "the file is truncated or corrupt")
                     }
                     budget -= n
                     guard budget >= 0 else {
-                        throw XRError("the archive expands to more than \(Self.maxExpansion) times its size", file: path, field: name,
-                                      hint: "torch.save writes uncompressed archives; this one is not a plain checkpoint")
+                        throw XRError(
+                            "the archive expands to more than \(Self.maxExpansion) times its size", file: path, field: name,
+                            hint: "torch.save writes uncompressed archives; this one is not a plain checkpoint")
                     }
-                    out += chunk[0 ..< n]
+                    out += chunk[0..<n]
                 }
                 return out
             }

@@ -5,8 +5,8 @@ import XRTensor
 import XRKernels
 
 public final class LoRA: @unchecked Sendable {
-    public let a: Parameter   // (r, in)
-    public let b: Parameter   // (out, r)
+    public let a: Parameter // (r, in)
+    public let b: Parameter // (out, r)
     public let rank: Int
     public let alpha: Double
     /// Dropout probability on the branch input while training.
@@ -33,7 +33,7 @@ final class LoRAActivations {
 
 public final class Linear: @unchecked Sendable {
     public let name: String
-    public let weight: Parameter   // (out, in)
+    public let weight: Parameter // (out, in)
     public let bias: Parameter?
     public var lora: LoRA?
     public let inFeatures: Int, outFeatures: Int
@@ -47,8 +47,10 @@ public final class Linear: @unchecked Sendable {
     private func packed(transposed: Bool) -> PackedMatrix? {
         guard weight.grad == nil else { packs = [:]; return nil }
         if let p = packs[transposed], p.version == weight.version { return p.matrix }
-        let m = transposed ? PackedMatrix(transposing: weight.value.p, rows: outFeatures, cols: inFeatures)
-                           : PackedMatrix(weight.value.p, rows: outFeatures, cols: inFeatures)
+        let m =
+            transposed
+            ? PackedMatrix(transposing: weight.value.p, rows: outFeatures, cols: inFeatures)
+            : PackedMatrix(weight.value.p, rows: outFeatures, cols: inFeatures)
         packs[transposed] = (weight.version, m)
         return m
     }
@@ -68,8 +70,10 @@ public final class Linear: @unchecked Sendable {
     /// out (R, out) = inp (R, in) Wᵀ (no LoRA) finished by `finish` (fused into the packed kernel's
     /// stores for a frozen weight, a pass over each finished block on OpenBLAS), then
     /// `epilogue(rows, columns)` on each finished block.
-    func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, finish: PackedEpilogue = .none,
-                 epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
+    func product(
+        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, finish: PackedEpilogue = .none,
+        epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }
+    ) {
         if let w = packed(transposed: true) {
             packedProduct(out, inp, w, rows: rows, finish: finish, epilogue: epilogue)
         } else {
@@ -122,8 +126,10 @@ public final class Linear: @unchecked Sendable {
 
     /// Gradients of the trainable parts from dout (R, out); dinp (R, in) written (or added) when given.
     /// `scratch` holds R · r floats when the layer has LoRA. BLAS must be single-threaded.
-    func backward(dinp: UnsafeMutablePointer<Float>?, accumulate: Bool, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-                  rows: Int, lora act: LoRAActivations?, scratch: UnsafeMutablePointer<Float>) {
+    func backward(
+        dinp: UnsafeMutablePointer<Float>?, accumulate: Bool, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+        rows: Int, lora act: LoRAActivations?, scratch: UnsafeMutablePointer<Float>
+    ) {
         let I = inFeatures, O = outFeatures
         let dO = SendablePointer(UnsafeMutablePointer(mutating: dout)), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
         if let g = weight.grad {
@@ -142,7 +148,7 @@ public final class Linear: @unchecked Sendable {
         var dz: SendablePointer<Float>? = nil
         if let lora, let act {
             let s = lora.scaling, k = lora.rank, z = act.z.p
-            let xin = SendablePointer(act.xd?.p ?? x.p)   // the branch's (dropped) input
+            let xin = SendablePointer(act.xd?.p ?? x.p) // the branch's (dropped) input
             if let g = lora.b.grad { BLAS.sgemm(g.p, dout, transA: true, z, m: O, n: k, k: rows, alpha: s, beta: 1) }
             let sc = SendablePointer(scratch)
             Parallel.ranges(rows, minChunk: 16) { r in

@@ -25,8 +25,9 @@ public struct LoRASettings: Codable, Equatable, Sendable {
     /// Keys left out take their defaults.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(rank: try c.decodeIfPresent(Int.self, forKey: .rank) ?? 8, alpha: try c.decodeIfPresent(Double.self, forKey: .alpha),
-                  targets: try c.decodeIfPresent([String].self, forKey: .targets) ?? ["qkv"], dropout: try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0)
+        self.init(
+            rank: try c.decodeIfPresent(Int.self, forKey: .rank) ?? 8, alpha: try c.decodeIfPresent(Double.self, forKey: .alpha),
+            targets: try c.decodeIfPresent([String].self, forKey: .targets) ?? ["qkv"], dropout: try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0)
     }
 
     /// The YAML / JSON keys, in the order they are written.

@@ -72,8 +72,16 @@ public final class AdamW: @unchecked Sendable {
         for p in params {
             guard let g = p.grad else { continue }
             let plr = lr * (lrScale[p.name] ?? 1)
-            let mm = m[p.name] ?? { let b = Buffer(p.count); m[p.name] = b; return b }()
-            let vv = v[p.name] ?? { let b = Buffer(p.count); v[p.name] = b; return b }()
+            let mm =
+                m[p.name]
+                ?? {
+                    let b = Buffer(p.count); m[p.name] = b; return b
+                }()
+            let vv =
+                v[p.name]
+                ?? {
+                    let b = Buffer(p.count); v[p.name] = b; return b
+                }()
             let wd = p.decays ? Float(1 - plr * weightDecay) : 1
             let b1 = Float(beta1), b2 = Float(beta2), stepSize = Float(plr / bc1), sqrtBc2 = Float(bc2.squareRoot()), e = Float(eps)
             let w = SendablePointer(p.value.p), gp = SendablePointer(g.p), mp = SendablePointer(mm.p), vp = SendablePointer(vv.p)
@@ -145,22 +153,27 @@ public func clipGradNorm(_ params: [Parameter], maxNorm: Double) -> Double {
 /// One optimiser step on a batch: zero gradients, forward, softmax cross-entropy (label
 /// smoothing), backward, clip to `clip` (nil = no clipping), AdamW at `lr`. Returns the loss.
 @discardableResult
-public func trainStep(_ model: TrainableViT, _ opt: AdamW, pixels: [Float], labels: [Int], lr: Double,
-                      smoothing: Double = 0, clip: Double? = nil) throws -> Double {
+public func trainStep(
+    _ model: TrainableViT, _ opt: AdamW, pixels: [Float], labels: [Int], lr: Double,
+    smoothing: Double = 0, clip: Double? = nil
+) throws -> Double {
     model.zeroGrad()
     model.training = true
     defer { model.training = false }
     let logits = try model.forward(pixels: pixels, batch: labels.count)
     let (loss, d) = Loss.crossEntropy(logits: logits, labels: labels, classes: model.config.classes, smoothing: smoothing)
     guard loss.isFinite else {
-        throw XRError("the loss is \(loss) at optimiser step \(opt.step + 1)", field: "lr",
-                      hint: "lower the learning rate (or raise warmup); parameters were not updated by this step")
+        throw XRError(
+            "the loss is \(loss) at optimiser step \(opt.step + 1)", field: "lr",
+            hint: "lower the learning rate (or raise warmup); parameters were not updated by this step")
     }
     model.backward(dlogits: d)
     let params = model.trainableParameters
     let norm = clipGradNorm(params, maxNorm: clip ?? .infinity)
     guard norm.isFinite else {
-        throw XRError("the gradient norm is \(norm) at optimiser step \(opt.step + 1)", field: "lr", hint: "lower the learning rate; parameters were not updated by this step")
+        throw XRError(
+            "the gradient norm is \(norm) at optimiser step \(opt.step + 1)", field: "lr",
+            hint: "lower the learning rate; parameters were not updated by this step")
     }
     opt.update(params, lr: lr)
     return loss

@@ -39,7 +39,8 @@ public struct PEFTAdapter: Sendable {
         let rank = try field("r", Int.self)
         let alpha = (obj["lora_alpha"] as? NSNumber)?.doubleValue ?? Double(rank)
         guard let targets = obj["target_modules"] as? [String] else {
-            throw XRError("target_modules must be a list of module names (regular-expression strings are not supported)", file: cfgURL.path, field: "target_modules")
+            throw XRError(
+                "target_modules must be a list of module names (regular-expression strings are not supported)", file: cfgURL.path, field: "target_modules")
         }
         let save = obj["modules_to_save"] as? [String] ?? []
         guard FileManager.default.fileExists(atPath: wURL.path) else { throw XRError("no adapter_model.safetensors", file: dir.path) }
@@ -49,8 +50,9 @@ public struct PEFTAdapter: Sendable {
             guard n.hasPrefix(prefix) else { throw XRError("tensor name does not start with '\(prefix)'", file: wURL.path, field: n) }
             t[String(n.dropFirst(prefix.count))] = try f.tensor(n)
         }
-        return PEFTAdapter(rank: rank, alpha: alpha, targets: targets, modulesToSave: save, useRSLoRA: obj["use_rslora"] as? Bool ?? false,
-                           tensors: t, metadata: f.metadata)
+        return PEFTAdapter(
+            rank: rank, alpha: alpha, targets: targets, modulesToSave: save, useRSLoRA: obj["use_rslora"] as? Bool ?? false,
+            tensors: t, metadata: f.metadata)
     }
 
     /// Write `model`'s LoRA (and head) as a PEFT folder, atomically per file.
@@ -58,8 +60,9 @@ public struct PEFTAdapter: Sendable {
         let loras = model.loraLayers
         guard let first = loras.first?.lora else { throw XRError("the model has no LoRA layers to export", field: "method") }
         guard model.config.headHidden == nil else {
-            throw XRError("PEFT export needs a linear head (the timm model's `head`); this model has an MLP head", field: "head_hidden",
-                          hint: "use model.safetensors (merged weights with the MLP head) instead")
+            throw XRError(
+                "PEFT export needs a linear head (the timm model's `head`); this model has an MLP head", field: "head_hidden",
+                hint: "use model.safetensors (merged weights with the MLP head) instead")
         }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var tensors: [(String, Tensor)] = []
@@ -76,10 +79,11 @@ public struct PEFTAdapter: Sendable {
             "use_dora": false, "use_rslora": false, "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
             "base_model_name_or_path": NSNull(), "task_type": NSNull(), "revision": NSNull(),
             "layers_to_transform": NSNull(), "layers_pattern": NSNull(),
-            "auto_mapping": ["base_model_class": "VisionTransformer", "parent_library": "timm.models.vision_transformer"],
+            "auto_mapping": ["base_model_class": "VisionTransformer", "parent_library": "timm.models.vision_transformer"]
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]),
-                             to: dir.appendingPathComponent("adapter_config.json"))
+        try AtomicFile.write(
+            try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]),
+            to: dir.appendingPathComponent("adapter_config.json"))
     }
 }
 
@@ -96,16 +100,18 @@ extension TrainableViT {
             let isHead = k == "head.weight" || k == "head.bias"
             let layer = k.replacingOccurrences(of: ".lora_A.weight", with: "").replacingOccurrences(of: ".lora_B.weight", with: "")
             guard isHead || layerNames.contains(layer) else {
-                throw XRError("adapter tensor has no counterpart in this base model — the adapter was trained on a different base model",
-                              file: source, field: k, hint: "this model's adapted layers are named like blocks.0.attn.qkv")
+                throw XRError(
+                    "adapter tensor has no counterpart in this base model — the adapter was trained on a different base model",
+                    file: source, field: k, hint: "this model's adapted layers are named like blocks.0.attn.qkv")
             }
         }
         var initA: [String: Tensor] = [:]
         for (k, v) in adapter.tensors where k.hasSuffix(".lora_A.weight") {
             let layer = blocks.flatMap(\.linears).first { $0.name + ".lora_A.weight" == k }!
             guard v.shape == [adapter.rank, layer.inFeatures] else {
-                throw XRError("shape \(v.shape), this base model needs \([adapter.rank, layer.inFeatures]) — the adapter was trained on a different base model",
-                              file: source, field: k)
+                throw XRError(
+                    "shape \(v.shape), this base model needs \([adapter.rank, layer.inFeatures]) — the adapter was trained on a different base model",
+                    file: source, field: k)
             }
             initA[k] = v
         }
@@ -115,16 +121,18 @@ extension TrainableViT {
                 throw XRError("the adapter targets \(adapter.targets) but has no weights for \(l.name)", file: source, field: l.name + ".lora_A.weight")
             }
             guard b.shape == [l.outFeatures, adapter.rank] else {
-                throw XRError("shape \(b.shape), this base model needs \([l.outFeatures, adapter.rank]) — the adapter was trained on a different base model",
-                              file: source, field: l.name + ".lora_B.weight")
+                throw XRError(
+                    "shape \(b.shape), this base model needs \([l.outFeatures, adapter.rank]) — the adapter was trained on a different base model",
+                    file: source, field: l.name + ".lora_B.weight")
             }
             l.lora!.a.assign(a.scalars)
             l.lora!.b.assign(b.scalars)
         }
         if let w = adapter.tensors["head.weight"], let b = adapter.tensors["head.bias"] {
             guard w.shape == headW.shape, b.shape == headB.shape else {
-                throw XRError("head shape \(w.shape), this model's head is \(headW.shape)", file: source, field: "head.weight",
-                              hint: "the adapter was trained for a different number of classes")
+                throw XRError(
+                    "head shape \(w.shape), this model's head is \(headW.shape)", file: source, field: "head.weight",
+                    hint: "the adapter was trained for a different number of classes")
             }
             headW.assign(w.scalars)
             headB.assign(b.scalars)

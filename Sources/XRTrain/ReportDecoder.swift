@@ -43,9 +43,11 @@ public struct DecoderConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey { case vocab, positions, dim, layers, heads, visualDim, eps, visualPrefix }
     public init(from d: Decoder) throws {
         let c = try d.container(keyedBy: CodingKeys.self)
-        self.init(vocab: try c.decode(Int.self, forKey: .vocab), positions: try c.decode(Int.self, forKey: .positions), dim: try c.decode(Int.self, forKey: .dim),
-                  layers: try c.decode(Int.self, forKey: .layers), heads: try c.decode(Int.self, forKey: .heads), visualDim: try c.decode(Int.self, forKey: .visualDim),
-                  eps: try c.decodeIfPresent(Float.self, forKey: .eps) ?? 1e-5, visualPrefix: try c.decodeIfPresent(Bool.self, forKey: .visualPrefix) ?? false)
+        self.init(
+            vocab: try c.decode(Int.self, forKey: .vocab), positions: try c.decode(Int.self, forKey: .positions), dim: try c.decode(Int.self, forKey: .dim),
+            layers: try c.decode(Int.self, forKey: .layers), heads: try c.decode(Int.self, forKey: .heads),
+            visualDim: try c.decode(Int.self, forKey: .visualDim),
+            eps: try c.decodeIfPresent(Float.self, forKey: .eps) ?? 1e-5, visualPrefix: try c.decodeIfPresent(Bool.self, forKey: .visualPrefix) ?? false)
     }
 }
 
@@ -142,7 +144,9 @@ public final class ReportDecoder: @unchecked Sendable {
         lnfw = try get("transformer.ln_f.weight", [c.dim], false)
         lnfb = try get("transformer.ln_f.bias", [c.dim], false)
         visual = Linear("visual_proj", weight: try get("visual_proj.weight", [c.dim, c.visualDim], false), bias: try get("visual_proj.bias", [c.dim], false))
-        let unused = Set(tensors.keys).subtracting(used).subtracting(["lm_head.weight"]).filter { !$0.hasSuffix(".attn.bias") && !$0.hasSuffix(".attn.masked_bias") }
+        let unused = Set(tensors.keys).subtracting(used).subtracting(["lm_head.weight"]).filter {
+            !$0.hasSuffix(".attn.bias") && !$0.hasSuffix(".attn.masked_bias")
+        }
         if let u = unused.sorted().first { throw XRError("unused tensor: the checkpoint does not match the decoder config", file: source, field: u) }
         parameters = [wte, wpe] + layers.flatMap(\.parameters) + [lnfw, lnfb, visual.weight, visual.bias!]
         for p in parameters { p.trainable = true }
@@ -183,10 +187,14 @@ public final class ReportDecoder: @unchecked Sendable {
     /// Logits (B, T, V) for token ids (B, T) (row-major) given visual tokens (B, S, Cv); `lengths`
     /// are the valid tokens per row (padding keys masked).
     @discardableResult
-    public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil, returnLogits: Bool = true) throws -> [Float] {
+    public func forward(visual v: [Float], visualTokens S: Int, ids tokens: [Int], batch B: Int, lengths: [Int]? = nil, returnLogits: Bool = true) throws
+        -> [Float]
+    {
         let c = config, T = tokens.count / max(B, 1), C = c.dim, P = c.visualPrefix ? S : 0
         guard tokens.count == B * T, T >= 1, P + T <= c.positions else {
-            throw XRError("token ids must be (B, T) with T ≤ \(c.positions - P)\(P > 0 ? " (\(c.positions) positions less \(P) visual tokens)" : ""), got \(tokens.count) for B=\(B)", field: "ids")
+            throw XRError(
+                "token ids must be (B, T) with T ≤ \(c.positions - P)\(P > 0 ? " (\(c.positions) positions less \(P) visual tokens)" : ""), got \(tokens.count) for B=\(B)",
+                field: "ids")
         }
         guard v.count == B * S * c.visualDim else { throw XRError("visual tokens have \(v.count) values, expected \(B)×\(S)×\(c.visualDim)", field: "visual") }
         if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocab }) { throw XRError("token id \(bad) outside the vocabulary (\(c.vocab))", field: "ids") }
@@ -227,16 +235,18 @@ public final class ReportDecoder: @unchecked Sendable {
         k.xIn.p.update(from: x.p, count: R * C)
         parallelLayerNorm(k.h1.p, k.xIn.p, l.ln1w, l.ln1b, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
         l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
-        maskedAttentionForward(out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
-                               probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
+        maskedAttentionForward(
+            out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
+            probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
         l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
         for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
         if let x = l.cross {
             parallelLayerNorm(k.hx.p, k.xA.p, x.lnw, x.lnb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
             x.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
             x.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
-            maskedAttentionForward(out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                                   probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
+            maskedAttentionForward(
+                out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
             x.proj.forward(tC.p, k.attx.p, rows: R, lora: nil)
             for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
         }
@@ -337,12 +347,14 @@ public final class ReportDecoder: @unchecked Sendable {
                 BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
             }
             if P == 0 {
-                layerNormBackward(dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
-                                  dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
+                layerNormBackward(
+                    dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
+                    dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
             } else {
                 // Only the text rows reach ln_f; the prefix rows start with no gradient.
-                layerNormBackward(dx: tC2.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
-                                  dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
+                layerNormBackward(
+                    dx: tC2.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
+                    dweight: lnfw.grad?.p, dbias: lnfb.grad?.p, rows: Rt, cols: C)
                 for b in 0..<B {
                     (dx.p + b * T * C).update(repeating: 0, count: P * C)
                     (dx.p + (b * T + P) * C).update(from: tC2.p + b * Tt * C, count: Tt * C)
@@ -359,16 +371,18 @@ public final class ReportDecoder: @unchecked Sendable {
                 if let x = l.cross {
                     // xB = xA + proj(attn(q(LNx xA), kv(enc)))
                     x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
-                    maskedAttentionBackward(dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
-                                            probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
+                    maskedAttentionBackward(
+                        dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
+                        probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
                     x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
                     x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
                     parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, x.lnw, x.lnb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
                 }
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
                 l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
-                maskedAttentionBackward(dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
-                                        v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
+                maskedAttentionBackward(
+                    dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
+                    v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
                 l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p)
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, l.ln1w, l.ln1b, mean: k.m1.p, rstd: k.r1.p, rows: R, cols: C)
             }
@@ -392,7 +406,9 @@ public final class ReportDecoder: @unchecked Sendable {
     /// Causal language-model loss: position t predicts token t + 1; `labels` −100 (or beyond
     /// `lengths`) are ignored; mean over the counted tokens, with label smoothing. Returns the
     /// loss and dlogits for `backward`.
-    public static func languageModelLoss(logits: [Float], labels: [Int], batch B: Int, vocab V: Int, smoothing: Double = 0) -> (loss: Double, dlogits: [Float], tokens: Int) {
+    public static func languageModelLoss(logits: [Float], labels: [Int], batch B: Int, vocab V: Int, smoothing: Double = 0) -> (
+        loss: Double, dlogits: [Float], tokens: Int
+    ) {
         let T = labels.count / B
         var rows: [(Int, Int)] = []
         for b in 0..<B { for t in 0..<(T - 1) where labels[b * T + t + 1] >= 0 { rows.append((b * T + t, labels[b * T + t + 1])) } }

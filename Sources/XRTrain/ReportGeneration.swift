@@ -33,13 +33,17 @@ extension ReportDecoder {
         withSingleThreadedBLAS {
             // Cross-attention keys / values per layer, shared by every beam.
             var enc = [Float](repeating: 0, count: S * C)
-            v.withUnsafeBufferPointer { vp in enc.withUnsafeMutableBufferPointer { ep in
-                visual.forward(ep.baseAddress!, vp.baseAddress!, rows: S, lora: nil)
-            } }
+            v.withUnsafeBufferPointer { vp in
+                enc.withUnsafeMutableBufferPointer { ep in
+                    visual.forward(ep.baseAddress!, vp.baseAddress!, rows: S, lora: nil)
+                }
+            }
             let crossKV: [[Float]] = layers.map { l in
                 guard let x = l.cross else { return [] }
                 var kv = [Float](repeating: 0, count: S * 2 * C)
-                enc.withUnsafeBufferPointer { ep in kv.withUnsafeMutableBufferPointer { kp in x.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) } }
+                enc.withUnsafeBufferPointer { ep in
+                    kv.withUnsafeMutableBufferPointer { kp in x.kv.forward(kp.baseAddress!, ep.baseAddress!, rows: S, lora: nil) }
+                }
                 return kv
             }
             // Attention scores of one query: at most every position, or the image's tokens.
@@ -61,7 +65,9 @@ extension ReportDecoder {
                 var probs = [Float](repeating: 0, count: n > 1 ? H * n * n : 0)
                 for (li, l) in layers.enumerated() {
                     layerNormForward(&h, x, l.ln1w.value.p, l.ln1b.value.p, rows: n, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
+                    h.withUnsafeBufferPointer { hp in
+                        qkv.withUnsafeMutableBufferPointer { qp in l.attn.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) }
+                    }
                     for i in 0..<n {
                         let row: Int = i * 3 * C
                         beam.keys[li].append(contentsOf: qkv[(row + C)..<(row + 2 * C)])
@@ -70,46 +76,77 @@ extension ReportDecoder {
                     if !wanted && li == layers.count - 1 { break }
                     if n == 1 {
                         let cached = beam.keys[li].count / C
-                        qkv.withUnsafeBufferPointer { qp in beam.keys[li].withUnsafeBufferPointer { kp in beam.values[li].withUnsafeBufferPointer { vp in
-                            att.withUnsafeMutableBufferPointer { ap in
-                                attendOne(ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: cached, H: H, D: D, scores: scores.p)
+                        qkv.withUnsafeBufferPointer { qp in
+                            beam.keys[li].withUnsafeBufferPointer { kp in
+                                beam.values[li].withUnsafeBufferPointer { vp in
+                                    att.withUnsafeMutableBufferPointer { ap in
+                                        attendOne(
+                                            ap.baseAddress!, q: qp.baseAddress!, keys: kp.baseAddress!, values: vp.baseAddress!, ld: C, n: cached, H: H, D: D,
+                                            scores: scores.p)
+                                    }
+                                }
                             }
-                        } } }
+                        }
                     } else {
-                        qkv.withUnsafeBufferPointer { qp in att.withUnsafeMutableBufferPointer { ap in probs.withUnsafeMutableBufferPointer { pp in
-                            let q = qp.baseAddress!
-                            maskedAttentionForward(out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
-                                                   probabilities: pp.baseAddress!, batch: 1, queries: n, keys: n, heads: H, headDim: D, causal: true)
-                        } } }
+                        qkv.withUnsafeBufferPointer { qp in
+                            att.withUnsafeMutableBufferPointer { ap in
+                                probs.withUnsafeMutableBufferPointer { pp in
+                                    let q = qp.baseAddress!
+                                    maskedAttentionForward(
+                                        out: ap.baseAddress!, ldo: C, q: q, ldq: 3 * C, k: q + C, ldk: 3 * C, v: q + 2 * C, ldv: 3 * C,
+                                        probabilities: pp.baseAddress!, batch: 1, queries: n, keys: n, heads: H, headDim: D, causal: true)
+                                }
+                            }
+                        }
                     }
-                    att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) } }
+                    att.withUnsafeBufferPointer { ap in
+                        tmp.withUnsafeMutableBufferPointer { tp in l.attnProj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) }
+                    }
                     for j in 0..<(n * C) { x[j] += tmp[j] }
                     if let xa = l.cross {
                         layerNormForward(&h, x, xa.lnw.value.p, xa.lnb.value.p, rows: n, cols: C, eps: c.eps)
                         var q = [Float](repeating: 0, count: n * C)
-                        h.withUnsafeBufferPointer { hp in q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
-                        q.withUnsafeBufferPointer { qp in crossKV[li].withUnsafeBufferPointer { kv in att.withUnsafeMutableBufferPointer { ap in
-                            for i in 0..<n {
-                                attendOne(ap.baseAddress! + i * C, q: qp.baseAddress! + i * C, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C, n: S, H: H, D: D, scores: scores.p)
+                        h.withUnsafeBufferPointer { hp in
+                            q.withUnsafeMutableBufferPointer { qp in xa.q.forward(qp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) }
+                        }
+                        q.withUnsafeBufferPointer { qp in
+                            crossKV[li].withUnsafeBufferPointer { kv in
+                                att.withUnsafeMutableBufferPointer { ap in
+                                    for i in 0..<n {
+                                        attendOne(
+                                            ap.baseAddress! + i * C, q: qp.baseAddress! + i * C, keys: kv.baseAddress!, values: kv.baseAddress! + C, ld: 2 * C,
+                                            n: S, H: H, D: D, scores: scores.p)
+                                    }
+                                }
                             }
-                        } } }
-                        att.withUnsafeBufferPointer { ap in tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) } }
+                        }
+                        att.withUnsafeBufferPointer { ap in
+                            tmp.withUnsafeMutableBufferPointer { tp in xa.proj.forward(tp.baseAddress!, ap.baseAddress!, rows: n, lora: nil) }
+                        }
                         for j in 0..<(n * C) { x[j] += tmp[j] }
                     }
                     layerNormForward(&h, x, l.ln2w.value.p, l.ln2b.value.p, rows: n, cols: C, eps: c.eps)
-                    h.withUnsafeBufferPointer { hp in four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) } }
+                    h.withUnsafeBufferPointer { hp in
+                        four.withUnsafeMutableBufferPointer { fp in l.fc.forward(fp.baseAddress!, hp.baseAddress!, rows: n, lora: nil) }
+                    }
                     geluTanhForward(&four, count: n * 4 * C)
-                    four.withUnsafeBufferPointer { fp in tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: n, lora: nil) } }
+                    four.withUnsafeBufferPointer { fp in
+                        tmp.withUnsafeMutableBufferPointer { tp in l.fcProj.forward(tp.baseAddress!, fp.baseAddress!, rows: n, lora: nil) }
+                    }
                     for j in 0..<(n * C) { x[j] += tmp[j] }
                 }
                 guard wanted else { return [] }
                 let last = Array(x[((n - 1) * C)..<(n * C)])
                 layerNormForward(&h, last, lnfw.value.p, lnfb.value.p, rows: 1, cols: C, eps: c.eps)
                 var logits = [Float](repeating: 0, count: V)
-                logits.withUnsafeMutableBufferPointer { lp in h.withUnsafeBufferPointer { hp in
-                    let (L, W, X) = (SendablePointer(lp.baseAddress!), SendablePointer(wte.value.p), SendablePointer(UnsafeMutablePointer(mutating: hp.baseAddress!)))
-                    Parallel.ranges(V, minChunk: 256) { r in BLAS.sgemv(L.p + r.lowerBound, W.p + r.lowerBound * C, X.p, m: r.count, n: C) }
-                } }
+                logits.withUnsafeMutableBufferPointer { lp in
+                    h.withUnsafeBufferPointer { hp in
+                        let (L, W, X) = (
+                            SendablePointer(lp.baseAddress!), SendablePointer(wte.value.p), SendablePointer(UnsafeMutablePointer(mutating: hp.baseAddress!))
+                        )
+                        Parallel.ranges(V, minChunk: 256) { r in BLAS.sgemv(L.p + r.lowerBound, W.p + r.lowerBound * C, X.p, m: r.count, n: C) }
+                    }
+                }
                 return logits
             }
             func embed(_ token: Int, position t: Int) -> [Float] { (0..<C).map { wte.value.p[token * C + $0] + wpe.value.p[t * C + $0] } }
@@ -137,8 +174,11 @@ extension ReportDecoder {
                     var best: [(beam: Int, token: Int, score: Double)] = []
                     for tok in 0..<V where !banned.contains(tok) {
                         let sc = beam.score + z[tok] - lse
-                        if best.count < 2 * beams { best.append((bi, tok, sc)); best.sort { $0.score > $1.score } }
-                        else if sc > best[best.count - 1].score { best[best.count - 1] = (bi, tok, sc); best.sort { $0.score > $1.score } }
+                        if best.count < 2 * beams {
+                            best.append((bi, tok, sc)); best.sort { $0.score > $1.score }
+                        } else if sc > best[best.count - 1].score {
+                            best[best.count - 1] = (bi, tok, sc); best.sort { $0.score > $1.score }
+                        }
                     }
                     candidates += best
                 }
@@ -192,8 +232,10 @@ extension ReportDecoder {
 
 /// One query row against n keys / values (rows with stride ld, head h at column h·D).
 /// `s` holds n scores.
-func attendOne(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-               ld: Int, n: Int, H: Int, D: Int, scores s: UnsafeMutablePointer<Float>) {
+func attendOne(
+    _ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    ld: Int, n: Int, H: Int, D: Int, scores s: UnsafeMutablePointer<Float>
+) {
     let scale = 1 / Float(D).squareRoot(), D8 = D & ~7
     func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
     for h in 0..<H {

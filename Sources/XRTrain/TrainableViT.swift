@@ -24,11 +24,15 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     }
 
     /// A timm ViT (class token, position embeddings on it, qkv bias), for tests and benchmarks.
-    public init(dim: Int, depth: Int, heads: Int, patch: Int, imageSize: Int, mlpHidden: Int, classes: Int,
-                layerScale: Bool, eps: Float = 1e-6, pooling: String = "token", headHidden: Int? = nil) {
-        self.init(encoder: ViTConfig(imageSize: imageSize, patchSize: patch, dim: dim, depth: depth, heads: heads, mlpHidden: mlpHidden,
-                                     layerScale: layerScale, layerNormEps: eps),
-                  classes: classes, pooling: pooling, headHidden: headHidden)
+    public init(
+        dim: Int, depth: Int, heads: Int, patch: Int, imageSize: Int, mlpHidden: Int, classes: Int,
+        layerScale: Bool, eps: Float = 1e-6, pooling: String = "token", headHidden: Int? = nil
+    ) {
+        self.init(
+            encoder: ViTConfig(
+                imageSize: imageSize, patchSize: patch, dim: dim, depth: depth, heads: heads, mlpHidden: mlpHidden,
+                layerScale: layerScale, layerNormEps: eps),
+            classes: classes, pooling: pooling, headHidden: headHidden)
     }
 
     public var dim: Int { encoder.dim }
@@ -113,8 +117,9 @@ public final class TrainableViT: @unchecked Sendable {
     /// model in errors (default: its first weight file).
     public convenience init(from loaded: LoadedViT, size: Int, classes: Int, headHidden: Int? = nil, source: String? = nil) throws {
         let config = TrainConfig(encoder: loaded.config.resized(to: size), classes: classes, headHidden: headHidden)
-        try self.init(config: config, tensors: try loaded.model.timmTensors(size: size),
-                      source: source ?? loaded.weightFiles.first?.path ?? "model")
+        try self.init(
+            config: config, tensors: try loaded.model.timmTensors(size: size),
+            source: source ?? loaded.weightFiles.first?.path ?? "model")
     }
 
     /// Build from tensors under their canonical names (`ViTConfig.parameterShapes` of
@@ -124,7 +129,7 @@ public final class TrainableViT: @unchecked Sendable {
     public init(config c: TrainConfig, tensors: [String: Tensor], source: String) throws {
         config = c
         switch c.encoder.blockKind {
-        case .preNorm: break   // `BlockParams` and the forward and backward here are the pre-norm block's
+        case .preNorm: break // `BlockParams` and the forward and backward here are the pre-norm block's
         }
         var shapes: [String: [Int]] = [:]
         for (name, shape) in c.encoder.parameterShapes { shapes[name] = shape }
@@ -224,15 +229,18 @@ public final class TrainableViT: @unchecked Sendable {
                 }
             }
             guard matched > 0 else {
-                throw XRError("LoRA target pattern(s) \(targets) match no linear layer", field: "targets",
-                              hint: "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2; patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)")
+                throw XRError(
+                    "LoRA target pattern(s) \(targets) match no linear layer", field: "targets",
+                    hint:
+                        "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2; patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)"
+                )
             }
             for p in headParameters { p.trainable = true }
         }
         base += blocks.flatMap { $0.linears.compactMap(\.lora).flatMap { [$0.a, $0.b] } }
         base += blocks.flatMap(\.adapterParameters)
         parameters = base
-        batch = 0   // LoRA caches are rebuilt
+        batch = 0 // LoRA caches are rebuilt
     }
 
     /// A pattern matches a layer name exactly, or its trailing dotted components (`qkv`,
@@ -256,7 +264,9 @@ public final class TrainableViT: @unchecked Sendable {
     /// The lowest block whose input gradient is needed (parameters at or above it train).
     var lowestTrainableBlock: Int? {
         if embeddingParameters.contains(where: \.trainable) { return -1 }
-        for (i, b) in blocks.enumerated() where b.parameters.contains(where: \.trainable) || b.linears.contains(where: { $0.lora != nil }) || b.adapter != nil { return i }
+        for (i, b) in blocks.enumerated() where b.parameters.contains(where: \.trainable) || b.linears.contains(where: { $0.lora != nil }) || b.adapter != nil {
+            return i
+        }
         return nil
     }
 

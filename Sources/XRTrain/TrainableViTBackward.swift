@@ -23,8 +23,9 @@ extension TrainableViT {
             dtokens.withUnsafeBufferPointer { d in
                 for b in 0..<B { (tC2.p + (b * T + 1 + c.registers) * C).update(from: d.baseAddress! + b * N * C, count: N * C) }
             }
-            parallelLayerNormBackward(dx: lowest < c.depth ? x.p : nil, accumulate: false, dy: tC2.p, x: pooledIn.p, normW, normB,
-                                      mean: fMean.p, rstd: fRstd.p, rows: R, cols: C)
+            parallelLayerNormBackward(
+                dx: lowest < c.depth ? x.p : nil, accumulate: false, dy: tC2.p, x: pooledIn.p, normW, normB,
+                mean: fMean.p, rstd: fRstd.p, rows: R, cols: C)
             backwardBlocks(lowest: lowest)
         }
     }
@@ -54,17 +55,19 @@ extension TrainableViT {
         // dpooled (B, C) → through the final norm → dx (R, C).
         let dpooled = scratch
         if let dHead { dpooled.p.update(from: dHead.p, count: B * C) } else { BLAS.sgemm(dpooled.p, dl.p, headW.value.p, m: B, n: C, k: c.classes) }
-        let dx = x   // reused: the residual-stream gradient
+        let dx = x // reused: the residual-stream gradient
         dx.zero()
         if c.pooling == "token" {
-            layerNormBackward(dx: tC.p, accumulate: false, dy: dpooled.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
-                              dweight: normW.grad?.p, dbias: normB.grad?.p, rows: B, cols: C)
+            layerNormBackward(
+                dx: tC.p, accumulate: false, dy: dpooled.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
+                dweight: normW.grad?.p, dbias: normB.grad?.p, rows: B, cols: C)
             for b in 0..<B { (dx.p + b * T * C).update(from: tC.p + b * C, count: C) }
         } else {
             tC2.zero()
             for b in 0..<B { for n in (1 + c.registers)..<T { for i in 0..<C { tC2.p[(b * T + n) * C + i] = dpooled.p[b * C + i] / Float(N) } } }
-            layerNormBackward(dx: dx.p, accumulate: false, dy: tC2.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
-                              dweight: normW.grad?.p, dbias: normB.grad?.p, rows: R, cols: C)
+            layerNormBackward(
+                dx: dx.p, accumulate: false, dy: tC2.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
+                dweight: normW.grad?.p, dbias: normB.grad?.p, rows: R, cols: C)
         }
         backwardBlocks(lowest: lowest)
     }
@@ -94,38 +97,47 @@ extension TrainableViT {
             var adapterInputGrad: UnsafeMutablePointer<Float>? = nil
             if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
                 let r = ad.down.outFeatures, s = ad.scale
-                let dBranch = t3C.p   // free until the attention backward
+                let dBranch = t3C.p // free until the attention backward
                 parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
                 let dAct = scratch.p
                 ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: Q, lora: nil, scratch: scratch.p)
                 geluBackward(dAct, preActivation: pre.p, count: Q * r)
                 let dIn = t3C.p + R * C
                 ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: Q, lora: nil, scratch: scratch.p)
-                if ad.parallel { adapterInputGrad = dIn } else { parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } } }
+                if ad.parallel {
+                    adapterInputGrad = dIn
+                } else {
+                    parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } }
+                }
             }
             bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], scratch: scratch.p)
             parallelRows(Q) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
             bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: Q, lora: cache.lora[bp.fc1.name], scratch: scratch.p)
             if let g = adapterInputGrad { parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { tC2.p[j] += g[j] } } }
-            parallelLayerNormBackward(dx: dr, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: Q, cols: C)
+            parallelLayerNormBackward(
+                dx: dr, accumulate: true, dy: tC2.p, x: cache.xMid.p, bp.norm2w, bp.norm2b, mean: cache.mean2.p, rstd: cache.rstd2.p, rows: Q, cols: C)
             // xMid = xIn + ls1 ⊙ y1
             let dy1 = branchGrad(tC.p, dr, bp.ls1, cache.y1.p, rows: Q, cols: C)
             bp.proj.backward(dinp: tC2.p, accumulate: false, dout: dy1, inp: cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], scratch: scratch.p)
             if classToken {
-                classTokenAttentionBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
-                                            batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+                classTokenAttentionBackward(
+                    dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                    batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
                 // The other rows' residual gradient is zero (nothing reads their output).
                 for b in 0..<B { (dx.p + b * T * C).update(from: dr + b * C, count: C) }
             } else {
-                attentionTrainingBackward(dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
-                                          batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+                attentionTrainingBackward(
+                    dqkv: t3C.p, dout: tC2.p, qkv: cache.qkv.p, probabilities: cache.probs.p, scratch: attnScratch.p,
+                    batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
             }
             let needH1 = needInput || bp.norm1w.trainable || bp.norm1b.trainable
-            bp.qkv.backward(dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
-                            lora: cache.lora[bp.qkv.name], scratch: scratch.p)
+            bp.qkv.backward(
+                dinp: needH1 ? tC2.p : nil, accumulate: false, dout: t3C.p, inp: cache.h1.p, rows: R,
+                lora: cache.lora[bp.qkv.name], scratch: scratch.p)
             if needH1 {
-                parallelLayerNormBackward(dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, bp.norm1w, bp.norm1b,
-                                          mean: cache.mean1.p, rstd: cache.rstd1.p, rows: R, cols: C)
+                parallelLayerNormBackward(
+                    dx: needInput ? dx.p : nil, accumulate: true, dy: tC2.p, x: cache.xIn.p, bp.norm1w, bp.norm1b,
+                    mean: cache.mean1.p, rstd: cache.rstd1.p, rows: R, cols: C)
             }
         }
         guard lowest < 0 else { return }
@@ -135,7 +147,7 @@ extension TrainableViT {
         if let g = cls.grad { for b in 0..<B { for i in 0..<C { g.p[i] += dx.p[b * T * C + i] } } }
         if let g = registers?.grad { for b in 0..<B { for j in 0..<(Rg * C) { g.p[j] += dx.p[b * T * C + C + j] } } }
         if let g = pos.grad {
-            let shift = (P0 - pre) * C   // a patch token's row minus its position embedding's row
+            let shift = (P0 - pre) * C // a patch token's row minus its position embedding's row
             for b in 0..<B {
                 let xb = dx.p + b * T * C
                 if pre >= 1 { for i in 0..<C { g.p[i] += xb[i] } }
@@ -153,8 +165,10 @@ extension TrainableViT {
     /// The gradient of a residual branch's output y (x = x_in + ls ⊙ y) from dx: dx ⊙ ls written
     /// to `out` (and dls += Σ dx ⊙ y). Without LayerScale it is dx itself, returned as is (read
     /// before dx next changes), or copied to `out` when the caller will modify it.
-    private func branchGrad(_ out: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>,
-                            rows: Int, cols: Int, copy: Bool = false) -> UnsafeMutablePointer<Float> {
+    private func branchGrad(
+        _ out: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ ls: Parameter?, _ y: UnsafePointer<Float>,
+        rows: Int, cols: Int, copy: Bool = false
+    ) -> UnsafeMutablePointer<Float> {
         guard let ls else {
             if !copy { return dx }
             parallelRows(rows) { r in (out + r.lowerBound * cols).update(from: dx + r.lowerBound * cols, count: r.count * cols) }

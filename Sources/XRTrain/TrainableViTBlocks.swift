@@ -68,8 +68,10 @@ final class BlockCache {
 }
 
 /// Row-parallel LayerNorm forward (saving mean / rstd).
-func parallelLayerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: Parameter, _ b: Parameter,
-                       rows R: Int, cols C: Int, eps: Float, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+func parallelLayerNorm(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: Parameter, _ b: Parameter,
+    rows R: Int, cols C: Int, eps: Float, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>
+) {
     Parallel.ranges(R, minChunk: 16) { r in
         let lo = r.lowerBound
         layerNormForward(out + lo * C, inp + lo * C, w.value.p, b.value.p, rows: r.count, cols: C, eps: eps, mean: mean + lo, rstd: rstd + lo)
@@ -77,13 +79,16 @@ func parallelLayerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<
 }
 
 /// Row-parallel LayerNorm backward: dx rows split across workers, parameter gradients by columns.
-func parallelLayerNormBackward(dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                               _ w: Parameter, _ b: Parameter, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows R: Int, cols C: Int) {
+func parallelLayerNormBackward(
+    dx: UnsafeMutablePointer<Float>?, accumulate: Bool, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+    _ w: Parameter, _ b: Parameter, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows R: Int, cols C: Int
+) {
     if let dx {
         Parallel.ranges(R, minChunk: 16) { r in
             let lo = r.lowerBound
-            layerNormBackward(dx: dx + lo * C, accumulate: accumulate, dy: dy + lo * C, x: x + lo * C, weight: w.value.p,
-                              mean: mean + lo, rstd: rstd + lo, dweight: nil, dbias: nil, rows: r.count, cols: C)
+            layerNormBackward(
+                dx: dx + lo * C, accumulate: accumulate, dy: dy + lo * C, x: x + lo * C, weight: w.value.p,
+                mean: mean + lo, rstd: rstd + lo, dweight: nil, dbias: nil, rows: r.count, cols: C)
         }
     }
     if w.grad != nil || b.grad != nil {

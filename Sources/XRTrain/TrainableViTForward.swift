@@ -20,7 +20,8 @@ extension TrainableViT {
                 for l in b.linears {
                     if let lora = l.lora {
                         let drop = lora.dropout > 0
-                        st.lora[l.name] = LoRAActivations(z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
+                        st.lora[l.name] = LoRAActivations(
+                            z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
                     }
                 }
                 return st
@@ -29,7 +30,8 @@ extension TrainableViT {
             for l in b.linears {
                 if let lora = l.lora {
                     let drop = lora.dropout > 0
-                    cache.lora[l.name] = LoRAActivations(z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
+                    cache.lora[l.name] = LoRAActivations(
+                        z: Buffer(R * lora.rank), xd: drop ? Buffer(R * l.inFeatures) : nil, mask: drop ? Buffer(R * l.inFeatures) : nil)
                 }
             }
             if let ad = b.adapter {
@@ -47,8 +49,10 @@ extension TrainableViT {
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); tM = Buffer(R * M)
         let maxRank = max(blocks.flatMap { $0.linears.compactMap { $0.lora?.rank } }.max() ?? 0, blocks.compactMap { $0.adapter?.down.outFeatures }.max() ?? 0)
         scratch = Buffer(max(R * maxRank, B * C))
-        attnScratch = Buffer(max(attentionTrainingScratchSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers),
-                                 attentionWorkspaceSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers)))
+        attnScratch = Buffer(
+            max(
+                attentionTrainingScratchSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers),
+                attentionWorkspaceSize(tokens: c.tokens, headDim: C / c.heads, workers: Parallel.workers)))
         batch = B
     }
 
@@ -140,24 +144,27 @@ extension TrainableViT {
         return logits.array
     }
 
-
     /// One block with its activations kept in `cache` (x (B·T, C) is updated in place). With
     /// `classToken` (the last block under class-token pooling) everything past the keys and
     /// values runs on the B class-token rows only, kept compact (row b of attn, y1, xMid, …), and
     /// only those rows of x are updated.
-    func trainingBlock(_ i: Int, _ bp: BlockParams, _ cache: BlockCache, x xp: UnsafeMutablePointer<Float>, batch B: Int, training: Bool,
-                               classToken: Bool = false) {
+    func trainingBlock(
+        _ i: Int, _ bp: BlockParams, _ cache: BlockCache, x xp: UnsafeMutablePointer<Float>, batch B: Int, training: Bool,
+        classToken: Bool = false
+    ) {
         let c = config, C = c.dim, T = c.tokens, R = B * T
-        let Q = classToken ? B : R, stride = classToken ? T : 1   // rows past the attention; row q is x's row q · stride
+        let Q = classToken ? B : R, stride = classToken ? T : 1 // rows past the attention; row q is x's row q · stride
         cache.xIn.p.update(from: xp, count: R * C)
         parallelLayerNorm(cache.h1.p, cache.xIn.p, bp.norm1w, bp.norm1b, rows: R, cols: C, eps: c.eps, mean: cache.mean1.p, rstd: cache.rstd1.p)
         func dseed(_ j: Int) -> UInt64? { training ? dropoutSeed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(4 * i + j) : nil }
         bp.qkv.forward(cache.qkv.p, cache.h1.p, rows: R, lora: cache.lora[bp.qkv.name], dropoutSeed: dseed(0))
         if classToken {
-            classTokenAttentionForward(out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
+            classTokenAttentionForward(
+                out: cache.attn.p, qkv: cache.qkv.p, probabilities: cache.probs.p, batch: B, tokens: T, heads: c.heads, headDim: C / c.heads)
         } else {
-            attentionForward(cache.attn.p, cache.qkv.p, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads,
-                             probabilities: cache.probs.p)
+            attentionForward(
+                cache.attn.p, cache.qkv.p, scores: attnScratch.p, batch: B, tokens: T, channels: C, heads: c.heads,
+                probabilities: cache.probs.p)
         }
         bp.proj.forward(cache.y1.p, cache.attn.p, rows: Q, lora: cache.lora[bp.proj.name], dropoutSeed: dseed(1))
         let M = c.mlpHidden
@@ -208,13 +215,15 @@ extension TrainableViT {
         switch config.encoder.blockKind {
         case .preNorm:
             guard let qkv = bp.qkv.frozenPack, let proj = bp.proj.frozenPack, let fc1 = bp.fc1.frozenPack, let fc2 = bp.fc2.frozenPack,
-                  let projBias = bp.proj.bias, let fc1Bias = bp.fc1.bias, let fc2Bias = bp.fc2.bias else {
+                let projBias = bp.proj.bias, let fc1Bias = bp.fc1.bias, let fc2Bias = bp.fc2.bias
+            else {
                 preconditionFailure("frozenBlock: a block below the lowest trainable one has a trainable or bias-less layer")
             }
-            let block = PreNormBlock(norm1Weight: bp.norm1w.value, norm1Bias: bp.norm1b.value, qkv: qkv, qkvBias: bp.qkv.bias?.value,
-                                     proj: proj, projBias: projBias.value, ls1: bp.ls1?.value, norm2Weight: bp.norm2w.value,
-                                     norm2Bias: bp.norm2b.value, fc1: fc1, fc1Bias: fc1Bias.value, fc2: fc2, fc2Bias: fc2Bias.value,
-                                     ls2: bp.ls2?.value)
+            let block = PreNormBlock(
+                norm1Weight: bp.norm1w.value, norm1Bias: bp.norm1b.value, qkv: qkv, qkvBias: bp.qkv.bias?.value,
+                proj: proj, projBias: projBias.value, ls1: bp.ls1?.value, norm2Weight: bp.norm2w.value,
+                norm2Bias: bp.norm2b.value, fc1: fc1, fc1Bias: fc1Bias.value, fc2: fc2, fc2Bias: fc2Bias.value,
+                ls2: bp.ls2?.value)
             let ws = BlockWorkspace(h: cache.h1.p, qkv: cache.qkv.p, attn: cache.attn.p, mlp: cache.u.p, scores: attnScratch.p)
             block.forward(x, ws, config: config.encoder, batch: B, tokens: config.tokens)
         }

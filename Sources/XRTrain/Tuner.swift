@@ -79,7 +79,9 @@ public final class Tuner {
         var id = identity
         if let data = try? JSONEncoder().encode(options), let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             for (k, v) in obj {
-                let text = (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed])).map { String(decoding: $0, as: UTF8.self) } ?? "\(v)"
+                let text =
+                    (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed])).map { String(decoding: $0, as: UTF8.self) }
+                    ?? "\(v)"
                 id["training." + k] = text
             }
         }
@@ -107,7 +109,7 @@ public final class Tuner {
         guard options.layerDecay != 1 else { return [:] }
         let depth = model.config.depth
         var s: [String: Double] = [:]
-        let embedding = Set(model.embeddingParameters.map(\.name))   // class token, registers, position and patch embeddings
+        let embedding = Set(model.embeddingParameters.map(\.name)) // class token, registers, position and patch embeddings
         for p in model.parameters {
             if p.name.hasPrefix("blocks.") {
                 let i = Int(p.name.split(separator: ".")[1]) ?? depth
@@ -196,8 +198,9 @@ public final class Tuner {
                     model.training = false
                     var (loss, d) = Loss.crossEntropy(logits: logits, labels: idx.map { data.labels[$0] }, classes: data.classes, smoothing: o.labelSmoothing)
                     guard loss.isFinite else {
-                        throw XRError("the loss became \(loss) in epoch \(epoch + 1), step \(step + 1) (learning rate \(schedule.lr(step)))", field: "lr",
-                                      hint: "lower lr (or raise warmup); the checkpoint of the last finished epoch is kept")
+                        throw XRError(
+                            "the loss became \(loss) in epoch \(epoch + 1), step \(step + 1) (learning rate \(schedule.lr(step)))", field: "lr",
+                            hint: "lower lr (or raise warmup); the checkpoint of the last finished epoch is kept")
                     }
                     // The step's loss is the mean over all its examples: weight each micro-batch by its share.
                     if groupSize != idx.count { let w = Float(idx.count) / Float(groupSize); d = d.map { $0 * w } }
@@ -209,8 +212,9 @@ public final class Tuner {
                 }
                 let norm = clipGradNorm(model.trainableParameters, maxNorm: o.clip ?? .infinity)
                 guard norm.isFinite else {
-                    throw XRError("the gradient norm became \(norm) in epoch \(epoch + 1), step \(step + 1)", field: "lr",
-                                  hint: "lower lr; the checkpoint of the last finished epoch is kept")
+                    throw XRError(
+                        "the gradient norm became \(norm) in epoch \(epoch + 1), step \(step + 1)", field: "lr",
+                        hint: "lower lr; the checkpoint of the last finished epoch is kept")
                 }
                 opt.update(model.trainableParameters, lr: schedule.lr(step))
                 step += 1
@@ -228,8 +232,9 @@ public final class Tuner {
             epoch += 1
             progress?(record)
             if let checkpoint {
-                try TuneCheckpoint.save(checkpoint, identity: identity, epoch: epoch, history: history, best: best, stopped: stoppedEarly,
-                                        model: model, optimizer: opt)
+                try TuneCheckpoint.save(
+                    checkpoint, identity: identity, epoch: epoch, history: history, best: best, stopped: stoppedEarly,
+                    model: model, optimizer: opt)
             }
         }
         if let best {
@@ -254,14 +259,19 @@ public enum TuneCheckpoint {
         var stopped: Bool
     }
 
-    static func save(_ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
-                     stopped: Bool, model: TrainableViT, optimizer: AdamW) throws {
-        try save(url, identity: identity, epoch: epoch, history: history, best: best, stopped: stopped, parameters: model.trainableParameters, optimizer: optimizer)
+    static func save(
+        _ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
+        stopped: Bool, model: TrainableViT, optimizer: AdamW
+    ) throws {
+        try save(
+            url, identity: identity, epoch: epoch, history: history, best: best, stopped: stopped, parameters: model.trainableParameters, optimizer: optimizer)
     }
 
     /// Save `parameters` (names unique), their best values and AdamW moments with the loop state.
-    public static func save(_ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
-                            stopped: Bool, parameters: [Parameter], optimizer: AdamW) throws {
+    public static func save(
+        _ url: URL, identity: [String: String], epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?,
+        stopped: Bool, parameters: [Parameter], optimizer: AdamW
+    ) throws {
         var t: [(String, Tensor)] = []
         let st = optimizer.state
         for p in parameters {
@@ -278,14 +288,16 @@ public enum TuneCheckpoint {
     }
 
     static func load(_ url: URL, identity: [String: String], model: TrainableViT, optimizer: AdamW) throws
-        -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool) {
+        -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool)
+    {
         try load(url, identity: identity, parameters: model.trainableParameters, optimizer: optimizer)
     }
 
     /// Restore `parameters` and the optimiser from a checkpoint written under the same identity
     /// (a different one is refused, naming each differing field).
     public static func load(_ url: URL, identity: [String: String], parameters: [Parameter], optimizer: AdamW) throws
-        -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool) {
+        -> (epoch: Int, history: [EpochRecord], best: (epoch: Int, loss: Double, values: [String: [Float]])?, stopped: Bool)
+    {
         let f = try SafeTensorsFile(contentsOf: url)
         guard let json = f.metadata["state"], let state = try? JSONDecoder().decode(State.self, from: Data(json.utf8)) else {
             throw XRError("not a training checkpoint (no readable state)", file: url.path, field: "state", hint: "delete it to train this cell from the start")
@@ -293,15 +305,18 @@ public enum TuneCheckpoint {
         guard state.identity == identity else {
             let keys = Set(state.identity.keys).union(identity.keys).sorted()
             let diffs = keys.filter { state.identity[$0] != identity[$0] }.map { "\($0): \(state.identity[$0] ?? "(none)") → \(identity[$0] ?? "(none)")" }
-            throw XRError("the checkpoint belongs to a different training configuration (\(diffs.prefix(6).joined(separator: "; "))\(diffs.count > 6 ? "; …" : ""))",
-                          file: url.path, field: "identity",
-                          hint: "the recipe, data or method changed since it was written; delete it (or run with --force) to train from the start")
+            throw XRError(
+                "the checkpoint belongs to a different training configuration (\(diffs.prefix(6).joined(separator: "; "))\(diffs.count > 6 ? "; …" : ""))",
+                file: url.path, field: "identity",
+                hint: "the recipe, data or method changed since it was written; delete it (or run with --force) to train from the start")
         }
         var m: [String: [Float]] = [:], v: [String: [Float]] = [:], best: [String: [Float]] = [:]
         for p in parameters {
             guard f.contains("param." + p.name) else { throw XRError("missing tensor", file: url.path, field: "param." + p.name) }
             let t = try f.tensor("param." + p.name)
-            guard t.count == p.count, t.scalars.allSatisfy(\.isFinite) else { throw XRError("wrong size or non-finite values", file: url.path, field: "param." + p.name) }
+            guard t.count == p.count, t.scalars.allSatisfy(\.isFinite) else {
+                throw XRError("wrong size or non-finite values", file: url.path, field: "param." + p.name)
+            }
             p.assign(t.scalars)
             if f.contains("adam_m." + p.name) { m[p.name] = try f.tensor("adam_m." + p.name).scalars; v[p.name] = try f.tensor("adam_v." + p.name).scalars }
             if f.contains("best." + p.name) { best[p.name] = try f.tensor("best." + p.name).scalars }

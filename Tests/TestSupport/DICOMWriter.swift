@@ -8,11 +8,13 @@ public func deflateRaw(_ input: [UInt8]) -> [UInt8] {
     _ = deflateInit2_(&s, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
     var inp = input
     var out = [UInt8](repeating: 0, count: input.count + 1024)
-    inp.withUnsafeMutableBufferPointer { i in out.withUnsafeMutableBufferPointer { o in
-        s.next_in = i.baseAddress; s.avail_in = UInt32(i.count)
-        s.next_out = o.baseAddress; s.avail_out = UInt32(o.count)
-        _ = deflate(&s, Z_FINISH)
-    } }
+    inp.withUnsafeMutableBufferPointer { i in
+        out.withUnsafeMutableBufferPointer { o in
+            s.next_in = i.baseAddress; s.avail_in = UInt32(i.count)
+            s.next_out = o.baseAddress; s.avail_out = UInt32(o.count)
+            _ = deflate(&s, Z_FINISH)
+        }
+    }
     let n = out.count - Int(s.avail_out)
     deflateEnd(&s)
     return Array(out.prefix(n))
@@ -28,7 +30,7 @@ public func packBits(_ b: [UInt8]) -> [UInt8] {
         out += b[i..<(i + n)]
         i += n
     }
-    if out.count % 2 == 1 { out.append(0x80) }  // no-op byte pads to even length
+    if out.count % 2 == 1 { out.append(0x80) } // no-op byte pads to even length
     return out
 }
 
@@ -39,7 +41,7 @@ public struct DICOMWriter {
     public var rows = 3, columns = 4, bitsAllocated = 16, bitsStored = 12, signed = false
     public var photometric = "MONOCHROME2"
     public var pixels: [Int] = []
-    public var extra: [(UInt16, UInt16, String, String)] = []   // group, element, VR, string value (groups < 0028)
+    public var extra: [(UInt16, UInt16, String, String)] = [] // group, element, VR, string value (groups < 0028)
     public var strings: [(UInt16, UInt16, String, String)] = [] // group 0028 string elements (window, rescale, …)
     public var padding: Int? = nil
     /// VOI LUT Sequence with one item: first mapped value, output bits, LUT entries.
@@ -70,8 +72,7 @@ public struct DICOMWriter {
             out.append(contentsOf: u16(g) + u16(e))
             if explicit {
                 out.append(contentsOf: Array(vr.utf8))
-                if ["OB", "OW", "SQ", "UN", "UT"].contains(vr) { out.append(contentsOf: [0, 0] + u32(v.count)) }
-                else { out.append(contentsOf: u16(v.count)) }
+                if ["OB", "OW", "SQ", "UN", "UT"].contains(vr) { out.append(contentsOf: [0, 0] + u32(v.count)) } else { out.append(contentsOf: u16(v.count)) }
             } else {
                 out.append(contentsOf: u32(v.count))
             }
@@ -81,7 +82,7 @@ public struct DICOMWriter {
         var group28: [(Int, String, [UInt8])] = [
             (0x0002, "US", u16(1)), (0x0004, "CS", Array(photometric.utf8)), (0x0010, "US", u16(rows)),
             (0x0011, "US", u16(columns)), (0x0100, "US", u16(bitsAllocated)), (0x0101, "US", u16(bitsStored)),
-            (0x0102, "US", u16(bitsStored - 1)), (0x0103, "US", u16(signed ? 1 : 0)),
+            (0x0102, "US", u16(bitsStored - 1)), (0x0103, "US", u16(signed ? 1 : 0))
         ]
         if let padding { group28.append((0x0120, "US", u16(padding))) }
         if let lut = voiLUT {
@@ -134,4 +135,3 @@ public struct DICOMWriter {
         return out
     }
 }
-

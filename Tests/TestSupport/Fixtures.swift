@@ -59,14 +59,17 @@ public func relativeL2(_ a: [Float], _ b: [Float]) -> (rel: Double, maxAbs: Doub
 
 /// Assert two float arrays agree to a relative L2 tolerance; on failure print the max
 /// difference and where it is.
-public func assertClose(_ a: [Float], _ b: [Float], rel tol: Double, _ what: String,
-                        file: StaticString = #filePath, line: UInt = #line) {
+public func assertClose(
+    _ a: [Float], _ b: [Float], rel tol: Double, _ what: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     guard a.count == b.count else {
         XCTFail("\(what): length \(a.count) vs expected \(b.count)", file: file, line: line)
         return
     }
     let r = relativeL2(a, b)
-    XCTAssertLessThanOrEqual(r.rel, tol,
+    XCTAssertLessThanOrEqual(
+        r.rel, tol,
         "\(what): relative L2 error \(r.rel) > \(tol); max |diff| \(r.maxAbs) at index \(r.argmax) (got \(a[r.argmax]), expected \(b[r.argmax]))",
         file: file, line: line)
 }

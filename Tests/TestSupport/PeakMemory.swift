@@ -6,12 +6,14 @@ import Foundation
 public func peakMemoryGrowthMB(_ body: () throws -> Void) rethrows -> Double? {
     func status(_ key: String) -> Double? {
         guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = s.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
-              let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
+            let line = s.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
+            let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return nil }
         return kb / 1024
     }
     guard let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs"),
-          (try? h.write(contentsOf: Data("5".utf8))) != nil else { try body(); return nil }
+        (try? h.write(contentsOf: Data("5".utf8))) != nil
+    else { try body(); return nil }
     try? h.close()
     guard let before = status("VmRSS") else { try body(); return nil }
     try body()

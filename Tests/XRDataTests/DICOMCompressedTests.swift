@@ -51,7 +51,10 @@ final class DICOMCompressedTests: XCTestCase {
             XCTAssertEqual([img.height, img.width], [c.rows, c.columns], name)
             let got = storedValues(img, bits: c.bits, signed: false), want = try expected(name)
             XCTAssertEqual(got.count, want.count, name)
-            XCTAssertTrue(got == want, "\(name): \(zip(got, want).filter { $0 != $1 }.count) samples differ; first at \((0..<min(got.count, want.count)).first { got[$0] != want[$0] } ?? -1)")
+            XCTAssertTrue(
+                got == want,
+                "\(name): \(zip(got, want).filter { $0 != $1 }.count) samples differ; first at \((0..<min(got.count, want.count)).first { got[$0] != want[$0] } ?? -1)"
+            )
             n += 1
         }
         XCTAssertEqual(n, 13, "10 libjpeg-turbo streams, 3 with restart intervals / point transform")
@@ -165,7 +168,9 @@ final class DICOMCompressedTests: XCTestCase {
             rs[at + 1] = 0xD5
             rw.fragments = [rs]
             expectError(rw, contains: "restart marker RST0 missing before row 3")
-        } else { XCTFail("fixture case jpll_rst_p4_12 missing") }
+        } else {
+            XCTFail("fixture case jpll_rst_p4_12 missing")
+        }
         // Rows / Columns disagreeing with the codestream's own size.
         var sized = try wrap(c, syntax: TransferSyntax.jpegLosslessSV1)
         sized.rows += 1

@@ -12,14 +12,18 @@ final class DICOMTests: XCTestCase {
         w.signed = signed
         w.photometric = photometric
         w.pixels = signed ? [-2048, -1, 0, 1, 100, 2047, -100, 5, 6, 7, 8, 9] : [0, 1, 2, 100, 1000, 4095, 7, 8, 9, 10, 11, 12]
-        w.extra = [(0x0008, 0x0060, "CS", "CR"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"), (0x0010, 0x0020, "LO", "PLANTEDID-4471"),
-                   (0x0010, 0x0040, "CS", "F"), (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", "PA")]
+        w.extra = [
+            (0x0008, 0x0060, "CS", "CR"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"), (0x0010, 0x0020, "LO", "PLANTEDID-4471"),
+            (0x0010, 0x0040, "CS", "F"), (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", "PA")
+        ]
         return w
     }
 
     func testUncompressedTransferSyntaxesDecodeExactly() throws {
-        for ts in [TransferSyntax.explicitLittle, TransferSyntax.implicitLittle, TransferSyntax.explicitBig,
-                   TransferSyntax.rle, TransferSyntax.deflatedExplicitLittle] {
+        for ts in [
+            TransferSyntax.explicitLittle, TransferSyntax.implicitLittle, TransferSyntax.explicitBig,
+            TransferSyntax.rle, TransferSyntax.deflatedExplicitLittle
+        ] {
             let w = sample(ts)
             let f = try DICOMFile.parse(w.data(), source: "t-\(ts).dcm")
             XCTAssertEqual(f.modality, "CR", ts)
@@ -86,7 +90,7 @@ final class DICOMTests: XCTestCase {
     }
 
     func testRowsColumnsBitsInconsistentWithPixelData() {
-        var w = sample(TransferSyntax.explicitLittle); w.rows = 5   // 5 × 4 × 16 bits, but 12 values written
+        var w = sample(TransferSyntax.explicitLittle); w.rows = 5 // 5 × 4 × 16 bits, but 12 values written
         expect(w.data(), field: "Pixel Data", contains: "needs 40")
     }
 
@@ -103,8 +107,10 @@ final class DICOMTests: XCTestCase {
     /// Lossless SV1, JPEG 2000 lossless — to identical arrays.
     func testSharedRealDICOMMatchesItsPNGs() throws {
         let root = try Fixtures.requireSharedData()
-        for (dcm, png) in [("CR-MONO1-10-chest.dcm", "CR-MONO1-10-chest.png"), ("WG04_RG3_UNC.dcm", "WG04_RG3_J2KR.png"),
-                           ("WG04_RG3_J2KR.dcm", "WG04_RG3_J2KR.png")] {
+        for (dcm, png) in [
+            ("CR-MONO1-10-chest.dcm", "CR-MONO1-10-chest.png"), ("WG04_RG3_UNC.dcm", "WG04_RG3_J2KR.png"),
+            ("WG04_RG3_J2KR.dcm", "WG04_RG3_J2KR.png")
+        ] {
             let f = try DICOMFile.read(root.appendingPathComponent("dicom/\(dcm)"))
             let bits = f.us(0x0028_0101) ?? 16
             let img = try f.storedImage()
@@ -145,7 +151,7 @@ final class DICOMValueTests: XCTestCase {
         let f = try DICOMFile.parse(voiFile(center: nil, width: nil, function: nil, slope: 2, intercept: -1024), source: "m.dcm")
         let img = try f.image(.modality)
         // Range of modality values: 0·2 − 1024 … 4095·2 − 1024.
-        let expected: Double = 2000.0 / 8190.0   // (1000·2 − 1024 − (−1024)) / (4095·2)
+        let expected: Double = 2000.0 / 8190.0 // (1000·2 − 1024 − (−1024)) / (4095·2)
         XCTAssertEqual(Double(img.pixels[1]), expected, accuracy: 1e-6)
         let m1 = try DICOMFile.parse(voiFile(center: 2048, width: 1000, function: "LINEAR_EXACT", photometric: "MONOCHROME1"), source: "m1.dcm")
         XCTAssertEqual(try m1.image(.voi).pixels[0], 1, "MONOCHROME1: the darkest window value becomes white")
@@ -159,7 +165,7 @@ final class DICOMValueTests: XCTestCase {
             w.pixels = [0, 1000, 1500, 2000, 2047, 2048, 2500, 3000, 4095, 100, 200, 300]
             // 8 entries starting at 1000, 8-bit output: entry k = 30·k.
             w.voiLUT = (1000, 8, (0..<8).map { 30 * $0 })
-            w.strings = [(0x0028, 0x1050, "DS", "2048"), (0x0028, 0x1051, "DS", "100")]   // the LUT takes precedence
+            w.strings = [(0x0028, 0x1050, "DS", "2048"), (0x0028, 0x1051, "DS", "100")] // the LUT takes precedence
             let img = try DICOMFile.parse(w.data(), source: "lut.dcm").image(.voi)
             let expected = w.pixels.map { v in Float(30 * min(max(v - 1000, 0), 7)) / 255 }
             XCTAssertEqual(img.pixels, expected, ts)
@@ -168,7 +174,7 @@ final class DICOMValueTests: XCTestCase {
 
     func testMultiFrameReadsFirstFrameWithWarning() throws {
         var w = DICOMWriter()
-        w.pixels = (0..<24).map { $0 }                         // two frames of 3 × 4
+        w.pixels = (0..<24).map { $0 } // two frames of 3 × 4
         w.extra = [(0x0008, 0x0060, "CS", "DX")]
         w.strings = [(0x0028, 0x0008, "IS", "2")]
         let f = try DICOMFile.parse(w.data(), source: "mf.dcm")
@@ -183,8 +189,10 @@ final class DICOMValueTests: XCTestCase {
     }
 
     /// A 12-bit MONOCHROME2 file with optional window, rescale and padding elements.
-    func voiFile(center: Double?, width: Double?, function: String?, slope: Double = 1, intercept: Double = 0,
-                 padding: Int? = nil, photometric: String = "MONOCHROME2") -> Data {
+    func voiFile(
+        center: Double?, width: Double?, function: String?, slope: Double = 1, intercept: Double = 0,
+        padding: Int? = nil, photometric: String = "MONOCHROME2"
+    ) -> Data {
         var w = DICOMWriter()
         w.bitsStored = 12
         w.photometric = photometric

@@ -15,10 +15,12 @@ final class IngestTests: XCTestCase {
         for (name, patient, view, seed) in [("a.dcm", "PLANTEDID-4471", "PA", 1), ("b.dcm", "PLANTEDID-4471", "LL", 2), ("c.dcm", "PLANTEDID-9902", "AP", 3)] {
             var w = DICOMWriter()
             w.pixels = (0..<12).map { ($0 * 300 + seed * 77) % 4096 }
-            w.extra = [(0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0008, 0x0060, "CS", "DX"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
-                       (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101"), (0x0010, 0x0040, "CS", "M"),
-                       (0x0010, 0x1010, "AS", "045Y"), (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", view),
-                       (0x0020, 0x000D, "UI", "1.2.826.0.1.3680043.8.498.12345")]
+            w.extra = [
+                (0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0008, 0x0060, "CS", "DX"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
+                (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101"), (0x0010, 0x0040, "CS", "M"),
+                (0x0010, 0x1010, "AS", "045Y"), (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", view),
+                (0x0020, 0x000D, "UI", "1.2.826.0.1.3680043.8.498.12345")
+            ]
             try w.data().write(to: imgs.appendingPathComponent(name))
         }
         try PNGCodec.encodeGray8(width: 4, height: 3, pixels: [UInt8](repeating: 90, count: 12)).write(to: imgs.appendingPathComponent("d.png"))
@@ -44,8 +46,9 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(t.rows[1][lab], "effusion|nodule")
         XCTAssertTrue(r.summary.contains("images per patient"), r.summary)
         // A different site secret gives different keys.
-        let other = try Ingest.run(dir.appendingPathComponent("incoming"), labels: labels, joinOn: .filename,
-                                   out: dir.appendingPathComponent("out/other.csv"), key: SiteKey(secret: Array("another site's secret value".utf8)))
+        let other = try Ingest.run(
+            dir.appendingPathComponent("incoming"), labels: labels, joinOn: .filename,
+            out: dir.appendingPathComponent("out/other.csv"), key: SiteKey(secret: Array("another site's secret value".utf8)))
         XCTAssertNotEqual(try CSVTable(contentsOf: other.manifest).rows[0][p], t.rows[0][p])
         // Check: the manifest is patient-disjoint, so only warnings (imbalance) may appear.
         let findings = try ManifestCheck.run(out)
@@ -72,13 +75,19 @@ final class IngestTests: XCTestCase {
         let bad = dir.appendingPathComponent("bad.csv")
         try "filename,labels\nzzz.dcm,effusion\n".write(to: bad, atomically: true, encoding: .utf8)
         let key = SiteKey(secret: Array("a site secret of enough length".utf8))
-        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
-                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+        XCTAssertThrowsError(
+            try Ingest.run(
+                dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
+                out: dir.appendingPathComponent("o.csv"), key: key)
+        ) { e in
             XCTAssertTrue("\(e)".contains("matches any file"), "\(e)")
         }
         try "filename,labels\na.dcm,effusion\na.dcm,nodule\n".write(to: bad, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
-                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+        XCTAssertThrowsError(
+            try Ingest.run(
+                dir.appendingPathComponent("incoming"), labels: bad, joinOn: .filename,
+                out: dir.appendingPathComponent("o.csv"), key: key)
+        ) { e in
             XCTAssertEqual((e as? XRError)?.field, "line 3")
             XCTAssertTrue("\(e)".contains("duplicate key 'a.dcm'"), "\(e)")
         }
@@ -91,8 +100,11 @@ final class IngestTests: XCTestCase {
         try "accession,labels\nPLANTEDACC-99,pneumonia\n".write(to: acc, atomically: true, encoding: .utf8)
         let key = SiteKey(secret: Array("a site secret of enough length".utf8))
         // PNG files have no accession: a clear error.
-        XCTAssertThrowsError(try Ingest.run(dir.appendingPathComponent("incoming"), labels: acc, joinOn: .accession,
-                                            out: dir.appendingPathComponent("o.csv"), key: key)) { e in
+        XCTAssertThrowsError(
+            try Ingest.run(
+                dir.appendingPathComponent("incoming"), labels: acc, joinOn: .accession,
+                out: dir.appendingPathComponent("o.csv"), key: key)
+        ) { e in
             XCTAssertEqual((e as? XRError)?.field, "--join-on")
         }
     }
@@ -120,10 +132,10 @@ final class IngestTests: XCTestCase {
             try PNGCodec.encodeGray16(width: 64, height: 64, pixels: px).write(to: dir.appendingPathComponent(name))
         }
         try write("a.png", base)
-        try write("b.png", base)                                                  // identical to a
+        try write("b.png", base) // identical to a
         var near: [UInt16] = []
         for v in base { near.append(UInt16(clamping: Int(v) + rng.nextInt(below: 200))) }
-        try write("c.png", near)                                                    // near a
+        try write("c.png", near) // near a
         var noise: [UInt16] = []
         for _ in 0..<(64 * 64) { noise.append(UInt16(rng.nextInt(below: 65536))) }
         try write("d.png", noise)
@@ -153,13 +165,17 @@ final class IngestTests: XCTestCase {
         let imgs = dir.appendingPathComponent("in")
         try FileManager.default.createDirectory(at: imgs, withIntermediateDirectories: true)
         let pixels = (0..<12).map { ($0 * 311) % 4096 }
-        for (name, ts, patient) in [("x.dcm", TransferSyntax.explicitLittle, "PLANTEDID-4471"), ("y.dcm", TransferSyntax.rle, "PLANTEDID-9902"),
-                                    ("z.dcm", TransferSyntax.deflatedExplicitLittle, "PLANTEDID-9902")] {
+        for (name, ts, patient) in [
+            ("x.dcm", TransferSyntax.explicitLittle, "PLANTEDID-4471"), ("y.dcm", TransferSyntax.rle, "PLANTEDID-9902"),
+            ("z.dcm", TransferSyntax.deflatedExplicitLittle, "PLANTEDID-9902")
+        ] {
             var w = DICOMWriter()
             w.syntax = ts
             w.pixels = name == "z.dcm" ? pixels.map { 4095 - $0 } : pixels
-            w.extra = [(0x0008, 0x0020, "DA", "20150610"), (0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
-                       (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101")]
+            w.extra = [
+                (0x0008, 0x0020, "DA", "20150610"), (0x0008, 0x0050, "SH", "PLANTEDACC-99"), (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"),
+                (0x0010, 0x0020, "LO", patient), (0x0010, 0x0030, "DA", "19700101")
+            ]
             try w.data().write(to: imgs.appendingPathComponent(name))
         }
         let labels = dir.appendingPathComponent("labels.csv")
@@ -202,8 +218,9 @@ final class IngestTests: XCTestCase {
 
         """.write(to: labels, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("out/manifest.csv")
-        let r = try Ingest.run(root.appendingPathComponent("dicom"), labels: labels, joinOn: .filename, out: out,
-                               key: SiteKey(secret: Array("a site secret of enough length".utf8)))
+        let r = try Ingest.run(
+            root.appendingPathComponent("dicom"), labels: labels, joinOn: .filename, out: out,
+            key: SiteKey(secret: Array("a site secret of enough length".utf8)))
         XCTAssertEqual(r.rows, 5)
         let t = try CSVTable(contentsOf: out)
         let sha = try t.column("sha256"), p = try t.column("patient_key"), path = try t.column("path")
@@ -212,7 +229,7 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(Set(rg3.map { $0[sha] }).count, 1, "one image, four encodings")
         XCTAssertEqual(Set(rg3.map { $0[p] }).count, 1)
         var o = ManifestCheck.Options()
-        o.nearDuplicates = false   // decoding the 1760 × 1760 images again adds nothing here
+        o.nearDuplicates = false // decoding the 1760 × 1760 images again adds nothing here
         let kinds = Set(try ManifestCheck.run(out, options: o).filter { $0.severity == .error }.map(\.kind))
         XCTAssertEqual(kinds, ["patient-across-splits", "duplicate-across-splits"])
     }

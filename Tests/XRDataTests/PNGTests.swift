@@ -12,10 +12,10 @@ final class PNGTests: XCTestCase {
     func testDecodesAllFlavoursExactly() throws {
         let ref = try SafeTensorsFile(contentsOf: Fixtures.url("preprocess/expected.safetensors"))
         let depth = try JSONDecoder().decode(Meta.self, from: Data(contentsOf: Fixtures.url("preprocess/cases.json"))).depth
-        let expect: [(String, Int, Int)] = [  // name, channels, decoded bit depth
+        let expect: [(String, Int, Int)] = [ // name, channels, decoded bit depth
             ("gray16", 1, 16), ("gray8", 1, 8), ("rgb8", 3, 8), ("gray_alpha16", 1, 16), ("palette", 3, 8),
             ("gray1", 1, 8), ("gray2", 1, 8), ("gray4", 1, 8), ("gray_alpha8", 1, 8), ("rgba8", 3, 8), ("rgb16", 3, 16),
-            ("palette4_trns", 3, 8), ("gray16_interlaced", 1, 16), ("rgb8_interlaced", 3, 8), ("one_pixel", 1, 8),
+            ("palette4_trns", 3, 8), ("gray16_interlaced", 1, 16), ("rgb8_interlaced", 3, 8), ("one_pixel", 1, 8)
         ]
         XCTAssertEqual(Set(expect.map(\.0)), Set(depth.keys), "every fixture image is checked")
         for (name, channels, bits) in expect {
@@ -45,8 +45,9 @@ final class PNGTests: XCTestCase {
     func testRoundTripEncodings() throws {
         let w = 5, h = 3
         let g8: [UInt8] = (0..<(w * h)).map { UInt8($0 * 17) }
-        XCTAssertEqual(try PNGCodec.decode(PNGCodec.encodeGray8(width: w, height: h, pixels: g8), source: "mem").samples16,
-                       g8.map(UInt16.init))
+        XCTAssertEqual(
+            try PNGCodec.decode(PNGCodec.encodeGray8(width: w, height: h, pixels: g8), source: "mem").samples16,
+            g8.map(UInt16.init))
         let g16: [UInt16] = (0..<(w * h)).map { UInt16($0 * 4000 + 7) }
         let d = try PNGCodec.decode(try PNGCodec.encodeGray16(width: w, height: h, pixels: g16), source: "mem")
         XCTAssertEqual(d.bitDepth, 16)
@@ -80,7 +81,7 @@ final class PNGTests: XCTestCase {
         let url = dir.appendingPathComponent("plot.png")
         let rgb = [UInt8](repeating: 128, count: 4 * 3 * 3)
         try PNGCodec.write(try PNGCodec.encodeRGB8(width: 4, height: 3, pixels: rgb), to: url)
-        try PNGCodec.write(try PNGCodec.encodeRGB8(width: 4, height: 3, pixels: rgb.map { $0 / 2 }), to: url)  // replaces
+        try PNGCodec.write(try PNGCodec.encodeRGB8(width: 4, height: 3, pixels: rgb.map { $0 / 2 }), to: url) // replaces
         XCTAssertEqual(try PNGCodec.read(url).samples16.first, 64)
         let left = try FileManager.default.contentsOfDirectory(atPath: dir.path)
         XCTAssertEqual(left, ["plot.png"], "no temporary files are left behind")
@@ -88,8 +89,10 @@ final class PNGTests: XCTestCase {
 
     // MARK: bad input
 
-    func expectError(_ data: Data, field: String?, contains text: String, maxPixels: Int = PNGCodec.defaultMaxPixels,
-                     file: StaticString = #filePath, line: UInt = #line) {
+    func expectError(
+        _ data: Data, field: String?, contains text: String, maxPixels: Int = PNGCodec.defaultMaxPixels,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try PNGCodec.decode(data, source: "scan.png", maxPixels: maxPixels), file: file, line: line) { e in
             guard let x = e as? XRError else { return XCTFail("not an XRError: \(e)", file: file, line: line) }
             XCTAssertEqual(x.file, "scan.png", file: file, line: line)
@@ -114,12 +117,12 @@ final class PNGTests: XCTestCase {
         let full = try Data(contentsOf: Fixtures.url("preprocess/gray16.png"))
         expectError(full.prefix(full.count / 2), field: "IDAT", contains: "truncated")
         expectError(full.prefix(20), field: "IHDR", contains: "truncated")
-        expectError(full.prefix(full.count - 12), field: nil, contains: "cannot decode")  // IEND cut off
+        expectError(full.prefix(full.count - 12), field: nil, contains: "cannot decode") // IEND cut off
     }
 
     func testCorruptHeaderChecksum() throws {
         var d = try Data(contentsOf: Fixtures.url("preprocess/gray8.png"))
-        d[29] ^= 0xFF  // IHDR CRC (bytes 29...32)
+        d[29] ^= 0xFF // IHDR CRC (bytes 29...32)
         expectError(d, field: "IHDR", contains: "CRC")
     }
 
@@ -127,7 +130,7 @@ final class PNGTests: XCTestCase {
         var d = try Data(contentsOf: Fixtures.url("preprocess/gray8.png"))
         let idat = try XCTUnwrap(chunkOffset(d, "IDAT"))
         let len = Int(d[idat - 4]) << 24 | Int(d[idat - 3]) << 16 | Int(d[idat - 2]) << 8 | Int(d[idat - 1])
-        d[idat + 4 + len] ^= 0x01  // first CRC byte of the IDAT chunk
+        d[idat + 4 + len] ^= 0x01 // first CRC byte of the IDAT chunk
         expectError(d, field: "IDAT", contains: "CRC")
     }
 
@@ -135,7 +138,7 @@ final class PNGTests: XCTestCase {
         var d = try Data(contentsOf: Fixtures.url("preprocess/gray8.png"))
         let idat = try XCTUnwrap(chunkOffset(d, "IDAT"))
         let len = Int(d[idat - 4]) << 24 | Int(d[idat - 3]) << 16 | Int(d[idat - 2]) << 8 | Int(d[idat - 1])
-        for i in (idat + 4 + 2)..<(idat + 4 + min(len, 40)) { d[i] = 0xFF }  // garbage deflate stream
+        for i in (idat + 4 + 2)..<(idat + 4 + min(len, 40)) { d[i] = 0xFF } // garbage deflate stream
         let c = crc32(d[idat..<(idat + 4 + len)])
         d.replaceSubrange((idat + 4 + len)..<(idat + 8 + len), with: bigEndian(c))
         expectError(d, field: "IDAT", contains: "cannot decode")

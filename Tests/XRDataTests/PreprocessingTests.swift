@@ -17,8 +17,9 @@ final class PreprocessingTests: XCTestCase {
         var std: [Float]?
 
         var preprocessing: Preprocessing {
-            var p = Preprocessing(shortestEdge: short, crop: nil, interpolation: mode == "bilinear" ? .bilinear : .bicubic,
-                                  mean: mean ?? [0.485, 0.456, 0.406], std: std ?? [0.229, 0.224, 0.225])
+            var p = Preprocessing(
+                shortestEdge: short, crop: nil, interpolation: mode == "bilinear" ? .bilinear : .bicubic,
+                mean: mean ?? [0.485, 0.456, 0.406], std: std ?? [0.229, 0.224, 0.225])
             if let s = size { p.resizeHeight = s[0]; p.resizeWidth = s[1] }
             if let k = crop { p.cropHeight = k[0]; p.cropWidth = k[1] }
             return p
@@ -66,10 +67,10 @@ final class PreprocessingTests: XCTestCase {
     /// Sizes follow Hugging Face's rule: int(s · long / short), the short side exactly s.
     func testResizeRule() {
         let p = Preprocessing.radDino
-        XCTAssertEqual(p.resizedSize(height: 2880, width: 2304).0, 647)  // int(518 · 2880 / 2304) = int(647.5)
+        XCTAssertEqual(p.resizedSize(height: 2880, width: 2304).0, 647) // int(518 · 2880 / 2304) = int(647.5)
         XCTAssertEqual(p.resizedSize(height: 2880, width: 2304).1, 518)
         XCTAssertEqual(p.resizedSize(height: 256, width: 313).0, 518)
-        XCTAssertEqual(p.resizedSize(height: 256, width: 313).1, 633)    // int(633.3…)
+        XCTAssertEqual(p.resizedSize(height: 256, width: 313).1, 633) // int(633.3…)
         XCTAssertEqual(p.resizedSize(height: 440, width: 440).0, 518)
         XCTAssertEqual(p.outputSize(height: 2000, width: 1600).0, 518)
     }
@@ -82,7 +83,7 @@ final class PreprocessingTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("more than the limit"), "\(e)")
         }
         var p = Preprocessing.imagenet(size: 4)
-        p.maxPixels = 400  // a 25 × 1 strip resizes to 4 × 100
+        p.maxPixels = 400 // a 25 × 1 strip resizes to 4 × 100
         XCTAssertNoThrow(try p.apply(XRImage(width: 25, height: 1, channels: 1, bitDepth: 8, pixels: [Float](repeating: 0, count: 25))))
         XCTAssertThrowsError(try p.apply(XRImage(width: 26, height: 1, channels: 1, bitDepth: 8, pixels: [Float](repeating: 0, count: 26))))
     }
@@ -100,7 +101,7 @@ final class PreprocessingTests: XCTestCase {
         }
         var thin = Preprocessing.radDino
         thin.maxPixels = 200_000
-        XCTAssertThrowsError(try thin.apply(contentsOf: u)) { e in  // 97×131 → 518×699 > 200,000
+        XCTAssertThrowsError(try thin.apply(contentsOf: u)) { e in // 97×131 → 518×699 > 200,000
             XCTAssertEqual((e as? XRError)?.file, u.path)
             XCTAssertEqual((e as? XRError)?.field, "size")
         }
@@ -139,11 +140,12 @@ final class PreprocessingTests: XCTestCase {
 
     /// RAD-DINO's own config (microsoft/rad-dino preprocessor_config.json, as published).
     func testRadDinoConfigGivesThePreset() throws {
-        let u = write(#"""
-        {"crop_size": {"height": 518, "width": 518}, "do_center_crop": true, "do_convert_rgb": true, "do_normalize": true,
-         "do_rescale": true, "do_resize": true, "image_mean": [0.5307, 0.5307, 0.5307], "image_processor_type": "BitImageProcessor",
-         "image_std": [0.2583, 0.2583, 0.2583], "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 518}}
-        """#)
+        let u = write(
+            #"""
+            {"crop_size": {"height": 518, "width": 518}, "do_center_crop": true, "do_convert_rgb": true, "do_normalize": true,
+             "do_rescale": true, "do_resize": true, "image_mean": [0.5307, 0.5307, 0.5307], "image_processor_type": "BitImageProcessor",
+             "image_std": [0.2583, 0.2583, 0.2583], "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 518}}
+            """#)
         XCTAssertEqual(try Preprocessing.fromHuggingFace(u), .radDino)
     }
 
@@ -161,7 +163,8 @@ final class PreprocessingTests: XCTestCase {
         XCTAssertEqual(vit.interpolation, .bilinear)
         XCTAssertEqual(vit.mean, [0.5, 0.5, 0.5])
         // An older ViT config: a feature extractor and a bare-number (square) size.
-        let old = try Preprocessing.fromHuggingFace(write(#"{"feature_extractor_type": "ViTFeatureExtractor", "size": 384, "resample": 2, "image_mean": [0.5,0.5,0.5], "image_std": [0.5,0.5,0.5]}"#))
+        let old = try Preprocessing.fromHuggingFace(
+            write(#"{"feature_extractor_type": "ViTFeatureExtractor", "size": 384, "resample": 2, "image_mean": [0.5,0.5,0.5], "image_std": [0.5,0.5,0.5]}"#))
         XCTAssertEqual(old.resizeHeight, 384)
         XCTAssertEqual(old.resizeWidth, 384)
         XCTAssertNil(old.shortestEdge)
@@ -196,7 +199,7 @@ final class PreprocessingTests: XCTestCase {
         check(#"{"size": {"shortest_edge": -3}, \#(ok)}"#, field: "size.shortest_edge")
         check(#"{"size": {"shortest_edge": 224}, "do_center_crop": true, \#(ok)}"#, field: "crop_size")
         check(#"{"size": {"shortest_edge": 224}, "do_center_crop": "yes", \#(ok)}"#, field: "do_center_crop")
-        check(#"[1, 2]"#, field: nil)  // not an object: no field, still names the file
+        check(#"[1, 2]"#, field: nil) // not an object: no field, still names the file
     }
 
     // MARK: Codable
@@ -209,7 +212,9 @@ final class PreprocessingTests: XCTestCase {
         p.maxPixels = 1000
         XCTAssertEqual(try JSONDecoder().decode(Preprocessing.self, from: JSONEncoder().encode(p)), p)
         // JSON written before antialias/interpolation/maxPixels were stored still decodes.
-        let old = try JSONDecoder().decode(Preprocessing.self, from: Data(#"{"shortestEdge": 518, "cropHeight": 518, "cropWidth": 518, "mean": [0.5307,0.5307,0.5307], "std": [0.2583,0.2583,0.2583]}"#.utf8))
+        let old = try JSONDecoder().decode(
+            Preprocessing.self,
+            from: Data(#"{"shortestEdge": 518, "cropHeight": 518, "cropWidth": 518, "mean": [0.5307,0.5307,0.5307], "std": [0.2583,0.2583,0.2583]}"#.utf8))
         XCTAssertEqual(old, .radDino)
         XCTAssertTrue(Preprocessing.radDino.description.contains("resize shortest edge to 518 (bicubic, antialiased)"))
     }

@@ -14,8 +14,11 @@ final class TimmPreprocessingTests: XCTestCase {
     }
 
     func testPretrainedCfgGivesTimmsEvalTransform() throws {
-        let p = try Preprocessing.fromTimm(try config(["input_size": [3, 224, 224], "crop_pct": 0.9, "interpolation": "bicubic",
-                                                       "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop_mode": "center"]))
+        let p = try Preprocessing.fromTimm(
+            try config([
+                "input_size": [3, 224, 224], "crop_pct": 0.9, "interpolation": "bicubic",
+                "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop_mode": "center"
+            ]))
         XCTAssertEqual(p.shortestEdge, 248, "floor(224 / 0.9)")
         XCTAssertEqual(p.cropHeight, 224)
         XCTAssertEqual(p.cropRounding, .halfEven)
@@ -35,7 +38,7 @@ final class TimmPreprocessingTests: XCTestCase {
             (["interpolation": "bilinear_pil"], "pretrained_cfg.interpolation"),
             (["input_size": [3, 224, 256]], "pretrained_cfg.input_size"),
             (["crop_pct": 1.2], "pretrained_cfg.crop_pct"),
-            (["mean": [0.5]], "pretrained_cfg.mean"),
+            (["mean": [0.5]], "pretrained_cfg.mean")
         ]
         for (cfg, field) in cases {
             XCTAssertThrowsError(try Preprocessing.fromTimm(try config(cfg))) { e in XCTAssertEqual((e as? XRError)?.field, field) }

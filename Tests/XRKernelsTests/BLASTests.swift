@@ -8,23 +8,27 @@ final class BLASTests: XCTestCase {
     func testSgemmMatchesNaive() {
         var rng = XRRandom(seed: 5)
         for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 31, 15)] {
-            for ta in [false, true] { for tb in [false, true] {
-                let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
-                let b = (0..<(k * n)).map { _ in rng.nextGaussian() }
-                var c = [Float](repeating: 0, count: m * n)
-                BLAS.sgemm(&c, a, transA: ta, b, transB: tb, m: m, n: n, k: k)
-                var ref = [Float](repeating: 0, count: m * n)
-                for i in 0..<m { for j in 0..<n {
-                    var s: Float = 0
-                    for p in 0..<k {
-                        let av = ta ? a[p * m + i] : a[i * k + p]
-                        let bv = tb ? b[j * k + p] : b[p * n + j]
-                        s += av * bv
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    let a = (0..<(m * k)).map { _ in rng.nextGaussian() }
+                    let b = (0..<(k * n)).map { _ in rng.nextGaussian() }
+                    var c = [Float](repeating: 0, count: m * n)
+                    BLAS.sgemm(&c, a, transA: ta, b, transB: tb, m: m, n: n, k: k)
+                    var ref = [Float](repeating: 0, count: m * n)
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var s: Float = 0
+                            for p in 0..<k {
+                                let av = ta ? a[p * m + i] : a[i * k + p]
+                                let bv = tb ? b[j * k + p] : b[p * n + j]
+                                s += av * bv
+                            }
+                            ref[i * n + j] = s
+                        }
                     }
-                    ref[i * n + j] = s
-                } }
-                assertClose(c, ref, rel: 1e-5, "sgemm m=\(m) n=\(n) k=\(k) tA=\(ta) tB=\(tb)")
-            } }
+                    assertClose(c, ref, rel: 1e-5, "sgemm m=\(m) n=\(n) k=\(k) tA=\(ta) tB=\(tb)")
+                }
+            }
         }
     }
 
@@ -75,14 +79,14 @@ final class DenormalTests: XCTestCase {
     func testWorkersFlushDenormals() {
         let n = 64
         var flushed = [Bool](repeating: false, count: n), products = [Float](repeating: -1, count: n)
-        let half = [Float](repeating: 0.5, count: n)   // not a compile-time constant
+        let half = [Float](repeating: 0.5, count: n) // not a compile-time constant
         flushed.withUnsafeMutableBufferPointer { fp in
             products.withUnsafeMutableBufferPointer { pp in
                 let f = SendablePointer(fp.baseAddress!), p = SendablePointer(pp.baseAddress!)
                 Parallel.ranges(n, minChunk: 1) { r in
                     for i in r {
                         f.p[i] = Parallel.flushesDenormals
-                        p.p[i] = Float.leastNormalMagnitude * half[i]   // a denormal without flushing
+                        p.p[i] = Float.leastNormalMagnitude * half[i] // a denormal without flushing
                     }
                 }
             }

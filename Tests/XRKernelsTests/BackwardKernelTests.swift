@@ -59,7 +59,9 @@ final class BackwardKernelTests: XCTestCase {
         let u = rand(n, 4), w = rand(n)
         func f(_ u: [Float]) -> [Float] { var y = u; geluTanhForward(&y, count: n); return y }
         let c = (2 / Double.pi).squareRoot()
-        let ref = u.map { x -> Float in let v = Double(x); return Float(0.5 * v * (1 + tanh(c * (v + 0.044715 * v * v * v)))) }
+        let ref = u.map { x -> Float in
+            let v = Double(x); return Float(0.5 * v * (1 + tanh(c * (v + 0.044715 * v * v * v))))
+        }
         assertClose(f(u), ref, rel: 1e-5, "tanh GELU forward")
         var d = w
         geluTanhBackward(&d, preActivation: u, count: n)
@@ -76,11 +78,14 @@ final class BackwardKernelTests: XCTestCase {
     }
 
     func testAttentionBackward() {
-        for (B, T, H, D) in [(2, 7, 3, 4), (1, 5, 2, 8), (2, 37, 3, 20)] {   // the last: several ragged 16-column panels
+        for (B, T, H, D) in [(2, 7, 3, 4), (1, 5, 2, 8), (2, 37, 3, 20)] { // the last: several ragged 16-column panels
             let C = H * D
             // The forward and the backward share one scratch, sized for both (as TrainableViT does).
-            var scratch = [Float](repeating: 0, count: max(attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
-                                                           attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
+            var scratch = [Float](
+                repeating: 0,
+                count: max(
+                    attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
+                    attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
             let qkv = rand(B * T * 3 * C), w = rand(B * T * C)
             func f(_ q: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: B * T * C), p = [Float](repeating: 0, count: B * H * T * T)
@@ -91,13 +96,22 @@ final class BackwardKernelTests: XCTestCase {
             attentionForward(&out, qkv, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &p)
             // The forward agrees with a plain reference.
             var ref = [Float](repeating: 0, count: B * T * C)
-            for b in 0..<B { for h in 0..<H { for i in 0..<T {
-                var s = [Double](repeating: 0, count: T)
-                for j in 0..<T { for d in 0..<D { s[j] += Double(qkv[(b * T + i) * 3 * C + h * D + d]) * Double(qkv[(b * T + j) * 3 * C + C + h * D + d]) } }
-                let m = s.max()!
-                let e = s.map { exp(($0 - m) / Double(D).squareRoot()) }, z = e.reduce(0, +)
-                for d in 0..<D { ref[(b * T + i) * C + h * D + d] = Float((0..<T).reduce(0.0) { $0 + e[$1] / z * Double(qkv[(b * T + $1) * 3 * C + 2 * C + h * D + d]) }) }
-            } } }
+            for b in 0..<B {
+                for h in 0..<H {
+                    for i in 0..<T {
+                        var s = [Double](repeating: 0, count: T)
+                        for j in 0..<T {
+                            for d in 0..<D { s[j] += Double(qkv[(b * T + i) * 3 * C + h * D + d]) * Double(qkv[(b * T + j) * 3 * C + C + h * D + d]) }
+                        }
+                        let m = s.max()!
+                        let e = s.map { exp(($0 - m) / Double(D).squareRoot()) }, z = e.reduce(0, +)
+                        for d in 0..<D {
+                            ref[(b * T + i) * C + h * D + d] = Float(
+                                (0..<T).reduce(0.0) { $0 + e[$1] / z * Double(qkv[(b * T + $1) * 3 * C + 2 * C + h * D + d]) })
+                        }
+                    }
+                }
+            }
             assertClose(out, ref, rel: 1e-5, "attention forward")
             var dq = [Float](repeating: 0, count: B * T * 3 * C)
             attentionTrainingBackward(dqkv: &dq, dout: w, qkv: qkv, probabilities: p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
@@ -111,8 +125,11 @@ final class BackwardKernelTests: XCTestCase {
         for (B, T, H, D) in [(2, 7, 3, 4), (1, 13, 2, 12), (3, 5, 1, 9)] {
             let C = H * D
             // The forward and the backward share one scratch, sized for both (as TrainableViT does).
-            var scratch = [Float](repeating: 0, count: max(attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
-                                                           attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
+            var scratch = [Float](
+                repeating: 0,
+                count: max(
+                    attentionTrainingScratchSize(tokens: T, headDim: D, workers: Parallel.workers),
+                    attentionWorkspaceSize(tokens: T, headDim: D, workers: Parallel.workers)))
             let qkv = rand(B * T * 3 * C), g = rand(B * C)
             var full = [Float](repeating: 0, count: B * T * C), pFull = [Float](repeating: 0, count: B * H * T * T)
             attentionForward(&full, qkv, scores: &scratch, batch: B, tokens: T, channels: C, heads: H, probabilities: &pFull)
@@ -123,13 +140,13 @@ final class BackwardKernelTests: XCTestCase {
             }
             var out = [Float](repeating: 0, count: B * C), p = [Float](repeating: 0, count: B * H * T)
             classTokenAttentionForward(out: &out, qkv: qkv, probabilities: &p, batch: B, tokens: T, heads: H, headDim: D)
-            assertClose(out, (0..<B).flatMap { full[($0 * T) * C ..< ($0 * T + 1) * C] }, rel: 1e-5, "class-token forward")
-            assertClose(p, (0..<(B * H)).flatMap { pFull[$0 * T * T ..< $0 * T * T + T] }, rel: 1e-5, "class-token probabilities")
+            assertClose(out, (0..<B).flatMap { full[($0 * T) * C..<($0 * T + 1) * C] }, rel: 1e-5, "class-token forward")
+            assertClose(p, (0..<(B * H)).flatMap { pFull[$0 * T * T..<$0 * T * T + T] }, rel: 1e-5, "class-token probabilities")
             var dFull = [Float](repeating: 0, count: B * T * 3 * C)
             var w = [Float](repeating: 0, count: B * T * C)
             for b in 0..<B { for j in 0..<C { w[b * T * C + j] = g[b * C + j] } }
             attentionTrainingBackward(dqkv: &dFull, dout: w, qkv: qkv, probabilities: pFull, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
-            var d = [Float](repeating: .nan, count: B * T * 3 * C)   // every value must be written
+            var d = [Float](repeating: .nan, count: B * T * 3 * C) // every value must be written
             classTokenAttentionBackward(dqkv: &d, dout: g, qkv: qkv, probabilities: p, scratch: &scratch, batch: B, tokens: T, heads: H, headDim: D)
             assertClose(d, dFull, rel: 1e-5, "class-token dqkv B=\(B) T=\(T) H=\(H) D=\(D)")
             assertGrad(d, numeric(qkv, g, f), "class-token dqkv by finite differences")
@@ -156,9 +173,10 @@ final class BackwardKernelTests: XCTestCase {
                 withSingleThreadedBLAS {
                     x.withUnsafeBufferPointer { xb in
                         let b = xb.baseAddress!
-                        maskedAttentionForward(out: &out, ldo: C, q: b, ldq: ldq, k: b + kvOffset, ldk: ldk, v: b + kvOffset + C, ldv: ldk,
-                                               probabilities: &p, batch: B, queries: Tq, keys: Tk, heads: H, headDim: D,
-                                               causal: causal, keyLengths: keyLengths)
+                        maskedAttentionForward(
+                            out: &out, ldo: C, q: b, ldq: ldq, k: b + kvOffset, ldk: ldk, v: b + kvOffset + C, ldv: ldk,
+                            probabilities: &p, batch: B, queries: Tq, keys: Tk, heads: H, headDim: D,
+                            causal: causal, keyLengths: keyLengths)
                     }
                 }
                 return out
@@ -168,26 +186,34 @@ final class BackwardKernelTests: XCTestCase {
             let out = forward(x, &p)
             // Reference: softmax over the keys each query may see (j ≤ i when causal, j < length).
             var ref = [Float](repeating: 0, count: B * Tq * C)
-            for b in 0..<B { for h in 0..<H { for i in 0..<Tq {
-                let limit = min(keyLengths?[b] ?? Tk, causal ? i + 1 : Tk)
-                let s = (0..<limit).map { j in
-                    (0..<D).reduce(0.0) { $0 + Double(x[(b * Tq + i) * ldq + h * D + $1]) * Double(x[kvOffset + (b * Tk + j) * ldk + h * D + $1]) }
-                        / Double(D).squareRoot()
+            for b in 0..<B {
+                for h in 0..<H {
+                    for i in 0..<Tq {
+                        let limit = min(keyLengths?[b] ?? Tk, causal ? i + 1 : Tk)
+                        let s = (0..<limit).map { j in
+                            (0..<D).reduce(0.0) { $0 + Double(x[(b * Tq + i) * ldq + h * D + $1]) * Double(x[kvOffset + (b * Tk + j) * ldk + h * D + $1]) }
+                                / Double(D).squareRoot()
+                        }
+                        let m = s.max() ?? 0, e = s.map { exp($0 - m) }, z = e.reduce(0, +)
+                        for d in 0..<D {
+                            ref[(b * Tq + i) * C + h * D + d] = Float(
+                                (0..<limit).reduce(0.0) { $0 + e[$1] / z * Double(x[kvOffset + (b * Tk + $1) * ldk + C + h * D + d]) })
+                        }
+                    }
                 }
-                let m = s.max() ?? 0, e = s.map { exp($0 - m) }, z = e.reduce(0, +)
-                for d in 0..<D {
-                    ref[(b * Tq + i) * C + h * D + d] = Float((0..<limit).reduce(0.0) { $0 + e[$1] / z * Double(x[kvOffset + (b * Tk + $1) * ldk + C + h * D + d]) })
-                }
-            } } }
+            }
             assertClose(out, ref, rel: 1e-5, "masked attention forward \(what)")
             var dx = [Float](repeating: .nan, count: count)
             withSingleThreadedBLAS {
-                x.withUnsafeBufferPointer { xb in dx.withUnsafeMutableBufferPointer { db in
-                    let b = xb.baseAddress!, d = db.baseAddress!
-                    maskedAttentionBackward(dq: d, dk: d + kvOffset, dv: d + kvOffset + C, dout: w, ldo: C,
-                                            q: b, ldq: ldq, k: b + kvOffset, ldk: ldk, v: b + kvOffset + C, ldv: ldk,
-                                            probabilities: p, scratch: &scratch, batch: B, queries: Tq, keys: Tk, heads: H, headDim: D)
-                } }
+                x.withUnsafeBufferPointer { xb in
+                    dx.withUnsafeMutableBufferPointer { db in
+                        let b = xb.baseAddress!, d = db.baseAddress!
+                        maskedAttentionBackward(
+                            dq: d, dk: d + kvOffset, dv: d + kvOffset + C, dout: w, ldo: C,
+                            q: b, ldq: ldq, k: b + kvOffset, ldk: ldk, v: b + kvOffset + C, ldv: ldk,
+                            probabilities: p, scratch: &scratch, batch: B, queries: Tq, keys: Tk, heads: H, headDim: D)
+                    }
+                }
             }
             XCTAssertFalse(dx.contains { $0.isNaN }, "every gradient value written \(what)")
             assertGrad(dx, numeric(x, w, f), "masked attention dq, dk, dv \(what)")

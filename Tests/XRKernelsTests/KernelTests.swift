@@ -71,27 +71,31 @@ final class KernelTests: XCTestCase {
     /// Against the plain reference; odd head counts (1 × 3, 3 × 1) split each head's queries across
     /// the workers (2 and 3 of them).
     func testAttention() {
-        for workers in [2, 3] { Parallel.with(workers: workers) {
-            for (b, t, c, h) in [(1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4), (1, 601, 24, 2), (2, 530, 16, 1),
-                                 (1, 37, 36, 3), (3, 20, 16, 1), (1, 5, 8, 1)] {
-                let qkv = randn(b * t * 3 * c)
-                var out = [Float](repeating: 0, count: b * t * c)
-                var scores = [Float](repeating: 0, count: attentionWorkspaceSize(tokens: t, headDim: c / h, workers: Parallel.workers))
-                var kept = [Float](repeating: 0, count: b * t * c), p = [Float](repeating: .nan, count: b * h * t * t)
-                BLAS.with(threads: 1) {   // the kernel splits heads across workers itself
-                    attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
-                    // Keeping the probabilities (training): whole score rows at any length, the same output.
-                    attentionForward(&kept, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h, probabilities: &p)
-                }
-                let ref = Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h)
-                assertClose(out, ref, rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
-                assertClose(kept, ref, rel: 1e-5, "attention keeping probabilities b\(b) t\(t) c\(c) h\(h), \(workers) workers")
-                for row in 0..<(b * h * t) {
-                    let sum = p[(row * t)..<((row + 1) * t)].reduce(0, +)
-                    XCTAssertEqual(sum, 1, accuracy: 1e-4, "probability row \(row) sums to \(sum)")
+        for workers in [2, 3] {
+            Parallel.with(workers: workers) {
+                for (b, t, c, h) in [
+                    (1, 1, 8, 2), (2, 7, 12, 3), (1, 37, 48, 4), (2, 50, 64, 4), (1, 601, 24, 2), (2, 530, 16, 1),
+                    (1, 37, 36, 3), (3, 20, 16, 1), (1, 5, 8, 1)
+                ] {
+                    let qkv = randn(b * t * 3 * c)
+                    var out = [Float](repeating: 0, count: b * t * c)
+                    var scores = [Float](repeating: 0, count: attentionWorkspaceSize(tokens: t, headDim: c / h, workers: Parallel.workers))
+                    var kept = [Float](repeating: 0, count: b * t * c), p = [Float](repeating: .nan, count: b * h * t * t)
+                    BLAS.with(threads: 1) { // the kernel splits heads across workers itself
+                        attentionForward(&out, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h)
+                        // Keeping the probabilities (training): whole score rows at any length, the same output.
+                        attentionForward(&kept, qkv, scores: &scores, batch: b, tokens: t, channels: c, heads: h, probabilities: &p)
+                    }
+                    let ref = Reference.attention(qkv, batch: b, tokens: t, channels: c, heads: h)
+                    assertClose(out, ref, rel: 1e-5, "attention b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+                    assertClose(kept, ref, rel: 1e-5, "attention keeping probabilities b\(b) t\(t) c\(c) h\(h), \(workers) workers")
+                    for row in 0..<(b * h * t) {
+                        let sum = p[(row * t)..<((row + 1) * t)].reduce(0, +)
+                        XCTAssertEqual(sum, 1, accuracy: 1e-4, "probability row \(row) sums to \(sum)")
+                    }
                 }
             }
-        } }
+        }
     }
 
     func testParallelLinearWithEpilogueMatchesSerial() {
@@ -100,15 +104,17 @@ final class KernelTests: XCTestCase {
         var out = [Float](repeating: 0, count: r * n), ref = out
         BLAS.sgemm(&ref, x, w, transB: true, m: r, n: n, k: k)
         for i in 0..<r { for j in 0..<n { ref[i * n + j] += bias[j] } }
-        BLAS.with(threads: 1) { out.withUnsafeMutableBufferPointer { o in
-            let op = SendablePointer(o.baseAddress!)
-            bias.withUnsafeBufferPointer { bp in
-                let b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
-                linearForward(o.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { rows in
-                    addBias(op.p + rows.lowerBound * n, b.p, rows: rows.count, cols: n)
+        BLAS.with(threads: 1) {
+            out.withUnsafeMutableBufferPointer { o in
+                let op = SendablePointer(o.baseAddress!)
+                bias.withUnsafeBufferPointer { bp in
+                    let b = SendablePointer(UnsafeMutablePointer(mutating: bp.baseAddress!))
+                    linearForward(o.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { rows in
+                        addBias(op.p + rows.lowerBound * n, b.p, rows: rows.count, cols: n)
+                    }
                 }
             }
-        } }
+        }
         assertClose(out, ref, rel: 1e-6, "parallel linear + bias")
     }
 
@@ -116,33 +122,42 @@ final class KernelTests: XCTestCase {
     /// with the row stride of the whole output; ragged widths, blocks of 16, fewer columns than
     /// two blocks (one worker).
     func testColumnSplitLinearWithStridedEpiloguesMatchesSerial() {
-        BLAS.with(threads: 1) { for (r, k, n) in [(5, 19, 23), (13, 32, 100), (3, 8, 129), (197, 24, 72)] {
-            let x = randn(r * k), w = randn(n * k), bias = randn(n), scale = randn(n), res0 = randn(r * n)
-            var lin = [Float](repeating: 0, count: r * n)
-            BLAS.sgemm(&lin, x, w, transB: true, m: r, n: n, k: k)
-            // GELU(x Wᵀ + b) and residual + scale ⊙ (x Wᵀ + b), each through the column split.
-            var gelu = [Float](repeating: .nan, count: r * n), y = [Float](repeating: .nan, count: r * n), res = res0
-            gelu.withUnsafeMutableBufferPointer { g in
-                let gp = SendablePointer(g.baseAddress!)
-                linearForwardColumns(g.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
-                    bias.withUnsafeBufferPointer { biasGELUForward(gp.p + c.lowerBound, bias: $0.baseAddress! + c.lowerBound, rows: r, cols: c.count, ld: n) }
+        BLAS.with(threads: 1) {
+            for (r, k, n) in [(5, 19, 23), (13, 32, 100), (3, 8, 129), (197, 24, 72)] {
+                let x = randn(r * k), w = randn(n * k), bias = randn(n), scale = randn(n), res0 = randn(r * n)
+                var lin = [Float](repeating: 0, count: r * n)
+                BLAS.sgemm(&lin, x, w, transB: true, m: r, n: n, k: k)
+                // GELU(x Wᵀ + b) and residual + scale ⊙ (x Wᵀ + b), each through the column split.
+                var gelu = [Float](repeating: .nan, count: r * n), y = [Float](repeating: .nan, count: r * n), res = res0
+                gelu.withUnsafeMutableBufferPointer { g in
+                    let gp = SendablePointer(g.baseAddress!)
+                    linearForwardColumns(g.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
+                        bias.withUnsafeBufferPointer {
+                            biasGELUForward(gp.p + c.lowerBound, bias: $0.baseAddress! + c.lowerBound, rows: r, cols: c.count, ld: n)
+                        }
+                    }
                 }
+                y.withUnsafeMutableBufferPointer { yb in
+                    res.withUnsafeMutableBufferPointer { rb in
+                        let yp = SendablePointer(yb.baseAddress!), rp = SendablePointer(rb.baseAddress!)
+                        linearForwardColumns(yb.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
+                            bias.withUnsafeBufferPointer { b in
+                                scale.withUnsafeBufferPointer { s in
+                                    biasScaleResidual(
+                                        rp.p + c.lowerBound, yp.p + c.lowerBound, bias: b.baseAddress! + c.lowerBound, scale: s.baseAddress! + c.lowerBound,
+                                        rows: r, cols: c.count, ld: n)
+                                }
+                            }
+                        }
+                    }
+                }
+                var shifted = lin, refRes = res0
+                for i in 0..<r { for j in 0..<n { shifted[i * n + j] += bias[j]; refRes[i * n + j] += scale[j] * shifted[i * n + j] } }
+                assertClose(gelu, Reference.gelu(shifted), rel: 1e-5, "column split + GELU \(r)x\(k)x\(n)")
+                assertClose(res, refRes, rel: 1e-5, "column split + bias/scale/residual \(r)x\(k)x\(n)")
+                assertClose(y, lin, rel: 1e-6, "column split product \(r)x\(k)x\(n)")
             }
-            y.withUnsafeMutableBufferPointer { yb in res.withUnsafeMutableBufferPointer { rb in
-                let yp = SendablePointer(yb.baseAddress!), rp = SendablePointer(rb.baseAddress!)
-                linearForwardColumns(yb.baseAddress!, x, w, rows: r, inFeatures: k, outFeatures: n) { c in
-                    bias.withUnsafeBufferPointer { b in scale.withUnsafeBufferPointer { s in
-                        biasScaleResidual(rp.p + c.lowerBound, yp.p + c.lowerBound, bias: b.baseAddress! + c.lowerBound, scale: s.baseAddress! + c.lowerBound,
-                                          rows: r, cols: c.count, ld: n)
-                    } }
-                }
-            } }
-            var shifted = lin, refRes = res0
-            for i in 0..<r { for j in 0..<n { shifted[i * n + j] += bias[j]; refRes[i * n + j] += scale[j] * shifted[i * n + j] } }
-            assertClose(gelu, Reference.gelu(shifted), rel: 1e-5, "column split + GELU \(r)x\(k)x\(n)")
-            assertClose(res, refRes, rel: 1e-5, "column split + bias/scale/residual \(r)x\(k)x\(n)")
-            assertClose(y, lin, rel: 1e-6, "column split product \(r)x\(k)x\(n)")
-        } }
+        }
     }
 
     func testBiasScaleResidual() {
@@ -164,13 +179,23 @@ final class KernelTests: XCTestCase {
         patchify(&cols, px, batch: b, channels: ch, height: h, width: w, patch: p)
         var out = [Float](repeating: 0, count: b * n * cOut)
         BLAS.sgemm(&out, cols, wt, transB: true, m: b * n, n: cOut, k: k)
-        for bi in 0..<b { for gy in 0..<(h / p) { for gx in 0..<(w / p) { for o in 0..<cOut {
-            var s: Float = 0
-            for c in 0..<ch { for dy in 0..<p { for dx in 0..<p {
-                s += px[((bi * ch + c) * h + gy * p + dy) * w + gx * p + dx] * wt[((o * ch + c) * p + dy) * p + dx]
-            } } }
-            XCTAssertEqual(out[((bi * (h / p) + gy) * (w / p) + gx) * cOut + o], s, accuracy: 1e-4)
-        } } } }
+        for bi in 0..<b {
+            for gy in 0..<(h / p) {
+                for gx in 0..<(w / p) {
+                    for o in 0..<cOut {
+                        var s: Float = 0
+                        for c in 0..<ch {
+                            for dy in 0..<p {
+                                for dx in 0..<p {
+                                    s += px[((bi * ch + c) * h + gy * p + dy) * w + gx * p + dx] * wt[((o * ch + c) * p + dy) * p + dx]
+                                }
+                            }
+                        }
+                        XCTAssertEqual(out[((bi * (h / p) + gy) * (w / p) + gx) * cOut + o], s, accuracy: 1e-4)
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -186,12 +211,14 @@ final class ResampleTests: XCTestCase {
             let (oh, ow) = (want.shape[1], want.shape[2])
             var out = [Float](repeating: 0, count: c * oh * ow)
             if name.hasPrefix("aa_") {
-                resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
-                         filter: name.hasPrefix("aa_bicubic") ? .bicubic : .bilinear, antialias: true)
+                resample(
+                    &out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
+                    filter: name.hasPrefix("aa_bicubic") ? .bicubic : .bilinear, antialias: true)
             } else if name.hasPrefix("bicubic_scale_") {
                 let parts = name.dropFirst("bicubic_scale_".count).split(separator: "_").compactMap { Double($0) }
-                resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
-                         filter: .bicubic, antialias: false, scaleFactor: (parts[0], parts[1]))
+                resample(
+                    &out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow,
+                    filter: .bicubic, antialias: false, scaleFactor: (parts[0], parts[1]))
             } else {
                 resample(&out, x.scalars, channels: c, inH: h, inW: w, outH: oh, outW: ow, filter: .bicubic, antialias: false)
             }

@@ -68,7 +68,12 @@ final class TorchParityTests: XCTestCase {
             ("architecture", { $0["architecture"] = "resnet50" }, "'resnet50'"),
             ("architecture", { $0["architecture"] = "eva02_base_patch14_224" }, "'eva02_base_patch14_224'"),
             ("global_pool", { $0["global_pool"] = "avg" }, "global_pool 'avg'"),
-            ("model_args.act_layer", { c in var a = c["model_args"] as? [String: Any] ?? [:]; a["act_layer"] = "quick_gelu"; c["model_args"] = a }, "'act_layer'"),
+            (
+                "model_args.act_layer",
+                { c in
+                    var a = c["model_args"] as? [String: Any] ?? [:]; a["act_layer"] = "quick_gelu"; c["model_args"] = a
+                }, "'act_layer'"
+            )
         ]
         for (field, edit, text) in cases {
             let dir = try hubFolder(edit)

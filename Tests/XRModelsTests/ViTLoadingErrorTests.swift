@@ -18,8 +18,10 @@ final class ViTLoadingErrorTests: XCTestCase {
         return u
     }
 
-    func expect(_ url: URL, field: String, contains: [String], preset: ViTConfig? = nil,
-                file: StaticString = #filePath, line: UInt = #line) {
+    func expect(
+        _ url: URL, field: String, contains: [String], preset: ViTConfig? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try ViTLoader.load(url, preset: preset, heads: 3), file: file, line: line) { e in
             guard let x = e as? XRError else { return XCTFail("not an XRError: \(e)", file: file, line: line) }
             XCTAssertEqual(x.field, field, "\(x)", file: file, line: line)

@@ -49,14 +49,18 @@ final class ViTParityTests: XCTestCase {
         let tokens = small.patchTokens.shape[1] + 1
         let copies = 256 / (b * tokens) + 1
         XCTAssertGreaterThan(copies * b * tokens, 256)
-        let big = try loaded.model.forward(pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
-                                           height: h, width: w, lastBlocks: 2)
+        let big = try loaded.model.forward(
+            pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
+            height: h, width: w, lastBlocks: 2)
         let cls = try ref.tensor("native.cls").scalars, patches = try ref.tensor("native.patch_tokens").scalars
         assertClose(big.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows")
-        assertClose(big.patchTokens.scalars, Array([[Float]](repeating: patches, count: copies).joined()), rel: tol, "patch tokens over \(copies * b * tokens) rows")
-        let bigShort = try loaded.model.forward(pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
-                                                height: h, width: w, classTokenOnly: true)
-        assertClose(bigShort.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows, class token only")
+        assertClose(
+            big.patchTokens.scalars, Array([[Float]](repeating: patches, count: copies).joined()), rel: tol, "patch tokens over \(copies * b * tokens) rows")
+        let bigShort = try loaded.model.forward(
+            pixels: Array([[Float]](repeating: px.scalars, count: copies).joined()), batch: b * copies,
+            height: h, width: w, classTokenOnly: true)
+        assertClose(
+            bigShort.cls.scalars, Array([[Float]](repeating: cls, count: copies).joined()), rel: tol, "CLS over \(copies * b * tokens) rows, class token only")
     }
 
     func testTimmDinov2WithRegisters() throws {

@@ -12,7 +12,11 @@ struct RawTar {
     mutating func add(_ name: String, type: Character = "0", data: [UInt8] = [], declaredSize: Int? = nil, link: String = "") {
         var h = [UInt8](repeating: 0, count: 512)
         func put(_ s: String, _ at: Int, _ len: Int) { for (i, b) in Array(s.utf8).prefix(len).enumerated() { h[at + i] = b } }
-        func octal(_ v: Int, _ at: Int, _ len: Int) { put(String(String(v, radix: 8).reversed()).padding(toLength: len - 1, withPad: "0", startingAt: 0).reversed().map(String.init).joined(), at, len - 1) }
+        func octal(_ v: Int, _ at: Int, _ len: Int) {
+            put(
+                String(String(v, radix: 8).reversed()).padding(toLength: len - 1, withPad: "0", startingAt: 0).reversed().map(String.init).joined(), at, len - 1
+            )
+        }
         put(name, 0, 100)
         octal(0o644, 100, 8); octal(0, 108, 8); octal(0, 116, 8)
         octal(declaredSize ?? data.count, 124, 12); octal(0, 136, 12)
@@ -48,12 +52,14 @@ final class ArchiveTests: XCTestCase {
 
     func testRoundTripSortedAndReproducible() throws {
         let dir = Fixtures.tempDir("xrlab-archive")
-        let entries = [ArchiveEntry(name: "b/x.bin", data: Data((0..<5000).map { UInt8($0 % 251) })),
-                       ArchiveEntry(name: "a.txt", data: Data("hello".utf8)), ArchiveEntry(name: "empty", data: Data())]
+        let entries = [
+            ArchiveEntry(name: "b/x.bin", data: Data((0..<5000).map { UInt8($0 % 251) })),
+            ArchiveEntry(name: "a.txt", data: Data("hello".utf8)), ArchiveEntry(name: "empty", data: Data())
+        ]
         for c in [TarArchive.Compression.gzip, .zstd, .none] {
             let u1 = dir.appendingPathComponent("1-\(c).tar"), u2 = dir.appendingPathComponent("2-\(c).tar")
             try TarArchive.write(entries, to: u1, compression: c, mtime: 1_700_000_000)
-            Thread.sleep(forTimeInterval: 1.1)   // a timestamp in the gzip header would now differ
+            Thread.sleep(forTimeInterval: 1.1) // a timestamp in the gzip header would now differ
             try TarArchive.write(entries.reversed(), to: u2, compression: c, mtime: 1_700_000_000)
             XCTAssertEqual(try Data(contentsOf: u1), try Data(contentsOf: u2), "\(c): same entries must give identical bytes")
             let back = try TarArchive.read(u1)

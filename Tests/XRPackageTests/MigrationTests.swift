@@ -25,8 +25,9 @@ final class MigrationTests: XCTestCase {
             try? FileManager.default.removeItem(at: target)
             try FileManager.default.copyItem(at: r.archive, to: target)
             let (x, ids) = try Predictor.loadFeatures(Fixtures.url("recipes/features.safetensors"), representation: r.manifest.base_encoder.representation)
-            try AtomicFile.write(try Predictor.predict(try PackageReader.open(target), features: x, ids: ids).csv,
-                                 to: dir.appendingPathComponent("format\(PackageManifest.formatVersion).predictions.csv"))
+            try AtomicFile.write(
+                try Predictor.predict(try PackageReader.open(target), features: x, ids: ids).csv,
+                to: dir.appendingPathComponent("format\(PackageManifest.formatVersion).predictions.csv"))
         }
         for v in 1...PackageManifest.formatVersion {
             let url = dir.appendingPathComponent("format\(v).xrpkg")
@@ -34,8 +35,9 @@ final class MigrationTests: XCTestCase {
             XCTAssertEqual(p.manifest.format_version, v)
             let (x, ids) = try Predictor.loadFeatures(Fixtures.url("recipes/features.safetensors"), representation: p.manifest.base_encoder.representation)
             let csv = try Predictor.predict(p, features: x, ids: ids).csv
-            XCTAssertEqual(csv, try String(contentsOf: dir.appendingPathComponent("format\(v).predictions.csv"), encoding: .utf8),
-                           "format \(v) package predicts as it did when written")
+            XCTAssertEqual(
+                csv, try String(contentsOf: dir.appendingPathComponent("format\(v).predictions.csv"), encoding: .utf8),
+                "format \(v) package predicts as it did when written")
         }
     }
 }

@@ -106,7 +106,9 @@ final class PackageBombTests: XCTestCase {
         var entries = try packageEntries(dir)
         func index(_ n: String) throws -> Int { try XCTUnwrap(entries.firstIndex { $0.name == n }) }
         var manifest = try XCTUnwrap(JSONSerialization.jsonObject(with: entries[index("manifest.json")].data) as? [String: Any])
-        manifest["heads"] = (manifest["heads"] as? [[String: Any]] ?? []).map { var h = $0; h["n_train"] = 1_000_000_000; return h }
+        manifest["heads"] = (manifest["heads"] as? [[String: Any]] ?? []).map {
+            var h = $0; h["n_train"] = 1_000_000_000; return h
+        }
         entries[try index("manifest.json")].data = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
         func write(head: Data, zeros: Int64, to url: URL) throws {
             var hasher = SHA256()

@@ -92,7 +92,8 @@ final class PackageTests: XCTestCase {
             o.fit.seed = 1
             let res = try Packer.pack(runDirectory: run, options: o)
             for e in res.manifest.evaluation {
-                let cell = try JSONDecoder().decode(CellResult.self, from: Data(contentsOf: run.appendingPathComponent("cells/\(method)__\(e.task)__k8__s1.json")))
+                let cell = try JSONDecoder().decode(
+                    CellResult.self, from: Data(contentsOf: run.appendingPathComponent("cells/\(method)__\(e.task)__k8__s1.json")))
                 XCTAssertEqual(res.manifest.heads.first { $0.task == e.task }!.n_train, cell.n_train)
                 for (m, v) in cell.metrics {
                     // float32 storage of the head moves probabilities by ~1e-7.
@@ -137,11 +138,15 @@ final class PackageTests: XCTestCase {
         var both = options(dir)
         both.bump = "patch"
         XCTAssertThrowsError(try Packer.pack(runDirectory: run, options: both)) { XCTAssertTrue("\($0)".contains("exactly one"), "\($0)") }
-        XCTAssertThrowsError(try Packer.pack(runDirectory: run, options: options(dir, name: "../evil"))) { XCTAssertTrue("\($0)".contains("invalid package name"), "\($0)") }
+        XCTAssertThrowsError(try Packer.pack(runDirectory: run, options: options(dir, name: "../evil"))) {
+            XCTAssertTrue("\($0)".contains("invalid package name"), "\($0)")
+        }
         var merged = options(dir, version: "9.0.0")
         merged.merged = true
         XCTAssertThrowsError(try Packer.pack(runDirectory: run, options: merged)) { XCTAssertTrue("\($0)".contains("--merged"), "\($0)") }
-        XCTAssertThrowsError(try Packer.pack(runDirectory: dir, options: options(dir, version: "9.0.0"))) { XCTAssertTrue("\($0)".contains("not a run directory"), "\($0)") }
+        XCTAssertThrowsError(try Packer.pack(runDirectory: dir, options: options(dir, version: "9.0.0"))) {
+            XCTAssertTrue("\($0)".contains("not a run directory"), "\($0)")
+        }
     }
 
     func testDiff() throws {
@@ -209,7 +214,9 @@ final class PackageTests: XCTestCase {
         o.fit.method = "logistic"
         let url = try Packer.pack(runDirectory: run, options: o).archive
         // Checksum mismatch names the entry.
-        let w = try tamper(url, "weights/head.safetensors", fixSums: false) { var d = $0; d[d.count - 1] ^= 1; return d }
+        let w = try tamper(url, "weights/head.safetensors", fixSums: false) {
+            var d = $0; d[d.count - 1] ^= 1; return d
+        }
         XCTAssertThrowsError(try PackageReader.open(w)) { e in
             XCTAssertTrue("\(e)".contains("checksum mismatch") && "\(e)".contains("weights/head.safetensors"), "\(e)")
         }

@@ -38,8 +38,10 @@ final class SigningTests: XCTestCase {
         return url
     }
 
-    func assertRefused(_ url: URL, trust: [TrustedKey], _ expected: [String], field: String? = nil,
-                       file: StaticString = #filePath, line: UInt = #line) {
+    func assertRefused(
+        _ url: URL, trust: [TrustedKey], _ expected: [String], field: String? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try PackageReader.open(url, trust: trust), file: file, line: line) { error in
             guard let e = error as? XRError else { return XCTFail("not an XRError: \(error)", file: file, line: line) }
             for s in expected { XCTAssertTrue(e.message.contains(s), "'\(s)' not in: \(e.message)", file: file, line: line) }
@@ -89,8 +91,9 @@ final class SigningTests: XCTestCase {
         for k in ["xrlab_signed_one_byte_changed", "xrlab_signed_extra_file", "xrlab_signed_missing_file"] {
             XCTAssertEqual(results[k]?["exit"] as? Int, 1, k)
         }
-        XCTAssertEqual((record["sha256"] as? [String: String])?["format1.xrlab-signed.xrpkg"], try SHA256.hexOfFile(pkg),
-                       "the committed package is the one model signing verified")
+        XCTAssertEqual(
+            (record["sha256"] as? [String: String])?["format1.xrlab-signed.xrpkg"], try SHA256.hexOfFile(pkg),
+            "the committed package is the one model signing verified")
         let p = try PackageReader.open(pkg, trust: [try TrustedKey.load(testPub)])
         guard case .verified = p.signature else { return XCTFail("not verified") }
         // The statement xrlab writes today is the one model signing verified (signatures are
@@ -169,8 +172,9 @@ final class SigningTests: XCTestCase {
         let folder = dir.appendingPathComponent("pkg")
         _ = try PackageReader.unpack(unsigned, to: folder)
         XCTAssertEqual(try PackageReader.open(folder).manifest.name, "format1")
-        try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("weights/link.safetensors"),
-                                                   withDestinationURL: folder.appendingPathComponent("weights/head.safetensors"))
+        try FileManager.default.createSymbolicLink(
+            at: folder.appendingPathComponent("weights/link.safetensors"),
+            withDestinationURL: folder.appendingPathComponent("weights/head.safetensors"))
         XCTAssertThrowsError(try PackageReader.open(folder)) {
             XCTAssertEqual(($0 as? XRError)?.field, "weights/link.safetensors")
             XCTAssertTrue("\($0)".contains("symbolic links are not allowed"))
@@ -189,9 +193,10 @@ final class SigningTests: XCTestCase {
         let url = try write(e, "tampered.xrpkg", in: dir)
         // The checksums alone accept it: that is the attack.
         XCTAssertNoThrow(try PackageReader.open(url))
-        assertRefused(url, trust: [try TrustedKey.load(testPub)],
-                      ["'weights/head.safetensors' changed since signing", "'SHA256SUMS' changed since signing", "TEST-ONLY-signing-key.pub"],
-                      field: "weights/head.safetensors")
+        assertRefused(
+            url, trust: [try TrustedKey.load(testPub)],
+            ["'weights/head.safetensors' changed since signing", "'SHA256SUMS' changed since signing", "TEST-ONLY-signing-key.pub"],
+            field: "weights/head.safetensors")
     }
 
     func testHostilePackagesRefusedNamingWhatFailed() throws {
@@ -208,8 +213,9 @@ final class SigningTests: XCTestCase {
         recomputeSums(&other)
         XCTAssertNoThrow(try PackageReader.open(try write(other, "other.xrpkg", in: dir)))
         other["model.sig"] = signed["model.sig"]
-        assertRefused(try write(other, "borrowed.xrpkg", in: dir), trust: trust,
-                      ["'MODEL_CARD.md' changed since signing", "for 'format1-1.0.0'"], field: "MODEL_CARD.md")
+        assertRefused(
+            try write(other, "borrowed.xrpkg", in: dir), trust: trust,
+            ["'MODEL_CARD.md' changed since signing", "for 'format1-1.0.0'"], field: "MODEL_CARD.md")
 
         // One changed file (checksums not recomputed: the signature check comes first and names it).
         var changed = signed
@@ -220,15 +226,17 @@ final class SigningTests: XCTestCase {
         var extra = signed
         extra["weights/extra.safetensors"] = Data("x".utf8)
         recomputeSums(&extra)
-        assertRefused(try write(extra, "extra.xrpkg", in: dir), trust: trust,
-                      ["'weights/extra.safetensors' not covered by the signature"], field: "weights/extra.safetensors")
+        assertRefused(
+            try write(extra, "extra.xrpkg", in: dir), trust: trust,
+            ["'weights/extra.safetensors' not covered by the signature"], field: "weights/extra.safetensors")
 
         // A missing file.
         var missing = signed
         missing["MODEL_CARD.md"] = nil
         recomputeSums(&missing)
-        assertRefused(try write(missing, "missing.xrpkg", in: dir), trust: trust,
-                      ["'MODEL_CARD.md' covered by the signature but missing"], field: "MODEL_CARD.md")
+        assertRefused(
+            try write(missing, "missing.xrpkg", in: dir), trust: trust,
+            ["'MODEL_CARD.md' covered by the signature but missing"], field: "MODEL_CARD.md")
 
         // Changed, then re-signed under a key nobody trusts.
         var resigned = changed
@@ -236,8 +244,9 @@ final class SigningTests: XCTestCase {
         recomputeSums(&resigned)
         let attacker = SigningKey.generate()
         resigned["model.sig"] = try ModelSignature.sign(files: resigned, name: "format1-1.0.0", key: attacker)
-        assertRefused(try write(resigned, "resigned.xrpkg", in: dir), trust: trust,
-                      ["unknown key", String(attacker.publicKey.keyID.prefix(16)), "TEST-ONLY-signing-key.pub"], field: "model.sig")
+        assertRefused(
+            try write(resigned, "resigned.xrpkg", in: dir), trust: trust,
+            ["unknown key", String(attacker.publicKey.keyID.prefix(16)), "TEST-ONLY-signing-key.pub"], field: "model.sig")
         // ... claiming the trusted key's identifier, or naming none.
         for (i, hint) in [trust[0].keyID, nil].enumerated() {
             var obj = try XCTUnwrap(JSONSerialization.jsonObject(with: resigned["model.sig"]!) as? [String: Any])
@@ -263,8 +272,14 @@ final class SigningTests: XCTestCase {
             (Data(), "not a JSON object"),
             (Data("[]".utf8), "not a JSON object"),
             (Data(String(decoding: sig, as: UTF8.self).replacingOccurrences(of: "bundle.v0.3", with: "bundle.v0.1").utf8), "media type"),
-            (Data(String(decoding: sig, as: UTF8.self).replacingOccurrences(of: "\"sig\":\"", with: "\"sig\":\"!").utf8), "DSSE signature missing or not base64"),
-            (Data(String(decoding: sig, as: UTF8.self).replacingOccurrences(of: "\"payload\":\"", with: "\"payload\":\"%").utf8), "DSSE payload missing or not base64"),
+            (
+                Data(String(decoding: sig, as: UTF8.self).replacingOccurrences(of: "\"sig\":\"", with: "\"sig\":\"!").utf8),
+                "DSSE signature missing or not base64"
+            ),
+            (
+                Data(String(decoding: sig, as: UTF8.self).replacingOccurrences(of: "\"payload\":\"", with: "\"payload\":\"%").utf8),
+                "DSSE payload missing or not base64"
+            )
         ]
         for (i, (data, message)) in bad.enumerated() {
             var e = signed

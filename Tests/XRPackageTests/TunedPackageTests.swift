@@ -59,7 +59,11 @@ final class TunedPackageTests: XCTestCase {
         XCTAssertEqual(Metrics.auroc(prob, truth)!, p.manifest.evaluation[0].metrics["auroc"]!.value, accuracy: 2e-4)
         // The base encoder is checked; features cannot stand in for images.
         let other = try DemoData.generate(in: dir.appendingPathComponent("other"), patients: 1, seed: 9)
-        XCTAssertThrowsError(try Predictor.predict(p, base: other.modelDir, inputs: inputs, options: eo)) { XCTAssertTrue("\($0)".contains("base encoder mismatch"), "\($0)") }
-        XCTAssertThrowsError(try Predictor.predict(p, features: Tensor(zeros: [1, 96]), ids: ["a"])) { XCTAssertTrue("\($0)".contains("predicts from images"), "\($0)") }
+        XCTAssertThrowsError(try Predictor.predict(p, base: other.modelDir, inputs: inputs, options: eo)) {
+            XCTAssertTrue("\($0)".contains("base encoder mismatch"), "\($0)")
+        }
+        XCTAssertThrowsError(try Predictor.predict(p, features: Tensor(zeros: [1, 96]), ids: ["a"])) {
+            XCTAssertTrue("\($0)".contains("predicts from images"), "\($0)")
+        }
     }
 }

@@ -42,13 +42,15 @@ final class EmbedParityTests: XCTestCase {
     }
 
     func testTimmLayoutWithExplicitPreprocessing() throws {
-        try check("timm_vit", modelURL: Fixtures.url("vit/timm_vit/model.safetensors"), heads: 3,
-                  pre: Preprocessing(shortestEdge: 56, crop: 48, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]))
+        try check(
+            "timm_vit", modelURL: Fixtures.url("vit/timm_vit/model.safetensors"), heads: 3,
+            pre: Preprocessing(shortestEdge: 56, crop: 48, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]))
     }
 
     func testOriginalDinov2Layout() throws {
-        try check("dinov2_reg", modelURL: Fixtures.url("vit/dinov2_reg/model.safetensors"), heads: 4,
-                  pre: Preprocessing(shortestEdge: 64, crop: 56, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]))
+        try check(
+            "dinov2_reg", modelURL: Fixtures.url("vit/dinov2_reg/model.safetensors"), heads: 4,
+            pre: Preprocessing(shortestEdge: 64, crop: 56, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]))
     }
 
     func testHuggingFaceFolderUsesItsOwnPreprocessing() throws {

@@ -8,8 +8,10 @@ import TestSupport
 /// scipy.optimize.curve_fit (fixtures/make_curve_fixtures.py), the inverse, the seed bootstrap.
 final class LearningCurveTests: XCTestCase {
     /// Points of `f` at `shots` for `seeds` seeds, plus Gaussian noise of `sd` (deterministic).
-    func points(_ f: (Double) -> Double, shots: [Double] = [1, 2, 4, 8, 16, 32, 64], seeds: Int = 5, sd: Double = 0,
-                seed: UInt64 = 1) -> [CurvePoint] {
+    func points(
+        _ f: (Double) -> Double, shots: [Double] = [1, 2, 4, 8, 16, 32, 64], seeds: Int = 5, sd: Double = 0,
+        seed: UInt64 = 1
+    ) -> [CurvePoint] {
         var rng = XRRandom(seed: seed)
         return shots.flatMap { n in (0..<seeds).map { s in CurvePoint(shots: n, seed: s, value: f(n) + sd * Double(rng.nextGaussian())) } }
     }
@@ -22,7 +24,7 @@ final class LearningCurveTests: XCTestCase {
             XCTAssertEqual(fa, a, accuracy: 1e-7, "a for (\(a), \(b), \(c))")
             XCTAssertEqual(fb, b, accuracy: 1e-7, "b for (\(a), \(b), \(c))")
             XCTAssertEqual(fc, c, accuracy: 1e-6, "c for (\(a), \(b), \(c))")
-            XCTAssertLessThan(fit.sse, 1e-12)   // SSE = Syy − Sxy²/Sxx: rounding, not misfit
+            XCTAssertLessThan(fit.sse, 1e-12) // SSE = Syy − Sxy²/Sxx: rounding, not misfit
         }
     }
 
@@ -33,7 +35,7 @@ final class LearningCurveTests: XCTestCase {
         XCTAssertEqual(a, 0.88, accuracy: 0.01)
         XCTAssertEqual(b, 0.35, accuracy: 0.02)
         XCTAssertEqual(c, 0.6, accuracy: 0.08)
-        XCTAssertEqual(choice.heldOut, [32, 64])   // ⌊7/3⌋ = 2 largest counts
+        XCTAssertEqual(choice.heldOut, [32, 64]) // ⌊7/3⌋ = 2 largest counts
         let e = try XCTUnwrap(choice.heldOutError)
         XCTAssertLessThan(e.powerLaw, e.logLinear)
     }
@@ -113,7 +115,7 @@ final class LearningCurveTests: XCTestCase {
     func testShotsReachingATargetInvertsTheCurve() throws {
         let m = CurveModel.powerLaw(a: 0.9, b: 0.4, c: 0.5)
         let n = try XCTUnwrap(m.shots(reaching: 0.85, higherIsBetter: true))
-        XCTAssertEqual(n, 64, accuracy: 1e-9)   // 0.9 − 0.4/√64 = 0.85
+        XCTAssertEqual(n, 64, accuracy: 1e-9) // 0.9 − 0.4/√64 = 0.85
         XCTAssertEqual(m.value(at: n), 0.85, accuracy: 1e-12)
         XCTAssertNil(m.shots(reaching: 0.9, higherIsBetter: true), "the ceiling itself is never reached")
         XCTAssertNil(m.shots(reaching: 0.95, higherIsBetter: true))
@@ -145,8 +147,10 @@ final class LearningCurveTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(covered, 24, "80% intervals covered the truth in \(covered) of 40 studies")
         XCTAssertLessThanOrEqual(covered, 38, "80% intervals covered the truth in \(covered) of 40 studies")
-        XCTAssertEqual(LearningCurveFit.bootstrap(pts.filter { $0.seed == 0 }, kind: "power_law", higherIsBetter: true,
-                                                  resamples: 10, seed: 0), [], "one seed: no interval")
+        XCTAssertEqual(
+            LearningCurveFit.bootstrap(
+                pts.filter { $0.seed == 0 }, kind: "power_law", higherIsBetter: true,
+                resamples: 10, seed: 0), [], "one seed: no interval")
     }
 
     func testExtrapolationErrorIsNilWithoutRoomZeroOnTheTrueShapeAndLargeOnAWrongOne() throws {
@@ -158,8 +162,9 @@ final class LearningCurveTests: XCTestCase {
         // 1…16 miss, by more at 16 than at 8.
         let wrong = try XCTUnwrap(LearningCurveFit.extrapolationError(fitted, kind: "log_linear", higherIsBetter: true))
         XCTAssertGreaterThan(wrong, 0.01)
-        XCTAssertNil(LearningCurveFit.extrapolationError(points(truth, shots: [1, 2, 4]), kind: "power_law", higherIsBetter: true),
-                     "three shot counts leave nothing to predict")
+        XCTAssertNil(
+            LearningCurveFit.extrapolationError(points(truth, shots: [1, 2, 4]), kind: "power_law", higherIsBetter: true),
+            "three shot counts leave nothing to predict")
     }
 
     func testBandCurveMovesOnlyBeyondTheFitAndItsInverseMatches() throws {
@@ -197,7 +202,8 @@ final class LearningCurveTests: XCTestCase {
         }
         XCTAssertLessThan(plain, studies * 6 / 10, "the seed bootstrap alone covered \(plain) of \(studies)")
         XCTAssertGreaterThanOrEqual(band, studies * 7 / 10, "the band covered \(band) of \(studies)")
-        XCTAssertEqual(LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4),
-                       LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4), "deterministic")
+        XCTAssertEqual(
+            LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4),
+            LearningCurveFit.band([.logLinear(a: 0, b: 1)], errorPerDoubling: 0.1, lastFitted: 16, seed: 4), "deterministic")
     }
 }

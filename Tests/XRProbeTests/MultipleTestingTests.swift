@@ -33,7 +33,7 @@ final class MultipleTestingTests: XCTestCase {
     func testNonFiniteValuesAreLeftOut() {
         let q = MultipleTesting.benjaminiHochberg([0.01, .nan, 0.04])
         XCTAssertTrue(q[1].isNaN)
-        XCTAssertEqual(q[0], 0.02, accuracy: 1e-15)   // m = 2
+        XCTAssertEqual(q[0], 0.02, accuracy: 1e-15) // m = 2
         XCTAssertEqual(q[2], 0.04, accuracy: 1e-15)
         XCTAssertEqual(MultipleTesting.benjaminiHochberg([]), [])
     }
@@ -41,8 +41,8 @@ final class MultipleTestingTests: XCTestCase {
     func testTwiceTheLowerMedian() {
         XCTAssertNil(MultipleTesting.twiceMedian([]))
         XCTAssertEqual(MultipleTesting.twiceMedian([0.02]), 0.04)
-        XCTAssertEqual(MultipleTesting.twiceMedian([0.3, 0.01, 0.02, 0.9]), 0.04)        // 2nd of 4
-        XCTAssertEqual(MultipleTesting.twiceMedian([0.3, 0.01, 0.02, 0.9, 0.5]), 0.6)   // 3rd of 5
+        XCTAssertEqual(MultipleTesting.twiceMedian([0.3, 0.01, 0.02, 0.9]), 0.04) // 2nd of 4
+        XCTAssertEqual(MultipleTesting.twiceMedian([0.3, 0.01, 0.02, 0.9, 0.5]), 0.6) // 3rd of 5
         XCTAssertEqual(MultipleTesting.twiceMedian([0.8, 0.9, .nan]), 1)
     }
 

@@ -21,8 +21,10 @@ final class ProbeParityTests: XCTestCase {
 
     func task(_ name: String) throws -> (xtr: [Float], ytr: [Int], xte: [Float], yte: [Int], d: Int) {
         let xtr = try ref.tensor("\(name).xtr")
-        return (xtr.scalars, try ref.tensor("\(name).ytr").scalars.map { Int($0) }, try ref.tensor("\(name).xte").scalars,
-                try ref.tensor("\(name).yte").scalars.map { Int($0) }, xtr.shape[1])
+        return (
+            xtr.scalars, try ref.tensor("\(name).ytr").scalars.map { Int($0) }, try ref.tensor("\(name).xte").scalars,
+            try ref.tensor("\(name).yte").scalars.map { Int($0) }, xtr.shape[1]
+        )
     }
 
     func auroc(_ p: [[Double]], _ y: [Int], classes: Int) -> Double {
@@ -37,8 +39,9 @@ final class ProbeParityTests: XCTestCase {
             let (xtr, ytr, xte, yte, d) = try task(name)
             for (cs, want) in t.auroc {
                 guard let c = Double(cs) else { continue }
-                let r = Probe.run(.logistic(grid: [c], cvMinShots: 99, defaultC: c, folds: 3, standardize: .shots), train: xtr, labels: ytr,
-                                  test: xte, d: d, classes: t.classes)
+                let r = Probe.run(
+                    .logistic(grid: [c], cvMinShots: 99, defaultC: c, folds: 3, standardize: .shots), train: xtr, labels: ytr,
+                    test: xte, d: d, classes: t.classes)
                 let got = auroc(r.probabilities, yte, classes: t.classes)
                 XCTAssertEqual(got, want, accuracy: 0.002, "\(name) C=\(c) AUROC")
                 let sk = try ref.tensor("\(name).prob_C\(cs == "1.0" ? "1.0" : cs)").scalars
@@ -78,8 +81,9 @@ final class ProbeParityTests: XCTestCase {
 
     func testCrossValidationPicksAGridValue() throws {
         let (xtr, ytr, xte, _, d) = try task("binary_few")
-        let r = Probe.run(.logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .shots), train: xtr, labels: ytr,
-                          test: xte, d: d, classes: 2)
+        let r = Probe.run(
+            .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .shots), train: xtr, labels: ytr,
+            test: xte, d: d, classes: 2)
         XCTAssertNotNil(r.chosenC)
         XCTAssertTrue([0.01, 0.1, 1, 10].contains(r.chosenC ?? -1))
     }
@@ -107,7 +111,9 @@ final class SamplerAndStatisticsTests: XCTestCase {
         if case let .failure(e) = FewShotSampler.sample(labels: labels, classes: 2, pool: pool, test: test, patients: patients, k: 8, seed: 1, stream: []) {
             XCTAssertEqual(e.classIndex, 1)
             XCTAssertEqual(e.available, 7)
-        } else { XCTFail("expected a shortfall") }
+        } else {
+            XCTFail("expected a shortfall")
+        }
     }
 
     func testSeedSummaryTInterval() {

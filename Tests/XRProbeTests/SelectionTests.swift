@@ -77,12 +77,14 @@ final class SelectionTests: XCTestCase {
 
     func testNoBatchHoldsTwoRowsOfOnePatientAndRunsAreDeterministic() {
         let (x, _) = clusters([40, 40], seed: 2)
-        let patient = (0..<80).map { $0 / 4 }   // 20 patients × 4 rows
+        let patient = (0..<80).map { $0 / 4 } // 20 patients × 4 rows
         var p = pool(x, patient: patient)
-        p.probabilities = [(0..<80).map { (i: Int) -> [Double] in
-            let q = Double(i % 7) / 7
-            return [q, 1 - q]
-        }]
+        p.probabilities = [
+            (0..<80).map { (i: Int) -> [Double] in
+                let q = Double(i % 7) / 7
+                return [q, 1 - q]
+            }
+        ]
         p.labelledCounts = [[0, 0]]
         for s in SelectionStrategy.allCases {
             let a = ActiveSelection.select(p, strategy: s, budget: 25, seed: 3)

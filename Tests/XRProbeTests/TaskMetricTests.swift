@@ -39,8 +39,9 @@ final class TaskMetricTests: XCTestCase {
         }
         // Gallery = every row; each query (a gallery row) leaves itself out.
         let first20 = Array(gallery.prefix(20 * 6))
-        let got = Retrieval.evaluate(queries: first20, gallery: gallery, dim: 6, relevant: { RetrievalRelevance.any.matches(gl[$0], gl[$1]) },
-                                     exclude: (0..<20).map { $0 }, ks: [1, 5, 10], keep: 15)
+        let got = Retrieval.evaluate(
+            queries: first20, gallery: gallery, dim: 6, relevant: { RetrievalRelevance.any.matches(gl[$0], gl[$1]) },
+            exclude: (0..<20).map { $0 }, ks: [1, 5, 10], keep: 15)
         try compare(got, try XCTUnwrap(f["all_any"] as? [[String: Any]]), "leave-one-out")
         XCTAssertTrue(got.enumerated().allSatisfy { !$0.element.top.contains($0.offset) }, "a query ranked itself")
     }
@@ -82,11 +83,13 @@ final class TaskMetricTests: XCTestCase {
         for (w, h) in [(1, 1), (7, 1), (1, 9), (13, 11)] {
             let mask = (0..<(w * h)).map { _ in rng.nextInt(below: 5) == 0 }
             let d = MaskMetrics.squaredDistances(to: mask, width: w, height: h)
-            for y in 0..<h { for x in 0..<w {
-                var best = Double.infinity
-                for yy in 0..<h { for xx in 0..<w where mask[yy * w + xx] { best = min(best, Double((x - xx) * (x - xx) + (y - yy) * (y - yy))) } }
-                XCTAssertEqual(d[y * w + x], best, "\(w)x\(h) at (\(x), \(y))")
-            } }
+            for y in 0..<h {
+                for x in 0..<w {
+                    var best = Double.infinity
+                    for yy in 0..<h { for xx in 0..<w where mask[yy * w + xx] { best = min(best, Double((x - xx) * (x - xx) + (y - yy) * (y - yy))) } }
+                    XCTAssertEqual(d[y * w + x], best, "\(w)x\(h) at (\(x), \(y))")
+                }
+            }
         }
     }
 }

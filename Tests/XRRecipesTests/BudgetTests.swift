@@ -12,8 +12,9 @@ final class BudgetTests: XCTestCase {
     static let run: Result<URL, Error> = Result {
         let out = Fixtures.tempDir("budget-run").appendingPathComponent("run")
         var o = RunOptions(); o.quiet = true; o.commandLine = ["xrlab", "run"]
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml"),
-                                      overrides: ["output=\(out.path)", "seeds=4", "bootstrap=0"])
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml"),
+            overrides: ["output=\(out.path)", "seeds=4", "bootstrap=0"])
         _ = try Runner.run(r, options: o)
         return out
     }
@@ -37,7 +38,8 @@ final class BudgetTests: XCTestCase {
                 XCTAssertEqual(e.measured.map(\.shots), [1, 2, 4, 8, 16], name)
                 XCTAssertEqual(e.classes, 2, name)
                 XCTAssertEqual(e.resamples, 200, name)
-                let m: CurveModel = e.model == "power_law"
+                let m: CurveModel =
+                    e.model == "power_law"
                     ? .powerLaw(a: e.parameters["a"] ?? .nan, b: e.parameters["b"] ?? .nan, c: e.parameters["c"] ?? .nan)
                     : .logLinear(a: e.parameters["a"] ?? .nan, b: e.parameters["b"] ?? .nan)
                 let sign = o.target.higherIsBetter ? 1.0 : -1.0
@@ -66,7 +68,11 @@ final class BudgetTests: XCTestCase {
         let easy = try Budget.plan(dir, options: try options("auroc=0.3"), write: false)
         XCTAssertTrue(easy.entries.contains { $0.labels_per_class?.estimate == 1 })
         // --method / --task narrow the plan.
-        let one = try Budget.plan(dir, options: try options("auroc=0.8") { $0.method = "prototype"; $0.task = "nodule" }, write: false)
+        let one = try Budget.plan(
+            dir,
+            options: try options("auroc=0.8") {
+                $0.method = "prototype"; $0.task = "nodule"
+            }, write: false)
         XCTAssertEqual(one.entries.map { "\($0.task) \($0.method)" }, ["nodule prototype"])
     }
 
@@ -168,8 +174,9 @@ final class BudgetRecipeTests: XCTestCase {
 
     func testBudgetTargetsAddALabelsNeededTable() throws {
         let dir = try BudgetTests.run.get()
-        let r = try RecipeLoader.load(try recipe("budget: {targets: [auroc=0.85, ece=0.1]}\n"),
-                                      overrides: ["output=\(dir.path)", "seeds=4", "bootstrap=0"])
+        let r = try RecipeLoader.load(
+            try recipe("budget: {targets: [auroc=0.85, ece=0.1]}\n"),
+            overrides: ["output=\(dir.path)", "seeds=4", "bootstrap=0"])
         XCTAssertEqual(r.recipe.budget?.targets, ["auroc=0.85", "ece=0.1"])
         var o = RunOptions(); o.quiet = true; o.commandLine = ["xrlab", "run"]
         let s = try Runner.run(r, options: o)

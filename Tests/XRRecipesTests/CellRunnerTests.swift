@@ -18,8 +18,9 @@ final class CellRunnerTests: XCTestCase {
     func result(_ c: Cell, status: String = "ok") -> CellResult { Self.result(c, status: status) }
 
     static func result(_ c: Cell, status: String = "ok") -> CellResult {
-        CellResult(cell: c, status: status, reason: status == "ok" ? nil : "too few", metrics: ["auroc": Double(c.shots) + Double(c.seed) / 10],
-                   primary_ci: nil, chosen_C: nil, n_train: c.shots * 2, n_test: 7, train_ids: (0..<c.shots).map { "\(c.id)-\($0)" }, subgroups: [])
+        CellResult(
+            cell: c, status: status, reason: status == "ok" ? nil : "too few", metrics: ["auroc": Double(c.shots) + Double(c.seed) / 10],
+            primary_ci: nil, chosen_C: nil, n_train: c.shots * 2, n_test: 7, train_ids: (0..<c.shots).map { "\(c.id)-\($0)" }, subgroups: [])
     }
 
     /// Every file in the cells directory (temporary files included).
@@ -43,11 +44,14 @@ final class CellRunnerTests: XCTestCase {
 
         var computed: [String] = []
         var written: [String] = []
-        try runner.run(todo, written: { c, r in
-            XCTAssertTrue(FileManager.default.fileExists(atPath: runner.file(c).path), "written after the file is in place")
-            XCTAssertEqual(r.cell, c)
-            written.append(c.id)
-        }) { c in
+        try runner.run(
+            todo,
+            written: { c, r in
+                XCTAssertTrue(FileManager.default.fileExists(atPath: runner.file(c).path), "written after the file is in place")
+                XCTAssertEqual(r.cell, c)
+                written.append(c.id)
+            }
+        ) { c in
             computed.append(c.id)
             return result(c, status: c.shots == 4 && c.seed == 2 ? "skipped" : "ok")
         }
@@ -63,7 +67,9 @@ final class CellRunnerTests: XCTestCase {
         XCTAssertEqual(try files(dir), all.map { $0.id + ".json" }.sorted(), "one file per cell, nothing else")
 
         // A second run finds nothing to do.
-        try runner.run(runner.unfinished(all)) { c in XCTFail("recomputed \(c.id)"); return nil }
+        try runner.run(runner.unfinished(all)) { c in
+            XCTFail("recomputed \(c.id)"); return nil
+        }
     }
 
     func testAFailingCellLeavesNoFileAndEarlierCellsStay() throws {
@@ -71,11 +77,13 @@ final class CellRunnerTests: XCTestCase {
         let runner = CellRunner(cellsDirectory: dir, quiet: true)
         let all = plan()
         var computed: [String] = []
-        XCTAssertThrowsError(try runner.run(all) { c in
-            computed.append(c.id)
-            if c == all[3] { throw Boom() }
-            return result(c)
-        }) { XCTAssertTrue($0 is Boom, "\($0)") }
+        XCTAssertThrowsError(
+            try runner.run(all) { c in
+                computed.append(c.id)
+                if c == all[3] { throw Boom() }
+                return result(c)
+            }
+        ) { XCTAssertTrue($0 is Boom, "\($0)") }
         XCTAssertEqual(computed, all.prefix(4).map(\.id), "the run stops at the failing cell")
         XCTAssertEqual(try files(dir), all.prefix(3).map { $0.id + ".json" }.sorted(), "earlier cells stay; no file, temporary or final, for the failed one")
         XCTAssertEqual(try runner.results(all).map(\.cell), Array(all.prefix(3)))
@@ -88,7 +96,9 @@ final class CellRunnerTests: XCTestCase {
 
         // The rerun computes exactly the missing cells.
         computed = []
-        try runner.run(runner.unfinished(all)) { c in computed.append(c.id); return result(c) }
+        try runner.run(runner.unfinished(all)) { c in
+            computed.append(c.id); return result(c)
+        }
         XCTAssertEqual(computed, all.dropFirst(3).map(\.id))
         XCTAssertEqual(try runner.results(all), all.map { result($0) })
     }
@@ -104,10 +114,12 @@ final class CellRunnerTests: XCTestCase {
 
         let dir2 = Fixtures.tempDir("xrlab-cellrunner-parallel-fail")
         let runner2 = CellRunner(cellsDirectory: dir2, quiet: true)
-        XCTAssertThrowsError(try runner2.run(all, workers: 2) { c in
-            if c == all[4] { throw Boom() }
-            return Self.result(c)
-        }) { XCTAssertTrue($0 is Boom, "\($0)") }
+        XCTAssertThrowsError(
+            try runner2.run(all, workers: 2) { c in
+                if c == all[4] { throw Boom() }
+                return Self.result(c)
+            }
+        ) { XCTAssertTrue($0 is Boom, "\($0)") }
         let left = try files(dir2)
         XCTAssertFalse(left.contains(all[4].id + ".json"))
         XCTAssertFalse(left.contains { !$0.hasSuffix(".json") || $0.hasPrefix(".") }, "no temporary files: \(left)")

@@ -21,10 +21,12 @@ final class DeidentificationRunTests: XCTestCase {
             w.rows = 32; w.columns = 32
             let positive = i % 2 == 0
             w.pixels = (0..<(32 * 32)).map { p in (positive && p % 32 < 16 ? 2500 : 1200) + rng.nextInt(below: 400) }
-            w.extra = [(0x0008, 0x0050, "SH", "PLANTEDACC-\(i)"), (0x0008, 0x0060, "CS", "CR"),
-                       (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"), (0x0010, 0x0020, "LO", "PLANTEDID-\(i / 2)"),
-                       (0x0010, 0x0030, "DA", "19700101"), (0x0010, 0x0040, "CS", i % 3 == 0 ? "F" : "M"),
-                       (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", "PA")]
+            w.extra = [
+                (0x0008, 0x0050, "SH", "PLANTEDACC-\(i)"), (0x0008, 0x0060, "CS", "CR"),
+                (0x0010, 0x0010, "PN", "PLANTED^NAME^XR7"), (0x0010, 0x0020, "LO", "PLANTEDID-\(i / 2)"),
+                (0x0010, 0x0030, "DA", "19700101"), (0x0010, 0x0040, "CS", i % 3 == 0 ? "F" : "M"),
+                (0x0018, 0x0015, "CS", "CHEST"), (0x0018, 0x5101, "CS", "PA")
+            ]
             try w.data().write(to: incoming.appendingPathComponent(String(format: "img%02d.dcm", i)))
             // Split by patient (two images per patient).
             labels += String(format: "img%02d.dcm,%@,%@\n", i, positive ? "effusion" : "", (i / 2) % 3 == 0 ? "test" : "train")
@@ -36,22 +38,22 @@ final class DeidentificationRunTests: XCTestCase {
         _ = try Ingest.run(incoming, labels: labelsURL, joinOn: .filename, out: out.appendingPathComponent("manifest.csv"), key: key)
         try FileManager.default.copyItem(at: Fixtures.url("vit/hf_dinov2"), to: out.appendingPathComponent("model"))
         let recipe = """
-        version: 1
-        name: deid-check
-        model: {path: model}
-        data:
-          manifest: manifest.csv
-          label_column: labels
-          labels: [effusion]
-          patient_column: patient_key
-          split_column: split
-          subgroups: {sex: {column: sex}}
-        methods: [{name: logistic}, {name: prototype}]
-        shots: [1, 2]
-        seeds: 2
-        bootstrap: 20
-        output: run
-        """
+            version: 1
+            name: deid-check
+            model: {path: model}
+            data:
+              manifest: manifest.csv
+              label_column: labels
+              labels: [effusion]
+              patient_column: patient_key
+              split_column: split
+              subgroups: {sex: {column: sex}}
+            methods: [{name: logistic}, {name: prototype}]
+            shots: [1, 2]
+            seeds: 2
+            bootstrap: 20
+            output: run
+            """
         let recipeURL = out.appendingPathComponent("recipe.yaml")
         try recipe.write(to: recipeURL, atomically: true, encoding: .utf8)
         var o = RunOptions()

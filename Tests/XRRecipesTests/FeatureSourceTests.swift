@@ -52,13 +52,16 @@ final class FeatureSourceTests: XCTestCase {
         o.quiet = true
         o.cache = nil
         let result = try encoder.embed(inputs, options: o)
-        try EmbedOutput.write(result, encoder: encoder, modelPath: demo.modelDir.path, format: .safetensors, to: dir.appendingPathComponent("feats.safetensors"))
+        try EmbedOutput.write(
+            result, encoder: encoder, modelPath: demo.modelDir.path, format: .safetensors, to: dir.appendingPathComponent("feats.safetensors"))
         try EmbedOutput.write(result, encoder: encoder, modelPath: demo.modelDir.path, format: .npy, to: dir.appendingPathComponent("feats.npy"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("feats.cls.npy").path))
 
         var runs: [URL] = []
-        for (name, input) in [("encoded", "model:\n  path: model"), ("safetensors", "features:\n  matrix: feats.safetensors"),
-                              ("npy", "features:\n  matrix: feats.npy")] {
+        for (name, input) in [
+            ("encoded", "model:\n  path: model"), ("safetensors", "features:\n  matrix: feats.safetensors"),
+            ("npy", "features:\n  matrix: feats.npy")
+        ] {
             let r = try RecipeLoader.load(try write(Self.recipe(input, output: "run-\(name)"), in: dir, name: "\(name).yaml"))
             XCTAssertEqual(Planner.validate(r.file).map(\.description), [], name)
             let s = try Runner.run(r, options: quiet())
@@ -89,10 +92,13 @@ final class FeatureSourceTests: XCTestCase {
         o.cache = nil
         let result = try encoder.embed(table.rows.map { ImageInput(url: dir.appendingPathComponent($0[pathColumn]), id: $0[pathColumn]) }, options: o)
         XCTAssertEqual(result.tensors["pooled"], result.tensors["cls"])
-        try EmbedOutput.write(result, encoder: encoder, modelPath: demo.modelDir.path, format: .safetensors, to: dir.appendingPathComponent("feats.safetensors"))
+        try EmbedOutput.write(
+            result, encoder: encoder, modelPath: demo.modelDir.path, format: .safetensors, to: dir.appendingPathComponent("feats.safetensors"))
         var summaries: [Data] = []
-        for (name, input, rep) in [("encoded", "model:\n  path: model", "[pooled]"), ("file", "features:\n  matrix: feats.safetensors", "[pooled]"),
-                                   ("cls", "model:\n  path: model", "[cls]")] {
+        for (name, input, rep) in [
+            ("encoded", "model:\n  path: model", "[pooled]"), ("file", "features:\n  matrix: feats.safetensors", "[pooled]"),
+            ("cls", "model:\n  path: model", "[cls]")
+        ] {
             let r = try RecipeLoader.load(try write(Self.recipe(input, output: "run-\(name)", representation: rep), in: dir, name: "\(name).yaml"))
             XCTAssertEqual(Planner.validate(r.file).map(\.description), [], name)
             let s = try Runner.run(r, options: quiet())
@@ -110,16 +116,16 @@ final class FeatureSourceTests: XCTestCase {
         try CSVTable(header: ["path", "labels", "split"], rows: (0..<n).map { ["i\($0)", $0 % 2 == 0 ? "a" : "", $0 < 3 ? "train" : "test"] })
             .write(to: dir.appendingPathComponent("m.csv"))
         let text = """
-        version: 1
-        name: t
-        features: {matrix: f.safetensors}
-        data: {manifest: m.csv, label_column: labels, labels: [a], split_column: split}
-        representation: [cls, last4_cls]
-        methods: [{name: prototype}]
-        shots: [1]
-        seeds: 1
-        output: run
-        """
+            version: 1
+            name: t
+            features: {matrix: f.safetensors}
+            data: {manifest: m.csv, label_column: labels, labels: [a], split_column: split}
+            representation: [cls, last4_cls]
+            methods: [{name: prototype}]
+            shots: [1]
+            seeds: 1
+            output: run
+            """
         let u = try write(text, in: dir)
         let problems = Planner.validate(u)
         XCTAssertEqual(problems.count, 1)
@@ -134,7 +140,8 @@ final class FeatureSourceTests: XCTestCase {
         }
         // Row-count mismatch without a sidecar.
         try NPY.write(Tensor(shape: [n + 1, 4], scalars: [Float](repeating: 1, count: (n + 1) * 4)), to: dir.appendingPathComponent("g.npy"))
-        let rows = try write(text.replacingOccurrences(of: "f.safetensors", with: "g.npy").replacingOccurrences(of: "[cls, last4_cls]", with: "[cls]"), in: dir, name: "g.yaml")
+        let rows = try write(
+            text.replacingOccurrences(of: "f.safetensors", with: "g.npy").replacingOccurrences(of: "[cls, last4_cls]", with: "[cls]"), in: dir, name: "g.yaml")
         XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(rows), options: quiet())) { e in
             XCTAssertTrue("\(e)".contains("7 rows but the manifest has 6"), "\(e)")
         }
@@ -147,9 +154,10 @@ final class FeatureSourceTests: XCTestCase {
             let base = try PrecomputedFeatureSource().loadFeatures(for: recipe, rows: rows, quiet: quiet)
             let d = base.matrix.shape[1]
             let order = Array((0..<base.ids.count).reversed()).filter { base.ids[$0] != drop }
-            return FeatureSet(ids: order.map { base.ids[$0] },
-                              matrix: Tensor(shape: [order.count, d], scalars: order.flatMap { base.matrix.scalars[($0 * d)..<(($0 + 1) * d)] }),
-                              description: "shuffled test source")
+            return FeatureSet(
+                ids: order.map { base.ids[$0] },
+                matrix: Tensor(shape: [order.count, d], scalars: order.flatMap { base.matrix.scalars[($0 * d)..<(($0 + 1) * d)] }),
+                description: "shuffled test source")
         }
         func status(for recipe: LoadedRecipe, rows: ManifestRows) throws -> (description: String, seconds: Double) { ("test", 0) }
     }

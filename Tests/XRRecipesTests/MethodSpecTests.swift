@@ -8,22 +8,22 @@ import TestSupport
 /// recipes, and errors naming the key and the method.
 final class MethodSpecTests: XCTestCase {
     let tuningRecipe = """
-    version: 1
-    name: tuning
-    model: {path: model}
-    data: {manifest: table.csv, label_column: labels, labels: [alpha, beta], split_column: split}
-    methods:
-      - {name: logistic}
-      - {name: knn, k: [3, 9]}
-      - {name: prototype, temperature: 0.5}
-      - {name: lora, rank: 4}
-      - {name: adapter, placement: parallel}
-      - {name: last_k, head_hidden: 64}
-      - {name: bitfit, epochs: 3}
-      - {name: full}
-    shots: [4]
-    output: run
-    """
+        version: 1
+        name: tuning
+        model: {path: model}
+        data: {manifest: table.csv, label_column: labels, labels: [alpha, beta], split_column: split}
+        methods:
+          - {name: logistic}
+          - {name: knn, k: [3, 9]}
+          - {name: prototype, temperature: 0.5}
+          - {name: lora, rank: 4}
+          - {name: adapter, placement: parallel}
+          - {name: last_k, head_hidden: 64}
+          - {name: bitfit, epochs: 3}
+          - {name: full}
+        shots: [4]
+        output: run
+        """
 
     func load(_ text: String) throws -> LoadedRecipe {
         try RecipeLoader.load(text: text, file: Fixtures.tempDir().appendingPathComponent("r.yaml"))
@@ -64,9 +64,12 @@ final class MethodSpecTests: XCTestCase {
     func testStoredMethodsRoundTripAndFillMissingKeys() throws {
         let r = try load(tuningRecipe).recipe
         XCTAssertEqual(try JSONDecoder().decode(Recipe.self, from: JSONEncoder().encode(r)), r)
-        let old = try JSONDecoder().decode([Recipe.Method].self, from: Data("""
-        [{"name": "logistic", "C": [1]}, {"name": "lora", "rank": 2, "epochs": 5}, {"name": "full"}]
-        """.utf8))
+        let old = try JSONDecoder().decode(
+            [Recipe.Method].self,
+            from: Data(
+                """
+                [{"name": "logistic", "C": [1]}, {"name": "lora", "rank": 2, "epochs": 5}, {"name": "full"}]
+                """.utf8))
         let again = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(old)) as? [[String: Any]])
         XCTAssertEqual(again[0]["standardize"] as? String, "pool")
         XCTAssertEqual(again[0]["folds"] as? Int, 3)
@@ -74,9 +77,12 @@ final class MethodSpecTests: XCTestCase {
         XCTAssertEqual(again[1]["epochs"] as? Int, 5)
         XCTAssertEqual(again[2]["layer_decay"] as? Double, 0.75)
         // Report encoders are told apart by lr_scale (always written) or the name frozen.
-        let report = try JSONDecoder().decode([Recipe.Method].self, from: Data("""
-        [{"name": "frozen"}, {"name": "lora", "rank": 4, "lr_scale": 0.5}, {"name": "last_k", "blocks": 1, "lr_scale": 0.1}]
-        """.utf8))
+        let report = try JSONDecoder().decode(
+            [Recipe.Method].self,
+            from: Data(
+                """
+                [{"name": "frozen"}, {"name": "lora", "rank": 4, "lr_scale": 0.5}, {"name": "last_k", "blocks": 1, "lr_scale": 0.1}]
+                """.utf8))
         XCTAssertFalse(report.contains(where: \.isTuning))
         let reportJSON = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(report)) as? [[String: Any]])
         XCTAssertEqual(reportJSON[0].count, 1)
@@ -116,7 +122,8 @@ final class MethodSpecTests: XCTestCase {
         let epochs = problems("{name: last_k, blocks: 1}", "{name: last_k, blocks: 1, epochs: 2}")
         XCTAssertTrue(epochs.first?.description.contains("unknown key 'epochs'") == true, "\(epochs)")
         XCTAssertTrue(epochs.first?.field?.hasPrefix("line 30:") == true, "\(epochs)")
-        let adapter = RecipeLoader.check(text: text.replacingOccurrences(of: "{name: frozen}", with: "{name: adapter}"), file: URL(fileURLWithPath: "/r.yaml")).1
+        let adapter = RecipeLoader.check(text: text.replacingOccurrences(of: "{name: frozen}", with: "{name: adapter}"), file: URL(fileURLWithPath: "/r.yaml"))
+            .1
         XCTAssertTrue(adapter.first?.description.contains("unknown method 'adapter' for a report task") == true, "\(adapter)")
     }
 }

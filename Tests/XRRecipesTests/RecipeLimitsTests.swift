@@ -51,8 +51,9 @@ final class RecipeLimitsTests: XCTestCase {
         XCTAssertTrue(p.first?.message.contains("more than the limit of \(Limits.yamlNodes) values") == true, "\(p)")
         XCTAssertEqual(p.first?.field, "line 28:17", "the alias that passes the limit")
         // A few aliases are fine.
-        let (_, ok) = try problems(studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: &l [alpha, beta]")
-                                   .replacingOccurrences(of: "  subgroups:", with: "  where: {labels: *l}\n  subgroups:"))
+        let (_, ok) = try problems(
+            studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: &l [alpha, beta]")
+                .replacingOccurrences(of: "  subgroups:", with: "  where: {labels: *l}\n  subgroups:"))
         XCTAssertEqual(ok.map(\.description), [])
     }
 
@@ -60,13 +61,31 @@ final class RecipeLimitsTests: XCTestCase {
     func testCountsOverTheirLimitsAreRefusedNamingKeyAndLimit() throws {
         let long = "[" + (1...100_000).map(String.init).joined(separator: ", ") + "]"
         let cases: [(String, String, String)] = [
-            (studyRecipe.replacingOccurrences(of: "seeds: 2", with: "seeds: 1000000000"), "seeds", "seeds is 1000000000, over the limit of \(Limits.Recipe.seeds) seeds"),
-            (studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: \(long)"), "shots", "shots lists 100000 shot counts, over the limit of \(Limits.Recipe.shotCounts)"),
-            (studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: \(long)}"), "methods[1].k", "methods[1].k lists 100000 grid values, over the limit of \(Limits.Recipe.gridValues)"),
+            (
+                studyRecipe.replacingOccurrences(of: "seeds: 2", with: "seeds: 1000000000"), "seeds",
+                "seeds is 1000000000, over the limit of \(Limits.Recipe.seeds) seeds"
+            ),
+            (
+                studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: \(long)"), "shots",
+                "shots lists 100000 shot counts, over the limit of \(Limits.Recipe.shotCounts)"
+            ),
+            (
+                studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: \(long)}"), "methods[1].k",
+                "methods[1].k lists 100000 grid values, over the limit of \(Limits.Recipe.gridValues)"
+            ),
             (studyRecipe.replacingOccurrences(of: "C: [0.1, 1]", with: "C: \(long)"), "methods[0].C", "over the limit of \(Limits.Recipe.gridValues)"),
-            (studyRecipe.replacingOccurrences(of: "bootstrap: 50", with: "bootstrap: {resamples: 1000000000}"), "bootstrap", "over the limit of \(Limits.Recipe.bootstrap) bootstrap resamples"),
-            (studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [1, 4, 1000000000]"), "shots", "over the limit of \(Limits.Recipe.shotValue)"),
-            (studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3000000]}"), "methods[1].k", "over the limit of \(Limits.Recipe.knnK) neighbours"),
+            (
+                studyRecipe.replacingOccurrences(of: "bootstrap: 50", with: "bootstrap: {resamples: 1000000000}"), "bootstrap",
+                "over the limit of \(Limits.Recipe.bootstrap) bootstrap resamples"
+            ),
+            (
+                studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [1, 4, 1000000000]"), "shots",
+                "over the limit of \(Limits.Recipe.shotValue)"
+            ),
+            (
+                studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3000000]}"), "methods[1].k",
+                "over the limit of \(Limits.Recipe.knnK) neighbours"
+            )
         ]
         for (text, key, message) in cases {
             let (u, p) = try problems(text)
@@ -80,7 +99,9 @@ final class RecipeLimitsTests: XCTestCase {
         let many = studyRecipe.replacingOccurrences(of: "seeds: 2", with: "seeds: 1000").replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: \(grid)")
             .replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: \(grid)}")
         let (_, p) = try problems(many)
-        XCTAssertEqual(p.map(\.message), ["the plan has 20400000 cells (102 method settings × 2 tasks × 100 shot counts × 1000 seeds), over the limit of \(Limits.Recipe.planCells) cells"])
+        XCTAssertEqual(
+            p.map(\.message),
+            ["the plan has 20400000 cells (102 method settings × 2 tasks × 100 shot counts × 1000 seeds), over the limit of \(Limits.Recipe.planCells) cells"])
         // The same through --set, named by the override.
         let (_, s) = try problems(studyRecipe, overrides: ["seeds=1000000000"])
         XCTAssertEqual(s.first?.field, "--set seeds=1000000000 (seeds)", "\(s)")

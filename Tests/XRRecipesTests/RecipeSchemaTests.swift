@@ -20,11 +20,11 @@ final class RecipeSchemaTests: XCTestCase {
     /// What each repository recipe needs besides itself. A new recipe must be listed here.
     enum Needs { case nothing, demo, sharedData }
     static let repositoryRecipes: [String: Needs] = [
-        "synthetic-features.yaml": .nothing,   // committed fixtures only
-        "demo.yaml": .demo,                    // model, images, manifest written by `xrlab demo`
-        "demo-reports.yaml": .demo,            // report generation on the demo images and reports.csv (ReportRecipeTests runs a smaller copy)
-        "demo-tuning.yaml": .demo,             // the same, with tuning methods (TuneRecipeTests runs a smaller copy)
-        "nih-cxr14-shared.yaml": .sharedData,  // ../shared/data beside the repository (+ the demo model)
+        "synthetic-features.yaml": .nothing, // committed fixtures only
+        "demo.yaml": .demo, // model, images, manifest written by `xrlab demo`
+        "demo-reports.yaml": .demo, // report generation on the demo images and reports.csv (ReportRecipeTests runs a smaller copy)
+        "demo-tuning.yaml": .demo, // the same, with tuning methods (TuneRecipeTests runs a smaller copy)
+        "nih-cxr14-shared.yaml": .sharedData // ../shared/data beside the repository (+ the demo model)
     ]
 
     func testEveryRepositoryRecipeIsListedAndValidates() throws {
@@ -50,15 +50,18 @@ final class RecipeSchemaTests: XCTestCase {
 
     func testSelfContainedRecipeRuns() throws {
         let out = Fixtures.tempDir("synthetic-run")
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml"),
-                                      overrides: ["output=\(out.path)", "seeds=2", "shots=[1, 8]", "bootstrap=20"])
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml"),
+            overrides: ["output=\(out.path)", "seeds=2", "shots=[1, 8]", "bootstrap=20"])
         XCTAssertEqual(r.recipe.representation, ["cls", "patch_mean"])
         let s = try Runner.run(r, options: quiet())
         XCTAssertTrue(s.complete)
         XCTAssertEqual(s.computed, 2 * 4 * 2 * 2)
         let summary = try CSVTable(contentsOf: out.appendingPathComponent("summary.csv"))
-        let (m, t, k, metric, mean) = (try summary.column("method"), try summary.column("task"), try summary.column("shots"),
-                                       try summary.column("metric"), try summary.column("mean"))
+        let (m, t, k, metric, mean) = (
+            try summary.column("method"), try summary.column("task"), try summary.column("shots"),
+            try summary.column("metric"), try summary.column("mean")
+        )
         let row = summary.rows.first { $0[m] == "logistic" && $0[t] == "effusion" && $0[k] == "8" && $0[metric] == "auroc" }
         XCTAssertGreaterThan(Double(row?[mean] ?? "") ?? 0, 0.7, "effusion shifts the cls features")
         let report = try String(contentsOf: s.report, encoding: .utf8)
@@ -72,8 +75,13 @@ final class RecipeSchemaTests: XCTestCase {
         let common = ["seeds=2", "shots=[2, 4]", "bootstrap=10", "data.labels=[effusion]", "data.subgroups={}"]
         let a = Fixtures.tempDir("labels-pipe"), b = Fixtures.tempDir("labels-01")
         let sa = try Runner.run(try RecipeLoader.load(recipe, overrides: common + ["output=\(a.path)"]), options: quiet())
-        let sb = try Runner.run(try RecipeLoader.load(recipe, overrides: common + ["output=\(b.path)", "data.label_column=null",
-                                                                                   "data.label_columns={effusion: effusion}"]), options: quiet())
+        let sb = try Runner.run(
+            try RecipeLoader.load(
+                recipe,
+                overrides: common + [
+                    "output=\(b.path)", "data.label_column=null",
+                    "data.label_columns={effusion: effusion}"
+                ]), options: quiet())
         XCTAssertEqual(sa.computed, 4 * 2 * 2)
         XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("results.jsonl")), try Data(contentsOf: b.appendingPathComponent("results.jsonl")))
 
@@ -86,9 +94,14 @@ final class RecipeSchemaTests: XCTestCase {
 
         // Multiclass: one task over the listed classes (sex, as a stand-in for a class column).
         let d = Fixtures.tempDir("multiclass")
-        let sd = try Runner.run(try RecipeLoader.load(recipe, overrides: ["output=\(d.path)", "seeds=1", "shots=[2]", "bootstrap=0",
-                                                                           "data.task=multiclass", "data.label_column=sex", "data.labels=[F, M]",
-                                                                           "data.subgroups={}"]), options: quiet())
+        let sd = try Runner.run(
+            try RecipeLoader.load(
+                recipe,
+                overrides: [
+                    "output=\(d.path)", "seeds=1", "shots=[2]", "bootstrap=0",
+                    "data.task=multiclass", "data.label_column=sex", "data.labels=[F, M]",
+                    "data.subgroups={}"
+                ]), options: quiet())
         XCTAssertEqual(sd.plots.map(\.lastPathComponent), ["curve_F-vs-M.png"])
         XCTAssertEqual(sd.computed, 4)
     }
@@ -97,7 +110,8 @@ final class RecipeSchemaTests: XCTestCase {
 
     func testValidateReportsEveryProblemWithPositions() throws {
         let dir = Fixtures.tempDir()
-        let text = studyRecipe
+        let text =
+            studyRecipe
             .replacingOccurrences(of: "seeds: 2", with: "sedes: 2")
             .replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [0, 4, 8]")
             .replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3], C: [1]}")
@@ -125,8 +139,10 @@ final class RecipeSchemaTests: XCTestCase {
             (studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: {alpha: 1}"), "expected a list", "data.labels"),
             (studyRecipe.replacingOccurrences(of: "  manifest: table.csv\n", with: ""), "missing required key 'manifest'", "data"),
             (studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: {k: 1}"), "expected a list, found a mapping", "shots"),
-            (studyRecipe.replacingOccurrences(of: "label_column: labels", with: "label_column: labels\n  task: multiclas"),
-             "did you mean 'multiclass'", "data.task"),
+            (
+                studyRecipe.replacingOccurrences(of: "label_column: labels", with: "label_column: labels\n  task: multiclas"),
+                "did you mean 'multiclass'", "data.task"
+            )
         ]
         for (text, message, path) in cases {
             let u = try write(text, in: dir)
@@ -221,13 +237,15 @@ final class RecipeSchemaTests: XCTestCase {
 
     func testModelPreprocessingAndModelWithFeaturesRefused() throws {
         let dir = Fixtures.tempDir()
-        let withModel = studyRecipe.replacingOccurrences(of: "features:\n  matrix: feats.npy\n", with: """
-        model:
-          path: model
-          preset: vitTiny16
-          preprocessing: {size: 224, mean: 0.5, std: [0.2, 0.2, 0.2]}
+        let withModel = studyRecipe.replacingOccurrences(
+            of: "features:\n  matrix: feats.npy\n",
+            with: """
+                model:
+                  path: model
+                  preset: vitTiny16
+                  preprocessing: {size: 224, mean: 0.5, std: [0.2, 0.2, 0.2]}
 
-        """)
+                """)
         let r = try RecipeLoader.load(try write(withModel, in: dir))
         XCTAssertEqual(r.recipe.model?.preprocessing?.mean, [0.5, 0.5, 0.5])
         XCTAssertEqual(r.recipe.model?.preprocessing?.interpolation, "bicubic")
@@ -245,9 +263,11 @@ final class RecipeSchemaTests: XCTestCase {
     func testRunDirectoryRefusalSaysWhatDiffers() throws {
         let dir = Fixtures.tempDir()
         try makeStudy(in: dir)
-        _ = try Runner.run(try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]"), in: dir)), options: quiet())
-        let other = try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]"), in: dir, name: "o.yaml"),
-                                          overrides: ["seeds=3", "methods.1.k=4"])
+        _ = try Runner.run(
+            try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]"), in: dir)), options: quiet())
+        let other = try RecipeLoader.load(
+            try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]"), in: dir, name: "o.yaml"),
+            overrides: ["seeds=3", "methods.1.k=4"])
         XCTAssertThrowsError(try Runner.run(other, options: quiet())) { e in
             let s = "\(e)"
             XCTAssertTrue(s.contains("seeds: 2 → 3"), s)
@@ -255,15 +275,18 @@ final class RecipeSchemaTests: XCTestCase {
             XCTAssertEqual((e as? XRError)?.field, "output")
         }
         // Only the output moved: same fingerprint.
-        let moved = try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]")
-            .replacingOccurrences(of: "output: run", with: "output: run2"), in: dir, name: "m.yaml"))
+        let moved = try RecipeLoader.load(
+            try write(
+                studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]")
+                    .replacingOccurrences(of: "output: run", with: "output: run2"), in: dir, name: "m.yaml"))
         XCTAssertEqual(moved.fingerprint, try RecipeLoader.load(dir.appendingPathComponent("r.yaml")).fingerprint)
     }
 
     func testNewerFormatsAreRefusedWithAHint() throws {
         let dir = Fixtures.tempDir()
         try makeStudy(in: dir)
-        XCTAssertThrowsError(try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "version: 1", with: "version: 2"), in: dir, name: "v2.yaml"))) { e in
+        XCTAssertThrowsError(try RecipeLoader.load(try write(studyRecipe.replacingOccurrences(of: "version: 1", with: "version: 2"), in: dir, name: "v2.yaml")))
+        { e in
             XCTAssertEqual((e as? XRError)?.field, "line 1:10 (version)")
             XCTAssertNotNil((e as? XRError)?.hint)
         }

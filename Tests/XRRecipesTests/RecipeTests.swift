@@ -26,28 +26,28 @@ func makeStudy(in dir: URL, rows: Int = 120, nanRow: Int? = nil) throws {
 }
 
 let studyRecipe = """
-version: 1
-name: synthetic
-features:
-  matrix: feats.npy
-data:
-  manifest: table.csv
-  label_column: labels
-  labels: [alpha, beta]
-  patient_column: patient
-  split_column: split
-  subgroups:
-    sex: {column: sex}
-    age: {column: age, bins: [0, 50, 100]}
-methods:
-  - {name: logistic, C: [0.1, 1], cv_min_shots: 4}
-  - {name: knn, k: [3]}
-  - {name: prototype}
-shots: [1, 4, 8]
-seeds: 2
-bootstrap: 50
-output: run
-"""
+    version: 1
+    name: synthetic
+    features:
+      matrix: feats.npy
+    data:
+      manifest: table.csv
+      label_column: labels
+      labels: [alpha, beta]
+      patient_column: patient
+      split_column: split
+      subgroups:
+        sex: {column: sex}
+        age: {column: age, bins: [0, 50, 100]}
+    methods:
+      - {name: logistic, C: [0.1, 1], cv_min_shots: 4}
+      - {name: knn, k: [3]}
+      - {name: prototype}
+    shots: [1, 4, 8]
+    seeds: 2
+    bootstrap: 50
+    output: run
+    """
 
 final class RecipeTests: XCTestCase {
     func writeRecipe(_ text: String, in dir: URL, name: String = "r.yaml") throws -> URL {
@@ -92,27 +92,32 @@ final class RecipeTests: XCTestCase {
     // MARK: bad recipes
 
     func testTypoedKeyNamesLineColumnAndSuggests() throws {
-        try expectError(studyRecipe.replacingOccurrences(of: "seeds: 2", with: "sedes: 2"), field: "line 19:1",
-                        contains: ["unknown key 'sedes'", "did you mean 'seeds'"])
+        try expectError(
+            studyRecipe.replacingOccurrences(of: "seeds: 2", with: "sedes: 2"), field: "line 19:1",
+            contains: ["unknown key 'sedes'", "did you mean 'seeds'"])
     }
 
     func testWrongType() throws {
-        try expectError(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [1, many]"), field: "line 18:12",
-                        contains: ["expected a whole number", "'many'"])
+        try expectError(
+            studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [1, many]"), field: "line 18:12",
+            contains: ["expected a whole number", "'many'"])
     }
 
     func testBadValues() throws {
         try expectError(studyRecipe.replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [0]"), field: "shots", contains: ["at least 1"])
-        try expectError(studyRecipe.replacingOccurrences(of: "name: prototype", with: "name: protoype"), field: "methods",
-                        contains: ["unknown method", "did you mean 'prototype'"])
+        try expectError(
+            studyRecipe.replacingOccurrences(of: "name: prototype", with: "name: protoype"), field: "methods",
+            contains: ["unknown method", "did you mean 'prototype'"])
         try expectError(studyRecipe.replacingOccurrences(of: "labels: [alpha, beta]", with: "labels: []"), field: "labels", contains: ["at least one"])
     }
 
     func testBadStandardizeNamesTheKeyAndSuggests() throws {
-        try expectError(studyRecipe.replacingOccurrences(of: "cv_min_shots: 4}", with: "cv_min_shots: 4, standardize: shot}"),
-                        field: "line 15:", contains: ["unknown standardize 'shot'", "did you mean 'shots'", "pool, shots, none"])
-        try expectError(studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3], standardize: pool}"),
-                        field: "line 16:", contains: ["'standardize' does not apply to method knn"])
+        try expectError(
+            studyRecipe.replacingOccurrences(of: "cv_min_shots: 4}", with: "cv_min_shots: 4, standardize: shot}"),
+            field: "line 15:", contains: ["unknown standardize 'shot'", "did you mean 'shots'", "pool, shots, none"])
+        try expectError(
+            studyRecipe.replacingOccurrences(of: "{name: knn, k: [3]}", with: "{name: knn, k: [3], standardize: pool}"),
+            field: "line 16:", contains: ["'standardize' does not apply to method knn"])
         // Resolved recipes write the default out; an explicit value survives resolution.
         let dir = Fixtures.tempDir()
         let d = try RecipeLoader.load(try writeRecipe(studyRecipe, in: dir))

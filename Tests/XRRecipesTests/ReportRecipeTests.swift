@@ -36,9 +36,10 @@ final class ReportRecipeTests: XCTestCase {
     /// written over `<output>.yaml`.
     func frozenRecipe(_ dir: URL, output: String, shots: String, _ edit: (String) -> String = { $0 }) throws -> (url: URL, text: String) {
         let url = try recipe(dir, output: output)
-        let text = edit(try String(contentsOf: url, encoding: .utf8)
-            .replacingOccurrences(of: "shots: [all, 6]", with: "shots: \(shots)")
-            .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: ""))
+        let text = edit(
+            try String(contentsOf: url, encoding: .utf8)
+                .replacingOccurrences(of: "shots: [all, 6]", with: "shots: \(shots)")
+                .replacingOccurrences(of: "  - {name: lora, rank: 2}\n", with: ""))
         try text.write(to: url, atomically: true, encoding: .utf8)
         return (url, text)
     }
@@ -142,7 +143,8 @@ final class ReportRecipeTests: XCTestCase {
         let drafts = try CSVTable(contentsOf: dir.appendingPathComponent("m/cells/frozen__findings__k6__s0/generated.csv"))
         let g = try drafts.column("generated"), ref = try drafts.column("reference")
         let scorer = try Meteor.load(from: Fixtures.url("text/meteor").path)
-        let expected = scorer.score(candidates: drafts.rows.map { PTBTokenizer.tokenize($0[g]) }, references: drafts.rows.map { [PTBTokenizer.tokenize($0[ref])] })
+        let expected = scorer.score(
+            candidates: drafts.rows.map { PTBTokenizer.tokenize($0[g]) }, references: drafts.rows.map { [PTBTokenizer.tokenize($0[ref])] })
         XCTAssertEqual(meteor, expected.corpus, accuracy: 1e-12)
         XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("m/summary.csv"), encoding: .utf8).contains("\nfrozen,findings,6,meteor,1,"))
 
@@ -201,7 +203,7 @@ final class ReportRecipeTests: XCTestCase {
             "rank must be at least 1",
             "the number of training reports must be at least 1 (or all), got 0",
             "unknown metric 'auroc' for a report task",
-            "the meteor metric needs report.meteor_data",
+            "the meteor metric needs report.meteor_data"
         ] {
             XCTAssertTrue(text.contains(expected), "missing «\(expected)» in:\n\(text)")
         }

@@ -8,9 +8,13 @@ import TestSupport
 final class ShardingTests: XCTestCase {
     func cells() -> [Cell] {
         var out: [Cell] = []
-        for m in ["logistic", "knn-k20", "lora", "last_k"] { for k in [1, 4, 16] { for s in 0..<5 {
-            out.append(Cell(method: m, task: "effusion", shots: k, seed: s))
-        } } }
+        for m in ["logistic", "knn-k20", "lora", "last_k"] {
+            for k in [1, 4, 16] {
+                for s in 0..<5 {
+                    out.append(Cell(method: m, task: "effusion", shots: k, seed: s))
+                }
+            }
+        }
         return out
     }
 

@@ -13,10 +13,12 @@ final class SharedDataRecipeTests: XCTestCase {
         let dir = Fixtures.tempDir("nih")
         let model = try DemoData.generate(in: dir, patients: 2).modelDir
         let recipe = Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml")
-        let r = try RecipeLoader.load(recipe, overrides: [
-            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
-            "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[1, 4]", "bootstrap=0",
-        ])
+        let r = try RecipeLoader.load(
+            recipe,
+            overrides: [
+                "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+                "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[1, 4]", "bootstrap=0"
+            ])
         var o = RunOptions()
         o.quiet = true
         let s = try Runner.run(r, options: o)
@@ -37,10 +39,12 @@ final class SharedDataRecipeTests: XCTestCase {
         let shared = try Fixtures.requireSharedData()
         let dir = Fixtures.tempDir("nih-budget")
         let model = try DemoData.generate(in: dir, patients: 2).modelDir
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"), overrides: [
-            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
-            "output=\(dir.appendingPathComponent("run").path)", "seeds=3", "shots=[1, 2, 4, 8]", "bootstrap=0",
-        ])
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"),
+            overrides: [
+                "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+                "output=\(dir.appendingPathComponent("run").path)", "seeds=3", "shots=[1, 2, 4, 8]", "bootstrap=0"
+            ])
         var o = RunOptions()
         o.quiet = true
         let s = try Runner.run(r, options: o)
@@ -64,10 +68,12 @@ final class SharedDataRecipeTests: XCTestCase {
         let dir = Fixtures.tempDir("nih-suggest")
         defer { try? FileManager.default.removeItem(at: dir) }
         let model = try DemoData.generate(in: dir, patients: 2).modelDir
-        let r = try RecipeLoader.load(Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"), overrides: [
-            "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
-            "output=\(dir.appendingPathComponent("run").path)",
-        ])
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/nih-cxr14-shared.yaml"),
+            overrides: [
+                "model.path=\(model.path)", "data.manifest=\(shared.appendingPathComponent("manifest.csv").path)",
+                "output=\(dir.appendingPathComponent("run").path)"
+            ])
         let study = try StudyLoader.load(r)
         let none = dir.appendingPathComponent("none.csv")
         try CSVTable(header: ["path"], rows: []).write(to: none)
@@ -76,17 +82,20 @@ final class SharedDataRecipeTests: XCTestCase {
         XCTAssertTrue(cold.rows.allSatisfy { id in study.ids.firstIndex(of: id.id).map { study.isTest[$0] == false } ?? false }, "a test row was suggested")
         // Label every training row of a few of each class per finding, then ask for uncertainty.
         var labelled = Set<Int>()
-        for t in study.tasks { for k in 0..<2 {
-            labelled.formUnion(study.ids.indices.filter { study.isTest[$0] == false && t.labels[$0] == k }.prefix(3))
-        } }
+        for t in study.tasks {
+            for k in 0..<2 {
+                labelled.formUnion(study.ids.indices.filter { study.isTest[$0] == false && t.labels[$0] == k }.prefix(3))
+            }
+        }
         let file = dir.appendingPathComponent("labelled.csv")
         try CSVTable(header: ["path"], rows: labelled.sorted().map { [study.ids[$0]] }).write(to: file)
         let next = try Suggest.run(r, labelled: file, options: SuggestOptions(strategy: .uncertainty, budget: 10), study: study)
         XCTAssertEqual(next.rows.count, 10)
         XCTAssertTrue(next.rows.allSatisfy { !labelled.contains(study.ids.firstIndex(of: $0.id) ?? -1) })
-        let sim = try SelectionSimulation.run(study, recipe: r.recipe,
-                                              options: SimulationOptions(strategies: [.random, .kcenter], start: 20, rounds: [40], seeds: 2),
-                                              dir: dir.appendingPathComponent("sim"))
+        let sim = try SelectionSimulation.run(
+            study, recipe: r.recipe,
+            options: SimulationOptions(strategies: [.random, .kcenter], start: 20, rounds: [40], seeds: 2),
+            dir: dir.appendingPathComponent("sim"))
         XCTAssertEqual(sim.count, 4)
         XCTAssertTrue(sim.allSatisfy { $0.points.count == 2 && $0.points.allSatisfy { $0.auroc.map { $0 > 0 && $0 < 1 } ?? true } })
     }

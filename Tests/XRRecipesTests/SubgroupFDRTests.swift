@@ -111,8 +111,10 @@ final class SubgroupFDRTests: XCTestCase {
         let dir = Fixtures.tempDir()
         try makeSiteStudy(in: dir, seed: 1, planted: false)
         let u = dir.appendingPathComponent("r.yaml")
-        for (o, message) in [("subgroups.fdr=1.5", "subgroups.fdr must be between 0 and 1"), ("subgroups.fdr=0", "between 0 and 1"),
-                             ("subgroups={fdrr: 0.1}", "did you mean 'fdr'")] {
+        for (o, message) in [
+            ("subgroups.fdr=1.5", "subgroups.fdr must be between 0 and 1"), ("subgroups.fdr=0", "between 0 and 1"),
+            ("subgroups={fdrr: 0.1}", "did you mean 'fdr'")
+        ] {
             XCTAssertThrowsError(try RecipeLoader.load(u, overrides: [o]), o) { e in
                 guard let x = e as? XRError else { return XCTFail("\(e)") }
                 XCTAssertTrue(x.description.contains(message), "\(x) should say \(message)")

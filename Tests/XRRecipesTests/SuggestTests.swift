@@ -109,7 +109,9 @@ final class SuggestTests: XCTestCase {
         o.task = "findng"
         try refusal(some, o, "did you mean 'finding'")
         XCTAssertThrowsError(try Suggest.strategy("typiclus")) { XCTAssertTrue("\($0)".contains("did you mean 'typiclust'"), "\($0)") }
-        XCTAssertThrowsError(try Suggest.run(r, labelled: dir.appendingPathComponent("missing.csv"), options: SuggestOptions(strategy: .random, budget: 1), study: study)) {
+        XCTAssertThrowsError(
+            try Suggest.run(r, labelled: dir.appendingPathComponent("missing.csv"), options: SuggestOptions(strategy: .random, budget: 1), study: study)
+        ) {
             XCTAssertTrue("\($0)".contains("--labelled"), "\($0)")
         }
     }
@@ -162,9 +164,11 @@ final class SuggestTests: XCTestCase {
         let summary = try Runner.run(try RecipeLoader.load(url, overrides: sel), options: o)
         XCTAssertTrue(summary.complete)
         let run = dir.appendingPathComponent("run")
-        for st in ["random", "typiclust"] { for seed in 0..<2 {
-            XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("cells/\(st)__all__k8__s\(seed).json").path))
-        } }
+        for st in ["random", "typiclust"] {
+            for seed in 0..<2 {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("cells/\(st)__all__k8__s\(seed).json").path))
+            }
+        }
         let report = try String(contentsOf: run.appendingPathComponent("report.md"), encoding: .utf8)
         XCTAssertTrue(report.contains("## Active labelling"), report)
         XCTAssertTrue(report.contains("| typiclust | 32 |"), report)
@@ -173,7 +177,8 @@ final class SuggestTests: XCTestCase {
         XCTAssertEqual(rows.rows.count, 6)
         // Adding a strategy reuses the finished trajectories (the run's fingerprint ignores `selection`).
         let before = try Data(contentsOf: run.appendingPathComponent("cells/typiclust__all__k8__s1.json"))
-        _ = try Runner.run(try RecipeLoader.load(url, overrides: ["selection={strategies: [random, typiclust, kcenter], start: 8, rounds: [16, 32]}", "seeds=2"]), options: o)
+        _ = try Runner.run(
+            try RecipeLoader.load(url, overrides: ["selection={strategies: [random, typiclust, kcenter], start: 8, rounds: [16, 32]}", "seeds=2"]), options: o)
         XCTAssertEqual(try Data(contentsOf: run.appendingPathComponent("cells/typiclust__all__k8__s1.json")), before)
         XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("cells/kcenter__all__k8__s0.json").path))
     }

@@ -58,7 +58,8 @@ final class TuneRecipeTests: XCTestCase {
         let report = try String(contentsOf: dir.appendingPathComponent("a/report.md"), encoding: .utf8)
         XCTAssertTrue(report.contains("LoRA r=2"), report)
         // No checkpoints left behind.
-        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("a/cells").path).contains { $0.hasSuffix(".ckpt.safetensors") })
+        XCTAssertFalse(
+            try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("a/cells").path).contains { $0.hasSuffix(".ckpt.safetensors") })
 
         // Interrupted after 3 new cells, then resumed: byte-identical results.
         var partial = o

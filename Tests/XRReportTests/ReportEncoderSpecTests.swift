@@ -12,9 +12,11 @@ final class ReportEncoderSpecTests: XCTestCase {
     /// What earlier model.json files hold reads back to the same setting, keys left out taking
     /// the defaults (LoRA rank 8, alpha 2·rank, qkv, encoder lr ×1; last 2 blocks at ×0.1).
     func testReadsTheStoredFormWithDefaults() throws {
-        XCTAssertEqual(try decode(#"{"method": "lora", "rank": 4, "alpha": 8, "targets": ["qkv", "fc2"], "dropout": 0, "lr_scale": 1}"#),
-                       .lora(ReportLoRASpec(lora: LoRASettings(rank: 4, targets: ["qkv", "fc2"]))))
-        XCTAssertEqual(try decode(#"{"method": "lora"}"#), .lora(ReportLoRASpec(lora: LoRASettings(rank: 8, alpha: 16, targets: ["qkv"], dropout: 0), lrScale: 1)))
+        XCTAssertEqual(
+            try decode(#"{"method": "lora", "rank": 4, "alpha": 8, "targets": ["qkv", "fc2"], "dropout": 0, "lr_scale": 1}"#),
+            .lora(ReportLoRASpec(lora: LoRASettings(rank: 4, targets: ["qkv", "fc2"]))))
+        XCTAssertEqual(
+            try decode(#"{"method": "lora"}"#), .lora(ReportLoRASpec(lora: LoRASettings(rank: 8, alpha: 16, targets: ["qkv"], dropout: 0), lrScale: 1)))
         XCTAssertEqual(try decode(#"{"method": "last_k", "blocks": 1}"#), .lastK(ReportLastKSpec(blocks: 1, lrScale: 0.1)))
         XCTAssertEqual(try decode(#"{"method": "frozen"}"#), .frozen)
         XCTAssertThrowsError(try decode(#"{"method": "adapter"}"#)) { e in XCTAssertTrue("\(e)".contains("frozen, lora, last_k"), "\(e)") }

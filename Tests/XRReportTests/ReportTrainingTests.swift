@@ -18,7 +18,8 @@ final class ReportTrainingTests: XCTestCase {
         var csv = "path,split,findings,impression\n"
         for r in table.rows {
             let labels = Set(r[l].split(separator: "|").map(String.init))
-            let findings = (labels.contains("effusion") ? "Small right pleural effusion. " : "No pleural effusion. ")
+            let findings =
+                (labels.contains("effusion") ? "Small right pleural effusion. " : "No pleural effusion. ")
                 + (labels.contains("cardiomegaly") ? "The heart is enlarged." : "The heart size is normal.")
             let impression = labels.subtracting(["no_finding"]).isEmpty ? "No acute disease." : "Abnormal chest."
             csv += "demo/\(r[p]),\(r[s]),\(findings),\(impression)\n"
@@ -72,15 +73,18 @@ final class ReportTrainingTests: XCTestCase {
         var csv = "path,split,findings,impression\n"
         for r in table.rows {
             let labels = Set(r[l].split(separator: "|").map(String.init))
-            let findings = (labels.contains("effusion") ? "Small right pleural effusion. " : "No pleural effusion. ")
+            let findings =
+                (labels.contains("effusion") ? "Small right pleural effusion. " : "No pleural effusion. ")
                 + (labels.contains("cardiomegaly") ? "The heart is enlarged." : "The heart size is normal.")
             csv += "demo/\(r[p]),\(r[s]),\(findings),Impression.\n"
         }
         let manifest = dir.appendingPathComponent("paired.csv")
         try csv.write(to: manifest, atomically: true, encoding: .utf8)
         let base = demo.manifest.deletingLastPathComponent()
-        return (manifest, demo.modelDir, table.rows.map { base.appendingPathComponent($0[p]) },
-                table.rows.filter { $0[s] == "test" }.map { base.appendingPathComponent($0[p]) })
+        return (
+            manifest, demo.modelDir, table.rows.map { base.appendingPathComponent($0[p]) },
+            table.rows.filter { $0[s] == "test" }.map { base.appendingPathComponent($0[p]) }
+        )
     }
 
     func smallOptions(_ d: (manifest: URL, model: URL, images: [URL], testImages: [URL]), out: URL) -> ReportTrainOptions {
@@ -196,7 +200,8 @@ final class ReportTrainingTests: XCTestCase {
             XCTAssertEqual(t["transformer.wpe.weight"]?.scalars, Array(wpe.scalars.prefix(40 * 32)))
             XCTAssertEqual(t["transformer.wte.weight"]?.scalars, wte.scalars)
             XCTAssertEqual(t["transformer.h.1.mlp.c_fc.weight"]?.scalars, try f.tensor("transformer.h.1.mlp.c_fc.weight").scalars)
-            XCTAssertEqual(t["transformer.h.0.crossattention.q_attn.weight"] != nil, !prefix, "cross-attention only without a prefix (random: the checkpoint has none)")
+            XCTAssertEqual(
+                t["transformer.h.0.crossattention.q_attn.weight"] != nil, !prefix, "cross-attention only without a prefix (random: the checkpoint has none)")
             XCTAssertNoThrow(try ReportDecoder(config: c, tensors: t, source: "init"))
         }
         let narrow = DecoderConfig(vocab: 50, positions: 40, dim: 16, layers: 2, heads: 4, visualDim: 24)

@@ -8,10 +8,11 @@ final class AtomicFileTests: XCTestCase {
         let dir = Fixtures.tempDir()
         let out = dir.appendingPathComponent("out.bin")
         struct Boom: Error {}
-        XCTAssertThrowsError(try AtomicFile.write(to: out) { tmp in
-            try Data([1, 2, 3]).write(to: tmp)
-            throw Boom()
-        })
+        XCTAssertThrowsError(
+            try AtomicFile.write(to: out) { tmp in
+                try Data([1, 2, 3]).write(to: tmp)
+                throw Boom()
+            })
         let left = try FileManager.default.contentsOfDirectory(atPath: dir.path)
         XCTAssertEqual(left, [], "a failed write must leave no file behind")
     }

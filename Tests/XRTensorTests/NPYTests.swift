@@ -75,7 +75,7 @@ final class NPYTests: XCTestCase {
             ("(9223372036854775807, 2)", "<f4", "too large"),
             ("(2305843009213693952,)", "<f8", "too large"),
             ("(1152921504606846976, 4)", "|u1", "needs 4611686018427387904"),
-            ("(240, 1000000)", "<f4", "needs 960000000"),
+            ("(240, 1000000)", "<f4", "needs 960000000")
         ]
         for (shape, descr, fragment) in cases {
             XCTAssertThrowsError(try NPY.decode(npy(shape, descr: descr), source: "hostile.npy"), shape) { e in
@@ -93,7 +93,10 @@ final class NPYTests: XCTestCase {
     /// A header whose shape value has a ')' before its '(' (found by Fuzz/ npy): the shape text
     /// was sliced from '(' to the first ')' in the header, a reversed range that trapped.
     func testShapeWithCloseBeforeOpenIsRefused() throws {
-        let found = Data(base64Encoded: "k05VTVBZAQB2AHsnZGVzY3InOiAnPGYzJywgJ2ZvcnRyYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzogejQsIDUpLCB9ICAgICAgICAgICCTbHNlLCAnc2hhcGUnOiAoOSwgMTEpLCB9ICAgICAgICAgICAgICAgICAgICAgICAgICAg")!
+        let found = Data(
+            base64Encoded:
+                "k05VTVBZAQB2AHsnZGVzY3InOiAnPGYzJywgJ2ZvcnRyYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzogejQsIDUpLCB9ICAgICAgICAgICCTbHNlLCAnc2hhcGUnOiAoOSwgMTEpLCB9ICAgICAgICAgICAgICAgICAgICAgICAgICAg"
+        )!
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': 4), (5,), }"
         var small = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count), 0])
         small.append(contentsOf: Array(header.utf8))

@@ -27,8 +27,9 @@ final class SafeTensorsTests: XCTestCase {
         let dir = Fixtures.tempDir()
         for dt in [SafeTensorsDType.F32, .F16, .BF16] {
             let u = dir.appendingPathComponent("\(dt.rawValue).safetensors")
-            try SafeTensors.write([("w", t), ("scalar", Tensor(shape: [], scalars: [3]))], dtype: dt,
-                                  metadata: ["k": "v \"quoted\""], to: u)
+            try SafeTensors.write(
+                [("w", t), ("scalar", Tensor(shape: [], scalars: [3]))], dtype: dt,
+                metadata: ["k": "v \"quoted\""], to: u)
             let f = try SafeTensorsFile(contentsOf: u)
             XCTAssertEqual(f.metadata["k"], "v \"quoted\"")
             let back = try f.tensor("w")
@@ -49,13 +50,17 @@ final class SafeTensorsTests: XCTestCase {
     // MARK: bad input
 
     private func valid() throws -> Data {
-        try SafeTensors.encode([("x", Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])),
-                                ("y", Tensor(shape: [3], scalars: [5, 6, 7]))])
+        try SafeTensors.encode([
+            ("x", Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])),
+            ("y", Tensor(shape: [3], scalars: [5, 6, 7]))
+        ])
     }
 
     /// Write `data` as a file and expect opening it to fail with a message naming the file and `field`.
-    private func expectFailure(_ data: Data, field: String?, contains text: String,
-                               file: StaticString = #filePath, line: UInt = #line) {
+    private func expectFailure(
+        _ data: Data, field: String?, contains text: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         let u = Fixtures.tempDir().appendingPathComponent("bad.safetensors")
         XCTAssertNoThrow(try data.write(to: u))
         XCTAssertThrowsError(try SafeTensorsFile(contentsOf: u), file: file, line: line) { error in

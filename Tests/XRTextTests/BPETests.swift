@@ -22,10 +22,16 @@ final class BPETests: XCTestCase {
     func testRoundTripIsLossless() throws {
         let tok = try BPETokenizer.load(Fixtures.url("text/bpe/tokenizer.json"))
         var rng = SystemRandomNumberGenerator()
-        let samples = ["", " ", "\n\n\t ", "XXXX", "e\u{301}", "🫁🫀 中文 العربية हिन्दी", "\u{0}\u{7}\u{7f}\u{ad}", "it's", "''''", "<|endoftext|>"]
-            + (0..<200).map { _ in String(String.UnicodeScalarView((0..<Int.random(in: 0...30, using: &rng)).compactMap { _ in
-                Unicode.Scalar(UInt32.random(in: [0x20...0x7e, 0xa0...0x2ff, 0x4e00...0x4eff, 0x1f300...0x1f3ff].randomElement(using: &rng)!, using: &rng))
-            })) }
+        let samples =
+            ["", " ", "\n\n\t ", "XXXX", "e\u{301}", "🫁🫀 中文 العربية हिन्दी", "\u{0}\u{7}\u{7f}\u{ad}", "it's", "''''", "<|endoftext|>"]
+            + (0..<200).map { _ in
+                String(
+                    String.UnicodeScalarView(
+                        (0..<Int.random(in: 0...30, using: &rng)).compactMap { _ in
+                            Unicode.Scalar(
+                                UInt32.random(in: [0x20...0x7e, 0xa0...0x2ff, 0x4e00...0x4eff, 0x1f300...0x1f3ff].randomElement(using: &rng)!, using: &rng))
+                        }))
+            }
         for s in samples { XCTAssertEqual(tok.decode(tok.encode(s)), s, s.debugDescription) }
     }
 
@@ -52,7 +58,8 @@ final class BPETests: XCTestCase {
         for e in f.encodings { XCTAssertEqual(committed.encode(e.text), e.ids, e.text) }
         let table = try CSVTable(contentsOf: Fixtures.url("text/bpe/corpus.csv"))
         let c = try table.column("report")
-        let again = try BPETokenizer.train(table.rows.map { ReportText.normalize($0[c]) }, vocabSize: 600, minFrequency: 2, specialTokens: ["<|endoftext|>", "<pad>"])
+        let again = try BPETokenizer.train(
+            table.rows.map { ReportText.normalize($0[c]) }, vocabSize: 600, minFrequency: 2, specialTokens: ["<|endoftext|>", "<pad>"])
         XCTAssertEqual(again.vocab, committed.vocab)
         XCTAssertEqual(again.merges.map { $0.0 + " " + $0.1 }, committed.merges.map { $0.0 + " " + $0.1 })
     }
@@ -80,7 +87,8 @@ final class BPETests: XCTestCase {
         let dir = Fixtures.tempDir("xrlab-bpe-added")
         func refuse(_ added: String, vocab: String = #"{"a": 0, "b": 1}"#, _ fragments: [String]) throws {
             let u = dir.appendingPathComponent("t-\(UUID().uuidString).json")
-            let text = #"{"added_tokens": "# + added + #", "model": {"type": "BPE", "vocab": "# + vocab + #", "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
+            let text =
+                #"{"added_tokens": "# + added + #", "model": {"type": "BPE", "vocab": "# + vocab + #", "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
             try text.write(to: u, atomically: true, encoding: .utf8)
             XCTAssertThrowsError(try BPETokenizer.load(u)) { e in
                 for f in fragments + [u.path] { XCTAssertTrue("\(e)".contains(f), "\(e) lacks \(f)") }
@@ -95,7 +103,8 @@ final class BPETests: XCTestCase {
         try refuse("[]", vocab: #"{"a": 0, "b": 4000000000}"#, ["model.vocab", "outside 0..<2"])
         // The same tokens, valid, load and encode.
         let ok = dir.appendingPathComponent("ok.json")
-        try #"{"added_tokens": [{"id": 2, "content": "<s>"}], "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
+        try
+            #"{"added_tokens": [{"id": 2, "content": "<s>"}], "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#
             .write(to: ok, atomically: true, encoding: .utf8)
         XCTAssertEqual(try BPETokenizer.load(ok).splitAdded("a<s>b").map(\.0), ["a", "<s>", "b"])
         // Built in code with an empty token, the split still ends.

@@ -14,12 +14,15 @@ final class CheXpertLabelerTests: XCTestCase {
         expect("The heart is enlarged. Small right pleural effusion.", ["Cardiomegaly": .positive, "Pleural Effusion": .positive, "No Finding": .negative])
         expect("No pleural effusion or pneumothorax.", ["Pleural Effusion": .negative, "Pneumothorax": .negative, "No Finding": .positive])
         expect("No acute cardiopulmonary abnormality.", ["No Finding": .positive, "Cardiomegaly": .unmentioned])
-        expect("Without focal consolidation, effusion, or pneumothorax.", ["Consolidation": .negative, "Pleural Effusion": .negative, "Pneumothorax": .negative])
+        expect(
+            "Without focal consolidation, effusion, or pneumothorax.", ["Consolidation": .negative, "Pleural Effusion": .negative, "Pneumothorax": .negative])
         expect("Negative for pneumonia.", ["Pneumonia": .negative])
         expect("Lungs are free of consolidation.", ["Consolidation": .negative])
         expect("Pneumothorax is not seen.", ["Pneumothorax": .negative])
         expect("The previously seen effusion has resolved.", ["Pleural Effusion": .negative])
-        expect("Left basilar opacity may represent atelectasis or pneumonia.", ["Lung Opacity": .uncertain, "Atelectasis": .uncertain, "Pneumonia": .uncertain, "No Finding": .negative])
+        expect(
+            "Left basilar opacity may represent atelectasis or pneumonia.",
+            ["Lung Opacity": .uncertain, "Atelectasis": .uncertain, "Pneumonia": .uncertain, "No Finding": .negative])
         expect("Cannot exclude a small pneumothorax.", ["Pneumothorax": .uncertain])
         expect("Findings suggestive of mild pulmonary edema.", ["Edema": .uncertain])
         expect("Possible early pneumonia in the left lower lobe.", ["Pneumonia": .uncertain])
@@ -55,10 +58,12 @@ final class CheXpertLabelerTests: XCTestCase {
         let shared = try Fixtures.requireSharedData()
         let table = try CSVTable(contentsOf: shared.appendingPathComponent("reports_text_only.csv"))
         let labels = try table.column("labels"), findings = try table.column("findings"), impression = try table.column("impression")
-        let mesh: [String: String] = ["Cardiomegaly": "Cardiomegaly", "Pleural Effusion": "Pleural Effusion", "Pneumothorax": "Pneumothorax",
-                                      "Pulmonary Atelectasis": "Atelectasis", "Atelectasis": "Atelectasis", "Edema": "Edema", "Pulmonary Edema": "Edema",
-                                      "Consolidation": "Consolidation", "Pneumonia": "Pneumonia", "Nodule": "Lung Lesion", "Mass": "Lung Lesion",
-                                      "Fractures, Bone": "Fracture", "Opacity": "Lung Opacity", "Airspace Disease": "Lung Opacity"]
+        let mesh: [String: String] = [
+            "Cardiomegaly": "Cardiomegaly", "Pleural Effusion": "Pleural Effusion", "Pneumothorax": "Pneumothorax",
+            "Pulmonary Atelectasis": "Atelectasis", "Atelectasis": "Atelectasis", "Edema": "Edema", "Pulmonary Edema": "Edema",
+            "Consolidation": "Consolidation", "Pneumonia": "Pneumonia", "Nodule": "Lung Lesion", "Mass": "Lung Lesion",
+            "Fractures, Bone": "Fracture", "Opacity": "Lung Opacity", "Airspace Disease": "Lung Opacity"
+        ]
         var normal = 0, normalAgree = 0, mapped = 0, found = 0
         for row in table.rows {
             let l = CheXpertLabeler.label(row[findings] + " " + row[impression])
@@ -73,7 +78,10 @@ final class CheXpertLabelerTests: XCTestCase {
             }
         }
         let a = Double(normalAgree) / Double(normal), b = Double(found) / Double(mapped)
-        print(String(format: "IU reports: %d/%d MeSH-normal read as No Finding (%.3f); %d/%d mapped MeSH findings found (%.3f)", normalAgree, normal, a, found, mapped, b))
+        print(
+            String(
+                format: "IU reports: %d/%d MeSH-normal read as No Finding (%.3f); %d/%d mapped MeSH findings found (%.3f)", normalAgree, normal, a, found,
+                mapped, b))
         XCTAssertGreaterThan(normal, 200)
         XCTAssertGreaterThan(a, 0.95)
         XCTAssertGreaterThan(mapped, 50)

@@ -30,7 +30,8 @@ final class MeteorTests: XCTestCase {
         XCTAssertEqual(got.items.count, items.count)
         var worst = 0.0, worstAt = -1
         for (i, (a, b)) in zip(got.items, items).enumerated() where abs(a - b) > worst { worst = abs(a - b); worstAt = i }
-        XCTAssertLessThanOrEqual(worst, tol, "\(what): worst item difference \(worst) at item \(worstAt) (\(got.items[max(worstAt, 0)]) vs \(items[max(worstAt, 0)]))")
+        XCTAssertLessThanOrEqual(
+            worst, tol, "\(what): worst item difference \(worst) at item \(worstAt) (\(got.items[max(worstAt, 0)]) vs \(items[max(worstAt, 0)]))")
         XCTAssertEqual(got.corpus, corpus, accuracy: tol, "\(what) corpus")
         print(String(format: "%@: corpus %.6f vs %.6f (|Δ| %.2e), worst item |Δ| %.2e", what, got.corpus, corpus, abs(got.corpus - corpus), worst))
         return (abs(got.corpus - corpus), worst)
@@ -78,7 +79,7 @@ final class MeteorTests: XCTestCase {
         let with = CaptionMetrics.score(candidates: c, references: r, meteor: try meteor())
         XCTAssertEqual(with.meteor!, f.scores["meteor"]!, accuracy: 0.01)
         XCTAssertEqual(with.itemMeteor?.count, c.count)
-        XCTAssertEqual(with.ciderD, without.ciderD, accuracy: 1e-9)   // CIDEr-D sums in dictionary order
+        XCTAssertEqual(with.ciderD, without.ciderD, accuracy: 1e-9) // CIDEr-D sums in dictionary order
         for s in [with, without] {
             XCTAssertEqual(try JSONDecoder().decode(CaptionScores.self, from: JSONEncoder().encode(s)), s)
         }

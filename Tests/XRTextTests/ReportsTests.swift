@@ -17,7 +17,8 @@ final class ReportsTests: XCTestCase {
     func testManifestErrorsNameFileAndRow() throws {
         let dir = Fixtures.tempDir("xrlab-reports")
         let ok = dir.appendingPathComponent("ok.csv")
-        try "path,split,findings,impression\na.png,train,Heart  normal.,No acute disease.\nb.png,test,,Small XXXX effusion.\n".write(to: ok, atomically: true, encoding: .utf8)
+        try "path,split,findings,impression\na.png,train,Heart  normal.,No acute disease.\nb.png,test,,Small XXXX effusion.\n".write(
+            to: ok, atomically: true, encoding: .utf8)
         let pairs = try PairedReports.load(ok)
         XCTAssertEqual(pairs.map(\.findings), ["Heart normal.", ""])
         XCTAssertEqual(pairs[1].target(), "Small XXXX effusion.")

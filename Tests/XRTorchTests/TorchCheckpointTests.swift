@@ -76,7 +76,7 @@ final class TorchCheckpointTests: XCTestCase {
         let cases = [
             ("os_system", "os.system"), ("builtins_eval", "builtins.eval"), ("subprocess_popen", "subprocess.Popen"),
             ("unknown_class", "xrlab_fixture_payload.Dropper"), ("reduce_in_rebuild", "posix.system"),
-            ("build_unknown", "xrlab_fixture_payload.Dropper"),
+            ("build_unknown", "xrlab_fixture_payload.Dropper")
         ]
         for (name, global) in cases {
             let marker = URL(fileURLWithPath: "/tmp/xrlab-hostile-\(name)")
@@ -106,7 +106,7 @@ final class TorchCheckpointTests: XCTestCase {
             ("bad_short_bytes.pt", "holds 16 bytes, but 8 float32 elements need 32", "archive/data/0"),
             ("bad_huge_size.pt", "overflows", nil),
             ("legacy.pt", "legacy torch.save format", nil),
-            ("bad_expanding.pt", "expands to more than 16 times its size", "archive/data/0"),
+            ("bad_expanding.pt", "expands to more than 16 times its size", "archive/data/0")
         ]
         for (name, text, field) in cases {
             let e = error { _ = try TorchCheckpoint(contentsOf: fixture(name)) }

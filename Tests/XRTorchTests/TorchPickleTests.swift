@@ -28,11 +28,13 @@ final class TorchPickleTests: XCTestCase {
     }
 
     func testPlainDataAndATensorView() throws {
-        let v = try load([0x7D, 0x71, 0x00, 0x28] + s("w") + tensor(numel: 6, size: [2, 3], stride: [1, 2])
-                         + s("n") + [0x4B, 7, 0x71, 0x01] + s("x") + [0x47, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0] + s("l") + [0x5D, 0x28, 0x4E, 0x88, 0x65]
-                         + s("m") + [0x68, 0x01] + [0x75])
+        let v = try load(
+            [0x7D, 0x71, 0x00, 0x28] + s("w") + tensor(numel: 6, size: [2, 3], stride: [1, 2])
+                + s("n") + [0x4B, 7, 0x71, 0x01] + s("x") + [0x47, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0] + s("l") + [0x5D, 0x28, 0x4E, 0x88, 0x65]
+                + s("m") + [0x68, 0x01] + [0x75])
         guard case .dict(let d) = v, case .tensor(let t)? = d["w"], case .int(7)? = d["n"], case .float(1.5)? = d["x"],
-              case .list(let l)? = d["l"], case .int(7)? = d["m"] else { return XCTFail("\(v)") }
+            case .list(let l)? = d["l"], case .int(7)? = d["m"]
+        else { return XCTFail("\(v)") }
         XCTAssertEqual(t.shape, [2, 3])
         XCTAssertEqual(t.strides, [1, 2])
         XCTAssertEqual(l.items.count, 2)

@@ -40,7 +40,7 @@ final class LayoutTests: XCTestCase {
             for tag in ["native", "other"] {
                 let px = try ref.tensor("pixels_\(tag)")
                 let (B, S) = (px.shape[0], px.shape[2])
-                guard px.shape[3] == S else { continue }   // training takes square inputs
+                guard px.shape[3] == S else { continue } // training takes square inputs
                 for set in [nil, TrainableSet.full, .lastBlocks(1)] {
                     let what = "\(model) \(tag) \(set.map { "\($0)" } ?? "frozen")"
                     let m = try TrainableViT(from: loaded, size: S, classes: 2)
@@ -50,8 +50,9 @@ final class LayoutTests: XCTestCase {
                     let tokens = try m.forwardPatchTokens(pixels: px.scalars, batch: B)
                     assertClose(tokens, try ref.tensor("\(tag).patch_tokens").scalars, rel: 1e-5, "\(what): patch tokens")
                 }
-                let mean = try TrainableViT(config: TrainConfig(encoder: loaded.config.resized(to: S), classes: 2, pooling: "mean"),
-                                            tensors: try loaded.model.timmTensors(size: S), source: model)
+                let mean = try TrainableViT(
+                    config: TrainConfig(encoder: loaded.config.resized(to: S), classes: 2, pooling: "mean"),
+                    tensors: try loaded.model.timmTensors(size: S), source: model)
                 _ = try mean.forward(pixels: px.scalars, batch: B)
                 assertClose(mean.lastPooled, try ref.tensor("\(tag).patch_mean").scalars, rel: 1e-5, "\(model) \(tag): patch mean")
             }

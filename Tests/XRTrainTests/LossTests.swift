@@ -31,8 +31,9 @@ final class LossTests: XCTestCase {
         for i in logits.indices {
             var a = logits, b = logits
             a[i] += 1e-3; b[i] -= 1e-3
-            let num = (Loss.crossEntropy(logits: a, labels: labels, classes: 3, smoothing: 0.1).loss
-                       - Loss.crossEntropy(logits: b, labels: labels, classes: 3, smoothing: 0.1).loss) / 2e-3
+            let num =
+                (Loss.crossEntropy(logits: a, labels: labels, classes: 3, smoothing: 0.1).loss
+                    - Loss.crossEntropy(logits: b, labels: labels, classes: 3, smoothing: 0.1).loss) / 2e-3
             XCTAssertEqual(Double(d[i]), num, accuracy: 1e-5)
         }
     }

@@ -10,20 +10,24 @@ final class ModelGradientTests: XCTestCase {
     /// A 16-d, 2-block encoder at 16 px (4 patches), with `registers` register tokens and position
     /// embeddings on the first `posEmbedPrefix` prefix tokens.
     func encoder(layerScale: Bool, registers: Int, posEmbedPrefix: Int) -> ViTConfig {
-        ViTConfig(imageSize: 16, patchSize: 8, dim: 16, depth: 2, heads: 2, mlpHidden: 32, layerScale: layerScale,
-                  numRegisters: registers, posEmbedPrefix: posEmbedPrefix)
+        ViTConfig(
+            imageSize: 16, patchSize: 8, dim: 16, depth: 2, heads: 2, mlpHidden: 32, layerScale: layerScale,
+            numRegisters: registers, posEmbedPrefix: posEmbedPrefix)
     }
 
     /// `along`: the directional derivative only along the parameters named (all trainable ones when nil).
-    func check(_ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", headHidden: Int? = nil,
-               registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
-               file: StaticString = #filePath, line: UInt = #line) throws {
-        let c = TrainConfig(encoder: encoder(layerScale: layerScale, registers: registers, posEmbedPrefix: posEmbedPrefix), classes: 3,
-                            pooling: pooling, headHidden: headHidden)
+    func check(
+        _ set: TrainableSet, layerScale: Bool = false, pooling: String = "token", headHidden: Int? = nil,
+        registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        let c = TrainConfig(
+            encoder: encoder(layerScale: layerScale, registers: registers, posEmbedPrefix: posEmbedPrefix), classes: 3,
+            pooling: pooling, headHidden: headHidden)
         let m = try TrainableViT.random(c, seed: 3)
         // Give zero-initialised parts (LoRA B, adapter up, head) values so every path carries gradient.
         try m.setTrainable(set, seed: 5)
-        m.training = true        // LoRA dropout active, with one fixed mask for every evaluation
+        m.training = true // LoRA dropout active, with one fixed mask for every evaluation
         m.dropoutSeed = 42
         var rng = XRRandom(seed: 9)
         for p in m.trainableParameters where p.name.contains("lora_B") || p.name.contains("adapter.up") || p.name.hasPrefix("head") {
@@ -52,14 +56,17 @@ final class ModelGradientTests: XCTestCase {
         shift(-2 * h); let lm = try loss()
         shift(h)
         let numeric = (lp - lm) / Double(2 * h)
-        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2),
-                       "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative", file: file, line: line)
+        XCTAssertEqual(
+            analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2),
+            "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative", file: file, line: line)
     }
 
     /// Patch-token output (what a report decoder consumes): L = Σ w ⊙ tokens² for a fixed w, its
     /// gradient through `backwardPatchTokens` against the finite difference; the head takes no part.
-    func checkTokens(_ set: TrainableSet, layerScale: Bool = false, registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
-                     file: StaticString = #filePath, line: UInt = #line) throws {
+    func checkTokens(
+        _ set: TrainableSet, layerScale: Bool = false, registers: Int = 0, posEmbedPrefix: Int = 1, along: [String]? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let c = TrainConfig(encoder: encoder(layerScale: layerScale, registers: registers, posEmbedPrefix: posEmbedPrefix), classes: 2)
         let m = try TrainableViT.random(c, seed: 4)
         try m.setTrainable(set, seed: 6)
@@ -92,8 +99,10 @@ final class ModelGradientTests: XCTestCase {
         shift(-2 * h); let lm = try loss()
         shift(h)
         let numeric = (lp - lm) / Double(2 * h)
-        XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2), "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative of patch tokens",
-                       file: file, line: line)
+        XCTAssertEqual(
+            analytic, numeric, accuracy: 2e-2 * max(abs(numeric), 1e-2),
+            "\(set) registers \(registers) prefix \(posEmbedPrefix) along \(along ?? ["all"]): directional derivative of patch tokens",
+            file: file, line: line)
         // The classification path still works after token mode (buffers are rebuilt).
         XCTAssertEqual(try m.forward(pixels: px, batch: B).count, B * 2)
     }
@@ -168,7 +177,9 @@ final class DropoutTests: XCTestCase {
 final class RecomputeTests: XCTestCase {
     func testRecomputedGradientsAreIdentical() throws {
         let c = TrainConfig(dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: true)
-        for set in [TrainableSet.full, .lastBlocks(2), .lora(rank: 2, alpha: 4, targets: ["qkv", "fc1"], dropout: 0.2), .adapter(dim: 4, parallel: false, scale: 1)] {
+        for set in [
+            TrainableSet.full, .lastBlocks(2), .lora(rank: 2, alpha: 4, targets: ["qkv", "fc1"], dropout: 0.2), .adapter(dim: 4, parallel: false, scale: 1)
+        ] {
             var grads: [[[Float]]] = []
             for recompute in [false, true] {
                 let m = try TrainableViT.random(c, seed: 3)
@@ -197,14 +208,17 @@ final class ClassTokenShortcutTests: XCTestCase {
     /// Under class-token pooling the last block runs past its keys and values on the class-token
     /// rows only; logits and every trainable gradient equal the every-row computation.
     func testClassTokenLastBlockMatchesEveryRow() throws {
-        let sets: [TrainableSet] = [.full, .lastBlocks(1), .lastBlocks(2), .bitFit, .head,
-                                    .lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"]),
-                                    .adapter(dim: 4, parallel: false, scale: 1), .adapter(dim: 3, parallel: true, scale: 0.5)]
+        let sets: [TrainableSet] = [
+            .full, .lastBlocks(1), .lastBlocks(2), .bitFit, .head,
+            .lora(rank: 2, alpha: 4, targets: ["qkv", "proj", "fc1", "fc2"]),
+            .adapter(dim: 4, parallel: false, scale: 1), .adapter(dim: 3, parallel: true, scale: 0.5)
+        ]
         for layerScale in [false, true] {
-            let c = TrainConfig(dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale,
-                                headHidden: layerScale ? 6 : nil)
+            let c = TrainConfig(
+                dim: 16, depth: 3, heads: 2, patch: 8, imageSize: 16, mlpHidden: 32, classes: 3, layerScale: layerScale,
+                headHidden: layerScale ? 6 : nil)
             for set in sets {
-                for (recompute, B) in [(false, 3), (true, 3), (false, 1)] {   // one image: single-row products
+                for (recompute, B) in [(false, 3), (true, 3), (false, 1)] { // one image: single-row products
                     var logits: [[Float]] = [], grads: [[[Float]]] = []
                     for shortcut in [true, false] {
                         let m = try TrainableViT.random(c, seed: 3)

@@ -55,7 +55,8 @@ final class PEFTTests: XCTestCase {
         XCTAssertThrowsError(try wider.apply(adapter, source: "peft_adapter")) { e in
             XCTAssertTrue("\(e)".contains("different base model") && "\(e)".contains("lora_A.weight"), "\(e)")
         }
-        let shallower = try TrainableViT.random(TrainConfig(dim: 48, depth: 2, heads: 3, patch: 8, imageSize: 32, mlpHidden: 192, classes: 3, layerScale: false))
+        let shallower = try TrainableViT.random(
+            TrainConfig(dim: 48, depth: 2, heads: 3, patch: 8, imageSize: 32, mlpHidden: 192, classes: 3, layerScale: false))
         XCTAssertThrowsError(try shallower.apply(adapter, source: "peft_adapter")) { e in
             XCTAssertTrue("\(e)".contains("different base model") && "\(e)".contains("blocks.2.attn.qkv"), "\(e)")
         }

@@ -31,7 +31,7 @@ final class PackedWeightTests: XCTestCase {
         var rng = XRRandom(seed: 8)
         for p in m.trainableParameters where p.name.contains("lora_B") { for i in 0..<p.count { p.value.p[i] = rng.nextGaussian() * 0.3 } }
         let px = (0..<(2 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
-        let before = try outputs(m, px)   // packs the frozen weights
+        let before = try outputs(m, px) // packs the frozen weights
 
         for name in ["blocks.0.mlp.fc1.weight", "blocks.1.attn.proj.weight", "blocks.1.mlp.fc2.weight"] {
             let p = m.parameter(name)!
@@ -54,12 +54,12 @@ final class PackedWeightTests: XCTestCase {
         var rng = XRRandom(seed: 9)
         let px = (0..<(2 * 3 * 16 * 16)).map { _ in rng.nextGaussian() }
         try m.setTrainable(.head, seed: 1)
-        _ = try outputs(m, px)                              // block 1 frozen: packed
-        try m.setTrainable(.lastBlocks(1), seed: 1)          // trainable again: updated in place
+        _ = try outputs(m, px) // block 1 frozen: packed
+        try m.setTrainable(.lastBlocks(1), seed: 1) // trainable again: updated in place
         let w = m.parameter("blocks.1.mlp.fc1.weight")!
         XCTAssertTrue(w.trainable)
-        for i in 0..<w.count { w.value.p[i] += 0.05 * rng.nextGaussian() }   // as an optimiser step does
-        try m.setTrainable(.head, seed: 1)                   // frozen again
+        for i in 0..<w.count { w.value.p[i] += 0.05 * rng.nextGaussian() } // as an optimiser step does
+        try m.setTrainable(.head, seed: 1) // frozen again
         let got = try outputs(m, px)
         let fresh = try TrainableViT(config: config, tensors: tensors(m), source: "test")
         try fresh.setTrainable(.head, seed: 1)

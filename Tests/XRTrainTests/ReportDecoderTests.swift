@@ -57,7 +57,7 @@ final class ReportDecoderTests: XCTestCase {
             let want = try XCTUnwrap(ref["grad." + p.name], p.name)
             var got = p.grad!.array
             let conv1D = ["c_attn.weight", "c_proj.weight", "q_attn.weight", "c_fc.weight"].contains { p.name.hasSuffix($0) }
-            if conv1D {   // stored (in, out) by Hugging Face
+            if conv1D { // stored (in, out) by Hugging Face
                 let (o, i) = (p.shape[0], p.shape[1])
                 var t = [Float](repeating: 0, count: o * i)
                 for col in 0..<o { for r in 0..<i { t[r * o + col] = got[col * i + r] } }
@@ -67,7 +67,9 @@ final class ReportDecoderTests: XCTestCase {
             worst = max(worst, rel)
             XCTAssertLessThan(rel, 1e-4, "\(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(idx)")
         }
-        print("report decoder (\(config.visualPrefix ? "visual prefix" : "cross-attention")): \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)")
+        print(
+            "report decoder (\(config.visualPrefix ? "visual prefix" : "cross-attention")): \(m.parameters.count) parameter gradients vs autograd, worst relative L2 \(worst)"
+        )
         // The fused in-place loss gives the same loss and gradients.
         let before = m.parameters.map { $0.grad!.array }
         m.zeroGrad()
@@ -94,8 +96,11 @@ final class ReportDecoderTests: XCTestCase {
 
 final class ReportGenerationTests: XCTestCase {
     func model() throws -> (ReportDecoder, [String: Tensor]) {
-        (try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24),
-                           tensors: try loadReportFixture("decoder"), source: "decoder"), try loadReportFixture("reference"))
+        (
+            try ReportDecoder(
+                config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24),
+                tensors: try loadReportFixture("decoder"), source: "decoder"), try loadReportFixture("reference")
+        )
     }
 
     func testGreedyWithKeyValueCacheMatchesFullRecomputation() throws {
@@ -104,8 +109,9 @@ final class ReportGenerationTests: XCTestCase {
     }
 
     func testVisualPrefixGreedyWithKeyValueCacheMatchesFullRecomputation() throws {
-        let m = try ReportDecoder(config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24, visualPrefix: true),
-                                  tensors: try loadReportFixture("prefix_decoder"), source: "prefix_decoder")
+        let m = try ReportDecoder(
+            config: DecoderConfig(vocab: 50, positions: 64, dim: 32, layers: 2, heads: 4, visualDim: 24, visualPrefix: true),
+            tensors: try loadReportFixture("prefix_decoder"), source: "prefix_decoder")
         try checkGreedy(m, try loadReportFixture("prefix_reference"))
         // The prefix takes 5 of the 64 positions.
         var o = GenerationOptions()
@@ -180,7 +186,7 @@ final class ReportDecoderVisualGradientTests: XCTestCase {
         var v = (0..<(B * S * 24)).map { _ in rng.nextGaussian() }
         let ids = (0..<(B * T)).map { _ in Int(rng.next() % 50) }
         var labels = ids
-        for t in 5..<T { labels[T + t] = -100 }     // a shorter second report
+        for t in 5..<T { labels[T + t] = -100 } // a shorter second report
         func loss() throws -> Double {
             let logits = try m.forward(visual: v, visualTokens: S, ids: ids, batch: B, lengths: [T, 5])
             return ReportDecoder.languageModelLoss(logits: logits, labels: labels, batch: B, vocab: 50, smoothing: 0.1).loss

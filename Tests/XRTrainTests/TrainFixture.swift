@@ -26,8 +26,9 @@ struct TrainFixture {
     func data() throws -> Data {
         let d = try load("data")
         let b = d["batches"]!
-        return Data(pixels: d["pixels"]!.scalars, labels: d["labels"]!.scalars.map { Int($0) },
-                    batches: (0..<b.shape[0]).map { i in (0..<b.shape[1]).map { Int(b.scalars[i * b.shape[1] + $0]) } })
+        return Data(
+            pixels: d["pixels"]!.scalars, labels: d["labels"]!.scalars.map { Int($0) },
+            batches: (0..<b.shape[0]).map { i in (0..<b.shape[1]).map { Int(b.scalars[i * b.shape[1] + $0]) } })
     }
     func batch(_ d: Data, _ idx: [Int]) -> ([Float], [Int]) {
         let n = 3 * 32 * 32

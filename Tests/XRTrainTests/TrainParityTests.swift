@@ -60,10 +60,13 @@ final class TrainParityTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("match no linear layer") && "\(e)".contains("targets"), "\(e)")
         }
         try m.setTrainable(.lora(rank: 4, alpha: 8, targets: ["mlp.*", "blocks.2.attn.proj"]))
-        XCTAssertEqual(Set(m.trainableParameters.filter { $0.name.contains("lora_A") }.map(\.name)),
-                       ["blocks.0.mlp.fc1.lora_A.weight", "blocks.0.mlp.fc2.lora_A.weight", "blocks.1.mlp.fc1.lora_A.weight",
-                        "blocks.1.mlp.fc2.lora_A.weight", "blocks.2.mlp.fc1.lora_A.weight", "blocks.2.mlp.fc2.lora_A.weight",
-                        "blocks.2.attn.proj.lora_A.weight"])
+        XCTAssertEqual(
+            Set(m.trainableParameters.filter { $0.name.contains("lora_A") }.map(\.name)),
+            [
+                "blocks.0.mlp.fc1.lora_A.weight", "blocks.0.mlp.fc2.lora_A.weight", "blocks.1.mlp.fc1.lora_A.weight",
+                "blocks.1.mlp.fc2.lora_A.weight", "blocks.2.mlp.fc1.lora_A.weight", "blocks.2.mlp.fc2.lora_A.weight",
+                "blocks.2.attn.proj.lora_A.weight"
+            ])
         // Frozen parameters have no gradient buffers.
         XCTAssertTrue(m.parameters.filter { !$0.trainable }.allSatisfy { $0.grad == nil })
     }

@@ -27,13 +27,16 @@ final class TunerTests: XCTestCase {
 
     func testResumeAfterInterruptionGivesTheSameWeights() throws {
         let (m1, data) = try setup()
-        let full = try Tuner(model: m1, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: nil)
+        let full = try Tuner(model: m1, options: options(), seed: 7, identity: ["run": "x"]).run(
+            train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: nil)
         let ckpt = Fixtures.tempDir("xrlab-tune").appendingPathComponent("cell.ckpt")
         let (m2, _) = try setup()
-        let first = try Tuner(model: m2, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt, stopAfter: 2)
+        let first = try Tuner(model: m2, options: options(), seed: 7, identity: ["run": "x"]).run(
+            train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt, stopAfter: 2)
         XCTAssertEqual(first.history.count, 2)
-        let (m3, _) = try setup()   // a fresh process: weights from the checkpoint
-        let rest = try Tuner(model: m3, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt)
+        let (m3, _) = try setup() // a fresh process: weights from the checkpoint
+        let rest = try Tuner(model: m3, options: options(), seed: 7, identity: ["run": "x"]).run(
+            train: [0, 1, 2, 3, 4, 5], validation: [6, 7], data: data, checkpoint: ckpt)
         XCTAssertEqual(rest.resumedFrom, 2)
         XCTAssertEqual(rest.history, full.history)
         XCTAssertEqual(rest.bestEpoch, full.bestEpoch)
@@ -43,11 +46,15 @@ final class TunerTests: XCTestCase {
         XCTAssertEqual(try tuner.evaluate([6, 7], data), full.history.compactMap(\.validationLoss).min()!, accuracy: 1e-6)
         // A checkpoint of another configuration is refused; a corrupt one names the file.
         let (m4, _) = try setup()
-        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "other"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
+        XCTAssertThrowsError(
+            try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "other"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)
+        ) {
             XCTAssertTrue("\($0)".contains("different training configuration (run: x → other)") && "\($0)".contains(ckpt.path), "\($0)")
         }
         try Data("garbage".utf8).write(to: ckpt)
-        XCTAssertThrowsError(try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)) {
+        XCTAssertThrowsError(
+            try Tuner(model: m4, options: options(), seed: 7, identity: ["run": "x"]).run(train: [0, 1, 2], validation: [], data: data, checkpoint: ckpt)
+        ) {
             XCTAssertTrue("\($0)".contains(ckpt.path), "\($0)")
         }
     }
@@ -85,7 +92,8 @@ final class TunerTests: XCTestCase {
         }
         let (m2, _) = try setup()
         broken.value = false
-        let resumed = try Tuner(model: m2, options: o, seed: 1, identity: ["run": "x"]).run(train: [0, 1, 2, 3], validation: [], data: data, checkpoint: ckpt, stopAfter: 0)
+        let resumed = try Tuner(model: m2, options: o, seed: 1, identity: ["run": "x"]).run(
+            train: [0, 1, 2, 3], validation: [], data: data, checkpoint: ckpt, stopAfter: 0)
         XCTAssertEqual(resumed.history.count, 2, "the checkpoint after epoch 2 is intact")
     }
 

@@ -35,7 +35,7 @@ extension RecipeCommandTests {
             (["--target", "auroc=0.85", "--task", "efusion"], "did you mean 'effusion'?"),
             (["--target", "auroc=0.85", "--level", "1.5"], "--level must be in (0, 1)"),
             (["--target", "auroc=0.85", "--resamples", "0"], "--resamples must be at least 10"),
-            (["--target", "auroc=0.85", "--backtest", "16"], "nothing to backtest"),
+            (["--target", "auroc=0.85", "--backtest", "16"], "nothing to backtest")
         ] {
             let r = try xrlab(["budget", out.path] + args)
             XCTAssertEqual(r.status, 1, "\(args): \(r.out)")

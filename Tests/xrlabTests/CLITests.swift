@@ -15,8 +15,10 @@ final class CLITests: XCTestCase {
     }
 
     @discardableResult
-    func xrlab(_ args: [String], cwd: URL? = nil, environment extra: [String: String] = [:],
-               input: String? = nil) throws -> (status: Int32, out: String, err: String) {
+    func xrlab(
+        _ args: [String], cwd: URL? = nil, environment extra: [String: String] = [:],
+        input: String? = nil
+    ) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
@@ -50,8 +52,10 @@ final class CLITests: XCTestCase {
 
     func testEmbedWritesFeaturesAndSidecar() throws {
         let out = Fixtures.tempDir().appendingPathComponent("feats.safetensors")
-        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
-                           "--output", out.path, "--last-blocks", "2", "--patch-tokens", "--quiet"])
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
+            "--output", out.path, "--last-blocks", "2", "--patch-tokens", "--quiet"
+        ])
         XCTAssertEqual(r.status, 0, r.err)
         let f = try SafeTensorsFile(contentsOf: out)
         XCTAssertEqual(f.info("cls")?.shape, [3, 48])
@@ -67,8 +71,10 @@ final class CLITests: XCTestCase {
 
     func testNpyFormat() throws {
         let dir = Fixtures.tempDir()
-        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
-                           "--output", dir.appendingPathComponent("f.npy").path, "--format", "npy", "--quiet"])
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path,
+            "--output", dir.appendingPathComponent("f.npy").path, "--format", "npy", "--quiet"
+        ])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertEqual(try NPY.read(dir.appendingPathComponent("f.cls.npy")).shape, [3, 48])
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("f.json").path))
@@ -80,20 +86,26 @@ final class CLITests: XCTestCase {
         try data.prefix(data.count / 2).write(to: imgs.appendingPathComponent("truncated.png"))
         let outDir = Fixtures.tempDir()
         let out = outDir.appendingPathComponent("feats.safetensors")
-        let r = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
-                           "--output", out.path, "--quiet"])
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
+            "--output", out.path, "--quiet"
+        ])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("truncated.png"), r.err)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outDir.path), [], "no partial output")
-        let ok = try xrlab(["embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
-                            "--output", out.path, "--quiet", "--skip-bad"])
+        let ok = try xrlab([
+            "embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", imgs.path,
+            "--output", out.path, "--quiet", "--skip-bad"
+        ])
         XCTAssertEqual(ok.status, 0, ok.err)
         XCTAssertTrue(ok.out.contains("skipped truncated.png"), ok.out)
     }
 
     func testMissingPreprocessingIsAClearError() throws {
-        let r = try xrlab(["embed", "--model", Fixtures.url("vit/timm_vit/model.safetensors").path, "--input", try images().path,
-                           "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path])
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("vit/timm_vit/model.safetensors").path, "--input", try images().path,
+            "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path
+        ])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.err.contains("preprocessing") && r.err.contains("HINT"), r.err)
     }
@@ -151,7 +163,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         XCTAssertEqual(lines.count, 4, r.out)
-        XCTAssertEqual(lines[0]["images"] as? Int, 2)                     // "run 0": one pass of two images
+        XCTAssertEqual(lines[0]["images"] as? Int, 2) // "run 0": one pass of two images
         XCTAssertGreaterThanOrEqual(lines[1]["seconds"] as! Double, 0.05)
         XCTAssertEqual((lines[1]["images"] as! Int) % 2, 0)
         XCTAssertGreaterThan(lines[2]["sgemm_gflops"] as! Double, 0)
@@ -169,19 +181,21 @@ final class CLITests: XCTestCase {
     /// `bench train`'s turns (bench/train_peers.py): a step per `run 0`, the totals and trainable
     /// count at the end; an unknown request names the option.
     func testBenchTrainServesTimedTurns() throws {
-        let r = try xrlab(["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "2", "--size", "32", "--serve"],
-                          input: "run 0\nrun 0\n")
+        let r = try xrlab(
+            ["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "2", "--size", "32", "--serve"],
+            input: "run 0\nrun 0\n")
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try r.out.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         XCTAssertEqual(lines.count, 3, r.out)
         XCTAssertEqual(lines[0]["steps"] as? Int, 1)
         XCTAssertEqual(lines[1]["steps"] as? Int, 1)
         XCTAssertEqual(lines[2]["steps"] as? Int, 2)
-        XCTAssertEqual(lines[2]["trainable"] as? Int, 192 * 2 + 2)   // head only: 192 → 2 classes
+        XCTAssertEqual(lines[2]["trainable"] as? Int, 192 * 2 + 2) // head only: 192 → 2 classes
         let seconds = (lines[0]["seconds"] as! Double) + (lines[1]["seconds"] as! Double)
         XCTAssertEqual(lines[2]["seconds_per_step"] as! Double, seconds / 2, accuracy: 1e-9)
-        let bad = try xrlab(["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"],
-                            input: "steps 3\n")
+        let bad = try xrlab(
+            ["bench", "train", "--preset", "vitTiny16", "--method", "head", "--batch", "1", "--size", "32", "--serve"],
+            input: "steps 3\n")
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("--serve") && bad.err.contains("steps 3"), bad.err)
     }
@@ -253,8 +267,14 @@ final class CLITests: XCTestCase {
             (["ingest", "d", "--out", "m.csv", "--join-on", "patient"], "--join-on", ["'filename'", "'accession'", "'study'"]),
             (["bench", "train", "--method", "lora2"], "--method", ["'lora'", "'last2'", "'head'"]),
             (["bench", "report", "--visual-input", "side"], "--visual-input", ["'cross_attention'", "'prefix'"]),
-            (["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--encoder-method", "adapter"], "--encoder-method", ["'frozen'", "'lora'", "'last_k'"]),
-            (["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--target", "history"], "--target", ["'findings'", "'impression'", "'both'"]),
+            (
+                ["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--encoder-method", "adapter"], "--encoder-method",
+                ["'frozen'", "'lora'", "'last_k'"]
+            ),
+            (
+                ["report", "train", "--manifest", "m", "--encoder", "e", "--out", "o", "--target", "history"], "--target",
+                ["'findings'", "'impression'", "'both'"]
+            )
         ]
         for (args, option, choices) in cases {
             let r = try xrlab(args, cwd: dir)
@@ -270,8 +290,10 @@ final class CLITests: XCTestCase {
     func testCorruptCheckpointIsAClearError() throws {
         let bad = Fixtures.tempDir().appendingPathComponent("model.safetensors")
         try Data([200, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).write(to: bad)
-        let r = try xrlab(["embed", "--model", bad.path, "--input", try images().path, "--size", "56", "--mean", "0.5", "--std", "0.25",
-                           "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path])
+        let r = try xrlab([
+            "embed", "--model", bad.path, "--input", try images().path, "--size", "56", "--mean", "0.5", "--std", "0.25",
+            "--output", Fixtures.tempDir().appendingPathComponent("x.safetensors").path
+        ])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.err.contains(bad.path) && r.err.contains("header length"), r.err)
     }
@@ -300,8 +322,10 @@ final class CLITests: XCTestCase {
     func testEmbedReadsPtCheckpointsAndTimmHubFolders() throws {
         let dir = Fixtures.tempDir("embed-pt")
         let pt = dir.appendingPathComponent("pt.safetensors"), hub = dir.appendingPathComponent("hub.safetensors")
-        let a = try xrlab(["embed", "--model", Fixtures.url("torch/vit_views.pth").path, "--state-dict-key", "state_dict", "--heads", "2",
-                           "--size", "35", "--crop", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"])
+        let a = try xrlab([
+            "embed", "--model", Fixtures.url("torch/vit_views.pth").path, "--state-dict-key", "state_dict", "--heads", "2",
+            "--size", "35", "--crop", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"
+        ])
         XCTAssertEqual(a.status, 0, a.err)
         let b = try xrlab(["embed", "--model", Fixtures.url("torch/hub_vit").path, "--input", try images().path, "--output", hub.path, "--quiet"])
         XCTAssertEqual(b.status, 0, b.err)
@@ -313,8 +337,10 @@ final class CLITests: XCTestCase {
         assertClose(try fb.tensor("pooled").scalars, Array(ref[0..<48] + ref[72..<96]), rel: 1e-5, "hub pooled via the CLI")
         let side = try String(contentsOf: hub.deletingPathExtension().appendingPathExtension("json"), encoding: .utf8)
         XCTAssertTrue(side.contains("halfEven") && side.contains("timm architecture vit_tiny_patch16_224"), side)
-        let bad = try xrlab(["embed", "--model", Fixtures.url("torch/vit_model.pt").path, "--state-dict-key", "ema", "--heads", "2",
-                             "--size", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"])
+        let bad = try xrlab([
+            "embed", "--model", Fixtures.url("torch/vit_model.pt").path, "--state-dict-key", "ema", "--heads", "2",
+            "--size", "32", "--mean", "0.5", "--std", "0.25", "--input", try images().path, "--output", pt.path, "--quiet"
+        ])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.err.contains("no top-level key 'ema'"), bad.err)
     }

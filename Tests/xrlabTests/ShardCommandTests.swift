@@ -17,9 +17,12 @@ final class ShardCommandTests: XCTestCase {
 
         // Three writers on one cache at once: two encoding shards and an unsharded encode of every image.
         let cache = root.appendingPathComponent("cache-shared")
-        let enc = try ClusterSupport.all([["run", recipe, "--stage", "encode", "--shard", "1/2", "--quiet"],
-                                          ["run", recipe, "--stage", "encode", "--shard", "2/2", "--quiet"],
-                                          ["run", recipe, "--stage", "encode", "--quiet"]], cache: cache)
+        let enc = try ClusterSupport.all(
+            [
+                ["run", recipe, "--stage", "encode", "--shard", "1/2", "--quiet"],
+                ["run", recipe, "--stage", "encode", "--shard", "2/2", "--quiet"],
+                ["run", recipe, "--stage", "encode", "--quiet"]
+            ], cache: cache)
         for r in enc { XCTAssertEqual(r.status, 0, r.err) }
         XCTAssertTrue(enc[0].out.contains("encode shard 1/2: "), enc[0].out)
         let images = try String(contentsOf: root.appendingPathComponent("demo/manifest.csv"), encoding: .utf8).split(separator: "\n").count - 1
@@ -28,8 +31,9 @@ final class ShardCommandTests: XCTestCase {
         XCTAssertFalse(entries.contains { $0.contains(".tmp-") }, "temporary files left in the cache: \(entries.filter { $0.contains(".tmp-") })")
         for e in entries { XCTAssertNoThrow(try SafeTensorsFile(contentsOf: cache.appendingPathComponent(e)), e) }
 
-        let shards = try ClusterSupport.all((1...3).map { ["run", recipe, "--shard", "\($0)/3", "--threads", "2", "--set", "output=\(sharded.path)", "--quiet"] },
-                                            cache: cache)
+        let shards = try ClusterSupport.all(
+            (1...3).map { ["run", recipe, "--shard", "\($0)/3", "--threads", "2", "--set", "output=\(sharded.path)", "--quiet"] },
+            cache: cache)
         var computed = 0
         for (i, r) in shards.enumerated() {
             XCTAssertEqual(r.status, 0, r.err)
@@ -68,12 +72,17 @@ final class ShardCommandTests: XCTestCase {
         XCTAssertEqual(status.status, 0, status.err)
         XCTAssertTrue(status.out.contains("cells: \(done) of 80 done, \(80 - done) missing"), status.out)
 
-        let dry = try ClusterSupport.xrlab(["submit", recipe, "--slurm", "--dry-run", "--shards", "2", "--partition", "cpu", "--time", "0:10:00",
-                                            "--cpus", "2", "--mem", "2G", "--account", "lab"] + sets(part), cache: cache)
+        let dry = try ClusterSupport.xrlab(
+            [
+                "submit", recipe, "--slurm", "--dry-run", "--shards", "2", "--partition", "cpu", "--time", "0:10:00",
+                "--cpus", "2", "--mem", "2G", "--account", "lab"
+            ] + sets(part), cache: cache)
         XCTAssertEqual(dry.status, 0, dry.err)
-        for s in ["#SBATCH --array=2\n", "--shard \"$SLURM_ARRAY_TASK_ID/2\"", "--threads \"${SLURM_CPUS_PER_TASK:-1}\"", "#SBATCH --cpus-per-task=2",
-                  "#SBATCH --partition=cpu", "#SBATCH --time=0:10:00", "#SBATCH --mem=2G", "#SBATCH --account=lab", "--dependency=afterany:$CELLS",
-                  "merge '\(part.path)'", "#SBATCH --output=\(part.path)/slurm/logs/cells-%A_%a.out"] {
+        for s in [
+            "#SBATCH --array=2\n", "--shard \"$SLURM_ARRAY_TASK_ID/2\"", "--threads \"${SLURM_CPUS_PER_TASK:-1}\"", "#SBATCH --cpus-per-task=2",
+            "#SBATCH --partition=cpu", "#SBATCH --time=0:10:00", "#SBATCH --mem=2G", "#SBATCH --account=lab", "--dependency=afterany:$CELLS",
+            "merge '\(part.path)'", "#SBATCH --output=\(part.path)/slurm/logs/cells-%A_%a.out"
+        ] {
             XCTAssertTrue(dry.out.contains(s), "dry run lacks \(s):\n\(dry.out)")
         }
         XCTAssertFalse(dry.out.contains("encode.sh"), "precomputed features: no encoding array\n\(dry.out)")
@@ -93,9 +102,11 @@ final class ShardCommandTests: XCTestCase {
         let recipe = Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml").path
         let out = ["--set", "output=\(root.appendingPathComponent("r").path)"]
         let cache = root.appendingPathComponent("cache")
-        for (args, expected) in [(["--shard", "3/2"], "shard 3/2 is out of range"), (["--shard", "a/b"], "cannot read shard 'a/b'"),
-                                 (["--stage", "cells"], "unknown stage 'cells'"), (["--merge", "--shard", "1/2"], "--merge computes nothing"),
-                                 (["--shard", "1/2", "--force"], "--force discards every shard's cells")] {
+        for (args, expected) in [
+            (["--shard", "3/2"], "shard 3/2 is out of range"), (["--shard", "a/b"], "cannot read shard 'a/b'"),
+            (["--stage", "cells"], "unknown stage 'cells'"), (["--merge", "--shard", "1/2"], "--merge computes nothing"),
+            (["--shard", "1/2", "--force"], "--force discards every shard's cells")
+        ] {
             let r = try ClusterSupport.xrlab(["run", recipe] + out + args, cache: cache)
             XCTAssertEqual(r.status, 1, "\(args)")
             XCTAssertTrue(r.err.contains(expected), "\(args): \(r.err)")

@@ -11,17 +11,23 @@ extension CLITests {
         let keygen = try xrlab(["keygen", "--out", "keys/site.key"], cwd: dir)
         XCTAssertEqual(keygen.status, 0, keygen.err)
         XCTAssertTrue(keygen.out.contains("public key:  keys/site.pub"), keygen.out)
-        XCTAssertEqual((try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("keys/site.key").path)[.posixPermissions] as? Int).map { $0 & 0o777 }, 0o600)
+        XCTAssertEqual(
+            (try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("keys/site.key").path)[.posixPermissions] as? Int).map { $0 & 0o777 },
+            0o600)
         XCTAssertEqual(try xrlab(["keygen", "--out", "keys/site.key"], cwd: dir).status, 1, "keys are never overwritten")
         _ = try xrlab(["keygen", "--out", "other/other.key"], cwd: dir)
 
         // pack --sign: the registry index records the signer.
-        let run = try xrlab(["run", Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml").path,
-                             "--set", "output=\(dir.appendingPathComponent("run").path)", "--set", "shots=[4]", "--set", "seeds=1",
-                             "--set", "bootstrap=20", "--quiet"], cwd: dir)
+        let run = try xrlab(
+            [
+                "run", Fixtures.repoRoot.appendingPathComponent("recipes/synthetic-features.yaml").path,
+                "--set", "output=\(dir.appendingPathComponent("run").path)", "--set", "shots=[4]", "--set", "seeds=1",
+                "--set", "bootstrap=20", "--quiet"
+            ], cwd: dir)
         XCTAssertEqual(run.status, 0, run.err)
-        let pack = try xrlab(["pack", "run", "--name", "site", "--version", "1.0.0", "--registry", "reg", "--sign", "keys/site.key", "--quiet"],
-                             cwd: dir, environment: ["SOURCE_DATE_EPOCH": "1767225600"])
+        let pack = try xrlab(
+            ["pack", "run", "--name", "site", "--version", "1.0.0", "--registry", "reg", "--sign", "keys/site.key", "--quiet"],
+            cwd: dir, environment: ["SOURCE_DATE_EPOCH": "1767225600"])
         XCTAssertEqual(pack.status, 0, pack.err)
         let keyID = try XCTUnwrap(pack.out.split(separator: "\n").first { $0.hasPrefix("signed:  key id ") }).dropFirst("signed:  key id ".count)
         let index = try String(contentsOf: dir.appendingPathComponent("reg/index.json"), encoding: .utf8)

@@ -29,7 +29,8 @@ final class SlurmClusterTests: XCTestCase {
         Self.lock.lock(); defer { Self.lock.unlock() }
         if let l = Self.local { return l }
         let one = root.appendingPathComponent("one")
-        let r = try ClusterSupport.xrlab(["run", recipe, "--threads", "1", "--set", "output=\(one.path)", "--quiet"], cache: root.appendingPathComponent("cache-one"))
+        let r = try ClusterSupport.xrlab(
+            ["run", recipe, "--threads", "1", "--set", "output=\(one.path)", "--quiet"], cache: root.appendingPathComponent("cache-one"))
         XCTAssertEqual(r.status, 0, r.err)
         Self.local = one
         return one
@@ -51,8 +52,9 @@ final class SlurmClusterTests: XCTestCase {
     func requireCluster() throws {
         let s = Self.command("sinfo", ["-h", "-o", "%t"])
         guard s.status == 0, ["idle", "mix", "alloc"].contains(where: s.out.contains) else {
-            throw XCTSkip("no Slurm cluster answers (sinfo: \(s.out.trimmingCharacters(in: .whitespacesAndNewlines).prefix(120))); "
-                          + "start a one-node one with .ci/slurm-up.sh (as root), as .ci/run does")
+            throw XCTSkip(
+                "no Slurm cluster answers (sinfo: \(s.out.trimmingCharacters(in: .whitespacesAndNewlines).prefix(120))); "
+                    + "start a one-node one with .ci/slurm-up.sh (as root), as .ci/run does")
         }
     }
 
@@ -75,7 +77,8 @@ final class SlurmClusterTests: XCTestCase {
     }
 
     func submit(_ recipe: String, _ out: URL, cache: URL) throws -> [String: Any] {
-        let s = try ClusterSupport.xrlab(["submit", recipe, "--slurm", "--shards", "4", "--cpus", "1", "--time", "10:00", "--set", "output=\(out.path)"], cache: cache)
+        let s = try ClusterSupport.xrlab(
+            ["submit", recipe, "--slurm", "--shards", "4", "--cpus", "1", "--time", "10:00", "--set", "output=\(out.path)"], cache: cache)
         XCTAssertEqual(s.status, 0, s.err)
         return try XCTUnwrap(try submissions(out).last, s.out + s.err)
     }
@@ -128,9 +131,14 @@ final class SlurmClusterTests: XCTestCase {
         // Resubmission: only the cancelled shard runs, computing only its missing cells; finished cells are not touched.
         let cellsDir = out.appendingPathComponent("cells")
         func stamps() -> [String: Date] {
-            Dictionary(uniqueKeysWithValues: ClusterSupport.files(cellsDir).filter { $0.hasSuffix(".json") }.map {
-                ($0, (try? FileManager.default.attributesOfItem(atPath: cellsDir.appendingPathComponent($0).path)[.modificationDate] as? Date) ?? .distantPast)
-            })
+            Dictionary(
+                uniqueKeysWithValues: ClusterSupport.files(cellsDir).filter { $0.hasSuffix(".json") }.map {
+                    (
+                        $0,
+                        (try? FileManager.default.attributesOfItem(atPath: cellsDir.appendingPathComponent($0).path)[.modificationDate] as? Date)
+                            ?? .distantPast
+                    )
+                })
         }
         let before = stamps()
         let again = try submit(recipe, out, cache: cache)

@@ -19,8 +19,10 @@ extension RecipeCommandTests {
         XCTAssertEqual(lines.count, 7)
 
         let sim = dir.appendingPathComponent("sim")
-        let r = try xrlab(["suggest", recipe, "--simulate", "--strategies", "random,typiclust", "--start", "6", "--rounds", "12,24",
-                           "--seeds", "2", "--out", sim.path])
+        let r = try xrlab([
+            "suggest", recipe, "--simulate", "--strategies", "random,typiclust", "--start", "6", "--rounds", "12,24",
+            "--seeds", "2", "--out", sim.path
+        ])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("typiclust"), r.out)
         for f in ["selection.csv", "selection_summary.csv", "selection.json", "selection.png"] {
@@ -33,7 +35,7 @@ extension RecipeCommandTests {
             (["--budget", "3"], "--labelled is required"),
             (["--labelled", none.path, "--budget", "3", "--strategy", "uncertainty"], "needs the current probe"),
             (["--simulate", "--rounds", "12,8", "--start", "10"], "--rounds must increase"),
-            (["--simulate", "--rounds", "12,x"], "--rounds takes label counts"),
+            (["--simulate", "--rounds", "12,x"], "--rounds takes label counts")
         ] {
             let out = try xrlab(["suggest", recipe] + args + ["--out", dir.appendingPathComponent("bad").path])
             XCTAssertEqual(out.status, 1, "\(args): \(out.out)")

@@ -7,8 +7,10 @@ import FuzzSupport
 import XRText
 
 let separator = "\n--xrlab-fuzz-part--\n"
-let files = ["function/english.words", "synonym/english.synsets", "synonym/english.exceptions",
-             "nonbreaking/english.prefixes", "data/paraphrase-en.gz"]
+let files = [
+    "function/english.words", "synonym/english.synsets", "synonym/english.exceptions",
+    "nonbreaking/english.prefixes", "data/paraphrase-en.gz"
+]
 let candidate = "the heart is normal in size and the lungs are clear"
 let reference = "heart size is normal . lungs were clear , no effusion"
 

@@ -17,8 +17,10 @@ public enum TransferSyntax {
     public static let jpegExtended = "1.2.840.10008.1.2.4.51"
 
     /// Encapsulated (compressed) syntaxes whose pixel data xrlab decodes.
-    public static let decodedEncapsulated: Set<String> = [rle, jpegLossless, jpegLosslessSV1, jpeg2000Lossless, jpeg2000,
-                                                                  jpegBaseline, jpegExtended]
+    public static let decodedEncapsulated: Set<String> = [
+        rle, jpegLossless, jpegLosslessSV1, jpeg2000Lossless, jpeg2000,
+        jpegBaseline, jpegExtended
+    ]
 
     public static let names: [String: String] = [
         implicitLittle: "Implicit VR Little Endian", explicitLittle: "Explicit VR Little Endian",
@@ -27,7 +29,7 @@ public enum TransferSyntax {
         "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 & 4)", "1.2.840.10008.1.2.4.57": "JPEG Lossless (Process 14)",
         "1.2.840.10008.1.2.4.70": "JPEG Lossless (Process 14, SV1)", "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
         "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless", "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
-        "1.2.840.10008.1.2.4.91": "JPEG 2000",
+        "1.2.840.10008.1.2.4.91": "JPEG 2000"
     ]
 
     public static func describe(_ uid: String) -> String { names[uid].map { "\($0) (\(uid))" } ?? uid }
@@ -80,7 +82,7 @@ public struct DICOMFile: Sendable {
     }
 
     public static func parse(_ data: Data, source: String) throws -> DICOMFile {
-        let d = Data(data)  // zero-based indices
+        let d = Data(data) // zero-based indices
         guard isDICOM(d) else {
             throw XRError("not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)", file: source, field: "preamble")
         }
@@ -107,9 +109,10 @@ public struct DICOMFile: Sendable {
             r = Reader(bytes: Array(bytes[..<r.pos]) + inflated, pos: r.pos, bigEndian: false, explicit: true, source: source)
         default:
             // Compressed data this version cannot decode: refuse rather than guess.
-            throw XRError("transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
-                          file: source, field: "(0002,0010) Transfer Syntax UID",
-                          hint: "convert to an uncompressed transfer syntax (e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`)")
+            throw XRError(
+                "transfer syntax \(TransferSyntax.describe(ts)) is not supported by this xrlab version",
+                file: source, field: "(0002,0010) Transfer Syntax UID",
+                hint: "convert to an uncompressed transfer syntax (e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`)")
         }
         var values: [UInt32: [UInt8]] = [:]
         var pixelRange: Range<Int>? = nil
@@ -122,8 +125,9 @@ public struct DICOMFile: Sendable {
             }
         }
         if let item = r.voiLUTItem, !item.isEmpty { for (k, v) in item { values[k | 0x8000_0000] = v } }
-        var file = DICOMFile(source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
-                             pixelRange: pixelRange, data: ts == TransferSyntax.deflatedExplicitLittle ? Data(r.bytes) : d)
+        var file = DICOMFile(
+            source: source, transferSyntax: ts, values: values, bigEndian: r.bigEndian,
+            pixelRange: pixelRange, data: ts == TransferSyntax.deflatedExplicitLittle ? Data(r.bytes) : d)
         file.fragments = r.fragments
         file.frameOffsets = r.frameOffsets
         file.fragmentOffsets = r.fragmentOffsets
@@ -220,7 +224,7 @@ public struct DICOMFile: Sendable {
         }
         var out = [Float](repeating: 0, count: stored.pixels.count)
         for i in 0..<out.count {
-            let v = Double(stored.pixels[i])           // raw stored value (signed applied)
+            let v = Double(stored.pixels[i]) // raw stored value (signed applied)
             if let padding, Int(v) == padding { out[i] = 0; continue }
             let m = v * slope + intercept
             var y: Double
@@ -297,19 +301,22 @@ public struct DICOMFile: Sendable {
             throw XRError("Bits Allocated \(allocated) is not supported (8 or 16)", file: source, field: "(0028,0100) Bits Allocated")
         }
         guard stored >= 1, stored <= allocated, high == stored - 1 || high < allocated else {
-            throw XRError("Bits Stored \(stored) / High Bit \(high) inconsistent with Bits Allocated \(allocated)", file: source, field: "(0028,0101) Bits Stored")
+            throw XRError(
+                "Bits Stored \(stored) / High Bit \(high) inconsistent with Bits Allocated \(allocated)", file: source, field: "(0028,0101) Bits Stored")
         }
         guard samples == 1 else {
             throw XRError("\(samples) samples per pixel: only grayscale radiographs are read", file: source, field: "(0028,0002) Samples per Pixel")
         }
         let photometric = photometricInterpretation ?? "MONOCHROME2"
         guard photometric == "MONOCHROME1" || photometric == "MONOCHROME2" else {
-            throw XRError("photometric interpretation \(photometric) is not a grayscale radiograph", file: source, field: "(0028,0004) Photometric Interpretation")
+            throw XRError(
+                "photometric interpretation \(photometric) is not a grayscale radiograph", file: source, field: "(0028,0004) Photometric Interpretation")
         }
         let bytesPer = allocated / 8, n = rows * cols
         guard range.count >= n * bytesPer else {
-            throw XRError("pixel data has \(range.count) bytes; \(rows) × \(cols) × \(allocated) bits needs \(n * bytesPer)",
-                          file: source, field: "(7FE0,0010) Pixel Data", hint: "the file is truncated, or Rows / Columns / Bits Allocated are wrong")
+            throw XRError(
+                "pixel data has \(range.count) bytes; \(rows) × \(cols) × \(allocated) bits needs \(n * bytesPer)",
+                file: source, field: "(7FE0,0010) Pixel Data", hint: "the file is truncated, or Rows / Columns / Bits Allocated are wrong")
         }
         let maxValue = Double((1 << stored) - 1)
         let shift = high + 1 - stored
@@ -359,8 +366,9 @@ extension DICOMFile {
         }
         guard !fragments.isEmpty else { throw XRError("encapsulated pixel data has no fragments", file: source, field: field) }
         if transferSyntax == TransferSyntax.rle {
-            return try RLE.decodeFrame(data: data, fragments: fragments, rows: rows, columns: columns,
-                                       bytesPerSample: allocated / 8, source: source)
+            return try RLE.decodeFrame(
+                data: data, fragments: fragments, rows: rows, columns: columns,
+                bytesPerSample: allocated / 8, source: source)
         }
         var stream: [UInt8] = []
         data.withUnsafeBytes { raw in
@@ -383,12 +391,14 @@ extension DICOMFile {
             size = (f.rows, f.columns); precision = f.precision
         }
         guard size == (rows, columns) else {
-            throw XRError("compressed frame is \(size.columns)x\(size.rows), Rows / Columns say \(columns)x\(rows)",
-                          file: source, field: field)
+            throw XRError(
+                "compressed frame is \(size.columns)x\(size.rows), Rows / Columns say \(columns)x\(rows)",
+                file: source, field: field)
         }
         guard precision <= allocated else {
-            throw XRError("compressed frame has \(precision)-bit samples, Bits Allocated is \(allocated)",
-                          file: source, field: "(0028,0100) Bits Allocated")
+            throw XRError(
+                "compressed frame has \(precision)-bit samples, Bits Allocated is \(allocated)",
+                file: source, field: "(0028,0100) Bits Allocated")
         }
         // Two's complement bit patterns in Bits Allocated bits: signed samples come back signed.
         let mask = (1 << allocated) - 1
@@ -420,7 +430,8 @@ struct Reader {
 
     func u16(_ at: Int, big: Bool) -> Int { big ? Int(bytes[at]) << 8 | Int(bytes[at + 1]) : Int(bytes[at + 1]) << 8 | Int(bytes[at]) }
     func u32(_ at: Int, big: Bool) -> Int {
-        big ? Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
+        big
+            ? Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
             : Int(bytes[at + 3]) << 24 | Int(bytes[at + 2]) << 16 | Int(bytes[at + 1]) << 8 | Int(bytes[at])
     }
 
@@ -457,8 +468,9 @@ struct Reader {
         if length == 0xFFFF_FFFF {
             if tag == DICOMFile.pixelData {
                 guard encapsulated else {
-                    throw XRError("pixel data is encapsulated (compressed) but the transfer syntax says uncompressed",
-                                  file: source, field: tagName(tag))
+                    throw XRError(
+                        "pixel data is encapsulated (compressed) but the transfer syntax says uncompressed",
+                        file: source, field: tagName(tag))
                 }
                 try readFragments()
                 return Element(tag: tag, value: [], range: start..<pos)
@@ -469,9 +481,10 @@ struct Reader {
             return Element(tag: tag, value: [], range: start..<pos)
         }
         guard pos + length <= bytes.count else {
-            throw XRError("element \(tagName(tag)) declares \(length) bytes but only \(bytes.count - pos) remain",
-                          file: source, field: tag == DICOMFile.pixelData ? "(7FE0,0010) Pixel Data" : tagName(tag),
-                          hint: "the file is truncated")
+            throw XRError(
+                "element \(tagName(tag)) declares \(length) bytes but only \(bytes.count - pos) remain",
+                file: source, field: tag == DICOMFile.pixelData ? "(7FE0,0010) Pixel Data" : tagName(tag),
+                hint: "the file is truncated")
         }
         let range = pos..<(pos + length)
         if tag == 0x0028_3010 { voiLUTItem = try firstItem(range) }
@@ -491,8 +504,9 @@ struct Reader {
             pos += 8
             if g == 0xFFFE && e == 0xE0DD { return }
             guard g == 0xFFFE && e == 0xE000, len != 0xFFFF_FFFF, pos + len <= bytes.count else {
-                throw XRError("malformed or truncated encapsulated pixel data", file: source, field: "(7FE0,0010) Pixel Data",
-                              hint: "the file is truncated or the fragment items are damaged")
+                throw XRError(
+                    "malformed or truncated encapsulated pixel data", file: source, field: "(7FE0,0010) Pixel Data",
+                    hint: "the file is truncated or the fragment items are damaged")
             }
             if first {
                 // Basic Offset Table: one 32-bit offset per frame (or empty).
@@ -505,8 +519,9 @@ struct Reader {
             first = false
             pos += len
         }
-        throw XRError("encapsulated pixel data runs past the end of the file", file: source, field: "(7FE0,0010) Pixel Data",
-                      hint: "the file is truncated")
+        throw XRError(
+            "encapsulated pixel data runs past the end of the file", file: source, field: "(7FE0,0010) Pixel Data",
+            hint: "the file is truncated")
     }
 
     /// The elements of the first item in a sequence's value bytes.
@@ -519,7 +534,7 @@ struct Reader {
         let end = len == 0xFFFF_FFFF ? range.upperBound : min(range.upperBound, r.pos + len)
         var out: [UInt32: [UInt8]] = [:]
         while r.pos + 8 <= end {
-            if u16(r.pos, big: bigEndian) == 0xFFFE { break }   // item / sequence delimiter
+            if u16(r.pos, big: bigEndian) == 0xFFFE { break } // item / sequence delimiter
             let e = try r.element()
             out[e.tag] = e.value
         }
@@ -532,8 +547,8 @@ struct Reader {
             let g = u16(pos, big: bigEndian), e = u16(pos + 2, big: bigEndian)
             let len = u32(pos + 4, big: bigEndian)
             pos += 8
-            if g == 0xFFFE && e == 0xE0DD { return }                 // sequence delimitation
-            if g == 0xFFFE && e == 0xE000 {                          // item
+            if g == 0xFFFE && e == 0xE0DD { return } // sequence delimitation
+            if g == 0xFFFE && e == 0xE000 { // item
                 if len == 0xFFFF_FFFF {
                     // Elements until the Item Delimitation Item.
                     while pos + 8 <= bytes.count {

@@ -13,7 +13,7 @@ enum JPEG2000 {
         var signed: Bool
         var rows: Int
         var columns: Int
-        var samples: [Int32]   // (rows * columns)
+        var samples: [Int32] // (rows * columns)
     }
 
     /// What a read callback returns at the end of the data: OpenJPEG's `(OPJ_SIZE_T)-1`.

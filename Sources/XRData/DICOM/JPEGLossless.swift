@@ -18,7 +18,7 @@ enum JPEGLossless {
         var precision: Int
         var rows: Int
         var columns: Int
-        var samples: [UInt16]   // (rows * columns)
+        var samples: [UInt16] // (rows * columns)
     }
 
     /// Canonical Huffman table (T.81 Annex C / F.2.2.3): per code length l in 1...16 the largest
@@ -40,7 +40,7 @@ enum JPEGLossless {
                 maxCode[l] = counts[l - 1] > 0 ? code - 1 : -1
                 code <<= 1
             }
-            maxCode[17] = Int.max   // sentinel
+            maxCode[17] = Int.max // sentinel
         }
     }
 
@@ -50,8 +50,8 @@ enum JPEGLossless {
         let bytes: [UInt8]
         var pos: Int
         var acc: UInt64 = 0
-        var count = 0           // valid bits in acc (left-aligned)
-        var fakeBits = 0        // zero bits fed past a marker / the end
+        var count = 0 // valid bits in acc (left-aligned)
+        var fakeBits = 0 // zero bits fed past a marker / the end
         var marker = false
 
         mutating func fill() {
@@ -156,28 +156,31 @@ enum JPEGLossless {
                 let ns = Int(b[seg])
                 guard ns == 1, len >= 6 + 2 * ns else { throw fail("JPEG scan has \(ns) components: only grayscale is read") }
                 guard Int(b[seg + 1]) == componentID else { throw fail("JPEG scan names component \(b[seg + 1]), the frame has \(componentID)") }
-                let tableID = Int(b[seg + 2] >> 4)          // DC table class 0
+                let tableID = Int(b[seg + 2] >> 4) // DC table class 0
                 let predictor = Int(b[seg + 3])
                 let pt = Int(b[seg + 5] & 0x0F)
                 guard let table = tables[tableID] else { throw fail("JPEG scan uses Huffman table \(tableID), which is not defined") }
                 guard (1...7).contains(predictor) else { throw fail("JPEG Lossless predictor \(predictor) is not 1–7") }
                 guard pt < precision else { throw fail("JPEG point transform \(pt) ≥ precision \(precision)") }
-                let samples = try scan(b, start: pos + 2 + len, rows: rows, columns: columns, precision: precision,
-                                       predictor: predictor, pointTransform: pt, restartInterval: restartInterval,
-                                       table: table, fail: fail)
+                let samples = try scan(
+                    b, start: pos + 2 + len, rows: rows, columns: columns, precision: precision,
+                    predictor: predictor, pointTransform: pt, restartInterval: restartInterval,
+                    table: table, fail: fail)
                 return Frame(precision: precision, rows: rows, columns: columns, samples: samples)
             case 0xD9:
                 throw fail("JPEG data ends (EOI) before any scan")
             default:
-                break   // APPn, COM, DQT, DNL …: not needed
+                break // APPn, COM, DQT, DNL …: not needed
             }
             pos += 2 + len
         }
     }
 
     /// Decode one non-interleaved scan: rows × columns differences, undone by the predictor.
-    static func scan(_ b: [UInt8], start: Int, rows: Int, columns: Int, precision: Int, predictor: Int, pointTransform pt: Int,
-                     restartInterval: Int, table: Huffman, fail: (String) -> XRError) throws -> [UInt16] {
+    static func scan(
+        _ b: [UInt8], start: Int, rows: Int, columns: Int, precision: Int, predictor: Int, pointTransform pt: Int,
+        restartInterval: Int, table: Huffman, fail: (String) -> XRError
+    ) throws -> [UInt16] {
         guard restartInterval == 0 || restartInterval % columns == 0 else {
             throw fail("JPEG restart interval \(restartInterval) is not a whole number of rows (\(columns) samples)")
         }
@@ -203,12 +206,16 @@ enum JPEGLossless {
                     let s = Int(table.values[table.valPtr[l] + (code16 >> (16 - l)) - table.minCode[l]])
                     bits.skip(l)
                     var diff: Int
-                    if s == 0 { diff = 0 }
-                    else if s == 16 { diff = 32768 }
-                    else if s < 16 {
+                    if s == 0 {
+                        diff = 0
+                    } else if s == 16 {
+                        diff = 32768
+                    } else if s < 16 {
                         diff = bits.read(s)
                         if diff < 1 << (s - 1) { diff -= (1 << s) - 1 }
-                    } else { throw fail("corrupt JPEG data: difference category \(s) at row \(y)") }
+                    } else {
+                        throw fail("corrupt JPEG data: difference category \(s) at row \(y)")
+                    }
                     // Prediction (values are stored shifted right by Pt, as in the encoder).
                     let p: Int
                     if firstRow {

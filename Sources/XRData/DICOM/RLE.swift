@@ -6,11 +6,13 @@ enum RLE {
     /// Decode the first frame: a 64-byte header (segment count, up to 15 segment offsets, little
     /// endian), then one PackBits segment per byte plane — most significant byte first — each
     /// giving rows × columns bytes. Returns native little-endian samples.
-    static func decodeFrame(data: Data, fragments: [Range<Int>], rows: Int, columns: Int, bytesPerSample: Int,
-                            source: String) throws -> [UInt8] {
+    static func decodeFrame(
+        data: Data, fragments: [Range<Int>], rows: Int, columns: Int, bytesPerSample: Int,
+        source: String
+    ) throws -> [UInt8] {
         let field = "(7FE0,0010) Pixel Data (RLE)"
         guard let frag = fragments.first else { throw XRError("no RLE fragment", file: source, field: field) }
-        let b = [UInt8](data[data.startIndex + frag.lowerBound ..< data.startIndex + frag.upperBound])
+        let b = [UInt8](data[data.startIndex + frag.lowerBound..<data.startIndex + frag.upperBound])
         guard b.count >= 64 else { throw XRError("RLE header is truncated", file: source, field: field) }
         func u32(_ i: Int) -> Int { Int(b[i]) | Int(b[i + 1]) << 8 | Int(b[i + 2]) << 16 | Int(b[i + 3]) << 24 }
         let segments = u32(0)

@@ -19,8 +19,9 @@ public struct SiteKey: Sendable {
     public static func load(_ file: URL = defaultFile(), outputDirectory: URL? = nil) throws -> SiteKey {
         let path = file.standardizedFileURL.path
         if let out = outputDirectory?.standardizedFileURL.path, path.hasPrefix(out.hasSuffix("/") ? out : out + "/") {
-            throw XRError("the site key must live outside the output directory", file: path, field: "--site-key",
-                          hint: "keep it in ~/.config/xrlab/site.key or another private place")
+            throw XRError(
+                "the site key must live outside the output directory", file: path, field: "--site-key",
+                hint: "keep it in ~/.config/xrlab/site.key or another private place")
         }
         if !FileManager.default.fileExists(atPath: path) {
             var rng = SystemRandomNumberGenerator()

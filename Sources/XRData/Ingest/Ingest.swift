@@ -11,8 +11,10 @@ public enum Ingest {
         public var summary: String
     }
 
-    public static let columns = ["path", "sha256", "patient_key", "study_key", "view", "body_part", "laterality",
-                                 "sex", "age", "modality", "labels", "split"]
+    public static let columns = [
+        "path", "sha256", "patient_key", "study_key", "view", "body_part", "laterality",
+        "sex", "age", "modality", "labels", "split"
+    ]
 
     /// Walk `dir` (sorted), read metadata, join labels, write `out` atomically. Identifiers are
     /// only used in memory: patient and study columns hold keyed hashes; names, ids, birth dates
@@ -33,8 +35,9 @@ public enum Ingest {
             for (i, r) in t.rows.enumerated() {
                 let k = r[keyCol].trimmingCharacters(in: .whitespaces)
                 if labelRows[k] != nil {
-                    throw XRError("duplicate key '\(k)'", file: labels.path, field: "line \(i + 2)",
-                                  hint: "each \(joinOn.rawValue) may appear once in the labels CSV")
+                    throw XRError(
+                        "duplicate key '\(k)'", file: labels.path, field: "line \(i + 2)",
+                        hint: "each \(joinOn.rawValue) may appear once in the labels CSV")
                 }
                 labelRows[k] = (r[labCol], splitCol.map { r[$0] } ?? "")
             }
@@ -71,7 +74,7 @@ public enum Ingest {
             } else if joinOn != .filename {
                 throw XRError("PNG files carry no \(joinOn.rawValue); join PNG labels by filename", file: u.path, field: "--join-on")
             } else {
-                row[1] = SHA256.hex(data)   // PNG: the file; DICOM: its decoded pixel values (above)
+                row[1] = SHA256.hex(data) // PNG: the file; DICOM: its decoded pixel values (above)
             }
             if let l = labelRows[joinValue] {
                 row[10] = l.labels; row[11] = l.split
@@ -80,8 +83,9 @@ public enum Ingest {
             rows.append(row)
         }
         if let labels, !labelRows.isEmpty, matched.isEmpty {
-            throw XRError("no row of the labels CSV matches any file (joined on \(joinOn.rawValue))", file: labels.path,
-                          field: joinOn == .filename ? "filename" : joinOn.rawValue)
+            throw XRError(
+                "no row of the labels CSV matches any file (joined on \(joinOn.rawValue))", file: labels.path,
+                field: joinOn == .filename ? "filename" : joinOn.rawValue)
         }
         let table = CSVTable(header: columns, rows: rows)
         try table.write(to: out)
@@ -94,7 +98,7 @@ public enum Ingest {
         let b = base.standardizedFileURL.resolvingSymlinksInPath().pathComponents
         var i = 0
         while i < a.count - 1 && i < b.count && a[i] == b[i] { i += 1 }
-        if i <= 1 { return u.standardizedFileURL.path }   // only "/" in common: keep it absolute
+        if i <= 1 { return u.standardizedFileURL.path } // only "/" in common: keep it absolute
         return (Array(repeating: "..", count: b.count - i) + a[i...]).joined(separator: "/")
     }
 

@@ -12,7 +12,8 @@ public struct Finding: Sendable, Codable, Equatable, CustomStringConvertible {
     public var lines: [Int]
 
     public var description: String {
-        "\(severity.rawValue): \(kind): \(message)" + (lines.isEmpty ? "" : " (lines \(lines.prefix(10).map(String.init).joined(separator: ", "))\(lines.count > 10 ? ", …" : ""))")
+        "\(severity.rawValue): \(kind): \(message)"
+            + (lines.isEmpty ? "" : " (lines \(lines.prefix(10).map(String.init).joined(separator: ", "))\(lines.count > 10 ? ", …" : ""))")
     }
 }
 
@@ -53,8 +54,10 @@ public enum ManifestCheck {
                 lines[r[patient], default: []].append(i + 2)
             }
             for (p, s) in bySplit.sorted(by: { $0.key < $1.key }) where s.count > 1 {
-                findings.append(Finding(severity: .error, kind: "patient-across-splits",
-                                        message: "patient \(p) appears in \(s.sorted().joined(separator: " and "))", lines: lines[p] ?? []))
+                findings.append(
+                    Finding(
+                        severity: .error, kind: "patient-across-splits",
+                        message: "patient \(p) appears in \(s.sorted().joined(separator: " and "))", lines: lines[p] ?? []))
             }
         }
         // Identical content across splits.
@@ -70,9 +73,11 @@ public enum ManifestCheck {
             var groups: [String: [Int]] = [:]
             for (i, h) in hashes.enumerated() where !h.isEmpty { groups[h, default: []].append(i) }
             for (_, idx) in groups.sorted(by: { $0.key < $1.key }) where Set(idx.map { splitOf(t.rows[$0]) }).count > 1 {
-                findings.append(Finding(severity: .error, kind: "duplicate-across-splits",
-                                        message: "identical image content in \(Set(idx.map { splitOf(t.rows[$0]) }).sorted().joined(separator: " and "))",
-                                        lines: idx.map { $0 + 2 }))
+                findings.append(
+                    Finding(
+                        severity: .error, kind: "duplicate-across-splits",
+                        message: "identical image content in \(Set(idx.map { splitOf(t.rows[$0]) }).sorted().joined(separator: " and "))",
+                        lines: idx.map { $0 + 2 }))
             }
         }
         // Near-duplicates across splits (perceptual hash).
@@ -84,15 +89,20 @@ public enum ManifestCheck {
             }
             var pairs: [[Int]] = []
             for a in 0..<ph.count {
-                for b in (a + 1)..<max(a + 1, ph.count) where splitOf(t.rows[ph[a].0]) != splitOf(t.rows[ph[b].0])
-                    && hashes[ph[a].0] != hashes[ph[b].0] && (ph[a].1 ^ ph[b].1).nonzeroBitCount <= o.threshold {
+                for b in (a + 1)..<max(a + 1, ph.count)
+                where splitOf(t.rows[ph[a].0]) != splitOf(t.rows[ph[b].0])
+                    && hashes[ph[a].0] != hashes[ph[b].0] && (ph[a].1 ^ ph[b].1).nonzeroBitCount <= o.threshold
+                {
                     pairs.append([ph[a].0 + 2, ph[b].0 + 2])
                 }
             }
             if !pairs.isEmpty {
-                findings.append(Finding(severity: .warning, kind: "near-duplicates-across-splits",
-                                        message: "\(pairs.count) image pairs in different splits look alike (perceptual hash distance ≤ \(o.threshold)); check they are not the same study",
-                                        lines: pairs.prefix(20).flatMap { $0 }))
+                findings.append(
+                    Finding(
+                        severity: .warning, kind: "near-duplicates-across-splits",
+                        message:
+                            "\(pairs.count) image pairs in different splits look alike (perceptual hash distance ≤ \(o.threshold)); check they are not the same study",
+                        lines: pairs.prefix(20).flatMap { $0 }))
             }
         }
         // Label values and balance.
@@ -103,15 +113,19 @@ public enum ManifestCheck {
                 for v in vals {
                     counts[v, default: 0] += 1
                     if let allowed = o.allowedLabels, !allowed.contains(v) {
-                        findings.append(Finding(severity: .error, kind: "impossible-label",
-                                                message: "label value '\(v)' is not one of \(allowed.joined(separator: ", "))", lines: [i + 2]))
+                        findings.append(
+                            Finding(
+                                severity: .error, kind: "impossible-label",
+                                message: "label value '\(v)' is not one of \(allowed.joined(separator: ", "))", lines: [i + 2]))
                     }
                 }
             }
             let n = max(t.rows.count, 1)
             for (v, c) in counts.sorted(by: { $0.key < $1.key }) where Double(c) / Double(n) < 0.05 || Double(c) / Double(n) > 0.95 {
-                findings.append(Finding(severity: .warning, kind: "class-imbalance",
-                                        message: "label '\(v)' is on \(c) of \(n) images (\(String(format: "%.1f", 100 * Double(c) / Double(n)))%)", lines: []))
+                findings.append(
+                    Finding(
+                        severity: .warning, kind: "class-imbalance",
+                        message: "label '\(v)' is on \(c) of \(n) images (\(String(format: "%.1f", 100 * Double(c) / Double(n)))%)", lines: []))
             }
         }
         return findings
@@ -124,18 +138,25 @@ public enum ManifestCheck {
         var gray = [Float](repeating: 0, count: n)
         for c in 0..<img.channels { for i in 0..<n { gray[i] += img.pixels[c * n + i] / Float(img.channels) } }
         var small = [Float](repeating: 0, count: 32 * 32)
-        small.withUnsafeMutableBufferPointer { o in gray.withUnsafeBufferPointer { g in
-            resample(o.baseAddress!, g.baseAddress!, channels: 1, inH: img.height, inW: img.width, outH: 32, outW: 32,
-                     filter: .bilinear, antialias: true)
-        } }
+        small.withUnsafeMutableBufferPointer { o in
+            gray.withUnsafeBufferPointer { g in
+                resample(
+                    o.baseAddress!, g.baseAddress!, channels: 1, inH: img.height, inW: img.width, outH: 32, outW: 32,
+                    filter: .bilinear, antialias: true)
+            }
+        }
         var coef = [Double](repeating: 0, count: 64)
-        for u in 0..<8 { for v in 0..<8 {
-            var s = 0.0
-            for y in 0..<32 { for x in 0..<32 {
-                s += Double(small[y * 32 + x]) * cos(Double(2 * y + 1) * Double(u) * .pi / 64) * cos(Double(2 * x + 1) * Double(v) * .pi / 64)
-            } }
-            coef[u * 8 + v] = s
-        } }
+        for u in 0..<8 {
+            for v in 0..<8 {
+                var s = 0.0
+                for y in 0..<32 {
+                    for x in 0..<32 {
+                        s += Double(small[y * 32 + x]) * cos(Double(2 * y + 1) * Double(u) * .pi / 64) * cos(Double(2 * x + 1) * Double(v) * .pi / 64)
+                    }
+                }
+                coef[u * 8 + v] = s
+            }
+        }
         let median = coef.dropFirst().sorted()[31]
         var h: UInt64 = 0
         for (i, c) in coef.enumerated() where c > median { h |= 1 << UInt64(i) }

@@ -9,9 +9,9 @@ import Foundation
 /// to the packed row-major ones.
 public enum BLAS {
     public static func sgemm(
-        _ c: UnsafeMutablePointer<Float>,                   // (M, N)
-        _ a: UnsafePointer<Float>, transA: Bool = false,    // (M, K) or (K, M)
-        _ b: UnsafePointer<Float>, transB: Bool = false,    // (K, N) or (N, K)
+        _ c: UnsafeMutablePointer<Float>, // (M, N)
+        _ a: UnsafePointer<Float>, transA: Bool = false, // (M, K) or (K, M)
+        _ b: UnsafePointer<Float>, transB: Bool = false, // (K, N) or (N, K)
         m: Int, n: Int, k: Int,
         alpha: Float = 1, beta: Float = 0,
         lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
@@ -27,17 +27,20 @@ public enum BLAS {
         // not, never reach the output); isolated products 0–5% faster (bench/sgemm_modes.c).
         var beta = beta
         if beta == 0 {
-            if ldc == n { memset(c, 0, m * n * MemoryLayout<Float>.stride) } else {
+            if ldc == n {
+                memset(c, 0, m * n * MemoryLayout<Float>.stride)
+            } else {
                 for r in 0..<m { memset(c + r * ldc, 0, n * MemoryLayout<Float>.stride) }
             }
             beta = 1
         }
-        cblas_sgemm(CblasRowMajor,
-                    transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb),
-                    beta, c, Int32(ldc))
+        cblas_sgemm(
+            CblasRowMajor,
+            transA ? CblasTrans : CblasNoTrans,
+            transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k),
+            alpha, a, Int32(lda), b, Int32(ldb),
+            beta, c, Int32(ldc))
     }
 
     /// y = alpha * op(A) x + beta * y, A (M, N) row-major.
@@ -48,8 +51,9 @@ public enum BLAS {
         m: Int, n: Int, alpha: Float = 1, beta: Float = 0
     ) {
         if m == 0 || n == 0 { return }
-        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
-                    alpha, a, Int32(n), x, 1, beta, y, 1)
+        cblas_sgemv(
+            CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
+            alpha, a, Int32(n), x, 1, beta, y, 1)
     }
 
     /// Double-precision row-major GEMM (used by the probes' Newton / L-BFGS solvers).
@@ -65,12 +69,13 @@ public enum BLAS {
         let lda = lda ?? (transA ? m : k)
         let ldb = ldb ?? (transB ? k : n)
         let ldc = ldc ?? n
-        cblas_dgemm(CblasRowMajor,
-                    transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb),
-                    beta, c, Int32(ldc))
+        cblas_dgemm(
+            CblasRowMajor,
+            transA ? CblasTrans : CblasNoTrans,
+            transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k),
+            alpha, a, Int32(lda), b, Int32(ldb),
+            beta, c, Int32(ldc))
     }
 
     /// Number of threads OpenBLAS uses. xrlab sets this once per process (from `--threads`) so
@@ -102,21 +107,26 @@ public enum BLASCore {
     public static var name: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
     /// Kernel families that use neither AVX2 nor AVX-512.
-    static let legacy: Set<String> = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Sandybridge", "Katmai", "Coppermine",
-                                      "Northwood", "Banias", "unknown"]
+    static let legacy: Set<String> = [
+        "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Sandybridge", "Katmai", "Coppermine",
+        "Northwood", "Banias", "unknown"
+    ]
 
     /// CPU feature flags (Linux /proc/cpuinfo).
     public static func cpuFlags() -> Set<String> {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return [] }
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+            let colon = line.firstIndex(of: ":")
+        else { return [] }
         return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
     }
 
     /// The OPENBLAS_CORETYPE to restart with: nil when OpenBLAS already uses AVX2-class kernels,
     /// the user chose one, or the CPU has no AVX2 + FMA.
-    public static func preferredCore(current: String = name, flags: Set<String> = cpuFlags(),
-                                     environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    public static func preferredCore(
+        current: String = name, flags: Set<String> = cpuFlags(),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil, legacy.contains(current) else { return nil }
         if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512dq", "avx512vl"]) { return "SkylakeX" }
         if flags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
@@ -130,20 +140,24 @@ public enum LAPACK {
     /// as rows of the returned (n, n) matrix (row j is the eigenvector of value j). nil on failure.
     public static func symmetricEigen(_ a: [Double], n: Int) -> (values: [Double], vectors: [Double])? {
         if n == 0 { return ([], []) }
-        var m = a  // symmetric, so row- and column-major agree
+        var m = a // symmetric, so row- and column-major agree
         var w = [Double](repeating: 0, count: n)
         var nn = Int32(n), lda = Int32(n), info: Int32 = 0
         var lwork: Int32 = -1, liwork: Int32 = -1
         var wq = [Double](repeating: 0, count: 1), iq = [Int32](repeating: 0, count: 1)
-        "V".withCString { jobz in "U".withCString { uplo in
-            dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &wq, &lwork, &iq, &liwork, &info)
-        } }
+        "V".withCString { jobz in
+            "U".withCString { uplo in
+                dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &wq, &lwork, &iq, &liwork, &info)
+            }
+        }
         guard info == 0 else { return nil }
         lwork = Int32(wq[0]); liwork = iq[0]
         var work = [Double](repeating: 0, count: Int(lwork)), iwork = [Int32](repeating: 0, count: Int(liwork))
-        "V".withCString { jobz in "U".withCString { uplo in
-            dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
-        } }
+        "V".withCString { jobz in
+            "U".withCString { uplo in
+                dsyevd_(jobz, uplo, &nn, &m, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
+            }
+        }
         guard info == 0 else { return nil }
         // Column j of the column-major result is eigenvector j = row j of `m` read row-major.
         return (w, m)

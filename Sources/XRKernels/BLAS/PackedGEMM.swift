@@ -164,8 +164,9 @@ public enum PackedEpilogue: @unchecked Sendable {
         case let .biasGELU(b): biasGELUForward(c + j, bias: b.map { $0 + j }, rows: rows, cols: w, ld: ldc)
         case let .biasScaleResidual(b, scale, residual, ld):
             for r in 0..<rows {
-                XRKernels.biasScaleResidual(residual + r * ld + j, c + r * ldc + j, bias: b.map { $0 + j },
-                                            scale: scale.map { $0 + j }, rows: 1, cols: w)
+                XRKernels.biasScaleResidual(
+                    residual + r * ld + j, c + r * ldc + j, bias: b.map { $0 + j },
+                    scale: scale.map { $0 + j }, rows: 1, cols: w)
             }
         }
     }
@@ -189,9 +190,11 @@ private func transpose8x8(_ v: Block8) -> Block8 {
 /// C[0..<rows, 0..<16] (row stride ldc) = (or +=) A[0..<rows, 0..<kc] (row stride lda) · panel
 /// (kc × 16, k-major). rows 1...6; rows past `rows` repeat the last row's loads and are not stored.
 @inline(__always)
-private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
-                         _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                         epilogue: PackedEpilogue, column: Int) {
+private func microkernel(
+    _ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
+    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+    epilogue: PackedEpilogue, column: Int
+) {
     let a0 = a
     let a1 = a + (rows > 1 ? lda : 0)
     let a2 = a + (rows > 2 ? 2 * lda : 0)
@@ -218,9 +221,11 @@ private func microkernel(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel
 /// `microkernel` with A read transposed: A's element (r, kk) at a[kk · lda + r] (A = Xᵀ for X
 /// (kc, rows) row-major, e.g. attention's Pᵀ), so each step's six values are contiguous.
 @inline(__always)
-private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
-                                    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                                    epilogue: PackedEpilogue, column: Int) {
+private func microkernelTransposedA(
+    _ a: UnsafePointer<Float>, lda: Int, rows: Int, _ panel: UnsafePointer<Float>, kc: Int,
+    _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+    epilogue: PackedEpilogue, column: Int
+) {
     let o1 = rows > 1 ? 1 : 0, o2 = rows > 2 ? 2 : o1, o3 = rows > 3 ? 3 : o2, o4 = rows > 4 ? 4 : o3, o5 = rows > 5 ? 5 : o4
     var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
     var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
@@ -244,9 +249,11 @@ private func microkernelTransposedA(_ a: UnsafePointer<Float>, lda: Int, rows: I
 /// Writes (or adds) a microkernel's six 16-wide rows to C, the first `rows` of them, through the
 /// epilogue (columns `column` ..< `column` + 16 of B).
 @inline(__always)
-private func store(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumulate: Bool, epilogue: PackedEpilogue, column: Int,
-                   _ c00: V8, _ c01: V8, _ c10: V8, _ c11: V8, _ c20: V8, _ c21: V8,
-                   _ c30: V8, _ c31: V8, _ c40: V8, _ c41: V8, _ c50: V8, _ c51: V8) {
+private func store(
+    _ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumulate: Bool, epilogue: PackedEpilogue, column: Int,
+    _ c00: V8, _ c01: V8, _ c10: V8, _ c11: V8, _ c20: V8, _ c21: V8,
+    _ c30: V8, _ c31: V8, _ c40: V8, _ c41: V8, _ c50: V8, _ c51: V8
+) {
     @inline(__always) func load(_ p: UnsafePointer<Float>, _ offset: Int) -> V8 { UnsafeRawPointer(p + offset).loadUnaligned(as: V8.self) }
     @inline(__always) func row(_ r: Int, _ v0: V8, _ v1: V8, _ finish: (Int, inout V8, inout V8) -> Bool) {
         if r >= rows { return }
@@ -271,10 +278,14 @@ private func store(_ c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, accumu
         eachRow { _, _, _ in true }
     case let .bias(b):
         let b0 = load(b, column), b1 = load(b, column + 8)
-        eachRow { _, v0, v1 in v0 += b0; v1 += b1; return true }
+        eachRow { _, v0, v1 in
+            v0 += b0; v1 += b1; return true
+        }
     case let .biasGELU(b):
         let b0 = b.map { load($0, column) } ?? V8(), b1 = b.map { load($0, column + 8) } ?? V8()
-        eachRow { _, v0, v1 in v0 = simdGELU(v0 + b0); v1 = simdGELU(v1 + b1); return true }
+        eachRow { _, v0, v1 in
+            v0 = simdGELU(v0 + b0); v1 = simdGELU(v1 + b1); return true
+        }
     case let .biasScaleResidual(b, scale, residual, ld):
         // The order of `biasScaleResidual`: (y + bias) · scale, then added to the residual.
         let b0 = b.map { load($0, column) } ?? V8(), b1 = b.map { load($0, column + 8) } ?? V8()
@@ -304,10 +315,12 @@ private func depthBlock(_ k: Int) -> Int {
 /// C's `columns` are written. `transposedA`: A = Xᵀ with X (inner.count, rows) row-major, `lda`
 /// its row stride. `finish` is applied to each tile of the final pass before it is stored (with
 /// `.biasScaleResidual` the result goes to its residual instead of C).
-public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, lda: Int,
-                       _ b: PackedMatrix, rows: Int, columns: Range<Int>, inner: Range<Int>? = nil,
-                       accumulate: Bool = false, outputFromFirstColumn: Bool = false, transposedA: Bool = false,
-                       finish: PackedEpilogue = .none) {
+public func packedGEMM(
+    _ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, lda: Int,
+    _ b: PackedMatrix, rows: Int, columns: Range<Int>, inner: Range<Int>? = nil,
+    accumulate: Bool = false, outputFromFirstColumn: Bool = false, transposedA: Bool = false,
+    finish: PackedEpilogue = .none
+) {
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedGEMM: columns \(columns) of \(b.n)")
     let inner = inner ?? 0..<b.k
     precondition(inner.lowerBound >= 0 && inner.upperBound <= b.k, "packedGEMM: inner \(inner) of \(b.k)")
@@ -344,11 +357,13 @@ public func packedGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePo
                         // Full panels of the last pass finish in registers; a partial one after its copy-out.
                         let fused = full && last ? finish.advanced(rows: r) : .none
                         if transposedA {
-                            microkernelTransposedA(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
-                                                   epilogue: fused, column: j * 16)
+                            microkernelTransposedA(
+                                ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
+                                epilogue: fused, column: j * 16)
                         } else {
-                            microkernel(ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
-                                        epilogue: fused, column: j * 16)
+                            microkernel(
+                                ar, lda: lda, rows: n, panel, kc: depth, dst, ldc: ldd, accumulate: acc,
+                                epilogue: fused, column: j * 16)
                         }
                         if !full {
                             for i in 0..<n { (cr + i * ldc).update(from: tile + i * 16, count: width) }
@@ -385,10 +400,12 @@ func packedChunkRows(_ rows: Int, workers: Int) -> Int {
 /// `packedChunkRows`); the blocks are claimed by whichever worker is free. `finish` is fused into
 /// the kernel's stores (`packedGEMM`); `epilogue(rows, columns)` runs on each finished block
 /// while it is still in cache.
-public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
-                          lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
-                          columns: Range<Int>? = nil,
-                          finish: PackedEpilogue = .none, epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }) {
+public func packedProduct(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: PackedMatrix, rows: Int,
+    lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false, splitColumns: Bool? = nil,
+    columns: Range<Int>? = nil,
+    finish: PackedEpilogue = .none, epilogue: (Range<Int>, Range<Int>) -> Void = { _, _ in }
+) {
     let lda = lda ?? b.k, ldc = ldc ?? b.n, columns = columns ?? 0..<b.n
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "packedProduct: columns \(columns) of \(b.n)")
     let o = SendablePointer(out), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
@@ -408,8 +425,9 @@ public func packedProduct(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
         Parallel.claiming(chunks) { _, next in
             while let i = next() {
                 let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)
-                packedGEMM(o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
-                           columns: columns, accumulate: accumulate, finish: finish.advanced(rows: r.lowerBound))
+                packedGEMM(
+                    o.p + r.lowerBound * ldc, ldc: ldc, x.p + r.lowerBound * lda, lda: lda, b, rows: r.count,
+                    columns: columns, accumulate: accumulate, finish: finish.advanced(rows: r.lowerBound))
                 epilogue(r, columns)
             }
         }

@@ -3,8 +3,10 @@
 import Foundation
 
 /// Reference for `resample`: out (C, outH, outW) from inp (C, inH, inW); same semantics.
-public func resampleReference(_ inp: [Float], channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
-                              filter: ResampleFilter, antialias: Bool) -> [Float] {
+public func resampleReference(
+    _ inp: [Float], channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
+    filter: ResampleFilter, antialias: Bool
+) -> [Float] {
     precondition(inp.count == channels * inH * inW && outH > 0 && outW > 0)
     // (output index) -> [(input index, weight)]
     func weights(_ inSize: Int, _ outSize: Int) -> [[(Int, Double)]] {
@@ -21,10 +23,15 @@ public func resampleReference(_ inp: [Float], channels: Int, inH: Int, inW: Int,
                     let x = abs((Double(j) - center + 0.5) * inv)
                     let a = -0.5
                     let v: Double
-                    if filter == .bilinear { v = max(0, 1 - x) }
-                    else if x < 1 { v = (a + 2) * x * x * x - (a + 3) * x * x + 1 }
-                    else if x < 2 { v = a * x * x * x - 5 * a * x * x + 8 * a * x - 4 * a }
-                    else { v = 0 }
+                    if filter == .bilinear {
+                        v = max(0, 1 - x)
+                    } else if x < 1 {
+                        v = (a + 2) * x * x * x - (a + 3) * x * x + 1
+                    } else if x < 2 {
+                        v = a * x * x * x - 5 * a * x * x + 8 * a * x - 4 * a
+                    } else {
+                        v = 0
+                    }
                     taps.append((j, v))
                 }
                 let total = taps.reduce(0) { $0 + $1.1 }

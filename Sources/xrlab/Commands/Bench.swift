@@ -40,13 +40,23 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Skip the sgemm ceiling measurement.")
     var noCeiling = false
 
-    @Flag(name: .long, help: "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done.")
+    @Flag(
+        name: .long,
+        help:
+            "Compute only the class-token output (what a CLS-feature probe reads, and what the peer benchmark's PyTorch / ONNX Runtime models return): the last block's attention, projection and MLP run on the class token alone; GFLOP/s counts the work actually done."
+    )
     var classTokenOnly = false
 
-    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling [SECONDS]` measures the sgemm ceiling (each of the model's three shapes for a third of SECONDS, default 1.5 s each) and prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    @Flag(
+        name: .long,
+        help:
+            "Serve timed turns on standard input for an interleaved comparison (bench/vit_peers.py): after the warm-up, each line `run SECONDS` times forward passes for that long (at least one) and prints {\"images\", \"seconds\"}; `ceiling [SECONDS]` measures the sgemm ceiling (each of the model's three shapes for a third of SECONDS, default 1.5 s each) and prints {\"sgemm_gflops\"}; at the end of input the summary JSON (peak RSS) is printed."
+    )
     var serve = false
 
-    @Option(name: .long, help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
+    @Option(
+        name: .long,
+        help: "Linear layers with at most this many token rows split output features across the cores instead of rows (0: always rows; for A/B runs).")
     var columnSplitRows: Int = packedColumnSplitRows
 
     func run() throws {
@@ -59,7 +69,7 @@ struct Bench: ParsableCommand {
             let model = ViT.random(config)
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
-            _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)   // warm-up
+            _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) // warm-up
             let forward = { _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) }
             let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
             let tokens = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
@@ -67,11 +77,14 @@ struct Bench: ParsableCommand {
                 sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden], seconds: seconds)
             }
             if serve {
-                let (images, seconds) = try serveTurns(unit: "images", perCall: batch, reply: ["flops_per_image": flopsPerImage], work: forward,
-                                                       commands: ["ceiling": { ["sgemm_gflops": ceiling($0 ?? 4.5)] }])
-                try printJSONLine(["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
-                                   "seconds": seconds, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(),
-                                   "blas_core": BLASCore.name])
+                let (images, seconds) = try serveTurns(
+                    unit: "images", perCall: batch, reply: ["flops_per_image": flopsPerImage], work: forward,
+                    commands: ["ceiling": { ["sgemm_gflops": ceiling($0 ?? 4.5)] }])
+                try printJSONLine([
+                    "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
+                    "seconds": seconds, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(),
+                    "blas_core": BLASCore.name
+                ])
                 return
             }
             var n = 0
@@ -83,9 +96,11 @@ struct Bench: ParsableCommand {
             let elapsed = Date().timeIntervalSince(start)
             let ips = Double(n * batch) / elapsed
             let gflops = ips * flopsPerImage / 1e9
-            var result: [String: Any] = ["tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
-                                         "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
-                                         "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
+            var result: [String: Any] = [
+                "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
+                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
+                "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
+            ]
             if !noCeiling { result["sgemm_gflops"] = ceiling(4.5) }
             try printJSONLine(result)
         }
@@ -116,8 +131,9 @@ struct Bench: ParsableCommand {
 /// starts afresh at exec (getrusage's ru_maxrss does not: it keeps the parent's peak).
 func peakRSSMegabytes() -> Double {
     if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-       let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-       let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    {
         return kb / 1024
     }
     var u = rusage()

@@ -11,11 +11,11 @@ struct BenchGEMM: RenamedCommand {
         commandName: "gemm",
         abstract: "Time out = inp · Wᵀ at ViT linear-layer shapes: OpenBLAS (as xrlab called it before packing) vs the packed kernel.",
         discussion: """
-        For each shape (rows × in → out) prints the best time of: OpenBLAS sgemm with rows or output features split across \
-        the workers (BLAS single-threaded, C cleared with memset), and `packedProduct` on weights packed once, split by rows \
-        or by output features. One JSON object per shape, then a Markdown table. Default shapes: ViT-Ti/S/B at one image \
-        (197 rows) and eight (1,576 rows).
-        """)
+            For each shape (rows × in → out) prints the best time of: OpenBLAS sgemm with rows or output features split across \
+            the workers (BLAS single-threaded, C cleared with memset), and `packedProduct` on weights packed once, split by rows \
+            or by output features. One JSON object per shape, then a Markdown table. Default shapes: ViT-Ti/S/B at one image \
+            (197 rows) and eight (1,576 rows).
+            """)
 
     @Option(name: .long, help: "Shapes as ROWSxINxOUT, comma-separated (default: the ViT-Ti/S/B linear layers at 197 and 1,576 rows).")
     var shapes: String?
@@ -50,7 +50,7 @@ struct BenchGEMM: RenamedCommand {
             guard seconds >= 0 else { throw XRError("--seconds must be ≥ 0, got \(seconds)", field: "--seconds") }
             let list = try parseShapes()
             threadsOption.apply()
-            BLAS.threads = 1   // as inside the encoder: xrlab splits the work, OpenBLAS runs one thread per call
+            BLAS.threads = 1 // as inside the encoder: xrlab splits the work, OpenBLAS runs one thread per call
             var rows: [String] = []
             var rng = XRRandom(seed: 3)
             for (m, k, n) in list {
@@ -58,37 +58,49 @@ struct BenchGEMM: RenamedCommand {
                 var c = [Float](repeating: 0, count: m * n)
                 let packed = w.withUnsafeBufferPointer { PackedMatrix(transposing: $0.baseAddress!, rows: n, cols: k) }
                 func time(_ body: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) -> Double {
-                    a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in c.withUnsafeMutableBufferPointer { cp in
-                        body(cp.baseAddress!, ap.baseAddress!, wp.baseAddress!)
-                        var best = Double.infinity
-                        for _ in 0..<5 {
-                            var reps = 0
-                            let start = Date()
-                            repeat { body(cp.baseAddress!, ap.baseAddress!, wp.baseAddress!); reps += 1 } while Date().timeIntervalSince(start) < seconds
-                            best = min(best, Date().timeIntervalSince(start) / Double(reps))
+                    a.withUnsafeBufferPointer { ap in
+                        w.withUnsafeBufferPointer { wp in
+                            c.withUnsafeMutableBufferPointer { cp in
+                                body(cp.baseAddress!, ap.baseAddress!, wp.baseAddress!)
+                                var best = Double.infinity
+                                for _ in 0..<5 {
+                                    var reps = 0
+                                    let start = Date()
+                                    repeat {
+                                        body(cp.baseAddress!, ap.baseAddress!, wp.baseAddress!); reps += 1
+                                    } while Date().timeIntervalSince(start) < seconds
+                                    best = min(best, Date().timeIntervalSince(start) / Double(reps))
+                                }
+                                return best
+                            }
                         }
-                        return best
-                    } } }
+                    }
                 }
                 let t = [
                     time { o, x, wt in linearForward(o, x, wt, rows: m, inFeatures: k, outFeatures: n) },
                     time { o, x, wt in linearForwardColumns(o, x, wt, rows: m, inFeatures: k, outFeatures: n) },
                     time { o, x, _ in packedProduct(o, x, packed, rows: m, splitColumns: false) },
-                    time { o, x, _ in packedProduct(o, x, packed, rows: m, splitColumns: true) },
+                    time { o, x, _ in packedProduct(o, x, packed, rows: m, splitColumns: true) }
                 ]
                 let flop = 2 * Double(m) * Double(n) * Double(k)
                 let g = t.map { flop / $0 / 1e9 }
                 let ratio = min(t[0], t[1]) / min(t[2], t[3])
-                let result: [String: Any] = ["rows": m, "in": k, "out": n, "threads": threads, "blas_core": BLASCore.name,
-                                             "openblas_rows_ms": t[0] * 1e3, "openblas_columns_ms": t[1] * 1e3,
-                                             "packed_rows_ms": t[2] * 1e3, "packed_columns_ms": t[3] * 1e3,
-                                             "speedup_best_vs_best": ratio]
+                let result: [String: Any] = [
+                    "rows": m, "in": k, "out": n, "threads": threads, "blas_core": BLASCore.name,
+                    "openblas_rows_ms": t[0] * 1e3, "openblas_columns_ms": t[1] * 1e3,
+                    "packed_rows_ms": t[2] * 1e3, "packed_columns_ms": t[3] * 1e3,
+                    "speedup_best_vs_best": ratio
+                ]
                 let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
-                rows.append(String(format: "| %d × %d → %d | %.3f ms (%.0f) | %.3f ms (%.0f) | %.3f ms (%.0f) | %.3f ms (%.0f) | %.2f× |",
-                                   m, k, n, t[0] * 1e3, g[0], t[1] * 1e3, g[1], t[2] * 1e3, g[2], t[3] * 1e3, g[3], ratio))
+                rows.append(
+                    String(
+                        format: "| %d × %d → %d | %.3f ms (%.0f) | %.3f ms (%.0f) | %.3f ms (%.0f) | %.3f ms (%.0f) | %.2f× |",
+                        m, k, n, t[0] * 1e3, g[0], t[1] * 1e3, g[1], t[2] * 1e3, g[2], t[3] * 1e3, g[3], ratio))
             }
-            print("\n| rows × in → out | OpenBLAS, rows split (GFLOP/s) | OpenBLAS, output features split | packed, rows split | packed, output features split | best packed vs best OpenBLAS |")
+            print(
+                "\n| rows × in → out | OpenBLAS, rows split (GFLOP/s) | OpenBLAS, output features split | packed, rows split | packed, output features split | best packed vs best OpenBLAS |"
+            )
             print("|---|---:|---:|---:|---:|---:|")
             rows.forEach { print($0) }
         }

@@ -26,8 +26,9 @@ struct BenchReport: RenamedCommand {
         try runReportingErrors {
             threadsOption.apply()
             let prefix = visualInput == .prefix
-            let c = DecoderConfig(vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
-                                  visualDim: visualDim, visualPrefix: prefix)
+            let c = DecoderConfig(
+                vocab: vocab, positions: max(tokens, decode + 1) + (prefix ? visual : 0), dim: dim, layers: layers, heads: heads,
+                visualDim: visualDim, visualPrefix: prefix)
             // GPT-2's initialisation, as report training starts from.
             let t = try ReportTraining.initialTensors(c, seed: 3, from: nil)
             var rng = XRRandom(seed: 3)
@@ -56,7 +57,10 @@ struct BenchReport: RenamedCommand {
                 produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
             }
             let tps = Double(produced) / Date().timeIntervalSince(start)
-            let result: [String: Any] = ["tool": "xrlab", "visual_input": visualInput.rawValue, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name]
+            let result: [String: Any] = [
+                "tool": "xrlab", "visual_input": visualInput.rawValue, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps,
+                "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
+            ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         }
     }

@@ -51,7 +51,11 @@ struct BenchTrain: RenamedCommand {
     var threads: Int { threadsOption.threads }
     @Flag(name: .long, help: "Recompute activations in the backward (less memory).")
     var recompute = false
-    @Flag(name: .long, help: "Serve timed turns on standard input for an interleaved comparison (bench/train_peers.py): after the warm-up step, each line `run SECONDS` runs steps for that long (at least one) and prints {\"steps\", \"seconds\"}; at the end of input the summary JSON (peak RSS) is printed.")
+    @Flag(
+        name: .long,
+        help:
+            "Serve timed turns on standard input for an interleaved comparison (bench/train_peers.py): after the warm-up step, each line `run SECONDS` runs steps for that long (at least one) and prints {\"steps\", \"seconds\"}; at the end of input the summary JSON (peak RSS) is printed."
+    )
     var serve = false
 
     func run() throws {
@@ -67,7 +71,7 @@ struct BenchTrain: RenamedCommand {
             let labels = (0..<batch).map { $0 % 2 }
             let opt = AdamW(weightDecay: 0.05)
             let step = { _ = try trainStep(model, opt, pixels: pixels, labels: labels, lr: 1e-5) }
-            try step()   // warm-up (allocations)
+            try step() // warm-up (allocations)
             var n = 0, elapsed = 0.0
             if serve {
                 (n, elapsed) = try serveTurns(unit: "steps", perCall: 1, work: step)
@@ -79,9 +83,11 @@ struct BenchTrain: RenamedCommand {
                 }
                 elapsed = Date().timeIntervalSince(start)
             }
-            try printJSONLine(["tool": "xrlab", "preset": preset.rawValue, "method": method.rawValue, "batch": batch, "size": size, "threads": threads,
-                               "seconds_per_step": n > 0 ? elapsed / Double(n) : 0, "recompute": recompute, "steps": n,
-                               "trainable": model.trainableCount, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name])
+            try printJSONLine([
+                "tool": "xrlab", "preset": preset.rawValue, "method": method.rawValue, "batch": batch, "size": size, "threads": threads,
+                "seconds_per_step": n > 0 ? elapsed / Double(n) : 0, "recompute": recompute, "steps": n,
+                "trainable": model.trainableCount, "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
+            ])
         }
     }
 }

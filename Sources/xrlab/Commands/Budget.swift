@@ -10,10 +10,10 @@ struct BudgetCommand: ParsableCommand {
         commandName: "budget",
         abstract: "Fit learning curves to a finished run and estimate the labels per class a target metric needs.",
         discussion: """
-        Per method and task: an inverse power law a − b·n^(−c) (log-linear a + b·ln n when the power law is \
-        degenerate or predicts the largest held-out shot counts worse), fitted to the per-seed values; intervals by \
-        bootstrap over seeds. Writes budget.json and budget_<task>.png into RUN_DIR.
-        """)
+            Per method and task: an inverse power law a − b·n^(−c) (log-linear a + b·ln n when the power law is \
+            degenerate or predicts the largest held-out shot counts worse), fitted to the per-seed values; intervals by \
+            bootstrap over seeds. Writes budget.json and budget_<task>.png into RUN_DIR.
+            """)
 
     @Argument(help: "A run directory written by `xrlab run` (holds results.jsonl).")
     var runDir: String
@@ -39,7 +39,8 @@ struct BudgetCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the bootstrap.")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Backtest instead: fit on shots <= K, predict the run's larger shot counts, print errors and interval coverage (writes nothing).")
+    @Option(
+        name: .long, help: "Backtest instead: fit on shots <= K, predict the run's larger shot counts, print errors and interval coverage (writes nothing).")
     var backtest: Int?
 
     func run() throws {
@@ -48,7 +49,9 @@ struct BudgetCommand: ParsableCommand {
             guard maxShots >= 1 else { throw XRError("--max-shots must be at least 1, found \(maxShots)", field: "--max-shots") }
             guard resamples >= 10 else { throw XRError("--resamples must be at least 10, found \(resamples)", field: "--resamples") }
             if let k = backtest, k < 2 { throw XRError("--backtest needs K >= 2 (a curve needs two shot counts), found \(k)", field: "--backtest") }
-            guard level > 0 && level < 1 else { throw XRError("--level must be in (0, 1), found \(level)", field: "--level", hint: "e.g. 0.8 for 80% intervals") }
+            guard level > 0 && level < 1 else {
+                throw XRError("--level must be in (0, 1), found \(level)", field: "--level", hint: "e.g. 0.8 for 80% intervals")
+            }
             o.method = method
             o.task = task
             o.maxShots = maxShots
@@ -59,8 +62,9 @@ struct BudgetCommand: ParsableCommand {
                 let dir = URL(fileURLWithPath: runDir)
                 let rows = try Budget.backtest(try Budget.results(in: dir), fitMaxShots: k, options: o, source: dir.path)
                 guard !rows.isEmpty else {
-                    throw XRError("nothing to backtest: no method × task has at least 2 shot counts <= \(k), 2 seeds, and results above \(k)",
-                                  file: dir.path, field: "--backtest", hint: "choose K below the run's largest shot count")
+                    throw XRError(
+                        "nothing to backtest: no method × task has at least 2 shot counts <= \(k), 2 seeds, and results above \(k)",
+                        file: dir.path, field: "--backtest", hint: "choose K below the run's largest shot count")
                 }
                 print(Budget.describe(backtest: rows, fitMaxShots: k, level: level), terminator: "")
                 return

@@ -19,8 +19,9 @@ func runStaged(_ r: LoadedRecipe, options o: inout RunOptions, shard: String?, s
     }
     guard let parsed else { return false }
     guard !o.force else {
-        throw XRError("--force discards every shard's cells, so it cannot be combined with --shard", field: "--force",
-                      hint: "start over with `xrlab run RECIPE --force` (no --shard), or choose a new output directory")
+        throw XRError(
+            "--force discards every shard's cells, so it cannot be combined with --shard", field: "--force",
+            hint: "start over with `xrlab run RECIPE --force` (no --shard), or choose a new output directory")
     }
     o.shard = parsed
     let s = try Runner.run(r, options: o)
@@ -49,7 +50,8 @@ func mergeRun(_ r: LoadedRecipe, options: RunOptions) throws {
 
 /// `xrlab merge RUN_DIR`.
 struct MergeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "merge",
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
         abstract: "Write results, summary, plots and report of a run directory from the cells present; list the missing cells.")
 
     @Argument(help: "Run directory (the recipe's output).")
@@ -71,7 +73,8 @@ struct MergeCommand: ParsableCommand {
 
 /// `xrlab submit RECIPE --slurm`.
 struct SubmitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "submit",
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
         abstract: "Run a recipe as Slurm job arrays: encode, the shards with missing cells, then merge.")
 
     @Argument(help: "Recipe YAML file.")
@@ -147,7 +150,8 @@ struct SubmitCommand: ParsableCommand {
 
 /// `xrlab status RUN_DIR`.
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status",
+    static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show a run directory's cells done, missing and failed, and its Slurm jobs' states.")
 
     @Argument(help: "Run directory (the recipe's output).")

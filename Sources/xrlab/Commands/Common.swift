@@ -70,8 +70,9 @@ struct OldName<C: RenamedCommand>: ParsableCommand {
 func resolvePreset(_ name: String?) throws -> ViTConfig? {
     guard let name else { return nil }
     guard let p = ViTConfig.preset(named: name) else {
-        throw XRError("unknown preset '\(name)'", field: "--preset",
-                      hint: "known presets: " + ViTConfig.presetNames.joined(separator: ", "))
+        throw XRError(
+            "unknown preset '\(name)'", field: "--preset",
+            hint: "known presets: " + ViTConfig.presetNames.joined(separator: ", "))
     }
     return p
 }

@@ -10,10 +10,10 @@ struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a demo encoder and X-ray-like images, then run the demo recipe on them.",
         discussion: """
-        Writes DIR/model (a random-initialised Dinov2Model folder), DIR/images and DIR/manifest.csv,
-        then runs RECIPE with its model, manifest and output pointed into DIR. The numbers show the
-        mechanics of a label-efficiency study, not clinical performance.
-        """)
+            Writes DIR/model (a random-initialised Dinov2Model folder), DIR/images and DIR/manifest.csv,
+            then runs RECIPE with its model, manifest and output pointed into DIR. The numbers show the
+            mechanics of a label-efficiency study, not clinical performance.
+            """)
 
     @Option(name: .long, help: "Folder for the generated model, images and run.")
     var dir: String = "demo"
@@ -40,8 +40,10 @@ struct Demo: ParsableCommand {
             let summary = try DemoData.generate(in: root, patients: patients)
             print("generated \(summary.images) images of \(summary.patients) patients: \(summary.manifest.path)")
             print("generated encoder: \(summary.modelDir.path)")
-            var overrides = ["model.path=\(summary.modelDir.path)", "data.manifest=\(summary.manifest.path)",
-                             "output=\(root.appendingPathComponent("run").path)"]
+            var overrides = [
+                "model.path=\(summary.modelDir.path)", "data.manifest=\(summary.manifest.path)",
+                "output=\(root.appendingPathComponent("run").path)"
+            ]
             if let seeds { overrides.append("seeds=\(seeds)") }
             let r = try RecipeLoader.load(recipeURL, overrides: overrides)
             var o = RunOptions()

@@ -10,17 +10,17 @@ struct Embed: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encode X-ray images with a ViT checkpoint and write their features.",
         discussion: """
-        MODEL is a Hugging Face folder (config.json + model.safetensors, e.g. RAD-DINO), a timm hub
-        folder (config.json with architecture and pretrained_cfg + model.safetensors or
-        pytorch_model.bin), or a timm / DINOv2 checkpoint file (.safetensors, or PyTorch .pt / .pth /
-        .bin, read without executing its pickle). INPUT is a folder of PNG files (walked recursively)
-        or a manifest CSV with a path column. Writes tensors cls (N, C), pooled (N, C) (the model's
-        pre-logits feature, timm's forward_head(pre_logits=True)) and patch_mean (N, C) — plus
-        last_blocks_cls (N, n, C) with --last-blocks n and patch_tokens (N, T, C) with
-        --patch-tokens — and FILE.json listing the inputs row for row, the encoder fingerprint and
-        the preprocessing. Features are cached by (weights, preprocessing, image content), so a
-        rerun over the same images does no encoder work.
-        """)
+            MODEL is a Hugging Face folder (config.json + model.safetensors, e.g. RAD-DINO), a timm hub
+            folder (config.json with architecture and pretrained_cfg + model.safetensors or
+            pytorch_model.bin), or a timm / DINOv2 checkpoint file (.safetensors, or PyTorch .pt / .pth /
+            .bin, read without executing its pickle). INPUT is a folder of PNG files (walked recursively)
+            or a manifest CSV with a path column. Writes tensors cls (N, C), pooled (N, C) (the model's
+            pre-logits feature, timm's forward_head(pre_logits=True)) and patch_mean (N, C) — plus
+            last_blocks_cls (N, n, C) with --last-blocks n and patch_tokens (N, T, C) with
+            --patch-tokens — and FILE.json listing the inputs row for row, the encoder fingerprint and
+            the preprocessing. Features are cached by (weights, preprocessing, image content), so a
+            rerun over the same images does no encoder work.
+            """)
 
     @Option(name: .long, help: "Checkpoint: Hugging Face or timm folder, .safetensors, .pt, .pth or .bin file.")
     var model: String
@@ -82,9 +82,10 @@ struct Embed: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             work.apply()
-            let encoder = try Encoder.load(model: URL(fileURLWithPath: model),
-                                           preset: try resolvePreset(preset), heads: heads,
-                                           explicit: try pre.preprocessing(), stateDictKey: stateDictKey)
+            let encoder = try Encoder.load(
+                model: URL(fileURLWithPath: model),
+                preset: try resolvePreset(preset), heads: heads,
+                explicit: try pre.preprocessing(), stateDictKey: stateDictKey)
             let inputs = try InputList.resolve(URL(fileURLWithPath: input), column: imageColumn)
             var options = EmbedOptions()
             options.batchSize = batchSize
@@ -96,9 +97,10 @@ struct Embed: ParsableCommand {
             options.dicomValues = dicomValues
             options.cache = noCache ? nil : FeatureCache(root: cache.map { URL(fileURLWithPath: $0) } ?? FeatureCache.defaultRoot())
             let result = try encoder.embed(inputs, options: options)
-            let files = try EmbedOutput.write(result, encoder: encoder, modelPath: model,
-                                              format: format,
-                                              to: URL(fileURLWithPath: output), dicomValues: options.dicomValues)
+            let files = try EmbedOutput.write(
+                result, encoder: encoder, modelPath: model,
+                format: format,
+                to: URL(fileURLWithPath: output), dicomValues: options.dicomValues)
             let c = result.tensors["cls"]?.shape.last ?? 0
             print("embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features")
             for f in result.failed { print("skipped \(f.id): \(f.reason)") }
@@ -132,8 +134,9 @@ struct PreprocessingFlags: ParsableArguments {
         guard let size, let mean, let std else {
             throw XRError("explicit preprocessing needs --size, --mean and --std together", field: "preprocessing")
         }
-        return Preprocessing(shortestEdge: size, crop: crop ?? size, interpolation: interpolation,
-                             mean: try triple(mean, "--mean"), std: try triple(std, "--std"))
+        return Preprocessing(
+            shortestEdge: size, crop: crop ?? size, interpolation: interpolation,
+            mean: try triple(mean, "--mean"), std: try triple(std, "--std"))
     }
 
     private func triple(_ s: String, _ flag: String) throws -> [Float] {

@@ -9,12 +9,12 @@ struct IngestCommand: ParsableCommand {
         commandName: "ingest",
         abstract: "Build a de-identified manifest from a folder of DICOM and PNG radiographs.",
         discussion: """
-        Columns: path, sha256 (of the PNG file, or of a DICOM's decoded pixel values), patient_key,
-        study_key (keyed hashes of Patient ID / Study Instance UID under the site secret), view,
-        body_part, laterality, sex, age, modality, labels, split. Labels
-        (and split) are joined from a CSV with a `filename`, `accession` or `study` column and a
-        `labels` column. No name, id, birth date or accession number is written.
-        """)
+            Columns: path, sha256 (of the PNG file, or of a DICOM's decoded pixel values), patient_key,
+            study_key (keyed hashes of Patient ID / Study Instance UID under the site secret), view,
+            body_part, laterality, sex, age, modality, labels, split. Labels
+            (and split) are joined from a CSV with a `filename`, `accession` or `study` column and a
+            `labels` column. No name, id, birth date or accession number is written.
+            """)
 
     @Argument(help: "Folder of DICOM / PNG files (walked recursively).")
     var dir: String
@@ -34,10 +34,12 @@ struct IngestCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let outURL = URL(fileURLWithPath: out)
-            let key = try SiteKey.load(siteKey.map { URL(fileURLWithPath: $0) } ?? SiteKey.defaultFile(),
-                                       outputDirectory: outURL.deletingLastPathComponent())
-            let r = try Ingest.run(URL(fileURLWithPath: dir), labels: labels.map { URL(fileURLWithPath: $0) }, joinOn: joinOn,
-                                   out: outURL, key: key)
+            let key = try SiteKey.load(
+                siteKey.map { URL(fileURLWithPath: $0) } ?? SiteKey.defaultFile(),
+                outputDirectory: outURL.deletingLastPathComponent())
+            let r = try Ingest.run(
+                URL(fileURLWithPath: dir), labels: labels.map { URL(fileURLWithPath: $0) }, joinOn: joinOn,
+                out: outURL, key: key)
             print(r.summary, terminator: "")
             print("wrote \(r.manifest.path)")
         }

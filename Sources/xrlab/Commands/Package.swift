@@ -14,12 +14,12 @@ struct PackCommand: ParsableCommand {
         commandName: "pack",
         abstract: "Package a run's model (fitted head, thresholds, evaluation, card) as a versioned archive.",
         discussion: """
-        Fits the run's method on the training rows (all of them, or --shots per class as in a study
-        cell), chooses per-label thresholds on held-out validation rows (Youden's J), evaluates on
-        the test rows with bootstrap intervals and subgroups, and writes REGISTRY/NAME-X.Y.Z.xrpkg:
-        manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. The same run packs
-        to the same bytes. Existing versions are never overwritten.
-        """)
+            Fits the run's method on the training rows (all of them, or --shots per class as in a study
+            cell), chooses per-label thresholds on held-out validation rows (Youden's J), evaluates on
+            the test rows with bootstrap intervals and subgroups, and writes REGISTRY/NAME-X.Y.Z.xrpkg:
+            manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. The same run packs
+            to the same bytes. Existing versions are never overwritten.
+            """)
 
     @Argument(help: "Run directory (the output folder of `xrlab run`).")
     var runDirectory: String
@@ -65,10 +65,14 @@ struct PackCommand: ParsableCommand {
             o.quiet = quiet
             o.signingKey = try sign.map(loadSigningKey)
             let r = try Packer.pack(runDirectory: URL(fileURLWithPath: runDirectory), options: o)
-            print("packed \(r.manifest.name) \(r.manifest.version) (\(r.manifest.method.name), \(r.manifest.heads.count) head\(r.manifest.heads.count == 1 ? "" : "s"))")
+            print(
+                "packed \(r.manifest.name) \(r.manifest.version) (\(r.manifest.method.name), \(r.manifest.heads.count) head\(r.manifest.heads.count == 1 ? "" : "s"))"
+            )
             for e in r.manifest.evaluation {
                 let m = r.manifest.recipe.primary_metric
-                print("  \(e.task): \(m) \(e.metrics[m].map { ModelCard.est($0) } ?? "—")\(r.manifest.heads.first { $0.task == e.task }?.threshold.map { String(format: ", threshold %.4f", $0) } ?? "")")
+                print(
+                    "  \(e.task): \(m) \(e.metrics[m].map { ModelCard.est($0) } ?? "—")\(r.manifest.heads.first { $0.task == e.task }?.threshold.map { String(format: ", threshold %.4f", $0) } ?? "")"
+                )
             }
             print("archive: \(r.archive.path)")
             print("sha256:  \(r.sha256)")
@@ -83,11 +87,11 @@ struct VerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Check a package: signature (--trust), safe archive, checksums, manifest schema, head tensors, and the base encoder on disk (--base).",
         discussion: """
-        PACKAGE is an .xrpkg archive or an unpacked package folder. With trusted keys (--trust or
-        XRLAB_TRUSTED_KEYS) the package must carry a signature (model.sig) by one of them that
-        covers exactly its files; the refusal names what failed: unsigned, unknown key, bad
-        signature, a changed, missing or uncovered file, a malformed bundle.
-        """)
+            PACKAGE is an .xrpkg archive or an unpacked package folder. With trusted keys (--trust or
+            XRLAB_TRUSTED_KEYS) the package must carry a signature (model.sig) by one of them that
+            covers exactly its files; the refusal names what failed: unsigned, unknown key, bad
+            signature, a changed, missing or uncovered file, a malformed bundle.
+            """)
     @Argument(help: "Package (.xrpkg) or unpacked package folder.")
     var package: String
     @Option(name: .long, help: "Base encoder (checkpoint folder or .safetensors) or, for feature packages, the feature file.")
@@ -97,8 +101,9 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let (_, lines) = try PackageReader.verify(URL(fileURLWithPath: package), base: base.map { URL(fileURLWithPath: $0) },
-                                                      trust: try TrustedKey.resolve(trust))
+            let (_, lines) = try PackageReader.verify(
+                URL(fileURLWithPath: package), base: base.map { URL(fileURLWithPath: $0) },
+                trust: try TrustedKey.resolve(trust))
             for l in lines { print("ok  \(l)") }
         }
     }
@@ -166,14 +171,17 @@ struct PredictCommand: ParsableCommand {
         commandName: "predict",
         abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities and decisions (CSV).",
         discussion: """
-        INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
-        The base encoder must be the one the package records (its SHA-256 is checked). Columns: path,
-        then per binary label LABEL_probability and LABEL_decision (1 at or above the packaged
-        threshold), per multiclass task p_CLASS and predicted.
-        """)
+            INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
+            The base encoder must be the one the package records (its SHA-256 is checked). Columns: path,
+            then per binary label LABEL_probability and LABEL_decision (1 at or above the packaged
+            threshold), per multiclass task p_CLASS and predicted.
+            """)
     @Option(name: .long, help: "Package (.xrpkg).")
     var package: String
-    @Option(name: .long, help: ArgumentHelp("Trusted public key file or folder (repeat for several); default $XRLAB_TRUSTED_KEYS. With either, the package must be signed by one of them."))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Trusted public key file or folder (repeat for several); default $XRLAB_TRUSTED_KEYS. With either, the package must be signed by one of them."))
     var trust: [String] = []
     @Option(name: .long, help: "Base encoder: checkpoint folder or .safetensors file.")
     var base: String?

@@ -37,7 +37,8 @@ struct Validate: ParsableCommand {
 
 /// `xrlab plan RECIPE`: the cells, what is done, the feature cache, a time estimate.
 struct PlanCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show the cells a recipe runs, what is finished or cached, and a time estimate.")
+    static let configuration = CommandConfiguration(
+        commandName: "plan", abstract: "Show the cells a recipe runs, what is finished or cached, and a time estimate.")
 
     @Argument(help: "Recipe YAML file.")
     var recipe: String
@@ -55,7 +56,8 @@ struct PlanCommand: ParsableCommand {
 
 /// `xrlab run RECIPE`: run or resume a recipe.
 struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a recipe (resuming finished cells), writing results, curves and a report.")
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run a recipe (resuming finished cells), writing results, curves and a report.")
 
     @Argument(help: "Recipe YAML file.")
     var recipe: String

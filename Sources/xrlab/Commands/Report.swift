@@ -8,12 +8,14 @@ import XRReport
 
 /// `xrlab report`: train a report generator on paired images and reports, or draft reports.
 struct ReportCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "report", abstract: "Report generation: train a decoder on paired reports, or draft reports for images.",
-                                                    subcommands: [Train.self, Generate.self], defaultSubcommand: Generate.self)
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Report generation: train a decoder on paired reports, or draft reports for images.",
+        subcommands: [Train.self, Generate.self], defaultSubcommand: Generate.self)
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Train a report decoder on a paired manifest (path, split, findings, impression) with a frozen or tuned encoder; score drafts on the test split.",
+            abstract:
+                "Train a report decoder on a paired manifest (path, split, findings, impression) with a frozen or tuned encoder; score drafts on the test split.",
             discussion: "A checkpoint after every epoch (OUT/checkpoint.safetensors) lets an interrupted run resume: run the same command again.")
         @Option(name: .long, help: "Paired manifest CSV.") var manifest: String
         @Option(name: .long, help: "Encoder checkpoint (folder or .safetensors with its preprocessor_config.json).") var encoder: String
@@ -25,19 +27,25 @@ struct ReportCommand: ParsableCommand {
         @Option(name: .long, help: "Attention heads.") var heads: Int = 4
         @Option(name: .long, help: "Maximum report tokens (longer reports are cut and counted).") var maxTokens: Int = 128
         @Option(name: .long, help: "Average-pool the patch grid by this factor.") var pool: Int = 2
-        @Option(name: .long, help: "How the decoder reads the visual tokens: cross_attention (every block attends to them) or prefix (they precede the text).") var visualInput: DecoderConfig.VisualInput = .cross_attention
+        @Option(name: .long, help: "How the decoder reads the visual tokens: cross_attention (every block attends to them) or prefix (they precede the text).")
+        var visualInput: DecoderConfig.VisualInput = .cross_attention
         @Option(name: .long, help: "GPT-2-layout safetensors to start from.") var initFrom: String?
         @Option(name: .long, help: "Epochs.") var epochs: Int = 10
         @Option(name: .long, help: "Batch size.") var batchSize: Int = 8
         @Option(name: .long, help: "Peak learning rate.") var lr: Double = 5e-4
         @Option(name: .long, help: "Use only this many training reports (low-data runs).") var trainLimit: Int?
-        @Option(name: .long, help: "Encoder: frozen (patch tokens computed once), lora or last_k (tuned with the decoder).") var encoderMethod: ReportEncoderSpec.Kind = .frozen
+        @Option(name: .long, help: "Encoder: frozen (patch tokens computed once), lora or last_k (tuned with the decoder).") var encoderMethod:
+            ReportEncoderSpec.Kind = .frozen
         @Option(name: .long, help: "Encoder LoRA rank (lora).") var rank: Int = 8
         @Option(name: .long, help: "Encoder LoRA target layers, comma-separated (lora).") var targets: String = "qkv"
         @Option(name: .long, help: "Encoder blocks tuned (last_k).") var blocks: Int = 2
         @Option(name: .long, help: "Encoder learning rate as a multiple of --lr (default 1 for lora, 0.1 for last_k).") var encoderLrScale: Double?
         @Option(name: .long, help: "Beam size for the test drafts.") var beams: Int = 3
-        @Option(name: .long, help: "METEOR resources for scoring the test drafts: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA; none: no METEOR).") var meteorData: String?
+        @Option(
+            name: .long,
+            help:
+                "METEOR resources for scoring the test drafts: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA; none: no METEOR)."
+        ) var meteorData: String?
         @Option(name: .long, help: "Seed.") var seed: Int = 0
         @OptionGroup var work: WorkOptions
         func run() throws {
@@ -61,7 +69,9 @@ struct ReportCommand: ParsableCommand {
                 let r = try ReportTraining.run(o)
                 print("trained on \(r.trainReports) reports (\(r.truncated) cut to \(maxTokens) tokens); \(r.testReports) test drafts")
                 print(r.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  "))
-                print("wrote \(out)/model.json, decoder.safetensors, tokenizer.json, generated.csv" + (o.encoderSpec.isFrozen ? "" : ", encoder_tuned.safetensors (\(r.trainableEncoderParameters) tuned encoder parameters)"))
+                print(
+                    "wrote \(out)/model.json, decoder.safetensors, tokenizer.json, generated.csv"
+                        + (o.encoderSpec.isFrozen ? "" : ", encoder_tuned.safetensors (\(r.trainableEncoderParameters) tuned encoder parameters)"))
             }
         }
     }

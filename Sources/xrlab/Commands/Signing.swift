@@ -9,11 +9,11 @@ struct KeygenCommand: ParsableCommand {
         commandName: "keygen",
         abstract: "Create a signing key pair: ECDSA P-256 private key (mode 0600) and its public key beside it (.pub).",
         discussion: """
-        The private key signs packages (`xrlab pack --sign KEY`, `xrlab sign PKG --key KEY`, or
-        `model_signing sign key --private_key KEY`); give the .pub file to whoever checks them
-        (`xrlab verify --trust`, `model_signing verify key --public_key`). Existing files are never
-        overwritten.
-        """)
+            The private key signs packages (`xrlab pack --sign KEY`, `xrlab sign PKG --key KEY`, or
+            `model_signing sign key --private_key KEY`); give the .pub file to whoever checks them
+            (`xrlab verify --trust`, `model_signing verify key --public_key`). Existing files are never
+            overwritten.
+            """)
     @Option(name: .long, help: "Private key file to create (the public key goes beside it with the extension .pub).")
     var out: String
 
@@ -34,10 +34,10 @@ struct SignCommand: ParsableCommand {
         commandName: "sign",
         abstract: "Sign a package (model.sig, OpenSSF model signing format), rewriting it atomically.",
         discussion: """
-        The signature covers every file of the package (manifest, weights, model card, SHA256SUMS)
-        by its SHA-256. An earlier signature is replaced. When the package is listed in its
-        folder's index.json, the checksum and signer recorded there are updated.
-        """)
+            The signature covers every file of the package (manifest, weights, model card, SHA256SUMS)
+            by its SHA-256. An earlier signature is replaced. When the package is listed in its
+            folder's index.json, the checksum and signer recorded there are updated.
+            """)
     @Argument(help: "Package (.xrpkg).")
     var package: String
     @Option(name: .long, help: "Private key (PEM, ECDSA P-256), e.g. from `xrlab keygen`.")

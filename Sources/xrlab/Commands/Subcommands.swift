@@ -32,6 +32,6 @@ extension XRLab {
         ScoreCommand.self,
         ReportCommand.self,
         BudgetCommand.self,
-        SuggestCommand.self,
+        SuggestCommand.self
     ]
 }

@@ -10,12 +10,12 @@ struct SuggestCommand: ParsableCommand {
         commandName: "suggest",
         abstract: "Choose the next training rows of a recipe's manifest to label (active labelling).",
         discussion: """
-        Candidates are the training rows not listed in --labelled (never a test row, nor a row of a patient with a test \
-        row); no two suggested rows share a patient. Strategies: random, uncertainty (entropy of the current logistic \
-        probe), kcenter (greedy core-set), typiclust (typical rows of k-means clusters), probcover (greedy coverage of \
-        δ-balls), balanced (class-balanced by the current probe). uncertainty and balanced need a labelled row of every \
-        class. Writes a CSV: rank, the manifest's image column, patient, strategy, score, reason.
-        """)
+            Candidates are the training rows not listed in --labelled (never a test row, nor a row of a patient with a test \
+            row); no two suggested rows share a patient. Strategies: random, uncertainty (entropy of the current logistic \
+            probe), kcenter (greedy core-set), typiclust (typical rows of k-means clusters), probcover (greedy coverage of \
+            δ-balls), balanced (class-balanced by the current probe). uncertainty and balanced need a labelled row of every \
+            class. Writes a CSV: rank, the manifest's image column, patient, strategy, score, reason.
+            """)
 
     @Argument(help: "Recipe YAML file (its manifest, features or model, tasks, patients and split).")
     var recipe: String
@@ -38,7 +38,11 @@ struct SuggestCommand: ParsableCommand {
     @Option(name: .long, help: "Where to write the suggested rows (CSV); with --simulate, a folder.")
     var out: String
 
-    @Flag(name: .long, help: "Simulate instead, on a fully labelled study: reveal labels only for the rows each strategy picks, round by round, and score the probe on the test rows.")
+    @Flag(
+        name: .long,
+        help:
+            "Simulate instead, on a fully labelled study: reveal labels only for the rows each strategy picks, round by round, and score the probe on the test rows."
+    )
     var simulate = false
 
     @Option(name: .long, help: "--simulate: strategies to compare, comma-separated (include random as the baseline).")
@@ -90,7 +94,8 @@ struct SuggestCommand: ParsableCommand {
         let r = try RecipeLoader.load(URL(fileURLWithPath: recipe), overrides: overrides)
         let study = try StudyLoader.load(r)
         if let t = task, !study.tasks.contains(where: { $0.name == t }) {
-            throw XRError("task '\(t)' is not in the recipe", file: r.file.path, field: "--task", hint: "tasks: \(study.tasks.map(\.name).joined(separator: ", "))")
+            throw XRError(
+                "task '\(t)' is not in the recipe", file: r.file.path, field: "--task", hint: "tasks: \(study.tasks.map(\.name).joined(separator: ", "))")
         }
         try SelectionSimulation.check(o, poolRows: study.isTest.filter { $0 == false }.count)
         let dir = URL(fileURLWithPath: out)

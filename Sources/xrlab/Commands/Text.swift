@@ -6,8 +6,9 @@ import XRText
 
 /// `xrlab tokenizer`: train or apply a byte-level BPE tokenizer.
 struct TokenizerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokenizer", abstract: "Train or apply a byte-level BPE tokenizer (Hugging Face tokenizer.json).",
-                                                    subcommands: [Train.self, Encode.self])
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer", abstract: "Train or apply a byte-level BPE tokenizer (Hugging Face tokenizer.json).",
+        subcommands: [Train.self, Encode.self])
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Train a byte-level BPE on report text from CSV files.")
@@ -39,7 +40,9 @@ struct TokenizerCommand: ParsableCommand {
                 let tok = try BPETokenizer.train(texts, vocabSize: vocabSize, minFrequency: minFrequency, specialTokens: special)
                 try tok.save(URL(fileURLWithPath: out))
                 let tokens = texts.reduce(0) { $0 + tok.encode($1).count }, bytes = texts.reduce(0) { $0 + $1.utf8.count }
-                print("trained on \(texts.count) reports: vocabulary \(tok.size), \(tok.merges.count) merges; \(String(format: "%.2f", Double(bytes) / Double(max(tokens, 1)))) bytes per token")
+                print(
+                    "trained on \(texts.count) reports: vocabulary \(tok.size), \(tok.merges.count) merges; \(String(format: "%.2f", Double(bytes) / Double(max(tokens, 1)))) bytes per token"
+                )
                 print("wrote \(out)")
             }
         }
@@ -80,7 +83,8 @@ struct ScoreCommand: ParsableCommand {
     var textColumn: String = "report"
     @Option(name: .long, help: "Write the scores as JSON here.")
     var out: String?
-    @Option(name: .long, help: "METEOR resources: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA).")
+    @Option(
+        name: .long, help: "METEOR resources: pycocoevalcap's meteor/ directory, meteor-1.5.jar, or a directory with its layout (default: $XRLAB_METEOR_DATA).")
     var meteorData: String?
     func run() throws {
         try runReportingErrors {
@@ -100,12 +104,20 @@ struct ScoreCommand: ParsableCommand {
             let meteor = try meteorDataPath(meteorData).map { try Meteor.load(from: $0, restrictingTo: candidates + references.flatMap { $0 }) }
             let s = CaptionMetrics.score(candidates: candidates, references: references, meteor: meteor)
             let e = CheXpertLabeler.efficacy(generated: gen.map(\.1), references: gen.map { byId[$0.0]![0] })
-            print(String(format: "BLEU-1 %.4f  BLEU-2 %.4f  BLEU-3 %.4f  BLEU-4 %.4f  ROUGE-L %.4f  CIDEr-D %.4f", s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3], s.rougeL, s.ciderD)
-                  + (s.meteor.map { String(format: "  METEOR %.4f", $0) } ?? ""))
-            print(String(format: "clinical efficacy (CheXpert, micro): precision %.4f  recall %.4f  F1 %.4f; macro F1 %.4f", e.micro.precision, e.micro.recall, e.micro.f1, e.macroF1))
+            print(
+                String(
+                    format: "BLEU-1 %.4f  BLEU-2 %.4f  BLEU-3 %.4f  BLEU-4 %.4f  ROUGE-L %.4f  CIDEr-D %.4f", s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3],
+                    s.rougeL, s.ciderD)
+                    + (s.meteor.map { String(format: "  METEOR %.4f", $0) } ?? ""))
+            print(
+                String(
+                    format: "clinical efficacy (CheXpert, micro): precision %.4f  recall %.4f  F1 %.4f; macro F1 %.4f", e.micro.precision, e.micro.recall,
+                    e.micro.f1, e.macroF1))
             if let out {
-                var obj: [String: Any] = ["bleu": s.bleu, "rouge_l": s.rougeL, "cider_d": s.ciderD, "reports": gen.count,
-                                          "clinical_efficacy": ["precision": e.micro.precision, "recall": e.micro.recall, "f1": e.micro.f1, "macro_f1": e.macroF1]]
+                var obj: [String: Any] = [
+                    "bleu": s.bleu, "rouge_l": s.rougeL, "cider_d": s.ciderD, "reports": gen.count,
+                    "clinical_efficacy": ["precision": e.micro.precision, "recall": e.micro.recall, "f1": e.micro.f1, "macro_f1": e.macroF1]
+                ]
                 if let m = s.meteor { obj["meteor"] = m }
                 try AtomicFile.write(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .prettyPrinted]), to: URL(fileURLWithPath: out))
             }

@@ -9,14 +9,14 @@ struct TuneCommand: ParsableCommand {
         commandName: "tune",
         abstract: "Tune the encoder with a recipe's tuning method on one task and write the model (PEFT adapter, merged weights, metrics).",
         discussion: """
-        Trains on the task's training rows (all of them, less the validation rows, or --shots per class
-        drawn as the study cell draws them), keeps the epoch with the lowest validation loss, evaluates
-        on the test rows and writes OUT/model.safetensors (timm names; LoRA merged into the base
-        weights; with the head), OUT/adapter/ (PEFT layout, LoRA only: loads with
-        PeftModel.from_pretrained on the timm model), OUT/history.csv and OUT/metrics.json. Interrupted
-        runs resume from OUT/checkpoint.safetensors. --from-peft starts from a PEFT LoRA adapter
-        (--epochs 0 evaluates it as it is).
-        """)
+            Trains on the task's training rows (all of them, less the validation rows, or --shots per class
+            drawn as the study cell draws them), keeps the epoch with the lowest validation loss, evaluates
+            on the test rows and writes OUT/model.safetensors (timm names; LoRA merged into the base
+            weights; with the head), OUT/adapter/ (PEFT layout, LoRA only: loads with
+            PeftModel.from_pretrained on the timm model), OUT/history.csv and OUT/metrics.json. Interrupted
+            runs resume from OUT/checkpoint.safetensors. --from-peft starts from a PEFT LoRA adapter
+            (--epochs 0 evaluates it as it is).
+            """)
 
     @Argument(help: "Recipe YAML file with a tuning method (lora, adapter, last_k, bitfit, full).")
     var recipe: String
@@ -46,7 +46,9 @@ struct TuneCommand: ParsableCommand {
             o.method = method; o.task = task; o.shots = shots; o.seed = seed; o.epochs = epochs; o.quiet = work.quiet
             o.fromPEFT = fromPEFT.map { URL(fileURLWithPath: $0) }
             let res = try FinalTune.run(r, options: o)
-            print("\(res.method) on \(res.task): \(res.history.count) epochs; test " + res.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))
+            print(
+                "\(res.method) on \(res.task): \(res.history.count) epochs; test "
+                    + res.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))
             for f in res.files { print("wrote \(f.path)") }
         }
     }

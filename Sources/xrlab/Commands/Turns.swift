@@ -8,8 +8,10 @@ import XRTensor
 /// {"<unit>": count, "seconds": elapsed} merged with `reply`; a line naming one of `commands`,
 /// optionally followed by SECONDS (passed to it, else nil), prints that command's object. Returns
 /// the totals when the input ends.
-func serveTurns(unit: String, perCall: Int, reply: [String: Any] = [:], work: () throws -> Void,
-                commands: [String: (Double?) throws -> [String: Any]] = [:]) throws -> (count: Int, seconds: Double) {
+func serveTurns(
+    unit: String, perCall: Int, reply: [String: Any] = [:], work: () throws -> Void,
+    commands: [String: (Double?) throws -> [String: Any]] = [:]
+) throws -> (count: Int, seconds: Double) {
     var count = 0, total = 0.0
     while let line = readLine() {
         let words = line.split(separator: " ")
@@ -24,8 +26,10 @@ func serveTurns(unit: String, perCall: Int, reply: [String: Any] = [:], work: ()
             count += n * perCall
             total += elapsed
             try printJSONLine(reply.merging([unit: n * perCall, "seconds": elapsed]) { $1 })
-        } else if let name = words.first, let command = commands[String(name)], words.count == 1
-                    || (words.count == 2 && Double(words[1]).map { $0 >= 0 } == true) {
+        } else if let name = words.first, let command = commands[String(name)],
+            words.count == 1
+                || (words.count == 2 && Double(words[1]).map { $0 >= 0 } == true)
+        {
             try printJSONLine(try command(words.count == 2 ? Double(words[1]) : nil))
         } else {
             let known = (["run SECONDS"] + commands.keys.sorted().map { "\($0) [SECONDS]" }).map { "`\($0)`" }.joined(separator: " or ")

@@ -92,4 +92,34 @@ final class TaskMetricTests: XCTestCase {
             }
         }
     }
+
+    func testDetectionMetricsMatchThePlainImplementation() throws {
+        let f = try json("detection.json")
+        func box(_ v: [Double]) -> Box { Box(x: v[0], y: v[1], width: v[2], height: v[3]) }
+        let truth = try XCTUnwrap(f["truth"] as? [[[Double]]]).map { $0.map(box) }
+        let preds = try XCTUnwrap(f["predictions"] as? [[String: Any]]).map { p in
+            ScoredBox(image: p["image"] as? Int ?? -1, box: box(p["box"] as? [Double] ?? []), score: p["score"] as? Double ?? .nan)
+        }
+        XCTAssertEqual(truth.count, 12)
+        let ap = try XCTUnwrap(f["ap"] as? [String: Double]), froc = try XCTUnwrap(f["froc"] as? [String: [String: Double]])
+        for t in [0.1, 0.3, 0.5] {
+            XCTAssertEqual(
+                try XCTUnwrap(DetectionMetrics.averagePrecision(preds, truth: truth, threshold: t)), try XCTUnwrap(ap[String(t)]), accuracy: 1e-12, "AP@\(t)")
+            let got = try XCTUnwrap(DetectionMetrics.froc(preds, truth: truth, images: 12, threshold: t))
+            let want = try XCTUnwrap(froc[String(t)])
+            for (rate, key) in [(0.5, "0.5"), (1.0, "1"), (2.0, "2"), (4.0, "4")] {
+                XCTAssertEqual(got[rate] ?? -1, try XCTUnwrap(want[key]), accuracy: 1e-12, "FROC@\(t) at \(key) FP/image")
+            }
+        }
+        let points = try XCTUnwrap(f["points"] as? [[Double]]).map { (x: $0[0], y: $0[1]) }
+        XCTAssertEqual(
+            try XCTUnwrap(DetectionMetrics.pointingGame(points: points, truth: truth)), try XCTUnwrap(f["pointing_game"] as? Double), accuracy: 1e-12)
+        // No true boxes: nothing to measure.
+        XCTAssertNil(DetectionMetrics.averagePrecision(preds, truth: truth.map { _ in [] }, threshold: 0.5))
+        XCTAssertNil(DetectionMetrics.pointingGame(points: points, truth: truth.map { _ in [] }))
+        // A perfect detector: AP 1, FROC 1 at every rate.
+        let perfect = truth.enumerated().flatMap { i, bs in bs.map { ScoredBox(image: i, box: $0, score: 1) } }
+        XCTAssertEqual(DetectionMetrics.averagePrecision(perfect, truth: truth, threshold: 0.5), 1)
+        XCTAssertEqual(DetectionMetrics.froc(perfect, truth: truth, images: 12, threshold: 0.5)?[0.5], 1)
+    }
 }

@@ -90,7 +90,7 @@ for t in $targets; do
     [ -d "$fuzz/corpus/$t" ] && dirs+=("$fuzz/corpus/$t")
     dict=()
     [ -f "$fuzz/dict/$t.dict" ] && dict=("-dict=$fuzz/dict/$t.dict")
-    before=$(ls "$w/artifacts" | wc -l)
+    before=$(ls "$w/artifacts" | grep -vc '^slow-unit-' || true)
     log="$w/last.log"
     set +e
     # shellcheck disable=SC2086
@@ -120,13 +120,18 @@ for t in $targets; do
     corp=$(echo "$last" | grep -oE 'corp: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     wall=$(tail -1 "$w/time" | awk '{printf "%.0f", $1}' 2>/dev/null || echo "?")
     cpu=$(tail -1 "$w/time" | awk '{printf "%.0f", $2 + $3}' 2>/dev/null || echo "?")
-    crashes=$(( $(ls "$w/artifacts" | wc -l) - before ))
+    # Slow-unit files are not findings: libFuzzer writes one for any input whose run took over 10 s
+    # of wall time, which a starved process on a busy machine reaches with a 5 ms input. Hangs
+    # (timeout-*), crashes and memory blow-ups (oom-*) are.
+    crashes=$(( $(ls "$w/artifacts" | grep -vc '^slow-unit-' || true) - before ))
+    slow=$(ls "$w/artifacts" | grep -c '^slow-unit-' || true)
     note=""
     if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
         failed=1
-        note="  <- $(ls -t "$w/artifacts" | head -1 | sed "s|^|$w/artifacts/|"); log: $log"
+        note="  <- $(ls -t "$w/artifacts" | grep -v '^slow-unit-' | head -1 | sed "s|^|$w/artifacts/|"); log: $log"
         [ "$crashes" -gt 0 ] || crashes="exit $status"
     fi
+    [ "$slow" -gt 0 ] && note="$note  ($slow slow-unit file(s): rerun them with $bin/fuzz_$t FILE to time them alone)"
     printf '%-12s %7s %7s %11s %7s %7s %7s  %s\n' "$t" "$wall" "$cpu" "$execs" "$cov" "$ft" "$corp" "$crashes$note"
 done
 exit "$failed"

@@ -38,15 +38,7 @@ public enum MaskMetrics {
         let ba = (0..<(w * h)).filter { b[$0] }.map { toA[$0].squareRoot() }.sorted()
         return MaskScores(
             dice: dice, iou: iou, hausdorff: max(ab.last ?? 0, ba.last ?? 0),
-            hd95: max(percentile(ab, 95), percentile(ba, 95)))
-    }
-
-    /// `numpy.percentile` with linear interpolation, on sorted values.
-    static func percentile(_ sorted: [Double], _ q: Double) -> Double {
-        guard !sorted.isEmpty else { return 0 }
-        let pos = q / 100 * Double(sorted.count - 1)
-        let lo = Int(pos.rounded(.down)), hi = min(lo + 1, sorted.count - 1)
-        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - Double(lo))
+            hd95: max(Bootstrap.percentile(ab, 95), Bootstrap.percentile(ba, 95)))
     }
 
     /// Exact squared Euclidean distance from every pixel to the nearest foreground pixel of

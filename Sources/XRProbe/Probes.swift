@@ -212,8 +212,9 @@ public enum Probe {
         return best
     }
 
-    /// Rows scaled to unit L2 norm (zero rows stay zero).
-    static func normalized(_ x: [Float], d: Int) -> [Float] {
+    /// Rows scaled to unit L2 norm (zero rows stay zero). Used by the cosine probes, retrieval
+    /// and the feature-space active-labelling strategies.
+    public static func normalized(_ x: [Float], d: Int) -> [Float] {
         var out = x
         for i in 0..<(x.count / max(d, 1)) {
             var s: Float = 0

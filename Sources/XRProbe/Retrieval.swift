@@ -57,7 +57,7 @@ public enum Retrieval {
     ) -> [RetrievalQuery] {
         guard d > 0 else { return [] }
         let q = queries.count / d, g = gallery.count / d
-        let qn = ActiveSelection.unitRows(queries, dim: d), gn = ActiveSelection.unitRows(gallery, dim: d)
+        let qn = Probe.normalized(queries, d: d), gn = Probe.normalized(gallery, d: d)
         var out: [RetrievalQuery] = []
         out.reserveCapacity(q)
         var sims = [Float](repeating: 0, count: queryBlock * g)

@@ -40,7 +40,7 @@ public struct Selection: Sendable, Equatable, Codable {
 
 /// What a strategy sees.
 public struct SelectionPool: Sendable {
-    /// (N, D) unit-norm rows (`ActiveSelection.unitRows`); candidates and labelled rows index it.
+    /// (N, D) unit-norm rows (`Probe.normalized`); candidates and labelled rows index it.
     public var features: [Float]
     public var dim: Int
     /// Rows that may be chosen, and rows already labelled.
@@ -62,20 +62,6 @@ public struct SelectionPool: Sendable {
 }
 
 public enum ActiveSelection {
-    /// Rows scaled to unit L2 norm (all-zero rows stay zero).
-    public static func unitRows(_ x: [Float], dim d: Int) -> [Float] {
-        var out = x
-        let n = d > 0 ? x.count / d : 0
-        out.withUnsafeMutableBufferPointer { p in
-            for i in 0..<n {
-                var s: Float = 0
-                for j in 0..<d { s += p[i * d + j] * p[i * d + j] }
-                if s > 0 { let r = 1 / s.squareRoot(); for j in 0..<d { p[i * d + j] *= r } }
-            }
-        }
-        return out
-    }
-
     /// Choose up to `budget` candidates with `strategy` (fewer when fewer patients remain).
     /// Deterministic for `seed`. `uncertainty` / `balanced` need `pool.probabilities`.
     public static func select(_ pool: SelectionPool, strategy: SelectionStrategy, budget: Int, seed: UInt64) -> [Selection] {

@@ -57,24 +57,31 @@ public enum SelectionSimulation {
         }
     }
 
+    /// What every trajectory of a study shares, computed once: the split, patients, unit-norm
+    /// features, the probe and the pool's standardisation.
+    struct Prepared {
+        var train: [Int], test: [Int], patient: [Int]?, unit: [Float]
+        var spec: ProbeSpec, standardizer: Standardizer
+        init(_ s: StudyData, recipe: Recipe) {
+            train = s.ids.indices.filter { s.isTest[$0] == false }
+            test = s.ids.indices.filter { s.isTest[$0] == true }
+            patient = Suggest.patientIndices(s)
+            unit = Probe.normalized(s.features, d: s.dim)
+            spec = Suggest.probeSpec(recipe)
+            standardizer = Suggest.poolStandardizer(s)
+        }
+    }
+
     /// One trajectory: start set, then each round's picks, scoring after each.
-    public static func trajectory(
-        _ s: StudyData, recipe: Recipe, tasks: [StudyTask], strategy: SelectionStrategy, seed: Int,
-        options o: SimulationOptions
+    static func trajectory(
+        _ s: StudyData, _ p: Prepared, tasks: [StudyTask], strategy: SelectionStrategy, seed: Int, options o: SimulationOptions
     ) -> SimulationTrajectory {
-        let train = s.ids.indices.filter { s.isTest[$0] == false }
-        let test = s.ids.indices.filter { s.isTest[$0] == true }
-        let patientIndex = Suggest.patientIndices(s)
-        let unit = ActiveSelection.unitRows(s.features, dim: s.dim)
+        let (train, test, spec, standardizer) = (p.train, p.test, p.spec, p.standardizer)
         // The start set: the random strategy's first pick from the whole pool, for this seed.
-        var pool = SelectionPool(features: unit, dim: s.dim, candidates: train, labelled: [], patient: patientIndex)
+        var pool = SelectionPool(features: p.unit, dim: s.dim, candidates: train, labelled: [], patient: p.patient)
         pool.taskNames = tasks.map(\.name)
         pool.classNames = tasks.map(\.classes)
         var labelled = ActiveSelection.select(pool, strategy: .random, budget: o.start, seed: UInt64(seed)).map(\.row)
-        let spec =
-            methodVariants(recipe).first { $0.label == "logistic" }?.spec
-            ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
-        let standardizer = Standardizer(fit: s.features, rows: train, d: s.dim)
         func score() -> Double? {
             var values: [Double] = []
             for t in tasks {
@@ -103,9 +110,9 @@ public enum SelectionSimulation {
             pool.labelled = labelled
             var use = strategy
             if strategy.needsProbe {
-                if let probes = try? Suggest.currentProbes(s, tasks: tasks, recipe: recipe, labelled: labelled, candidates: pool.candidates),
-                    probes.missing == nil
-                {
+                let probes = Suggest.currentProbes(
+                    s, tasks: tasks, spec: spec, standardizer: standardizer, labelled: labelled, candidates: pool.candidates)
+                if probes.missing == nil {
                     pool.probabilities = probes.probabilities
                     pool.labelledCounts = probes.counts
                 } else {
@@ -143,9 +150,12 @@ public enum SelectionSimulation {
         enc.outputFormatting = [.sortedKeys]
         var pinned = recipe
         pinned.selection = nil // which strategies run does not change a trajectory
+        // The features enter by their own hash, read in place (a large pool is not copied).
+        let featureHash = s.features.withUnsafeBufferPointer { b in
+            b.baseAddress.map { SHA256.hex(Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: b.count * 4, deallocator: .none)) } ?? ""
+        }
         var key = Data((try? enc.encode(pinned)) ?? Data())
-        key += Data("\(o.start) \(o.rounds) \(o.task ?? "") \(s.ids.count) \(s.dim)".utf8)
-        s.features.withUnsafeBufferPointer { key += Data(buffer: $0) }
+        key += Data("\(o.start) \(o.rounds) \(o.task ?? "") \(s.ids.count) \(s.dim) \(featureHash)".utf8)
         let fingerprint = SHA256.hex(key)
         let plan = o.strategies.flatMap { st in (0..<o.seeds).map { cell(st, seed: $0, options: o) } }
         for c in plan {
@@ -153,9 +163,12 @@ public enum SelectionSimulation {
             guard let data = try? Data(contentsOf: f) else { continue }
             if (try? JSONDecoder().decode(SimulationTrajectory.self, from: data))?.fingerprint != fingerprint { try FileManager.default.removeItem(at: f) }
         }
-        try runner.run(runner.unfinished(plan), producing: SimulationTrajectory.self, label: "simulate") { c in
+        let todo = runner.unfinished(plan)
+        let prepared = todo.isEmpty ? nil : Prepared(s, recipe: recipe)
+        try runner.run(todo, producing: SimulationTrajectory.self, label: "simulate") { c in
+            guard let prepared else { return nil }
             guard let strategy = SelectionStrategy(rawValue: c.method) else { return nil }
-            var t = trajectory(s, recipe: recipe, tasks: tasks, strategy: strategy, seed: c.seed, options: o)
+            var t = trajectory(s, prepared, tasks: tasks, strategy: strategy, seed: c.seed, options: o)
             t.fingerprint = fingerprint
             return t
         }

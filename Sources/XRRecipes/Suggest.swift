@@ -101,12 +101,13 @@ public enum Suggest {
         }
         let patientIndex = Suggest.patientIndices(s)
         var pool = SelectionPool(
-            features: ActiveSelection.unitRows(s.features, dim: s.dim), dim: s.dim, candidates: candidates,
+            features: Probe.normalized(s.features, d: s.dim), dim: s.dim, candidates: candidates,
             labelled: labelledRows, patient: patientIndex)
         pool.taskNames = tasks.map(\.name)
         pool.classNames = tasks.map(\.classes)
         if o.strategy.needsProbe {
-            let probes = try currentProbes(s, tasks: tasks, recipe: r.recipe, labelled: labelledRows, candidates: candidates)
+            let probes = currentProbes(
+                s, tasks: tasks, spec: probeSpec(r.recipe), standardizer: poolStandardizer(s), labelled: labelledRows, candidates: candidates)
             if let (t, k) = probes.missing {
                 throw XRError(
                     "\(o.strategy.rawValue) needs the current probe, which needs a labelled row of every class; task '\(t)' has none of class '\(k)'",
@@ -137,13 +138,9 @@ public enum Suggest {
     /// The logistic probe of each task fitted on the labelled rows (the recipe's logistic settings,
     /// or the defaults), and its class probabilities on the candidates; `missing` names the first
     /// task × class without a labelled row (then nothing is fitted).
-    static func currentProbes(_ s: StudyData, tasks: [StudyTask], recipe: Recipe, labelled: [Int], candidates: [Int])
-        throws -> (probabilities: [[[Double]]], counts: [[Int]], missing: (String, String)?)
-    {
-        let spec =
-            methodVariants(recipe).first { $0.label == "logistic" }?.spec
-            ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
-        let standardizer = Standardizer(fit: s.features, rows: s.ids.indices.filter { s.isTest[$0] == false }, d: s.dim)
+    static func currentProbes(
+        _ s: StudyData, tasks: [StudyTask], spec: ProbeSpec, standardizer: Standardizer, labelled: [Int], candidates: [Int]
+    ) -> (probabilities: [[[Double]]], counts: [[Int]], missing: (String, String)?) {
         var probabilities: [[[Double]]] = [], counts: [[Int]] = []
         for t in tasks {
             let rows = labelled.filter { t.labels[$0] >= 0 }
@@ -154,6 +151,18 @@ public enum Suggest {
             counts.append(c)
         }
         return (probabilities, counts, nil)
+    }
+
+    /// The probe that scores candidates and simulation rounds: the recipe's `logistic` method,
+    /// or the logistic defaults.
+    static func probeSpec(_ recipe: Recipe) -> ProbeSpec {
+        methodVariants(recipe).first { $0.label == "logistic" }?.spec
+            ?? .logistic(grid: [0.01, 0.1, 1, 10], cvMinShots: 4, defaultC: 1, folds: 3, standardize: .pool)
+    }
+
+    /// Feature means and stds of the training pool (`standardize: pool`), fitted once per study.
+    static func poolStandardizer(_ s: StudyData) -> Standardizer {
+        Standardizer(fit: s.features, rows: s.ids.indices.filter { s.isTest[$0] == false }, d: s.dim)
     }
 
     /// A logistic probe on `rows` of the study.

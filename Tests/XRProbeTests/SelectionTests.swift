@@ -16,7 +16,7 @@ final class SelectionTests: XCTestCase {
         for (c, n) in sizes.enumerated() {
             for _ in 0..<n { x += centres[c].map { $0 + sd * 4 * rng.nextGaussian() }; cl.append(c) }
         }
-        return (ActiveSelection.unitRows(x, dim: d), cl)
+        return (Probe.normalized(x, d: d), cl)
     }
 
     func pool(_ x: [Float], labelled: [Int] = [], patient: [Int]? = nil) -> SelectionPool {

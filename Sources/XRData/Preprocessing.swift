@@ -20,6 +20,8 @@ import XRKernels
 ///    differs when the margin is odd; when the crop is larger than the image,
 ///    zeros are padded, `(ch - h) // 2` rows on top and the rest at the bottom (likewise for
 ///    columns), so a 1×1 image or a small exact resize still gives the model its input size;
+///    (`geometry(height:width:)` gives steps 2–3 for one image size as an `ImageGeometry`, which
+///    masks, boxes and predictions use to follow the image);
 /// 4. gray replicated to 3 channels (after resizing: cheaper, same result);
 /// 5. `(x - mean) / std` per channel.
 ///
@@ -222,7 +224,8 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
                 "image \(w)×\(h) would resize to \(rw)×\(rh), more than the limit of \(maxPixels) pixels", field: "size",
                 hint: "the aspect ratio is extreme; crop the image or raise maxPixels")
         }
-        let oh = cropHeight ?? rh, ow = cropWidth ?? rw
+        let g = geometry(height: h, width: w)
+        let oh = g.inputHeight, ow = g.inputWidth, top = g.top, left = g.left
         precondition(out.count == 3 * oh * ow, "apply(into:) needs \(3 * oh * ow) floats, got \(out.count)")
         guard let dst = out.baseAddress else { return }
 
@@ -240,12 +243,7 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
                 }
             }
         }
-        // Crop offsets: torchvision-backend center_crop (pads (ch - h) // 2 on top when needed).
-        func half(_ margin: Int) -> Int {
-            cropRounding == .floor ? margin / 2 : Int((Double(margin) / 2).rounded(.toNearestOrEven))
-        }
-        let top = rh >= oh ? half(rh - oh) : -((oh - rh) / 2)
-        let left = rw >= ow ? half(rw - ow) : -((ow - rw) / 2)
+        // The crop (or pad) window comes from `geometry`, the one definition masks and boxes share.
         let x0 = max(0, -left), x1 = min(ow, rw - left) // output columns that see the image
 
         func fill(_ resized: UnsafeBufferPointer<Float>) {

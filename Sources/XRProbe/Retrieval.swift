@@ -56,10 +56,65 @@ public enum Retrieval {
         exclude: [Int?]? = nil, ks: [Int], keep: Int = 10
     ) -> [RetrievalQuery] {
         guard d > 0 else { return [] }
-        let q = queries.count / d, g = gallery.count / d
-        let qn = Probe.normalized(queries, d: d), gn = Probe.normalized(gallery, d: d)
+        let g = gallery.count / d
         var out: [RetrievalQuery] = []
-        out.reserveCapacity(q)
+        out.reserveCapacity(queries.count / d)
+        similarityBlocks(queries: Probe.normalized(queries, d: d), gallery: Probe.normalized(gallery, d: d), dim: d) { start, b, sims in
+            for i in 0..<b {
+                let row = start + i
+                let skip = exclude?[row]
+                var order = (0..<g).filter { $0 != skip }
+                let base = i * g
+                order.sort { sims[base + $0] != sims[base + $1] ? sims[base + $0] > sims[base + $1] : $0 < $1 }
+                out.append(score(order.map { relevant(row, $0) }, top: Array(order.prefix(keep)), ks: ks))
+            }
+        }
+        return out
+    }
+
+    /// The `k` most similar gallery rows of each query by cosine similarity, exact: (Q, min(k, G))
+    /// gallery indices and their similarities, most similar first, ties to the lower gallery row.
+    /// With `unitRows` the rows are taken as already L2-normalised (a gallery normalised once and
+    /// searched many times); otherwise both are normalised here. Memory as `evaluate`.
+    public static func nearest(
+        queries: [Float], gallery: [Float], dim d: Int, k: Int, unitRows: Bool = false
+    ) -> (indices: [Int], similarities: [Float]) {
+        guard d > 0 else { return ([], []) }
+        let g = gallery.count / d, kk = min(max(k, 0), g)
+        if kk == 0 { return ([], []) }
+        var indices: [Int] = [], similarities: [Float] = []
+        indices.reserveCapacity(queries.count / d * kk)
+        similarities.reserveCapacity(queries.count / d * kk)
+        let qn = unitRows ? queries : Probe.normalized(queries, d: d), gn = unitRows ? gallery : Probe.normalized(gallery, d: d)
+        similarityBlocks(queries: qn, gallery: gn, dim: d) { _, b, sims in
+            var topI = [Int](repeating: 0, count: kk), topS = [Float](repeating: 0, count: kk)
+            for i in 0..<b {
+                // Insertion into a sorted list of the best kk so far; a later row enters only when
+                // strictly more similar, so ties keep the lower row.
+                var n = 0
+                let base = i * g
+                for j in 0..<g {
+                    let s = sims[base + j]
+                    if n == kk && !(s > topS[kk - 1]) { continue }
+                    var p = min(n, kk - 1)
+                    while p > 0 && s > topS[p - 1] {
+                        topS[p] = topS[p - 1]; topI[p] = topI[p - 1]
+                        p -= 1
+                    }
+                    topS[p] = s; topI[p] = j
+                    n = min(n + 1, kk)
+                }
+                indices += topI
+                similarities += topS
+            }
+        }
+        return (indices, similarities)
+    }
+
+    /// Calls `body(start, b, sims)` for consecutive blocks of at most `queryBlock` queries with
+    /// sims (b, G) = their cosine similarities to every gallery row (rows already normalised).
+    static func similarityBlocks(queries qn: [Float], gallery gn: [Float], dim d: Int, _ body: (Int, Int, [Float]) -> Void) {
+        let q = qn.count / d, g = gn.count / d
         var sims = [Float](repeating: 0, count: queryBlock * g)
         var start = 0
         while start < q {
@@ -73,17 +128,9 @@ public enum Retrieval {
                     }
                 }
             }
-            for i in 0..<b {
-                let row = start + i
-                let skip = exclude?[row]
-                var order = (0..<g).filter { $0 != skip }
-                let base = i * g
-                order.sort { sims[base + $0] != sims[base + $1] ? sims[base + $0] > sims[base + $1] : $0 < $1 }
-                out.append(score(order.map { relevant(row, $0) }, top: Array(order.prefix(keep)), ks: ks))
-            }
+            body(start, b, sims)
             start += b
         }
-        return out
     }
 
     /// Metrics of one ranking given each ranked row's relevance.

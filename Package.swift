@@ -16,7 +16,8 @@ let package = Package(
         .library(
             name: "XRLab",
             targets: [
-                "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText", "XRReport"
+                "XRTensor", "XRTorch", "XRKernels", "XRModels", "XRData", "XRProbe", "XRHeads", "XRRecipes", "XRPipeline", "XRPackage", "XRTrain", "XRText",
+                "XRReport"
             ])
     ],
     dependencies: [
@@ -54,6 +55,8 @@ let package = Package(
         .target(name: "XRData", dependencies: ["XRTensor", "XRKernels", "CXRPNG", "CZlib", "COpenJPEG", "CXRJPEG"], swiftSettings: numeric),
         // Few-shot sampling, probes, metrics, bootstrap, subgroups.
         .target(name: "XRProbe", dependencies: ["XRTensor", "XRKernels"], swiftSettings: numeric),
+        // Segmentation and detection heads on frozen patch tokens (linear decoder, patch k-NN, box head).
+        .target(name: "XRHeads", dependencies: ["XRTensor", "XRKernels", "XRData", "XRProbe", "XRTrain"], swiftSettings: numeric),
         // Feature extraction pipeline (embed) and feature cache.
         .target(name: "XRPipeline", dependencies: ["XRTensor", "XRKernels", "XRModels", "XRData"], swiftSettings: simd),
         // Recipe schema, validation, planner, resumable runner, plots, reports.
@@ -96,6 +99,7 @@ let package = Package(
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
+        .testTarget(name: "XRHeadsTests", dependencies: ["XRHeads", "XRData", "XRProbe", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(
             name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"],

@@ -17,7 +17,8 @@ public final class Parameter: @unchecked Sendable {
     /// never copied.
     public private(set) var version = 0
 
-    init(_ name: String, _ shape: [Int], _ values: [Float]? = nil) {
+    /// A parameter named `name` of `shape`, zero or holding `values`; frozen until `trainable` is set.
+    public init(_ name: String, _ shape: [Int], _ values: [Float]? = nil) {
         self.name = name
         self.shape = shape
         value = values.map { Buffer($0) } ?? Buffer(shape.reduce(1, *))

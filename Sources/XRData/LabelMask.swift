@@ -75,4 +75,21 @@ public struct LabelMask: Sendable, Equatable {
 
     /// Whether each pixel is of class `k` (H, W).
     public func isClass(_ k: UInt8) -> [Bool] { labels.map { $0 == k } }
+
+    /// Write as an 8-bit gray PNG, atomically: class k as `classValues[k]` (nil: 0 background,
+    /// 255 foreground, so `read` without classes gives the mask back).
+    public func write(to url: URL, classValues: [Int]? = nil) throws {
+        let values = classValues ?? [0, 255]
+        guard values.allSatisfy({ (0...255).contains($0) }) else {
+            throw XRError("8-bit masks hold values 0…255 (classes \(values))", file: url.path, field: "mask_classes")
+        }
+        var pixels = [UInt8](repeating: 0, count: labels.count)
+        for (i, k) in labels.enumerated() {
+            guard Int(k) < values.count else {
+                throw XRError("class \(k) has no value (classes \(values))", file: url.path, field: "mask_classes")
+            }
+            pixels[i] = UInt8(values[Int(k)])
+        }
+        try PNGCodec.write(PNGCodec.encodeGray8(width: width, height: height, pixels: pixels), to: url)
+    }
 }

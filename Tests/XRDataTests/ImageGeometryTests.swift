@@ -178,6 +178,20 @@ final class ImageGeometryTests: XCTestCase {
         XCTAssertEqual(try LabelMask.read(deep, width: 2, height: 1, classValues: [0, 1000]).labels, [0, 1])
     }
 
+    func testWrittenMasksReadBack() throws {
+        let mask = LabelMask(width: 3, height: 2, labels: [0, 1, 2, 2, 1, 0])
+        let dir = Fixtures.tempDir("masks")
+        try mask.write(to: dir.appendingPathComponent("classes.png"), classValues: [0, 60, 120])
+        XCTAssertEqual(try LabelMask.read(dir.appendingPathComponent("classes.png"), width: 3, height: 2, classValues: [0, 60, 120]), mask)
+        let binary = LabelMask(width: 2, height: 1, labels: [1, 0])
+        try binary.write(to: dir.appendingPathComponent("binary.png"))
+        XCTAssertEqual(try LabelMask.read(dir.appendingPathComponent("binary.png"), width: 2, height: 1), binary)
+        XCTAssertThrowsError(try mask.write(to: dir.appendingPathComponent("few.png"))) { e in
+            XCTAssertEqual((e as? XRError)?.field, "mask_classes")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("few.png").path))
+    }
+
     func testMaskErrorsNameTheFile() throws {
         func expect(_ url: URL, width: Int = 2, height: Int = 2, classes: [Int]? = nil, _ words: [String], field: String? = nil) {
             XCTAssertThrowsError(try LabelMask.read(url, width: width, height: height, classValues: classes, image: "images/a.png")) { e in

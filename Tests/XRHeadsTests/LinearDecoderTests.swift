@@ -80,6 +80,23 @@ final class LinearDecoderTests: XCTestCase {
         XCTAssertEqual(scored, [true, true, true, false])
     }
 
+    /// Three classes: the largest logit wins (ties to the lower class), pixels the crop cut away
+    /// are background.
+    func testMulticlassPredictionAndCutAwayPixels() {
+        // One-pixel patches over a 2 × 3 input; tokens are the logits (identity weights).
+        var d = LinearDecoder(grid: PatchGrid(gridHeight: 2, gridWidth: 3, inputHeight: 2, inputWidth: 3), channels: 3, classes: 3)
+        d.weight = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+        let tokens: [Float] = [
+            1, 0, 0, 0, 2, 0, 0, 0, 3,
+            0, 5, 5, 4, 0, 0, 0, 1, 0
+        ]
+        XCTAssertEqual(d.predict(tokens, geometry: .identity(height: 2, width: 3)), [0, 1, 2, 1, 0, 1])
+        // A 2 × 5 image whose centre 2 × 3 is the input: the outer columns are background.
+        let g = ImageGeometry(imageHeight: 2, imageWidth: 5, resizedHeight: 2, resizedWidth: 5, inputHeight: 2, inputWidth: 3, top: 0, left: 1)
+        XCTAssertEqual(d.predict(tokens, geometry: g), [0, 0, 1, 2, 0, 0, 1, 0, 1, 0])
+        XCTAssertTrue(d.imageLogits(tokens, geometry: g)[0].isNaN)
+    }
+
     func testFitIsDeterministicForASeed() {
         let data = SyntheticPatches(images: 6, seed: 1)
         let ex = data.examples(0..<6)

@@ -5,11 +5,12 @@
 import Foundation
 import XRKernels
 
-/// Within-class whitening fitted on labelled rows: z = S^(−1/2)(x − μ), scaled by (s·ν)^(1/2), where
+/// Within-class whitening fitted on labelled rows: z = S^(−1/2)(x − c), scaled by (s·ν)^(1/2), where
 ///
 ///   S = (1 − s)·S_w + s·ν·I,   S_w = (1/n) Σ_i (x_i − μ_c(i))(x_i − μ_c(i))ᵀ,   ν = tr(S_w) / D,
 ///
-/// μ_c the class means of the labelled rows, μ their overall mean and s the Ledoit–Wolf shrinkage
+/// μ_c the class means of the labelled rows, c a centre (the mean of unlabelled pool rows, or of the
+/// labelled rows) and s the Ledoit–Wolf shrinkage
 /// intensity of the within-class residuals (Ledoit & Wolf 2004, the estimator scikit-learn's
 /// `ledoit_wolf_shrinkage(assume_centered=True)` computes; LDA with `shrinkage='auto'` uses it).
 /// Cosine similarity after this map is cosine in the Mahalanobis geometry linear discriminant
@@ -17,9 +18,11 @@ import XRKernels
 /// kept. Only the n × n Gram matrix of the residuals is decomposed, so fitting costs O(n²·D + n³)
 /// and applying it O(N·M·D), for any D.
 ///
-/// With one labelled row per class there are no residuals: the map is the centring alone.
+/// With one labelled row per class there are no residuals: the map is the centring alone. The
+/// centre is best taken from many unlabelled rows (a site's whole training pool): the mean of a few
+/// shots is a noisy vector, and subtracting it moves every cosine.
 public struct WithinClassWhitening: Sendable, Equatable {
-    /// (D) the mean of the labelled rows.
+    /// (D) the centre subtracted first.
     public var mean: [Double]
     /// (M, D) unit eigenvectors of S_w with a non-zero eigenvalue.
     public var directions: [Double]
@@ -30,8 +33,8 @@ public struct WithinClassWhitening: Sendable, Equatable {
     public var dim: Int
 
     /// Fit on `x` (n, D) row-major with a class per row; `shrinkage` in [0, 1], or nil for the
-    /// Ledoit–Wolf estimate.
-    public init(fit x: [Float], labels: [Int], d: Int, shrinkage fixed: Double? = nil) {
+    /// Ledoit–Wolf estimate; `center` (D), or nil for the mean of `x`.
+    public init(fit x: [Float], labels: [Int], d: Int, shrinkage fixed: Double? = nil, center: [Double]? = nil) {
         let n = labels.count
         precondition(x.count == n * d && d > 0, "x must be (n, d)")
         dim = d
@@ -46,7 +49,8 @@ public struct WithinClassWhitening: Sendable, Equatable {
             }
             sums[labels[i]] = s
         }
-        mean = mu.map { $0 / Double(max(n, 1)) }
+        precondition(center.map { $0.count == d } ?? true, "center must have d values")
+        mean = center ?? mu.map { $0 / Double(max(n, 1)) }
         // (n, D) residuals from the class means.
         var r = [Double](repeating: 0, count: n * d)
         for i in 0..<n {

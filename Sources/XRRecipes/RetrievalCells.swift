@@ -33,12 +33,15 @@ enum RetrievalCells {
         var exclude: [Int?]?
         /// Training rows with a value: where shots are drawn from.
         var pool: [Int]
+        /// (D) the mean feature of every training row (no labels used): the projection's centre.
+        var poolMean: [Double]
 
         init(task: StudyTask, data: StudyData, settings: Recipe.RetrievalSettings) {
             self.task = task
             let labelled = data.ids.indices.filter { task.labels[$0] >= 0 }
             queries = labelled.filter { data.isTest[$0] == true }
             pool = labelled.filter { data.isTest[$0] == false }
+            poolMean = Standardizer(fit: data.features, rows: data.ids.indices.filter { data.isTest[$0] == false }, d: data.dim).mean
             if settings.gallery == .all {
                 gallery = labelled
                 let position = Dictionary(uniqueKeysWithValues: labelled.enumerated().map { ($1, $0) })
@@ -102,7 +105,8 @@ enum RetrievalCells {
                 return result
             case let .success(shots):
                 let map = WithinClassWhitening(
-                    fit: gather(data.features, rows: shots.map(\.row), d: d), labels: shots.map(\.value), d: d, shrinkage: projection.shrinkage)
+                    fit: gather(data.features, rows: shots.map(\.row), d: d), labels: shots.map(\.value), d: d, shrinkage: projection.shrinkage,
+                    center: p.poolMean)
                 queryX = map.apply(queryX, d: d)
                 galleryX = map.apply(galleryX, d: d)
                 result.n_train = shots.count

@@ -80,5 +80,9 @@ final class RetrievalProjectionTests: XCTestCase {
         XCTAssertEqual(WithinClassWhitening(fit: x, labels: labels, d: d, shrinkage: 0.3).shrinkage, 0.3)
         let single = WithinClassWhitening(fit: Array(x.prefix(3 * d)), labels: [0, 1, 2], d: d)
         XCTAssertTrue(single.factors.isEmpty)
+        // A given centre replaces the labelled rows' mean; the directions do not depend on it.
+        let centred = WithinClassWhitening(fit: x, labels: labels, d: d, center: [Double](repeating: 0.5, count: d))
+        XCTAssertEqual(centred.mean, [Double](repeating: 0.5, count: d))
+        XCTAssertEqual(centred.factors, w.factors)
     }
 }

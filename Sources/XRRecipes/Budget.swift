@@ -144,7 +144,8 @@ public enum Budget {
     struct Planned { var entry: BudgetEntry; var model: CurveModel?; var boot: [BandCurve] }
 
     static func planned(_ results: [CellResult], options o: BudgetOptions, source: String) throws -> [Planned] {
-        let ok = results.filter { $0.status == "ok" }
+        // An untrained method (retrieval's cosine: one cell, shots 0) has no curve over labels.
+        let ok = results.filter { $0.status == "ok" && !Runner.untrained($0.cell.method) }
         let metric = o.target.metric
         let withMetric = ok.filter { $0.metrics[metric] != nil }
         guard !withMetric.isEmpty else {

@@ -238,11 +238,16 @@ enum Outputs {
         let lowerIsBetter = ["ece", "log_loss"].contains(recipe.primary_metric)
         for task in data.tasks.map(\.name) {
             for k in recipe.shots {
-                let cands = primary.filter { $0[1] == task && $0[2] == String(k) }
+                // An untrained method (shots 0) competes at every shot count.
+                let cands = primary.filter { $0[1] == task && ($0[2] == String(k) || Runner.untrained($0[0])) }
                 guard let best = cands.max(by: { (Double($0[5]) ?? 0) * (lowerIsBetter ? -1 : 1) < (Double($1[5]) ?? 0) * (lowerIsBetter ? -1 : 1) }) else {
                     continue
                 }
-                s += "| \(task) | \(k) | \(best[0]) | \(best[5]) ± \(best[6]) [\(best[7]), \(best[8])] |\n"
+                // One cell has no spread over seeds: its bootstrap interval instead.
+                let value =
+                    Runner.untrained(best[0])
+                    ? "\(best[5]) [\(best[9]), \(best[10])] (one cell, bootstrap)" : "\(best[5]) ± \(best[6]) [\(best[7]), \(best[8])]"
+                s += "| \(task) | \(k) | \(best[0]) | \(value) |\n"
             }
         }
         if let targets = recipe.budget?.targets, !targets.isEmpty { s += Budget.reportSection(results, targets: targets) }

@@ -26,17 +26,19 @@ public struct Plan: Sendable {
         s += untrained > 0 ? " + \(untrained) untrained method settings × \(tasks.count) tasks (one cell each)\n" : "\n"
         s += "\(finished.count) already finished, \(cells.count - finished.count) to run\n\n"
         s += "method settings:\n"
-        for v in variants { s += "  \(v.label.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v.description)\n" }
+        let labelWidth = max(14, (variants.map(\.label.count).max() ?? 0) + 2)
+        for v in variants { s += "  \(v.label.padding(toLength: labelWidth, withPad: " ", startingAt: 0)) \(v.description)\n" }
         s += "\ncells finished / total (\(recipe.seeds) seeds each):\n"
         let columns = (untrained > 0 ? [0] : []) + recipe.shots
         let shotsHeader = columns.map { ($0 == 0 ? "none" : "k=\($0)").padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
         let width = max(14, (tasks.map(\.count).max() ?? 0) + 2)
         s +=
-            "  " + "method".padding(toLength: 14, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0) + shotsHeader
+            "  " + "method".padding(toLength: labelWidth, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0)
+            + shotsHeader
             + "\n"
         for t in tasks {
             for v in variants {
-                var line = "  " + v.label.padding(toLength: 14, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
+                var line = "  " + v.label.padding(toLength: labelWidth, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
                 for k in columns {
                     let ids = cells.filter { $0.task == t && $0.method == v.label && $0.shots == k }.map(\.id)
                     let state = ids.isEmpty ? "-" : "\(ids.filter(finished.contains).count)/\(ids.count)"

@@ -26,10 +26,11 @@ public struct BudgetTarget: Sendable, Equatable, Codable {
         guard parts.count == 2, !parts[0].isEmpty else {
             throw XRError("expected metric=value (e.g. auroc=0.85), found '\(s)'", file: file, field: field)
         }
-        guard Recipe.knownMetrics.contains(parts[0]) else {
+        guard Recipe.knownMetrics.contains(parts[0]) || Recipe.isRetrievalMetric(parts[0]) else {
             throw XRError(
                 "unknown metric '\(parts[0])'" + (closest(parts[0], in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                file: file, field: field, hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+                file: file, field: field,
+                hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", ") + "; retrieval: map_at_r, mrr, precision_at_<k>, recall_at_<k>")
         }
         guard let v = Double(parts[1]), v.isFinite else {
             throw XRError("target '\(parts[1])' is not a number", file: file, field: field)

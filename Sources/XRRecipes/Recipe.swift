@@ -190,6 +190,14 @@ public struct Recipe: Codable, Equatable, Sendable {
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
     public static let knownTasks = TaskKind.allCases.map(\.rawValue)
+    /// A retrieval metric name: map_at_r, mrr, precision_at_<k>, recall_at_<k> (k ≥ 1).
+    public static func isRetrievalMetric(_ m: String) -> Bool {
+        if m == "map_at_r" || m == "mrr" { return true }
+        for prefix in ["precision_at_", "recall_at_"] where m.hasPrefix(prefix) {
+            if let k = Int(m.dropFirst(prefix.count)), k >= 1 { return true }
+        }
+        return false
+    }
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.

@@ -227,6 +227,37 @@ final class RetrievalRecipeTests: XCTestCase {
         XCTAssertEqual(Set(summary.rows.map { $0[0] + "/" + $0[2] }), ["cosine/0", "linear_projection/1", "linear_projection/4"])
     }
 
+    /// Two shards and a merge write the same outputs as one process; `xrlab budget` fits
+    /// linear_projection's mAP@R curve and leaves the untrained cosine method out.
+    func testShardsMergeToTheSameOutputsAndBudgetFitsTheTrainedMethod() throws {
+        let dir = Fixtures.tempDir("retrieval-shards")
+        try makeStudy(in: dir)
+        let u = try write(retrievalRecipe, in: dir)
+        let overrides = ["shots=[1, 2, 4, 8]", "seeds=3"]
+        let whole = try Runner.run(try RecipeLoader.load(u, overrides: overrides + ["output=\(dir.appendingPathComponent("whole").path)"]), options: quiet())
+        let sharded = try RecipeLoader.load(u, overrides: overrides + ["output=\(dir.appendingPathComponent("sharded").path)"])
+        for i in 1...2 {
+            var o = quiet()
+            o.shard = try Shard(index: i, count: 2)
+            let s = try Runner.run(sharded, options: o)
+            XCTAssertLessThan(s.computed, 13)
+        }
+        var merge = quiet()
+        merge.mergeOnly = true
+        let merged = try Runner.run(sharded, options: merge)
+        XCTAssertTrue(merged.complete)
+        for f in ["results.jsonl", "neighbours.csv", "summary.csv", "subgroups.csv"] {
+            XCTAssertEqual(
+                try Data(contentsOf: merged.directory.appendingPathComponent(f)), try Data(contentsOf: whole.directory.appendingPathComponent(f)), f)
+        }
+        var bo = BudgetOptions(target: try BudgetTarget(parsing: "map_at_r=0.9", field: "--target"))
+        bo.resamples = 50
+        let b = try Budget.plan(whole.directory, options: bo, write: false)
+        XCTAssertEqual(b.entries.map(\.method), ["linear_projection"])
+        XCTAssertEqual(b.entries.first?.measured.map(\.shots), [1, 2, 4, 8])
+        XCTAssertThrowsError(try BudgetTarget(parsing: "precision_at_0=0.5", field: "--target"))
+    }
+
     /// gallery: all ranks every image with a value but the query itself.
     func testGalleryAllLeavesTheQueryOut() throws {
         let dir = Fixtures.tempDir("retrieval-all")

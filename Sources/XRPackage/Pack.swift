@@ -113,6 +113,11 @@ public enum Packer {
 
         // Fit and evaluate.
         let r = try RecipeLoader.load(resolved)
+        guard !r.recipe.isRetrieval else {
+            throw XRError(
+                "packages hold classification heads; a retrieval run has none to pack", file: resolved.path, field: "data.task",
+                hint: "retrieval results are the run's neighbours.csv and summary.csv")
+        }
         let data = try StudyLoader.load(r, quiet: o.quiet)
         var fitOptions = o.fit
         fitOptions.merged = o.merged
@@ -148,7 +153,7 @@ public enum Packer {
             format: PackageManifest.formatName, format_version: PackageManifest.formatVersion,
             requires_xrlab: PackageManifest.formatIntroducedIn[PackageManifest.formatVersion - 1],
             name: o.name, version: version.description, created: createdText, xrlab_version: XRLabVersion.string,
-            base_encoder: base, method: fitted.method, task: r.recipe.data.task, labels: r.recipe.data.labels,
+            base_encoder: base, method: fitted.method, task: r.recipe.data.task.rawValue, labels: r.recipe.data.labels,
             heads: fitted.heads.map { $0.info }, training_data: fitted.training, evaluation: fitted.evaluation,
             recipe: sanitized(r.recipe), files: [])
         let card = ModelCard.render(manifest)

@@ -26,10 +26,11 @@ public struct BudgetTarget: Sendable, Equatable, Codable {
         guard parts.count == 2, !parts[0].isEmpty else {
             throw XRError("expected metric=value (e.g. auroc=0.85), found '\(s)'", file: file, field: field)
         }
-        guard Recipe.knownMetrics.contains(parts[0]) else {
+        guard Recipe.knownMetrics.contains(parts[0]) || Recipe.isRetrievalMetric(parts[0]) else {
             throw XRError(
                 "unknown metric '\(parts[0])'" + (closest(parts[0], in: Recipe.knownMetrics).map { " — did you mean '\($0)'?" } ?? ""),
-                file: file, field: field, hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", "))
+                file: file, field: field,
+                hint: "known metrics: " + Recipe.knownMetrics.joined(separator: ", ") + "; retrieval: map_at_r, mrr, precision_at_<k>, recall_at_<k>")
         }
         guard let v = Double(parts[1]), v.isFinite else {
             throw XRError("target '\(parts[1])' is not a number", file: file, field: field)
@@ -144,7 +145,8 @@ public enum Budget {
     struct Planned { var entry: BudgetEntry; var model: CurveModel?; var boot: [BandCurve] }
 
     static func planned(_ results: [CellResult], options o: BudgetOptions, source: String) throws -> [Planned] {
-        let ok = results.filter { $0.status == "ok" }
+        // An untrained method (retrieval's cosine: one cell, shots 0) has no curve over labels.
+        let ok = results.filter { $0.status == "ok" && !Runner.untrained($0.cell.method) }
         let metric = o.target.metric
         let withMetric = ok.filter { $0.metrics[metric] != nil }
         guard !withMetric.isEmpty else {

@@ -59,10 +59,12 @@ struct MethodFields {
 }
 
 extension RecipeLoader {
-    /// One `methods` entry of a label recipe (or, with `report`, of a report recipe), defaults filled in.
-    static func parseMethod(_ mn: YNode, report: Bool = false) -> Recipe.Method? {
+    /// One `methods` entry of a recipe of kind `task` (report recipes list report encoders),
+    /// defaults filled in.
+    static func parseMethod(_ mn: YNode, task: Recipe.TaskKind = .multilabel) -> Recipe.Method? {
         let ctx = mn.ctx
-        let names = report ? ReportEncoderSpec.Kind.allCases.map(\.rawValue) : Recipe.MethodName.allCases.map(\.rawValue)
+        let report = task == .report
+        let names = report ? ReportEncoderSpec.Kind.allCases.map(\.rawValue) : Recipe.MethodName.names(for: task).map(\.rawValue)
         let keys: (String) -> [String] = { name in
             report ? ReportEncoderSpec.Kind(rawValue: name)?.keys ?? [] : Recipe.MethodName(rawValue: name)?.keys ?? []
         }
@@ -73,8 +75,9 @@ extension RecipeLoader {
             let name = ctx.attempt({ () -> String in
                 let s = try nameNode.string()
                 guard names.contains(s) else {
+                    let kind = report || task == .retrieval ? " for a \(task.rawValue) task" : ""
                     throw nameNode.error(
-                        "unknown method '\(s)'" + (report ? " for a report task" : "") + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
+                        "unknown method '\(s)'" + kind + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
                         hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
                 }
                 return s
@@ -127,6 +130,19 @@ extension RecipeLoader {
             return .lastK(s)
         case .bitfit: return .bitfit(BitFitSpec(training: training(f, method)))
         case .full: return .full(FullSpec(training: training(f, method)))
+        case .cosine: return .cosine(CosineSpec())
+        case .linear_projection:
+            var s = LinearProjectionSpec()
+            if let v = m["shrinkage"] {
+                s.shrinkage =
+                    ctx.attempt { () -> Double? in
+                        if case let .scalar(sc) = v.node, sc.string == "auto" { return nil }
+                        let x = try v.double()
+                        if !(x >= 0 && x <= 1) { throw v.error("shrinkage must be between 0 and 1 (or auto), got \(x)") }
+                        return x
+                    } ?? nil
+            }
+            return .linearProjection(s)
         }
     }
 

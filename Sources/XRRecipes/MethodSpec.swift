@@ -41,6 +41,38 @@ public struct PrototypeSpec: Codable, Equatable, Sendable {
     public enum CodingKeys: String, CodingKey, CaseIterable { case temperature }
 }
 
+/// Retrieval by cosine similarity on the representation itself: nothing is trained, so the
+/// method has one cell per task (shots 0, seed 0), drawn as a flat line on the learning curve.
+public struct CosineSpec: Codable, Equatable, Sendable {
+    public init() {}
+    /// No keys of its own.
+    public func encode(to encoder: Encoder) throws {}
+    public init(from decoder: Decoder) throws {}
+}
+
+/// Retrieval by cosine similarity after a linear projection fitted on `shots` labelled gallery
+/// images per label value: within-class whitening with shrinkage, the metric of linear
+/// discriminant analysis (`WithinClassWhitening`).
+public struct LinearProjectionSpec: Equatable, Sendable {
+    /// Shrinkage of the within-class covariance towards a multiple of the identity, in [0, 1];
+    /// nil: the Ledoit–Wolf estimate (written `auto`).
+    public var shrinkage: Double? = nil
+    public init(shrinkage: Double? = nil) { self.shrinkage = shrinkage }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case shrinkage }
+}
+
+extension LinearProjectionSpec: Codable {
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        if let shrinkage { try c.encode(shrinkage, forKey: .shrinkage) } else { try c.encode("auto", forKey: .shrinkage) }
+    }
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        shrinkage = (try? c.decodeIfPresent(Double.self, forKey: .shrinkage)) ?? nil
+    }
+}
+
 /// The training settings every tuning method shares. `lr` and `layerDecay` default by method
 /// (`init(for:)`). Encoded beside the method's own keys.
 public struct TrainingSpec: Encodable, Equatable, Sendable {
@@ -140,9 +172,18 @@ extension Recipe {
     /// The method names of label recipes, listed once.
     public enum MethodName: String, CaseIterable, Sendable {
         case logistic, knn, prototype, lora, adapter, last_k, bitfit, full
+        case cosine, linear_projection
 
         /// Methods that tune the encoder (they need `model`, i.e. images).
-        public var isTuning: Bool { ![.logistic, .knn, .prototype].contains(self) }
+        public var isTuning: Bool { ![.logistic, .knn, .prototype, .cosine, .linear_projection].contains(self) }
+
+        /// The task kind the method belongs to: retrieval methods rank images, the others classify.
+        public var isRetrieval: Bool { self == .cosine || self == .linear_projection }
+
+        /// The methods a task of kind `task` takes (report recipes list report encoders instead).
+        public static func names(for task: Recipe.TaskKind) -> [MethodName] {
+            allCases.filter { $0.isRetrieval == (task == .retrieval) }
+        }
 
         /// The keys the method takes (besides `name`), in the order they are written.
         public var keys: [String] {
@@ -155,6 +196,8 @@ extension Recipe {
             case .adapter: return AdapterSpec.CodingKeys.allCases.map(\.stringValue) + training
             case .last_k: return LastKSpec.CodingKeys.allCases.map(\.stringValue) + training
             case .bitfit, .full: return training
+            case .cosine: return []
+            case .linear_projection: return LinearProjectionSpec.CodingKeys.allCases.map(\.stringValue)
             }
         }
     }
@@ -170,6 +213,10 @@ extension Recipe {
         case lastK(LastKSpec)
         case bitfit(BitFitSpec)
         case full(FullSpec)
+        /// Retrieval: cosine on the representation.
+        case cosine(CosineSpec)
+        /// Retrieval: cosine after a projection fitted on the shots.
+        case linearProjection(LinearProjectionSpec)
         /// Report recipes: how the encoder trains with the decoder.
         case reportEncoder(ReportEncoderSpec)
 
@@ -184,6 +231,8 @@ extension Recipe {
             case .lastK: return MethodName.last_k.rawValue
             case .bitfit: return MethodName.bitfit.rawValue
             case .full: return MethodName.full.rawValue
+            case .cosine: return MethodName.cosine.rawValue
+            case .linearProjection: return MethodName.linear_projection.rawValue
             case let .reportEncoder(e): return e.name
             }
         }
@@ -199,7 +248,7 @@ extension Recipe {
             case let .lastK(s): return (.lastBlocks(s.blocks), s.training)
             case let .bitfit(s): return (.bitFit, s.training)
             case let .full(s): return (.full, s.training)
-            case .logistic, .knn, .prototype, .reportEncoder: return nil
+            case .logistic, .knn, .prototype, .reportEncoder, .cosine, .linearProjection: return nil
             }
         }
 
@@ -230,6 +279,8 @@ extension Recipe {
                 try s.training.encode(to: encoder)
             case let .bitfit(s): try s.training.encode(to: encoder)
             case let .full(s): try s.training.encode(to: encoder)
+            case .cosine: break
+            case let .linearProjection(s): try s.encode(to: encoder)
             case let .reportEncoder(e): try e.encodeFields(to: encoder)
             }
         }
@@ -267,6 +318,8 @@ extension Recipe {
                 self = .lastK(s)
             case .bitfit: self = .bitfit(BitFitSpec(training: try TrainingSpec(from: decoder, method: .bitfit)))
             case .full: self = .full(FullSpec(training: try TrainingSpec(from: decoder, method: .full)))
+            case .cosine: self = .cosine(CosineSpec())
+            case .linear_projection: self = .linearProjection(try LinearProjectionSpec(from: decoder))
             }
         }
     }

@@ -21,11 +21,17 @@ enum Outputs {
         for task in data.tasks.map(\.name) {
             for m in methods {
                 var points: [(Double, Double, Double, Double)] = []
-                for k in recipe.shots {
+                for k in Runner.shotCounts(recipe, method: m) {
                     let cellResults = results.filter { $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
                     for (metric, s, row) in summaryRows(cellResults, method: m, task: task, shots: String(k), recipe: recipe) {
                         rows.append(row)
-                        if metric == recipe.primary_metric && s.n > 0 {
+                        if metric == recipe.primary_metric && s.n > 0 && Runner.untrained(m) {
+                            // One cell, no shots: a flat line over the shot counts, its band the
+                            // bootstrap interval over queries.
+                            let ci = cellResults.first?.primary_ci
+                            let xs = recipe.shots.isEmpty ? [1] : recipe.shots
+                            points += xs.map { (Double($0), s.mean, ci.map { max($0.low, 0) } ?? s.mean, ci.map { min($0.high, 1) } ?? s.mean) }
+                        } else if metric == recipe.primary_metric && s.n > 0 {
                             // Bands of metrics bounded to [0, 1] are drawn clipped to it (the t-interval
                             // over few seeds can pass 1); summary.csv keeps the interval as computed.
                             let bounded = metric != "log_loss"
@@ -65,16 +71,24 @@ enum Outputs {
             let png = try LearningCurvePlot.render(
                 title: "\(task): \(metricTitle(recipe.primary_metric)) vs shots per class", yLabel: metricTitle(recipe.primary_metric),
                 series: curves[task] ?? [],
-                note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds. Recipe \(recipe.name), xrlab \(XRLabVersion.string)"
+                note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds"
+                    + (recipe.methods.contains { Runner.untrained($0.name) } ? " (untrained methods: flat, band = bootstrap interval over queries)" : "")
+                    + ". Recipe \(recipe.name), xrlab \(XRLabVersion.string)"
                     + skippedNote(results, task: task, recipe: recipe),
-                ticks: recipe.shots.map(Double.init))
+                ticks: (recipe.shots.isEmpty ? [1] : recipe.shots).map(Double.init))
             try PNGCodec.write(png, to: u)
             plots.append(u)
         }
         let report = dir.appendingPathComponent("report.md")
-        let selection = try SelectionSimulation.reportSection(recipe, directory: dir)
+        var selection = try SelectionSimulation.reportSection(recipe, directory: dir)
+        var extra: [URL] = selection.plot.map { [$0] } ?? []
+        if recipe.isRetrieval {
+            let written = try RetrievalOutputs.write(results, recipe: r, data: data, rows: rows, directory: dir)
+            selection.text += written.text
+            extra += written.sheets
+        }
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete, selection: selection.text), to: report)
-        return Written(plots: plots + (selection.plot.map { [$0] } ?? []), report: report)
+        return Written(plots: plots + extra, report: report)
     }
 
     /// results.jsonl: one line per finished cell, in plan order, as its cell file.
@@ -148,7 +162,7 @@ enum Outputs {
         var out: [SubgroupGap] = []
         for task in StudyLoader.taskNames(recipe) {
             for m in methodLabels(recipe) {
-                for k in recipe.shots {
+                for k in Runner.shotCounts(recipe, method: m) {
                     let cells = results.filter { $0.status == "ok" && $0.cell.task == task && $0.cell.method == m && $0.cell.shots == k }
                     let attributes = Set(cells.flatMap { $0.subgroups.map(\.attribute) }).sorted()
                     let chance = aurocAboveChance(cells, recipe: recipe)
@@ -194,8 +208,8 @@ enum Outputs {
     static func metricTitle(_ m: String) -> String {
         [
             "auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
-            "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss"
-        ][m] ?? m
+            "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss", "map_at_r": "mAP@R", "mrr": "MRR"
+        ][m] ?? (m.hasPrefix("precision_at_") ? "P@" + m.dropFirst(13) : m.hasPrefix("recall_at_") ? "R@" + m.dropFirst(10) : m)
     }
 
     static func f(_ x: Double) -> String { x.isFinite ? String(format: "%.4f", x) : "" }
@@ -224,11 +238,16 @@ enum Outputs {
         let lowerIsBetter = ["ece", "log_loss"].contains(recipe.primary_metric)
         for task in data.tasks.map(\.name) {
             for k in recipe.shots {
-                let cands = primary.filter { $0[1] == task && $0[2] == String(k) }
+                // An untrained method (shots 0) competes at every shot count.
+                let cands = primary.filter { $0[1] == task && ($0[2] == String(k) || Runner.untrained($0[0])) }
                 guard let best = cands.max(by: { (Double($0[5]) ?? 0) * (lowerIsBetter ? -1 : 1) < (Double($1[5]) ?? 0) * (lowerIsBetter ? -1 : 1) }) else {
                     continue
                 }
-                s += "| \(task) | \(k) | \(best[0]) | \(best[5]) ± \(best[6]) [\(best[7]), \(best[8])] |\n"
+                // One cell has no spread over seeds: its bootstrap interval instead.
+                let value =
+                    Runner.untrained(best[0])
+                    ? "\(best[5]) [\(best[9]), \(best[10])] (one cell, bootstrap)" : "\(best[5]) ± \(best[6]) [\(best[7]), \(best[8])]"
+                s += "| \(task) | \(k) | \(best[0]) | \(value) |\n"
             }
         }
         if let targets = recipe.budget?.targets, !targets.isEmpty { s += Budget.reportSection(results, targets: targets) }

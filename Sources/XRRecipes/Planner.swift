@@ -20,23 +20,29 @@ public struct Plan: Sendable {
 
     public var text: String {
         let variants = methodSettings(recipe)
-        var s = "\(recipe.name): \(cells.count) cells = \(variants.count) method settings × \(tasks.count) tasks × "
-        s += "\(recipe.shots.count) shot counts × \(recipe.seeds) seeds\n"
+        let untrained = variants.filter { Runner.untrained($0.label) }.count
+        var s = "\(recipe.name): \(cells.count) cells = \(variants.count - untrained) method settings × \(tasks.count) tasks × "
+        s += "\(recipe.shots.count) shot counts × \(recipe.seeds) seeds"
+        s += untrained > 0 ? " + \(untrained) untrained method settings × \(tasks.count) tasks (one cell each)\n" : "\n"
         s += "\(finished.count) already finished, \(cells.count - finished.count) to run\n\n"
         s += "method settings:\n"
-        for v in variants { s += "  \(v.label.padding(toLength: 14, withPad: " ", startingAt: 0)) \(v.description)\n" }
+        let labelWidth = max(14, (variants.map(\.label.count).max() ?? 0) + 2)
+        for v in variants { s += "  \(v.label.padding(toLength: labelWidth, withPad: " ", startingAt: 0)) \(v.description)\n" }
         s += "\ncells finished / total (\(recipe.seeds) seeds each):\n"
-        let shotsHeader = recipe.shots.map { "k=\($0)".padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
+        let columns = (untrained > 0 ? [0] : []) + recipe.shots
+        let shotsHeader = columns.map { ($0 == 0 ? "none" : "k=\($0)").padding(toLength: 8, withPad: " ", startingAt: 0) }.joined()
         let width = max(14, (tasks.map(\.count).max() ?? 0) + 2)
         s +=
-            "  " + "method".padding(toLength: 14, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0) + shotsHeader
+            "  " + "method".padding(toLength: labelWidth, withPad: " ", startingAt: 0) + "task".padding(toLength: width, withPad: " ", startingAt: 0)
+            + shotsHeader
             + "\n"
         for t in tasks {
             for v in variants {
-                var line = "  " + v.label.padding(toLength: 14, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
-                for k in recipe.shots {
+                var line = "  " + v.label.padding(toLength: labelWidth, withPad: " ", startingAt: 0) + t.padding(toLength: width, withPad: " ", startingAt: 0)
+                for k in columns {
                     let ids = cells.filter { $0.task == t && $0.method == v.label && $0.shots == k }.map(\.id)
-                    line += "\(ids.filter(finished.contains).count)/\(ids.count)".padding(toLength: 8, withPad: " ", startingAt: 0)
+                    let state = ids.isEmpty ? "-" : "\(ids.filter(finished.contains).count)/\(ids.count)"
+                    line += state.padding(toLength: 8, withPad: " ", startingAt: 0)
                 }
                 while line.hasSuffix(" ") { line.removeLast() }
                 s += line + "\n"
@@ -158,6 +164,8 @@ public enum Planner {
 public struct CellCosts: Sendable {
     let recipe: Recipe
     let nTest: Double
+    /// Manifest rows the recipe uses (retrieval: about the gallery plus the queries).
+    let nRows: Double
     let cv: Double
     let cvMin: Int
     let flopsPerImage: Double
@@ -172,6 +180,7 @@ public struct CellCosts: Sendable {
             nTest = Double(rows.rows.filter { $0[c].trimmingCharacters(in: .whitespaces).lowercased() == "test" }.count)
         }
         self.nTest = nTest
+        nRows = Double(rows.rows.count)
         let logistic = r.recipe.methods.lazy.compactMap { m -> LogisticSpec? in if case let .logistic(s) = m { return s } else { return nil } }.first
         cv = logistic.map { Double($0.C.count * $0.folds + 1) } ?? 1
         cvMin = logistic?.cvMinShots ?? LogisticSpec().cvMinShots
@@ -195,6 +204,12 @@ public struct CellCosts: Sendable {
             // times ten), each epoch ~ one encoder pass per report.
             let reports = Double(cell.shots == 0 ? max(nTest, 1) * 10 : Double(cell.shots))
             return flopsPerImage * reports * Double(recipe.report?.epochs ?? 1) / 100e9 + 0.001 * reports
+        }
+        if recipe.isRetrieval {
+            // Ranking: each query sorts the gallery (~50 ns per comparison); the bootstrap and
+            // subgroups average per-query values (~20 ns per query and resample).
+            let g = max(nRows - nTest, 2)
+            return 5e-8 * nTest * g * log2(g) + Double(recipe.bootstrap) * Double(1 + recipe.data.subgroups.count) * 2e-8 * nTest
         }
         if let t = tunes[cell.method] {
             let train = Double(cell.shots * 2), val = Double(t.validationPerClass * 2)

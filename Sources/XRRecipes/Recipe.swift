@@ -52,9 +52,8 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var label_columns: [String: String]?
         /// Label names: the binary tasks (multilabel), the classes (multiclass), or the one positive label (binary).
         public var labels: [String]
-        /// `multilabel` (one binary task per label), `multiclass` (one task over `labels`) or
-        /// `binary` (one label, present or absent).
-        public var task: String = "multilabel"
+        /// What the study measures (`TaskKind`).
+        public var task: TaskKind = .multilabel
         public var patient_column: String?
         public var split_column: String?
         public var test_fraction: Double = 0.3
@@ -114,8 +113,50 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// then counts paired training reports (0 = all of them).
     public var report: ReportSettings? = nil
 
+    /// `retrieval` recipes (`data.task: retrieval`): gallery, relevance and cut-offs. Nil for
+    /// other tasks.
+    public var retrieval: RetrievalSettings? = nil
+
     /// Paired reports instead of labels: a low-data sweep of report generation.
-    public var isReport: Bool { data.task == "report" }
+    public var isReport: Bool { data.task == .report }
+    /// Image retrieval by label value (`data.task: retrieval`).
+    public var isRetrieval: Bool { data.task == .retrieval }
+
+    /// What a study measures, the value of `data.task`. Each kind has its own methods, metrics and
+    /// cells; a new kind (segmentation, detection) is a new case here.
+    public enum TaskKind: String, Codable, CaseIterable, Sendable {
+        /// One binary task per label.
+        case multilabel
+        /// One task over `labels` (one class per row).
+        case multiclass
+        /// One label, present or absent.
+        case binary
+        /// Report generation from paired reports.
+        case report
+        /// Image retrieval: test images query the gallery; relevant = sharing a value of `label_column`.
+        case retrieval
+    }
+
+    /// Settings of retrieval recipes (`retrieval:`), every default filled in at parse time.
+    public struct RetrievalSettings: Codable, Equatable, Sendable {
+        /// What a query is ranked against: the training rows, or every row but the query.
+        public enum Gallery: String, Codable, CaseIterable, Sendable { case train, all }
+        public var gallery: Gallery = .train
+        /// Multi-valued labels: relevant when sharing any value, or all of them.
+        public var relevance: RetrievalRelevance = .any
+        /// The cut-offs of precision@k and recall@k (sorted, unique).
+        public var k: [Int] = [1, 5, 10]
+        /// Neighbours written per query to neighbours.csv (default: the largest k).
+        public var neighbours: Int = 10
+        /// Queries drawn on each contact sheet (0: none).
+        public var sheet_queries: Int = 6
+        public init() {}
+        public static let keys = ["gallery", "relevance", "k", "neighbours", "sheet_queries"]
+        /// The metric names of these settings: map_at_r, mrr, precision_at_<k>, recall_at_<k>.
+        public var metricNames: [String] {
+            ["map_at_r", "mrr"] + k.map { "precision_at_\($0)" } + k.map { "recall_at_\($0)" }
+        }
+    }
 
     /// Settings of report recipes.
     public struct ReportSettings: Codable, Equatable, Sendable {
@@ -148,7 +189,15 @@ public struct Recipe: Codable, Equatable, Sendable {
     }
 
     public static let knownMetrics = ["auroc", "auprc", "accuracy", "balanced_accuracy", "f1_macro", "ece", "log_loss"]
-    public static let knownTasks = ["multilabel", "multiclass", "binary", "report"]
+    public static let knownTasks = TaskKind.allCases.map(\.rawValue)
+    /// A retrieval metric name: map_at_r, mrr, precision_at_<k>, recall_at_<k> (k ≥ 1).
+    public static func isRetrievalMetric(_ m: String) -> Bool {
+        if m == "map_at_r" || m == "mrr" { return true }
+        for prefix in ["precision_at_", "recall_at_"] where m.hasPrefix(prefix) {
+            if let k = Int(m.dropFirst(prefix.count)), k >= 1 { return true }
+        }
+        return false
+    }
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.

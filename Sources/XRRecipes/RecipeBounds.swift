@@ -74,7 +74,7 @@ extension RecipeLoader {
             case let .lastK(s): counts.append(("blocks", s.blocks))
             case let .reportEncoder(.lora(s)): lora = s.lora
             case let .reportEncoder(.lastK(s)): counts.append(("blocks", s.blocks))
-            case .prototype, .bitfit, .full, .reportEncoder(.frozen): break
+            case .prototype, .bitfit, .full, .reportEncoder(.frozen), .cosine, .linearProjection: break
             }
             if let lora {
                 bound(list: lora.targets, L.listEntries, at + ["targets"], "target patterns")
@@ -87,6 +87,12 @@ extension RecipeLoader {
             }
             for (key, v) in counts { bound(v, L.smallCount, at + [key], key) }
             for (key, v) in widths { bound(v, L.width, at + [key], key) }
+        }
+        if let r = recipe.retrieval {
+            bound(list: r.k, L.gridValues, ["retrieval", "k"], "cut-offs")
+            bound(r.k.max(), L.knnK, ["retrieval", "k"], "neighbours")
+            bound(r.neighbours, L.knnK, ["retrieval", "neighbours"], "neighbours per query")
+            bound(r.sheet_queries, L.gridValues, ["retrieval", "sheet_queries"], "queries per contact sheet")
         }
         if let r = recipe.report {
             bound(r.epochs, L.epochs, ["report", "epochs"], "epochs")

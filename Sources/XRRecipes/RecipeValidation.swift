@@ -1,6 +1,6 @@
 // The recipe schema: every key checked with the file's line:column (or the `--set` override) in
 // the error, problems collected so `xrlab validate` reports all of them. Method entries:
-// MethodParsing.swift.
+// MethodParsing.swift; the report section: ReportParsing.swift; retrieval: RetrievalParsing.swift.
 import Foundation
 import XRProbe
 import Yams
@@ -14,7 +14,8 @@ extension RecipeLoader {
 
     static let topKeys = [
         "version", "name", "model", "data", "features", "representation", "methods",
-        "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "selection", "output", "report"
+        "shots", "seeds", "metrics", "primary_metric", "bootstrap", "subgroups", "budget", "selection", "output", "report",
+        "retrieval"
     ]
 
     /// Parse the whole document, recording every problem in the context; nil when a required
@@ -75,7 +76,7 @@ extension RecipeLoader {
         }
         var methods: [Recipe.Method] = []
         if let mn = required(top, "methods", in: root), let list = ctx.attempt({ try mn.list() }) {
-            methods = list.compactMap { parseMethod($0, report: data?.task == "report") }
+            methods = list.compactMap { parseMethod($0, task: data?.task ?? .multilabel) }
             if list.isEmpty { ctx.record(mn.error("list at least one method")) }
             var seen = Set<String>()
             for (m, node) in zip(methods, list) where !seen.insert(m.name).inserted {
@@ -90,12 +91,22 @@ extension RecipeLoader {
                 }
             }
         }
-        let isReport = data?.task == "report"
+        let isReport = data?.task == .report
+        let isRetrieval = data?.task == .retrieval
+        var retrieval: Recipe.RetrievalSettings? = nil
+        if let rn = top["retrieval"], !rn.isNull {
+            if !isRetrieval { ctx.record(rn.error("the retrieval section applies to retrieval tasks only", hint: "set data.task: retrieval")) }
+            retrieval = parseRetrieval(rn)
+        } else if isRetrieval {
+            retrieval = Recipe.RetrievalSettings()
+        }
         if isReport, let f = top["features"], !f.isNull {
             ctx.record(f.error("a report task trains on images: give model, not features"))
         }
         var shots: [Int] = []
-        if let sn = required(top, "shots", in: root) {
+        // Retrieval recipes without a trained method need no shots.
+        let needsShots = !isRetrieval || methods.contains { if case .linearProjection = $0 { return true } else { return false } }
+        if let sn = needsShots ? required(top, "shots", in: root) : top["shots"] {
             shots =
                 ctx.attempt {
                     try sn.listOrScalar().compactMap { n in
@@ -119,7 +130,8 @@ extension RecipeLoader {
                 return n
             }
         }
-        let known = isReport ? Recipe.reportMetrics : Recipe.knownMetrics
+        let known = isReport ? Recipe.reportMetrics : (retrieval?.metricNames ?? Recipe.knownMetrics)
+        let kindNote = isReport || isRetrieval ? " for a \(data?.task.rawValue ?? "") task" : ""
         let metrics = top["metrics"].flatMap { v in
             ctx.attempt {
                 try v.listOrScalar().compactMap { n -> String? in
@@ -127,7 +139,7 @@ extension RecipeLoader {
                     guard known.contains(s) else {
                         ctx.record(
                             n.error(
-                                "unknown metric '\(s)'" + (isReport ? " for a report task" : "")
+                                "unknown metric '\(s)'" + kindNote
                                     + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
                                 hint: "metrics: " + known.joined(separator: ", ")))
                         return nil
@@ -141,7 +153,7 @@ extension RecipeLoader {
                 let s = try v.string()
                 guard known.contains(s) else {
                     throw v.error(
-                        "unknown metric '\(s)'" + (isReport ? " for a report task" : "") + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
+                        "unknown metric '\(s)'" + kindNote + (closest(s, in: known).map { " — did you mean '\($0)'?" } ?? ""),
                         hint: "metrics: " + known.joined(separator: ", "))
                 }
                 return s
@@ -204,6 +216,11 @@ extension RecipeLoader {
             // "all" (0) last.
             recipe.shots = recipe.shots.filter { $0 > 0 } + (recipe.shots.contains(0) ? [0] : [])
         }
+        if isRetrieval, let retrieval {
+            recipe.retrieval = retrieval
+            recipe.metrics = retrieval.metricNames
+            recipe.primary_metric = "map_at_r"
+        }
         if let seeds { recipe.seeds = seeds }
         if let metrics { recipe.metrics = metrics }
         if let primary { recipe.primary_metric = primary }
@@ -227,16 +244,16 @@ extension RecipeLoader {
                     hint: "add its metric to `metrics` (now \(recipe.metrics.joined(separator: ", ")))"))
         }
         if let budgetTargets, !budgetTargets.isEmpty {
-            if isReport {
-                ctx.record(XRError("budget.targets is not supported for report tasks", file: ctx.file, field: "budget"))
+            if isReport || isRetrieval {
+                ctx.record(XRError("budget.targets is not supported for \(data.task.rawValue) tasks", file: ctx.file, field: "budget"))
             } else {
                 recipe.budget = Recipe.BudgetSettings(targets: budgetTargets)
             }
         }
         if var selection, let n = top["selection"] {
             let tasks = StudyLoader.taskNames(recipe)
-            if isReport {
-                ctx.record(n.error("selection is not supported for report tasks"))
+            if isReport || isRetrieval {
+                ctx.record(n.error("selection is not supported for \(data.task.rawValue) tasks"))
             } else if let t = selection.task, !tasks.contains(t) {
                 ctx.record(
                     n.error(
@@ -332,15 +349,15 @@ extension RecipeLoader {
         if let v = d["task"] {
             _ = ctx.attempt {
                 let t = try v.string()
-                guard Recipe.knownTasks.contains(t) else {
+                guard let kind = Recipe.TaskKind(rawValue: t) else {
                     throw v.error(
                         "task must be one of \(Recipe.knownTasks.joined(separator: ", ")), not '\(t)'"
                             + (closest(t, in: Recipe.knownTasks).map { " — did you mean '\($0)'?" } ?? ""))
                 }
-                data.task = t
+                data.task = kind
             }
         }
-        if data.task == "report" {
+        if data.task == .report {
             // Paired reports: the manifest's findings / impression (or report) columns, no labels.
             data.labels = ctx.attempt { try d["labels"].map { $0.isNull ? [] : try $0.listOrScalar().map { try $0.string() } } ?? [] } ?? []
             if !data.labels.isEmpty, let n = d["labels"] {
@@ -352,7 +369,9 @@ extension RecipeLoader {
             }
             return manifest == nil ? nil : data
         }
-        if let labelsNode = d["labels"], !labelsNode.isNull {
+        if data.task == .retrieval {
+            parseRetrievalLabels(d, node: dn, into: &data)
+        } else if let labelsNode = d["labels"], !labelsNode.isNull {
             data.labels = ctx.attempt { try labelsNode.listOrScalar().map { try $0.string() } } ?? []
             if data.labels.isEmpty, case .sequence = labelsNode.node { ctx.record(labelsNode.error("labels must list at least one label")) }
             if Set(data.labels).count != data.labels.count {
@@ -363,8 +382,8 @@ extension RecipeLoader {
                         "labels differing only in punctuation or spaces would share result files",
                         hint: "rename them so that letters, digits, '-' and '_' tell them apart"))
             }
-            if data.task == "multiclass" && data.labels.count == 1 { ctx.record(labelsNode.error("a multiclass task needs at least two classes")) }
-            if data.task == "binary" && data.labels.count > 1 {
+            if data.task == .multiclass && data.labels.count == 1 { ctx.record(labelsNode.error("a multiclass task needs at least two classes")) }
+            if data.task == .binary && data.labels.count > 1 {
                 ctx.record(
                     labelsNode.error(
                         "a binary task has one label (the positive finding); got \(data.labels.count)",
@@ -379,13 +398,15 @@ extension RecipeLoader {
             ctx.record(dn.error("missing required key 'labels'"))
         }
         // (A key present with a wrong type has its own error already.)
-        if data.label_column == nil && data.label_columns == nil && (d["label_column"]?.isNull ?? true) && (d["label_columns"]?.isNull ?? true) {
+        if data.task != .retrieval && data.label_column == nil && data.label_columns == nil && (d["label_column"]?.isNull ?? true)
+            && (d["label_columns"]?.isNull ?? true)
+        {
             ctx.record(dn.error("give label_column (pipe-separated labels) or label_columns (label → 0/1 column)"))
         }
         if data.label_column != nil && data.label_columns != nil, let n = d["label_columns"] {
             ctx.record(n.error("give label_column or label_columns, not both"))
         }
-        if data.task == "multiclass", data.label_columns != nil, let n = d["label_columns"] {
+        if data.task == .multiclass, data.label_columns != nil, let n = d["label_columns"] {
             ctx.record(n.error("a multiclass task reads its class from label_column (one class name per row)"))
         }
         if let v = d["test_fraction"] {
@@ -420,73 +441,6 @@ extension RecipeLoader {
             }
         }
         return manifest == nil ? nil : data
-    }
-
-    static func parseReport(_ rn: YNode) -> Recipe.ReportSettings? {
-        let ctx = rn.ctx
-        guard let m = ctx.attempt({ try rn.mapping(allowed: Recipe.ReportSettings.keys) }) else { return nil }
-        var r = Recipe.ReportSettings()
-        func int(_ k: String, min lo: Int, _ set: (Int) -> Void) {
-            guard let v = m[k] else { return }
-            if let x = ctx.attempt({ () -> Int in
-                let x = try v.int()
-                if x < lo { throw v.error("\(k) must be at least \(lo), got \(x)") }
-                return x
-            }) {
-                set(x)
-            }
-        }
-        func double(_ k: String, _ range: ClosedRange<Double>, _ set: (Double) -> Void) {
-            guard let v = m[k] else { return }
-            if let x = ctx.attempt({ () -> Double in
-                let x = try v.double()
-                if !range.contains(x) { throw v.error("\(k) must be between \(range.lowerBound) and \(range.upperBound), got \(x)") }
-                return x
-            }) {
-                set(x)
-            }
-        }
-        if let v = m["target"] {
-            r.target =
-                ctx.attempt {
-                    let t = try v.string()
-                    guard ReportTarget(rawValue: t) != nil else { throw v.error("target must be findings, impression or both, got '\(t)'") }
-                    return t
-                } ?? r.target
-        }
-        if let v = m["visual_input"] {
-            r.visual_input =
-                ctx.attempt { () throws -> String in
-                    let t = try v.string()
-                    guard DecoderConfig.visualInputs.contains(t) else {
-                        throw v.error("visual_input must be \(DecoderConfig.visualInputs.joined(separator: " or ")), got '\(t)'")
-                    }
-                    return t
-                } ?? r.visual_input
-        }
-        if let v = m["tokenizer"], !v.isNull { r.tokenizer = ctx.attempt { try v.string() } }
-        if let v = m["init_from"], !v.isNull { r.init_from = ctx.attempt { try v.string() } }
-        if let v = m["meteor_data"], !v.isNull { r.meteor_data = ctx.attempt { try v.string() } }
-        if let v = m["keep_models"] { r.keep_models = ctx.attempt { try v.bool() } ?? false }
-        int("vocab_size", min: 259) { r.vocab_size = $0 }
-        int("dim", min: 8) { r.dim = $0 }
-        int("layers", min: 1) { r.layers = $0 }
-        int("heads", min: 1) { r.heads = $0 }
-        int("max_tokens", min: 4) { r.max_tokens = $0 }
-        int("pool", min: 1) { r.pool = $0 }
-        int("epochs", min: 1) { r.epochs = $0 }
-        int("batch_size", min: 1) { r.batch_size = $0 }
-        int("beams", min: 1) { r.beams = $0 }
-        int("max_new_tokens", min: 1) { r.max_new_tokens = $0 }
-        int("no_repeat_ngram", min: 0) { r.no_repeat_ngram = $0 }
-        double("lr", 1e-9...1) { r.lr = $0 }
-        double("weight_decay", 0...1) { r.weight_decay = $0 }
-        double("warmup", 0...1) { r.warmup = $0 }
-        double("label_smoothing", 0...0.5) { r.label_smoothing = $0 }
-        double("clip", 1e-9...1e9) { r.clip = $0 }
-        double("length_penalty", 0...10) { r.length_penalty = $0 }
-        if r.dim % r.heads != 0, let v = m["heads"] ?? m["dim"] { ctx.record(v.error("dim \(r.dim) is not divisible by heads \(r.heads)")) }
-        return r
     }
 }
 

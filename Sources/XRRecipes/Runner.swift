@@ -42,6 +42,8 @@ public struct CellResult: Codable, Sendable, Equatable {
     public var subgroups: [SubgroupResult]
     /// Tuning methods: epochs run, the epoch kept, losses per epoch.
     public var training: TrainingSummary? = nil
+    /// Retrieval cells: each query's top neighbours, in query (test row) order.
+    public var retrieval: [RankedQuery]? = nil
 }
 
 /// How a tuning cell trained.
@@ -124,13 +126,20 @@ public struct RunSummary: Sendable {
 /// Runs recipes: features → per cell (sample shots, fit, predict, metrics, bootstrap, subgroups),
 /// each cell written atomically to `cells/<id>.json`, then results, summary, curves and report.
 public enum Runner {
+    /// Whether a method setting trains nothing (retrieval's `cosine`): it has one cell per task,
+    /// with shots 0 and seed 0.
+    public static func untrained(_ method: String) -> Bool { method == Recipe.MethodName.cosine.rawValue }
+
+    /// The shot counts of a method setting's cells: [0] when it trains nothing, else the recipe's.
+    public static func shotCounts(_ recipe: Recipe, method: String) -> [Int] { untrained(method) ? [0] : recipe.shots }
+
     /// Cells in a fixed order: task, method setting, shots, seed.
     public static func cells(_ recipe: Recipe, tasks: [String]) -> [Cell] {
         var out: [Cell] = []
         for t in tasks {
             for m in methodLabels(recipe) {
-                for k in recipe.shots {
-                    for s in 0..<recipe.seeds {
+                for k in shotCounts(recipe, method: m) {
+                    for s in 0..<(untrained(m) ? 1 : recipe.seeds) {
                         out.append(Cell(method: m, task: t, shots: k, seed: s))
                     }
                 }
@@ -206,6 +215,7 @@ public enum Runner {
         if options.force { try? FileManager.default.removeItem(at: cellsDir) }
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try writeRunInfo(dir, r, options: options)
+        if r.recipe.isRetrieval { return try RetrievalCells.run(r, data: data, directory: dir, options: options) }
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)

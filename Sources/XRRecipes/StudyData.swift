@@ -9,8 +9,11 @@ import XRPipeline
 public struct StudyTask: Sendable {
     public var name: String
     public var classes: [String]
-    /// Class per row, −1 where the row has no label for this task.
+    /// Class per row, −1 where the row has no label for this task. Retrieval tasks: the row's
+    /// first value (in `classes` order), −1 without a value.
     public var labels: [Int]
+    /// Retrieval tasks: every value of the row (indices into `classes`, sorted); nil otherwise.
+    public var valueSets: [[Int]]? = nil
 }
 
 /// Everything a run needs, row for row.
@@ -66,7 +69,11 @@ public enum StudyLoader {
 
     /// Task names of a recipe, in order (one per label; one for a multiclass task).
     public static func taskNames(_ recipe: Recipe) -> [String] {
-        recipe.data.task == "multiclass" ? [recipe.data.labels.joined(separator: "-vs-")] : recipe.data.labels
+        switch recipe.data.task {
+        case .multiclass: return [recipe.data.labels.joined(separator: "-vs-")]
+        case .retrieval: return [recipe.data.label_column ?? "label"]
+        default: return recipe.data.labels
+        }
     }
 
     /// Full load: rows, labels, split, groups, and features from `source` (default: the recipe's own).
@@ -87,7 +94,10 @@ public enum StudyLoader {
 
         // Tasks.
         var tasks: [StudyTask] = []
-        if spec.task == "multiclass" {
+        if spec.task == .retrieval {
+            guard let lc = spec.label_column else { throw XRError("retrieval tasks need label_column", file: r.file.path, field: "data.label_column") }
+            tasks = [try retrievalTask(column: lc, at: try col(lc, "data.label_column"), rows: m, keep: spec.labels)]
+        } else if spec.task == .multiclass {
             guard let lc = spec.label_column else { throw XRError("multiclass tasks need label_column", file: r.file.path, field: "data.label_column") }
             let c = try col(lc, "data.label_column")
             tasks = [
@@ -200,6 +210,26 @@ public enum StudyLoader {
         return StudyData(
             ids: ids, features: features, dim: dim, patients: patients, isTest: isTest, tasks: tasks,
             groups: groups, featureSource: set.description)
+    }
+
+    /// The retrieval task of `column`: each row's values (pipe-separated; only those in `keep`
+    /// when it is not empty), classes = the values in sorted order. Fewer than two values among
+    /// the rows is an error naming the column: every image would be relevant to every other.
+    static func retrievalTask(column: String, at c: Int, rows m: ManifestRows, keep: [String]) throws -> StudyTask {
+        let kept = Set(keep)
+        let sets = m.rows.map { row in
+            Set(row[c].split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && (kept.isEmpty || kept.contains($0)) })
+        }
+        let classes = Array(sets.reduce(into: Set<String>()) { $0.formUnion($1) }).sorted()
+        guard classes.count >= 2 else {
+            throw XRError(
+                "column '\(column)' has \(classes.isEmpty ? "no value" : "one value only ('\(classes[0])')") among the rows the recipe uses; retrieval by it is trivial",
+                file: m.url.path, field: "data.label_column",
+                hint: "choose a column with at least two values, or widen data.where / data.labels")
+        }
+        let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+        let valueSets = sets.map { $0.compactMap { index[$0] }.sorted() }
+        return StudyTask(name: column, classes: classes, labels: valueSets.map { $0.first ?? -1 }, valueSets: valueSets)
     }
 
     static func fmt(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }

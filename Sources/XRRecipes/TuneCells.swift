@@ -65,6 +65,15 @@ func fmtNumber(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? Strin
 /// Every method setting of a recipe with a description, in recipe order (cell labels).
 public func methodSettings(_ recipe: Recipe) -> [(label: String, description: String)] {
     if recipe.isReport { return recipe.methods.map { ($0.name, ReportSweep.encoderSpec($0).description) } }
+    if recipe.isRetrieval {
+        return recipe.methods.map { m in
+            switch m {
+            case let .linearProjection(s):
+                return (m.name, "cosine after within-class whitening fitted on the shots (shrinkage \(s.shrinkage.map { fmtNumber($0) } ?? "Ledoit–Wolf"))")
+            default: return (m.name, "cosine similarity on the representation (no training)")
+            }
+        }
+    }
     let probes = Dictionary(uniqueKeysWithValues: methodVariants(recipe).map { ($0.label, $0.spec.description) })
     let tunes = tuneVariants(recipe)
     return methodLabels(recipe).map { ($0, probes[$0] ?? tunes[$0]?.description ?? $0) }

@@ -24,7 +24,10 @@ final class RecipeSchemaTests: XCTestCase {
         "demo.yaml": .demo, // model, images, manifest written by `xrlab demo`
         "demo-reports.yaml": .demo, // report generation on the demo images and reports.csv (ReportRecipeTests runs a smaller copy)
         "demo-tuning.yaml": .demo, // the same, with tuning methods (TuneRecipeTests runs a smaller copy)
-        "nih-cxr14-shared.yaml": .sharedData // ../shared/data beside the repository (+ the demo model)
+        "nih-cxr14-shared.yaml": .sharedData, // ../shared/data beside the repository (+ the demo model)
+        "demo-retrieval.yaml": .demo, // retrieval on the demo images (RetrievalImageTests runs a smaller copy)
+        "fracatlas-nih-retrieval-shared.yaml": .sharedData, // retrieval by anatomy (SharedDataRetrievalTests)
+        "fracatlas-nih-retrieval-view-shared.yaml": .sharedData // retrieval by view (SharedDataRetrievalTests)
     ]
 
     func testEveryRepositoryRecipeIsListedAndValidates() throws {
@@ -227,7 +230,7 @@ final class RecipeSchemaTests: XCTestCase {
             .replacingOccurrences(of: "shots: [1, 4, 8]", with: "shots: [2]")
         let r = try RecipeLoader.load(try write(text, in: dir))
         XCTAssertEqual(r.recipe.bootstrap, 30)
-        XCTAssertEqual(r.recipe.data.task, "binary")
+        XCTAssertEqual(r.recipe.data.task, .binary)
         let s = try Runner.run(r, options: quiet())
         XCTAssertEqual(s.computed, 3 * 1 * 1 * 2, "one task")
         XCTAssertThrowsError(try RecipeLoader.load(try write(text.replacingOccurrences(of: "labels: [alpha]", with: "labels: [alpha, beta]"), in: dir))) { e in

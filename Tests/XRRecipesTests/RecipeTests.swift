@@ -75,7 +75,10 @@ final class RecipeTests: XCTestCase {
 
     /// Every recipe in recipes/ (probes, tuning methods, report encoders) resolves to its snapshot.
     func testResolvedRecipeSnapshotsOfEveryShippedRecipe() throws {
-        for name in ["demo-tuning", "demo-reports", "synthetic-features", "nih-cxr14-shared"] { try checkResolvedSnapshot(name) }
+        for name in [
+            "demo-tuning", "demo-reports", "synthetic-features", "nih-cxr14-shared", "demo-retrieval", "fracatlas-nih-retrieval-shared",
+            "fracatlas-nih-retrieval-view-shared"
+        ] { try checkResolvedSnapshot(name) }
     }
 
     private func checkResolvedSnapshot(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {

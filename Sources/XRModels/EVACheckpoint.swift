@@ -73,12 +73,13 @@ extension ViTLoader {
         return c
     }
 
-    /// The encoder from strictly loaded parameters under their canonical names (`build`).
-    static func evaModel(_ params: [String: [Float]], config c: ViTConfig) -> ViT {
+    /// The encoder from strictly loaded parameters under their canonical names (`build`). Each is
+    /// taken out of `params` as it is used, so the model holds the weights once, not twice.
+    static func evaModel(_ params: inout [String: [Float]], config c: ViTConfig) -> ViT {
         let C = c.dim
         let o = c.eva ?? ViTConfig.EVAOptions(ropeReferenceGrid: nil, qkvFused: true, mlpPacked: true, mlpNorm: false)
-        func p(_ k: String) -> [Float] { params[k] ?? [] }
-        func opt(_ k: String) -> [Float]? { params[k] }
+        func p(_ k: String) -> [Float] { params.removeValue(forKey: k) ?? [] }
+        func opt(_ k: String) -> [Float]? { params.removeValue(forKey: k) }
         let blocks = (0..<c.depth).map { i -> EVABlockWeights in
             let k = EVABlockKeys(block: i)
             let qkv = o.qkvFused ? p(k.qkvWeight) : p(k.qProjWeight) + p(k.kProjWeight) + p(k.vProjWeight)
@@ -93,11 +94,11 @@ extension ViTLoader {
                 mlpNormWeight: opt(k.mlpNormWeight), mlpNormBias: opt(k.mlpNormBias),
                 fc2Weight: p(k.fc2Weight), fc2Bias: p(k.fc2Bias))
         }
-        var w = ViTWeights(
-            clsToken: p(ViTKeys.classToken), registers: [], posEmbed: p(ViTKeys.posEmbed),
-            patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: [],
-            normWeight: p(EVAKeys.fcNormWeight), normBias: p(EVAKeys.fcNormBias))
-        w.evaBlocks = blocks
-        return ViT(config: c, weights: w)
+        return ViT(
+            config: c,
+            weights: ViTWeights(
+                clsToken: p(ViTKeys.classToken), registers: [], posEmbed: p(ViTKeys.posEmbed),
+                patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: [], evaBlocks: blocks,
+                normWeight: p(EVAKeys.fcNormWeight), normBias: p(EVAKeys.fcNormBias)))
     }
 }

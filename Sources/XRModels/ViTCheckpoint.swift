@@ -274,7 +274,7 @@ public enum ViTLoader {
                 file: file, field: first,
                 hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
         }
-        if c.blockKind == .eva02 { return evaModel(params, config: c) }
+        if c.blockKind == .eva02 { return evaModel(&params, config: c) }
         func p(_ k: String) -> [Float] { params[k] ?? [] }
         func opt(_ k: String) -> [Float]? { params[k] }
         let blocks = (0..<c.depth).map { i -> ViTBlockWeights in

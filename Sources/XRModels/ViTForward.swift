@@ -278,19 +278,22 @@ extension ViT {
         let C = c.dim, M = c.mlpHidden, P = c.patchSize
         if c.blockKind == .eva02 {
             let o = c.eva
-            var w = ViTWeights(
-                clsToken: normal(C), registers: [], posEmbed: normal((1 + c.grid * c.grid) * C),
-                patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: [], normWeight: ones(C), normBias: zeros(C))
-            w.evaBlocks = (0..<c.depth).map { _ in
-                EVABlockWeights(
-                    norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C), qkvBias: c.qkvBias ? zeros(3 * C) : nil,
-                    attnNormWeight: o?.attentionNorm == true ? ones(C) : nil, attnNormBias: o?.attentionNorm == true ? zeros(C) : nil,
-                    projWeight: normal(C * C), projBias: zeros(C), norm2Weight: ones(C), norm2Bias: zeros(C),
-                    fc1Weight: normal(2 * M * C), fc1Bias: zeros(2 * M),
-                    mlpNormWeight: o?.mlpNorm == true ? ones(M) : nil, mlpNormBias: o?.mlpNorm == true ? zeros(M) : nil,
-                    fc2Weight: normal(C * M), fc2Bias: zeros(C))
-            }
-            return ViT(config: c, weights: w)
+            // Built in the initialiser's argument, so the unpacked blocks have one owner and each is
+            // released as it is packed.
+            return ViT(
+                config: c,
+                weights: ViTWeights(
+                    clsToken: normal(C), registers: [], posEmbed: normal((1 + c.grid * c.grid) * C),
+                    patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: [],
+                    evaBlocks: (0..<c.depth).map { _ in
+                        EVABlockWeights(
+                            norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C), qkvBias: c.qkvBias ? zeros(3 * C) : nil,
+                            attnNormWeight: o?.attentionNorm == true ? ones(C) : nil, attnNormBias: o?.attentionNorm == true ? zeros(C) : nil,
+                            projWeight: normal(C * C), projBias: zeros(C), norm2Weight: ones(C), norm2Bias: zeros(C),
+                            fc1Weight: normal(2 * M * C), fc1Bias: zeros(2 * M),
+                            mlpNormWeight: o?.mlpNorm == true ? ones(M) : nil, mlpNormBias: o?.mlpNorm == true ? zeros(M) : nil,
+                            fc2Weight: normal(C * M), fc2Bias: zeros(C))
+                    }, normWeight: ones(C), normBias: zeros(C)))
         }
         let blocks = (0..<c.depth).map { _ in
             ViTBlockWeights(

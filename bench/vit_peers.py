@@ -5,7 +5,9 @@ count, in its own process so peak RSS is measured per tool. Prints one table: im
 ratio of xrlab to the faster peer, achieved GFLOP/s, percent of the sgemm ceiling measured in
 the same run at the model's own matrix shapes (OpenBLAS, via `xrlab bench`), peak RSS.
 
-The peers return the class-token features (timm `num_classes=0`, token pooling). xrlab runs
+The peers return the class-token features (timm `num_classes=0`, token pooling; for EVA-X, timm's
+`Eva` as EVA-X builds it, the pooled fc_norm of the patch mean — xrlab's class-token-only run
+computes every output there too, since EVA-02 pools the patch tokens). xrlab runs
 twice: computing every output (class token, patch tokens, patch mean) as a patch-feature
 embedding does, and with `--class-token-only` (the same output as the peers: its last block's
 attention, projection and MLP run on the class token alone; its GFLOP/s counts that work).
@@ -39,12 +41,18 @@ WORKLOADS = [  # (preset, batch, size)
     ("vitSmall16", 1, 224), ("vitSmall16", 8, 224),
     ("vitBase16", 1, 224), ("vitBase16", 8, 224),
     ("vitBase14at518", 1, 518),
+    ("evaXSmall16", 1, 224), ("evaXSmall16", 8, 224),
+    ("evaXBase16", 1, 224), ("evaXBase16", 8, 224),
 ]
 ARCH = {  # preset -> timm VisionTransformer arguments (identical to xrlab's presets)
     "vitTiny16": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
     "vitSmall16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
     "vitBase16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "vitBase14at518": dict(patch_size=14, embed_dim=768, depth=12, num_heads=12),
+}
+EVA = {  # preset -> timm Eva arguments, as hustvl/EVA-X eva_x.py builds EVA-X (identical to xrlab's presets)
+    "evaXSmall16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "evaXBase16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, qkv_fused=False, scale_mlp=True),
 }
 
 
@@ -54,6 +62,10 @@ def build(preset, size):
         sys.modules.setdefault(m, types.ModuleType(m))
     import timm
     torch.manual_seed(0)
+    if preset in EVA:
+        # The peers return `pooled` (fc_norm of the patch mean), as xrlab's every-output run computes.
+        return timm.models.eva.Eva(img_size=size, num_classes=0, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, use_rot_pos_emb=True,
+                                   ref_feat_shape=(14, 14), **EVA[preset]).eval()
     return timm.models.vision_transformer.VisionTransformer(img_size=size, num_classes=0, **ARCH[preset]).eval()
 
 
@@ -97,6 +109,8 @@ def export(preset, size):
     if os.path.exists(path):
         return
     model = build(preset, size)
+    for blk in getattr(model, "blocks", []) if preset in EVA else []:
+        blk.attn.fused_attn = False  # timm Eva's scaled_dot_product_attention call does not trace (is_causal); same math
     torch.onnx.export(model, (torch.randn(1, 3, size, size),), path, input_names=["pixels"], output_names=["features"],
                       dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
 

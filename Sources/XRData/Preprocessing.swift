@@ -93,6 +93,18 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
         shortestEdge: 518, crop: 518, mean: [0.5307, 0.5307, 0.5307],
         std: [0.2583, 0.2583, 0.2583])
 
+    /// EVA-X's evaluation transform (hustvl/EVA-X `classification/utils/datasets.py`): resize the
+    /// shorter side to int(size / crop_pct) with crop_pct 224/256 up to 224 px (1 above), bicubic,
+    /// centre crop `size` (torchvision's rounding), mean 0.49185243 and std 0.28509309 on every channel.
+    public static func evaX(size: Int = 224) -> Preprocessing {
+        let cropPct = size <= 224 ? 224.0 / 256.0 : 1.0
+        var p = Preprocessing(
+            shortestEdge: Int(Double(size) / cropPct), crop: size, interpolation: .bicubic,
+            mean: [0.491_852_43, 0.491_852_43, 0.491_852_43], std: [0.285_093_09, 0.285_093_09, 0.285_093_09])
+        p.cropRounding = .halfEven
+        return p
+    }
+
     // MARK: Codable — fields added after the first release decode with their defaults, and
     // `maxPixels` is written only when it differs from the default (it never changes values, so
     // the JSON, which feature-cache keys hash, stays what it was).

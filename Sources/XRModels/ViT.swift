@@ -22,13 +22,42 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     }
 
     /// The transformer block the encoder is built from. Each kind has one key list
-    /// (`PreNormBlockKeys`) and one forward (`PreNormBlock`), shared by inference and by the
-    /// frozen blocks of a trainable encoder; a new kind (e.g. EVA-02: rotary position
-    /// embeddings, SwiGLU MLP, sub-LayerNorm) is a new case with its own keys and block beside them.
+    /// (`PreNormBlockKeys`, `EVABlockKeys`) and one forward (`PreNormBlock`, `EVABlock`); a new
+    /// kind is a new case with its own keys and block beside them.
     public enum BlockKind: String, Codable, Sendable {
         /// timm `Block` / DINOv2 `NestedTensorBlock`: x += ls1 ⊙ proj(attn(LN1 x));
         /// x += ls2 ⊙ fc2(GELU(fc1(LN2 x))), fused qkv, optional LayerScale, exact (erf) GELU.
         case preNorm
+        /// EVA-02 / EVA-X (timm `EvaBlock`, `EVAOptions` says which variant):
+        /// x += proj(LN_a(attn(RoPE(q), RoPE(k), v)));  x += fc2(LN_m(SiLU(g) ⊙ v)), [g | v] = fc1(LN2 x),
+        /// fused qkv with q / v biases only, 2-D rotary position embeddings on the patch tokens'
+        /// queries and keys, SwiGLU MLP, optional sub-LayerNorms LN_a / LN_m, no LayerScale; pooled by
+        /// `fc_norm` of the patch-token mean with no final norm. Keys: `EVABlockKeys`; block: `EVABlock`.
+        case eva02
+    }
+
+    /// What varies among EVA-02 encoders (timm `Eva` arguments), for `BlockKind.eva02`.
+    public struct EVAOptions: Codable, Sendable, Equatable {
+        /// RoPE reference grid (timm / EVA `ref_feat_shape`): patch coordinates are rescaled so the
+        /// grid spans this many positions per side; nil uses plain integer positions.
+        public var ropeReferenceGrid: Int?
+        /// One (3C, C) `attn.qkv` with `q_bias` / `v_bias` (EVA-X Ti / S), else separate
+        /// `q_proj` / `k_proj` / `v_proj` with biases on q and v (EVA-X B).
+        public var qkvFused: Bool
+        /// One (2M, C) `mlp.fc1` (EVA `w12`), else `fc1_g` / `fc1_x` (EVA `w1` / `w2`).
+        public var mlpPacked: Bool
+        /// The sub-LayerNorm on the SwiGLU output before fc2 (timm `scale_mlp`, EVA `ffn_ln`).
+        public var mlpNorm: Bool
+        /// The sub-LayerNorm on the attention output before proj (timm `scale_attn_inner`, EVA `inner_attn_ln`).
+        public var attentionNorm: Bool
+
+        public init(ropeReferenceGrid: Int?, qkvFused: Bool, mlpPacked: Bool, mlpNorm: Bool, attentionNorm: Bool = false) {
+            self.ropeReferenceGrid = ropeReferenceGrid
+            self.qkvFused = qkvFused
+            self.mlpPacked = mlpPacked
+            self.mlpNorm = mlpNorm
+            self.attentionNorm = attentionNorm
+        }
     }
 
     /// Native image size (the position-embedding grid is imageSize / patchSize).
@@ -50,6 +79,8 @@ public struct ViTConfig: Codable, Sendable, Equatable {
     public var block: BlockKind? = nil
     /// The block kind, `.preNorm` unless set.
     public var blockKind: BlockKind { block ?? .preNorm }
+    /// The EVA-02 variant, for `.eva02` (nil otherwise, and absent from configs written before it).
+    public var eva: EVAOptions? = nil
 
     public init(
         imageSize: Int, patchSize: Int, dim: Int, depth: Int, heads: Int, mlpHidden: Int? = nil,
@@ -108,12 +139,27 @@ public struct ViTConfig: Codable, Sendable, Equatable {
         imageSize: 518, patchSize: 14, dim: 768, depth: 12, heads: 12,
         layerScale: true, posEmbedResize: .huggingFace)
 
+    /// EVA-X (hustvl/EVA-X `eva_x.py`): EVA-02 at 224 px, patch 16, mlp_ratio 4·2/3, RoPE reference grid 14.
+    static func evaX(dim: Int, heads: Int, base: Bool) -> ViTConfig {
+        var c = ViTConfig(imageSize: 224, patchSize: 16, dim: dim, depth: 12, heads: heads, mlpHidden: Int(Double(dim) * (4.0 * 2.0 / 3.0)))
+        c.block = .eva02
+        c.eva = EVAOptions(ropeReferenceGrid: 14, qkvFused: !base, mlpPacked: !base, mlpNorm: base)
+        return c
+    }
+    /// EVA-X Ti/16 (`eva_x_tiny_patch16`): dim 192, 3 heads, fused qkv, packed SwiGLU.
+    public static let evaXTiny16 = evaX(dim: 192, heads: 3, base: false)
+    /// EVA-X S/16 (`eva_x_small_patch16`): dim 384, 6 heads, fused qkv, packed SwiGLU.
+    public static let evaXSmall16 = evaX(dim: 384, heads: 6, base: false)
+    /// EVA-X B/16 (`eva_x_base_patch16`): dim 768, 12 heads, separate q/k/v, SwiGLU with sub-LN.
+    public static let evaXBase16 = evaX(dim: 768, heads: 12, base: true)
+
     public static let presets: [String: ViTConfig] = [
         "vitTiny16": .vitTiny16, "vitSmall16": .vitSmall16, "vitBase16": .vitBase16,
         "vitBase14at518": .vitBase14at518,
         "dinov2Small14": .dinov2Small14, "dinov2Base14": .dinov2Base14,
         "dinov2Small14Reg4": .dinov2Small14Reg4, "dinov2Base14Reg4": .dinov2Base14Reg4,
-        "radDino": .radDino
+        "radDino": .radDino,
+        "evaXTiny16": .evaXTiny16, "evaXSmall16": .evaXSmall16, "evaXBase16": .evaXBase16
     ]
     public static var presetNames: [String] { presets.keys.sorted() }
     public static func preset(named name: String) -> ViTConfig? { presets[name] }
@@ -139,11 +185,15 @@ struct ViTWeights: Sendable {
     var posEmbed: [Float] // (posEmbedPrefix + grid², C)
     var patchWeight, patchBias: [Float] // (C, 3·P·P), (C)
     var blocks: [ViTBlockWeights]
+    /// The EVA-02 blocks (`BlockKind.eva02`; `blocks` is then empty).
+    var evaBlocks: [EVABlockWeights] = []
+    /// The final LayerNorm; for EVA-02 the `fc_norm` applied to the pooled patch mean.
     var normWeight, normBias: [Float] // (C)
 }
 
-/// Encoder outputs, all after the final LayerNorm; register tokens are excluded from the
-/// patch tokens and their mean.
+/// Encoder outputs, all after the final LayerNorm (EVA-02, whose final norm is `fc_norm` on the
+/// pooled mean: all before it, as timm's `forward_features` returns them); register tokens are
+/// excluded from the patch tokens and their mean.
 public struct ViTOutput: Sendable {
     /// (B, C)
     public var cls: Tensor
@@ -156,8 +206,8 @@ public struct ViTOutput: Sendable {
     public var lastBlocksCLS: [Tensor]
 
     /// (B, C) the model's own pre-logits feature, as timm's `forward_head(pre_logits=True)`
-    /// computes it. Every family xrlab runs (timm ViT, DINOv2, Hugging Face Dinov2) pools with
-    /// the class token (`global_pool='token'`, no `fc_norm`), so it is the class token after the
-    /// final LayerNorm; timm hub configs stating any other pooling are refused on load.
-    public var pooled: Tensor { cls }
+    /// computes it: the class token after the final LayerNorm for timm ViT, DINOv2 and Hugging
+    /// Face Dinov2 (`global_pool='token'`, no `fc_norm`); `fc_norm` of the patch-token mean for
+    /// EVA-02 / EVA-X (`global_pool='avg'`).
+    public var pooled: Tensor
 }

@@ -1,6 +1,6 @@
 // The encoder's transformer block: one forward per block kind, run by the inference encoder
-// and by the frozen blocks of a trainable encoder. B batch, T tokens, C channels, H heads,
-// M MLP hidden.
+// and by the frozen blocks of a trainable encoder. B batch, T tokens, N patches, C channels,
+// H heads, D = C/H, M MLP hidden.
 import Foundation
 import XRTensor
 import XRKernels
@@ -91,6 +91,88 @@ extension PreNormBlock {
         packedProduct(mlp, h, fc1, rows: rows, finish: .biasGELU(fc1Bias.p))
         packedProduct(h, mlp, fc2, rows: rows, finish: .biasScaleResidual(bias: fc2Bias.p, scale: ls2?.p, residual: x, ld: C))
         if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
+    }
+}
+
+// MARK: EVA-02
+
+struct EVABlockWeights: Sendable {
+    var norm1Weight, norm1Bias: [Float] // (C)
+    var qkvWeight: [Float] // (3C, C)
+    var qkvBias: [Float]? // (3C), k part zero
+    var attnNormWeight, attnNormBias: [Float]? // (C)
+    var projWeight, projBias: [Float] // (C, C), (C)
+    var norm2Weight, norm2Bias: [Float] // (C)
+    var fc1Weight, fc1Bias: [Float] // (2M, C), (2M)
+    var mlpNormWeight, mlpNormBias: [Float]? // (M)
+    var fc2Weight, fc2Bias: [Float] // (C, M), (C)
+}
+
+/// One EVA-02 block as its forward reads it: vectors in buffers, linear weights packed as Wᵀ
+/// for `packedProduct`.
+///
+///     x += proj(LN_a(attention(RoPE(q), RoPE(k), v)))      q, k, v = LN1(x) Wqkvᵀ + [q_bias; 0; v_bias]
+///     x += fc2(LN_m(SiLU(g) ⊙ v))                         [g | v] = fc1(LN2(x))
+///
+/// RoPE turns the patch tokens' queries and keys (never the class token's); LN_a and LN_m are
+/// present only in the variants that have them (`EVAOptions.attentionNorm`, `.mlpNorm`).
+public struct EVABlock: @unchecked Sendable {
+    public var norm1Weight, norm1Bias: Buffer // (C)
+    public var qkv: PackedMatrix // (3C, C), rows [q; k; v]
+    public var qkvBias: Buffer? // (3C)
+    public var attnNormWeight, attnNormBias: Buffer? // (C)
+    public var proj: PackedMatrix // (C, C)
+    public var projBias: Buffer // (C)
+    public var norm2Weight, norm2Bias: Buffer // (C)
+    public var fc1: PackedMatrix // (2M, C), rows [gate; value]
+    public var fc1Bias: Buffer // (2M)
+    public var mlpNormWeight, mlpNormBias: Buffer? // (M)
+    public var fc2: PackedMatrix // (C, M)
+    public var fc2Bias: Buffer // (C)
+
+    /// Pack one block's loaded weights (each unpacked copy released as it is packed).
+    init(_ w: inout EVABlockWeights, dim C: Int, hidden M: Int) {
+        func pack(_ a: inout [Float], _ n: Int, _ k: Int) -> PackedMatrix {
+            let p = a.withUnsafeBufferPointer { PackedMatrix(transposing: $0.baseAddress!, rows: n, cols: k) }
+            a = []
+            return p
+        }
+        norm1Weight = Buffer(w.norm1Weight); norm1Bias = Buffer(w.norm1Bias)
+        qkv = pack(&w.qkvWeight, 3 * C, C); qkvBias = w.qkvBias.map { Buffer($0) }
+        attnNormWeight = w.attnNormWeight.map { Buffer($0) }; attnNormBias = w.attnNormBias.map { Buffer($0) }
+        proj = pack(&w.projWeight, C, C); projBias = Buffer(w.projBias)
+        norm2Weight = Buffer(w.norm2Weight); norm2Bias = Buffer(w.norm2Bias)
+        fc1 = pack(&w.fc1Weight, 2 * M, C); fc1Bias = Buffer(w.fc1Bias)
+        mlpNormWeight = w.mlpNormWeight.map { Buffer($0) }; mlpNormBias = w.mlpNormBias.map { Buffer($0) }
+        fc2 = pack(&w.fc2Weight, C, M); fc2Bias = Buffer(w.fc2Bias)
+    }
+
+    /// Floats of `BlockWorkspace.mlp` an EVA-02 block needs per token row: the 2M gate and value
+    /// features and the M gated ones.
+    static func mlpWidth(_ c: ViTConfig) -> Int { 3 * c.mlpHidden }
+
+    /// x (B·T, C) updated in place; `ws.mlp` holds B·T · 3M floats. sin, cos (N, D/2): the
+    /// rotation angles of this input's patch grid (`ropeAngles`). BLAS must be single-threaded
+    /// when there are several workers.
+    public func forward(
+        _ x: UnsafeMutablePointer<Float>, _ ws: BlockWorkspace, sin: UnsafePointer<Float>, cos: UnsafePointer<Float>,
+        config: ViTConfig, batch B: Int, tokens T: Int
+    ) {
+        let C = config.dim, M = config.mlpHidden, BT = B * T, eps = config.layerNormEps
+        let h = ws.h, qkv = ws.qkv, attn = ws.attn, u = ws.mlp, gated = ws.mlp + BT * 2 * M
+        // Attention branch. The biases and the residual add run in the products' epilogues.
+        parallelLayerNorm(h, x, norm1Weight.p, norm1Bias.p, rows: BT, cols: C, eps: eps)
+        packedProduct(qkv, h, self.qkv, rows: BT, finish: qkvBias.map { .bias($0.p) } ?? .none)
+        ropeForward(qkv, sin: sin, cos: cos, batch: B, tokens: T, prefix: 1, channels: C, heads: config.heads)
+        attentionForward(attn, qkv, scores: ws.scores, batch: B, tokens: T, channels: C, heads: config.heads)
+        if let w = attnNormWeight, let b = attnNormBias { parallelLayerNorm(attn, attn, w.p, b.p, rows: BT, cols: C, eps: eps) }
+        packedProduct(h, attn, proj, rows: BT, finish: .biasScaleResidual(bias: projBias.p, scale: nil, residual: x, ld: C))
+        // SwiGLU MLP branch.
+        parallelLayerNorm(h, x, norm2Weight.p, norm2Bias.p, rows: BT, cols: C, eps: eps)
+        packedProduct(u, h, fc1, rows: BT, finish: .bias(fc1Bias.p))
+        swiGLUForward(gated, u, rows: BT, hidden: M)
+        if let w = mlpNormWeight, let b = mlpNormBias { parallelLayerNorm(gated, gated, w.p, b.p, rows: BT, cols: M, eps: eps) }
+        packedProduct(h, gated, fc2, rows: BT, finish: .biasScaleResidual(bias: fc2Bias.p, scale: nil, residual: x, ld: C))
     }
 }
 

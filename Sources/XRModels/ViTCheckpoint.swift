@@ -11,6 +11,9 @@ public enum ViTLayout: String, Codable, Sendable {
     case dinov2
     /// Hugging Face `Dinov2Model` / `Dinov2WithRegistersModel` (e.g. RAD-DINO).
     case huggingFace
+    /// EVA-02 / EVA-X original names (`mlp.w12`, `mlp.w3`, `mlp.ffn_ln`, `attn.q_bias`, …), as
+    /// hustvl/EVA-X saves its checkpoints; timm-named EVA-02 checkpoints are `.timm`.
+    case eva
 }
 
 /// A loaded encoder and where it came from.
@@ -79,7 +82,9 @@ public enum ViTLoader {
         let src = try WeightSource([url], stateDictKey: stateDictKey)
         var notes: [String] = []
         let layout: ViTLayout
-        if src.owner["embeddings.patch_embeddings.projection.weight"] != nil {
+        if let eva = evaLayout(src) {
+            layout = eva
+        } else if src.owner["embeddings.patch_embeddings.projection.weight"] != nil {
             layout = .huggingFace
         } else if src.owner["patch_embed.proj.weight"] != nil {
             layout = (src.owner["register_tokens"] != nil || src.owner["mask_token"] != nil) ? .dinov2 : .timm
@@ -88,7 +93,13 @@ public enum ViTLoader {
                 "not a ViT checkpoint: neither 'patch_embed.proj.weight' (timm / DINOv2) nor 'embeddings.patch_embeddings.projection.weight' (Hugging Face) is present",
                 file: url.path, field: "patch embedding")
         }
-        var config = try inferConfig(src, layout: layout, heads: heads ?? preset?.heads, notes: &notes, file: url.path)
+        var config: ViTConfig
+        if evaLayout(src) != nil {
+            config = try inferEVAConfig(
+                src, layout: layout, heads: heads ?? preset?.heads, ropeGrid: preset?.eva?.ropeReferenceGrid, notes: &notes, file: url.path)
+        } else {
+            config = try inferConfig(src, layout: layout, heads: heads ?? preset?.heads, notes: &notes, file: url.path)
+        }
         if let preset { try checkAgainstPreset(config, preset, file: url.path); config.layerNormEps = preset.layerNormEps }
         let model = try build(src, layout: layout, config: config, file: url.path)
         return LoadedViT(
@@ -222,7 +233,8 @@ public enum ViTLoader {
         let pairs: [(String, Int, Int)] = [
             ("dim", p.dim, c.dim), ("depth", p.depth, c.depth), ("patchSize", p.patchSize, c.patchSize),
             ("mlpHidden", p.mlpHidden, c.mlpHidden), ("numRegisters", p.numRegisters, c.numRegisters),
-            ("grid", p.grid, c.grid), ("layerScale", p.layerScale ? 1 : 0, c.layerScale ? 1 : 0)
+            ("grid", p.grid, c.grid), ("layerScale", p.layerScale ? 1 : 0, c.layerScale ? 1 : 0),
+            ("block kind (0 pre-norm ViT, 1 EVA-02)", p.blockKind == .eva02 ? 1 : 0, c.blockKind == .eva02 ? 1 : 0)
         ]
         for (name, want, got) in pairs where want != got {
             throw XRError(
@@ -254,8 +266,7 @@ public enum ViTLoader {
             }
             params[canonical] = values
         }
-        let ignored = ignoredByDesign(layout)
-        let unused = src.names.filter { !used.contains($0) && !ignored.contains($0) }
+        let unused = src.names.filter { !used.contains($0) && !ignoredByDesign(layout, $0) }
         if let first = unused.first {
             let shape = src.shape(first).map(describeShape) ?? "?"
             throw XRError(
@@ -263,6 +274,7 @@ public enum ViTLoader {
                 file: file, field: first,
                 hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
         }
+        if c.blockKind == .eva02 { return evaModel(&params, config: c) }
         func p(_ k: String) -> [Float] { params[k] ?? [] }
         func opt(_ k: String) -> [Float]? { params[k] }
         let blocks = (0..<c.depth).map { i -> ViTBlockWeights in

@@ -10,6 +10,11 @@ extension ViT {
     /// (1, posEmbedPrefix + (size / P)², C), resized with the checkpoint family's own rule.
     public func timmTensors(size: Int) throws -> [String: Tensor] {
         let c = config, P = c.patchSize
+        guard c.blockKind == .preNorm else {
+            throw XRError(
+                "EVA-02 encoders are not trainable yet: their weights cannot be exported for training", field: "model",
+                hint: "use EVA-02 / EVA-X features with the probe methods (logistic, knn, prototype) and pack / predict")
+        }
         guard size > 0, size % P == 0 else { throw XRError("input size \(size) is not a multiple of the patch size \(P)", field: "preprocessing") }
         let g = size / P
         var values: [String: [Float]] = [

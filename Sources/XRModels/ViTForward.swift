@@ -18,6 +18,10 @@ public final class ViT: @unchecked Sendable {
     /// The blocks, their linear layers packed once; the unpacked copies are released as each is
     /// packed, so a model holds its weights once.
     let blocks: [PreNormBlock]
+    /// The EVA-02 blocks (`BlockKind.eva02`; `blocks` is then empty), packed likewise.
+    let evaBlocks: [EVABlock]
+    /// RoPE angles (sin, cos) per patch grid, for EVA-02.
+    private var ropeCache: [String: (sin: [Float], cos: [Float])] = [:]
 
     init(config: ViTConfig, weights: consuming ViTWeights) {
         self.config = config
@@ -41,10 +45,15 @@ public final class ViT: @unchecked Sendable {
                         qkvBias: b.qkvBias.map { Buffer($0) }, proj: proj, projBias: Buffer(b.projBias),
                         ls1: b.ls1.map { Buffer($0) }, norm2Weight: Buffer(b.norm2Weight), norm2Bias: Buffer(b.norm2Bias),
                         fc1: fc1, fc1Bias: Buffer(b.fc1Bias), fc2: fc2, fc2Bias: Buffer(b.fc2Bias), ls2: b.ls2.map { Buffer($0) }))
+            case .eva02: break
             }
         }
+        var evaBlocks: [EVABlock] = []
+        for i in weights.evaBlocks.indices { evaBlocks.append(EVABlock(&weights.evaBlocks[i], dim: C, hidden: M)) }
         weights.blocks = []
+        weights.evaBlocks = []
         self.blocks = blocks
+        self.evaBlocks = evaBlocks
         w = weights
     }
 
@@ -54,7 +63,8 @@ public final class ViT: @unchecked Sendable {
     /// `classTokenOnly`: only the class-token outputs (`cls`, `lastBlocksCLS`) are wanted, so the
     /// last block computes keys and values for every token but attention, projection and MLP for
     /// the class token alone, and `patchMean` / `patchTokens` come back empty ((B, 0), (B, 0, C)).
-    /// The class-token outputs are the same as without it.
+    /// The class-token outputs are the same as without it. EVA-02 encoders pool the patch tokens,
+    /// so for them it changes nothing: every output is computed.
     public func forward(
         pixels: [Float], batch B: Int, height: Int, width: Int, lastBlocks: Int = 0,
         classTokenOnly: Bool = false
@@ -73,11 +83,15 @@ public final class ViT: @unchecked Sendable {
         }
         let gh = height / P, gw = width / P, N = gh * gw, R = c.numRegisters, T = 1 + R + N, BT = B * T, K = 3 * P * P
         let pos = try positionEmbedding(gh: gh, gw: gw, height: height, width: width)
+        let eva = c.blockKind == .eva02
+        // EVA-02 pools the patch tokens (and has no final norm), so it never takes the class-token shortcut.
+        let classTokenOnly = classTokenOnly && !eva
+        let rope = eva ? ropeAngles(gh: gh, gw: gw) : (sin: [Float](), cos: [Float]())
 
         lock.lock(); defer { lock.unlock() }
         // Workspace layout: x (BT, C) | h (BT, C) | qkv (BT, 3C) | attn (BT, C) | mlp (BT, M) | scores | cols (B·N, K)
         let scoreSize = BlockWorkspace.scoreSize(c, batch: B, tokens: T)
-        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * M, scoreSize, B * N * K]
+        let sizes = [BT * C, BT * C, BT * 3 * C, BT * C, BT * (eva ? EVABlock.mlpWidth(c) : M), scoreSize, B * N * K]
         let total = sizes.reduce(0, +)
         if workspace.count < total { workspace = [Float](repeating: 0, count: total) }
         var cls = [Float](repeating: 0, count: B * C)
@@ -114,13 +128,22 @@ public final class ViT: @unchecked Sendable {
                 assembleTokens(x, pos: pos, batch: B, patches: N)
 
                 let ws = BlockWorkspace(h: h, qkv: qkv, attn: attn, mlp: mlp, scores: scores)
-                for (i, block) in blocks.enumerated() {
-                    block.forward(x, ws, config: c, batch: B, tokens: T, classToken: classTokenOnly && i == c.depth - 1)
+                for i in 0..<c.depth {
+                    if eva {
+                        rope.sin.withUnsafeBufferPointer { s in
+                            rope.cos.withUnsafeBufferPointer { cs in
+                                evaBlocks[i].forward(x, ws, sin: s.baseAddress!, cos: cs.baseAddress!, config: c, batch: B, tokens: T)
+                            }
+                        }
+                    } else {
+                        blocks[i].forward(x, ws, config: c, batch: B, tokens: T, classToken: classTokenOnly && i == c.depth - 1)
+                    }
                     let k = i - (c.depth - lastBlocks)
                     if k >= 0 {
                         lastCLS[k].withUnsafeMutableBufferPointer { out in
                             for b in 0..<B { (out.baseAddress! + b * C).update(from: x + b * T * C, count: C) }
-                            layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B)
+                            // EVA-02's final norm is the identity (its LayerNorm is fc_norm, on the pooled mean).
+                            if !eva { layerNorm(out.baseAddress!, out.baseAddress!, w.normWeight, w.normBias, rows: B) }
                         }
                     }
                 }
@@ -131,7 +154,7 @@ public final class ViT: @unchecked Sendable {
                     }
                     return
                 }
-                layerNorm(x, x, w.normWeight, w.normBias, rows: BT)
+                if !eva { layerNorm(x, x, w.normWeight, w.normBias, rows: BT) }
 
                 for b in 0..<B {
                     let row = x + b * T * C
@@ -145,10 +168,28 @@ public final class ViT: @unchecked Sendable {
                 }
             }
         }
+        var pooled = cls
+        if eva {
+            // timm `forward_head(pre_logits=True)` with global_pool='avg': fc_norm(mean of the patch tokens).
+            pooled = mean
+            pooled.withUnsafeMutableBufferPointer { p in layerNorm(p.baseAddress!, p.baseAddress!, w.normWeight, w.normBias, rows: B) }
+        }
         return ViTOutput(
             cls: Tensor(shape: [B, C], scalars: cls), patchMean: Tensor(shape: [B, mean.count / B], scalars: mean),
             patchTokens: Tensor(shape: [B, tokens.count / (B * C), C], scalars: tokens),
-            lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) })
+            lastBlocksCLS: lastCLS.map { Tensor(shape: [B, C], scalars: $0) }, pooled: Tensor(shape: [B, C], scalars: pooled))
+    }
+
+    /// RoPE angles for a (gh, gw) patch grid, cached per grid.
+    private func ropeAngles(gh: Int, gw: Int) -> (sin: [Float], cos: [Float]) {
+        let key = "\(gh)x\(gw)"
+        lock.lock()
+        defer { lock.unlock() }
+        if let cached = ropeCache[key] { return cached }
+        let ref = config.eva?.ropeReferenceGrid.map { (height: $0, width: $0) }
+        let angles = XRKernels.ropeAngles(gridHeight: gh, gridWidth: gw, headDim: config.dim / config.heads, reference: ref)
+        ropeCache[key] = angles
+        return angles
     }
 
     private func layerNorm(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float], _ bias: [Float], rows: Int) {
@@ -235,6 +276,25 @@ extension ViT {
         func ones(_ n: Int) -> [Float] { [Float](repeating: 1, count: n) }
         func zeros(_ n: Int) -> [Float] { [Float](repeating: 0, count: n) }
         let C = c.dim, M = c.mlpHidden, P = c.patchSize
+        if c.blockKind == .eva02 {
+            let o = c.eva
+            // Built in the initialiser's argument, so the unpacked blocks have one owner and each is
+            // released as it is packed.
+            return ViT(
+                config: c,
+                weights: ViTWeights(
+                    clsToken: normal(C), registers: [], posEmbed: normal((1 + c.grid * c.grid) * C),
+                    patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: [],
+                    evaBlocks: (0..<c.depth).map { _ in
+                        EVABlockWeights(
+                            norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C), qkvBias: c.qkvBias ? zeros(3 * C) : nil,
+                            attnNormWeight: o?.attentionNorm == true ? ones(C) : nil, attnNormBias: o?.attentionNorm == true ? zeros(C) : nil,
+                            projWeight: normal(C * C), projBias: zeros(C), norm2Weight: ones(C), norm2Bias: zeros(C),
+                            fc1Weight: normal(2 * M * C), fc1Bias: zeros(2 * M),
+                            mlpNormWeight: o?.mlpNorm == true ? ones(M) : nil, mlpNormBias: o?.mlpNorm == true ? zeros(M) : nil,
+                            fc2Weight: normal(C * M), fc2Bias: zeros(C))
+                    }, normWeight: ones(C), normBias: zeros(C)))
+        }
         let blocks = (0..<c.depth).map { _ in
             ViTBlockWeights(
                 norm1Weight: ones(C), norm1Bias: zeros(C), qkvWeight: normal(3 * C * C),
@@ -258,9 +318,12 @@ extension ViT {
         let c = config, P = c.patchSize
         let N = Double((height / P) * (width / P)), T = N + Double(1 + c.numRegisters)
         let C = Double(c.dim), M = Double(c.mlpHidden)
-        let perBlock = 2 * T * (4 * C * C + 2 * C * M) + 4 * T * T * C
+        // Per block: q, k, v and proj (4C²), the MLP (2CM; EVA-02's SwiGLU 3CM), attention (2 · 2T²C).
+        let mlp = c.blockKind == .eva02 ? 3 * C * M : 2 * C * M
+        let perBlock = 2 * T * (4 * C * C + mlp) + 4 * T * T * C
         let total = Double(c.depth) * perBlock + 2 * N * C * Double(3 * P * P)
-        guard classTokenOnly, c.depth > 0 else { return total }
+        // EVA-02 computes every output even when only the class token is asked for.
+        guard classTokenOnly, c.depth > 0, c.blockKind == .preNorm else { return total }
         let lastBlock = 2 * T * 2 * C * C + 2 * (2 * C * C + 2 * C * M) + 4 * T * C
         return total - perBlock + lastBlock
     }

@@ -1,6 +1,8 @@
 // The encoder's parameters by name: canonical (timm) names and shapes, written once here, and
 // the table of each checkpoint layout that maps them to its own keys. The loader, the export
-// for training and the trainable encoder all read these.
+// for training and the trainable encoder all read these. EVA-02's canonical names are timm's
+// `Eva` ones; EVA's original names (as hustvl/EVA-X and baaivision/EVA save their checkpoints)
+// map to them by the inverse of timm's `eva.checkpoint_filter_fn` renames.
 // C channels, M MLP hidden, P patch size, R registers.
 import Foundation
 
@@ -60,9 +62,13 @@ extension ViTConfig {
         for i in 0..<depth {
             switch blockKind {
             case .preNorm: s += PreNormBlockKeys(block: i).shapes(self)
+            case .eva02: s += EVABlockKeys(block: i).shapes(self)
             }
         }
-        s += [(ViTKeys.normWeight, [C]), (ViTKeys.normBias, [C])]
+        switch blockKind {
+        case .preNorm: s += [(ViTKeys.normWeight, [C]), (ViTKeys.normBias, [C])]
+        case .eva02: s += [(EVAKeys.fcNormWeight, [C]), (EVAKeys.fcNormBias, [C])]
+        }
         return s
     }
 }
@@ -84,6 +90,8 @@ func checkpointKeys(_ layout: ViTLayout, _ name: String, _ shape: [Int]) -> Para
     switch layout {
     case .timm:
         return one(name)
+    case .eva:
+        return one(evaOriginalName(name))
     case .dinov2:
         return one(name == ViTKeys.registers ? "register_tokens" : name)
     case .huggingFace:
@@ -116,12 +124,101 @@ private let huggingFaceBlock: [String: String] = [
     "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1"
 ]
 
-/// Keys that real checkpoints carry but feature extraction does not use, by design. Anything
+/// Whether a key that real checkpoints carry is unused by feature extraction by design. Anything
 /// else that the table does not consume is an error.
-func ignoredByDesign(_ layout: ViTLayout) -> Set<String> {
+func ignoredByDesign(_ layout: ViTLayout, _ key: String) -> Bool {
     switch layout {
-    case .timm: return ["head.weight", "head.bias"]
-    case .dinov2: return ["mask_token", "head.weight", "head.bias"]
-    case .huggingFace: return ["embeddings.mask_token"]
+    case .timm: return ["head.weight", "head.bias"].contains(key)
+    case .dinov2: return ["mask_token", "head.weight", "head.bias"].contains(key)
+    case .huggingFace: return key == "embeddings.mask_token"
+    case .eva: return evaIgnoredByDesign(key)
     }
+}
+
+// MARK: EVA-02
+
+public enum EVAKeys {
+    public static let fcNormWeight = "fc_norm.weight" // (C)
+    public static let fcNormBias = "fc_norm.bias" // (C)
+}
+
+/// Canonical (timm `EvaBlock`) names of one EVA-02 block's parameters.
+public struct EVABlockKeys: Sendable {
+    public let norm1Weight, norm1Bias: String // (C)
+    public let qkvWeight, qBias, vBias: String // (3C, C), (C), (C): fused layout
+    public let qProjWeight, kProjWeight, vProjWeight, qProjBias, vProjBias: String // (C, C), (C): separate layout
+    public let attnNormWeight, attnNormBias: String // (C) sub-LN of the attention output
+    public let projWeight, projBias: String // (C, C), (C)
+    public let norm2Weight, norm2Bias: String // (C)
+    public let fc1Weight, fc1Bias: String // (2M, C), (2M): packed [gate; value]
+    public let fc1gWeight, fc1gBias, fc1xWeight, fc1xBias: String // (M, C), (M): gate and value apart
+    public let mlpNormWeight, mlpNormBias: String // (M) sub-LN of the SwiGLU output
+    public let fc2Weight, fc2Bias: String // (C, M), (C)
+
+    public init(block i: Int) {
+        let p = "blocks.\(i)."
+        norm1Weight = p + "norm1.weight"; norm1Bias = p + "norm1.bias"
+        qkvWeight = p + "attn.qkv.weight"; qBias = p + "attn.q_bias"; vBias = p + "attn.v_bias"
+        qProjWeight = p + "attn.q_proj.weight"; kProjWeight = p + "attn.k_proj.weight"; vProjWeight = p + "attn.v_proj.weight"
+        qProjBias = p + "attn.q_proj.bias"; vProjBias = p + "attn.v_proj.bias"
+        attnNormWeight = p + "attn.norm.weight"; attnNormBias = p + "attn.norm.bias"
+        projWeight = p + "attn.proj.weight"; projBias = p + "attn.proj.bias"
+        norm2Weight = p + "norm2.weight"; norm2Bias = p + "norm2.bias"
+        fc1Weight = p + "mlp.fc1.weight"; fc1Bias = p + "mlp.fc1.bias"
+        fc1gWeight = p + "mlp.fc1_g.weight"; fc1gBias = p + "mlp.fc1_g.bias"
+        fc1xWeight = p + "mlp.fc1_x.weight"; fc1xBias = p + "mlp.fc1_x.bias"
+        mlpNormWeight = p + "mlp.norm.weight"; mlpNormBias = p + "mlp.norm.bias"
+        fc2Weight = p + "mlp.fc2.weight"; fc2Bias = p + "mlp.fc2.bias"
+    }
+
+    /// The block's parameters with their shapes, in model order, as the config's `EVAOptions` has them.
+    public func shapes(_ c: ViTConfig) -> [(name: String, shape: [Int])] {
+        let C = c.dim, M = c.mlpHidden
+        let o = c.eva ?? ViTConfig.EVAOptions(ropeReferenceGrid: nil, qkvFused: true, mlpPacked: true, mlpNorm: false)
+        var s: [(name: String, shape: [Int])] = [(norm1Weight, [C]), (norm1Bias, [C])]
+        if o.qkvFused {
+            s.append((qkvWeight, [3 * C, C]))
+            if c.qkvBias { s += [(qBias, [C]), (vBias, [C])] }
+        } else {
+            s += [(qProjWeight, [C, C])]
+            if c.qkvBias { s.append((qProjBias, [C])) }
+            s += [(kProjWeight, [C, C]), (vProjWeight, [C, C])]
+            if c.qkvBias { s.append((vProjBias, [C])) }
+        }
+        if o.attentionNorm { s += [(attnNormWeight, [C]), (attnNormBias, [C])] }
+        s += [(projWeight, [C, C]), (projBias, [C]), (norm2Weight, [C]), (norm2Bias, [C])]
+        if o.mlpPacked {
+            s += [(fc1Weight, [2 * M, C]), (fc1Bias, [2 * M])]
+        } else {
+            s += [(fc1gWeight, [M, C]), (fc1gBias, [M]), (fc1xWeight, [M, C]), (fc1xBias, [M])]
+        }
+        if o.mlpNorm { s += [(mlpNormWeight, [M]), (mlpNormBias, [M])] }
+        s += [(fc2Weight, [C, M]), (fc2Bias, [C])]
+        return s
+    }
+}
+
+/// EVA's original name of a canonical (timm) EVA-02 parameter: `mlp.fc1` ← `mlp.w12`,
+/// `mlp.fc1_g` / `fc1_x` ← `mlp.w1` / `w2`, `mlp.fc2` ← `mlp.w3`, `mlp.norm` ← `mlp.ffn_ln`,
+/// `attn.norm` ← `attn.inner_attn_ln`, `attn.q_proj.bias` / `v_proj.bias` ← `attn.q_bias` /
+/// `v_bias`, and `fc_norm` ← the pretraining model's final `norm` (timm moves it there for MIM
+/// checkpoints).
+func evaOriginalName(_ name: String) -> String {
+    if name == EVAKeys.fcNormWeight { return ViTKeys.normWeight }
+    if name == EVAKeys.fcNormBias { return ViTKeys.normBias }
+    let renames = [
+        (".mlp.fc1_g.", ".mlp.w1."), (".mlp.fc1_x.", ".mlp.w2."), (".mlp.fc1.", ".mlp.w12."), (".mlp.fc2.", ".mlp.w3."),
+        (".mlp.norm.", ".mlp.ffn_ln."), (".attn.norm.", ".attn.inner_attn_ln."),
+        (".attn.q_proj.bias", ".attn.q_bias"), (".attn.v_proj.bias", ".attn.v_bias")
+    ]
+    for (timm, eva) in renames where name.contains(timm) {
+        return name.replacingOccurrences(of: timm, with: eva)
+    }
+    return name
+}
+
+/// Keys of EVA's original checkpoints that feature extraction does not use, by design: the masked
+/// image modelling extras and the rotary tables (recomputed, never loaded, as timm does).
+func evaIgnoredByDesign(_ key: String) -> Bool {
+    ["mask_token", "lm_head.weight", "lm_head.bias", "head.weight", "head.bias"].contains(key) || key.contains("rope")
 }

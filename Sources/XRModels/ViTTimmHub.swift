@@ -11,9 +11,13 @@ public struct TimmHubConfig: Sendable {
     public var architecture: String
     /// `model_args.num_heads`, when stated.
     public var heads: Int?
+    /// An EVA-02 architecture (`eva02_*`), with its RoPE reference grid: `model_args.ref_feat_shape`,
+    /// else the (16, 16) every timm EVA-02 architecture is registered with. nil for ViTs.
+    public var evaRopeGrid: Int? = nil
 
     /// The architectures xrlab runs, described for error messages.
-    public static let supported = "vit_* (timm VisionTransformer: class token, GELU, global_pool 'token') and vit_*_dinov2 / vit_*_reg4_dinov2"
+    public static let supported =
+        "vit_* (timm VisionTransformer: class token, GELU, global_pool 'token'), vit_*_dinov2 / vit_*_reg4_dinov2 and eva02_* (timm Eva: EVA-02 / EVA-X, global_pool 'avg' with fc_norm; not the CLIP towers)"
 
     /// `model_args` honoured exactly (sizes are read off the tensors and checked against these);
     /// any other argument changes the network in a way xrlab does not follow, and is refused.
@@ -21,6 +25,14 @@ public struct TimmHubConfig: Sendable {
         "num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "init_values",
         "reg_tokens", "no_embed_class", "dynamic_img_size", "dynamic_img_pad", "in_chans", "global_pool", "class_token",
         "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained_strict"
+    ]
+
+    /// `model_args` of an `eva02_*` architecture honoured exactly; the variant itself is read off the keys.
+    static let knownEVAArgs: Set<String> = [
+        "num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "qkv_fused",
+        "swiglu_mlp", "scale_mlp", "scale_attn_inner", "use_rot_pos_emb", "ref_feat_shape", "dynamic_img_size", "in_chans",
+        "global_pool", "class_token", "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate",
+        "drop_path_rate", "pretrained_strict"
     ]
 
     /// Heads of the standard sizes, by the size word in the architecture name.
@@ -35,12 +47,14 @@ public struct TimmHubConfig: Sendable {
             throw XRError("config.json is not a JSON object", file: url.path)
         }
         guard let arch = o["architecture"] as? String else { return nil }
-        guard arch.hasPrefix("vit_"), !arch.contains("quickgelu"), !arch.contains("siglip") else {
+        let eva = arch.hasPrefix("eva02_") && !arch.contains("clip")
+        guard eva || (arch.hasPrefix("vit_") && !arch.contains("quickgelu") && !arch.contains("siglip")) else {
             throw XRError(
                 "architecture '\(arch)' is not one xrlab runs", file: url.path, field: "architecture",
                 hint: "xrlab runs " + supported)
         }
         let args = o["model_args"] as? [String: Any] ?? [:]
+        if eva { return try readEVA(url, o, args, architecture: arch) }
         for k in args.keys.sorted() where !knownArgs.contains(k) {
             throw XRError(
                 "model argument '\(k)' is not one xrlab follows", file: url.path, field: "model_args.\(k)",
@@ -63,6 +77,38 @@ public struct TimmHubConfig: Sendable {
         }
         return TimmHubConfig(url: url, architecture: arch, heads: heads)
     }
+
+    /// An `eva02_*` config: pooling must be timm Eva's default ('avg', with fc_norm).
+    static func readEVA(_ url: URL, _ o: [String: Any], _ args: [String: Any], architecture arch: String) throws -> TimmHubConfig {
+        for k in args.keys.sorted() where !knownEVAArgs.contains(k) {
+            throw XRError(
+                "model argument '\(k)' is not one xrlab follows", file: url.path, field: "model_args.\(k)",
+                hint: "xrlab runs " + supported + " with their default layers")
+        }
+        for (field, value) in [("global_pool", o["global_pool"]), ("model_args.global_pool", args["global_pool"])] {
+            if let v = value, (v as? String) != "avg" {
+                throw XRError("global_pool '\(v)' is not supported for EVA-02 (xrlab pools the patch tokens with fc_norm, 'avg')", file: url.path, field: field)
+            }
+        }
+        for flag in ["use_rot_pos_emb", "swiglu_mlp", "class_token"] {
+            if let v = args[flag] as? Bool, !v {
+                throw XRError("EVA-02 encoders without \(flag) are not supported", file: url.path, field: "model_args.\(flag)")
+            }
+        }
+        if let n = args["in_chans"] as? NSNumber, n.intValue != 3 {
+            throw XRError("\(n) input channels; xrlab feeds 3", file: url.path, field: "model_args.in_chans")
+        }
+        var grid = 16
+        if let r = args["ref_feat_shape"] {
+            let v = (r as? [NSNumber])?.map(\.intValue) ?? (r as? NSNumber).map { [$0.intValue, $0.intValue] }
+            guard let v, v.count == 2, v[0] == v[1], v[0] > 0 else {
+                throw XRError("expected a square reference grid such as [16, 16]", file: url.path, field: "model_args.ref_feat_shape")
+            }
+            grid = v[0]
+        }
+        let heads = (args["num_heads"] as? NSNumber)?.intValue ?? headsBySize.first { arch.contains("_\($0.key)_") }?.value
+        return TimmHubConfig(url: url, architecture: arch, heads: heads, evaRopeGrid: grid)
+    }
 }
 
 extension ViTLoader {
@@ -80,7 +126,17 @@ extension ViTLoader {
             throw XRError("not a timm ViT checkpoint: no 'patch_embed.proj.weight'", file: weights.path, field: "patch_embed.proj.weight")
         }
         var notes = ["timm architecture \(config.architecture)"]
-        let config2 = try inferConfig(src, layout: .timm, heads: heads ?? config.heads, notes: &notes, file: weights.path)
+        let config2: ViTConfig
+        if let grid = config.evaRopeGrid {
+            guard evaLayout(src) == .timm else {
+                throw XRError(
+                    "not a timm EVA-02 checkpoint: no 'blocks.0.attn.q_bias', 'blocks.0.attn.q_proj.weight' or 'blocks.0.mlp.fc1_g.weight'",
+                    file: weights.path, field: "blocks.0.attn")
+            }
+            config2 = try inferEVAConfig(src, layout: .timm, heads: heads ?? config.heads, ropeGrid: grid, notes: &notes, file: weights.path)
+        } else {
+            config2 = try inferConfig(src, layout: .timm, heads: heads ?? config.heads, notes: &notes, file: weights.path)
+        }
         let model = try build(src, layout: .timm, config: config2, file: weights.path)
         return LoadedViT(
             model: model, config: config2, layout: ViTLayout.timm.rawValue, weightFiles: [weights, config.url],

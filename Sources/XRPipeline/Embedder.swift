@@ -72,8 +72,10 @@ public final class Encoder: @unchecked Sendable {
     }
 
     /// Load a checkpoint and decide its preprocessing: `explicit` when given, else the model's
-    /// own `preprocessor_config.json` (Hugging Face) or `pretrained_cfg` (timm hub `config.json`);
-    /// one of them is required. `stateDictKey` chooses a PyTorch checkpoint's state dict.
+    /// own `preprocessor_config.json` (Hugging Face) or `pretrained_cfg` (timm hub `config.json`),
+    /// else for an EVA-02 / EVA-X checkpoint EVA-X's evaluation transform at the model's native
+    /// size (`Preprocessing.evaX`); one of them is required. `stateDictKey` chooses a PyTorch
+    /// checkpoint's state dict.
     public static func load(
         model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
         explicit: Preprocessing? = nil, stateDictKey: String? = nil
@@ -89,6 +91,11 @@ public final class Encoder: @unchecked Sendable {
             return try Encoder(
                 loaded: loaded, preprocessing: try Preprocessing.fromHuggingFace(pc),
                 preprocessingSource: pc.path)
+        }
+        if loaded.config.blockKind == .eva02 {
+            return try Encoder(
+                loaded: loaded, preprocessing: .evaX(size: loaded.config.imageSize),
+                preprocessingSource: "EVA-X default (override with --size, --crop, --mean, --std, --interpolation)")
         }
         throw XRError(
             "the model has no preprocessor_config.json, so its preprocessing is unknown",

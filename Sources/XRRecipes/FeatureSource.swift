@@ -270,7 +270,8 @@ public struct EncoderFeatureSource: FeatureSource {
         o.batchSize = r.recipe.model?.batch_size ?? 8
         o.quiet = quiet
         o.lastBlocks = r.recipe.representation.compactMap(Recipe.lastBlocks).max() ?? 0
-        // `pooled` is the class token for every family xrlab runs (ViTOutput.pooled), so it needs no patch rows.
+        // `pooled` is the class token for the pre-norm families (ViTOutput.pooled), so it needs no patch
+        // rows; EVA-02 encoders, which pool the patch tokens, compute every row whatever this says.
         o.classTokenOnly = !r.recipe.representation.contains("patch_mean")
         return o
     }

@@ -130,6 +130,10 @@ public final class TrainableViT: @unchecked Sendable {
         config = c
         switch c.encoder.blockKind {
         case .preNorm: break // `BlockParams` and the forward and backward here are the pre-norm block's
+        case .eva02:
+            throw XRError(
+                "EVA-02 encoders are not trainable yet", file: source, field: "model",
+                hint: "use EVA-02 / EVA-X features with the probe methods (logistic, knn, prototype) and pack / predict")
         }
         var shapes: [String: [Int]] = [:]
         for (name, shape) in c.encoder.parameterShapes { shapes[name] = shape }

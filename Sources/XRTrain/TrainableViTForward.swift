@@ -226,6 +226,7 @@ extension TrainableViT {
                 ls2: bp.ls2?.value)
             let ws = BlockWorkspace(h: cache.h1.p, qkv: cache.qkv.p, attn: cache.attn.p, mlp: cache.u.p, scores: attnScratch.p)
             block.forward(x, ws, config: config.encoder, batch: B, tokens: config.tokens)
+        case .eva02: preconditionFailure("frozenBlock: EVA-02 encoders are refused when a trainable encoder is built")
         }
     }
 }

@@ -220,3 +220,80 @@ final class BackwardKernelTests: XCTestCase {
         }
     }
 }
+
+/// RoPE and SwiGLU against plain formulas, and their backwards by the rotation's inverse and by
+/// finite differences.
+final class EVAKernelTests: XCTestCase {
+    func testRopeAnglesFollowTimmsLayout() {
+        // D = 8: F = 2 frequencies per axis, bands 1 and 1/100; 2×3 grid rescaled to a 4×4 reference.
+        let (s, c) = ropeAngles(gridHeight: 2, gridWidth: 3, headDim: 8, reference: (4, 4))
+        for r in 0..<2 {
+            for col in 0..<3 {
+                let y = Double(r) / 2 * 4, x = Double(col) / 3 * 4
+                let want = [y, y / 100, x, x / 100]
+                for j in 0..<4 {
+                    XCTAssertEqual(Double(s[(r * 3 + col) * 4 + j]), sin(want[j]), accuracy: 1e-6)
+                    XCTAssertEqual(Double(c[(r * 3 + col) * 4 + j]), cos(want[j]), accuracy: 1e-6)
+                }
+            }
+        }
+    }
+
+    func testRopeRotatesPatchQueriesAndKeysOnlyAndItsBackwardInvertsIt() {
+        let B = 2, T = 4, C = 8, H = 2, N = T - 1
+        let qkv0 = (0..<(B * T * 3 * C)).map { _ in Float.random(in: -2...2) }
+        let (s, c) = ropeAngles(gridHeight: 1, gridWidth: N, headDim: C / H, reference: nil)
+        var qkv = qkv0
+        qkv.withUnsafeMutableBufferPointer { ropeForward($0.baseAddress!, sin: s, cos: c, batch: B, tokens: T, prefix: 1, channels: C, heads: H) }
+        for b in 0..<B {
+            for t in 0..<T {
+                let row = (b * T + t) * 3 * C
+                // The class token and every value row are untouched.
+                if t == 0 { XCTAssertEqual(Array(qkv[row..<(row + 3 * C)]), Array(qkv0[row..<(row + 3 * C)])) }
+                XCTAssertEqual(Array(qkv[(row + 2 * C)..<(row + 3 * C)]), Array(qkv0[(row + 2 * C)..<(row + 3 * C)]))
+                guard t > 0 else { continue }
+                for part in 0..<2 {
+                    for h in 0..<H {
+                        for j in 0..<(C / H / 2) {
+                            let i = row + part * C + h * (C / H) + 2 * j, a = qkv0[i], bb = qkv0[i + 1]
+                            let sn = s[(t - 1) * 2 + j], cs = c[(t - 1) * 2 + j]
+                            XCTAssertEqual(qkv[i], a * cs - bb * sn, accuracy: 1e-6)
+                            XCTAssertEqual(qkv[i + 1], bb * cs + a * sn, accuracy: 1e-6)
+                        }
+                    }
+                }
+            }
+        }
+        // The rotation is orthogonal: its backward (the transpose) brings the input back.
+        qkv.withUnsafeMutableBufferPointer { ropeBackward($0.baseAddress!, sin: s, cos: c, batch: B, tokens: T, prefix: 1, channels: C, heads: H) }
+        assertClose(qkv, qkv0, rel: 1e-6, "RoPE backward ∘ forward")
+    }
+
+    func testSwiGLUForwardAndFiniteDifferenceBackward() {
+        let R = 3, M = 11 // ragged: one 8-lane block and a tail
+        let u = (0..<(R * 2 * M)).map { _ in Float.random(in: -4...4) }
+        let dout = (0..<(R * M)).map { _ in Float.random(in: -1...1) }
+        func forward(_ u: [Float]) -> [Float] {
+            var y = [Float](repeating: 0, count: R * M)
+            u.withUnsafeBufferPointer { up in y.withUnsafeMutableBufferPointer { swiGLUForward($0.baseAddress!, up.baseAddress!, rows: R, hidden: M) } }
+            return y
+        }
+        let y = forward(u)
+        for r in 0..<R {
+            for j in 0..<M {
+                let g = Double(u[r * 2 * M + j]), v = Double(u[r * 2 * M + M + j])
+                XCTAssertEqual(Double(y[r * M + j]), g / (1 + exp(-g)) * v, accuracy: 1e-5)
+            }
+        }
+        var du = [Float](repeating: 0, count: R * 2 * M)
+        du.withUnsafeMutableBufferPointer { swiGLUBackward($0.baseAddress!, dout: dout, u, rows: R, hidden: M) }
+        let eps: Float = 1e-2
+        for i in stride(from: 0, to: u.count, by: 3) {
+            var up = u, dn = u
+            up[i] += eps; dn[i] -= eps
+            let lp = zip(forward(up), dout).reduce(0) { $0 + Double($1.0 * $1.1) }
+            let ln = zip(forward(dn), dout).reduce(0) { $0 + Double($1.0 * $1.1) }
+            XCTAssertEqual(Double(du[i]), (lp - ln) / Double(2 * eps), accuracy: 2e-3, "du[\(i)]")
+        }
+    }
+}

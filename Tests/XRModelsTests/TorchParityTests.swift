@@ -66,7 +66,15 @@ final class TorchParityTests: XCTestCase {
     func testHubFoldersXrlabDoesNotRunAreRefusedByName() throws {
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
             ("architecture", { $0["architecture"] = "resnet50" }, "'resnet50'"),
-            ("architecture", { $0["architecture"] = "eva02_base_patch14_224" }, "'eva02_base_patch14_224'"),
+            ("architecture", { $0["architecture"] = "eva02_base_patch16_clip_224" }, "'eva02_base_patch16_clip_224'"),
+            ("global_pool", { $0["architecture"] = "eva02_tiny_patch14_224" }, "global_pool 'token' is not supported for EVA-02"),
+            (
+                "blocks.0.attn",
+                { c in
+                    c["architecture"] = "eva02_tiny_patch14_224"; c["global_pool"] = "avg"
+                    var a = c["model_args"] as? [String: Any] ?? [:]; a["global_pool"] = "avg"; c["model_args"] = a
+                }, "not a timm EVA-02 checkpoint"
+            ),
             ("global_pool", { $0["global_pool"] = "avg" }, "global_pool 'avg'"),
             (
                 "model_args.act_layer",

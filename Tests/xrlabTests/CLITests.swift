@@ -345,6 +345,36 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(bad.err.contains("no top-level key 'ema'"), bad.err)
     }
 
+    func testEmbedRunsAnEVAXCheckpointWithItsDefaultPreprocessing() throws {
+        let out = Fixtures.tempDir("embed-eva").appendingPathComponent("eva.safetensors")
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("eva/eva_x_ti.pt").path, "--heads", "2", "--input", try images().path,
+            "--output", out.path, "--patch-tokens", "--quiet"
+        ])
+        XCTAssertEqual(r.status, 0, r.err)
+        let f = try SafeTensorsFile(contentsOf: out)
+        XCTAssertEqual(f.info("pooled")?.shape, [3, 32])
+        XCTAssertEqual(f.info("patch_tokens")?.shape, [3, 16, 32])
+        // PyTorch's features for these images through EVA-X's eval transform (reference rows:
+        // gray16, gray8, gray_alpha16, rgb8; the CLI's images are gray16, gray8, rgb8).
+        let ref = try SafeTensorsFile(contentsOf: Fixtures.url("eva/eva_x_ti_embed_reference.safetensors"))
+        for name in ["pooled", "cls"] {
+            let want = try ref.tensor(name).scalars
+            assertClose(try f.tensor(name).scalars, Array(want[0..<64] + want[96..<128]), rel: 1e-5, "EVA-X \(name) via the CLI")
+        }
+        // The preprocessing used is written beside the features, and flags override it.
+        let side = try String(contentsOf: out.deletingPathExtension().appendingPathExtension("json"), encoding: .utf8)
+        XCTAssertTrue(side.contains("EVA-X default") && side.contains("0.4918524"), side)
+        let other = out.deletingLastPathComponent().appendingPathComponent("flags.safetensors")
+        let o = try xrlab([
+            "embed", "--model", Fixtures.url("eva/eva_x_ti.pt").path, "--heads", "2", "--input", try images().path,
+            "--output", other.path, "--size", "32", "--mean", "0.5", "--std", "0.25", "--quiet"
+        ])
+        XCTAssertEqual(o.status, 0, o.err)
+        let flags = try String(contentsOf: other.deletingPathExtension().appendingPathExtension("json"), encoding: .utf8)
+        XCTAssertTrue(flags.contains("command line") && !flags.contains("0.4918524"), flags)
+    }
+
     func testDemoRunsOnGeneratedData() throws {
         let dir = Fixtures.tempDir("demo")
         let r = try xrlab(["demo", "--dir", dir.path, "--patients", "40", "--seeds", "1", "--quiet"], cwd: Fixtures.repoRoot)

@@ -74,7 +74,9 @@ struct Bench: ParsableCommand {
             let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
             let tokens = batch * ((s / config.patchSize) * (s / config.patchSize) + 1 + config.numRegisters)
             let ceiling = { (seconds: Double) in
-                sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, config.mlpHidden], seconds: seconds)
+                // The MLP's input product has M outputs (EVA-02's SwiGLU: 2M, gate and value).
+                let mlp = config.blockKind == .eva02 ? 2 * config.mlpHidden : config.mlpHidden
+                return sgemmCeiling(m: tokens, k: config.dim, ns: [config.dim, 3 * config.dim, mlp], seconds: seconds)
             }
             if serve {
                 let (images, seconds) = try serveTurns(

@@ -25,9 +25,10 @@ public enum Int8Kernel: String, Sendable, CaseIterable {
     /// The largest activation code: 127 for `u7`, 255 for `i16`.
     public var activationMax: Int { self == .u7 ? 127 : 255 }
 
-    /// The kernel `int8Product` uses unless told otherwise (`xrlab bench gemm --precision int8`
-    /// times both; docs/benchmarks.md "int8 products").
-    nonisolated(unsafe) public static var `default`: Int8Kernel = .i16
+    /// The kernel `int8Product` uses unless told otherwise: `u7`, the faster one (~1.4× `i16` at
+    /// the ViT-B shapes, both at their instruction-throughput limit; `xrlab bench gemm --precision
+    /// int8` times both, docs/benchmarks.md "int8 products"). `i16` keeps the eighth activation bit.
+    nonisolated(unsafe) public static var `default`: Int8Kernel = .u7
 }
 
 /// A linear layer's weight W (n, k) quantised per output channel to symmetric int8 and laid out

@@ -206,6 +206,24 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("--column-split-rows") && r.err.contains("must be ≥ 0"), r.err)
     }
 
+    /// `bench gemm --precision int8` adds both integer kernels' times and their difference from
+    /// the fp32 product (small but not zero: the operands are quantised), and the int8 table.
+    func testBenchGEMMInt8ReportsBothKernels() throws {
+        let r = try xrlab(["bench", "gemm", "--precision", "int8", "--shapes", "13x20x40", "--seconds", "0"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let line = try XCTUnwrap(r.out.split(separator: "\n").first { $0.hasPrefix("{") })
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        for key in ["int8_u7_ms", "int8_i16_ms"] {
+            let v = try XCTUnwrap(o[key] as? Double, key)
+            XCTAssertTrue(v > 0 && v.isFinite, "\(key) = \(v)")
+        }
+        for key in ["int8_u7_rel_l2", "int8_i16_rel_l2"] {
+            let v = try XCTUnwrap(o[key] as? Double, key)
+            XCTAssertTrue(v > 0 && v < 0.05, "\(key) = \(v)")
+        }
+        XCTAssertTrue(r.out.contains("int8 u7") && r.out.contains("int8 i16"), r.out)
+    }
+
     /// `bench gemm` times both paths on the shapes asked for, prints one JSON object per shape and
     /// the table; a malformed shape is named.
     func testBenchGEMMReportsEveryPath() throws {

@@ -22,4 +22,19 @@ int xr_parallel_run(long parts, xr_task task, void *context);
 // is free: `Parallel.claiming`).
 long xr_claim(long *counter);
 
+// int8 products (int8gemm.c, AVX2). C[rows, 16 * (p1 - p0)] (int32, rows ldc apart; column 0 =
+// panel p0's first) = A (rows, 4 * quads codes, rows lda elements apart) · panels p0..<p1 of b
+// (s8, 64 bytes per k-quad per panel, 32-byte aligned). wide = 0: A holds u8 codes 0...127
+// (vpmaddubsw + vpmaddwd); wide = 1: A holds int16 codes (vpmaddwd on int16).
+#include <stdint.h>
+void xr_int8_gemm(int wide, long rows, long quads, const void *a, long lda, const int8_t *b, long p0, long p1,
+                  int32_t *c, long ldc);
+
+// Quantise each row of x (rows, k; rows ldx apart) to codes q = clamp(rint(x / s) + z, 0, qmax)
+// with s = (max(0, max x) - min(0, min x)) / qmax (1 for an all-zero row) and z = rint(-min(0, min x) / s),
+// so x ≈ s · (q - z). Codes are u8 (wide = 0) or int16 (wide = 1), rows kpad ≥ k apart, zero
+// from k to kpad; scales[r] = s, zeros[r] = z.
+void xr_quantize_rows(const float *x, long ldx, long rows, long k, long kpad, int qmax, void *codes, int wide,
+                      float *scales, int32_t *zeros);
+
 #endif

@@ -161,6 +161,28 @@ final class SegmentationRecipeTests: XCTestCase {
 
     // MARK: end to end
 
+    /// recipes/fracatlas-fracture-segmentation-shared.yaml on the shared FracAtlas masks (its
+    /// manifest lists paths into ../shared/data beside the repository), one seed, one shot count.
+    func testSharedFracAtlasRecipeRuns() throws {
+        _ = try Fixtures.requireSharedData()
+        let beside = Fixtures.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/data/masks/fracatlas")
+        guard FileManager.default.fileExists(atPath: beside.path) else { throw XCTSkip("the recipe's manifest needs ../shared/data beside the repository") }
+        let dir = Fixtures.tempDir("seg-fracatlas")
+        let model = try DemoData.generate(in: dir, patients: 2).modelDir
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/fracatlas-fracture-segmentation-shared.yaml"),
+            overrides: ["model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[4]", "bootstrap=0"])
+        let s = try Runner.run(r, options: quiet())
+        XCTAssertTrue(s.complete)
+        XCTAssertEqual(s.computed, 2)
+        XCTAssertTrue(s.skipped.isEmpty, "\(s.skipped.map { $0.reason ?? "" })")
+        let perImage = try CSVTable(contentsOf: dir.appendingPathComponent("run/per_image.csv"))
+        XCTAssertEqual(perImage.rows.count, 2 * 63)
+        // Every test image of FracAtlas' fractured set has a fracture: the truth is never empty.
+        let truth = try perImage.column("truth_pixels")
+        XCTAssertFalse(perImage.rows.contains { $0[truth] == "0" })
+    }
+
     func testStudyLearnsTheMasksWritesOutputsAndResumes() throws {
         let dir = Fixtures.tempDir("seg-run")
         try makeStudy(in: dir)

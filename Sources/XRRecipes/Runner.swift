@@ -213,8 +213,7 @@ public enum Runner {
         // is broken leaves no run.json behind.
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         if r.recipe.model != nil && !options.skipCheck { try checkManifest(r, dir: dir, quiet: options.quiet) }
-        let source = options.featureSource ?? (r.recipe.isSegmentation ? PatchTokenSource() : nil)
-        let data = try StudyLoader.load(r, source: source, quiet: options.quiet)
+        let data = try StudyLoader.load(r, source: options.featureSource, quiet: options.quiet)
         if options.force { try? FileManager.default.removeItem(at: cellsDir) }
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try writeRunInfo(dir, r, options: options)

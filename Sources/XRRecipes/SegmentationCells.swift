@@ -34,14 +34,9 @@ public struct ImageMaskScore: Codable, Sendable, Equatable {
 /// segmentation task's `StudyData.features` holds.
 struct PatchTokenSource: FeatureSource {
     func loadFeatures(for r: LoadedRecipe, rows: ManifestRows, quiet: Bool) throws -> FeatureSet {
-        let source = EncoderFeatureSource()
         let inputs = try EncoderFeatureSource.images(r, rows: rows)
-        let encoder = try source.encoder(r)
-        var o = source.options(r, quiet: quiet)
-        o.patchTokens = true
-        o.classTokenOnly = false
-        o.lastBlocks = 0
-        let res = try encoder.embed(inputs, options: o)
+        let encoder = try EncoderFeatureSource().encoder(r)
+        let res = try encoder.embed(inputs, options: options(r, quiet: quiet))
         guard let t = res.tensors["patch_tokens"], t.rank == 3 else {
             throw XRError(
                 "the images do not all give the same patch grid after preprocessing", file: r.file.path, field: "model.preprocessing",
@@ -52,8 +47,21 @@ struct PatchTokenSource: FeatureSource {
         return FeatureSet(ids: res.inputs.map(\.id), matrix: Tensor(shape: [n, per], scalars: t.scalars), description: what)
     }
 
+    /// The recipe's embed options with every patch token kept.
+    func options(_ r: LoadedRecipe, quiet: Bool) -> EmbedOptions {
+        var o = EncoderFeatureSource().options(r, quiet: quiet)
+        o.patchTokens = true
+        o.classTokenOnly = false
+        o.lastBlocks = 0
+        return o
+    }
+
+    /// The images whose patch tokens are cached; the encoder source's time estimate unless all are.
     func status(for r: LoadedRecipe, rows: ManifestRows) throws -> (description: String, seconds: Double) {
-        try EncoderFeatureSource().status(for: r, rows: rows)
+        let plain = try EncoderFeatureSource().status(for: r, rows: rows)
+        let inputs = try EncoderFeatureSource.images(r, rows: rows)
+        let cached = try EncoderFeatureSource().encoder(r).cachedCount(inputs, options: options(r, quiet: true))
+        return ("\(cached) of \(inputs.count) images' patch tokens cached for this encoder and preprocessing", cached == inputs.count ? 0 : plain.seconds)
     }
 }
 

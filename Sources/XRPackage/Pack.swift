@@ -118,6 +118,11 @@ public enum Packer {
                 "packages hold classification heads; a retrieval run has none to pack", file: resolved.path, field: "data.task",
                 hint: "retrieval results are the run's neighbours.csv and summary.csv")
         }
+        guard !r.recipe.isSegmentation else {
+            throw XRError(
+                "packages hold classification heads; packaging a segmentation decoder is not supported yet", file: resolved.path,
+                field: "data.task", hint: "segmentation results are the run's per_image.csv, masks/ and summary.csv")
+        }
         let data = try StudyLoader.load(r, quiet: o.quiet)
         var fitOptions = o.fit
         fitOptions.merged = o.merged

@@ -60,10 +60,11 @@ public protocol FeatureSource: Sendable {
 }
 
 public enum FeatureSources {
-    /// The built-in source a recipe asks for: its `features` matrix, or its `model` over the images.
+    /// The built-in source a recipe asks for: its `features` matrix, or its `model` over the images
+    /// (segmentation: every patch token).
     public static func `default`(for r: LoadedRecipe) throws -> FeatureSource {
         if r.recipe.features != nil { return PrecomputedFeatureSource() }
-        if r.recipe.model != nil { return EncoderFeatureSource() }
+        if r.recipe.model != nil { return r.recipe.isSegmentation ? PatchTokenSource() : EncoderFeatureSource() }
         throw XRError("the recipe has neither model nor features", file: r.file.path)
     }
 }

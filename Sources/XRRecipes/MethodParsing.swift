@@ -75,7 +75,7 @@ extension RecipeLoader {
             let name = ctx.attempt({ () -> String in
                 let s = try nameNode.string()
                 guard names.contains(s) else {
-                    let kind = report || task == .retrieval ? " for a \(task.rawValue) task" : ""
+                    let kind = report || task == .retrieval || task == .segmentation ? " for a \(task.rawValue) task" : ""
                     throw nameNode.error(
                         "unknown method '\(s)'" + kind + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
                         hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
@@ -143,6 +143,18 @@ extension RecipeLoader {
                     } ?? nil
             }
             return .linearProjection(s)
+        case .linear_decoder:
+            var s = LinearDecoderSpec()
+            s.epochs = f.atLeast("epochs", 1) ?? s.epochs
+            s.lr = f.positive("lr") ?? s.lr
+            s.weightDecay = f.unit("weight_decay") ?? s.weightDecay
+            s.batchSize = f.atLeast("batch_size", 1) ?? s.batchSize
+            return .linearDecoder(s)
+        case .knn_patches:
+            var s = KNNPatchesSpec()
+            s.k = f.atLeast("k", 1) ?? s.k
+            s.temperature = f.positive("temperature") ?? s.temperature
+            return .knnPatches(s)
         }
     }
 

@@ -73,6 +73,49 @@ extension LinearProjectionSpec: Codable {
     }
 }
 
+/// Segmentation: a per-patch linear classifier on the frozen patch tokens, its logits bilinearly
+/// upsampled to the model input and trained with a per-pixel loss (`LinearDecoder`).
+public struct LinearDecoderSpec: Codable, Equatable, Sendable {
+    public var epochs: Int
+    /// Peak learning rate (AdamW, cosine decay to 0).
+    public var lr: Double
+    /// λ of the L2 penalty (λ / 2) · ‖W‖² in the loss.
+    public var weightDecay: Double
+    /// Images per optimiser step.
+    public var batchSize: Int
+    /// The defaults.
+    public init(epochs: Int = 100, lr: Double = 1e-2, weightDecay: Double = 1e-4, batchSize: Int = 8) {
+        self.epochs = epochs; self.lr = lr; self.weightDecay = weightDecay; self.batchSize = batchSize
+    }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case epochs, lr, weightDecay = "weight_decay", batchSize = "batch_size" }
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        lr = try c.decodeIfPresent(Double.self, forKey: .lr) ?? lr
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+    }
+}
+
+/// Segmentation: label transfer from the k most similar labelled patches (`PatchKNN`).
+public struct KNNPatchesSpec: Codable, Equatable, Sendable {
+    public var k: Int
+    /// Softmax temperature of the neighbours' votes.
+    public var temperature: Double
+    /// The defaults.
+    public init(k: Int = 20, temperature: Double = 0.07) { self.k = k; self.temperature = temperature }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case k, temperature }
+    /// Keys left out take their defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        k = try c.decodeIfPresent(Int.self, forKey: .k) ?? k
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? temperature
+    }
+}
+
 /// The training settings every tuning method shares. `lr` and `layerDecay` default by method
 /// (`init(for:)`). Encoded beside the method's own keys.
 public struct TrainingSpec: Encodable, Equatable, Sendable {
@@ -173,16 +216,20 @@ extension Recipe {
     public enum MethodName: String, CaseIterable, Sendable {
         case logistic, knn, prototype, lora, adapter, last_k, bitfit, full
         case cosine, linear_projection
+        case linear_decoder, knn_patches
 
         /// Methods that tune the encoder (they need `model`, i.e. images).
-        public var isTuning: Bool { ![.logistic, .knn, .prototype, .cosine, .linear_projection].contains(self) }
+        public var isTuning: Bool { ![.logistic, .knn, .prototype, .cosine, .linear_projection, .linear_decoder, .knn_patches].contains(self) }
 
         /// The task kind the method belongs to: retrieval methods rank images, the others classify.
         public var isRetrieval: Bool { self == .cosine || self == .linear_projection }
 
+        /// Segmentation methods label pixels from patch tokens.
+        public var isSegmentation: Bool { self == .linear_decoder || self == .knn_patches }
+
         /// The methods a task of kind `task` takes (report recipes list report encoders instead).
         public static func names(for task: Recipe.TaskKind) -> [MethodName] {
-            allCases.filter { $0.isRetrieval == (task == .retrieval) }
+            allCases.filter { $0.isRetrieval == (task == .retrieval) && $0.isSegmentation == (task == .segmentation) }
         }
 
         /// The keys the method takes (besides `name`), in the order they are written.
@@ -198,6 +245,8 @@ extension Recipe {
             case .bitfit, .full: return training
             case .cosine: return []
             case .linear_projection: return LinearProjectionSpec.CodingKeys.allCases.map(\.stringValue)
+            case .linear_decoder: return LinearDecoderSpec.CodingKeys.allCases.map(\.stringValue)
+            case .knn_patches: return KNNPatchesSpec.CodingKeys.allCases.map(\.stringValue)
             }
         }
     }
@@ -217,6 +266,10 @@ extension Recipe {
         case cosine(CosineSpec)
         /// Retrieval: cosine after a projection fitted on the shots.
         case linearProjection(LinearProjectionSpec)
+        /// Segmentation: a linear decoder on the patch tokens.
+        case linearDecoder(LinearDecoderSpec)
+        /// Segmentation: label transfer from the nearest labelled patches.
+        case knnPatches(KNNPatchesSpec)
         /// Report recipes: how the encoder trains with the decoder.
         case reportEncoder(ReportEncoderSpec)
 
@@ -233,6 +286,8 @@ extension Recipe {
             case .full: return MethodName.full.rawValue
             case .cosine: return MethodName.cosine.rawValue
             case .linearProjection: return MethodName.linear_projection.rawValue
+            case .linearDecoder: return MethodName.linear_decoder.rawValue
+            case .knnPatches: return MethodName.knn_patches.rawValue
             case let .reportEncoder(e): return e.name
             }
         }
@@ -248,7 +303,7 @@ extension Recipe {
             case let .lastK(s): return (.lastBlocks(s.blocks), s.training)
             case let .bitfit(s): return (.bitFit, s.training)
             case let .full(s): return (.full, s.training)
-            case .logistic, .knn, .prototype, .reportEncoder, .cosine, .linearProjection: return nil
+            case .logistic, .knn, .prototype, .reportEncoder, .cosine, .linearProjection, .linearDecoder, .knnPatches: return nil
             }
         }
 
@@ -281,6 +336,8 @@ extension Recipe {
             case let .full(s): try s.training.encode(to: encoder)
             case .cosine: break
             case let .linearProjection(s): try s.encode(to: encoder)
+            case let .linearDecoder(s): try s.encode(to: encoder)
+            case let .knnPatches(s): try s.encode(to: encoder)
             case let .reportEncoder(e): try e.encodeFields(to: encoder)
             }
         }
@@ -320,6 +377,8 @@ extension Recipe {
             case .full: self = .full(FullSpec(training: try TrainingSpec(from: decoder, method: .full)))
             case .cosine: self = .cosine(CosineSpec())
             case .linear_projection: self = .linearProjection(try LinearProjectionSpec(from: decoder))
+            case .linear_decoder: self = .linearDecoder(try LinearDecoderSpec(from: decoder))
+            case .knn_patches: self = .knnPatches(try KNNPatchesSpec(from: decoder))
             }
         }
     }

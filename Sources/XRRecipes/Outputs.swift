@@ -69,7 +69,8 @@ enum Outputs {
         for task in data.tasks.map(\.name) {
             let u = dir.appendingPathComponent("curve_\(safe(task)).png")
             let png = try LearningCurvePlot.render(
-                title: "\(task): \(metricTitle(recipe.primary_metric)) vs shots per class", yLabel: metricTitle(recipe.primary_metric),
+                title: "\(task): \(metricTitle(recipe.primary_metric)) vs \(recipe.isSegmentation ? "annotated images" : "shots per class")",
+                yLabel: metricTitle(recipe.primary_metric),
                 series: curves[task] ?? [],
                 note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds"
                     + (recipe.methods.contains { Runner.untrained($0.name) } ? " (untrained methods: flat, band = bootstrap interval over queries)" : "")
@@ -86,6 +87,11 @@ enum Outputs {
             let written = try RetrievalOutputs.write(results, recipe: r, data: data, rows: rows, directory: dir)
             selection.text += written.text
             extra += written.sheets
+        }
+        if recipe.isSegmentation {
+            let written = try SegmentationOutputs.write(results, recipe: r, data: data, rows: rows, directory: dir)
+            selection.text += written.text
+            extra += written.grids
         }
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete, selection: selection.text), to: report)
         return Written(plots: plots + extra, report: report)
@@ -208,7 +214,8 @@ enum Outputs {
     static func metricTitle(_ m: String) -> String {
         [
             "auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
-            "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss", "map_at_r": "mAP@R", "mrr": "MRR"
+            "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss", "map_at_r": "mAP@R", "mrr": "MRR", "dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)",
+            "dice_pooled": "Pooled Dice", "iou_pooled": "Pooled IoU"
         ][m] ?? (m.hasPrefix("precision_at_") ? "P@" + m.dropFirst(13) : m.hasPrefix("recall_at_") ? "R@" + m.dropFirst(10) : m)
     }
 

@@ -205,6 +205,14 @@ public struct CellCosts: Sendable {
             let reports = Double(cell.shots == 0 ? max(nTest, 1) * 10 : Double(cell.shots))
             return flopsPerImage * reports * Double(recipe.report?.epochs ?? 1) / 100e9 + 0.001 * reports
         }
+        if recipe.isSegmentation {
+            // Rough: a decoder step ~1 ms per image and epoch; predicting and scoring a test image
+            // at its original size ~20 ms.
+            let method = recipe.methods.first { $0.name == cell.method }
+            let epochs: Int
+            if case let .linearDecoder(s) = method { epochs = s.epochs } else { epochs = 1 }
+            return 1e-3 * Double(cell.shots * epochs) + 0.02 * nTest
+        }
         if recipe.isRetrieval {
             // Ranking: each query sorts the gallery (~50 ns per comparison); the bootstrap and
             // subgroups average per-query values (~20 ns per query and resample).

@@ -60,6 +60,12 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var subgroups: [String: Subgroup] = [:]
         /// Keep only rows whose column holds one of the listed values (column → values).
         public var `where`: [String: [String]] = [:]
+        /// Segmentation tasks: the column of mask PNG paths (relative to the manifest's folder;
+        /// empty = the image is not annotated).
+        public var mask_column: String? = nil
+        /// Segmentation tasks: the mask pixel value of each class (class 0 = background first);
+        /// nil reads masks as 0 = background, non-zero = foreground.
+        public var mask_classes: [Int]? = nil
     }
     /// Precomputed features instead of a model.
     public struct Features: Codable, Equatable, Sendable {
@@ -121,6 +127,8 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var isReport: Bool { data.task == .report }
     /// Image retrieval by label value (`data.task: retrieval`).
     public var isRetrieval: Bool { data.task == .retrieval }
+    /// Segmentation on frozen patch tokens (`data.task: segmentation`).
+    public var isSegmentation: Bool { data.task == .segmentation }
 
     /// What a study measures, the value of `data.task`. Each kind has its own methods, metrics and
     /// cells; a new kind (segmentation, detection) is a new case here.
@@ -135,6 +143,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         case report
         /// Image retrieval: test images query the gallery; relevant = sharing a value of `label_column`.
         case retrieval
+        /// Segmentation: a mask PNG per annotated image (`data.mask_column`), predicted per pixel
+        /// from the encoder's frozen patch tokens.
+        case segmentation
     }
 
     /// Settings of retrieval recipes (`retrieval:`), every default filled in at parse time.
@@ -198,6 +209,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         }
         return false
     }
+    /// The metrics of segmentation tasks: per-image Dice, IoU and HD95 averaged over test images,
+    /// and Dice / IoU pooled over every test pixel.
+    public static let segmentationMetrics = ["dice", "iou", "hd95", "dice_pooled", "iou_pooled"]
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.
@@ -233,7 +247,7 @@ extension KeyedEncodingContainer {
 extension Recipe.DataSpec {
     enum CodingKeys: String, CodingKey {
         case manifest, image_column, label_column, label_columns, labels, task, patient_column, split_column,
-            test_fraction, subgroups, `where`
+            test_fraction, subgroups, `where`, mask_column, mask_classes
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -249,5 +263,7 @@ extension Recipe.DataSpec {
         try c.encode(test_fraction, forKey: .test_fraction)
         try c.encodeSorted(subgroups, forKey: .subgroups)
         try c.encodeSorted(self.where, forKey: .where)
+        try c.encodeIfPresent(mask_column, forKey: .mask_column)
+        try c.encodeIfPresent(mask_classes, forKey: .mask_classes)
     }
 }

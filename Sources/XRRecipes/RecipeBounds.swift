@@ -74,6 +74,10 @@ extension RecipeLoader {
             case let .lastK(s): counts.append(("blocks", s.blocks))
             case let .reportEncoder(.lora(s)): lora = s.lora
             case let .reportEncoder(.lastK(s)): counts.append(("blocks", s.blocks))
+            case let .linearDecoder(s):
+                bound(s.epochs, L.epochs, at + ["epochs"], "epochs")
+                widths.append(("batch_size", s.batchSize))
+            case let .knnPatches(s): bound(s.k, L.knnK, at + ["k"], "neighbours")
             case .prototype, .bitfit, .full, .reportEncoder(.frozen), .cosine, .linearProjection: break
             }
             if let lora {

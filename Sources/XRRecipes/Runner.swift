@@ -44,6 +44,8 @@ public struct CellResult: Codable, Sendable, Equatable {
     public var training: TrainingSummary? = nil
     /// Retrieval cells: each query's top neighbours, in query (test row) order.
     public var retrieval: [RankedQuery]? = nil
+    /// Segmentation cells: each test image's scores, in test row order.
+    public var segmentation: [ImageMaskScore]? = nil
 }
 
 /// How a tuning cell trained.
@@ -216,6 +218,7 @@ public enum Runner {
         try FileManager.default.createDirectory(at: cellsDir, withIntermediateDirectories: true)
         try writeRunInfo(dir, r, options: options)
         if r.recipe.isRetrieval { return try RetrievalCells.run(r, data: data, directory: dir, options: options) }
+        if r.recipe.isSegmentation { return try SegmentationCells.run(r, data: data, directory: dir, options: options) }
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)

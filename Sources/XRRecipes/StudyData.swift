@@ -72,6 +72,7 @@ public enum StudyLoader {
         switch recipe.data.task {
         case .multiclass: return [recipe.data.labels.joined(separator: "-vs-")]
         case .retrieval: return [recipe.data.label_column ?? "label"]
+        case .segmentation: return [recipe.data.mask_column ?? "mask"]
         default: return recipe.data.labels
         }
     }
@@ -94,7 +95,15 @@ public enum StudyLoader {
 
         // Tasks.
         var tasks: [StudyTask] = []
-        if spec.task == .retrieval {
+        if spec.task == .segmentation {
+            // One task: the annotated rows (a mask path) are class 0, the others unlabelled.
+            guard let mc = spec.mask_column else { throw XRError("segmentation tasks need mask_column", file: r.file.path, field: "data.mask_column") }
+            let c = try col(mc, "data.mask_column")
+            let classes = spec.mask_classes.map { $0.map { "value_\($0)" } } ?? ["background", "foreground"]
+            tasks = [
+                StudyTask(name: mc, classes: classes, labels: m.rows.map { $0[c].trimmingCharacters(in: .whitespaces).isEmpty ? -1 : 0 })
+            ]
+        } else if spec.task == .retrieval {
             guard let lc = spec.label_column else { throw XRError("retrieval tasks need label_column", file: r.file.path, field: "data.label_column") }
             tasks = [try retrievalTask(column: lc, at: try col(lc, "data.label_column"), rows: m, keep: spec.labels)]
         } else if spec.task == .multiclass {

@@ -74,6 +74,19 @@ public func methodSettings(_ recipe: Recipe) -> [(label: String, description: St
             }
         }
     }
+    if recipe.isSegmentation {
+        return recipe.methods.map { m in
+            switch m {
+            case let .linearDecoder(s):
+                return (
+                    m.name,
+                    "linear decoder on patch tokens (\(s.epochs) epochs, lr \(fmtNumber(s.lr)), weight decay \(fmtNumber(s.weightDecay)), batch \(s.batchSize))"
+                )
+            case let .knnPatches(s): return (m.name, "label transfer from the \(s.k) nearest labelled patches (T \(fmtNumber(s.temperature)))")
+            default: return (m.name, m.name)
+            }
+        }
+    }
     let probes = Dictionary(uniqueKeysWithValues: methodVariants(recipe).map { ($0.label, $0.spec.description) })
     let tunes = tuneVariants(recipe)
     return methodLabels(recipe).map { ($0, probes[$0] ?? tunes[$0]?.description ?? $0) }

@@ -27,7 +27,8 @@ final class RecipeSchemaTests: XCTestCase {
         "nih-cxr14-shared.yaml": .sharedData, // ../shared/data beside the repository (+ the demo model)
         "demo-retrieval.yaml": .demo, // retrieval on the demo images (RetrievalImageTests runs a smaller copy)
         "fracatlas-nih-retrieval-shared.yaml": .sharedData, // retrieval by anatomy (SharedDataRetrievalTests)
-        "fracatlas-nih-retrieval-view-shared.yaml": .sharedData // retrieval by view (SharedDataRetrievalTests)
+        "fracatlas-nih-retrieval-view-shared.yaml": .sharedData, // retrieval by view (SharedDataRetrievalTests)
+        "fracatlas-fracture-segmentation-shared.yaml": .sharedData // fracture masks (SegmentationRecipeTests.testSharedFracAtlasRecipeRuns)
     ]
 
     func testEveryRepositoryRecipeIsListedAndValidates() throws {

@@ -64,7 +64,7 @@ let package = Package(
             name: "XRRecipes",
             dependencies: [
                 "XRTensor", "XRKernels", "XRData", "XRModels", "XRProbe", "XRHeads", "XRPipeline", "XRTrain", "XRText", "XRReport",
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams")
             ], swiftSettings: simd),
         // Training: trainable ViT built from a loaded encoder (forward with saved activations, backward), LoRA, losses, AdamW.
         .target(name: "XRTrain", dependencies: ["XRTensor", "XRKernels", "XRModels"], swiftSettings: numeric),

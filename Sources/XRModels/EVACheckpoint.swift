@@ -50,13 +50,7 @@ extension ViTLoader {
                 "position embedding \(describeShape(pos)) is not (1, 1 + grid², C)", file: file, field: key(ViTKeys.posEmbed),
                 hint: "EVA-02 encoders with a class token and absolute position embeddings are supported")
         }
-        let H: Int
-        if let heads {
-            H = heads
-        } else {
-            H = max(1, C / 64)
-            notes.append("attention heads not stored in the checkpoint: using dim/64 = \(H) (pass --heads or --preset to set it)")
-        }
+        let H = headCount(heads, dim: C, notes: &notes)
         guard H > 0, C % H == 0, (C / H) % 4 == 0 else {
             throw XRError(
                 "dim \(C) with \(H) heads gives a head size that is not a multiple of 4, which 2-D rotary embeddings need",

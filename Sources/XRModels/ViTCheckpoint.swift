@@ -213,13 +213,7 @@ public enum ViTLoader {
         }
         let qkvBias = src.owner[key(first.qkvBias)] != nil
         let ls = src.owner[key(first.ls1)] != nil
-        let H: Int
-        if let heads {
-            H = heads
-        } else {
-            H = max(1, C / 64)
-            notes.append("attention heads not stored in the checkpoint: using dim/64 = \(H) (pass --heads or --preset to set it)")
-        }
+        let H = headCount(heads, dim: C, notes: &notes)
         guard C % H == 0 else {
             throw XRError("dim \(C) is not divisible by \(H) heads", file: file, field: "heads")
         }
@@ -227,6 +221,15 @@ public enum ViTLoader {
             imageSize: grid * P, patchSize: P, dim: C, depth: depth, heads: H, mlpHidden: fc1[0],
             qkvBias: qkvBias, layerScale: ls, numRegisters: R, posEmbedPrefix: prefix,
             posEmbedResize: layout == .timm ? .timm : (hf ? (R > 0 ? .huggingFaceAntialias : .huggingFace) : .dinov2))
+    }
+
+    /// The attention heads: as given, else dim / 64 (the ViT-S/B/L and EVA convention), with a note
+    /// saying so, since bare checkpoints do not store them.
+    static func headCount(_ heads: Int?, dim C: Int, notes: inout [String]) -> Int {
+        if let heads { return heads }
+        let H = max(1, C / 64)
+        notes.append("attention heads not stored in the checkpoint: using dim/64 = \(H) (pass --heads or --preset to set it)")
+        return H
     }
 
     static func checkAgainstPreset(_ c: ViTConfig, _ p: ViTConfig, file: String) throws {

@@ -211,6 +211,35 @@ enum Outputs {
     }
 
     /// Display name of a metric for plots.
+    /// report.md's table of every metric per task, method and shot count, from summary rows
+    /// (method, task, shots, metric, …, mean, std, …, low, high): "mean ± std", and the primary
+    /// metric's mean bootstrap interval. Methods that train nothing (`untrained`) show no spread and
+    /// "–" for shots. Rows with no value are left out.
+    static func metricTable(
+        recipe: Recipe, tasks: [String], summary: [[String]], shots: (String) -> [Int], untrained: (String) -> Bool = { _ in false }
+    ) -> String {
+        let metrics = recipe.metrics
+        var s = "| task | method | shots | " + metrics.map(metricTitle).joined(separator: " | ") + " |\n"
+        s += "|---|---|---|" + String(repeating: "---|", count: metrics.count) + "\n"
+        var byKey: [String: [String]] = [:]
+        for row in summary { byKey[row[0...3].joined(separator: "\u{1}")] = row }
+        for task in tasks {
+            for m in methodLabels(recipe) {
+                for k in shots(m) {
+                    let cells = metrics.map { metric -> String in
+                        guard let row = byKey[[m, task, String(k), metric].joined(separator: "\u{1}")], !row[5].isEmpty else { return "" }
+                        let spread = untrained(m) ? "" : " ± \(row[6])"
+                        let interval = metric == recipe.primary_metric && !row[9].isEmpty ? " [\(row[9]), \(row[10])]" : ""
+                        return row[5] + spread + interval
+                    }
+                    if cells.allSatisfy(\.isEmpty) { continue }
+                    s += "| \(task) | \(m) | \(untrained(m) ? "–" : String(k)) | " + cells.joined(separator: " | ") + " |\n"
+                }
+            }
+        }
+        return s
+    }
+
     static func metricTitle(_ m: String) -> String {
         [
             "auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",

@@ -67,25 +67,9 @@ enum RetrievalOutputs {
         s += "gallery row order. Queries without a relevant gallery image are left out of the means. Mean over seeds ± std; "
         s += "[interval] = mean over seeds of the bootstrap 95% interval of \(recipe.primary_metric) over queries"
         s += data.patients != nil ? " (resampled by patient).\n\n" : ".\n\n"
-        let metrics = recipe.metrics
-        s += "| task | method | shots | " + metrics.map(Outputs.metricTitle).joined(separator: " | ") + " |\n"
-        s += "|---|---|---|" + String(repeating: "---|", count: metrics.count) + "\n"
-        var byKey: [String: [String]] = [:]
-        for row in summary { byKey[row[0...3].joined(separator: "\u{1}")] = row }
-        for task in data.tasks.map(\.name) {
-            for m in methodLabels(recipe) {
-                for k in Runner.shotCounts(recipe, method: m) {
-                    let cells = metrics.map { metric -> String in
-                        guard let row = byKey[[m, task, String(k), metric].joined(separator: "\u{1}")], !row[5].isEmpty else { return "" }
-                        let spread = Runner.untrained(m) ? "" : " ± \(row[6])"
-                        let interval = metric == recipe.primary_metric && !row[9].isEmpty ? " [\(row[9]), \(row[10])]" : ""
-                        return row[5] + spread + interval
-                    }
-                    if cells.allSatisfy(\.isEmpty) { continue }
-                    s += "| \(task) | \(m) | \(Runner.untrained(m) ? "–" : String(k)) | " + cells.joined(separator: " | ") + " |\n"
-                }
-            }
-        }
+        s += Outputs.metricTable(
+            recipe: recipe, tasks: data.tasks.map(\.name), summary: summary, shots: { Runner.shotCounts(recipe, method: $0) },
+            untrained: Runner.untrained)
         if !sheets.isEmpty {
             s += "\n### Contact sheets\n\nEach row: a query (blue frame) and its nearest gallery images in rank order, "
             s += "framed green when relevant and red when not; below each, the rank and cosine similarity. "

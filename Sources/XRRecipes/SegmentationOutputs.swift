@@ -86,24 +86,7 @@ enum SegmentationOutputs {
         s += "the mean over foreground classes. `dice_pooled` / `iou_pooled` count pixels over every test image. Mean over seeds ± std; "
         s += "[interval] = mean over seeds of the bootstrap 95% interval of \(recipe.primary_metric) over test images"
         s += data.patients != nil ? " (resampled by patient).\n\n" : ".\n\n"
-        let metrics = recipe.metrics
-        s += "| task | method | shots | " + metrics.map(Outputs.metricTitle).joined(separator: " | ") + " |\n"
-        s += "|---|---|---|" + String(repeating: "---|", count: metrics.count) + "\n"
-        var byKey: [String: [String]] = [:]
-        for row in summary { byKey[row[0...3].joined(separator: "\u{1}")] = row }
-        for task in data.tasks.map(\.name) {
-            for m in methodLabels(recipe) {
-                for k in recipe.shots {
-                    let cells = metrics.map { metric -> String in
-                        guard let row = byKey[[m, task, String(k), metric].joined(separator: "\u{1}")], !row[5].isEmpty else { return "" }
-                        let interval = metric == recipe.primary_metric && !row[9].isEmpty ? " [\(row[9]), \(row[10])]" : ""
-                        return row[5] + " ± \(row[6])" + interval
-                    }
-                    if cells.allSatisfy(\.isEmpty) { continue }
-                    s += "| \(task) | \(m) | \(k) | " + cells.joined(separator: " | ") + " |\n"
-                }
-            }
-        }
+        s += Outputs.metricTable(recipe: recipe, tasks: data.tasks.map(\.name), summary: summary, shots: { _ in recipe.shots })
         if !grids.isEmpty {
             s += "\n### Overlays\n\nEach tile: a test image with its true mask (green), the prediction (red) and both (yellow), "
             s += "and the image's Dice; from each method's cell with the most annotated images, seed 0.\n\n"

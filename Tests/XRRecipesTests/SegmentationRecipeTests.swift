@@ -228,6 +228,10 @@ final class SegmentationRecipeTests: XCTestCase {
         let report = try String(contentsOf: a.appendingPathComponent("report.md"), encoding: .utf8)
         XCTAssertTrue(report.contains("## Segmentation"), report)
         XCTAssertTrue(report.contains("overlays_mask_knn_patches.png"), report)
+        // The table row of linear_decoder at 8 images starts with the summary's mean ± std of Dice.
+        let table = try CSVTable(contentsOf: a.appendingPathComponent("summary.csv"))
+        let row = try XCTUnwrap(table.rows.first { $0[0...3] == ["linear_decoder", "mask", "8", "dice"] })
+        XCTAssertTrue(report.contains("| mask | linear_decoder | 8 | \(row[5]) ± \(row[6])"), report)
 
         // Interrupted after 3 cells, then resumed: the same results as the one-go run.
         let rb = try RecipeLoader.load(try write(recipeText(output: "b"), in: dir, name: "b.yaml"))

@@ -79,7 +79,9 @@ public struct PEFTAdapter: Sendable {
             "use_dora": false, "use_rslora": false, "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
             "base_model_name_or_path": NSNull(), "task_type": NSNull(), "revision": NSNull(),
             "layers_to_transform": NSNull(), "layers_pattern": NSNull(),
-            "auto_mapping": ["base_model_class": "VisionTransformer", "parent_library": "timm.models.vision_transformer"]
+            "auto_mapping": model.config.encoder.blockKind == .eva02
+                ? ["base_model_class": "Eva", "parent_library": "timm.models.eva"]
+                : ["base_model_class": "VisionTransformer", "parent_library": "timm.models.vision_transformer"]
         ]
         try AtomicFile.write(
             try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]),

@@ -15,6 +15,7 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var encoder: ViTConfig
     public var classes: Int
     /// `token` (class token after the final norm) or `mean` (patch tokens after the final norm).
+    /// EVA-02 encoders ignore it: they pool by `fc_norm` of the patch-token mean, as timm's `Eva`.
     public var pooling: String = "token"
     /// Hidden width of an MLP head (linear → GELU → linear); nil = a linear head.
     public var headHidden: Int? = nil
@@ -79,7 +80,9 @@ public final class TrainableViT: @unchecked Sendable {
     /// MLP head's first layer (`head.fc1.*`), when `config.headHidden` is set.
     public let headFc1W, headFc1B: Parameter?
     var headParameters: [Parameter] { [headFc1W, headFc1B].compactMap { $0 } + [headW, headB] }
-    let blocks: [BlockParams]
+    let blocks: [any TrainableBlock]
+    /// RoPE angles and scratch of an EVA-02 encoder (nil for a pre-norm ViT).
+    let evaState: EVATrainingState?
     /// Every parameter (base and LoRA), in a fixed order.
     public private(set) var parameters: [Parameter] = []
     /// Training mode: LoRA dropout is active. `dropoutSeed` picks the masks (the training loop
@@ -128,13 +131,17 @@ public final class TrainableViT: @unchecked Sendable {
     /// qkv bias gets a zero one (trainable like any bias).
     public init(config c: TrainConfig, tensors: [String: Tensor], source: String) throws {
         config = c
-        switch c.encoder.blockKind {
-        case .preNorm: break // `BlockParams` and the forward and backward here are the pre-norm block's
-        case .eva02:
-            throw XRError(
-                "EVA-02 encoders are not trainable yet", file: source, field: "model",
-                hint: "use EVA-02 / EVA-X features with the probe methods (logistic, knn, prototype) and pack / predict")
+        let eva = c.encoder.blockKind == .eva02
+        if eva {
+            let D = c.heads > 0 ? c.dim / c.heads : 0
+            guard c.heads > 0, D * c.heads == c.dim, D % 4 == 0 else {
+                throw XRError("EVA-02 needs a head size that is a multiple of 4 (dim \(c.dim), \(c.heads) heads)", file: source, field: "heads")
+            }
+            guard c.registers == 0, c.encoder.posEmbedPrefix == 1 else {
+                throw XRError("EVA-02 encoders have a class token with a position embedding and no registers", file: source, field: "model")
+            }
         }
+        evaState = eva ? EVATrainingState(c) : nil
         var shapes: [String: [Int]] = [:]
         for (name, shape) in c.encoder.parameterShapes { shapes[name] = shape }
         var used = Set<String>()
@@ -156,9 +163,13 @@ public final class TrainableViT: @unchecked Sendable {
         pos = try get(ViTKeys.posEmbed)
         patchW = try get(ViTKeys.patchWeight)
         patchB = try get(ViTKeys.patchBias)
-        blocks = try (0..<c.depth).map { try BlockParams($0, get, c: c) }
-        normW = try get(ViTKeys.normWeight)
-        normB = try get(ViTKeys.normBias)
+        // EVA-02: its blocks, and `fc_norm` (on the pooled patch mean) as the final norm.
+        blocks = try (0..<c.depth).map { i -> any TrainableBlock in
+            if eva { return try EVABlockParams(i, get, c: c) }
+            return try BlockParams(i, get, c: c)
+        }
+        normW = try get(eva ? EVAKeys.fcNormWeight : ViTKeys.normWeight)
+        normB = try get(eva ? EVAKeys.fcNormBias : ViTKeys.normBias)
         let headIn = c.headHidden ?? C
         if let H = c.headHidden {
             guard H >= 1 else { throw XRError("head hidden width must be at least 1, got \(H)", field: "head_hidden") }
@@ -199,7 +210,7 @@ public final class TrainableViT: @unchecked Sendable {
             for b in blocks.suffix(k) { for p in b.parameters { p.trainable = true } }
             for p in [normW, normB] + headParameters { p.trainable = true }
         case .bitFit:
-            for p in base where p.name.hasSuffix(".bias") { p.trainable = true }
+            for p in base where p.name.hasSuffix(".bias") || p.name.hasSuffix("_bias") { p.trainable = true } // EVA's q_bias, v_bias
             for p in headParameters { p.trainable = true }
         case .head:
             for p in headParameters { p.trainable = true }
@@ -236,7 +247,7 @@ public final class TrainableViT: @unchecked Sendable {
                 throw XRError(
                     "LoRA target pattern(s) \(targets) match no linear layer", field: "targets",
                     hint:
-                        "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2; patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)"
+                        "layer names look like blocks.0.attn.qkv, blocks.0.attn.proj, blocks.0.mlp.fc1, blocks.0.mlp.fc2 (EVA-02 also attn.q_proj / k_proj / v_proj, mlp.fc1_g / fc1_x); patterns match a whole name or its last parts (qkv, attn.proj, mlp.*)"
                 )
             }
             for p in headParameters { p.trainable = true }
@@ -313,7 +324,7 @@ extension TrainableViT {
             let n = shape.reduce(1, *)
             let fan = shape.count >= 2 ? shape.dropFirst().reduce(1, *) : 1
             let v: [Float]
-            if name.hasSuffix("norm1.weight") || name.hasSuffix("norm2.weight") || name == "norm.weight" || name.hasSuffix("gamma") {
+            if name.hasSuffix("norm1.weight") || name.hasSuffix("norm2.weight") || name.hasSuffix("norm.weight") || name.hasSuffix("gamma") {
                 v = [Float](repeating: 1, count: n)
             } else if shape.count >= 2 {
                 let s = 1 / Float(fan).squareRoot()

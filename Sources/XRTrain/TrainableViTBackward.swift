@@ -17,6 +17,7 @@ extension TrainableViT {
         precondition(tokenMode, "backwardPatchTokens: the last forward was not forwardPatchTokens")
         let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, N = c.grid * c.grid
         precondition(dtokens.count == B * N * C, "backwardPatchTokens: gradient must be (B, N, C) of the last forward")
+        if c.encoder.blockKind == .eva02 { evaBackwardPatchTokens(dtokens); return }
         guard let lowest = lowestTrainableBlock ?? (normW.trainable || normB.trainable ? c.depth : nil) else { return }
         withSingleThreadedBLAS {
             tC2.zero()
@@ -57,7 +58,9 @@ extension TrainableViT {
         if let dHead { dpooled.p.update(from: dHead.p, count: B * C) } else { BLAS.sgemm(dpooled.p, dl.p, headW.value.p, m: B, n: C, k: c.classes) }
         let dx = x // reused: the residual-stream gradient
         dx.zero()
-        if c.pooling == "token" {
+        if c.encoder.blockKind == .eva02 {
+            evaPoolBackward(dpooled.p)
+        } else if c.pooling == "token" {
             layerNormBackward(
                 dx: tC.p, accumulate: false, dy: dpooled.p, x: pooledIn.p, weight: normW.value.p, mean: fMean.p, rstd: fRstd.p,
                 dweight: normW.grad?.p, dbias: normB.grad?.p, rows: B, cols: C)
@@ -74,12 +77,14 @@ extension TrainableViT {
 
     /// From the residual-stream gradient in `x` (B·T, C) at the last block's output down to the
     /// lowest trainable parameter.
-    private func backwardBlocks(lowest: Int) {
+    func backwardBlocks(lowest: Int) {
         let c = config, B = batch, C = c.dim, T = c.tokens, R = B * T, M = c.mlpHidden, N = c.grid * c.grid
         let dx = x
         guard lowest < c.depth else { return }
         for i in stride(from: c.depth - 1, through: max(lowest, 0), by: -1) {
-            let bp = blocks[i], cache = caches[i]
+            if let eb = blocks[i] as? EVABlockParams { evaBlockBackward(i, eb, caches[i], needInput: i > lowest); continue }
+            guard let bp = blocks[i] as? BlockParams else { preconditionFailure("backward: block \(i) is of no known kind") }
+            let cache = caches[i]
             if recompute {
                 // Rebuild this block's activations from its saved input (same dropout masks).
                 tC2.p.update(from: savedInputs[i].p, count: R * C)
@@ -94,22 +99,7 @@ extension TrainableViT {
             // x = xMid + ls2 ⊙ y2 (a sequential adapter adds to dy2, so it must not be dr itself)
             let dy2 = branchGrad(tC.p, dr, bp.ls2, cache.y2.p, rows: Q, cols: C, copy: bp.adapter.map { !$0.parallel } ?? false)
             // Adapter branch: y2 += s · up(GELU(down(in))), in = y2 before the adapter (sequential) or h2 (parallel).
-            var adapterInputGrad: UnsafeMutablePointer<Float>? = nil
-            if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
-                let r = ad.down.outFeatures, s = ad.scale
-                let dBranch = t3C.p // free until the attention backward
-                parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dBranch[j] = s * dy2[j] } }
-                let dAct = scratch.p
-                ad.up.backward(dinp: dAct, accumulate: false, dout: dBranch, inp: act.p, rows: Q, lora: nil, scratch: scratch.p)
-                geluBackward(dAct, preActivation: pre.p, count: Q * r)
-                let dIn = t3C.p + R * C
-                ad.down.backward(dinp: dIn, accumulate: false, dout: dAct, inp: cache.adIn?.p ?? cache.h2.p, rows: Q, lora: nil, scratch: scratch.p)
-                if ad.parallel {
-                    adapterInputGrad = dIn
-                } else {
-                    parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { dy2[j] += dIn[j] } }
-                }
-            }
+            let adapterInputGrad = bp.adapter.flatMap { adapterBackward($0, cache, dy2: dy2, rows: Q) } // t3C is free until the attention
             bp.fc2.backward(dinp: tM.p, accumulate: false, dout: dy2, inp: cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], scratch: scratch.p)
             parallelRows(Q) { r in geluBackward(tM.p + r.lowerBound * M, preActivation: cache.u.p + r.lowerBound * M, count: r.count * M) }
             bp.fc1.backward(dinp: tC2.p, accumulate: false, dout: tM.p, inp: cache.h2.p, rows: Q, lora: cache.lora[bp.fc1.name], scratch: scratch.p)

@@ -27,7 +27,6 @@ final class BlockParams {
         ls2 = c.layerScale ? try get(k.ls2) : nil
     }
     var linears: [Linear] { [qkv, proj, fc1, fc2] }
-    var adapterParameters: [Parameter] { adapter.map { [$0.down.weight, $0.down.bias!, $0.up.weight, $0.up.bias!] } ?? [] }
     var parameters: [Parameter] {
         [norm1w, norm1b, qkv.weight, qkv.bias!, proj.weight, proj.bias!] + (ls1.map { [$0] } ?? [])
             + [norm2w, norm2b, fc1.weight, fc1.bias!, fc2.weight, fc2.bias!] + (ls2.map { [$0] } ?? [])
@@ -58,12 +57,15 @@ final class BlockCache {
     var lora: [String: LoRAActivations] = [:]
     /// Adapter input (sequential: the MLP output before the adapter), pre-activation, activation.
     var adIn: Buffer? = nil, adPre: Buffer? = nil, adAct: Buffer? = nil
+    /// An EVA-02 block's further activations (`u` then holds the SwiGLU input (R, 2M), `a` its output).
+    let eva: EVAActivations?
     init(rows R: Int, c: TrainConfig, batch B: Int) {
-        let C = c.dim, M = c.mlpHidden, T = c.tokens
+        let C = c.dim, M = c.mlpHidden, T = c.tokens, eva = c.encoder.blockKind == .eva02
         xIn = Buffer(R * C); h1 = Buffer(R * C); qkv = Buffer(R * 3 * C); attn = Buffer(R * C); y1 = Buffer(R * C)
         xMid = Buffer(R * C); h2 = Buffer(R * C); y2 = Buffer(R * C)
         mean1 = Buffer(R); rstd1 = Buffer(R); mean2 = Buffer(R); rstd2 = Buffer(R)
-        probs = Buffer(B * c.heads * T * T); u = Buffer(R * M); a = Buffer(R * M)
+        probs = Buffer(B * c.heads * T * T); u = Buffer(R * (eva ? 2 * M : M)); a = Buffer(R * M)
+        self.eva = eva ? EVAActivations(rows: R, c: c) : nil
     }
 }
 

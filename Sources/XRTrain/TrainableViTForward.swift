@@ -96,9 +96,17 @@ extension TrainableViT {
             for n in 0..<N { for i in 0..<C { xb[(1 + Rg + n) * C + i] = tC.p[(b * N + n) * C + i] + pv[(pre + n) * C + i] } }
         }
         let firstSaved = max(0, lowestTrainableBlock ?? c.depth)
-        let classToken = classTokenShortcut && c.pooling == "token" && !tokenMode
+        let eva = c.encoder.blockKind == .eva02 // pools the patch tokens: no class-token shortcut
+        let classToken = classTokenShortcut && c.pooling == "token" && !tokenMode && !eva
         lastForwardClassToken = classToken
-        for (i, (bp, cache)) in zip(blocks, caches).enumerated() {
+        for (i, (block, cache)) in zip(blocks, caches).enumerated() {
+            if let eb = block as? EVABlockParams {
+                // Frozen EVA-02 blocks below every trainable parameter run the same forward in the shared cache.
+                if recompute && i >= firstSaved { savedInputs[i].p.update(from: x.p, count: R * C) }
+                evaTrainingBlock(i, eb, cache, x: x.p, batch: B, training: training)
+                continue
+            }
+            guard let bp = block as? BlockParams else { preconditionFailure("forward: block \(i) is of no known kind") }
             if i == c.depth - 1 && classToken {
                 if recompute && i >= firstSaved { savedInputs[i].p.update(from: x.p, count: R * C) }
                 trainingBlock(i, bp, cache, x: x.p, batch: B, training: training, classToken: true)
@@ -113,6 +121,7 @@ extension TrainableViT {
             if recompute { savedInputs[i].p.update(from: x.p, count: R * C) }
             trainingBlock(i, bp, cache, x: x.p, batch: B, training: training)
         }
+        if tokenMode && eva { return evaPatchTokens(batch: B) }
         if tokenMode {
             pooledIn.p.update(from: x.p, count: R * C)
             parallelLayerNorm(tC2.p, pooledIn.p, normW, normB, rows: R, cols: C, eps: c.eps, mean: fMean.p, rstd: fRstd.p)
@@ -123,7 +132,9 @@ extension TrainableViT {
             return out
         }
         // Final norm and pooling.
-        if c.pooling == "token" {
+        if eva {
+            evaPool(batch: B) // fc_norm of the patch-token mean, whatever `pooling` says
+        } else if c.pooling == "token" {
             for b in 0..<B { (pooledIn.p + b * C).update(from: x.p + b * T * C, count: C) }
             layerNormForward(pooled.p, pooledIn.p, normW.value.p, normB.value.p, rows: B, cols: C, eps: c.eps, mean: fMean.p, rstd: fRstd.p)
         } else {
@@ -184,16 +195,7 @@ extension TrainableViT {
             biasGELUForward(cache.a.p + lo * M, from: cache.u.p + lo * M, bias: nil, rows: r.count, cols: M)
         }
         bp.fc2.forward(cache.y2.p, cache.a.p, rows: Q, lora: cache.lora[bp.fc2.name], dropoutSeed: dseed(3))
-        if let ad = bp.adapter, let pre = cache.adPre, let act = cache.adAct {
-            let inp: UnsafeMutablePointer<Float>
-            if let adIn = cache.adIn { adIn.p.update(from: cache.y2.p, count: Q * C); inp = adIn.p } else { inp = cache.h2.p }
-            let r = ad.down.outFeatures
-            ad.down.forward(pre.p, inp, rows: Q, lora: nil)
-            biasGELUForward(act.p, from: pre.p, bias: nil, rows: Q, cols: r)
-            ad.up.forward(tC.p, act.p, rows: Q, lora: nil)
-            let s = ad.scale
-            parallelRows(Q) { rr in for j in (rr.lowerBound * C)..<(rr.upperBound * C) { cache.y2.p[j] += s * tC.p[j] } }
-        }
+        if let ad = bp.adapter { adapterForward(ad, cache, rows: Q) }
         parallelRows(Q) { r in
             let lo = r.lowerBound
             if classToken {
@@ -226,7 +228,7 @@ extension TrainableViT {
                 ls2: bp.ls2?.value)
             let ws = BlockWorkspace(h: cache.h1.p, qkv: cache.qkv.p, attn: cache.attn.p, mlp: cache.u.p, scores: attnScratch.p)
             block.forward(x, ws, config: config.encoder, batch: B, tokens: config.tokens)
-        case .eva02: preconditionFailure("frozenBlock: EVA-02 encoders are refused when a trainable encoder is built")
+        case .eva02: preconditionFailure("frozenBlock: EVA-02 blocks run `evaTrainingBlock`")
         }
     }
 }

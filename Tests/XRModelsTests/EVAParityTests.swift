@@ -101,10 +101,16 @@ final class EVAParityTests: XCTestCase {
         XCTAssertFalse(plain.contains("eva"), plain)
     }
 
-    func testEVAEncodersAreNotExportedForTraining() throws {
-        let loaded = try ViTLoader.load(Fixtures.url("eva/eva_x_ti.pt"), heads: 2)
-        XCTAssertThrowsError(try loaded.model.timmTensors(size: 32)) { e in
-            XCTAssertTrue((e as? XRError)?.message.contains("not trainable yet") == true, "\(e)")
+    /// The weights exported for training are the checkpoint's, under timm's names, in the
+    /// layout the config names (q / v biases split back out of the fused bias, q / k / v and the
+    /// SwiGLU halves split out of the packed products).
+    func testEVAEncodersExportTheirWeightsForTraining() throws {
+        for (pt, timm) in [("eva_x_ti.pt", "eva_x_ti_timm.safetensors"), ("eva_x_b.pt", "eva_x_b_timm.safetensors")] {
+            let loaded = try ViTLoader.load(Fixtures.url("eva/\(pt)"), heads: 2)
+            let exported = try loaded.model.timmTensors(size: 32)
+            let ref = try SafeTensorsFile(contentsOf: Fixtures.url("eva/\(timm)"))
+            XCTAssertEqual(Set(exported.keys), Set(ref.names.filter { !$0.contains("rope") }), pt)
+            for (k, t) in exported { XCTAssertEqual(t.scalars, try ref.tensor(k).scalars, "\(pt) \(k)") }
         }
     }
 }

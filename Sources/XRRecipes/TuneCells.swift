@@ -123,11 +123,6 @@ public struct TuneContext {
 
     public init(_ r: LoadedRecipe, data: StudyData) throws {
         encoder = try EncoderFeatureSource().encoder(r)
-        guard encoder.loaded.config.blockKind == .preNorm else {
-            throw XRError(
-                "EVA-02 encoders are not trainable yet: the tuning methods need a pre-norm ViT", file: r.file.path, field: "model.path",
-                hint: "run logistic, knn or prototype on this encoder's features")
-        }
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
             throw XRError(

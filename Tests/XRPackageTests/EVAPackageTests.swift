@@ -10,9 +10,9 @@ import TestSupport
 
 /// The feature-based methods on an EVA-X encoder: a study with `representation: [pooled]` (fc_norm
 /// of the patch-token mean) runs the probes, packs, and `predict` on the test images reproduces the
-/// packaged evaluation; the tuning methods are refused by name until EVA-02 trains.
+/// packaged evaluation; and the tuning methods, whose LoRA package predicts likewise.
 final class EVAPackageTests: XCTestCase {
-    func study(_ dir: URL, methods: String) throws -> (URL, DemoData.Summary) {
+    func study(_ dir: URL, methods: String, shots: Int = 4) throws -> (URL, DemoData.Summary) {
         let demo = try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 30)
         let recipe = dir.appendingPathComponent("r.yaml")
         try """
@@ -23,7 +23,7 @@ final class EVAPackageTests: XCTestCase {
         data: {manifest: demo/manifest.csv, label_column: labels, labels: [effusion], patient_column: patient_id, split_column: split}
         methods:
         \(methods)
-        shots: [4]
+        shots: [\(shots)]
         seeds: 1
         bootstrap: 50
         output: run
@@ -63,13 +63,50 @@ final class EVAPackageTests: XCTestCase {
         XCTAssertThrowsError(try Predictor.predict(p, base: Fixtures.url("eva/eva_x_s.pt"), inputs: [], options: eo))
     }
 
-    func testTuningMethodsAreRefusedByName() throws {
+    /// Every tuning method runs on an EVA-X checkpoint (`.pt` as EVA-X saves it); the LoRA
+    /// package (on qkv and the SwiGLU projections, with merged weights) predicts what it recorded.
+    func testTuningMethodsRunPackAndPredict() throws {
         let dir = Fixtures.tempDir("xrlab-eva-tune")
-        let (recipe, _) = try study(dir, methods: "  - {name: lora, rank: 2, epochs: 1, batch_size: 4}")
+        let (recipe, demo) = try study(
+            dir,
+            methods: """
+                    - {name: lora, rank: 2, targets: [qkv, fc1, fc2], epochs: 2, batch_size: 4}
+                    - {name: adapter, adapter_dim: 4, epochs: 1, batch_size: 4}
+                    - {name: last_k, blocks: 1, epochs: 1, batch_size: 4}
+                    - {name: bitfit, epochs: 1, batch_size: 4}
+                    - {name: full, epochs: 1, batch_size: 4}
+                """, shots: 2)
         var ro = RunOptions()
         ro.quiet = true
-        XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(recipe), options: ro)) { e in
-            XCTAssertTrue("\(e)".contains("EVA-02 encoders are not trainable yet"), "\(e)")
+        let s = try Runner.run(try RecipeLoader.load(recipe), options: ro)
+        XCTAssertTrue(s.complete)
+        let lines = try String(contentsOf: s.directory.appendingPathComponent("results.jsonl"), encoding: .utf8).split(separator: "\n")
+        let results = try lines.map { try JSONDecoder().decode(CellResult.self, from: Data($0.utf8)) }
+        XCTAssertEqual(Set(results.map(\.cell.method)), ["lora", "adapter", "last_k", "bitfit", "full"])
+        for r in results {
+            XCTAssertEqual(r.status, "ok", "\(r.cell.id): \(r.reason ?? "")")
+            XCTAssertGreaterThan(try XCTUnwrap(r.training, r.cell.id).trainable_parameters, 0)
+            XCTAssertNotNil(r.metrics["auroc"], r.cell.id)
         }
+        var o = PackOptions(name: "eva-lora", registry: dir.appendingPathComponent("reg"))
+        o.version = "1.0.0"
+        o.fit.method = "lora"
+        o.merged = true
+        o.quiet = true
+        let p = try PackageReader.open(try Packer.pack(runDirectory: s.directory, options: o).archive)
+        XCTAssertEqual(p.manifest.base_encoder.config?.blockKind, .eva02)
+        for k in ["blocks.0.attn.qkv.lora_A.weight", "blocks.1.mlp.fc1.lora_B.weight", "blocks.1.mlp.fc2.lora_A.weight", "head.weight"] {
+            XCTAssertTrue(p.heads[0].tensors.keys.contains(k), k)
+        }
+        var eo = EmbedOptions()
+        eo.quiet = true
+        eo.cache = nil
+        let pred = try Predictor.predict(p, base: Fixtures.url("eva/eva_x_ti.pt"), inputs: try InputList.resolve(demo.manifest), options: eo)
+        let table = try CSVTable(contentsOf: demo.manifest)
+        let split = table.header.firstIndex(of: "split")!, labels = table.header.firstIndex(of: "labels")!
+        let test = table.rows.indices.filter { table.rows[$0][split] == "test" }
+        let prob = test.map { Double(pred.rows[$0][1])! }
+        let truth = test.map { table.rows[$0][labels].split(separator: "|").contains("effusion") }
+        XCTAssertEqual(Metrics.auroc(prob, truth)!, p.manifest.evaluation[0].metrics["auroc"]!.value, accuracy: 2e-4)
     }
 }

@@ -17,8 +17,10 @@ final class EVAModelGradientTests: XCTestCase {
     }
 
     /// `tokens`: L = Σ w ⊙ tokens² on the patch-token output instead of the head's cross entropy.
-    func check(_ tag: String, _ set: TrainableSet, tokens: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
-        let m = try f.model(tag)
+    func check(
+        _ tag: String, _ set: TrainableSet, tokens: Bool = false, headHidden: Int? = nil, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        let m = try f.model(tag, headHidden: headHidden)
         try m.setTrainable(set, seed: 5)
         m.training = true // LoRA dropout active, with one fixed mask for every evaluation
         m.dropoutSeed = 42
@@ -71,6 +73,7 @@ final class EVAModelGradientTests: XCTestCase {
             try check(tag, .lora(rank: 2, alpha: 4, targets: everyLinear(tag), dropout: 0.3))
             try check(tag, .adapter(dim: 4, parallel: false, scale: 1))
             try check(tag, .adapter(dim: 4, parallel: true, scale: 2))
+            try check(tag, .lastBlocks(1), headHidden: 6)
         }
     }
 

@@ -16,10 +16,11 @@ struct EVATrainFixture {
     }
 
     /// The fixture's model, its architecture read by the encoder's loader, with its head.
-    func model(_ tag: String) throws -> TrainableViT {
+    func model(_ tag: String, headHidden: Int? = nil) throws -> TrainableViT {
         let encoder = try ViTLoader.load(Fixtures.url("eva_train/\(tag)_model.safetensors"), heads: 2).config
         XCTAssertEqual(encoder.blockKind, .eva02)
-        return try TrainableViT(config: TrainConfig(encoder: encoder, classes: 3), tensors: load("\(tag)_model"), source: "\(tag)_model.safetensors")
+        return try TrainableViT(
+            config: TrainConfig(encoder: encoder, classes: 3, headHidden: headHidden), tensors: load("\(tag)_model"), source: "\(tag)_model.safetensors")
     }
 
     func data() throws -> TrainFixture.Data {
@@ -92,7 +93,8 @@ final class EVATrainParityTests: XCTestCase {
 
     /// PEFT LoRA (r 4, alpha 8) on the attention input projections and the SwiGLU projections,
     /// head trained too: step-0 gradients, 20 AdamW steps (warmup + cosine, clipping, label
-    /// smoothing) and the final LoRA and head weights against PEFT run in float64.
+    /// smoothing) and the final LoRA and head weights against PEFT run in float64: gradients within
+    /// 1e-5, each step's loss within 2e-5 and the final weights within 5e-5 relative L2.
     func testLoRATrajectoryMatchesPEFT() throws {
         for tag in tags {
             let m = try f.model(tag), ref = try f.load("\(tag)_lora"), d = try f.data()
@@ -122,11 +124,11 @@ final class EVATrainParityTests: XCTestCase {
                 opt.update(m.trainableParameters, lr: schedule.lr(step))
                 let rel = abs(loss - Double(losses[step])) / Double(losses[step])
                 worstLoss = max(worstLoss, rel)
-                XCTAssertLessThanOrEqual(rel, 1e-5, "\(tag) step \(step): loss \(loss) vs PEFT \(losses[step])")
+                XCTAssertLessThanOrEqual(rel, 2e-5, "\(tag) step \(step): loss \(loss) vs PEFT \(losses[step])")
             }
             for p in m.trainableParameters {
                 let (rel, maxAbs, i) = relativeL2(p.value.array, try XCTUnwrap(ref["final.\(p.name)"], p.name).scalars)
-                XCTAssertLessThanOrEqual(rel, 1e-4, "\(tag) final \(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(i)")
+                XCTAssertLessThanOrEqual(rel, 5e-5, "\(tag) final \(p.name): relative L2 \(rel), max |diff| \(maxAbs) at \(i)")
                 worstFinal = max(worstFinal, rel)
             }
             print("EVA \(tag) LoRA \(targets): step-0 gradients worst \(worstGrad), 20 losses worst \(worstLoss), final weights worst \(worstFinal)")

@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "XRPackage",
             dependencies: [
-                "XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
+                "XRTensor", "XRData", "XRModels", "XRProbe", "XRHeads", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto")
             ], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.

@@ -100,7 +100,8 @@ let package = Package(
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRHeadsTests", dependencies: ["XRHeads", "XRData", "XRProbe", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(
+            name: "XRHeadsTests", dependencies: ["XRHeads", "XRData", "XRProbe", "XRTensor", "XRTrain", "XRModels", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(
             name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"],

@@ -160,11 +160,23 @@ enum SegmentationCells {
         let work = try runner.todo(all, recipe: r, options: options)
         let prepared = try prepare(r, data: data)
         let methods = Dictionary(uniqueKeysWithValues: recipe.methods.map { ($0.name, $0) })
-        let workers = max(1, min(options.threads, work.count))
+        // Decoder and k-NN cells run in parallel, one core each; tuning cells one after another,
+        // each on every core.
+        let (tuned, frozen) = work.reduce(into: ([Cell](), [Cell]())) { acc, c in
+            if methods[c.method]?.isTuning == true { acc.0.append(c) } else { acc.1.append(c) }
+        }
+        let workers = max(1, min(options.threads, frozen.count))
         try BLAS.with(threads: 1) {
-            try runner.run(work, label: "segmentation", workers: workers) { cell in
+            try runner.run(frozen, label: "segmentation", workers: workers) { cell in
                 guard let method = methods[cell.method] else { return nil }
                 return try runCell(cell, prepared: prepared, method: method, data: data, recipe: recipe, directory: dir)
+            }
+        }
+        if !tuned.isEmpty {
+            let context = try TuneContext(r, data: data)
+            try runner.run(tuned, label: "segmentation tuning") { cell in
+                guard let method = methods[cell.method] else { return nil }
+                return try tuneCell(cell, prepared: prepared, method: method, context: context, r, data: data, directory: dir, quiet: options.quiet)
             }
         }
         return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
@@ -204,6 +216,13 @@ enum SegmentationCells {
 
     /// (P·C) frozen patch tokens of study row `row`.
     static func tokens(_ data: StudyData, _ row: Int) -> [Float] { Array(data.features[(row * data.dim)..<((row + 1) * data.dim)]) }
+
+    /// The decoder settings of a recipe: its `linear_decoder` method's, else the defaults (the
+    /// tuning methods start from the decoder fitted on frozen tokens with these).
+    static func decoderSpec(_ recipe: Recipe) -> LinearDecoderSpec {
+        for m in recipe.methods { if case let .linearDecoder(s) = m { return s } }
+        return LinearDecoderSpec()
+    }
 
     /// A cell's annotated training images, drawn with its seed (one per patient, none sharing a
     /// patient with the test set), or why the cell is skipped.

@@ -209,6 +209,12 @@ final class TaskPackageTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("package kind 'detection'"), "\(e)")
             XCTAssertEqual((e as? XRError)?.field, "kind")
         }
+        // What a reader from before package kinds sees (it ignores the kind): the head kind is refused by name.
+        let unkinded = try editManifest(url) { $0.removeValue(forKey: "kind") }
+        XCTAssertThrowsError(try PackageReader.open(unkinded)) { e in
+            XCTAssertTrue("\(e)".contains("unknown head kind 'linear_decoder'"), "\(e)")
+            XCTAssertEqual((e as? XRError)?.field, "heads[0].kind")
+        }
         // A head kind of another task, a missing grid, a decoder of the wrong shape, a changed weight.
         let wrongHead = try tamper(url, "manifest.json", fixSums: true) {
             Data(String(decoding: $0, as: UTF8.self).replacingOccurrences(of: "\"kind\" : \"linear_decoder\"", with: "\"kind\" : \"logistic\"").utf8)

@@ -67,7 +67,16 @@ extension Predictor {
                 file: p.url.path, field: "segmentation", hint: "the package's preprocessing must crop every image to one model input")
         }
         let per = grid.patches * decoder.channels
-        var rows: [[String]] = [], masks: [PredictedMask] = []
+        var rows: [[String]] = [], masks: [PredictedMask] = [], owner: [String: String] = [:]
+        for input in res.inputs {
+            let file = TaskPackaging.maskFile(input.id)
+            if let other = owner[file] {
+                throw XRError(
+                    "images '\(other)' and '\(input.id)' would both write mask \(file)", field: "inputs",
+                    hint: "predict them in separate runs with different --masks folders")
+            }
+            owner[file] = input.id
+        }
         for (i, input) in res.inputs.enumerated() {
             let image = try ImageDecoder.decode(try Data(contentsOf: input.url), source: input.url.path)
             let g = enc.preprocessing.geometry(height: image.height, width: image.width)

@@ -201,6 +201,14 @@ final class TaskPackageTests: XCTestCase {
             try Predictor.predict(p, base: base, inputs: [ImageInput(url: junk, id: "junk.png")] + inputs.prefix(2), options: embedOptions(), masks: masks.path)
         ) { e in XCTAssertTrue("\(e)".contains("junk.png"), "\(e)") }
 
+        // Two images whose ids give the same mask file name.
+        let same = dir.appendingPathComponent("images/0.png")
+        XCTAssertThrowsError(
+            try Predictor.predict(
+                p, base: base, inputs: [ImageInput(url: same, id: "images/0.png"), ImageInput(url: same, id: "images_0.png")], options: embedOptions(),
+                masks: masks.path)
+        ) { e in XCTAssertTrue("\(e)".contains("would both write mask images_0_png.png"), "\(e)") }
+
         // A kind this reader does not know is refused by name, before the schema.
         let future = try editManifest(url) {
             $0["kind"] = "detection"; $0.removeValue(forKey: "segmentation")

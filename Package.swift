@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "XRPackage",
             dependencies: [
-                "XRTensor", "XRData", "XRModels", "XRProbe", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
+                "XRTensor", "XRData", "XRModels", "XRProbe", "XRHeads", "XRPipeline", "XRRecipes", "XRTrain", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto")
             ], swiftSettings: simd),
         // The command-line tool: parse, validate, dispatch.
@@ -100,7 +100,8 @@ let package = Package(
         .testTarget(name: "XRModelsTests", dependencies: ["XRModels", "XRTensor", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRDataTests", dependencies: ["XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRProbeTests", dependencies: ["XRProbe", "TestSupport"], swiftSettings: simd),
-        .testTarget(name: "XRHeadsTests", dependencies: ["XRHeads", "XRData", "XRProbe", "XRTensor", "TestSupport"], swiftSettings: simd),
+        .testTarget(
+            name: "XRHeadsTests", dependencies: ["XRHeads", "XRData", "XRProbe", "XRTensor", "XRTrain", "XRModels", "TestSupport"], swiftSettings: simd),
         .testTarget(name: "XRPipelineTests", dependencies: ["XRPipeline", "XRModels", "XRData", "TestSupport"], swiftSettings: simd),
         .testTarget(
             name: "XRRecipesTests", dependencies: ["XRRecipes", "XRData", "XRTensor", "XRPipeline", "XRText", "TestSupport"], exclude: ["Snapshots"],

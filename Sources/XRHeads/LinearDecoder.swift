@@ -213,12 +213,23 @@ public struct LinearDecoder: Sendable, Codable, Equatable {
     public func lossAndGradient(
         _ examples: [PatchExample], batch: [Int], l2: Double, positiveWeight: Double = 1
     ) -> (loss: Double, weight: [Float], bias: [Float]) {
+        let g = lossAndGradients(examples, batch: batch, l2: l2, positiveWeight: positiveWeight, tokens: false)
+        return (g.loss, g.weight, g.bias)
+    }
+
+    /// As `lossAndGradient`, plus, with `tokens`, d(loss)/d(tokens) of each image of `batch`
+    /// ((P, C) each, in batch order): dX = dZᵀ · W, the gradient a tuned encoder backpropagates
+    /// from its patch tokens.
+    public func lossAndGradients(
+        _ examples: [PatchExample], batch: [Int], l2: Double, positiveWeight: Double = 1, tokens: Bool
+    ) -> (loss: Double, weight: [Float], bias: [Float], tokens: [[Float]]) {
         let up = Upsampler(grid)
         let pix = grid.inputHeight * grid.inputWidth, r = rows
         let scored = batch.reduce(0) { n, i in n + examples[i].target.count(where: { $0 != Self.ignore }) }
         let scale = 1 / Double(max(scored, 1))
         var loss = 0.0
         var gw = [Float](repeating: 0, count: r * channels), gb = [Float](repeating: 0, count: r)
+        var dtokens: [[Float]] = []
         for i in batch {
             let ex = examples[i]
             precondition(ex.target.count == pix, "example \(i): target of \(ex.target.count) pixels for \(grid.inputHeight)×\(grid.inputWidth)")
@@ -247,6 +258,11 @@ public struct LinearDecoder: Sendable, Codable, Equatable {
             let dz = up.down(du, rows: r) // (R, P)
             BLAS.sgemm(&gw, dz, ex.tokens, m: r, n: channels, k: grid.patches, beta: 1)
             for c in 0..<r { for p in 0..<grid.patches { gb[c] += dz[c * grid.patches + p] } }
+            if tokens {
+                var dx = [Float](repeating: 0, count: grid.patches * channels) // (P, C)
+                BLAS.sgemm(&dx, dz, transA: true, weight, m: grid.patches, n: channels, k: r)
+                dtokens.append(dx)
+            }
         }
         loss *= scale
         var penalty = 0.0
@@ -254,7 +270,7 @@ public struct LinearDecoder: Sendable, Codable, Equatable {
             penalty += Double(weight[j]) * Double(weight[j])
             gw[j] += Float(l2) * weight[j]
         }
-        return (loss + 0.5 * l2 * penalty, gw, gb)
+        return (loss + 0.5 * l2 * penalty, gw, gb, dtokens)
     }
 
     /// Train a decoder on annotated images. Deterministic for a given `options.seed` (and BLAS

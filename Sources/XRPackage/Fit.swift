@@ -34,6 +34,14 @@ public struct FittedModel: Sendable {
     public var inputSize: Int? = nil
     /// Per task, the full tuned weights (timm names, LoRA merged), when asked for.
     public var merged: [String: [String: Tensor]] = [:]
+    /// What the package predicts, with its kind's manifest section.
+    public var kind: PackageKind = .classification
+    public var segmentation: SegmentationSpec? = nil
+    public var retrieval: RetrievalSpec? = nil
+    /// The manifest's labels when they are not the recipe's (segmentation classes, retrieval values).
+    public var labels: [String]? = nil
+    /// Further archive entries (retrieval: `gallery.<i>.csv`).
+    public var entries: [ArchiveEntry] = []
 }
 
 public enum ModelFitter {

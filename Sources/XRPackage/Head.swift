@@ -8,6 +8,22 @@ import XRProbe
 public struct Head: Sendable {
     public static let probeKinds = ["logistic", "knn", "prototype"]
     public static let tunedKinds = ["lora", "adapter", "last_k", "bitfit", "full"]
+    /// Segmentation heads: `linear_decoder` (tensors `weight` (R, C), `bias` (R); R = 1 for two
+    /// classes, else K; C = the encoder's token channels).
+    public static let decoderKinds = ["linear_decoder"]
+    /// Retrieval heads: `cosine` (tensor `gallery` (G, D), rows L2-normalised) and
+    /// `linear_projection` (also `projection.mean` (D), `projection.directions` (M, D),
+    /// `projection.factors` (M): queries are projected before they are normalised).
+    public static let galleryKinds = ["cosine", "linear_projection"]
+
+    /// The head kinds a package of `kind` may hold.
+    public static func kinds(for kind: PackageKind) -> [String] {
+        switch kind {
+        case .classification: return probeKinds + tunedKinds
+        case .segmentation: return decoderKinds
+        case .retrieval: return galleryKinds
+        }
+    }
     public var info: HeadInfo
     public var isTuned: Bool { Self.tunedKinds.contains(info.kind) }
     /// Tensors without the prefix: `weight`, `bias` or `support`, `support_labels`.
@@ -44,6 +60,26 @@ public struct Head: Sendable {
             guard let t = tensors[name] else { throw XRError("missing tensor", file: file, field: info.tensors + name) }
             guard shape(t) else { throw XRError("shape \(t.shape) does not match \(expected)", file: file, field: info.tensors + name) }
             guard t.scalars.allSatisfy(\.isFinite) else { throw XRError("non-finite values", file: file, field: info.tensors + name) }
+        }
+        if Self.decoderKinds.contains(info.kind) {
+            let rows = K == 2 ? 1 : K
+            try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
+            try need("bias", { $0.shape == [rows] }, "(\(rows))")
+            return
+        }
+        if Self.galleryKinds.contains(info.kind) {
+            let g = info.n_train
+            try need("gallery", { $0.shape == [g, d] && g > 0 }, "(\(g), \(d))")
+            if info.kind == "linear_projection" {
+                // No directions when the shots left no within-class residuals (the centring alone).
+                try need("projection.mean", { $0.shape == [d] }, "(\(d))")
+                if tensors["projection.factors"] != nil || tensors["projection.directions"] != nil {
+                    let m = tensors["projection.factors"]?.shape.first ?? 0
+                    try need("projection.factors", { $0.shape == [m] && m > 0 }, "(M)")
+                    try need("projection.directions", { $0.shape == [m, d] }, "(\(m), \(d))")
+                }
+            }
+            return
         }
         if isTuned {
             // A linear head (K, d), or an MLP head: fc1 (H, d) then (K, H).

@@ -36,6 +36,55 @@ public struct PackageManifest: Codable, Equatable, Sendable {
     public var recipe: Recipe
     /// Archive entries besides manifest.json and SHA256SUMS.
     public var files: [String]
+    /// What the package predicts (`PackageKind`); absent for classification, which every reader
+    /// reads. A reader refuses a kind it does not know by name, so kinds are added without a new
+    /// format version.
+    public var kind: String? = nil
+    /// Segmentation packages: the patch grid the decoder reads and the masks' pixel values.
+    public var segmentation: SegmentationSpec? = nil
+    /// Retrieval packages: how the gallery is searched.
+    public var retrieval: RetrievalSpec? = nil
+
+    /// The package's kind (classification when the manifest names none).
+    public var packageKind: PackageKind { kind.flatMap(PackageKind.init(rawValue:)) ?? .classification }
+}
+
+/// What a package predicts, and so what `predict` writes.
+public enum PackageKind: String, Codable, CaseIterable, Sendable {
+    /// Class probabilities and decisions per label (CSV).
+    case classification
+    /// A mask PNG per image at its original size, and a CSV of foreground fractions.
+    case segmentation
+    /// The nearest gallery images of each image (CSV).
+    case retrieval
+}
+
+/// How a segmentation package maps images to patch logits and back: the base encoder's
+/// preprocessing (`base_encoder.preprocessing`: resize, then crop or pad) takes an image to the
+/// model input of `input_height × input_width` pixels, the encoder's patch tokens form a
+/// `grid_height × grid_width` grid over it, and the decoder's patch logits are bilinearly resampled
+/// through the inverse of that transform to the image's own size (pixels the crop cut away are
+/// background).
+public struct SegmentationSpec: Codable, Equatable, Sendable {
+    public var input_height: Int
+    public var input_width: Int
+    public var grid_height: Int
+    public var grid_width: Int
+    /// Mask pixel value of each class (index = class); nil: two classes written as 0 / 255.
+    public var mask_classes: [Int]?
+}
+
+/// How a retrieval package searches its gallery: cosine similarity of L2-normalised features
+/// (after the packaged projection, when there is one), exact, ties to the earlier gallery row.
+/// Each head's gallery images are listed in `gallery.<i>.csv` (image id and label values, in the
+/// order of the `heads.<i>.gallery` rows).
+public struct RetrievalSpec: Codable, Equatable, Sendable {
+    /// Neighbours `predict` writes per image unless told otherwise.
+    public var neighbours: Int
+    /// Relevance of the recipe: `any` or `all` shared values.
+    public var relevance: String
+    /// The recipe's gallery: `train` (training rows) or `all` (every labelled row).
+    public var gallery: String
 }
 
 /// The encoder the heads sit on. A package built from precomputed features records the feature
@@ -159,8 +208,21 @@ extension PackageManifest {
         if base_encoder.kind == "encoder", base_encoder.preprocessing == nil || base_encoder.config == nil {
             throw bad("base_encoder", "an encoder package needs config and preprocessing")
         }
+        let taskKind = packageKind
+        switch taskKind {
+        case .classification: break
+        case .segmentation:
+            guard let s = segmentation, s.grid_height > 0, s.grid_width > 0, s.input_height >= s.grid_height, s.input_width >= s.grid_width else {
+                throw bad("segmentation", "a segmentation package needs its patch grid and model input size")
+            }
+            guard base_encoder.kind == "encoder" else { throw bad("base_encoder.kind", "a segmentation package needs an encoder base") }
+        case .retrieval:
+            guard let s = retrieval, s.neighbours > 0 else { throw bad("retrieval", "a retrieval package needs its search settings") }
+        }
         for (i, h) in heads.enumerated() {
-            guard Head.probeKinds.contains(h.kind) || Head.tunedKinds.contains(h.kind) else { throw bad("heads[\(i)].kind", "unknown head kind '\(h.kind)'") }
+            guard Head.kinds(for: taskKind).contains(h.kind) else {
+                throw bad("heads[\(i)].kind", "unknown head kind '\(h.kind)' for a \(taskKind.rawValue) package")
+            }
             if Head.tunedKinds.contains(h.kind), base_encoder.kind != "encoder" || base_encoder.input_size == nil {
                 throw bad("base_encoder.input_size", "a tuned head needs an encoder base with its input size")
             }

@@ -19,7 +19,7 @@ public enum ModelCard {
             : "precomputed features (`\(m.base_encoder.source)`, SHA-256 `\(m.base_encoder.sha256.prefix(16))…`).\n\n"
         s += "## Intended use\n\n"
         s += "Decision support for the \(m.task) task on \(m.labels.map { "`\($0)`" }.joined(separator: ", ")), on images prepared like the training data "
-        s += "(same kind of acquisition and site). Not a diagnostic device: outputs are probabilities with a threshold chosen on validation data, "
+        s += "(same kind of acquisition and site). Not a diagnostic device: outputs are \(outputs(m)), "
         s += "to be reviewed by a clinician. Apply it only with the base encoder recorded here (`xrlab predict` refuses any other).\n\n"
         s += "## Data\n\n"
         let t = m.training_data
@@ -31,7 +31,11 @@ public enum ModelCard {
             s += "| \(name) | \(sp.rows) | \(sp.patients.map(String.init) ?? "—") | \(cls) |\n"
         }
         s += "\nContent hashes (SHA-256 over the sorted \(t.content) hashes): train `\(t.train.content_sha256.prefix(16))…`, "
-        s += "validation `\(t.validation.content_sha256.prefix(16))…`, test `\(t.test.content_sha256.prefix(16))…`. No identifiers are stored.\n\n"
+        s += "validation `\(t.validation.content_sha256.prefix(16))…`, test `\(t.test.content_sha256.prefix(16))…`. "
+        s +=
+            m.packageKind == .retrieval
+            ? "The gallery's image ids (the manifest's image column, as `predict` names neighbours) and label values are stored in `gallery.<i>.csv`; no other identifiers are stored.\n\n"
+            : "No identifiers are stored.\n\n"
         s +=
             "Training: \(m.method.shots.map { "\($0) examples per class (seed \(m.method.seed))" } ?? "all training rows, \(Int((m.method.validation_fraction ?? 0) * 100))% of training patients held out for thresholds"); "
         s += "method \(m.method.spec).\n\n"
@@ -44,7 +48,7 @@ public enum ModelCard {
             if let op = e.operating_point {
                 s += " | \(num(op.threshold)) | \(est(op.sensitivity)) | \(est(op.specificity)) | \(est(op.ppv)) | \(est(op.npv)) |\n"
             } else {
-                s += " | argmax | — | — | — | — |\n"
+                s += " | \(m.packageKind == .retrieval ? "ranking" : "argmax") | — | — | — | — |\n"
             }
         }
         s += "\n## Subgroups\n\n"
@@ -81,5 +85,14 @@ public enum ModelCard {
         }
         s += "- Labels are as provided in the training manifest; label noise carries into the model and its metrics.\n"
         return s
+    }
+
+    /// What the package's outputs are, for the intended-use paragraph.
+    static func outputs(_ m: PackageManifest) -> String {
+        switch m.packageKind {
+        case .classification: return "probabilities with a threshold chosen on validation data"
+        case .segmentation: return "masks from a linear decoder on the encoder's patch tokens (the class of the largest logit per pixel)"
+        case .retrieval: return "the most similar gallery images by cosine similarity"
+        }
     }
 }

@@ -113,20 +113,17 @@ public enum Packer {
 
         // Fit and evaluate.
         let r = try RecipeLoader.load(resolved)
-        guard !r.recipe.isRetrieval else {
-            throw XRError(
-                "packages hold classification heads; a retrieval run has none to pack", file: resolved.path, field: "data.task",
-                hint: "retrieval results are the run's neighbours.csv and summary.csv")
-        }
-        guard !r.recipe.isSegmentation else {
-            throw XRError(
-                "packages hold classification heads; packaging a segmentation decoder is not supported yet", file: resolved.path,
-                field: "data.task", hint: "segmentation results are the run's per_image.csv, masks/ and summary.csv")
-        }
         let data = try StudyLoader.load(r, quiet: o.quiet)
         var fitOptions = o.fit
         fitOptions.merged = o.merged
-        let fitted = try ModelFitter.fit(r, data: data, runDirectory: dir, options: fitOptions)
+        let fitted: FittedModel
+        if r.recipe.isSegmentation {
+            fitted = try ModelFitter.fitSegmentation(r, data: data, options: fitOptions)
+        } else if r.recipe.isRetrieval {
+            fitted = try ModelFitter.fitRetrieval(r, data: data, options: fitOptions)
+        } else {
+            fitted = try ModelFitter.fit(r, data: data, runDirectory: dir, options: fitOptions)
+        }
         if o.merged && fitted.inputSize == nil {
             throw XRError("--merged applies to tuning methods; probe packages carry no encoder weights to merge", field: "--merged")
         }
@@ -136,6 +133,7 @@ public enum Packer {
             base.representation = ["cls"]
             base.dim = base.config?.dim ?? base.dim
         }
+        if fitted.kind == .segmentation { base.representation = ["patch_tokens"] }
 
         // Creation time: reproducible.
         let created: Date
@@ -158,14 +156,20 @@ public enum Packer {
             format: PackageManifest.formatName, format_version: PackageManifest.formatVersion,
             requires_xrlab: PackageManifest.formatIntroducedIn[PackageManifest.formatVersion - 1],
             name: o.name, version: version.description, created: createdText, xrlab_version: XRLabVersion.string,
-            base_encoder: base, method: fitted.method, task: r.recipe.data.task.rawValue, labels: r.recipe.data.labels,
+            base_encoder: base, method: fitted.method, task: r.recipe.data.task.rawValue, labels: fitted.labels ?? r.recipe.data.labels,
             heads: fitted.heads.map { $0.info }, training_data: fitted.training, evaluation: fitted.evaluation,
             recipe: sanitized(r.recipe), files: [])
+        if fitted.kind != .classification {
+            manifest.kind = fitted.kind.rawValue
+            manifest.segmentation = fitted.segmentation
+            manifest.retrieval = fitted.retrieval
+        }
         let card = ModelCard.render(manifest)
-        var entries = [
-            ArchiveEntry(name: "weights/head.safetensors", data: weights),
-            ArchiveEntry(name: "MODEL_CARD.md", data: Data(card.utf8))
-        ]
+        var entries =
+            [
+                ArchiveEntry(name: "weights/head.safetensors", data: weights),
+                ArchiveEntry(name: "MODEL_CARD.md", data: Data(card.utf8))
+            ] + fitted.entries
         for (i, h) in fitted.heads.enumerated() {
             if let m = fitted.merged[h.info.task] {
                 let data = try SafeTensors.encode(

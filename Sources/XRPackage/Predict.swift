@@ -14,6 +14,8 @@ public struct Prediction: Sendable {
     public var rows: [[String]]
     public var failed: [FailedInput]
     public var warnings: [String]
+    /// Segmentation packages: the predicted masks, written with `writeMasks`.
+    public var masks: [PredictedMask] = []
 
     /// RFC 4180 CSV.
     public var csv: String {
@@ -26,8 +28,15 @@ public struct Prediction: Sendable {
 
 public enum Predictor {
     /// Predict from image files with the package's base encoder.
-    public static func predict(_ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions) throws -> Prediction {
+    /// Segmentation packages write their masks' paths under `masks` (a folder) into the CSV;
+    /// retrieval packages keep `topK` neighbours per image (nil: the packaged number).
+    public static func predict(
+        _ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions, masks: String? = nil, topK: Int? = nil
+    ) throws -> Prediction {
         let enc = try PackageReader.encoder(for: p, base: base)
+        if p.manifest.packageKind == .segmentation {
+            return try predictSegmentation(p, encoder: enc, inputs: inputs, options: options, masksFolder: masks)
+        }
         if p.heads.contains(where: \.isTuned) { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
         var o = options
         o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
@@ -42,7 +51,7 @@ public enum Predictor {
         let ok = res.inputs
         guard !ok.isEmpty else { throw XRError("no readable images", field: "inputs") }
         let x = try EncoderFeatureSource.assemble(res, representation: p.manifest.base_encoder.representation, model: base)
-        var out = try predict(p, features: x, ids: ok.map(\.id))
+        var out = try predict(p, features: x, ids: ok.map(\.id), topK: topK)
         out.failed = res.failed
         out.warnings = res.warnings
         return out
@@ -105,8 +114,11 @@ public enum Predictor {
     }
 
     /// Predict from a feature matrix (n, D) in the package's representation.
-    public static func predict(_ p: OpenedPackage, features x: Tensor, ids: [String]) throws -> Prediction {
+    public static func predict(_ p: OpenedPackage, features x: Tensor, ids: [String], topK: Int? = nil) throws -> Prediction {
         let d = p.manifest.base_encoder.dim
+        guard p.manifest.packageKind != .segmentation else {
+            throw XRError("a segmentation package predicts from images (--base and image inputs), not features", field: "--features")
+        }
         guard !p.heads.contains(where: \.isTuned) else {
             throw XRError("this package tunes the encoder; it predicts from images (--base and image inputs), not features", field: "--features")
         }
@@ -118,6 +130,7 @@ public enum Predictor {
         if let i = x.scalars.firstIndex(where: { !$0.isFinite }) {
             throw XRError("feature \(i % d) of '\(ids[i / d])' is \(x.scalars[i])", field: "features")
         }
+        if p.manifest.packageKind == .retrieval { return try predictRetrieval(p, features: x.scalars, ids: ids, k: topK) }
         return table(p, probabilities: p.heads.map { $0.probabilities(x.scalars, n: ids.count, d: d) }, ids: ids)
     }
 

@@ -22,11 +22,22 @@ public struct OpenedPackage: Sendable {
     public var sizes: [String: Int64]
     /// The signature (`model.sig`): absent, present but unchecked, or verified against trusted keys.
     public var signature: PackageSignature = .unsigned
+    /// Retrieval packages: each head's gallery ids and labels (`gallery.<i>.csv`).
+    public var galleries: [GalleryList] = []
 }
 
 public enum PackageReader {
     /// Entries read into memory (each at most `Limits.packageInMemoryEntryBytes`).
     static let inMemory: Set<String> = ["SHA256SUMS", "manifest.json", "MODEL_CARD.md", "weights/head.safetensors", ModelSignature.fileName]
+
+    /// Whether an entry is kept in memory: the `inMemory` entries and retrieval galleries'
+    /// `gallery.<i>.csv` (ids and labels, at most `Limits.packageInMemoryEntryBytes` each).
+    static func keptInMemory(_ name: String) -> Bool { inMemory.contains(name) || isGalleryList(name) }
+
+    /// `gallery.<i>.csv`.
+    static func isGalleryList(_ name: String) -> Bool {
+        name.hasPrefix("gallery.") && name.hasSuffix(".csv") && Int(name.dropFirst("gallery.".count).dropLast(".csv".count)) != nil
+    }
 
     /// Read and check a package in one streaming pass: every entry is hashed as it streams and
     /// compared with SHA256SUMS; only the entries in `inMemory` are kept (the head weights go to a
@@ -87,7 +98,7 @@ public enum PackageReader {
             }
             sizes[name] = size
             var memory: Data? = nil, file: FileHandle? = nil
-            if inMemory.contains(name) {
+            if keptInMemory(name) {
                 if size <= Int64(inMemoryBytes) {
                     memory = Data(capacity: Int(size))
                 } else if name == "weights/head.safetensors" {
@@ -163,8 +174,17 @@ public enum PackageReader {
             try h.validate(dim: manifest.base_encoder.dim, file: label)
             heads.append(h)
         }
+        var galleries: [GalleryList] = []
+        if manifest.packageKind == .retrieval {
+            for (i, h) in heads.enumerated() {
+                let name = GalleryList.entry(i)
+                guard let data = entries[name] else { throw XRError("a retrieval package needs its gallery list", file: path, field: name) }
+                galleries.append(try GalleryList(data, rows: h.info.n_train, file: "\(path):\(name)"))
+            }
+        }
         let card = entries["MODEL_CARD.md"].flatMap { String(data: $0, encoding: .utf8) } ?? ""
-        return OpenedPackage(url: url, manifest: manifest, card: card, heads: heads, entries: entries, sizes: sizes, signature: signature)
+        return OpenedPackage(
+            url: url, manifest: manifest, card: card, heads: heads, entries: entries, sizes: sizes, signature: signature, galleries: galleries)
     }
 
     /// Most bytes of the head weights kept to check their safetensors header while streaming.
@@ -224,6 +244,17 @@ public enum PackageReader {
             throw XRError(
                 "package format \(v) is newer than this xrlab (\(XRLabVersion.string)) reads (formats 1–\(PackageManifest.formatVersion))",
                 file: file, field: "format_version", hint: "this package needs \(needs)")
+        }
+        // A kind this xrlab does not know is refused by name before the schema (a future kind may
+        // carry fields this reader has never heard of).
+        if let k = obj["kind"] {
+            let name = (k as? String) ?? "\(k)"
+            guard PackageKind(rawValue: name) != nil else {
+                let needs = (obj["requires_xrlab"] as? String).map { "xrlab \($0) or newer" } ?? "a newer xrlab"
+                throw XRError(
+                    "package kind '\(name)' is not one this xrlab (\(XRLabVersion.string)) reads (\(PackageKind.allCases.map(\.rawValue).joined(separator: ", ")))",
+                    file: file, field: "kind", hint: "this package needs \(needs) that reads '\(name)' packages")
+            }
         }
         let m: PackageManifest
         do { m = try JSONDecoder().decode(PackageManifest.self, from: data) } catch {

@@ -26,7 +26,10 @@ struct PackageSizeCaps {
             let rows = Self.add(Self.add(Int64(max(0, h.n_train)), Int64(max(0, h.n_validation))), Int64(h.classes.count + 1))
             let probe = Self.mul(Self.mul(rows, Int64(max(0, m.base_encoder.dim)) + 2), 4)
             let tuned = Recipe.MethodName(rawValue: h.kind)?.isTuning == true ? encoder : 0
-            head = Self.add(head, Self.add(probe, tuned))
+            // A retrieval projection: at most D directions of D values.
+            let dim = Int64(max(0, m.base_encoder.dim))
+            let projection = h.kind == "linear_projection" ? Self.mul(Self.mul(dim, dim + 2), 4) : 0
+            head = Self.add(head, Self.add(Self.add(probe, tuned), projection))
         }
         self.head = min(Self.add(head, Self.slack), Limits.packageEntryBytes)
         merged = min(Self.add(encoder, Self.slack), Limits.packageEntryBytes)

@@ -32,6 +32,17 @@ public struct WithinClassWhitening: Sendable, Equatable {
     public var shrinkage: Double
     public var dim: Int
 
+    /// A fitted map from its stored parts (a package's tensors): centre (D), directions (M, D),
+    /// factors (M) and the shrinkage they were fitted with.
+    public init(mean: [Double], directions: [Double], factors: [Double], shrinkage: Double, dim: Int) {
+        precondition(mean.count == dim && directions.count == factors.count * dim, "WithinClassWhitening: parts do not match dimension \(dim)")
+        self.mean = mean
+        self.directions = directions
+        self.factors = factors
+        self.shrinkage = shrinkage
+        self.dim = dim
+    }
+
     /// Fit on `x` (n, D) row-major with a class per row; `shrinkage` in [0, 1], or nil for the
     /// Ledoit–Wolf estimate; `center` (D), or nil for the mean of `x`.
     public init(fit x: [Float], labels: [Int], d: Int, shrinkage fixed: Double? = nil, center: [Double]? = nil) {

@@ -227,9 +227,12 @@ extension Recipe {
         /// Segmentation methods label pixels from patch tokens.
         public var isSegmentation: Bool { self == .linear_decoder || self == .knn_patches }
 
-        /// The methods a task of kind `task` takes (report recipes list report encoders instead).
+        /// The methods a task of kind `task` takes (report recipes list report encoders instead);
+        /// segmentation also takes the tuning methods, with the linear decoder as their head.
         public static func names(for task: Recipe.TaskKind) -> [MethodName] {
-            allCases.filter { $0.isRetrieval == (task == .retrieval) && $0.isSegmentation == (task == .segmentation) }
+            allCases.filter {
+                ($0.isRetrieval == (task == .retrieval) && $0.isSegmentation == (task == .segmentation)) || (task == .segmentation && $0.isTuning)
+            }
         }
 
         /// The keys the method takes (besides `name`), in the order they are written.

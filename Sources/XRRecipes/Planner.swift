@@ -209,6 +209,12 @@ public struct CellCosts: Sendable {
             // Rough: a decoder step ~1 ms per image and epoch; predicting and scoring a test image
             // at its original size ~20 ms.
             let method = recipe.methods.first { $0.name == cell.method }
+            if let t = tunes[cell.method] {
+                // Tuning with the decoder head: as a classification tuning cell over the shots
+                // (annotated images), plus the frozen decoder fitted first.
+                let train = Double(cell.shots), val = Double(t.validationPerClass)
+                return flopsPerImage * (3 * train * Double(t.options.epochs) + val * Double(t.options.epochs) + nTest) / 100e9 + 0.02 * nTest
+            }
             let epochs: Int
             if case let .linearDecoder(s) = method { epochs = s.epochs } else { epochs = 1 }
             return 1e-3 * Double(cell.shots * epochs) + 0.02 * nTest

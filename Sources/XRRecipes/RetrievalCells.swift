@@ -91,6 +91,26 @@ enum RetrievalCells {
         _ cell: Cell, prepared p: Prepared, projection: LinearProjectionSpec?, data: StudyData, recipe: Recipe,
         settings: Recipe.RetrievalSettings
     ) -> CellResult {
+        guard let projection else { return evaluate(cell, prepared: p, projection: nil, shots: [], data: data, recipe: recipe, settings: settings) }
+        switch drawShots(cell, prepared: p, data: data) {
+        case let .failure(skip):
+            return CellResult(
+                cell: cell, status: "skipped", reason: skip.reason, metrics: [:], primary_ci: nil, chosen_C: nil,
+                n_train: 0, n_test: p.queries.count, train_ids: [], subgroups: [])
+        case let .success(shots):
+            let map = WithinClassWhitening(
+                fit: gather(data.features, rows: shots.map(\.row), d: data.dim), labels: shots.map(\.value), d: data.dim,
+                shrinkage: projection.shrinkage, center: p.poolMean)
+            return evaluate(cell, prepared: p, projection: map, shots: shots.map(\.row), data: data, recipe: recipe, settings: settings)
+        }
+    }
+
+    /// Rank the gallery for every query in the method's space (`projection` applied to both
+    /// when given; `shots` are the rows it was fitted on) and score the rankings.
+    static func evaluate(
+        _ cell: Cell, prepared p: Prepared, projection: WithinClassWhitening?, shots: [Int], data: StudyData, recipe: Recipe,
+        settings: Recipe.RetrievalSettings
+    ) -> CellResult {
         let d = data.dim
         var result = CellResult(
             cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
@@ -98,20 +118,10 @@ enum RetrievalCells {
         var queryX = gather(data.features, rows: p.queries, d: d)
         var galleryX = gather(data.features, rows: p.gallery, d: d)
         if let projection {
-            switch drawShots(cell, prepared: p, data: data) {
-            case let .failure(skip):
-                result.status = "skipped"
-                result.reason = skip.reason
-                return result
-            case let .success(shots):
-                let map = WithinClassWhitening(
-                    fit: gather(data.features, rows: shots.map(\.row), d: d), labels: shots.map(\.value), d: d, shrinkage: projection.shrinkage,
-                    center: p.poolMean)
-                queryX = map.apply(queryX, d: d)
-                galleryX = map.apply(galleryX, d: d)
-                result.n_train = shots.count
-                result.train_ids = shots.map { data.ids[$0.row] }
-            }
+            queryX = projection.apply(queryX, d: d)
+            galleryX = projection.apply(galleryX, d: d)
+            result.n_train = shots.count
+            result.train_ids = shots.map { data.ids[$0] }
         }
         let sets = (p.task.valueSets ?? p.task.labels.map { [$0] }).map(Set.init)
         let ranked = Retrieval.evaluate(

@@ -160,11 +160,23 @@ enum SegmentationCells {
         let work = try runner.todo(all, recipe: r, options: options)
         let prepared = try prepare(r, data: data)
         let methods = Dictionary(uniqueKeysWithValues: recipe.methods.map { ($0.name, $0) })
-        let workers = max(1, min(options.threads, work.count))
+        // Decoder and k-NN cells run in parallel, one core each; tuning cells one after another,
+        // each on every core.
+        let (tuned, frozen) = work.reduce(into: ([Cell](), [Cell]())) { acc, c in
+            if methods[c.method]?.isTuning == true { acc.0.append(c) } else { acc.1.append(c) }
+        }
+        let workers = max(1, min(options.threads, frozen.count))
         try BLAS.with(threads: 1) {
-            try runner.run(work, label: "segmentation", workers: workers) { cell in
+            try runner.run(frozen, label: "segmentation", workers: workers) { cell in
                 guard let method = methods[cell.method] else { return nil }
                 return try runCell(cell, prepared: prepared, method: method, data: data, recipe: recipe, directory: dir)
+            }
+        }
+        if !tuned.isEmpty {
+            let context = try TuneContext(r, data: data)
+            try runner.run(tuned, label: "segmentation tuning") { cell in
+                guard let method = methods[cell.method] else { return nil }
+                return try tuneCell(cell, prepared: prepared, method: method, context: context, r, data: data, directory: dir, quiet: options.quiet)
             }
         }
         return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
@@ -185,49 +197,98 @@ enum SegmentationCells {
     static func runCell(
         _ cell: Cell, prepared p: Prepared, method: Recipe.Method, data: StudyData, recipe: Recipe, directory dir: URL
     ) throws -> CellResult {
-        let d = data.dim
         var result = CellResult(
             cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
             n_train: 0, n_test: p.test.count, train_ids: [], subgroups: [])
-        let drawn = FewShotSampler.sample(
-            labels: p.task.labels, classes: 1, pool: p.pool, test: p.test, patients: data.patients, k: cell.shots, seed: UInt64(cell.seed),
-            stream: [Runner.streamKey(p.task.name), UInt64(cell.shots)])
         let shots: [Int]
-        switch drawn {
-        case let .failure(e):
+        switch drawShots(cell, prepared: p, data: data) {
+        case let .failure(skip):
             result.status = "skipped"
-            result.reason =
-                "\(e.available) annotated training images are eligible (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+            result.reason = skip.reason
             return result
         case let .success(rows): shots = rows
         }
-        func tokens(_ row: Int) -> [Float] { Array(data.features[(row * d)..<((row + 1) * d)]) }
-        let examples = shots.map { PatchExample(tokens: tokens($0), target: p.targets[$0] ?? []) }
-        let predict: ([Float], ImageGeometry) -> [UInt8]
+        guard let fitted = fit(method, shots: shots, cell: cell, prepared: p, data: data) else { return result }
+        return try evaluate(
+            cell, predict: { fitted.predict(tokens(data, $0), $1) }, shots: shots, prepared: p, data: data, recipe: recipe,
+            masks: cell.seed == 0 ? dir : nil)
+    }
+
+    /// (P·C) frozen patch tokens of study row `row`.
+    static func tokens(_ data: StudyData, _ row: Int) -> [Float] { Array(data.features[(row * data.dim)..<((row + 1) * data.dim)]) }
+
+    /// The decoder settings of a recipe: its `linear_decoder` method's, else the defaults (the
+    /// tuning methods start from the decoder fitted on frozen tokens with these).
+    static func decoderSpec(_ recipe: Recipe) -> LinearDecoderSpec {
+        for m in recipe.methods { if case let .linearDecoder(s) = m { return s } }
+        return LinearDecoderSpec()
+    }
+
+    /// A cell's annotated training images, drawn with its seed (one per patient, none sharing a
+    /// patient with the test set), or why the cell is skipped.
+    static func drawShots(_ cell: Cell, prepared p: Prepared, data: StudyData) -> Result<[Int], Runner.Skip> {
+        let drawn = FewShotSampler.sample(
+            labels: p.task.labels, classes: 1, pool: p.pool, test: p.test, patients: data.patients, k: cell.shots, seed: UInt64(cell.seed),
+            stream: [Runner.streamKey(p.task.name), UInt64(cell.shots)])
+        switch drawn {
+        case let .failure(e):
+            return .failure(
+                Runner.Skip(
+                    reason:
+                        "\(e.available) annotated training images are eligible (one per patient, none sharing a patient with the test set); \(e.requested) shots requested"
+                ))
+        case let .success(rows): return .success(rows)
+        }
+    }
+
+    /// A fitted segmentation method: the class map of one image's tokens at its original size,
+    /// and the decoder itself when the method is `linear_decoder`.
+    struct Fitted {
+        var predict: ([Float], ImageGeometry) -> [UInt8]
+        var decoder: LinearDecoder?
+    }
+
+    /// Fit `method` on the training rows `shots` as cell `cell` fits it (the decoder's seed comes
+    /// from the cell's seed and shot count); nil for a method that is not a segmentation method.
+    static func fit(_ method: Recipe.Method, shots: [Int], cell: Cell, prepared p: Prepared, data: StudyData) -> Fitted? {
+        let d = data.dim
+        let examples = shots.map { PatchExample(tokens: Array(data.features[($0 * d)..<(($0 + 1) * d)]), target: p.targets[$0] ?? []) }
         switch method {
         case let .linearDecoder(s):
             let training = DecoderTraining(
                 epochs: s.epochs, batchImages: s.batchSize, learningRate: s.lr, l2: s.weightDecay,
                 seed: UInt64(cell.seed) &* 0x9E37_79B9 &+ UInt64(cell.shots))
-            let fitted = LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: p.classes, options: training)
-            predict = { fitted.decoder.predict($0, geometry: $1) }
+            let decoder = LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: p.classes, options: training).decoder
+            return Fitted(predict: { decoder.predict($0, geometry: $1) }, decoder: decoder)
         case let .knnPatches(s):
             let knn = PatchKNN(examples, grid: p.grid, channels: p.channels, classes: p.classes, k: s.k, temperature: s.temperature)
-            predict = { knn.predict($0, geometry: $1) }
+            return Fitted(predict: { knn.predict($0, geometry: $1) }, decoder: nil)
         default:
-            return result
+            return nil
         }
+    }
+
+    /// Predict and score every test image of a fitted method (`predict`: a study row and its
+    /// geometry → classes at the original size); with `masks`, the sample's predicted masks are
+    /// written under that run folder.
+    static func evaluate(
+        _ cell: Cell, predict: (Int, ImageGeometry) throws -> [UInt8], shots: [Int], prepared p: Prepared, data: StudyData, recipe: Recipe,
+        masks dir: URL?
+    ) throws -> CellResult {
+        var result = CellResult(
+            cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+            n_train: 0, n_test: p.test.count, train_ids: [], subgroups: [])
         result.n_train = shots.count
         result.train_ids = shots.map { data.ids[$0] }
-        let sample = cell.seed == 0 ? Set(p.sample) : []
-        let masks = masksDirectory(cell, in: dir)
-        if !sample.isEmpty { try FileManager.default.createDirectory(at: masks, withIntermediateDirectories: true) }
+        let sample = dir == nil ? [] : Set(p.sample)
+        let masks = dir.map { masksDirectory(cell, in: $0) }
+        if let masks, !sample.isEmpty { try FileManager.default.createDirectory(at: masks, withIntermediateDirectories: true) }
         var scores: [ImageMaskScore] = []
         for row in p.test {
             guard let g = p.geometries[row], let truth = p.truths[row] else { continue }
-            let predicted = predict(tokens(row), g)
+            let predicted = try predict(row, g)
             scores.append(score(predicted, truth: truth, classes: p.classes, image: data.ids[row]))
-            if sample.contains(row) {
+            if let masks, sample.contains(row) {
                 try LabelMask(width: truth.width, height: truth.height, labels: predicted)
                     .write(to: masks.appendingPathComponent(maskFile(data.ids[row])), classValues: recipe.data.mask_classes)
             }

@@ -9,39 +9,13 @@ import TestSupport
 /// Segmentation recipes on generated images: a bright rectangle on a dark, noisy background, its
 /// mask the rectangle, so frozen patch tokens of even a random encoder separate the two.
 final class SegmentationRecipeTests: XCTestCase {
-    static let width = 144, height = 160
-
-    /// The demo encoder plus `count` images with masks (`masks/<i>.png`) under `dir`; one
-    /// unannotated row (empty mask column). Patients own one image each; the first `train` are
-    /// training rows.
+    /// The demo encoder plus `count` images with masks (`masks/<i>.png`) under `dir`
+    /// (`SyntheticRectangles`); one unannotated row (empty mask column). Patients own one image
+    /// each; the first `train` are training rows.
     @discardableResult
     func makeStudy(in dir: URL, count: Int = 24, train: Int = 14) throws -> URL {
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 2)
-        let fm = FileManager.default
-        try fm.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
-        try fm.createDirectory(at: dir.appendingPathComponent("masks"), withIntermediateDirectories: true)
-        var rng = XRRandom(seed: 11)
-        let w = Self.width, h = Self.height
-        var rows: [[String]] = []
-        for i in 0..<count {
-            let rw = 40 + rng.nextInt(below: 50), rh = 40 + rng.nextInt(below: 50)
-            let x0 = rng.nextInt(below: w - rw), y0 = rng.nextInt(below: h - rh)
-            var pixels = [UInt8](repeating: 0, count: w * h), mask = [UInt8](repeating: 0, count: w * h)
-            for y in 0..<h {
-                for x in 0..<w {
-                    let inside = x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh
-                    pixels[y * w + x] = UInt8((inside ? 200 : 40) + rng.nextInt(below: 30))
-                    mask[y * w + x] = inside ? 255 : 0
-                }
-            }
-            let image = "images/\(i).png", maskPath = "masks/\(i).png"
-            try PNGCodec.write(try PNGCodec.encodeGray8(width: w, height: h, pixels: pixels), to: dir.appendingPathComponent(image))
-            try PNGCodec.write(try PNGCodec.encodeGray8(width: w, height: h, pixels: mask), to: dir.appendingPathComponent(maskPath))
-            rows.append([image, i == 1 ? "" : maskPath, "P\(i)", i < train ? "train" : "test", i % 2 == 0 ? "F" : "M"])
-        }
-        let manifest = dir.appendingPathComponent("manifest.csv")
-        try CSVTable(header: ["path", "mask", "patient", "split", "sex"], rows: rows).write(to: manifest)
-        return manifest
+        return try SyntheticRectangles.write(in: dir, count: count, train: train)
     }
 
     func recipeText(output: String = "run", extra: String = "") -> String {
@@ -223,7 +197,7 @@ final class SegmentationRecipeTests: XCTestCase {
         let folder = a.appendingPathComponent("masks/linear_decoder__k8__s0")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".png") }
         XCTAssertEqual(files.count, 8)
-        let mask = try LabelMask.read(folder.appendingPathComponent(files[0]), width: Self.width, height: Self.height)
+        let mask = try LabelMask.read(folder.appendingPathComponent(files[0]), width: SyntheticRectangles.width, height: SyntheticRectangles.height)
         XCTAssertTrue(mask.labels.contains(1))
         let report = try String(contentsOf: a.appendingPathComponent("report.md"), encoding: .utf8)
         XCTAssertTrue(report.contains("## Segmentation"), report)

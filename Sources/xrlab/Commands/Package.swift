@@ -169,12 +169,15 @@ struct UnpackCommand: ParsableCommand {
 struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "predict",
-        abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities and decisions (CSV).",
+        abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities, masks or neighbours.",
         discussion: """
             INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
-            The base encoder must be the one the package records (its SHA-256 is checked). Columns: path,
-            then per binary label LABEL_probability and LABEL_decision (1 at or above the packaged
-            threshold), per multiclass task p_CLASS and predicted.
+            The base encoder must be the one the package records (its SHA-256 is checked). Classification
+            columns: path, then per binary label LABEL_probability and LABEL_decision (1 at or above the
+            packaged threshold), per multiclass task p_CLASS and predicted. Segmentation packages write a
+            mask PNG per image at its original size into --masks DIR and the columns path, mask,
+            foreground_fraction. Retrieval packages write path, task, rank, neighbour, labels, similarity
+            for the --top-k nearest gallery images.
             """)
     @Option(name: .long, help: "Package (.xrpkg).")
     var package: String
@@ -197,6 +200,10 @@ struct PredictCommand: ParsableCommand {
     var skipBad = false
     @Option(name: .long, help: "Images per forward pass.")
     var batchSize: Int = 8
+    @Option(name: .long, help: "Segmentation packages: folder for the predicted mask PNGs.")
+    var masks: String?
+    @Option(name: .long, help: "Retrieval packages: neighbours per image (default: the packaged number).")
+    var topK: Int?
     @OptionGroup var work: WorkOptions
 
     func run() throws {
@@ -206,7 +213,7 @@ struct PredictCommand: ParsableCommand {
             let result: Prediction
             if let features {
                 let (x, ids) = try Predictor.loadFeatures(URL(fileURLWithPath: features), representation: p.manifest.base_encoder.representation)
-                result = try Predictor.predict(p, features: x, ids: ids)
+                result = try Predictor.predict(p, features: x, ids: ids, topK: topK)
             } else {
                 guard let base else { throw XRError("pass --base MODEL (the package's base encoder)", field: "--base") }
                 guard !inputs.isEmpty else { throw XRError("no inputs: pass images, folders or a manifest CSV", field: "inputs") }
@@ -216,8 +223,9 @@ struct PredictCommand: ParsableCommand {
                 o.batchSize = batchSize
                 o.skipBad = skipBad
                 o.quiet = work.quiet
-                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o)
+                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK)
             }
+            if let masks { try result.writeMasks(to: URL(fileURLWithPath: masks), classValues: p.manifest.segmentation?.mask_classes) }
             for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             for f in result.failed { FileHandle.standardError.write(Data("skipped: \(f.id): \(f.reason)\n".utf8)) }
             if let out {

@@ -1,0 +1,149 @@
+// The fitted heads of segmentation and retrieval recipes, for packaging: fitted and evaluated by
+// the same code a study cell runs (`SegmentationCells`, `RetrievalCells`), on a cell's draw of
+// shots or on every annotated / labelled training row. Letters: G gallery rows, D feature
+// dimensions, P patches, C token channels.
+import Foundation
+import XRTensor
+import XRData
+import XRProbe
+import XRHeads
+
+/// A segmentation recipe's linear decoder, fitted as a study cell fits it, with its evaluation on
+/// the test images.
+public struct SegmentationFit: Sendable {
+    /// The method setting (`linear_decoder`).
+    public var method: String
+    public var decoder: LinearDecoder
+    /// Training rows (annotated images) the decoder was fitted on, and the annotated test rows.
+    public var trainRows: [Int]
+    public var testRows: [Int]
+    /// The evaluation: `metrics`, `primary_ci`, `subgroups` and per-image `segmentation` scores,
+    /// exactly as the cell (method, shots, seed) of the run computes them.
+    public var result: CellResult
+}
+
+/// A retrieval recipe's gallery for one task: the method's features of the gallery rows,
+/// L2-normalised, and the projection queries go through first (`linear_projection`).
+public struct RetrievalFit: Sendable {
+    public var method: String
+    public var task: StudyTask
+    /// Gallery rows (row indices of the study) and their features (G, D), normalised.
+    public var galleryRows: [Int]
+    public var gallery: [Float]
+    /// `linear_projection`: the within-class whitening fitted on `shotRows`.
+    public var projection: WithinClassWhitening?
+    public var shotRows: [Int]
+    /// Query (test) rows and the evaluation, as the cell (method, shots, seed) computes it.
+    public var queryRows: [Int]
+    public var result: CellResult
+}
+
+/// Fitting the heads of segmentation and retrieval recipes for `xrlab pack`.
+public enum TaskPackaging {
+    /// Fit the recipe's `linear_decoder` (the requested setting, else the first) on the draw of
+    /// study cell (`shots`, `seed`), or on every annotated training image that shares no patient
+    /// with the test images when `shots` is nil, and evaluate it on the test images.
+    public static func segmentation(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> SegmentationFit {
+        let decoders = r.recipe.methods.filter { if case .linearDecoder = $0 { return true } else { return false } }
+        let names = r.recipe.methods.map(\.name)
+        if let requested, !names.contains(requested) {
+            throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
+        }
+        let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? decoders.first
+        guard let method = chosen, case .linearDecoder = method else {
+            throw XRError(
+                "a segmentation package holds a linear decoder; the run's method '\(requested ?? names.joined(separator: ", "))' is not one",
+                field: "--method", hint: "pack a run with a linear_decoder method (knn_patches and tuned decoders are not packaged)")
+        }
+        let p = try SegmentationCells.prepare(r, data: data)
+        let rows: [Int]
+        if let shots {
+            switch SegmentationCells.drawShots(Cell(method: method.name, task: p.task.name, shots: shots, seed: seed), prepared: p, data: data) {
+            case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
+            case let .success(drawn): rows = drawn
+            }
+        } else {
+            let testPatients = Set(p.test.map { data.patients?[$0] ?? data.ids[$0] })
+            rows = p.pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
+        }
+        let cell = Cell(method: method.name, task: p.task.name, shots: shots ?? rows.count, seed: seed)
+        guard let fitted = SegmentationCells.fit(method, shots: rows, cell: cell, prepared: p, data: data), let decoder = fitted.decoder else {
+            throw XRError("method '\(method.name)' cannot be packaged", field: "--method")
+        }
+        let result = try SegmentationCells.evaluate(
+            cell, predict: { decoder.predict(SegmentationCells.tokens(data, $0), geometry: $1) }, shots: rows, prepared: p, data: data, recipe: r.recipe,
+            masks: nil)
+        return SegmentationFit(method: method.name, decoder: decoder, trainRows: rows, testRows: p.test, result: result)
+    }
+
+    /// The file name of an image's predicted mask, as the study's `masks/` folders name it.
+    public static func maskFile(_ id: String) -> String { SegmentationCells.maskFile(id) }
+
+    /// A segmentation metric (`dice`, `iou`, `hd95`, `dice_pooled`, `iou_pooled`) over the images
+    /// `idx` of `scores`, as the study computes it.
+    public static func segmentationMetric(_ name: String, _ scores: [ImageMaskScore], _ idx: [Int]) -> Double? {
+        SegmentationCells.metric(name, scores, idx)
+    }
+
+    /// A retrieval recipe's gallery per task for the method setting `requested` (else the only
+    /// method, else `linear_projection` when the recipe has it): with `linear_projection`, the
+    /// projection is fitted on the draw of study cell (`shots`, `seed`), or on every labelled
+    /// training row when `shots` is nil. Evaluated on the test rows as the cell is.
+    public static func retrieval(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> [RetrievalFit] {
+        let names = r.recipe.methods.map(\.name)
+        let chosen: Recipe.Method
+        if let requested {
+            guard let m = r.recipe.methods.first(where: { $0.name == requested }) else {
+                throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
+            }
+            chosen = m
+        } else if let m = r.recipe.methods.first(where: { if case .linearProjection = $0 { return true } else { return false } }) {
+            chosen = m
+        } else if let m = r.recipe.methods.first {
+            chosen = m
+        } else {
+            throw XRError("the recipe has no methods", field: "methods")
+        }
+        let settings = r.recipe.retrieval ?? Recipe.RetrievalSettings()
+        let d = data.dim
+        var out: [RetrievalFit] = []
+        for task in data.tasks {
+            let p = RetrievalCells.Prepared(task: task, data: data, settings: settings)
+            guard !p.queries.isEmpty, !p.gallery.isEmpty else {
+                throw XRError(
+                    "retrieval by '\(task.name)' has \(p.queries.count) queries and \(p.gallery.count) gallery rows", file: r.file.path,
+                    field: "data.label_column")
+            }
+            var projection: WithinClassWhitening? = nil, shotRows: [Int] = [], cellShots = 0
+            if case let .linearProjection(spec) = chosen {
+                var fitRows: [(row: Int, value: Int)]
+                if let shots {
+                    cellShots = shots
+                    switch RetrievalCells.drawShots(Cell(method: chosen.name, task: task.name, shots: shots, seed: seed), prepared: p, data: data) {
+                    case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or fit on all rows (leave --shots out)")
+                    case let .success(rows): fitRows = rows
+                    }
+                } else {
+                    let sets = task.valueSets ?? task.labels.map { [$0] }
+                    fitRows = p.pool.flatMap { row in sets[row].map { (row: row, value: $0) } }
+                    cellShots = Set(fitRows.map(\.row)).count
+                }
+                projection = WithinClassWhitening(
+                    fit: RetrievalCells.gather(data.features, rows: fitRows.map(\.row), d: d), labels: fitRows.map(\.value), d: d,
+                    shrinkage: spec.shrinkage, center: p.poolMean)
+                shotRows = fitRows.map(\.row)
+            } else if shots != nil {
+                throw XRError("method '\(chosen.name)' trains nothing; --shots applies to linear_projection", field: "--shots")
+            }
+            var gallery = RetrievalCells.gather(data.features, rows: p.gallery, d: d)
+            if let projection { gallery = projection.apply(gallery, d: d) }
+            let cell = Cell(method: chosen.name, task: task.name, shots: cellShots, seed: projection == nil ? 0 : seed)
+            let result = RetrievalCells.evaluate(cell, prepared: p, projection: projection, shots: shotRows, data: data, recipe: r.recipe, settings: settings)
+            out.append(
+                RetrievalFit(
+                    method: chosen.name, task: task, galleryRows: p.gallery, gallery: Probe.normalized(gallery, d: d), projection: projection,
+                    shotRows: shotRows, queryRows: p.queries, result: result))
+        }
+        return out
+    }
+}

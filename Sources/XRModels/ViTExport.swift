@@ -15,6 +15,11 @@ extension ViT {
                 "EVA-02 encoders are not trainable yet: their weights cannot be exported for training", field: "model",
                 hint: "use EVA-02 / EVA-X features with the probe methods (logistic, knn, prototype) and pack / predict")
         }
+        guard precision == .fp32 else {
+            throw XRError(
+                "this encoder was loaded with int8 linear layers; training starts from its fp32 weights", field: "precision",
+                hint: "load the encoder with precision fp32 to tune it (int8 applies to frozen-feature extraction)")
+        }
         guard size > 0, size % P == 0 else { throw XRError("input size \(size) is not a multiple of the patch size \(P)", field: "preprocessing") }
         let g = size / P
         var values: [String: [Float]] = [

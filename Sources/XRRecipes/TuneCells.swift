@@ -122,7 +122,8 @@ public struct TuneContext {
     let cache: PixelCache
 
     public init(_ r: LoadedRecipe, data: StudyData) throws {
-        encoder = try EncoderFeatureSource().encoder(r)
+        // Tuning starts from the fp32 weights, whatever `model.precision` says for frozen features.
+        encoder = try EncoderFeatureSource().encoder(r, precision: .fp32)
         guard encoder.loaded.config.blockKind == .preNorm else {
             throw XRError(
                 "EVA-02 encoders are not trainable yet: the tuning methods need a pre-norm ViT", file: r.file.path, field: "model.path",

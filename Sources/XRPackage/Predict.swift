@@ -3,6 +3,7 @@
 import Foundation
 import XRTensor
 import XRData
+import XRModels
 import XRPipeline
 import XRRecipes
 import XRTrain
@@ -25,10 +26,15 @@ public struct Prediction: Sendable {
 }
 
 public enum Predictor {
-    /// Predict from image files with the package's base encoder.
-    public static func predict(_ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions) throws -> Prediction {
-        let enc = try PackageReader.encoder(for: p, base: base)
-        if p.heads.contains(where: \.isTuned) { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
+    /// Predict from image files with the package's base encoder, its linear layers at `precision`,
+    /// else at the precision the package records (tuned packages always run fp32: their encoder
+    /// weights are tuned).
+    public static func predict(
+        _ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions, precision: Precision? = nil
+    ) throws -> Prediction {
+        let tuned = p.heads.contains(where: \.isTuned)
+        let enc = try PackageReader.encoder(for: p, base: base, precision: tuned ? .fp32 : precision)
+        if tuned { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
         var o = options
         o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
         o.patchTokens = false

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import XRTensor
 import XRData
+import XRModels
 import XRPipeline
 import XRPackage
 
@@ -122,7 +123,13 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
-            if !json { print("signature: \(p.signature.summary)\n") }
+            if !json {
+                print("signature: \(p.signature.summary)")
+                if p.manifest.base_encoder.kind == "encoder" {
+                    print("precision: \(p.manifest.base_encoder.encoderPrecision.rawValue) (the base encoder's linear layers)")
+                }
+                print("")
+            }
             print(String(decoding: p.entries["manifest.json"]!, as: UTF8.self), terminator: "")
             if !json { print("\n" + p.card, terminator: "") }
         }
@@ -174,7 +181,9 @@ struct PredictCommand: ParsableCommand {
             INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
             The base encoder must be the one the package records (its SHA-256 is checked). Columns: path,
             then per binary label LABEL_probability and LABEL_decision (1 at or above the packaged
-            threshold), per multiclass task p_CLASS and predicted.
+            threshold), per multiclass task p_CLASS and predicted. The encoder's linear layers run at the
+            precision the package records (fp32, or int8 for packages made from a model.precision: int8
+            recipe) unless --precision says otherwise.
             """)
     @Option(name: .long, help: "Package (.xrpkg).")
     var package: String
@@ -197,6 +206,8 @@ struct PredictCommand: ParsableCommand {
     var skipBad = false
     @Option(name: .long, help: "Images per forward pass.")
     var batchSize: Int = 8
+    @Option(name: .long, help: "Precision of the base encoder's linear layers: fp32 or int8 (default: the package's).")
+    var precision: Precision?
     @OptionGroup var work: WorkOptions
 
     func run() throws {
@@ -216,7 +227,13 @@ struct PredictCommand: ParsableCommand {
                 o.batchSize = batchSize
                 o.skipBad = skipBad
                 o.quiet = work.quiet
-                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o)
+                if let precision, precision != p.manifest.base_encoder.encoderPrecision {
+                    FileHandle.standardError.write(
+                        Data(
+                            "warning: the package's heads were fit on \(p.manifest.base_encoder.encoderPrecision.rawValue) features; running the encoder at \(precision.rawValue)\n"
+                                .utf8))
+                }
+                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o, precision: precision)
             }
             for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             for f in result.failed { FileHandle.standardError.write(Data("skipped: \(f.id): \(f.reason)\n".utf8)) }

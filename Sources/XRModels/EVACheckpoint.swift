@@ -69,7 +69,7 @@ extension ViTLoader {
 
     /// The encoder from strictly loaded parameters under their canonical names (`build`). Each is
     /// taken out of `params` as it is used, so the model holds the weights once, not twice.
-    static func evaModel(_ params: inout [String: [Float]], config c: ViTConfig) -> ViT {
+    static func evaModel(_ params: inout [String: [Float]], config c: ViTConfig, precision: Precision = .fp32) -> ViT {
         let C = c.dim
         let o = c.eva ?? ViTConfig.EVAOptions(ropeReferenceGrid: nil, qkvFused: true, mlpPacked: true, mlpNorm: false)
         func p(_ k: String) -> [Float] { params.removeValue(forKey: k) ?? [] }
@@ -93,6 +93,6 @@ extension ViTLoader {
             weights: ViTWeights(
                 clsToken: p(ViTKeys.classToken), registers: [], posEmbed: p(ViTKeys.posEmbed),
                 patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: [], evaBlocks: blocks,
-                normWeight: p(EVAKeys.fcNormWeight), normBias: p(EVAKeys.fcNormBias)))
+                normWeight: p(EVAKeys.fcNormWeight), normBias: p(EVAKeys.fcNormBias)), precision: precision)
     }
 }

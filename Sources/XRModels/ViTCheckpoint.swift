@@ -72,13 +72,16 @@ public enum ViTLoader {
     /// `pytorch_model.bin`) — or a bare checkpoint file, `.safetensors` or PyTorch `.pt` / `.pth` /
     /// `.bin` (timm or DINOv2 names; the architecture is read off the tensor shapes, the head count
     /// from `preset`, `heads`, or dim / 64; `stateDictKey` chooses a PyTorch file's state dict).
-    public static func load(_ url: URL, preset: ViTConfig? = nil, heads: Int? = nil, stateDictKey: String? = nil) throws -> LoadedViT {
+    /// The blocks' linear layers are packed for `precision` (int8: quantised here, once).
+    public static func load(
+        _ url: URL, preset: ViTConfig? = nil, heads: Int? = nil, stateDictKey: String? = nil, precision: Precision = .fp32
+    ) throws -> LoadedViT {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
             throw XRError(
                 "model not found", file: url.path, hint: "pass a Hugging Face or timm model folder, a .safetensors file or a PyTorch .pt / .pth / .bin file")
         }
-        if isDir.boolValue { return try loadFolder(url, heads: heads, stateDictKey: stateDictKey) }
+        if isDir.boolValue { return try loadFolder(url, heads: heads, stateDictKey: stateDictKey, precision: precision) }
         let src = try WeightSource([url], stateDictKey: stateDictKey)
         var notes: [String] = []
         let layout: ViTLayout
@@ -101,20 +104,20 @@ public enum ViTLoader {
             config = try inferConfig(src, layout: layout, heads: heads ?? preset?.heads, notes: &notes, file: url.path)
         }
         if let preset { try checkAgainstPreset(config, preset, file: url.path); config.layerNormEps = preset.layerNormEps }
-        let model = try build(src, layout: layout, config: config, file: url.path)
+        let model = try build(src, layout: layout, config: config, file: url.path, precision: precision)
         return LoadedViT(
             model: model, config: config, layout: layout.rawValue, weightFiles: [url],
             preprocessorConfig: nil, notes: notes)
     }
 
-    static func loadFolder(_ dir: URL, heads: Int?, stateDictKey: String?) throws -> LoadedViT {
+    static func loadFolder(_ dir: URL, heads: Int?, stateDictKey: String?, precision: Precision = .fp32) throws -> LoadedViT {
         let cfgURL = dir.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: cfgURL.path) else {
             throw XRError(
                 "model folder has no config.json", file: dir.path, hint: "a Hugging Face or timm model folder holds config.json and model.safetensors")
         }
         if let timm = try TimmHubConfig.read(cfgURL) {
-            return try loadTimmFolder(dir, config: timm, heads: heads, stateDictKey: stateDictKey)
+            return try loadTimmFolder(dir, config: timm, heads: heads, stateDictKey: stateDictKey, precision: precision)
         }
         var files: [URL] = []
         let single = dir.appendingPathComponent("model.safetensors")
@@ -134,7 +137,7 @@ public enum ViTLoader {
         }
         let src = try WeightSource(files, stateDictKey: stateDictKey)
         let config = try parseHFConfig(cfgURL, heads: heads)
-        let model = try build(src, layout: .huggingFace, config: config, file: src.description)
+        let model = try build(src, layout: .huggingFace, config: config, file: src.description, precision: precision)
         let pre = dir.appendingPathComponent("preprocessor_config.json")
         return LoadedViT(
             model: model, config: config, layout: ViTLayout.huggingFace.rawValue, weightFiles: files + [cfgURL],
@@ -247,7 +250,7 @@ public enum ViTLoader {
     }
 
     /// Strict load: every table key present with its exact shape, every checkpoint key used.
-    static func build(_ src: WeightSource, layout: ViTLayout, config c: ViTConfig, file: String) throws -> ViT {
+    static func build(_ src: WeightSource, layout: ViTLayout, config c: ViTConfig, file: String, precision: Precision = .fp32) throws -> ViT {
         let table = keyTable(layout, c)
         var used = Set<String>()
         var params: [String: [Float]] = [:]
@@ -277,7 +280,7 @@ public enum ViTLoader {
                 file: file, field: first,
                 hint: "the checkpoint has parameters this \(layout.rawValue)-layout ViT config does not use; check the layout, depth and options")
         }
-        if c.blockKind == .eva02 { return evaModel(&params, config: c) }
+        if c.blockKind == .eva02 { return evaModel(&params, config: c, precision: precision) }
         func p(_ k: String) -> [Float] { params[k] ?? [] }
         func opt(_ k: String) -> [Float]? { params[k] }
         let blocks = (0..<c.depth).map { i -> ViTBlockWeights in
@@ -292,6 +295,6 @@ public enum ViTLoader {
             clsToken: p(ViTKeys.classToken), registers: p(ViTKeys.registers), posEmbed: p(ViTKeys.posEmbed),
             patchWeight: p(ViTKeys.patchWeight), patchBias: p(ViTKeys.patchBias), blocks: blocks,
             normWeight: p(ViTKeys.normWeight), normBias: p(ViTKeys.normBias))
-        return ViT(config: c, weights: w)
+        return ViT(config: c, weights: w, precision: precision)
     }
 }

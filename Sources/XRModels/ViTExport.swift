@@ -10,6 +10,11 @@ extension ViT {
     /// (1, posEmbedPrefix + (size / P)², C), resized with the checkpoint family's own rule.
     public func timmTensors(size: Int) throws -> [String: Tensor] {
         let c = config, P = c.patchSize
+        guard precision == .fp32 else {
+            throw XRError(
+                "this encoder was loaded with int8 linear layers; training starts from its fp32 weights", field: "precision",
+                hint: "load the encoder with precision fp32 to tune it (int8 applies to frozen-feature extraction)")
+        }
         guard size > 0, size % P == 0 else { throw XRError("input size \(size) is not a multiple of the patch size \(P)", field: "preprocessing") }
         let g = size / P
         var values: [String: [Float]] = [

@@ -7,6 +7,9 @@ import XRKernels
 /// (the workspace is shared); create one model per thread if needed.
 public final class ViT: @unchecked Sendable {
     public let config: ViTConfig
+    /// The precision of the blocks' linear layers (qkv, proj, fc1, fc2), fixed at load. The patch
+    /// embedding, attention, softmax and LayerNorm run in fp32 either way.
+    public let precision: Precision
     /// Everything outside the blocks but the patch embedding's weight, which lives only in
     /// `patchPack`; `blocks` is emptied here.
     let w: ViTWeights
@@ -15,16 +18,17 @@ public final class ViT: @unchecked Sendable {
     private var resizedPos: [String: [Float]] = [:]
     /// The patch embedding's weight (C, 3·P·P) packed once for `packedGEMM`.
     let patchPack: PackedMatrix
-    /// The blocks, their linear layers packed once; the unpacked copies are released as each is
-    /// packed, so a model holds its weights once.
+    /// The blocks, their linear layers packed once for `precision`; the unpacked copies are
+    /// released as each is packed, so a model holds its weights once.
     let blocks: [PreNormBlock]
     /// The EVA-02 blocks (`BlockKind.eva02`; `blocks` is then empty), packed likewise.
     let evaBlocks: [EVABlock]
     /// RoPE angles (sin, cos) per patch grid, for EVA-02.
     private var ropeCache: [String: (sin: [Float], cos: [Float])] = [:]
 
-    init(config: ViTConfig, weights: consuming ViTWeights) {
+    init(config: ViTConfig, weights: consuming ViTWeights, precision: Precision = .fp32) {
         self.config = config
+        self.precision = precision
         let C = config.dim, M = config.mlpHidden, K = 3 * config.patchSize * config.patchSize
         func pack(_ a: inout [Float], _ n: Int, _ k: Int) -> PackedMatrix {
             let p = a.withUnsafeBufferPointer { PackedMatrix(transposing: $0.baseAddress!, rows: n, cols: k) }
@@ -36,12 +40,17 @@ public final class ViT: @unchecked Sendable {
         for i in weights.blocks.indices {
             switch config.blockKind {
             case .preNorm:
-                let qkv = pack(&weights.blocks[i].qkvWeight, 3 * C, C), proj = pack(&weights.blocks[i].projWeight, C, C)
-                let fc1 = pack(&weights.blocks[i].fc1Weight, M, C), fc2 = pack(&weights.blocks[i].fc2Weight, C, M)
+                func linear(_ a: inout [Float], _ n: Int, _ k: Int) -> PackedLinear {
+                    let p = a.withUnsafeBufferPointer { PackedLinear(transposing: $0.baseAddress!, rows: n, cols: k, precision: precision) }
+                    a = []
+                    return p
+                }
+                let qkv = linear(&weights.blocks[i].qkvWeight, 3 * C, C), proj = linear(&weights.blocks[i].projWeight, C, C)
+                let fc1 = linear(&weights.blocks[i].fc1Weight, M, C), fc2 = linear(&weights.blocks[i].fc2Weight, C, M)
                 let b = weights.blocks[i]
                 blocks.append(
                     PreNormBlock(
-                        norm1Weight: Buffer(b.norm1Weight), norm1Bias: Buffer(b.norm1Bias), qkv: qkv,
+                        norm1Weight: Buffer(b.norm1Weight), norm1Bias: Buffer(b.norm1Bias), linear: qkv,
                         qkvBias: b.qkvBias.map { Buffer($0) }, proj: proj, projBias: Buffer(b.projBias),
                         ls1: b.ls1.map { Buffer($0) }, norm2Weight: Buffer(b.norm2Weight), norm2Bias: Buffer(b.norm2Bias),
                         fc1: fc1, fc1Bias: Buffer(b.fc1Bias), fc2: fc2, fc2Bias: Buffer(b.fc2Bias), ls2: b.ls2.map { Buffer($0) }))
@@ -49,7 +58,7 @@ public final class ViT: @unchecked Sendable {
             }
         }
         var evaBlocks: [EVABlock] = []
-        for i in weights.evaBlocks.indices { evaBlocks.append(EVABlock(&weights.evaBlocks[i], dim: C, hidden: M)) }
+        for i in weights.evaBlocks.indices { evaBlocks.append(EVABlock(&weights.evaBlocks[i], dim: C, hidden: M, precision: precision)) }
         weights.blocks = []
         weights.evaBlocks = []
         self.blocks = blocks
@@ -269,8 +278,9 @@ public final class ViT: @unchecked Sendable {
 
 extension ViT {
     /// A randomly initialised encoder (weights N(0, 0.02), norms at 1, LayerScale 1) — for
-    /// benchmarks and tests that need a model of a given shape but not trained weights.
-    public static func random(_ c: ViTConfig, seed: UInt64 = 0) -> ViT {
+    /// benchmarks and tests that need a model of a given shape but not trained weights. Its linear
+    /// layers are packed for `precision`.
+    public static func random(_ c: ViTConfig, seed: UInt64 = 0, precision: Precision = .fp32) -> ViT {
         var rng = XRRandom(seed: seed)
         func normal(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextGaussian() * 0.02 } }
         func ones(_ n: Int) -> [Float] { [Float](repeating: 1, count: n) }
@@ -293,7 +303,7 @@ extension ViT {
                             fc1Weight: normal(2 * M * C), fc1Bias: zeros(2 * M),
                             mlpNormWeight: o?.mlpNorm == true ? ones(M) : nil, mlpNormBias: o?.mlpNorm == true ? zeros(M) : nil,
                             fc2Weight: normal(C * M), fc2Bias: zeros(C))
-                    }, normWeight: ones(C), normBias: zeros(C)))
+                    }, normWeight: ones(C), normBias: zeros(C)), precision: precision)
         }
         let blocks = (0..<c.depth).map { _ in
             ViTBlockWeights(
@@ -308,7 +318,7 @@ extension ViT {
             posEmbed: normal((c.posEmbedPrefix + c.grid * c.grid) * C),
             patchWeight: normal(C * 3 * P * P), patchBias: zeros(C), blocks: blocks,
             normWeight: ones(C), normBias: zeros(C))
-        return ViT(config: c, weights: w)
+        return ViT(config: c, weights: w, precision: precision)
     }
 
     /// Floating-point operations of one forward pass per image at (height, width): matrix

@@ -115,7 +115,9 @@ extension ViTLoader {
     /// A timm hub folder: weights from `model.safetensors`, else `pytorch_model.bin`; the
     /// architecture read off the tensor shapes in timm names, strictly, with the head count from
     /// `heads`, `model_args.num_heads` or the size in the architecture name.
-    static func loadTimmFolder(_ dir: URL, config: TimmHubConfig, heads: Int?, stateDictKey: String?) throws -> LoadedViT {
+    static func loadTimmFolder(
+        _ dir: URL, config: TimmHubConfig, heads: Int?, stateDictKey: String?, precision: Precision = .fp32
+    ) throws -> LoadedViT {
         let st = dir.appendingPathComponent("model.safetensors"), bin = dir.appendingPathComponent("pytorch_model.bin")
         let fm = FileManager.default
         guard let weights = [st, bin].first(where: { fm.fileExists(atPath: $0.path) }) else {
@@ -137,7 +139,7 @@ extension ViTLoader {
         } else {
             config2 = try inferConfig(src, layout: .timm, heads: heads ?? config.heads, notes: &notes, file: weights.path)
         }
-        let model = try build(src, layout: .timm, config: config2, file: weights.path)
+        let model = try build(src, layout: .timm, config: config2, file: weights.path, precision: precision)
         return LoadedViT(
             model: model, config: config2, layout: ViTLayout.timm.rawValue, weightFiles: [weights, config.url],
             preprocessorConfig: nil, notes: notes, timmConfig: config.url)

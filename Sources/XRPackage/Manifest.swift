@@ -108,6 +108,12 @@ public struct BaseEncoder: Codable, Equatable, Sendable {
     public var input_size: Int? = nil
     /// Where it was read from when packed (informational).
     public var source: String
+    /// The precision of the encoder's linear layers the heads were fit on, which `predict` runs
+    /// by default: absent for fp32 (and in manifests written before it existed), `int8` otherwise.
+    public var precision: Precision? = nil
+
+    /// The recorded precision, fp32 when absent.
+    public var encoderPrecision: Precision { precision ?? .fp32 }
 }
 
 public struct MethodInfo: Codable, Equatable, Sendable {

@@ -15,7 +15,8 @@ public enum ModelCard {
         s += "Site model packaged by xrlab \(m.xrlab_version) on \(m.created): a `\(m.method.name)` head per task on "
         s +=
             m.base_encoder.kind == "encoder"
-            ? "a frozen \(m.base_encoder.layout ?? "ViT") encoder (`\(m.base_encoder.source)`, weights SHA-256 `\(m.base_encoder.sha256.prefix(16))…`).\n\n"
+            ? "a frozen \(m.base_encoder.layout ?? "ViT") encoder (`\(m.base_encoder.source)`, weights SHA-256 `\(m.base_encoder.sha256.prefix(16))…`"
+                + (m.base_encoder.precision.map { ", \($0.rawValue) linear layers" } ?? "") + ").\n\n"
             : "precomputed features (`\(m.base_encoder.source)`, SHA-256 `\(m.base_encoder.sha256.prefix(16))…`).\n\n"
         s += "## Intended use\n\n"
         s += "Decision support for the \(m.task) task on \(m.labels.map { "`\($0)`" }.joined(separator: ", ")), on images prepared like the training data "

@@ -132,6 +132,7 @@ public enum Packer {
             base.input_size = S
             base.representation = ["cls"]
             base.dim = base.config?.dim ?? base.dim
+            base.precision = nil // tuned heads run on the fp32 encoder they were tuned on
         }
         if fitted.kind == .segmentation { base.representation = ["patch_tokens"] }
 
@@ -205,7 +206,7 @@ public enum Packer {
             return BaseEncoder(
                 kind: "encoder", sha256: enc.weightsHash, layout: enc.loaded.layout, config: enc.loaded.config,
                 preprocessing: enc.preprocessing, representation: r.recipe.representation, dim: dim,
-                source: URL(fileURLWithPath: r.recipe.model!.path).lastPathComponent)
+                source: URL(fileURLWithPath: r.recipe.model!.path).lastPathComponent, precision: enc.precision == .fp32 ? nil : enc.precision)
         }
         let f = r.resolve(r.recipe.features!.matrix)
         let hashed = FileManager.default.fileExists(atPath: f.path) ? f : f.deletingPathExtension().appendingPathExtension("cls.npy")

@@ -3,6 +3,7 @@
 import Foundation
 import XRTensor
 import XRData
+import XRModels
 import XRPipeline
 import XRRecipes
 import XRTrain
@@ -27,17 +28,20 @@ public struct Prediction: Sendable {
 }
 
 public enum Predictor {
-    /// Predict from image files with the package's base encoder.
-    /// Segmentation packages write their masks' paths under `masks` (a folder) into the CSV;
-    /// retrieval packages keep `topK` neighbours per image (nil: the packaged number).
+    /// Predict from image files with the package's base encoder, its linear layers at `precision`,
+    /// else at the precision the package records (tuned packages always run fp32: their encoder
+    /// weights are tuned). Segmentation packages write their masks' paths under `masks` (a folder)
+    /// into the CSV; retrieval packages keep `topK` neighbours per image (nil: the packaged number).
     public static func predict(
-        _ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions, masks: String? = nil, topK: Int? = nil
+        _ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions, masks: String? = nil, topK: Int? = nil,
+        precision: Precision? = nil
     ) throws -> Prediction {
-        let enc = try PackageReader.encoder(for: p, base: base)
+        let tuned = p.heads.contains(where: \.isTuned)
+        let enc = try PackageReader.encoder(for: p, base: base, precision: tuned ? .fp32 : precision)
         if p.manifest.packageKind == .segmentation {
             return try predictSegmentation(p, encoder: enc, inputs: inputs, options: options, masksFolder: masks)
         }
-        if p.heads.contains(where: \.isTuned) { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
+        if tuned { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
         var o = options
         o.lastBlocks = p.manifest.base_encoder.representation.compactMap(Recipe.lastBlocks).max() ?? 0
         o.patchTokens = false

@@ -282,8 +282,9 @@ public enum PackageReader {
         }
     }
 
-    /// Load the base encoder at `url` with the packaged preprocessing and check its hash.
-    public static func encoder(for p: OpenedPackage, base url: URL) throws -> Encoder {
+    /// Load the base encoder at `url` with the packaged preprocessing and check its hash; its
+    /// linear layers at `precision`, else the precision the package records.
+    public static func encoder(for p: OpenedPackage, base url: URL, precision: Precision? = nil) throws -> Encoder {
         let b = p.manifest.base_encoder
         guard b.kind == "encoder", let pre = b.preprocessing, let config = b.config else {
             throw XRError(
@@ -292,7 +293,8 @@ public enum PackageReader {
         }
         var isDir: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir)
-        let enc = try Encoder.load(model: url, preset: isDir.boolValue ? nil : config, heads: config.heads, explicit: pre)
+        let enc = try Encoder.load(
+            model: url, preset: isDir.boolValue ? nil : config, heads: config.heads, explicit: pre, precision: precision ?? b.encoderPrecision)
         guard enc.weightsHash == b.sha256 else {
             throw XRError(
                 "base encoder mismatch: the package was trained on weights \(b.sha256.prefix(16))…, this checkpoint is \(enc.weightsHash.prefix(16))…",
@@ -366,6 +368,7 @@ public enum PackageReader {
             "\(mb.base_encoder.kind) \(mb.base_encoder.sha256.prefix(16))… (\(mb.base_encoder.source))")
         if let pa = ma.base_encoder.preprocessing, let pb = mb.base_encoder.preprocessing { line("preprocessing", pa.description, pb.description) }
         line("representation", ma.base_encoder.representation.joined(separator: "+"), mb.base_encoder.representation.joined(separator: "+"))
+        line("precision", ma.base_encoder.encoderPrecision.rawValue, mb.base_encoder.encoderPrecision.rawValue)
         line(
             "method", "\(ma.method.name) (\(ma.method.shots.map { "\($0) shots" } ?? "all rows"))",
             "\(mb.method.name) (\(mb.method.shots.map { "\($0) shots" } ?? "all rows"))")

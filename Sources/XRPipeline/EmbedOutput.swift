@@ -55,7 +55,7 @@ public enum EmbedOutput {
             file_format: format.rawValue,
             model: .init(
                 path: modelPath, layout: encoder.loaded.layout, weights_sha256: encoder.weightsHash,
-                config: encoder.loaded.config, notes: encoder.loaded.notes),
+                config: encoder.loaded.config, notes: encoder.loaded.notes, precision: encoder.precision),
             preprocessing: encoder.preprocessing, preprocessing_source: encoder.preprocessingSource,
             tensors: tensors,
             inputs: zip(r.inputs, r.imageHashes).map { .init(path: $0.id, sha256: $1) },
@@ -75,6 +75,8 @@ public enum EmbedOutput {
             public var weights_sha256: String
             public var config: ViTConfig
             public var notes: [String]
+            /// The precision of the encoder's linear layers; absent (fp32) in sidecars written before it existed.
+            public var precision: Precision? = nil
         }
         public struct Input: Codable, Sendable {
             public var path: String

@@ -75,12 +75,12 @@ public final class Encoder: @unchecked Sendable {
     /// own `preprocessor_config.json` (Hugging Face) or `pretrained_cfg` (timm hub `config.json`),
     /// else for an EVA-02 / EVA-X checkpoint EVA-X's evaluation transform at the model's native
     /// size (`Preprocessing.evaX`); one of them is required. `stateDictKey` chooses a PyTorch
-    /// checkpoint's state dict.
+    /// checkpoint's state dict; `precision` the arithmetic of the blocks' linear layers.
     public static func load(
         model url: URL, preset: ViTConfig? = nil, heads: Int? = nil,
-        explicit: Preprocessing? = nil, stateDictKey: String? = nil
+        explicit: Preprocessing? = nil, stateDictKey: String? = nil, precision: Precision = .fp32
     ) throws -> Encoder {
-        let loaded = try ViTLoader.load(url, preset: preset, heads: heads, stateDictKey: stateDictKey)
+        let loaded = try ViTLoader.load(url, preset: preset, heads: heads, stateDictKey: stateDictKey, precision: precision)
         if let explicit {
             return try Encoder(loaded: loaded, preprocessing: explicit, preprocessingSource: "command line")
         }
@@ -103,7 +103,11 @@ public final class Encoder: @unchecked Sendable {
             hint: "pass --size, --mean and --std (and --crop, --interpolation) to say how images are prepared for this model")
     }
 
-    /// Everything that changes the numbers an image maps to.
+    /// The precision of the encoder's linear layers.
+    public var precision: Precision { loaded.model.precision }
+
+    /// Everything that changes the numbers an image maps to, but the precision (which
+    /// `FeatureCache.key` adds).
     public func fingerprint(_ options: EmbedOptions) -> String {
         let pre = (try? JSONEncoder.sorted.encode(preprocessing)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let clsOnly = options.encodesClassTokenOnly ? "|class-token-only" : ""
@@ -155,7 +159,7 @@ public final class Encoder: @unchecked Sendable {
                 continue
             }
             hashes[i] = SHA256.hex(data)
-            let key = FeatureCache.key(configFingerprint: fp, imageHash: hashes[i])
+            let key = FeatureCache.key(configFingerprint: fp, imageHash: hashes[i], precision: precision)
             // Rows cached before `pooled` was written are read as misses and encoded again.
             if let cached = options.cache?.load(key), cached["pooled"] != nil {
                 rows[i] = cached
@@ -266,7 +270,7 @@ extension Encoder {
         let fp = fingerprint(options)
         return inputs.filter { input in
             guard let data = try? Data(contentsOf: input.url) else { return false }
-            let key = FeatureCache.key(configFingerprint: fp, imageHash: SHA256.hex(data))
+            let key = FeatureCache.key(configFingerprint: fp, imageHash: SHA256.hex(data), precision: precision)
             return FileManager.default.fileExists(atPath: cache.url(for: key).path)
         }.count
     }

@@ -1,10 +1,11 @@
 import Foundation
 import XRTensor
+import XRModels
 
 /// Content-addressed store of per-image features.
 ///
 /// An entry's key is SHA-256 over (format version, encoder weights hash, preprocessing, output
-/// options, image content hash), so a rerun over the same images with the same encoder does no
+/// options, the linear layers' precision, image content hash), so a rerun over the same images with the same encoder does no
 /// encoder work, and any change to weights, preprocessing or the image misses the cache.
 /// Entries are small safetensors files written atomically: `<root>/<k[0..<2]>/<k>.safetensors`.
 public struct FeatureCache: Sendable {
@@ -25,9 +26,12 @@ public struct FeatureCache: Sendable {
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/xrlab/features")
     }
 
-    /// The key for one image under one encoder configuration.
-    public static func key(configFingerprint: String, imageHash: String) -> String {
-        SHA256.hex(Data("xrlab-features/v\(formatVersion)|\(configFingerprint)|\(imageHash)".utf8))
+    /// The key for one image under one encoder configuration run at `precision`: fp32 and int8
+    /// features of the same image never share an entry (fp32 keys are those written before
+    /// precision existed, so existing fp32 entries still hit).
+    public static func key(configFingerprint: String, imageHash: String, precision: Precision = .fp32) -> String {
+        let p = precision == .fp32 ? "" : "|precision=\(precision.rawValue)"
+        return SHA256.hex(Data("xrlab-features/v\(formatVersion)|\(configFingerprint)\(p)|\(imageHash)".utf8))
     }
 
     func url(for key: String) -> URL {

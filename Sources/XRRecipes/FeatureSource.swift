@@ -242,8 +242,9 @@ public struct EncoderFeatureSource: FeatureSource {
         }
     }
 
-    /// The recipe's encoder with its preprocessing (the checkpoint's own, or `model.preprocessing`).
-    public func encoder(_ r: LoadedRecipe) throws -> Encoder {
+    /// The recipe's encoder with its preprocessing (the checkpoint's own, or `model.preprocessing`),
+    /// its linear layers at `precision`, else `model.precision` (default fp32).
+    public func encoder(_ r: LoadedRecipe, precision: Precision? = nil) throws -> Encoder {
         guard let model = r.recipe.model else { throw XRError("the recipe has no model section", file: r.file.path, field: "model") }
         let preset = try model.preset.map { name -> ViTConfig in
             guard let p = ViTConfig.preset(named: name) else { throw XRError("unknown preset '\(name)'", file: r.file.path, field: "model.preset") }
@@ -261,7 +262,8 @@ public struct EncoderFeatureSource: FeatureSource {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw XRError("model not found", file: url.path, field: "model.path", hint: "paths are relative to the recipe file's folder")
         }
-        return try Encoder.load(model: url, preset: preset, heads: model.heads, explicit: explicit)
+        return try Encoder.load(
+            model: url, preset: preset, heads: model.heads, explicit: explicit, precision: precision ?? model.precision ?? .fp32)
     }
 
     /// Embed options for a recipe: its batch size, as many last blocks as `representation` needs,
@@ -284,7 +286,8 @@ public struct EncoderFeatureSource: FeatureSource {
         let matrix = try Self.assemble(res, representation: r.recipe.representation, model: r.resolve(r.recipe.model?.path ?? ""))
         // What the features are, not how this process got them (encoded or from the cache): the
         // report of a resumed or merged run is the same as a one-process run's.
-        let src = "encoded with \(r.recipe.model?.path ?? "?") (\(res.inputs.count) images)"
+        let src =
+            "encoded with \(r.recipe.model?.path ?? "?") (\(res.inputs.count) images\(encoder.precision == .fp32 ? "" : ", \(encoder.precision.rawValue) linear layers"))"
         return FeatureSet(ids: res.inputs.map(\.id), matrix: matrix, description: src)
     }
 
@@ -313,6 +316,6 @@ public struct EncoderFeatureSource: FeatureSource {
         let params = Double(c.depth) * 12 * Double(c.dim * c.dim)
         let tokens = Double(c.grid * c.grid + c.prefixTokens)
         let seconds = Double(inputs.count - cached) * 2 * params * tokens / 100e9
-        return ("\(cached) of \(inputs.count) images cached for this encoder and preprocessing", seconds)
+        return ("\(cached) of \(inputs.count) images cached for this encoder, preprocessing and precision (\(encoder.precision.rawValue))", seconds)
     }
 }

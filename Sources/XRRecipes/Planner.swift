@@ -49,6 +49,7 @@ public struct Plan: Sendable {
             }
         }
         s += "\nfeatures: \(featureStatus)\n"
+        if let m = recipe.model { s += "encoder: \(m.path), \((m.precision ?? .fp32).rawValue) linear layers (model.precision)\n" }
         s += "estimated time: about \(ProgressReporter.clock(estimatedSeconds)) (rough)\n"
         s += "output: \(outputDirectory.path)\n"
         if let directoryProblem { s += "warning: \(directoryProblem)\n" }

@@ -26,6 +26,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         public var batch_size: Int = 8
         /// Explicit image preparation, for checkpoints without `preprocessor_config.json` (or to override it).
         public var preprocessing: Preprocess?
+        /// The encoder's linear layers for frozen features: fp32 (nil, the default) or int8. Tuning
+        /// methods start from the fp32 weights whatever this says.
+        public var precision: Precision?
     }
     /// Resize the shorter side to `size`, centre-crop `crop`, normalise with `mean` / `std`.
     public struct Preprocess: Codable, Equatable, Sendable {

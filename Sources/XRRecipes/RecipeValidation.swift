@@ -279,7 +279,7 @@ extension RecipeLoader {
 
     static func parseModel(_ m: YNode) -> Recipe.Model? {
         let ctx = m.ctx
-        guard let mm = ctx.attempt({ try m.mapping(allowed: ["path", "preset", "heads", "batch_size", "preprocessing"]) }) else { return nil }
+        guard let mm = ctx.attempt({ try m.mapping(allowed: ["path", "preset", "heads", "batch_size", "preprocessing", "precision"]) }) else { return nil }
         guard let pathNode = mm["path"], !pathNode.isNull else { ctx.record(m.error("missing required key 'path'")); return nil }
         guard let path = ctx.attempt({ try pathNode.string() }) else { return nil }
         var model = Recipe.Model(path: path)
@@ -297,6 +297,15 @@ extension RecipeLoader {
         if let v = mm["heads"], !v.isNull {
             model.heads = ctx.attempt {
                 let h = try v.int(); if h < 1 { throw v.error("heads must be at least 1") }; return h
+            }
+        }
+        if let v = mm["precision"], !v.isNull {
+            model.precision = ctx.attempt {
+                let s = try v.string()
+                guard let p = Precision(parsing: s) else {
+                    throw v.error("unknown precision '\(s)'", hint: "model.precision is one of: \(Precision.spellings)")
+                }
+                return p
             }
         }
         if let v = mm["batch_size"] {

@@ -122,7 +122,8 @@ public struct TuneContext {
     let cache: PixelCache
 
     public init(_ r: LoadedRecipe, data: StudyData) throws {
-        encoder = try EncoderFeatureSource().encoder(r)
+        // Tuning starts from the fp32 weights, whatever `model.precision` says for frozen features.
+        encoder = try EncoderFeatureSource().encoder(r, precision: .fp32)
         let pre = encoder.preprocessing
         guard let S = pre.cropHeight ?? pre.resizeHeight, (pre.cropWidth ?? pre.resizeWidth) == S else {
             throw XRError(

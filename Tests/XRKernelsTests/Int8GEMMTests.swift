@@ -196,4 +196,29 @@ final class Int8GEMMTests: XCTestCase {
             }
         }
     }
+
+    /// `columns`: only those output columns computed (equal to the full product's, bias applied
+    /// at their absolute index), the others untouched, on both splits and with a row stride.
+    func testColumnRangeEqualsTheFullProductsColumns() {
+        var rng = XRRandom(seed: 31)
+        for (m, k, n, cols) in [(5, 40, 96, 32..<96), (300, 24, 80, 16..<40), (3, 17, 48, 0..<16)] {
+            let x = inputs(m: m, k: k, &rng)
+            let w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 }, bias = (0..<n).map { _ in rng.nextGaussian() }
+            let packed = Int8PackedMatrix(transposing: w, rows: n, cols: k)
+            bias.withUnsafeBufferPointer { bp in
+                var full = [Float](repeating: 0, count: m * n)
+                int8Product(&full, x, packed, rows: m, finish: .bias(bp.baseAddress!))
+                for split in [false, true] {
+                    var y = [Float](repeating: .nan, count: m * n)
+                    int8Product(&y, x, packed, rows: m, splitColumns: split, columns: cols, finish: .bias(bp.baseAddress!))
+                    for r in 0..<m {
+                        for j in 0..<n {
+                            let got = y[r * n + j], what = "m=\(m) n=\(n) columns=\(cols) split=\(split) (\(r), \(j))"
+                            if cols.contains(j) { XCTAssertEqual(got, full[r * n + j], what) } else { XCTAssertTrue(got.isNaN, what) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -177,7 +177,8 @@ private let int8BlockRows = 96
 /// (`PackedEpilogue.apply`, the same code the fp32 product runs; with `.biasScaleResidual` the
 /// result goes to the residual and out holds the dequantised product). Split across the workers
 /// by output columns when `splitColumns` (default: rows ≤ `packedColumnSplitRows`), else by rows,
-/// like `packedProduct`.
+/// like `packedProduct`. Only `columns` of out are computed and written when given (starting at a
+/// multiple of 16, as for `packedProduct`).
 ///
 /// Error bound (from the quantisation steps, before fp32 rounding): with per-element errors
 /// |x − sa · (qa − za)| ≤ sa / 2 and |W − sw · qw| ≤ sw / 2, and x·w − x̂·ŵ = x · (w − ŵ) + (x − x̂) · ŵ,
@@ -186,10 +187,12 @@ private let int8BlockRows = 96
 public func int8Product(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ b: Int8PackedMatrix, rows: Int,
     lda: Int? = nil, ldc: Int? = nil, kernel: Int8Kernel = .default, splitColumns: Bool? = nil,
-    finish: PackedEpilogue = .none
+    columns: Range<Int>? = nil, finish: PackedEpilogue = .none
 ) {
-    let lda = lda ?? b.k, ldc = ldc ?? b.n
-    if rows <= 0 { return }
+    let lda = lda ?? b.k, ldc = ldc ?? b.n, columns = columns ?? 0..<b.n
+    precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.n, "int8Product: columns \(columns) of \(b.n)")
+    if rows <= 0 || columns.isEmpty { return }
+    let firstPanel = columns.lowerBound / 16, lastPanel = (columns.upperBound + 15) / 16
     let q = QuantisedRows(rows: rows, quads: b.quads, kernel: kernel)
     defer { q.deallocate() }
     let x = SendablePointer(UnsafeMutablePointer(mutating: inp)), o = SendablePointer(out)
@@ -202,7 +205,7 @@ public func int8Product(
     // One block: rows r × panels p (≤ 96 × 4) into the scratch, then dequantised into out and finished.
     func block(_ r: Range<Int>, _ p: Range<Int>, _ tile: UnsafeMutablePointer<Int32>) {
         q.multiply(b, rows: r, panels: p, into: tile, ldc: 64)
-        let c0 = p.lowerBound * 16, c1 = min(b.n, p.upperBound * 16)
+        let c0 = p.lowerBound * 16, c1 = min(columns.upperBound, p.upperBound * 16)
         b.scales.withUnsafeBufferPointer { sw in
             b.columnSums.withUnsafeBufferPointer { cs in
                 guard let sums = cs.baseAddress, let scales = sw.baseAddress else { return }
@@ -227,7 +230,8 @@ public func int8Product(
         finish.advanced(rows: r.lowerBound).apply(o.p + r.lowerBound * ldc, ldc: ldc, rows: r.count, columns: c0..<c1)
     }
     if splitColumns ?? (rows <= packedColumnSplitRows) {
-        let group = max(1, min(4, b.panels / (4 * Parallel.workers))), groups = (b.panels + group - 1) / group
+        let panels = lastPanel - firstPanel
+        let group = max(1, min(4, panels / (4 * Parallel.workers))), groups = (panels + group - 1) / group
         Parallel.claiming(groups) { _, next in
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: int8BlockRows * 64) { buffer in
                 guard let tile = buffer.baseAddress else { return }
@@ -235,7 +239,7 @@ public func int8Product(
                     var r = 0
                     while r < rows {
                         let r1 = min(rows, r + int8BlockRows)
-                        block(r..<r1, (g * group)..<min(b.panels, (g + 1) * group), tile)
+                        block(r..<r1, (firstPanel + g * group)..<min(lastPanel, firstPanel + (g + 1) * group), tile)
                         r = r1
                     }
                 }
@@ -248,9 +252,9 @@ public func int8Product(
                 guard let tile = buffer.baseAddress else { return }
                 while let i = next() {
                     let r = (i * chunkRows)..<min(rows, (i + 1) * chunkRows)
-                    var p = 0
-                    while p < b.panels {
-                        block(r, p..<min(b.panels, p + 4), tile)
+                    var p = firstPanel
+                    while p < lastPanel {
+                        block(r, p..<min(lastPanel, p + 4), tile)
                         p += 4
                     }
                 }

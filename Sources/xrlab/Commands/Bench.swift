@@ -3,6 +3,7 @@ import Foundation
 import XRTensor
 import XRKernels
 import XRModels
+import XRPipeline
 
 /// `xrlab bench encoder|train|gemm|report`: the speed benchmarks, each printing JSON.
 struct BenchCommand: ParsableCommand {
@@ -33,6 +34,16 @@ struct Bench: ParsableCommand {
 
     @Option(name: .long, help: "Minimum seconds of timed forward passes.")
     var seconds: Double = 10
+
+    @Option(name: .long, help: "Precision of the encoder's linear layers: fp32 or int8 (GFLOP/s then counts int8 operations as flops).")
+    var precision: Precision = .fp32
+
+    @Flag(
+        name: .long,
+        help:
+            "Time nothing: run the batch once at --precision and once on the same weights at fp32, and print each image's cosine similarity of pooled and cls (min and mean) as JSON."
+    )
+    var checkAgainstFp32 = false
 
     @OptionGroup var threadsOption: ThreadsOption
     var threads: Int { threadsOption.threads }
@@ -66,9 +77,24 @@ struct Bench: ParsableCommand {
             packedColumnSplitRows = columnSplitRows
             guard let config = try resolvePreset(preset) else { return }
             let s = size ?? config.imageSize
-            let model = ViT.random(config)
+            let model = ViT.random(config, precision: precision)
             var rng = XRRandom(seed: 1)
             let pixels = (0..<(batch * 3 * s * s)).map { _ in rng.nextGaussian() }
+            if checkAgainstFp32 {
+                let got = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
+                let want = try ViT.random(config).forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly)
+                let C = config.dim
+                func cosines(_ a: Tensor, _ b: Tensor) -> [Double] {
+                    (0..<batch).map { PrecisionCheck.cosine(a.scalars[($0 * C)..<(($0 + 1) * C)], b.scalars[($0 * C)..<(($0 + 1) * C)]) }
+                }
+                let pooled = cosines(got.pooled, want.pooled), cls = cosines(got.cls, want.cls)
+                try printJSONLine([
+                    "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "precision": precision.rawValue,
+                    "pooled_cosine_min": pooled.min() ?? .nan, "pooled_cosine_mean": pooled.reduce(0, +) / Double(batch),
+                    "cls_cosine_min": cls.min() ?? .nan, "cls_cosine_mean": cls.reduce(0, +) / Double(batch)
+                ])
+                return
+            }
             _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) // warm-up
             let forward = { _ = try model.forward(pixels: pixels, batch: batch, height: s, width: s, classTokenOnly: classTokenOnly) }
             let flopsPerImage = model.flopsPerImage(height: s, width: s, classTokenOnly: classTokenOnly)
@@ -84,7 +110,7 @@ struct Bench: ParsableCommand {
                     commands: ["ceiling": { ["sgemm_gflops": ceiling($0 ?? 4.5)] }])
                 try printJSONLine([
                     "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
-                    "seconds": seconds, "class_token_only": classTokenOnly, "peak_rss_mb": peakRSSMegabytes(),
+                    "seconds": seconds, "class_token_only": classTokenOnly, "precision": precision.rawValue, "peak_rss_mb": peakRSSMegabytes(),
                     "blas_core": BLASCore.name
                 ])
                 return
@@ -100,7 +126,7 @@ struct Bench: ParsableCommand {
             let gflops = ips * flopsPerImage / 1e9
             var result: [String: Any] = [
                 "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
-                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly,
+                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly, "precision": precision.rawValue,
                 "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
             ]
             if !noCeiling { result["sgemm_gflops"] = ceiling(4.5) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import XRTensor
 import XRKernels
+import XRModels
 
 /// `xrlab bench gemm`: the encoder's linear-layer products on OpenBLAS against xrlab's packed
 /// kernel, same inputs, same process — the evidence for running frozen weights on `packedGEMM`.
@@ -18,9 +19,6 @@ struct BenchGEMM: RenamedCommand {
             kernel (u7: vpmaddubsw, i16: vpmaddwd), the activations' quantisation inside the timed call, its rate given as \
             GFLOP/s-equivalent (2 · rows · in · out / time) and its relative L2 difference from the fp32 product.
             """)
-
-    /// The number formats timed: fp32 alone, or fp32 and int8 side by side.
-    enum Precision: String, CaseIterable, ExpressibleByArgument { case fp32, int8 }
 
     @Option(name: .long, help: "Shapes as ROWSxINxOUT, comma-separated (default: the ViT-Ti/S/B linear layers at 197 and 1,576 rows).")
     var shapes: String?

@@ -1,6 +1,7 @@
 import ArgumentParser
 import XRTensor
 import XRData
+import XRModels
 import XRPipeline
 import XRPackage
 import XRTrain
@@ -19,6 +20,7 @@ extension SemanticVersion.Part: ExpressibleByArgument {}
 extension DecoderConfig.VisualInput: ExpressibleByArgument {}
 extension ReportTarget: ExpressibleByArgument {}
 extension ReportEncoderSpec.Kind: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// `--compression` of packages: the compressed kinds of `TarArchive.Compression`.
 enum PackCompression: String, CaseIterable, ExpressibleByArgument {

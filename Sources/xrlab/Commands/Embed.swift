@@ -18,8 +18,13 @@ struct Embed: ParsableCommand {
             pre-logits feature, timm's forward_head(pre_logits=True)) and patch_mean (N, C) — plus
             last_blocks_cls (N, n, C) with --last-blocks n and patch_tokens (N, T, C) with
             --patch-tokens — and FILE.json listing the inputs row for row, the encoder fingerprint and
-            the preprocessing. Features are cached by (weights, preprocessing, image content), so a
-            rerun over the same images does no encoder work.
+            the preprocessing. Features are cached by (weights, preprocessing, precision, image content),
+            so a rerun over the same images does no encoder work. --precision int8 runs the blocks'
+            linear layers (qkv, proj, fc1, fc2) in int8 (weights quantised per output channel once at
+            load, activations per row); the patch embedding, attention, softmax and LayerNorm stay fp32.
+            --check-against-fp32 N encodes the first N images at fp32 too and prints, and writes to
+            FILE.precision-check.json, each image's cosine similarity of pooled and cls to fp32, the
+            mean and the worst image.
             """)
 
     @Option(name: .long, help: "Checkpoint: Hugging Face or timm folder, .safetensors, .pt, .pth or .bin file.")
@@ -64,6 +69,12 @@ struct Embed: ParsableCommand {
     @Option(name: .long, help: "Attention heads, for bare checkpoint files without a preset (default dim/64).")
     var heads: Int?
 
+    @Option(name: .long, help: "Precision of the encoder's linear layers: fp32 or int8.")
+    var precision: Precision = .fp32
+
+    @Option(name: .long, help: "With --precision int8: also encode the first N images at fp32 and report the cosine of pooled and cls per image.")
+    var checkAgainstFp32: Int?
+
     @OptionGroup var pre: PreprocessingFlags
 
     @Option(name: .long, help: "Largest image accepted, in pixels (decompression-bomb guard).")
@@ -77,6 +88,10 @@ struct Embed: ParsableCommand {
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         guard lastBlocks >= 0 else { throw ValidationError("--last-blocks must be ≥ 0") }
+        if let n = checkAgainstFp32 {
+            guard n > 0 else { throw ValidationError("--check-against-fp32 must be positive") }
+            guard precision != .fp32 else { throw ValidationError("--check-against-fp32 compares a reduced precision with fp32: pass --precision int8") }
+        }
     }
 
     func run() throws {
@@ -85,7 +100,7 @@ struct Embed: ParsableCommand {
             let encoder = try Encoder.load(
                 model: URL(fileURLWithPath: model),
                 preset: try resolvePreset(preset), heads: heads,
-                explicit: try pre.preprocessing(), stateDictKey: stateDictKey)
+                explicit: try pre.preprocessing(), stateDictKey: stateDictKey, precision: precision)
             let inputs = try InputList.resolve(URL(fileURLWithPath: input), column: imageColumn)
             var options = EmbedOptions()
             options.batchSize = batchSize
@@ -102,10 +117,22 @@ struct Embed: ParsableCommand {
                 format: format,
                 to: URL(fileURLWithPath: output), dicomValues: options.dicomValues)
             let c = result.tensors["cls"]?.shape.last ?? 0
-            print("embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features")
+            print(
+                "embedded \(result.inputs.count) images (\(result.encoded) encoded, \(result.cacheHits) from cache), \(c)-d features, \(encoder.precision.rawValue) linear layers"
+            )
             for f in result.failed { print("skipped \(f.id): \(f.reason)") }
             for w in result.warnings { print("warning: \(w)") }
             for f in files { print("wrote \(f.path)") }
+            if let n = checkAgainstFp32 {
+                let reference = try Encoder.load(
+                    model: URL(fileURLWithPath: model), preset: try resolvePreset(preset), heads: heads,
+                    explicit: try pre.preprocessing(), stateDictKey: stateDictKey, precision: .fp32)
+                let check = try PrecisionCheck.measure(encoder, reference: reference, inputs: inputs, count: n, options: options)
+                let url = PrecisionCheck.url(for: URL(fileURLWithPath: output))
+                try check.write(to: url)
+                print(check.summary)
+                print("wrote \(url.path)")
+            }
         }
     }
 }

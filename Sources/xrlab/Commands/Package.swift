@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import XRTensor
 import XRData
+import XRModels
 import XRPipeline
 import XRPackage
 
@@ -122,7 +123,13 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
-            if !json { print("signature: \(p.signature.summary)\n") }
+            if !json {
+                print("signature: \(p.signature.summary)")
+                if p.manifest.base_encoder.kind == "encoder" {
+                    print("precision: \(p.manifest.base_encoder.encoderPrecision.rawValue) (the base encoder's linear layers)")
+                }
+                print("")
+            }
             print(String(decoding: p.entries["manifest.json"]!, as: UTF8.self), terminator: "")
             if !json { print("\n" + p.card, terminator: "") }
         }
@@ -177,7 +184,9 @@ struct PredictCommand: ParsableCommand {
             packaged threshold), per multiclass task p_CLASS and predicted. Segmentation packages write a
             mask PNG per image at its original size into --masks DIR and the columns path, mask,
             foreground_fraction. Retrieval packages write path, task, rank, neighbour, labels, similarity
-            for the --top-k nearest gallery images.
+            for the --top-k nearest gallery images. The encoder's linear layers run at the
+            precision the package records (fp32, or int8 for packages made from a model.precision: int8
+            recipe) unless --precision says otherwise.
             """)
     @Option(name: .long, help: "Package (.xrpkg).")
     var package: String
@@ -204,6 +213,8 @@ struct PredictCommand: ParsableCommand {
     var masks: String?
     @Option(name: .long, help: "Retrieval packages: neighbours per image (default: the packaged number).")
     var topK: Int?
+    @Option(name: .long, help: "Precision of the base encoder's linear layers: fp32 or int8 (default: the package's).")
+    var precision: Precision?
     @OptionGroup var work: WorkOptions
 
     func run() throws {
@@ -223,7 +234,14 @@ struct PredictCommand: ParsableCommand {
                 o.batchSize = batchSize
                 o.skipBad = skipBad
                 o.quiet = work.quiet
-                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK)
+                if let precision, precision != p.manifest.base_encoder.encoderPrecision {
+                    FileHandle.standardError.write(
+                        Data(
+                            "warning: the package's heads were fit on \(p.manifest.base_encoder.encoderPrecision.rawValue) features; running the encoder at \(precision.rawValue)\n"
+                                .utf8))
+                }
+                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK,
+                    precision: precision)
             }
             if let masks { try result.writeMasks(to: URL(fileURLWithPath: masks), classValues: p.manifest.segmentation?.mask_classes) }
             for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }

@@ -279,6 +279,11 @@ final class DetectionRecipeTests: XCTestCase {
         XCTAssertTrue(report.contains("heatmaps_boxes_knn_patches.png"), report)
         XCTAssertTrue(report.contains("| boxes | box_head | 6 | \(ap[5]) ± \(ap[6]) [\(ap[9]), \(ap[10])]"), report)
 
+        // resolved.yaml in the run directory holds the boxes file's absolute path: it runs from anywhere.
+        let rerun = try RecipeLoader.load(a.appendingPathComponent("resolved.yaml"))
+        XCTAssertTrue(rerun.recipe.data.boxes?.hasPrefix("/") ?? false)
+        XCTAssertNoThrow(try DetectionCells.boxesTable(rerun))
+
         // Interrupted after 3 cells, then resumed: the same results as the one-go run.
         let rb = try RecipeLoader.load(try write(recipeText(output: "b"), in: dir, name: "b.yaml"))
         var o = quiet()

@@ -33,8 +33,11 @@ public enum BoxAnnotations {
     }
 
     /// As `read`, from a parsed table (its `source` names the file in errors).
+    ///
+    /// Rows of the images in `skipping` (known images the caller leaves out) are passed over.
     public static func parse(
-        _ table: CSVTable, images: [String: (width: Int, height: Int)], imageColumn: String = "path", labelColumn: String? = nil
+        _ table: CSVTable, images: [String: (width: Int, height: Int)], imageColumn: String = "path", labelColumn: String? = nil,
+        skipping: Set<String> = []
     ) throws -> [String: [AnnotatedBox]] {
         let src = table.source
         let ci = try table.column(imageColumn)
@@ -52,6 +55,7 @@ public enum BoxAnnotations {
                 return v
             }
             let image = row[ci].trimmingCharacters(in: .whitespaces)
+            if skipping.contains(image) { continue }
             guard let size = images[image] else {
                 throw XRError(
                     "unknown image '\(image)'", file: src, field: "\(at), column \(imageColumn)",

@@ -119,8 +119,16 @@ public struct BoxHead: Sendable {
 
     /// Detect on one image (`image` is its index in the returned `ScoredBox`es).
     public func detect(_ tokens: [Float], geometry g: ImageGeometry, image: Int) -> BoxDetection {
+        Self.detect(inputMap: decoder.inputLogits(tokens), geometry: g, threshold: threshold, scoring: scoring, image: image)
+    }
+
+    /// Boxes from any (oh, ow) score map at the model input (the decoder's logits, or label
+    /// transfer's foreground shares): components of `map > threshold` over the part of the input
+    /// that shows the image, mapped back to image pixels; the image score and peak are the map's
+    /// maximum there.
+    public static func detect(inputMap map: [Float], geometry g: ImageGeometry, threshold: Float, scoring: ComponentScore, image: Int) -> BoxDetection {
         let oh = g.inputHeight, ow = g.inputWidth
-        let map = decoder.inputLogits(tokens)
+        precondition(map.count == oh * ow, "detect: \(map.count) values for the \(oh)×\(ow) model input")
         // Only the part of the input that shows the image (not the padding) can hold a finding.
         let ry0 = max(0, -g.top), ry1 = min(oh, g.resizedHeight - g.top), rx0 = max(0, -g.left), rx1 = min(ow, g.resizedWidth - g.left)
         var visible = [Float](repeating: .nan, count: oh * ow)
@@ -132,7 +140,7 @@ public struct BoxHead: Sendable {
                 if v > best { best = v; at = (x, y) }
             }
         }
-        let comps = Self.components(visible, width: ow, height: oh, threshold: threshold, scoring: scoring)
+        let comps = components(visible, width: ow, height: oh, threshold: threshold, scoring: scoring)
         let boxes = comps.map { c -> ScoredBox in
             let a = g.imagePoint(x: Double(c.x0), y: Double(c.y0)), b = g.imagePoint(x: Double(c.x1 + 1), y: Double(c.y1 + 1))
             let x0 = min(max(a.x, 0), Double(g.imageWidth)), y0 = min(max(a.y, 0), Double(g.imageHeight))
@@ -143,5 +151,23 @@ public struct BoxHead: Sendable {
         let ranked = boxes.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
         let peak = g.imagePoint(x: Double(at.x) + 0.5, y: Double(at.y) + 0.5)
         return BoxDetection(boxes: ranked.map(\.element), imageScore: Double(best), peak: peak)
+    }
+}
+
+extension PatchKNN {
+    /// (oh, ow) foreground share at the model input (class 1's scores bilinearly upsampled), the
+    /// map `BoxHead.detect(inputMap:…)` reads boxes from.
+    public func inputForeground(_ tokens: [Float]) -> [Float] {
+        precondition(classes == 2, "inputForeground: a two-class index")
+        let p = grid.patches
+        return Upsampler(grid).up(Array(patchScores(tokens)[p..<(2 * p)]), rows: 1)
+    }
+
+    /// (H, W) foreground share at the original image size; NaN where the crop cut the image away.
+    public func imageForeground(_ tokens: [Float], geometry: ImageGeometry) -> [Float] {
+        precondition(classes == 2, "imageForeground: a two-class index")
+        let p = grid.patches
+        return geometry.backward(
+            grid: Array(patchScores(tokens)[p..<(2 * p)]), channels: 1, gridHeight: grid.gridHeight, gridWidth: grid.gridWidth, fill: .nan)
     }
 }

@@ -64,7 +64,7 @@ public enum FeatureSources {
     /// (segmentation: every patch token).
     public static func `default`(for r: LoadedRecipe) throws -> FeatureSource {
         if r.recipe.features != nil { return PrecomputedFeatureSource() }
-        if r.recipe.model != nil { return r.recipe.isSegmentation ? PatchTokenSource() : EncoderFeatureSource() }
+        if r.recipe.model != nil { return r.recipe.usesPatchTokens ? PatchTokenSource() : EncoderFeatureSource() }
         throw XRError("the recipe has neither model nor features", file: r.file.path)
     }
 }

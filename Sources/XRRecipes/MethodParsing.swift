@@ -75,7 +75,7 @@ extension RecipeLoader {
             let name = ctx.attempt({ () -> String in
                 let s = try nameNode.string()
                 guard names.contains(s) else {
-                    let kind = report || task == .retrieval || task == .segmentation ? " for a \(task.rawValue) task" : ""
+                    let kind = report || task == .retrieval || task == .segmentation || task == .detection ? " for a \(task.rawValue) task" : ""
                     throw nameNode.error(
                         "unknown method '\(s)'" + kind + (closest(s, in: names).map { " — did you mean '\($0)'?" } ?? ""),
                         hint: "methods: " + names.joined(separator: ", ") + (report ? " (how the encoder trains with the decoder)" : ""))
@@ -155,6 +155,7 @@ extension RecipeLoader {
             s.k = f.atLeast("k", 1) ?? s.k
             s.temperature = f.positive("temperature") ?? s.temperature
             return .knnPatches(s)
+        case .box_head: return .boxHead(parseBoxHead(f))
         }
     }
 

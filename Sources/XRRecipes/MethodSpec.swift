@@ -217,9 +217,12 @@ extension Recipe {
         case logistic, knn, prototype, lora, adapter, last_k, bitfit, full
         case cosine, linear_projection
         case linear_decoder, knn_patches
+        case box_head
 
         /// Methods that tune the encoder (they need `model`, i.e. images).
-        public var isTuning: Bool { ![.logistic, .knn, .prototype, .cosine, .linear_projection, .linear_decoder, .knn_patches].contains(self) }
+        public var isTuning: Bool {
+            ![.logistic, .knn, .prototype, .cosine, .linear_projection, .linear_decoder, .knn_patches, .box_head].contains(self)
+        }
 
         /// The task kind the method belongs to: retrieval methods rank images, the others classify.
         public var isRetrieval: Bool { self == .cosine || self == .linear_projection }
@@ -230,7 +233,9 @@ extension Recipe {
         /// The methods a task of kind `task` takes (report recipes list report encoders instead);
         /// segmentation also takes the tuning methods, with the linear decoder as their head.
         public static func names(for task: Recipe.TaskKind) -> [MethodName] {
-            allCases.filter {
+            // Detection boxes come from a patch heatmap: the box head's, or label transfer's.
+            if task == .detection { return [.box_head, .knn_patches] }
+            return allCases.filter { $0 != .box_head }.filter {
                 ($0.isRetrieval == (task == .retrieval) && $0.isSegmentation == (task == .segmentation)) || (task == .segmentation && $0.isTuning)
             }
         }
@@ -250,6 +255,7 @@ extension Recipe {
             case .linear_projection: return LinearProjectionSpec.CodingKeys.allCases.map(\.stringValue)
             case .linear_decoder: return LinearDecoderSpec.CodingKeys.allCases.map(\.stringValue)
             case .knn_patches: return KNNPatchesSpec.CodingKeys.allCases.map(\.stringValue)
+            case .box_head: return BoxHeadSpec.CodingKeys.allCases.map(\.stringValue)
             }
         }
     }
@@ -273,6 +279,8 @@ extension Recipe {
         case linearDecoder(LinearDecoderSpec)
         /// Segmentation: label transfer from the nearest labelled patches.
         case knnPatches(KNNPatchesSpec)
+        /// Detection: a patch-level "inside a box" head, boxes from its heatmap.
+        case boxHead(BoxHeadSpec)
         /// Report recipes: how the encoder trains with the decoder.
         case reportEncoder(ReportEncoderSpec)
 
@@ -291,6 +299,7 @@ extension Recipe {
             case .linearProjection: return MethodName.linear_projection.rawValue
             case .linearDecoder: return MethodName.linear_decoder.rawValue
             case .knnPatches: return MethodName.knn_patches.rawValue
+            case .boxHead: return MethodName.box_head.rawValue
             case let .reportEncoder(e): return e.name
             }
         }
@@ -306,7 +315,7 @@ extension Recipe {
             case let .lastK(s): return (.lastBlocks(s.blocks), s.training)
             case let .bitfit(s): return (.bitFit, s.training)
             case let .full(s): return (.full, s.training)
-            case .logistic, .knn, .prototype, .reportEncoder, .cosine, .linearProjection, .linearDecoder, .knnPatches: return nil
+            case .logistic, .knn, .prototype, .reportEncoder, .cosine, .linearProjection, .linearDecoder, .knnPatches, .boxHead: return nil
             }
         }
 
@@ -341,6 +350,7 @@ extension Recipe {
             case let .linearProjection(s): try s.encode(to: encoder)
             case let .linearDecoder(s): try s.encode(to: encoder)
             case let .knnPatches(s): try s.encode(to: encoder)
+            case let .boxHead(s): try s.encode(to: encoder)
             case let .reportEncoder(e): try e.encodeFields(to: encoder)
             }
         }
@@ -382,6 +392,7 @@ extension Recipe {
             case .linear_projection: self = .linearProjection(try LinearProjectionSpec(from: decoder))
             case .linear_decoder: self = .linearDecoder(try LinearDecoderSpec(from: decoder))
             case .knn_patches: self = .knnPatches(try KNNPatchesSpec(from: decoder))
+            case .box_head: self = .boxHead(try BoxHeadSpec(from: decoder))
             }
         }
     }

@@ -69,7 +69,7 @@ enum Outputs {
         for task in data.tasks.map(\.name) {
             let u = dir.appendingPathComponent("curve_\(safe(task)).png")
             let png = try LearningCurvePlot.render(
-                title: "\(task): \(metricTitle(recipe.primary_metric)) vs \(recipe.isSegmentation ? "annotated images" : "shots per class")",
+                title: "\(task): \(metricTitle(recipe.primary_metric)) vs \(recipe.usesPatchTokens ? "annotated images" : "shots per class")",
                 yLabel: metricTitle(recipe.primary_metric),
                 series: curves[task] ?? [],
                 note: "Mean over \(recipe.seeds) seeds; band = 95% t-interval over seeds"
@@ -93,6 +93,11 @@ enum Outputs {
             selection.text += written.text
             extra += written.grids
         }
+        if recipe.isDetection {
+            let written = try DetectionOutputs.write(results, recipe: r, data: data, rows: rows, directory: dir)
+            selection.text += written.text
+            extra += written.grids
+        }
         try AtomicFile.write(markdown(results, r: r, data: data, rows: rows, plots: plots, complete: complete, selection: selection.text), to: report)
         return Written(plots: plots + extra, report: report)
     }
@@ -113,7 +118,8 @@ enum Outputs {
 
     /// summary.csv's rows of one method × task × shots setting, one per recipe metric, over the
     /// setting's cells (one per seed): mean, std and 95% t-interval over the seeds that finished,
-    /// the mean of their bootstrap intervals (primary metric only) and the count of skipped seeds.
+    /// the mean of their bootstrap intervals (the primary metric's, or every metric's when the cells
+    /// keep them) and the count of skipped seeds.
     static func summaryRows(
         _ cells: [CellResult], method: String, task: String, shots: String,
         recipe: Recipe
@@ -122,7 +128,9 @@ enum Outputs {
         return recipe.metrics.map { metric in
             let s = SeedSummary(ok.compactMap { $0.metrics[metric] })
             var bootLow = "", bootHigh = ""
-            if metric == recipe.primary_metric, let ci = meanInterval(ok.compactMap(\.primary_ci)) {
+            // The primary metric's intervals; every metric's where cells keep them (detection).
+            let cis = metric == recipe.primary_metric ? ok.compactMap(\.primary_ci) : ok.compactMap { $0.metric_ci?[metric] }
+            if let ci = meanInterval(cis) {
                 bootLow = f(ci.low)
                 bootHigh = f(ci.high)
             }
@@ -229,7 +237,7 @@ enum Outputs {
                     let cells = metrics.map { metric -> String in
                         guard let row = byKey[[m, task, String(k), metric].joined(separator: "\u{1}")], !row[5].isEmpty else { return "" }
                         let spread = untrained(m) ? "" : " ± \(row[6])"
-                        let interval = metric == recipe.primary_metric && !row[9].isEmpty ? " [\(row[9]), \(row[10])]" : ""
+                        let interval = !row[9].isEmpty ? " [\(row[9]), \(row[10])]" : ""
                         return row[5] + spread + interval
                     }
                     if cells.allSatisfy(\.isEmpty) { continue }
@@ -244,7 +252,9 @@ enum Outputs {
         [
             "auroc": "AUROC", "auprc": "AUPRC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
             "f1_macro": "Macro F1", "ece": "ECE", "log_loss": "Log loss", "map_at_r": "mAP@R", "mrr": "MRR", "dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)",
-            "dice_pooled": "Pooled Dice", "iou_pooled": "Pooled IoU"
+            "dice_pooled": "Pooled Dice", "iou_pooled": "Pooled IoU", "ap_10": "AP@0.1", "ap_30": "AP@0.3", "ap_50": "AP@0.5",
+            "froc_0.5": "Sens@0.5 FP/img", "froc_1": "Sens@1 FP/img", "froc_2": "Sens@2 FP/img", "froc_4": "Sens@4 FP/img",
+            "pointing_game": "Pointing game"
         ][m] ?? (m.hasPrefix("precision_at_") ? "P@" + m.dropFirst(13) : m.hasPrefix("recall_at_") ? "R@" + m.dropFirst(10) : m)
     }
 

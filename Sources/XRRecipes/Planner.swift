@@ -122,6 +122,12 @@ public enum Planner {
             }
             if let rows { problems += missingImages(r, rows: rows) }
         }
+        if r.recipe.isDetection, let rows {
+            // The boxes file: present, its columns, every image it names in the manifest.
+            do { _ = try DetectionCells.task(r, rows: rows) } catch let e as XRError { problems.append(e) } catch {
+                problems.append(XRError("\(error)", file: r.resolve(spec.boxes ?? "").path, field: "data.boxes"))
+            }
+        }
         if r.recipe.features != nil {
             if let rows {
                 // Shapes, tensor names, sidecar and row counts — without loading the study.
@@ -219,6 +225,15 @@ public struct CellCosts: Sendable {
             let epochs: Int
             if case let .linearDecoder(s) = method { epochs = s.epochs } else { epochs = 1 }
             return 1e-3 * Double(cell.shots * epochs) + 0.02 * nTest
+        }
+        if recipe.isDetection {
+            // Rough: a head step ~1 ms per image and epoch (shots with a box and as many without);
+            // detecting on a test image ~10 ms; each bootstrap resample of the nine metrics ~0.2 µs
+            // per test image.
+            let method = recipe.methods.first { $0.name == cell.method }
+            let epochs: Int
+            if case let .boxHead(s) = method { epochs = s.epochs } else { epochs = 1 }
+            return 2e-3 * Double(cell.shots * epochs) + 0.01 * nTest + Double(recipe.bootstrap) * 9 * 2e-7 * nTest
         }
         if recipe.isRetrieval {
             // Ranking: each query sorts the gallery (~50 ns per comparison); the bootstrap and

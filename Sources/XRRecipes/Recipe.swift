@@ -69,6 +69,13 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// Segmentation tasks: the mask pixel value of each class (class 0 = background first);
         /// nil reads masks as 0 = background, non-zero = foreground.
         public var mask_classes: [Int]? = nil
+        /// Detection tasks: the CSV of true boxes (relative to the recipe's folder): one row per box,
+        /// the image (as the manifest's `image_column` names it), `x`, `y`, `width`, `height` in
+        /// pixels of that image; images without rows are negatives.
+        public var boxes: String? = nil
+        /// Detection tasks: the boxes CSV's label column; with it, `labels` lists the labels whose
+        /// boxes are targets.
+        public var box_label_column: String? = nil
     }
     /// Precomputed features instead of a model.
     public struct Features: Codable, Equatable, Sendable {
@@ -132,6 +139,10 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var isRetrieval: Bool { data.task == .retrieval }
     /// Segmentation on frozen patch tokens (`data.task: segmentation`).
     public var isSegmentation: Bool { data.task == .segmentation }
+    /// Localisation of findings by boxes on frozen patch tokens (`data.task: detection`).
+    public var isDetection: Bool { data.task == .detection }
+    /// Tasks whose features are every patch token of each image (segmentation, detection).
+    public var usesPatchTokens: Bool { isSegmentation || isDetection }
 
     /// What a study measures, the value of `data.task`. Each kind has its own methods, metrics and
     /// cells; a new kind (segmentation, detection) is a new case here.
@@ -149,6 +160,9 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// Segmentation: a mask PNG per annotated image (`data.mask_column`), predicted per pixel
         /// from the encoder's frozen patch tokens.
         case segmentation
+        /// Localisation: boxes per image (`data.boxes`), predicted from a patch-level heatmap on the
+        /// encoder's frozen patch tokens.
+        case detection
     }
 
     /// Settings of retrieval recipes (`retrieval:`), every default filled in at parse time.
@@ -215,6 +229,11 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// The metrics of segmentation tasks: per-image Dice, IoU and HD95 averaged over test images,
     /// and Dice / IoU pooled over every test pixel.
     public static let segmentationMetrics = ["dice", "iou", "hd95", "dice_pooled", "iou_pooled"]
+    /// The metrics of detection tasks: AP at IoU 0.1 / 0.3 / 0.5, FROC sensitivity at 0.5, 1, 2,
+    /// 4 false positives per image (IoU ≥ 0.3), pointing game, image-level AUROC of the heatmap maximum.
+    public static let detectionMetrics = [
+        "ap_10", "ap_30", "ap_50", "froc_0.5", "froc_1", "froc_2", "froc_4", "pointing_game", "auroc"
+    ]
     public static let reportMetrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "ce_precision", "ce_recall", "ce_f1"]
     /// Fields that only say where results go or how finished cells are summarised; they do not
     /// enter the fingerprint.
@@ -250,7 +269,7 @@ extension KeyedEncodingContainer {
 extension Recipe.DataSpec {
     enum CodingKeys: String, CodingKey {
         case manifest, image_column, label_column, label_columns, labels, task, patient_column, split_column,
-            test_fraction, subgroups, `where`, mask_column, mask_classes
+            test_fraction, subgroups, `where`, mask_column, mask_classes, boxes, box_label_column
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -268,5 +287,7 @@ extension Recipe.DataSpec {
         try c.encodeSorted(self.where, forKey: .where)
         try c.encodeIfPresent(mask_column, forKey: .mask_column)
         try c.encodeIfPresent(mask_classes, forKey: .mask_classes)
+        try c.encodeIfPresent(boxes, forKey: .boxes)
+        try c.encodeIfPresent(box_label_column, forKey: .box_label_column)
     }
 }

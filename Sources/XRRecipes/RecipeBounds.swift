@@ -78,6 +78,9 @@ extension RecipeLoader {
                 bound(s.epochs, L.epochs, at + ["epochs"], "epochs")
                 widths.append(("batch_size", s.batchSize))
             case let .knnPatches(s): bound(s.k, L.knnK, at + ["k"], "neighbours")
+            case let .boxHead(s):
+                bound(s.epochs, L.epochs, at + ["epochs"], "epochs")
+                widths.append(("batch_size", s.batchSize))
             case .prototype, .bitfit, .full, .reportEncoder(.frozen), .cosine, .linearProjection: break
             }
             if let lora {

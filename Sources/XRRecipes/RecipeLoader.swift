@@ -20,7 +20,7 @@ public struct LoadedRecipe: Sendable {
         return path.hasPrefix("/") ? URL(fileURLWithPath: path) : baseDirectory.appendingPathComponent(path)
     }
 
-    /// The recipe with its paths (model, manifest, features, output) made absolute, so it means
+    /// The recipe with its paths (model, manifest, features, boxes, output) made absolute, so it means
     /// the same thing wherever it is read from — what `resolved.yaml` holds and the fingerprint hashes.
     public var absolute: Recipe {
         var a = recipe
@@ -31,6 +31,7 @@ public struct LoadedRecipe: Sendable {
         if let t = recipe.report?.tokenizer { a.report?.tokenizer = resolve(t).standardizedFileURL.path }
         if let t = recipe.report?.init_from { a.report?.init_from = resolve(t).standardizedFileURL.path }
         if let t = recipe.report?.meteor_data { a.report?.meteor_data = resolve(t).standardizedFileURL.path }
+        if let b = recipe.data.boxes { a.data.boxes = resolve(b).standardizedFileURL.path }
         return a
     }
 

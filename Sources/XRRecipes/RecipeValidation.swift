@@ -1,7 +1,7 @@
 // The recipe schema: every key checked with the file's line:column (or the `--set` override) in
 // the error, problems collected so `xrlab validate` reports all of them. Method entries:
 // MethodParsing.swift; the report section: ReportParsing.swift; retrieval: RetrievalParsing.swift;
-// segmentation: SegmentationParsing.swift.
+// segmentation: SegmentationParsing.swift; detection: DetectionParsing.swift.
 import Foundation
 import XRProbe
 import Yams
@@ -108,6 +108,10 @@ extension RecipeLoader {
         if isSegmentation, let f = top["features"], !f.isNull {
             ctx.record(f.error("a segmentation task reads the encoder's patch tokens of each image: give model, not features"))
         }
+        let isDetection = data?.task == .detection
+        if isDetection, let f = top["features"], !f.isNull {
+            ctx.record(f.error("a detection task reads the encoder's patch tokens of each image: give model, not features"))
+        }
         var shots: [Int] = []
         // Retrieval recipes without a trained method need no shots.
         let needsShots = !isRetrieval || methods.contains { if case .linearProjection = $0 { return true } else { return false } }
@@ -136,8 +140,11 @@ extension RecipeLoader {
             }
         }
         let known =
-            isReport ? Recipe.reportMetrics : isSegmentation ? Recipe.segmentationMetrics : (retrieval?.metricNames ?? Recipe.knownMetrics)
-        let kindNote = isReport || isRetrieval || isSegmentation ? " for a \(data?.task.rawValue ?? "") task" : ""
+            isReport
+            ? Recipe.reportMetrics
+            : isSegmentation
+                ? Recipe.segmentationMetrics : isDetection ? Recipe.detectionMetrics : (retrieval?.metricNames ?? Recipe.knownMetrics)
+        let kindNote = isReport || isRetrieval || isSegmentation || isDetection ? " for a \(data?.task.rawValue ?? "") task" : ""
         let metrics = top["metrics"].flatMap { v in
             ctx.attempt {
                 try v.listOrScalar().compactMap { n -> String? in
@@ -231,6 +238,10 @@ extension RecipeLoader {
             recipe.metrics = Recipe.segmentationMetrics
             recipe.primary_metric = "dice"
         }
+        if isDetection {
+            recipe.metrics = Recipe.detectionMetrics
+            recipe.primary_metric = "ap_30"
+        }
         if let seeds { recipe.seeds = seeds }
         if let metrics { recipe.metrics = metrics }
         if let primary { recipe.primary_metric = primary }
@@ -254,7 +265,7 @@ extension RecipeLoader {
                     hint: "add its metric to `metrics` (now \(recipe.metrics.joined(separator: ", ")))"))
         }
         if let budgetTargets, !budgetTargets.isEmpty {
-            if isReport || isRetrieval || isSegmentation {
+            if isReport || isRetrieval || isSegmentation || isDetection {
                 ctx.record(XRError("budget.targets is not supported for \(data.task.rawValue) tasks", file: ctx.file, field: "budget"))
             } else {
                 recipe.budget = Recipe.BudgetSettings(targets: budgetTargets)
@@ -262,7 +273,7 @@ extension RecipeLoader {
         }
         if var selection, let n = top["selection"] {
             let tasks = StudyLoader.taskNames(recipe)
-            if isReport || isRetrieval || isSegmentation {
+            if isReport || isRetrieval || isSegmentation || isDetection {
                 ctx.record(n.error("selection is not supported for \(data.task.rawValue) tasks"))
             } else if let t = selection.task, !tasks.contains(t) {
                 ctx.record(
@@ -346,7 +357,8 @@ extension RecipeLoader {
             let d = ctx.attempt({
                 try dn.mapping(allowed: [
                     "manifest", "image_column", "label_column", "label_columns", "labels", "task",
-                    "patient_column", "split_column", "test_fraction", "subgroups", "where", "mask_column", "mask_classes"
+                    "patient_column", "split_column", "test_fraction", "subgroups", "where", "mask_column", "mask_classes", "boxes",
+                    "box_label_column"
                 ])
             })
         else { return nil }
@@ -389,10 +401,11 @@ extension RecipeLoader {
             return manifest == nil ? nil : data
         }
         parseMaskKeys(d, node: dn, into: &data)
+        parseBoxKeys(d, node: dn, into: &data)
         if data.task == .retrieval {
             parseRetrievalLabels(d, node: dn, into: &data)
-        } else if data.task == .segmentation {
-            // Masks are the labels: nothing more to read.
+        } else if data.task == .segmentation || data.task == .detection {
+            // Masks / boxes are the labels: nothing more to read.
         } else if let labelsNode = d["labels"], !labelsNode.isNull {
             data.labels = ctx.attempt { try labelsNode.listOrScalar().map { try $0.string() } } ?? []
             if data.labels.isEmpty, case .sequence = labelsNode.node { ctx.record(labelsNode.error("labels must list at least one label")) }
@@ -420,7 +433,8 @@ extension RecipeLoader {
             ctx.record(dn.error("missing required key 'labels'"))
         }
         // (A key present with a wrong type has its own error already.)
-        if data.task != .retrieval && data.task != .segmentation && data.label_column == nil && data.label_columns == nil && (d["label_column"]?.isNull ?? true)
+        if data.task != .retrieval && data.task != .segmentation && data.task != .detection && data.label_column == nil && data.label_columns == nil
+            && (d["label_column"]?.isNull ?? true)
             && (d["label_columns"]?.isNull ?? true)
         {
             ctx.record(dn.error("give label_column (pipe-separated labels) or label_columns (label → 0/1 column)"))

@@ -46,6 +46,10 @@ public struct CellResult: Codable, Sendable, Equatable {
     public var retrieval: [RankedQuery]? = nil
     /// Segmentation cells: each test image's scores, in test row order.
     public var segmentation: [ImageMaskScore]? = nil
+    /// Detection cells: each test image's boxes, score and heatmap peak, in test row order.
+    public var detection: [ImageDetections]? = nil
+    /// Bootstrap 95% interval of every metric (detection cells; others keep the primary's only).
+    public var metric_ci: [String: Interval]? = nil
 }
 
 /// How a tuning cell trained.
@@ -219,6 +223,7 @@ public enum Runner {
         try writeRunInfo(dir, r, options: options)
         if r.recipe.isRetrieval { return try RetrievalCells.run(r, data: data, directory: dir, options: options) }
         if r.recipe.isSegmentation { return try SegmentationCells.run(r, data: data, directory: dir, options: options) }
+        if r.recipe.isDetection { return try DetectionCells.run(r, data: data, directory: dir, options: options) }
         let variants = Dictionary(uniqueKeysWithValues: methodVariants(r.recipe).map { ($0.label, $0.spec) })
         let all = cells(r.recipe, tasks: data.tasks.map(\.name))
         let runner = CellRunner(cellsDirectory: cellsDir, quiet: options.quiet)

@@ -73,6 +73,7 @@ public enum StudyLoader {
         case .multiclass: return [recipe.data.labels.joined(separator: "-vs-")]
         case .retrieval: return [recipe.data.label_column ?? "label"]
         case .segmentation: return [recipe.data.mask_column ?? "mask"]
+        case .detection: return [DetectionCells.taskName(recipe)]
         default: return recipe.data.labels
         }
     }
@@ -95,7 +96,10 @@ public enum StudyLoader {
 
         // Tasks.
         var tasks: [StudyTask] = []
-        if spec.task == .segmentation {
+        if spec.task == .detection {
+            // One task: images with a box are 1, without 0 (boxes read in DetectionCells).
+            tasks = [try DetectionCells.task(r, rows: m)]
+        } else if spec.task == .segmentation {
             // One task: the annotated rows (a mask path) are class 0, the others unlabelled.
             guard let mc = spec.mask_column else { throw XRError("segmentation tasks need mask_column", file: r.file.path, field: "data.mask_column") }
             let c = try col(mc, "data.mask_column")

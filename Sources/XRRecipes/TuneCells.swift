@@ -87,6 +87,21 @@ public func methodSettings(_ recipe: Recipe) -> [(label: String, description: St
             }
         }
     }
+    if recipe.isDetection {
+        return recipe.methods.map { m in
+            switch m {
+            case let .boxHead(s):
+                return (
+                    m.name,
+                    "box head on patch tokens (\(s.epochs) epochs, lr \(fmtNumber(s.lr)), weight decay \(fmtNumber(s.weightDecay)), batch \(s.batchSize), "
+                        + "positive weight \(fmtNumber(s.positiveWeight))); boxes where the logit > \(fmtNumber(s.threshold)), scored by their \(s.scoring.rawValue)"
+                )
+            case let .knnPatches(s):
+                return (m.name, "box-share transfer from the \(s.k) nearest labelled patches (T \(fmtNumber(s.temperature))); boxes where the share > 0.5")
+            default: return (m.name, m.name)
+            }
+        }
+    }
     let probes = Dictionary(uniqueKeysWithValues: methodVariants(recipe).map { ($0.label, $0.spec.description) })
     let tunes = tuneVariants(recipe)
     return methodLabels(recipe).map { ($0, probes[$0] ?? tunes[$0]?.description ?? $0) }

@@ -28,7 +28,8 @@ final class RecipeSchemaTests: XCTestCase {
         "demo-retrieval.yaml": .demo, // retrieval on the demo images (RetrievalImageTests runs a smaller copy)
         "fracatlas-nih-retrieval-shared.yaml": .sharedData, // retrieval by anatomy (SharedDataRetrievalTests)
         "fracatlas-nih-retrieval-view-shared.yaml": .sharedData, // retrieval by view (SharedDataRetrievalTests)
-        "fracatlas-fracture-segmentation-shared.yaml": .sharedData // fracture masks (SegmentationRecipeTests.testSharedFracAtlasRecipeRuns)
+        "fracatlas-fracture-segmentation-shared.yaml": .sharedData, // fracture masks (SegmentationRecipeTests.testSharedFracAtlasRecipeRuns)
+        "fracatlas-fracture-detection-shared.yaml": .sharedData // fracture boxes (DetectionRecipeTests.testSharedFracAtlasRecipeRuns)
     ]
 
     func testEveryRepositoryRecipeIsListedAndValidates() throws {

@@ -5,14 +5,19 @@ summary line and exits. `Worker` is the driver's side, `serve` a Python tool's (
 import json, subprocess, sys, time
 
 
-def serve(work, unit, per_call):
+def serve(work, unit, per_call, commands=None):
     """Answer `run SECONDS` lines on stdin: call `work` until that long has passed (at least once),
-    print {unit: count, "seconds": elapsed}. Returns (total count, total seconds) at the end of input."""
-    count, total = 0, 0.0
+    print {unit: count, "seconds": elapsed}. A line `NAME SECONDS` naming one of `commands` prints
+    what `commands[NAME](SECONDS)` returns. Returns (total count, total seconds) at the end of input."""
+    count, total, commands = 0, 0.0, commands or {}
     for line in sys.stdin:
         words = line.split()
+        if len(words) == 2 and words[0] in commands:
+            print(json.dumps(commands[words[0]](float(words[1]))), flush=True)
+            continue
         if len(words) != 2 or words[0] != "run":
-            sys.exit(f"expected `run SECONDS`, got {line!r}")
+            known = " or ".join(f"`{c} SECONDS`" for c in ["run"] + sorted(commands))
+            sys.exit(f"expected {known}, got {line!r}")
         seconds, n, start = float(words[1]), 0, time.perf_counter()
         while n < 1 or time.perf_counter() - start < seconds:
             work()

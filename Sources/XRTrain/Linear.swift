@@ -1,5 +1,7 @@
 // A linear layer y = x Wᵀ + b with an optional LoRA branch + s · (x Aᵀ) Bᵀ (PEFT's layout:
-// lora_A (r, in), lora_B (out, r), s = alpha / r), forward and backward on OpenBLAS.
+// lora_A (r, in), lora_B (out, r), s = alpha / r), forward and backward on OpenBLAS, or on the
+// packed kernel for frozen weights and for trainable ones between `beginPackedProducts` and
+// `endPackedProducts`.
 import Foundation
 import XRTensor
 import XRKernels
@@ -39,13 +41,16 @@ public final class Linear: @unchecked Sendable {
     public let inFeatures: Int, outFeatures: Int
     /// A frozen weight packed for `packedGEMM`, as Wᵀ (forward) and as W (input gradient), and
     /// the weight version it was packed from. Trainable weights change every step and go
-    /// through OpenBLAS instead.
+    /// through OpenBLAS, unless packed for one pass (`beginPackedProducts`).
     private var packs: [Bool: (version: Int, matrix: PackedMatrix)] = [:]
 
     /// The frozen weight packed as Wᵀ (`transposed`, for out = inp · Wᵀ) or as W (for
     /// dinp = dout · W), packed again when its values changed; nil while it is trainable.
     private func packed(transposed: Bool) -> PackedMatrix? {
-        guard weight.grad == nil else { packs = [:]; return nil }
+        guard weight.grad == nil else {
+            packs = [:]
+            return stepPack?.transposed == transposed ? stepPack?.matrix : nil
+        }
         if let p = packs[transposed], p.version == weight.version { return p.matrix }
         let m =
             transposed
@@ -54,6 +59,28 @@ public final class Linear: @unchecked Sendable {
         packs[transposed] = (weight.version, m)
         return m
     }
+
+    /// A trainable weight packed for one pass (`beginPackedProducts`), until `endPackedProducts`.
+    private var stepPack: (transposed: Bool, matrix: PackedMatrix)?
+    /// Packings kept between passes so they are filled, not allocated, each time.
+    private var stepPackStorage: [Bool: PackedMatrix] = [:]
+
+    /// Packs the weight from its current values — as Wᵀ for the forward (`transposed`) or as W for
+    /// the input gradient — so its products run on the packed kernel until `endPackedProducts`,
+    /// also while it is trainable (a frozen weight is packed anyway). The caller brackets one
+    /// forward or one backward with the pair, so a packing never outlives an optimiser update.
+    func beginPackedProducts(transposed: Bool) {
+        guard weight.grad != nil else { return }
+        let m =
+            stepPackStorage[transposed]
+            ?? (transposed ? PackedMatrix(k: inFeatures, n: outFeatures) : PackedMatrix(k: outFeatures, n: inFeatures))
+        stepPackStorage[transposed] = m
+        if transposed { m.fillTransposed(weight.value.p) } else { m.fill(weight.value.p) }
+        stepPack = (transposed, m)
+    }
+
+    /// Products of a trainable weight go back to OpenBLAS (`beginPackedProducts`).
+    func endPackedProducts() { stepPack = nil }
 
     /// The weight packed as Wᵀ for `packedProduct` while it is frozen (the block forward the
     /// encoder shares reads it); nil while it is trainable.
@@ -125,14 +152,21 @@ public final class Linear: @unchecked Sendable {
     }
 
     /// Gradients of the trainable parts from dout (R, out); dinp (R, in) written (or added) when given.
-    /// `scratch` holds R · r floats when the layer has LoRA. BLAS must be single-threaded.
+    /// `scratch` holds R · r floats when the layer has LoRA. With `packScratch` (at least
+    /// `PackedMatrix.alignedStorage(k: R, n: in)` floats) the weight gradient runs on the packed
+    /// kernel: inp packed there, dout read in place. BLAS must be single-threaded.
     func backward(
         dinp: UnsafeMutablePointer<Float>?, accumulate: Bool, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-        rows: Int, lora act: LoRAActivations?, scratch: UnsafeMutablePointer<Float>
+        rows: Int, lora act: LoRAActivations?, scratch: UnsafeMutablePointer<Float>, packScratch: UnsafeMutablePointer<Float>? = nil
     ) {
         let I = inFeatures, O = outFeatures
         let dO = SendablePointer(UnsafeMutablePointer(mutating: dout)), x = SendablePointer(UnsafeMutablePointer(mutating: inp))
-        if let g = weight.grad {
+        if let g = weight.grad, let packScratch, rows > 0 {
+            // dW (O, I) += doutᵀ inp with inp packed as B (R, I).
+            let b = PackedMatrix(k: rows, n: I, in: packScratch)
+            b.fill(inp)
+            packedProductTransposedA(g.p, dout, b, rows: O, lda: O, accumulate: true)
+        } else if let g = weight.grad {
             // dW (O, I) += doutᵀ inp, split over output features.
             let gp = SendablePointer(g.p)
             Parallel.ranges(O, minChunk: 8) { r in

@@ -120,6 +120,17 @@ public final class ReportDecoder: @unchecked Sendable {
     /// d(visual tokens) (B, S, Cv) of the last backward (`needsVisualGradient`).
     public var visualGradient: [Float] { Array(UnsafeBufferPointer(start: dVis.p, count: shape.B * shape.S * config.visualDim)) }
     private var tC = Buffer(0), tC2 = Buffer(0), t3C = Buffer(0), t4C = Buffer(0), dEnc = Buffer(0), tKV = Buffer(0), scratch = Buffer(0)
+    /// The training step's matrix products on the packed kernel (`packedProduct`): every weight
+    /// packed once at the start of each forward (as Wᵀ) and each backward (as W), weight
+    /// gradients with the layer input packed (`packedProductTransposedA`). Off by default: at
+    /// the decoder's shapes it measured slower than OpenBLAS sgemm (docs/benchmarks.md);
+    /// `xrlab bench report --products packed` times it.
+    public var packedProducts = false
+    /// A layer input packed for its weight gradient (`Linear.backward`'s `packScratch`).
+    private var packScratch = Buffer(0)
+    /// The tied embedding packed as wteᵀ (C, V) for the logits and as wte (V, C) for their input gradient.
+    private var wteForLogits: PackedMatrix?, wteForGradient: PackedMatrix?
+    private var linears: [Linear] { layers.flatMap(\.linears) + [visual] }
 
     /// From Hugging Face-named tensors (Conv1D weights (in, out)), plus `visual_proj.weight` (C, Cv)
     /// and `.bias`. Missing tensors are errors naming them; `lm_head.weight` is the tied `wte`.
@@ -181,6 +192,8 @@ public final class ReportDecoder: @unchecked Sendable {
         tC = Buffer(R * C); tC2 = Buffer(R * C); t3C = Buffer(R * 3 * C); t4C = Buffer(R * 4 * C); dEnc = Buffer(RS * C); tKV = Buffer(RS * 2 * C)
         dVis = Buffer(RS * c.visualDim)
         scratch = Buffer(max(2, Parallel.workers) * L * max(L, S))
+        // The largest layer input a weight gradient packs: (R, 4C), (B·S, C) or (B·S, Cv).
+        packScratch = Buffer([(R, 4 * C), (RS, C), (RS, c.visualDim)].map { PackedMatrix.alignedStorage(k: max($0.0, 1), n: $0.1) }.max() ?? 0)
         shape = (B, T, S)
     }
 
@@ -201,6 +214,8 @@ public final class ReportDecoder: @unchecked Sendable {
         var out: [Float] = []
         withSingleThreadedBLAS {
             prepare(B: B, T: T, S: S)
+            if packedProducts { for l in linears { l.beginPackedProducts(transposed: true) } }
+            defer { for l in linears { l.endPackedProducts() } }
             ids = tokens
             self.lengths = lengths ?? [Int](repeating: T, count: B)
             let L = P + T, R = B * T, RS = B * S
@@ -218,9 +233,16 @@ public final class ReportDecoder: @unchecked Sendable {
             for b in 0..<B { (xPre.p + b * T * C).update(from: x.p + (b * L + P) * C, count: T * C) }
             layerNormForward(xf.p, xPre.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
             // The output projection (R × V × C), rows split across workers.
-            let (LG, X, W, Vv) = (SendablePointer(logits.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
-            Parallel.ranges(R, minChunk: 16) { r in
-                BLAS.sgemm(LG.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
+            if packedProducts {
+                let w = wteForLogits ?? PackedMatrix(k: C, n: c.vocab)
+                wteForLogits = w
+                w.fillTransposed(wte.value.p)
+                packedProduct(logits.p, xf.p, w, rows: R)
+            } else {
+                let (LG, X, W, Vv) = (SendablePointer(logits.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
+                Parallel.ranges(R, minChunk: 16) { r in
+                    BLAS.sgemm(LG.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
+                }
             }
             if returnLogits { out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab)) }
         }
@@ -238,8 +260,9 @@ public final class ReportDecoder: @unchecked Sendable {
         maskedAttentionForward(
             out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
             probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
-        l.attnProj.forward(tC.p, k.att.p, rows: R, lora: nil)
-        for i in 0..<(R * C) { k.xA.p[i] = k.xIn.p[i] + tC.p[i] }
+        // Residual adds fused into the products' stores: xA = xIn + (att · Wᵀ + b).
+        k.xA.p.update(from: k.xIn.p, count: R * C)
+        l.attnProj.product(tC.p, k.att.p, rows: R, finish: residual(l.attnProj, k.xA.p))
         if let x = l.cross {
             parallelLayerNorm(k.hx.p, k.xA.p, x.lnw, x.lnb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
             x.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
@@ -247,18 +270,26 @@ public final class ReportDecoder: @unchecked Sendable {
             maskedAttentionForward(
                 out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                 probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
-            x.proj.forward(tC.p, k.attx.p, rows: R, lora: nil)
-            for i in 0..<(R * C) { k.xB.p[i] = k.xA.p[i] + tC.p[i] }
+            k.xB.p.update(from: k.xA.p, count: R * C)
+            x.proj.product(tC.p, k.attx.p, rows: R, finish: residual(x.proj, k.xB.p))
         }
         parallelLayerNorm(k.h2.p, k.xB.p, l.ln2w, l.ln2b, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
-        l.fc.forward(k.u.p, k.h2.p, rows: R, lora: nil)
-        let (U, A, M) = (k.u.p, k.a.p, 4 * C)
-        parallelRows(R) { r in
-            (A + r.lowerBound * M).update(from: U + r.lowerBound * M, count: r.count * M)
-            geluTanhForward(A + r.lowerBound * M, count: r.count * M)
+        // u = h2 · Wᵀ + b, and a = GELU(u) on each finished block while it is in cache.
+        let (U, A, M) = (SendablePointer(k.u.p), SendablePointer(k.a.p), 4 * C)
+        l.fc.product(k.u.p, k.h2.p, rows: R, finish: l.fc.bias.map { .bias($0.value.p) } ?? .none) { rows, cols in
+            for r in rows {
+                let o = r * M + cols.lowerBound
+                (A.p + o).update(from: U.p + o, count: cols.count)
+                geluTanhForward(A.p + o, count: cols.count)
+            }
         }
-        l.fcProj.forward(tC.p, k.a.p, rows: R, lora: nil)
-        for i in 0..<(R * C) { x.p[i] = k.xB.p[i] + tC.p[i] }
+        x.p.update(from: k.xB.p, count: R * C)
+        l.fcProj.product(tC.p, k.a.p, rows: R, finish: residual(l.fcProj, x.p))
+    }
+
+    /// residual += (A · Wᵀ + b) for a product of `l` whose rows are the decoder width apart.
+    private func residual(_ l: Linear, _ r: UnsafeMutablePointer<Float>) -> PackedEpilogue {
+        .biasScaleResidual(bias: l.bias?.value.p, scale: nil, residual: r, ld: config.dim)
     }
 
     /// Accumulate gradients of every parameter from dlogits (B, T, V) of the last forward.
@@ -332,20 +363,36 @@ public final class ReportDecoder: @unchecked Sendable {
     private func backwardFromLogits() {
         let c = config, (B, Tt, S) = shape, P = c.visualPrefix ? S : 0, T = P + Tt, Rt = B * Tt, R = B * T, RS = B * S, C = c.dim, H = c.heads, D = C / H
         withSingleThreadedBLAS {
+            if packedProducts { for l in linears { l.beginPackedProducts(transposed: false) } }
+            defer { for l in linears { l.endPackedProducts() } }
+            let ps: UnsafeMutablePointer<Float>? = packedProducts ? packScratch.p : nil
             let dl = logits
             let (DL, XF, WT, Vv) = (SendablePointer(dl.p), SendablePointer(xf.p), SendablePointer(wte.value.p), c.vocab)
-            if let g = wte.grad {
+            let TC = SendablePointer(tC.p)
+            if packedProducts {
+                // dW (V, C) += dlogitsᵀ xf with xf packed; dxf = dlogits · wte with wte packed as it is.
+                if let g = wte.grad {
+                    let b = PackedMatrix(k: Rt, n: C, in: packScratch.p)
+                    b.fill(xf.p)
+                    packedProductTransposedA(g.p, dl.p, b, rows: Vv, lda: Vv, accumulate: true)
+                }
+                let w = wteForGradient ?? PackedMatrix(k: Vv, n: C)
+                wteForGradient = w
+                w.fill(wte.value.p)
+                packedProduct(tC.p, dl.p, w, rows: Rt)
+            } else if let g = wte.grad {
                 // dW (V, C) += dlogitsᵀ xf, split over vocabulary rows.
                 let G = SendablePointer(g.p)
                 Parallel.ranges(Vv, minChunk: 64) { r in
                     BLAS.sgemm(G.p + r.lowerBound * C, DL.p + r.lowerBound, transA: true, XF.p, m: r.count, n: C, k: Rt, beta: 1, lda: Vv)
                 }
             }
-            let dx = x
-            let TC = SendablePointer(tC.p)
-            Parallel.ranges(Rt, minChunk: 16) { r in
-                BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
+            if !packedProducts {
+                Parallel.ranges(Rt, minChunk: 16) { r in
+                    BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
+                }
             }
+            let dx = x
             if P == 0 {
                 layerNormBackward(
                     dx: dx.p, accumulate: false, dy: tC.p, x: xPre.p, weight: lnfw.value.p, mean: mf.p, rstd: rf.p,
@@ -363,27 +410,27 @@ public final class ReportDecoder: @unchecked Sendable {
             dEnc.zero()
             for (l, k) in zip(layers, caches).reversed() {
                 // x = xB + fcProj(gelu(fc(LN2 xB)))
-                l.fcProj.backward(dinp: t4C.p, accumulate: false, dout: dx.p, inp: k.a.p, rows: R, lora: nil, scratch: scratch.p)
+                l.fcProj.backward(dinp: t4C.p, accumulate: false, dout: dx.p, inp: k.a.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                 let (G, U, M) = (t4C.p, k.u.p, 4 * C)
                 parallelRows(R) { r in geluTanhBackward(G + r.lowerBound * M, preActivation: U + r.lowerBound * M, count: r.count * M) }
-                l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p)
+                l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, l.ln2w, l.ln2b, mean: k.m2.p, rstd: k.r2.p, rows: R, cols: C)
                 if let x = l.cross {
                     // xB = xA + proj(attn(q(LNx xA), kv(enc)))
-                    x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p)
+                    x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                     maskedAttentionBackward(
                         dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                         probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
-                    x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p)
-                    x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p)
+                    x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p, packScratch: ps)
+                    x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                     parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, x.lnw, x.lnb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
                 }
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
-                l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p)
+                l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                 maskedAttentionBackward(
                     dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
                     v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
-                l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p)
+                l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, l.ln1w, l.ln1b, mean: k.m1.p, rstd: k.r1.p, rows: R, cols: C)
             }
             // Embeddings and the visual projection.
@@ -397,7 +444,8 @@ public final class ReportDecoder: @unchecked Sendable {
                     for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] }
                 }
             }
-            visual.backward(dinp: needsVisualGradient ? dVis.p : nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p)
+            visual.backward(
+                dinp: needsVisualGradient ? dVis.p : nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p, packScratch: ps)
         }
     }
 

@@ -433,3 +433,26 @@ public func packedProduct(
         }
     }
 }
+
+/// out (m, b.n; row stride ldc, default b.n) = (or += when `accumulate`) Xᵀ · B for X (b.k, m)
+/// row-major (row stride lda, default m) — a weight gradient doutᵀ · inp with inp packed, so
+/// neither dout nor the gradient is copied — split across the workers by rows of out (blocks of
+/// `packedChunkRows`, claimed by whichever worker is free).
+public func packedProductTransposedA(
+    _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ b: PackedMatrix, rows m: Int,
+    lda: Int? = nil, ldc: Int? = nil, accumulate: Bool = false
+) {
+    let lda = lda ?? m, ldc = ldc ?? b.n
+    precondition(lda >= m && ldc >= b.n, "packedProductTransposedA: lda \(lda) or ldc \(ldc) too small")
+    if m <= 0 { return }
+    let o = SendablePointer(out), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
+    let chunkRows = packedChunkRows(m, workers: Parallel.workers), chunks = (m + chunkRows - 1) / chunkRows
+    Parallel.claiming(chunks) { _, next in
+        while let i = next() {
+            let r = (i * chunkRows)..<min(m, (i + 1) * chunkRows)
+            packedGEMM(
+                o.p + r.lowerBound * ldc, ldc: ldc, xp.p + r.lowerBound, lda: lda, b, rows: r.count, columns: 0..<b.n,
+                accumulate: accumulate, transposedA: true)
+        }
+    }
+}

@@ -22,6 +22,15 @@ struct BenchReport: RenamedCommand {
     @Option(name: .long, help: "Minimum seconds per measurement.") var seconds: Double = 10
     @OptionGroup var threadsOption: ThreadsOption
     @Option(name: .long, help: "cross_attention or prefix (the visual tokens precede the text).") var visualInput: DecoderConfig.VisualInput = .cross_attention
+    /// Where the training step's matrix products run.
+    enum Products: String, CaseIterable, ExpressibleByArgument { case packed, blas }
+    @Option(name: .long, help: "packed (weights packed once per pass, the packed kernel) or blas (OpenBLAS sgemm): the training step's matrix products.")
+    var products: Products = .blas
+    @Flag(
+        name: .long,
+        help: "Interleaved turns (bench/report_peers.py): answer `run SECONDS` (training steps) and `decode SECONDS` (greedy decoding) lines on standard input."
+    )
+    var serve = false
     func run() throws {
         try runReportingErrors {
             threadsOption.apply()
@@ -33,6 +42,7 @@ struct BenchReport: RenamedCommand {
             let t = try ReportTraining.initialTensors(c, seed: 3, from: nil)
             var rng = XRRandom(seed: 3)
             let m = try ReportDecoder(config: c, tensors: t, source: "random")
+            m.packedProducts = products == .packed
             let vis = (0..<(batch * visual * visualDim)).map { _ in rng.nextGaussian() }
             let ids = (0..<(batch * tokens)).map { _ in rng.nextInt(below: vocab) }
             let opt = AdamW(weightDecay: 0.01)
@@ -43,25 +53,40 @@ struct BenchReport: RenamedCommand {
                 opt.update(m.parameters, lr: 1e-5)
             }
             try step()
-            var k = 0
-            var start = Date()
-            while Date().timeIntervalSince(start) < seconds || k < 2 { try step(); k += 1 }
-            let stepTime = Date().timeIntervalSince(start) / Double(k)
             var o = GenerationOptions()
             o.maxNewTokens = decode
             let v1 = Array(vis[0..<(visual * visualDim)])
-            _ = try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o)
-            var produced = 0
-            start = Date()
-            while Date().timeIntervalSince(start) < seconds || produced == 0 {
-                produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
+            /// Greedy decoding for at least `seconds` (after one warm-up sequence): tokens per second.
+            func decodingSpeed(_ seconds: Double) throws -> Double {
+                _ = try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o)
+                var produced = 0
+                let start = Date()
+                while Date().timeIntervalSince(start) < seconds || produced == 0 {
+                    produced += try m.generate(visual: v1, visualTokens: visual, prompt: [0], eos: -1, options: o).ids.count
+                }
+                return Double(produced) / Date().timeIntervalSince(start)
             }
-            let tps = Double(produced) / Date().timeIntervalSince(start)
-            let result: [String: Any] = [
-                "tool": "xrlab", "visual_input": visualInput.rawValue, "seconds_per_step": stepTime, "steps": k, "decode_tokens_per_s": tps,
+            var k = 0, elapsed = 0.0, tps: Double? = nil
+            if serve {
+                let decodeCommand: (Double?) throws -> [String: Any] = { s in
+                    let v = try decodingSpeed(s ?? seconds)
+                    tps = v
+                    return ["decode_tokens_per_s": v]
+                }
+                (k, elapsed) = try serveTurns(unit: "steps", perCall: 1, work: step, commands: ["decode": decodeCommand])
+            } else {
+                let start = Date()
+                while Date().timeIntervalSince(start) < seconds || k < 2 { try step(); k += 1 }
+                elapsed = Date().timeIntervalSince(start)
+                tps = try decodingSpeed(seconds)
+            }
+            var result: [String: Any] = [
+                "tool": "xrlab", "visual_input": visualInput.rawValue, "products": products.rawValue,
+                "seconds_per_step": k > 0 ? elapsed / Double(k) : 0, "steps": k, "seconds": elapsed,
                 "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
             ]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+            if let tps { result["decode_tokens_per_s"] = tps }
+            try printJSONLine(result)
         }
     }
 }

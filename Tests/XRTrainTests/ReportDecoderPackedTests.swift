@@ -9,8 +9,11 @@ import TestSupport
 /// multiple of the 16-column panel), 279 rows through the blocks (row blocks, a ragged 6-row
 /// strip), a 1,101-token vocabulary (the logits' input gradient takes two depth passes), 11 visual
 /// tokens of width 27. Tolerance: relative L2 1e-5 for logits, every parameter gradient and the
-/// visual-token gradient (fp32 sums in another order), over two steps with an AdamW update
-/// between them (the packings must follow the updated weights).
+/// visual-token gradient at the first step (fp32 sums in another order), and 2e-4 at the second,
+/// after an AdamW update (the packings must follow the updated weights): AdamW divides each
+/// gradient by its own running size, so the first step's last-bit differences become update
+/// differences of up to the learning rate's order in near-zero gradients (measured up to 5.1e-5);
+/// stale packings give errors of order 1.
 final class ReportDecoderPackedTests: XCTestCase {
     func testPackedStepMatchesSgemmStep() throws { try check(visualPrefix: false) }
     func testPackedStepMatchesSgemmStepWithVisualPrefix() throws { try check(visualPrefix: true) }
@@ -69,13 +72,14 @@ final class ReportDecoderPackedTests: XCTestCase {
                 results.append((logits, m.lossAndBackward(labels: labels, smoothing: 0.1).loss))
             }
             let what = "\(visualPrefix ? "prefix" : "cross-attention") step \(step)"
-            assertClose(results[0].logits, results[1].logits, rel: 1e-5, "logits, " + what)
-            XCTAssertEqual(results[0].loss, results[1].loss, accuracy: 1e-5 * results[1].loss, what)
+            let tol = step == 0 ? 1e-5 : 2e-4
+            assertClose(results[0].logits, results[1].logits, rel: tol, "logits, " + what)
+            XCTAssertEqual(results[0].loss, results[1].loss, accuracy: tol * results[1].loss, what)
             for (p, q) in zip(packed.parameters, blas.parameters) {
                 XCTAssertEqual(p.name, q.name)
-                assertClose(try XCTUnwrap(p.grad).array, try XCTUnwrap(q.grad).array, rel: 1e-5, "\(p.name) gradient, " + what)
+                assertClose(try XCTUnwrap(p.grad).array, try XCTUnwrap(q.grad).array, rel: tol, "\(p.name) gradient, " + what)
             }
-            assertClose(packed.visualGradient, blas.visualGradient, rel: 1e-5, "visual-token gradient, " + what)
+            assertClose(packed.visualGradient, blas.visualGradient, rel: tol, "visual-token gradient, " + what)
             if step == 0 {
                 // The update moves the weights: the next step's packings must follow them.
                 for (m, opt) in zip([packed, blas], optimisers) { opt.update(m.parameters, lr: 1e-2) }

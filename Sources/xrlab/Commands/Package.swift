@@ -240,7 +240,8 @@ struct PredictCommand: ParsableCommand {
                             "warning: the package's heads were fit on \(p.manifest.base_encoder.encoderPrecision.rawValue) features; running the encoder at \(precision.rawValue)\n"
                                 .utf8))
                 }
-                result = try Predictor.predict(p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK,
+                result = try Predictor.predict(
+                    p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK,
                     precision: precision)
             }
             if let masks { try result.writeMasks(to: URL(fileURLWithPath: masks), classValues: p.manifest.segmentation?.mask_classes) }

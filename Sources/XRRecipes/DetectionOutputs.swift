@@ -127,19 +127,10 @@ enum HeatmapGrid {
     /// (nearest sample, aspect kept, contrast stretched), the heatmap in red, true boxes green,
     /// predicted boxes yellow.
     static func render(title: String, tiles: [Tile]) throws -> Data {
-        let tile = OverlayGrid.tile, pad = OverlayGrid.pad, label = OverlayGrid.label
-        let cols = min(OverlayGrid.columns, tiles.count), rowsCount = (tiles.count + cols - 1) / cols
-        let top = 34, cell = tile + label + pad
-        let width = pad + cols * (tile + pad), height = top + rowsCount * cell + pad
-        var c = Canvas(width: width, height: height)
-        _ = c.text(String(title.prefix((width - 2 * pad) / 12)), x: pad, y: 10)
-        for (i, t) in tiles.enumerated() {
-            let x = pad + (i % cols) * (tile + pad), y = top + (i / cols) * cell
-            draw(&c, t, x: x, y: y)
+        try OverlayGrid.layout(title: title, tiles: tiles, draw: draw) { t in
             let where_ = t.truth.isEmpty ? "no box" : t.truth.contains { $0.contains(x: t.found.peak_x, y: t.found.peak_y) } ? "in box" : "outside"
-            _ = c.text(String(format: "max %.2f ", t.found.score) + where_, x: x, y: y + tile + 3, scale: 1)
+            return String(format: "max %.2f ", t.found.score) + where_
         }
-        return try PNGCodec.encodeRGB8(width: width, height: height, pixels: c.pixels)
     }
 
     static func draw(_ c: inout Canvas, _ t: Tile, x: Int, y: Int) {

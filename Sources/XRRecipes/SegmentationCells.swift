@@ -116,19 +116,7 @@ enum SegmentationCells {
             let image = try ImageDecoder.decode(try Data(contentsOf: imageURL), source: imageURL.path)
             let mask = try LabelMask.read(maskURL, width: image.width, height: image.height, classValues: spec.mask_classes, image: data.ids[i])
             let g = encoder.preprocessing.geometry(height: image.height, width: image.width)
-            let gh = g.inputHeight / patch, gw = g.inputWidth / patch
-            guard gh > 0, gw > 0, gh * patch == g.inputHeight, gw * patch == g.inputWidth else {
-                throw XRError(
-                    "the model input of '\(data.ids[i])' is \(g.inputWidth)×\(g.inputHeight), not a multiple of the \(patch)-pixel patch",
-                    file: r.file.path, field: "model.preprocessing", hint: "give model.preprocessing a crop that is a multiple of the patch size")
-            }
-            let here = PatchGrid(gridHeight: gh, gridWidth: gw, inputHeight: g.inputHeight, inputWidth: g.inputWidth)
-            if let grid, grid != here {
-                throw XRError(
-                    "'\(data.ids[i])' gives a \(gw)×\(gh) patch grid, other images \(grid.gridWidth)×\(grid.gridHeight)", file: r.file.path,
-                    field: "model.preprocessing", hint: "a segmentation task needs a fixed model input: give model.preprocessing a crop")
-            }
-            grid = here
+            grid = try PatchGrid.of(g, patch: patch, image: data.ids[i], agreeingWith: grid, recipe: r.file.path, task: "segmentation")
             if data.isTest[i] == true {
                 geometries[i] = g
                 truths[i] = mask

@@ -115,6 +115,12 @@ enum OverlayGrid {
     /// An RGB PNG of the tiles, `columns` per row: each image fitted into a tile (nearest sample,
     /// aspect kept, contrast stretched), truth green, prediction red, both yellow.
     static func render(title: String, tiles: [Tile]) throws -> Data {
+        try layout(title: title, tiles: tiles, draw: draw) { String(format: "Dice %.3f", $0.dice) }
+    }
+
+    /// The grid both task kinds draw: a title, then `columns` tiles per row, each drawn by `draw`
+    /// at its corner with `caption` under it.
+    static func layout<T>(title: String, tiles: [T], draw: (inout Canvas, T, Int, Int) -> Void, caption: (T) -> String) throws -> Data {
         let cols = min(columns, tiles.count), rowsCount = (tiles.count + cols - 1) / cols
         let top = 34, cell = tile + label + pad
         let width = pad + cols * (tile + pad), height = top + rowsCount * cell + pad
@@ -122,8 +128,8 @@ enum OverlayGrid {
         _ = c.text(String(title.prefix((width - 2 * pad) / 12)), x: pad, y: 10)
         for (i, t) in tiles.enumerated() {
             let x = pad + (i % cols) * (tile + pad), y = top + (i / cols) * cell
-            draw(&c, t, x: x, y: y)
-            _ = c.text(String(format: "Dice %.3f", t.dice), x: x, y: y + tile + 3, scale: 1)
+            draw(&c, t, x, y)
+            _ = c.text(caption(t), x: x, y: y + tile + 3, scale: 1)
         }
         return try PNGCodec.encodeRGB8(width: width, height: height, pixels: c.pixels)
     }

@@ -1,6 +1,9 @@
 // The segmentation keys of a recipe's `data`: `mask_column` (required for `task: segmentation`,
 // an error on any other task) and `mask_classes`. Errors name the key with its line:column.
 import Foundation
+import XRData
+import XRHeads
+import XRTensor
 
 extension RecipeLoader {
     /// `data.mask_column` and `data.mask_classes`: read for a segmentation task, errors for any
@@ -43,5 +46,26 @@ extension RecipeLoader {
                 return values
             }
         }
+    }
+}
+
+extension PatchGrid {
+    /// The patch grid of an image whose model input is `g`, checked against the grid of the
+    /// images before it (`agreeingWith`): the input must be a whole number of patches and the
+    /// same for every image of a `task` (segmentation, detection) study of the recipe at `recipe`.
+    static func of(_ g: ImageGeometry, patch: Int, image: String, agreeingWith previous: PatchGrid?, recipe: String, task: String) throws -> PatchGrid {
+        let gh = g.inputHeight / patch, gw = g.inputWidth / patch
+        guard gh > 0, gw > 0, gh * patch == g.inputHeight, gw * patch == g.inputWidth else {
+            throw XRError(
+                "the model input of '\(image)' is \(g.inputWidth)×\(g.inputHeight), not a multiple of the \(patch)-pixel patch",
+                file: recipe, field: "model.preprocessing", hint: "give model.preprocessing a crop that is a multiple of the patch size")
+        }
+        let here = PatchGrid(gridHeight: gh, gridWidth: gw, inputHeight: g.inputHeight, inputWidth: g.inputWidth)
+        if let previous, previous != here {
+            throw XRError(
+                "'\(image)' gives a \(gw)×\(gh) patch grid, other images \(previous.gridWidth)×\(previous.gridHeight)", file: recipe,
+                field: "model.preprocessing", hint: "a \(task) task needs a fixed model input: give model.preprocessing a crop")
+        }
+        return here
     }
 }

@@ -115,6 +115,21 @@ final class SegmentationRecipeTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/results.jsonl").path))
     }
 
+    func testModelInputOffThePatchGridIsAnErrorNamingTheSize() throws {
+        // The encoder refuses the 72-pixel input before any cell runs (PatchGrid.of repeats the
+        // check for inputs the encoder would take); nothing is written.
+        let dir = Fixtures.tempDir("seg-grid")
+        try makeStudy(in: dir, count: 8, train: 5)
+        let text = recipeText().replacingOccurrences(
+            of: "model: {path: demo/model, batch_size: 8}",
+            with: "model: {path: demo/model, batch_size: 8, preprocessing: {size: 72, crop: 72, mean: 0.5, std: 0.25}}")
+        XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(try write(text, in: dir)), options: quiet())) { e in
+            XCTAssertNotNil(e as? XRError, "\(e)")
+            XCTAssertTrue("\(e)".contains("72×72 is not a positive multiple of the patch size 16"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/results.jsonl").path))
+    }
+
     func testMissingMaskAndBadClassValueAreErrors() throws {
         let dir = Fixtures.tempDir("seg-missing")
         try makeStudy(in: dir, count: 8, train: 5)

@@ -295,6 +295,7 @@ public enum PackageReader {
         _ = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir)
         let enc = try Encoder.load(
             model: url, preset: isDir.boolValue ? nil : config, heads: config.heads, explicit: pre, precision: precision ?? b.encoderPrecision)
+        try enc.checkPatchGrid(file: p.url.path, field: "base_encoder.preprocessing")
         guard enc.weightsHash == b.sha256 else {
             throw XRError(
                 "base encoder mismatch: the package was trained on weights \(b.sha256.prefix(16))…, this checkpoint is \(enc.weightsHash.prefix(16))…",

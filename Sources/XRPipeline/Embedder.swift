@@ -275,3 +275,26 @@ extension Encoder {
         }.count
     }
 }
+
+extension Encoder {
+    /// The model input (height, width) every image is prepared to when the preprocessing fixes it
+    /// (a crop, or an exact resize without one); nil when it follows each image's shape.
+    public var fixedInput: (height: Int, width: Int)? {
+        let p = preprocessing
+        if let h = p.cropHeight, let w = p.cropWidth { return (h, w) }
+        if p.shortestEdge == nil, let h = p.resizeHeight, let w = p.resizeWidth { return (h, w) }
+        return nil
+    }
+
+    /// Refuse a preprocessing whose fixed model input is not a whole number of patches, before
+    /// any image is read: the error names where the preprocessing was given (`file`, `field`:
+    /// a recipe's `model.preprocessing.crop`, a command's `--crop`, a package's manifest).
+    public func checkPatchGrid(file: String?, field: String) throws {
+        let P = loaded.config.patchSize
+        guard let (h, w) = fixedInput, h % P != 0 || w % P != 0 || h <= 0 || w <= 0 else { return }
+        let fit = max(P, min(h, w) / P * P)
+        throw XRError(
+            "the model input size \(h)×\(w) is not a positive multiple of the patch size \(P)",
+            file: file, field: field, hint: "make the crop a multiple of \(P), e.g. \(fit) or \(fit + P)")
+    }
+}

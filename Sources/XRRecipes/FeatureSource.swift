@@ -262,8 +262,14 @@ public struct EncoderFeatureSource: FeatureSource {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw XRError("model not found", file: url.path, field: "model.path", hint: "paths are relative to the recipe file's folder")
         }
-        return try Encoder.load(
+        let encoder = try Encoder.load(
             model: url, preset: preset, heads: model.heads, explicit: explicit, precision: precision ?? model.precision ?? .fp32)
+        let field =
+            model.preprocessing == nil
+            ? "model.preprocessing (from the checkpoint's \(encoder.preprocessingSource))"
+            : model.preprocessing?.crop != nil ? "model.preprocessing.crop" : "model.preprocessing.size"
+        try encoder.checkPatchGrid(file: r.file.path, field: field)
+        return encoder
     }
 
     /// Embed options for a recipe: its batch size, as many last blocks as `representation` needs,

@@ -116,18 +116,25 @@ final class SegmentationRecipeTests: XCTestCase {
     }
 
     func testModelInputOffThePatchGridIsAnErrorNamingTheSize() throws {
-        // The encoder refuses the 72-pixel input before any cell runs (PatchGrid.of repeats the
-        // check for inputs the encoder would take); nothing is written.
+        // The 72-pixel input is refused as soon as the recipe's encoder is loaded, before any image
+        // is read or cell runs, naming the recipe file and the preprocessing key that sets it, with
+        // the sizes that would fit; nothing is written.
         let dir = Fixtures.tempDir("seg-grid")
         try makeStudy(in: dir, count: 8, train: 5)
-        let text = recipeText().replacingOccurrences(
-            of: "model: {path: demo/model, batch_size: 8}",
-            with: "model: {path: demo/model, batch_size: 8, preprocessing: {size: 72, crop: 72, mean: 0.5, std: 0.25}}")
-        XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(try write(text, in: dir)), options: quiet())) { e in
-            XCTAssertNotNil(e as? XRError, "\(e)")
-            XCTAssertTrue("\(e)".contains("72×72 is not a positive multiple of the patch size 16"), "\(e)")
+        for (pre, field) in [("{size: 80, crop: 72, mean: 0.5, std: 0.25}", "model.preprocessing.crop"), ("{size: 72, mean: 0.5, std: 0.25}", "model.preprocessing.size")] {
+            let text = recipeText(output: "run-\(field)").replacingOccurrences(
+                of: "model: {path: demo/model, batch_size: 8}", with: "model: {path: demo/model, batch_size: 8, preprocessing: \(pre)}")
+            let url = try write(text, in: dir, name: "\(field).yaml")
+            XCTAssertThrowsError(try Runner.run(try RecipeLoader.load(url), options: quiet())) { e in
+                let x = e as? XRError
+                XCTAssertNotNil(x, "\(e)")
+                XCTAssertTrue("\(e)".contains("72×72 is not a positive multiple of the patch size 16"), "\(e)")
+                XCTAssertEqual(x?.file, url.path, "\(e)")
+                XCTAssertEqual(x?.field, field, "\(e)")
+                XCTAssertEqual(x?.hint, "make the crop a multiple of 16, e.g. 64 or 80", "\(e)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run-\(field)/results.jsonl").path))
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/results.jsonl").path))
     }
 
     func testMissingMaskAndBadClassValueAreErrors() throws {

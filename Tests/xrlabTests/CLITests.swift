@@ -316,6 +316,18 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains(bad.path) && r.err.contains("header length"), r.err)
     }
 
+    func testEmbedInputOffThePatchGridNamesTheOption() throws {
+        let out = Fixtures.tempDir().appendingPathComponent("x.safetensors")
+        let r = try xrlab([
+            "embed", "--model", Fixtures.url("vit/hf_dinov2").path, "--input", try images().path, "--size", "40", "--crop", "30", "--mean", "0.5",
+            "--std", "0.25", "--output", out.path, "--quiet"
+        ])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("30×30 is not a positive multiple of the patch size"), r.err)
+        XCTAssertTrue(r.err.contains("--crop") && r.err.contains("make the crop a multiple of"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+    }
+
     func testConvertWritesTheStateDictAndRefusesHostilePickles() throws {
         let dir = Fixtures.tempDir("convert")
         let out = dir.appendingPathComponent("w.safetensors")

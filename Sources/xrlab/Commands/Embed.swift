@@ -101,6 +101,9 @@ struct Embed: ParsableCommand {
                 model: URL(fileURLWithPath: model),
                 preset: try resolvePreset(preset), heads: heads,
                 explicit: try pre.preprocessing(), stateDictKey: stateDictKey, precision: precision)
+            try encoder.checkPatchGrid(
+                file: pre.size == nil ? model : nil,
+                field: pre.size == nil ? "preprocessing (\(encoder.preprocessingSource))" : pre.crop != nil ? "--crop" : "--size")
             let inputs = try InputList.resolve(URL(fileURLWithPath: input), column: imageColumn)
             var options = EmbedOptions()
             options.batchSize = batchSize

@@ -38,6 +38,7 @@ public struct FittedModel: Sendable {
     public var kind: PackageKind = .classification
     public var segmentation: SegmentationSpec? = nil
     public var retrieval: RetrievalSpec? = nil
+    public var detection: DetectionSpec? = nil
     /// The manifest's labels when they are not the recipe's (segmentation classes, retrieval values).
     public var labels: [String]? = nil
     /// Further archive entries (retrieval: `gallery.<i>.csv`).

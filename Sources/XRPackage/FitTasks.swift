@@ -1,10 +1,12 @@
-// The models of segmentation and retrieval packages: the run's linear decoder, or its gallery
-// (and projection), fitted and evaluated by the study's own code (`TaskPackaging`), as head
-// tensors, a manifest section and, for retrieval, the gallery's ids and labels.
+// The models of segmentation, detection and retrieval packages: the run's linear decoder, box
+// head, or gallery (and projection), fitted and evaluated by the study's own code
+// (`TaskPackaging`), as head tensors, a manifest section and, for retrieval, the gallery's ids
+// and labels.
 import Foundation
 import XRTensor
 import XRData
 import XRProbe
+import XRHeads
 import XRRecipes
 
 /// A retrieval head's gallery list, `gallery.<i>.csv`: one row per `heads.<i>.gallery` row, in
@@ -107,6 +109,44 @@ extension ModelFitter {
         m.segmentation = SegmentationSpec(
             input_height: dec.grid.inputHeight, input_width: dec.grid.inputWidth, grid_height: dec.grid.gridHeight, grid_width: dec.grid.gridWidth,
             mask_classes: r.recipe.data.mask_classes)
+        return m
+    }
+
+    /// A detection package's model: the run's box head (its decoder's weights (1, C) and bias
+    /// (1)), its threshold and component scoring, evaluated as the study cell is.
+    static func fitDetection(_ r: LoadedRecipe, data: StudyData, options o: FitOptions) throws -> FittedModel {
+        let fit = try TaskPackaging.detection(r, data: data, method: o.method, shots: o.shots, seed: o.seed)
+        let dec = fit.head.decoder, task = fit.task
+        let info = HeadInfo(
+            task: task.name, classes: task.classes, kind: fit.method, tensors: "heads.0.", k: nil, temperature: nil, chosen_C: nil,
+            threshold: nil, threshold_note: "boxes where the heatmap logit is above detection.threshold", n_train: fit.trainRows.count,
+            n_validation: 0)
+        let head = Head(
+            info: info,
+            tensors: [
+                "weight": Tensor(shape: [dec.rows, dec.channels], scalars: dec.weight), "bias": Tensor(shape: [dec.rows], scalars: dec.bias)
+            ])
+        let evaluation = evaluation(fit.result, task: task.name, recipe: r.recipe) { fit.result.metric_ci?[$0] }
+        func tally(_ rows: [Int]) -> [String: Int] {
+            var c: [String: Int] = [:]
+            for row in rows where task.labels[row] >= 0 { c[task.classes[task.labels[row]], default: 0] += 1 }
+            return c
+        }
+        let counts = [task.name: [tally(fit.trainRows), [:], tally(fit.testRows)]]
+        let method = MethodInfo(
+            name: fit.method, spec: methodSpec(r.recipe, fit.method), shots: o.shots, seed: o.seed, validation_fraction: nil,
+            threshold_rule:
+                "none: boxes are the components of the heatmap above logit \(Double(fit.head.threshold)), scored by their \(fit.head.scoring.rawValue) logit")
+        var m = FittedModel(
+            heads: [head], evaluation: [evaluation],
+            training: try fingerprint(r, data: data, train: Set(fit.trainRows), test: Set(fit.testRows), counts: counts),
+            method: method, dim: dec.channels)
+        m.kind = .detection
+        m.labels = task.classes
+        m.detection = DetectionSpec(
+            input_height: dec.grid.inputHeight, input_width: dec.grid.inputWidth, grid_height: dec.grid.gridHeight, grid_width: dec.grid.gridWidth,
+            threshold: Double(fit.head.threshold), scoring: fit.head.scoring, finding: task.name,
+            box_labels: r.recipe.data.labels.isEmpty ? nil : r.recipe.data.labels)
         return m
     }
 

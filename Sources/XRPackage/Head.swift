@@ -11,6 +11,9 @@ public struct Head: Sendable {
     /// Segmentation heads: `linear_decoder` (tensors `weight` (R, C), `bias` (R); R = 1 for two
     /// classes, else K; C = the encoder's token channels).
     public static let decoderKinds = ["linear_decoder"]
+    /// Detection heads: `box_head` (a two-class linear decoder over the patch tokens: tensors
+    /// `weight` (1, C), `bias` (1); boxes are read off its heatmap as `DetectionSpec` says).
+    public static let boxKinds = ["box_head"]
     /// Retrieval heads: `cosine` (tensor `gallery` (G, D), rows L2-normalised) and
     /// `linear_projection` (also `projection.mean` (D), `projection.directions` (M, D),
     /// `projection.factors` (M): queries are projected before they are normalised).
@@ -22,6 +25,7 @@ public struct Head: Sendable {
         case .classification: return probeKinds + tunedKinds
         case .segmentation: return decoderKinds
         case .retrieval: return galleryKinds
+        case .detection: return boxKinds
         }
     }
     public var info: HeadInfo
@@ -61,7 +65,7 @@ public struct Head: Sendable {
             guard shape(t) else { throw XRError("shape \(t.shape) does not match \(expected)", file: file, field: info.tensors + name) }
             guard t.scalars.allSatisfy(\.isFinite) else { throw XRError("non-finite values", file: file, field: info.tensors + name) }
         }
-        if Self.decoderKinds.contains(info.kind) {
+        if Self.decoderKinds.contains(info.kind) || Self.boxKinds.contains(info.kind) {
             let rows = K == 2 ? 1 : K
             try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
             try need("bias", { $0.shape == [rows] }, "(\(rows))")

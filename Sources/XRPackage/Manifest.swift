@@ -6,6 +6,7 @@ import XRTensor
 import XRData
 import XRModels
 import XRProbe
+import XRHeads
 import XRRecipes
 
 public struct PackageManifest: Codable, Equatable, Sendable {
@@ -44,6 +45,8 @@ public struct PackageManifest: Codable, Equatable, Sendable {
     public var segmentation: SegmentationSpec? = nil
     /// Retrieval packages: how the gallery is searched.
     public var retrieval: RetrievalSpec? = nil
+    /// Detection packages: the patch grid the head reads and how boxes are read off its heatmap.
+    public var detection: DetectionSpec? = nil
 
     /// The package's kind (classification when the manifest names none).
     public var packageKind: PackageKind { kind.flatMap(PackageKind.init(rawValue:)) ?? .classification }
@@ -57,6 +60,8 @@ public enum PackageKind: String, Codable, CaseIterable, Sendable {
     case segmentation
     /// The nearest gallery images of each image (CSV).
     case retrieval
+    /// Boxes per image in image pixels and an image score (CSVs), heatmap overlays on request.
+    case detection
 }
 
 /// How a segmentation package maps images to patch logits and back: the base encoder's
@@ -72,6 +77,29 @@ public struct SegmentationSpec: Codable, Equatable, Sendable {
     public var grid_width: Int
     /// Mask pixel value of each class (index = class); nil: two classes written as 0 / 255.
     public var mask_classes: [Int]?
+}
+
+/// How a detection package maps images to boxes: the base encoder's preprocessing takes an image
+/// to the `input_height × input_width` model input, the `box_head` (a two-class linear decoder,
+/// tensors `weight` (1, C), `bias` (1)) gives a logit per patch of the `grid_height × grid_width`
+/// grid, bilinearly upsampled to the model input; over the part of the input that shows the image,
+/// pixels whose logit is above `threshold` form 8-connected components (every component, whatever
+/// its size), each one box: its bounding box mapped back through the preprocessing to image pixels,
+/// clipped to the image, scored by the component's largest or mean logit (`scoring`). The image
+/// score is the largest logit over the image.
+public struct DetectionSpec: Codable, Equatable, Sendable {
+    public var input_height: Int
+    public var input_width: Int
+    public var grid_height: Int
+    public var grid_width: Int
+    /// Logit threshold of the heatmap (0 = probability ½).
+    public var threshold: Double
+    /// `max` or `mean` logit of a component.
+    public var scoring: ComponentScore
+    /// What the boxes mark: the kept box labels joined by `+`, or `boxes` (all boxes).
+    public var finding: String
+    /// The box labels the head was trained on (`data.labels` with `data.box_label_column`); nil: every box.
+    public var box_labels: [String]?
 }
 
 /// How a retrieval package searches its gallery: cosine similarity of L2-normalised features
@@ -224,6 +252,15 @@ extension PackageManifest {
             guard base_encoder.kind == "encoder" else { throw bad("base_encoder.kind", "a segmentation package needs an encoder base") }
         case .retrieval:
             guard let s = retrieval, s.neighbours > 0 else { throw bad("retrieval", "a retrieval package needs its search settings") }
+        case .detection:
+            guard let s = detection, s.grid_height > 0, s.grid_width > 0, s.input_height >= s.grid_height, s.input_width >= s.grid_width else {
+                throw bad("detection", "a detection package needs its patch grid and model input size")
+            }
+            guard s.threshold.isFinite else { throw bad("detection.threshold", "threshold \(s.threshold) is not a finite logit") }
+            guard base_encoder.kind == "encoder" else { throw bad("base_encoder.kind", "a detection package needs an encoder base") }
+            if let i = heads.firstIndex(where: { $0.classes.count != 2 }) {
+                throw bad("heads[\(i)].classes", "a box head has two classes (no box, box), not \(heads[i].classes.count)")
+            }
         }
         for (i, h) in heads.enumerated() {
             guard Head.kinds(for: taskKind).contains(h.kind) else {

@@ -1,6 +1,7 @@
 // MODEL_CARD.md, generated from the manifest: intended use, data, metrics, subgroup gaps,
 // calibration and limitations.
 import Foundation
+import XRHeads
 
 public enum ModelCard {
     public static func num(_ x: Double?, _ digits: Int = 3) -> String { x.map { String(format: "%.\(digits)f", $0) } ?? "—" }
@@ -49,7 +50,7 @@ public enum ModelCard {
             if let op = e.operating_point {
                 s += " | \(num(op.threshold)) | \(est(op.sensitivity)) | \(est(op.specificity)) | \(est(op.ppv)) | \(est(op.npv)) |\n"
             } else {
-                s += " | \(m.packageKind == .retrieval ? "ranking" : "argmax") | — | — | — | — |\n"
+                s += " | \(m.packageKind == .retrieval ? "ranking" : m.packageKind == .detection ? "heatmap" : "argmax") | — | — | — | — |\n"
             }
         }
         s += "\n## Subgroups\n\n"
@@ -94,6 +95,24 @@ public enum ModelCard {
         case .classification: return "probabilities with a threshold chosen on validation data"
         case .segmentation: return "masks from a linear decoder on the encoder's patch tokens (the class of the largest logit per pixel)"
         case .retrieval: return "the most similar gallery images by cosine similarity"
+        case .detection:
+            return "boxes (in image pixels, with scores) read off the heatmap of a patch-level linear head on the encoder's patch tokens, and an image score"
+        }
+    }
+
+    /// One line per head: its task, kind and what it reads (for `xrlab inspect`).
+    public static func heads(_ m: PackageManifest) -> [String] {
+        m.heads.map { h in
+            var s = "\(h.task): \(h.kind), \(h.classes.count) classes, \(h.n_train) training rows"
+            if let d = m.detection {
+                s += "; \(d.grid_width)×\(d.grid_height) patch grid on a \(d.input_width)×\(d.input_height) input, boxes where the logit is above "
+                s += "\(d.threshold), components scored by their \(d.scoring.rawValue) logit"
+            } else if let g = m.segmentation {
+                s += "; \(g.grid_width)×\(g.grid_height) patch grid on a \(g.input_width)×\(g.input_height) input"
+            } else if let t = h.threshold {
+                s += String(format: "; threshold %.4f", t)
+            }
+            return s
         }
     }
 }

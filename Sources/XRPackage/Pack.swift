@@ -119,6 +119,8 @@ public enum Packer {
         let fitted: FittedModel
         if r.recipe.isSegmentation {
             fitted = try ModelFitter.fitSegmentation(r, data: data, options: fitOptions)
+        } else if r.recipe.isDetection {
+            fitted = try ModelFitter.fitDetection(r, data: data, options: fitOptions)
         } else if r.recipe.isRetrieval {
             fitted = try ModelFitter.fitRetrieval(r, data: data, options: fitOptions)
         } else {
@@ -134,7 +136,7 @@ public enum Packer {
             base.dim = base.config?.dim ?? base.dim
             base.precision = nil // tuned heads run on the fp32 encoder they were tuned on
         }
-        if fitted.kind == .segmentation { base.representation = ["patch_tokens"] }
+        if fitted.kind == .segmentation || fitted.kind == .detection { base.representation = ["patch_tokens"] }
 
         // Creation time: reproducible.
         let created: Date
@@ -164,6 +166,7 @@ public enum Packer {
             manifest.kind = fitted.kind.rawValue
             manifest.segmentation = fitted.segmentation
             manifest.retrieval = fitted.retrieval
+            manifest.detection = fitted.detection
         }
         let card = ModelCard.render(manifest)
         var entries =

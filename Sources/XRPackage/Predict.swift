@@ -17,6 +17,10 @@ public struct Prediction: Sendable {
     public var warnings: [String]
     /// Segmentation packages: the predicted masks, written with `writeMasks`.
     public var masks: [PredictedMask] = []
+    /// Detection packages: one row per predicted box (`boxesHeader`), written with `writeBoxes`,
+    /// and the heatmaps asked for, written with `writeHeatmaps`.
+    public var boxes: [[String]] = []
+    public var heatmaps: [PredictedHeatmap] = []
 
     /// RFC 4180 CSV.
     public var csv: String {
@@ -31,15 +35,21 @@ public enum Predictor {
     /// Predict from image files with the package's base encoder, its linear layers at `precision`,
     /// else at the precision the package records (tuned packages always run fp32: their encoder
     /// weights are tuned). Segmentation packages write their masks' paths under `masks` (a folder)
-    /// into the CSV; retrieval packages keep `topK` neighbours per image (nil: the packaged number).
+    /// into the CSV; detection packages need `boxes` (the CSV their boxes go to) and compute
+    /// heatmaps when `heatmaps` names a folder; retrieval packages keep `topK` neighbours per image
+    /// (nil: the packaged number). An output of another kind of package is refused.
     public static func predict(
         _ p: OpenedPackage, base: URL, inputs: [ImageInput], options: EmbedOptions, masks: String? = nil, topK: Int? = nil,
-        precision: Precision? = nil
+        precision: Precision? = nil, boxes: String? = nil, heatmaps: String? = nil
     ) throws -> Prediction {
+        try checkOutputs(p.manifest.packageKind, masks: masks, boxes: boxes, heatmaps: heatmaps)
         let tuned = p.heads.contains(where: \.isTuned)
         let enc = try PackageReader.encoder(for: p, base: base, precision: tuned ? .fp32 : precision)
         if p.manifest.packageKind == .segmentation {
             return try predictSegmentation(p, encoder: enc, inputs: inputs, options: options, masksFolder: masks)
+        }
+        if p.manifest.packageKind == .detection {
+            return try predictDetection(p, encoder: enc, inputs: inputs, options: options, boxes: boxes, heatmaps: heatmaps != nil)
         }
         if tuned { return try predictTuned(p, encoder: enc, inputs: inputs, options: options) }
         var o = options
@@ -59,6 +69,19 @@ public enum Predictor {
         out.failed = res.failed
         out.warnings = res.warnings
         return out
+    }
+
+    /// Refuse an output the package's kind does not write: masks from a segmentation package
+    /// only, boxes and heatmaps from a detection package only.
+    public static func checkOutputs(_ kind: PackageKind, masks: String?, boxes: String?, heatmaps: String?) throws {
+        if masks != nil, kind != .segmentation {
+            let instead = kind == .detection ? ": it predicts boxes (pass --boxes FILE.csv, and --heatmaps DIR for heatmaps)" : ""
+            throw XRError("--masks applies to segmentation packages; this is a \(kind.rawValue) package\(instead)", field: "--masks")
+        }
+        for (option, value) in [("--boxes", boxes), ("--heatmaps", heatmaps)] where value != nil && kind != .detection {
+            let instead = kind == .segmentation ? ": it predicts masks (pass --masks DIR)" : ""
+            throw XRError("\(option) applies to detection packages; this is a \(kind.rawValue) package\(instead)", field: option)
+        }
     }
 
     /// Tuned packages: each head is the base encoder with its tuned parameters, run on the
@@ -120,8 +143,9 @@ public enum Predictor {
     /// Predict from a feature matrix (n, D) in the package's representation.
     public static func predict(_ p: OpenedPackage, features x: Tensor, ids: [String], topK: Int? = nil) throws -> Prediction {
         let d = p.manifest.base_encoder.dim
-        guard p.manifest.packageKind != .segmentation else {
-            throw XRError("a segmentation package predicts from images (--base and image inputs), not features", field: "--features")
+        guard p.manifest.packageKind != .segmentation && p.manifest.packageKind != .detection else {
+            throw XRError(
+                "a \(p.manifest.packageKind.rawValue) package predicts from images (--base and image inputs), not features", field: "--features")
         }
         guard !p.heads.contains(where: \.isTuned) else {
             throw XRError("this package tunes the encoder; it predicts from images (--base and image inputs), not features", field: "--features")

@@ -1,5 +1,6 @@
-// `xrlab predict` for segmentation and retrieval packages: a mask PNG per image at its original
-// size (and a CSV of foreground fractions), or each image's nearest gallery images (CSV). The
+// `xrlab predict` for segmentation and retrieval packages (detection: PredictDetection.swift): a
+// mask PNG per image at its original size (and a CSV of foreground fractions), or each image's
+// nearest gallery images (CSV). The
 // same code as the study's: `LinearDecoder.predict` through the packaged geometry, and
 // `Retrieval.nearest` on normalised features (ties to the earlier gallery row).
 import Foundation
@@ -54,18 +55,7 @@ extension Predictor {
         var decoder = LinearDecoder(grid: grid, channels: p.manifest.base_encoder.dim, classes: head.info.classes.count)
         decoder.weight = w.scalars
         decoder.bias = b.scalars
-        var o = options
-        o.patchTokens = true
-        o.classTokenOnly = false
-        o.lastBlocks = 0
-        let res = try enc.embed(inputs, options: o)
-        try stopOnFailures(res.failed, skipBad: o.skipBad)
-        guard !res.inputs.isEmpty else { throw XRError("no readable images", field: "inputs") }
-        guard let t = res.tensors["patch_tokens"], t.rank == 3, t.shape[1] == grid.patches, t.shape[2] == decoder.channels else {
-            throw XRError(
-                "the images do not give the packaged \(grid.gridWidth)×\(grid.gridHeight) grid of \(decoder.channels)-channel patch tokens",
-                file: p.url.path, field: "segmentation", hint: "the package's preprocessing must crop every image to one model input")
-        }
+        let (res, t) = try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "segmentation")
         let per = grid.patches * decoder.channels
         var rows: [[String]] = [], masks: [PredictedMask] = [], owner: [String: String] = [:]
         for input in res.inputs {
@@ -129,6 +119,29 @@ extension Predictor {
             }
         }
         return Prediction(ids: ids, header: ["path", "task", "rank", "neighbour", "labels", "similarity"], rows: rows, failed: [], warnings: [])
+    }
+
+    /// The images encoded (in token order), those that could not be read, and notes.
+    typealias EncodedImages = (inputs: [ImageInput], failed: [FailedInput], warnings: [String])
+
+    /// The images' patch tokens (n, P, C) on the packaged grid, unreadable images stopping the
+    /// prediction unless they are to be skipped; `field` names the manifest section of the grid.
+    static func patchTokens(
+        _ p: OpenedPackage, encoder enc: Encoder, inputs: [ImageInput], options: EmbedOptions, grid: PatchGrid, channels: Int, field: String
+    ) throws -> (EncodedImages, Tensor) {
+        var o = options
+        o.patchTokens = true
+        o.classTokenOnly = false
+        o.lastBlocks = 0
+        let res = try enc.embed(inputs, options: o)
+        try stopOnFailures(res.failed, skipBad: o.skipBad)
+        guard !res.inputs.isEmpty else { throw XRError("no readable images", field: "inputs") }
+        guard let t = res.tensors["patch_tokens"], t.rank == 3, t.shape[1] == grid.patches, t.shape[2] == channels else {
+            throw XRError(
+                "the images do not give the packaged \(grid.gridWidth)×\(grid.gridHeight) grid of \(channels)-channel patch tokens",
+                file: p.url.path, field: field, hint: "the package's preprocessing must crop every image to one model input")
+        }
+        return ((res.inputs, res.failed, res.warnings), t)
     }
 
     /// Stop with every unreadable image listed, unless they are to be skipped.

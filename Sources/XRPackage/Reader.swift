@@ -4,6 +4,7 @@
 import Foundation
 import XRTensor
 import XRData
+import XRHeads
 import XRModels
 import XRPipeline
 import XRRecipes
@@ -374,6 +375,9 @@ public enum PackageReader {
             "method", "\(ma.method.name) (\(ma.method.shots.map { "\($0) shots" } ?? "all rows"))",
             "\(mb.method.name) (\(mb.method.shots.map { "\($0) shots" } ?? "all rows"))")
         line("labels", ma.labels.joined(separator: ", "), mb.labels.joined(separator: ", "))
+        line("kind", ma.packageKind.rawValue, mb.packageKind.rawValue)
+        func boxes(_ d: DetectionSpec?) -> String { d.map { "logit above \($0.threshold), \($0.scoring.rawValue) scoring" } ?? "(none)" }
+        line("boxes", boxes(ma.detection), boxes(mb.detection))
         let tasks = Array(Set(ma.heads.map(\.task)).union(mb.heads.map(\.task))).sorted()
         for t in tasks {
             let ha = ma.heads.first { $0.task == t }, hb = mb.heads.first { $0.task == t }

@@ -293,3 +293,73 @@ enum DetectionCells {
         }
     }
 }
+
+// Packaging (`TaskPackaging.detection`): a box head fitted on a cell's draw or on every training
+// image, evaluated on the test images as `runCell` evaluates it.
+extension DetectionCells {
+    /// The draw of `cell` as `runCell` makes it: `shots` training images with a box and as many
+    /// without.
+    static func drawShots(_ cell: Cell, prepared p: Prepared, data: StudyData) -> Result<[Int], InsufficientShots> {
+        FewShotSampler.sample(
+            labels: p.task.labels, classes: 2, pool: p.pool, test: p.test, patients: data.patients, k: cell.shots, seed: UInt64(cell.seed),
+            stream: [Runner.streamKey(p.task.name), UInt64(cell.shots)])
+    }
+
+    /// The box head of method `spec` fitted on the training images `rows`, with the training
+    /// settings `runCell` uses for `cell`.
+    static func fitBoxHead(_ spec: BoxHeadSpec, rows: [Int], cell: Cell, prepared p: Prepared, data: StudyData) -> BoxHead {
+        let d = data.dim
+        let examples = rows.map { PatchExample(tokens: Array(data.features[($0 * d)..<(($0 + 1) * d)]), target: p.targets[$0] ?? []) }
+        let training = DecoderTraining(
+            epochs: spec.epochs, batchImages: spec.batchSize, learningRate: spec.lr, l2: spec.weightDecay, positiveWeight: spec.positiveWeight,
+            seed: UInt64(cell.seed) &* 0x9E37_79B9 &+ UInt64(cell.shots))
+        let fitted = LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: 2, options: training)
+        return BoxHead(decoder: fitted.decoder, threshold: Float(spec.threshold), scoring: spec.scoring)
+    }
+
+    /// A box head's result on the test images, as `runCell` scores it: the detections, every
+    /// metric, the bootstrap intervals of each, subgroups (no heatmaps are written).
+    static func evaluate(_ head: BoxHead, cell: Cell, shots: [Int], prepared p: Prepared, data: StudyData, recipe: Recipe) -> CellResult {
+        let d = data.dim
+        var result = CellResult(
+            cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+            n_train: shots.count, n_test: p.test.count, train_ids: shots.map { data.ids[$0] }, subgroups: [])
+        var found: [ImageDetections] = []
+        for (j, row) in p.test.enumerated() {
+            guard let g = p.geometries[row] else { continue }
+            let det = head.detect(Array(data.features[(row * d)..<((row + 1) * d)]), geometry: g, image: j)
+            found.append(
+                ImageDetections(
+                    image: data.ids[row], score: det.imageScore, peak_x: det.peak.x, peak_y: det.peak.y, boxes: det.boxes.map(\.box),
+                    scores: det.boxes.map(\.score)))
+        }
+        result.detection = found
+        let truth = p.test.map { p.truths[$0] ?? [] }
+        for name in recipe.metrics { result.metrics[name] = metric(name, found, truth, Array(found.indices)) }
+        let patients = data.patients.map { pt in p.test.map { pt[$0] } }
+        if recipe.bootstrap > 0 {
+            var intervals: [String: Interval] = [:]
+            for name in recipe.metrics {
+                intervals[name] = Bootstrap.interval(rows: found.count, groups: patients, resamples: recipe.bootstrap, seed: UInt64(cell.seed)) {
+                    metric(name, found, truth, $0)
+                }
+            }
+            result.primary_ci = intervals[recipe.primary_metric]
+            result.metric_ci = intervals
+        }
+        for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
+            result.subgroups.append(
+                SubgroupResult.analyse(
+                    attribute: attr, group: p.test.map { g[$0] }, patients: patients, resamples: recipe.bootstrap, seed: UInt64(cell.seed)
+                ) { metric(recipe.primary_metric, found, truth, $0) })
+        }
+        return result
+    }
+
+    /// A heatmap as the study writes it: the probability at the original size as 8-bit gray
+    /// (255 = 1; pixels the crop cut away are 0).
+    static func heatmapPNG(_ probabilities: [Float], geometry g: ImageGeometry) throws -> Data {
+        let pixels = probabilities.map { $0.isNaN ? UInt8(0) : UInt8(max(0, min(255, ($0 * 255).rounded()))) }
+        return try PNGCodec.encodeGray8(width: g.imageWidth, height: g.imageHeight, pixels: pixels)
+    }
+}

@@ -1,6 +1,6 @@
-// The fitted heads of segmentation and retrieval recipes, for packaging: fitted and evaluated by
-// the same code a study cell runs (`SegmentationCells`, `RetrievalCells`), on a cell's draw of
-// shots or on every annotated / labelled training row. Letters: G gallery rows, D feature
+// The fitted heads of segmentation, detection and retrieval recipes, for packaging: fitted and
+// evaluated by the same code a study cell runs (`SegmentationCells`, `DetectionCells`,
+// `RetrievalCells`), on a cell's draw of shots or on every annotated / labelled training row. Letters: G gallery rows, D feature
 // dimensions, P patches, C token channels.
 import Foundation
 import XRTensor
@@ -19,6 +19,22 @@ public struct SegmentationFit: Sendable {
     public var testRows: [Int]
     /// The evaluation: `metrics`, `primary_ci`, `subgroups` and per-image `segmentation` scores,
     /// exactly as the cell (method, shots, seed) of the run computes them.
+    public var result: CellResult
+}
+
+/// A detection recipe's box head, fitted as a study cell fits it, with its evaluation on the test
+/// images.
+public struct DetectionFit: Sendable {
+    /// The method setting (`box_head`).
+    public var method: String
+    public var head: BoxHead
+    /// The task (classes `no_box`, `box`; named by the kept box labels, or `boxes`).
+    public var task: StudyTask
+    /// Training rows (images with and without a box) the head was fitted on, and the test rows.
+    public var trainRows: [Int]
+    public var testRows: [Int]
+    /// The evaluation: `metrics`, `metric_ci`, `subgroups` and per-image `detection`, exactly as
+    /// the cell (method, shots, seed) of the run computes them.
     public var result: CellResult
 }
 
@@ -74,6 +90,63 @@ public enum TaskPackaging {
             cell, predict: { decoder.predict(SegmentationCells.tokens(data, $0), geometry: $1) }, shots: rows, prepared: p, data: data, recipe: r.recipe,
             masks: nil)
         return SegmentationFit(method: method.name, decoder: decoder, trainRows: rows, testRows: p.test, result: result)
+    }
+
+    /// Fit the recipe's `box_head` (the requested setting, else the first) on the draw of study
+    /// cell (`shots`, `seed`: `shots` images with a box and as many without), or on every training
+    /// image that shares no patient with the test images when `shots` is nil, and evaluate it on
+    /// the test images.
+    public static func detection(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> DetectionFit {
+        let names = r.recipe.methods.map(\.name)
+        if let requested, !names.contains(requested) {
+            throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
+        }
+        let heads = r.recipe.methods.filter { if case .boxHead = $0 { return true } else { return false } }
+        let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? heads.first
+        guard let method = chosen, case let .boxHead(spec) = method else {
+            throw XRError(
+                "a detection package holds a box head; the run's method '\(requested ?? names.joined(separator: ", "))' is not one",
+                field: "--method", hint: "pack a run with a box_head method (knn_patches is not packaged)")
+        }
+        let p = try DetectionCells.prepare(r, data: data)
+        let rows: [Int]
+        if let shots {
+            switch DetectionCells.drawShots(Cell(method: method.name, task: p.task.name, shots: shots, seed: seed), prepared: p, data: data) {
+            case let .failure(e):
+                throw XRError(
+                    "\(e.available) training images \(e.classIndex == 1 ? "with" : "without") a box are eligible (one per patient, none sharing a patient with the test set); \(shots) requested",
+                    field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
+            case let .success(drawn): rows = drawn
+            }
+        } else {
+            let testPatients = Set(p.test.map { data.patients?[$0] ?? data.ids[$0] })
+            rows = p.pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
+        }
+        let cell = Cell(method: method.name, task: p.task.name, shots: shots ?? rows.count, seed: seed)
+        let head = DetectionCells.fitBoxHead(spec, rows: rows, cell: cell, prepared: p, data: data)
+        let result = DetectionCells.evaluate(head, cell: cell, shots: rows, prepared: p, data: data, recipe: r.recipe)
+        return DetectionFit(method: method.name, head: head, task: p.task, trainRows: rows, testRows: p.test, result: result)
+    }
+
+    /// A detection heatmap PNG as the study writes it (`heatmaps/<cell>/`): the head's probability
+    /// at the image's size, 8-bit gray, 255 = 1.
+    public static func detectionHeatmap(_ head: BoxHead, tokens: [Float], geometry g: ImageGeometry) throws -> Data {
+        try DetectionCells.heatmapPNG(head.decoder.imageLogits(tokens, geometry: g).map { 1 / (1 + exp(-$0)) }, geometry: g)
+    }
+
+    /// The file name of an image's heatmap, as the study's `heatmaps/` folders name it.
+    public static func heatmapFile(_ id: String) -> String { DetectionCells.heatmapFile(id) }
+
+    /// An overlay PNG of one image as the study's heatmap grids draw it: the image, its heatmap
+    /// (read from `heatmap`, a PNG written by `detectionHeatmap`) in red, the detected boxes in
+    /// yellow, captioned with the image score (the heatmap's largest logit) and the box count.
+    public static func detectionOverlay(title: String, image: URL, heatmap: URL, detection d: BoxDetection, id: String) throws -> Data {
+        let found = ImageDetections(
+            image: id, score: d.imageScore, peak_x: d.peak.x, peak_y: d.peak.y, boxes: d.boxes.map(\.box), scores: d.boxes.map(\.score))
+        let tile = HeatmapGrid.Tile(image: image, heatmap: heatmap, truth: [], found: found)
+        return try OverlayGrid.layout(title: title, tiles: [tile], draw: HeatmapGrid.draw) { t in
+            String(format: "max %.2f, ", t.found.score) + "\(t.found.boxes.count) box\(t.found.boxes.count == 1 ? "" : "es")"
+        }
     }
 
     /// The file name of an image's predicted mask, as the study's `masks/` folders name it.

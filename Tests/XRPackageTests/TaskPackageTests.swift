@@ -211,10 +211,10 @@ final class TaskPackageTests: XCTestCase {
 
         // A kind this reader does not know is refused by name, before the schema.
         let future = try editManifest(url) {
-            $0["kind"] = "detection"; $0.removeValue(forKey: "segmentation")
+            $0["kind"] = "keypoints"; $0.removeValue(forKey: "segmentation")
         }
         XCTAssertThrowsError(try PackageReader.open(future)) { e in
-            XCTAssertTrue("\(e)".contains("package kind 'detection'"), "\(e)")
+            XCTAssertTrue("\(e)".contains("package kind 'keypoints'"), "\(e)")
             XCTAssertEqual((e as? XRError)?.field, "kind")
         }
         // What a reader from before package kinds sees (it ignores the kind): the head kind is refused by name.

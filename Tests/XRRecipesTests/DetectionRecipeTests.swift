@@ -13,39 +13,14 @@ import TestSupport
 final class DetectionRecipeTests: XCTestCase {
     static let width = 144, height = 160
 
-    /// The demo encoder plus `count` images under `dir`, `boxes.csv` with one box per positive
-    /// image (every third image is a negative). Patients own one image each; the first `train`
-    /// are training rows.
+    /// The demo encoder plus `count` images under `dir` (`SyntheticBoxes`), `boxes.csv` with one
+    /// box per positive image (every third image is a negative). Patients own one image each; the
+    /// first `train` are training rows.
     @discardableResult
     func makeStudy(in dir: URL, count: Int = 36, train: Int = 20) throws -> (manifest: URL, boxes: [String: Box]) {
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 2)
-        try FileManager.default.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
-        var rng = XRRandom(seed: 7)
-        let w = Self.width, h = Self.height
-        var rows: [[String]] = [], boxRows: [[String]] = [], boxes: [String: Box] = [:]
-        for i in 0..<count {
-            let positive = i % 3 != 2
-            let rw = 36 + rng.nextInt(below: 40), rh = 36 + rng.nextInt(below: 40)
-            let x0 = rng.nextInt(below: w - rw), y0 = rng.nextInt(below: h - rh)
-            var pixels = [UInt8](repeating: 0, count: w * h)
-            for y in 0..<h {
-                for x in 0..<w {
-                    let inside = positive && x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh
-                    pixels[y * w + x] = UInt8((inside ? 200 : 40) + rng.nextInt(below: 30))
-                }
-            }
-            let image = "images/\(i).png"
-            try PNGCodec.write(try PNGCodec.encodeGray8(width: w, height: h, pixels: pixels), to: dir.appendingPathComponent(image))
-            rows.append([image, "P\(i)", i < train ? "train" : "test", i % 2 == 0 ? "F" : "M"])
-            if positive {
-                boxes[image] = Box(x: Double(x0), y: Double(y0), width: Double(rw), height: Double(rh))
-                boxRows.append([image, String(x0), String(y0), String(rw), String(rh), "square"])
-            }
-        }
-        let manifest = dir.appendingPathComponent("manifest.csv")
-        try CSVTable(header: ["path", "patient", "split", "sex"], rows: rows).write(to: manifest)
-        try CSVTable(header: ["path", "x", "y", "width", "height", "finding"], rows: boxRows).write(to: dir.appendingPathComponent("boxes.csv"))
-        return (manifest, boxes)
+        let (manifest, boxes) = try SyntheticBoxes.write(in: dir, count: count, train: train)
+        return (manifest, boxes.mapValues { Box(x: Double($0.x), y: Double($0.y), width: Double($0.width), height: Double($0.height)) })
     }
 
     func recipeText(output: String = "run", extra: String = "") -> String {

@@ -18,7 +18,10 @@ struct PackCommand: ParsableCommand {
             Fits the run's method on the training rows (all of them, or --shots per class as in a study
             cell), chooses per-label thresholds on held-out validation rows (Youden's J), evaluates on
             the test rows with bootstrap intervals and subgroups, and writes REGISTRY/NAME-X.Y.Z.xrpkg:
-            manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. The same run packs
+            manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. Segmentation runs
+            package a linear_decoder, detection runs a box_head (fitted on --shots images with a box and
+            as many without, as the study cell, or on every training image), retrieval runs their
+            gallery; the manifest records the kind and the exact preprocessing. The same run packs
             to the same bytes. Existing versions are never overwritten.
             """)
 
@@ -128,6 +131,8 @@ struct InspectCommand: ParsableCommand {
                 if p.manifest.base_encoder.kind == "encoder" {
                     print("precision: \(p.manifest.base_encoder.encoderPrecision.rawValue) (the base encoder's linear layers)")
                 }
+                print("kind:      \(p.manifest.packageKind.rawValue)")
+                for line in ModelCard.heads(p.manifest) { print("head:      \(line)") }
                 print("")
             }
             print(String(decoding: p.entries["manifest.json"]!, as: UTF8.self), terminator: "")
@@ -176,14 +181,18 @@ struct UnpackCommand: ParsableCommand {
 struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "predict",
-        abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities, masks or neighbours.",
+        abstract: "Apply a package to images: packaged preprocessing, base encoder and heads → probabilities, masks, boxes or neighbours.",
         discussion: """
             INPUTS are PNG / DICOM files, folders (walked recursively) or manifest CSVs (--image-column).
             The base encoder must be the one the package records (its SHA-256 is checked). Classification
             columns: path, then per binary label LABEL_probability and LABEL_decision (1 at or above the
             packaged threshold), per multiclass task p_CLASS and predicted. Segmentation packages write a
             mask PNG per image at its original size into --masks DIR and the columns path, mask,
-            foreground_fraction. Retrieval packages write path, task, rank, neighbour, labels, similarity
+            foreground_fraction. Detection packages write one row per predicted box (path, box, x, y,
+            width, height, score; image pixels, highest score first) into --boxes FILE.csv and the
+            columns path, image_score, peak_x, peak_y, boxes; --heatmaps DIR adds each image's heatmap
+            PNG (255 = probability 1) and an overlay PNG (heatmap red, boxes yellow).
+            Retrieval packages write path, task, rank, neighbour, labels, similarity
             for the --top-k nearest gallery images. The encoder's linear layers run at the
             precision the package records (fp32, or int8 for packages made from a model.precision: int8
             recipe) unless --precision says otherwise.
@@ -211,6 +220,10 @@ struct PredictCommand: ParsableCommand {
     var batchSize: Int = 8
     @Option(name: .long, help: "Segmentation packages: folder for the predicted mask PNGs.")
     var masks: String?
+    @Option(name: .long, help: "Detection packages: CSV of the predicted boxes (path, box, x, y, width, height, score).")
+    var boxes: String?
+    @Option(name: .long, help: "Detection packages: folder for each image's heatmap PNG and overlay PNG.")
+    var heatmaps: String?
     @Option(name: .long, help: "Retrieval packages: neighbours per image (default: the packaged number).")
     var topK: Int?
     @Option(name: .long, help: "Precision of the base encoder's linear layers: fp32 or int8 (default: the package's).")
@@ -222,6 +235,7 @@ struct PredictCommand: ParsableCommand {
             work.apply()
             let p = try PackageReader.open(URL(fileURLWithPath: package), trust: try TrustedKey.resolve(trust))
             let result: Prediction
+            try Predictor.checkOutputs(p.manifest.packageKind, masks: masks, boxes: boxes, heatmaps: heatmaps)
             if let features {
                 let (x, ids) = try Predictor.loadFeatures(URL(fileURLWithPath: features), representation: p.manifest.base_encoder.representation)
                 result = try Predictor.predict(p, features: x, ids: ids, topK: topK)
@@ -242,9 +256,14 @@ struct PredictCommand: ParsableCommand {
                 }
                 result = try Predictor.predict(
                     p, base: URL(fileURLWithPath: base), inputs: list, options: o, masks: masks, topK: topK,
-                    precision: precision)
+                    precision: precision, boxes: boxes, heatmaps: heatmaps)
             }
             if let masks { try result.writeMasks(to: URL(fileURLWithPath: masks), classValues: p.manifest.segmentation?.mask_classes) }
+            if let heatmaps { try result.writeHeatmaps(to: URL(fileURLWithPath: heatmaps)) }
+            if let boxes {
+                try result.writeBoxes(to: URL(fileURLWithPath: boxes))
+                if !work.quiet { FileHandle.standardError.write(Data("wrote \(result.boxes.count) boxes to \(boxes)\n".utf8)) }
+            }
             for w in result.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             for f in result.failed { FileHandle.standardError.write(Data("skipped: \(f.id): \(f.reason)\n".utf8)) }
             if let out {

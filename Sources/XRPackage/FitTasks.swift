@@ -75,7 +75,8 @@ extension ModelFitter {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// A segmentation package's model: the run's linear decoder (weights (R, C) and bias (R)).
+    /// A segmentation package's model: the run's linear decoder (weights (R, C) and bias (R)),
+    /// and for a tuning method the tuned encoder parameters beside them.
     static func fitSegmentation(_ r: LoadedRecipe, data: StudyData, options o: FitOptions) throws -> FittedModel {
         let fit = try TaskPackaging.segmentation(r, data: data, method: o.method, shots: o.shots, seed: o.seed)
         let dec = fit.decoder, task = data.tasks[0]
@@ -83,11 +84,10 @@ extension ModelFitter {
             task: task.name, classes: task.classes, kind: fit.method, tensors: "heads.0.", k: nil, temperature: nil, chosen_C: nil,
             threshold: nil, threshold_note: dec.rows == 1 ? "foreground where the logit is above 0" : "the class of the largest logit",
             n_train: fit.trainRows.count, n_validation: 0)
-        let head = Head(
-            info: info,
-            tensors: [
-                "weight": Tensor(shape: [dec.rows, dec.channels], scalars: dec.weight), "bias": Tensor(shape: [dec.rows], scalars: dec.bias)
-            ])
+        var tensors = fit.encoder
+        tensors["weight"] = Tensor(shape: [dec.rows, dec.channels], scalars: dec.weight)
+        tensors["bias"] = Tensor(shape: [dec.rows], scalars: dec.bias)
+        let head = Head(info: info, tensors: tensors)
         let scores = fit.result.segmentation ?? []
         let patients = data.patients.map { pt in fit.testRows.map { pt[$0] } }
         let evaluation = evaluation(fit.result, task: task.name, recipe: r.recipe) { name in
@@ -105,6 +105,7 @@ extension ModelFitter {
             training: try fingerprint(r, data: data, train: Set(fit.trainRows), test: Set(fit.testRows), counts: counts),
             method: method, dim: dec.channels)
         m.kind = .segmentation
+        m.inputSize = fit.inputSize
         m.labels = task.classes
         m.segmentation = SegmentationSpec(
             input_height: dec.grid.inputHeight, input_width: dec.grid.inputWidth, grid_height: dec.grid.gridHeight, grid_width: dec.grid.gridWidth,

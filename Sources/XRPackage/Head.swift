@@ -9,7 +9,8 @@ public struct Head: Sendable {
     public static let probeKinds = ["logistic", "knn", "prototype"]
     public static let tunedKinds = ["lora", "adapter", "last_k", "bitfit", "full"]
     /// Segmentation heads: `linear_decoder` (tensors `weight` (R, C), `bias` (R); R = 1 for two
-    /// classes, else K; C = the encoder's token channels).
+    /// classes, else K; C = the encoder's token channels), or a tuning method's name: the same
+    /// decoder beside the tuned encoder parameters (timm / PEFT names).
     public static let decoderKinds = ["linear_decoder"]
     /// Detection heads: `box_head` (a two-class linear decoder over the patch tokens: tensors
     /// `weight` (1, C), `bias` (1); boxes are read off its heatmap as `DetectionSpec` says).
@@ -23,7 +24,7 @@ public struct Head: Sendable {
     public static func kinds(for kind: PackageKind) -> [String] {
         switch kind {
         case .classification: return probeKinds + tunedKinds
-        case .segmentation: return decoderKinds
+        case .segmentation: return decoderKinds + tunedKinds
         case .retrieval: return galleryKinds
         case .detection: return boxKinds
         }
@@ -57,8 +58,9 @@ public struct Head: Sendable {
         return p.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
     }
 
-    /// Check stored tensors against the head's kind, classes and the feature dimension.
-    func validate(dim d: Int, file: String) throws {
+    /// Check stored tensors against the head's kind, classes and the feature dimension (the token
+    /// width for heads on patch tokens: `patchTokens`).
+    func validate(dim d: Int, file: String, patchTokens: Bool = false) throws {
         let K = info.classes.count
         func need(_ name: String, _ shape: (Tensor) -> Bool, _ expected: String) throws {
             guard let t = tensors[name] else { throw XRError("missing tensor", file: file, field: info.tensors + name) }
@@ -69,6 +71,14 @@ public struct Head: Sendable {
             let rows = K == 2 ? 1 : K
             try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
             try need("bias", { $0.shape == [rows] }, "(\(rows))")
+            return
+        }
+        if isTuned && patchTokens {
+            // A tuned encoder with the linear decoder as its head.
+            let rows = K == 2 ? 1 : K
+            try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
+            try need("bias", { $0.shape == [rows] }, "(\(rows))")
+            for name in tensors.keys.sorted() { try need(name, { _ in true }, "") }
             return
         }
         if Self.galleryKinds.contains(info.kind) {

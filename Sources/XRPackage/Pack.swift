@@ -126,6 +126,9 @@ public enum Packer {
         } else {
             fitted = try ModelFitter.fit(r, data: data, runDirectory: dir, options: fitOptions)
         }
+        if o.merged && fitted.kind != .classification {
+            throw XRError("--merged applies to classification tuning packages", field: "--merged")
+        }
         if o.merged && fitted.inputSize == nil {
             throw XRError("--merged applies to tuning methods; probe packages carry no encoder weights to merge", field: "--merged")
         }

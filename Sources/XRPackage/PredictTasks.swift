@@ -10,6 +10,7 @@ import XRHeads
 import XRPipeline
 import XRProbe
 import XRRecipes
+import XRTrain
 
 /// A predicted mask of one image, written by `Prediction.writeMasks`.
 public struct PredictedMask: Sendable {
@@ -55,7 +56,10 @@ extension Predictor {
         var decoder = LinearDecoder(grid: grid, channels: p.manifest.base_encoder.dim, classes: head.info.classes.count)
         decoder.weight = w.scalars
         decoder.bias = b.scalars
-        let (res, t) = try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "segmentation")
+        let (res, t) =
+            head.isTuned
+            ? try tunedPatchTokens(p, head: head, encoder: enc, inputs: inputs, options: options, grid: grid)
+            : try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "segmentation")
         let per = grid.patches * decoder.channels
         var rows: [[String]] = [], masks: [PredictedMask] = [], owner: [String: String] = [:]
         for input in res.inputs {
@@ -142,6 +146,48 @@ extension Predictor {
                 file: p.url.path, field: field, hint: "the package's preprocessing must crop every image to one model input")
         }
         return ((res.inputs, res.failed, res.warnings), t)
+    }
+
+    /// Tuned segmentation packages: the patch tokens (n, P, C) of the base encoder with the
+    /// head's tuned parameters, run on the packaged preprocessing at the tuned input size.
+    static func tunedPatchTokens(
+        _ p: OpenedPackage, head h: Head, encoder enc: Encoder, inputs: [ImageInput], options: EmbedOptions, grid: PatchGrid
+    ) throws -> (EncodedImages, Tensor) {
+        guard let S = p.manifest.base_encoder.input_size, grid.inputHeight == S, grid.inputWidth == S else {
+            throw XRError("a tuned decoder needs a square model input of base_encoder.input_size", file: p.url.path, field: "base_encoder.input_size")
+        }
+        guard let set = p.manifest.recipe.methods.first(where: { $0.name == h.info.kind })?.tuning?.set else {
+            throw XRError("the packaged recipe has no tuning method '\(h.info.kind)'", file: p.url.path, field: "recipe.methods")
+        }
+        let model = try TrainableViT(from: enc.loaded, size: S, classes: 2, source: p.url.path)
+        try model.setTrainable(set)
+        guard model.config.grid * model.config.grid == grid.patches else {
+            throw XRError("the tuned encoder's patch grid does not match the decoder's", file: p.url.path, field: "segmentation")
+        }
+        for (name, t) in h.tensors where name != "weight" && name != "bias" {
+            guard let param = model.parameter(name), param.count == t.count else {
+                throw XRError("packaged tensor has no counterpart of that size in the base encoder", file: p.url.path, field: h.info.tensors + name)
+            }
+            param.assign(t.scalars)
+        }
+        model.training = false
+        var ok: [ImageInput] = [], failed: [FailedInput] = [], tokens: [Float] = []
+        let progress = ProgressReporter("predict", total: inputs.count, unit: "images", quiet: options.quiet)
+        for input in inputs {
+            do {
+                let x = try enc.preprocessing.apply(contentsOf: input.url)
+                guard x.count == 3 * S * S else { throw XRError("preprocessed to \(x.count) values, expected 3×\(S)×\(S)", file: input.url.path) }
+                tokens += try model.forwardPatchTokens(pixels: x, batch: 1)
+                ok.append(input)
+            } catch let e as XRError {
+                failed.append(FailedInput(id: input.id, reason: e.description))
+            }
+            progress.advance(by: 1)
+        }
+        progress.finish()
+        try stopOnFailures(failed, skipBad: options.skipBad)
+        guard !ok.isEmpty else { throw XRError("no readable images", field: "inputs") }
+        return ((ok, failed, []), Tensor(shape: [ok.count, grid.patches, model.config.dim], scalars: tokens))
     }
 
     /// Stop with every unreadable image listed, unless they are to be skipped.

@@ -7,13 +7,18 @@ import XRTensor
 import XRData
 import XRProbe
 import XRHeads
+import XRTrain
 
-/// A segmentation recipe's linear decoder, fitted as a study cell fits it, with its evaluation on
-/// the test images.
+/// A segmentation recipe's linear decoder (with the tuned encoder for the tuning methods), fitted
+/// as a study cell fits it, with its evaluation on the test images.
 public struct SegmentationFit: Sendable {
-    /// The method setting (`linear_decoder`).
+    /// The method setting (`linear_decoder`, or a tuning method: `lora`, `last_k`, …).
     public var method: String
     public var decoder: LinearDecoder
+    /// Tuning methods: the tuned encoder parameters (timm / PEFT names; the classifier head, which
+    /// the decoder replaces, left out) and the square input size they were tuned at.
+    public var encoder: [String: Tensor] = [:]
+    public var inputSize: Int? = nil
     /// Training rows (annotated images) the decoder was fitted on, and the annotated test rows.
     public var trainRows: [Int]
     public var testRows: [Int]
@@ -66,10 +71,11 @@ public enum TaskPackaging {
             throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
         }
         let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? decoders.first
+        if let method = chosen, method.tuning != nil { return try tunedSegmentation(r, data: data, method: method, shots: shots, seed: seed) }
         guard let method = chosen, case .linearDecoder = method else {
             throw XRError(
                 "a segmentation package holds a linear decoder; the run's method '\(requested ?? names.joined(separator: ", "))' is not one",
-                field: "--method", hint: "pack a run with a linear_decoder method (knn_patches and tuned decoders are not packaged)")
+                field: "--method", hint: "pack a linear_decoder or a tuning method (knn_patches is not packaged)")
         }
         let p = try SegmentationCells.prepare(r, data: data)
         let rows: [Int]
@@ -90,6 +96,56 @@ public enum TaskPackaging {
             cell, predict: { decoder.predict(SegmentationCells.tokens(data, $0), geometry: $1) }, shots: rows, prepared: p, data: data, recipe: r.recipe,
             masks: nil)
         return SegmentationFit(method: method.name, decoder: decoder, trainRows: rows, testRows: p.test, result: result)
+    }
+
+    /// A tuning method's segmentation cell (`shots`, `seed`) as the study runs it
+    /// (`SegmentationCells.tuneCell`): the decoder fitted on the frozen tokens of the draw, then
+    /// encoder and decoder tuned together, the best epoch on the held-out images kept; evaluated
+    /// with the tuned encoder's tokens.
+    static func tunedSegmentation(_ r: LoadedRecipe, data: StudyData, method: Recipe.Method, shots: Int?, seed: Int) throws -> SegmentationFit {
+        guard let (set, training) = method.tuning else { throw XRError("method '\(method.name)' tunes nothing", field: "--method") }
+        guard let shots else {
+            throw XRError(
+                "a tuned decoder is packaged from its study cell", field: "--shots", hint: "pass --shots k (and --seed s) of a cell of the run")
+        }
+        let p = try SegmentationCells.prepare(r, data: data)
+        let cell = Cell(method: method.name, task: p.task.name, shots: shots, seed: seed)
+        let rows: [Int]
+        switch SegmentationCells.drawShots(cell, prepared: p, data: data) {
+        case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose a shot count the run's cells could draw")
+        case let .success(drawn): rows = drawn
+        }
+        let ctx = try TuneContext(r, data: data)
+        guard p.grid.inputHeight == ctx.size, p.grid.inputWidth == ctx.size else {
+            throw XRError(
+                "tuning reads a \(ctx.size)×\(ctx.size) model input, the masks a \(p.grid.inputWidth)×\(p.grid.inputHeight) one", file: r.file.path,
+                field: "model.preprocessing", hint: "give model.preprocessing a square crop")
+        }
+        let validation = SegmentationCells.validationImages(cell, prepared: p, data: data, excluding: rows, count: training.validation)
+        let spec = SegmentationCells.decoderSpec(r.recipe)
+        guard let frozen = SegmentationCells.fit(.linearDecoder(spec), shots: rows, cell: cell, prepared: p, data: data)?.decoder else {
+            throw XRError("method '\(method.name)' cannot be packaged", field: "--method")
+        }
+        let model = try ctx.model(classes: 2, r)
+        try model.setTrainable(set, seed: UInt64(seed))
+        guard frozen.grid.patches == model.config.grid * model.config.grid, frozen.channels == model.config.dim else {
+            throw XRError("the tuned encoder's patch grid does not match the masks'", file: r.file.path, field: "model.preprocessing")
+        }
+        let tuner = DecoderTuner(model: model, decoder: frozen)
+        func examples(_ rows: [Int]) throws -> [PixelExample] {
+            try rows.map { PixelExample(pixels: try ctx.cache.pixels($0), target: p.targets[$0] ?? []) }
+        }
+        let options = DecoderTuneOptions(
+            epochs: training.epochs, batchImages: training.batchSize, learningRate: training.lr, weightDecay: training.weightDecay,
+            l2: spec.weightDecay, patience: training.patience, seed: UInt64(seed) &* 0x9E37_79B9 &+ Runner.streamKey(p.task.name))
+        try tuner.fit(try examples(rows), validation: try examples(validation), options: options)
+        let result = try SegmentationCells.evaluate(
+            cell, predict: { row, g in tuner.decoder.predict(try tuner.tokens(try ctx.cache.pixels(row), batch: 1), geometry: g) }, shots: rows,
+            prepared: p, data: data, recipe: r.recipe, masks: nil)
+        var encoder: [String: Tensor] = [:]
+        for prm in model.trainableParameters where !prm.name.hasPrefix("head") { encoder[prm.name] = prm.tensor }
+        return SegmentationFit(
+            method: method.name, decoder: tuner.decoder, encoder: encoder, inputSize: ctx.size, trainRows: rows, testRows: p.test, result: result)
     }
 
     /// Fit the recipe's `box_head` (the requested setting, else the first) on the draw of study

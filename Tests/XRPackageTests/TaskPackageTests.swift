@@ -244,6 +244,59 @@ final class TaskPackageTests: XCTestCase {
         XCTAssertThrowsError(try PackageReader.open(changed)) { XCTAssertTrue("\($0)".contains("checksum mismatch"), "\($0)") }
     }
 
+    /// A tuned segmentation cell (LoRA with the decoder head) packages its tuned encoder beside the
+    /// decoder; predict runs both and gives back the cell's masks and Dice.
+    func testTunedSegmentationPackagePredictsTheStudysMasks() throws {
+        let dir = Fixtures.tempDir("xrlab-seg-tune-pack")
+        let recipe = Self.segmentationRecipe.replacingOccurrences(
+            of: "  - {name: knn_patches, k: 5}",
+            with: "  - {name: lora, rank: 4, alpha: 8, epochs: 3, lr: 0.002, batch_size: 3, validation: 3}")
+        let run = try runStudy(dir, recipe: recipe)
+        XCTAssertThrowsError(try pack(run, dir, name: "all", method: "lora", shots: nil)) { XCTAssertEqual(($0 as? XRError)?.field, "--shots", "\($0)") }
+        let res = try pack(run, dir, name: "lora-seg", method: "lora", shots: 8)
+        let p = try PackageReader.open(res.archive)
+        XCTAssertEqual(p.manifest.packageKind, .segmentation)
+        XCTAssertEqual(p.heads.map(\.info.kind), ["lora"])
+        XCTAssertTrue(p.heads[0].isTuned)
+        let S = try XCTUnwrap(p.manifest.base_encoder.input_size)
+        XCTAssertEqual([p.manifest.segmentation?.input_height, p.manifest.segmentation?.input_width], [S, S])
+        XCTAssertEqual(p.manifest.base_encoder.representation, ["patch_tokens"])
+        XCTAssertEqual(p.heads[0].tensors["weight"]?.shape, [1, p.manifest.base_encoder.dim])
+        XCTAssertTrue(p.heads[0].tensors.keys.contains { $0.contains("lora_") }, "\(p.heads[0].tensors.keys.sorted())")
+        XCTAssertFalse(p.heads[0].tensors.keys.contains { $0.hasPrefix("head") }, "the classifier head is not packaged")
+        let c = try cell(run, method: "lora", shots: 8)
+        for (name, v) in c.metrics where v.isFinite { XCTAssertEqual(p.manifest.evaluation[0].metrics[name]?.value, v, name) }
+
+        let masks = dir.appendingPathComponent("predicted")
+        let inputs = try InputList.resolve(dir.appendingPathComponent("manifest.csv"))
+        let pred = try Predictor.predict(p, base: dir.appendingPathComponent("demo/model"), inputs: inputs, options: embedOptions(), masks: masks.path)
+        try pred.writeMasks(to: masks, classValues: nil)
+        let sample = run.appendingPathComponent("masks/lora__k8__s0")
+        let sampled = try FileManager.default.contentsOfDirectory(atPath: sample.path).filter { $0.hasSuffix(".png") }
+        XCTAssertEqual(sampled.count, 8)
+        for f in sampled {
+            let a = try LabelMask.read(sample.appendingPathComponent(f), width: SyntheticRectangles.width, height: SyntheticRectangles.height)
+            let b = try LabelMask.read(masks.appendingPathComponent(f), width: SyntheticRectangles.width, height: SyntheticRectangles.height)
+            XCTAssertEqual(a.labels, b.labels, f)
+        }
+        // The frozen decoder's package of the same draw predicts other masks: the tuned encoder is used.
+        let frozen = try PackageReader.open(try pack(run, dir, name: "frozen", method: "linear_decoder", shots: 8).archive)
+        let other = try Predictor.predict(frozen, base: dir.appendingPathComponent("demo/model"), inputs: inputs, options: embedOptions(), masks: "m")
+        XCTAssertNotEqual(other.rows.map { $0[2] }, pred.rows.map { $0[2] })
+
+        // A tuned tensor of the wrong size is refused naming it.
+        let name = try XCTUnwrap(p.heads[0].tensors.keys.sorted().first { $0.contains("lora_") })
+        let shape = try tamper(res.archive, "weights/head.safetensors", fixSums: true) { _ in
+            var t = p.heads[0].tensors.map { ("heads.0." + $0.key, $0.value) }
+            if let i = t.firstIndex(where: { $0.0 == "heads.0." + name }) { t[i].1 = Tensor(zeros: [3]) }
+            return (try? SafeTensors.encode(t)) ?? Data()
+        }
+        let bad = try PackageReader.open(shape)
+        XCTAssertThrowsError(
+            try Predictor.predict(bad, base: dir.appendingPathComponent("demo/model"), inputs: Array(inputs.prefix(1)), options: embedOptions(), masks: "m")
+        ) { XCTAssertEqual(($0 as? XRError)?.field, "heads.0." + name, "\($0)") }
+    }
+
     // MARK: retrieval
 
     /// The study's neighbours.csv rows of one cell: query → [(neighbour, similarity)].

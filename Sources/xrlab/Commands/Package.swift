@@ -19,7 +19,8 @@ struct PackCommand: ParsableCommand {
             cell), chooses per-label thresholds on held-out validation rows (Youden's J), evaluates on
             the test rows with bootstrap intervals and subgroups, and writes REGISTRY/NAME-X.Y.Z.xrpkg:
             manifest.json, weights/head.safetensors, MODEL_CARD.md and SHA256SUMS. Segmentation runs
-            package a linear_decoder, detection runs a box_head (fitted on --shots images with a box and
+            package a linear_decoder (or a tuned cell's encoder with its decoder: --method lora, last_k,
+            … with --shots), detection runs a box_head (fitted on --shots images with a box and
             as many without, as the study cell, or on every training image), retrieval runs their
             gallery; the manifest records the kind and the exact preprocessing. The same run packs
             to the same bytes. Existing versions are never overwritten.

@@ -204,8 +204,10 @@ final class DetectionPackageTests: XCTestCase {
         for (tensors, field, message) in [
             ([("heads.0.weight", Tensor(zeros: [2, C])), ("heads.0.bias", Tensor(zeros: [1]))], "heads.0.weight", "does not match (1, \(C))"),
             ([("heads.0.weight", Tensor(zeros: [1, C])), ("heads.0.bias", Tensor(zeros: [3]))], "heads.0.bias", "does not match (1)"),
-            ([("heads.0.weight", Tensor(shape: [1, C], scalars: [Float](repeating: .nan, count: C))), ("heads.0.bias", Tensor(zeros: [1]))],
-             "heads.0.weight", "non-finite"),
+            (
+                [("heads.0.weight", Tensor(shape: [1, C], scalars: [Float](repeating: .nan, count: C))), ("heads.0.bias", Tensor(zeros: [1]))],
+                "heads.0.weight", "non-finite"
+            ),
             ([("heads.0.weight", Tensor(zeros: [1, C]))], "heads.0.bias", "missing tensor")
         ] as [([(String, Tensor)], String, String)] {
             XCTAssertThrowsError(try PackageReader.open(try headTensors(url, tensors))) { e in

@@ -121,7 +121,9 @@ final class SegmentationRecipeTests: XCTestCase {
         // the sizes that would fit; nothing is written.
         let dir = Fixtures.tempDir("seg-grid")
         try makeStudy(in: dir, count: 8, train: 5)
-        for (pre, field) in [("{size: 80, crop: 72, mean: 0.5, std: 0.25}", "model.preprocessing.crop"), ("{size: 72, mean: 0.5, std: 0.25}", "model.preprocessing.size")] {
+        for (pre, field) in [
+            ("{size: 80, crop: 72, mean: 0.5, std: 0.25}", "model.preprocessing.crop"), ("{size: 72, mean: 0.5, std: 0.25}", "model.preprocessing.size")
+        ] {
             let text = recipeText(output: "run-\(field)").replacingOccurrences(
                 of: "model: {path: demo/model, batch_size: 8}", with: "model: {path: demo/model, batch_size: 8, preprocessing: \(pre)}")
             let url = try write(text, in: dir, name: "\(field).yaml")

@@ -47,7 +47,9 @@ extension Prediction {
         for h in heatmaps {
             let heat = tmp.appendingPathComponent(h.file)
             try h.png.write(to: heat)
-            let overlay = try TaskPackaging.detectionOverlay(title: h.id, image: h.image, heatmap: heat, detection: h.detection, id: h.id)
+            // Titled with the image's file name without its extension: a tile is narrow.
+            let title = URL(fileURLWithPath: h.id).deletingPathExtension().lastPathComponent
+            let overlay = try TaskPackaging.detectionOverlay(title: title, image: h.image, heatmap: heat, detection: h.detection, id: h.id)
             try overlay.write(to: tmp.appendingPathComponent(h.overlayFile))
         }
         try fm.createDirectory(at: dir, withIntermediateDirectories: true)

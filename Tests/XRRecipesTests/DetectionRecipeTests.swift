@@ -18,6 +18,12 @@ final class DetectionRecipeTests: XCTestCase {
     /// are training rows.
     @discardableResult
     func makeStudy(in dir: URL, count: Int = 36, train: Int = 20) throws -> (manifest: URL, boxes: [String: Box]) {
+        try Self.makeStudy(in: dir, count: count, train: train)
+    }
+
+    /// `makeStudy(in:count:train:)` for other test classes.
+    @discardableResult
+    static func makeStudy(in dir: URL, count: Int = 36, train: Int = 20) throws -> (manifest: URL, boxes: [String: Box]) {
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 2)
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
         var rng = XRRandom(seed: 7)

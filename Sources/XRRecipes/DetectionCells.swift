@@ -46,8 +46,9 @@ enum DetectionCells {
     }
 
     /// The detection task of the manifest rows: 1 = the image has a box (of the kept labels), 0 =
-    /// no box; only boxes of other labels: −1 (left out), or 0 with `other_box_images: negative`. The CSV's columns and that every image
-    /// it names is in the manifest are checked here, before any image is encoded.
+    /// no box; only boxes of other labels: −1 (left out), or 0 with `other_box_images: negative`.
+    /// The CSV's columns and that every image it names is in the manifest are checked here, before
+    /// any image is encoded.
     static func task(_ r: LoadedRecipe, rows m: ManifestRows) throws -> StudyTask {
         let spec = r.recipe.data
         let table = try boxesTable(r)
@@ -202,7 +203,7 @@ enum DetectionCells {
             return skipped(cell, prepared: p, reason: nil, status: "ok")
         }
         return try evaluate(
-            cell, detector: detector, tokens: { tokens(data, $0) }, shots: shots, prepared: p, data: data, recipe: recipe, directory: dir)
+            cell, detector: detector, tokens: { SegmentationCells.tokens(data, $0) }, shots: shots, prepared: p, data: data, recipe: recipe, directory: dir)
     }
 
     /// A cell without results: skipped (with the reason), or a method that is not a detection method.
@@ -211,9 +212,6 @@ enum DetectionCells {
             cell: cell, status: status, reason: reason, metrics: [:], primary_ci: nil, chosen_C: nil,
             n_train: 0, n_test: p.test.count, train_ids: [], subgroups: [])
     }
-
-    /// (P·C) frozen patch tokens of study row `row`.
-    static func tokens(_ data: StudyData, _ row: Int) -> [Float] { Array(data.features[(row * data.dim)..<((row + 1) * data.dim)]) }
 
     /// A cell's training images, drawn with its seed: `shots` with a box and as many without (one
     /// per patient, none sharing a patient with the test set), or why the cell is skipped.
@@ -258,7 +256,7 @@ enum DetectionCells {
     /// Fit `method` on the training rows `shots` as cell `cell` fits it (the head's seed comes from
     /// the cell's seed and shot count); nil for a method that is not a detection method.
     static func fit(_ method: Recipe.Method, shots: [Int], cell: Cell, prepared p: Prepared, data: StudyData) -> Detector? {
-        let examples = shots.map { PatchExample(tokens: tokens(data, $0), target: p.targets[$0] ?? []) }
+        let examples = shots.map { PatchExample(tokens: SegmentationCells.tokens(data, $0), target: p.targets[$0] ?? []) }
         switch method {
         case let .boxHead(s):
             let training = DecoderTraining(

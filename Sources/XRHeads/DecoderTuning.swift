@@ -1,5 +1,5 @@
-// Tuning an encoder with a linear decoder on its patch tokens (segmentation with lora, last_k,
-// adapters, bitfit, full): the decoder's per-pixel loss gives d(loss)/d(patch tokens), which the
+// Tuning an encoder with a linear decoder on its patch tokens (segmentation and detection with
+// lora, last_k, adapters, bitfit, full): the decoder's per-pixel loss gives d(loss)/d(patch tokens), which the
 // trainable ViT backpropagates from its final-norm patch tokens. Letters: B images per step,
 // N = P patches, C token channels, S the square model input.
 import Foundation
@@ -20,19 +20,23 @@ public struct DecoderTuneOptions: Sendable, Equatable {
     public var weightDecay: Double
     /// The decoder's L2 penalty λ (as `DecoderTraining.l2`).
     public var l2: Double
+    /// Weight of foreground pixels in a two-class decoder's binary loss (as
+    /// `DecoderTraining.positiveWeight`; the box head's `positive_weight`).
+    public var positiveWeight: Double
     /// Stop after this many epochs without a better validation loss (nil: run every epoch).
     public var patience: Int?
     public var seed: UInt64
 
     public init(
         epochs: Int = 10, batchImages: Int = 4, learningRate: Double = 1e-3, weightDecay: Double = 0.05, l2: Double = 1e-4,
-        patience: Int? = nil, seed: UInt64 = 0
+        positiveWeight: Double = 1, patience: Int? = nil, seed: UInt64 = 0
     ) {
         self.epochs = epochs
         self.batchImages = batchImages
         self.learningRate = learningRate
         self.weightDecay = weightDecay
         self.l2 = l2
+        self.positiveWeight = positiveWeight
         self.patience = patience
         self.seed = seed
     }
@@ -75,7 +79,7 @@ public final class DecoderTuner {
     }
 
     /// Mean per-pixel loss (with the decoder's penalty) of `examples` in the current state.
-    public func loss(_ examples: [PixelExample], l2: Double, batchImages: Int) throws -> Double {
+    public func loss(_ examples: [PixelExample], l2: Double, positiveWeight: Double = 1, batchImages: Int) throws -> Double {
         guard !examples.isEmpty else { return 0 }
         var total = 0.0, pixels = 0
         let N = decoder.grid.patches * decoder.channels
@@ -84,7 +88,7 @@ public final class DecoderTuner {
             let t = try tokens(Array(part.map(\.pixels).joined()), batch: part.count)
             let patch = part.indices.map { PatchExample(tokens: Array(t[($0 * N)..<(($0 + 1) * N)]), target: part[$0].target) }
             let scored = part.reduce(0) { $0 + $1.target.count(where: { $0 != LinearDecoder.ignore }) }
-            total += decoder.lossAndGradient(patch, batch: Array(patch.indices), l2: 0).loss * Double(scored)
+            total += decoder.lossAndGradient(patch, batch: Array(patch.indices), l2: 0, positiveWeight: positiveWeight).loss * Double(scored)
             pixels += scored
         }
         var penalty = 0.0
@@ -108,7 +112,7 @@ public final class DecoderTuner {
         let N = decoder.grid.patches * decoder.channels
         func snapshot() -> ([[Float]], LinearDecoder) { (params.map(\.value.array), decoder) }
         var best = snapshot()
-        var bestLoss = validation.isEmpty ? Double.infinity : try loss(validation, l2: o.l2, batchImages: batch)
+        var bestLoss = validation.isEmpty ? Double.infinity : try loss(validation, l2: o.l2, positiveWeight: o.positiveWeight, batchImages: batch)
         var sinceBest = 0, step = 0
         for epoch in 1...o.epochs {
             var order = Array(train.indices)
@@ -121,7 +125,7 @@ public final class DecoderTuner {
                 model.zeroGrad()
                 let t = try model.forwardPatchTokens(pixels: Array(part.map(\.pixels).joined()), batch: part.count)
                 let patch = part.indices.map { PatchExample(tokens: Array(t[($0 * N)..<(($0 + 1) * N)]), target: part[$0].target) }
-                let g = decoder.lossAndGradients(patch, batch: Array(patch.indices), l2: o.l2, tokens: true)
+                let g = decoder.lossAndGradients(patch, batch: Array(patch.indices), l2: o.l2, positiveWeight: o.positiveWeight, tokens: true)
                 total += g.loss
                 model.backwardPatchTokens(Array(g.tokens.joined()))
                 w.grad?.p.update(from: g.weight, count: g.weight.count)
@@ -133,7 +137,7 @@ public final class DecoderTuner {
                 decoder.bias = b.value.array
                 step += 1
             }
-            let v = validation.isEmpty ? nil : try loss(validation, l2: o.l2, batchImages: batch)
+            let v = validation.isEmpty ? nil : try loss(validation, l2: o.l2, positiveWeight: o.positiveWeight, batchImages: batch)
             history.append((total / Double(perEpoch), v))
             if let v, v < bestLoss {
                 bestLoss = v

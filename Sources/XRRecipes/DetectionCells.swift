@@ -3,7 +3,8 @@
 // follow the encoder's preprocessing (`Preprocessing.geometry`: rasterised at the image's size,
 // then the mask transform), predicted boxes are mapped back to image pixels and scored there.
 // Each cell is a closure on the one cell runner: `box_head` or `knn_patches` fitted on `shots`
-// annotated (positive) training images and as many negatives. Letters: P patches, C channels.
+// annotated (positive) training images and as many negatives, or a tuning method with the box
+// head (DecoderTuneCells.swift). Letters: P patches, C channels.
 import Foundation
 import XRTensor
 import XRData
@@ -45,8 +46,9 @@ enum DetectionCells {
     }
 
     /// The detection task of the manifest rows: 1 = the image has a box (of the kept labels), 0 =
-    /// no box; −1 = only boxes of other labels (left out). The CSV's columns and that every image
-    /// it names is in the manifest are checked here, before any image is encoded.
+    /// no box; only boxes of other labels: −1 (left out), or 0 with `other_box_images: negative`.
+    /// The CSV's columns and that every image it names is in the manifest are checked here, before
+    /// any image is encoded.
     static func task(_ r: LoadedRecipe, rows m: ManifestRows) throws -> StudyTask {
         let spec = r.recipe.data
         let table = try boxesTable(r)
@@ -72,7 +74,7 @@ enum DetectionCells {
         }
         return StudyTask(
             name: taskName(r.recipe), classes: ["no_box", "box"],
-            labels: m.ids.map { kept.contains($0) ? 1 : other.contains($0) ? -1 : 0 })
+            labels: m.ids.map { kept.contains($0) ? 1 : other.contains($0) && spec.other_box_images != .negative ? -1 : 0 })
     }
 
     /// The task's name: the kept box labels, or `boxes`.
@@ -158,11 +160,23 @@ enum DetectionCells {
         let work = try runner.todo(all, recipe: r, options: options)
         let prepared = try prepare(r, data: data)
         let methods = Dictionary(uniqueKeysWithValues: recipe.methods.map { ($0.name, $0) })
-        let workers = max(1, min(options.threads, work.count))
+        // Head and k-NN cells run in parallel, one core each; tuning cells one after another, each
+        // on every core.
+        let (tuned, frozen) = work.reduce(into: ([Cell](), [Cell]())) { acc, c in
+            if methods[c.method]?.isTuning == true { acc.0.append(c) } else { acc.1.append(c) }
+        }
+        let workers = max(1, min(options.threads, frozen.count))
         try BLAS.with(threads: 1) {
-            try runner.run(work, label: "detection", workers: workers) { cell in
+            try runner.run(frozen, label: "detection", workers: workers) { cell in
                 guard let method = methods[cell.method] else { return nil }
                 return try runCell(cell, prepared: prepared, method: method, data: data, recipe: recipe, directory: dir)
+            }
+        }
+        if !tuned.isEmpty {
+            let context = try TuneContext(r, data: data)
+            try runner.run(tuned, label: "detection tuning") { cell in
+                guard let method = methods[cell.method] else { return nil }
+                return try tuneCell(cell, prepared: prepared, method: method, context: context, r, data: data, directory: dir, quiet: options.quiet)
             }
         }
         return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
@@ -180,61 +194,110 @@ enum DetectionCells {
     static func runCell(
         _ cell: Cell, prepared p: Prepared, method: Recipe.Method, data: StudyData, recipe: Recipe, directory dir: URL
     ) throws -> CellResult {
-        let d = data.dim
-        var result = CellResult(
-            cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
+        let shots: [Int]
+        switch drawShots(cell, prepared: p, data: data) {
+        case let .failure(skip): return skipped(cell, prepared: p, reason: skip.reason)
+        case let .success(rows): shots = rows
+        }
+        guard let detector = fit(method, shots: shots, cell: cell, prepared: p, data: data) else {
+            return skipped(cell, prepared: p, reason: nil, status: "ok")
+        }
+        return try evaluate(
+            cell, detector: detector, tokens: { SegmentationCells.tokens(data, $0) }, shots: shots, prepared: p, data: data, recipe: recipe, directory: dir)
+    }
+
+    /// A cell without results: skipped (with the reason), or a method that is not a detection method.
+    static func skipped(_ cell: Cell, prepared p: Prepared, reason: String?, status: String = "skipped") -> CellResult {
+        CellResult(
+            cell: cell, status: status, reason: reason, metrics: [:], primary_ci: nil, chosen_C: nil,
             n_train: 0, n_test: p.test.count, train_ids: [], subgroups: [])
+    }
+
+    /// A cell's training images, drawn with its seed: `shots` with a box and as many without (one
+    /// per patient, none sharing a patient with the test set), or why the cell is skipped.
+    static func drawShots(_ cell: Cell, prepared p: Prepared, data: StudyData) -> Result<[Int], Runner.Skip> {
         let drawn = FewShotSampler.sample(
             labels: p.task.labels, classes: 2, pool: p.pool, test: p.test, patients: data.patients, k: cell.shots, seed: UInt64(cell.seed),
             stream: [Runner.streamKey(p.task.name), UInt64(cell.shots)])
-        let shots: [Int]
         switch drawn {
         case let .failure(e):
-            result.status = "skipped"
-            result.reason =
-                "\(e.available) training images \(e.classIndex == 1 ? "with" : "without") a box are eligible (one per patient, none sharing a patient with the test set); \(e.requested) requested"
-            return result
-        case let .success(rows): shots = rows
+            return .failure(
+                Runner.Skip(
+                    reason:
+                        "\(e.available) training images \(e.classIndex == 1 ? "with" : "without") a box are eligible (one per patient, none sharing a patient with the test set); \(e.requested) requested"
+                ))
+        case let .success(rows): return .success(rows)
         }
-        func tokens(_ row: Int) -> [Float] { Array(data.features[(row * d)..<((row + 1) * d)]) }
-        let examples = shots.map { PatchExample(tokens: tokens($0), target: p.targets[$0] ?? []) }
-        // (detections, heatmap at the original size in [0, 1]) of one image.
-        let detect: ([Float], ImageGeometry, Int) -> (BoxDetection, () -> [Float])
+    }
+
+    /// The box head settings of a recipe: its `box_head` method's, else the defaults (the tuning
+    /// methods start from the box head fitted on frozen tokens with these).
+    static func boxHeadSpec(_ recipe: Recipe) -> BoxHeadSpec {
+        for m in recipe.methods { if case let .boxHead(s) = m { return s } }
+        return BoxHeadSpec()
+    }
+
+    /// A fitted detection method: the detections of one image's tokens (its geometry, its index
+    /// among the test images) with its heatmap at the original size in [0, 1], and the decoder
+    /// when the method is `box_head`.
+    struct Detector {
+        var detect: ([Float], ImageGeometry, Int) -> (BoxDetection, () -> [Float])
+        var decoder: LinearDecoder?
+
+        /// The box head of `decoder` with the settings `s` (threshold, scoring).
+        static func boxHead(_ decoder: LinearDecoder, _ s: BoxHeadSpec) -> Detector {
+            let head = BoxHead(decoder: decoder, threshold: Float(s.threshold), scoring: s.scoring)
+            return Detector(
+                detect: { t, g, i in (head.detect(t, geometry: g, image: i), { decoder.imageLogits(t, geometry: g).map { 1 / (1 + exp(-$0)) } }) },
+                decoder: decoder)
+        }
+    }
+
+    /// Fit `method` on the training rows `shots` as cell `cell` fits it (the head's seed comes from
+    /// the cell's seed and shot count); nil for a method that is not a detection method.
+    static func fit(_ method: Recipe.Method, shots: [Int], cell: Cell, prepared p: Prepared, data: StudyData) -> Detector? {
+        let examples = shots.map { PatchExample(tokens: SegmentationCells.tokens(data, $0), target: p.targets[$0] ?? []) }
         switch method {
         case let .boxHead(s):
             let training = DecoderTraining(
                 epochs: s.epochs, batchImages: s.batchSize, learningRate: s.lr, l2: s.weightDecay, positiveWeight: s.positiveWeight,
                 seed: UInt64(cell.seed) &* 0x9E37_79B9 &+ UInt64(cell.shots))
-            let fitted = LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: 2, options: training)
-            let head = BoxHead(decoder: fitted.decoder, threshold: Float(s.threshold), scoring: s.scoring)
-            detect = { t, g, i in
-                (head.detect(t, geometry: g, image: i), { fitted.decoder.imageLogits(t, geometry: g).map { 1 / (1 + exp(-$0)) } })
-            }
+            return .boxHead(LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: 2, options: training).decoder, s)
         case let .knnPatches(s):
             let knn = PatchKNN(examples, grid: p.grid, channels: p.channels, classes: 2, k: s.k, temperature: s.temperature)
-            detect = { t, g, i in
-                (
-                    BoxHead.detect(inputMap: knn.inputForeground(t), geometry: g, threshold: 0.5, scoring: .max, image: i),
-                    { knn.imageForeground(t, geometry: g) }
-                )
-            }
+            return Detector(
+                detect: { t, g, i in
+                    (
+                        BoxHead.detect(inputMap: knn.inputForeground(t), geometry: g, threshold: 0.5, scoring: .max, image: i),
+                        { knn.imageForeground(t, geometry: g) }
+                    )
+                }, decoder: nil)
         default:
-            return result
+            return nil
         }
+    }
+
+    /// Detect on every test image with a fitted method (`tokens`: a study row's patch tokens) and
+    /// score; with `dir` and seed 0, the sample's heatmaps are written under that run folder.
+    static func evaluate(
+        _ cell: Cell, detector: Detector, tokens: (Int) throws -> [Float], shots: [Int], prepared p: Prepared, data: StudyData, recipe: Recipe,
+        directory dir: URL?
+    ) throws -> CellResult {
+        var result = skipped(cell, prepared: p, reason: nil, status: "ok")
         result.n_train = shots.count
         result.train_ids = shots.map { data.ids[$0] }
-        let sample = cell.seed == 0 ? Set(p.sample) : []
-        let heatmaps = heatmapsDirectory(cell, in: dir)
-        if !sample.isEmpty { try FileManager.default.createDirectory(at: heatmaps, withIntermediateDirectories: true) }
+        let sample = cell.seed == 0 && dir != nil ? Set(p.sample) : []
+        let heatmaps = dir.map { heatmapsDirectory(cell, in: $0) }
+        if let heatmaps, !sample.isEmpty { try FileManager.default.createDirectory(at: heatmaps, withIntermediateDirectories: true) }
         var found: [ImageDetections] = []
         for (j, row) in p.test.enumerated() {
             guard let g = p.geometries[row] else { continue }
-            let (det, heat) = detect(tokens(row), g, j)
+            let (det, heat) = detector.detect(try tokens(row), g, j)
             found.append(
                 ImageDetections(
                     image: data.ids[row], score: det.imageScore, peak_x: det.peak.x, peak_y: det.peak.y, boxes: det.boxes.map(\.box),
                     scores: det.boxes.map(\.score)))
-            if sample.contains(row) {
+            if let heatmaps, sample.contains(row) {
                 let pixels = heat().map { $0.isNaN ? UInt8(0) : UInt8(max(0, min(255, ($0 * 255).rounded()))) }
                 try PNGCodec.write(
                     try PNGCodec.encodeGray8(width: g.imageWidth, height: g.imageHeight, pixels: pixels),

@@ -1,5 +1,5 @@
 // The detection keys of a recipe: `data.boxes` (required for `task: detection`, an error on any
-// other task) and `data.box_label_column`, and the `box_head` method's spec. Errors name the key
+// other task), `data.box_label_column` and `data.other_box_images`, and the `box_head` method's spec. Errors name the key
 // with its line:column.
 import Foundation
 import XRHeads
@@ -53,12 +53,13 @@ public struct BoxHeadSpec: Codable, Equatable, Sendable {
 }
 
 extension RecipeLoader {
-    /// `data.boxes` and `data.box_label_column`: read for a detection task, errors for any other;
-    /// a detection task takes `labels` only with `box_label_column` (the box labels kept).
+    /// `data.boxes`, `data.box_label_column` and `data.other_box_images`: read for a detection
+    /// task, errors for any other; a detection task takes `labels` only with `box_label_column`
+    /// (the box labels kept), and `other_box_images` only with `labels`.
     static func parseBoxKeys(_ d: [String: YNode], node dn: YNode, into data: inout Recipe.DataSpec) {
         let ctx = dn.ctx
         let isDetection = data.task == .detection
-        for key in ["boxes", "box_label_column"] {
+        for key in ["boxes", "box_label_column", "other_box_images"] {
             if !isDetection, let n = d[key], !n.isNull {
                 ctx.record(n.error("\(key) applies to detection tasks only", hint: "set data.task: detection, or remove \(key)"))
             }
@@ -86,6 +87,22 @@ extension RecipeLoader {
             } else {
                 data.labels = ctx.attempt { try n.listOrScalar().map { try $0.string() } } ?? []
                 if Set(data.labels).count != data.labels.count { ctx.record(n.error("a label is listed twice")) }
+            }
+        }
+        if let n = d["other_box_images"], !n.isNull {
+            let names = Recipe.DataSpec.OtherBoxImages.allCases.map(\.rawValue)
+            data.other_box_images = ctx.attempt {
+                let s = try n.string()
+                guard let v = Recipe.DataSpec.OtherBoxImages(rawValue: s) else {
+                    throw n.error("unknown other_box_images '\(s)'", hint: "other_box_images: " + names.joined(separator: ", "))
+                }
+                return v
+            }
+            if data.labels.isEmpty {
+                ctx.record(
+                    n.error(
+                        "other_box_images applies when labels name the box labels kept",
+                        hint: "give box_label_column and labels, or remove other_box_images (without labels every box is a target)"))
             }
         }
     }

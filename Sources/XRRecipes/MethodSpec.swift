@@ -231,10 +231,12 @@ extension Recipe {
         public var isSegmentation: Bool { self == .linear_decoder || self == .knn_patches }
 
         /// The methods a task of kind `task` takes (report recipes list report encoders instead);
-        /// segmentation also takes the tuning methods, with the linear decoder as their head.
+        /// segmentation and detection also take the tuning methods, with the linear decoder (the
+        /// box head's, for detection) as their head.
         public static func names(for task: Recipe.TaskKind) -> [MethodName] {
-            // Detection boxes come from a patch heatmap: the box head's, or label transfer's.
-            if task == .detection { return [.box_head, .knn_patches] }
+            // Detection boxes come from a patch heatmap: the box head's (on frozen or tuned
+            // tokens), or label transfer's.
+            if task == .detection { return [.box_head, .knn_patches] + allCases.filter(\.isTuning) }
             return allCases.filter { $0 != .box_head }.filter {
                 ($0.isRetrieval == (task == .retrieval) && $0.isSegmentation == (task == .segmentation)) || (task == .segmentation && $0.isTuning)
             }

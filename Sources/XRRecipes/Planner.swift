@@ -231,6 +231,12 @@ public struct CellCosts: Sendable {
             // detecting on a test image ~10 ms; each bootstrap resample of the nine metrics ~0.2 µs
             // per test image.
             let method = recipe.methods.first { $0.name == cell.method }
+            if let t = tunes[cell.method] {
+                // Tuning with the box head: as a classification tuning cell over the shots (with
+                // a box and as many without), plus the frozen head fitted first.
+                let train = Double(cell.shots * 2), val = Double(t.validationPerClass * 2)
+                return flopsPerImage * (3 * train * Double(t.options.epochs) + val * Double(t.options.epochs) + nTest) / 100e9 + 0.01 * nTest
+            }
             let epochs: Int
             if case let .boxHead(s) = method { epochs = s.epochs } else { epochs = 1 }
             return 2e-3 * Double(cell.shots * epochs) + 0.01 * nTest + Double(recipe.bootstrap) * 9 * 2e-7 * nTest

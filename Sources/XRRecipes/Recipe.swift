@@ -76,6 +76,15 @@ public struct Recipe: Codable, Equatable, Sendable {
         /// Detection tasks: the boxes CSV's label column; with it, `labels` lists the labels whose
         /// boxes are targets.
         public var box_label_column: String? = nil
+        /// Detection tasks with `labels`: what an image whose boxes all carry other labels is
+        /// (nil = `left_out`).
+        public var other_box_images: OtherBoxImages? = nil
+
+        /// Detection tasks with `labels`: an image whose boxes all carry labels other than the
+        /// kept ones is left out of the task (it may show the finding unboxed), or a negative.
+        public enum OtherBoxImages: String, Codable, Sendable, CaseIterable {
+            case left_out, negative
+        }
     }
     /// Precomputed features instead of a model.
     public struct Features: Codable, Equatable, Sendable {
@@ -269,7 +278,8 @@ extension KeyedEncodingContainer {
 extension Recipe.DataSpec {
     enum CodingKeys: String, CodingKey {
         case manifest, image_column, label_column, label_columns, labels, task, patient_column, split_column,
-            test_fraction, subgroups, `where`, mask_column, mask_classes, boxes, box_label_column
+            test_fraction, subgroups, `where`, mask_column, mask_classes, boxes, box_label_column,
+            other_box_images
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -289,5 +299,6 @@ extension Recipe.DataSpec {
         try c.encodeIfPresent(mask_classes, forKey: .mask_classes)
         try c.encodeIfPresent(boxes, forKey: .boxes)
         try c.encodeIfPresent(box_label_column, forKey: .box_label_column)
+        try c.encodeIfPresent(other_box_images, forKey: .other_box_images)
     }
 }

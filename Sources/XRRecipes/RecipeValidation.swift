@@ -358,7 +358,7 @@ extension RecipeLoader {
                 try dn.mapping(allowed: [
                     "manifest", "image_column", "label_column", "label_columns", "labels", "task",
                     "patient_column", "split_column", "test_fraction", "subgroups", "where", "mask_column", "mask_classes", "boxes",
-                    "box_label_column"
+                    "box_label_column", "other_box_images"
                 ])
             })
         else { return nil }

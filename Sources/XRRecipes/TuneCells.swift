@@ -41,7 +41,8 @@ public struct TuneSpec: Sendable {
 }
 
 extension TuneSpec: CustomStringConvertible {
-    public var description: String {
+    /// What the method tunes in the encoder.
+    var tunedPart: String {
         let what: String
         switch set {
         case let .lora(r, a, t, d): what = "LoRA r=\(r), alpha=\(fmtNumber(a))\(d > 0 ? ", dropout \(fmtNumber(d))" : "") on \(t.joined(separator: ", "))"
@@ -51,6 +52,19 @@ extension TuneSpec: CustomStringConvertible {
         case .full: what = "all parameters"
         case .head: what = "head only"
         }
+        return what
+    }
+
+    /// The method tuning the encoder with a task's linear decoder as its head (segmentation:
+    /// `head` "the linear decoder", detection: "the box head"), validation images `validation`.
+    func decoderHeaded(_ head: String, validation: String) -> String {
+        let o = options
+        return "\(tunedPart) tuned with \(head) (first fitted on frozen tokens); \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize), "
+            + "wd \(fmtNumber(o.weightDecay)), the epoch kept by the loss on \(validation)"
+    }
+
+    public var description: String {
+        let what = tunedPart
         let o = options
         return
             "\(what) + \(headHidden.map { "MLP head (\($0))" } ?? "head"); \(o.epochs) epochs, AdamW lr \(fmtNumber(o.lr)), batch \(o.batchSize)\(o.accumulate > 1 ? "×\(o.accumulate)" : ""), "
@@ -83,6 +97,9 @@ public func methodSettings(_ recipe: Recipe) -> [(label: String, description: St
                     "linear decoder on patch tokens (\(s.epochs) epochs, lr \(fmtNumber(s.lr)), weight decay \(fmtNumber(s.weightDecay)), batch \(s.batchSize))"
                 )
             case let .knnPatches(s): return (m.name, "label transfer from the \(s.k) nearest labelled patches (T \(fmtNumber(s.temperature)))")
+            case _ where m.isTuning:
+                let t = TuneSpec(m)
+                return (m.name, t.decoderHeaded("the linear decoder", validation: "\(t.validationPerClass) held-out annotated images"))
             default: return (m.name, m.name)
             }
         }
@@ -98,6 +115,13 @@ public func methodSettings(_ recipe: Recipe) -> [(label: String, description: St
                 )
             case let .knnPatches(s):
                 return (m.name, "box-share transfer from the \(s.k) nearest labelled patches (T \(fmtNumber(s.temperature))); boxes where the share > 0.5")
+            case _ where m.isTuning:
+                let t = TuneSpec(m)
+                return (
+                    m.name,
+                    t.decoderHeaded("the box head", validation: "\(t.validationPerClass) held-out images with a box and as many without")
+                        + "; boxes as box_head reads them"
+                )
             default: return (m.name, m.name)
             }
         }

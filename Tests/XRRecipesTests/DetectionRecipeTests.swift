@@ -18,6 +18,12 @@ final class DetectionRecipeTests: XCTestCase {
     /// first `train` are training rows.
     @discardableResult
     func makeStudy(in dir: URL, count: Int = 36, train: Int = 20) throws -> (manifest: URL, boxes: [String: Box]) {
+        try Self.makeStudy(in: dir, count: count, train: train)
+    }
+
+    /// `makeStudy(in:count:train:)` for other test classes.
+    @discardableResult
+    static func makeStudy(in dir: URL, count: Int = 36, train: Int = 20) throws -> (manifest: URL, boxes: [String: Box]) {
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 2)
         let (manifest, boxes) = try SyntheticBoxes.write(in: dir, count: count, train: train)
         return (manifest, boxes.mapValues { Box(x: Double($0.x), y: Double($0.y), width: Double($0.width), height: Double($0.height)) })
@@ -312,7 +318,7 @@ final class DetectionRecipeTests: XCTestCase {
     }
 
     /// recipes/fracatlas-fracture-detection-shared.yaml on the shared FracAtlas boxes, one seed,
-    /// one shot count.
+    /// one shot count, LoRA for two epochs.
     func testSharedFracAtlasRecipeRuns() throws {
         _ = try Fixtures.requireSharedData()
         let beside = Fixtures.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/data/annotations/fracatlas_boxes.csv")
@@ -321,14 +327,49 @@ final class DetectionRecipeTests: XCTestCase {
         let model = try DemoData.generate(in: dir, patients: 2).modelDir
         let r = try RecipeLoader.load(
             Fixtures.repoRoot.appendingPathComponent("recipes/fracatlas-fracture-detection-shared.yaml"),
-            overrides: ["model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[4]", "bootstrap=0"])
+            overrides: ["model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[4]", "bootstrap=0", "methods.2.epochs=2"])
         let s = try Runner.run(r, options: quiet())
         XCTAssertTrue(s.complete)
-        XCTAssertEqual(s.computed, 2)
+        XCTAssertEqual(s.computed, 3)
         XCTAssertTrue(s.skipped.isEmpty, "\(s.skipped.map { $0.reason ?? "" })")
         let results = try String(contentsOf: dir.appendingPathComponent("run/results.jsonl"), encoding: .utf8).split(separator: "\n")
             .map { try JSONDecoder().decode(CellResult.self, from: Data($0.utf8)) }
-        // Every FracAtlas test image, with and without a fracture.
-        XCTAssertEqual(results.first?.detection?.count, 172)
+        // Every FracAtlas test image, with and without a fracture, in every cell.
+        XCTAssertEqual(results.map { $0.detection?.count }, [172, 172, 172])
+        XCTAssertEqual(results.first { $0.cell.method == "lora" }?.training?.n_validation, 8)
+    }
+
+    /// recipes/nih-chest-findings-detection-shared.yaml on the shared NIH boxes: one seed, two shot
+    /// counts, LoRA for two epochs; Cardiomegaly boxes against the images boxed for other findings.
+    func testSharedNIHRecipeRuns() throws {
+        _ = try Fixtures.requireSharedData()
+        let beside = Fixtures.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/data/annotations/nih_boxes.csv")
+        guard FileManager.default.fileExists(atPath: beside.path) else { throw XCTSkip("the recipe needs ../shared/data beside the repository") }
+        let dir = Fixtures.tempDir("det-nih")
+        let model = try DemoData.generate(in: dir, patients: 2).modelDir
+        let r = try RecipeLoader.load(
+            Fixtures.repoRoot.appendingPathComponent("recipes/nih-chest-findings-detection-shared.yaml"),
+            overrides: [
+                "model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[2, 8]", "bootstrap=0",
+                "methods.2.epochs=2"
+            ])
+        XCTAssertEqual(r.recipe.methods.map(\.name), ["box_head", "knn_patches", "lora"])
+        let s = try Runner.run(r, options: quiet())
+        XCTAssertTrue(s.complete)
+        XCTAssertEqual(s.computed, 6)
+        XCTAssertTrue(s.skipped.isEmpty, "\(s.skipped.map { $0.reason ?? "" })")
+        let results = try String(contentsOf: dir.appendingPathComponent("run/results.jsonl"), encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(CellResult.self, from: Data($0.utf8)) }
+        for res in results {
+            // Every NIH test image: 20 with a Cardiomegaly box, 93 boxed for other findings only.
+            let found = try XCTUnwrap(res.detection, res.cell.id)
+            XCTAssertEqual(found.count, 113, res.cell.id)
+            XCTAssertEqual(res.cell.task, "Cardiomegaly")
+            XCTAssertEqual(res.n_train, 2 * res.cell.shots, res.cell.id)
+            XCTAssertNotNil(res.metrics["auroc"] ?? nil, res.cell.id)
+        }
+        let tuned = try XCTUnwrap(results.first { $0.cell.method == "lora" && $0.cell.shots == 8 }?.training)
+        XCTAssertEqual(tuned.n_validation, 8)
+        XCTAssertEqual(tuned.train_loss.count, tuned.epochs)
     }
 }

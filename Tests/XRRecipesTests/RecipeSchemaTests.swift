@@ -29,7 +29,8 @@ final class RecipeSchemaTests: XCTestCase {
         "fracatlas-nih-retrieval-shared.yaml": .sharedData, // retrieval by anatomy (SharedDataRetrievalTests)
         "fracatlas-nih-retrieval-view-shared.yaml": .sharedData, // retrieval by view (SharedDataRetrievalTests)
         "fracatlas-fracture-segmentation-shared.yaml": .sharedData, // fracture masks (SegmentationRecipeTests.testSharedFracAtlasRecipeRuns)
-        "fracatlas-fracture-detection-shared.yaml": .sharedData // fracture boxes (DetectionRecipeTests.testSharedFracAtlasRecipeRuns)
+        "fracatlas-fracture-detection-shared.yaml": .sharedData, // fracture boxes (DetectionRecipeTests.testSharedFracAtlasRecipeRuns)
+        "nih-chest-findings-detection-shared.yaml": .sharedData // chest-finding boxes (DetectionRecipeTests.testSharedNIHRecipeRuns)
     ]
 
     func testEveryRepositoryRecipeIsListedAndValidates() throws {

@@ -463,7 +463,8 @@ public final class ReportDecoder: @unchecked Sendable {
                 lap("backward: attn.c_proj")
                 maskedAttentionBackward(
                     dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
-                    v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
+                    v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D,
+                    causal: true)
                 lap("backward: self-attention")
                 l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
                 lap("backward: attn.c_attn")

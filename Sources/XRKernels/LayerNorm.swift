@@ -12,54 +12,66 @@ public func layerNormForward(
     _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
     rows: Int, cols: Int, eps: Float
 ) {
-    let c8 = cols & ~7
     for r in 0..<rows {
-        let x = inp + r * cols, y = out + r * cols
-        var s = SIMD8<Float>()
-        var i = 0
-        while i < c8 { s += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self); i += 8 }
-        var sum = s.sum()
-        while i < cols { sum += x[i]; i += 1 }
-        let mean = sum / Float(cols)
-        var q = SIMD8<Float>()
-        i = 0
-        while i < c8 {
-            let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - mean
-            q += d * d; i += 8
-        }
-        var sq = q.sum()
-        while i < cols { let d = x[i] - mean; sq += d * d; i += 1 }
-        let rstd = 1 / (sq / Float(cols) + eps).squareRoot()
-        i = 0
-        while i < c8 {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            let w = UnsafeRawPointer(weight + i).loadUnaligned(as: SIMD8<Float>.self)
-            let b = UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: (v - mean) * rstd * w + b, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < cols { y[i] = (x[i] - mean) * rstd * weight[i] + bias[i]; i += 1 }
+        let (mean, rstd) = layerNormStatistics(inp + r * cols, cols: cols, eps: eps)
+        layerNormRow(out + r * cols, inp + r * cols, weight, bias, cols: cols, mean: mean, rstd: rstd)
     }
 }
 
-/// LayerNorm forward that also saves each row's mean and 1/std for the backward.
+/// LayerNorm forward that also saves each row's mean and 1/std for the backward (the statistics
+/// the row was normalised with). `out` may alias `inp`.
 public func layerNormForward(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
     _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
     rows: Int, cols: Int, eps: Float,
     mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>
 ) {
-    layerNormForward(out, inp, weight, bias, rows: rows, cols: cols, eps: eps)
     for r in 0..<rows {
-        let x = inp + r * cols
-        var s = 0.0 as Float
-        for i in 0..<cols { s += x[i] }
-        let m = s / Float(cols)
-        var q = 0.0 as Float
-        for i in 0..<cols { let d = x[i] - m; q += d * d }
+        let (m, s) = layerNormStatistics(inp + r * cols, cols: cols, eps: eps)
         mean[r] = m
-        rstd[r] = 1 / (q / Float(cols) + eps).squareRoot()
+        rstd[r] = s
+        layerNormRow(out + r * cols, inp + r * cols, weight, bias, cols: cols, mean: m, rstd: s)
     }
+}
+
+/// One row's mean and 1 / sqrt(biased variance + eps), in eight lanes: the mean, then the
+/// centred sum of squares.
+@inline(__always)
+private func layerNormStatistics(_ x: UnsafePointer<Float>, cols: Int, eps: Float) -> (mean: Float, rstd: Float) {
+    let c8 = cols & ~7
+    var s = SIMD8<Float>()
+    var i = 0
+    while i < c8 { s += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self); i += 8 }
+    var sum = s.sum()
+    while i < cols { sum += x[i]; i += 1 }
+    let mean = sum / Float(cols)
+    var q = SIMD8<Float>()
+    i = 0
+    while i < c8 {
+        let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - mean
+        q += d * d; i += 8
+    }
+    var sq = q.sum()
+    while i < cols { let d = x[i] - mean; sq += d * d; i += 1 }
+    return (mean, 1 / (sq / Float(cols) + eps).squareRoot())
+}
+
+/// y = (x − mean) · rstd · weight + bias over one row (`y` may alias `x`).
+@inline(__always)
+private func layerNormRow(
+    _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
+    cols: Int, mean: Float, rstd: Float
+) {
+    let c8 = cols & ~7
+    var i = 0
+    while i < c8 {
+        let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+        let w = UnsafeRawPointer(weight + i).loadUnaligned(as: SIMD8<Float>.self)
+        let b = UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(y + i).storeBytes(of: (v - mean) * rstd * w + b, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < cols { y[i] = (x[i] - mean) * rstd * weight[i] + bias[i]; i += 1 }
 }
 
 /// LayerNorm backward. x̂ = (x − mean)·rstd, g = dy ⊙ weight:

@@ -131,6 +131,9 @@ public final class ReportDecoder: @unchecked Sendable {
     /// The tied embedding packed as wteᵀ (C, V) for the logits and as wte (V, C) for their input gradient.
     private var wteForLogits: PackedMatrix?, wteForGradient: PackedMatrix?
     private var linears: [Linear] { layers.flatMap(\.linears) + [visual] }
+    /// Wall-clock time per phase of the forward, loss and backward when set (`xrlab bench report --phases`).
+    public var phases: StepPhases?
+    private func lap(_ name: String) { phases?.lap(name) }
 
     /// From Hugging Face-named tensors (Conv1D weights (in, out)), plus `visual_proj.weight` (C, Cv)
     /// and `.bias`. Missing tensors are errors naming them; `lm_head.weight` is the tied `wte`.
@@ -221,6 +224,7 @@ public final class ReportDecoder: @unchecked Sendable {
             let L = P + T, R = B * T, RS = B * S
             vis.p.update(from: v, count: v.count)
             visual.forward(enc.p, vis.p, rows: RS, lora: nil)
+            lap("forward: visual projection")
             // Block input rows b·L + i: the visual prefix (i < P), then the text.
             for b in 0..<B {
                 for i in 0..<P { for j in 0..<C { x.p[(b * L + i) * C + j] = enc.p[(b * S + i) * C + j] + wpe.value.p[i * C + j] } }
@@ -229,9 +233,11 @@ public final class ReportDecoder: @unchecked Sendable {
                     for j in 0..<C { x.p[r * C + j] = wte.value.p[id * C + j] + wpe.value.p[(P + t) * C + j] }
                 }
             }
+            lap("forward: embeddings")
             for (l, cache) in zip(layers, caches) { layerForward(l, cache, B: B, L: L, S: S) }
             for b in 0..<B { (xPre.p + b * T * C).update(from: x.p + (b * L + P) * C, count: T * C) }
             layerNormForward(xf.p, xPre.p, lnfw.value.p, lnfb.value.p, rows: R, cols: C, eps: c.eps, mean: mf.p, rstd: rf.p)
+            lap("forward: layer norms and copies")
             // The output projection (R × V × C), rows split across workers.
             if packedProducts {
                 let w = wteForLogits ?? PackedMatrix(k: C, n: c.vocab)
@@ -244,6 +250,7 @@ public final class ReportDecoder: @unchecked Sendable {
                     BLAS.sgemm(LG.p + r.lowerBound * Vv, X.p + r.lowerBound * C, W.p, transB: true, m: r.count, n: Vv, k: C)
                 }
             }
+            lap("forward: logits product")
             if returnLogits { out = Array(UnsafeBufferPointer(start: logits.p, count: R * c.vocab)) }
         }
         return out
@@ -256,24 +263,34 @@ public final class ReportDecoder: @unchecked Sendable {
         let c = config, C = c.dim, R = B * T, RS = B * S, H = c.heads, D = C / H
         k.xIn.p.update(from: x.p, count: R * C)
         parallelLayerNorm(k.h1.p, k.xIn.p, l.ln1w, l.ln1b, rows: R, cols: C, eps: c.eps, mean: k.m1.p, rstd: k.r1.p)
+        lap("forward: layer norms and copies")
         l.attn.forward(k.qkv.p, k.h1.p, rows: R, lora: nil)
+        lap("forward: attn.c_attn")
         maskedAttentionForward(
             out: k.att.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C, v: k.qkv.p + 2 * C, ldv: 3 * C,
             probabilities: k.probs.p, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: blockKeyLengths)
+        lap("forward: self-attention")
         // Residual adds fused into the products' stores: xA = xIn + (att · Wᵀ + b).
         k.xA.p.update(from: k.xIn.p, count: R * C)
         l.attnProj.product(tC.p, k.att.p, rows: R, finish: residual(l.attnProj, k.xA.p))
+        lap("forward: attn.c_proj")
         if let x = l.cross {
             parallelLayerNorm(k.hx.p, k.xA.p, x.lnw, x.lnb, rows: R, cols: C, eps: c.eps, mean: k.mx.p, rstd: k.rx.p)
+            lap("forward: layer norms and copies")
             x.q.forward(k.qx.p, k.hx.p, rows: R, lora: nil)
+            lap("forward: crossattention.q_attn")
             x.kv.forward(k.kvx.p, enc.p, rows: RS, lora: nil)
+            lap("forward: crossattention.c_attn (visual keys, values)")
             maskedAttentionForward(
                 out: k.attx.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                 probabilities: k.probsX.p, batch: B, queries: T, keys: S, heads: H, headDim: D, causal: false)
+            lap("forward: cross-attention")
             k.xB.p.update(from: k.xA.p, count: R * C)
             x.proj.product(tC.p, k.attx.p, rows: R, finish: residual(x.proj, k.xB.p))
+            lap("forward: crossattention.c_proj")
         }
         parallelLayerNorm(k.h2.p, k.xB.p, l.ln2w, l.ln2b, rows: R, cols: C, eps: c.eps, mean: k.m2.p, rstd: k.r2.p)
+        lap("forward: layer norms and copies")
         // u = h2 · Wᵀ + b, and a = GELU(u) on each finished block while it is in cache.
         let (U, A, M) = (SendablePointer(k.u.p), SendablePointer(k.a.p), 4 * C)
         l.fc.product(k.u.p, k.h2.p, rows: R, finish: l.fc.bias.map { .bias($0.value.p) } ?? .none) { rows, cols in
@@ -283,8 +300,10 @@ public final class ReportDecoder: @unchecked Sendable {
                 geluTanhForward(A.p + o, count: cols.count)
             }
         }
+        lap("forward: mlp.c_fc + GELU")
         x.p.update(from: k.xB.p, count: R * C)
         l.fcProj.product(tC.p, k.a.p, rows: R, finish: residual(l.fcProj, x.p))
+        lap("forward: mlp.c_proj")
     }
 
     /// residual += (A · Wᵀ + b) for a product of `l` whose rows are the decoder width apart.
@@ -355,6 +374,7 @@ public final class ReportDecoder: @unchecked Sendable {
                 }
             }
         }
+        lap("LM loss")
         backwardFromLogits()
         return (partial.reduce(0, +) / Double(n), n)
     }
@@ -380,17 +400,20 @@ public final class ReportDecoder: @unchecked Sendable {
                 wteForGradient = w
                 w.fill(wte.value.p)
                 packedProduct(tC.p, dl.p, w, rows: Rt)
+                lap("backward: logits products (wte gradient, input gradient)")
             } else if let g = wte.grad {
                 // dW (V, C) += dlogitsᵀ xf, split over vocabulary rows.
                 let G = SendablePointer(g.p)
                 Parallel.ranges(Vv, minChunk: 64) { r in
                     BLAS.sgemm(G.p + r.lowerBound * C, DL.p + r.lowerBound, transA: true, XF.p, m: r.count, n: C, k: Rt, beta: 1, lda: Vv)
                 }
+                lap("backward: logits product, wte gradient")
             }
             if !packedProducts {
                 Parallel.ranges(Rt, minChunk: 16) { r in
                     BLAS.sgemm(TC.p + r.lowerBound * C, DL.p + r.lowerBound * Vv, WT.p, m: r.count, n: C, k: Vv)
                 }
+                lap("backward: logits product, input gradient")
             }
             let dx = x
             if P == 0 {
@@ -408,30 +431,45 @@ public final class ReportDecoder: @unchecked Sendable {
                 }
             }
             dEnc.zero()
+            lap("backward: layer norms and copies")
             for (l, k) in zip(layers, caches).reversed() {
                 // x = xB + fcProj(gelu(fc(LN2 xB)))
                 l.fcProj.backward(dinp: t4C.p, accumulate: false, dout: dx.p, inp: k.a.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                lap("backward: mlp.c_proj")
                 let (G, U, M) = (t4C.p, k.u.p, 4 * C)
                 parallelRows(R) { r in geluTanhBackward(G + r.lowerBound * M, preActivation: U + r.lowerBound * M, count: r.count * M) }
+                lap("backward: GELU")
                 l.fc.backward(dinp: tC.p, accumulate: false, dout: t4C.p, inp: k.h2.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                lap("backward: mlp.c_fc")
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xB.p, l.ln2w, l.ln2b, mean: k.m2.p, rstd: k.r2.p, rows: R, cols: C)
+                lap("backward: layer norms and copies")
                 if let x = l.cross {
                     // xB = xA + proj(attn(q(LNx xA), kv(enc)))
                     x.proj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.attx.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                    lap("backward: crossattention.c_proj")
                     maskedAttentionBackward(
                         dq: tC2.p, dk: tKV.p, dv: tKV.p + C, dout: tC.p, ldo: C, q: k.qx.p, ldq: C, k: k.kvx.p, ldk: 2 * C, v: k.kvx.p + C, ldv: 2 * C,
                         probabilities: k.probsX.p, scratch: scratch.p, batch: B, queries: T, keys: S, heads: H, headDim: D)
+                    lap("backward: cross-attention")
                     x.kv.backward(dinp: dEnc.p, accumulate: true, dout: tKV.p, inp: enc.p, rows: RS, lora: nil, scratch: scratch.p, packScratch: ps)
+                    lap("backward: crossattention.c_attn (visual keys, values)")
                     x.q.backward(dinp: tC.p, accumulate: false, dout: tC2.p, inp: k.hx.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                    lap("backward: crossattention.q_attn")
                     parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xA.p, x.lnw, x.lnb, mean: k.mx.p, rstd: k.rx.p, rows: R, cols: C)
+                    lap("backward: layer norms and copies")
                 }
                 // xA = xIn + attnProj(selfattn(attn(LN1 xIn)))
                 l.attnProj.backward(dinp: tC.p, accumulate: false, dout: dx.p, inp: k.att.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                lap("backward: attn.c_proj")
                 maskedAttentionBackward(
                     dq: t3C.p, dk: t3C.p + C, dv: t3C.p + 2 * C, dout: tC.p, ldo: C, q: k.qkv.p, ldq: 3 * C, k: k.qkv.p + C, ldk: 3 * C,
-                    v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D)
+                    v: k.qkv.p + 2 * C, ldv: 3 * C, probabilities: k.probs.p, scratch: scratch.p, batch: B, queries: T, keys: T, heads: H, headDim: D,
+                    causal: true)
+                lap("backward: self-attention")
                 l.attn.backward(dinp: tC.p, accumulate: false, dout: t3C.p, inp: k.h1.p, rows: R, lora: nil, scratch: scratch.p, packScratch: ps)
+                lap("backward: attn.c_attn")
                 parallelLayerNormBackward(dx: dx.p, accumulate: true, dy: tC.p, x: k.xIn.p, l.ln1w, l.ln1b, mean: k.m1.p, rstd: k.r1.p, rows: R, cols: C)
+                lap("backward: layer norms and copies")
             }
             // Embeddings and the visual projection.
             for r in 0..<R {
@@ -444,8 +482,10 @@ public final class ReportDecoder: @unchecked Sendable {
                     for j in 0..<C { g.p[id * C + j] += dx.p[r * C + j] }
                 }
             }
+            lap("backward: embeddings")
             visual.backward(
                 dinp: needsVisualGradient ? dVis.p : nil, accumulate: false, dout: dEnc.p, inp: vis.p, rows: RS, lora: nil, scratch: scratch.p, packScratch: ps)
+            lap("backward: visual projection")
         }
     }
 

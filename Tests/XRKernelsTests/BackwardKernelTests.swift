@@ -219,6 +219,64 @@ final class BackwardKernelTests: XCTestCase {
             assertGrad(dx, numeric(x, w, f), "masked attention dq, dk, dv \(what)")
         }
     }
+
+    /// Causal attention in blocks of queries (each block's products over the keys its last query
+    /// sees) against the plain formula and finite differences, with blocks that split the
+    /// sequence unevenly, one query per block, and padded keys (a sequence with none valid).
+    func testCausalAttentionInBlocks() {
+        for (B, T, H, D, block, lengths) in [(2, 11, 2, 4, 3, [11, 11]), (2, 10, 1, 5, 4, [10, 6]), (3, 8, 1, 4, 1, [8, 3, 0])] {
+            let C = H * D, ld = 3 * C, what = "B=\(B) T=\(T) H=\(H) D=\(D) block=\(block) lengths=\(lengths)"
+            let x = rand(B * T * ld), w = rand(B * T * C)
+            var scratch = [Float](repeating: 0, count: max(1, Parallel.workers) * T * T)
+            func forward(_ x: [Float], _ p: inout [Float]) -> [Float] {
+                var out = [Float](repeating: .nan, count: B * T * C)
+                withSingleThreadedBLAS {
+                    x.withUnsafeBufferPointer { xb in
+                        let b = xb.baseAddress!
+                        maskedAttentionForward(
+                            out: &out, ldo: C, q: b, ldq: ld, k: b + C, ldk: ld, v: b + 2 * C, ldv: ld, probabilities: &p,
+                            batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, keyLengths: lengths, causalBlock: block)
+                    }
+                }
+                return out
+            }
+            func f(_ x: [Float]) -> [Float] { var p = [Float](repeating: .nan, count: B * H * T * T); return forward(x, &p) }
+            var p = [Float](repeating: .nan, count: B * H * T * T)
+            let out = forward(x, &p)
+            var ref = [Float](repeating: 0, count: B * T * C)
+            for b in 0..<B {
+                for h in 0..<H {
+                    for i in 0..<T {
+                        let limit = min(lengths[b], i + 1)
+                        let s = (0..<limit).map { j in
+                            (0..<D).reduce(0.0) { $0 + Double(x[(b * T + i) * ld + h * D + $1]) * Double(x[(b * T + j) * ld + C + h * D + $1]) }
+                                / Double(D).squareRoot()
+                        }
+                        let m = s.max() ?? 0, e = s.map { exp($0 - m) }, z = e.reduce(0, +)
+                        for d in 0..<D {
+                            ref[(b * T + i) * C + h * D + d] = Float(
+                                (0..<limit).reduce(0.0) { $0 + e[$1] / z * Double(x[(b * T + $1) * ld + 2 * C + h * D + d]) })
+                        }
+                        for j in limit..<T { XCTAssertEqual(p[((b * H + h) * T + i) * T + j], 0, "masked probability \(what)") }
+                    }
+                }
+            }
+            assertClose(out, ref, rel: 1e-5, "causal attention forward \(what)")
+            var dx = [Float](repeating: .nan, count: x.count)
+            withSingleThreadedBLAS {
+                x.withUnsafeBufferPointer { xb in
+                    dx.withUnsafeMutableBufferPointer { db in
+                        let b = xb.baseAddress!, d = db.baseAddress!
+                        maskedAttentionBackward(
+                            dq: d, dk: d + C, dv: d + 2 * C, dout: w, ldo: C, q: b, ldq: ld, k: b + C, ldk: ld, v: b + 2 * C, ldv: ld,
+                            probabilities: p, scratch: &scratch, batch: B, queries: T, keys: T, heads: H, headDim: D, causal: true, causalBlock: block)
+                    }
+                }
+            }
+            XCTAssertFalse(dx.contains { $0.isNaN }, "every gradient value written \(what)")
+            assertGrad(dx, numeric(x, w, f), "causal attention dq, dk, dv \(what)")
+        }
+    }
 }
 
 /// RoPE and SwiGLU against plain formulas, and their backwards by the rotation's inverse and by

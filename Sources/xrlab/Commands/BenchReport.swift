@@ -31,6 +31,8 @@ struct BenchReport: RenamedCommand {
         help: "Interleaved turns (bench/report_peers.py): answer `run SECONDS` (training steps) and `decode SECONDS` (greedy decoding) lines on standard input."
     )
     var serve = false
+    @Flag(name: .long, help: "Time each phase of the training step (forward per product, attention, LM loss, backward per product, AdamW) and print a table instead.")
+    var phases = false
     func run() throws {
         try runReportingErrors {
             threadsOption.apply()
@@ -47,12 +49,19 @@ struct BenchReport: RenamedCommand {
             let ids = (0..<(batch * tokens)).map { _ in rng.nextInt(below: vocab) }
             let opt = AdamW(weightDecay: 0.01)
             func step() throws {
+                m.phases?.start()
                 m.zeroGrad()
+                m.phases?.lap("zero gradients")
                 try m.forward(visual: vis, visualTokens: visual, ids: ids, batch: batch, returnLogits: false)
                 _ = m.lossAndBackward(labels: ids)
                 opt.update(m.parameters, lr: 1e-5)
+                m.phases?.lap("AdamW")
             }
             try step()
+            if phases {
+                try printPhases(m, step: step)
+                return
+            }
             var o = GenerationOptions()
             o.maxNewTokens = decode
             let v1 = Array(vis[0..<(visual * visualDim)])
@@ -87,6 +96,26 @@ struct BenchReport: RenamedCommand {
             ]
             if let tps { result["decode_tokens_per_s"] = tps }
             try printJSONLine(result)
+        }
+    }
+
+    /// Training steps for `seconds` (at least two) with every phase timed; prints a Markdown table
+    /// of milliseconds per step and share of the step per phase, slowest first.
+    private func printPhases(_ m: ReportDecoder, step: () throws -> Void) throws {
+        let p = StepPhases()
+        m.phases = p
+        defer { m.phases = nil }
+        var k = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds || k < 2 { try step(); k += 1 }
+        let wall = Date().timeIntervalSince(start) / Double(k), total = p.total / Double(k)
+        print("training step: \(k) steps, \(String(format: "%.1f", wall * 1000)) ms per step (\(String(format: "%.1f", total * 1000)) ms in the phases), \(Parallel.workers) threads, OpenBLAS \(BLASCore.name), products \(products.rawValue)")
+        print("")
+        print("| phase | ms per step | share |")
+        print("|---|---:|---:|")
+        for name in p.names.sorted(by: { p.seconds[$0, default: 0] > p.seconds[$1, default: 0] }) {
+            let t = p.seconds[name, default: 0] / Double(k)
+            print("| \(name) | \(String(format: "%.1f", t * 1000)) | \(String(format: "%.1f%%", 100 * t / max(total, 1e-12))) |")
         }
     }
 }

@@ -1,11 +1,12 @@
 // The int8 kernels of Sources/CXRCPU/int8gemm.c alone, on one core. First a correctness check:
 // every path's int32 results against a plain int64 C reference on random and adversarial inputs
-// (activations all at the top code / all 0, weights all -128 / -127 / 127, K not a multiple of 4,
-// 1...17 and 96 rows, odd panel counts and panel ranges not starting at 0, padded lda / ldc with
+// (activations all at the top code — 127 for u7, 255 for u8 and i16 — / all 0, weights all -128 /
+// -127 / 127, K not a multiple of 4 and long K up to 65,536, 1...17 and 96 rows, odd panel counts and panel ranges not starting at 0, padded lda / ldc with
 // the columns outside the product checked untouched); any difference prints it and exits 1. Then
 // the speed: a block of 96 activation rows times 48 weight panels (768 columns) over K = 768,
-// best of 60 runs, for each path: u7 on AVX2 (vpmaddubsw + vpmaddwd), u7 on AVX-512 VNNI
-// (vpdpbusd on ymm and on zmm; skipped on CPUs without it), xr_int8_gemm's own choice, and i16
+// best of 60 runs, for each path: u7 on AVX2 (vpmaddubsw + vpmaddwd), u7 and u8 (codes up to 255)
+// on AVX-512 VNNI (vpdpbusd on ymm and on zmm; skipped on CPUs without it, or when
+// XRLAB_INT8_PATH=avx2 is set), xr_int8_gemm's own choice, and i16
 // (vpmaddwd on int16). GOP/s counts 2 · rows · columns · K. The VNNI kernels carry their target
 // attributes in the source, so plain -O2 builds them:
 //
@@ -33,8 +34,9 @@ typedef struct {
     int top;  // largest activation code of the path
 } Path;
 
-static const Path paths[] = {{"u7 AVX2     ", XR_INT8_AVX2, 0, 127}, {"u7 VNNI ymm ", XR_INT8_VNNI256, 0, 127},
+static const Path paths[] = {{"u7 AVX2     ", XR_INT8_AVX2, 0, 127},    {"u7 VNNI ymm ", XR_INT8_VNNI256, 0, 127},
                              {"u7 VNNI zmm ", XR_INT8_VNNI512, 0, 127}, {"u7 default  ", -1, 0, 127},
+                             {"u8 VNNI ymm ", XR_INT8_VNNI256, 0, 255}, {"u8 VNNI zmm ", XR_INT8_VNNI512, 0, 255},
                              {"i16 AVX2    ", XR_INT8_AVX2, 1, 255}};
 enum { npaths = sizeof paths / sizeof paths[0] };
 
@@ -128,6 +130,17 @@ static int correctness(void) {
                     wrong += check(rows, k, panels, p0, panels, amode, wmode);
                     products++;
                 }
+    // Long K, up to the documented limit of 65,536: with all-255 activations and all -128 weights the
+    // sum is 65,536 · 255 · -128 = -2,139,095,040, just inside int32.
+    static const long longks[] = {3072, 65536};
+    static const long longrows[] = {1, 6, 7};
+    static const int longmodes[][2] = {{1, 1}, {1, 3}, {4, 4}, {0, 0}};
+    for (size_t ki = 0; ki < 2; ki++)
+        for (size_t ri = 0; ri < 3; ri++)
+            for (size_t mi = 0; mi < 4; mi++) {
+                wrong += check(longrows[ri], longks[ki], 1, 0, 1, longmodes[mi][0], longmodes[mi][1]);
+                products++;
+            }
     if (wrong) {
         fprintf(stderr, "FAILED: %ld wrong values in %ld products x %d paths\n", wrong, products, npaths);
         return 1;

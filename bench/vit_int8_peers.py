@@ -15,7 +15,9 @@ once per workload, then take turns of `--turn-seconds`, the order rotating each 
 Accuracy, measured the same way for every tool in separate processes (so it does not enter the
 peak RSS): each int8 model against its own fp32 model on the same 8 random-normal images at the
 workload's size, per image cosine similarity of the returned features (xrlab: `xrlab bench
-encoder --check-against-fp32`); the table gives the worst image and the mean.
+encoder --check-against-fp32`, which also names the int8 kernel chosen at run time: 8-bit activations
+on AVX-512 VNNI, 7-bit on the AVX2 fallback, `XRLAB_INT8_PATH=avx2` forcing it); the table gives
+the worst image and the mean.
 
 Usage (from the repository root, after `swift build -c release --product xrlab`):
     python3 bench/vit_int8_peers.py [--turns 10] [--turn-seconds 1] [--only vitBase16]
@@ -106,7 +108,7 @@ def measure_accuracy(tool, preset, size, env):
         out = subprocess.run([XRLAB, "bench", "encoder", "--preset", preset, "--batch", "8", "--size", str(size), "--threads", "2",
                               "--precision", "int8", "--class-token-only", "--check-against-fp32"], env=env, capture_output=True, text=True, check=True)
         j = json.loads(out.stdout.strip().splitlines()[-1])
-        return {"min": j["pooled_cosine_min"], "mean": j["pooled_cosine_mean"]}
+        return {"min": j["pooled_cosine_min"], "mean": j["pooled_cosine_mean"], "kernel": j.get("kernel", "?")}
     out = subprocess.run([sys.executable, __file__, "--accuracy", tool, preset, str(size)], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -161,6 +163,8 @@ def main():
     print()
     print(f"{args.turns} interleaved turns of {args.turn_seconds:g} s per tool, 2 threads, class-token features; "
           "accuracy: cosine to the tool's own fp32 model, worst / mean of 8 random-normal images.")
+    kernels = sorted({acc["xrlab_int8"].get("kernel", "?") for *_, acc in rows})
+    print(f"xrlab int8 linear layers on: {', '.join(kernels)}")
     print()
     print("| model | batch | xrlab int8 img/s | xrlab fp32 | ORT int8 | PyTorch int8 | int8 / faster int8 peer: all turns, per turn median (range) "
           "| int8 / xrlab fp32 | cosine worst / mean (xrlab, ORT, PyTorch) | peak RSS MB (xrlab int8 / fp32 / ORT / PyTorch) |")

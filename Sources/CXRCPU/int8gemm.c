@@ -9,6 +9,7 @@
 #include "xrcpu.h"
 #include <cpuid.h>
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XR_AVX2 __attribute__((target("avx2,fma")))
@@ -94,7 +95,8 @@ XR_AVX2 static void kernel_i16(long rows, long quads, const int16_t *a, long lda
 
 // The u7 product on AVX-512 VNNI: vpdpbusd multiplies four u8 × s8 pairs per 32-bit lane and
 // adds them (and the accumulator) in int32 directly, with no int16 step, so its sums equal the
-// AVX2 kernel's bit for bit (u7 codes never reach saturation in either). One 64-byte quad of a
+// AVX2 kernel's bit for bit for u7 codes (which never saturate either), and stays exact for codes up
+// to 255 (4 · 255 · 128 per instruction, far inside int32), which the AVX2 kernel is not. One 64-byte quad of a
 // panel is one zmm register, lane t = column t, so the panel layout is the AVX2 one; each row's
 // 16 columns are one accumulator, the activation quad a broadcast operand. 8 rows: 8 accumulators
 // + the weights, far below the 32 zmm registers, with the row pointers all in general registers.
@@ -165,7 +167,9 @@ int xr_int8_u7_path(void) {
     static int path = -1;  // detected once; a race only repeats the same answer
     int p = __atomic_load_n(&path, __ATOMIC_RELAXED);
     if (p < 0) {
-        p = has_avx512_vnni() ? XR_INT8_VNNI256 : XR_INT8_AVX2;
+        const char *force = getenv("XRLAB_INT8_PATH");
+        const int avx2 = force && strcmp(force, "avx2") == 0;
+        p = !avx2 && has_avx512_vnni() ? XR_INT8_VNNI256 : XR_INT8_AVX2;
         __atomic_store_n(&path, p, __ATOMIC_RELAXED);
     }
     return p;

@@ -18,6 +18,27 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
     /// Parses a user's spelling ("fp32" / "int8", any case), or nil.
     public init?(parsing text: String) { self.init(rawValue: text.lowercased()) }
 
+    /// What a feature computed at this precision depends on beyond the weights and the image, for
+    /// the feature cache's key: nothing for fp32; for int8 the activation code range of the kernel
+    /// chosen at run time ("int8-a255" with 8-bit activations on AVX-512 VNNI, "int8-a127" on the
+    /// AVX2 fallback), so features from the two never share an entry.
+    public var featureIdentity: String {
+        switch self {
+        case .fp32: return rawValue
+        case .int8: return "int8-a\(Int8Kernel.default.activationMax)"
+        }
+    }
+
+    /// What the linear layers run on at this precision on this CPU, for `bench` and `inspect`:
+    /// "packed fp32 kernel", or the default int8 kernel with its activation range
+    /// (`Int8Kernel.summary`, chosen at run time: 8-bit activations on AVX-512 VNNI, 7-bit on AVX2).
+    public var kernelSummary: String {
+        switch self {
+        case .fp32: return "packed fp32 kernel"
+        case .int8: return "int8 kernel \(Int8Kernel.summary)"
+        }
+    }
+
     /// The accepted spellings, for error messages: "fp32, int8".
     public static var spellings: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }

@@ -103,7 +103,11 @@ extension PreNormBlock {
         // MLP branch: x += ls2 ⊙ fc2(GELU(fc1(LN2(x))))
         parallelLayerNorm(h, x, norm2Weight.p, norm2Bias.p, rows: rows, cols: C, eps: eps)
         fc1.product(mlp, h, rows: rows, finish: .biasGELU(fc1Bias.p))
-        fc2.product(h, mlp, rows: rows, finish: .biasScaleResidual(bias: fc2Bias.p, scale: ls2?.p, residual: x, ld: C))
+        // The GELU output is heavy-tailed (a row's few large values set its step): at int8 fc2 takes
+        // all eight activation bits on every CPU (`Int8Kernel.eightBit`: `u8` on VNNI, the default
+        // there anyway; `i16` on the AVX2 fallback, where the other layers keep seven).
+        fc2.product(
+            h, mlp, rows: rows, finish: .biasScaleResidual(bias: fc2Bias.p, scale: ls2?.p, residual: x, ld: C), int8Kernel: .eightBit)
         if classToken { for b in 0..<B { (xFull + b * T * C).update(from: x + b * C, count: C) } }
     }
 }
@@ -187,9 +191,11 @@ public struct EVABlock: @unchecked Sendable {
         swiGLUForward(gated, u, rows: BT, hidden: M)
         if let w = mlpNormWeight, let b = mlpNormBias { parallelLayerNorm(gated, gated, w.p, b.p, rows: BT, cols: M, eps: eps) }
         // The gated features (products of two projections) are heavy-tailed: a row's few large values
-        // set its quantisation step, so at int8 fc2 takes all eight activation bits (`Int8Kernel.i16`);
-        // with seven (`u7`) EVA-X-S-shaped random encoders fell to cos(cls) ≈ 0.9975 against fp32.
-        fc2.product(h, gated, rows: BT, finish: .biasScaleResidual(bias: fc2Bias.p, scale: nil, residual: x, ld: C), int8Kernel: .i16)
+        // set its quantisation step, so at int8 fc2 takes all eight activation bits even on the AVX2
+        // fallback (`Int8Kernel.eightBit`: `u8` on VNNI, else `i16`); with seven (`u7`) EVA-X-S-shaped
+        // random encoders fell to cos(cls) ≈ 0.9975 against fp32.
+        fc2.product(
+            h, gated, rows: BT, finish: .biasScaleResidual(bias: fc2Bias.p, scale: nil, residual: x, ld: C), int8Kernel: .eightBit)
     }
 }
 

@@ -27,10 +27,11 @@ public struct FeatureCache: Sendable {
     }
 
     /// The key for one image under one encoder configuration run at `precision`: fp32 and int8
-    /// features of the same image never share an entry (fp32 keys are those written before
-    /// precision existed, so existing fp32 entries still hit).
+    /// features of the same image never share an entry, nor int8 features with 8-bit and 7-bit
+    /// activations (`Precision.featureIdentity`, which follows the CPU's kernel); fp32 keys are
+    /// those written before precision existed, so existing fp32 entries still hit.
     public static func key(configFingerprint: String, imageHash: String, precision: Precision = .fp32) -> String {
-        let p = precision == .fp32 ? "" : "|precision=\(precision.rawValue)"
+        let p = precision == .fp32 ? "" : "|precision=\(precision.featureIdentity)"
         return SHA256.hex(Data("xrlab-features/v\(formatVersion)|\(configFingerprint)\(p)|\(imageHash)".utf8))
     }
 

@@ -38,7 +38,7 @@ final class Int8GEMMTests: XCTestCase {
     /// of the 6-row strip, columns not a multiple of 16, depths not a multiple of 4.
     func testIntegerProductEqualsInt64ReferenceOnRandomCodes() {
         var rng = XRRandom(seed: 25)
-        for kernel in Int8Kernel.allCases {
+        for kernel in Int8Kernel.available {
             for (m, k, n) in [(1, 1, 1), (1, 5, 3), (5, 3, 15), (6, 17, 16), (7, 64, 17), (13, 1030, 40), (3, 4099, 33)] {
                 let a = (0..<(m * k)).map { _ in UInt8(rng.next() % UInt64(kernel.activationMax + 1)) }
                 let w = (0..<(n * k)).map { _ in Int8(truncatingIfNeeded: rng.next()) }
@@ -51,7 +51,7 @@ final class Int8GEMMTests: XCTestCase {
     /// all 127 weights and alternating signs (the sums vpmaddubsw would saturate with 8-bit
     /// activations: 2 · 255 · 128 > 32,767), over a depth whose int32 sums reach 10⁸.
     func testIntegerProductAtSaturationEdges() {
-        for kernel in Int8Kernel.allCases {
+        for kernel in Int8Kernel.available {
             let top = UInt8(kernel.activationMax)
             for (m, k, n) in [(1, 4099, 17), (7, 771, 33)] {
                 let full = [UInt8](repeating: top, count: m * k)
@@ -66,6 +66,48 @@ final class Int8GEMMTests: XCTestCase {
                 checkInteger([UInt8](repeating: 0, count: m * k), signs, m: m, k: k, n: n, kernel: kernel, "zero activations")
             }
         }
+    }
+
+    /// The 8-bit VNNI kernel (`u8`: codes 0...255 on vpdpbusd, no int16 step) against the Int64
+    /// sums where the AVX2 kernel would saturate: all-255 activations × all −128 weights, up to the
+    /// longest depth `Int8PackedMatrix` takes (65,536 · 255 · −128 = −2,139,095,040, just inside
+    /// int32), ragged shapes, and the same codes on `i16` (the other exact 8-bit kernel).
+    func testEightBitVNNIKernelEqualsInt64Reference() throws {
+        guard Int8Kernel.u8.isAvailable else {
+            throw XCTSkip("this CPU runs no AVX-512 VNNI + VL (or XRLAB_INT8_PATH=avx2 is set): the u8 kernel is not used here")
+        }
+        XCTAssertEqual(Int8Kernel.default, .u8, "with VNNI the default kernel takes 8-bit activations")
+        XCTAssertEqual(Int8Kernel.eightBit, .u8)
+        for (m, k, n) in [(1, 65536, 16), (7, 3072, 17), (13, 771, 40)] {
+            let full = [UInt8](repeating: 255, count: m * k)
+            checkInteger(full, [Int8](repeating: -128, count: n * k), m: m, k: k, n: n, kernel: .u8, "all 255 × -128")
+            checkInteger(full, [Int8](repeating: 127, count: n * k), m: m, k: k, n: n, kernel: .u8, "all 255 × 127")
+        }
+        var rng = XRRandom(seed: 28)
+        for (m, k, n) in [(1, 5, 3), (6, 17, 16), (7, 64, 17), (13, 1030, 40)] {
+            let a = (0..<(m * k)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let w = (0..<(n * k)).map { _ in Int8(truncatingIfNeeded: rng.next()) }
+            checkInteger(a, w, m: m, k: k, n: n, kernel: .u8, "random 8-bit")
+            checkInteger(a, w, m: m, k: k, n: n, kernel: .i16, "random 8-bit")
+        }
+        // Quantised end to end: the same 8-bit codes on u8 and i16 give the same floats.
+        let (m, k, n) = (20, 300, 48)
+        let x = inputs(m: m, k: k, &rng), w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 }
+        let packed = Int8PackedMatrix(transposing: w, rows: n, cols: k)
+        var y8 = [Float](repeating: .nan, count: m * n), y16 = y8
+        int8Product(&y8, x, packed, rows: m, kernel: .u8)
+        int8Product(&y16, x, packed, rows: m, kernel: .i16)
+        XCTAssertEqual(y8, y16, "u8 and i16 quantise to the same 8-bit codes and sum them exactly")
+    }
+
+    /// The AVX2 fallback (no VNNI, or `XRLAB_INT8_PATH=avx2`): the default kernel keeps 7-bit
+    /// activations, the 8-bit layers run on `i16`, and `u8` is not offered.
+    func testDefaultKernelFollowsThePathChosenAtRunTime() {
+        XCTAssertEqual(Int8Kernel.default, Int8Kernel.hasVNNI ? .u8 : .u7)
+        XCTAssertEqual(Int8Kernel.default.activationMax, Int8Kernel.hasVNNI ? 255 : 127)
+        XCTAssertEqual(Int8Kernel.eightBit, Int8Kernel.hasVNNI ? .u8 : .i16)
+        XCTAssertEqual(Int8Kernel.available.contains(.u8), Int8Kernel.hasVNNI)
+        XCTAssertTrue(Int8Kernel.summary.hasPrefix(Int8Kernel.default.rawValue), Int8Kernel.summary)
     }
 
     /// A row quantised as `xr_quantize_rows` does (same float operations): codes, scale, zero point.
@@ -94,7 +136,7 @@ final class Int8GEMMTests: XCTestCase {
     /// same numbers up to rounding). Both kernels, both splits, one and two workers.
     func testDequantisedProductWithinQuantisationBound() {
         var rng = XRRandom(seed: 26)
-        for kernel in Int8Kernel.allCases {
+        for kernel in Int8Kernel.available {
             for (m, k, n) in [(1, 7, 5), (7, 64, 17), (13, 771, 40), (300, 97, 33)] {
                 let x = inputs(m: m, k: k, &rng)
                 var w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.05 }
@@ -145,7 +187,7 @@ final class Int8GEMMTests: XCTestCase {
     /// residual's padding columns untouched.
     func testEpiloguesMatchFP32EpiloguesOnDequantisedValues() {
         var rng = XRRandom(seed: 27)
-        for kernel in Int8Kernel.allCases {
+        for kernel in Int8Kernel.available {
             for (m, k, n) in [(1, 33, 20), (7, 130, 48), (300, 64, 37)] {
                 let x = inputs(m: m, k: k, &rng)
                 let w = (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 }

@@ -4,6 +4,7 @@ import XRPipeline
 import XRModels
 import XRData
 import XRTensor
+import XRKernels
 import TestSupport
 
 /// Precision through the embedding pipeline: the cache keeps fp32 and int8 features apart, the
@@ -23,6 +24,22 @@ final class PrecisionTests: XCTestCase {
 
     func encoder(_ precision: Precision) throws -> Encoder {
         try Encoder.load(model: model, heads: 3, explicit: pre, precision: precision)
+    }
+
+    /// int8 features depend on the activation bits of the kernel chosen at run time (8 on AVX-512
+    /// VNNI, 7 on the AVX2 fallback): their cache keys differ, so features from one path are never
+    /// served for the other.
+    func testInt8CacheKeyFollowsTheActivationBits() {
+        let saved = Int8Kernel.default
+        defer { Int8Kernel.default = saved }
+        Int8Kernel.default = .u7
+        XCTAssertEqual(Precision.int8.featureIdentity, "int8-a127")
+        let seven = FeatureCache.key(configFingerprint: "f", imageHash: "h", precision: .int8)
+        Int8Kernel.default = .i16
+        XCTAssertEqual(Precision.int8.featureIdentity, "int8-a255")
+        let eight = FeatureCache.key(configFingerprint: "f", imageHash: "h", precision: .int8)
+        XCTAssertNotEqual(seven, eight)
+        XCTAssertEqual(Precision.fp32.featureIdentity, "fp32")
     }
 
     func testCacheKeepsPrecisionsApart() throws {

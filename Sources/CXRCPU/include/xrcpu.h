@@ -24,8 +24,9 @@ long xr_claim(long *counter);
 
 // int8 products (int8gemm.c, AVX2 / AVX-512 VNNI). C[rows, 16 * (p1 - p0)] (int32, rows ldc apart; column 0 =
 // panel p0's first) = A (rows, 4 * quads codes, rows lda elements apart) · panels p0..<p1 of b
-// (s8, 64 bytes per k-quad per panel, 32-byte aligned). wide = 0: A holds u8 codes 0...127
-// (vpmaddubsw + vpmaddwd, or vpdpbusd); wide = 1: A holds int16 codes (vpmaddwd on int16).
+// (s8, 64 bytes per k-quad per panel, 32-byte aligned). wide = 0: A holds u8 codes, 0...127 on the
+// AVX2 path (vpmaddubsw + vpmaddwd), 0...255 on the VNNI paths (vpdpbusd, no int16 step); wide = 1:
+// A holds int16 codes (vpmaddwd on int16).
 #include <stdint.h>
 void xr_int8_gemm(int wide, long rows, long quads, const void *a, long lda, const int8_t *b, long p0, long p1,
                   int32_t *c, long ldc);
@@ -33,7 +34,8 @@ void xr_int8_gemm(int wide, long rows, long quads, const void *a, long lda, cons
 // The kernel paths for u8 codes (wide = 0), all with the same panel layout and bit-identical
 // int32 results: AVX2 (vpmaddubsw + vpmaddwd), AVX-512 VNNI (vpdpbusd) on ymm or zmm.
 // xr_int8_gemm uses xr_int8_u7_path(): VNNI ymm where the CPU has AVX-512 VNNI + VL (checked
-// once), else AVX2; wide = 1 is AVX2 on every CPU. xr_int8_gemm_on runs the given path (which the
+// once; the environment variable XRLAB_INT8_PATH=avx2 forces AVX2, to run the fallback on such a
+// CPU), else AVX2; wide = 1 is AVX2 on every CPU. xr_int8_gemm_on runs the given path (which the
 // CPU must support).
 enum { XR_INT8_AVX2 = 0, XR_INT8_VNNI256 = 1, XR_INT8_VNNI512 = 2 };
 int xr_int8_u7_path(void);

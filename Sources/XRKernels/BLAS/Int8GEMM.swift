@@ -1,5 +1,5 @@
 // int8 linear layers: out = inp · Wᵀ with W quantised once per output channel and inp per row on
-// the fly, products in int32 on AVX2 (CXRCPU `int8gemm.c`), dequantised on the way out.
+// the fly, products in int32 on AVX2 or AVX-512 VNNI (CXRCPU `int8gemm.c`), dequantised on the way out.
 // M rows (tokens), K inner (in features), N columns (out features).
 //
 // Quantisation (symmetric weights, asymmetric activations — the scheme of ONNX Runtime's
@@ -11,26 +11,56 @@
 // per output instead of a pass over the inputs. `Reference`-style int64 sums are the tests' truth.
 import CXRCPU
 
-/// The integer instruction sequence an int8 product runs on.
+/// The integer instruction sequence an int8 product runs on, which sets the activations' code range.
 public enum Int8Kernel: String, Sendable, CaseIterable {
     /// vpmaddubsw (u8 × s8, pairs summed into int16) then vpmaddwd by ones: 32 multiply-adds in
     /// three instructions. Activations are quantised to 7 bits (qmax 127) so no int16 pair sum
-    /// can saturate (2 · 127 · 128 < 32,768). On CPUs with AVX-512 VNNI + VL (checked once at run
-    /// time by the C kernel) the same codes run on vpdpbusd (32 multiply-adds in one instruction,
-    /// int32 results identical to the three-instruction sequence).
+    /// can saturate (2 · 127 · 128 < 32,768). On CPUs with AVX-512 VNNI + VL the same codes run
+    /// on vpdpbusd (int32 results identical to the three-instruction sequence).
     case u7
+    /// vpdpbusd (AVX-512 VNNI on ymm): four u8 × s8 products added straight into int32, no int16
+    /// step, so all 8 activation bits (qmax 255) are exact. Runs only where the C kernel found
+    /// AVX-512 VNNI + VL at run time (`isAvailable`).
+    case u8
     /// Codes widened to int16 and multiplied with vpmaddwd (int32 pair sums, exact for any 8-bit
     /// codes): 32 multiply-adds in four instructions plus the weights' widening. Activations use
-    /// all 8 bits (qmax 255).
+    /// all 8 bits (qmax 255). Runs on every AVX2 CPU.
     case i16
 
-    /// The largest activation code: 127 for `u7`, 255 for `i16`.
+    /// The largest activation code: 127 for `u7`, 255 for `u8` and `i16`.
     public var activationMax: Int { self == .u7 ? 127 : 255 }
 
-    /// The kernel `int8Product` uses unless told otherwise: `u7`, the faster one (~1.4× `i16` at
-    /// the ViT-B shapes, both at their instruction-throughput limit; `xrlab bench gemm --precision
-    /// int8` times both, docs/benchmarks.md "int8 products"). `i16` keeps the eighth activation bit.
-    nonisolated(unsafe) public static var `default`: Int8Kernel = .u7
+    /// Whether this CPU runs the kernel: `u8` needs the VNNI path of `xr_int8_u7_path()` (found
+    /// once with cpuid; `XRLAB_INT8_PATH=avx2` in the environment forces the AVX2 path), the
+    /// others need AVX2 only.
+    public var isAvailable: Bool { self != .u8 || Int8Kernel.hasVNNI }
+
+    /// True when the u8 products run on vpdpbusd (AVX-512 VNNI + VL found and not overridden).
+    public static var hasVNNI: Bool { xr_int8_u7_path() != Int32(XR_INT8_AVX2) }
+
+    /// The fastest kernel with 8-bit activations on this CPU: `u8` on VNNI, else `i16`.
+    public static var eightBit: Int8Kernel { hasVNNI ? .u8 : .i16 }
+
+    /// The kernel `int8Product` uses unless told otherwise: `u8` where VNNI runs (the fastest
+    /// kernel here, and 8-bit activations), else `u7` (~1.3× `i16` on AVX2, both at their
+    /// instruction-throughput limit; `xrlab bench gemm --precision int8` times them,
+    /// docs/benchmarks.md "int8 products"). The activations' qmax follows from it.
+    nonisolated(unsafe) public static var `default`: Int8Kernel = hasVNNI ? .u8 : .u7
+
+    /// The kernels this CPU runs, in `allCases` order.
+    public static var available: [Int8Kernel] { allCases.filter(\.isAvailable) }
+
+    /// One line for `bench` / `inspect`: the default kernel, its instructions and activation range.
+    public static var summary: String {
+        let k = Int8Kernel.default
+        let how: String
+        switch k {
+        case .u7: how = hasVNNI ? "vpdpbusd, AVX-512 VNNI" : "vpmaddubsw + vpmaddwd, AVX2"
+        case .u8: how = "vpdpbusd, AVX-512 VNNI"
+        case .i16: how = "vpmaddwd on int16, AVX2"
+        }
+        return "\(k.rawValue) (\(how); activation codes 0...\(k.activationMax))"
+    }
 }
 
 /// A linear layer's weight W (n, k) quantised per output channel to symmetric int8 and laid out
@@ -128,6 +158,7 @@ private struct QuantisedRows {
 
     /// Rows `r` of C's columns of panels `p` (int32, `ldc` apart) from rows `r` of the codes.
     func multiply(_ b: Int8PackedMatrix, rows r: Range<Int>, panels p: Range<Int>, into c: UnsafeMutablePointer<Int32>, ldc: Int) {
+        precondition(kernel.isAvailable, "int8 kernel \(kernel.rawValue) needs AVX-512 VNNI + VL, which this CPU lacks")
         let width = kernel == .i16 ? 2 : 1
         xr_int8_gemm(
             kernel == .i16 ? 1 : 0, r.count, b.quads, codes + r.lowerBound * stride * width, stride, b.data, p.lowerBound, p.upperBound,
@@ -136,8 +167,8 @@ private struct QuantisedRows {
 }
 
 /// C (rows, b.n; int32, rows `ldc` apart, default b.n) = A · B exactly, for activation codes A
-/// (rows, b.k; rows `lda` apart, default b.k) and B's int8 codes, on `kernel` (for `.u7` every
-/// code must be ≤ 127). The integer core of `int8Product`, on the calling thread.
+/// (rows, b.k; rows `lda` apart, default b.k) and B's int8 codes, on `kernel` (every code at most
+/// `kernel.activationMax`; the kernel must be `isAvailable`). The integer core of `int8Product`, on the calling thread.
 public func int8IntegerProduct(
     _ c: UnsafeMutablePointer<Int32>, _ a: UnsafePointer<UInt8>, _ b: Int8PackedMatrix, rows: Int,
     lda: Int? = nil, ldc: Int? = nil, kernel: Int8Kernel = .default

@@ -89,7 +89,7 @@ struct Bench: ParsableCommand {
                 }
                 let pooled = cosines(got.pooled, want.pooled), cls = cosines(got.cls, want.cls)
                 try printJSONLine([
-                    "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "precision": precision.rawValue,
+                    "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "precision": precision.rawValue, "kernel": precision.kernelSummary,
                     "pooled_cosine_min": pooled.min() ?? .nan, "pooled_cosine_mean": pooled.reduce(0, +) / Double(batch),
                     "cls_cosine_min": cls.min() ?? .nan, "cls_cosine_mean": cls.reduce(0, +) / Double(batch)
                 ])
@@ -110,7 +110,7 @@ struct Bench: ParsableCommand {
                     commands: ["ceiling": { ["sgemm_gflops": ceiling($0 ?? 4.5)] }])
                 try printJSONLine([
                     "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
-                    "seconds": seconds, "class_token_only": classTokenOnly, "precision": precision.rawValue, "peak_rss_mb": peakRSSMegabytes(),
+                    "seconds": seconds, "class_token_only": classTokenOnly, "precision": precision.rawValue, "kernel": precision.kernelSummary, "peak_rss_mb": peakRSSMegabytes(),
                     "blas_core": BLASCore.name
                 ])
                 return
@@ -126,7 +126,7 @@ struct Bench: ParsableCommand {
             let gflops = ips * flopsPerImage / 1e9
             var result: [String: Any] = [
                 "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
-                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly, "precision": precision.rawValue,
+                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly, "precision": precision.rawValue, "kernel": precision.kernelSummary,
                 "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
             ]
             if !noCeiling { result["sgemm_gflops"] = ceiling(4.5) }

@@ -130,7 +130,8 @@ struct InspectCommand: ParsableCommand {
             if !json {
                 print("signature: \(p.signature.summary)")
                 if p.manifest.base_encoder.kind == "encoder" {
-                    print("precision: \(p.manifest.base_encoder.encoderPrecision.rawValue) (the base encoder's linear layers)")
+                    let precision = p.manifest.base_encoder.encoderPrecision
+                    print("precision: \(precision.rawValue) (the base encoder's linear layers; here on the \(precision.kernelSummary))")
                 }
                 print("kind:      \(p.manifest.packageKind.rawValue)")
                 for line in ModelCard.heads(p.manifest) { print("head:      \(line)") }

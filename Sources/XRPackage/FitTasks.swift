@@ -114,7 +114,8 @@ extension ModelFitter {
     }
 
     /// A detection package's model: the run's box head (its decoder's weights (1, C) and bias
-    /// (1)), its threshold and component scoring, evaluated as the study cell is.
+    /// (1)), its threshold and component scoring, evaluated as the study cell is; for a tuning
+    /// method the tuned encoder parameters beside them.
     static func fitDetection(_ r: LoadedRecipe, data: StudyData, options o: FitOptions) throws -> FittedModel {
         let fit = try TaskPackaging.detection(r, data: data, method: o.method, shots: o.shots, seed: o.seed)
         let dec = fit.head.decoder, task = fit.task
@@ -122,11 +123,10 @@ extension ModelFitter {
             task: task.name, classes: task.classes, kind: fit.method, tensors: "heads.0.", k: nil, temperature: nil, chosen_C: nil,
             threshold: nil, threshold_note: "boxes where the heatmap logit is above detection.threshold", n_train: fit.trainRows.count,
             n_validation: 0)
-        let head = Head(
-            info: info,
-            tensors: [
-                "weight": Tensor(shape: [dec.rows, dec.channels], scalars: dec.weight), "bias": Tensor(shape: [dec.rows], scalars: dec.bias)
-            ])
+        var tensors = fit.encoder
+        tensors["weight"] = Tensor(shape: [dec.rows, dec.channels], scalars: dec.weight)
+        tensors["bias"] = Tensor(shape: [dec.rows], scalars: dec.bias)
+        let head = Head(info: info, tensors: tensors)
         let evaluation = evaluation(fit.result, task: task.name, recipe: r.recipe) { fit.result.metric_ci?[$0] }
         func tally(_ rows: [Int]) -> [String: Int] {
             var c: [String: Int] = [:]
@@ -143,6 +143,7 @@ extension ModelFitter {
             training: try fingerprint(r, data: data, train: Set(fit.trainRows), test: Set(fit.testRows), counts: counts),
             method: method, dim: dec.channels)
         m.kind = .detection
+        m.inputSize = fit.inputSize
         m.labels = task.classes
         m.detection = DetectionSpec(
             input_height: dec.grid.inputHeight, input_width: dec.grid.inputWidth, grid_height: dec.grid.gridHeight, grid_width: dec.grid.gridWidth,

@@ -13,7 +13,8 @@ public struct Head: Sendable {
     /// decoder beside the tuned encoder parameters (timm / PEFT names).
     public static let decoderKinds = ["linear_decoder"]
     /// Detection heads: `box_head` (a two-class linear decoder over the patch tokens: tensors
-    /// `weight` (1, C), `bias` (1); boxes are read off its heatmap as `DetectionSpec` says).
+    /// `weight` (1, C), `bias` (1); boxes are read off its heatmap as `DetectionSpec` says), or a
+    /// tuning method's name: the same box head beside the tuned encoder parameters.
     public static let boxKinds = ["box_head"]
     /// Retrieval heads: `cosine` (tensor `gallery` (G, D), rows L2-normalised) and
     /// `linear_projection` (also `projection.mean` (D), `projection.directions` (M, D),
@@ -26,7 +27,7 @@ public struct Head: Sendable {
         case .classification: return probeKinds + tunedKinds
         case .segmentation: return decoderKinds + tunedKinds
         case .retrieval: return galleryKinds
-        case .detection: return boxKinds
+        case .detection: return boxKinds + tunedKinds
         }
     }
     public var info: HeadInfo
@@ -74,7 +75,7 @@ public struct Head: Sendable {
             return
         }
         if isTuned && patchTokens {
-            // A tuned encoder with the linear decoder as its head.
+            // A tuned encoder with the linear decoder (or box head) as its head.
             let rows = K == 2 ? 1 : K
             try need("weight", { $0.shape == [rows, d] }, "(\(rows), \(d))")
             try need("bias", { $0.shape == [rows] }, "(\(rows))")

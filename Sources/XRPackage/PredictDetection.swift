@@ -80,7 +80,10 @@ extension Predictor {
         decoder.weight = w.scalars
         decoder.bias = b.scalars
         let boxHead = BoxHead(decoder: decoder, threshold: Float(spec.threshold), scoring: spec.scoring)
-        let (res, t) = try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "detection")
+        let (res, t) =
+            head.isTuned
+            ? try tunedPatchTokens(p, head: head, encoder: enc, inputs: inputs, options: options, grid: grid, field: "detection")
+            : try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "detection")
         if heatmaps {
             var owner: [String: String] = [:]
             for input in res.inputs {

@@ -58,7 +58,7 @@ extension Predictor {
         decoder.bias = b.scalars
         let (res, t) =
             head.isTuned
-            ? try tunedPatchTokens(p, head: head, encoder: enc, inputs: inputs, options: options, grid: grid)
+            ? try tunedPatchTokens(p, head: head, encoder: enc, inputs: inputs, options: options, grid: grid, field: "segmentation")
             : try patchTokens(p, encoder: enc, inputs: inputs, options: options, grid: grid, channels: decoder.channels, field: "segmentation")
         let per = grid.patches * decoder.channels
         var rows: [[String]] = [], masks: [PredictedMask] = [], owner: [String: String] = [:]
@@ -148,10 +148,11 @@ extension Predictor {
         return ((res.inputs, res.failed, res.warnings), t)
     }
 
-    /// Tuned segmentation packages: the patch tokens (n, P, C) of the base encoder with the
-    /// head's tuned parameters, run on the packaged preprocessing at the tuned input size.
+    /// Tuned segmentation and detection packages: the patch tokens (n, P, C) of the base encoder
+    /// with the head's tuned parameters, run on the packaged preprocessing at the tuned input size;
+    /// `field` names the manifest section of the grid.
     static func tunedPatchTokens(
-        _ p: OpenedPackage, head h: Head, encoder enc: Encoder, inputs: [ImageInput], options: EmbedOptions, grid: PatchGrid
+        _ p: OpenedPackage, head h: Head, encoder enc: Encoder, inputs: [ImageInput], options: EmbedOptions, grid: PatchGrid, field: String
     ) throws -> (EncodedImages, Tensor) {
         guard let S = p.manifest.base_encoder.input_size, grid.inputHeight == S, grid.inputWidth == S else {
             throw XRError("a tuned decoder needs a square model input of base_encoder.input_size", file: p.url.path, field: "base_encoder.input_size")
@@ -162,7 +163,7 @@ extension Predictor {
         let model = try TrainableViT(from: enc.loaded, size: S, classes: 2, source: p.url.path)
         try model.setTrainable(set)
         guard model.config.grid * model.config.grid == grid.patches else {
-            throw XRError("the tuned encoder's patch grid does not match the decoder's", file: p.url.path, field: "segmentation")
+            throw XRError("the tuned encoder's patch grid does not match the head's", file: p.url.path, field: field)
         }
         for (name, t) in h.tensors where name != "weight" && name != "bias" {
             guard let param = model.parameter(name), param.count == t.count else {

@@ -172,7 +172,7 @@ public enum PackageReader {
             var t: [String: Tensor] = [:]
             for (k, v) in tensors where k.hasPrefix(info.tensors) { t[String(k.dropFirst(info.tensors.count))] = v }
             let h = Head(info: info, tensors: t)
-            try h.validate(dim: manifest.base_encoder.dim, file: label, patchTokens: manifest.packageKind == .segmentation)
+            try h.validate(dim: manifest.base_encoder.dim, file: label, patchTokens: [.segmentation, .detection].contains(manifest.packageKind))
             heads.append(h)
         }
         var galleries: [GalleryList] = []

@@ -29,12 +29,27 @@ enum DecoderTuneCells {
         var evaluate: (_ decoder: LinearDecoder, _ tokens: (Int) throws -> [Float]) throws -> CellResult
     }
 
+    /// A tuned cell: its result, and the tuned encoder and decoder (what a package holds).
+    struct Tuned {
+        var result: CellResult
+        var model: TrainableViT
+        var decoder: LinearDecoder
+
+        /// The tuned encoder parameters (timm / PEFT names), without the classifier head the
+        /// decoder replaces.
+        var encoder: [String: Tensor] {
+            var out: [String: Tensor] = [:]
+            for prm in model.trainableParameters where !prm.name.hasPrefix("head") { out[prm.name] = prm.tensor }
+            return out
+        }
+    }
+
     /// Tune the encoder with the task's decoder as its head on `shots`, keep the best epoch on
     /// `validation`, evaluate, and record the training; nil for a method that does not tune.
     static func run(
         _ cell: Cell, method: Recipe.Method, task t: Task, shots: [Int], validation: [Int], stream: UInt64, context ctx: TuneContext,
         _ r: LoadedRecipe, quiet: Bool
-    ) throws -> CellResult? {
+    ) throws -> Tuned? {
         guard let (set, training) = method.tuning else { return nil }
         guard t.grid.inputHeight == ctx.size, t.grid.inputWidth == ctx.size else {
             throw XRError(
@@ -66,27 +81,34 @@ enum DecoderTuneCells {
             epochs: tuner.history.count, best_epoch: tuner.bestEpoch, stopped_early: tuner.history.count < training.epochs,
             n_validation: validation.count, trainable_parameters: model.trainableParameters.filter { !$0.name.hasPrefix("head") }.reduce(0) { $0 + $1.count },
             train_loss: tuner.history.map(\.train), validation_loss: validation.isEmpty ? nil : tuner.history.compactMap(\.validation))
-        return result
+        return Tuned(result: result, model: model, decoder: tuner.decoder)
     }
 }
 
 extension SegmentationCells {
-    /// One tuning cell: draw the shots and the validation images, fit the decoder on frozen tokens
-    /// (with the recipe's `linear_decoder` settings), tune, then predict and score every test
-    /// image with the tuned encoder.
+    /// One tuning cell: draw the shots, then `tune` on them.
     static func tuneCell(
         _ cell: Cell, prepared p: Prepared, method: Recipe.Method, context ctx: TuneContext, _ r: LoadedRecipe, data: StudyData,
         directory dir: URL, quiet: Bool
     ) throws -> CellResult? {
-        guard let (_, training) = method.tuning else { return nil }
-        let shots: [Int]
         switch drawShots(cell, prepared: p, data: data) {
         case let .failure(skip):
             return CellResult(
                 cell: cell, status: "skipped", reason: skip.reason, metrics: [:], primary_ci: nil, chosen_C: nil,
                 n_train: 0, n_test: p.test.count, train_ids: [], subgroups: [])
-        case let .success(rows): shots = rows
+        case let .success(shots):
+            return try tune(cell, shots: shots, prepared: p, method: method, context: ctx, r, data: data, directory: dir, quiet: quiet)?.result
         }
+    }
+
+    /// Tuning cell `cell` on its drawn `shots`: draw the validation images, fit the decoder on
+    /// frozen tokens (with the recipe's `linear_decoder` settings), tune, then predict and score
+    /// every test image with the tuned encoder (seed 0 with `dir`: writing the sample's masks).
+    static func tune(
+        _ cell: Cell, shots: [Int], prepared p: Prepared, method: Recipe.Method, context ctx: TuneContext, _ r: LoadedRecipe, data: StudyData,
+        directory dir: URL?, quiet: Bool
+    ) throws -> DecoderTuneCells.Tuned? {
+        guard let (_, training) = method.tuning else { return nil }
         let validation = validationImages(cell, prepared: p, data: data, excluding: shots, count: training.validation)
         let spec = decoderSpec(r.recipe)
         guard let frozen = fit(.linearDecoder(spec), shots: shots, cell: cell, prepared: p, data: data)?.decoder else { return nil }
@@ -119,27 +141,34 @@ extension SegmentationCells {
 }
 
 extension DetectionCells {
-    /// One tuning cell: draw the shots (with a box and as many without) and the validation
-    /// images (up to `validation` of each kind), fit the box head on frozen tokens (with the
-    /// recipe's `box_head` settings), tune encoder and head on the rasterised boxes, then detect
-    /// and score every test image with the tuned encoder exactly as `box_head` does.
+    /// One tuning cell: draw the shots (with a box and as many without), then `tune` on them.
     static func tuneCell(
         _ cell: Cell, prepared p: Prepared, method: Recipe.Method, context ctx: TuneContext, _ r: LoadedRecipe, data: StudyData,
         directory dir: URL, quiet: Bool
     ) throws -> CellResult? {
-        guard let (_, training) = method.tuning else { return nil }
-        let shots: [Int]
         switch drawShots(cell, prepared: p, data: data) {
         case let .failure(skip): return skipped(cell, prepared: p, reason: skip.reason)
-        case let .success(rows): shots = rows
+        case let .success(shots):
+            return try tune(cell, shots: shots, prepared: p, method: method, context: ctx, r, data: data, directory: dir, quiet: quiet)?.result
         }
+    }
+
+    /// Tuning cell `cell` on its drawn `shots`: draw the validation images (up to `validation` of
+    /// each kind), fit the box head on frozen tokens (with the recipe's `box_head` settings), tune
+    /// encoder and head on the rasterised boxes, then detect and score every test image with the
+    /// tuned encoder exactly as `box_head` does (seed 0 with `dir`: writing the sample's heatmaps).
+    static func tune(
+        _ cell: Cell, shots: [Int], prepared p: Prepared, method: Recipe.Method, context ctx: TuneContext, _ r: LoadedRecipe, data: StudyData,
+        directory dir: URL?, quiet: Bool
+    ) throws -> DecoderTuneCells.Tuned? {
+        guard let (_, training) = method.tuning else { return nil }
         let key = data.patients ?? data.ids
         var rng = XRRandom(seed: UInt64(cell.seed), stream: [Runner.streamKey(p.task.name), UInt64(cell.shots), 0x7A11])
         let validation = TuneContext.validation(
             pool: p.pool, task: p.task, keys: key, used: Set(shots.map { key[$0] }), testKeys: Set(p.test.map { key[$0] }),
             perClass: training.validation, rng: &rng)
         let spec = boxHeadSpec(r.recipe)
-        guard let frozen = fit(.boxHead(spec), shots: shots, cell: cell, prepared: p, data: data)?.decoder else { return nil }
+        guard let frozen = fit(.boxHead(spec), shots: shots, cell: cell, prepared: p, data: data)?.head?.decoder else { return nil }
         let task = DecoderTuneCells.Task(
             frozen: frozen, grid: p.grid, target: { p.targets[$0] ?? [] }, l2: spec.weightDecay, positiveWeight: spec.positiveWeight,
             evaluate: { decoder, tokens in

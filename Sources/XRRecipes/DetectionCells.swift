@@ -238,19 +238,29 @@ enum DetectionCells {
     }
 
     /// A fitted detection method: the detections of one image's tokens (its geometry, its index
-    /// among the test images) with its heatmap at the original size in [0, 1], and the decoder
-    /// when the method is `box_head`.
+    /// among the test images) with its heatmap at the original size in [0, 1], and the box head
+    /// when the method is `box_head` (what a package holds).
     struct Detector {
         var detect: ([Float], ImageGeometry, Int) -> (BoxDetection, () -> [Float])
-        var decoder: LinearDecoder?
+        var head: BoxHead?
 
         /// The box head of `decoder` with the settings `s` (threshold, scoring).
         static func boxHead(_ decoder: LinearDecoder, _ s: BoxHeadSpec) -> Detector {
             let head = BoxHead(decoder: decoder, threshold: Float(s.threshold), scoring: s.scoring)
-            return Detector(
-                detect: { t, g, i in (head.detect(t, geometry: g, image: i), { decoder.imageLogits(t, geometry: g).map { 1 / (1 + exp(-$0)) } }) },
-                decoder: decoder)
+            return Detector(detect: { t, g, i in (head.detect(t, geometry: g, image: i), { probabilities(head, tokens: t, geometry: g) }) }, head: head)
         }
+    }
+
+    /// A box head's heatmap: its probability at the image's size (NaN where the crop cut away).
+    static func probabilities(_ head: BoxHead, tokens: [Float], geometry g: ImageGeometry) -> [Float] {
+        head.decoder.imageLogits(tokens, geometry: g).map { 1 / (1 + exp(-$0)) }
+    }
+
+    /// A heatmap as the study writes it: the probability at the original size as 8-bit gray
+    /// (255 = 1; pixels the crop cut away are 0).
+    static func heatmapPNG(_ probabilities: [Float], geometry g: ImageGeometry) throws -> Data {
+        let pixels = probabilities.map { $0.isNaN ? UInt8(0) : UInt8(max(0, min(255, ($0 * 255).rounded()))) }
+        return try PNGCodec.encodeGray8(width: g.imageWidth, height: g.imageHeight, pixels: pixels)
     }
 
     /// Fit `method` on the training rows `shots` as cell `cell` fits it (the head's seed comes from
@@ -271,7 +281,7 @@ enum DetectionCells {
                         BoxHead.detect(inputMap: knn.inputForeground(t), geometry: g, threshold: 0.5, scoring: .max, image: i),
                         { knn.imageForeground(t, geometry: g) }
                     )
-                }, decoder: nil)
+                }, head: nil)
         default:
             return nil
         }
@@ -298,10 +308,7 @@ enum DetectionCells {
                     image: data.ids[row], score: det.imageScore, peak_x: det.peak.x, peak_y: det.peak.y, boxes: det.boxes.map(\.box),
                     scores: det.boxes.map(\.score)))
             if let heatmaps, sample.contains(row) {
-                let pixels = heat().map { $0.isNaN ? UInt8(0) : UInt8(max(0, min(255, ($0 * 255).rounded()))) }
-                try PNGCodec.write(
-                    try PNGCodec.encodeGray8(width: g.imageWidth, height: g.imageHeight, pixels: pixels),
-                    to: heatmaps.appendingPathComponent(heatmapFile(data.ids[row])))
+                try PNGCodec.write(try heatmapPNG(heat(), geometry: g), to: heatmaps.appendingPathComponent(heatmapFile(data.ids[row])))
             }
         }
         result.detection = found
@@ -354,75 +361,5 @@ enum DetectionCells {
             }
             return nil
         }
-    }
-}
-
-// Packaging (`TaskPackaging.detection`): a box head fitted on a cell's draw or on every training
-// image, evaluated on the test images as `runCell` evaluates it.
-extension DetectionCells {
-    /// The draw of `cell` as `runCell` makes it: `shots` training images with a box and as many
-    /// without.
-    static func drawShots(_ cell: Cell, prepared p: Prepared, data: StudyData) -> Result<[Int], InsufficientShots> {
-        FewShotSampler.sample(
-            labels: p.task.labels, classes: 2, pool: p.pool, test: p.test, patients: data.patients, k: cell.shots, seed: UInt64(cell.seed),
-            stream: [Runner.streamKey(p.task.name), UInt64(cell.shots)])
-    }
-
-    /// The box head of method `spec` fitted on the training images `rows`, with the training
-    /// settings `runCell` uses for `cell`.
-    static func fitBoxHead(_ spec: BoxHeadSpec, rows: [Int], cell: Cell, prepared p: Prepared, data: StudyData) -> BoxHead {
-        let d = data.dim
-        let examples = rows.map { PatchExample(tokens: Array(data.features[($0 * d)..<(($0 + 1) * d)]), target: p.targets[$0] ?? []) }
-        let training = DecoderTraining(
-            epochs: spec.epochs, batchImages: spec.batchSize, learningRate: spec.lr, l2: spec.weightDecay, positiveWeight: spec.positiveWeight,
-            seed: UInt64(cell.seed) &* 0x9E37_79B9 &+ UInt64(cell.shots))
-        let fitted = LinearDecoder.fit(examples, grid: p.grid, channels: p.channels, classes: 2, options: training)
-        return BoxHead(decoder: fitted.decoder, threshold: Float(spec.threshold), scoring: spec.scoring)
-    }
-
-    /// A box head's result on the test images, as `runCell` scores it: the detections, every
-    /// metric, the bootstrap intervals of each, subgroups (no heatmaps are written).
-    static func evaluate(_ head: BoxHead, cell: Cell, shots: [Int], prepared p: Prepared, data: StudyData, recipe: Recipe) -> CellResult {
-        let d = data.dim
-        var result = CellResult(
-            cell: cell, status: "ok", reason: nil, metrics: [:], primary_ci: nil, chosen_C: nil,
-            n_train: shots.count, n_test: p.test.count, train_ids: shots.map { data.ids[$0] }, subgroups: [])
-        var found: [ImageDetections] = []
-        for (j, row) in p.test.enumerated() {
-            guard let g = p.geometries[row] else { continue }
-            let det = head.detect(Array(data.features[(row * d)..<((row + 1) * d)]), geometry: g, image: j)
-            found.append(
-                ImageDetections(
-                    image: data.ids[row], score: det.imageScore, peak_x: det.peak.x, peak_y: det.peak.y, boxes: det.boxes.map(\.box),
-                    scores: det.boxes.map(\.score)))
-        }
-        result.detection = found
-        let truth = p.test.map { p.truths[$0] ?? [] }
-        for name in recipe.metrics { result.metrics[name] = metric(name, found, truth, Array(found.indices)) }
-        let patients = data.patients.map { pt in p.test.map { pt[$0] } }
-        if recipe.bootstrap > 0 {
-            var intervals: [String: Interval] = [:]
-            for name in recipe.metrics {
-                intervals[name] = Bootstrap.interval(rows: found.count, groups: patients, resamples: recipe.bootstrap, seed: UInt64(cell.seed)) {
-                    metric(name, found, truth, $0)
-                }
-            }
-            result.primary_ci = intervals[recipe.primary_metric]
-            result.metric_ci = intervals
-        }
-        for (attr, g) in data.groups.sorted(by: { $0.key < $1.key }) {
-            result.subgroups.append(
-                SubgroupResult.analyse(
-                    attribute: attr, group: p.test.map { g[$0] }, patients: patients, resamples: recipe.bootstrap, seed: UInt64(cell.seed)
-                ) { metric(recipe.primary_metric, found, truth, $0) })
-        }
-        return result
-    }
-
-    /// A heatmap as the study writes it: the probability at the original size as 8-bit gray
-    /// (255 = 1; pixels the crop cut away are 0).
-    static func heatmapPNG(_ probabilities: [Float], geometry g: ImageGeometry) throws -> Data {
-        let pixels = probabilities.map { $0.isNaN ? UInt8(0) : UInt8(max(0, min(255, ($0 * 255).rounded()))) }
-        return try PNGCodec.encodeGray8(width: g.imageWidth, height: g.imageHeight, pixels: pixels)
     }
 }

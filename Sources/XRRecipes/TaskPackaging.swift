@@ -27,12 +27,16 @@ public struct SegmentationFit: Sendable {
     public var result: CellResult
 }
 
-/// A detection recipe's box head, fitted as a study cell fits it, with its evaluation on the test
-/// images.
+/// A detection recipe's box head (with the tuned encoder for the tuning methods), fitted as a
+/// study cell fits it, with its evaluation on the test images.
 public struct DetectionFit: Sendable {
-    /// The method setting (`box_head`).
+    /// The method setting (`box_head`, or a tuning method: `lora`, `last_k`, …).
     public var method: String
     public var head: BoxHead
+    /// Tuning methods: the tuned encoder parameters (timm / PEFT names; the classifier head, which
+    /// the box head replaces, left out) and the square input size they were tuned at.
+    public var encoder: [String: Tensor] = [:]
+    public var inputSize: Int? = nil
     /// The task (classes `no_box`, `box`; named by the kept box labels, or `boxes`).
     public var task: StudyTask
     /// Training rows (images with and without a box) the head was fitted on, and the test rows.
@@ -59,7 +63,7 @@ public struct RetrievalFit: Sendable {
     public var result: CellResult
 }
 
-/// Fitting the heads of segmentation and retrieval recipes for `xrlab pack`.
+/// Fitting the heads of segmentation, detection and retrieval recipes for `xrlab pack`.
 public enum TaskPackaging {
     /// Fit the recipe's `linear_decoder` (the requested setting, else the first) on the draw of
     /// study cell (`shots`, `seed`), or on every annotated training image that shares no patient
@@ -99,59 +103,39 @@ public enum TaskPackaging {
     }
 
     /// A tuning method's segmentation cell (`shots`, `seed`) as the study runs it
-    /// (`SegmentationCells.tuneCell`): the decoder fitted on the frozen tokens of the draw, then
+    /// (`SegmentationCells.tune`): the decoder fitted on the frozen tokens of the draw, then
     /// encoder and decoder tuned together, the best epoch on the held-out images kept; evaluated
     /// with the tuned encoder's tokens.
     static func tunedSegmentation(_ r: LoadedRecipe, data: StudyData, method: Recipe.Method, shots: Int?, seed: Int) throws -> SegmentationFit {
-        guard let (set, training) = method.tuning else { throw XRError("method '\(method.name)' tunes nothing", field: "--method") }
-        guard let shots else {
-            throw XRError(
-                "a tuned decoder is packaged from its study cell", field: "--shots", hint: "pass --shots k (and --seed s) of a cell of the run")
-        }
         let p = try SegmentationCells.prepare(r, data: data)
-        let cell = Cell(method: method.name, task: p.task.name, shots: shots, seed: seed)
+        let cell = try tunedCell(method, task: p.task.name, shots: shots, seed: seed)
         let rows: [Int]
         switch SegmentationCells.drawShots(cell, prepared: p, data: data) {
         case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose a shot count the run's cells could draw")
         case let .success(drawn): rows = drawn
         }
         let ctx = try TuneContext(r, data: data)
-        guard p.grid.inputHeight == ctx.size, p.grid.inputWidth == ctx.size else {
-            throw XRError(
-                "tuning reads a \(ctx.size)×\(ctx.size) model input, the masks a \(p.grid.inputWidth)×\(p.grid.inputHeight) one", file: r.file.path,
-                field: "model.preprocessing", hint: "give model.preprocessing a square crop")
-        }
-        let validation = SegmentationCells.validationImages(cell, prepared: p, data: data, excluding: rows, count: training.validation)
-        let spec = SegmentationCells.decoderSpec(r.recipe)
-        guard let frozen = SegmentationCells.fit(.linearDecoder(spec), shots: rows, cell: cell, prepared: p, data: data)?.decoder else {
-            throw XRError("method '\(method.name)' cannot be packaged", field: "--method")
-        }
-        let model = try ctx.model(classes: 2, r)
-        try model.setTrainable(set, seed: UInt64(seed))
-        guard frozen.grid.patches == model.config.grid * model.config.grid, frozen.channels == model.config.dim else {
-            throw XRError("the tuned encoder's patch grid does not match the masks'", file: r.file.path, field: "model.preprocessing")
-        }
-        let tuner = DecoderTuner(model: model, decoder: frozen)
-        func examples(_ rows: [Int]) throws -> [PixelExample] {
-            try rows.map { PixelExample(pixels: try ctx.cache.pixels($0), target: p.targets[$0] ?? []) }
-        }
-        let options = DecoderTuneOptions(
-            epochs: training.epochs, batchImages: training.batchSize, learningRate: training.lr, weightDecay: training.weightDecay,
-            l2: spec.weightDecay, patience: training.patience, seed: UInt64(seed) &* 0x9E37_79B9 &+ Runner.streamKey(p.task.name))
-        try tuner.fit(try examples(rows), validation: try examples(validation), options: options)
-        let result = try SegmentationCells.evaluate(
-            cell, predict: { row, g in tuner.decoder.predict(try tuner.tokens(try ctx.cache.pixels(row), batch: 1), geometry: g) }, shots: rows,
-            prepared: p, data: data, recipe: r.recipe, masks: nil)
-        var encoder: [String: Tensor] = [:]
-        for prm in model.trainableParameters where !prm.name.hasPrefix("head") { encoder[prm.name] = prm.tensor }
+        guard let tuned = try SegmentationCells.tune(cell, shots: rows, prepared: p, method: method, context: ctx, r, data: data, directory: nil, quiet: true)
+        else { throw XRError("method '\(method.name)' cannot be packaged", field: "--method") }
         return SegmentationFit(
-            method: method.name, decoder: tuner.decoder, encoder: encoder, inputSize: ctx.size, trainRows: rows, testRows: p.test, result: result)
+            method: method.name, decoder: tuned.decoder, encoder: tuned.encoder, inputSize: ctx.size, trainRows: rows, testRows: p.test,
+            result: tuned.result)
+    }
+
+    /// The study cell a tuning method is packaged from: tuned heads come from a cell of the run.
+    static func tunedCell(_ method: Recipe.Method, task: String, shots: Int?, seed: Int) throws -> Cell {
+        guard method.tuning != nil else { throw XRError("method '\(method.name)' tunes nothing", field: "--method") }
+        guard let shots else {
+            throw XRError("a tuned head is packaged from its study cell", field: "--shots", hint: "pass --shots k (and --seed s) of a cell of the run")
+        }
+        return Cell(method: method.name, task: task, shots: shots, seed: seed)
     }
 
     /// Fit the recipe's `box_head` (the requested setting, else the first) on the draw of study
     /// cell (`shots`, `seed`: `shots` images with a box and as many without), or on every training
     /// image that shares no patient with the test images when `shots` is nil, and evaluate it on
-    /// the test images.
+    /// the test images. A tuning method (`lora`, `last_k`, …) is its study cell: the box head
+    /// fitted on frozen tokens, then tuned with the encoder (`DetectionCells.tune`).
     public static func detection(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> DetectionFit {
         let names = r.recipe.methods.map(\.name)
         if let requested, !names.contains(requested) {
@@ -159,19 +143,17 @@ public enum TaskPackaging {
         }
         let heads = r.recipe.methods.filter { if case .boxHead = $0 { return true } else { return false } }
         let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? heads.first
-        guard let method = chosen, case let .boxHead(spec) = method else {
+        if let method = chosen, method.tuning != nil { return try tunedDetection(r, data: data, method: method, shots: shots, seed: seed) }
+        guard let method = chosen, case .boxHead = method else {
             throw XRError(
                 "a detection package holds a box head; the run's method '\(requested ?? names.joined(separator: ", "))' is not one",
-                field: "--method", hint: "pack a run with a box_head method (knn_patches is not packaged)")
+                field: "--method", hint: "pack a box_head or a tuning method (knn_patches is not packaged)")
         }
         let p = try DetectionCells.prepare(r, data: data)
         let rows: [Int]
         if let shots {
             switch DetectionCells.drawShots(Cell(method: method.name, task: p.task.name, shots: shots, seed: seed), prepared: p, data: data) {
-            case let .failure(e):
-                throw XRError(
-                    "\(e.available) training images \(e.classIndex == 1 ? "with" : "without") a box are eligible (one per patient, none sharing a patient with the test set); \(shots) requested",
-                    field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
+            case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
             case let .success(drawn): rows = drawn
             }
         } else {
@@ -179,15 +161,38 @@ public enum TaskPackaging {
             rows = p.pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
         }
         let cell = Cell(method: method.name, task: p.task.name, shots: shots ?? rows.count, seed: seed)
-        let head = DetectionCells.fitBoxHead(spec, rows: rows, cell: cell, prepared: p, data: data)
-        let result = DetectionCells.evaluate(head, cell: cell, shots: rows, prepared: p, data: data, recipe: r.recipe)
+        guard let detector = DetectionCells.fit(method, shots: rows, cell: cell, prepared: p, data: data), let head = detector.head else {
+            throw XRError("method '\(method.name)' cannot be packaged", field: "--method")
+        }
+        let result = try DetectionCells.evaluate(
+            cell, detector: detector, tokens: { SegmentationCells.tokens(data, $0) }, shots: rows, prepared: p, data: data, recipe: r.recipe,
+            directory: nil)
         return DetectionFit(method: method.name, head: head, task: p.task, trainRows: rows, testRows: p.test, result: result)
+    }
+
+    /// A tuning method's detection cell (`shots`, `seed`) as the study runs it, with its tuned
+    /// encoder parameters.
+    static func tunedDetection(_ r: LoadedRecipe, data: StudyData, method: Recipe.Method, shots: Int?, seed: Int) throws -> DetectionFit {
+        let p = try DetectionCells.prepare(r, data: data)
+        let cell = try tunedCell(method, task: p.task.name, shots: shots, seed: seed)
+        let rows: [Int]
+        switch DetectionCells.drawShots(cell, prepared: p, data: data) {
+        case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose a shot count the run's cells could draw")
+        case let .success(drawn): rows = drawn
+        }
+        let ctx = try TuneContext(r, data: data)
+        guard let tuned = try DetectionCells.tune(cell, shots: rows, prepared: p, method: method, context: ctx, r, data: data, directory: nil, quiet: true)
+        else { throw XRError("method '\(method.name)' cannot be packaged", field: "--method") }
+        let spec = DetectionCells.boxHeadSpec(r.recipe)
+        return DetectionFit(
+            method: method.name, head: BoxHead(decoder: tuned.decoder, threshold: Float(spec.threshold), scoring: spec.scoring), encoder: tuned.encoder,
+            inputSize: ctx.size, task: p.task, trainRows: rows, testRows: p.test, result: tuned.result)
     }
 
     /// A detection heatmap PNG as the study writes it (`heatmaps/<cell>/`): the head's probability
     /// at the image's size, 8-bit gray, 255 = 1.
     public static func detectionHeatmap(_ head: BoxHead, tokens: [Float], geometry g: ImageGeometry) throws -> Data {
-        try DetectionCells.heatmapPNG(head.decoder.imageLogits(tokens, geometry: g).map { 1 / (1 + exp(-$0)) }, geometry: g)
+        try DetectionCells.heatmapPNG(DetectionCells.probabilities(head, tokens: tokens, geometry: g), geometry: g)
     }
 
     /// The file name of an image's heatmap, as the study's `heatmaps/` folders name it.

@@ -32,11 +32,11 @@ final class DetectionPackageTests: XCTestCase {
         """
 
     /// The demo encoder, 30 generated images (20 training) and the run of `recipe` under `dir`.
-    func runStudy(_ dir: URL) throws -> URL {
+    func runStudy(_ dir: URL, recipe: String = DetectionPackageTests.recipe) throws -> URL {
         try DemoData.generate(in: dir.appendingPathComponent("demo"), patients: 2)
         try SyntheticBoxes.write(in: dir, count: 30, train: 20)
         let url = dir.appendingPathComponent("r.yaml")
-        try Self.recipe.write(to: url, atomically: true, encoding: .utf8)
+        try recipe.write(to: url, atomically: true, encoding: .utf8)
         var ro = RunOptions()
         ro.quiet = true
         return try Runner.run(try RecipeLoader.load(url), options: ro).directory
@@ -162,6 +162,83 @@ final class DetectionPackageTests: XCTestCase {
         let boxesCSV = try CSVTable(contentsOf: dir.appendingPathComponent("out/boxes.csv"))
         XCTAssertEqual(boxesCSV.header, Prediction.boxesHeader)
         XCTAssertEqual(boxesCSV.rows, pred.boxes)
+    }
+
+    /// A tuned detection cell (LoRA with the box head) packages its tuned encoder beside the box
+    /// head; predict runs both and gives back the cell's boxes, image scores, peaks and heatmaps.
+    func testTunedDetectionPackagePredictsTheStudysBoxes() throws {
+        let dir = Fixtures.tempDir("xrlab-det-tune-pack")
+        let recipe = Self.recipe.replacingOccurrences(
+            of: "  - {name: knn_patches, k: 5}", with: "  - {name: lora, rank: 4, alpha: 8, epochs: 3, lr: 0.002, batch_size: 3, validation: 2}")
+        let run = try runStudy(dir, recipe: recipe)
+        XCTAssertThrowsError(try pack(run, dir, name: "all", method: "lora", shots: nil)) { XCTAssertEqual(($0 as? XRError)?.field, "--shots", "\($0)") }
+        let res = try pack(run, dir, name: "lora-det", method: "lora", shots: 6)
+        let p = try PackageReader.open(res.archive)
+        XCTAssertEqual(p.manifest.packageKind, .detection)
+        XCTAssertEqual(p.heads.map(\.info.kind), ["lora"])
+        XCTAssertTrue(p.heads[0].isTuned)
+        let S = try XCTUnwrap(p.manifest.base_encoder.input_size)
+        XCTAssertEqual([p.manifest.detection?.input_height, p.manifest.detection?.input_width], [S, S])
+        XCTAssertEqual(p.manifest.detection?.scoring.rawValue, "mean", "the box head's settings")
+        XCTAssertEqual(p.manifest.base_encoder.representation, ["patch_tokens"])
+        XCTAssertEqual(p.heads[0].tensors["weight"]?.shape, [1, p.manifest.base_encoder.dim])
+        XCTAssertTrue(p.heads[0].tensors.keys.contains { $0.contains("lora_") }, "\(p.heads[0].tensors.keys.sorted())")
+        XCTAssertFalse(p.heads[0].tensors.keys.contains { $0.hasPrefix("head") }, "the classifier head is not packaged")
+        let lines = try String(contentsOf: run.appendingPathComponent("results.jsonl"), encoding: .utf8).split(separator: "\n")
+        let cell = try XCTUnwrap(
+            try lines.map { try JSONDecoder().decode(CellResult.self, from: Data($0.utf8)) }.first { $0.cell.method == "lora" && $0.cell.seed == 0 })
+        XCTAssertNotNil(cell.training, "the cell was tuned")
+        let e = p.manifest.evaluation[0]
+        XCTAssertEqual(Set(e.metrics.keys), Set(cell.metrics.filter { $0.value.isFinite }.keys))
+        for (name, v) in cell.metrics where v.isFinite {
+            XCTAssertEqual(e.metrics[name]?.value, v, name)
+            XCTAssertEqual(e.metrics[name]?.low, cell.metric_ci?[name]?.low, name)
+            XCTAssertEqual(e.metrics[name]?.high, cell.metric_ci?[name]?.high, name)
+        }
+
+        // predict: the test images' boxes, scores and peaks are the ones the tuned cell wrote.
+        let base = dir.appendingPathComponent("demo/model")
+        let inputs = try InputList.resolve(dir.appendingPathComponent("manifest.csv"))
+        let heatmaps = dir.appendingPathComponent("out/heatmaps")
+        let pred = try Predictor.predict(p, base: base, inputs: inputs, options: embedOptions(), boxes: "boxes.csv", heatmaps: heatmaps.path)
+        let study = try CSVTable(contentsOf: run.appendingPathComponent("boxes.csv"))
+        let col = { (name: String) in try study.column(name) }
+        let (m, img, score, px, py, x, y, w, h, s) = try (
+            col("method"), col("image"), col("image_score"), col("peak_x"), col("peak_y"), col("x"), col("y"), col("width"), col("height"), col("score")
+        )
+        let cellRows = study.rows.filter { $0[m] == "lora" }
+        let testImages = Array(Set(cellRows.map { $0[img] })).sorted()
+        XCTAssertEqual(testImages.count, 10)
+        var compared = 0
+        for id in testImages {
+            let expected = cellRows.filter { $0[img] == id }
+            let row = try XCTUnwrap(pred.rows.first { $0[0] == id })
+            XCTAssertEqual(row[1...3].map { $0 }, [expected[0][score], expected[0][px], expected[0][py]], id)
+            let got = pred.boxes.filter { $0[0] == id }.map { Array($0[2...6]) }
+            XCTAssertEqual(got, expected.filter { !$0[x].isEmpty }.map { [$0[x], $0[y], $0[w], $0[h], $0[s]] }, id)
+            compared += got.count
+        }
+        XCTAssertGreaterThan(compared, 5, "the cell found boxes to compare")
+        try pred.writeHeatmaps(to: heatmaps)
+        let sample = run.appendingPathComponent("heatmaps/lora__k6__s0")
+        let sampled = try FileManager.default.contentsOfDirectory(atPath: sample.path).filter { $0.hasSuffix(".png") }
+        XCTAssertFalse(sampled.isEmpty)
+        for f in sampled {
+            XCTAssertEqual(try Data(contentsOf: sample.appendingPathComponent(f)), try Data(contentsOf: heatmaps.appendingPathComponent(f)), f)
+        }
+        // The frozen box head's package of the same draw predicts other scores: the tuned encoder is used.
+        let frozen = try PackageReader.open(try pack(run, dir, name: "frozen", method: "box_head", shots: 6).archive)
+        let other = try Predictor.predict(frozen, base: base, inputs: inputs, options: embedOptions(), boxes: "b.csv")
+        XCTAssertNotEqual(other.rows.map { $0[1] }, pred.rows.map { $0[1] })
+
+        // A tuned tensor of the wrong size is refused naming it.
+        let name = try XCTUnwrap(p.heads[0].tensors.keys.sorted().first { $0.contains("lora_") })
+        var t = p.heads[0].tensors.map { ("heads.0." + $0.key, $0.value) }
+        if let i = t.firstIndex(where: { $0.0 == "heads.0." + name }) { t[i].1 = Tensor(zeros: [3]) }
+        let bad = try PackageReader.open(try headTensors(res.archive, t))
+        XCTAssertThrowsError(try Predictor.predict(bad, base: base, inputs: Array(inputs.prefix(1)), options: embedOptions(), boxes: "b.csv")) {
+            XCTAssertEqual(($0 as? XRError)?.field, "heads.0." + name, "\($0)")
+        }
     }
 
     func testDetectionPackageRefusals() throws {

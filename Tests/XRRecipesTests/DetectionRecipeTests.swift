@@ -327,7 +327,10 @@ final class DetectionRecipeTests: XCTestCase {
         let model = try DemoData.generate(in: dir, patients: 2).modelDir
         let r = try RecipeLoader.load(
             Fixtures.repoRoot.appendingPathComponent("recipes/fracatlas-fracture-detection-shared.yaml"),
-            overrides: ["model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[4]", "bootstrap=0", "methods.2.epochs=2"])
+            overrides: [
+                "model.path=\(model.path)", "output=\(dir.appendingPathComponent("run").path)", "seeds=1", "shots=[4]", "bootstrap=0",
+                "methods.2.epochs=2"
+            ])
         let s = try Runner.run(r, options: quiet())
         XCTAssertTrue(s.complete)
         XCTAssertEqual(s.computed, 3)

@@ -27,7 +27,7 @@ public func maskedAttentionForward(
             if causal {
                 let len = keyLengths?[b] ?? Tk
                 for i0 in stride(from: 0, to: Tq, by: block) {
-                    let i1 = min(Tq, i0 + block), n = min(len, i1, Tk)  // keys the block's last query sees
+                    let i1 = min(Tq, i0 + block), n = min(len, i1, Tk) // keys the block's last query sees
                     BLAS.sgemm(
                         p + i0 * Tk, qp.p + (b * Tq + i0) * ldq + h * D, kp.p + b * Tk * ldk + h * D, transB: true, m: i1 - i0, n: n, k: D,
                         alpha: scale, lda: ldq, ldb: ldk, ldc: Tk)

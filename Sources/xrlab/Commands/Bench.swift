@@ -110,7 +110,8 @@ struct Bench: ParsableCommand {
                     commands: ["ceiling": { ["sgemm_gflops": ceiling($0 ?? 4.5)] }])
                 try printJSONLine([
                     "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads, "images": images,
-                    "seconds": seconds, "class_token_only": classTokenOnly, "precision": precision.rawValue, "kernel": precision.kernelSummary, "peak_rss_mb": peakRSSMegabytes(),
+                    "seconds": seconds, "class_token_only": classTokenOnly, "precision": precision.rawValue, "kernel": precision.kernelSummary,
+                    "peak_rss_mb": peakRSSMegabytes(),
                     "blas_core": BLASCore.name
                 ])
                 return
@@ -126,7 +127,8 @@ struct Bench: ParsableCommand {
             let gflops = ips * flopsPerImage / 1e9
             var result: [String: Any] = [
                 "tool": "xrlab", "preset": preset, "batch": batch, "size": s, "threads": threads,
-                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly, "precision": precision.rawValue, "kernel": precision.kernelSummary,
+                "images_per_s": ips, "gflops": gflops, "iterations": n, "class_token_only": classTokenOnly, "precision": precision.rawValue,
+                "kernel": precision.kernelSummary,
                 "peak_rss_mb": peakRSSMegabytes(), "blas_core": BLASCore.name
             ]
             if !noCeiling { result["sgemm_gflops"] = ceiling(4.5) }

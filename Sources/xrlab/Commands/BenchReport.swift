@@ -31,7 +31,9 @@ struct BenchReport: RenamedCommand {
         help: "Interleaved turns (bench/report_peers.py): answer `run SECONDS` (training steps) and `decode SECONDS` (greedy decoding) lines on standard input."
     )
     var serve = false
-    @Flag(name: .long, help: "Time each phase of the training step (forward per product, attention, LM loss, backward per product, AdamW) and print a table instead.")
+    @Flag(
+        name: .long,
+        help: "Time each phase of the training step (forward per product, attention, LM loss, backward per product, AdamW) and print a table instead.")
     var phases = false
     func run() throws {
         try runReportingErrors {
@@ -109,7 +111,9 @@ struct BenchReport: RenamedCommand {
         let start = Date()
         while Date().timeIntervalSince(start) < seconds || k < 2 { try step(); k += 1 }
         let wall = Date().timeIntervalSince(start) / Double(k), total = p.total / Double(k)
-        print("training step: \(k) steps, \(String(format: "%.1f", wall * 1000)) ms per step (\(String(format: "%.1f", total * 1000)) ms in the phases), \(Parallel.workers) threads, OpenBLAS \(BLASCore.name), products \(products.rawValue)")
+        print(
+            "training step: \(k) steps, \(String(format: "%.1f", wall * 1000)) ms per step (\(String(format: "%.1f", total * 1000)) ms in the phases), \(Parallel.workers) threads, OpenBLAS \(BLASCore.name), products \(products.rawValue)"
+        )
         print("")
         print("| phase | ms per step | share |")
         print("|---|---:|---:|")

@@ -7,12 +7,47 @@
 // the frozen decoder (epoch 0) included, so tuning can only replace it when it does better on
 // those images. The task's own evaluation then scores the test images with the tuned encoder.
 import Foundation
+import XRKernels
 import XRTensor
 import XRData
 import XRHeads
 import XRTrain
 
 enum DecoderTuneCells {
+    /// Compute the unfinished cells of a task on patch tokens (segmentation, detection) and write
+    /// the run's outputs: the head and k-NN cells (`frozen`) run in parallel, one core each; the
+    /// tuning cells (`tuned`) one after another, each on every core.
+    static func run(
+        _ r: LoadedRecipe, data: StudyData, directory dir: URL, options: RunOptions, label: String,
+        frozen: @Sendable (Cell, Recipe.Method) throws -> CellResult?,
+        tuned: (Cell, Recipe.Method, TuneContext) throws -> CellResult?
+    ) throws -> RunSummary {
+        let runner = CellRunner(cellsDirectory: dir.appendingPathComponent("cells"), quiet: options.quiet)
+        let all = Runner.cells(r.recipe, tasks: data.tasks.map(\.name))
+        let work = try runner.todo(all, recipe: r, options: options)
+        let methods = Dictionary(uniqueKeysWithValues: r.recipe.methods.map { ($0.name, $0) })
+        let (tuning, heads) = work.reduce(into: ([Cell](), [Cell]())) { acc, c in
+            if methods[c.method]?.isTuning == true { acc.0.append(c) } else { acc.1.append(c) }
+        }
+        let workers = max(1, min(options.threads, heads.count))
+        try BLAS.with(threads: 1) {
+            try runner.run(heads, label: label, workers: workers) { cell in
+                guard let method = methods[cell.method] else { return nil }
+                return try frozen(cell, method)
+            }
+        }
+        if !tuning.isEmpty {
+            let context = try TuneContext(r, data: data)
+            try runner.run(tuning, label: "\(label) tuning") { cell in
+                guard let method = methods[cell.method] else { return nil }
+                return try tuned(cell, method, context)
+            }
+        }
+        return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
+            try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
+        }
+    }
+
     /// What a task gives a tuning cell: the frozen decoder to start from, the training targets at
     /// the model input, the decoder's loss settings, and its evaluation of the test images.
     struct Task {

@@ -154,34 +154,13 @@ enum DetectionCells {
 
     /// Compute the unfinished cells of a detection recipe and write the run's outputs.
     static func run(_ r: LoadedRecipe, data: StudyData, directory dir: URL, options: RunOptions) throws -> RunSummary {
-        let recipe = r.recipe
-        let runner = CellRunner(cellsDirectory: dir.appendingPathComponent("cells"), quiet: options.quiet)
-        let all = Runner.cells(recipe, tasks: data.tasks.map(\.name))
-        let work = try runner.todo(all, recipe: r, options: options)
         let prepared = try prepare(r, data: data)
-        let methods = Dictionary(uniqueKeysWithValues: recipe.methods.map { ($0.name, $0) })
-        // Head and k-NN cells run in parallel, one core each; tuning cells one after another, each
-        // on every core.
-        let (tuned, frozen) = work.reduce(into: ([Cell](), [Cell]())) { acc, c in
-            if methods[c.method]?.isTuning == true { acc.0.append(c) } else { acc.1.append(c) }
-        }
-        let workers = max(1, min(options.threads, frozen.count))
-        try BLAS.with(threads: 1) {
-            try runner.run(frozen, label: "detection", workers: workers) { cell in
-                guard let method = methods[cell.method] else { return nil }
-                return try runCell(cell, prepared: prepared, method: method, data: data, recipe: recipe, directory: dir)
-            }
-        }
-        if !tuned.isEmpty {
-            let context = try TuneContext(r, data: data)
-            try runner.run(tuned, label: "detection tuning") { cell in
-                guard let method = methods[cell.method] else { return nil }
-                return try tuneCell(cell, prepared: prepared, method: method, context: context, r, data: data, directory: dir, quiet: options.quiet)
-            }
-        }
-        return try runner.summary(all, computed: work.count, directory: dir, options: options) { results, complete in
-            try Outputs.write(results, recipe: r, data: data, directory: dir, complete: complete)
-        }
+        return try DecoderTuneCells.run(
+            r, data: data, directory: dir, options: options, label: "detection",
+            frozen: { cell, method in try runCell(cell, prepared: prepared, method: method, data: data, recipe: r.recipe, directory: dir) },
+            tuned: { cell, method, context in
+                try tuneCell(cell, prepared: prepared, method: method, context: context, r, data: data, directory: dir, quiet: options.quiet)
+            })
     }
 
     /// The folder of a cell's heatmaps: `heatmaps/<method>__k<shots>__s<seed>/`.

@@ -69,12 +69,8 @@ public enum TaskPackaging {
     /// study cell (`shots`, `seed`), or on every annotated training image that shares no patient
     /// with the test images when `shots` is nil, and evaluate it on the test images.
     public static func segmentation(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> SegmentationFit {
-        let decoders = r.recipe.methods.filter { if case .linearDecoder = $0 { return true } else { return false } }
         let names = r.recipe.methods.map(\.name)
-        if let requested, !names.contains(requested) {
-            throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
-        }
-        let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? decoders.first
+        let chosen = try chosenMethod(r, requested) { if case .linearDecoder = $0 { return true } else { return false } }
         if let method = chosen, method.tuning != nil { return try tunedSegmentation(r, data: data, method: method, shots: shots, seed: seed) }
         guard let method = chosen, case .linearDecoder = method else {
             throw XRError(
@@ -82,15 +78,8 @@ public enum TaskPackaging {
                 field: "--method", hint: "pack a linear_decoder or a tuning method (knn_patches is not packaged)")
         }
         let p = try SegmentationCells.prepare(r, data: data)
-        let rows: [Int]
-        if let shots {
-            switch SegmentationCells.drawShots(Cell(method: method.name, task: p.task.name, shots: shots, seed: seed), prepared: p, data: data) {
-            case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
-            case let .success(drawn): rows = drawn
-            }
-        } else {
-            let testPatients = Set(p.test.map { data.patients?[$0] ?? data.ids[$0] })
-            rows = p.pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
+        let rows = try fitRows(shots: shots, test: p.test, pool: p.pool, data: data) {
+            SegmentationCells.drawShots(Cell(method: method.name, task: p.task.name, shots: $0, seed: seed), prepared: p, data: data)
         }
         let cell = Cell(method: method.name, task: p.task.name, shots: shots ?? rows.count, seed: seed)
         guard let fitted = SegmentationCells.fit(method, shots: rows, cell: cell, prepared: p, data: data), let decoder = fitted.decoder else {
@@ -122,6 +111,31 @@ public enum TaskPackaging {
             result: tuned.result)
     }
 
+    /// The run's method a package is made from: `requested`, which the run must have, else the
+    /// first method `isDefault` accepts (nil when there is none).
+    static func chosenMethod(_ r: LoadedRecipe, _ requested: String?, default isDefault: (Recipe.Method) -> Bool) throws -> Recipe.Method? {
+        guard let requested else { return r.recipe.methods.first(where: isDefault) }
+        guard let method = r.recipe.methods.first(where: { $0.name == requested }) else {
+            let names = r.recipe.methods.map(\.name)
+            throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
+        }
+        return method
+    }
+
+    /// The training rows a packaged head is fitted on: the draw of the study cell with `shots`
+    /// (`draw`), or every row of `pool` that shares no patient with the test images when `shots`
+    /// is nil.
+    static func fitRows(shots: Int?, test: [Int], pool: [Int], data: StudyData, draw: (Int) -> Result<[Int], Runner.Skip>) throws -> [Int] {
+        guard let shots else {
+            let testPatients = Set(test.map { data.patients?[$0] ?? data.ids[$0] })
+            return pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
+        }
+        switch draw(shots) {
+        case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
+        case let .success(drawn): return drawn
+        }
+    }
+
     /// The study cell a tuning method is packaged from: tuned heads come from a cell of the run.
     static func tunedCell(_ method: Recipe.Method, task: String, shots: Int?, seed: Int) throws -> Cell {
         guard method.tuning != nil else { throw XRError("method '\(method.name)' tunes nothing", field: "--method") }
@@ -138,11 +152,7 @@ public enum TaskPackaging {
     /// fitted on frozen tokens, then tuned with the encoder (`DetectionCells.tune`).
     public static func detection(_ r: LoadedRecipe, data: StudyData, method requested: String?, shots: Int?, seed: Int) throws -> DetectionFit {
         let names = r.recipe.methods.map(\.name)
-        if let requested, !names.contains(requested) {
-            throw XRError("the run has no method '\(requested)' (it has \(names.joined(separator: ", ")))", field: "--method")
-        }
-        let heads = r.recipe.methods.filter { if case .boxHead = $0 { return true } else { return false } }
-        let chosen = requested.flatMap { q in r.recipe.methods.first { $0.name == q } } ?? heads.first
+        let chosen = try chosenMethod(r, requested) { if case .boxHead = $0 { return true } else { return false } }
         if let method = chosen, method.tuning != nil { return try tunedDetection(r, data: data, method: method, shots: shots, seed: seed) }
         guard let method = chosen, case .boxHead = method else {
             throw XRError(
@@ -150,15 +160,8 @@ public enum TaskPackaging {
                 field: "--method", hint: "pack a box_head or a tuning method (knn_patches is not packaged)")
         }
         let p = try DetectionCells.prepare(r, data: data)
-        let rows: [Int]
-        if let shots {
-            switch DetectionCells.drawShots(Cell(method: method.name, task: p.task.name, shots: shots, seed: seed), prepared: p, data: data) {
-            case let .failure(skip): throw XRError(skip.reason, field: "--shots", hint: "choose fewer shots, or train on all rows (leave --shots out)")
-            case let .success(drawn): rows = drawn
-            }
-        } else {
-            let testPatients = Set(p.test.map { data.patients?[$0] ?? data.ids[$0] })
-            rows = p.pool.filter { !testPatients.contains(data.patients?[$0] ?? data.ids[$0]) }
+        let rows = try fitRows(shots: shots, test: p.test, pool: p.pool, data: data) {
+            DetectionCells.drawShots(Cell(method: method.name, task: p.task.name, shots: $0, seed: seed), prepared: p, data: data)
         }
         let cell = Cell(method: method.name, task: p.task.name, shots: shots ?? rows.count, seed: seed)
         guard let detector = DetectionCells.fit(method, shots: rows, cell: cell, prepared: p, data: data), let head = detector.head else {

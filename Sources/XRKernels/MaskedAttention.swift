@@ -9,7 +9,8 @@
 /// keys and values (B·Tk rows); `causal` masks key j > query i; `keyLengths[b]` masks keys at or
 /// beyond it. Saves the probabilities (B, H, Tq, Tk; zero where masked). out (B·Tq, H·D) with
 /// stride ldo. Causal attention runs in blocks of `causalBlock` queries, each block's products over
-/// only the keys its last query sees (about 5/8 of the full products at 128 tokens and blocks of 32).
+/// only the keys its last query sees (about 5/8 of the full products at 128 tokens and blocks of 32);
+/// other attention is one block of every query over the keys below `keyLengths[b]`.
 public func maskedAttentionForward(
     out: UnsafeMutablePointer<Float>, ldo: Int,
     q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
@@ -19,45 +20,34 @@ public func maskedAttentionForward(
     let scale = 1 / Float(D).squareRoot()
     let o = SendablePointer(out), qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
     let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(probabilities)
-    let block = max(1, causalBlock)
+    let block = causal ? max(1, causalBlock) : max(1, Tq)
     Parallel.ranges(B * H) { range in
         for bh in range {
             let b = bh / H, h = bh % H
             let p = pp.p + bh * Tq * Tk
-            if causal {
-                let len = keyLengths?[b] ?? Tk
-                for i0 in stride(from: 0, to: Tq, by: block) {
-                    let i1 = min(Tq, i0 + block), n = min(len, i1, Tk) // keys the block's last query sees
-                    BLAS.sgemm(
-                        p + i0 * Tk, qp.p + (b * Tq + i0) * ldq + h * D, kp.p + b * Tk * ldk + h * D, transB: true, m: i1 - i0, n: n, k: D,
-                        alpha: scale, lda: ldq, ldb: ldk, ldc: Tk)
-                    for i in i0..<i1 {
-                        let row = p + i * Tk, limit = min(len, i + 1, Tk)
-                        if limit > 0 { softmaxRows(row, rows: 1, cols: limit) }
-                        (row + limit).update(repeating: 0, count: Tk - limit)
-                    }
-                    BLAS.sgemm(
-                        o.p + (b * Tq + i0) * ldo + h * D, p + i0 * Tk, vp.p + b * Tk * ldv + h * D, m: i1 - i0, n: D, k: n, lda: Tk, ldb: ldv, ldc: ldo)
-                }
-                continue
-            }
-            BLAS.sgemm(p, qp.p + b * Tq * ldq + h * D, kp.p + b * Tk * ldk + h * D, transB: true, m: Tq, n: Tk, k: D, alpha: scale, lda: ldq, ldb: ldk, ldc: Tk)
             let len = keyLengths?[b] ?? Tk
-            for i in 0..<Tq {
-                let row = p + i * Tk
-                let limit = min(len, causal ? i + 1 : Tk)
-                for j in limit..<Tk { row[j] = -.infinity }
-                if limit == 0 { for j in 0..<Tk { row[j] = 0 }; continue }
-                softmaxRows(row, rows: 1, cols: Tk)
+            for i0 in stride(from: 0, to: Tq, by: block) {
+                // the keys the block's last query sees
+                let i1 = min(Tq, i0 + block), n = min(len, causal ? i1 : Tk, Tk)
+                BLAS.sgemm(
+                    p + i0 * Tk, qp.p + (b * Tq + i0) * ldq + h * D, kp.p + b * Tk * ldk + h * D, transB: true, m: i1 - i0, n: n, k: D,
+                    alpha: scale, lda: ldq, ldb: ldk, ldc: Tk)
+                for i in i0..<i1 {
+                    let row = p + i * Tk, limit = min(len, causal ? i + 1 : Tk, Tk)
+                    if limit > 0 { softmaxRows(row, rows: 1, cols: limit) }
+                    (row + limit).update(repeating: 0, count: Tk - limit)
+                }
+                BLAS.sgemm(
+                    o.p + (b * Tq + i0) * ldo + h * D, p + i0 * Tk, vp.p + b * Tk * ldv + h * D, m: i1 - i0, n: D, k: n, lda: Tk, ldb: ldv, ldc: ldo)
             }
-            BLAS.sgemm(o.p + b * Tq * ldo + h * D, p, vp.p + b * Tk * ldv + h * D, m: Tq, n: D, k: Tk, lda: Tk, ldb: ldv, ldc: ldo)
         }
     }
 }
 
 /// Backward of `maskedAttentionForward`: dq, dk, dv (same strides as their inputs) from dout, with the
 /// saved probabilities. dq is written; dk and dv are written (each key row belongs to one batch item).
-/// `causal` skips, per block of `causalBlock` queries, the keys none of them sees (their probabilities are zero).
+/// `causal` skips, per block of `causalBlock` queries, the keys none of them sees (their probabilities are zero);
+/// other attention is one block of every query.
 public func maskedAttentionBackward(
     dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
     dout: UnsafePointer<Float>, ldo: Int,
@@ -65,45 +55,7 @@ public func maskedAttentionBackward(
     probabilities: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
     batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int, causal: Bool = false, causalBlock: Int = 32
 ) {
-    if causal {
-        causalAttentionBackward(
-            dq: dq, dk: dk, dv: dv, dout: dout, ldo: ldo, q: q, ldq: ldq, k: k, ldk: ldk, v: v, ldv: ldv, probabilities: probabilities,
-            scratch: scratch, batch: B, queries: Tq, keys: Tk, heads: H, headDim: D, block: max(1, causalBlock))
-        return
-    }
-    let scale = 1 / Float(D).squareRoot()
-    let dqp = SendablePointer(dq), dkp = SendablePointer(dk), dvp = SendablePointer(dv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
-    let qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
-    let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities)),
-        sc = SendablePointer(scratch)
-    let chunks = max(1, min(Parallel.workers, B * H)), per = (B * H + chunks - 1) / chunks
-    Parallel.ranges(chunks) { workers in
-        for w in workers {
-            let dp = sc.p + w * Tq * Tk
-            for bh in (w * per)..<min(B * H, (w + 1) * per) {
-                let b = bh / H, h = bh % H
-                let p = pp.p + bh * Tq * Tk, go = dO.p + b * Tq * ldo + h * D
-                BLAS.sgemm(dvp.p + b * Tk * ldv + h * D, p, transA: true, go, m: Tk, n: D, k: Tq, lda: Tk, ldb: ldo, ldc: ldv)
-                BLAS.sgemm(dp, go, vp.p + b * Tk * ldv + h * D, transB: true, m: Tq, n: Tk, k: D, lda: ldo, ldb: ldv, ldc: Tk)
-                softmaxBackward(dp, probabilities: p, rows: Tq, cols: Tk)
-                BLAS.sgemm(dqp.p + b * Tq * ldq + h * D, dp, kp.p + b * Tk * ldk + h * D, m: Tq, n: D, k: Tk, alpha: scale, lda: Tk, ldb: ldk, ldc: ldq)
-                BLAS.sgemm(
-                    dkp.p + b * Tk * ldk + h * D, dp, transA: true, qp.p + b * Tq * ldq + h * D, m: Tk, n: D, k: Tq, alpha: scale, lda: Tk, ldb: ldq, ldc: ldk)
-            }
-        }
-    }
-}
-
-/// `maskedAttentionBackward` for causal attention, in blocks of queries: block [i0, i1) reads keys
-/// [0, i1) only (the probabilities beyond are zero); dk and dv are cleared, then accumulated block by block.
-private func causalAttentionBackward(
-    dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
-    dout: UnsafePointer<Float>, ldo: Int,
-    q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-    probabilities: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-    batch B: Int, queries Tq: Int, keys Tk: Int, heads H: Int, headDim D: Int, block: Int
-) {
-    let scale = 1 / Float(D).squareRoot()
+    let scale = 1 / Float(D).squareRoot(), block = causal ? max(1, causalBlock) : max(1, Tq)
     let dqp = SendablePointer(dq), dkp = SendablePointer(dk), dvp = SendablePointer(dv), dO = SendablePointer(UnsafeMutablePointer(mutating: dout))
     let qp = SendablePointer(UnsafeMutablePointer(mutating: q)), kp = SendablePointer(UnsafeMutablePointer(mutating: k))
     let vp = SendablePointer(UnsafeMutablePointer(mutating: v)), pp = SendablePointer(UnsafeMutablePointer(mutating: probabilities)),
@@ -122,7 +74,7 @@ private func causalAttentionBackward(
                     (dvb + j * ldv).update(repeating: 0, count: D)
                 }
                 for i0 in stride(from: 0, to: Tq, by: block) {
-                    let i1 = min(Tq, i0 + block), m = i1 - i0, n = min(i1, Tk)
+                    let i1 = min(Tq, i0 + block), m = i1 - i0, n = causal ? min(i1, Tk) : Tk
                     let pb = p + i0 * Tk, db = dp + i0 * Tk, gb = go + i0 * ldo, qb = qp.p + (b * Tq + i0) * ldq + h * D
                     // dV[0, n) += P[block, 0..<n)ᵀ dO[block]; dP = dO Vᵀ; dS = softmax backward
                     BLAS.sgemm(dvb, pb, transA: true, gb, m: n, n: D, k: m, beta: 1, lda: Tk, ldb: ldo, ldc: ldv)
